@@ -1,0 +1,72 @@
+/**
+ * The error catalogue: every error the API returns has a stable code, an HTTP status and a
+ * message that names the value and the fix. The body keeps the draft's `error` string and
+ * adds the code, the field and the rule:
+ *
+ *   {"error": "commit must be a hex SHA of 7 to 64 characters", "code": "validation_failed",
+ *    "field": "commit", "rule": "pattern", "request_id": "req-1"}
+ */
+
+export const ERROR_CODES = {
+  validation_failed: { status: 400, summary: 'a body, parameter or query value is invalid' },
+  invalid_json: { status: 400, summary: 'the body is not valid JSON' },
+  unauthorized: { status: 401, summary: 'no bearer token, or an unknown or revoked one' },
+  invalid_signature: { status: 401, summary: 'the webhook signature does not match the body' },
+  forbidden: { status: 403, summary: "the token's role may not use this endpoint" },
+  route_not_found: { status: 404, summary: 'no endpoint has this method and path' },
+  job_not_found: { status: 404, summary: 'no job has this id' },
+  task_not_found: { status: 404, summary: 'the job has no task with this id' },
+  job_type_not_found: { status: 404, summary: 'the pipeline file defines no such job type' },
+  procedure_not_found: { status: 404, summary: 'the pipeline file defines no such recovery procedure' },
+  invalid_transition: { status: 409, summary: 'the status change is not allowed from the current status' },
+  job_active: { status: 409, summary: 'the job has not finished, so it cannot be retried' },
+  job_finished: { status: 409, summary: 'the job has already finished' },
+  lease_lost: { status: 409, summary: 'the worker no longer holds the lease on this task' },
+  no_previous_deploy: { status: 409, summary: 'there is no earlier successful deploy to roll back to' },
+  body_too_large: { status: 413, summary: 'the body is larger than API_BODY_LIMIT' },
+  unsupported_media_type: { status: 415, summary: 'the body must be application/json' },
+  idempotency_key_reused: { status: 422, summary: 'the Idempotency-Key was used for a different request' },
+  rate_limited: { status: 429, summary: 'too many requests for this token; retry after the given time' },
+  internal_error: { status: 500, summary: 'an unexpected failure; the request id is in the server log' },
+  github_unavailable: { status: 502, summary: 'GitHub did not answer or failed' },
+  service_unavailable: { status: 503, summary: 'the server is starting, stopping or overloaded' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class ApiError extends Error {
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly field?: string,
+    readonly rule?: string,
+    readonly extra?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = ERROR_CODES[code].status;
+  }
+}
+
+export interface ErrorBody {
+  error: string;
+  code: ErrorCode;
+  field?: string;
+  rule?: string;
+  request_id?: string;
+  [key: string]: unknown;
+}
+
+export function errorBody(error: ApiError, requestId?: string): ErrorBody {
+  const body: ErrorBody = { error: error.message, code: error.code };
+  if (error.field !== undefined) body.field = error.field;
+  if (error.rule !== undefined) body.rule = error.rule;
+  if (requestId !== undefined) body.request_id = requestId;
+  return { ...body, ...error.extra };
+}
+
+export function jobNotFound(id: string): ApiError {
+  return new ApiError('job_not_found', `job ${JSON.stringify(id)} not found`, 'job_id', 'exists');
+}

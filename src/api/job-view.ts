@@ -1,0 +1,59 @@
+import type { Kysely } from 'kysely';
+import { parseJsonColumn } from '../store/json.js';
+import { findJob, listCurrentTasks } from '../store/jobs.js';
+import type { Database, JobRow, TaskRow } from '../store/schema.js';
+import type { JobSummaryView, JobView, TaskView } from './schemas.js';
+
+export function jobSummaryView(job: JobRow): JobSummaryView {
+  const self = `/api/job/${job.id}`;
+  return {
+    id: job.id,
+    type: job.type,
+    status: job.status,
+    commit: job.commit_sha,
+    branch: job.branch,
+    attempt: job.attempt,
+    reason: job.reason,
+    params: parseJsonColumn<Record<string, unknown>>(job.params, {}),
+    github_run_id: job.github_run_id,
+    github_run_attempt: job.github_run_attempt,
+    requested_by: job.requested_by,
+    concurrency_group: job.concurrency_group,
+    created_at: job.created_at,
+    queued_at: job.queued_at,
+    started_at: job.started_at,
+    finished_at: job.finished_at,
+    updated_at: job.updated_at,
+    links: { self, logs: `${self}/logs` },
+  };
+}
+
+export function taskView(task: TaskRow): TaskView {
+  return {
+    id: task.id,
+    name: task.name,
+    matrix: parseJsonColumn<Record<string, string>>(task.matrix, {}),
+    status: task.status,
+    executor: task.executor,
+    worker_id: task.worker_id,
+    attempt: task.attempt,
+    exit_code: task.exit_code,
+    reason: task.reason,
+    cancel_requested: task.cancel_requested_at !== null,
+    lease_expires_at: task.lease_expires_at,
+    queued_at: task.queued_at,
+    started_at: task.started_at,
+    finished_at: task.finished_at,
+    logs_url: `/api/job/${task.job_id}/logs?task=${encodeURIComponent(task.id)}`,
+  };
+}
+
+export function jobView(job: JobRow, tasks: TaskRow[]): JobView {
+  return { ...jobSummaryView(job), tasks: tasks.map(taskView) };
+}
+
+export async function loadJobView(db: Kysely<Database>, id: string): Promise<JobView | undefined> {
+  const job = await findJob(db, id);
+  if (job === undefined) return undefined;
+  return jobView(job, await listCurrentTasks(db, job));
+}

@@ -1,0 +1,137 @@
+/** Reading, cancelling, retrying and updating one job. */
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { AppContext } from '../../app/context.js';
+import { isTerminal, STATUSES } from '../../jobs/status.js';
+import { cancelJob } from '../../orchestrator/cancel.js';
+import { ChangeSet } from '../../orchestrator/changes.js';
+import { retryJob } from '../../orchestrator/retry.js';
+import { updateJobStatus } from '../../orchestrator/update-status.js';
+import { findJob } from '../../store/jobs.js';
+import { ApiError, jobNotFound } from '../errors.js';
+import { loadJobView, jobView } from '../job-view.js';
+import { auditContext } from '../request-context.js';
+import { ErrorSchema, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
+
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
+
+export function registerJobRoutes(app: FastifyInstance, context: AppContext): void {
+  app.get(
+    '/api/job/:job_id',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'The job, its tasks and their statuses',
+        security: [{ bearerAuth: [] }],
+        params: JobIdParams,
+        response: { 200: JobSchema, ...errors },
+      },
+      config: { roles: ['read', 'trigger'] },
+    },
+    async (request) => {
+      const { job_id: id } = request.params as { job_id: string };
+      const view = await loadJobView(context.store.db, id);
+      if (view === undefined) throw jobNotFound(id);
+      return view;
+    },
+  );
+
+  app.post(
+    '/api/job/:job_id/cancel',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Cancel the job; running containers and processes stop within seconds',
+        security: [{ bearerAuth: [] }],
+        params: JobIdParams,
+        body: Type.Optional(
+          Type.Object({ reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })) }),
+        ),
+        response: { 202: JobSchema, ...errors, 409: ErrorSchema },
+      },
+      config: { roles: ['trigger'] },
+    },
+    async (request, reply) => {
+      const { job_id: id } = request.params as { job_id: string };
+      const body = (request.body ?? {}) as { reason?: string };
+      const audit = auditContext(request);
+      const changes = new ChangeSet();
+      const view = await context.store.write(async (trx) => {
+        const job = await findJob(trx, id);
+        if (job === undefined) throw jobNotFound(id);
+        if (isTerminal(job.status)) {
+          throw new ApiError('job_finished', `job ${id} already ended ${job.status}; nothing to cancel`, 'job_id', 'active', {
+            status: job.status,
+          });
+        }
+        const reason = body.reason ?? `cancelled by ${audit.actor}`;
+        const updated = await cancelJob(trx, job, reason, changes, audit);
+        const tasks = await trx
+          .selectFrom('tasks')
+          .selectAll()
+          .where('job_id', '=', id)
+          .where('job_attempt', '=', updated.attempt)
+          .orderBy('idx')
+          .execute();
+        return jobView(updated, tasks);
+      });
+      changes.emit(context.events);
+      reply.code(202);
+      return view;
+    },
+  );
+
+  app.post(
+    '/api/job/:job_id/retry',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Start a new attempt of a finished job',
+        security: [{ bearerAuth: [] }],
+        params: JobIdParams,
+        response: { 201: JobSchema, ...errors, 409: ErrorSchema },
+      },
+      config: { roles: ['trigger'] },
+    },
+    async (request, reply) => {
+      const { job_id: id } = request.params as { job_id: string };
+      await retryJob(context, id, auditContext(request));
+      reply.code(201);
+      return loadJobView(context.store.db, id);
+    },
+  );
+
+  app.patch(
+    '/api/job/:job_id/status',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Set the status of every active task of the job (internal; for workers)',
+        description: `Allowed statuses: ${STATUSES.join(', ')}. Illegal transitions answer 409.`,
+        security: [{ bearerAuth: [] }],
+        params: JobIdParams,
+        body: Type.Object(
+          {
+            status: StatusSchema,
+            reason: Type.Optional(Type.String({ minLength: 1, maxLength: 2000 })),
+            exit_code: Type.Optional(Type.Integer({ minimum: -255, maximum: 255 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: JobSchema, ...errors, 409: ErrorSchema },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const { job_id: id } = request.params as { job_id: string };
+      const body = request.body as { status: (typeof STATUSES)[number]; reason?: string; exit_code?: number };
+      await updateJobStatus(
+        context,
+        id,
+        { status: body.status, reason: body.reason, exitCode: body.exit_code },
+        auditContext(request),
+      );
+      return loadJobView(context.store.db, id);
+    },
+  );
+}

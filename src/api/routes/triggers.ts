@@ -1,0 +1,157 @@
+/**
+ * Trigger endpoints: the draft's `POST /api/trigger/{ci,integration-tests,deploy}` and the
+ * generic `POST /api/trigger/{type}` for any job type of the pipeline file.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AppContext } from '../../app/context.js';
+import { branchNameProblem } from '../../jobs/refs.js';
+import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
+import { triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
+import { ApiError } from '../errors.js';
+import { auditContext } from '../request-context.js';
+import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
+
+const Scalar = Type.Union([Type.String({ maxLength: 200 }), Type.Number()]);
+const MatrixInput = Type.Union([Type.Array(Scalar, { maxItems: 64 }), Scalar]);
+
+export const TriggerBody = Type.Object(
+  {
+    commit: CommitSchema,
+    branch: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'git branch name' })),
+    python_versions: Type.Optional(
+      Type.Array(Scalar, { maxItems: 64, description: 'values for a matrix axis `from: python_versions`' }),
+    ),
+    github_run_id: Type.Optional(
+      Type.Union([Type.String({ pattern: '^[0-9]{1,20}$' }), Type.Integer({ minimum: 0 })], {
+        description: 'GITHUB_RUN_ID; with github_run_attempt it makes the trigger idempotent',
+      }),
+    ),
+    github_run_attempt: Type.Optional(
+      Type.Union([Type.String({ pattern: '^[0-9]{1,6}$' }), Type.Integer({ minimum: 1 })]),
+    ),
+    params: Type.Optional(
+      Type.Record(Type.String({ maxLength: 100 }), Type.Unknown(), {
+        maxProperties: 100,
+        description: 'extra values for the pipeline; keys may feed matrix axes',
+      }),
+    ),
+  },
+  {
+    // Other fields may feed matrix axes (`from: node_versions`); they are checked per pipeline.
+    additionalProperties: MatrixInput,
+  },
+);
+export type TriggerBodyType = Static<typeof TriggerBody>;
+
+const TriggerHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' }),
+  ),
+});
+
+const TriggerReply = Type.Object({
+  job_id: Type.String(),
+  status: StatusSchema,
+  reason: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+});
+
+const DRAFT_TYPES = ['ci', 'integration-tests', 'deploy'] as const;
+const KNOWN_FIELDS = new Set([
+  'commit',
+  'branch',
+  'python_versions',
+  'github_run_id',
+  'github_run_attempt',
+  'params',
+]);
+
+export function registerTriggerRoutes(app: FastifyInstance, context: AppContext): void {
+  const schema = (summary: string, params?: ReturnType<typeof Type.Object>) => ({
+    tags: ['jobs'],
+    summary,
+    security: [{ bearerAuth: [] }],
+    body: TriggerBody,
+    headers: TriggerHeaders,
+    ...(params === undefined ? {} : { params }),
+    response: {
+      200: { ...TriggerReply, description: 'an earlier request with the same key created the job' },
+      201: { ...TriggerReply, description: 'the job was created and committed' },
+      400: ErrorSchema,
+      404: ErrorSchema,
+      422: ErrorSchema,
+    },
+  });
+
+  for (const type of DRAFT_TYPES) {
+    app.post(
+      `/api/trigger/${type}`,
+      { schema: schema(`Queue a ${type} job`), config: { roles: ['trigger'] } },
+      (request, reply) => handleTrigger(context, type, request, reply),
+    );
+  }
+
+  app.post(
+    '/api/trigger/:type',
+    {
+      schema: schema(
+        'Queue a job of any type defined in the pipeline file',
+        Type.Object({ type: Type.String({ pattern: JOB_TYPE_PATTERN }) }),
+      ),
+      config: { roles: ['trigger'] },
+    },
+    (request, reply) => handleTrigger(context, (request.params as { type: string }).type, request, reply),
+  );
+}
+
+async function handleTrigger(
+  context: AppContext,
+  type: string,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  const body = request.body as TriggerBodyType;
+  const triggerRequest = toTriggerRequest(context, type, body, request.headers['idempotency-key']);
+  const { job, created } = await triggerJob(context, triggerRequest, auditContext(request));
+  reply.code(created ? 201 : 200);
+  return { job_id: job.id, status: job.status, reason: job.reason };
+}
+
+export function toTriggerRequest(
+  context: AppContext,
+  type: string,
+  body: TriggerBodyType,
+  idempotencyKey: string | string[] | undefined,
+): TriggerRequest {
+  if (body.branch !== undefined) {
+    const problem = branchNameProblem(body.branch);
+    if (problem !== undefined) {
+      throw new ApiError('validation_failed', `branch ${problem}`, 'branch', 'git-ref');
+    }
+  }
+  const pipeline = context.pipelines.pipelines[type];
+  const matrixInputs = new Set(pipeline?.matrix.map((axis) => axis.from) ?? []);
+  const inputs: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(body)) {
+    if (KNOWN_FIELDS.has(key) && key !== 'python_versions') continue;
+    if (key !== 'python_versions' && !matrixInputs.has(key)) {
+      throw new ApiError(
+        'validation_failed',
+        `unknown field "${key}": the ${type} pipeline has no matrix axis fed from it`,
+        key,
+        'additionalProperties',
+      );
+    }
+    inputs[key] = value;
+  }
+  return {
+    type,
+    commit: body.commit.toLowerCase(),
+    branch: body.branch ?? null,
+    inputs,
+    params: body.params ?? {},
+    githubRunId: body.github_run_id === undefined ? null : String(body.github_run_id),
+    githubRunAttempt: body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
+    idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
+  };
+}

@@ -1,0 +1,86 @@
+/** TypeBox schemas shared by routes: they validate input and serialise output. */
+import { Type, type Static } from '@sinclair/typebox';
+import { JOB_ID_PATTERN } from '../jobs/ids.js';
+import { STATUSES, STATUS_MEANINGS } from '../jobs/status.js';
+import { COMMIT_PATTERN } from '../jobs/refs.js';
+import { ERROR_CODES } from './errors.js';
+
+const Nullable = <T extends ReturnType<typeof Type.String>>(schema: T) =>
+  Type.Union([schema, Type.Null()]);
+const Time = Type.String({ format: 'date-time', description: 'UTC ISO 8601' });
+
+export const StatusSchema = Type.Union(
+  STATUSES.map((status) => Type.Literal(status, { description: STATUS_MEANINGS[status] })),
+  { description: 'job or task status' },
+);
+
+export const JobIdParams = Type.Object({
+  job_id: Type.String({
+    pattern: JOB_ID_PATTERN,
+    description: 'job id: `<type>-<8 hex digits>`',
+    examples: ['ci-a1b2c3d4'],
+  }),
+});
+
+export const ErrorSchema = Type.Object(
+  {
+    error: Type.String({ description: 'what failed, naming the value and the fix' }),
+    code: Type.Union(Object.keys(ERROR_CODES).map((code) => Type.Literal(code))),
+    field: Type.Optional(Type.String()),
+    rule: Type.Optional(Type.String()),
+    request_id: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true, $id: 'Error' },
+);
+
+export const TaskSchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  matrix: Type.Record(Type.String(), Type.String()),
+  status: StatusSchema,
+  executor: Type.Union([Type.String(), Type.Null()]),
+  worker_id: Type.Union([Type.String(), Type.Null()]),
+  attempt: Type.Integer({ description: 'how often a worker claimed the task' }),
+  exit_code: Type.Union([Type.Integer(), Type.Null()]),
+  reason: Type.Union([Type.String(), Type.Null()]),
+  cancel_requested: Type.Boolean(),
+  lease_expires_at: Nullable(Time),
+  queued_at: Nullable(Time),
+  started_at: Nullable(Time),
+  finished_at: Nullable(Time),
+  logs_url: Type.String(),
+});
+
+export const JobSchema = Type.Object({
+  id: Type.String(),
+  type: Type.String(),
+  status: StatusSchema,
+  commit: Type.Union([Type.String(), Type.Null()]),
+  branch: Type.Union([Type.String(), Type.Null()]),
+  attempt: Type.Integer(),
+  reason: Type.Union([Type.String({ description: 'why the job waits, or why it ended as it did' }), Type.Null()]),
+  params: Type.Record(Type.String(), Type.Unknown()),
+  github_run_id: Type.Union([Type.String(), Type.Null()]),
+  github_run_attempt: Type.Union([Type.Integer(), Type.Null()]),
+  requested_by: Type.Union([Type.String(), Type.Null()]),
+  concurrency_group: Type.Union([Type.String(), Type.Null()]),
+  created_at: Time,
+  queued_at: Nullable(Time),
+  started_at: Nullable(Time),
+  finished_at: Nullable(Time),
+  updated_at: Time,
+  tasks: Type.Array(TaskSchema),
+  links: Type.Object({ self: Type.String(), logs: Type.String() }),
+});
+export type JobView = Static<typeof JobSchema>;
+export type TaskView = Static<typeof TaskSchema>;
+
+/** A job in listings: the job without its tasks. */
+export const JobSummarySchema = Type.Omit(JobSchema, ['tasks']);
+export type JobSummaryView = Static<typeof JobSummarySchema>;
+
+export const CommitSchema = Type.String({
+  pattern: COMMIT_PATTERN,
+  description: 'commit SHA, 7 to 64 hex digits',
+  examples: ['0123456789abcdef0123456789abcdef01234567'],
+});

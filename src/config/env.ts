@@ -1,0 +1,240 @@
+/**
+ * Every environment variable Slipway reads, with its default and its rule. `loadConfig`
+ * validates all of them at start and stops with a message that names the variable.
+ */
+import path from 'node:path';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export const ROLES = ['api', 'orchestrator', 'health-monitor', 'worker', 'all'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export type ExecutorChoice = 'auto' | 'docker' | 'local';
+
+export interface Config {
+  dataDir: string;
+  dbPath: string;
+  logPath: string;
+  workspacePath: string;
+  artifactsPath: string;
+  backupPath: string;
+  logLevel: LogLevel;
+  mode: Role | undefined;
+  pipelinesPath: string | undefined;
+
+  api: {
+    host: string;
+    port: number;
+    /** Number of API processes behind one port (node:cluster). */
+    workers: number;
+    /** Seconds a request may take before the server answers 503. */
+    timeoutSeconds: number;
+    bodyLimitBytes: number;
+    /** Requests per token per minute; 0 turns rate limiting off. */
+    rateLimitPerMinute: number;
+    adminToken: string | undefined;
+    publicUrl: string | undefined;
+    /** Milliseconds a commit may wait to be grouped with others (group commit). */
+    commitDelayMs: number;
+  };
+
+  worker: {
+    apiUrl: string;
+    token: string | undefined;
+    name: string | undefined;
+    capacity: number;
+    executor: ExecutorChoice;
+    /** Seconds a claim holds a task before it must be extended by a heartbeat. */
+    leaseSeconds: number;
+    dockerHost: string | undefined;
+  };
+
+  intervals: {
+    healthCheckSeconds: number;
+    orchestrationSeconds: number;
+    cleanupSeconds: number;
+    githubSyncSeconds: number;
+    backupSeconds: number;
+  };
+
+  retention: {
+    jobsDays: number;
+    logsDays: number;
+    workspacesDays: number;
+    healthMetricsDays: number;
+    auditLogDays: number;
+    backupsKept: number;
+  };
+
+  dependencyTimeoutSeconds: number;
+  /** Lease expiries a side-effect-free task may survive before it ends as error. */
+  maxTaskAttempts: number;
+
+  github: {
+    token: string | undefined;
+    repository: string | undefined;
+    apiUrl: string;
+    webhookSecret: string | undefined;
+  };
+
+  tailscaleSocket: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function readString(env: Env, name: string): string | undefined {
+  const value = env[name];
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  return trimmed === '' ? undefined : trimmed;
+}
+
+function readInteger(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = readString(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^-?\d+$/.test(raw)) {
+    throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  }
+  const value = Number(raw);
+  if (value < min || value > max) {
+    throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  }
+  return value;
+}
+
+function readChoice<T extends string>(
+  env: Env,
+  name: string,
+  choices: readonly T[],
+  aliases: Record<string, T> = {},
+): T | undefined {
+  const raw = readString(env, name);
+  if (raw === undefined) return undefined;
+  const lowered = raw.toLowerCase();
+  const aliased = aliases[lowered];
+  if (aliased) return aliased;
+  if ((choices as readonly string[]).includes(lowered)) return lowered as T;
+  throw new ConfigError(name, `must be one of ${choices.join(', ')}, got "${raw}"`);
+}
+
+function readUrl(env: Env, name: string, fallback: string): string {
+  const raw = readString(env, name) ?? fallback;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be an absolute http(s) URL, got "${raw}"`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError(name, `must be an http or https URL, got "${raw}"`);
+  }
+  return raw.replace(/\/+$/, '');
+}
+
+function readRepository(env: Env): string | undefined {
+  const raw = readString(env, 'GITHUB_REPOSITORY');
+  if (raw === undefined) return undefined;
+  if (!/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/.test(raw)) {
+    throw new ConfigError('GITHUB_REPOSITORY', `must be "owner/name", got "${raw}"`);
+  }
+  return raw;
+}
+
+const DAY_MAX = 36_500;
+const SECONDS_MAX = 7 * 24 * 3600;
+
+/** Reads and validates the environment. Throws ConfigError naming the first invalid variable. */
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
+  const dataDir = path.resolve(cwd, readString(env, 'SLIPWAY_DATA_DIR') ?? 'data');
+  const inData = (name: string, fallback: string) =>
+    path.resolve(cwd, readString(env, name) ?? path.join(dataDir, fallback));
+
+  const port = readInteger(env, 'API_PORT', 5000, 0, 65535);
+  const host = readString(env, 'API_HOST') ?? '127.0.0.1';
+  const pipelines = readString(env, 'SLIPWAY_PIPELINES');
+
+  return {
+    dataDir,
+    dbPath: inData('ORCHESTRATION_DB_PATH', 'state/orchestration.db'),
+    logPath: inData('ORCHESTRATION_LOG_PATH', 'logs'),
+    workspacePath: inData('ORCHESTRATION_WORKSPACE_PATH', 'workspaces'),
+    artifactsPath: inData('ORCHESTRATION_ARTIFACTS_PATH', 'artifacts'),
+    backupPath: inData('ORCHESTRATION_BACKUP_PATH', 'backups'),
+    logLevel:
+      readChoice(env, 'LOG_LEVEL', LOG_LEVELS, {
+        warning: 'warn',
+        critical: 'fatal',
+      }) ?? 'info',
+    mode: readChoice(env, 'ORCHESTRATION_MODE', ROLES),
+    pipelinesPath: pipelines === undefined ? undefined : path.resolve(cwd, pipelines),
+
+    api: {
+      host,
+      port,
+      workers: readInteger(env, 'API_WORKERS', 1, 1, 64),
+      timeoutSeconds: readInteger(env, 'API_TIMEOUT', 120, 1, 3600),
+      bodyLimitBytes: readInteger(env, 'API_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024),
+      rateLimitPerMinute: readInteger(env, 'API_RATE_LIMIT', 60_000, 0, 100_000_000),
+      adminToken: readString(env, 'SLIPWAY_ADMIN_TOKEN'),
+      publicUrl:
+        readString(env, 'SLIPWAY_PUBLIC_URL') === undefined
+          ? undefined
+          : readUrl(env, 'SLIPWAY_PUBLIC_URL', ''),
+      commitDelayMs: readInteger(env, 'API_COMMIT_DELAY_MS', 0, 0, 1000),
+    },
+
+    worker: {
+      apiUrl: readUrl(
+        env,
+        'SLIPWAY_API_URL',
+        `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${port}`,
+      ),
+      token: readString(env, 'SLIPWAY_AGENT_TOKEN'),
+      name: readString(env, 'SLIPWAY_WORKER_NAME'),
+      capacity: readInteger(env, 'SLIPWAY_WORKER_CAPACITY', 2, 1, 256),
+      executor: readChoice(env, 'SLIPWAY_EXECUTOR', ['auto', 'docker', 'local'] as const) ?? 'auto',
+      leaseSeconds: readInteger(env, 'SLIPWAY_LEASE_SECONDS', 30, 2, 3600),
+      dockerHost: readString(env, 'DOCKER_HOST'),
+    },
+
+    intervals: {
+      healthCheckSeconds: readInteger(env, 'HEALTH_CHECK_INTERVAL', 300, 1, SECONDS_MAX),
+      orchestrationSeconds: readInteger(env, 'ORCHESTRATION_INTERVAL', 900, 1, SECONDS_MAX),
+      cleanupSeconds: readInteger(env, 'CLEANUP_INTERVAL', 1800, 1, SECONDS_MAX),
+      githubSyncSeconds: readInteger(env, 'GITHUB_SYNC_INTERVAL', 900, 0, SECONDS_MAX),
+      backupSeconds: readInteger(env, 'BACKUP_INTERVAL', 86_400, 0, SECONDS_MAX),
+    },
+
+    retention: {
+      jobsDays: readInteger(env, 'RETENTION_JOBS_DAYS', 90, 1, DAY_MAX),
+      logsDays: readInteger(env, 'RETENTION_LOGS_DAYS', 30, 1, DAY_MAX),
+      workspacesDays: readInteger(env, 'RETENTION_WORKSPACES_DAYS', 2, 1, DAY_MAX),
+      healthMetricsDays: readInteger(env, 'RETENTION_HEALTH_METRICS_DAYS', 14, 1, DAY_MAX),
+      auditLogDays: readInteger(env, 'RETENTION_AUDIT_LOG_DAYS', 365, 1, DAY_MAX),
+      backupsKept: readInteger(env, 'BACKUP_KEEP', 7, 1, 1000),
+    },
+
+    dependencyTimeoutSeconds: readInteger(env, 'DEPENDENCY_TIMEOUT', 6 * 3600, 1, SECONDS_MAX),
+    maxTaskAttempts: readInteger(env, 'SLIPWAY_MAX_TASK_ATTEMPTS', 3, 1, 100),
+
+    github: {
+      token: readString(env, 'GITHUB_TOKEN'),
+      repository: readRepository(env),
+      apiUrl: readUrl(env, 'GITHUB_API_URL', 'https://api.github.com'),
+      webhookSecret: readString(env, 'GITHUB_WEBHOOK_SECRET'),
+    },
+
+    tailscaleSocket: readString(env, 'TAILSCALE_SOCKET') ?? '/var/run/tailscale/tailscaled.sock',
+  };
+}

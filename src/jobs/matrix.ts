@@ -1,0 +1,56 @@
+import type { MatrixAxis } from '../pipeline/types.js';
+
+/** Upper bound on tasks per job, so one trigger cannot flood the queue. */
+export const MAX_MATRIX_COMBINATIONS = 256;
+
+export class MatrixError extends Error {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Expands the matrix axes into one combination per task. An axis takes its values from the
+ * trigger field it names (`inputs[axis.from]`) when present, else from its defaults.
+ */
+export function expandMatrix(
+  axes: readonly MatrixAxis[],
+  inputs: Record<string, unknown>,
+): Array<Record<string, string>> {
+  let combinations: Array<Record<string, string>> = [{}];
+  for (const axis of axes) {
+    const values = axisValues(axis, inputs);
+    const next: Array<Record<string, string>> = [];
+    for (const combination of combinations) {
+      for (const value of values) next.push({ ...combination, [axis.name]: value });
+    }
+    if (next.length > MAX_MATRIX_COMBINATIONS) {
+      throw new MatrixError(
+        axis.from ?? axis.name,
+        `the matrix expands to more than ${MAX_MATRIX_COMBINATIONS} tasks`,
+      );
+    }
+    combinations = next;
+  }
+  return combinations;
+}
+
+function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[] {
+  const supplied = axis.from === undefined ? undefined : inputs[axis.from];
+  if (supplied === undefined || supplied === null) return axis.values;
+  const list = Array.isArray(supplied) ? supplied : [supplied];
+  if (list.length === 0) {
+    throw new MatrixError(axis.from!, `${axis.from} must not be an empty list`);
+  }
+  const values = list.map(String);
+  return [...new Set(values)];
+}
+
+/** The task's display name: the job type plus its matrix values, e.g. `ci (3.11)`. */
+export function taskName(type: string, matrix: Record<string, string>): string {
+  const values = Object.values(matrix);
+  return values.length === 0 ? type : `${type} (${values.join(', ')})`;
+}

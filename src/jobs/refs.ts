@@ -1,0 +1,37 @@
+/** Rules for the commit and branch values of a trigger. */
+
+/** A full or abbreviated object name: SHA-1 (40) or SHA-256 (64) hex, at least 7 characters. */
+export const COMMIT_PATTERN = '^[0-9a-fA-F]{7,64}$';
+export const MAX_BRANCH_LENGTH = 255;
+
+export function isCommitSha(value: string): boolean {
+  return new RegExp(COMMIT_PATTERN).test(value);
+}
+
+/**
+ * Returns why `name` is not a valid branch name under git's ref rules
+ * (git-check-ref-format), or undefined when it is valid. Unicode is allowed.
+ */
+export function branchNameProblem(name: string): string | undefined {
+  if (name.length === 0) return 'must not be empty';
+  if (Buffer.byteLength(name) > MAX_BRANCH_LENGTH) {
+    return `must be at most ${MAX_BRANCH_LENGTH} bytes`;
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x20\x7f~^:?*[\\]/.test(name)) {
+    return 'must not contain spaces, control characters or any of ~ ^ : ? * [ \\';
+  }
+  if (name.includes('..')) return 'must not contain ".."';
+  if (name.includes('@{')) return 'must not contain "@{"';
+  if (name === '@') return 'must not be "@"';
+  if (name.startsWith('-')) return 'must not start with "-"';
+  if (name.startsWith('/') || name.endsWith('/') || name.includes('//')) {
+    return 'must not start or end with "/" or contain "//"';
+  }
+  if (name.endsWith('.')) return 'must not end with "."';
+  for (const component of name.split('/')) {
+    if (component.startsWith('.')) return 'no part between slashes may start with "."';
+    if (component.endsWith('.lock')) return 'no part between slashes may end with ".lock"';
+  }
+  return undefined;
+}

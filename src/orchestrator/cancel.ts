@@ -1,0 +1,49 @@
+import type { Transaction } from 'kysely';
+import { isTerminal } from '../jobs/status.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { listCurrentTasks } from '../store/jobs.js';
+import type { Database, JobRow } from '../store/schema.js';
+import { nowIso } from '../util/time.js';
+import type { ChangeSet } from './changes.js';
+import { refreshJobStatus, transitionTask } from './job-status.js';
+
+/**
+ * Cancels a job's current tasks. Tasks no worker holds end `cancelled` at once; for a
+ * running task the cancel is requested, and the worker holding it stops its containers or
+ * processes and reports `cancelled` (or the lease expires and the orchestrator ends it).
+ * Returns the job as it is after the change.
+ */
+export async function cancelJob(
+  trx: Transaction<Database>,
+  job: JobRow,
+  reason: string,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<JobRow> {
+  const now = nowIso();
+  const tasks = await listCurrentTasks(trx, job);
+  let requested = 0;
+  for (const task of tasks) {
+    if (isTerminal(task.status)) continue;
+    if (task.status === 'running') {
+      if (task.cancel_requested_at === null) {
+        await trx
+          .updateTable('tasks')
+          .set({ cancel_requested_at: now, reason, updated_at: now })
+          .where('id', '=', task.id)
+          .execute();
+        changes.record('task-cancel-requested', task.id);
+      }
+      requested += 1;
+    } else {
+      await transitionTask(trx, task, 'cancelled', changes, { reason });
+    }
+  }
+  await trx.updateTable('jobs').set({ reason, updated_at: now }).where('id', '=', job.id).execute();
+  await appendAudit(trx, audit, {
+    action: 'job_cancelled',
+    jobId: job.id,
+    details: { reason, running_tasks_signalled: requested, previous_status: job.status },
+  });
+  return refreshJobStatus(trx, job.id, changes, audit);
+}

@@ -1,0 +1,126 @@
+/**
+ * Task transitions and the job status derived from them. Every status change of a task
+ * goes through transitionTask, and every change of a job through refreshJobStatus, so the
+ * rules of jobs/status.ts are enforced in one place.
+ */
+import type { Transaction } from 'kysely';
+import { canTransition, deriveJobStatus, isTerminal, type Status } from '../jobs/status.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { findJob } from '../store/jobs.js';
+import type { Database, JobRow, TaskRow } from '../store/schema.js';
+import { nowIso } from '../util/time.js';
+import type { ChangeSet } from './changes.js';
+import { applyOnSuccess } from './on-success.js';
+import { resolveDependents } from './dependencies.js';
+
+type Trx = Transaction<Database>;
+
+export class TransitionError extends Error {
+  constructor(
+    readonly from: Status,
+    readonly to: Status,
+    readonly subject: string,
+  ) {
+    super(`${subject} cannot change from ${from} to ${to}`);
+    this.name = 'TransitionError';
+  }
+}
+
+export interface TaskTransition {
+  reason?: string | null | undefined;
+  exitCode?: number | null | undefined;
+  workerId?: string | null | undefined;
+  leaseExpiresAt?: string | null | undefined;
+}
+
+/** Moves one task to `to`, checking the transition, and records the change. */
+export async function transitionTask(
+  trx: Trx,
+  task: TaskRow,
+  to: Status,
+  changes: ChangeSet,
+  details: TaskTransition = {},
+): Promise<TaskRow> {
+  if (!canTransition(task.status, to)) throw new TransitionError(task.status, to, `task ${task.id}`);
+  const now = nowIso();
+  const update: Partial<TaskRow> = { status: to, updated_at: now };
+  if (details.reason !== undefined) update.reason = details.reason;
+  if (details.exitCode !== undefined) update.exit_code = details.exitCode;
+  if (details.workerId !== undefined) update.worker_id = details.workerId;
+  if (details.leaseExpiresAt !== undefined) update.lease_expires_at = details.leaseExpiresAt;
+  if (to === 'queued') {
+    update.queued_at = now;
+    update.worker_id = null;
+    update.lease_expires_at = null;
+    changes.taskQueued(task.id);
+  }
+  if (to === 'running' && task.started_at === null) update.started_at = now;
+  if (isTerminal(to)) {
+    update.finished_at = now;
+    update.lease_expires_at = null;
+  }
+  await trx.updateTable('tasks').set(update).where('id', '=', task.id).execute();
+  changes.record('task-status', { taskId: task.id, jobId: task.job_id, from: task.status, to });
+  return { ...task, ...update };
+}
+
+/**
+ * Recomputes the job's status from its current tasks and stores it when it changed. When
+ * the job ends, applies its on-success state and releases or skips the jobs waiting on it.
+ */
+export async function refreshJobStatus(
+  trx: Trx,
+  jobId: string,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<JobRow> {
+  const job = await findJob(trx, jobId);
+  if (job === undefined) throw new Error(`job ${jobId} vanished inside its own transaction`);
+  const statuses = await trx
+    .selectFrom('tasks')
+    .select('status')
+    .where('job_id', '=', job.id)
+    .where('job_attempt', '=', job.attempt)
+    .execute();
+  const derived = deriveJobStatus(statuses.map((row) => row.status));
+  if (derived === job.status) return job;
+
+  const now = nowIso();
+  const update: Partial<JobRow> = { status: derived, updated_at: now };
+  if (derived === 'queued' && job.queued_at === null) update.queued_at = now;
+  if (derived === 'running' && job.started_at === null) update.started_at = now;
+  if (isTerminal(derived)) update.finished_at = now;
+  if (derived === 'queued' || derived === 'running') update.reason = null;
+  if (isTerminal(derived) && derived !== 'success' && job.reason === null) {
+    update.reason = await firstTaskReason(trx, job);
+  }
+  await trx.updateTable('jobs').set(update).where('id', '=', job.id).execute();
+  const updated: JobRow = { ...job, ...update };
+  changes.record('job-status', { jobId: job.id, type: job.type, from: job.status, to: derived });
+
+  if (isTerminal(derived)) {
+    await appendAudit(trx, audit, {
+      action: 'job_finished',
+      jobId: job.id,
+      details: { status: derived, attempt: job.attempt, reason: updated.reason },
+    });
+    if (derived === 'success') await applyOnSuccess(trx, updated, audit);
+    await resolveDependents(trx, updated, changes, audit);
+  }
+  return updated;
+}
+
+async function firstTaskReason(trx: Trx, job: JobRow): Promise<string | null> {
+  const row = await trx
+    .selectFrom('tasks')
+    .select(['name', 'status', 'reason', 'exit_code'])
+    .where('job_id', '=', job.id)
+    .where('job_attempt', '=', job.attempt)
+    .where('status', '!=', 'success')
+    .orderBy('idx')
+    .executeTakeFirst();
+  if (row === undefined) return null;
+  if (row.reason !== null) return `${row.name}: ${row.reason}`;
+  if (row.exit_code !== null) return `${row.name}: a step exited with code ${row.exit_code}`;
+  return `${row.name} ended ${row.status}`;
+}

@@ -1,0 +1,37 @@
+import type { Transaction } from 'kysely';
+import { renderTemplate } from '../pipeline/load.js';
+import type { Pipeline } from '../pipeline/types.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { parseJsonColumn } from '../store/json.js';
+import type { Database, JobRow } from '../store/schema.js';
+import { setStateVariable } from '../store/state-variables.js';
+
+/** Template values available to `on_success.state`. */
+export function jobTemplateValues(job: JobRow): Record<string, string> {
+  return {
+    commit: job.commit_sha ?? '',
+    branch: job.branch ?? '',
+    job_id: job.id,
+    type: job.type,
+  };
+}
+
+/** Sets the state variables the job's pipeline names under `on_success.state`. */
+export async function applyOnSuccess(
+  trx: Transaction<Database>,
+  job: JobRow,
+  audit: AuditContext,
+): Promise<void> {
+  const pipeline = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {});
+  const state = pipeline.onSuccess?.state ?? {};
+  const values = jobTemplateValues(job);
+  for (const [name, template] of Object.entries(state)) {
+    const value = renderTemplate(template, values);
+    const previous = await setStateVariable(trx, name, value);
+    await appendAudit(trx, audit, {
+      action: 'state_variable_set',
+      jobId: job.id,
+      details: { name, value, previous: previous ?? null },
+    });
+  }
+}

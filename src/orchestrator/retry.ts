@@ -1,0 +1,78 @@
+import type { AppContext } from '../app/context.js';
+import { ApiError, jobNotFound } from '../api/errors.js';
+import { expandMatrix } from '../jobs/matrix.js';
+import { isTerminal, type Status } from '../jobs/status.js';
+import type { Pipeline } from '../pipeline/types.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { parseJsonColumn } from '../store/json.js';
+import { findJob } from '../store/jobs.js';
+import type { JobRow } from '../store/schema.js';
+import { nowIso } from '../util/time.js';
+import { ChangeSet } from './changes.js';
+import { evaluateDependencies } from './dependencies.js';
+import { insertTasks } from './trigger.js';
+
+/**
+ * Starts a new attempt of a finished job: same id, attempt + 1, new tasks from the pipeline
+ * the job was created with. The tasks and logs of earlier attempts are kept.
+ */
+export async function retryJob(
+  context: AppContext,
+  jobId: string,
+  audit: AuditContext,
+): Promise<JobRow> {
+  const changes = new ChangeSet();
+  const job = await context.store.write(async (trx) => {
+    const current = await findJob(trx, jobId);
+    if (current === undefined) throw jobNotFound(jobId);
+    if (!isTerminal(current.status)) {
+      throw new ApiError(
+        'job_active',
+        `job ${jobId} is ${current.status}; only a finished job can be retried (cancel it first)`,
+        'job_id',
+        'finished',
+      );
+    }
+    const pipeline = parseJsonColumn<Pipeline>(current.pipeline, {} as Pipeline);
+    const inputs = parseJsonColumn<Record<string, unknown>>(current.params, {});
+    const params = (inputs.params ?? {}) as Record<string, unknown>;
+    const combinations = expandMatrix(pipeline.matrix ?? [], { ...params, ...inputs });
+    const dependencies = await evaluateDependencies(trx, current.type, current.commit_sha);
+    const status: Status = ({ satisfied: 'queued', waiting: 'waiting', failed: 'skipped' } as const)[
+      dependencies.state
+    ];
+    const now = nowIso();
+    const next: JobRow = {
+      ...current,
+      status,
+      attempt: current.attempt + 1,
+      reason: dependencies.state === 'satisfied' ? null : dependencies.reason,
+      queued_at: status === 'queued' ? now : null,
+      started_at: null,
+      finished_at: status === 'skipped' ? now : null,
+      updated_at: now,
+    };
+    await trx
+      .updateTable('jobs')
+      .set({
+        status: next.status,
+        attempt: next.attempt,
+        reason: next.reason,
+        queued_at: next.queued_at,
+        started_at: null,
+        finished_at: next.finished_at,
+        updated_at: now,
+      })
+      .where('id', '=', jobId)
+      .execute();
+    await insertTasks(trx, next, combinations, pipeline, changes, context.config.maxTaskAttempts);
+    await appendAudit(trx, audit, {
+      action: 'job_retried',
+      jobId,
+      details: { attempt: next.attempt, previous_status: current.status, status },
+    });
+    return next;
+  });
+  changes.emit(context.events);
+  return job;
+}

@@ -1,0 +1,279 @@
+/**
+ * Creating a job: idempotency, matrix expansion into tasks, dependency gating and the
+ * concurrency group, all in one transaction with its audit row.
+ */
+import { createHash } from 'node:crypto';
+import type { Transaction } from 'kysely';
+import type { AppContext } from '../app/context.js';
+import { ApiError } from '../api/errors.js';
+import { newJobId, taskId } from '../jobs/ids.js';
+import { expandMatrix, MatrixError, taskName } from '../jobs/matrix.js';
+import type { Status } from '../jobs/status.js';
+import { renderTemplate } from '../pipeline/load.js';
+import type { Pipeline } from '../pipeline/types.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { findJobByGithubRun, findJobByIdempotencyKey } from '../store/jobs.js';
+import type { Database, JobRow, NewTask } from '../store/schema.js';
+import { nowIso } from '../util/time.js';
+import { cancelJob } from './cancel.js';
+import { ChangeSet } from './changes.js';
+import { evaluateDependencies } from './dependencies.js';
+
+type Trx = Transaction<Database>;
+
+export interface TriggerRequest {
+  type: string;
+  commit: string | null;
+  branch: string | null;
+  /** Trigger body fields that may feed matrix axes (e.g. `python_versions`) and `params`. */
+  inputs: Record<string, unknown>;
+  params: Record<string, unknown>;
+  githubRunId: string | null;
+  githubRunAttempt: number | null;
+  idempotencyKey: string | null;
+  /** Extra detail for the audit row, such as the webhook delivery that caused the trigger. */
+  auditDetails?: Record<string, unknown>;
+}
+
+export interface TriggerResult {
+  job: JobRow;
+  /** False when an earlier request with the same key or GitHub run created the job. */
+  created: boolean;
+}
+
+const PRIMARY_KEY_RETRIES = 5;
+
+export function findPipeline(context: AppContext, type: string): Pipeline {
+  const pipeline = context.pipelines.pipelines[type];
+  if (pipeline === undefined) {
+    throw new ApiError(
+      'job_type_not_found',
+      `job type "${type}" is not defined in the pipeline file ${context.pipelines.source}`,
+      'type',
+      'defined',
+    );
+  }
+  return pipeline;
+}
+
+export async function triggerJob(
+  context: AppContext,
+  request: TriggerRequest,
+  audit: AuditContext,
+): Promise<TriggerResult> {
+  const pipeline = findPipeline(context, request.type);
+  let combinations: Array<Record<string, string>>;
+  try {
+    combinations = expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
+  } catch (error) {
+    if (error instanceof MatrixError) {
+      throw new ApiError('validation_failed', error.message, error.field, 'matrix');
+    }
+    throw error;
+  }
+  const requestHash = hashRequest(request);
+  const changes = new ChangeSet();
+  const result = await context.store.write(async (trx) => {
+    const existing = await findExisting(trx, request, requestHash);
+    if (existing !== undefined) return { job: existing, created: false };
+    const job = await insertJob(trx, context, request, pipeline, combinations, requestHash, {
+      changes,
+      audit,
+    });
+    return { job, created: true };
+  });
+  changes.emit(context.events);
+  return result;
+}
+
+async function findExisting(
+  trx: Trx,
+  request: TriggerRequest,
+  requestHash: string,
+): Promise<JobRow | undefined> {
+  if (request.idempotencyKey !== null) {
+    const job = await findJobByIdempotencyKey(trx, request.idempotencyKey);
+    if (job !== undefined) {
+      if (job.request_hash !== requestHash) {
+        throw new ApiError(
+          'idempotency_key_reused',
+          `Idempotency-Key ${JSON.stringify(request.idempotencyKey)} was already used for job ${job.id} with a different request; use a new key`,
+          'Idempotency-Key',
+          'unique',
+          { job_id: job.id },
+        );
+      }
+      return job;
+    }
+  }
+  if (request.githubRunId !== null) {
+    return findJobByGithubRun(trx, request.type, request.githubRunId, request.githubRunAttempt ?? 1);
+  }
+  return undefined;
+}
+
+async function insertJob(
+  trx: Trx,
+  context: AppContext,
+  request: TriggerRequest,
+  pipeline: Pipeline,
+  combinations: Array<Record<string, string>>,
+  requestHash: string,
+  { changes, audit }: { changes: ChangeSet; audit: AuditContext },
+): Promise<JobRow> {
+  const now = nowIso();
+  const dependencies = await evaluateDependencies(trx, request.type, request.commit);
+  let status: Status = 'queued';
+  let reason: string | null = null;
+  if (dependencies.state === 'waiting') {
+    status = 'waiting';
+    reason = dependencies.reason;
+  } else if (dependencies.state === 'failed') {
+    status = 'skipped';
+    reason = dependencies.reason;
+  }
+
+  const values = { commit: request.commit ?? '', branch: request.branch ?? '', type: request.type };
+  const group =
+    pipeline.concurrency === undefined ? null : renderTemplate(pipeline.concurrency.group, values);
+  const snapshot = { ...pipeline, repository: context.pipelines.repository };
+
+  const row: JobRow = {
+    id: newJobId(request.type),
+    type: request.type,
+    status,
+    commit_sha: request.commit,
+    branch: request.branch,
+    params: JSON.stringify({ ...request.inputs, params: request.params }),
+    github_run_id: request.githubRunId,
+    github_run_attempt: request.githubRunId === null ? null : (request.githubRunAttempt ?? 1),
+    idempotency_key: request.idempotencyKey,
+    request_hash: requestHash,
+    attempt: 1,
+    reason,
+    requested_by: audit.actor,
+    concurrency_group: group,
+    pipeline: JSON.stringify(snapshot),
+    created_at: now,
+    queued_at: status === 'queued' ? now : null,
+    started_at: null,
+    finished_at: status === 'skipped' ? now : null,
+    updated_at: now,
+  };
+  await insertWithFreshId(trx, row);
+  await insertTasks(trx, row, combinations, pipeline, changes, context.config.maxTaskAttempts);
+
+  await appendAudit(trx, audit, {
+    action: 'job_triggered',
+    jobId: row.id,
+    details: {
+      type: row.type,
+      status,
+      commit: row.commit_sha,
+      branch: row.branch,
+      tasks: combinations.length,
+      github_run_id: row.github_run_id,
+      github_run_attempt: row.github_run_attempt,
+      idempotency_key: row.idempotency_key,
+      ...request.auditDetails,
+    },
+  });
+
+  if (group !== null && pipeline.concurrency?.cancelInProgress === true && status !== 'skipped') {
+    await cancelOlderInGroup(trx, row, changes, audit);
+  }
+  return row;
+}
+
+/** Inserts the job, drawing a new random id when the 8 hex digits collide with another job. */
+async function insertWithFreshId(trx: Trx, row: JobRow): Promise<void> {
+  for (let attempt = 1; ; attempt += 1) {
+    const clash = await trx.selectFrom('jobs').select('id').where('id', '=', row.id).executeTakeFirst();
+    if (clash === undefined) break;
+    if (attempt >= PRIMARY_KEY_RETRIES) throw new Error(`no free job id after ${attempt} tries`);
+    row.id = newJobId(row.type);
+  }
+  await trx.insertInto('jobs').values(row).execute();
+}
+
+export async function insertTasks(
+  trx: Trx,
+  job: JobRow,
+  combinations: Array<Record<string, string>>,
+  pipeline: Pipeline,
+  changes: ChangeSet,
+  maxAttempts: number,
+): Promise<void> {
+  const now = nowIso();
+  const status: Status = job.status;
+  const tasks: NewTask[] = combinations.map((matrix, index) => ({
+    id: taskId(job.id, job.attempt, index),
+    job_id: job.id,
+    job_attempt: job.attempt,
+    idx: index,
+    name: taskName(job.type, matrix),
+    matrix: JSON.stringify(matrix),
+    status,
+    executor: pipeline.executor ?? null,
+    worker_id: null,
+    lease_expires_at: null,
+    attempt: 0,
+    max_attempts: pipeline.sideEffects ? 1 : maxAttempts,
+    exit_code: null,
+    log_path: null,
+    reason: status === 'skipped' ? job.reason : null,
+    cancel_requested_at: null,
+    created_at: now,
+    queued_at: status === 'queued' ? now : null,
+    started_at: null,
+    finished_at: status === 'skipped' ? now : null,
+    updated_at: now,
+  }));
+  await trx.insertInto('tasks').values(tasks).execute();
+  if (status === 'queued') for (const task of tasks) changes.taskQueued(task.id);
+}
+
+/** With cancel-in-progress, a new job in a concurrency group cancels the older active ones. */
+async function cancelOlderInGroup(
+  trx: Trx,
+  job: JobRow,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<void> {
+  const older = await trx
+    .selectFrom('jobs')
+    .selectAll()
+    .where('concurrency_group', '=', job.concurrency_group)
+    .where('status', 'in', ['waiting', 'queued', 'running'])
+    .where('id', '!=', job.id)
+    .execute();
+  for (const other of older) {
+    await cancelJob(trx, other, `cancelled by newer job ${job.id} in concurrency group ${job.concurrency_group}`, changes, audit);
+  }
+}
+
+/** Hash of what makes two trigger requests the same request, for Idempotency-Key checks. */
+function hashRequest(request: TriggerRequest): string {
+  const canonical = JSON.stringify([
+    request.type,
+    request.commit,
+    request.branch,
+    sortKeys(request.inputs),
+    sortKeys(request.params),
+    request.githubRunId,
+    request.githubRunAttempt,
+  ]);
+  return createHash('sha256').update(canonical).digest('hex');
+}
+
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.keys(value)
+        .sort()
+        .map((key) => [key, sortKeys((value as Record<string, unknown>)[key])]),
+    );
+  }
+  return value;
+}

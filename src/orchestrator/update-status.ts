@@ -1,0 +1,72 @@
+/**
+ * `PATCH /api/job/{id}/status`: the draft's direct status update, kept for workers and
+ * scripts written against it. The new status is applied to every active task of the job's
+ * current attempt, so the job's derived status follows; illegal transitions are rejected.
+ */
+import type { AppContext } from '../app/context.js';
+import { ApiError, jobNotFound } from '../api/errors.js';
+import { allowedTransitions, canTransition, isTerminal, type Status } from '../jobs/status.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { findJob, listCurrentTasks } from '../store/jobs.js';
+import type { JobRow } from '../store/schema.js';
+import { ChangeSet } from './changes.js';
+import { refreshJobStatus, transitionTask } from './job-status.js';
+
+export interface StatusUpdate {
+  status: Status;
+  reason?: string | undefined;
+  exitCode?: number | undefined;
+}
+
+export async function updateJobStatus(
+  context: AppContext,
+  jobId: string,
+  update: StatusUpdate,
+  audit: AuditContext,
+): Promise<JobRow> {
+  const changes = new ChangeSet();
+  const job = await context.store.write(async (trx) => {
+    const current = await findJob(trx, jobId);
+    if (current === undefined) throw jobNotFound(jobId);
+    if (!canTransition(current.status, update.status)) {
+      const allowed = allowedTransitions(current.status);
+      throw new ApiError(
+        'invalid_transition',
+        `job ${jobId} cannot change from ${current.status} to ${update.status}; ` +
+          (allowed.length === 0
+            ? `${current.status} is final (retry the job to run it again)`
+            : `allowed: ${allowed.join(', ')}`),
+        'status',
+        'transition',
+        { current_status: current.status, allowed },
+      );
+    }
+    const tasks = await listCurrentTasks(trx, current);
+    for (const task of tasks) {
+      if (isTerminal(task.status)) continue;
+      // A job running because some tasks run may hold queued tasks: start them first.
+      if (update.status !== 'queued' && task.status === 'queued' && !canTransition('queued', update.status)) {
+        await transitionTask(trx, task, 'running', changes);
+        task.status = 'running';
+      }
+      if (!canTransition(task.status, update.status)) continue;
+      await transitionTask(trx, task, update.status, changes, {
+        reason: update.reason ?? null,
+        exitCode: update.exitCode ?? null,
+      });
+    }
+    await appendAudit(trx, audit, {
+      action: 'job_status_updated',
+      jobId,
+      details: { from: current.status, to: update.status, reason: update.reason ?? null },
+    });
+    const refreshed = await refreshJobStatus(trx, jobId, changes, audit);
+    if (update.reason !== undefined && update.reason !== refreshed.reason) {
+      await trx.updateTable('jobs').set({ reason: update.reason }).where('id', '=', jobId).execute();
+      return { ...refreshed, reason: update.reason };
+    }
+    return refreshed;
+  });
+  changes.emit(context.events);
+  return job;
+}

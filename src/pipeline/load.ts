@@ -1,0 +1,358 @@
+/**
+ * Loads the pipeline file: parses YAML, validates it against the schema and resolves it.
+ * Every problem is reported with the file, the line and the field, all at once.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
+import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } from 'yaml';
+import { parseDuration } from '../util/time.js';
+import { PipelineFileSchema, type RawPipeline, type RawPipelineFile } from './schema.js';
+import type {
+  HealthCheckDefinition,
+  MatrixAxis,
+  Pipeline,
+  PipelineFile,
+  RecoveryProcedure,
+  SecretRef,
+} from './types.js';
+
+export const DEFAULT_PIPELINES_PATH = fileURLToPath(
+  new URL('../../slipway.default.yml', import.meta.url),
+);
+
+/** Job types that keep their draft endpoints and are not re-run blindly when marked so. */
+const SIDE_EFFECT_TYPES = new Set(['deploy', 'rollback', 'recovery']);
+const DEFAULT_TIMEOUT_MS = 60 * 60_000;
+const DEFAULT_HEALTH_TIMEOUT_MS = 10_000;
+const TEMPLATE = /\$\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}/g;
+
+export interface PipelineProblem {
+  file: string;
+  line: number | undefined;
+  /** Dotted path of the field, e.g. `pipelines.ci.steps.0.run`. */
+  field: string;
+  message: string;
+}
+
+export class PipelineFileError extends Error {
+  constructor(readonly problems: PipelineProblem[]) {
+    super(
+      `invalid pipeline file:\n${problems
+        .map((p) => `  ${p.file}${p.line === undefined ? '' : `:${p.line}`}: ${p.field}: ${p.message}`)
+        .join('\n')}`,
+    );
+    this.name = 'PipelineFileError';
+  }
+}
+
+/** Picks the pipeline file: the given path, else ./slipway.yml when present, else the default. */
+export function resolvePipelinesPath(configured: string | undefined, cwd = process.cwd()): string {
+  if (configured !== undefined) return configured;
+  const local = path.join(cwd, 'slipway.yml');
+  return fs.existsSync(local) ? local : DEFAULT_PIPELINES_PATH;
+}
+
+export function loadPipelineFile(filePath: string): PipelineFile {
+  let text: string;
+  try {
+    text = fs.readFileSync(filePath, 'utf8');
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new PipelineFileError([
+      { file: filePath, line: undefined, field: '(file)', message: `cannot be read (${reason})` },
+    ]);
+  }
+  return parsePipelineFile(text, filePath);
+}
+
+export function parsePipelineFile(text: string, file: string): PipelineFile {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, uniqueKeys: true });
+  const lineOf = (segments: (string | number)[]) => findLine(document, lineCounter, segments);
+
+  if (document.errors.length > 0) {
+    throw new PipelineFileError(
+      document.errors.map((error) => ({
+        file,
+        line: error.linePos?.[0]?.line,
+        field: '(yaml)',
+        message: error.message.split('\n')[0] ?? error.message,
+      })),
+    );
+  }
+  const raw: unknown = document.toJS();
+  const schemaProblems = checkSchema(raw, file, lineOf);
+  if (schemaProblems.length > 0) throw new PipelineFileError(schemaProblems);
+
+  const problems: PipelineProblem[] = [];
+  const report = (segments: (string | number)[], message: string) =>
+    problems.push({ file, line: lineOf(segments), field: segments.join('.'), message });
+  const resolved = resolveFile(raw as RawPipelineFile, file, report);
+  if (problems.length > 0) throw new PipelineFileError(problems);
+  return resolved;
+}
+
+function checkSchema(
+  raw: unknown,
+  file: string,
+  lineOf: (segments: (string | number)[]) => number | undefined,
+): PipelineProblem[] {
+  const seen = new Set<string>();
+  const problems: PipelineProblem[] = [];
+  for (const error of Value.Errors(PipelineFileSchema, raw)) {
+    const segments = error.path
+      .split('/')
+      .slice(1)
+      .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const field = segments.length === 0 ? '(top level)' : segments.join('.');
+    // A union reports one error per member; the first is enough to locate the problem.
+    if (seen.has(field)) continue;
+    seen.add(field);
+    problems.push({ file, line: lineOf(segments), field, message: describeSchemaError(error) });
+  }
+  return problems;
+}
+
+function describeSchemaError(error: ValueError): string {
+  const description = (error.schema as { description?: string }).description;
+  if (description !== undefined) return description;
+  if (error.type === ValueErrorType.ObjectAdditionalProperties) {
+    return 'unknown field, or a name that does not match the allowed pattern';
+  }
+  if (error.type === ValueErrorType.Union) return 'has an invalid value';
+  return error.message.charAt(0).toLowerCase() + error.message.slice(1);
+}
+
+/** Line of the deepest node that exists along `segments`, 1-based. */
+function findLine(
+  document: Document,
+  lineCounter: LineCounter,
+  segments: (string | number)[],
+): number | undefined {
+  for (let length = segments.length; length >= 0; length -= 1) {
+    const keys = segments.slice(0, length).map((key) => (/^\d+$/.test(String(key)) ? Number(key) : key));
+    const node = (length === 0 ? document.contents : document.getIn(keys, true)) as Node | undefined;
+    if (node?.range) return lineCounter.linePos(node.range[0]).line;
+    if (length > 0) {
+      const parent = document.getIn(keys.slice(0, -1), true);
+      if (isMap(parent)) {
+        const pair = parent.items.find((item) => String((item.key as { value?: unknown })?.value) === String(keys.at(-1)));
+        const keyNode = pair?.key as Node | undefined;
+        if (keyNode?.range) return lineCounter.linePos(keyNode.range[0]).line;
+      } else if (isSeq(parent) && parent.range) {
+        return lineCounter.linePos(parent.range[0]).line;
+      }
+    }
+  }
+  return undefined;
+}
+
+type Report = (segments: (string | number)[], message: string) => void;
+
+function resolveFile(raw: RawPipelineFile, file: string, report: Report): PipelineFile {
+  const pipelines: Record<string, Pipeline> = {};
+  for (const [type, definition] of Object.entries(raw.pipelines)) {
+    pipelines[type] = resolvePipeline(type, definition, report);
+  }
+  for (const pipeline of Object.values(pipelines)) {
+    pipeline.needs.forEach((need, index) => {
+      if (!(need in pipelines)) {
+        report(['pipelines', pipeline.type, 'needs', index], `unknown job type "${need}"`);
+      } else if (need === pipeline.type) {
+        report(['pipelines', pipeline.type, 'needs', index], 'a pipeline cannot need itself');
+      }
+    });
+  }
+  const cycle = findCycle(pipelines);
+  if (cycle !== undefined) {
+    report(['pipelines', cycle[0]!, 'needs'], `dependency cycle: ${cycle.join(' -> ')}`);
+  }
+
+  const recovery: Record<string, RecoveryProcedure> = {};
+  for (const [name, procedure] of Object.entries(raw.recovery ?? {})) {
+    const at = ['recovery', name];
+    if (procedure.action === 'restart_container' && procedure.container === undefined) {
+      report(at, 'restart_container needs "container"');
+    }
+    if (procedure.action === 'run_pipeline') {
+      if (procedure.pipeline === undefined) report(at, 'run_pipeline needs "pipeline"');
+      else if (!(procedure.pipeline in pipelines)) {
+        report([...at, 'pipeline'], `unknown job type "${procedure.pipeline}"`);
+      }
+    }
+    recovery[name] = {
+      name,
+      action: procedure.action,
+      container: procedure.container,
+      pipeline: procedure.pipeline,
+      description: procedure.description,
+    };
+  }
+
+  const healthChecks: HealthCheckDefinition[] = [];
+  const checkNames = new Set<string>();
+  (raw.health_checks ?? []).forEach((check, index) => {
+    const at = ['health_checks', index];
+    if (checkNames.has(check.name)) report([...at, 'name'], `duplicate check name "${check.name}"`);
+    checkNames.add(check.name);
+    const { name, type, interval, timeout, heal, ...settings } = check;
+    let resolvedHeal: HealthCheckDefinition['heal'];
+    if (heal !== undefined) {
+      if (heal.action === 'restart_container' && heal.container === undefined) {
+        report([...at, 'heal'], 'restart_container needs "container"');
+      }
+      if (heal.action === 'recovery' && (heal.procedure === undefined || !(heal.procedure in recovery))) {
+        report([...at, 'heal', 'procedure'], `unknown recovery procedure "${heal.procedure ?? ''}"`);
+      }
+      resolvedHeal = {
+        action: heal.action,
+        container: heal.container,
+        procedure: heal.procedure,
+        after: heal.after ?? 3,
+        recoverAfter: heal.recover_after ?? 2,
+        cooldownMs: durationMs(heal.cooldown) ?? 10 * 60_000,
+        maxPerHour: heal.max_per_hour ?? 3,
+      };
+    }
+    healthChecks.push({
+      name,
+      type,
+      intervalMs: durationMs(interval),
+      timeoutMs: durationMs(timeout) ?? DEFAULT_HEALTH_TIMEOUT_MS,
+      settings,
+      heal: resolvedHeal,
+    });
+  });
+
+  return { source: file, repository: raw.repository, pipelines, recovery, healthChecks };
+}
+
+function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeline {
+  const at = ['pipelines', type];
+  const matrix: MatrixAxis[] = Object.entries(raw.matrix ?? {}).map(([name, axis]) =>
+    Array.isArray(axis)
+      ? { name, from: undefined, values: axis.map(String) }
+      : { name, from: axis.from, values: (axis.default ?? []).map(String) },
+  );
+  for (const axis of matrix) {
+    if (axis.from === undefined && axis.values.length === 0) {
+      report([...at, 'matrix', axis.name], 'needs "from" or "default" values');
+    }
+  }
+  const axes = new Set(matrix.map((axis) => axis.name));
+  checkTemplates(raw.image, [...at, 'image'], axes, report);
+
+  const secrets: SecretRef[] = (raw.secrets ?? []).map((secret) =>
+    typeof secret === 'string'
+      ? { name: secret, fromEnv: secret, fromFile: undefined }
+      : {
+          name: secret.name,
+          fromEnv: secret.from_file === undefined ? (secret.from_env ?? secret.name) : secret.from_env,
+          fromFile: secret.from_file,
+        },
+  );
+
+  let concurrency: Pipeline['concurrency'];
+  if (raw.concurrency !== undefined) {
+    const group = typeof raw.concurrency === 'string' ? raw.concurrency : raw.concurrency.group;
+    const cancelInProgress =
+      typeof raw.concurrency === 'string' ? false : (raw.concurrency.cancel_in_progress ?? false);
+    concurrency = { group: expandGroupShorthand(group), cancelInProgress };
+  }
+
+  const memory = raw.resources?.memory;
+  return {
+    type,
+    executor: raw.executor,
+    image: raw.image,
+    steps: raw.steps.map((step, index) => ({ name: step.name ?? `step ${index + 1}`, run: step.run })),
+    matrix,
+    env: Object.fromEntries(Object.entries(raw.env ?? {}).map(([key, value]) => [key, String(value)])),
+    secrets,
+    timeoutMs: durationMs(raw.timeout) ?? DEFAULT_TIMEOUT_MS,
+    retries: raw.retries ?? 0,
+    sideEffects: raw.side_effects ?? SIDE_EFFECT_TYPES.has(type),
+    concurrency,
+    needs: raw.needs ?? [],
+    triggerNeeds: raw.trigger_needs ?? false,
+    dependencyTimeoutMs: durationMs(raw.dependency_timeout),
+    network: raw.network,
+    resources: {
+      memory: memory === undefined ? undefined : parseBytes(memory),
+      cpus: raw.resources?.cpus,
+      pids: raw.resources?.pids,
+    },
+    onSuccess: {
+      state: Object.fromEntries(
+        Object.entries(raw.on_success?.state ?? {}).map(([key, value]) => [key, String(value)]),
+      ),
+    },
+  };
+}
+
+/** `branch` and `commit` alone mean "one group per branch" and "one group per commit". */
+function expandGroupShorthand(group: string): string {
+  if (group === 'branch') return '${{ branch }}';
+  if (group === 'commit') return '${{ commit }}';
+  return group;
+}
+
+function checkTemplates(
+  text: string | undefined,
+  at: (string | number)[],
+  axes: Set<string>,
+  report: Report,
+): void {
+  if (text === undefined) return;
+  for (const match of text.matchAll(TEMPLATE)) {
+    const reference = match[1]!;
+    const axis = reference.startsWith('matrix.') ? reference.slice('matrix.'.length) : undefined;
+    if (axis === undefined || !axes.has(axis)) {
+      report(at, `unknown template value "${reference}" (only matrix axes may be used here)`);
+    }
+  }
+}
+
+function findCycle(pipelines: Record<string, Pipeline>): string[] | undefined {
+  const state = new Map<string, 'visiting' | 'done'>();
+  const walk = (type: string, trail: string[]): string[] | undefined => {
+    if (state.get(type) === 'done') return undefined;
+    if (state.get(type) === 'visiting') return [...trail.slice(trail.indexOf(type)), type];
+    state.set(type, 'visiting');
+    for (const need of pipelines[type]?.needs ?? []) {
+      if (need === type || !(need in pipelines)) continue;
+      const cycle = walk(need, [...trail, type]);
+      if (cycle !== undefined) return cycle;
+    }
+    state.set(type, 'done');
+    return undefined;
+  };
+  for (const type of Object.keys(pipelines)) {
+    const cycle = walk(type, []);
+    if (cycle !== undefined) return cycle;
+  }
+  return undefined;
+}
+
+function durationMs(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'number') return value * 1000;
+  return parseDuration(value);
+}
+
+function parseBytes(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const match = /^(\d+(?:\.\d+)?)([kKmMgG]?)[bB]?$/.exec(value)!;
+  const factor = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[match[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Math.round(Number(match[1]) * factor);
+}
+
+/**
+ * Replaces `${{ name }}` in `template` with values from `values`; unknown names become
+ * empty text. Only used for images, names and concurrency groups, never for commands.
+ */
+export function renderTemplate(template: string, values: Record<string, string>): string {
+  return template.replace(TEMPLATE, (_match, name: string) => values[name] ?? '');
+}

@@ -1,0 +1,98 @@
+/**
+ * Opens the SQLite state store: one better-sqlite3 connection per process behind Kysely,
+ * migrated to the latest schema, with writes grouped into shared commits (see WriteQueue).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, Migrator } from 'kysely';
+import type { Logger } from '../log.js';
+import { CachingSqliteDialect } from './driver.js';
+import { migrationProvider } from './migrations/index.js';
+import type { Database } from './schema.js';
+import { WriteQueue, type WriteWork } from './write-queue.js';
+
+export const BUSY_TIMEOUT_MS = 15_000;
+
+export interface StoreOptions {
+  logger?: Logger;
+  /** Apply pending migrations when opening (default true). */
+  migrate?: boolean;
+  /** Milliseconds a write may wait for others to share its commit (default 0). */
+  commitDelayMs?: number;
+  readonly?: boolean;
+}
+
+export class Store {
+  readonly #writes: WriteQueue;
+
+  constructor(
+    readonly sqlite: BetterSqlite3.Database,
+    readonly db: Kysely<Database>,
+    readonly path: string,
+    options: StoreOptions,
+  ) {
+    this.#writes = new WriteQueue(db, options);
+  }
+
+  /**
+   * Runs `work` inside a write transaction and resolves once it is committed and synced.
+   * Writes that arrive together share one commit; each runs in its own savepoint, so one
+   * that throws rolls back alone and rejects only its own caller. `work` must only touch the
+   * database: awaiting anything else would hold every other write.
+   */
+  write<T>(work: WriteWork<T>): Promise<T> {
+    return this.#writes.enqueue(work);
+  }
+
+  /** Waits for queued writes to commit, then closes the connection. */
+  async close(): Promise<void> {
+    await this.#writes.drain();
+    await this.db.destroy();
+  }
+}
+
+export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Database {
+  if (!readonly) fs.mkdirSync(path.dirname(dbPath), { recursive: true });
+  const sqlite = new BetterSqlite3(dbPath, { readonly, timeout: BUSY_TIMEOUT_MS });
+  if (!readonly) sqlite.pragma('journal_mode = WAL');
+  // FULL syncs the WAL at every commit, so a committed answer survives a power loss too.
+  sqlite.pragma('synchronous = FULL');
+  sqlite.pragma('foreign_keys = ON');
+  sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  sqlite.pragma('cache_size = -32000');
+  sqlite.pragma('temp_store = MEMORY');
+  return sqlite;
+}
+
+export async function migrateToLatest(db: Kysely<Database>, logger?: Logger): Promise<string[]> {
+  const migrator = new Migrator({
+    db,
+    provider: migrationProvider,
+    migrationTableName: 'schema_migrations',
+    migrationLockTableName: 'schema_migrations_lock',
+    allowUnorderedMigrations: true,
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  const applied = (results ?? [])
+    .filter((result) => result.status === 'Success')
+    .map((result) => result.migrationName);
+  for (const name of applied) logger?.info({ migration: name }, 'migration applied');
+  const failed = results?.find((result) => result.status === 'Error');
+  if (error !== undefined) {
+    const cause = error instanceof Error ? error.message : String(error);
+    throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${cause}`, {
+      cause: error,
+    });
+  }
+  return applied;
+}
+
+export async function openStore(dbPath: string, options: StoreOptions = {}): Promise<Store> {
+  const sqlite = openSqlite(dbPath, options.readonly);
+  const db = new Kysely<Database>({ dialect: new CachingSqliteDialect(sqlite) });
+  if (options.migrate !== false && !options.readonly) {
+    await migrateToLatest(db, options.logger);
+  }
+  return new Store(sqlite, db, dbPath, options);
+}

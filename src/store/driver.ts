@@ -1,0 +1,153 @@
+/**
+ * A Kysely driver for better-sqlite3 that keeps prepared statements and starts every
+ * transaction with BEGIN IMMEDIATE.
+ *
+ * Kysely's own SqliteDriver prepares each statement anew and opens transactions with a
+ * plain BEGIN. A deferred transaction that reads first and writes later fails at once with
+ * SQLITE_BUSY when another process committed in between, and busy_timeout does not help
+ * there; BEGIN IMMEDIATE takes the write lock up front, so busy_timeout applies.
+ */
+import type BetterSqlite3 from 'better-sqlite3';
+import {
+  CompiledQuery,
+  SqliteAdapter,
+  SqliteIntrospector,
+  SqliteQueryCompiler,
+  type DatabaseConnection,
+  type Dialect,
+  type Driver,
+  type Kysely,
+  type QueryResult,
+} from 'kysely';
+
+const STATEMENT_CACHE_SIZE = 500;
+
+class CachedConnection implements DatabaseConnection {
+  readonly #statements = new Map<string, BetterSqlite3.Statement>();
+
+  constructor(readonly sqlite: BetterSqlite3.Database) {}
+
+  prepare(sqlText: string): BetterSqlite3.Statement {
+    let statement = this.#statements.get(sqlText);
+    if (statement === undefined) {
+      statement = this.sqlite.prepare(sqlText);
+      if (this.#statements.size >= STATEMENT_CACHE_SIZE) {
+        const oldest = this.#statements.keys().next().value as string;
+        this.#statements.delete(oldest);
+      }
+      this.#statements.set(sqlText, statement);
+    }
+    return statement;
+  }
+
+  executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    const statement = this.prepare(compiledQuery.sql);
+    const parameters = compiledQuery.parameters as unknown[];
+    if (statement.reader) {
+      return Promise.resolve({ rows: statement.all(parameters) as R[] });
+    }
+    const { changes, lastInsertRowid } = statement.run(parameters);
+    return Promise.resolve({
+      numAffectedRows: BigInt(changes),
+      insertId: BigInt(lastInsertRowid),
+      rows: [],
+    });
+  }
+
+  async *streamQuery<R>(compiledQuery: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
+    const statement = this.prepare(compiledQuery.sql);
+    for (const row of statement.iterate(compiledQuery.parameters as unknown[])) {
+      yield { rows: [row as R] };
+    }
+  }
+}
+
+/** Serialises use of the one connection: a transaction holds it until it ends. */
+class ConnectionMutex {
+  #tail: Promise<void> = Promise.resolve();
+
+  async lock(): Promise<() => void> {
+    let release!: () => void;
+    const next = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const previous = this.#tail;
+    this.#tail = previous.then(() => next);
+    await previous;
+    return release;
+  }
+}
+
+class CachingSqliteDriver implements Driver {
+  readonly #connection: CachedConnection;
+  readonly #mutex = new ConnectionMutex();
+  #release: (() => void) | undefined;
+
+  constructor(sqlite: BetterSqlite3.Database) {
+    this.#connection = new CachedConnection(sqlite);
+  }
+
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    this.#release = await this.#mutex.lock();
+    return this.#connection;
+  }
+
+  async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('BEGIN IMMEDIATE'));
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('COMMIT'));
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    // A failed COMMIT or a constraint error may already have ended the transaction.
+    if (this.#connection.sqlite.inTransaction) {
+      await connection.executeQuery(CompiledQuery.raw('ROLLBACK'));
+    }
+  }
+
+  async savepoint(connection: DatabaseConnection, name: string): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw(`SAVEPOINT "${name}"`));
+  }
+
+  async rollbackToSavepoint(connection: DatabaseConnection, name: string): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw(`ROLLBACK TO SAVEPOINT "${name}"`));
+  }
+
+  async releaseSavepoint(connection: DatabaseConnection, name: string): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw(`RELEASE SAVEPOINT "${name}"`));
+  }
+
+  async releaseConnection(): Promise<void> {
+    const release = this.#release;
+    this.#release = undefined;
+    release?.();
+  }
+
+  async destroy(): Promise<void> {
+    this.#connection.sqlite.close();
+  }
+}
+
+export class CachingSqliteDialect implements Dialect {
+  constructor(readonly sqlite: BetterSqlite3.Database) {}
+
+  createDriver(): Driver {
+    return new CachingSqliteDriver(this.sqlite);
+  }
+
+  createQueryCompiler() {
+    return new SqliteQueryCompiler();
+  }
+
+  createAdapter() {
+    return new SqliteAdapter();
+  }
+
+  createIntrospector(db: Kysely<unknown>) {
+    return new SqliteIntrospector(db);
+  }
+}

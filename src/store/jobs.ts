@@ -1,0 +1,80 @@
+import type { Kysely } from 'kysely';
+import type { Status } from '../jobs/status.js';
+import type { Database, JobRow, TaskRow } from './schema.js';
+
+export async function findJob(db: Kysely<Database>, id: string): Promise<JobRow | undefined> {
+  return db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function findJobByIdempotencyKey(
+  db: Kysely<Database>,
+  key: string,
+): Promise<JobRow | undefined> {
+  return db.selectFrom('jobs').selectAll().where('idempotency_key', '=', key).executeTakeFirst();
+}
+
+export async function findJobByGithubRun(
+  db: Kysely<Database>,
+  type: string,
+  runId: string,
+  runAttempt: number,
+): Promise<JobRow | undefined> {
+  return db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('type', '=', type)
+    .where('github_run_id', '=', runId)
+    .where('github_run_attempt', '=', runAttempt)
+    .executeTakeFirst();
+}
+
+/** Tasks of the job's current attempt, in matrix order. */
+export async function listCurrentTasks(db: Kysely<Database>, job: JobRow): Promise<TaskRow[]> {
+  return db
+    .selectFrom('tasks')
+    .selectAll()
+    .where('job_id', '=', job.id)
+    .where('job_attempt', '=', job.attempt)
+    .orderBy('idx')
+    .execute();
+}
+
+export interface JobListQuery {
+  status?: Status | undefined;
+  type?: string | undefined;
+  branch?: string | undefined;
+  commit?: string | undefined;
+  /** Only jobs older than this (created_at, id) position: the cursor of the previous page. */
+  before?: { createdAt: string; id: string } | undefined;
+  limit: number;
+}
+
+/** Jobs newest first, filtered, one page at a time (keyset paging on created_at and id). */
+export async function listJobs(db: Kysely<Database>, query: JobListQuery): Promise<JobRow[]> {
+  let select = db.selectFrom('jobs').selectAll();
+  if (query.status !== undefined) select = select.where('status', '=', query.status);
+  if (query.type !== undefined) select = select.where('type', '=', query.type);
+  if (query.branch !== undefined) select = select.where('branch', '=', query.branch);
+  if (query.commit !== undefined) {
+    select = select.where('commit_sha', 'like', `${query.commit.toLowerCase()}%`);
+  }
+  const before = query.before;
+  if (before !== undefined) {
+    select = select.where((eb) =>
+      eb.or([
+        eb('created_at', '<', before.createdAt),
+        eb.and([eb('created_at', '=', before.createdAt), eb('id', '<', before.id)]),
+      ]),
+    );
+  }
+  return select.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(query.limit).execute();
+}
+
+export async function countJobsByStatus(db: Kysely<Database>): Promise<Record<string, number>> {
+  const rows = await db
+    .selectFrom('jobs')
+    .select(['status', (eb) => eb.fn.countAll<number>().as('count')])
+    .groupBy('status')
+    .execute();
+  return Object.fromEntries(rows.map((row) => [row.status, Number(row.count)]));
+}

@@ -1,0 +1,17 @@
+import type { Migration, MigrationProvider } from 'kysely';
+import * as initial from './0001_initial.js';
+import * as defaultDependencies from './0002_default_dependencies.js';
+
+/**
+ * Every migration, by name. Names sort in the order they apply; numbers are grouped by
+ * area (0001-0009 core, 0010-0019 execution, 0020-0029 orchestrator, 0030-0039 health,
+ * 0040-0049 GitHub) so that work on different areas does not collide.
+ */
+const MIGRATIONS: Record<string, Migration> = {
+  '0001_initial': initial,
+  '0002_default_dependencies': defaultDependencies,
+};
+
+export const migrationProvider: MigrationProvider = {
+  getMigrations: async () => MIGRATIONS,
+};

@@ -1,0 +1,165 @@
+/**
+ * Row types of every table, as Kysely sees them. Times are UTC ISO 8601 strings with a `Z`;
+ * JSON columns hold text that the store modules parse.
+ */
+import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { Status } from '../jobs/status.js';
+
+export interface JobsTable {
+  id: string;
+  type: string;
+  status: Status;
+  commit_sha: string | null;
+  branch: string | null;
+  /** JSON object: matrix inputs and `params` from the trigger body. */
+  params: string;
+  github_run_id: string | null;
+  github_run_attempt: number | null;
+  idempotency_key: string | null;
+  /** SHA-256 of the request that created the job, to detect a reused Idempotency-Key. */
+  request_hash: string | null;
+  attempt: number;
+  reason: string | null;
+  requested_by: string | null;
+  concurrency_group: string | null;
+  /** JSON snapshot of the pipeline the job runs, taken when it was created. */
+  pipeline: string;
+  created_at: string;
+  queued_at: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+}
+
+export interface TasksTable {
+  id: string;
+  job_id: string;
+  /** The job attempt this task belongs to; a retry of the job creates new tasks. */
+  job_attempt: number;
+  /** Position of the matrix combination within the job attempt, from 0. */
+  idx: number;
+  name: string;
+  /** JSON object: one value per matrix axis. */
+  matrix: string;
+  status: Status;
+  executor: string | null;
+  worker_id: string | null;
+  lease_expires_at: string | null;
+  /** Lease attempt: counts how often the task was claimed, so a stale worker is fenced. */
+  attempt: number;
+  max_attempts: number;
+  exit_code: number | null;
+  log_path: string | null;
+  reason: string | null;
+  /** Set when a cancel was requested while a worker held the task; the worker stops it. */
+  cancel_requested_at: string | null;
+  created_at: string;
+  queued_at: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+}
+
+export interface WorkflowDependenciesTable {
+  workflow: string;
+  depends_on: string;
+  /** `default` for the built-in chain, `pipeline` for dependencies read from the pipeline file. */
+  source: string;
+  created_at: string;
+}
+
+export interface StateVariablesTable {
+  name: string;
+  value: string;
+  updated_at: string;
+  synced_at: string | null;
+  synced_value: string | null;
+}
+
+export interface HealthMetricsTable {
+  id: Generated<number>;
+  component: string;
+  status: 'healthy' | 'degraded' | 'unhealthy';
+  latency_ms: number | null;
+  details: string;
+  recorded_at: string;
+}
+
+export interface AuditLogTable {
+  id: Generated<number>;
+  action: string;
+  actor: string;
+  job_id: string | null;
+  task_id: string | null;
+  request_id: string | null;
+  source: string | null;
+  details: string;
+  created_at: string;
+}
+
+export const TOKEN_ROLES = ['read', 'trigger', 'agent', 'admin'] as const;
+export type TokenRole = (typeof TOKEN_ROLES)[number];
+
+export interface ApiTokensTable {
+  id: Generated<number>;
+  name: string;
+  role: TokenRole;
+  /** SHA-256 of the token in hex; the token itself is never stored. */
+  token_hash: string;
+  /** First characters of the token, shown in listings so an operator can tell tokens apart. */
+  prefix: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface WorkersTable {
+  id: string;
+  name: string;
+  hostname: string;
+  /** JSON array of executor names this worker can run. */
+  executors: string;
+  /** JSON array of labels. */
+  labels: string;
+  capacity: number;
+  version: string | null;
+  status: 'online' | 'draining' | 'offline';
+  registered_at: string;
+  last_heartbeat_at: string;
+}
+
+export interface SchedulerLocksTable {
+  name: string;
+  holder: string;
+  expires_at: string;
+  last_started_at: string | null;
+  last_finished_at: string | null;
+}
+
+/** Kept by Kysely's Migrator: one row per applied migration, named `NNNN_description`. */
+export interface SchemaMigrationsTable {
+  name: string;
+  timestamp: string;
+}
+
+export interface Database {
+  jobs: JobsTable;
+  tasks: TasksTable;
+  workflow_dependencies: WorkflowDependenciesTable;
+  state_variables: StateVariablesTable;
+  health_metrics: HealthMetricsTable;
+  audit_log: AuditLogTable;
+  api_tokens: ApiTokensTable;
+  workers: WorkersTable;
+  scheduler_locks: SchedulerLocksTable;
+  schema_migrations: SchemaMigrationsTable;
+}
+
+export type JobRow = Selectable<JobsTable>;
+export type NewJob = Insertable<JobsTable>;
+export type JobUpdate = Updateable<JobsTable>;
+export type TaskRow = Selectable<TasksTable>;
+export type NewTask = Insertable<TasksTable>;
+export type AuditRow = Selectable<AuditLogTable>;
+export type TokenRow = Selectable<ApiTokensTable>;
+export type WorkerRow = Selectable<WorkersTable>;

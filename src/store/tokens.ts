@@ -1,0 +1,66 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import { nowIso } from '../util/time.js';
+import type { Database, TokenRole, TokenRow } from './schema.js';
+
+/** Tokens look like `slw_` and 32 URL-safe characters, so secret scanners can spot them. */
+export const TOKEN_PREFIX = 'slw_';
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+export function generateToken(): string {
+  return `${TOKEN_PREFIX}${randomBytes(24).toString('base64url')}`;
+}
+
+/** Creates a token and returns it in clear; only its hash is stored. */
+export async function createToken(
+  db: Kysely<Database>,
+  name: string,
+  role: TokenRole,
+  token: string = generateToken(),
+): Promise<{ token: string; row: TokenRow }> {
+  const row = {
+    name,
+    role,
+    token_hash: hashToken(token),
+    prefix: token.slice(0, TOKEN_PREFIX.length + 4),
+    created_at: nowIso(),
+    last_used_at: null,
+    revoked_at: null,
+  };
+  const inserted = await db.insertInto('api_tokens').values(row).returningAll().executeTakeFirstOrThrow();
+  return { token, row: inserted };
+}
+
+export async function findTokenByHash(
+  db: Kysely<Database>,
+  tokenHash: string,
+): Promise<TokenRow | undefined> {
+  return db.selectFrom('api_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
+}
+
+export async function listTokens(db: Kysely<Database>): Promise<TokenRow[]> {
+  return db.selectFrom('api_tokens').selectAll().orderBy('name').execute();
+}
+
+export async function revokeToken(db: Kysely<Database>, name: string): Promise<boolean> {
+  const result = await db
+    .updateTable('api_tokens')
+    .set({ revoked_at: nowIso() })
+    .where('name', '=', name)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+export async function countActiveAdminTokens(db: Kysely<Database>): Promise<number> {
+  const row = await db
+    .selectFrom('api_tokens')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('role', '=', 'admin')
+    .where('revoked_at', 'is', null)
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
+}

@@ -1,0 +1,26 @@
+/** Current time as UTC ISO 8601 with milliseconds and a `Z`, the only format stored. */
+export function nowIso(): string {
+  return new Date().toISOString();
+}
+
+export function isoAfter(milliseconds: number, from: number = Date.now()): string {
+  return new Date(from + milliseconds).toISOString();
+}
+
+/** Parses durations such as `90`, `90s`, `20m`, `2h` or `1h30m` into milliseconds. */
+export function parseDuration(text: string): number | undefined {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const pattern = /(\d+)(ms|s|m|h|d)/gy;
+  let total = 0;
+  let consumed = 0;
+  for (const match of trimmed.matchAll(pattern)) {
+    const amount = Number(match[1]);
+    const unit = match[2] as 'ms' | 's' | 'm' | 'h' | 'd';
+    const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit];
+    total += amount * factor;
+    consumed += match[0].length;
+  }
+  if (consumed === 0 || consumed !== trimmed.length) return undefined;
+  return total;
+}
