@@ -17,17 +17,35 @@ export const ERROR_CODES = {
   job_not_found: { status: 404, summary: 'no job has this id' },
   task_not_found: { status: 404, summary: 'the job has no task with this id' },
   job_type_not_found: { status: 404, summary: 'the pipeline file defines no such job type' },
-  procedure_not_found: { status: 404, summary: 'the pipeline file defines no such recovery procedure' },
-  invalid_transition: { status: 409, summary: 'the status change is not allowed from the current status' },
+  procedure_not_found: {
+    status: 404,
+    summary: 'the pipeline file defines no such recovery procedure',
+  },
+  invalid_transition: {
+    status: 409,
+    summary: 'the status change is not allowed from the current status',
+  },
   job_active: { status: 409, summary: 'the job has not finished, so it cannot be retried' },
   job_finished: { status: 409, summary: 'the job has already finished' },
   lease_lost: { status: 409, summary: 'the worker no longer holds the lease on this task' },
-  no_previous_deploy: { status: 409, summary: 'there is no earlier successful deploy to roll back to' },
+  no_previous_deploy: {
+    status: 409,
+    summary: 'there is no earlier successful deploy to roll back to',
+  },
   body_too_large: { status: 413, summary: 'the body is larger than API_BODY_LIMIT' },
   unsupported_media_type: { status: 415, summary: 'the body must be application/json' },
-  idempotency_key_reused: { status: 422, summary: 'the Idempotency-Key was used for a different request' },
-  rate_limited: { status: 429, summary: 'too many requests for this token; retry after the given time' },
-  internal_error: { status: 500, summary: 'an unexpected failure; the request id is in the server log' },
+  idempotency_key_reused: {
+    status: 422,
+    summary: 'the Idempotency-Key was used for a different request',
+  },
+  rate_limited: {
+    status: 429,
+    summary: 'too many requests for this token; retry after the given time',
+  },
+  internal_error: {
+    status: 500,
+    summary: 'an unexpected failure; the request id is in the server log',
+  },
   github_unavailable: { status: 502, summary: 'GitHub did not answer or failed' },
   service_unavailable: { status: 503, summary: 'the server is starting, stopping or overloaded' },
 } as const;

@@ -58,7 +58,10 @@ export const JobSchema = Type.Object({
   commit: Type.Union([Type.String(), Type.Null()]),
   branch: Type.Union([Type.String(), Type.Null()]),
   attempt: Type.Integer(),
-  reason: Type.Union([Type.String({ description: 'why the job waits, or why it ended as it did' }), Type.Null()]),
+  reason: Type.Union([
+    Type.String({ description: 'why the job waits, or why it ended as it did' }),
+    Type.Null(),
+  ]),
   params: Type.Record(Type.String(), Type.Unknown()),
   github_run_id: Type.Union([Type.String(), Type.Null()]),
   github_run_attempt: Type.Union([Type.Integer(), Type.Null()]),

@@ -1,8 +1,9 @@
 import type { Config } from '../config/env.js';
-import type { Events } from '../events.js';
-import type { Logger } from '../log.js';
+import { Events } from '../events.js';
+import { createLogger, type Logger } from '../log.js';
+import { loadPipelineFile, resolvePipelinesPath } from '../pipeline/load.js';
 import type { PipelineFile } from '../pipeline/types.js';
-import type { Store } from '../store/database.js';
+import { openStore, type Store } from '../store/database.js';
 
 /** What every role of one process shares. */
 export interface AppContext {
@@ -11,4 +12,27 @@ export interface AppContext {
   store: Store;
   events: Events;
   pipelines: PipelineFile;
+  pipelinesPath: string;
+}
+
+export interface ContextOptions {
+  logger?: Logger;
+}
+
+/**
+ * Opens what a role needs: the logger, the migrated store and the pipeline file. Throws
+ * PipelineFileError (naming file, line and field) when the pipeline file is invalid.
+ */
+export async function createContext(
+  config: Config,
+  options: ContextOptions = {},
+): Promise<AppContext> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const pipelinesPath = resolvePipelinesPath(config.pipelinesPath);
+  const pipelines = loadPipelineFile(pipelinesPath);
+  const store = await openStore(config.dbPath, {
+    logger,
+    commitDelayMs: config.api.commitDelayMs,
+  });
+  return { config, logger, store, events: new Events(), pipelines, pipelinesPath };
 }

@@ -1,2 +1,31 @@
 #!/usr/bin/env node
-console.log('slipway: not built yet');
+/**
+ * The `slipway` command: one subcommand per role (SPEC section 2) and the operator's tools.
+ * Exit codes: 0 success, 1 failure, 2 bad usage or configuration.
+ */
+import { Command, CommanderError } from 'commander';
+import { registerRoleCommands } from './roles.js';
+import { registerTokenCommands } from './tokens.js';
+import { CliError } from './run.js';
+
+export const program = new Command('slipway')
+  .description('Self-hosted CI/CD execution plane')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .exitOverride();
+
+registerRoleCommands(program);
+registerTokenCommands(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else {
+    process.exitCode = error instanceof CliError ? error.exitCode : 1;
+    if (!(error instanceof CliError && error.reported)) {
+      process.stderr.write(`slipway: ${error instanceof Error ? error.message : String(error)}\n`);
+    }
+  }
+}

@@ -81,7 +81,11 @@ export async function resolveDependents(
   for (const job of dependents) {
     const decision = await evaluateDependencies(trx, job.type, job.commit_sha);
     if (decision.state === 'waiting') {
-      await trx.updateTable('jobs').set({ reason: decision.reason }).where('id', '=', job.id).execute();
+      await trx
+        .updateTable('jobs')
+        .set({ reason: decision.reason })
+        .where('id', '=', job.id)
+        .execute();
       continue;
     }
     const to = decision.state === 'satisfied' ? 'queued' : 'skipped';

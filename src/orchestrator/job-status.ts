@@ -41,7 +41,8 @@ export async function transitionTask(
   changes: ChangeSet,
   details: TaskTransition = {},
 ): Promise<TaskRow> {
-  if (!canTransition(task.status, to)) throw new TransitionError(task.status, to, `task ${task.id}`);
+  if (!canTransition(task.status, to))
+    throw new TransitionError(task.status, to, `task ${task.id}`);
   const now = nowIso();
   const update: Partial<TaskRow> = { status: to, updated_at: now };
   if (details.reason !== undefined) update.reason = details.reason;

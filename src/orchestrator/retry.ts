@@ -38,9 +38,9 @@ export async function retryJob(
     const params = (inputs.params ?? {}) as Record<string, unknown>;
     const combinations = expandMatrix(pipeline.matrix ?? [], { ...params, ...inputs });
     const dependencies = await evaluateDependencies(trx, current.type, current.commit_sha);
-    const status: Status = ({ satisfied: 'queued', waiting: 'waiting', failed: 'skipped' } as const)[
-      dependencies.state
-    ];
+    const status: Status = (
+      { satisfied: 'queued', waiting: 'waiting', failed: 'skipped' } as const
+    )[dependencies.state];
     const now = nowIso();
     const next: JobRow = {
       ...current,

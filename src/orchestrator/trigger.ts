@@ -107,7 +107,12 @@ async function findExisting(
     }
   }
   if (request.githubRunId !== null) {
-    return findJobByGithubRun(trx, request.type, request.githubRunId, request.githubRunAttempt ?? 1);
+    return findJobByGithubRun(
+      trx,
+      request.type,
+      request.githubRunId,
+      request.githubRunAttempt ?? 1,
+    );
   }
   return undefined;
 }
@@ -188,7 +193,11 @@ async function insertJob(
 /** Inserts the job, drawing a new random id when the 8 hex digits collide with another job. */
 async function insertWithFreshId(trx: Trx, row: JobRow): Promise<void> {
   for (let attempt = 1; ; attempt += 1) {
-    const clash = await trx.selectFrom('jobs').select('id').where('id', '=', row.id).executeTakeFirst();
+    const clash = await trx
+      .selectFrom('jobs')
+      .select('id')
+      .where('id', '=', row.id)
+      .executeTakeFirst();
     if (clash === undefined) break;
     if (attempt >= PRIMARY_KEY_RETRIES) throw new Error(`no free job id after ${attempt} tries`);
     row.id = newJobId(row.type);
@@ -248,7 +257,13 @@ async function cancelOlderInGroup(
     .where('id', '!=', job.id)
     .execute();
   for (const other of older) {
-    await cancelJob(trx, other, `cancelled by newer job ${job.id} in concurrency group ${job.concurrency_group}`, changes, audit);
+    await cancelJob(
+      trx,
+      other,
+      `cancelled by newer job ${job.id} in concurrency group ${job.concurrency_group}`,
+      changes,
+      audit,
+    );
   }
 }
 

@@ -45,7 +45,11 @@ export async function updateJobStatus(
     for (const task of tasks) {
       if (isTerminal(task.status)) continue;
       // A job running because some tasks run may hold queued tasks: start them first.
-      if (update.status !== 'queued' && task.status === 'queued' && !canTransition('queued', update.status)) {
+      if (
+        update.status !== 'queued' &&
+        task.status === 'queued' &&
+        !canTransition('queued', update.status)
+      ) {
         await transitionTask(trx, task, 'running', changes);
         task.status = 'running';
       }
@@ -62,7 +66,11 @@ export async function updateJobStatus(
     });
     const refreshed = await refreshJobStatus(trx, jobId, changes, audit);
     if (update.reason !== undefined && update.reason !== refreshed.reason) {
-      await trx.updateTable('jobs').set({ reason: update.reason }).where('id', '=', jobId).execute();
+      await trx
+        .updateTable('jobs')
+        .set({ reason: update.reason })
+        .where('id', '=', jobId)
+        .execute();
       return { ...refreshed, reason: update.reason };
     }
     return refreshed;

@@ -40,7 +40,9 @@ export class PipelineFileError extends Error {
   constructor(readonly problems: PipelineProblem[]) {
     super(
       `invalid pipeline file:\n${problems
-        .map((p) => `  ${p.file}${p.line === undefined ? '' : `:${p.line}`}: ${p.field}: ${p.message}`)
+        .map(
+          (p) => `  ${p.file}${p.line === undefined ? '' : `:${p.line}`}: ${p.field}: ${p.message}`,
+        )
         .join('\n')}`,
     );
     this.name = 'PipelineFileError';
@@ -132,13 +134,18 @@ function findLine(
   segments: (string | number)[],
 ): number | undefined {
   for (let length = segments.length; length >= 0; length -= 1) {
-    const keys = segments.slice(0, length).map((key) => (/^\d+$/.test(String(key)) ? Number(key) : key));
-    const node = (length === 0 ? document.contents : document.getIn(keys, true)) as Node | undefined;
+    const keys = segments
+      .slice(0, length)
+      .map((key) => (/^\d+$/.test(String(key)) ? Number(key) : key));
+    const node = (length === 0 ? document.contents : document.getIn(keys, true)) as
+      Node | undefined;
     if (node?.range) return lineCounter.linePos(node.range[0]).line;
     if (length > 0) {
       const parent = document.getIn(keys.slice(0, -1), true);
       if (isMap(parent)) {
-        const pair = parent.items.find((item) => String((item.key as { value?: unknown })?.value) === String(keys.at(-1)));
+        const pair = parent.items.find(
+          (item) => String((item.key as { value?: unknown })?.value) === String(keys.at(-1)),
+        );
         const keyNode = pair?.key as Node | undefined;
         if (keyNode?.range) return lineCounter.linePos(keyNode.range[0]).line;
       } else if (isSeq(parent) && parent.range) {
@@ -203,8 +210,14 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
       if (heal.action === 'restart_container' && heal.container === undefined) {
         report([...at, 'heal'], 'restart_container needs "container"');
       }
-      if (heal.action === 'recovery' && (heal.procedure === undefined || !(heal.procedure in recovery))) {
-        report([...at, 'heal', 'procedure'], `unknown recovery procedure "${heal.procedure ?? ''}"`);
+      if (
+        heal.action === 'recovery' &&
+        (heal.procedure === undefined || !(heal.procedure in recovery))
+      ) {
+        report(
+          [...at, 'heal', 'procedure'],
+          `unknown recovery procedure "${heal.procedure ?? ''}"`,
+        );
       }
       resolvedHeal = {
         action: heal.action,
@@ -249,7 +262,8 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
       ? { name: secret, fromEnv: secret, fromFile: undefined }
       : {
           name: secret.name,
-          fromEnv: secret.from_file === undefined ? (secret.from_env ?? secret.name) : secret.from_env,
+          fromEnv:
+            secret.from_file === undefined ? (secret.from_env ?? secret.name) : secret.from_env,
           fromFile: secret.from_file,
         },
   );
@@ -267,9 +281,14 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
     type,
     executor: raw.executor,
     image: raw.image,
-    steps: raw.steps.map((step, index) => ({ name: step.name ?? `step ${index + 1}`, run: step.run })),
+    steps: raw.steps.map((step, index) => ({
+      name: step.name ?? `step ${index + 1}`,
+      run: step.run,
+    })),
     matrix,
-    env: Object.fromEntries(Object.entries(raw.env ?? {}).map(([key, value]) => [key, String(value)])),
+    env: Object.fromEntries(
+      Object.entries(raw.env ?? {}).map(([key, value]) => [key, String(value)]),
+    ),
     secrets,
     timeoutMs: durationMs(raw.timeout) ?? DEFAULT_TIMEOUT_MS,
     retries: raw.retries ?? 0,
@@ -345,7 +364,9 @@ function durationMs(value: string | number | undefined): number | undefined {
 function parseBytes(value: string | number): number {
   if (typeof value === 'number') return value;
   const match = /^(\d+(?:\.\d+)?)([kKmMgG]?)[bB]?$/.exec(value)!;
-  const factor = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[match[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  const factor = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[
+    match[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'
+  ];
   return Math.round(Number(match[1]) * factor);
 }
 

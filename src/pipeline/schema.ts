@@ -57,7 +57,9 @@ const PipelineSchema = Type.Object(
     matrix: Type.Optional(
       Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), MatrixAxisSchema, CLOSED_RECORD),
     ),
-    env: Type.Optional(Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), SCALAR, CLOSED_RECORD)),
+    env: Type.Optional(
+      Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), SCALAR, CLOSED_RECORD),
+    ),
     secrets: Type.Optional(Type.Array(SecretSchema)),
     timeout: Type.Optional(DURATION),
     retries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),
@@ -96,7 +98,9 @@ const PipelineSchema = Type.Object(
     on_success: Type.Optional(
       Type.Object(
         {
-          state: Type.Optional(Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), SCALAR, CLOSED_RECORD)),
+          state: Type.Optional(
+            Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), SCALAR, CLOSED_RECORD),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -154,9 +158,17 @@ const HealthCheckSchema = Type.Object(
 export const PipelineFileSchema = Type.Object(
   {
     repository: Type.Optional(Type.String({ minLength: 1 })),
-    pipelines: Type.Record(Type.String({ pattern: JOB_TYPE_PATTERN }), PipelineSchema, CLOSED_RECORD),
+    pipelines: Type.Record(
+      Type.String({ pattern: JOB_TYPE_PATTERN }),
+      PipelineSchema,
+      CLOSED_RECORD,
+    ),
     recovery: Type.Optional(
-      Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,62}$' }), RecoverySchema, CLOSED_RECORD),
+      Type.Record(
+        Type.String({ pattern: '^[a-z][a-z0-9_-]{0,62}$' }),
+        RecoverySchema,
+        CLOSED_RECORD,
+      ),
     ),
     health_checks: Type.Optional(Type.Array(HealthCheckSchema)),
   },

@@ -30,7 +30,11 @@ export async function createToken(
     last_used_at: null,
     revoked_at: null,
   };
-  const inserted = await db.insertInto('api_tokens').values(row).returningAll().executeTakeFirstOrThrow();
+  const inserted = await db
+    .insertInto('api_tokens')
+    .values(row)
+    .returningAll()
+    .executeTakeFirstOrThrow();
   return { token, row: inserted };
 }
 
@@ -38,21 +42,30 @@ export async function findTokenByHash(
   db: Kysely<Database>,
   tokenHash: string,
 ): Promise<TokenRow | undefined> {
-  return db.selectFrom('api_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
+  return db
+    .selectFrom('api_tokens')
+    .selectAll()
+    .where('token_hash', '=', tokenHash)
+    .executeTakeFirst();
 }
 
 export async function listTokens(db: Kysely<Database>): Promise<TokenRow[]> {
   return db.selectFrom('api_tokens').selectAll().orderBy('name').execute();
 }
 
-export async function revokeToken(db: Kysely<Database>, name: string): Promise<boolean> {
+/** Revokes the active tokens with this name, or the one with this id; returns how many. */
+export async function revokeToken(db: Kysely<Database>, nameOrId: string): Promise<number> {
   const result = await db
     .updateTable('api_tokens')
     .set({ revoked_at: nowIso() })
-    .where('name', '=', name)
+    .where((eb) =>
+      /^[0-9]+$/.test(nameOrId)
+        ? eb.or([eb('name', '=', nameOrId), eb('id', '=', Number(nameOrId))])
+        : eb('name', '=', nameOrId),
+    )
     .where('revoked_at', 'is', null)
     .executeTakeFirst();
-  return Number(result.numUpdatedRows) > 0;
+  return Number(result.numUpdatedRows);
 }
 
 export async function countActiveAdminTokens(db: Kysely<Database>): Promise<number> {

@@ -60,9 +60,15 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         const job = await findJob(trx, id);
         if (job === undefined) throw jobNotFound(id);
         if (isTerminal(job.status)) {
-          throw new ApiError('job_finished', `job ${id} already ended ${job.status}; nothing to cancel`, 'job_id', 'active', {
-            status: job.status,
-          });
+          throw new ApiError(
+            'job_finished',
+            `job ${id} already ended ${job.status}; nothing to cancel`,
+            'job_id',
+            'active',
+            {
+              status: job.status,
+            },
+          );
         }
         const reason = body.reason ?? `cancelled by ${audit.actor}`;
         const updated = await cancelJob(trx, job, reason, changes, audit);
@@ -124,7 +130,11 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
     },
     async (request) => {
       const { job_id: id } = request.params as { job_id: string };
-      const body = request.body as { status: (typeof STATUSES)[number]; reason?: string; exit_code?: number };
+      const body = request.body as {
+        status: (typeof STATUSES)[number];
+        reason?: string;
+        exit_code?: number;
+      };
       await updateJobStatus(
         context,
         id,

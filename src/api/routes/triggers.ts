@@ -18,9 +18,14 @@ const MatrixInput = Type.Union([Type.Array(Scalar, { maxItems: 64 }), Scalar]);
 export const TriggerBody = Type.Object(
   {
     commit: CommitSchema,
-    branch: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'git branch name' })),
+    branch: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 255, description: 'git branch name' }),
+    ),
     python_versions: Type.Optional(
-      Type.Array(Scalar, { maxItems: 64, description: 'values for a matrix axis `from: python_versions`' }),
+      Type.Array(Scalar, {
+        maxItems: 64,
+        description: 'values for a matrix axis `from: python_versions`',
+      }),
     ),
     github_run_id: Type.Optional(
       Type.Union([Type.String({ pattern: '^[0-9]{1,20}$' }), Type.Integer({ minimum: 0 })], {
@@ -100,7 +105,8 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
       ),
       config: { roles: ['trigger'] },
     },
-    (request, reply) => handleTrigger(context, (request.params as { type: string }).type, request, reply),
+    (request, reply) =>
+      handleTrigger(context, (request.params as { type: string }).type, request, reply),
   );
 }
 
@@ -151,7 +157,8 @@ export function toTriggerRequest(
     inputs,
     params: body.params ?? {},
     githubRunId: body.github_run_id === undefined ? null : String(body.github_run_id),
-    githubRunAttempt: body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
+    githubRunAttempt:
+      body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
     idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
   };
 }

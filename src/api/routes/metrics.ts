@@ -1,0 +1,53 @@
+/** Prometheus metrics at `/metrics`: process metrics, request durations and job counts. */
+import type { FastifyInstance } from 'fastify';
+import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AppContext } from '../../app/context.js';
+import { STATUSES } from '../../jobs/status.js';
+import { countJobsByStatus } from '../../store/jobs.js';
+
+export function registerMetricsRoutes(app: FastifyInstance, context: AppContext): void {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'slipway_' });
+
+  const requestDuration = new Histogram({
+    name: 'slipway_http_request_duration_seconds',
+    help: 'HTTP request durations by route and status code',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [registry],
+  });
+
+  new Gauge({
+    name: 'slipway_jobs',
+    help: 'Jobs in the store by status',
+    labelNames: ['status'] as const,
+    registers: [registry],
+    async collect() {
+      const counts = await countJobsByStatus(context.store.db);
+      for (const status of STATUSES) this.set({ status }, counts[status] ?? 0);
+    },
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    requestDuration.observe(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? 'unknown',
+        status: String(reply.statusCode),
+      },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  app.get(
+    '/metrics',
+    {
+      schema: { tags: ['metrics'], summary: 'Prometheus metrics', security: [{ bearerAuth: [] }] },
+      config: { roles: ['read', 'trigger', 'agent'] },
+    },
+    async (_request, reply) => {
+      reply.type(registry.contentType);
+      return registry.metrics();
+    },
+  );
+}

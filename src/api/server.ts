@@ -1,0 +1,232 @@
+/**
+ * The HTTP server: Fastify with TypeBox schemas on every route, one error shape, bearer-token
+ * roles, per-token rate limits and the OpenAPI document. Route modules add themselves through
+ * ROUTE_MODULES; each receives the Fastify instance and the process's AppContext.
+ */
+import { randomUUID } from 'node:crypto';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyRequest,
+} from 'fastify';
+import type { AppContext } from '../app/context.js';
+import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
+import { ApiError, errorBody, ERROR_CODES } from './errors.js';
+import { hashToken } from '../store/tokens.js';
+import { registerAdminRoutes } from './routes/admin.js';
+import { registerHealthRoutes } from './routes/health.js';
+import { registerJobRoutes } from './routes/jobs.js';
+import { registerLogRoutes } from './routes/logs.js';
+import { registerMetricsRoutes } from './routes/metrics.js';
+import { registerStateRoutes } from './routes/state.js';
+import { registerTriggerRoutes } from './routes/triggers.js';
+
+export type RouteModule = (app: FastifyInstance, context: AppContext) => void | Promise<void>;
+
+/** Every route module of the API, in the order they appear in the OpenAPI document. */
+export const ROUTE_MODULES: RouteModule[] = [
+  registerTriggerRoutes,
+  registerJobRoutes,
+  registerLogRoutes,
+  registerStateRoutes,
+  registerAdminRoutes,
+  registerHealthRoutes,
+  registerMetricsRoutes,
+];
+
+export interface ServerOptions {
+  /** Extra route modules, for roles that add endpoints (agent API, webhooks). */
+  routes?: RouteModule[];
+}
+
+const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
+
+export async function buildServer(
+  context: AppContext,
+  options: ServerOptions = {},
+): Promise<FastifyInstance> {
+  const { api } = context.config;
+  const app: FastifyInstance = Fastify({
+    loggerInstance: context.logger as FastifyBaseLogger,
+    bodyLimit: api.bodyLimitBytes,
+    requestTimeout: api.timeoutSeconds * 1000,
+    // A client or proxy may name the request; otherwise it gets a fresh id.
+    genReqId: (request) => {
+      const given = request.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
+    },
+    trustProxy: false,
+    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+  });
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Slipway API',
+        version: '1',
+        description:
+          'Self-hosted CI/CD execution plane. Every error has the shape ' +
+          '`{"error", "code", "field", "rule", "request_id"}`; codes: ' +
+          Object.entries(ERROR_CODES)
+            .map(([code, { status, summary }]) => `\`${code}\` (${status}) ${summary}`)
+            .join('; '),
+      },
+      components: {
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } },
+      },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/api/docs' });
+
+  const verifier = new TokenVerifier(context.store.db);
+  registerAuth(app, verifier);
+
+  if (api.rateLimitPerMinute > 0) {
+    await app.register(rateLimit, {
+      global: true,
+      // After authentication, so the limit is per token and agents can be exempt.
+      hook: 'preHandler',
+      max: api.rateLimitPerMinute,
+      timeWindow: 60_000,
+      keyGenerator: (request: FastifyRequest) => {
+        const token = bearerToken(request);
+        return token === undefined ? `ip:${request.ip}` : `token:${hashToken(token)}`;
+      },
+      // Workers long-poll and upload logs continuously; their traffic is not user traffic.
+      allowList: (request: FastifyRequest) => request.principal?.role === 'agent',
+      errorResponseBuilder: (_request, context) => ({
+        statusCode: 429,
+        code: 'rate_limited',
+        message: `rate limit of ${context.max} requests per minute exceeded; retry in ${context.after}`,
+      }),
+    });
+  }
+
+  app.setNotFoundHandler((request, reply) => {
+    const error = new ApiError(
+      'route_not_found',
+      `no endpoint ${request.method} ${request.url.split('?')[0]}; see /api/openapi.json`,
+    );
+    void reply.code(404).send(errorBody(error, request.id));
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const apiError = toApiError(error);
+    if (apiError.status >= 500) {
+      request.log.error({ err: error }, 'request failed');
+    } else if (apiError.code === 'rate_limited') {
+      void reply.header('retry-after', reply.getHeader('retry-after') ?? '60');
+    }
+    void reply.code(apiError.status).send(errorBody(apiError, request.id));
+  });
+
+  app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  for (const register of [...ROUTE_MODULES, ...(options.routes ?? [])]) {
+    await register(app, context);
+  }
+  return app;
+}
+
+/** Maps anything thrown while handling a request to the error catalogue. */
+export function toApiError(error: FastifyError | ApiError | Error): ApiError {
+  if (error instanceof ApiError) return error;
+  const fastifyError = error as FastifyError;
+  if (fastifyError.validation !== undefined && fastifyError.validation.length > 0) {
+    return validationError(fastifyError);
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError('body_too_large', fastifyError.message, 'body', 'maxBytes');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ApiError(
+        'unsupported_media_type',
+        `unsupported content type; send "Content-Type: application/json"`,
+        'Content-Type',
+        'application/json',
+      );
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new ApiError(
+        'invalid_json',
+        'the body is empty but Content-Type is application/json',
+        'body',
+        'json',
+      );
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new ApiError(
+        'invalid_json',
+        `the body is not valid JSON: ${fastifyError.message}`,
+        'body',
+        'json',
+      );
+    case 'rate_limited':
+      return new ApiError('rate_limited', fastifyError.message, 'Authorization', 'rate');
+  }
+  if (fastifyError.statusCode === 429) {
+    return new ApiError('rate_limited', fastifyError.message, 'Authorization', 'rate');
+  }
+  if (error instanceof SyntaxError && fastifyError.statusCode === 400) {
+    return new ApiError(
+      'invalid_json',
+      `the body is not valid JSON: ${error.message}`,
+      'body',
+      'json',
+    );
+  }
+  if (fastifyError.statusCode === 503 || fastifyError.code === 'FST_ERR_REQUEST_TIMEOUT') {
+    return new ApiError('service_unavailable', fastifyError.message);
+  }
+  if (fastifyError.statusCode !== undefined && fastifyError.statusCode < 500) {
+    return new ApiError('validation_failed', fastifyError.message);
+  }
+  return new ApiError('internal_error', 'internal error; the request id is in the server log');
+}
+
+interface AjvIssue {
+  keyword: string;
+  instancePath: string;
+  params: Record<string, unknown>;
+  message?: string;
+}
+
+function validationError(error: FastifyError): ApiError {
+  const issue = error.validation![0] as unknown as AjvIssue;
+  const where = error.validationContext ?? 'body';
+  const path = issue.instancePath
+    .split('/')
+    .slice(1)
+    .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'));
+  let rule = issue.keyword;
+  let message = issue.message ?? 'is invalid';
+  if (issue.keyword === 'required') {
+    path.push(String(issue.params.missingProperty));
+    message = 'is required';
+  } else if (issue.keyword === 'additionalProperties') {
+    path.push(String(issue.params.additionalProperty));
+    rule = 'unknown_field';
+    message = 'is not a known field';
+  }
+  const field = path.length > 0 ? path.join('.') : where;
+  const description = issue.keyword === 'pattern' ? describePattern(field) : undefined;
+  return new ApiError(
+    'validation_failed',
+    `${where === 'body' ? '' : `${where} `}${field} ${description ?? message}`.trim(),
+    field,
+    rule,
+  );
+}
+
+function describePattern(field: string): string | undefined {
+  if (field === 'commit') return 'must be a hex commit SHA of 7 to 64 characters';
+  if (field === 'job_id') return 'must look like <type>-<8 hex digits>, e.g. ci-a1b2c3d4';
+  return undefined;
+}

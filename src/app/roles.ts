@@ -1,0 +1,118 @@
+/**
+ * The roles a process can run (SPEC section 2). Each starter returns a handle whose `stop`
+ * finishes in-flight work and releases what the role holds; `runRoles` stops them in reverse
+ * order on SIGTERM or SIGINT and then closes the store.
+ */
+import type { FastifyInstance } from 'fastify';
+import { buildServer, type RouteModule } from '../api/server.js';
+import type { Role } from '../config/env.js';
+import type { AppContext } from './context.js';
+import { ensureAdminToken } from './admin-token.js';
+
+export interface RunningRole {
+  name: string;
+  stop(): Promise<void>;
+}
+
+export type RoleStarter = (context: AppContext) => Promise<RunningRole>;
+
+/** Route modules that other roles' packages add to the API (agent endpoints, webhooks). */
+export const EXTRA_ROUTES: RouteModule[] = [];
+
+export interface ApiRole extends RunningRole {
+  app: FastifyInstance;
+  url: string;
+}
+
+export async function startApi(context: AppContext): Promise<ApiRole> {
+  const { config, logger } = context;
+  const admin = await ensureAdminToken(config, context.store, logger);
+  const app = await buildServer(context, { routes: EXTRA_ROUTES });
+  await app.listen({ host: config.api.host, port: config.api.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.api.port;
+  const url = `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${port}`;
+  logger.info(
+    { url, docs: `${url}/api/docs`, db: context.store.path, pipelines: context.pipelinesPath },
+    `API listening on ${url}`,
+  );
+  if (admin.file !== undefined) {
+    logger.info(
+      { file: admin.file },
+      `an admin token was created and written to ${admin.file}; read it with: cat ${admin.file}`,
+    );
+  }
+  return {
+    name: 'api',
+    app,
+    url,
+    async stop() {
+      await app.close();
+    },
+  };
+}
+
+/** Starters for each role; packages that implement a role add themselves here. */
+export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
+  api: startApi,
+};
+
+/** What `slipway serve` runs in one process, in start order. */
+export const SERVE_ROLES: Exclude<Role, 'all'>[] = [
+  'api',
+  'orchestrator',
+  'health-monitor',
+  'worker',
+];
+
+export async function startRoles(
+  context: AppContext,
+  roles: readonly Exclude<Role, 'all'>[],
+): Promise<RunningRole[]> {
+  const running: RunningRole[] = [];
+  try {
+    for (const role of roles) {
+      const start = ROLE_STARTERS[role];
+      if (start === undefined) {
+        context.logger.warn({ role }, `role ${role} is not available in this build`);
+        continue;
+      }
+      running.push(await start(context));
+    }
+  } catch (error) {
+    await stopRoles(context, running);
+    throw error;
+  }
+  return running;
+}
+
+export async function stopRoles(context: AppContext, running: RunningRole[]): Promise<void> {
+  for (const role of [...running].reverse()) {
+    try {
+      await role.stop();
+      context.logger.info({ role: role.name }, `${role.name} stopped`);
+    } catch (error) {
+      context.logger.error({ err: error, role: role.name }, `${role.name} did not stop cleanly`);
+    }
+  }
+  await context.store.close();
+}
+
+/** Runs roles until SIGTERM or SIGINT, then stops them and resolves. */
+export async function runRolesUntilSignal(
+  context: AppContext,
+  roles: readonly Exclude<Role, 'all'>[],
+): Promise<void> {
+  const running = await startRoles(context, roles);
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      context.logger.info({ signal }, `received ${signal}, stopping`);
+      void stopRoles(context, running).finally(resolve);
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}

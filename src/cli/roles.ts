@@ -1,0 +1,62 @@
+/** Role subcommands: serve, api, orchestrator, health-monitor, worker, init-db. */
+import type { Command } from 'commander';
+import { createContext } from '../app/context.js';
+import { runRolesUntilSignal, SERVE_ROLES } from '../app/roles.js';
+import type { Role } from '../config/env.js';
+import { createLogger } from '../log.js';
+import { openStore } from '../store/database.js';
+import { loadCliConfig, runCommand } from './run.js';
+
+type SingleRole = Exclude<Role, 'all'>;
+
+async function runRoles(roles: readonly SingleRole[]): Promise<void> {
+  await runCommand(async () => {
+    const config = loadCliConfig();
+    const context = await createContext(config);
+    await runRolesUntilSignal(context, roles);
+  });
+}
+
+export function registerRoleCommands(program: Command): void {
+  program
+    .command('serve', { isDefault: false })
+    .description(
+      'run every role in one process: API, orchestrator, health monitor and a worker ' +
+        '(or only the role ORCHESTRATION_MODE names)',
+    )
+    .action(async () => {
+      const mode = loadCliConfig().mode;
+      await runRoles(mode === undefined || mode === 'all' ? SERVE_ROLES : [mode]);
+    });
+
+  const single: [SingleRole, string][] = [
+    ['api', 'run the HTTP API'],
+    ['orchestrator', 'run dependency resolution, lease recovery, sweeps, cleanup and backups'],
+    ['health-monitor', 'run health checks, record metrics and heal services'],
+    ['worker', 'claim tasks from the API and run them'],
+  ];
+  for (const [role, description] of single) {
+    program
+      .command(role)
+      .description(description)
+      .action(async () => {
+        await runRoles([role]);
+      });
+  }
+
+  program
+    .command('init-db')
+    .description('create or migrate the database schema and the default dependencies, then exit')
+    .action(async () => {
+      await runCommand(async () => {
+        const config = loadCliConfig();
+        const logger = createLogger(config.logLevel);
+        const store = await openStore(config.dbPath, { logger });
+        const migrations = await store.db.selectFrom('schema_migrations').select('name').execute();
+        await store.close();
+        process.stdout.write(
+          `database ${config.dbPath} is at the latest schema (${migrations.length} migrations)\n`,
+        );
+      });
+    });
+}

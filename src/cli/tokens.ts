@@ -1,0 +1,129 @@
+/** `slipway token create|list|revoke`: API tokens, stored hashed; shown in clear only once. */
+import { InvalidArgumentError, type Command } from 'commander';
+import { createLogger } from '../log.js';
+import { openStore } from '../store/database.js';
+import { TOKEN_ROLES, type TokenRole } from '../store/schema.js';
+import { createToken, listTokens, revokeToken } from '../store/tokens.js';
+import { appendAudit } from '../store/audit.js';
+import { CliError, loadCliConfig, runCommand } from './run.js';
+
+const NAME_PATTERN = /^[\w.@-]{1,64}$/;
+
+function parseRole(value: string): TokenRole {
+  if (!(TOKEN_ROLES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`must be one of ${TOKEN_ROLES.join(', ')}`);
+  }
+  return value as TokenRole;
+}
+
+function parseName(value: string): string {
+  if (!NAME_PATTERN.test(value)) {
+    throw new InvalidArgumentError('1 to 64 letters, digits, ".", "_", "@" or "-"');
+  }
+  return value;
+}
+
+async function withStore<T>(
+  body: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>,
+): Promise<T> {
+  const config = loadCliConfig();
+  const store = await openStore(config.dbPath, { logger: createLogger('warn') });
+  try {
+    return await body(store);
+  } finally {
+    await store.close();
+  }
+}
+
+const cliAudit = () => ({
+  actor: `cli:${process.env.USER ?? 'unknown'}`,
+  requestId: undefined,
+  source: 'cli',
+});
+
+export function registerTokenCommands(program: Command): void {
+  const token = program.command('token').description('manage API tokens');
+
+  token
+    .command('create')
+    .description('create a token and print it once')
+    .requiredOption('--name <name>', 'who or what uses the token', parseName)
+    .requiredOption('--role <role>', `one of ${TOKEN_ROLES.join(', ')}`, parseRole)
+    .option('--json', 'print {"name", "role", "token"} as JSON')
+    .action(async (options: { name: string; role: TokenRole; json?: boolean }) => {
+      await runCommand(async () => {
+        const created = await withStore((store) =>
+          store.write(async (trx) => {
+            const result = await createToken(trx, options.name, options.role);
+            await appendAudit(trx, cliAudit(), {
+              action: 'token_created',
+              details: { name: options.name, role: options.role, prefix: result.row.prefix },
+            });
+            return result;
+          }),
+        );
+        if (options.json === true) {
+          process.stdout.write(
+            `${JSON.stringify({ name: options.name, role: options.role, token: created.token })}\n`,
+          );
+        } else {
+          process.stdout.write(`${created.token}\n`);
+          process.stderr.write(
+            `token "${options.name}" (role ${options.role}) created; it is shown only this once\n`,
+          );
+        }
+      });
+    });
+
+  token
+    .command('list')
+    .description('list tokens (names, roles, prefixes; never the tokens)')
+    .option('--json', 'print JSON')
+    .action(async (options: { json?: boolean }) => {
+      await runCommand(async () => {
+        const rows = await withStore((store) => listTokens(store.db));
+        const view = rows.map(
+          ({ id, name, role, prefix, created_at, last_used_at, revoked_at }) => ({
+            id,
+            name,
+            role,
+            prefix,
+            created_at,
+            last_used_at,
+            revoked_at,
+          }),
+        );
+        if (options.json === true) {
+          process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
+          return;
+        }
+        for (const row of view) {
+          const state = row.revoked_at === null ? 'active' : `revoked ${row.revoked_at}`;
+          process.stdout.write(`${row.id}\t${row.name}\t${row.role}\t${row.prefix}…\t${state}\n`);
+        }
+      });
+    });
+
+  token
+    .command('revoke')
+    .description('revoke a token by name or id; it stops working within seconds')
+    .argument('<name-or-id>')
+    .action(async (nameOrId: string) => {
+      await runCommand(async () => {
+        const revoked = await withStore((store) =>
+          store.write(async (trx) => {
+            const count = await revokeToken(trx, nameOrId);
+            if (count > 0) {
+              await appendAudit(trx, cliAudit(), {
+                action: 'token_revoked',
+                details: { token: nameOrId, count },
+              });
+            }
+            return count;
+          }),
+        );
+        if (revoked === 0) throw new CliError(`no active token named or numbered ${nameOrId}`);
+        process.stdout.write(`revoked ${revoked} token(s)\n`);
+      });
+    });
+}
