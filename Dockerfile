@@ -74,7 +74,6 @@ WORKDIR /app
 COPY --from=build /build/package.json /build/slipway.default.yml ./
 COPY --from=build /build/node_modules ./node_modules
 COPY --from=build /build/dist ./dist
-COPY docker/healthcheck.mjs ./docker/healthcheck.mjs
 
 # Named volumes copy this ownership when they are first mounted, so the node user can write.
 RUN ln -s /app/dist/cli/main.js /usr/local/bin/slipway \
@@ -99,7 +98,7 @@ USER node
 
 ENV ORCHESTRATION_MODE=worker
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "/app/docker/healthcheck.mjs"]
+  CMD ["node", "/app/dist/cli/healthcheck.js"]
 CMD ["worker"]
 
 # --- orchestration-api (the default target) --------------------------------------------------
@@ -107,5 +106,5 @@ FROM runtime AS orchestration-api
 
 ENV ORCHESTRATION_MODE=api
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "/app/docker/healthcheck.mjs"]
+  CMD ["node", "/app/dist/cli/healthcheck.js"]
 CMD ["serve"]
