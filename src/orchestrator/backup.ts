@@ -56,6 +56,10 @@ export async function backupDatabase(dbPath: string, target: string): Promise<Ba
   } finally {
     source.close();
   }
+  // The copy inherits WAL mode from the source; a lone file is easier to move and restore.
+  const copy = new BetterSqlite3(partial, { fileMustExist: true });
+  copy.pragma('journal_mode = DELETE');
+  copy.close();
   const integrity = checkIntegrity(partial);
   if (integrity !== 'ok') {
     fs.rmSync(partial, { force: true });
