@@ -24,6 +24,7 @@ import { registerHealthRoutes } from './routes/health.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerLogRoutes } from './routes/logs.js';
 import { registerMetricsRoutes } from './routes/metrics.js';
+import { registerRecoveryRoutes } from './routes/recovery.js';
 import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
 
@@ -38,6 +39,7 @@ export const ROUTE_MODULES: RouteModule[] = [
   registerAdminRoutes,
   registerHealthRoutes,
   registerMetricsRoutes,
+  registerRecoveryRoutes,
   registerAgentRoutes,
 ];
 

@@ -3,6 +3,7 @@ import { Events } from '../events.js';
 import { createLogger, type Logger } from '../log.js';
 import { loadPipelineFile, resolvePipelinesPath } from '../pipeline/load.js';
 import type { PipelineFile } from '../pipeline/types.js';
+import { syncDependencies } from '../orchestrator/dependency-sync.js';
 import { openStore, type Store } from '../store/database.js';
 
 /** What every role of one process shares. */
@@ -34,5 +35,6 @@ export async function createContext(
     logger,
     commitDelayMs: config.api.commitDelayMs,
   });
+  await syncDependencies(store, pipelines, logger);
   return { config, logger, store, events: new Events(), pipelines, pipelinesPath };
 }

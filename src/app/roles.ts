@@ -8,6 +8,8 @@ import { buildServer, type RouteModule } from '../api/server.js';
 import type { Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
+import { registerRunningProcess } from '../store/running-processes.js';
+import { startOrchestrator } from '../orchestrator/role.js';
 import { isClusterWorker } from './cluster.js';
 
 export interface RunningRole {
@@ -59,6 +61,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
 /** Starters for each role; packages that implement a role add themselves here. */
 export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
   api: startApi,
+  orchestrator: startOrchestrator,
 };
 
 /** What `slipway serve` runs in one process, in start order. */
@@ -73,7 +76,7 @@ export async function startRoles(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<RunningRole[]> {
-  const running: RunningRole[] = [];
+  const running: RunningRole[] = [registerRunningProcess(context.store.path, roles)];
   try {
     for (const role of roles) {
       const start = ROLE_STARTERS[role];

@@ -30,6 +30,8 @@ export interface Config {
   artifactsPath: string;
   backupPath: string;
   logLevel: LogLevel;
+  /** Slipway's own log files in logPath are rotated by cleanup above this size. */
+  logRotateBytes: number;
   mode: Role | undefined;
   pipelinesPath: string | undefined;
 
@@ -183,6 +185,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
         warning: 'warn',
         critical: 'fatal',
       }) ?? 'info',
+    logRotateBytes: readInteger(env, 'SLIPWAY_LOG_ROTATE_BYTES', 10 * 1024 * 1024, 1024, 2 ** 40),
     mode: readChoice(env, 'ORCHESTRATION_MODE', ROLES),
     pipelinesPath: pipelines === undefined ? undefined : path.resolve(cwd, pipelines),
 
