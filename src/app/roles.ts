@@ -8,6 +8,7 @@ import { buildServer, type RouteModule } from '../api/server.js';
 import type { Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
+import { startHealthMonitor } from '../health/monitor.js';
 
 export interface RunningRole {
   name: string;
@@ -55,6 +56,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
 /** Starters for each role; packages that implement a role add themselves here. */
 export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
   api: startApi,
+  'health-monitor': startHealthMonitor,
 };
 
 /** What `slipway serve` runs in one process, in start order. */
