@@ -15,8 +15,8 @@ pipelines:
 export async function startHealthServer(
   checks: string,
   env: Record<string, string> = {},
+  dir = makeTempDir('slipway-health-'),
 ): Promise<TestServer> {
-  const dir = makeTempDir('slipway-health-');
   const file = path.join(dir, 'slipway.yml');
   fs.writeFileSync(file, `${PIPELINES}\nhealth_checks:\n${checks}`);
   return startTestServer({ SLIPWAY_PIPELINES: file, SLIPWAY_DATA_DIR: dir, ...env });
