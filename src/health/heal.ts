@@ -51,7 +51,7 @@ export async function decideHeal(
   const target = healTarget(heal);
   const attempts = await trx
     .selectFrom('health_actions')
-    .select('created_at')
+    .select(['created_at', 'finished_at'])
     .where('component', '=', check.name)
     .where('outcome', '!=', 'suppressed')
     .where('created_at', '>=', new Date(now - HOUR_MS).toISOString())
@@ -101,18 +101,37 @@ export async function decideHeal(
   return { actionId: inserted.id, check, heal };
 }
 
+interface Attempt {
+  created_at: string;
+  finished_at: string | null;
+}
+
+/**
+ * The cooldown counts from the end of the last action, so a slow restart still leaves the
+ * service the whole cooldown to come up. An action still running counts as ending now,
+ * unless it is older than ACTION_TIMEOUT_MS: then its process died and it ended at that limit.
+ */
+function attemptEnd(attempt: Attempt, now: number): number {
+  if (attempt.finished_at !== null) return Date.parse(attempt.finished_at);
+  return Math.min(now, Date.parse(attempt.created_at) + ACTION_TIMEOUT_MS);
+}
+
 function findSuppression(
   heal: HealAction,
-  attempts: { created_at: string }[],
+  attempts: Attempt[],
   now: number,
 ): { reason: string; nextAllowedAt: string } | undefined {
   const last = attempts[0];
-  if (last !== undefined && now - Date.parse(last.created_at) < heal.cooldownMs) {
-    const nextAllowedAt = isoAfter(heal.cooldownMs, Date.parse(last.created_at));
-    return {
-      reason: `cooldown: the last action was at ${last.created_at} and the cooldown is ${heal.cooldownMs / 1000}s`,
-      nextAllowedAt,
-    };
+  if (last !== undefined) {
+    const ended = attemptEnd(last, now);
+    if (now - ended < heal.cooldownMs) {
+      const endedAt =
+        last.finished_at === null ? 'is still running' : `ended at ${last.finished_at}`;
+      return {
+        reason: `cooldown: the last action ${endedAt} and the cooldown is ${heal.cooldownMs / 1000}s`,
+        nextAllowedAt: isoAfter(heal.cooldownMs, ended),
+      };
+    }
   }
   if (attempts.length >= heal.maxPerHour) {
     // The oldest attempt of the hour leaves the window first.

@@ -2,7 +2,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runHealthChecks } from '../../src/health/runner.js';
+import { runHealthChecks, type CheckOutcome } from '../../src/health/runner.js';
 import { makeTempDir, type TestServer } from '../support/server.js';
 import { startHealthServer } from './helpers.js';
 import { TailscaleStandIn } from './tailscale-stand-in.js';
@@ -106,7 +106,7 @@ describe('tailscale check', () => {
       finished[name] = performance.now() - started;
       return outcome!;
     });
-    const [tailnet, neighbour] = await Promise.all(runs);
+    const [tailnet, neighbour] = (await Promise.all(runs)) as [CheckOutcome, CheckOutcome];
     expect(neighbour.status).toBe('healthy');
     expect(finished.neighbour).toBeLessThan(1000);
     expect(tailnet.status).toBe('unhealthy');
