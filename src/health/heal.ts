@@ -6,6 +6,7 @@
  */
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
+import { runRecoveryProcedure } from '../orchestrator/recovery.js';
 import { triggerJob } from '../orchestrator/trigger.js';
 import type { HealAction, HealthCheckDefinition } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -13,7 +14,6 @@ import type { Database } from '../store/schema.js';
 import { getStateVariable } from '../store/state-variables.js';
 import { isoAfter, nowIso } from '../util/time.js';
 import { dockerClient } from './checks/docker.js';
-import { loadRecoveryRunner } from './recovery.js';
 import { describeError } from './types.js';
 
 const HOUR_MS = 3_600_000;
@@ -159,7 +159,10 @@ export async function performHeal(
     logger.info({ ...details }, 'self-healing action succeeded');
   } catch (error) {
     outcome = 'failed';
-    details = { error: describeError(error) };
+    details = {
+      ...(error instanceof ActionFailed ? error.details : {}),
+      error: describeError(error),
+    };
     logger.error({ err: error }, 'self-healing action failed');
   }
   const target = healTarget(heal);
@@ -215,15 +218,33 @@ async function runAction(
       return { job_id: result.job.id, job_status: result.job.status, commit };
     }
     case 'recovery_procedure': {
-      const run = await loadRecoveryRunner();
-      if (run === undefined) {
-        throw new Error(
-          `recovery procedure "${heal.procedure}" cannot run: this build has no recovery runner`,
-        );
-      }
-      const result = await run(context, heal.procedure!, heal.params, audit);
-      return { procedure: heal.procedure, result: result ?? null };
+      const commit = await resolveCommit(context, heal);
+      const result = await runRecoveryProcedure(
+        context,
+        heal.procedure!,
+        { commit: commit ?? undefined, branch: heal.branch, params: heal.params },
+        audit,
+      );
+      const details = {
+        procedure: result.procedure,
+        message: result.message,
+        jobs: result.jobs,
+        container: result.container ?? null,
+      };
+      if (!result.ok) throw new ActionFailed(result.message, details);
+      return details;
     }
+  }
+}
+
+/** A failed action that still has details worth recording. */
+class ActionFailed extends Error {
+  constructor(
+    message: string,
+    readonly details: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'ActionFailed';
   }
 }
 
