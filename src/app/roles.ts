@@ -10,6 +10,7 @@ import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
 import { registerRunningProcess } from '../store/running-processes.js';
 import { startOrchestrator } from '../orchestrator/role.js';
+import { startHealthMonitor } from '../health/monitor.js';
 import { isClusterWorker } from './cluster.js';
 
 export interface RunningRole {
@@ -62,6 +63,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
 export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
   api: startApi,
   orchestrator: startOrchestrator,
+  'health-monitor': startHealthMonitor,
 };
 
 /** What `slipway serve` runs in one process, in start order. */
