@@ -19,6 +19,7 @@ import { ApiError, errorBody, ERROR_CODES } from './errors.js';
 import { convertQuery } from './query.js';
 import { hashToken } from '../store/tokens.js';
 import { registerAdminRoutes } from './routes/admin.js';
+import { registerAgentRoutes } from './routes/agent.js';
 import { registerHealthRoutes } from './routes/health.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerLogRoutes } from './routes/logs.js';
@@ -37,6 +38,7 @@ export const ROUTE_MODULES: RouteModule[] = [
   registerAdminRoutes,
   registerHealthRoutes,
   registerMetricsRoutes,
+  registerAgentRoutes,
 ];
 
 export interface ServerOptions {

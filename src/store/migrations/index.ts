@@ -1,6 +1,8 @@
 import type { Migration, MigrationProvider } from 'kysely';
 import * as initial from './0001_initial.js';
 import * as defaultDependencies from './0002_default_dependencies.js';
+import * as jobsCommitStatus from './0003_jobs_commit_status.js';
+import * as taskExecution from './0010_task_execution.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -10,6 +12,8 @@ import * as defaultDependencies from './0002_default_dependencies.js';
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_default_dependencies': defaultDependencies,
+  '0003_jobs_commit_status': jobsCommitStatus,
+  '0010_task_execution': taskExecution,
 };
 
 export const migrationProvider: MigrationProvider = {
