@@ -8,6 +8,7 @@ import { buildServer, type RouteModule } from '../api/server.js';
 import type { Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
+import { startWorker } from '../worker/role.js';
 
 export interface RunningRole {
   name: string;
@@ -32,6 +33,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.api.port;
   const url = `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${port}`;
+  context.localApiUrl = url.replace('://0.0.0.0:', '://127.0.0.1:');
   logger.info(
     { url, docs: `${url}/api/docs`, db: context.store.path, pipelines: context.pipelinesPath },
     `API listening on ${url}`,
@@ -55,6 +57,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
 /** Starters for each role; packages that implement a role add themselves here. */
 export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
   api: startApi,
+  worker: startWorker,
 };
 
 /** What `slipway serve` runs in one process, in start order. */

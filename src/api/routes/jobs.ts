@@ -50,6 +50,10 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         response: { 202: JobSchema, ...errors, 409: ErrorSchema },
       },
       config: { roles: ['trigger'] },
+      // `curl -X POST .../cancel` sends no body at all; treat that as an empty object.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
