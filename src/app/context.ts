@@ -14,6 +14,8 @@ export interface AppContext {
   events: Events;
   pipelines: PipelineFile;
   pipelinesPath: string;
+  /** URL of the API this process serves, once the api role listens (the in-process worker uses it). */
+  localApiUrl?: string;
 }
 
 export interface ContextOptions {

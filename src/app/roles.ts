@@ -12,6 +12,7 @@ import { registerRunningProcess } from '../store/running-processes.js';
 import { startOrchestrator } from '../orchestrator/role.js';
 import { startHealthMonitor } from '../health/monitor.js';
 import { isClusterWorker } from './cluster.js';
+import { startWorker } from '../worker/role.js';
 
 export interface RunningRole {
   name: string;
@@ -39,6 +40,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.api.port;
   const url = `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${port}`;
+  context.localApiUrl = url.replace('://0.0.0.0:', '://127.0.0.1:');
   logger.info(
     { url, docs: `${url}/api/docs`, db: context.store.path, pipelines: context.pipelinesPath },
     `API listening on ${url}`,
@@ -64,6 +66,7 @@ export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> =
   api: startApi,
   orchestrator: startOrchestrator,
   'health-monitor': startHealthMonitor,
+  worker: startWorker,
 };
 
 /** What `slipway serve` runs in one process, in start order. */
