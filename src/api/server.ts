@@ -24,6 +24,7 @@ import { registerLogRoutes } from './routes/logs.js';
 import { registerMetricsRoutes } from './routes/metrics.js';
 import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
+import { registerGitHubRoutes } from '../github/routes.js';
 
 export type RouteModule = (app: FastifyInstance, context: AppContext) => void | Promise<void>;
 
@@ -36,6 +37,7 @@ export const ROUTE_MODULES: RouteModule[] = [
   registerAdminRoutes,
   registerHealthRoutes,
   registerMetricsRoutes,
+  registerGitHubRoutes,
 ];
 
 export interface ServerOptions {

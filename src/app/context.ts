@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../log.js';
 import { loadPipelineFile, resolvePipelinesPath } from '../pipeline/load.js';
 import type { PipelineFile } from '../pipeline/types.js';
 import { openStore, type Store } from '../store/database.js';
+import type { GitHubService } from '../github/service.js';
 
 /** What every role of one process shares. */
 export interface AppContext {
@@ -13,6 +14,8 @@ export interface AppContext {
   events: Events;
   pipelines: PipelineFile;
   pipelinesPath: string;
+  /** GitHub client, status sender and variable sync; created by the API's GitHub routes. */
+  github?: GitHubService;
 }
 
 export interface ContextOptions {

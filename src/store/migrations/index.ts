@@ -1,6 +1,7 @@
 import type { Migration, MigrationProvider } from 'kysely';
 import * as initial from './0001_initial.js';
 import * as defaultDependencies from './0002_default_dependencies.js';
+import * as github from './0040_github.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -10,6 +11,7 @@ import * as defaultDependencies from './0002_default_dependencies.js';
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_default_dependencies': defaultDependencies,
+  '0040_github': github,
 };
 
 export const migrationProvider: MigrationProvider = {
