@@ -75,7 +75,7 @@ function registerSyncRoute(app: FastifyInstance, context: AppContext, service: G
           'Creates missing variables, updates changed ones and leaves equal ones alone. ' +
           'Each variable is reported as created, updated, unchanged or failed (with the reason).',
         security: [{ bearerAuth: [] }],
-        body: Type.Optional(SyncBody),
+        body: SyncBody,
         response: {
           200: SyncReply,
           400: ErrorSchema,
@@ -85,6 +85,10 @@ function registerSyncRoute(app: FastifyInstance, context: AppContext, service: G
         },
       },
       config: { roles: ['admin'] },
+      // The draft's clients POST without a body; treat that as `{}` (sync everything).
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
     },
     async (request) => {
       const client = service.client;
