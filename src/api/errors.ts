@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   route_not_found: { status: 404, summary: 'no endpoint has this method and path' },
   job_not_found: { status: 404, summary: 'no job has this id' },
   task_not_found: { status: 404, summary: 'the job has no task with this id' },
+  worker_not_found: { status: 404, summary: 'no worker is registered with this id' },
   job_type_not_found: { status: 404, summary: 'the pipeline file defines no such job type' },
   procedure_not_found: {
     status: 404,

@@ -8,6 +8,7 @@ import { buildServer, type RouteModule } from '../api/server.js';
 import type { Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
+import { isClusterWorker } from './cluster.js';
 
 export interface RunningRole {
   name: string;
@@ -26,7 +27,10 @@ export interface ApiRole extends RunningRole {
 
 export async function startApi(context: AppContext): Promise<ApiRole> {
   const { config, logger } = context;
-  const admin = await ensureAdminToken(config, context.store, logger);
+  // In a cluster the primary has already made sure of the admin token.
+  const admin = isClusterWorker()
+    ? { file: undefined }
+    : await ensureAdminToken(config, context.store, logger);
   const app = await buildServer(context, { routes: EXTRA_ROUTES });
   await app.listen({ host: config.api.host, port: config.api.port });
   const address = app.server.address();

@@ -1,5 +1,6 @@
 /** Role subcommands: serve, api, orchestrator, health-monitor, worker, init-db. */
 import type { Command } from 'commander';
+import { isClusterWorker, runApiPrimary } from '../app/cluster.js';
 import { createContext } from '../app/context.js';
 import { runRolesUntilSignal, SERVE_ROLES } from '../app/roles.js';
 import type { Role } from '../config/env.js';
@@ -40,6 +41,11 @@ export function registerRoleCommands(program: Command): void {
       .command(role)
       .description(description)
       .action(async () => {
+        const config = loadCliConfig();
+        if (role === 'api' && config.api.workers > 1 && !isClusterWorker()) {
+          await runCommand(() => runApiPrimary(config));
+          return;
+        }
         await runRoles([role]);
       });
   }

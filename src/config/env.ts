@@ -58,7 +58,14 @@ export interface Config {
     /** Seconds a claim holds a task before it must be extended by a heartbeat. */
     leaseSeconds: number;
     dockerHost: string | undefined;
+    /** Seconds a stopping worker waits for its tasks before it hands them back. */
+    shutdownGraceSeconds: number;
+    /** Local bare mirrors of the repositories, fetched for each new job. */
+    mirrorPath: string;
   };
+
+  /** Bytes kept of one task attempt's log; the rest is dropped and the cut is marked. */
+  logMaxBytes: number;
 
   intervals: {
     healthCheckSeconds: number;
@@ -220,7 +227,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       executor: readChoice(env, 'SLIPWAY_EXECUTOR', ['auto', 'docker', 'local'] as const) ?? 'auto',
       leaseSeconds: readInteger(env, 'SLIPWAY_LEASE_SECONDS', 30, 2, 3600),
       dockerHost: readString(env, 'DOCKER_HOST'),
+      shutdownGraceSeconds: readInteger(env, 'SLIPWAY_WORKER_SHUTDOWN_SECONDS', 20, 0, 3600),
+      mirrorPath: inData('SLIPWAY_MIRROR_PATH', 'mirrors'),
     },
+
+    logMaxBytes: readInteger(env, 'SLIPWAY_LOG_MAX_BYTES', 10 * 1024 * 1024, 1024, 2 ** 40),
 
     intervals: {
       healthCheckSeconds: readInteger(env, 'HEALTH_CHECK_INTERVAL', 300, 1, SECONDS_MAX),

@@ -51,6 +51,8 @@ export interface TasksTable {
   exit_code: number | null;
   log_path: string | null;
   reason: string | null;
+  /** Milliseconds the worker spent on the task's last attempt, from checkout to the end. */
+  duration_ms: number | null;
   /** Set when a cancel was requested while a worker held the task; the worker stops it. */
   cancel_requested_at: string | null;
   created_at: string;

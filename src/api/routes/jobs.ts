@@ -44,12 +44,17 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         summary: 'Cancel the job; running containers and processes stop within seconds',
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
-        body: Type.Optional(
-          Type.Object({ reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })) }),
+        body: Type.Object(
+          { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })) },
+          { additionalProperties: false },
         ),
         response: { 202: JobSchema, ...errors, 409: ErrorSchema },
       },
       config: { roles: ['trigger'] },
+      // `curl -X POST .../cancel` sends no body at all; treat that as an empty object.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };

@@ -1,6 +1,8 @@
 import type { Migration, MigrationProvider } from 'kysely';
 import * as initial from './0001_initial.js';
 import * as defaultDependencies from './0002_default_dependencies.js';
+import * as jobsCommitStatus from './0003_jobs_commit_status.js';
+import * as taskExecution from './0010_task_execution.js';
 import * as github from './0040_github.js';
 
 /**
@@ -11,6 +13,8 @@ import * as github from './0040_github.js';
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_default_dependencies': defaultDependencies,
+  '0003_jobs_commit_status': jobsCommitStatus,
+  '0010_task_execution': taskExecution,
   '0040_github': github,
 };
 

@@ -1,0 +1,471 @@
+/**
+ * The agent API that workers use over HTTP (role `agent`; admin also passes): register,
+ * long-poll claim, heartbeat, log upload, finish and hand-back. Task calls name the task,
+ * the worker and the lease attempt, and answer 409 `lease_lost` when the worker no longer
+ * holds that lease.
+ */
+
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { AppContext } from '../../app/context.js';
+import { executionServices, closeExecutionServices } from '../../dispatch/services.js';
+import {
+  finishTask,
+  FINISH_STATUSES,
+  heartbeat,
+  releaseTask,
+  requireLease,
+  type FinishStatus,
+} from '../../dispatch/lease.js';
+import { LogOffsetError } from '../../logs/task-log-store.js';
+import { ChangeSet } from '../../orchestrator/changes.js';
+import { appendAudit } from '../../store/audit.js';
+import { nowIso } from '../../util/time.js';
+import { ApiError } from '../errors.js';
+import { auditContext } from '../request-context.js';
+import { ErrorSchema } from '../schemas.js';
+
+/** Longest a claim may wait for tasks; proxies often cut idle requests at 30 s. */
+export const MAX_CLAIM_WAIT_SECONDS = 25;
+/** Upper bound on the heartbeat interval, so a cancel reaches a worker within about a second. */
+const MAX_HEARTBEAT_INTERVAL_MS = 1_000;
+
+const WORKER_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$';
+const TASK_ID_PATTERN = '^[a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\\.[0-9]+\\.[0-9]+$';
+const Executor = Type.Union([Type.Literal('docker'), Type.Literal('local')]);
+
+const WorkerParams = Type.Object({ worker_id: Type.String({ pattern: WORKER_ID_PATTERN }) });
+const TaskParams = Type.Object({
+  task_id: Type.String({ pattern: TASK_ID_PATTERN, description: 'e.g. ci-a1b2c3d4.1.0' }),
+});
+const LeaseFields = {
+  worker_id: Type.String({ pattern: WORKER_ID_PATTERN }),
+  attempt: Type.Integer({ minimum: 1, description: 'the lease attempt the claim returned' }),
+};
+
+const RegisterBody = Type.Object(
+  {
+    name: Type.String({ pattern: WORKER_ID_PATTERN, description: 'unique worker name; its id' }),
+    hostname: Type.String({ minLength: 1, maxLength: 255 }),
+    executors: Type.Array(Executor, {
+      minItems: 1,
+      uniqueItems: true,
+      description: 'executors this worker runs; the first is used for tasks that name none',
+    }),
+    capacity: Type.Integer({ minimum: 1, maximum: 256 }),
+    labels: Type.Optional(Type.Array(Type.String({ maxLength: 100 }), { maxItems: 50 })),
+    version: Type.Optional(Type.String({ maxLength: 100 })),
+  },
+  { additionalProperties: false },
+);
+
+const ClaimBody = Type.Object(
+  {
+    max: Type.Integer({ minimum: 1, maximum: 256, description: 'most tasks to return' }),
+    wait_seconds: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        maximum: MAX_CLAIM_WAIT_SECONDS,
+        description: 'how long to wait when no task is queued (default 25)',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const Resources = Type.Object({
+  memory: Type.Optional(Type.Integer({ description: 'bytes' })),
+  cpus: Type.Optional(Type.Number()),
+  pids: Type.Optional(Type.Integer()),
+});
+
+const TaskSpecSchema = Type.Object({
+  task_id: Type.String(),
+  attempt: Type.Integer(),
+  lease_expires_at: Type.String({ format: 'date-time' }),
+  job: Type.Object({
+    id: Type.String(),
+    type: Type.String(),
+    attempt: Type.Integer(),
+    commit: Type.Union([Type.String(), Type.Null()]),
+    branch: Type.Union([Type.String(), Type.Null()]),
+  }),
+  name: Type.String(),
+  matrix: Type.Record(Type.String(), Type.String()),
+  executor: Type.Union([Executor, Type.Null()]),
+  image: Type.Union([Type.String(), Type.Null()]),
+  repository: Type.Union([Type.String(), Type.Null()]),
+  steps: Type.Array(Type.Object({ name: Type.String(), run: Type.String() })),
+  env: Type.Record(Type.String(), Type.String()),
+  secrets: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      fromEnv: Type.Optional(Type.String()),
+      fromFile: Type.Optional(Type.String()),
+    }),
+    { description: 'names and sources only; the worker reads the values' },
+  ),
+  timeout_ms: Type.Integer(),
+  network: Type.Union([Type.String(), Type.Null()]),
+  resources: Resources,
+  side_effects: Type.Boolean(),
+});
+
+const errors = {
+  400: ErrorSchema,
+  401: ErrorSchema,
+  403: ErrorSchema,
+  404: ErrorSchema,
+  409: ErrorSchema,
+};
+
+export function registerAgentRoutes(app: FastifyInstance, context: AppContext): void {
+  const services = executionServices(context);
+  const leaseMs = context.config.worker.leaseSeconds * 1000;
+  app.addHook('onClose', async () => closeExecutionServices(context));
+
+  const route = (summary: string, description?: string) => ({
+    tags: ['agent'],
+    summary,
+    ...(description === undefined ? {} : { description }),
+    security: [{ bearerAuth: [] }],
+  });
+
+  app.post(
+    '/api/agent/workers',
+    {
+      schema: {
+        ...route('Register a worker, or update its registration'),
+        body: RegisterBody,
+        response: {
+          200: Type.Object({
+            worker_id: Type.String(),
+            lease_seconds: Type.Integer(),
+            heartbeat_interval_ms: Type.Integer(),
+            max_claim_wait_seconds: Type.Integer(),
+          }),
+          ...errors,
+        },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const body = request.body as {
+        name: string;
+        hostname: string;
+        executors: string[];
+        capacity: number;
+        labels?: string[];
+        version?: string;
+      };
+      const audit = auditContext(request);
+      const now = nowIso();
+      await context.store.write(async (trx) => {
+        const row = {
+          name: body.name,
+          hostname: body.hostname,
+          executors: JSON.stringify(body.executors),
+          labels: JSON.stringify(body.labels ?? []),
+          capacity: body.capacity,
+          version: body.version ?? null,
+          status: 'online' as const,
+          last_heartbeat_at: now,
+        };
+        await trx
+          .insertInto('workers')
+          .values({ id: body.name, registered_at: now, ...row })
+          .onConflict((conflict) => conflict.column('id').doUpdateSet(row))
+          .execute();
+        await appendAudit(trx, audit, {
+          action: 'worker_registered',
+          details: { worker_id: body.name, ...body },
+        });
+      });
+      return {
+        worker_id: body.name,
+        lease_seconds: context.config.worker.leaseSeconds,
+        heartbeat_interval_ms: Math.min(MAX_HEARTBEAT_INTERVAL_MS, Math.floor(leaseMs / 3)),
+        max_claim_wait_seconds: MAX_CLAIM_WAIT_SECONDS,
+      };
+    },
+  );
+
+  app.post(
+    '/api/agent/workers/:worker_id/claim',
+    {
+      schema: {
+        ...route(
+          'Claim queued tasks (long-poll)',
+          'Returns at once when tasks are queued; otherwise waits up to wait_seconds and ' +
+            'returns as soon as a task is queued, or an empty list. Each task is returned ' +
+            'running, with its lease attempt and lease expiry.',
+        ),
+        params: WorkerParams,
+        body: ClaimBody,
+        response: { 200: Type.Object({ tasks: Type.Array(TaskSpecSchema) }), ...errors },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request, reply) => {
+      const { worker_id: workerId } = request.params as { worker_id: string };
+      const body = request.body as { max: number; wait_seconds?: number };
+      const worker = await context.store.db
+        .selectFrom('workers')
+        .selectAll()
+        .where('id', '=', workerId)
+        .executeTakeFirst();
+      if (worker === undefined) throw workerNotFound(workerId);
+      if (worker.status !== 'online') return { tasks: [] };
+      const executors = JSON.parse(worker.executors) as string[];
+      const claimRequest = {
+        workerId,
+        executors,
+        defaultExecutor: executors[0] ?? 'local',
+        max: body.max,
+        leaseMs,
+      };
+      const waitMs = (body.wait_seconds ?? MAX_CLAIM_WAIT_SECONDS) * 1000;
+      const gone = new AbortController();
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) gone.abort();
+      });
+      const tasks = await services.dispatcher.claim(
+        claimRequest,
+        auditContext(request),
+        waitMs,
+        gone.signal,
+      );
+      for (const task of tasks) {
+        const file = services.logs.pathFor(task.job.id, task.task_id, task.attempt);
+        await services.logs.create(file);
+      }
+      return { tasks };
+    },
+  );
+
+  app.post(
+    '/api/agent/workers/:worker_id/status',
+    {
+      schema: {
+        ...route(
+          'Mark a worker draining or offline',
+          'A draining or offline worker gets no more tasks; its waiting claims return empty at once.',
+        ),
+        params: WorkerParams,
+        body: Type.Object(
+          {
+            status: Type.Union([
+              Type.Literal('online'),
+              Type.Literal('draining'),
+              Type.Literal('offline'),
+            ]),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ worker_id: Type.String(), status: Type.String() }),
+          ...errors,
+        },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const { worker_id: workerId } = request.params as { worker_id: string };
+      const { status } = request.body as { status: 'online' | 'draining' | 'offline' };
+      const audit = auditContext(request);
+      const found = await context.store.write(async (trx) => {
+        const result = await trx
+          .updateTable('workers')
+          .set({ status, last_heartbeat_at: nowIso() })
+          .where('id', '=', workerId)
+          .executeTakeFirst();
+        if (Number(result.numUpdatedRows) === 0) return false;
+        await appendAudit(trx, audit, {
+          action: 'worker_status_changed',
+          details: { worker_id: workerId, status },
+        });
+        return true;
+      });
+      if (!found) throw workerNotFound(workerId);
+      if (status !== 'online') services.dispatcher.releaseWorker(workerId);
+      return { worker_id: workerId, status };
+    },
+  );
+
+  app.post(
+    '/api/agent/tasks/:task_id/heartbeat',
+    {
+      schema: {
+        ...route('Extend the lease on a task; returns whether a cancel was requested'),
+        params: TaskParams,
+        body: Type.Object(LeaseFields, { additionalProperties: false }),
+        response: {
+          200: Type.Object({
+            lease_expires_at: Type.String({ format: 'date-time' }),
+            cancel_requested: Type.Boolean(),
+          }),
+          ...errors,
+        },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const holder = leaseHolder(request.params, request.body);
+      const result = await context.store.write((trx) => heartbeat(trx, holder, leaseMs));
+      return {
+        lease_expires_at: result.leaseExpiresAt,
+        cancel_requested: result.cancelRequested,
+      };
+    },
+  );
+
+  app.post(
+    '/api/agent/tasks/:task_id/logs',
+    {
+      schema: {
+        ...route(
+          'Append output to the task attempt log',
+          'offset is the byte position (UTF-8) of the first byte of data within the ' +
+            "attempt's output. Bytes already received are skipped, so an upload may be retried.",
+        ),
+        params: TaskParams,
+        body: Type.Object(
+          {
+            ...LeaseFields,
+            offset: Type.Integer({ minimum: 0 }),
+            data: Type.String({ description: 'output, secrets already replaced by ***' }),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            received: Type.Integer(),
+            accepted: Type.Integer(),
+            truncated: Type.Boolean(),
+          }),
+          ...errors,
+        },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const holder = leaseHolder(request.params, request.body);
+      const body = request.body as { offset: number; data: string };
+      const task = await requireLease(context.store.db, holder);
+      const file = task.log_path ?? services.logs.pathFor(task.job_id, task.id, task.attempt);
+      try {
+        return await services.logs.append(file, body.offset, Buffer.from(body.data, 'utf8'));
+      } catch (error) {
+        if (error instanceof LogOffsetError) {
+          throw new ApiError('validation_failed', error.message, 'offset', 'contiguous', {
+            received: error.received,
+          });
+        }
+        throw error;
+      }
+    },
+  );
+
+  app.post(
+    '/api/agent/tasks/:task_id/finish',
+    {
+      schema: {
+        ...route('Report the outcome of a task attempt'),
+        params: TaskParams,
+        body: Type.Object(
+          {
+            ...LeaseFields,
+            status: Type.Union(FINISH_STATUSES.map((status) => Type.Literal(status))),
+            exit_code: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+            reason: Type.Optional(Type.Union([Type.String({ maxLength: 2000 }), Type.Null()])),
+            duration_ms: Type.Number({ minimum: 0 }),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            task_id: Type.String(),
+            status: Type.String(),
+            retried: Type.Boolean(),
+          }),
+          ...errors,
+        },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const holder = leaseHolder(request.params, request.body);
+      const body = request.body as {
+        status: FinishStatus;
+        exit_code?: number | null;
+        reason?: string | null;
+        duration_ms: number;
+      };
+      const changes = new ChangeSet();
+      const result = await context.store.write((trx) =>
+        finishTask(
+          trx,
+          holder,
+          {
+            status: body.status,
+            exitCode: body.exit_code ?? null,
+            reason: body.reason ?? null,
+            durationMs: body.duration_ms,
+          },
+          changes,
+          auditContext(request),
+        ),
+      );
+      changes.emit(context.events);
+      if (result.task.log_path !== null) services.logs.release(result.task.log_path);
+      return { task_id: result.task.id, status: result.task.status, retried: result.retried };
+    },
+  );
+
+  app.post(
+    '/api/agent/tasks/:task_id/release',
+    {
+      schema: {
+        ...route(
+          'Hand a task back from a stopping worker',
+          'The task is queued again, or ends as error when its pipeline has side effects.',
+        ),
+        params: TaskParams,
+        body: Type.Object(
+          { ...LeaseFields, reason: Type.String({ minLength: 1, maxLength: 2000 }) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ task_id: Type.String(), status: Type.String() }),
+          ...errors,
+        },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const holder = leaseHolder(request.params, request.body);
+      const { reason } = request.body as { reason: string };
+      const changes = new ChangeSet();
+      const task = await context.store.write((trx) =>
+        releaseTask(trx, holder, reason, changes, auditContext(request)),
+      );
+      changes.emit(context.events);
+      return { task_id: task.id, status: task.status };
+    },
+  );
+}
+
+function leaseHolder(params: unknown, body: unknown) {
+  const { task_id: taskId } = params as { task_id: string };
+  const { worker_id: workerId, attempt } = body as { worker_id: string; attempt: number };
+  return { taskId, workerId, attempt };
+}
+
+function workerNotFound(workerId: string): ApiError {
+  return new ApiError(
+    'worker_not_found',
+    `worker ${JSON.stringify(workerId)} is not registered; register it with POST /api/agent/workers first`,
+    'worker_id',
+    'registered',
+  );
+}

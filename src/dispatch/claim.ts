@@ -1,0 +1,112 @@
+/**
+ * Claiming queued tasks for a worker, inside one write transaction: each claim moves the
+ * task to `running`, counts a lease attempt, records the worker and the lease expiry, and
+ * refreshes the job's derived status.
+ */
+import type { Transaction } from 'kysely';
+import { ChangeSet } from '../orchestrator/changes.js';
+import { refreshJobStatus, transitionTask } from '../orchestrator/job-status.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { findJob } from '../store/jobs.js';
+import type { Database, JobRow, TaskRow } from '../store/schema.js';
+import { isoAfter, nowIso } from '../util/time.js';
+import { buildTaskSpec, type TaskSpec } from './task-spec.js';
+
+type Trx = Transaction<Database>;
+
+export interface ClaimRequest {
+  workerId: string;
+  /** Executors the worker can run; a task whose pipeline names another is left queued. */
+  executors: readonly string[];
+  /** Executor for tasks whose pipeline names none. */
+  defaultExecutor: string;
+  max: number;
+  leaseMs: number;
+}
+
+export interface ClaimContext {
+  audit: AuditContext;
+  changes: ChangeSet;
+  /** Path of the attempt's log file, stored on the task. */
+  logPathFor(jobId: string, taskId: string, attempt: number): string;
+}
+
+/** Claims up to `request.max` of the oldest queued tasks the worker can run. */
+export async function claimTasks(
+  trx: Trx,
+  request: ClaimRequest,
+  context: ClaimContext,
+): Promise<TaskSpec[]> {
+  if (request.max <= 0) return [];
+  const candidates = await trx
+    .selectFrom('tasks')
+    .selectAll()
+    .where('status', '=', 'queued')
+    .where((eb) =>
+      eb.or([eb('executor', 'is', null), eb('executor', 'in', [...request.executors])]),
+    )
+    .orderBy('queued_at')
+    .orderBy('id')
+    .limit(request.max)
+    .execute();
+  if (candidates.length === 0) return [];
+
+  const specs: TaskSpec[] = [];
+  const jobs = new Map<string, JobRow>();
+  const leaseExpiresAt = isoAfter(request.leaseMs);
+  for (const candidate of candidates) {
+    const job = jobs.get(candidate.job_id) ?? (await findJob(trx, candidate.job_id));
+    if (job === undefined) continue;
+    jobs.set(job.id, job);
+    const claimed = await claimOne(trx, candidate, job, request, leaseExpiresAt, context);
+    specs.push(buildTaskSpec(job, claimed));
+  }
+  for (const jobId of jobs.keys()) {
+    await refreshJobStatus(trx, jobId, context.changes, context.audit);
+  }
+  return specs;
+}
+
+async function claimOne(
+  trx: Trx,
+  task: TaskRow,
+  job: JobRow,
+  request: ClaimRequest,
+  leaseExpiresAt: string,
+  context: ClaimContext,
+): Promise<TaskRow> {
+  const attempt = task.attempt + 1;
+  const running = await transitionTask(trx, task, 'running', context.changes, {
+    workerId: request.workerId,
+    leaseExpiresAt,
+    reason: null,
+    exitCode: null,
+  });
+  const logPath = context.logPathFor(job.id, task.id, attempt);
+  const extra = {
+    attempt,
+    executor: task.executor ?? request.defaultExecutor,
+    log_path: logPath,
+    cancel_requested_at: null,
+    duration_ms: null,
+    finished_at: null,
+  };
+  await trx.updateTable('tasks').set(extra).where('id', '=', task.id).execute();
+  await appendAudit(trx, context.audit, {
+    action: 'task_claimed',
+    jobId: job.id,
+    taskId: task.id,
+    details: { worker_id: request.workerId, attempt, lease_expires_at: leaseExpiresAt },
+  });
+  return { ...running, ...extra };
+}
+
+/** Marks the worker as seen now; called on every claim and heartbeat. */
+export async function touchWorker(trx: Trx, workerId: string): Promise<boolean> {
+  const result = await trx
+    .updateTable('workers')
+    .set({ last_heartbeat_at: nowIso() })
+    .where('id', '=', workerId)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}

@@ -1,0 +1,197 @@
+/**
+ * Fencing, heartbeats, finishing and handing back a claimed task. Every call names the task,
+ * the worker and the lease attempt; when the task is no longer running under that worker and
+ * attempt (the lease expired and another worker took it, or it ended), the call fails with
+ * `lease_lost` and changes nothing, so a stale worker can never overwrite a newer result.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import { ApiError } from '../api/errors.js';
+import type { ChangeSet } from '../orchestrator/changes.js';
+import { refreshJobStatus, transitionTask } from '../orchestrator/job-status.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { parseJsonColumn } from '../store/json.js';
+import type { Database, TaskRow } from '../store/schema.js';
+import type { Pipeline } from '../pipeline/types.js';
+import { isoAfter } from '../util/time.js';
+import { touchWorker } from './claim.js';
+
+type Trx = Transaction<Database>;
+
+export interface LeaseHolder {
+  taskId: string;
+  workerId: string;
+  attempt: number;
+}
+
+export const FINISH_STATUSES = ['success', 'failure', 'error', 'timed_out', 'cancelled'] as const;
+export type FinishStatus = (typeof FINISH_STATUSES)[number];
+
+/** Loads the task and checks the caller still holds its lease; throws `lease_lost` if not. */
+export async function requireLease(db: Kysely<Database>, holder: LeaseHolder): Promise<TaskRow> {
+  const task = await db
+    .selectFrom('tasks')
+    .selectAll()
+    .where('id', '=', holder.taskId)
+    .executeTakeFirst();
+  if (task === undefined) {
+    throw new ApiError(
+      'task_not_found',
+      `task ${JSON.stringify(holder.taskId)} not found`,
+      'task_id',
+      'exists',
+    );
+  }
+  let problem: string | undefined;
+  if (task.status !== 'running') problem = `the task is ${task.status}`;
+  else if (task.worker_id !== holder.workerId) {
+    problem = `worker ${task.worker_id ?? '(none)'} holds it now`;
+  } else if (task.attempt !== holder.attempt) {
+    problem = `its current attempt is ${task.attempt}`;
+  }
+  if (problem !== undefined) {
+    throw new ApiError(
+      'lease_lost',
+      `worker ${holder.workerId} no longer holds task ${holder.taskId} attempt ${holder.attempt}: ${problem}; stop working on it`,
+      'attempt',
+      'lease',
+      { status: task.status, attempt: task.attempt },
+    );
+  }
+  return task;
+}
+
+export interface HeartbeatResult {
+  leaseExpiresAt: string;
+  cancelRequested: boolean;
+  /** Whether the lease was extended (a write) or was still fresh enough (a read only). */
+  extended: boolean;
+}
+
+/**
+ * Extends the lease to now + leaseMs when less than two thirds of it remain. Frequent
+ * heartbeats therefore cost a read, and a write only every third of a lease.
+ */
+export async function heartbeat(
+  trx: Trx,
+  holder: LeaseHolder,
+  leaseMs: number,
+): Promise<HeartbeatResult> {
+  const task = await requireLease(trx, holder);
+  const cancelRequested = task.cancel_requested_at !== null;
+  const remaining = Date.parse(task.lease_expires_at ?? '') - Date.now();
+  if (Number.isFinite(remaining) && remaining > (leaseMs * 2) / 3) {
+    return { leaseExpiresAt: task.lease_expires_at!, cancelRequested, extended: false };
+  }
+  const leaseExpiresAt = isoAfter(leaseMs);
+  await trx
+    .updateTable('tasks')
+    .set({ lease_expires_at: leaseExpiresAt })
+    .where('id', '=', task.id)
+    .execute();
+  await touchWorker(trx, holder.workerId);
+  return { leaseExpiresAt, cancelRequested, extended: true };
+}
+
+export interface FinishReport {
+  status: FinishStatus;
+  exitCode: number | null;
+  reason: string | null;
+  durationMs: number;
+}
+
+export interface FinishResult {
+  task: TaskRow;
+  /** True when an `error` outcome was re-queued under the pipeline's `retries`. */
+  retried: boolean;
+}
+
+/**
+ * Ends the task with the worker's outcome and refreshes the job. An `error` outcome is
+ * queued again while the pipeline's `retries` allow (attempt 2 of 3 ...); a failure never is.
+ */
+export async function finishTask(
+  trx: Trx,
+  holder: LeaseHolder,
+  report: FinishReport,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<FinishResult> {
+  const task = await requireLease(trx, holder);
+  const job = await trx
+    .selectFrom('jobs')
+    .select(['pipeline'])
+    .where('id', '=', task.job_id)
+    .executeTakeFirstOrThrow();
+  const pipeline = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {});
+  const allowedAttempts = (pipeline.retries ?? 0) + 1;
+  const retry =
+    report.status === 'error' &&
+    task.attempt < allowedAttempts &&
+    task.cancel_requested_at === null;
+
+  const outcome = retry ? 'queued' : report.status;
+  const reason = retry
+    ? `attempt ${task.attempt} of ${allowedAttempts} ended in error (${report.reason ?? 'no reason given'}); retrying`
+    : report.reason;
+  const updated = await transitionTask(trx, task, outcome, changes, {
+    reason,
+    exitCode: report.exitCode,
+  });
+  await trx
+    .updateTable('tasks')
+    .set({ duration_ms: Math.round(report.durationMs) })
+    .where('id', '=', task.id)
+    .execute();
+  await appendAudit(trx, audit, {
+    action: retry ? 'task_retried' : 'task_finished',
+    jobId: task.job_id,
+    taskId: task.id,
+    details: {
+      worker_id: holder.workerId,
+      attempt: task.attempt,
+      status: report.status,
+      exit_code: report.exitCode,
+      reason: report.reason,
+      duration_ms: Math.round(report.durationMs),
+    },
+  });
+  await touchWorker(trx, holder.workerId);
+  await refreshJobStatus(trx, task.job_id, changes, audit);
+  return { task: { ...updated, duration_ms: Math.round(report.durationMs) }, retried: retry };
+}
+
+/**
+ * Hands a task back from a stopping worker. A task without side effects returns to `queued`
+ * (its attempt stays counted); a task with side effects ends as `error`, because running a
+ * deploy a second time without a person deciding could do harm.
+ */
+export async function releaseTask(
+  trx: Trx,
+  holder: LeaseHolder,
+  reason: string,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<TaskRow> {
+  const task = await requireLease(trx, holder);
+  const job = await trx
+    .selectFrom('jobs')
+    .select(['pipeline'])
+    .where('id', '=', task.job_id)
+    .executeTakeFirstOrThrow();
+  const sideEffects = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {}).sideEffects === true;
+  const cancelled = task.cancel_requested_at !== null;
+  const to = cancelled ? 'cancelled' : sideEffects ? 'error' : 'queued';
+  const fullReason =
+    to === 'error'
+      ? `${reason}; not re-run automatically because the pipeline has side effects`
+      : reason;
+  const updated = await transitionTask(trx, task, to, changes, { reason: fullReason });
+  await appendAudit(trx, audit, {
+    action: 'task_released',
+    jobId: task.job_id,
+    taskId: task.id,
+    details: { worker_id: holder.workerId, attempt: task.attempt, status: to, reason },
+  });
+  await refreshJobStatus(trx, task.job_id, changes, audit);
+  return updated;
+}

@@ -1,0 +1,113 @@
+/**
+ * What a worker receives for a claimed task: everything it needs to run the task without
+ * reading the database or the pipeline file.
+ */
+import { renderTemplate } from '../pipeline/load.js';
+import type { Pipeline, Resources, SecretRef, Step } from '../pipeline/types.js';
+import { parseJsonColumn } from '../store/json.js';
+import type { JobRow, TaskRow } from '../store/schema.js';
+
+export interface TaskSpec {
+  task_id: string;
+  /** Lease attempt; every heartbeat, log upload and finish must name it. */
+  attempt: number;
+  lease_expires_at: string;
+  job: {
+    id: string;
+    type: string;
+    attempt: number;
+    commit: string | null;
+    branch: string | null;
+  };
+  name: string;
+  matrix: Record<string, string>;
+  /** `docker`, `local`, or null for the worker's default executor. */
+  executor: 'docker' | 'local' | null;
+  /** The image with matrix values filled in; null when the pipeline names none. */
+  image: string | null;
+  repository: string | null;
+  steps: Step[];
+  /** Every environment variable the steps get, except secrets. */
+  env: Record<string, string>;
+  /** Secrets by name and source; the worker reads their values on its own host. */
+  secrets: SecretRef[];
+  timeout_ms: number;
+  network: string | null;
+  resources: Resources;
+  side_effects: boolean;
+}
+
+/** Turns a matrix axis or parameter name into an environment variable name. */
+export function envName(name: string): string {
+  return name
+    .toUpperCase()
+    .replace(/[^A-Z0-9_]/g, '_')
+    .replace(/^(?=\d)/, '_');
+}
+
+/**
+ * Builds the environment of a task's steps. Trigger values (commit, branch, matrix values,
+ * params) reach steps only here, as variables, never inside a command line.
+ */
+export function taskEnvironment(
+  job: JobRow,
+  task: TaskRow,
+  pipeline: Pipeline,
+  matrix: Record<string, string>,
+): Record<string, string> {
+  const env: Record<string, string> = { ...pipeline.env };
+  const inputs = parseJsonColumn<{ params?: Record<string, unknown> }>(job.params, {});
+  for (const [key, value] of Object.entries(inputs.params ?? {})) {
+    if (value === null || value === undefined) continue;
+    env[`SLIPWAY_PARAM_${envName(key)}`] =
+      typeof value === 'string' ? value : JSON.stringify(value);
+  }
+  for (const [axis, value] of Object.entries(matrix)) env[envName(axis)] = value;
+  Object.assign(env, {
+    CI: 'true',
+    SLIPWAY: 'true',
+    SLIPWAY_JOB_ID: job.id,
+    SLIPWAY_JOB_TYPE: job.type,
+    SLIPWAY_JOB_ATTEMPT: String(job.attempt),
+    SLIPWAY_TASK_ID: task.id,
+    SLIPWAY_TASK_NAME: task.name,
+    SLIPWAY_COMMIT: job.commit_sha ?? '',
+    SLIPWAY_BRANCH: job.branch ?? '',
+  });
+  return env;
+}
+
+export function buildTaskSpec(job: JobRow, task: TaskRow): TaskSpec {
+  const pipeline = parseJsonColumn<Pipeline & { repository?: string }>(
+    job.pipeline,
+    {} as Pipeline,
+  );
+  const matrix = parseJsonColumn<Record<string, string>>(task.matrix, {});
+  const templateValues = Object.fromEntries(
+    Object.entries(matrix).map(([axis, value]) => [`matrix.${axis}`, value]),
+  );
+  return {
+    task_id: task.id,
+    attempt: task.attempt,
+    lease_expires_at: task.lease_expires_at ?? '',
+    job: {
+      id: job.id,
+      type: job.type,
+      attempt: job.attempt,
+      commit: job.commit_sha,
+      branch: job.branch,
+    },
+    name: task.name,
+    matrix,
+    executor: (task.executor as TaskSpec['executor']) ?? pipeline.executor ?? null,
+    image: pipeline.image === undefined ? null : renderTemplate(pipeline.image, templateValues),
+    repository: pipeline.repository ?? null,
+    steps: pipeline.steps ?? [],
+    env: taskEnvironment(job, task, pipeline, matrix),
+    secrets: pipeline.secrets ?? [],
+    timeout_ms: pipeline.timeoutMs ?? 3_600_000,
+    network: pipeline.network ?? null,
+    resources: pipeline.resources ?? { memory: undefined, cpus: undefined, pids: undefined },
+    side_effects: pipeline.sideEffects ?? false,
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * Reads task logs for the log endpoint: the whole file, or (follow) the file and then each
+ * append as it is written, until the task ends. Appends made in this process wake the
+ * reader at once; a timer covers tasks that other processes end (lease expiry recovery).
+ */
+import fs from 'node:fs';
+import type { AppContext } from '../app/context.js';
+import { isTerminal } from '../jobs/status.js';
+import type { TaskRow } from '../store/schema.js';
+import type { TaskLogStore } from './task-log-store.js';
+
+/** Longest a follower waits without news before it checks the file and the task again. */
+const FOLLOW_RECHECK_MS = 500;
+const READ_CHUNK_BYTES = 256 * 1024;
+
+export interface FollowOptions {
+  context: AppContext;
+  logs: TaskLogStore;
+  follow: boolean;
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+}
+
+/** Yields the task's log bytes; with `follow`, keeps yielding until the task ends. */
+export async function* readTaskLog(taskId: string, options: FollowOptions): AsyncGenerator<Buffer> {
+  let offset = 0;
+  let file: string | null = null;
+  for (;;) {
+    const task = await loadTask(options.context, taskId);
+    if (task === undefined) return;
+    if (task.log_path !== file) {
+      file = task.log_path;
+      offset = 0;
+    }
+    const ended = isTerminal(task.status);
+    if (file !== null) {
+      for await (const chunk of readFrom(file, offset)) {
+        offset += chunk.length;
+        yield chunk;
+      }
+    }
+    if (!options.follow || ended || options.signal.aborted) return;
+    await waitForNews(options, file, taskId);
+  }
+}
+
+async function* readFrom(file: string, start: number): AsyncGenerator<Buffer> {
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(file, 'r');
+  } catch {
+    return;
+  }
+  try {
+    let position = start;
+    for (;;) {
+      const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+      const { bytesRead } = await handle.read(buffer, 0, READ_CHUNK_BYTES, position);
+      if (bytesRead === 0) return;
+      position += bytesRead;
+      yield buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function loadTask(context: AppContext, taskId: string): Promise<TaskRow | undefined> {
+  return context.store.db
+    .selectFrom('tasks')
+    .selectAll()
+    .where('id', '=', taskId)
+    .executeTakeFirst();
+}
+
+function waitForNews(options: FollowOptions, file: string | null, taskId: string): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      options.logs.changes.off('append', onAppend);
+      options.context.events.off('task-status', onStatus);
+      options.signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const onAppend = (appended: string) => {
+      if (file === null || appended === file) done();
+    };
+    const onStatus = (change: { taskId: string }) => {
+      if (change.taskId === taskId) done();
+    };
+    const timer = setTimeout(done, FOLLOW_RECHECK_MS);
+    options.logs.changes.on('append', onAppend);
+    options.context.events.on('task-status', onStatus);
+    options.signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,143 @@
+/**
+ * Task log files on the API's host: one file per task attempt under ORCHESTRATION_LOG_PATH,
+ * appended by worker uploads. Uploads carry the byte offset of their first byte within the
+ * attempt's log, so a retried upload is never written twice. The file keeps at most
+ * `maxBytes` bytes of output, then one line that says where it was cut.
+ */
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export interface AppendResult {
+  /** Bytes of the attempt's output received so far, counting what the cap dropped. */
+  received: number;
+  /** Bytes of this upload that were new (not a repeat of an earlier upload). */
+  accepted: number;
+  truncated: boolean;
+}
+
+export class LogOffsetError extends Error {
+  constructor(
+    readonly offset: number,
+    readonly received: number,
+  ) {
+    super(
+      `log offset ${offset} is beyond the ${received} bytes received so far; ` +
+        `upload again from offset ${received}`,
+    );
+    this.name = 'LogOffsetError';
+  }
+}
+
+interface FileState {
+  received: number;
+  truncated: boolean;
+  /** Appends to one file run one after another. */
+  tail: Promise<unknown>;
+}
+
+export const CUT_MARKER_PREFIX = '[slipway] log cut at';
+
+/** Relative path of an attempt's log file: `<job id>/<task id>.<attempt>.log`. */
+export function taskLogRelativePath(jobId: string, taskId: string, attempt: number): string {
+  return path.join(jobId, `${taskId}.${attempt}.log`);
+}
+
+export class TaskLogStore {
+  readonly #files = new Map<string, FileState>();
+  /** Emits `append` with the file path after bytes were written to it. */
+  readonly changes = new EventEmitter<{ append: [file: string] }>();
+
+  constructor(
+    readonly root: string,
+    readonly maxBytes: number,
+  ) {
+    this.changes.setMaxListeners(0);
+  }
+
+  pathFor(jobId: string, taskId: string, attempt: number): string {
+    return path.join(this.root, taskLogRelativePath(jobId, taskId, attempt));
+  }
+
+  /** Creates the attempt's empty log file, so readers find it as soon as the task runs. */
+  async create(file: string): Promise<void> {
+    await fs.promises.mkdir(path.dirname(file), { recursive: true });
+    await fs.promises.writeFile(file, '', { flag: 'a' });
+  }
+
+  /**
+   * Appends `data` (the attempt's output from byte `offset`). Bytes before the received
+   * count are repeats and are skipped; an offset past it throws LogOffsetError.
+   */
+  append(file: string, offset: number, data: Buffer): Promise<AppendResult> {
+    const state = this.#state(file);
+    const run = state.tail.then(() => this.#append(file, state, offset, data));
+    state.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #append(
+    file: string,
+    state: FileState,
+    offset: number,
+    data: Buffer,
+  ): Promise<AppendResult> {
+    if (state.received < 0) await this.#load(file, state);
+    if (offset > state.received && !state.truncated) {
+      throw new LogOffsetError(offset, state.received);
+    }
+    const skip = Math.max(0, state.received - offset);
+    const fresh = skip >= data.length ? Buffer.alloc(0) : data.subarray(skip);
+    if (fresh.length === 0)
+      return { received: state.received, accepted: 0, truncated: state.truncated };
+
+    const written = Math.min(state.received, this.maxBytes);
+    const room = Math.max(0, this.maxBytes - written);
+    const parts: Buffer[] = [];
+    if (!state.truncated) {
+      parts.push(fresh.subarray(0, room));
+      if (fresh.length > room) {
+        parts.push(
+          Buffer.from(
+            `\n${CUT_MARKER_PREFIX} ${this.maxBytes} bytes (SLIPWAY_LOG_MAX_BYTES); ` +
+              'later output of this attempt was dropped\n',
+          ),
+        );
+        state.truncated = true;
+      }
+    }
+    if (parts.length > 0) {
+      await fs.promises.mkdir(path.dirname(file), { recursive: true });
+      await fs.promises.appendFile(file, Buffer.concat(parts));
+      this.changes.emit('append', file);
+    }
+    state.received += fresh.length;
+    return { received: state.received, accepted: fresh.length, truncated: state.truncated };
+  }
+
+  #state(file: string): FileState {
+    let state = this.#files.get(file);
+    if (state === undefined) {
+      state = { received: -1, truncated: false, tail: Promise.resolve() };
+      this.#files.set(file, state);
+    }
+    return state;
+  }
+
+  /** Reads the received count from the file after a restart of the API. */
+  async #load(file: string, state: FileState): Promise<void> {
+    const size = await fs.promises
+      .stat(file)
+      .then((stats) => stats.size)
+      .catch(() => 0);
+    state.received = size;
+    // NOTE: after a restart the bytes the cap dropped are no longer counted, so uploads to
+    // a cut log are accepted at any offset and dropped.
+    state.truncated = size > this.maxBytes;
+  }
+
+  /** Forgets the state of a finished attempt's file; later uploads reload it from disk. */
+  release(file: string): void {
+    this.#files.delete(file);
+  }
+}
