@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerRoleCommands } from './roles.js';
 import { registerTokenCommands } from './tokens.js';
+import { registerTriggerCommands } from './trigger.js';
 import { CliError } from './run.js';
 
 export const program = new Command('slipway')
@@ -16,6 +17,7 @@ export const program = new Command('slipway')
 
 registerRoleCommands(program);
 registerTokenCommands(program);
+registerTriggerCommands(program);
 
 try {
   await program.parseAsync(process.argv);
