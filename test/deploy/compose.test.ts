@@ -45,6 +45,10 @@ const apiImage = `slipway-compose-test/orchestration-api:${tag}`;
 const workerImage = `slipway-compose-test/orchestration-worker:${tag}`;
 /** The host's trusted roots, copied into the build context for the build stage's npm ci. */
 const buildCa = path.join(REPO_ROOT, 'docker', 'ca-certificates', `${tag}.crt`);
+// Tests read several JSON shapes; typing each one would not catch more bugs.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Json = any;
+
 let docker: Docker;
 let baseUrl: string;
 
@@ -52,11 +56,12 @@ async function api(
   method: string,
   urlPath: string,
   body?: unknown,
-): Promise<{ status: number; text: string; json: any }> {
+  token = ADMIN_TOKEN,
+): Promise<{ status: number; text: string; json: Json }> {
   const response = await fetch(`${baseUrl}${urlPath}`, {
     method,
     headers: {
-      authorization: `Bearer ${ADMIN_TOKEN}`,
+      authorization: `Bearer ${token}`,
       ...(body === undefined ? {} : { 'content-type': 'application/json' }),
     },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -71,9 +76,9 @@ async function api(
   return { status: response.status, text, json };
 }
 
-async function waitForJob(jobId: string): Promise<any> {
+async function waitForJob(jobId: string): Promise<Json> {
   const deadline = Date.now() + JOB_TIMEOUT_MS;
-  let job: any;
+  let job: Json;
   while (Date.now() < deadline) {
     job = (await api('GET', `/api/job/${jobId}`)).json;
     if (TERMINAL.includes(job?.status)) return job;
@@ -162,9 +167,7 @@ describe('compose stack', () => {
       const apiId = await project.containerId('api');
       const info = await docker.getContainer(apiId!).inspect();
       const bindings = info.HostConfig.PortBindings?.['5000/tcp'] ?? [];
-      expect(bindings.map((binding: { HostIp: string }) => binding.HostIp)).toEqual([
-        '127.0.0.1',
-      ]);
+      expect(bindings.map((binding: { HostIp: string }) => binding.HostIp)).toEqual(['127.0.0.1']);
       expect(info.Config.User).toBe('node');
 
       const health = await fetch(`${baseUrl}/api/health/status`);
@@ -220,6 +223,54 @@ describe('compose stack', () => {
       expect(ids).toEqual(expect.arrayContaining(auditIds));
     },
     2 * STACK_TIMEOUT_MS,
+  );
+
+  // The setup guide's token, backup and restore commands; `exec -T` because no TTY is attached.
+  it(
+    'creates tokens, backs up and restores',
+    async () => {
+      const created = await project.compose([
+        'exec',
+        '-T',
+        'api',
+        'slipway',
+        'token',
+        'create',
+        '--name',
+        'compose-reader',
+        '--role',
+        'read',
+      ]);
+      const readToken = created.split('\n').find((line) => line.startsWith('slw_'));
+      expect(readToken).toBeDefined();
+      expect((await api('GET', `/api/job/${jobId}`, undefined, readToken)).status).toBe(200);
+
+      const backup = await project.compose(['exec', '-T', 'orchestrator', 'slipway', 'backup']);
+      const backupLine = backup.split('\n').find((line) => line.startsWith('{'));
+      const backupPath: string = JSON.parse(backupLine ?? '{}').path;
+      expect(backupPath).toMatch(/^\/var\/lib\/slipway\/backups\//);
+
+      const later = await api('POST', '/api/trigger/smoke', { commit: 'def5678', branch: 'main' });
+      expect(later.status).toBe(201);
+      expect((await waitForJob(later.json.job_id)).status).toBe('success');
+
+      await project.compose(
+        ['stop', 'api', 'orchestrator', 'health-monitor', 'worker'],
+        STACK_TIMEOUT_MS,
+      );
+      const restored = await project.compose(
+        ['run', '--rm', '--no-deps', 'orchestrator', 'restore', backupPath],
+        STACK_TIMEOUT_MS,
+      );
+      expect(restored).toContain('"restored"');
+      await project.compose(['up', '-d'], STACK_TIMEOUT_MS);
+      await project.waitHealthy('api', STACK_TIMEOUT_MS);
+
+      expect((await api('GET', `/api/job/${jobId}`)).json.status).toBe('success');
+      // The later job was created after the backup, so the restored database has no trace of it.
+      expect((await api('GET', `/api/job/${later.json.job_id}`)).status).toBe(404);
+    },
+    3 * STACK_TIMEOUT_MS + JOB_TIMEOUT_MS,
   );
 
   it(
