@@ -16,6 +16,7 @@ import Fastify, {
 import type { AppContext } from '../app/context.js';
 import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
+import { convertQuery } from './query.js';
 import { hashToken } from '../store/tokens.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerAgentRoutes } from './routes/agent.js';
@@ -23,6 +24,7 @@ import { registerHealthRoutes } from './routes/health.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerLogRoutes } from './routes/logs.js';
 import { registerMetricsRoutes } from './routes/metrics.js';
+import { registerRecoveryRoutes } from './routes/recovery.js';
 import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
 
@@ -37,6 +39,7 @@ export const ROUTE_MODULES: RouteModule[] = [
   registerAdminRoutes,
   registerHealthRoutes,
   registerMetricsRoutes,
+  registerRecoveryRoutes,
   registerAgentRoutes,
 ];
 
@@ -62,8 +65,11 @@ export async function buildServer(
       return typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     },
     trustProxy: false,
-    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    // No coercion: a body with `"commit": 1234567` or `"branch": true` is a type error, not a
+    // string. Query values arrive as text and are converted by convertQuery instead.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
+  app.addHook('preValidation', convertQuery);
 
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -122,7 +128,7 @@ export async function buildServer(
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    const apiError = toApiError(error);
+    const apiError = toApiError(error, api.bodyLimitBytes);
     if (apiError.status >= 500) {
       request.log.error({ err: error }, 'request failed');
     } else if (apiError.code === 'rate_limited') {
@@ -140,7 +146,10 @@ export async function buildServer(
 }
 
 /** Maps anything thrown while handling a request to the error catalogue. */
-export function toApiError(error: FastifyError | ApiError | Error): ApiError {
+export function toApiError(
+  error: FastifyError | ApiError | Error,
+  bodyLimitBytes?: number,
+): ApiError {
   if (error instanceof ApiError) return error;
   const fastifyError = error as FastifyError;
   if (fastifyError.validation !== undefined && fastifyError.validation.length > 0) {
@@ -148,7 +157,14 @@ export function toApiError(error: FastifyError | ApiError | Error): ApiError {
   }
   switch (fastifyError.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new ApiError('body_too_large', fastifyError.message, 'body', 'maxBytes');
+      return new ApiError(
+        'body_too_large',
+        bodyLimitBytes === undefined
+          ? 'the body is too large'
+          : `the body is larger than the limit of ${bodyLimitBytes} bytes (API_BODY_LIMIT)`,
+        'body',
+        'maxBytes',
+      );
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new ApiError(
         'unsupported_media_type',
@@ -212,6 +228,16 @@ function validationError(error: FastifyError): ApiError {
   if (issue.keyword === 'required') {
     path.push(String(issue.params.missingProperty));
     message = 'is required';
+  } else if (issue.keyword === 'const') {
+    // A union of literals fails with one `const` issue per member: list them all.
+    const allowed = error
+      .validation!.map((other) => other as unknown as AjvIssue)
+      .filter((other) => other.keyword === 'const' && other.instancePath === issue.instancePath)
+      .map((other) => String(other.params.allowedValue));
+    rule = 'enum';
+    message = `must be one of ${allowed.join(', ')}`;
+  } else if (issue.keyword === 'type' && path.length === 0 && where === 'body') {
+    message = `must be a JSON ${String(issue.params.type)}`;
   } else if (issue.keyword === 'additionalProperties') {
     path.push(String(issue.params.additionalProperty));
     rule = 'unknown_field';

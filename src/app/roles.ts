@@ -8,6 +8,10 @@ import { buildServer, type RouteModule } from '../api/server.js';
 import type { Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
+import { registerRunningProcess } from '../store/running-processes.js';
+import { startOrchestrator } from '../orchestrator/role.js';
+import { startHealthMonitor } from '../health/monitor.js';
+import { isClusterWorker } from './cluster.js';
 import { startWorker } from '../worker/role.js';
 
 export interface RunningRole {
@@ -27,7 +31,10 @@ export interface ApiRole extends RunningRole {
 
 export async function startApi(context: AppContext): Promise<ApiRole> {
   const { config, logger } = context;
-  const admin = await ensureAdminToken(config, context.store, logger);
+  // In a cluster the primary has already made sure of the admin token.
+  const admin = isClusterWorker()
+    ? { file: undefined }
+    : await ensureAdminToken(config, context.store, logger);
   const app = await buildServer(context, { routes: EXTRA_ROUTES });
   await app.listen({ host: config.api.host, port: config.api.port });
   const address = app.server.address();
@@ -57,6 +64,8 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
 /** Starters for each role; packages that implement a role add themselves here. */
 export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
   api: startApi,
+  orchestrator: startOrchestrator,
+  'health-monitor': startHealthMonitor,
   worker: startWorker,
 };
 
@@ -72,7 +81,7 @@ export async function startRoles(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<RunningRole[]> {
-  const running: RunningRole[] = [];
+  const running: RunningRole[] = [registerRunningProcess(context.store.path, roles)];
   try {
     for (const role of roles) {
       const start = ROLE_STARTERS[role];

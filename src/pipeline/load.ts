@@ -9,14 +9,8 @@ import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } from 'yaml';
 import { parseDuration } from '../util/time.js';
 import { PipelineFileSchema, type RawPipeline, type RawPipelineFile } from './schema.js';
-import type {
-  HealthCheckDefinition,
-  MatrixAxis,
-  Pipeline,
-  PipelineFile,
-  RecoveryProcedure,
-  SecretRef,
-} from './types.js';
+import { resolveHealthChecks } from './health-checks.js';
+import type { MatrixAxis, Pipeline, PipelineFile, RecoveryProcedure, SecretRef } from './types.js';
 
 export const DEFAULT_PIPELINES_PATH = fileURLToPath(
   new URL('../../slipway.default.yml', import.meta.url),
@@ -25,7 +19,6 @@ export const DEFAULT_PIPELINES_PATH = fileURLToPath(
 /** Job types that keep their draft endpoints and are not re-run blindly when marked so. */
 const SIDE_EFFECT_TYPES = new Set(['deploy', 'rollback', 'recovery']);
 const DEFAULT_TIMEOUT_MS = 60 * 60_000;
-const DEFAULT_HEALTH_TIMEOUT_MS = 10_000;
 const TEMPLATE = /\$\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}/g;
 
 export interface PipelineProblem {
@@ -63,7 +56,12 @@ export function loadPipelineFile(filePath: string): PipelineFile {
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? String(error);
     throw new PipelineFileError([
-      { file: filePath, line: undefined, field: '(file)', message: `cannot be read (${reason})` },
+      {
+        file: filePath,
+        line: undefined,
+        field: '(file)',
+        message: `cannot be read (${reason}); point SLIPWAY_PIPELINES at a readable file`,
+      },
     ]);
   }
   return parsePipelineFile(text, filePath);
@@ -117,7 +115,7 @@ function checkSchema(
   return problems;
 }
 
-function describeSchemaError(error: ValueError): string {
+export function describeSchemaError(error: ValueError): string {
   const description = (error.schema as { description?: string }).description;
   if (description !== undefined) return description;
   if (error.type === ValueErrorType.ObjectAdditionalProperties) {
@@ -198,46 +196,12 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
     };
   }
 
-  const healthChecks: HealthCheckDefinition[] = [];
-  const checkNames = new Set<string>();
-  (raw.health_checks ?? []).forEach((check, index) => {
-    const at = ['health_checks', index];
-    if (checkNames.has(check.name)) report([...at, 'name'], `duplicate check name "${check.name}"`);
-    checkNames.add(check.name);
-    const { name, type, interval, timeout, heal, ...settings } = check;
-    let resolvedHeal: HealthCheckDefinition['heal'];
-    if (heal !== undefined) {
-      if (heal.action === 'restart_container' && heal.container === undefined) {
-        report([...at, 'heal'], 'restart_container needs "container"');
-      }
-      if (
-        heal.action === 'recovery' &&
-        (heal.procedure === undefined || !(heal.procedure in recovery))
-      ) {
-        report(
-          [...at, 'heal', 'procedure'],
-          `unknown recovery procedure "${heal.procedure ?? ''}"`,
-        );
-      }
-      resolvedHeal = {
-        action: heal.action,
-        container: heal.container,
-        procedure: heal.procedure,
-        after: heal.after ?? 3,
-        recoverAfter: heal.recover_after ?? 2,
-        cooldownMs: durationMs(heal.cooldown) ?? 10 * 60_000,
-        maxPerHour: heal.max_per_hour ?? 3,
-      };
-    }
-    healthChecks.push({
-      name,
-      type,
-      intervalMs: durationMs(interval),
-      timeoutMs: durationMs(timeout) ?? DEFAULT_HEALTH_TIMEOUT_MS,
-      settings,
-      heal: resolvedHeal,
-    });
-  });
+  const healthChecks = resolveHealthChecks(
+    raw.health_checks ?? [],
+    { pipelines, recovery },
+    report,
+    describeSchemaError,
+  );
 
   return { source: file, repository: raw.repository, pipelines, recovery, healthChecks };
 }

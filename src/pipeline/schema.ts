@@ -3,13 +3,15 @@
  * file against it, then resolves defaults and cross-references into the types of types.ts.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { DURATION, ENV_NAME_PATTERN, JOB_TYPE_PATTERN } from './schema-common.js';
+import {
+  HEALTH_CHECK_NAME_PATTERN,
+  HEALTH_CHECK_TYPES,
+  HealSchema,
+  ThresholdsSchema,
+} from './health-schema.js';
 
-export const JOB_TYPE_PATTERN = '^[a-z][a-z0-9-]{0,62}$';
-export const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]*$';
-const DURATION = Type.Union(
-  [Type.Integer({ minimum: 1 }), Type.String({ pattern: '^(\\d+(ms|s|m|h|d)?)+$' })],
-  { description: 'must be a duration such as 90 (seconds), 90s, 20m or 1h30m' },
-);
+export { DURATION, ENV_NAME_PATTERN, JOB_TYPE_PATTERN } from './schema-common.js';
 /** A record whose keys must match its key pattern; TypeBox leaves other keys allowed. */
 const CLOSED_RECORD = { additionalProperties: false } as const;
 const SCALAR = Type.Union([Type.String(), Type.Number(), Type.Boolean()], {
@@ -123,35 +125,23 @@ const RecoverySchema = Type.Object(
   { additionalProperties: false },
 );
 
-const HealSchema = Type.Object(
-  {
-    action: Type.Union([Type.Literal('restart_container'), Type.Literal('recovery')]),
-    container: Type.Optional(Type.String({ minLength: 1 })),
-    procedure: Type.Optional(Type.String({ minLength: 1 })),
-    after: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
-    recover_after: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
-    cooldown: Type.Optional(DURATION),
-    max_per_hour: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600 })),
-  },
-  { additionalProperties: false },
-);
-
 const HealthCheckSchema = Type.Object(
   {
-    name: Type.String({ pattern: '^[a-z][a-z0-9_.-]{0,62}$' }),
-    type: Type.Union([
-      Type.Literal('http'),
-      Type.Literal('tcp'),
-      Type.Literal('database'),
-      Type.Literal('tailscale'),
-      Type.Literal('docker'),
-      Type.Literal('workers'),
-    ]),
+    name: Type.String({
+      pattern: HEALTH_CHECK_NAME_PATTERN,
+      description: 'must be lower case letters, digits, ".", "_" or "-", starting with a letter',
+    }),
+    type: Type.Union(
+      HEALTH_CHECK_TYPES.map((type) => Type.Literal(type)),
+      { description: `must be one of ${HEALTH_CHECK_TYPES.join(', ')}` },
+    ),
     interval: Type.Optional(DURATION),
     timeout: Type.Optional(DURATION),
+    thresholds: Type.Optional(ThresholdsSchema),
     heal: Type.Optional(HealSchema),
   },
-  // Each check type takes its own settings (url, port, containers...), validated by the check.
+  // The settings of each check type (url, port, containers...) are checked against that
+  // type's schema in health-schema.ts once the type is known.
   { additionalProperties: true },
 );
 

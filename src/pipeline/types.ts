@@ -83,27 +83,112 @@ export interface RecoveryProcedure {
 
 export type HealthCheckType = 'http' | 'tcp' | 'database' | 'tailscale' | 'docker' | 'workers';
 
+/**
+ * Hysteresis of a component's status: how many results in a row change it. A result is
+ * failing when the probe says `unhealthy`; `healthy` and `degraded` results are passing.
+ */
+export interface HealthThresholds {
+  /** Failing results in a row before a healthy or degraded component becomes unhealthy. */
+  down: number;
+  /** Passing results in a row before an unhealthy component counts as up again. */
+  up: number;
+}
+
+export type HealActionName = 'restart_container' | 'trigger_job' | 'recovery_procedure';
+
+/** A self-healing action, taken when a check keeps failing, limited by cooldown and cap. */
 export interface HealAction {
-  action: 'restart_container' | 'recovery';
+  action: HealActionName;
+  /** Container to restart (restart_container). */
   container: string | undefined;
+  /** Job type to trigger (trigger_job). */
+  jobType: string | undefined;
+  /** Commit for the triggered job: a fixed SHA, or the value of a state variable. */
+  commit: string | undefined;
+  commitFromState: string | undefined;
+  branch: string | undefined;
+  /** Recovery procedure to run (recovery_procedure). */
   procedure: string | undefined;
-  /** Consecutive unhealthy results before acting. */
+  /** Trigger params for trigger_job, procedure params for recovery_procedure. */
+  params: Record<string, unknown>;
+  /** Failing results in a row before acting; defaults to thresholds.down. */
   after: number;
-  /** Consecutive healthy results before the component counts as recovered. */
-  recoverAfter: number;
+  /** Minimum time between two actions for this check. */
   cooldownMs: number;
+  /** Actions allowed in any sliding hour; further ones are suppressed and audited. */
   maxPerHour: number;
 }
 
-export interface HealthCheckDefinition {
-  name: string;
-  type: HealthCheckType;
-  intervalMs: number | undefined;
-  timeoutMs: number;
-  /** Type-specific settings, validated by the health monitor's check for that type. */
-  settings: Record<string, unknown>;
-  heal: HealAction | undefined;
+export interface HttpCheckSettings {
+  url: string;
+  method: 'GET' | 'HEAD';
+  /** Accepted status codes; undefined accepts any 2xx or 3xx. */
+  expectStatus: number[] | undefined;
+  /** Text the body must contain. */
+  expectBody: string | undefined;
+  headers: Record<string, string>;
+  /** Above this latency a passing result counts as degraded. */
+  degradedLatencyMs: number | undefined;
 }
+
+export interface TcpCheckSettings {
+  host: string;
+  port: number;
+  degradedLatencyMs: number | undefined;
+}
+
+/** Free space: a byte count, or a fraction of the file system's size. */
+export type FreeSpaceLimit = { bytes: number } | { percent: number };
+
+export interface DatabaseCheckSettings {
+  query: string;
+  /** How often `PRAGMA quick_check` runs; the result is reused in between. */
+  integrityIntervalMs: number;
+  /** Less free space than this makes the result degraded. */
+  diskWarn: FreeSpaceLimit;
+  /** Less free space than this makes the result unhealthy. */
+  diskFail: FreeSpaceLimit;
+  degradedLatencyMs: number | undefined;
+}
+
+export interface TailscaleCheckSettings {
+  /** LocalAPI socket; undefined uses TAILSCALE_SOCKET. */
+  socket: string | undefined;
+}
+
+export interface DockerCheckSettings {
+  /** Engine socket; undefined uses DOCKER_HOST or /var/run/docker.sock. */
+  socket: string | undefined;
+  containers: string[];
+  /** A container restarted more often than this makes the result degraded. */
+  maxRestarts: number | undefined;
+}
+
+export interface WorkersCheckSettings {
+  /** A worker whose last heartbeat is older than this counts as stale. */
+  staleAfterMs: number;
+  /** Fewer workers with a recent heartbeat than this makes the result unhealthy. */
+  minOnline: number;
+}
+
+export type HealthCheckSettings =
+  | { type: 'http'; settings: HttpCheckSettings }
+  | { type: 'tcp'; settings: TcpCheckSettings }
+  | { type: 'database'; settings: DatabaseCheckSettings }
+  | { type: 'tailscale'; settings: TailscaleCheckSettings }
+  | { type: 'docker'; settings: DockerCheckSettings }
+  | { type: 'workers'; settings: WorkersCheckSettings };
+
+export type HealthCheckDefinition = HealthCheckSettings & {
+  /** Component name: the key in /api/health/status and in health_metrics. */
+  name: string;
+  /** Time between runs; undefined uses HEALTH_CHECK_INTERVAL. */
+  intervalMs: number | undefined;
+  /** A run that takes longer is stopped and recorded as unhealthy. */
+  timeoutMs: number;
+  thresholds: HealthThresholds;
+  heal: HealAction | undefined;
+};
 
 export interface PipelineFile {
   /** Absolute path of the file, or `(built-in)` for the shipped default. */

@@ -1,7 +1,9 @@
 import type { Migration, MigrationProvider } from 'kysely';
 import * as initial from './0001_initial.js';
 import * as defaultDependencies from './0002_default_dependencies.js';
+import * as jobsCommitStatus from './0003_jobs_commit_status.js';
 import * as taskExecution from './0010_task_execution.js';
+import * as healthState from './0030_health_state.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -11,7 +13,9 @@ import * as taskExecution from './0010_task_execution.js';
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_default_dependencies': defaultDependencies,
+  '0003_jobs_commit_status': jobsCommitStatus,
   '0010_task_execution': taskExecution,
+  '0030_health_state': healthState,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,29 @@
+-- wrk script: POST /api/trigger/ci with a unique github_run_id per request, so that every
+-- request creates a new job on both servers (a repeated run id is an idempotent retry here).
+-- TOKEN (environment) is sent as a bearer token; the peer ignores it.
+local counter = 0
+local thread_id = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_id", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  counter = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  local token = os.getenv("TOKEN")
+  if token and token ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. token
+  end
+end
+
+function request()
+  counter = counter + 1
+  local run_id = string.format("%d%09d", thread_id, counter)
+  local body = '{"commit":"0123456789abcdef0123456789abcdef01234567","branch":"main",'
+    .. '"python_versions":["3.10","3.11"],"github_run_id":"' .. run_id .. '"}'
+  return wrk.format(nil, nil, nil, body)
+end

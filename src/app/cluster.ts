@@ -1,0 +1,66 @@
+/**
+ * API_WORKERS > 1: the API runs in several processes sharing one port (node:cluster), so reads
+ * use every core. Each process has its own SQLite connection; writes from all of them are
+ * serialised by SQLite's write lock and wait on busy_timeout, so none fails with SQLITE_BUSY.
+ * The primary only supervises: it restarts a process that dies and forwards SIGTERM/SIGINT.
+ */
+import cluster from 'node:cluster';
+import type { Config } from '../config/env.js';
+import { createLogger } from '../log.js';
+import { openStore } from '../store/database.js';
+import { ensureAdminToken } from './admin-token.js';
+
+const RESTART_DELAY_MS = 1_000;
+
+/**
+ * Runs the primary of an API cluster until a signal stops it. Migrations run once here,
+ * before any process starts, so the processes do not race to apply them.
+ */
+export async function runApiPrimary(config: Config): Promise<void> {
+  const logger = createLogger(config.logLevel).child({ role: 'api-primary' });
+  const store = await openStore(config.dbPath, { logger });
+  const admin = await ensureAdminToken(config, store, logger);
+  await store.close();
+  if (admin.file !== undefined) {
+    logger.info({ file: admin.file }, `an admin token was written to ${admin.file}`);
+  }
+
+  let stopping = false;
+  const fork = () => {
+    const worker = cluster.fork({ SLIPWAY_CLUSTER_WORKER: '1' });
+    logger.info({ worker: worker.process.pid }, 'API process started');
+  };
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    logger.error(
+      { worker: worker.process.pid, code, signal },
+      `API process exited unexpectedly; restarting it in ${RESTART_DELAY_MS} ms`,
+    );
+    setTimeout(fork, RESTART_DELAY_MS);
+  });
+  for (let i = 0; i < config.api.workers; i++) fork();
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, `received ${signal}, stopping ${config.api.workers} API processes`);
+      const workers = Object.values(cluster.workers ?? {});
+      let alive = workers.length;
+      if (alive === 0) resolve();
+      for (const worker of workers) {
+        worker?.once('exit', () => {
+          alive -= 1;
+          if (alive === 0) resolve();
+        });
+        worker?.process.kill('SIGTERM');
+      }
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}
+
+export function isClusterWorker(): boolean {
+  return cluster.isWorker && process.env.SLIPWAY_CLUSTER_WORKER === '1';
+}

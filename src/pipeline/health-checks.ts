@@ -1,0 +1,264 @@
+/**
+ * Resolves the `health_checks` section: checks each type's settings against its schema, fills
+ * in defaults and checks that self-healing actions name a container, job type or recovery
+ * procedure that exists.
+ */
+import { Value, type ValueError } from '@sinclair/typebox/value';
+import { parseDuration } from '../util/time.js';
+import {
+  COMMON_CHECK_FIELDS,
+  HEALTH_SETTINGS_SCHEMAS,
+  type RawDatabaseSettings,
+  type RawDockerSettings,
+  type RawHeal,
+  type RawHttpSettings,
+  type RawTailscaleSettings,
+  type RawTcpSettings,
+  type RawWorkersSettings,
+} from './health-schema.js';
+import type { RawHealthCheck } from './schema.js';
+import type {
+  DatabaseCheckSettings,
+  FreeSpaceLimit,
+  HealAction,
+  HealthCheckDefinition,
+  HealthCheckSettings,
+  HealthThresholds,
+  Pipeline,
+  RecoveryProcedure,
+} from './types.js';
+
+export const DEFAULT_HEALTH_TIMEOUT_MS = 10_000;
+const DEFAULT_INTEGRITY_INTERVAL_MS = 60 * 60_000;
+const DEFAULT_STALE_AFTER_MS = 90_000;
+const DEFAULT_COOLDOWN_MS = 10 * 60_000;
+const DEFAULT_MAX_PER_HOUR = 3;
+
+type Report = (segments: (string | number)[], message: string) => void;
+type Describe = (error: ValueError) => string;
+
+interface Known {
+  pipelines: Record<string, Pipeline>;
+  recovery: Record<string, RecoveryProcedure>;
+}
+
+export function resolveHealthChecks(
+  raw: RawHealthCheck[],
+  known: Known,
+  report: Report,
+  describe: Describe,
+): HealthCheckDefinition[] {
+  const checks: HealthCheckDefinition[] = [];
+  const names = new Set<string>();
+  raw.forEach((check, index) => {
+    const at = ['health_checks', index];
+    if (names.has(check.name)) report([...at, 'name'], `duplicate check name "${check.name}"`);
+    if (check.name.toUpperCase().replace(/[^A-Z0-9]/g, '_') === 'STATUS') {
+      report(
+        [...at, 'name'],
+        'is reserved: HEALTH_STATUS holds the overall status; rename the check',
+      );
+    }
+    names.add(check.name);
+
+    const settings = Object.fromEntries(
+      Object.entries(check).filter(([key]) => !COMMON_CHECK_FIELDS.includes(key)),
+    );
+    const schema = HEALTH_SETTINGS_SCHEMAS[check.type];
+    const settingsErrors = [...Value.Errors(schema, settings)];
+    const reported = new Set<string>();
+    for (const error of settingsErrors) {
+      // A field can fail several rules (missing and not an integer); its first error is enough.
+      if (reported.has(error.path)) continue;
+      reported.add(error.path);
+      const segments = error.path.split('/').slice(1);
+      report([...at, ...segments], describeSettingsError(error, check.type, describe));
+    }
+    if (settingsErrors.length > 0) return;
+
+    const thresholds: HealthThresholds = {
+      down: check.thresholds?.down ?? 1,
+      up: check.thresholds?.up ?? 1,
+    };
+    const typed = resolveSettings(check.type, settings, [...at], report);
+    const heal =
+      check.heal === undefined
+        ? undefined
+        : resolveHeal(check.heal, thresholds, known, [...at, 'heal'], report);
+    checks.push({
+      ...typed,
+      name: check.name,
+      intervalMs: durationMs(check.interval),
+      timeoutMs: durationMs(check.timeout) ?? DEFAULT_HEALTH_TIMEOUT_MS,
+      thresholds,
+      heal,
+    });
+  });
+  return checks;
+}
+
+function describeSettingsError(error: ValueError, type: string, describe: Describe): string {
+  const message = describe(error);
+  if (message.startsWith('unknown field')) return `unknown field for a ${type} check`;
+  if (message === 'expected required property') return `is required for a ${type} check`;
+  return message;
+}
+
+function resolveSettings(
+  type: RawHealthCheck['type'],
+  raw: Record<string, unknown>,
+  at: (string | number)[],
+  report: Report,
+): HealthCheckSettings {
+  switch (type) {
+    case 'http': {
+      const http = raw as RawHttpSettings;
+      checkUrl(http.url, [...at, 'url'], report);
+      return {
+        type,
+        settings: {
+          url: http.url,
+          method: http.method ?? 'GET',
+          expectStatus: http.expect_status === undefined ? undefined : [http.expect_status].flat(),
+          expectBody: http.expect_body,
+          headers: http.headers ?? {},
+          degradedLatencyMs: durationMs(http.degraded_latency),
+        },
+      };
+    }
+    case 'tcp': {
+      const tcp = raw as RawTcpSettings;
+      return {
+        type,
+        settings: {
+          host: tcp.host ?? '127.0.0.1',
+          port: tcp.port,
+          degradedLatencyMs: durationMs(tcp.degraded_latency),
+        },
+      };
+    }
+    case 'database':
+      return { type, settings: resolveDatabase(raw as RawDatabaseSettings, at, report) };
+    case 'tailscale':
+      return { type, settings: { socket: (raw as RawTailscaleSettings).socket } };
+    case 'docker': {
+      const docker = raw as RawDockerSettings;
+      return {
+        type,
+        settings: {
+          socket: docker.socket,
+          containers: (docker.containers ?? []).map((name) => name.replace(/^\//, '')),
+          maxRestarts: docker.max_restarts,
+        },
+      };
+    }
+    case 'workers': {
+      const workers = raw as RawWorkersSettings;
+      return {
+        type,
+        settings: {
+          staleAfterMs: durationMs(workers.stale_after) ?? DEFAULT_STALE_AFTER_MS,
+          minOnline: workers.min_online ?? 1,
+        },
+      };
+    }
+  }
+}
+
+function checkUrl(url: string, at: (string | number)[], report: Report): void {
+  try {
+    new URL(url);
+  } catch {
+    report(at, `"${url}" is not a valid URL`);
+  }
+}
+
+function resolveDatabase(
+  raw: RawDatabaseSettings,
+  at: (string | number)[],
+  report: Report,
+): DatabaseCheckSettings {
+  const diskWarn = parseFreeSpace(raw.disk_warn ?? '10%');
+  const diskFail = parseFreeSpace(raw.disk_fail ?? '5%');
+  if ('percent' in diskWarn && diskWarn.percent > 100) {
+    report([...at, 'disk_warn'], 'must be a percentage of 100% or less');
+  }
+  if ('percent' in diskFail && diskFail.percent > 100) {
+    report([...at, 'disk_fail'], 'must be a percentage of 100% or less');
+  }
+  if (
+    ('percent' in diskWarn && 'percent' in diskFail && diskFail.percent > diskWarn.percent) ||
+    ('bytes' in diskWarn && 'bytes' in diskFail && diskFail.bytes > diskWarn.bytes)
+  ) {
+    report([...at, 'disk_fail'], 'must not be larger than disk_warn');
+  }
+  return {
+    query: raw.query ?? 'SELECT 1',
+    integrityIntervalMs: durationMs(raw.integrity_interval) ?? DEFAULT_INTEGRITY_INTERVAL_MS,
+    diskWarn,
+    diskFail,
+    degradedLatencyMs: durationMs(raw.degraded_latency),
+  };
+}
+
+function resolveHeal(
+  raw: RawHeal,
+  thresholds: HealthThresholds,
+  known: Known,
+  at: (string | number)[],
+  report: Report,
+): HealAction {
+  if (raw.action === 'restart_container' && raw.container === undefined) {
+    report([...at, 'container'], 'is required for the restart_container action');
+  }
+  if (raw.action === 'trigger_job') {
+    if (raw.job_type === undefined) {
+      report([...at, 'job_type'], 'is required for the trigger_job action');
+    } else if (!(raw.job_type in known.pipelines)) {
+      report([...at, 'job_type'], `unknown job type "${raw.job_type}"`);
+    }
+    if (raw.commit !== undefined && raw.commit_from_state !== undefined) {
+      report([...at, 'commit_from_state'], 'give either commit or commit_from_state, not both');
+    }
+  }
+  if (raw.action === 'recovery_procedure') {
+    if (raw.procedure === undefined) {
+      report([...at, 'procedure'], 'is required for the recovery_procedure action');
+    } else if (!(raw.procedure in known.recovery)) {
+      report([...at, 'procedure'], `unknown recovery procedure "${raw.procedure}"`);
+    }
+  }
+  return {
+    action: raw.action,
+    container: raw.container?.replace(/^\//, ''),
+    jobType: raw.job_type,
+    commit: raw.commit,
+    commitFromState: raw.commit_from_state,
+    branch: raw.branch,
+    procedure: raw.procedure,
+    params: raw.params ?? {},
+    after: raw.after ?? thresholds.down,
+    cooldownMs: durationMs(raw.cooldown) ?? DEFAULT_COOLDOWN_MS,
+    maxPerHour: raw.max_per_hour ?? DEFAULT_MAX_PER_HOUR,
+  };
+}
+
+const SIZE_FACTORS: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 };
+const BINARY_FACTORS: Record<string, number> = { k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** Parses `10%`, `500MB` (powers of 1000), `2GiB` (powers of 1024) or a byte count. */
+export function parseFreeSpace(value: string | number): FreeSpaceLimit {
+  if (typeof value === 'number') return { bytes: value };
+  const percent = /^(\d+(?:\.\d+)?)%$/.exec(value);
+  if (percent !== null) return { percent: Number(percent[1]) };
+  const size = /^(\d+(?:\.\d+)?)\s*(?:([kKmMgGtT])(i?))?[bB]?$/.exec(value)!;
+  const unit = (size[2] ?? '').toLowerCase();
+  const factor = size[3] === 'i' ? BINARY_FACTORS[unit]! : SIZE_FACTORS[unit]!;
+  return { bytes: Math.round(Number(size[1]) * factor) };
+}
+
+function durationMs(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'number') return value * 1000;
+  return parseDuration(value);
+}

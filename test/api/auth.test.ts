@@ -1,0 +1,181 @@
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TOKEN_CACHE_MS } from '../../src/api/auth.js';
+import type { TokenRole } from '../../src/store/schema.js';
+import { revokeToken } from '../../src/store/tokens.js';
+import { countRows } from '../support/rows.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+
+interface Route {
+  method: string;
+  /** `{job}` stands for an existing job id. */
+  path: string;
+  body?: unknown;
+  /** Roles besides admin that may call the route. */
+  roles: TokenRole[];
+}
+
+const ROUTES: Route[] = [
+  { method: 'POST', path: '/api/trigger/ci', body: { commit: 'abc1234' }, roles: ['trigger'] },
+  {
+    method: 'POST',
+    path: '/api/trigger/integration-tests',
+    body: { commit: 'abc1234' },
+    roles: ['trigger'],
+  },
+  { method: 'POST', path: '/api/trigger/deploy', body: { commit: 'abc1234' }, roles: ['trigger'] },
+  {
+    method: 'POST',
+    path: '/api/trigger/recovery',
+    body: { commit: 'abc1234' },
+    roles: ['trigger'],
+  },
+  { method: 'GET', path: '/api/job/{job}', roles: ['read', 'trigger'] },
+  { method: 'GET', path: '/api/job/{job}/logs', roles: ['read', 'trigger'] },
+  { method: 'POST', path: '/api/job/{job}/cancel', roles: ['trigger'] },
+  { method: 'POST', path: '/api/job/{job}/retry', roles: ['trigger'] },
+  { method: 'PATCH', path: '/api/job/{job}/status', body: { status: 'error' }, roles: ['agent'] },
+  { method: 'GET', path: '/api/state', roles: ['read', 'trigger'] },
+  { method: 'GET', path: '/api/admin/jobs', roles: ['read', 'trigger'] },
+  { method: 'GET', path: '/api/admin/audit-log', roles: [] },
+  { method: 'GET', path: '/metrics', roles: ['read', 'trigger', 'agent'] },
+];
+
+const ROLES: TokenRole[] = ['read', 'trigger', 'agent', 'admin'];
+
+describe('authentication and roles', () => {
+  let server: TestServer;
+  const tokens = {} as Record<TokenRole, string>;
+  let revoked: string;
+
+  const newJob = async () => {
+    const response = await server.request('POST', '/api/trigger/recovery', {
+      token: server.adminToken,
+      body: { commit: 'abc1234' },
+    });
+    return response.body.job_id as string;
+  };
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    for (const role of ROLES) tokens[role] = await server.token(role, `${role}-client`);
+    revoked = await server.token('admin', 'former-admin');
+    await server.context.store.write((trx) => revokeToken(trx, 'former-admin'));
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  const cases = ROUTES.flatMap((route) =>
+    [
+      { route, label: 'no token', authorization: undefined, rule: 'required' },
+      {
+        route,
+        label: 'unknown token',
+        authorization: 'Bearer slw_not-a-real-token',
+        rule: 'valid',
+      },
+      { route, label: 'revoked token', authorization: 'revoked', rule: 'valid' },
+      { route, label: 'Basic scheme', authorization: 'Basic YWRtaW46YWRtaW4=', rule: 'required' },
+    ].map((item) => ({ ...item, name: `${route.method} ${route.path}: ${item.label}` })),
+  );
+
+  it.each(cases)('401 for $name', async ({ route, authorization, rule }) => {
+    const job = await newJob();
+    const before = await countRows(server.context.store.db);
+    const headers: Record<string, string> = {};
+    if (authorization !== undefined) {
+      headers.authorization = authorization === 'revoked' ? `Bearer ${revoked}` : authorization;
+    }
+    const response = await server.request(route.method, route.path.replace('{job}', job), {
+      body: route.body,
+      headers,
+    });
+    expect(response.status).toBe(401);
+    expect(response.body.code).toBe('unauthorized');
+    expect(response.body.field).toBe('Authorization');
+    expect(response.body.rule).toBe(rule);
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  const roleCases = ROUTES.flatMap((route) =>
+    ROLES.map((role) => ({
+      route,
+      role,
+      allowed: role === 'admin' || route.roles.includes(role),
+      name: `${route.method} ${route.path} as ${role}`,
+    })),
+  );
+
+  it.each(roleCases)('roles: $name', async ({ route, role, allowed }) => {
+    const job = await newJob();
+    if (route.path.endsWith('/retry')) {
+      await server.request('POST', `/api/job/${job}/cancel`, { token: server.adminToken });
+    }
+    const before = await countRows(server.context.store.db);
+    const response = await server.request(route.method, route.path.replace('{job}', job), {
+      token: tokens[role],
+      body: route.body,
+    });
+    if (allowed) {
+      expect(response.status, response.text).toBeLessThan(300);
+      return;
+    }
+    expect(response.status).toBe(403);
+    expect(response.body.code).toBe('forbidden');
+    expect(response.body.field).toBe('Authorization');
+    expect(response.body.rule).toBe('role');
+    expect(response.body.error).toContain(`role ${role}`);
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('health, OpenAPI and docs need no token', async () => {
+    for (const path of ['/api/health/status', '/api/openapi.json', '/api/docs/']) {
+      const response = await server.request('GET', path);
+      expect(response.status, path).toBe(200);
+    }
+  });
+
+  it('an unknown route answers 404 in the error shape', async () => {
+    const response = await server.request('GET', '/api/nothing-here', { token: tokens.read });
+    expect(response.status).toBe(404);
+    expect(response.body.code).toBe('route_not_found');
+  });
+
+  it('tokens are stored as SHA-256 hashes only', async () => {
+    const rows = await server.context.store.db.selectFrom('api_tokens').selectAll().execute();
+    expect(rows.length).toBeGreaterThanOrEqual(ROLES.length + 1);
+    const clear = [...Object.values(tokens), revoked, server.adminToken];
+    for (const row of rows) {
+      for (const value of Object.values(row)) {
+        for (const token of clear) expect(String(value)).not.toContain(token);
+      }
+      expect(row.token_hash).toMatch(/^[0-9a-f]{64}$/);
+      expect(row.prefix.length).toBeLessThanOrEqual(8);
+    }
+    const readRow = rows.find((row) => row.name === 'read-client')!;
+    expect(readRow.token_hash).toBe(createHash('sha256').update(tokens.read).digest('hex'));
+    expect(readRow.role).toBe('read');
+  });
+
+  it('a token revoked while in use stops working within the cache time', async () => {
+    const token = await server.token('read', 'soon-revoked');
+    expect((await server.request('GET', '/api/state', { token })).status).toBe(200);
+    await server.context.store.write((trx) => revokeToken(trx, 'soon-revoked'));
+    const deadline = Date.now() + TOKEN_CACHE_MS + 2_000;
+    let status = 200;
+    while (Date.now() < deadline) {
+      status = (await server.request('GET', '/api/state', { token })).status;
+      if (status === 401) break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(status).toBe(401);
+  });
+
+  it('the bearer scheme is case-insensitive', async () => {
+    const response = await server.request('GET', '/api/state', {
+      headers: { authorization: `bearer ${tokens.read}` },
+    });
+    expect(response.status).toBe(200);
+  });
+});

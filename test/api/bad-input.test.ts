@@ -1,0 +1,565 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countRows, lastUpdate } from '../support/rows.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+
+interface BadCase {
+  name: string;
+  method?: string;
+  /** Path, with `{job}` standing for an existing queued job. */
+  path: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+  status: number;
+  code: string;
+  field: string;
+  rule: string;
+}
+
+const TRIGGER = '/api/trigger/ci';
+const FIVE_MB = 5 * 1024 * 1024;
+
+const BODY_CASES: BadCase[] = [
+  {
+    name: 'malformed JSON',
+    path: TRIGGER,
+    body: '{"commit":',
+    status: 400,
+    code: 'invalid_json',
+    field: 'body',
+    rule: 'json',
+  },
+  {
+    name: 'empty JSON body',
+    path: TRIGGER,
+    body: '',
+    headers: { 'content-type': 'application/json' },
+    status: 400,
+    code: 'invalid_json',
+    field: 'body',
+    rule: 'json',
+  },
+  {
+    name: 'no body',
+    path: TRIGGER,
+    status: 400,
+    code: 'validation_failed',
+    field: 'body',
+    rule: 'type',
+  },
+  {
+    name: 'array body',
+    path: TRIGGER,
+    body: '[]',
+    status: 400,
+    code: 'validation_failed',
+    field: 'body',
+    rule: 'type',
+  },
+  {
+    name: 'XML body',
+    path: TRIGGER,
+    body: '<commit>abc1234</commit>',
+    headers: { 'content-type': 'application/xml' },
+    status: 415,
+    code: 'unsupported_media_type',
+    field: 'Content-Type',
+    rule: 'application/json',
+  },
+  {
+    name: 'missing commit',
+    path: TRIGGER,
+    body: { branch: 'main' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'commit',
+    rule: 'required',
+  },
+  {
+    name: 'commit as a number',
+    path: TRIGGER,
+    body: { commit: 1234567 },
+    status: 400,
+    code: 'validation_failed',
+    field: 'commit',
+    rule: 'type',
+  },
+  {
+    name: 'non-hex commit',
+    path: TRIGGER,
+    body: { commit: 'xyz1234' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'commit',
+    rule: 'pattern',
+  },
+  {
+    name: 'commit too short',
+    path: TRIGGER,
+    body: { commit: 'abc12' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'commit',
+    rule: 'pattern',
+  },
+  {
+    name: 'commit too long',
+    path: TRIGGER,
+    body: { commit: 'a'.repeat(65) },
+    status: 400,
+    code: 'validation_failed',
+    field: 'commit',
+    rule: 'pattern',
+  },
+  {
+    name: 'commit with a shell command',
+    path: TRIGGER,
+    body: { commit: 'abc1234; rm -rf /' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'commit',
+    rule: 'pattern',
+  },
+  {
+    name: 'branch as a boolean',
+    path: TRIGGER,
+    body: { commit: 'abc1234', branch: true },
+    status: 400,
+    code: 'validation_failed',
+    field: 'branch',
+    rule: 'type',
+  },
+  {
+    name: 'empty branch',
+    path: TRIGGER,
+    body: { commit: 'abc1234', branch: '' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'branch',
+    rule: 'minLength',
+  },
+  {
+    name: 'branch over 255 characters',
+    path: TRIGGER,
+    body: { commit: 'abc1234', branch: 'b'.repeat(256) },
+    status: 400,
+    code: 'validation_failed',
+    field: 'branch',
+    rule: 'maxLength',
+  },
+  {
+    name: 'python_versions as a string',
+    path: TRIGGER,
+    body: { commit: 'abc1234', python_versions: '3.12' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions',
+    rule: 'type',
+  },
+  {
+    name: 'empty python_versions',
+    path: TRIGGER,
+    body: { commit: 'abc1234', python_versions: [] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions',
+    rule: 'matrix',
+  },
+  {
+    name: 'params as a string',
+    path: TRIGGER,
+    body: { commit: 'abc1234', params: 'fast' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'type',
+  },
+  {
+    name: 'github_run_id not a number',
+    path: TRIGGER,
+    body: { commit: 'abc1234', github_run_id: '12ab' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'github_run_id',
+    rule: 'pattern',
+  },
+  {
+    name: 'unknown field',
+    path: TRIGGER,
+    body: { commit: 'abc1234', colour: ['red'] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'colour',
+    rule: 'additionalProperties',
+  },
+  {
+    name: 'Idempotency-Key with a space',
+    path: TRIGGER,
+    body: { commit: 'abc1234' },
+    headers: { 'idempotency-key': 'two words' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'idempotency-key',
+    rule: 'pattern',
+  },
+  {
+    name: '5 MB body',
+    path: TRIGGER,
+    body: JSON.stringify({ commit: 'abc1234', params: { blob: 'x'.repeat(FIVE_MB) } }),
+    status: 413,
+    code: 'body_too_large',
+    field: 'body',
+    rule: 'maxBytes',
+  },
+  {
+    name: 'job type not in the pipeline file',
+    path: '/api/trigger/no-such-type',
+    body: { commit: 'abc1234' },
+    status: 404,
+    code: 'job_type_not_found',
+    field: 'type',
+    rule: 'defined',
+  },
+  {
+    name: 'job type with capitals',
+    path: '/api/trigger/Deploy',
+    body: { commit: 'abc1234' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'type',
+    rule: 'pattern',
+  },
+  {
+    name: 'PATCH unknown status',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: { status: 'done' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'status',
+    rule: 'enum',
+  },
+  {
+    name: 'PATCH without status',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: { reason: 'x' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'status',
+    rule: 'required',
+  },
+  {
+    name: 'PATCH exit_code as text',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: { status: 'running', exit_code: 'zero' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'exit_code',
+    rule: 'type',
+  },
+  {
+    name: 'PATCH exit_code out of range',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: { status: 'running', exit_code: 1000 },
+    status: 400,
+    code: 'validation_failed',
+    field: 'exit_code',
+    rule: 'maximum',
+  },
+  {
+    name: 'PATCH unknown field',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: { status: 'running', worker: 'w1' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'worker',
+    rule: 'unknown_field',
+  },
+  {
+    name: 'cancel with an empty reason',
+    path: '/api/job/{job}/cancel',
+    body: { reason: '' },
+    status: 400,
+    code: 'validation_failed',
+    field: 'reason',
+    rule: 'minLength',
+  },
+  {
+    name: 'cancel with an unknown field',
+    path: '/api/job/{job}/cancel',
+    body: { force: true },
+    status: 400,
+    code: 'validation_failed',
+    field: 'force',
+    rule: 'unknown_field',
+  },
+];
+
+const QUERY_CASES: BadCase[] = [
+  ['limit=0', 'limit', 'minimum'],
+  ['limit=501', 'limit', 'maximum'],
+  ['limit=ten', 'limit', 'type'],
+  ['status=done', 'status', 'enum'],
+  ['type=Deploy', 'type', 'pattern'],
+  ['commit=xyz', 'commit', 'pattern'],
+  ['branch=', 'branch', 'minLength'],
+  ['cursor=not-a-cursor', 'cursor', 'format'],
+  ['sort=id', 'sort', 'unknown_field'],
+]
+  .map(([query, field, rule]): BadCase => ({
+    name: `admin jobs ${query}`,
+    method: 'GET',
+    path: `/api/admin/jobs?${query}`,
+    status: 400,
+    code: 'validation_failed',
+    field: field!,
+    rule: rule!,
+  }))
+  .concat(
+    [
+      ['since=yesterday', 'since', 'format'],
+      ['limit=1001', 'limit', 'maximum'],
+      ['cursor=abc', 'cursor', 'pattern'],
+      ['action=DROP%20TABLE', 'action', 'pattern'],
+    ].map(([query, field, rule]) => ({
+      name: `audit log ${query}`,
+      method: 'GET',
+      path: `/api/admin/audit-log?${query}`,
+      status: 400,
+      code: 'validation_failed',
+      field: field!,
+      rule: rule!,
+    })),
+    [
+      {
+        name: 'logs follow=maybe',
+        method: 'GET',
+        path: '/api/job/{job}/logs?follow=maybe',
+        status: 400,
+        code: 'validation_failed',
+        field: 'follow',
+        rule: 'type',
+      },
+      {
+        name: 'logs of an unknown task',
+        method: 'GET',
+        path: '/api/job/{job}/logs?task=nope',
+        status: 404,
+        code: 'task_not_found',
+        field: 'task',
+        rule: 'exists',
+      },
+    ],
+  );
+
+/** Job ids that must never reach a query or a file path. */
+const HOSTILE_IDS = [
+  '..%2F..%2Fetc%2Fpasswd',
+  '..%2Fadmin',
+  "ci-'%20OR%20'1'%3D'1",
+  "ci-1234567'%3B%20DROP%20TABLE%20jobs%3B--",
+  'ci-1234567%22',
+  'ci-ABCDEF12',
+  'ci-1234567',
+  '%00',
+];
+const JOB_ROUTES: Array<[string, string, unknown]> = [
+  ['GET', '', undefined],
+  ['GET', '/logs', undefined],
+  ['POST', '/cancel', undefined],
+  ['POST', '/retry', undefined],
+  ['PATCH', '/status', { status: 'running' }],
+];
+
+const ID_CASES: BadCase[] = HOSTILE_IDS.flatMap((id) =>
+  JOB_ROUTES.map(([method, suffix, body]) => ({
+    name: `${method} /api/job/${id}${suffix}`,
+    method,
+    path: `/api/job/${id}${suffix}`,
+    body,
+    status: 400,
+    code: 'validation_failed',
+    field: 'job_id',
+    rule: 'pattern',
+  })),
+).concat(
+  ['ci-00000000', 'deploy-deadbeef', 'unknown-type-12345678'].flatMap((id) =>
+    JOB_ROUTES.map(([method, suffix, body]) => ({
+      name: `${method} unknown ${id}${suffix}`,
+      method,
+      path: `/api/job/${id}${suffix}`,
+      body,
+      status: 404,
+      code: 'job_not_found',
+      field: 'job_id',
+      rule: 'exists',
+    })),
+  ),
+);
+
+describe('bad input', () => {
+  let server: TestServer;
+  let jobId: string;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    const created = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch: 'main' },
+    });
+    jobId = created.body.job_id;
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  async function expectRejected(testCase: BadCase): Promise<void> {
+    const before = await countRows(server.context.store.db);
+    const updated = await lastUpdate(server.context.store.db);
+    const response = await server.request(
+      testCase.method ?? 'POST',
+      testCase.path.replace('{job}', jobId),
+      { token: server.adminToken, body: testCase.body, headers: testCase.headers },
+    );
+    expect(response.status).toBe(testCase.status);
+    expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(Object.keys(response.body).sort()).toEqual([
+      'code',
+      'error',
+      'field',
+      'request_id',
+      'rule',
+    ]);
+    expect(response.body.code).toBe(testCase.code);
+    expect(response.body.field).toBe(testCase.field);
+    expect(response.body.rule).toBe(testCase.rule);
+    expect(typeof response.body.error).toBe('string');
+    expect(response.body.error.length).toBeGreaterThan(5);
+    expect(response.body.request_id).toBe(response.headers.get('x-request-id'));
+    expect(await countRows(server.context.store.db)).toEqual(before);
+    expect(await lastUpdate(server.context.store.db)).toBe(updated);
+  }
+
+  it.each(BODY_CASES)('body: $name', async (testCase) => {
+    await expectRejected(testCase);
+  });
+
+  it.each(QUERY_CASES)('query: $name', async (testCase) => {
+    await expectRejected(testCase);
+  });
+
+  it.each(ID_CASES)('job id: $name', async (testCase) => {
+    await expectRejected(testCase);
+  });
+
+  it('error messages name the value and the rule', async () => {
+    const commit = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'xyz1234' },
+    });
+    expect(commit.body.error).toBe('commit must be a hex commit SHA of 7 to 64 characters');
+    const status = await server.request('GET', '/api/admin/jobs?status=done', {
+      token: server.adminToken,
+    });
+    expect(status.body.error).toContain('waiting, queued, running, success');
+    const size = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: JSON.stringify({ commit: 'abc1234', params: { blob: 'x'.repeat(FIVE_MB) } }),
+    });
+    expect(size.body.error).toContain('1048576 bytes (API_BODY_LIMIT)');
+  });
+
+  it('the job table survives hostile ids', async () => {
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.status).toBe(200);
+    expect(job.body.status).toBe('queued');
+  });
+});
+
+/** Branch names with git's own verdict on them (`git check-ref-format --branch`). */
+const BRANCHES = [
+  'main',
+  'feature/ünïcode-✓',
+  'release/2024.1',
+  'user/a-b_c',
+  'deps/bump@3',
+  'a/-b',
+  'fix/日本語',
+  'a..b',
+  'feat/',
+  '/feat',
+  'a b',
+  'x.lock',
+  'a/x.lock/b',
+  'a@{b',
+  '-x',
+  'a~1',
+  'a^',
+  'a:b',
+  '.hidden',
+  'a/.b',
+  'a//b',
+  'a\\b',
+  'ends.',
+  'a?b',
+  'a*b',
+  'a[b',
+  'tab\there',
+  'HEAD',
+];
+
+function gitAccepts(name: string): boolean {
+  try {
+    execFileSync('git', ['check-ref-format', '--branch', name], { cwd: '/', stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('branch names follow git', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it.each(BRANCHES)('branch %j', async (branch) => {
+    const accepted = gitAccepts(branch);
+    const before = await countRows(server.context.store.db);
+    const response = await server.request('POST', '/api/trigger/recovery', {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch },
+    });
+    if (accepted) {
+      expect(response.status).toBe(201);
+      const job = await server.request('GET', `/api/job/${response.body.job_id}`, {
+        token: server.adminToken,
+      });
+      expect(job.body.branch).toBe(branch);
+    } else {
+      expect(response.status).toBe(400);
+      expect(response.body.field).toBe('branch');
+      expect(['git-ref', 'maxLength', 'minLength']).toContain(response.body.rule);
+      expect(await countRows(server.context.store.db)).toEqual(before);
+    }
+  });
+
+  it('a lone "@" is rejected though git reads it as HEAD', async () => {
+    // `git check-ref-format --branch @` succeeds because git expands "@" to HEAD; a branch
+    // literally named "@" is not allowed by git's ref rules.
+    const response = await server.request('POST', '/api/trigger/recovery', {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch: '@' },
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.rule).toBe('git-ref');
+  });
+});
