@@ -10,7 +10,9 @@ import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
 import { registerRunningProcess } from '../store/running-processes.js';
 import { startOrchestrator } from '../orchestrator/role.js';
+import { startHealthMonitor } from '../health/monitor.js';
 import { isClusterWorker } from './cluster.js';
+import { startWorker } from '../worker/role.js';
 
 export interface RunningRole {
   name: string;
@@ -38,6 +40,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.api.port;
   const url = `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${port}`;
+  context.localApiUrl = url.replace('://0.0.0.0:', '://127.0.0.1:');
   logger.info(
     { url, docs: `${url}/api/docs`, db: context.store.path, pipelines: context.pipelinesPath },
     `API listening on ${url}`,
@@ -62,14 +65,20 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
 export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
   api: startApi,
   orchestrator: startOrchestrator,
+  'health-monitor': startHealthMonitor,
+  worker: startWorker,
 };
 
-/** What `slipway serve` runs in one process, in start order. */
+/**
+ * What `slipway serve` runs in one process, in start order. The worker starts right after the
+ * API so that it has registered before the health monitor's first `workers` check; roles stop
+ * in reverse order, so the worker hands back its tasks while the API still listens.
+ */
 export const SERVE_ROLES: Exclude<Role, 'all'>[] = [
   'api',
+  'worker',
   'orchestrator',
   'health-monitor',
-  'worker',
 ];
 
 export async function startRoles(
