@@ -159,6 +159,19 @@ describe('http and tcp checks', () => {
     expect(rest.body.next_cursor).toBeNull();
   });
 
+  it('exports status and latency to Prometheus', async () => {
+    const reader = await server.token('read');
+    const metrics = await server.request('GET', '/metrics', { token: reader });
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).toContain(
+      'slipway_health_check_status{component="web",status="healthy"} 1',
+    );
+    expect(metrics.text).toContain(
+      'slipway_health_check_status{component="web",status="unhealthy"} 0',
+    );
+    expect(metrics.text).toMatch(/slipway_health_check_latency_ms\{component="web-port"\} \d/);
+  });
+
   it('rejects bad history queries', async () => {
     const reader = await server.token('read');
     const anonymous = await server.request('GET', '/api/health/history');

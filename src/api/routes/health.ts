@@ -9,6 +9,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { AppContext } from '../../app/context.js';
+import { latestMetrics } from '../../health/metrics.js';
 import { checkIntervalMs } from '../../health/runner.js';
 import { HEALTH_STATES, worstOf, type HealthState } from '../../health/types.js';
 import { parseJsonColumn } from '../../store/json.js';
@@ -185,22 +186,10 @@ async function latestResults(
   now: Date,
 ): Promise<Record<string, ComponentHealth>> {
   const checks = context.pipelines.healthChecks;
-  if (checks.length === 0) return {};
-  const rows = await context.store.db
-    .selectFrom('health_metrics as m')
-    .selectAll('m')
-    .where('m.id', 'in', (eb) =>
-      eb
-        .selectFrom('health_metrics')
-        .select((e) => e.fn.max('id').as('id'))
-        .where(
-          'component',
-          'in',
-          checks.map((check) => check.name),
-        )
-        .groupBy('component'),
-    )
-    .execute();
+  const rows = await latestMetrics(
+    context.store.db,
+    checks.map((check) => check.name),
+  );
   const components: Record<string, ComponentHealth> = {};
   for (const row of rows) {
     const check = checks.find((each) => each.name === row.component)!;

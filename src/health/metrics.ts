@@ -1,0 +1,19 @@
+/** Reads of health_metrics shared by the status endpoint and the Prometheus gauges. */
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+
+/** The latest recorded result of each named component. */
+export async function latestMetrics(db: Kysely<Database>, components: string[]) {
+  if (components.length === 0) return [];
+  return db
+    .selectFrom('health_metrics as m')
+    .selectAll('m')
+    .where('m.id', 'in', (eb) =>
+      eb
+        .selectFrom('health_metrics')
+        .select((e) => e.fn.max('id').as('id'))
+        .where('component', 'in', components)
+        .groupBy('component'),
+    )
+    .execute();
+}
