@@ -17,6 +17,11 @@ import { dockerClient } from './checks/docker.js';
 import { describeError } from './types.js';
 
 const HOUR_MS = 3_600_000;
+/**
+ * Age after which health_actions rows are deleted. The limits need only the last hour, and
+ * the audit log keeps the permanent record.
+ */
+const ACTION_RETENTION_MS = 30 * 86_400_000;
 /** Seconds Docker waits for a container to stop before it kills it, on restart. */
 const RESTART_STOP_SECONDS = 10;
 /** Longest an action may run before it is recorded as failed. */
@@ -49,6 +54,11 @@ export async function decideHeal(
   if (heal === undefined || failures < heal.after) return undefined;
   const now = Date.now();
   const target = healTarget(heal);
+  await trx
+    .deleteFrom('health_actions')
+    .where('component', '=', check.name)
+    .where('created_at', '<', new Date(now - ACTION_RETENTION_MS).toISOString())
+    .execute();
   const attempts = await trx
     .selectFrom('health_actions')
     .select(['created_at', 'finished_at'])
