@@ -24,7 +24,7 @@ const HOUR_MS = 3_600_000;
 const ACTION_RETENTION_MS = 30 * 86_400_000;
 /** Seconds Docker waits for a container to stop before it kills it, on restart. */
 const RESTART_STOP_SECONDS = 10;
-/** Longest an action may run before it is recorded as failed. */
+/** Maximum time an action may run before it is recorded as failed. */
 export const ACTION_TIMEOUT_MS = 120_000;
 
 export interface HealDecision {
@@ -117,7 +117,7 @@ interface Attempt {
 }
 
 /**
- * The cooldown counts from the end of the last action, so a slow restart still leaves the
+ * Returns when an attempt ended. The cooldown counts from the end of the last action, so a slow restart still leaves the
  * service the whole cooldown to come up. An action still running counts as ending now,
  * unless it is older than ACTION_TIMEOUT_MS: then its process died and it ended at that limit.
  */
@@ -154,7 +154,10 @@ function findSuppression(
   return undefined;
 }
 
-/** Runs a decided action and records its outcome with an audit row. Never throws. */
+/**
+ * Runs a decided action and records its outcome with an audit row. Errors of the action and
+ * of the write are caught and logged, so the caller gets an outcome and no exception.
+ */
 export async function performHeal(
   context: AppContext,
   decision: HealDecision,

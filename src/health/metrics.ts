@@ -2,7 +2,7 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 
-/** The latest recorded result of each named component. */
+/** Returns the latest recorded result of each named component. */
 export async function latestMetrics(db: Kysely<Database>, components: string[]) {
   if (components.length === 0) return [];
   return db

@@ -5,7 +5,7 @@ import { runHealthChecks } from '../../src/health/runner.js';
 import type { TestServer } from '../support/server.js';
 import { auditRows, startHealthServer, stateVariable } from './helpers.js';
 
-/** A service on 127.0.0.1 that can answer 200, answer 500, or stop listening. */
+/** A service on 127.0.0.1 that returns 200 or 500, or stops listening. */
 class FlakyService {
   mode: 'ok' | 'error' = 'ok';
   port = 0;

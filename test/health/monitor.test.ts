@@ -11,7 +11,7 @@ import { TailscaleStandIn } from './tailscale-stand-in.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A port on 127.0.0.1 that nothing listens on: bound once, then closed. */
+/** Returns a port on 127.0.0.1 that nothing listens on, by binding it and closing it. */
 async function closedPort(): Promise<number> {
   const probe = net.createServer();
   await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
