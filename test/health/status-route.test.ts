@@ -19,6 +19,8 @@ describe('health status endpoint', () => {
     type: http
     url: http://127.0.0.1:${port}/
     degraded_latency: 100ms
+  - name: database
+    type: database
   - name: idle
     type: tcp
     port: 9
@@ -46,11 +48,23 @@ describe('health status endpoint', () => {
         .execute();
     });
 
-  it('reports the api alone before any check ran', async () => {
+  it('reports api and database before any check', async () => {
     const status = await server.request('GET', '/api/health/status');
     expect(status.status).toBe(200);
-    expect(Object.keys(status.body.components)).toEqual(['api']);
-    expect(status.body.components.api.details.database).toBe(server.context.store.path);
+    expect(Object.keys(status.body.components).sort()).toEqual(['api', 'database']);
+    expect(status.body.components.database.status).toBe('healthy');
+    expect(status.body.components.database.details.path).toBe(server.context.store.path);
+  });
+
+  it('merges the database check into database', async () => {
+    const [outcome] = await runHealthChecks(server.context, { force: true, names: ['database'] });
+    expect(outcome?.status).toBe('healthy');
+    const status = await server.request('GET', '/api/health/status');
+    const database = status.body.components.database;
+    expect(database.status).toBe('healthy');
+    expect(database.details.path).toBe(server.context.store.path);
+    expect(database.details.query).toBe('SELECT 1');
+    expect(database.details.integrity.ok).toBe(true);
   });
 
   it('reports a slow answer as degraded with 200', async () => {
@@ -74,8 +88,16 @@ describe('health status endpoint', () => {
     expect(idle.details.stale_reason).toContain('is the health monitor running?');
   });
 
-  it('leaves out components no longer in the pipeline file', async () => {
-    await insertMetric('removed-check', 0);
+  it('shows a recent result of an unlisted check', async () => {
+    // Another process (a health monitor with its own pipeline file) may record it.
+    await insertMetric('elsewhere', 1000);
+    const status = await server.request('GET', '/api/health/status');
+    expect(status.body.components.elsewhere.status).toBe('healthy');
+  });
+
+  it('leaves out stale results of unlisted checks', async () => {
+    // Three default intervals (HEALTH_CHECK_INTERVAL, 300 s) and a minute more.
+    await insertMetric('removed-check', 3 * 300_000 + 60_000);
     const status = await server.request('GET', '/api/health/status');
     expect(status.body.components['removed-check']).toBeUndefined();
   });
