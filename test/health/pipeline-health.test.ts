@@ -133,6 +133,11 @@ describe('health_checks in the pipeline file', () => {
     type: workers
   - name: web
     type: workers
+  - name: head
+    type: http
+    url: http://127.0.0.1:8080/
+    method: HEAD
+    expect_body: ok
 `);
     const byField = Object.fromEntries(found.map((problem) => [problem.field, problem]));
     expect(byField['health_checks.0.url']?.message).toBe(
@@ -144,6 +149,9 @@ describe('health_checks in the pipeline file', () => {
     expect(byField['health_checks.2.disk_fail']?.message).toBe('must not be larger than disk_warn');
     expect(byField['health_checks.3.name']?.message).toMatch(/^is reserved/);
     expect(byField['health_checks.4.name']?.message).toBe('duplicate check name "web"');
+    expect(byField['health_checks.5.expect_body']?.message).toBe(
+      'cannot be checked with method HEAD, which has no body',
+    );
   });
 
   it('rejects an unknown heal action', () => {
