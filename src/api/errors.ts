@@ -47,6 +47,7 @@ export const ERROR_CODES = {
     status: 500,
     summary: 'an unexpected failure; the request id is in the server log',
   },
+  recovery_failed: { status: 502, summary: 'the recovery procedure ran and failed' },
   github_unavailable: { status: 502, summary: 'GitHub did not answer or failed' },
   github_not_configured: {
     status: 503,

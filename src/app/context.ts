@@ -1,8 +1,9 @@
-import type { Config } from '../config/env.js';
+import { ConfigError, type Config } from '../config/env.js';
 import { Events } from '../events.js';
 import { createLogger, type Logger } from '../log.js';
 import { loadPipelineFile, resolvePipelinesPath } from '../pipeline/load.js';
 import type { PipelineFile } from '../pipeline/types.js';
+import { syncDependencies } from '../orchestrator/dependency-sync.js';
 import { openStore, type Store } from '../store/database.js';
 import type { GitHubService } from '../github/service.js';
 
@@ -14,6 +15,8 @@ export interface AppContext {
   events: Events;
   pipelines: PipelineFile;
   pipelinesPath: string;
+  /** URL of the API this process serves, once the api role listens (the in-process worker uses it). */
+  localApiUrl?: string;
   /** GitHub client, status sender and variable sync; created by the API's GitHub routes. */
   github?: GitHubService;
 }
@@ -24,7 +27,8 @@ export interface ContextOptions {
 
 /**
  * Opens what a role needs: the logger, the migrated store and the pipeline file. Throws
- * PipelineFileError (naming file, line and field) when the pipeline file is invalid.
+ * PipelineFileError (naming file, line and field) when the pipeline file is invalid, and
+ * ConfigError when ORCHESTRATION_DB_PATH is not a SQLite database that can be opened.
  */
 export async function createContext(
   config: Config,
@@ -33,9 +37,33 @@ export async function createContext(
   const logger = options.logger ?? createLogger(config.logLevel);
   const pipelinesPath = resolvePipelinesPath(config.pipelinesPath);
   const pipelines = loadPipelineFile(pipelinesPath);
-  const store = await openStore(config.dbPath, {
-    logger,
-    commitDelayMs: config.api.commitDelayMs,
-  });
+  const store = await openConfiguredStore(config, logger);
+  await syncDependencies(store, pipelines, logger);
   return { config, logger, store, events: new Events(), pipelines, pipelinesPath };
+}
+
+/**
+ * SQLite result codes that mean the path is wrong rather than the database being busy. An
+ * extended code such as SQLITE_CANTOPEN_ISDIR starts with its primary code.
+ */
+const UNOPENABLE = ['SQLITE_CANTOPEN', 'SQLITE_NOTADB', 'SQLITE_READONLY', 'SQLITE_PERM'];
+
+function isUnopenable(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string') return false;
+  return UNOPENABLE.some((primary) => code === primary || code.startsWith(`${primary}_`));
+}
+
+async function openConfiguredStore(config: Config, logger: Logger): Promise<Store> {
+  try {
+    return await openStore(config.dbPath, { logger, commitDelayMs: config.api.commitDelayMs });
+  } catch (error) {
+    if (isUnopenable(error)) {
+      throw new ConfigError(
+        'ORCHESTRATION_DB_PATH',
+        `cannot open "${config.dbPath}" as a SQLite database (${(error as Error).message})`,
+      );
+    }
+    throw error;
+  }
 }

@@ -4,6 +4,7 @@
  * Exit codes: 0 success, 1 failure, 2 bad usage or configuration.
  */
 import { Command, CommanderError } from 'commander';
+import { registerOrchestratorCommands } from './orchestrator.js';
 import { registerRoleCommands } from './roles.js';
 import { registerTokenCommands } from './tokens.js';
 import { registerTriggerCommands } from './trigger.js';
@@ -17,6 +18,7 @@ export const program = new Command('slipway')
 
 registerRoleCommands(program);
 registerTokenCommands(program);
+registerOrchestratorCommands(program);
 registerTriggerCommands(program);
 
 try {

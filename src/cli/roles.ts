@@ -6,13 +6,13 @@ import { runRolesUntilSignal, SERVE_ROLES } from '../app/roles.js';
 import type { Role } from '../config/env.js';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
-import { loadCliConfig, runCommand } from './run.js';
+import { loadCliConfig, loadRoleConfig, runCommand } from './run.js';
 
 type SingleRole = Exclude<Role, 'all'>;
 
 async function runRoles(roles: readonly SingleRole[]): Promise<void> {
   await runCommand(async () => {
-    const config = loadCliConfig();
+    const config = loadRoleConfig();
     const context = await createContext(config);
     await runRolesUntilSignal(context, roles);
   });
@@ -41,7 +41,7 @@ export function registerRoleCommands(program: Command): void {
       .command(role)
       .description(description)
       .action(async () => {
-        const config = loadCliConfig();
+        const config = loadRoleConfig();
         if (role === 'api' && config.api.workers > 1 && !isClusterWorker()) {
           await runCommand(() => runApiPrimary(config));
           return;

@@ -1,4 +1,5 @@
 /** Shared pieces of the CLI: configuration loading with clear errors, and exit codes. */
+import { prepareDirectories } from '../config/directories.js';
 import { ConfigError, loadConfig, type Config } from '../config/env.js';
 import { PipelineFileError } from '../pipeline/load.js';
 
@@ -11,6 +12,18 @@ export class CliError extends Error {
     super(message);
     this.name = 'CliError';
   }
+}
+
+/** Loads the configuration of a long-running role and creates its directories. */
+export function loadRoleConfig(): Config {
+  const config = loadCliConfig();
+  try {
+    prepareDirectories(config);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError(`configuration: ${error.message}`, 2);
+    throw error;
+  }
+  return config;
 }
 
 export function loadCliConfig(): Config {
@@ -28,6 +41,7 @@ export async function runCommand(body: () => Promise<void>): Promise<void> {
     await body();
   } catch (error) {
     if (error instanceof PipelineFileError) throw new CliError(error.message, 2);
+    if (error instanceof ConfigError) throw new CliError(`configuration: ${error.message}`, 2);
     throw error;
   }
 }

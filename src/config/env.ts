@@ -2,6 +2,7 @@
  * Every environment variable Slipway reads, with its default and its rule. `loadConfig`
  * validates all of them at start and stops with a message that names the variable.
  */
+import net from 'node:net';
 import path from 'node:path';
 
 export class ConfigError extends Error {
@@ -30,6 +31,8 @@ export interface Config {
   artifactsPath: string;
   backupPath: string;
   logLevel: LogLevel;
+  /** Slipway's own log files in logPath are rotated by cleanup above this size. */
+  logRotateBytes: number;
   mode: Role | undefined;
   pipelinesPath: string | undefined;
 
@@ -163,6 +166,38 @@ function readUrl(env: Env, name: string, fallback: string): string {
   return raw.replace(/\/+$/, '');
 }
 
+/** A host name (RFC 1123 labels) or an IPv4 or IPv6 address. */
+const HOSTNAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+function readHost(env: Env): string {
+  const raw = readString(env, 'API_HOST');
+  if (raw === undefined) return '127.0.0.1';
+  if (net.isIP(raw) === 0 && !HOSTNAME.test(raw)) {
+    throw new ConfigError('API_HOST', `must be an IP address or a host name, got "${raw}"`);
+  }
+  return raw;
+}
+
+/** The address a worker in the same host uses to reach an API listening on `host`. */
+function localAddress(host: string): string {
+  if (host === '0.0.0.0' || host === '::') return '127.0.0.1';
+  return net.isIPv6(host) ? `[${host}]` : host;
+}
+
+/** Docker's own forms: unix:///path, tcp://host:port, http(s)://, ssh://user@host, npipe://. */
+function readDockerHost(env: Env): string | undefined {
+  const raw = readString(env, 'DOCKER_HOST');
+  if (raw === undefined) return undefined;
+  if (!/^(unix|tcp|http|https|ssh|npipe):\/\/./.test(raw)) {
+    throw new ConfigError(
+      'DOCKER_HOST',
+      `must start with unix://, tcp://, http://, https://, ssh:// or npipe://, got "${raw}"`,
+    );
+  }
+  return raw;
+}
+
 function readRepository(env: Env): string | undefined {
   const raw = readString(env, 'GITHUB_REPOSITORY');
   if (raw === undefined) return undefined;
@@ -182,7 +217,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     path.resolve(cwd, readString(env, name) ?? path.join(dataDir, fallback));
 
   const port = readInteger(env, 'API_PORT', 5000, 0, 65535);
-  const host = readString(env, 'API_HOST') ?? '127.0.0.1';
+  const host = readHost(env);
   const pipelines = readString(env, 'SLIPWAY_PIPELINES');
 
   return {
@@ -197,6 +232,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
         warning: 'warn',
         critical: 'fatal',
       }) ?? 'info',
+    logRotateBytes: readInteger(env, 'SLIPWAY_LOG_ROTATE_BYTES', 10 * 1024 * 1024, 1024, 2 ** 40),
     mode: readChoice(env, 'ORCHESTRATION_MODE', ROLES),
     pipelinesPath: pipelines === undefined ? undefined : path.resolve(cwd, pipelines),
 
@@ -216,17 +252,13 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     },
 
     worker: {
-      apiUrl: readUrl(
-        env,
-        'SLIPWAY_API_URL',
-        `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${port}`,
-      ),
+      apiUrl: readUrl(env, 'SLIPWAY_API_URL', `http://${localAddress(host)}:${port}`),
       token: readString(env, 'SLIPWAY_AGENT_TOKEN'),
       name: readString(env, 'SLIPWAY_WORKER_NAME'),
       capacity: readInteger(env, 'SLIPWAY_WORKER_CAPACITY', 2, 1, 256),
       executor: readChoice(env, 'SLIPWAY_EXECUTOR', ['auto', 'docker', 'local'] as const) ?? 'auto',
       leaseSeconds: readInteger(env, 'SLIPWAY_LEASE_SECONDS', 30, 2, 3600),
-      dockerHost: readString(env, 'DOCKER_HOST'),
+      dockerHost: readDockerHost(env),
       shutdownGraceSeconds: readInteger(env, 'SLIPWAY_WORKER_SHUTDOWN_SECONDS', 20, 0, 3600),
       mirrorPath: inData('SLIPWAY_MIRROR_PATH', 'mirrors'),
     },

@@ -56,7 +56,12 @@ export function loadPipelineFile(filePath: string): PipelineFile {
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? String(error);
     throw new PipelineFileError([
-      { file: filePath, line: undefined, field: '(file)', message: `cannot be read (${reason})` },
+      {
+        file: filePath,
+        line: undefined,
+        field: '(file)',
+        message: `cannot be read (${reason}); point SLIPWAY_PIPELINES at a readable file`,
+      },
     ]);
   }
   return parsePipelineFile(text, filePath);

@@ -87,6 +87,43 @@ export interface HealthMetricsTable {
   recorded_at: string;
 }
 
+/** A health check's status after thresholds, its streaks and its schedule. */
+export interface HealthComponentsTable {
+  name: string;
+  /** Status after the down/up thresholds; null before the first result. */
+  status: 'healthy' | 'degraded' | 'unhealthy' | null;
+  /** Status of the latest result itself. */
+  observed: 'healthy' | 'degraded' | 'unhealthy' | null;
+  /** Failing results in a row. */
+  failures: number;
+  /** Passing results in a row. */
+  successes: number;
+  reason: string | null;
+  changed_at: string | null;
+  last_checked_at: string | null;
+  next_due_at: string | null;
+  /** Process running the check now, until lease_expires_at. */
+  lease_holder: string | null;
+  lease_expires_at: string | null;
+  /** JSON object a check keeps between runs (the last integrity check, restart counts). */
+  memo: string;
+  updated_at: string;
+}
+
+/** One self-healing action, taken or suppressed. */
+export interface HealthActionsTable {
+  id: Generated<number>;
+  component: string;
+  action: string;
+  /** Container, job type or procedure the action acts on. */
+  target: string | null;
+  outcome: 'running' | 'succeeded' | 'failed' | 'suppressed';
+  reason: string | null;
+  details: string;
+  created_at: string;
+  finished_at: string | null;
+}
+
 export interface AuditLogTable {
   id: Generated<number>;
   action: string;
@@ -186,6 +223,8 @@ export interface Database {
   workflow_dependencies: WorkflowDependenciesTable;
   state_variables: StateVariablesTable;
   health_metrics: HealthMetricsTable;
+  health_components: HealthComponentsTable;
+  health_actions: HealthActionsTable;
   audit_log: AuditLogTable;
   api_tokens: ApiTokensTable;
   workers: WorkersTable;

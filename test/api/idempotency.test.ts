@@ -1,0 +1,123 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countRows } from '../support/rows.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+
+const RACERS = 24;
+
+describe('idempotent triggers', () => {
+  let server: TestServer;
+  let token: string;
+
+  const trigger = (type: string, body: Record<string, unknown>, key?: string) =>
+    server.request('POST', `/api/trigger/${type}`, {
+      token,
+      body,
+      headers: key === undefined ? {} : { 'idempotency-key': key },
+    });
+  const jobsWhere = (column: 'idempotency_key' | 'github_run_id', value: string) =>
+    server.context.store.db.selectFrom('jobs').selectAll().where(column, '=', value).execute();
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    token = await server.token('trigger', 'workflow');
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('same Idempotency-Key returns the first job with 200', async () => {
+    const body = { commit: 'abc1234', branch: 'idem-1', params: { b: 2, a: 1 } };
+    const first = await trigger('ci', body, 'key-1');
+    expect(first.status).toBe(201);
+    const before = await countRows(server.context.store.db);
+    // Same request with its params in another order.
+    const again = await trigger('ci', { ...body, params: { a: 1, b: 2 } }, 'key-1');
+    expect(again.status).toBe(200);
+    expect(again.body).toEqual(first.body);
+    expect(await countRows(server.context.store.db)).toEqual(before);
+    expect(await jobsWhere('idempotency_key', 'key-1')).toHaveLength(1);
+  });
+
+  it('same key with a different body answers 422', async () => {
+    const first = await trigger('ci', { commit: 'abc1234', branch: 'idem-2' }, 'key-2');
+    expect(first.status).toBe(201);
+    const before = await countRows(server.context.store.db);
+    for (const [type, body] of [
+      ['ci', { commit: 'abc9999', branch: 'idem-2' }],
+      ['ci', { commit: 'abc1234', branch: 'idem-other' }],
+      ['recovery', { commit: 'abc1234', branch: 'idem-2' }],
+    ] as const) {
+      const reused = await trigger(type, body, 'key-2');
+      expect(reused.status).toBe(422);
+      expect(reused.body.code).toBe('idempotency_key_reused');
+      expect(reused.body.field).toBe('Idempotency-Key');
+      expect(reused.body.rule).toBe('unique');
+      expect(reused.body.job_id).toBe(first.body.job_id);
+    }
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('same github_run_id and attempt returns the first job', async () => {
+    const body = { commit: 'abc1234', branch: 'run-1', github_run_id: '5001' };
+    const first = await trigger('recovery', body);
+    expect(first.status).toBe(201);
+    const again = await trigger('recovery', { ...body, github_run_attempt: 1 });
+    expect(again.status).toBe(200);
+    expect(again.body.job_id).toBe(first.body.job_id);
+    const numeric = await trigger('recovery', { ...body, github_run_id: 5001 });
+    expect(numeric.status).toBe(200);
+    expect(numeric.body.job_id).toBe(first.body.job_id);
+
+    const secondAttempt = await trigger('recovery', { ...body, github_run_attempt: '2' });
+    expect(secondAttempt.status).toBe(201);
+    expect(secondAttempt.body.job_id).not.toBe(first.body.job_id);
+    const otherType = await trigger('deploy', body);
+    expect(otherType.status).toBe(201);
+    expect(await jobsWhere('github_run_id', '5001')).toHaveLength(3);
+  });
+
+  it(`${RACERS} racing requests with one key create one job`, async () => {
+    const before = (await countRows(server.context.store.db)).jobs;
+    const body = { commit: 'def5678', branch: 'race-key', python_versions: ['3.11', '3.12'] };
+    const responses = await Promise.all(
+      Array.from({ length: RACERS }, () => trigger('ci', body, 'race-key')),
+    );
+    const statuses = responses.map((response) => response.status).sort();
+    expect(statuses.filter((status) => status === 201)).toHaveLength(1);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(RACERS - 1);
+    expect(new Set(responses.map((response) => response.body.job_id)).size).toBe(1);
+    expect(await jobsWhere('idempotency_key', 'race-key')).toHaveLength(1);
+    const after = await countRows(server.context.store.db);
+    expect(after.jobs).toBe(before + 1);
+  });
+
+  it(`${RACERS} racing requests with one GitHub run create one job`, async () => {
+    const body = {
+      commit: 'def5679',
+      branch: 'race-run',
+      github_run_id: '6001',
+      github_run_attempt: 3,
+    };
+    const responses = await Promise.all(
+      Array.from({ length: RACERS }, (_, index) =>
+        // Each retry carries its own key, as a client that builds a key per attempt would.
+        trigger('ci', body, index % 2 === 0 ? undefined : `run-retry-${index}`),
+      ),
+    );
+    expect(responses.filter((response) => response.status === 201)).toHaveLength(1);
+    expect(responses.filter((response) => response.status === 200)).toHaveLength(RACERS - 1);
+    expect(new Set(responses.map((response) => response.body.job_id)).size).toBe(1);
+    expect(await jobsWhere('github_run_id', '6001')).toHaveLength(1);
+  });
+
+  it('racing keys with different bodies: one job, the rest 422', async () => {
+    const responses = await Promise.all(
+      Array.from({ length: RACERS }, (_, index) =>
+        trigger('recovery', { commit: `abc${String(index).padStart(4, '0')}` }, 'race-conflict'),
+      ),
+    );
+    expect(responses.filter((response) => response.status === 201)).toHaveLength(1);
+    expect(responses.filter((response) => response.status === 422)).toHaveLength(RACERS - 1);
+    expect(await jobsWhere('idempotency_key', 'race-conflict')).toHaveLength(1);
+  });
+});

@@ -1,0 +1,263 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prepareDirectories } from '../../src/config/directories.js';
+import { ConfigError, loadConfig } from '../../src/config/env.js';
+import { ensureBuilt, runCli, type CliResult } from '../support/cli.js';
+import { makeTempDir } from '../support/server.js';
+
+const ENV_SOURCE = fileURLToPath(new URL('../../src/config/env.ts', import.meta.url));
+
+/** One invalid value for every variable that has a rule. */
+const BAD_VALUES: Record<string, string> = {
+  API_PORT: '70000',
+  API_HOST: 'not a host!',
+  API_WORKERS: '0',
+  API_TIMEOUT: '-5',
+  API_BODY_LIMIT: '1kb',
+  API_RATE_LIMIT: '-1',
+  API_COMMIT_DELAY_MS: '5000',
+  SLIPWAY_PUBLIC_URL: 'ftp://example.test',
+  LOG_LEVEL: 'loud',
+  ORCHESTRATION_MODE: 'everything',
+  SLIPWAY_API_URL: 'not a url',
+  SLIPWAY_WORKER_CAPACITY: '0',
+  SLIPWAY_EXECUTOR: 'kubernetes',
+  SLIPWAY_LEASE_SECONDS: '1',
+  SLIPWAY_WORKER_SHUTDOWN_SECONDS: '1h',
+  SLIPWAY_LOG_MAX_BYTES: '10',
+  HEALTH_CHECK_INTERVAL: '0',
+  ORCHESTRATION_INTERVAL: '5m',
+  CLEANUP_INTERVAL: '99999999',
+  GITHUB_SYNC_INTERVAL: '-1',
+  BACKUP_INTERVAL: 'daily',
+  RETENTION_JOBS_DAYS: '0',
+  RETENTION_LOGS_DAYS: '1.5',
+  RETENTION_WORKSPACES_DAYS: 'two',
+  RETENTION_HEALTH_METRICS_DAYS: '0',
+  RETENTION_AUDIT_LOG_DAYS: '100000',
+  BACKUP_KEEP: '0',
+  DEPENDENCY_TIMEOUT: '0',
+  SLIPWAY_MAX_TASK_ATTEMPTS: '0',
+  GITHUB_REPOSITORY: 'just-a-name',
+  GITHUB_API_URL: 'api.github.com',
+  DOCKER_HOST: 'localhost:2375',
+  // Paths below a regular file cannot be created.
+  SLIPWAY_DATA_DIR: '{file}/data',
+  ORCHESTRATION_DB_PATH: '{file}/state/orchestration.db',
+  ORCHESTRATION_LOG_PATH: '{file}/logs',
+  ORCHESTRATION_WORKSPACE_PATH: '{file}/workspaces',
+  ORCHESTRATION_ARTIFACTS_PATH: '{file}/artifacts',
+  ORCHESTRATION_BACKUP_PATH: '{file}/backups',
+  SLIPWAY_MIRROR_PATH: '{file}/mirrors',
+};
+
+/** Variables that take any text: secrets, names and paths checked when they are used. */
+const FREE_FORM = new Set([
+  'SLIPWAY_ADMIN_TOKEN',
+  'SLIPWAY_AGENT_TOKEN',
+  'GITHUB_TOKEN',
+  'GITHUB_WEBHOOK_SECRET',
+  'SLIPWAY_WORKER_NAME',
+  // The health monitor reports a missing socket as unhealthy; tailscaled may start later.
+  'TAILSCALE_SOCKET',
+  // Checked by the pipeline loader; see the pipeline file tests below.
+  'SLIPWAY_PIPELINES',
+]);
+
+/** Runs up to `limit` promises at a time, keeping results in input order. */
+async function mapLimited<T, R>(items: T[], limit: number, run: (item: T) => Promise<R>) {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const lanes = Array.from({ length: limit }, async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await run(items[index]!);
+    }
+  });
+  await Promise.all(lanes);
+  return results;
+}
+
+/** One variable for each kind of rule, run through the real `slipway serve` process. */
+const THROUGH_SERVE = [
+  'API_PORT',
+  'API_HOST',
+  'LOG_LEVEL',
+  'SLIPWAY_PUBLIC_URL',
+  'GITHUB_REPOSITORY',
+  'DOCKER_HOST',
+  'RETENTION_LOGS_DAYS',
+  'SLIPWAY_DATA_DIR',
+  'ORCHESTRATION_LOG_PATH',
+];
+
+describe('configuration at start', () => {
+  let dataDir: string;
+  let plainFile: string;
+  const outcomes = new Map<string, CliResult>();
+
+  const badValue = (variable: string) => BAD_VALUES[variable]!.replace('{file}', plainFile);
+  /** What the message must show: the value, or for a path the file that blocks it. */
+  const shownValue = (variable: string) =>
+    BAD_VALUES[variable]!.startsWith('{file}') ? plainFile : BAD_VALUES[variable]!;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = makeTempDir('slipway-config-');
+    plainFile = path.join(dataDir, 'plain-file');
+    fs.writeFileSync(plainFile, 'not a directory\n');
+    const results = await mapLimited(THROUGH_SERVE, 3, (variable) =>
+      runCli(['serve'], {
+        SLIPWAY_DATA_DIR: path.join(dataDir, 'ok'),
+        API_PORT: '0',
+        LOG_LEVEL: 'warn',
+        [variable]: badValue(variable),
+      }),
+    );
+    THROUGH_SERVE.forEach((variable, index) => outcomes.set(variable, results[index]!));
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('every variable in env.ts has a case here', () => {
+    const source = fs.readFileSync(ENV_SOURCE, 'utf8');
+    const named = new Set(
+      [...source.matchAll(/\(\s*env,\s*'([A-Z][A-Z0-9_]+)'/g)].map((match) => match[1]!),
+    );
+    expect(named.size).toBeGreaterThan(30);
+    const uncovered = [...named].filter((name) => !(name in BAD_VALUES) && !FREE_FORM.has(name));
+    expect(uncovered).toEqual([]);
+  });
+
+  // The checks `slipway serve` runs before anything else: loadConfig, then prepareDirectories.
+  it.each(Object.keys(BAD_VALUES))('%s with a bad value is rejected by name', (variable) => {
+    const env = { SLIPWAY_DATA_DIR: path.join(dataDir, 'ok'), [variable]: badValue(variable) };
+    let thrown: unknown;
+    try {
+      prepareDirectories(loadConfig(env));
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ConfigError);
+    expect((thrown as ConfigError).variable).toBe(variable);
+    expect((thrown as ConfigError).message).toMatch(new RegExp(`^${variable}: `));
+    expect((thrown as ConfigError).message).toContain(shownValue(variable));
+  });
+
+  it.each(THROUGH_SERVE)('%s with a bad value stops serve with exit code 2', (variable) => {
+    const result = outcomes.get(variable)!;
+    expect(result.code, result.stderr + result.stdout).toBe(2);
+    expect(result.stderr).toMatch(new RegExp(`^slipway: configuration: ${variable}: `));
+    expect(result.stderr).toContain(shownValue(variable));
+    expect(result.stdout).not.toContain('API listening');
+  });
+
+  it('loadConfig accepts an empty environment with the documented defaults', () => {
+    const config = loadConfig({}, '/srv/slipway');
+    expect(config.api.host).toBe('127.0.0.1');
+    expect(config.api.port).toBe(5000);
+    expect(config.dbPath).toBe('/srv/slipway/data/state/orchestration.db');
+    expect(config.intervals.healthCheckSeconds).toBe(300);
+    expect(config.intervals.orchestrationSeconds).toBe(900);
+    expect(config.intervals.cleanupSeconds).toBe(1800);
+    expect(config.worker.apiUrl).toBe('http://127.0.0.1:5000');
+  });
+
+  it('an IPv6 API_HOST gives workers a bracketed URL', () => {
+    expect(loadConfig({ API_HOST: '::1', API_PORT: '8080' }).worker.apiUrl).toBe(
+      'http://[::1]:8080',
+    );
+  });
+
+  it('a file that is not a database stops serve', async () => {
+    const notDatabase = path.join(dataDir, 'not-a-database.db');
+    fs.writeFileSync(notDatabase, 'x'.repeat(4096));
+    const result = await runCli(['serve'], {
+      SLIPWAY_DATA_DIR: path.join(dataDir, 'ok'),
+      ORCHESTRATION_DB_PATH: notDatabase,
+      API_PORT: '0',
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`ORCHESTRATION_DB_PATH: cannot open "${notDatabase}"`);
+    expect(fs.readFileSync(notDatabase, 'utf8')).toBe('x'.repeat(4096));
+  });
+});
+
+describe('pipeline file errors at start', () => {
+  let dataDir: string;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = makeTempDir('slipway-pipeline-');
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const serveWith = (pipelineText: string | undefined) => {
+    const file = path.join(dataDir, `pipelines-${Math.random().toString(16).slice(2)}.yml`);
+    if (pipelineText !== undefined) fs.writeFileSync(file, pipelineText);
+    return {
+      file,
+      result: runCli(['serve'], {
+        SLIPWAY_DATA_DIR: path.join(dataDir, 'data'),
+        SLIPWAY_PIPELINES: file,
+        API_PORT: '0',
+      }),
+    };
+  };
+
+  it('names file, line and field of a bad value', async () => {
+    const { file, result } = serveWith(
+      [
+        'pipelines:',
+        '  ci:',
+        '    image: python:3.12-slim',
+        '    steps:',
+        '      - run: pytest -q',
+        '    timeout: soon',
+        '',
+      ].join('\n'),
+    );
+    const { code, stderr } = await result;
+    expect(code).toBe(2);
+    expect(stderr).toContain(`${file}:6: pipelines.ci.timeout: `);
+  });
+
+  it('names the line of an unknown dependency', async () => {
+    const { file, result } = serveWith(
+      [
+        'pipelines:',
+        '  ci:',
+        '    steps:',
+        '      - run: make test',
+        '  deploy:',
+        '    needs: [ci, integration]',
+        '    steps:',
+        '      - run: make deploy',
+        '',
+      ].join('\n'),
+    );
+    const { code, stderr } = await result;
+    expect(code).toBe(2);
+    expect(stderr).toContain(`${file}:6: pipelines.deploy.needs.1: unknown job type "integration"`);
+  });
+
+  it('names the line of broken YAML', async () => {
+    const { file, result } = serveWith('pipelines:\n  ci:\n    steps: [\n');
+    const { code, stderr } = await result;
+    expect(code).toBe(2);
+    expect(stderr).toMatch(new RegExp(`${file.replace(/[.]/g, '\\.')}:\\d+: \\(yaml\\): `));
+  });
+
+  it('names SLIPWAY_PIPELINES when the file is missing', async () => {
+    const { file, result } = serveWith(undefined);
+    const { code, stderr } = await result;
+    expect(code).toBe(2);
+    expect(stderr).toContain(`${file}: (file): cannot be read (ENOENT)`);
+    expect(stderr).toContain('SLIPWAY_PIPELINES');
+  });
+});
