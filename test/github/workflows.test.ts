@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeRepository, startHarness, writePipelineFile } from '../support/execution.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { AgentClient } from './agent-client.js';
 import { waitFor } from './helpers.js';
@@ -184,5 +185,41 @@ describe('integration-tests.yml through the composite action', () => {
     expect(results[0]!.outputs).toEqual({ 'job-id': job.id, status: 'success' });
     expect(results[0]!.stdout).toContain('pytest for');
     expect(results[1]!.stdout).toContain(`job ${job.id} ended success`);
+  });
+});
+
+describe('ci.yml with a real worker', () => {
+  it('runs the job to the end with the local executor', async () => {
+    const repo = makeRepository({ 'tests.txt': 'all tests pass\n' });
+    const pipelines = writePipelineFile(`
+repository: ${repo.dir}
+pipelines:
+  ci:
+    executor: local
+    matrix:
+      python_version: { from: python_versions, default: ['3.12'] }
+    steps:
+      - name: test
+        run: cat tests.txt; echo "tested $SLIPWAY_COMMIT on $SLIPWAY_BRANCH with python $PYTHON_VERSION"
+`);
+    const harness = await startHarness({ SLIPWAY_PIPELINES: pipelines });
+    try {
+      const previous = server;
+      server = harness.server;
+      try {
+        const context = await runnerContext(repo.commit, 'main');
+        const results = await runWorkflowJob(path.join(EXAMPLES, 'ci.yml'), 'ci', context);
+        expect(results.map((r) => r.code)).toEqual([0, 0]);
+        const output = results[1]!.stdout;
+        expect(output).toContain('all tests pass');
+        expect(output).toContain(`tested ${repo.commit} on main with python 3.11`);
+        expect(output).toContain(`tested ${repo.commit} on main with python 3.12`);
+        expect(output).toContain('ended success');
+      } finally {
+        server = previous;
+      }
+    } finally {
+      await harness.close();
+    }
   });
 });
