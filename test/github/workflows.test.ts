@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -185,6 +186,59 @@ describe('integration-tests.yml through the composite action', () => {
     expect(results[0]!.outputs).toEqual({ 'job-id': job.id, status: 'success' });
     expect(results[0]!.stdout).toContain('pytest for');
     expect(results[1]!.stdout).toContain(`job ${job.id} ended success`);
+  });
+});
+
+describe('scripts/slipway-trigger.sh', () => {
+  function runScript(args: string[], env: Record<string, string>) {
+    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(
+        'bash',
+        [path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'), ...args],
+        {
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  it('exits 1 when the job fails', async () => {
+    const commit = 'ab'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const run = runScript(['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'], env);
+    const job = await jobFor(commit, 'ci');
+    await runJob(job.id, 1, 'failure');
+    const result = await run;
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain('pytest for');
+    expect(result.stderr).toContain(`job ${job.id} ended failure`);
+  });
+
+  it('exits 7 after --timeout and cancels the job', async () => {
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const result = await runScript(
+      ['ci', '--commit', 'cd'.repeat(20), '--wait', '--timeout', '1', '--cancel-on-timeout'],
+      env,
+    );
+    expect(result.code).toBe(7);
+    const jobId = result.stdout.trim().split('\n')[0]!;
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('cancelled');
+  });
+
+  it('exits 8 when the token is rejected', async () => {
+    const result = await runScript(['ci', '--commit', 'ef'.repeat(20)], {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: 'slw_wrong',
+    });
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain('401');
   });
 });
 
