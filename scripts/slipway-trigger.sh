@@ -47,7 +47,7 @@ api="${SLIPWAY_API_URL%/}"
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
-# Calls the API; prints the body, or the error and exits 8 unless the answer is 2xx.
+# Calls the API and prints the body; prints the error and exits 8 unless the response is 2xx.
 call() {
   local method="$1" path="$2" data="${3:-}" status
   local args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"

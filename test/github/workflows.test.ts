@@ -30,7 +30,7 @@ afterAll(async () => {
   await server.close();
 });
 
-/** The environment and contexts GitHub Actions gives a push to `branch`. */
+/** Builds the environment and contexts GitHub Actions gives a push to `branch`. */
 async function runnerContext(commit: string, branch: string): Promise<RunnerContext> {
   runCounter += 1;
   const github = {
