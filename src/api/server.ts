@@ -24,8 +24,10 @@ import { registerHealthRoutes } from './routes/health.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerLogRoutes } from './routes/logs.js';
 import { registerMetricsRoutes } from './routes/metrics.js';
+import { registerRecoveryRoutes } from './routes/recovery.js';
 import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
+import { registerGitHubRoutes } from '../github/routes.js';
 
 export type RouteModule = (app: FastifyInstance, context: AppContext) => void | Promise<void>;
 
@@ -38,7 +40,9 @@ export const ROUTE_MODULES: RouteModule[] = [
   registerAdminRoutes,
   registerHealthRoutes,
   registerMetricsRoutes,
+  registerRecoveryRoutes,
   registerAgentRoutes,
+  registerGitHubRoutes,
 ];
 
 export interface ServerOptions {

@@ -3,7 +3,9 @@ import { Events } from '../events.js';
 import { createLogger, type Logger } from '../log.js';
 import { loadPipelineFile, resolvePipelinesPath } from '../pipeline/load.js';
 import type { PipelineFile } from '../pipeline/types.js';
+import { syncDependencies } from '../orchestrator/dependency-sync.js';
 import { openStore, type Store } from '../store/database.js';
+import type { GitHubService } from '../github/service.js';
 
 /** What every role of one process shares. */
 export interface AppContext {
@@ -13,6 +15,10 @@ export interface AppContext {
   events: Events;
   pipelines: PipelineFile;
   pipelinesPath: string;
+  /** URL of the API this process serves, once the api role listens (the in-process worker uses it). */
+  localApiUrl?: string;
+  /** GitHub client, status sender and variable sync; created by the API's GitHub routes. */
+  github?: GitHubService;
 }
 
 export interface ContextOptions {
@@ -32,6 +38,7 @@ export async function createContext(
   const pipelinesPath = resolvePipelinesPath(config.pipelinesPath);
   const pipelines = loadPipelineFile(pipelinesPath);
   const store = await openConfiguredStore(config, logger);
+  await syncDependencies(store, pipelines, logger);
   return { config, logger, store, events: new Events(), pipelines, pipelinesPath };
 }
 

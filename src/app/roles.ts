@@ -8,7 +8,11 @@ import { buildServer, type RouteModule } from '../api/server.js';
 import type { Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
+import { registerRunningProcess } from '../store/running-processes.js';
+import { startOrchestrator } from '../orchestrator/role.js';
+import { startHealthMonitor } from '../health/monitor.js';
 import { isClusterWorker } from './cluster.js';
+import { startWorker } from '../worker/role.js';
 
 export interface RunningRole {
   name: string;
@@ -36,6 +40,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.api.port;
   const url = `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${port}`;
+  context.localApiUrl = url.replace('://0.0.0.0:', '://127.0.0.1:');
   logger.info(
     { url, docs: `${url}/api/docs`, db: context.store.path, pipelines: context.pipelinesPath },
     `API listening on ${url}`,
@@ -59,21 +64,28 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
 /** Starters for each role; packages that implement a role add themselves here. */
 export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> = {
   api: startApi,
+  orchestrator: startOrchestrator,
+  'health-monitor': startHealthMonitor,
+  worker: startWorker,
 };
 
-/** What `slipway serve` runs in one process, in start order. */
+/**
+ * What `slipway serve` runs in one process, in start order. The worker starts right after the
+ * API so that it has registered before the health monitor's first `workers` check; roles stop
+ * in reverse order, so the worker hands back its tasks while the API still listens.
+ */
 export const SERVE_ROLES: Exclude<Role, 'all'>[] = [
   'api',
+  'worker',
   'orchestrator',
   'health-monitor',
-  'worker',
 ];
 
 export async function startRoles(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<RunningRole[]> {
-  const running: RunningRole[] = [];
+  const running: RunningRole[] = [registerRunningProcess(context.store.path, roles)];
   try {
     for (const role of roles) {
       const start = ROLE_STARTERS[role];

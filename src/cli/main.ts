@@ -4,8 +4,10 @@
  * Exit codes: 0 success, 1 failure, 2 bad usage or configuration.
  */
 import { Command, CommanderError } from 'commander';
+import { registerOrchestratorCommands } from './orchestrator.js';
 import { registerRoleCommands } from './roles.js';
 import { registerTokenCommands } from './tokens.js';
+import { registerTriggerCommands } from './trigger.js';
 import { CliError } from './run.js';
 
 export const program = new Command('slipway')
@@ -16,6 +18,8 @@ export const program = new Command('slipway')
 
 registerRoleCommands(program);
 registerTokenCommands(program);
+registerOrchestratorCommands(program);
+registerTriggerCommands(program);
 
 try {
   await program.parseAsync(process.argv);

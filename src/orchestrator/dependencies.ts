@@ -11,7 +11,8 @@ import { refreshJobStatus, transitionTask } from './job-status.js';
 
 export type DependencyState =
   | { state: 'satisfied' }
-  | { state: 'waiting'; reason: string }
+  /** `missing` lists the needed types that have no job at all for the commit yet. */
+  | { state: 'waiting'; reason: string; missing: string[] }
   | { state: 'failed'; reason: string };
 
 export async function dependenciesOf(db: Kysely<Database>, type: string): Promise<string[]> {
@@ -37,6 +38,7 @@ export async function evaluateDependencies(
   if (commit === null) return { state: 'satisfied' };
   const needs = await dependenciesOf(db, type);
   const waitingFor: string[] = [];
+  const missing: string[] = [];
   for (const need of needs) {
     const latest = await db
       .selectFrom('jobs')
@@ -48,6 +50,7 @@ export async function evaluateDependencies(
       .executeTakeFirst();
     if (latest === undefined || !isTerminal(latest.status)) {
       waitingFor.push(need);
+      if (latest === undefined) missing.push(need);
     } else if (latest.status !== 'success') {
       return {
         state: 'failed',
@@ -59,6 +62,7 @@ export async function evaluateDependencies(
   return {
     state: 'waiting',
     reason: `waiting for ${waitingFor.join(' and ')} of ${shortCommit(commit)}`,
+    missing,
   };
 }
 

@@ -16,7 +16,13 @@ export function jobTemplateValues(job: JobRow): Record<string, string> {
   };
 }
 
-/** Sets the state variables the job's pipeline names under `on_success.state`. */
+/** Holds the commit that LAST_DEPLOYED_COMMIT had before the latest deploy changed it. */
+export const PREVIOUS_COMMIT_VARIABLE = 'PREVIOUS_DEPLOYED_COMMIT';
+
+/**
+ * Sets the state variables the job's pipeline names under `on_success.state`. When
+ * LAST_DEPLOYED_COMMIT changes, its old value moves to PREVIOUS_DEPLOYED_COMMIT.
+ */
 export async function applyOnSuccess(
   trx: Transaction<Database>,
   job: JobRow,
@@ -33,5 +39,13 @@ export async function applyOnSuccess(
       jobId: job.id,
       details: { name, value, previous: previous ?? null },
     });
+    if (name === 'LAST_DEPLOYED_COMMIT' && previous !== undefined && previous !== value) {
+      await setStateVariable(trx, PREVIOUS_COMMIT_VARIABLE, previous);
+      await appendAudit(trx, audit, {
+        action: 'state_variable_set',
+        jobId: job.id,
+        details: { name: PREVIOUS_COMMIT_VARIABLE, value: previous },
+      });
+    }
   }
 }

@@ -17,7 +17,7 @@ import type { Database, JobRow, NewTask } from '../store/schema.js';
 import { nowIso } from '../util/time.js';
 import { cancelJob } from './cancel.js';
 import { ChangeSet } from './changes.js';
-import { evaluateDependencies } from './dependencies.js';
+import { dependenciesOf, evaluateDependencies } from './dependencies.js';
 
 type Trx = Transaction<Database>;
 
@@ -62,15 +62,7 @@ export async function triggerJob(
   audit: AuditContext,
 ): Promise<TriggerResult> {
   const pipeline = findPipeline(context, request.type);
-  let combinations: Array<Record<string, string>>;
-  try {
-    combinations = expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
-  } catch (error) {
-    if (error instanceof MatrixError) {
-      throw new ApiError('validation_failed', error.message, error.field, 'matrix');
-    }
-    throw error;
-  }
+  const combinations = matrixOf(pipeline, request);
   const requestHash = hashRequest(request);
   const changes = new ChangeSet();
   const result = await context.store.write(async (trx) => {
@@ -84,6 +76,17 @@ export async function triggerJob(
   });
   changes.emit(context.events);
   return result;
+}
+
+function matrixOf(pipeline: Pipeline, request: TriggerRequest): Array<Record<string, string>> {
+  try {
+    return expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
+  } catch (error) {
+    if (error instanceof MatrixError) {
+      throw new ApiError('validation_failed', error.message, error.field, 'matrix');
+    }
+    throw error;
+  }
 }
 
 async function findExisting(
@@ -124,8 +127,12 @@ async function insertJob(
   pipeline: Pipeline,
   combinations: Array<Record<string, string>>,
   requestHash: string,
-  { changes, audit }: { changes: ChangeSet; audit: AuditContext },
+  options: InsertOptions,
 ): Promise<JobRow> {
+  const { changes, audit } = options;
+  if (pipeline.triggerNeeds || options.triggerMissing === true) {
+    await triggerMissingNeeds(trx, context, request, options);
+  }
   const now = nowIso();
   const dependencies = await evaluateDependencies(trx, request.type, request.commit);
   let status: Status = 'queued';
@@ -188,6 +195,57 @@ async function insertJob(
     await cancelOlderInGroup(trx, row, changes, audit);
   }
   return row;
+}
+
+interface InsertOptions {
+  changes: ChangeSet;
+  audit: AuditContext;
+  /** Trigger needed job types that have no job for the commit yet, transitively. */
+  triggerMissing?: boolean;
+}
+
+/**
+ * Creates a job of every needed type that has no job for the request's commit, so the new
+ * job waits for them instead of for a trigger that may never come. Each created job gets its
+ * own audit row naming the job type that asked for it.
+ */
+async function triggerMissingNeeds(
+  trx: Trx,
+  context: AppContext,
+  request: TriggerRequest,
+  options: InsertOptions,
+): Promise<void> {
+  if (request.commit === null) return;
+  for (const need of await dependenciesOf(trx, request.type)) {
+    const existing = await trx
+      .selectFrom('jobs')
+      .select('id')
+      .where('commit_sha', '=', request.commit)
+      .where('type', '=', need)
+      .executeTakeFirst();
+    if (existing !== undefined) continue;
+    const pipeline = findPipeline(context, need);
+    const needRequest: TriggerRequest = {
+      type: need,
+      commit: request.commit,
+      branch: request.branch,
+      inputs: {},
+      params: request.params,
+      githubRunId: null,
+      githubRunAttempt: null,
+      idempotencyKey: null,
+      auditDetails: { triggered_as_dependency_of: request.type },
+    };
+    await insertJob(
+      trx,
+      context,
+      needRequest,
+      pipeline,
+      matrixOf(pipeline, needRequest),
+      hashRequest(needRequest),
+      { ...options, triggerMissing: true },
+    );
+  }
 }
 
 /** Inserts the job, drawing a new random id when the 8 hex digits collide with another job. */

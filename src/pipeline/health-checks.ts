@@ -53,6 +53,12 @@ export function resolveHealthChecks(
   raw.forEach((check, index) => {
     const at = ['health_checks', index];
     if (names.has(check.name)) report([...at, 'name'], `duplicate check name "${check.name}"`);
+    if (check.name.toUpperCase().replace(/[^A-Z0-9]/g, '_') === 'STATUS') {
+      report(
+        [...at, 'name'],
+        'is reserved: HEALTH_STATUS holds the overall status; rename the check',
+      );
+    }
     names.add(check.name);
 
     const settings = Object.fromEntries(

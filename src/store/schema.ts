@@ -87,6 +87,43 @@ export interface HealthMetricsTable {
   recorded_at: string;
 }
 
+/** A health check's status after thresholds, its streaks and its schedule. */
+export interface HealthComponentsTable {
+  name: string;
+  /** Status after the down/up thresholds; null before the first result. */
+  status: 'healthy' | 'degraded' | 'unhealthy' | null;
+  /** Status of the latest result itself. */
+  observed: 'healthy' | 'degraded' | 'unhealthy' | null;
+  /** Failing results in a row. */
+  failures: number;
+  /** Passing results in a row. */
+  successes: number;
+  reason: string | null;
+  changed_at: string | null;
+  last_checked_at: string | null;
+  next_due_at: string | null;
+  /** Process running the check now, until lease_expires_at. */
+  lease_holder: string | null;
+  lease_expires_at: string | null;
+  /** JSON object a check keeps between runs (the last integrity check, restart counts). */
+  memo: string;
+  updated_at: string;
+}
+
+/** One self-healing action, taken or suppressed. */
+export interface HealthActionsTable {
+  id: Generated<number>;
+  component: string;
+  action: string;
+  /** Container, job type or procedure the action acts on. */
+  target: string | null;
+  outcome: 'running' | 'succeeded' | 'failed' | 'suppressed';
+  reason: string | null;
+  details: string;
+  created_at: string;
+  finished_at: string | null;
+}
+
 export interface AuditLogTable {
   id: Generated<number>;
   action: string;
@@ -138,6 +175,42 @@ export interface SchedulerLocksTable {
   last_finished_at: string | null;
 }
 
+export type GitHubState = 'pending' | 'success' | 'failure' | 'error';
+
+/** One commit status report waiting for GitHub, or the record of one sent. */
+export interface GitHubStatusOutboxTable {
+  id: Generated<number>;
+  /** `owner/name` the status is reported to. */
+  repository: string;
+  commit_sha: string;
+  context: string;
+  state: GitHubState;
+  description: string;
+  target_url: string | null;
+  job_id: string;
+  task_id: string | null;
+  /** The Slipway status the report describes. */
+  status: string;
+  /** `pending` until sent; `superseded` when a newer report for the same context replaced it. */
+  outcome: 'pending' | 'sent' | 'superseded' | 'failed';
+  attempts: number;
+  next_attempt_at: string;
+  last_error: string | null;
+  created_at: string;
+  sent_at: string | null;
+}
+
+/** A GitHub webhook delivery that was handled, kept so a redelivery is recognised. */
+export interface GitHubWebhookDeliveriesTable {
+  delivery_id: string;
+  event: string;
+  /** `ping`, `queued`, `ignored`. */
+  outcome: string;
+  job_id: string | null;
+  details: string;
+  received_at: string;
+}
+
 /** Kept by Kysely's Migrator: one row per applied migration, named `NNNN_description`. */
 export interface SchemaMigrationsTable {
   name: string;
@@ -150,10 +223,14 @@ export interface Database {
   workflow_dependencies: WorkflowDependenciesTable;
   state_variables: StateVariablesTable;
   health_metrics: HealthMetricsTable;
+  health_components: HealthComponentsTable;
+  health_actions: HealthActionsTable;
   audit_log: AuditLogTable;
   api_tokens: ApiTokensTable;
   workers: WorkersTable;
   scheduler_locks: SchedulerLocksTable;
+  github_status_outbox: GitHubStatusOutboxTable;
+  github_webhook_deliveries: GitHubWebhookDeliveriesTable;
   schema_migrations: SchemaMigrationsTable;
 }
 
@@ -165,3 +242,4 @@ export type NewTask = Insertable<TasksTable>;
 export type AuditRow = Selectable<AuditLogTable>;
 export type TokenRow = Selectable<ApiTokensTable>;
 export type WorkerRow = Selectable<WorkersTable>;
+export type GitHubStatusRow = Selectable<GitHubStatusOutboxTable>;

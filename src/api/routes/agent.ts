@@ -18,6 +18,7 @@ import {
   type FinishStatus,
 } from '../../dispatch/lease.js';
 import { LogOffsetError } from '../../logs/task-log-store.js';
+import { instanceId } from '../../jobs/labels.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
 import { appendAudit } from '../../store/audit.js';
 import { nowIso } from '../../util/time.js';
@@ -143,6 +144,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
             lease_seconds: Type.Integer(),
             heartbeat_interval_ms: Type.Integer(),
             max_claim_wait_seconds: Type.Integer(),
+            instance_id: Type.String({
+              description: 'installation id for the slipway.instance container label',
+            }),
           }),
           ...errors,
         },
@@ -186,6 +190,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         lease_seconds: context.config.worker.leaseSeconds,
         heartbeat_interval_ms: Math.min(MAX_HEARTBEAT_INTERVAL_MS, Math.floor(leaseMs / 3)),
         max_claim_wait_seconds: MAX_CLAIM_WAIT_SECONDS,
+        instance_id: instanceId(context.config.dbPath),
       };
     },
   );

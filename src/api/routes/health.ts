@@ -1,16 +1,23 @@
 /**
- * `GET /api/health/status`: public, so a Docker HEALTHCHECK or an uptime monitor can use it.
- * The database is checked on every request; other components report their latest recorded
- * result from `health_metrics`.
+ * `GET /api/health/status` (public, so a Docker HEALTHCHECK or an uptime monitor can use it)
+ * and `GET /api/health/history` (role read). The status reports the API's own database
+ * connection, checked on every request, and the latest recorded result of each configured
+ * check, with its age. A result older than three intervals counts as at least degraded,
+ * because nothing is checking that component any more.
  */
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { AppContext } from '../../app/context.js';
+import { checkIntervalMs } from '../../health/runner.js';
+import { HEALTH_STATES, worstOf, type HealthState } from '../../health/types.js';
 import { parseJsonColumn } from '../../store/json.js';
+import { ApiError } from '../errors.js';
+import { ErrorSchema } from '../schemas.js';
 
-export const HEALTH_STATES = ['healthy', 'degraded', 'unhealthy'] as const;
-export type HealthState = (typeof HEALTH_STATES)[number];
+export { HEALTH_STATES, worstOf, type HealthState };
+
+const DAY_MS = 86_400_000;
 
 const HealthStateSchema = Type.Union(HEALTH_STATES.map((state) => Type.Literal(state)));
 
@@ -28,54 +35,52 @@ const HealthReply = Type.Object({
   components: Type.Record(Type.String(), ComponentSchema),
 });
 
-export function worstOf(states: Iterable<HealthState>): HealthState {
-  let worst: HealthState = 'healthy';
-  for (const state of states) {
-    if (HEALTH_STATES.indexOf(state) > HEALTH_STATES.indexOf(worst)) worst = state;
-  }
-  return worst;
-}
+const HistoryQuery = Type.Object(
+  {
+    component: Type.Optional(
+      Type.String({ pattern: '^[a-z][a-z0-9_.-]{0,62}$', description: 'a health check name' }),
+    ),
+    since: Type.Optional(
+      Type.String({ format: 'date-time', description: 'start of the range; default 24 h ago' }),
+    ),
+    until: Type.Optional(
+      Type.String({ format: 'date-time', description: 'end of the range; default now' }),
+    ),
+    limit: Type.Integer({ minimum: 1, maximum: 5000, default: 500 }),
+    cursor: Type.Optional(
+      Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' }),
+    ),
+  },
+  { additionalProperties: false },
+);
 
-export function registerHealthRoutes(app: FastifyInstance, context: AppContext): void {
-  app.get(
-    '/api/health/status',
-    {
-      schema: {
-        tags: ['health'],
-        summary: 'Overall and per-component health; 503 when unhealthy',
-        response: { 200: HealthReply, 503: HealthReply },
-      },
-    },
-    async (_request, reply) => {
-      const now = new Date();
-      const components: Record<string, ComponentHealth> = {};
-      components.api = {
-        status: 'healthy',
-        latency_ms: 0,
-        checked_at: now.toISOString(),
-        age_seconds: 0,
-        details: { pid: process.pid, uptime_seconds: Math.round(process.uptime()) },
-      };
-      components.database = await checkDatabase(context, now);
-      for (const row of await latestMetrics(context)) {
-        if (row.component === 'database' || row.component === 'api') continue;
-        components[row.component] = {
-          status: row.status,
-          latency_ms: row.latency_ms,
-          checked_at: row.recorded_at,
-          age_seconds: Math.max(
-            0,
-            Math.round((now.getTime() - Date.parse(row.recorded_at)) / 1000),
-          ),
-          details: parseJsonColumn<unknown>(row.details, {}),
-        };
-      }
-      const status = worstOf(Object.values(components).map((component) => component.status));
-      reply.code(status === 'unhealthy' ? 503 : 200);
-      return { status, checked_at: now.toISOString(), components };
-    },
-  );
-}
+const HistoryEntry = Type.Object({
+  id: Type.Integer(),
+  component: Type.String(),
+  status: HealthStateSchema,
+  latency_ms: Type.Union([Type.Number(), Type.Null()]),
+  checked_at: Type.String(),
+  details: Type.Unknown(),
+});
+
+const HistoryReply = Type.Object({
+  component: Type.Union([Type.String(), Type.Null()]),
+  since: Type.String(),
+  until: Type.String(),
+  results: Type.Array(HistoryEntry),
+  count: Type.Integer(),
+  next_cursor: Type.Union([Type.String(), Type.Null()]),
+  summary: Type.Object({
+    total: Type.Integer(),
+    healthy: Type.Integer(),
+    degraded: Type.Integer(),
+    unhealthy: Type.Integer(),
+    latency_ms: Type.Object({
+      avg: Type.Union([Type.Number(), Type.Null()]),
+      max: Type.Union([Type.Number(), Type.Null()]),
+    }),
+  }),
+});
 
 interface ComponentHealth {
   status: HealthState;
@@ -85,37 +90,198 @@ interface ComponentHealth {
   details: unknown;
 }
 
-async function checkDatabase(context: AppContext, now: Date): Promise<ComponentHealth> {
+export function registerHealthRoutes(app: FastifyInstance, context: AppContext): void {
+  app.get(
+    '/api/health/status',
+    {
+      schema: {
+        tags: ['health'],
+        summary: 'Overall and per-component health; 200 healthy or degraded, 503 unhealthy',
+        response: { 200: HealthReply, 503: HealthReply },
+      },
+    },
+    async (_request, reply) => {
+      const now = new Date();
+      const components: Record<string, ComponentHealth> = {
+        api: await checkApi(context, now),
+        ...(await latestResults(context, now)),
+      };
+      const status = worstOf(Object.values(components).map((component) => component.status));
+      reply.code(status === 'unhealthy' ? 503 : 200);
+      return { status, checked_at: now.toISOString(), components };
+    },
+  );
+
+  app.get(
+    '/api/health/history',
+    {
+      schema: {
+        tags: ['health'],
+        summary: 'Recorded health results over a time range, newest first, with a summary',
+        security: [{ bearerAuth: [] }],
+        querystring: HistoryQuery,
+        response: { 200: HistoryReply, 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema },
+      },
+      config: { roles: ['read', 'trigger'] },
+    },
+    async (request) => {
+      const query = request.query as {
+        component?: string;
+        since?: string;
+        until?: string;
+        limit: number;
+        cursor?: string;
+      };
+      const until = query.until === undefined ? new Date() : new Date(query.until);
+      const since =
+        query.since === undefined ? new Date(until.getTime() - DAY_MS) : new Date(query.since);
+      if (since.getTime() > until.getTime()) {
+        throw new ApiError(
+          'validation_failed',
+          `until (${until.toISOString()}) is before since (${since.toISOString()}); give a range whose end is after its start`,
+          'until',
+          'after_since',
+        );
+      }
+      return readHistory(context, {
+        component: query.component,
+        since: since.toISOString(),
+        until: until.toISOString(),
+        limit: query.limit,
+        beforeId: query.cursor === undefined ? undefined : Number(query.cursor),
+      });
+    },
+  );
+}
+
+async function checkApi(context: AppContext, now: Date): Promise<ComponentHealth> {
   const started = performance.now();
+  const base = { checked_at: now.toISOString(), age_seconds: 0 };
+  const process_ = { pid: process.pid, uptime_seconds: Math.round(process.uptime()) };
   try {
     await sql`select 1`.execute(context.store.db);
     return {
+      ...base,
       status: 'healthy',
       latency_ms: Math.round((performance.now() - started) * 100) / 100,
-      checked_at: now.toISOString(),
-      age_seconds: 0,
-      details: { path: context.store.path },
+      details: { ...process_, database: context.store.path },
     };
   } catch (error) {
     return {
+      ...base,
       status: 'unhealthy',
       latency_ms: null,
-      checked_at: now.toISOString(),
-      age_seconds: 0,
-      details: { error: error instanceof Error ? error.message : String(error) },
+      details: {
+        ...process_,
+        database: context.store.path,
+        reason: `the API cannot query its database: ${(error as Error).message}`,
+      },
     };
   }
 }
 
-async function latestMetrics(context: AppContext) {
-  return context.store.db
+async function latestResults(
+  context: AppContext,
+  now: Date,
+): Promise<Record<string, ComponentHealth>> {
+  const checks = context.pipelines.healthChecks;
+  if (checks.length === 0) return {};
+  const rows = await context.store.db
     .selectFrom('health_metrics as m')
     .selectAll('m')
     .where('m.id', 'in', (eb) =>
       eb
         .selectFrom('health_metrics')
         .select((e) => e.fn.max('id').as('id'))
+        .where(
+          'component',
+          'in',
+          checks.map((check) => check.name),
+        )
         .groupBy('component'),
     )
     .execute();
+  const components: Record<string, ComponentHealth> = {};
+  for (const row of rows) {
+    const check = checks.find((each) => each.name === row.component)!;
+    const ageMs = Math.max(0, now.getTime() - Date.parse(row.recorded_at));
+    const details = parseJsonColumn<Record<string, unknown>>(row.details, {});
+    let status = row.status;
+    const staleAfterMs = 3 * checkIntervalMs(context, check) + check.timeoutMs;
+    if (ageMs > staleAfterMs) {
+      status = worstOf([status, 'degraded']);
+      details.stale = true;
+      details.stale_reason = `no result for ${Math.round(ageMs / 1000)}s, more than 3 intervals; is the health monitor running?`;
+    }
+    components[row.component] = {
+      status,
+      latency_ms: row.latency_ms,
+      checked_at: row.recorded_at,
+      age_seconds: Math.round(ageMs / 1000),
+      details,
+    };
+  }
+  return components;
+}
+
+interface HistoryRange {
+  component: string | undefined;
+  since: string;
+  until: string;
+  limit: number;
+  beforeId: number | undefined;
+}
+
+async function readHistory(context: AppContext, range: HistoryRange) {
+  const db = context.store.db;
+  let base = db
+    .selectFrom('health_metrics')
+    .where('recorded_at', '>=', range.since)
+    .where('recorded_at', '<=', range.until);
+  if (range.component !== undefined) base = base.where('component', '=', range.component);
+
+  let page = base.selectAll();
+  if (range.beforeId !== undefined) page = page.where('id', '<', range.beforeId);
+  const rows = await page
+    .orderBy('id', 'desc')
+    .limit(range.limit + 1)
+    .execute();
+  const summary = await base
+    .select((eb) => [
+      eb.fn.countAll<number>().as('total'),
+      sql<number>`sum(status = 'healthy')`.as('healthy'),
+      sql<number>`sum(status = 'degraded')`.as('degraded'),
+      sql<number>`sum(status = 'unhealthy')`.as('unhealthy'),
+      eb.fn.avg<number>('latency_ms').as('avg_latency'),
+      eb.fn.max('latency_ms').as('max_latency'),
+    ])
+    .executeTakeFirstOrThrow();
+
+  const results = rows.slice(0, range.limit);
+  return {
+    component: range.component ?? null,
+    since: range.since,
+    until: range.until,
+    results: results.map((row) => ({
+      id: row.id,
+      component: row.component,
+      status: row.status,
+      latency_ms: row.latency_ms,
+      checked_at: row.recorded_at,
+      details: parseJsonColumn<unknown>(row.details, {}),
+    })),
+    count: results.length,
+    next_cursor: rows.length > range.limit ? String(results.at(-1)!.id) : null,
+    summary: {
+      total: Number(summary.total),
+      healthy: Number(summary.healthy ?? 0),
+      degraded: Number(summary.degraded ?? 0),
+      unhealthy: Number(summary.unhealthy ?? 0),
+      latency_ms: {
+        avg:
+          summary.avg_latency === null ? null : Math.round(Number(summary.avg_latency) * 100) / 100,
+        max: summary.max_latency === null ? null : Number(summary.max_latency),
+      },
+    },
+  };
 }

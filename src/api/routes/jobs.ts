@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { isTerminal, STATUSES } from '../../jobs/status.js';
 import { cancelJob } from '../../orchestrator/cancel.js';
+import { explainQueuedJob } from '../../orchestrator/diagnose.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
 import { retryJob } from '../../orchestrator/retry.js';
 import { updateJobStatus } from '../../orchestrator/update-status.js';
@@ -32,6 +33,9 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       const { job_id: id } = request.params as { job_id: string };
       const view = await loadJobView(context.store.db, id);
       if (view === undefined) throw jobNotFound(id);
+      if (view.status === 'queued' && view.reason === null) {
+        view.reason = (await explainQueuedJob(context, view.id)) ?? null;
+      }
       return view;
     },
   );

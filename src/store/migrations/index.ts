@@ -3,6 +3,8 @@ import * as initial from './0001_initial.js';
 import * as defaultDependencies from './0002_default_dependencies.js';
 import * as jobsCommitStatus from './0003_jobs_commit_status.js';
 import * as taskExecution from './0010_task_execution.js';
+import * as healthState from './0030_health_state.js';
+import * as github from './0040_github.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -14,6 +16,8 @@ const MIGRATIONS: Record<string, Migration> = {
   '0002_default_dependencies': defaultDependencies,
   '0003_jobs_commit_status': jobsCommitStatus,
   '0010_task_execution': taskExecution,
+  '0030_health_state': healthState,
+  '0040_github': github,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,69 @@
+/**
+ * The container images' HEALTHCHECK command: `node dist/cli/healthcheck.js`. Exits 0 when
+ * healthy and 1 when not. It imports nothing from the rest of Slipway, so it starts fast.
+ *
+ * In the `api` and `all` roles it reads GET /api/health/status on this container's port. The
+ * container counts as healthy when the API answers and its own components (`api`, `database`)
+ * are not unhealthy. Components that the health monitor records, such as a deployed service,
+ * only appear in the output: if they made the container unhealthy, a restarted stack would
+ * wait forever for the API, and the health monitor that heals them would never start.
+ *
+ * A worker is healthy while the API it claims tasks from answers. The orchestrator and the
+ * health monitor serve no HTTP, so their liveness is the process itself and this exits 0.
+ */
+
+const TIMEOUT_MS = 4000;
+const OWN_COMPONENTS = ['api', 'database'];
+
+interface HealthDocument {
+  status?: string;
+  components?: Record<string, { status?: string } | undefined>;
+}
+
+async function fetchHealth(url: string): Promise<{ code: number; body: HealthDocument }> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+  const body = (await response.json()) as HealthDocument;
+  return { code: response.status, body };
+}
+
+async function checkApi(port: string): Promise<boolean> {
+  const url = `http://127.0.0.1:${port}/api/health/status`;
+  const { code, body } = await fetchHealth(url);
+  const components = body.components ?? {};
+  const failing = OWN_COMPONENTS.filter((name) => {
+    const status = components[name]?.status;
+    return status === undefined || status === 'unhealthy';
+  });
+  console.log(`${url}: HTTP ${code}, overall ${body.status ?? 'missing'}`);
+  if (failing.length > 0) {
+    console.log(`unhealthy components: ${failing.join(', ')}`);
+    return false;
+  }
+  return true;
+}
+
+async function checkWorker(port: string): Promise<boolean> {
+  const base = process.env.SLIPWAY_API_URL?.trim() || `http://127.0.0.1:${port}`;
+  const url = `${base.replace(/\/+$/, '')}/api/health/status`;
+  const { code } = await fetchHealth(url);
+  console.log(`${url}: HTTP ${code}`);
+  return true;
+}
+
+async function check(): Promise<boolean> {
+  const mode = process.env.ORCHESTRATION_MODE?.trim().toLowerCase() || 'all';
+  const port = process.env.API_PORT?.trim() || '5000';
+  if (mode === 'api' || mode === 'all') return checkApi(port);
+  if (mode === 'worker') return checkWorker(port);
+  console.log(`role ${mode} serves no HTTP; the running process is its health`);
+  return true;
+}
+
+let healthy: boolean;
+try {
+  healthy = await check();
+} catch (error) {
+  console.log(`health check failed: ${error instanceof Error ? error.message : String(error)}`);
+  healthy = false;
+}
+process.exit(healthy ? 0 : 1);

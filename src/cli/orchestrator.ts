@@ -1,0 +1,115 @@
+/** `slipway run-task NAME`, `slipway backup [--output FILE]` and `slipway restore FILE`. */
+import os from 'node:os';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { createContext } from '../app/context.js';
+import { createLogger } from '../log.js';
+import {
+  backupDatabase,
+  pruneBackups,
+  RestoreRefused,
+  restoreDatabase,
+  scheduledBackupName,
+} from '../orchestrator/backup.js';
+import { scheduledTasks } from '../orchestrator/role.js';
+import { Scheduler } from '../orchestrator/scheduler.js';
+import { appendAudit } from '../store/audit.js';
+import { openStore } from '../store/database.js';
+import { CliError, loadCliConfig, runCommand } from './run.js';
+
+const cliAudit = () => ({ actor: `cli:${os.userInfo().username}`, source: 'cli' });
+
+export function registerOrchestratorCommands(program: Command): void {
+  program
+    .command('run-task')
+    .description('run a scheduled task now (sweep, cleanup, backup) unless another process runs it')
+    .argument('<name>', 'task name')
+    .action(async (name: string) => {
+      await runCommand(async () => {
+        const context = await createContext(loadCliConfig());
+        try {
+          const scheduler = new Scheduler(context, scheduledTasks(context));
+          if (!scheduler.tasks.some((task) => task.name === name)) {
+            const known = scheduler.tasks.map((task) => task.name).join(', ');
+            throw new CliError(`unknown task "${name}"; tasks: ${known}`, 2);
+          }
+          const result = await scheduler.runTask(name);
+          if (!result.ran) throw new CliError(`task ${name} not started: ${result.reason}`);
+          if (!result.ok) throw new CliError(`task ${name} failed: ${result.error.message}`);
+          process.stdout.write(
+            `${JSON.stringify({ task: name, duration_ms: result.durationMs, ...result.summary })}\n`,
+          );
+        } finally {
+          await context.store.close();
+        }
+      });
+    });
+
+  program
+    .command('backup')
+    .description('copy the database while Slipway runs (SQLite online backup) and check it')
+    .option(
+      '--output <file>',
+      'where to write the copy (default: a new file in ORCHESTRATION_BACKUP_PATH)',
+    )
+    .action(async (options: { output?: string }) => {
+      await runCommand(async () => {
+        const config = loadCliConfig();
+        const target = path.resolve(
+          options.output ?? path.join(config.backupPath, scheduledBackupName()),
+        );
+        const store = await openStore(config.dbPath, { logger: createLogger('warn') });
+        try {
+          const result = await backupDatabase(config.dbPath, target);
+          const pruned =
+            options.output === undefined
+              ? pruneBackups(config.backupPath, config.retention.backupsKept)
+              : [];
+          await store.write((trx) =>
+            appendAudit(trx, cliAudit(), {
+              action: 'backup_created',
+              details: { path: result.path, bytes: result.bytes, pruned },
+            }),
+          );
+          process.stdout.write(
+            `${JSON.stringify({ path: result.path, bytes: result.bytes, duration_ms: result.durationMs })}\n`,
+          );
+        } finally {
+          await store.close();
+        }
+      });
+    });
+
+  program
+    .command('restore')
+    .description(
+      'replace the database with a backup; refused while a Slipway process uses the database',
+    )
+    .argument('<file>', 'a backup made by slipway backup')
+    .action(async (file: string) => {
+      await runCommand(async () => {
+        const config = loadCliConfig();
+        const source = path.resolve(file);
+        let previous: string | null;
+        try {
+          ({ previous } = restoreDatabase(config.dbPath, source));
+        } catch (error) {
+          if (error instanceof RestoreRefused)
+            throw new CliError(`restore refused: ${error.message}`);
+          throw error;
+        }
+        const store = await openStore(config.dbPath, { logger: createLogger('warn') });
+        try {
+          await store.write((trx) =>
+            appendAudit(trx, cliAudit(), {
+              action: 'database_restored',
+              details: { source, previous },
+            }),
+          );
+        } finally {
+          await store.close();
+        }
+        process.stdout.write(`${JSON.stringify({ restored: config.dbPath, source, previous })}\n`);
+      });
+    });
+}

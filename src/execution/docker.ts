@@ -1,0 +1,208 @@
+/**
+ * The docker executor: one container per task, through the Docker Engine API (dockerode),
+ * at DOCKER_HOST or /var/run/docker.sock. The workspace is mounted at /workspace and a
+ * generated script at /slipway runs the steps in order, stopping at the first that fails.
+ * Containers get memory, CPU and PID limits, the labels of src/jobs/labels.ts, no Docker
+ * socket, the pipeline's network mode, and are removed afterwards. A missing image is an
+ * `error`: the executor never pulls, because the worker's host may reach no registry.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import Docker from 'dockerode';
+import { LABEL_TASK } from '../jobs/labels.js';
+import {
+  ExecutionError,
+  stepHeader,
+  type ExecutionResult,
+  type ExecutionSpec,
+  type Executor,
+  type OutputSink,
+} from './executor.js';
+
+const WORKSPACE_MOUNT = '/workspace';
+const SCRIPT_MOUNT = '/slipway';
+/** Limits for pipelines that set none; a runaway test must not take the host down. */
+export const DEFAULT_MEMORY_BYTES = 4 * 1024 ** 3;
+export const DEFAULT_PIDS = 4096;
+
+export function dockerClient(dockerHost: string | undefined): Docker {
+  if (dockerHost === undefined) return new Docker({ socketPath: '/var/run/docker.sock' });
+  const url = new URL(dockerHost);
+  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname });
+  return new Docker({
+    host: url.hostname,
+    port: Number(url.port || 2375),
+    protocol: url.protocol === 'https:' ? 'https' : 'http',
+  });
+}
+
+/** Name of the task attempt's container. */
+export function containerName(spec: Pick<ExecutionSpec, 'taskId' | 'attempt'>): string {
+  return `slipway-${spec.taskId.replace(/[^a-zA-Z0-9_.-]/g, '-')}-a${spec.attempt}`;
+}
+
+export class DockerExecutor implements Executor {
+  readonly name = 'docker' as const;
+
+  constructor(readonly docker: Docker) {}
+
+  async run(
+    spec: ExecutionSpec,
+    output: OutputSink,
+    signal: AbortSignal,
+  ): Promise<ExecutionResult> {
+    if (spec.image === null) {
+      throw new ExecutionError('the pipeline names no image, and the docker executor needs one');
+    }
+    await this.#requireImage(spec.image);
+    const script = await writeStepScript(spec);
+    if (signal.aborted) return { exitCode: 130 };
+
+    const container = await this.docker
+      .createContainer(containerOptions(spec, script))
+      .catch((error: unknown) => {
+        throw new ExecutionError(`could not create the container: ${engineMessage(error)}`, {
+          cause: error,
+        });
+      });
+    const stream = await container.attach({ stream: true, stdout: true, stderr: true });
+    const sink = new PassThrough();
+    sink.on('data', (chunk: Buffer) => output.write(chunk));
+    container.modem.demuxStream(stream, sink, sink);
+    const streamEnded = new Promise<void>((resolve) => {
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+      stream.once('error', () => resolve());
+    });
+
+    const kill = () => {
+      container.kill().catch(() => undefined);
+    };
+    signal.addEventListener('abort', kill, { once: true });
+    try {
+      await container.start().catch((error: unknown) => {
+        throw new ExecutionError(`could not start the container: ${engineMessage(error)}`, {
+          cause: error,
+        });
+      });
+      if (signal.aborted) kill();
+      const { StatusCode: exitCode } = (await container.wait()) as { StatusCode: number };
+      await Promise.race([streamEnded, new Promise((resolve) => setTimeout(resolve, 2_000))]);
+      if (exitCode === 0 || signal.aborted) return { exitCode };
+      const state = (await container.inspect()).State;
+      const failedStep = await readFailedStep(spec);
+      if (state.OOMKilled) {
+        return {
+          exitCode,
+          failedStep,
+          detail: `the container ran out of memory (limit ${spec.resources.memory ?? DEFAULT_MEMORY_BYTES} bytes)`,
+        };
+      }
+      return { exitCode, failedStep };
+    } finally {
+      signal.removeEventListener('abort', kill);
+    }
+  }
+
+  async cleanup(spec: ExecutionSpec): Promise<void> {
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: { label: [`${LABEL_TASK}=${spec.taskId}`] },
+    });
+    for (const info of containers) {
+      await this.docker
+        .getContainer(info.Id)
+        .remove({ force: true, v: true })
+        .catch((error: { statusCode?: number }) => {
+          if (error.statusCode !== 404 && error.statusCode !== 409) throw error;
+        });
+    }
+  }
+
+  async #requireImage(image: string): Promise<void> {
+    try {
+      await this.docker.getImage(image).inspect();
+    } catch (error) {
+      if ((error as { statusCode?: number }).statusCode === 404) {
+        throw new ExecutionError(
+          `image ${image} not found on the Docker engine; build or load it on the worker's host`,
+        );
+      }
+      throw new ExecutionError(`the Docker engine failed: ${engineMessage(error)}`, {
+        cause: error,
+      });
+    }
+  }
+}
+
+function containerOptions(spec: ExecutionSpec, scriptDir: string): Docker.ContainerCreateOptions {
+  const cpus = spec.resources.cpus;
+  return {
+    name: containerName(spec),
+    Image: spec.image!,
+    Cmd: ['/bin/sh', `${SCRIPT_MOUNT}/run.sh`],
+    Env: Object.entries(spec.env).map(([name, value]) => `${name}=${value}`),
+    WorkingDir: WORKSPACE_MOUNT,
+    Labels: spec.labels,
+    AttachStdout: true,
+    AttachStderr: true,
+    Tty: false,
+    OpenStdin: false,
+    HostConfig: {
+      Binds: [`${spec.workspace}:${WORKSPACE_MOUNT}`, `${scriptDir}:${SCRIPT_MOUNT}`],
+      Memory: spec.resources.memory ?? DEFAULT_MEMORY_BYTES,
+      // Swap counts against the limit too, so the limit is the real ceiling.
+      MemorySwap: spec.resources.memory ?? DEFAULT_MEMORY_BYTES,
+      ...(cpus === undefined ? {} : { NanoCpus: Math.round(cpus * 1e9) }),
+      PidsLimit: spec.resources.pids ?? DEFAULT_PIDS,
+      ...(spec.network === null ? {} : { NetworkMode: spec.network }),
+      AutoRemove: false,
+      Init: true,
+      SecurityOpt: ['no-new-privileges'],
+    },
+  };
+}
+
+/**
+ * Writes run.sh and one file per step into the scratch directory. Step commands are copied
+ * as files, never pasted into another command line, so no quoting can change them.
+ */
+async function writeStepScript(spec: ExecutionSpec): Promise<string> {
+  const dir = path.join(spec.scratch, 'docker');
+  await fs.mkdir(dir, { recursive: true });
+  const lines = ['#!/bin/sh', '# Generated by Slipway: runs the steps in order.', ''];
+  for (const [index, step] of spec.steps.entries()) {
+    await fs.writeFile(path.join(dir, `step-${index + 1}.sh`), `${step.run}\n`);
+    const header = stepHeader(index, spec.steps.length, step);
+    lines.push(
+      `printf '%s\\n' ${shellQuote(header)}`,
+      `/bin/sh ${SCRIPT_MOUNT}/step-${index + 1}.sh`,
+      'code=$?',
+      'if [ "$code" -ne 0 ]; then',
+      `  printf '%s\\n' ${shellQuote(`[slipway] step "${step.name}" exited with code`)}" $code"`,
+      `  printf '%s' ${shellQuote(step.name)} > ${SCRIPT_MOUNT}/failed-step`,
+      '  exit "$code"',
+      'fi',
+    );
+  }
+  lines.push('exit 0', '');
+  await fs.writeFile(path.join(dir, 'run.sh'), lines.join('\n'));
+  return dir;
+}
+
+/** Name of the step that failed, as run.sh recorded it in the scratch directory. */
+async function readFailedStep(spec: ExecutionSpec): Promise<string | undefined> {
+  return fs
+    .readFile(path.join(spec.scratch, 'docker', 'failed-step'), 'utf8')
+    .catch(() => undefined);
+}
+
+function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+function engineMessage(error: unknown): string {
+  const json = (error as { json?: { message?: string } }).json;
+  return json?.message ?? (error as Error).message ?? String(error);
+}

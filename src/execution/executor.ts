@@ -1,0 +1,81 @@
+/**
+ * The executor contract: how a worker runs one task's steps. Two executors implement it:
+ * `docker` (one container per task) and `local` (one process group per step on the
+ * worker's host).
+ *
+ * Call order, per task: `run` once, then `cleanup` once, always, even when `run` threw or
+ * was aborted. The worker has already checked out the workspace and resolved secrets.
+ *
+ * Concurrency: one executor instance serves every task of its worker; `run` and `cleanup`
+ * of different tasks may run at the same time and share nothing but the instance.
+ *
+ * Abort: when `signal` aborts (cancel, timeout, lease lost, shutdown), `run` stops
+ * everything it started within a few seconds (containers are killed, process groups get
+ * SIGTERM and then SIGKILL) and resolves. The worker decides the status from the abort
+ * reason, not from the exit code `run` returns.
+ *
+ * Errors: `run` resolves with the exit code of the first failing step (a `failure`) or 0,
+ * and throws ExecutionError when the infrastructure failed (image missing, engine gone): an
+ * `error`.
+ *
+ * Safe to repeat: `cleanup` may be called again and for a task that never started; it
+ * removes the task's containers or kills its leftover processes. The worker removes the
+ * workspace itself, after `cleanup`.
+ */
+import type { Resources, Step } from '../pipeline/types.js';
+
+export type ExecutorName = 'docker' | 'local';
+
+export interface ExecutionSpec {
+  taskId: string;
+  jobId: string;
+  /** Lease attempt, part of container names and labels. */
+  attempt: number;
+  steps: Step[];
+  /** Every variable the steps get, secrets included. */
+  env: Record<string, string>;
+  image: string | null;
+  network: string | null;
+  resources: Resources;
+  /** Host path of the checkout; the steps' working directory. */
+  workspace: string;
+  /** Host path of a directory the executor may write its own files to. */
+  scratch: string;
+  /** Container labels naming the installation, job, task and attempt. */
+  labels: Record<string, string>;
+}
+
+/** Where a task's output goes: raw bytes from the steps, plus lines the executor adds. */
+export interface OutputSink {
+  write(chunk: Buffer): void;
+  /** Writes one line of Slipway's own, such as a step header. */
+  note(line: string): void;
+}
+
+export interface ExecutionResult {
+  /** 0 when every step exited 0, else the failing step's exit code. */
+  exitCode: number;
+  /** Name of the step that failed. */
+  failedStep?: string | undefined;
+  /** Extra detail for the task's reason, e.g. "the container ran out of memory". */
+  detail?: string | undefined;
+}
+
+export interface Executor {
+  readonly name: ExecutorName;
+  run(spec: ExecutionSpec, output: OutputSink, signal: AbortSignal): Promise<ExecutionResult>;
+  cleanup(spec: ExecutionSpec): Promise<void>;
+}
+
+/** The infrastructure failed: the task ends as `error` with this message as its reason. */
+export class ExecutionError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ExecutionError';
+  }
+}
+
+/** The header line written before each step. */
+export function stepHeader(index: number, total: number, step: Step): string {
+  return `[slipway] step ${index + 1}/${total}: ${step.name}`;
+}

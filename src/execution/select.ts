@@ -1,0 +1,64 @@
+/**
+ * Picks the worker's executors at start. With SLIPWAY_EXECUTOR=auto the default is `docker`
+ * when an engine answers a ping, else `local`; the worker logs which one it chose and why.
+ */
+import type { Config } from '../config/env.js';
+import type { Logger } from '../log.js';
+import { DockerExecutor, dockerClient } from './docker.js';
+import type { Executor, ExecutorName } from './executor.js';
+import { LocalExecutor } from './local.js';
+
+export interface ExecutorSet {
+  /** Executors by name; the first listed in `names` is the default. */
+  byName: Map<ExecutorName, Executor>;
+  names: ExecutorName[];
+}
+
+const PING_TIMEOUT_MS = 3_000;
+
+export async function selectExecutors(config: Config, logger: Logger): Promise<ExecutorSet> {
+  const local = new LocalExecutor();
+  const choice = config.worker.executor;
+  const docker = dockerClient(config.worker.dockerHost);
+  const engine = config.worker.dockerHost ?? 'unix:///var/run/docker.sock';
+  let dockerProblem: string | undefined;
+  try {
+    await Promise.race([
+      docker.ping(),
+      new Promise((_resolve, reject) =>
+        setTimeout(
+          () => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)),
+          PING_TIMEOUT_MS,
+        ).unref(),
+      ),
+    ]);
+  } catch (error) {
+    dockerProblem = (error as Error).message;
+  }
+
+  const byName = new Map<ExecutorName, Executor>([['local', local]]);
+  if (dockerProblem === undefined) byName.set('docker', new DockerExecutor(docker));
+
+  if (choice === 'docker' && dockerProblem !== undefined) {
+    throw new Error(
+      `SLIPWAY_EXECUTOR=docker but the Docker engine at ${engine} did not answer (${dockerProblem}); ` +
+        'start the engine or set SLIPWAY_EXECUTOR=local',
+    );
+  }
+  let names: ExecutorName[];
+  if (choice === 'local') names = ['local'];
+  else if (dockerProblem === undefined) names = ['docker', 'local'];
+  else names = ['local'];
+
+  const reason =
+    choice !== 'auto'
+      ? `SLIPWAY_EXECUTOR=${choice}`
+      : dockerProblem === undefined
+        ? `the Docker engine at ${engine} answered`
+        : `the Docker engine at ${engine} did not answer (${dockerProblem})`;
+  logger.info(
+    { executor: names[0], executors: names, reason },
+    `default executor is ${names[0]}: ${reason}`,
+  );
+  return { byName, names };
+}

@@ -1,0 +1,115 @@
+/**
+ * `docker` check: the engine answers, each named container is running and, where its image
+ * defines a HEALTHCHECK, healthy; restart counts are reported and compared with max_restarts.
+ */
+import Docker from 'dockerode';
+import type { DockerCheckSettings } from '../../pipeline/types.js';
+import type { HealthState, ProbeContext, ProbeResult } from '../types.js';
+
+export function dockerClient(socket: string | undefined): Docker {
+  // Without a socket, dockerode reads DOCKER_HOST and falls back to /var/run/docker.sock.
+  return socket === undefined ? new Docker() : new Docker({ socketPath: socket });
+}
+
+interface ContainerReport {
+  status: HealthState;
+  reason: string | undefined;
+  details: Record<string, unknown>;
+}
+
+export async function probeDocker(
+  settings: DockerCheckSettings,
+  context: ProbeContext,
+): Promise<ProbeResult> {
+  const docker = dockerClient(settings.socket);
+  // NOTE: dockerode types take no abort signal for version(); the runner's timeout bounds it.
+  const version = await docker.version();
+  const previousCounts = (context.memo.restart_counts ?? {}) as Record<string, number>;
+  const counts: Record<string, number> = {};
+  const containers: Record<string, unknown> = {};
+  const reports: ContainerReport[] = [];
+  for (const name of settings.containers) {
+    const report = await inspectContainer(docker, name, settings, previousCounts[name], context);
+    reports.push(report);
+    containers[name] = report.details;
+    if (typeof report.details.restart_count === 'number') {
+      counts[name] = report.details.restart_count;
+    }
+  }
+  context.memo.restart_counts = counts;
+
+  const details = {
+    engine: { version: version.Version, api_version: version.ApiVersion },
+    containers,
+  };
+  const failing = reports.filter((report) => report.status === 'unhealthy');
+  const degraded = reports.filter((report) => report.status === 'degraded');
+  const worst = failing.length > 0 ? failing : degraded;
+  return {
+    status: failing.length > 0 ? 'unhealthy' : degraded.length > 0 ? 'degraded' : 'healthy',
+    reason: worst.map((report) => report.reason).join('; ') || undefined,
+    details,
+  };
+}
+
+async function inspectContainer(
+  docker: Docker,
+  name: string,
+  settings: DockerCheckSettings,
+  previousCount: number | undefined,
+  context: ProbeContext,
+): Promise<ContainerReport> {
+  let info: Docker.ContainerInspectInfo;
+  try {
+    info = await docker.getContainer(name).inspect({ abortSignal: context.signal });
+  } catch (error) {
+    if ((error as { statusCode?: number }).statusCode === 404) {
+      return {
+        status: 'unhealthy',
+        reason: `container ${name} not found`,
+        details: { state: 'missing' },
+      };
+    }
+    throw error;
+  }
+  const state = info.State;
+  const health = state.Health?.Status ?? null;
+  const details = {
+    id: info.Id.slice(0, 12),
+    state: state.Status,
+    health,
+    restart_count: info.RestartCount,
+    restarts_since_last_check:
+      previousCount === undefined ? null : Math.max(0, info.RestartCount - previousCount),
+    started_at: state.StartedAt,
+    finished_at: state.Status === 'running' ? null : state.FinishedAt,
+    exit_code: state.Status === 'running' ? null : state.ExitCode,
+  };
+  if (state.Status !== 'running') {
+    const exit = state.Status === 'exited' ? ` (exit code ${state.ExitCode})` : '';
+    return {
+      status: 'unhealthy',
+      reason: `container ${name} is ${state.Status}${exit}`,
+      details,
+    };
+  }
+  if (health === 'unhealthy') {
+    const lastLog = state.Health?.Log?.at(-1)?.Output?.trim().slice(0, 200);
+    return {
+      status: 'unhealthy',
+      reason: `container ${name} fails its health check${lastLog ? `: ${lastLog}` : ''}`,
+      details,
+    };
+  }
+  if (health === 'starting') {
+    return { status: 'degraded', reason: `container ${name} is still starting`, details };
+  }
+  if (settings.maxRestarts !== undefined && info.RestartCount > settings.maxRestarts) {
+    return {
+      status: 'degraded',
+      reason: `container ${name} restarted ${info.RestartCount} times, above max_restarts of ${settings.maxRestarts}`,
+      details,
+    };
+  }
+  return { status: 'healthy', reason: undefined, details };
+}

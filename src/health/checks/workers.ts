@@ -1,0 +1,63 @@
+/** `workers` check: every registered worker has sent a heartbeat recently. */
+import type { WorkersCheckSettings } from '../../pipeline/types.js';
+import type { ProbeContext, ProbeResult } from '../types.js';
+
+/** Workers listed in the details at most; the counts cover all of them. */
+const MAX_LISTED = 50;
+
+export async function probeWorkers(
+  settings: WorkersCheckSettings,
+  context: ProbeContext,
+): Promise<ProbeResult> {
+  const rows = await context.app.store.db
+    .selectFrom('workers')
+    .select(['id', 'name', 'hostname', 'status', 'last_heartbeat_at'])
+    .where('status', '!=', 'offline')
+    .orderBy('last_heartbeat_at', 'desc')
+    .execute();
+  const now = Date.now();
+  const workers = rows.map((row) => {
+    const ageMs = now - Date.parse(row.last_heartbeat_at);
+    return {
+      id: row.id,
+      name: row.name,
+      hostname: row.hostname,
+      status: row.status,
+      last_heartbeat_at: row.last_heartbeat_at,
+      age_seconds: Math.max(0, Math.round(ageMs / 1000)),
+      stale: ageMs > settings.staleAfterMs,
+    };
+  });
+  const stale = workers.filter((worker) => worker.stale);
+  const online = workers.filter((worker) => !worker.stale && worker.status === 'online');
+  const details = {
+    registered: workers.length,
+    online: online.length,
+    stale: stale.length,
+    min_online: settings.minOnline,
+    stale_after_seconds: settings.staleAfterMs / 1000,
+    workers: workers.slice(0, MAX_LISTED),
+  };
+  const staleNames = stale
+    .slice(0, 5)
+    .map((worker) => `${worker.name} (${worker.age_seconds}s ago)`)
+    .join(', ');
+  if (online.length < settings.minOnline) {
+    return {
+      status: 'unhealthy',
+      reason:
+        `${online.length} online worker(s) sent a heartbeat in the last ` +
+        `${settings.staleAfterMs / 1000}s, fewer than min_online of ${settings.minOnline}` +
+        (staleNames === '' ? '' : `; stale: ${staleNames}`),
+      details,
+    };
+  }
+  if (stale.length > 0) {
+    return {
+      status: 'degraded',
+      reason: `${stale.length} worker(s) sent no heartbeat in the last ${settings.staleAfterMs / 1000}s: ${staleNames}`,
+      details,
+    };
+  }
+  return { status: 'healthy', details };
+}

@@ -1,0 +1,270 @@
+/**
+ * Self-healing: after `after` failing results in a row a check's action runs, at most once
+ * per cooldown and at most max_per_hour times in any sliding hour. An action that would break
+ * either limit is suppressed. Every action, its outcome and every suppression is in the audit
+ * log with the reason; health_actions keeps them for the limits, across restarts.
+ */
+import type { Transaction } from 'kysely';
+import type { AppContext } from '../app/context.js';
+import { runRecoveryProcedure } from '../orchestrator/recovery.js';
+import { triggerJob } from '../orchestrator/trigger.js';
+import type { HealAction, HealthCheckDefinition } from '../pipeline/types.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import type { Database } from '../store/schema.js';
+import { getStateVariable } from '../store/state-variables.js';
+import { isoAfter, nowIso } from '../util/time.js';
+import { dockerClient } from './checks/docker.js';
+import { describeError } from './types.js';
+
+const HOUR_MS = 3_600_000;
+/** Seconds Docker waits for a container to stop before it kills it, on restart. */
+const RESTART_STOP_SECONDS = 10;
+/** Longest an action may run before it is recorded as failed. */
+export const ACTION_TIMEOUT_MS = 120_000;
+
+export interface HealDecision {
+  actionId: number;
+  check: HealthCheckDefinition;
+  heal: HealAction;
+}
+
+export function healTarget(heal: HealAction): string | null {
+  if (heal.action === 'restart_container') return heal.container ?? null;
+  if (heal.action === 'trigger_job') return heal.jobType ?? null;
+  return heal.procedure ?? null;
+}
+
+/**
+ * Decides, inside the transaction that records a failing result, whether the check's action
+ * runs now. Records the start or the suppression with its audit row, and returns the action
+ * to run after the commit, if any.
+ */
+export async function decideHeal(
+  trx: Transaction<Database>,
+  check: HealthCheckDefinition,
+  failures: number,
+  audit: AuditContext,
+): Promise<HealDecision | undefined> {
+  const heal = check.heal;
+  if (heal === undefined || failures < heal.after) return undefined;
+  const now = Date.now();
+  const target = healTarget(heal);
+  const attempts = await trx
+    .selectFrom('health_actions')
+    .select(['created_at', 'finished_at'])
+    .where('component', '=', check.name)
+    .where('outcome', '!=', 'suppressed')
+    .where('created_at', '>=', new Date(now - HOUR_MS).toISOString())
+    .orderBy('created_at', 'desc')
+    .execute();
+  const suppression = findSuppression(heal, attempts, now);
+  const base = {
+    component: check.name,
+    action: heal.action,
+    target,
+    created_at: new Date(now).toISOString(),
+  };
+  if (suppression !== undefined) {
+    await trx
+      .insertInto('health_actions')
+      .values({
+        ...base,
+        outcome: 'suppressed',
+        reason: suppression.reason,
+        details: JSON.stringify({ failures, next_allowed_at: suppression.nextAllowedAt }),
+        finished_at: base.created_at,
+      })
+      .execute();
+    await appendAudit(trx, audit, {
+      action: 'health_action_suppressed',
+      details: {
+        component: check.name,
+        action: heal.action,
+        target,
+        failures,
+        reason: suppression.reason,
+        next_allowed_at: suppression.nextAllowedAt,
+      },
+    });
+    return undefined;
+  }
+  const reason = `${failures} failing result(s) in a row, action after ${heal.after}`;
+  const inserted = await trx
+    .insertInto('health_actions')
+    .values({ ...base, outcome: 'running', reason, details: '{}', finished_at: null })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  await appendAudit(trx, audit, {
+    action: 'health_action_started',
+    details: { component: check.name, action: heal.action, target, failures, reason },
+  });
+  return { actionId: inserted.id, check, heal };
+}
+
+interface Attempt {
+  created_at: string;
+  finished_at: string | null;
+}
+
+/**
+ * The cooldown counts from the end of the last action, so a slow restart still leaves the
+ * service the whole cooldown to come up. An action still running counts as ending now,
+ * unless it is older than ACTION_TIMEOUT_MS: then its process died and it ended at that limit.
+ */
+function attemptEnd(attempt: Attempt, now: number): number {
+  if (attempt.finished_at !== null) return Date.parse(attempt.finished_at);
+  return Math.min(now, Date.parse(attempt.created_at) + ACTION_TIMEOUT_MS);
+}
+
+function findSuppression(
+  heal: HealAction,
+  attempts: Attempt[],
+  now: number,
+): { reason: string; nextAllowedAt: string } | undefined {
+  const last = attempts[0];
+  if (last !== undefined) {
+    const ended = attemptEnd(last, now);
+    if (now - ended < heal.cooldownMs) {
+      const endedAt =
+        last.finished_at === null ? 'is still running' : `ended at ${last.finished_at}`;
+      return {
+        reason: `cooldown: the last action ${endedAt} and the cooldown is ${heal.cooldownMs / 1000}s`,
+        nextAllowedAt: isoAfter(heal.cooldownMs, ended),
+      };
+    }
+  }
+  if (attempts.length >= heal.maxPerHour) {
+    // The oldest attempt of the hour leaves the window first.
+    const oldest = attempts[attempts.length - 1]!;
+    return {
+      reason: `hourly cap: ${attempts.length} action(s) in the last hour, max_per_hour is ${heal.maxPerHour}`,
+      nextAllowedAt: isoAfter(HOUR_MS, Date.parse(oldest.created_at)),
+    };
+  }
+  return undefined;
+}
+
+/** Runs a decided action and records its outcome with an audit row. Never throws. */
+export async function performHeal(
+  context: AppContext,
+  decision: HealDecision,
+  audit: AuditContext,
+): Promise<{ outcome: 'succeeded' | 'failed'; details: Record<string, unknown> }> {
+  const { check, heal, actionId } = decision;
+  const logger = context.logger.child({ component: check.name, action: heal.action });
+  let outcome: 'succeeded' | 'failed' = 'succeeded';
+  let details: Record<string, unknown> = {};
+  try {
+    details = await withTimeout(runAction(context, decision, audit), ACTION_TIMEOUT_MS);
+    logger.info({ ...details }, 'self-healing action succeeded');
+  } catch (error) {
+    outcome = 'failed';
+    details = {
+      ...(error instanceof ActionFailed ? error.details : {}),
+      error: describeError(error),
+    };
+    logger.error({ err: error }, 'self-healing action failed');
+  }
+  const target = healTarget(heal);
+  try {
+    await context.store.write(async (trx) => {
+      await trx
+        .updateTable('health_actions')
+        .set({ outcome, details: JSON.stringify(details), finished_at: nowIso() })
+        .where('id', '=', actionId)
+        .execute();
+      await appendAudit(trx, audit, {
+        action: outcome === 'succeeded' ? 'health_action_succeeded' : 'health_action_failed',
+        jobId: typeof details.job_id === 'string' ? details.job_id : null,
+        details: { component: check.name, action: heal.action, target, ...details },
+      });
+    });
+  } catch (error) {
+    logger.error({ err: error, actionId }, 'cannot record the outcome of a self-healing action');
+  }
+  return { outcome, details };
+}
+
+async function runAction(
+  context: AppContext,
+  { check, heal, actionId }: HealDecision,
+  audit: AuditContext,
+): Promise<Record<string, unknown>> {
+  switch (heal.action) {
+    case 'restart_container': {
+      const socket = check.type === 'docker' ? check.settings.socket : undefined;
+      const container = dockerClient(socket).getContainer(heal.container!);
+      await container.restart({ t: RESTART_STOP_SECONDS });
+      return { container: heal.container };
+    }
+    case 'trigger_job': {
+      const commit = await resolveCommit(context, heal);
+      const result = await triggerJob(
+        context,
+        {
+          type: heal.jobType!,
+          commit,
+          branch: heal.branch ?? null,
+          inputs: {},
+          params: heal.params,
+          githubRunId: null,
+          githubRunAttempt: null,
+          // One job per action, even if this write is retried after a crash.
+          idempotencyKey: `health-action-${actionId}`,
+          auditDetails: { health_check: check.name, health_action_id: actionId },
+        },
+        audit,
+      );
+      return { job_id: result.job.id, job_status: result.job.status, commit };
+    }
+    case 'recovery_procedure': {
+      const commit = await resolveCommit(context, heal);
+      const result = await runRecoveryProcedure(
+        context,
+        heal.procedure!,
+        { commit: commit ?? undefined, branch: heal.branch, params: heal.params },
+        audit,
+      );
+      const details = {
+        procedure: result.procedure,
+        message: result.message,
+        jobs: result.jobs,
+        container: result.container ?? null,
+      };
+      if (!result.ok) throw new ActionFailed(result.message, details);
+      return details;
+    }
+  }
+}
+
+/** A failed action that still has details worth recording. */
+class ActionFailed extends Error {
+  constructor(
+    message: string,
+    readonly details: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'ActionFailed';
+  }
+}
+
+async function resolveCommit(context: AppContext, heal: HealAction): Promise<string | null> {
+  if (heal.commit !== undefined) return heal.commit;
+  if (heal.commitFromState === undefined) return null;
+  const value = await getStateVariable(context.store.db, heal.commitFromState);
+  if (value === undefined || value === '') {
+    throw new Error(`state variable ${heal.commitFromState} is not set, so there is no commit`);
+  }
+  return value;
+}
+
+function withTimeout<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`the action did not finish within ${timeoutMs / 1000}s`)),
+      timeoutMs,
+    );
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,146 @@
+/**
+ * Online backups with SQLite's backup API (better-sqlite3 `db.backup`), checked with
+ * `PRAGMA integrity_check`, and restore of a backup in place of the database.
+ *
+ * A restore must not run while a process has the database open, because that process
+ * would keep writing to the replaced file's pages. Long-running roles register in a
+ * process folder next to the database (see running-processes.ts); restore refuses while
+ * any of them is alive.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import type { AppContext } from '../app/context.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { BUSY_TIMEOUT_MS } from '../store/database.js';
+import { findRunningProcesses } from '../store/running-processes.js';
+
+export interface BackupResult {
+  path: string;
+  bytes: number;
+  durationMs: number;
+}
+
+const BACKUP_PREFIX = 'slipway-';
+const BACKUP_SUFFIX = '.db';
+
+/** Checks that `file` is a readable SQLite database whose integrity check passes. */
+export function checkIntegrity(file: string): string {
+  const db = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
+  try {
+    const rows = db.pragma('integrity_check') as Array<{ integrity_check: string }>;
+    const result = rows.map((row) => row.integrity_check).join('; ');
+    return result;
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Copies the database to `target` while other connections keep writing: the copy is the
+ * database as of one commit. Writes to the source from other processes between backup
+ * steps make SQLite restart the copy, so after the first step everything is copied in one.
+ */
+export async function backupDatabase(dbPath: string, target: string): Promise<BackupResult> {
+  const started = Date.now();
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  const partial = `${target}.partial`;
+  fs.rmSync(partial, { force: true });
+  // A connection of its own: the store's connection may be inside a write transaction.
+  const source = new BetterSqlite3(dbPath, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+  try {
+    await source.backup(partial, { progress: ({ totalPages }) => Math.max(totalPages, 100) });
+  } catch (error) {
+    fs.rmSync(partial, { force: true });
+    throw error;
+  } finally {
+    source.close();
+  }
+  // The copy inherits WAL mode from the source; a lone file is easier to move and restore.
+  const copy = new BetterSqlite3(partial, { fileMustExist: true });
+  copy.pragma('journal_mode = DELETE');
+  copy.close();
+  const integrity = checkIntegrity(partial);
+  if (integrity !== 'ok') {
+    fs.rmSync(partial, { force: true });
+    throw new Error(`backup ${target} failed its integrity check: ${integrity}`);
+  }
+  fs.renameSync(partial, target);
+  return { path: target, bytes: fs.statSync(target).size, durationMs: Date.now() - started };
+}
+
+/** Name of a scheduled backup: sorts by time, e.g. `slipway-20240101T020000123Z.db`. */
+export function scheduledBackupName(at: Date = new Date()): string {
+  return `${BACKUP_PREFIX}${at.toISOString().replace(/[-:.]/g, '')}${BACKUP_SUFFIX}`;
+}
+
+/** Writes a backup into ORCHESTRATION_BACKUP_PATH and removes all but the newest BACKUP_KEEP. */
+export async function runScheduledBackup(
+  context: AppContext,
+  audit: AuditContext,
+): Promise<Record<string, unknown>> {
+  const target = path.join(context.config.backupPath, scheduledBackupName());
+  const result = await backupDatabase(context.store.path, target);
+  const removed = pruneBackups(context.config.backupPath, context.config.retention.backupsKept);
+  await context.store.write((trx) =>
+    appendAudit(trx, audit, {
+      action: 'backup_created',
+      details: { path: result.path, bytes: result.bytes, pruned: removed },
+    }),
+  );
+  return { path: result.path, bytes: result.bytes, pruned: removed.length };
+}
+
+export function pruneBackups(dir: string, keep: number): string[] {
+  const backups = fs
+    .readdirSync(dir)
+    .filter((name) => name.startsWith(BACKUP_PREFIX) && name.endsWith(BACKUP_SUFFIX))
+    .sort();
+  const old = backups.slice(0, Math.max(0, backups.length - keep));
+  for (const name of old) fs.rmSync(path.join(dir, name), { force: true });
+  return old.map((name) => path.join(dir, name));
+}
+
+export class RestoreRefused extends Error {
+  override name = 'RestoreRefused';
+}
+
+/**
+ * Replaces the database at `dbPath` with the backup `source`. Refuses while a registered
+ * process uses the database, and when the backup fails its integrity check. The replaced
+ * database is kept next to it as `<name>.before-restore-<time>`.
+ */
+export function restoreDatabase(dbPath: string, source: string): { previous: string | null } {
+  if (!fs.existsSync(source)) throw new RestoreRefused(`backup ${source} does not exist`);
+  const running = findRunningProcesses(dbPath);
+  if (running.length > 0) {
+    const list = running.map(
+      (entry) => `${entry.roles.join('+')} (pid ${entry.pid} on ${entry.hostname})`,
+    );
+    throw new RestoreRefused(
+      `database ${dbPath} is in use by ${list.join(', ')}; stop those processes, then restore`,
+    );
+  }
+  const integrity = checkIntegrity(source);
+  if (integrity !== 'ok') {
+    throw new RestoreRefused(`backup ${source} failed its integrity check: ${integrity}`);
+  }
+  fs.mkdirSync(path.dirname(dbPath), { recursive: true });
+  const staged = `${dbPath}.restoring`;
+  fs.copyFileSync(source, staged);
+  const handle = fs.openSync(staged, 'r+');
+  fs.fsyncSync(handle);
+  fs.closeSync(handle);
+  let previous: string | null = null;
+  if (fs.existsSync(dbPath)) {
+    previous = `${dbPath}.before-restore-${new Date().toISOString().replace(/[-:.]/g, '')}`;
+    // Fold the WAL into the old file first, so the kept copy is complete on its own.
+    const old = new BetterSqlite3(dbPath);
+    old.pragma('wal_checkpoint(TRUNCATE)');
+    old.close();
+    fs.renameSync(dbPath, previous);
+  }
+  for (const suffix of ['-wal', '-shm']) fs.rmSync(`${dbPath}${suffix}`, { force: true });
+  fs.renameSync(staged, dbPath);
+  return { previous };
+}

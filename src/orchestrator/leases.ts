@@ -1,0 +1,130 @@
+/**
+ * Lease expiry. A worker holds a running task through a lease that its heartbeats extend;
+ * when the lease expires (worker killed, host gone), the task is recovered here:
+ *
+ *   - a task whose pipeline has no side effects returns to `queued` while its claim count
+ *     (`tasks.attempt`) is below `max_attempts`, and ends `error` after that;
+ *   - a task whose pipeline has side effects (deploy, rollback, recovery by default; the
+ *     pipeline's `side_effects` setting) ends `error` at once, because running it again
+ *     without a person checking the target could deploy twice.
+ *
+ * A worker that returns after its lease expired cannot overwrite the newer attempt: the
+ * agent API compares the attempt number it sends with `tasks.attempt` (409 `lease_lost`).
+ */
+import type { Transaction } from 'kysely';
+import type { AppContext } from '../app/context.js';
+import type { Pipeline } from '../pipeline/types.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { parseJsonColumn } from '../store/json.js';
+import type { Database, TaskRow } from '../store/schema.js';
+import { nowIso } from '../util/time.js';
+import { ChangeSet } from './changes.js';
+import { refreshJobStatus, transitionTask } from './job-status.js';
+
+export interface LeaseRecovery {
+  taskId: string;
+  jobId: string;
+  outcome: 'requeued' | 'error' | 'cancelled';
+  attempt: number;
+  maxAttempts: number;
+}
+
+/** Max tasks recovered per transaction, so one pass never holds the write lock for long. */
+const BATCH = 100;
+
+/** Recovers every running task whose lease expired before now; returns what it did. */
+export async function recoverExpiredLeases(
+  context: AppContext,
+  audit: AuditContext,
+): Promise<LeaseRecovery[]> {
+  const recovered: LeaseRecovery[] = [];
+  for (;;) {
+    const changes = new ChangeSet();
+    const batch = await context.store.write(async (trx) => {
+      const expired = await trx
+        .selectFrom('tasks')
+        .selectAll()
+        .where('status', '=', 'running')
+        .where('lease_expires_at', '<', nowIso())
+        .orderBy('lease_expires_at')
+        .limit(BATCH)
+        .execute();
+      const done: LeaseRecovery[] = [];
+      for (const task of expired) done.push(await recoverTask(trx, task, changes, audit));
+      return done;
+    });
+    changes.emit(context.events);
+    for (const item of batch) logRecovery(context, item);
+    recovered.push(...batch);
+    if (batch.length < BATCH) return recovered;
+  }
+}
+
+async function recoverTask(
+  trx: Transaction<Database>,
+  task: TaskRow,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<LeaseRecovery> {
+  const job = await trx
+    .selectFrom('jobs')
+    .select(['pipeline', 'type'])
+    .where('id', '=', task.job_id)
+    .executeTakeFirstOrThrow();
+  const pipeline = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {});
+  const sideEffects = pipeline.sideEffects === true;
+  const worker = task.worker_id ?? 'an unknown worker';
+  const count = `attempt ${task.attempt} of ${task.max_attempts}`;
+  let outcome: LeaseRecovery['outcome'];
+  let reason: string;
+  if (task.cancel_requested_at !== null) {
+    // The worker was asked to stop and vanished before it reported back.
+    outcome = 'cancelled';
+    reason = task.reason ?? `cancelled; lease expired on ${worker} before it confirmed`;
+  } else if (sideEffects) {
+    outcome = 'error';
+    reason =
+      `lease expired on ${worker} (${count}); ${job.type} has side effects, so it is not ` +
+      're-run automatically: check the target, then retry the job';
+  } else if (task.attempt < task.max_attempts) {
+    outcome = 'requeued';
+    reason = `lease expired on ${worker} (${count}); queued again`;
+  } else {
+    outcome = 'error';
+    reason = `lease expired on ${worker} (${count}); no attempts left`;
+  }
+  const to = outcome === 'requeued' ? 'queued' : outcome;
+  await transitionTask(trx, task, to, changes, { reason });
+  await appendAudit(trx, audit, {
+    action: 'task_lease_expired',
+    jobId: task.job_id,
+    taskId: task.id,
+    details: {
+      worker_id: task.worker_id,
+      attempt: task.attempt,
+      max_attempts: task.max_attempts,
+      lease_expired_at: task.lease_expires_at,
+      side_effects: sideEffects,
+      outcome,
+      reason,
+    },
+  });
+  await refreshJobStatus(trx, task.job_id, changes, audit);
+  return {
+    taskId: task.id,
+    jobId: task.job_id,
+    outcome,
+    attempt: task.attempt,
+    maxAttempts: task.max_attempts,
+  };
+}
+
+function logRecovery(context: AppContext, item: LeaseRecovery): void {
+  const fields = { taskId: item.taskId, jobId: item.jobId, attempt: item.attempt };
+  const count = `attempt ${item.attempt} of ${item.maxAttempts}`;
+  if (item.outcome === 'requeued') {
+    context.logger.warn(fields, `lease expired, task queued again after ${count}`);
+  } else {
+    context.logger.error(fields, `lease expired, task ended ${item.outcome} after ${count}`);
+  }
+}

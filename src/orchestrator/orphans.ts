@@ -1,0 +1,134 @@
+/**
+ * Containers and workspaces that Slipway created and no running task owns any more: left
+ * behind by a worker that was killed, or by a host that restarted.
+ *
+ * Only containers labelled `slipway.managed=true` with this installation's
+ * `slipway.instance` are considered, so other installations and other programs on the same
+ * engine are never touched. A workspace is a folder under ORCHESTRATION_WORKSPACE_PATH named
+ * after its task id (e.g. `ci-a1b2c3d4.1.0`); other folders there (repository mirrors) are
+ * left to cleanup's retention.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { AppContext } from '../app/context.js';
+import {
+  LABEL_INSTANCE,
+  LABEL_JOB,
+  LABEL_MANAGED,
+  LABEL_TASK,
+  instanceId,
+} from '../jobs/labels.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { dockerClient, dockerStatus } from './docker.js';
+
+/** Something created this recently may belong to a task whose claim is being committed. */
+export const ORPHAN_GRACE_MS = 60_000;
+/** A task's workspace folder: the task id, optionally followed by a suffix after a dot. */
+export const WORKSPACE_NAME = /^([a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\.\d+\.\d+)(?:[._-].*)?$/;
+
+async function runningTaskIds(context: AppContext, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await context.store.db
+    .selectFrom('tasks')
+    .select('id')
+    .where('id', 'in', ids)
+    .where('status', '=', 'running')
+    .execute();
+  return new Set(rows.map((row) => row.id));
+}
+
+export async function removeOrphanContainers(
+  context: AppContext,
+  audit: AuditContext,
+  now: number = Date.now(),
+): Promise<{ removed: number; error: string | null }> {
+  const docker = dockerClient(context.config);
+  const instance = instanceId(context.store.path);
+  let containers: Awaited<ReturnType<typeof docker.listContainers>>;
+  try {
+    containers = await docker.listContainers({
+      all: true,
+      filters: { label: [`${LABEL_MANAGED}=true`, `${LABEL_INSTANCE}=${instance}`] },
+    });
+  } catch (error) {
+    context.logger.warn({ err: error }, 'sweep could not list containers; skipping them');
+    return { removed: 0, error: (error as Error).message };
+  }
+  const owned = await runningTaskIds(
+    context,
+    containers.map((container) => container.Labels[LABEL_TASK] ?? '').filter(Boolean),
+  );
+  let removed = 0;
+  for (const container of containers) {
+    // The engine filtered already; checking again guards against a filter it ignored.
+    if (container.Labels[LABEL_MANAGED] !== 'true') continue;
+    if (container.Labels[LABEL_INSTANCE] !== instance) continue;
+    const taskId = container.Labels[LABEL_TASK] ?? null;
+    if (taskId !== null && owned.has(taskId)) continue;
+    if (now - container.Created * 1000 < ORPHAN_GRACE_MS) continue;
+    try {
+      await docker.getContainer(container.Id).remove({ force: true, v: true });
+    } catch (error) {
+      if (dockerStatus(error) === 404) continue;
+      context.logger.warn({ err: error, container: container.Id }, 'orphan container not removed');
+      continue;
+    }
+    removed += 1;
+    await context.store.write((trx) =>
+      appendAudit(trx, audit, {
+        action: 'container_removed',
+        jobId: container.Labels[LABEL_JOB] ?? null,
+        taskId,
+        details: {
+          container_id: container.Id,
+          name: container.Names[0] ?? null,
+          state: container.State,
+          reason: 'no running task owns it',
+        },
+      }),
+    );
+  }
+  return { removed, error: null };
+}
+
+export async function removeOrphanWorkspaces(
+  context: AppContext,
+  audit: AuditContext,
+  now: number = Date.now(),
+): Promise<number> {
+  const root = context.config.workspacePath;
+  let entries: string[];
+  try {
+    entries = await fs.readdir(root);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw error;
+  }
+  const byTask = new Map<string, string[]>();
+  for (const entry of entries) {
+    const taskId = WORKSPACE_NAME.exec(entry)?.[1];
+    if (taskId === undefined) continue;
+    byTask.set(taskId, [...(byTask.get(taskId) ?? []), entry]);
+  }
+  const owned = await runningTaskIds(context, [...byTask.keys()]);
+  let removed = 0;
+  for (const [taskId, names] of byTask) {
+    if (owned.has(taskId)) continue;
+    for (const name of names) {
+      const full = path.join(root, name);
+      const stat = await fs.lstat(full).catch(() => undefined);
+      if (stat === undefined || now - stat.mtimeMs < ORPHAN_GRACE_MS) continue;
+      await fs.rm(full, { recursive: true, force: true });
+      removed += 1;
+      await context.store.write((trx) =>
+        appendAudit(trx, audit, {
+          action: 'workspace_removed',
+          jobId: taskId.replace(/\.\d+\.\d+$/, ''),
+          taskId,
+          details: { path: full, reason: 'no running task owns it' },
+        }),
+      );
+    }
+  }
+  return removed;
+}

@@ -1,0 +1,96 @@
+/**
+ * Rollback: deploy again the commit of an earlier successful deploy. Without a commit, the
+ * target is the most recent successful deploy or rollback whose commit differs from the
+ * one deployed now (LAST_DEPLOYED_COMMIT).
+ */
+import type { AppContext } from '../app/context.js';
+import { ApiError } from '../api/errors.js';
+import type { AuditContext } from '../store/audit.js';
+import type { JobRow } from '../store/schema.js';
+import { getStateVariable } from '../store/state-variables.js';
+import { triggerJob } from './trigger.js';
+
+/** Job types whose success changes what is deployed. */
+export const DEPLOY_TYPES = ['deploy', 'rollback'] as const;
+
+export interface RollbackResult {
+  job: JobRow;
+  commit: string;
+  /** The commit deployed when the rollback was requested, if any. */
+  replacing: string | null;
+}
+
+export async function executeRollback(
+  context: AppContext,
+  commit: string | undefined,
+  audit: AuditContext,
+): Promise<RollbackResult> {
+  const current = await currentDeployedCommit(context);
+  const source = commit === undefined ? await previousDeploy(context, current) : undefined;
+  const target = commit ?? source?.commit_sha ?? null;
+  if (target === null) {
+    throw new ApiError(
+      'no_previous_deploy',
+      current === null
+        ? 'nothing to roll back to: no deploy has succeeded yet; pass {"commit": "<sha>"} to deploy a given commit'
+        : `nothing to roll back to: no successful deploy of a commit other than ${current} exists; pass {"commit": "<sha>"} to deploy a given commit`,
+      'commit',
+      'previous_deploy',
+      { current_commit: current },
+    );
+  }
+  const type = 'rollback' in context.pipelines.pipelines ? 'rollback' : 'deploy';
+  const { job } = await triggerJob(
+    context,
+    {
+      type,
+      commit: target,
+      branch: source?.branch ?? null,
+      inputs: {},
+      params: {},
+      githubRunId: null,
+      githubRunAttempt: null,
+      idempotencyKey: null,
+      auditDetails: {
+        rollback_from: current,
+        rollback_to: target,
+        rollback_source_job: source?.id ?? null,
+      },
+    },
+    audit,
+  );
+  return { job, commit: target, replacing: current };
+}
+
+/** LAST_DEPLOYED_COMMIT, or the commit of the latest successful deploy when it is unset. */
+export async function currentDeployedCommit(context: AppContext): Promise<string | null> {
+  const stored = await getStateVariable(context.store.db, 'LAST_DEPLOYED_COMMIT');
+  if (stored !== undefined && stored !== '') return stored;
+  return (await lastSuccessfulDeploy(context))?.commit_sha ?? null;
+}
+
+export async function lastSuccessfulDeploy(context: AppContext): Promise<JobRow | undefined> {
+  return context.store.db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('type', 'in', DEPLOY_TYPES)
+    .where('status', '=', 'success')
+    .where('commit_sha', 'is not', null)
+    .orderBy('finished_at', 'desc')
+    .orderBy('id', 'desc')
+    .executeTakeFirst();
+}
+
+async function previousDeploy(
+  context: AppContext,
+  current: string | null,
+): Promise<JobRow | undefined> {
+  let query = context.store.db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('type', 'in', DEPLOY_TYPES)
+    .where('status', '=', 'success')
+    .where('commit_sha', 'is not', null);
+  if (current !== null) query = query.where('commit_sha', '!=', current);
+  return query.orderBy('finished_at', 'desc').orderBy('id', 'desc').executeTakeFirst();
+}

@@ -1,0 +1,231 @@
+/**
+ * The orchestration sweep: repairs what events missed. Each repair writes an audit row.
+ *
+ *   - running tasks whose lease expired are recovered (see leases.ts);
+ *   - waiting jobs whose dependencies were decided are released or skipped, and those past
+ *     their dependency timeout are skipped (see waiting.ts);
+ *   - a job whose status differs from the one its tasks give is corrected, and active tasks
+ *     of a finished job or of an older attempt end `error`;
+ *   - queued jobs no live worker can take get the reason on the job;
+ *   - containers and workspaces of this installation that no running task owns are removed;
+ *   - LAST_DEPLOYED_COMMIT is set to the commit of the last successful deploy when they differ.
+ */
+import type { AppContext } from '../app/context.js';
+import { deriveJobStatus, isTerminal } from '../jobs/status.js';
+import { renderTemplate } from '../pipeline/load.js';
+import type { Pipeline } from '../pipeline/types.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { parseJsonColumn } from '../store/json.js';
+import { getStateVariable, setStateVariable } from '../store/state-variables.js';
+import { ChangeSet } from './changes.js';
+import { explainQueued } from './diagnose.js';
+import { refreshJobStatus, transitionTask } from './job-status.js';
+import { recoverExpiredLeases } from './leases.js';
+import { jobTemplateValues } from './on-success.js';
+import { lastSuccessfulDeploy } from './rollback.js';
+import { removeOrphanContainers, removeOrphanWorkspaces } from './orphans.js';
+import { settleWaitingJobs } from './waiting.js';
+
+/** A queued job younger than this is not reported: a worker may be about to claim it. */
+const QUEUED_GRACE_MS = 30_000;
+
+export async function runSweep(
+  context: AppContext,
+  audit: AuditContext,
+): Promise<Record<string, unknown>> {
+  const leases = await recoverExpiredLeases(context, audit);
+  const waiting = await settleWaitingJobs(context, audit);
+  const statuses = await repairJobStatuses(context, audit);
+  const strayTasks = await endStrayTasks(context, audit);
+  const unschedulable = await explainQueuedJobs(context, audit);
+  const containers = await removeOrphanContainers(context, audit);
+  const workspaces = await removeOrphanWorkspaces(context, audit);
+  const deployState = await repairDeployState(context, audit);
+  return {
+    leasesRecovered: leases.length,
+    waitingSettled: waiting.length,
+    jobStatusesRepaired: statuses,
+    strayTasksEnded: strayTasks,
+    queuedWithoutWorker: unschedulable,
+    containersRemoved: containers.removed,
+    containerError: containers.error,
+    workspacesRemoved: workspaces,
+    deployStateRepaired: deployState,
+  };
+}
+
+/** Active jobs whose stored status is not the one derived from their current tasks. */
+export async function repairJobStatuses(context: AppContext, audit: AuditContext): Promise<number> {
+  const rows = await context.store.db
+    .selectFrom('jobs')
+    .innerJoin('tasks', (join) =>
+      join.onRef('tasks.job_id', '=', 'jobs.id').onRef('tasks.job_attempt', '=', 'jobs.attempt'),
+    )
+    .select(['jobs.id', 'jobs.status', 'tasks.status as task_status'])
+    .where('jobs.status', 'in', ['waiting', 'queued', 'running'])
+    .execute();
+  const byJob = new Map<
+    string,
+    { status: string; tasks: (typeof rows)[number]['task_status'][] }
+  >();
+  for (const row of rows) {
+    const entry = byJob.get(row.id) ?? { status: row.status, tasks: [] };
+    entry.tasks.push(row.task_status);
+    byJob.set(row.id, entry);
+  }
+  const wrong = [...byJob.entries()].filter(
+    ([, entry]) => deriveJobStatus(entry.tasks) !== entry.status,
+  );
+  if (wrong.length === 0) return 0;
+  const changes = new ChangeSet();
+  const repaired = await context.store.write(async (trx) => {
+    let count = 0;
+    for (const [jobId, entry] of wrong) {
+      const before = await trx
+        .selectFrom('jobs')
+        .select('status')
+        .where('id', '=', jobId)
+        .executeTakeFirst();
+      if (before === undefined || before.status !== entry.status) continue;
+      const after = await refreshJobStatus(trx, jobId, changes, audit);
+      if (after.status === before.status) continue;
+      await appendAudit(trx, audit, {
+        action: 'state_repaired',
+        jobId,
+        details: {
+          problem: 'job status did not match its tasks',
+          from: before.status,
+          to: after.status,
+        },
+      });
+      count += 1;
+    }
+    return count;
+  });
+  changes.emit(context.events);
+  return repaired;
+}
+
+/** Active tasks that belong to a finished job or to an older attempt of the job. */
+export async function endStrayTasks(context: AppContext, audit: AuditContext): Promise<number> {
+  const stray = await context.store.db
+    .selectFrom('tasks')
+    .innerJoin('jobs', 'jobs.id', 'tasks.job_id')
+    .selectAll('tasks')
+    .select(['jobs.status as job_status', 'jobs.attempt as job_current_attempt'])
+    .where('tasks.status', 'in', ['waiting', 'queued', 'running'])
+    .where((eb) =>
+      eb.or([
+        eb('jobs.status', 'not in', ['waiting', 'queued', 'running']),
+        eb('tasks.job_attempt', '!=', eb.ref('jobs.attempt')),
+      ]),
+    )
+    .execute();
+  if (stray.length === 0) return 0;
+  const changes = new ChangeSet();
+  const ended = await context.store.write(async (trx) => {
+    let count = 0;
+    for (const row of stray) {
+      const task = await trx
+        .selectFrom('tasks')
+        .selectAll()
+        .where('id', '=', row.id)
+        .executeTakeFirst();
+      if (task === undefined || isTerminal(task.status)) continue;
+      const reason =
+        row.job_attempt !== row.job_current_attempt
+          ? `attempt ${row.job_attempt} of the job was replaced by attempt ${row.job_current_attempt}`
+          : `the job already ended ${row.job_status}`;
+      await transitionTask(trx, task, 'error', changes, { reason });
+      await appendAudit(trx, audit, {
+        action: 'state_repaired',
+        jobId: task.job_id,
+        taskId: task.id,
+        details: {
+          problem: 'active task of a finished job attempt',
+          from: task.status,
+          to: 'error',
+          reason,
+        },
+      });
+      count += 1;
+    }
+    return count;
+  });
+  changes.emit(context.events);
+  return ended;
+}
+
+/**
+ * Queued jobs older than QUEUED_GRACE_MS: stores why no worker takes them on the job and
+ * wakes in-process dispatchers again in case their event was lost.
+ */
+export async function explainQueuedJobs(context: AppContext, audit: AuditContext): Promise<number> {
+  const cutoff = new Date(Date.now() - QUEUED_GRACE_MS).toISOString();
+  const jobs = await context.store.db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('status', '=', 'queued')
+    .where('queued_at', '<', cutoff)
+    .execute();
+  let reported = 0;
+  const wake: string[] = [];
+  for (const job of jobs) {
+    const tasks = await context.store.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('job_id', '=', job.id)
+      .where('job_attempt', '=', job.attempt)
+      .execute();
+    wake.push(...tasks.filter((task) => task.status === 'queued').map((task) => task.id));
+    const reason = (await explainQueued(context.store.db, context.config, tasks)) ?? null;
+    if (reason === job.reason) continue;
+    await context.store.write(async (trx) => {
+      const updated = await trx
+        .updateTable('jobs')
+        .set({ reason })
+        .where('id', '=', job.id)
+        .where('status', '=', 'queued')
+        .executeTakeFirst();
+      if (Number(updated.numUpdatedRows) === 0 || reason === null) return;
+      await appendAudit(trx, audit, {
+        action: 'job_unschedulable',
+        jobId: job.id,
+        details: { reason, queued_at: job.queued_at },
+      });
+    });
+    if (reason !== null) reported += 1;
+  }
+  if (wake.length > 0) context.events.emit('tasks-queued', wake);
+  return reported;
+}
+
+/** Sets LAST_DEPLOYED_COMMIT to the commit of the last successful deploy when they differ. */
+export async function repairDeployState(
+  context: AppContext,
+  audit: AuditContext,
+): Promise<boolean> {
+  const last = await lastSuccessfulDeploy(context);
+  if (last === undefined) return false;
+  const pipeline = parseJsonColumn<Partial<Pipeline>>(last.pipeline, {});
+  const template = pipeline.onSuccess?.state.LAST_DEPLOYED_COMMIT;
+  // A deploy pipeline that does not set the variable leaves it to whoever does.
+  if (template === undefined) return false;
+  const commit = renderTemplate(template, jobTemplateValues(last));
+  return context.store.write(async (trx) => {
+    const stored = await getStateVariable(trx, 'LAST_DEPLOYED_COMMIT');
+    if (stored === commit) return false;
+    await setStateVariable(trx, 'LAST_DEPLOYED_COMMIT', commit);
+    await appendAudit(trx, audit, {
+      action: 'state_repaired',
+      jobId: last.id,
+      details: {
+        problem: 'LAST_DEPLOYED_COMMIT did not match the last successful deploy',
+        name: 'LAST_DEPLOYED_COMMIT',
+        from: stored ?? null,
+        to: commit,
+      },
+    });
+    return true;
+  });
+}

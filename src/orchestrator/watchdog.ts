@@ -1,0 +1,57 @@
+/**
+ * The orchestrator's fast loop: recovers expired leases and settles waiting jobs every few
+ * seconds, far more often than the sweep, because a lease is tens of seconds long. Several
+ * orchestrator processes may run it at once: each change re-checks its condition inside its
+ * own transaction, so a task is recovered once.
+ */
+import os from 'node:os';
+import type { AppContext } from '../app/context.js';
+import type { AuditContext } from '../store/audit.js';
+import { recoverExpiredLeases } from './leases.js';
+import { settleWaitingJobs } from './waiting.js';
+
+const MIN_PERIOD_MS = 500;
+const MAX_PERIOD_MS = 5_000;
+
+/** A quarter of the lease, between MIN_PERIOD_MS and MAX_PERIOD_MS. */
+export function watchdogPeriodMs(leaseSeconds: number): number {
+  return Math.min(MAX_PERIOD_MS, Math.max(MIN_PERIOD_MS, (leaseSeconds * 1000) / 4));
+}
+
+export class Watchdog {
+  readonly #audit: AuditContext = { actor: 'orchestrator', source: os.hostname() };
+  #timer: NodeJS.Timeout | undefined;
+  #pass: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(readonly context: AppContext) {}
+
+  start(): void {
+    this.#schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#pass;
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.#pass = this.runOnce().finally(() => {
+        this.#pass = undefined;
+        this.#schedule(watchdogPeriodMs(this.context.config.worker.leaseSeconds));
+      });
+    }, delayMs);
+  }
+
+  async runOnce(): Promise<void> {
+    try {
+      await recoverExpiredLeases(this.context, this.#audit);
+      await settleWaitingJobs(this.context, this.#audit);
+    } catch (error) {
+      this.context.logger.error({ err: error }, 'watchdog pass failed; retrying next period');
+    }
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * A record of the processes that have a database open, so that `slipway restore` can refuse
+ * to replace the file under them. Each long-running process writes one JSON file into
+ * `<database>.processes/` and touches it every REFRESH_MS; it removes the file when it stops.
+ *
+ * An entry counts as alive when its process exists (same host, checked with signal 0) or,
+ * for an entry written on another host sharing the volume, when it was touched within
+ * STALE_MS. A process killed with SIGKILL leaves a file behind that stops counting as soon
+ * as its pid is gone (same host) or STALE_MS after its last refresh (other hosts).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface RunningProcess {
+  pid: number;
+  hostname: string;
+  roles: string[];
+  started_at: string;
+}
+
+const REFRESH_MS = 10_000;
+const STALE_MS = 3 * REFRESH_MS;
+
+export function processFolder(dbPath: string): string {
+  return `${dbPath}.processes`;
+}
+
+/** Registers this process as a user of the database; call `release` when it stops. */
+export function registerRunningProcess(
+  dbPath: string,
+  roles: readonly string[],
+): { name: string; stop(): Promise<void> } {
+  const folder = processFolder(dbPath);
+  fs.mkdirSync(folder, { recursive: true });
+  const file = path.join(folder, `${os.hostname()}-${process.pid}.json`);
+  const entry: RunningProcess = {
+    pid: process.pid,
+    hostname: os.hostname(),
+    roles: [...roles],
+    started_at: new Date().toISOString(),
+  };
+  fs.writeFileSync(file, JSON.stringify(entry));
+  const timer = setInterval(() => {
+    const now = new Date();
+    fs.promises
+      .utimes(file, now, now)
+      .catch(() => fs.promises.writeFile(file, JSON.stringify(entry)));
+  }, REFRESH_MS);
+  timer.unref();
+  return {
+    name: 'process registration',
+    async stop() {
+      clearInterval(timer);
+      fs.rmSync(file, { force: true });
+    },
+  };
+}
+
+/** The registered processes that are still alive; stale entries are deleted on the way. */
+export function findRunningProcesses(dbPath: string, now: number = Date.now()): RunningProcess[] {
+  const folder = processFolder(dbPath);
+  let names: string[];
+  try {
+    names = fs.readdirSync(folder);
+  } catch {
+    return [];
+  }
+  const alive: RunningProcess[] = [];
+  for (const name of names.filter((candidate) => candidate.endsWith('.json'))) {
+    const file = path.join(folder, name);
+    let entry: RunningProcess;
+    let mtime: number;
+    try {
+      entry = JSON.parse(fs.readFileSync(file, 'utf8')) as RunningProcess;
+      mtime = fs.statSync(file).mtimeMs;
+    } catch {
+      continue;
+    }
+    if (isAlive(entry, mtime, now)) alive.push(entry);
+    else fs.rmSync(file, { force: true });
+  }
+  return alive;
+}
+
+function isAlive(entry: RunningProcess, mtime: number, now: number): boolean {
+  if (entry.hostname !== os.hostname()) return now - mtime < STALE_MS;
+  if (entry.pid === process.pid) return false;
+  try {
+    process.kill(entry.pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: the process exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

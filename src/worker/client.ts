@@ -1,0 +1,188 @@
+/**
+ * The worker's HTTP client for the agent API. Workers never touch the database: everything
+ * goes through these calls, with the agent token as a bearer token.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { TaskSpec } from '../dispatch/task-spec.js';
+
+export class AgentError extends Error {
+  constructor(
+    message: string,
+    /** HTTP status, or 0 when no answer arrived. */
+    readonly status: number,
+    readonly code: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'AgentError';
+  }
+
+  /** Whether the same request may succeed later: no answer, a 5xx or a rate limit. */
+  get retryable(): boolean {
+    return this.status === 0 || this.status >= 500 || this.status === 429;
+  }
+
+  get leaseLost(): boolean {
+    return this.code === 'lease_lost';
+  }
+}
+
+export interface Registration {
+  worker_id: string;
+  lease_seconds: number;
+  heartbeat_interval_ms: number;
+  max_claim_wait_seconds: number;
+  /** Value of the slipway.instance label, from the API's database path. */
+  instance_id: string;
+}
+
+export interface LeaseBody {
+  worker_id: string;
+  attempt: number;
+}
+
+export interface FinishBody extends LeaseBody {
+  status: 'success' | 'failure' | 'error' | 'timed_out' | 'cancelled';
+  exit_code: number | null;
+  reason: string | null;
+  duration_ms: number;
+}
+
+export class AgentClient {
+  readonly #httpAgent = new http.Agent({ keepAlive: true });
+  readonly #httpsAgent = new https.Agent({ keepAlive: true });
+
+  constructor(
+    readonly baseUrl: string,
+    readonly token: string,
+  ) {}
+
+  register(body: {
+    name: string;
+    hostname: string;
+    executors: string[];
+    capacity: number;
+    labels: string[];
+    version: string;
+  }): Promise<Registration> {
+    return this.#post('/api/agent/workers', body);
+  }
+
+  async claim(
+    workerId: string,
+    max: number,
+    waitSeconds: number,
+    signal?: AbortSignal,
+  ): Promise<TaskSpec[]> {
+    const answer = await this.#post<{ tasks: TaskSpec[] }>(
+      `/api/agent/workers/${encodeURIComponent(workerId)}/claim`,
+      { max, wait_seconds: waitSeconds },
+      signal,
+    );
+    return answer.tasks;
+  }
+
+  setStatus(workerId: string, status: 'online' | 'draining' | 'offline'): Promise<unknown> {
+    return this.#post(`/api/agent/workers/${encodeURIComponent(workerId)}/status`, { status });
+  }
+
+  heartbeat(
+    taskId: string,
+    body: LeaseBody,
+  ): Promise<{ lease_expires_at: string; cancel_requested: boolean }> {
+    return this.#post(`/api/agent/tasks/${taskId}/heartbeat`, body);
+  }
+
+  uploadLog(taskId: string, body: LeaseBody & { offset: number; data: string }): Promise<unknown> {
+    return this.#post(`/api/agent/tasks/${taskId}/logs`, body);
+  }
+
+  finish(taskId: string, body: FinishBody): Promise<{ status: string; retried: boolean }> {
+    return this.#post(`/api/agent/tasks/${taskId}/finish`, body);
+  }
+
+  release(taskId: string, body: LeaseBody & { reason: string }): Promise<{ status: string }> {
+    return this.#post(`/api/agent/tasks/${taskId}/release`, body);
+  }
+
+  /** Closes the client's kept-alive connections; call when the worker has stopped. */
+  close(): void {
+    this.#httpAgent.destroy();
+    this.#httpsAgent.destroy();
+  }
+
+  async #post<T>(urlPath: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    let response: { status: number; text: string };
+    try {
+      response = await this.#request(urlPath, JSON.stringify(body), signal);
+    } catch (error) {
+      if (signal?.aborted === true) throw error;
+      throw new AgentError(
+        `POST ${urlPath} failed: no answer from ${this.baseUrl} (${(error as Error).message})`,
+        0,
+        undefined,
+        { cause: error },
+      );
+    }
+    if (response.status < 200 || response.status >= 300) {
+      let code: string | undefined;
+      let message = response.text;
+      try {
+        const parsed = JSON.parse(response.text) as { code?: string; error?: string };
+        code = parsed.code;
+        message = parsed.error ?? response.text;
+      } catch {
+        // The body was not JSON (a proxy's error page); keep it as text.
+      }
+      throw new AgentError(
+        `POST ${urlPath} answered ${response.status}: ${message}`,
+        response.status,
+        code,
+      );
+    }
+    return JSON.parse(response.text) as T;
+  }
+
+  /**
+   * One POST through the client's own keep-alive agents (node:http rather than fetch), so
+   * that `close` can end the connections and a stopping API is not kept waiting for them.
+   */
+  #request(
+    urlPath: string,
+    payload: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ status: number; text: string }> {
+    const url = new URL(`${this.baseUrl}${urlPath}`);
+    const secure = url.protocol === 'https:';
+    const send = secure ? https.request : http.request;
+    return new Promise((resolve, reject) => {
+      const request = send(
+        url,
+        {
+          method: 'POST',
+          agent: secure ? this.#httpsAgent : this.#httpAgent,
+          headers: {
+            authorization: `Bearer ${this.token}`,
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(payload),
+          },
+          ...(signal === undefined ? {} : { signal }),
+        },
+        (response) => {
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk));
+          response.on('error', reject);
+          response.on('end', () =>
+            resolve({
+              status: response.statusCode ?? 0,
+              text: Buffer.concat(chunks).toString('utf8'),
+            }),
+          );
+        },
+      );
+      request.on('error', reject);
+      request.end(payload);
+    });
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * A task's output on its way to the API: bytes are decoded as UTF-8 (invalid sequences
+ * become U+FFFD), secrets are replaced by `***`, and the text is uploaded in order, in
+ * chunks, each with its byte offset so a retried upload is not stored twice. Nothing
+ * unmasked leaves this class: the last characters are held back until more output shows
+ * they do not begin a secret.
+ */
+import type { Logger } from '../log.js';
+import type { OutputSink } from '../execution/executor.js';
+import { AgentError, type AgentClient } from './client.js';
+
+export const MASK = '***';
+/** Characters per upload; with JSON escaping this stays well under a 1 MiB body limit. */
+const MAX_UPLOAD_CHARS = 64 * 1024;
+const FLUSH_DELAY_MS = 50;
+const RETRY_DELAYS_MS = [100, 250, 500, 1_000, 2_000, 5_000];
+
+export interface TaskOutputOptions {
+  client: AgentClient;
+  taskId: string;
+  workerId: string;
+  attempt: number;
+  secrets: string[];
+  logger: Logger;
+}
+
+export class TaskOutput implements OutputSink {
+  readonly #options: TaskOutputOptions;
+  readonly #decoder = new TextDecoder('utf-8', { fatal: false });
+  readonly #secrets: string[];
+  readonly #hold: number;
+  /** Decoded text not yet masked, because a secret may continue in the next chunk. */
+  #held = '';
+  /** Masked text waiting to be uploaded. */
+  #pending = '';
+  #offset = 0;
+  #endsWithNewline = true;
+  #timer: NodeJS.Timeout | undefined;
+  #uploading: Promise<void> | undefined;
+  #lost = false;
+
+  constructor(options: TaskOutputOptions) {
+    this.#options = options;
+    this.#secrets = options.secrets;
+    this.#hold = Math.max(0, ...this.#secrets.map((secret) => secret.length - 1));
+  }
+
+  /** Bytes uploaded so far. */
+  get offset(): number {
+    return this.#offset;
+  }
+
+  write(chunk: Buffer): void {
+    this.#push(this.#decoder.decode(chunk, { stream: true }), false);
+  }
+
+  note(line: string): void {
+    // Output before a note is complete (a step ended), so nothing needs holding back.
+    this.#push(this.#decoder.decode(), true);
+    this.#push(`${this.#endsWithNewline ? '' : '\n'}${line}\n`, true);
+  }
+
+  /** Uploads everything written so far; call before finishing the task. */
+  async close(): Promise<void> {
+    this.#push(this.#decoder.decode(), true);
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    while (this.#pending.length > 0 || this.#uploading !== undefined) {
+      await (this.#uploading ?? this.#startUpload());
+    }
+  }
+
+  #push(text: string, flushHeld: boolean): void {
+    if (text.length > 0) this.#endsWithNewline = text.endsWith('\n');
+    let buffer = mask(this.#held + text, this.#secrets);
+    let keep = flushHeld ? 0 : Math.min(this.#hold, buffer.length);
+    // Never split a surrogate pair between the part sent and the part held.
+    if (keep > 0 && isHighSurrogate(buffer.charCodeAt(buffer.length - keep - 1))) keep += 1;
+    this.#held = buffer.slice(buffer.length - keep);
+    buffer = buffer.slice(0, buffer.length - keep);
+    if (buffer.length === 0) return;
+    this.#pending += buffer;
+    if (this.#pending.length >= MAX_UPLOAD_CHARS) void this.#startUpload();
+    else this.#timer ??= setTimeout(() => void this.#startUpload(), FLUSH_DELAY_MS);
+  }
+
+  #startUpload(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#uploading ??= this.#uploadAll().finally(() => {
+      this.#uploading = undefined;
+    });
+    return this.#uploading;
+  }
+
+  async #uploadAll(): Promise<void> {
+    while (this.#pending.length > 0) {
+      let cut = Math.min(this.#pending.length, MAX_UPLOAD_CHARS);
+      if (cut < this.#pending.length && isHighSurrogate(this.#pending.charCodeAt(cut - 1)))
+        cut -= 1;
+      const piece = this.#pending.slice(0, cut);
+      this.#pending = this.#pending.slice(cut);
+      if (this.#lost) continue;
+      await this.#upload(piece);
+      this.#offset += Buffer.byteLength(piece, 'utf8');
+    }
+  }
+
+  async #upload(data: string): Promise<void> {
+    const { client, taskId, workerId, attempt, logger } = this.#options;
+    for (let retry = 0; ; retry += 1) {
+      try {
+        await client.uploadLog(taskId, {
+          worker_id: workerId,
+          attempt,
+          offset: this.#offset,
+          data,
+        });
+        return;
+      } catch (error) {
+        if (error instanceof AgentError && !error.retryable) {
+          // The lease is gone or the server rejected the chunk: later output goes nowhere.
+          this.#lost = true;
+          logger.warn(
+            { err: error, task: taskId, attempt },
+            "log upload rejected; dropping the rest of this attempt's output",
+          );
+          return;
+        }
+        const delay = RETRY_DELAYS_MS[Math.min(retry, RETRY_DELAYS_MS.length - 1)]!;
+        logger.warn(
+          { err: error, task: taskId, retry: retry + 1 },
+          `log upload failed; retrying in ${delay} ms`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+}
+
+/** Replaces every occurrence of each secret with `***`. */
+export function mask(text: string, secrets: readonly string[]): string {
+  let masked = text;
+  for (const secret of secrets) {
+    if (masked.includes(secret)) masked = masked.split(secret).join(MASK);
+  }
+  return masked;
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
+}

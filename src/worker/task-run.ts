@@ -1,0 +1,338 @@
+/**
+ * One claimed task on a worker, from checkout to finish: heartbeats keep the lease and bring
+ * cancel requests, a timer enforces the pipeline's timeout, output streams to the API, and
+ * the container or processes and the workspace are removed whatever the outcome.
+ */
+import { mkdir } from 'node:fs/promises';
+import {
+  LABEL_ATTEMPT,
+  LABEL_INSTANCE,
+  LABEL_JOB,
+  LABEL_MANAGED,
+  LABEL_TASK,
+} from '../jobs/labels.js';
+import type { Logger } from '../log.js';
+import type { TaskSpec } from '../dispatch/task-spec.js';
+import {
+  checkout,
+  createWorkspace,
+  removeWorkspace,
+  type MirrorSet,
+  type Workspace,
+} from '../execution/checkout.js';
+import { ExecutionError, type ExecutionSpec, type Executor } from '../execution/executor.js';
+import { maskedStrings, resolveSecrets } from '../execution/secrets.js';
+import type { ExecutorSet } from '../execution/select.js';
+import { AgentError, type AgentClient, type FinishBody } from './client.js';
+import { TaskOutput } from './task-output.js';
+
+/** Why a run was stopped before its steps ended. */
+export type StopReason = 'cancelled' | 'timed_out' | 'lease_lost' | 'shutdown';
+
+export interface TaskRunDeps {
+  client: AgentClient;
+  workerId: string;
+  instanceId: string;
+  executors: ExecutorSet;
+  mirrors: MirrorSet;
+  workspacesRoot: string;
+  heartbeatIntervalMs: number;
+  logger: Logger;
+}
+
+export type TaskRunOutcome = FinishBody['status'] | 'handed_back' | 'lease_lost';
+
+const FINISH_RETRY_DELAYS_MS = [200, 500, 1_000, 2_000, 5_000];
+
+export class TaskRun {
+  readonly #spec: TaskSpec;
+  readonly #deps: TaskRunDeps;
+  readonly #logger: Logger;
+  readonly #controller = new AbortController();
+  readonly done: Promise<TaskRunOutcome>;
+
+  constructor(spec: TaskSpec, deps: TaskRunDeps) {
+    this.#spec = spec;
+    this.#deps = deps;
+    this.#logger = deps.logger.child({
+      job: spec.job.id,
+      task: spec.task_id,
+      attempt: spec.attempt,
+    });
+    this.done = this.#run();
+  }
+
+  get taskId(): string {
+    return this.#spec.task_id;
+  }
+
+  /** Stops the run; the reason decides how the task ends. The first reason wins. */
+  stop(reason: StopReason): void {
+    if (!this.#controller.signal.aborted) this.#controller.abort(reason);
+  }
+
+  async #run(): Promise<TaskRunOutcome> {
+    const spec = this.#spec;
+    const started = performance.now();
+    const heartbeat = this.#startHeartbeat();
+    const timeout = setTimeout(() => this.stop('timed_out'), spec.timeout_ms);
+    let secrets: Record<string, string> = {};
+    let secretProblem: Error | undefined;
+    try {
+      secrets = await resolveSecrets(spec.secrets);
+    } catch (error) {
+      secretProblem = error as Error;
+    }
+    const output = new TaskOutput({
+      client: this.#deps.client,
+      taskId: spec.task_id,
+      workerId: this.#deps.workerId,
+      attempt: spec.attempt,
+      secrets: maskedStrings(Object.values(secrets)),
+      logger: this.#logger,
+    });
+    let workspace: Workspace | undefined;
+    let executionSpec: ExecutionSpec | undefined;
+    let executor: Executor | undefined;
+    let result: Omit<FinishBody, 'worker_id' | 'attempt' | 'duration_ms'>;
+    try {
+      if (secretProblem !== undefined) throw secretProblem;
+      executor = this.#executorFor(spec);
+      output.note(
+        `[slipway] ${spec.name} (task ${spec.task_id}, attempt ${spec.attempt}) on worker ${this.#deps.workerId}, executor ${executor.name}${executor.name === 'docker' ? `, image ${spec.image ?? '(none)'}` : ''}`,
+      );
+      workspace = await createWorkspace(this.#deps.workspacesRoot, spec.task_id);
+      await this.#checkout(workspace, output);
+      executionSpec = this.#executionSpec(workspace, secrets);
+      const execution = await executor.run(executionSpec, output, this.#controller.signal);
+      result = this.#resultOf(execution.exitCode, execution.failedStep, execution.detail);
+    } catch (error) {
+      result = this.#resultOfError(error);
+    } finally {
+      clearTimeout(timeout);
+      await this.#cleanUp(executor, executionSpec, workspace);
+    }
+    const stopReason = this.#controller.signal.reason as StopReason | undefined;
+    heartbeat.stop();
+    const durationMs = performance.now() - started;
+    if (stopReason === 'lease_lost') {
+      this.#logger.warn('lease lost; the task was dropped without reporting a result');
+      await output.close();
+      return 'lease_lost';
+    }
+    output.note(
+      stopReason === 'shutdown'
+        ? '[slipway] the worker is stopping; the task is handed back'
+        : `[slipway] task ended ${result.status} after ${(durationMs / 1000).toFixed(1)} s${result.reason === null ? '' : `: ${result.reason}`}`,
+    );
+    await output.close();
+    if (stopReason === 'shutdown') return this.#handBack();
+    return this.#finish({ ...result, duration_ms: durationMs });
+  }
+
+  #executorFor(spec: TaskSpec): Executor {
+    const name = spec.executor ?? this.#deps.executors.names[0]!;
+    const executor = this.#deps.executors.byName.get(name);
+    if (executor === undefined) {
+      throw new ExecutionError(
+        `executor ${name} is not available on worker ${this.#deps.workerId}`,
+      );
+    }
+    return executor;
+  }
+
+  async #checkout(workspace: Workspace, output: TaskOutput): Promise<void> {
+    const { repository, job } = this.#spec;
+    if (repository === null || job.commit === null) {
+      output.note('[slipway] no repository or commit to check out; the workspace starts empty');
+      await mkdir(workspace.src, { recursive: true });
+      return;
+    }
+    output.note(`[slipway] checking out ${job.commit} from ${repository}`);
+    const resolved = await checkout(
+      this.#deps.mirrors,
+      repository,
+      job.commit,
+      job.id,
+      workspace,
+      this.#controller.signal,
+    );
+    if (resolved !== job.commit) output.note(`[slipway] commit ${job.commit} is ${resolved}`);
+  }
+
+  #executionSpec(workspace: Workspace, secrets: Record<string, string>): ExecutionSpec {
+    const spec = this.#spec;
+    return {
+      taskId: spec.task_id,
+      jobId: spec.job.id,
+      attempt: spec.attempt,
+      steps: spec.steps,
+      env: { ...spec.env, ...secrets },
+      image: spec.image,
+      network: spec.network,
+      resources: spec.resources,
+      workspace: workspace.src,
+      scratch: workspace.scratch,
+      labels: {
+        [LABEL_MANAGED]: 'true',
+        [LABEL_INSTANCE]: this.#deps.instanceId,
+        [LABEL_JOB]: spec.job.id,
+        [LABEL_TASK]: spec.task_id,
+        [LABEL_ATTEMPT]: String(spec.attempt),
+      },
+    };
+  }
+
+  #resultOf(exitCode: number, failedStep: string | undefined, detail: string | undefined) {
+    const stopped = this.#stoppedResult();
+    if (stopped !== undefined) return stopped;
+    if (exitCode === 0) return { status: 'success' as const, exit_code: 0, reason: null };
+    const step = failedStep === undefined ? 'a step' : `step "${failedStep}"`;
+    return {
+      status: 'failure' as const,
+      exit_code: exitCode,
+      reason: `${step} exited with code ${exitCode}${detail === undefined ? '' : ` (${detail})`}`,
+    };
+  }
+
+  #resultOfError(error: unknown) {
+    const stopped = this.#stoppedResult();
+    if (stopped !== undefined) return stopped;
+    if (!(error instanceof ExecutionError)) {
+      this.#logger.error({ err: error }, 'task failed inside the worker');
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    return { status: 'error' as const, exit_code: null, reason: message };
+  }
+
+  #stoppedResult() {
+    const reason = this.#controller.signal.reason as StopReason | undefined;
+    if (reason === 'cancelled') {
+      return { status: 'cancelled' as const, exit_code: null, reason: 'cancel requested' };
+    }
+    if (reason === 'timed_out') {
+      return {
+        status: 'timed_out' as const,
+        exit_code: null,
+        reason: `timed out after ${formatDuration(this.#spec.timeout_ms)}`,
+      };
+    }
+    return undefined;
+  }
+
+  async #cleanUp(
+    executor: Executor | undefined,
+    spec: ExecutionSpec | undefined,
+    workspace: Workspace | undefined,
+  ): Promise<void> {
+    if (executor !== undefined && spec !== undefined) {
+      await executor.cleanup(spec).catch((error: unknown) => {
+        this.#logger.error(
+          { err: error },
+          'executor cleanup failed; the sweep will remove what is left',
+        );
+      });
+    }
+    if (workspace !== undefined) {
+      await removeWorkspace(workspace).catch((error: unknown) => {
+        this.#logger.error(
+          { err: error, workspace: workspace.root },
+          'could not remove the workspace',
+        );
+      });
+    }
+  }
+
+  #startHeartbeat(): { stop(): void } {
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    const beat = async () => {
+      try {
+        const answer = await this.#deps.client.heartbeat(this.#spec.task_id, this.#lease());
+        if (answer.cancel_requested) this.stop('cancelled');
+      } catch (error) {
+        if (error instanceof AgentError && !error.retryable) {
+          this.#logger.warn({ err: error }, 'heartbeat rejected; stopping the task');
+          this.stop('lease_lost');
+          return;
+        }
+        this.#logger.warn({ err: error }, 'heartbeat failed; retrying');
+      }
+      if (!stopped) timer = setTimeout(() => void beat(), this.#deps.heartbeatIntervalMs);
+    };
+    timer = setTimeout(() => void beat(), this.#deps.heartbeatIntervalMs);
+    return {
+      stop() {
+        stopped = true;
+        clearTimeout(timer);
+      },
+    };
+  }
+
+  #lease() {
+    return { worker_id: this.#deps.workerId, attempt: this.#spec.attempt };
+  }
+
+  async #finish(result: Omit<FinishBody, 'worker_id' | 'attempt'>): Promise<TaskRunOutcome> {
+    const body: FinishBody = { ...this.#lease(), ...result };
+    const ok = await this.#withRetries('finish', () =>
+      this.#deps.client.finish(this.#spec.task_id, body),
+    );
+    if (!ok) return 'lease_lost';
+    const fields = {
+      status: result.status,
+      duration_ms: Math.round(result.duration_ms),
+      exit_code: result.exit_code,
+    };
+    if (result.status === 'success') this.#logger.info(fields, 'task succeeded');
+    else if (result.status === 'error') {
+      this.#logger.error(
+        { ...fields, reason: result.reason },
+        `task ended in error on attempt ${this.#spec.attempt}`,
+      );
+    } else this.#logger.warn({ ...fields, reason: result.reason }, `task ended ${result.status}`);
+    return result.status;
+  }
+
+  async #handBack(): Promise<TaskRunOutcome> {
+    const ok = await this.#withRetries('release', () =>
+      this.#deps.client.release(this.#spec.task_id, {
+        ...this.#lease(),
+        reason: `worker ${this.#deps.workerId} stopped before the task ended`,
+      }),
+    );
+    this.#logger.info('task handed back');
+    return ok ? 'handed_back' : 'lease_lost';
+  }
+
+  /** Retries a report while the API does not answer; false when the lease is gone. */
+  async #withRetries(what: string, call: () => Promise<unknown>): Promise<boolean> {
+    for (let retry = 0; ; retry += 1) {
+      try {
+        await call();
+        return true;
+      } catch (error) {
+        if (error instanceof AgentError && !error.retryable) {
+          this.#logger.warn(
+            { err: error },
+            `${what} rejected; the result of this attempt is dropped`,
+          );
+          return false;
+        }
+        const delay = FINISH_RETRY_DELAYS_MS[Math.min(retry, FINISH_RETRY_DELAYS_MS.length - 1)]!;
+        this.#logger.warn(
+          { err: error, retry: retry + 1 },
+          `${what} failed; retrying in ${delay} ms`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+}
+
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms} ms`;
+}

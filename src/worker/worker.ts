@@ -1,0 +1,192 @@
+/**
+ * A worker: registers with the API, long-polls for as many tasks as it has free capacity,
+ * and runs each in a TaskRun. It never polls on an interval: a claim waits on the server
+ * until a task is queued.
+ *
+ * Stopping (SIGTERM): the worker marks itself draining, so its open claim returns at once
+ * and no new task arrives, then waits up to the grace period for running tasks to end.
+ * Tasks still running after that are stopped and handed back to the API.
+ */
+import os from 'node:os';
+import type { Logger } from '../log.js';
+import type { MirrorSet } from '../execution/checkout.js';
+import type { ExecutorSet } from '../execution/select.js';
+import { AgentError, type AgentClient, type Registration } from './client.js';
+import type { TaskSpec } from '../dispatch/task-spec.js';
+import { TaskRun, type TaskRunOutcome } from './task-run.js';
+
+export const WORKER_VERSION = '0.1.0';
+const CLAIM_RETRY_DELAYS_MS = [500, 1_000, 2_000, 5_000, 10_000];
+
+export interface WorkerOptions {
+  name: string;
+  capacity: number;
+  labels: string[];
+  /** Seconds to wait for running tasks when stopping, before handing them back. */
+  shutdownGraceSeconds: number;
+  workspacesRoot: string;
+}
+
+export class Worker {
+  readonly #client: AgentClient;
+  readonly #executors: ExecutorSet;
+  readonly #mirrors: MirrorSet;
+  readonly #options: WorkerOptions;
+  readonly #logger: Logger;
+  readonly #runs = new Set<TaskRun>();
+  readonly #claimAbort = new AbortController();
+  #registration: Registration | undefined;
+  #loop: Promise<void> | undefined;
+  #stopping = false;
+  #taskEnded: (() => void) | undefined;
+  readonly #outcomes = new Map<TaskRunOutcome, number>();
+
+  constructor(
+    client: AgentClient,
+    executors: ExecutorSet,
+    mirrors: MirrorSet,
+    options: WorkerOptions,
+    logger: Logger,
+  ) {
+    this.#client = client;
+    this.#executors = executors;
+    this.#mirrors = mirrors;
+    this.#options = options;
+    this.#logger = logger.child({ worker: options.name });
+  }
+
+  get running(): number {
+    return this.#runs.size;
+  }
+
+  async start(): Promise<void> {
+    this.#registration = await this.#register();
+    this.#logger.info(
+      {
+        api: this.#client.baseUrl,
+        capacity: this.#options.capacity,
+        executors: this.#executors.names,
+        lease_seconds: this.#registration.lease_seconds,
+      },
+      `worker ${this.#options.name} registered; waiting for tasks`,
+    );
+    this.#loop = this.#claimLoop();
+  }
+
+  #register(): Promise<Registration> {
+    return this.#client.register({
+      name: this.#options.name,
+      hostname: os.hostname(),
+      executors: this.#executors.names,
+      capacity: this.#options.capacity,
+      labels: this.#options.labels,
+      version: WORKER_VERSION,
+    });
+  }
+
+  async #claimLoop(): Promise<void> {
+    const registration = this.#registration!;
+    let failures = 0;
+    while (!this.#stopping) {
+      const free = this.#options.capacity - this.#runs.size;
+      if (free <= 0) {
+        await new Promise<void>((resolve) => (this.#taskEnded = resolve));
+        continue;
+      }
+      try {
+        const tasks = await this.#client.claim(
+          registration.worker_id,
+          free,
+          registration.max_claim_wait_seconds,
+          this.#claimAbort.signal,
+        );
+        failures = 0;
+        for (const spec of tasks) this.#startRun(spec);
+      } catch (error) {
+        if (this.#stopping) break;
+        if (error instanceof AgentError && error.status === 404) {
+          this.#logger.warn('the API forgot this worker; registering again');
+          await this.#register().catch(() => undefined);
+        }
+        const delay = CLAIM_RETRY_DELAYS_MS[Math.min(failures, CLAIM_RETRY_DELAYS_MS.length - 1)]!;
+        failures += 1;
+        this.#logger.warn({ err: error, retry: failures }, `claim failed; retrying in ${delay} ms`);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  #startRun(spec: TaskSpec): void {
+    const run = new TaskRun(spec, {
+      client: this.#client,
+      workerId: this.#registration!.worker_id,
+      instanceId: this.#registration!.instance_id,
+      executors: this.#executors,
+      mirrors: this.#mirrors,
+      workspacesRoot: this.#options.workspacesRoot,
+      heartbeatIntervalMs: this.#registration!.heartbeat_interval_ms,
+      logger: this.#logger,
+    });
+    this.#runs.add(run);
+    void run.done
+      .catch((error: unknown) => {
+        this.#logger.error({ err: error, task: run.taskId }, 'task run crashed');
+        return 'error' as const;
+      })
+      .then((outcome) => {
+        this.#outcomes.set(outcome, (this.#outcomes.get(outcome) ?? 0) + 1);
+        this.#runs.delete(run);
+        this.#taskEnded?.();
+        this.#taskEnded = undefined;
+      });
+  }
+
+  /** Drains, waits up to the grace period for running tasks, and hands back the rest. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    const running = [...this.#runs];
+    this.#logger.info(
+      { running: running.length, grace_seconds: this.#options.shutdownGraceSeconds },
+      `worker stopping: no new tasks; waiting up to ${this.#options.shutdownGraceSeconds} s for ${running.length} running task(s)`,
+    );
+    if (this.#registration !== undefined) {
+      await this.#client
+        .setStatus(this.#registration.worker_id, 'draining')
+        .catch((error: unknown) =>
+          this.#logger.warn({ err: error }, 'could not mark the worker draining'),
+        );
+    }
+    this.#claimAbort.abort();
+    this.#taskEnded?.();
+    await this.#loop?.catch(() => undefined);
+
+    const before = new Map(this.#outcomes);
+    const all = Promise.all(running.map((run) => run.done.catch(() => undefined)));
+    const graceOver = new Promise<'grace'>((resolve) =>
+      setTimeout(() => resolve('grace'), this.#options.shutdownGraceSeconds * 1000).unref(),
+    );
+    if ((await Promise.race([all, graceOver])) === 'grace') {
+      for (const run of this.#runs) run.stop('shutdown');
+      await all;
+    }
+    // Let the runs' bookkeeping (the .then above) settle.
+    await new Promise((resolve) => setImmediate(resolve));
+    const delta = (outcome: TaskRunOutcome) =>
+      (this.#outcomes.get(outcome) ?? 0) - (before.get(outcome) ?? 0);
+    const handedBack = delta('handed_back');
+    const finished = running.length - handedBack;
+    if (this.#registration !== undefined) {
+      await this.#client
+        .setStatus(this.#registration.worker_id, 'offline')
+        .catch((error: unknown) =>
+          this.#logger.warn({ err: error }, 'could not mark the worker offline'),
+        );
+    }
+    this.#client.close();
+    this.#logger.info(
+      { finished, handed_back: handedBack },
+      `worker stopped: ${finished} task(s) finished, ${handedBack} handed back`,
+    );
+  }
+}

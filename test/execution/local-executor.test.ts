@@ -1,0 +1,161 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  makeRepository,
+  processesWith,
+  startHarness,
+  writePipelineFile,
+  type ExecutionHarness,
+} from '../support/execution.js';
+
+const MARKER = `slipway-test-marker-${process.pid}`;
+
+describe('local executor through the API', () => {
+  let harness: ExecutionHarness;
+  let repo: { dir: string; commit: string };
+
+  beforeAll(async () => {
+    repo = makeRepository({ 'hello.txt': 'hello from the repository\n' });
+    const pipelines = writePipelineFile(`
+repository: ${repo.dir}
+pipelines:
+  ci:
+    executor: local
+    env: { GREETING: hi }
+    secrets: [SLIPWAY_TEST_SECRET]
+    matrix:
+      flavour: { from: flavours, default: [plain] }
+    steps:
+      - name: show
+        run: cat hello.txt; echo "commit=$SLIPWAY_COMMIT flavour=$FLAVOUR greeting=$GREETING"
+      - name: leak
+        run: echo "secret is $SLIPWAY_TEST_SECRET"
+  broken:
+    executor: local
+    steps:
+      - name: first
+        run: echo before
+      - name: fails
+        run: echo failing; exit 3
+      - name: never
+        run: echo never-runs
+  sleeper:
+    executor: local
+    steps:
+      - name: sleep
+        run: (sleep 300; echo ${MARKER}-a) & sleep 301 && echo ${MARKER}-b
+  slow:
+    executor: local
+    timeout: 2s
+    steps:
+      - name: sleep
+        run: sleep 302 && echo ${MARKER}-c
+  grouped:
+    executor: local
+    concurrency: { group: branch, cancel_in_progress: true }
+    steps:
+      - name: sleep
+        run: sleep 303 && echo ${MARKER}-d
+`);
+    process.env.SLIPWAY_TEST_SECRET = 's3cr3t-value-123';
+    harness = await startHarness({
+      SLIPWAY_PIPELINES: pipelines,
+      SLIPWAY_EXECUTOR: 'local',
+      SLIPWAY_WORKER_CAPACITY: '4',
+    });
+  });
+
+  afterAll(async () => {
+    await harness?.close();
+  });
+
+  it('runs a job to success with its logs', async () => {
+    const id = await harness.trigger('ci', {
+      commit: repo.commit,
+      branch: 'main',
+      flavours: ['a', 'b'],
+    });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('success');
+    expect(job.tasks).toHaveLength(2);
+    const logs = await harness.logs(id, `?task=${job.tasks[1].id}`);
+    expect(logs).toContain('hello from the repository');
+    expect(logs).toContain(`commit=${repo.commit} flavour=b greeting=hi`);
+    expect(logs).toContain('[slipway] step 2/2: leak');
+  });
+
+  it('masks secret values in logs', async () => {
+    const id = await harness.trigger('ci', { commit: repo.commit });
+    await harness.waitForJob(id);
+    const logs = await harness.logs(id);
+    expect(logs).toContain('secret is ***');
+    expect(logs).not.toContain('s3cr3t-value-123');
+  });
+
+  it('stops at the first failing step', async () => {
+    const id = await harness.trigger('broken', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('failure');
+    expect(job.tasks[0].exit_code).toBe(3);
+    expect(job.reason).toContain('step "fails" exited with code 3');
+    const logs = await harness.logs(id);
+    expect(logs).toContain('failing');
+    expect(logs).not.toContain('never-runs');
+  });
+
+  it('ends a job for a missing commit as error', async () => {
+    const missing = 'deadbeefdeadbeefdeadbeefdeadbeefdeadbeef';
+    const id = await harness.trigger('ci', { commit: missing });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('error');
+    expect(job.reason).toContain(`commit ${missing} not found`);
+  });
+
+  it('cancels a running job and its grandchildren', async () => {
+    const id = await harness.trigger('sleeper', { commit: repo.commit });
+    await harness.waitForStatus(id, 'running');
+    await waitFor(() => processesWith(`sleep 30`).length >= 2, 5_000);
+    const started = Date.now();
+    const cancel = await harness.server.request('POST', `/api/job/${id}/cancel`, {
+      token: harness.token,
+    });
+    expect(cancel.status).toBe(202);
+    const job = await harness.waitForJob(id, 10_000);
+    expect(job.status).toBe('cancelled');
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(processesWith(`${MARKER}-a`)).toEqual([]);
+    expect(processesWith(`${MARKER}-b`)).toEqual([]);
+    const workspace = path.join(harness.server.context.config.workspacePath, job.tasks[0].id);
+    expect(fs.existsSync(workspace)).toBe(false);
+  });
+
+  it('ends a job that runs too long as timed_out', async () => {
+    const id = await harness.trigger('slow', { commit: repo.commit });
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('timed_out');
+    expect(job.reason).toContain('timed out after 2s');
+    expect(processesWith(`${MARKER}-c`)).toEqual([]);
+  });
+
+  it('cancels the older job of a concurrency group', async () => {
+    const first = await harness.trigger('grouped', { commit: repo.commit, branch: 'feature/x' });
+    await harness.waitForStatus(first, 'running');
+    const second = await harness.trigger('grouped', { commit: repo.commit, branch: 'feature/x' });
+    const older = await harness.waitForJob(first, 10_000);
+    expect(older.status).toBe('cancelled');
+    expect(older.reason).toContain(`newer job ${second}`);
+    await harness.server.request('POST', `/api/job/${second}/cancel`, { token: harness.token });
+    const newer = await harness.waitForJob(second, 10_000);
+    expect(newer.status).toBe('cancelled');
+    expect(processesWith(`${MARKER}-d`)).toEqual([]);
+  });
+});
+
+async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

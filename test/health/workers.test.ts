@@ -1,0 +1,76 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runHealthChecks } from '../../src/health/runner.js';
+import type { TestServer } from '../support/server.js';
+import { startHealthServer } from './helpers.js';
+
+describe('workers check', () => {
+  let server: TestServer;
+  let agent: string;
+
+  beforeAll(async () => {
+    server = await startHealthServer(`
+  - name: workers
+    type: workers
+    stale_after: 1s
+    min_online: 1
+`);
+    agent = await server.token('agent');
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  const check = async () =>
+    (await runHealthChecks(server.context, { force: true, names: ['workers'] }))[0]!;
+  /** Registering again is what a worker's heartbeat does to last_heartbeat_at. */
+  const register = async (name: string) => {
+    const reply = await server.request('POST', '/api/agent/workers', {
+      token: agent,
+      body: { name, hostname: 'build-1', executors: ['local'], capacity: 1 },
+    });
+    expect(reply.status).toBe(200);
+  };
+
+  it('is unhealthy with no worker at all', async () => {
+    const outcome = await check();
+    expect(outcome.status).toBe('unhealthy');
+    expect(outcome.reason).toContain('fewer than min_online of 1');
+  });
+
+  it('is healthy with a fresh heartbeat', async () => {
+    await register('worker-a');
+    const outcome = await check();
+    expect(outcome.status).toBe('healthy');
+  });
+
+  it('is unhealthy when the only worker goes quiet', async () => {
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    const outcome = await check();
+    expect(outcome.status).toBe('unhealthy');
+    expect(outcome.reason).toContain('stale: worker-a');
+  });
+
+  it('is degraded while another worker is fresh', async () => {
+    await register('worker-b');
+    const outcome = await check();
+    expect(outcome.status).toBe('degraded');
+    expect(outcome.reason).toContain('1 worker(s) sent no heartbeat in the last 1s: worker-a');
+    const status = await server.request('GET', '/api/health/status');
+    const details = status.body.components.workers.details;
+    expect(details).toMatchObject({ registered: 2, online: 1, stale: 1 });
+    expect(details.workers.map((worker: { id: string }) => worker.id).sort()).toEqual([
+      'worker-a',
+      'worker-b',
+    ]);
+  });
+
+  it('ignores a worker that went offline', async () => {
+    const reply = await server.request('POST', '/api/agent/workers/worker-a/status', {
+      token: agent,
+      body: { status: 'offline' },
+    });
+    expect(reply.status).toBe(200);
+    const outcome = await check();
+    expect(outcome.status).toBe('healthy');
+  });
+});

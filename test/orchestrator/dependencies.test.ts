@@ -1,0 +1,142 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import { settleWaitingJobs } from '../../src/orchestrator/waiting.js';
+import { auditRows, finishJob, getJob, trigger, writePipelines } from './helpers.js';
+
+const audit = { actor: 'test' };
+
+describe('dependency chain ci -> integration-tests -> deploy', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    const dir = makeTempDir();
+    const pipelines = writePipelines(
+      dir,
+      `  auto-deploy:
+    needs: [integration-tests]
+    trigger_needs: true
+    executor: local
+    steps: [{ run: 'true' }]
+  quick-deploy:
+    needs: [ci]
+    dependency_timeout: 1s
+    executor: local
+    steps: [{ run: 'true' }]
+`,
+    );
+    server = await startTestServer({ SLIPWAY_DATA_DIR: dir, SLIPWAY_PIPELINES: pipelines });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('writes the pipeline file dependencies to workflow_dependencies', async () => {
+    const rows = await server.context.store.db
+      .selectFrom('workflow_dependencies')
+      .select(['workflow', 'depends_on'])
+      .orderBy('workflow')
+      .execute();
+    expect(rows).toEqual([
+      { workflow: 'auto-deploy', depends_on: 'integration-tests' },
+      { workflow: 'deploy', depends_on: 'integration-tests' },
+      { workflow: 'integration-tests', depends_on: 'ci' },
+      { workflow: 'quick-deploy', depends_on: 'ci' },
+    ]);
+    const synced = await auditRows(server, 'dependencies_synced');
+    expect(synced).toHaveLength(1);
+    expect(synced[0]!.details.added).toContainEqual(['quick-deploy', 'ci']);
+  });
+
+  it('releases each job when the one it needs succeeds', async () => {
+    const commit = 'a1b2c3d4e5f6';
+    const ci = await trigger(server, 'ci', commit);
+    const tests = await trigger(server, 'integration-tests', commit);
+    const deploy = await trigger(server, 'deploy', commit);
+    expect(ci.status).toBe('queued');
+    expect(tests.status).toBe('waiting');
+    expect(deploy.status).toBe('waiting');
+    expect((await getJob(server, tests.job_id)).reason).toBe('waiting for ci of a1b2c3d');
+    expect((await getJob(server, deploy.job_id)).reason).toBe(
+      'waiting for integration-tests of a1b2c3d',
+    );
+
+    await finishJob(server, ci.job_id, 'success');
+    expect((await getJob(server, tests.job_id)).status).toBe('queued');
+    expect((await getJob(server, deploy.job_id)).status).toBe('waiting');
+
+    await finishJob(server, tests.job_id, 'success');
+    expect((await getJob(server, deploy.job_id)).status).toBe('queued');
+
+    const done = await finishJob(server, deploy.job_id, 'success');
+    expect(done.status).toBe('success');
+    const state = await server.request('GET', '/api/state', { token: server.adminToken });
+    expect(state.body.variables.LAST_DEPLOYED_COMMIT).toBe(commit);
+    expect(state.body.variables.DEPLOY_STATUS).toBe('success');
+  });
+
+  it('skips the rest of the chain when ci fails', async () => {
+    const commit = 'b1b2c3d4e5f6';
+    const ci = await trigger(server, 'ci', commit);
+    const tests = await trigger(server, 'integration-tests', commit);
+    const deploy = await trigger(server, 'deploy', commit);
+    await finishJob(server, ci.job_id, 'failure');
+
+    const testsJob = await getJob(server, tests.job_id);
+    expect(testsJob.status).toBe('skipped');
+    expect(testsJob.reason).toBe(`ci of b1b2c3d ended failure (${ci.job_id})`);
+    expect(testsJob.tasks[0]?.status).toBe('skipped');
+    const deployJob = await getJob(server, deploy.job_id);
+    expect(deployJob.status).toBe('skipped');
+    expect(deployJob.reason).toBe(`integration-tests of b1b2c3d ended skipped (${tests.job_id})`);
+    const finished = await auditRows(server, 'job_finished', deploy.job_id);
+    expect(finished[0]!.details.status).toBe('skipped');
+  });
+
+  it('waits for ci when deploy is triggered before ci exists', async () => {
+    const commit = 'c1b2c3d4e5f6';
+    const deploy = await trigger(server, 'deploy', commit);
+    expect(deploy.status).toBe('waiting');
+    const ci = await trigger(server, 'ci', commit);
+    const tests = await trigger(server, 'integration-tests', commit);
+    await finishJob(server, ci.job_id, 'success');
+    await finishJob(server, tests.job_id, 'success');
+    const deployJob = await getJob(server, deploy.job_id);
+    expect(deployJob.status).toBe('queued');
+    expect(deployJob.reason).toBe('no worker is online');
+  });
+
+  it('triggers missing needs when the pipeline asks for it', async () => {
+    const commit = 'd1b2c3d4e5f6';
+    const deploy = await trigger(server, 'auto-deploy', commit);
+    expect(deploy.status).toBe('waiting');
+    const jobs = await server.context.store.db
+      .selectFrom('jobs')
+      .select(['id', 'type', 'status'])
+      .where('commit_sha', '=', commit)
+      .orderBy('type')
+      .execute();
+    expect(jobs.map((job) => [job.type, job.status])).toEqual([
+      ['auto-deploy', 'waiting'],
+      ['ci', 'queued'],
+      ['integration-tests', 'waiting'],
+    ]);
+    const triggered = await auditRows(server, 'job_triggered');
+    const ciAudit = triggered.find((row) => row.job_id === jobs[1]!.id);
+    expect(ciAudit?.details.triggered_as_dependency_of).toBe('integration-tests');
+    await finishJob(server, jobs[1]!.id, 'success');
+    await finishJob(server, jobs[2]!.id, 'success');
+    expect((await getJob(server, deploy.job_id)).status).toBe('queued');
+  });
+
+  it('skips a waiting job after its dependency timeout', async () => {
+    const commit = 'e1b2c3d4e5f6';
+    const quick = await trigger(server, 'quick-deploy', commit);
+    expect(quick.status).toBe('waiting');
+    expect(await settleWaitingJobs(server.context, audit)).toEqual([]);
+    const outcomes = await settleWaitingJobs(server.context, audit, Date.now() + 1500);
+    expect(outcomes.map((outcome) => outcome.jobId)).toContain(quick.job_id);
+    const job = await getJob(server, quick.job_id);
+    expect(job.status).toBe('skipped');
+    expect(job.reason).toBe('gave up waiting for ci of e1b2c3d after 1s (dependency timeout)');
+    expect(await auditRows(server, 'dependency_timed_out', quick.job_id)).toHaveLength(1);
+  });
+});
