@@ -71,12 +71,16 @@ export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> =
   worker: startWorker,
 };
 
-/** What `slipway serve` runs in one process, in start order. */
+/**
+ * What `slipway serve` runs in one process, in start order. The worker starts right after the
+ * API so that it has registered before the health monitor's first `workers` check; roles stop
+ * in reverse order, so the worker hands back its tasks while the API still listens.
+ */
 export const SERVE_ROLES: Exclude<Role, 'all'>[] = [
   'api',
+  'worker',
   'orchestrator',
   'health-monitor',
-  'worker',
 ];
 
 export async function startRoles(
