@@ -197,7 +197,7 @@ function renderResponses(operation: Operation): string[] {
   return [...lines, ...detailed];
 }
 
-/** Fastify's placeholder "Default Response" says nothing, so error answers point to the table. */
+/** Replaces Fastify's placeholder "Default Response": error answers link to the error table. */
 function responseMeaning(status: string, description: string | undefined): string {
   if (description !== undefined && description !== 'Default Response') return description;
   return Number(status) >= 400 ? 'an error; see [Errors](#errors)' : '';
@@ -216,7 +216,7 @@ function renderFields(schema: Schema): string[] {
   return lines;
 }
 
-/** One row per property, nested objects as `a.b` and arrays of objects as `a[].b`. */
+/** Flattens a schema into rows: nested objects as `a.b`, arrays of objects as `a[].b`. */
 function flatten(schema: Schema, prefix: string, depth: number): Row[] {
   const rows: Row[] = [];
   const required = new Set(schema.required ?? []);

@@ -1,5 +1,5 @@
 /**
- * Adds each route's token roles to its OpenAPI description, so /api/docs and docs/api.md say
+ * Adds each route's token roles to its OpenAPI description, so /api/docs and docs/api.md show
  * which token may call it. The roles are the route's `config.roles`, the list that the auth
  * hook enforces, plus `admin`, which passes everywhere.
  */

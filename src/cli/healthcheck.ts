@@ -3,13 +3,13 @@
  * healthy and 1 when not. It imports nothing from the rest of Slipway, so it starts fast.
  *
  * In the `api` and `all` roles it reads GET /api/health/status on this container's port. The
- * container counts as healthy when the API answers and its own `api` component, which covers
+ * container counts as healthy when the API responds and its own `api` component, which covers
  * its database connection, is not unhealthy. Components that the health monitor records, such
  * as a deployed service, only appear in the output: if they made the container unhealthy, a
  * restarted stack would wait forever for the API, and the health monitor that heals them would
  * never start.
  *
- * A worker is healthy while the API it claims tasks from answers. The orchestrator and the
+ * A worker is healthy while the API it claims tasks from responds. The orchestrator and the
  * health monitor serve no HTTP, so their liveness is the process itself and this exits 0.
  */
 

@@ -1,7 +1,8 @@
 /**
- * The compose stack on the real Docker engine, with the commands of docs/setup.md: build both
- * Dockerfile targets, bring the stack up, run a job through the published port, restart the
- * whole stack and check that the job, its logs and its audit trail survived, then remove it.
+ * The compose stack on the real Docker engine, driven by the commands of docs/setup.md. The
+ * test builds both Dockerfile targets and brings the stack up. It runs a job through the
+ * published port, restarts the whole stack and checks that the job, its logs and its audit
+ * trail survived. Then it removes everything it created.
  *
  * The base image node:20-bookworm-slim is the local stand-in of scripts/build-base-image.sh,
  * because no registry is reachable here. Building the images from an empty cache takes about
@@ -14,6 +15,7 @@ import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ComposeProject, freePort, REPO_ROOT } from '../support/compose.js';
 import { requireDocker, TEST_IMAGE } from '../support/docker.js';
+import { LABEL_JOB, LABEL_MANAGED } from '../../src/jobs/labels.js';
 
 const BASE_IMAGE = 'node:20-bookworm-slim';
 const BUILD_TIMEOUT_MS = 25 * 60_000;
@@ -50,6 +52,8 @@ const buildCa = path.join(REPO_ROOT, 'docker', 'ca-certificates', `${tag}.crt`);
 type Json = any;
 
 let docker: Docker;
+/** Jobs this file triggered, to find their task containers if a failure left any. */
+const jobIds: string[] = [];
 let baseUrl: string;
 
 async function api(
@@ -123,11 +127,16 @@ beforeAll(async () => {
 afterAll(async () => {
   fs.rmSync(buildCa, { force: true });
   await project.remove([apiImage, workerImage]);
-  // Task containers carry the job labels; the worker removes them, this catches leftovers.
-  const leftovers = await docker.listContainers({
-    all: true,
-    filters: { label: [`com.docker.compose.project=${project.name}`] },
-  });
+  // The worker removes task containers itself, so this only catches what a failure left.
+  const leftovers = [
+    ...(await docker.listContainers({
+      all: true,
+      filters: { label: [`com.docker.compose.project=${project.name}`] },
+    })),
+    ...(await docker.listContainers({ all: true, filters: { label: [LABEL_MANAGED] } })).filter(
+      (info) => jobIds.includes(info.Labels[LABEL_JOB] ?? ''),
+    ),
+  ];
   for (const info of leftovers) await docker.getContainer(info.Id).remove({ force: true });
 }, 120_000);
 
@@ -187,6 +196,7 @@ describe('compose stack', () => {
       });
       expect(trigger.status).toBe(201);
       jobId = trigger.json.job_id;
+      jobIds.push(jobId);
 
       const job = await waitForJob(jobId);
       expect(job.status).toBe('success');
@@ -252,6 +262,7 @@ describe('compose stack', () => {
 
       const later = await api('POST', '/api/trigger/smoke', { commit: 'def5678', branch: 'main' });
       expect(later.status).toBe(201);
+      jobIds.push(later.json.job_id);
       expect((await waitForJob(later.json.job_id)).status).toBe('success');
 
       await project.compose(
