@@ -78,8 +78,6 @@ RUN printf '#!/bin/sh\nexec node /app/dist/cli/main.js "$@"\n' > /usr/local/bin/
     /var/lib/slipway/logs /var/lib/slipway/artifacts /var/lib/slipway/workspaces \
     /var/lib/slipway/backups /var/lib/slipway/mirrors
 
-VOLUME ["/var/lib/slipway/state", "/var/lib/slipway/logs", "/var/lib/slipway/artifacts", "/var/lib/slipway/backups"]
-EXPOSE 5000
 WORKDIR /app
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/cli/main.js"]
 
@@ -105,6 +103,11 @@ CMD ["worker"]
 
 # --- orchestration-api (the default target) --------------------------------------------------
 FROM runtime AS orchestration-api
+
+# Only this image declares the volumes: the worker keeps no state, so a worker container would
+# leave empty anonymous volumes behind each time it is recreated.
+VOLUME ["/var/lib/slipway/state", "/var/lib/slipway/logs", "/var/lib/slipway/artifacts", "/var/lib/slipway/backups"]
+EXPOSE 5000
 
 COPY --from=build /build/package.json /build/slipway.default.yml ./
 COPY --from=build /build/node_modules ./node_modules

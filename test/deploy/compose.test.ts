@@ -159,10 +159,16 @@ describe('compose stack', () => {
         expect(info.Config.User).toBe('node');
         expect(info.Config.Entrypoint?.[0]).toBe('/usr/bin/tini');
         expect(info.Config.Healthcheck?.Test).toContain('/app/dist/cli/healthcheck.js');
-        expect(Object.keys(info.Config.Volumes ?? {})).toEqual(
-          expect.arrayContaining(['/var/lib/slipway/state', '/var/lib/slipway/logs']),
-        );
       }
+      const apiVolumes = (await docker.getImage(apiImage).inspect()).Config.Volumes ?? {};
+      expect(Object.keys(apiVolumes).sort()).toEqual([
+        '/var/lib/slipway/artifacts',
+        '/var/lib/slipway/backups',
+        '/var/lib/slipway/logs',
+        '/var/lib/slipway/state',
+      ]);
+      const workerVolumes = (await docker.getImage(workerImage).inspect()).Config.Volumes ?? {};
+      expect(Object.keys(workerVolumes)).toEqual([]);
     },
     BUILD_TIMEOUT_MS,
   );
@@ -178,6 +184,18 @@ describe('compose stack', () => {
       const bindings = info.HostConfig.PortBindings?.['5000/tcp'] ?? [];
       expect(bindings.map((binding: { HostIp: string }) => binding.HostIp)).toEqual(['127.0.0.1']);
       expect(info.Config.User).toBe('node');
+
+      // Every volume is one of the project's named volumes: no anonymous volume is left behind.
+      const containers = await docker.listContainers({
+        all: true,
+        filters: { label: [`com.docker.compose.project=${project.name}`] },
+      });
+      expect(containers).toHaveLength(5);
+      for (const container of containers) {
+        for (const mount of container.Mounts.filter((item) => item.Type === 'volume')) {
+          expect(mount.Name).toMatch(new RegExp(`^${project.name}_`));
+        }
+      }
 
       const health = await fetch(`${baseUrl}/api/health/status`);
       expect(health.status).toBe(200);
