@@ -14,7 +14,8 @@ function runCheck(env: Record<string, string>): Promise<{ code: number; output: 
       ['--import', 'tsx', SCRIPT],
       { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 20_000 },
       (error, stdout) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
+        let code = 0;
+        if (error !== null) code = typeof error.code === 'number' ? error.code : -1;
         resolve({ code, output: stdout });
       },
     );
