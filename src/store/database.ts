@@ -68,7 +68,29 @@ export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Data
   return sqlite;
 }
 
-export async function migrateToLatest(db: Kysely<Database>, logger?: Logger): Promise<string[]> {
+/**
+ * Applies pending migrations inside one IMMEDIATE transaction on `sqlite`, the connection
+ * behind `db`. Kysely takes no migration lock on SQLite, so two processes starting together
+ * raced to create the same tables; the write lock makes the second wait and then find the
+ * migrations applied. A failed migration rolls back all of this run's migrations.
+ */
+export async function migrateToLatest(
+  db: Kysely<Database>,
+  sqlite: BetterSqlite3.Database,
+  logger?: Logger,
+): Promise<string[]> {
+  sqlite.exec('BEGIN IMMEDIATE');
+  try {
+    const applied = await runMigrations(db);
+    sqlite.exec('COMMIT');
+    for (const name of applied) logger?.info({ migration: name }, 'migration applied');
+    return applied;
+  } finally {
+    if (sqlite.inTransaction) sqlite.exec('ROLLBACK');
+  }
+}
+
+async function runMigrations(db: Kysely<Database>): Promise<string[]> {
   const migrator = new Migrator({
     db,
     provider: migrationProvider,
@@ -80,7 +102,6 @@ export async function migrateToLatest(db: Kysely<Database>, logger?: Logger): Pr
   const applied = (results ?? [])
     .filter((result) => result.status === 'Success')
     .map((result) => result.migrationName);
-  for (const name of applied) logger?.info({ migration: name }, 'migration applied');
   const failed = results?.find((result) => result.status === 'Error');
   if (error !== undefined) {
     const cause = error instanceof Error ? error.message : String(error);
@@ -99,7 +120,8 @@ export async function openStore(dbPath: string, options: StoreOptions = {}): Pro
   const walSync = options.readonly === true || !inWal ? undefined : new WalSync(dbPath);
   const db = new Kysely<Database>({ dialect: new CachingSqliteDialect(sqlite, walSync) });
   if (options.migrate !== false && !options.readonly) {
-    await migrateToLatest(db, options.logger);
+    await migrateToLatest(db, sqlite, options.logger);
+    await walSync?.sync();
   }
   return new Store(sqlite, db, dbPath, { ...options, walSync });
 }
