@@ -3,7 +3,8 @@
  * and `GET /api/health/history` (role read).
  *
  * The status always has `api` and `database`, checked on every request through the API's own
- * connection. A health check named `database` adds its latest result to the latter. The other
+ * connection. The latest result of a health check named `database` takes the place of the
+ * live `database` result unless the live probe fails. The other
  * components are the latest result of each check in the pipeline file, plus the recent
  * results of checks that only another process's pipeline file names. A check's result older
  * than three intervals counts as at least degraded, because nothing is checking it any more.
@@ -172,7 +173,12 @@ async function checkConnection(
     await sql`select 1`.execute(context.store.db);
     const latency = Math.round((performance.now() - started) * 100) / 100;
     return {
-      api: { ...base, status: 'healthy', latency_ms: 0, details: processDetails },
+      api: {
+        ...base,
+        status: 'healthy',
+        latency_ms: 0,
+        details: { ...processDetails, database: context.store.path },
+      },
       database: {
         ...base,
         status: 'healthy',
@@ -199,15 +205,19 @@ async function checkConnection(
   }
 }
 
-/** Combines the live probe with the latest result of a check named `database`, if any. */
+/**
+ * Combines the live probe with the latest result of a check named `database`, if any. The
+ * recorded result has the richer details, so it is shown as it is unless the live probe fails.
+ */
 function mergeDatabase(
   live: ComponentHealth,
   recorded: ComponentHealth | undefined,
 ): ComponentHealth {
   if (recorded === undefined) return live;
+  if (live.status !== 'unhealthy') return recorded;
   return {
     ...recorded,
-    status: worstOf([live.status, recorded.status]),
+    status: 'unhealthy',
     details: {
       ...(recorded.details as Record<string, unknown>),
       ...(live.details as Record<string, unknown>),
