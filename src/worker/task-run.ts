@@ -26,7 +26,7 @@ import type { ExecutorSet } from '../execution/select.js';
 import { AgentError, type AgentClient, type FinishBody } from './client.js';
 import { TaskOutput } from './task-output.js';
 
-/** Why a run was stopped before its steps ended. */
+/** Reason a run was stopped before its steps ended. */
 export type StopReason = 'cancelled' | 'timed_out' | 'lease_lost' | 'shutdown';
 
 export interface TaskRunDeps {
@@ -305,7 +305,7 @@ export class TaskRun {
     return ok ? 'handed_back' : 'lease_lost';
   }
 
-  /** Retries a report while the API does not answer; false when the lease is gone. */
+  /** Retries a report while the API does not respond. Returns false when the lease is gone. */
   async #withRetries(what: string, call: () => Promise<unknown>): Promise<boolean> {
     for (let retry = 0; ; retry += 1) {
       try {

@@ -161,7 +161,7 @@ export class Worker {
     this.#claimAbort.abort();
     this.#taskEnded?.();
     await this.#loop?.catch(() => undefined);
-    // A claim answered while stopping may have started runs, so count them only now.
+    // A claim that returned tasks while stopping may have started runs, so count them only now.
     const running = [...this.#runs];
     this.#logger.info({ running: running.length }, `waiting for ${running.length} running task(s)`);
 
