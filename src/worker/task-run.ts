@@ -251,6 +251,8 @@ export class TaskRun {
         const answer = await this.#deps.client.heartbeat(this.#spec.task_id, this.#lease());
         if (answer.cancel_requested) this.stop('cancelled');
       } catch (error) {
+        // A heartbeat in flight while the task finished is rejected; that is expected.
+        if (stopped) return;
         if (error instanceof AgentError && !error.retryable) {
           this.#logger.warn({ err: error }, 'heartbeat rejected; stopping the task');
           this.stop('lease_lost');
