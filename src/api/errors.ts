@@ -49,6 +49,14 @@ export const ERROR_CODES = {
   },
   recovery_failed: { status: 502, summary: 'the recovery procedure ran and failed' },
   github_unavailable: { status: 502, summary: 'GitHub did not answer or failed' },
+  github_not_configured: {
+    status: 503,
+    summary: 'GITHUB_TOKEN or GITHUB_REPOSITORY is not set, so nothing can be sent to GitHub',
+  },
+  webhook_not_configured: {
+    status: 503,
+    summary: 'GITHUB_WEBHOOK_SECRET is not set, so webhooks cannot be verified and are rejected',
+  },
   service_unavailable: { status: 503, summary: 'the server is starting, stopping or overloaded' },
 } as const;
 

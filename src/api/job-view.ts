@@ -6,6 +6,8 @@ import type { JobSummaryView, JobView, TaskView } from './schemas.js';
 
 export function jobSummaryView(job: JobRow): JobSummaryView {
   const self = `/api/job/${job.id}`;
+  // The column stores the matrix inputs of the trigger body next to its `params` object.
+  const { params = {}, ...inputs } = parseJsonColumn<Record<string, unknown>>(job.params, {});
   return {
     id: job.id,
     type: job.type,
@@ -14,7 +16,8 @@ export function jobSummaryView(job: JobRow): JobSummaryView {
     branch: job.branch,
     attempt: job.attempt,
     reason: job.reason,
-    params: parseJsonColumn<Record<string, unknown>>(job.params, {}),
+    inputs,
+    params: params as Record<string, unknown>,
     github_run_id: job.github_run_id,
     github_run_attempt: job.github_run_attempt,
     requested_by: job.requested_by,

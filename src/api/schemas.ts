@@ -62,7 +62,10 @@ export const JobSchema = Type.Object({
     Type.String({ description: 'why the job waits, or why it ended as it did' }),
     Type.Null(),
   ]),
-  params: Type.Record(Type.String(), Type.Unknown()),
+  inputs: Type.Record(Type.String(), Type.Unknown(), {
+    description: 'trigger body fields that fed matrix axes, e.g. python_versions',
+  }),
+  params: Type.Record(Type.String(), Type.Unknown(), { description: "the trigger body's params" }),
   github_run_id: Type.Union([Type.String(), Type.Null()]),
   github_run_attempt: Type.Union([Type.Integer(), Type.Null()]),
   requested_by: Type.Union([Type.String(), Type.Null()]),

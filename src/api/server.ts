@@ -27,6 +27,7 @@ import { registerMetricsRoutes } from './routes/metrics.js';
 import { registerRecoveryRoutes } from './routes/recovery.js';
 import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
+import { registerGitHubRoutes } from '../github/routes.js';
 
 export type RouteModule = (app: FastifyInstance, context: AppContext) => void | Promise<void>;
 
@@ -41,6 +42,7 @@ export const ROUTE_MODULES: RouteModule[] = [
   registerMetricsRoutes,
   registerRecoveryRoutes,
   registerAgentRoutes,
+  registerGitHubRoutes,
 ];
 
 export interface ServerOptions {

@@ -5,6 +5,7 @@ import { loadPipelineFile, resolvePipelinesPath } from '../pipeline/load.js';
 import type { PipelineFile } from '../pipeline/types.js';
 import { syncDependencies } from '../orchestrator/dependency-sync.js';
 import { openStore, type Store } from '../store/database.js';
+import type { GitHubService } from '../github/service.js';
 
 /** What every role of one process shares. */
 export interface AppContext {
@@ -16,6 +17,8 @@ export interface AppContext {
   pipelinesPath: string;
   /** URL of the API this process serves, once the api role listens (the in-process worker uses it). */
   localApiUrl?: string;
+  /** GitHub client, status sender and variable sync; created by the API's GitHub routes. */
+  github?: GitHubService;
 }
 
 export interface ContextOptions {

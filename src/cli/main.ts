@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { registerOrchestratorCommands } from './orchestrator.js';
 import { registerRoleCommands } from './roles.js';
 import { registerTokenCommands } from './tokens.js';
+import { registerTriggerCommands } from './trigger.js';
 import { CliError } from './run.js';
 
 export const program = new Command('slipway')
@@ -18,6 +19,7 @@ export const program = new Command('slipway')
 registerRoleCommands(program);
 registerTokenCommands(program);
 registerOrchestratorCommands(program);
+registerTriggerCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -96,7 +96,12 @@ export interface Config {
     repository: string | undefined;
     apiUrl: string;
     webhookSecret: string | undefined;
+    /** Whether a pushed tag queues a ci job (GITHUB_WEBHOOK_TAGS); branch pushes always do. */
+    webhookTags: boolean;
   };
+
+  /** Token that `slipway trigger` sends to SLIPWAY_API_URL (SLIPWAY_TOKEN, role trigger). */
+  clientToken: string | undefined;
 
   tailscaleSocket: string;
 }
@@ -136,6 +141,15 @@ function readChoice<T extends string>(
   if (aliased) return aliased;
   if ((choices as readonly string[]).includes(lowered)) return lowered as T;
   throw new ConfigError(name, `must be one of ${choices.join(', ')}, got "${raw}"`);
+}
+
+function readBoolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = readString(env, name);
+  if (raw === undefined) return fallback;
+  const lowered = raw.toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(lowered)) return true;
+  if (['0', 'false', 'no', 'off'].includes(lowered)) return false;
+  throw new ConfigError(name, `must be true or false, got "${raw}"`);
 }
 
 function readUrl(env: Env, name: string, fallback: string): string {
@@ -276,7 +290,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       repository: readRepository(env),
       apiUrl: readUrl(env, 'GITHUB_API_URL', 'https://api.github.com'),
       webhookSecret: readString(env, 'GITHUB_WEBHOOK_SECRET'),
+      webhookTags: readBoolean(env, 'GITHUB_WEBHOOK_TAGS', false),
     },
+
+    clientToken: readString(env, 'SLIPWAY_TOKEN'),
 
     tailscaleSocket: readString(env, 'TAILSCALE_SOCKET') ?? '/var/run/tailscale/tailscaled.sock',
   };

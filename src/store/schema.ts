@@ -175,6 +175,42 @@ export interface SchedulerLocksTable {
   last_finished_at: string | null;
 }
 
+export type GitHubState = 'pending' | 'success' | 'failure' | 'error';
+
+/** One commit status report waiting for GitHub, or the record of one sent. */
+export interface GitHubStatusOutboxTable {
+  id: Generated<number>;
+  /** `owner/name` the status is reported to. */
+  repository: string;
+  commit_sha: string;
+  context: string;
+  state: GitHubState;
+  description: string;
+  target_url: string | null;
+  job_id: string;
+  task_id: string | null;
+  /** The Slipway status the report describes. */
+  status: string;
+  /** `pending` until sent; `superseded` when a newer report for the same context replaced it. */
+  outcome: 'pending' | 'sent' | 'superseded' | 'failed';
+  attempts: number;
+  next_attempt_at: string;
+  last_error: string | null;
+  created_at: string;
+  sent_at: string | null;
+}
+
+/** A GitHub webhook delivery that was handled, kept so a redelivery is recognised. */
+export interface GitHubWebhookDeliveriesTable {
+  delivery_id: string;
+  event: string;
+  /** `ping`, `queued`, `ignored`. */
+  outcome: string;
+  job_id: string | null;
+  details: string;
+  received_at: string;
+}
+
 /** Kept by Kysely's Migrator: one row per applied migration, named `NNNN_description`. */
 export interface SchemaMigrationsTable {
   name: string;
@@ -193,6 +229,8 @@ export interface Database {
   api_tokens: ApiTokensTable;
   workers: WorkersTable;
   scheduler_locks: SchedulerLocksTable;
+  github_status_outbox: GitHubStatusOutboxTable;
+  github_webhook_deliveries: GitHubWebhookDeliveriesTable;
   schema_migrations: SchemaMigrationsTable;
 }
 
@@ -204,3 +242,4 @@ export type NewTask = Insertable<TasksTable>;
 export type AuditRow = Selectable<AuditLogTable>;
 export type TokenRow = Selectable<ApiTokensTable>;
 export type WorkerRow = Selectable<WorkersTable>;
+export type GitHubStatusRow = Selectable<GitHubStatusOutboxTable>;

@@ -79,10 +79,12 @@ describe('API endpoints, success paths', () => {
     expect(job.body.finished_at).toBeNull();
     expect(job.body.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(job.body.attempt).toBe(1);
-    expect(job.body.reason).toBeNull();
+    // No worker runs in this test server, so the job says why it waits.
+    expect(job.body.reason).toBe('no worker is online');
     expect(job.body.github_run_id).toBe('777');
     expect(job.body.github_run_attempt).toBe(1);
-    expect(job.body.params.params).toEqual({ suite: 'fast' });
+    expect(job.body.params).toEqual({ suite: 'fast' });
+    expect(job.body.inputs).toEqual({ python_versions: ['3.10', '3.11'] });
     expect(job.body.links).toEqual({ self: `/api/job/${id}`, logs: `/api/job/${id}/logs` });
     expect(job.body.tasks).toHaveLength(2);
     expect(job.body.tasks.map((task: { matrix: unknown }) => task.matrix)).toEqual([
@@ -245,9 +247,8 @@ describe('API endpoints, success paths', () => {
     const health = await server.request('GET', '/api/health/status');
     expect(health.status).toBe(200);
     expect(health.body.status).toBe('healthy');
-    expect(health.body.components.database.status).toBe('healthy');
-    expect(health.body.components.database.details.path).toBe(server.context.store.path);
     expect(health.body.components.api.status).toBe('healthy');
+    expect(health.body.components.api.details.database).toBe(server.context.store.path);
     expect(health.body.checked_at).toMatch(/Z$/);
   });
 
@@ -256,10 +257,10 @@ describe('API endpoints, success paths', () => {
       trx
         .insertInto('health_metrics')
         .values({
-          component: 'tailscale',
+          component: 'database',
           status: 'unhealthy',
           latency_ms: null,
-          details: JSON.stringify({ error: 'backend state Stopped' }),
+          details: JSON.stringify({ error: 'disk full' }),
           recorded_at: new Date().toISOString(),
         })
         .execute(),
@@ -267,12 +268,12 @@ describe('API endpoints, success paths', () => {
     const health = await server.request('GET', '/api/health/status');
     expect(health.status).toBe(503);
     expect(health.body.status).toBe('unhealthy');
-    expect(health.body.components.tailscale.details).toEqual({ error: 'backend state Stopped' });
+    expect(health.body.components.database.details).toEqual({ error: 'disk full' });
     await server.context.store.write((trx) =>
       trx
         .insertInto('health_metrics')
         .values({
-          component: 'tailscale',
+          component: 'database',
           status: 'healthy',
           latency_ms: 3,
           details: '{}',

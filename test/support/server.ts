@@ -35,7 +35,15 @@ export function makeTempDir(prefix = 'slipway-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+export interface TestServerOptions {
+  /** Runs after the context is created and before the API starts, e.g. to set services. */
+  prepare?: (context: AppContext) => void;
+}
+
+export async function startTestServer(
+  env: Record<string, string> = {},
+  options: TestServerOptions = {},
+): Promise<TestServer> {
   const dataDir = env.SLIPWAY_DATA_DIR ?? makeTempDir();
   const config = loadConfig({
     API_PORT: '0',
@@ -45,6 +53,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     SLIPWAY_DATA_DIR: dataDir,
   });
   const context = await createContext(config, { logger: createLogger(config.logLevel) });
+  options.prepare?.(context);
   const api = await startApi(context);
   const url = api.url;
   let counter = 0;

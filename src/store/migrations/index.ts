@@ -4,6 +4,7 @@ import * as defaultDependencies from './0002_default_dependencies.js';
 import * as jobsCommitStatus from './0003_jobs_commit_status.js';
 import * as taskExecution from './0010_task_execution.js';
 import * as healthState from './0030_health_state.js';
+import * as github from './0040_github.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -16,6 +17,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0003_jobs_commit_status': jobsCommitStatus,
   '0010_task_execution': taskExecution,
   '0030_health_state': healthState,
+  '0040_github': github,
 };
 
 export const migrationProvider: MigrationProvider = {

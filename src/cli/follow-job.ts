@@ -1,0 +1,219 @@
+/**
+ * Following a job from the CLI: one log stream per task (`GET /api/job/{id}/logs?task=&
+ * follow=true`) printed as it arrives, and a status poll that decides when the job ended.
+ * A log stream that ends early (a restarted API, a dropped connection) is opened again and
+ * the bytes already printed are skipped, so output is neither lost nor repeated.
+ */
+import type { Writable } from 'node:stream';
+import { CliError } from './run.js';
+import type { JobResponse, SlipwayClient } from './slipway-client.js';
+
+const TERMINAL = new Set(['success', 'failure', 'error', 'timed_out', 'cancelled', 'skipped']);
+
+/** How long log streams may take to deliver their last bytes after the job ended. */
+const DRAIN_GRACE_MS = 10_000;
+/** Consecutive failed status polls tolerated before giving up (an API restart takes a few). */
+const MAX_POLL_FAILURES = 30;
+
+export interface FollowOptions {
+  pollIntervalMs: number;
+  timeoutMs: number | undefined;
+  cancelOnTimeout: boolean;
+  cancelOnInterrupt: boolean;
+  output: Writable;
+}
+
+export interface FollowResult {
+  /** The job's final status, or `wait_timeout` when --timeout passed first. */
+  status: string;
+  reason: string | null;
+}
+
+export async function followJob(
+  client: SlipwayClient,
+  jobId: string,
+  options: FollowOptions,
+): Promise<FollowResult> {
+  const follower = new JobFollower(client, jobId, options);
+  return follower.run();
+}
+
+class JobFollower {
+  readonly #stop = new AbortController();
+  readonly #taskStatus = new Map<string, string>();
+  readonly #streams = new Map<string, Promise<void>>();
+  #interrupt: NodeJS.Signals | undefined;
+  #wake: (() => void) | undefined;
+
+  constructor(
+    readonly client: SlipwayClient,
+    readonly jobId: string,
+    readonly options: FollowOptions,
+  ) {}
+
+  async run(): Promise<FollowResult> {
+    const onSignal = (signal: NodeJS.Signals) => {
+      this.#interrupt = signal;
+      this.#wake?.();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      return await this.#poll();
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      this.#stop.abort();
+    }
+  }
+
+  async #poll(): Promise<FollowResult> {
+    const deadline =
+      this.options.timeoutMs === undefined ? Infinity : Date.now() + this.options.timeoutMs;
+    let failures = 0;
+    for (;;) {
+      let job: JobResponse | undefined;
+      try {
+        job = await this.client.job(this.jobId);
+        failures = 0;
+      } catch (error) {
+        failures += 1;
+        if (failures >= MAX_POLL_FAILURES) throw error;
+        process.stderr.write(`slipway: ${(error as Error).message}; retrying\n`);
+      }
+      if (job !== undefined) {
+        this.#followTasks(job);
+        if (TERMINAL.has(job.status)) {
+          await this.#drain();
+          return { status: job.status, reason: job.reason };
+        }
+      }
+      if (this.#interrupt !== undefined) return this.#interrupted(this.#interrupt);
+      if (Date.now() >= deadline) return this.#timedOut();
+      await this.#sleep(Math.min(this.options.pollIntervalMs, deadline - Date.now()));
+    }
+  }
+
+  #followTasks(job: JobResponse): void {
+    const prefix = job.tasks.length > 1;
+    for (const task of job.tasks) {
+      this.#taskStatus.set(task.id, task.status);
+      if (this.#streams.has(task.id)) continue;
+      const printer = new LinePrinter(this.options.output, prefix ? `[${task.name}] ` : '');
+      this.#streams.set(task.id, this.#followTask(task.id, printer));
+    }
+  }
+
+  async #followTask(taskId: string, printer: LinePrinter): Promise<void> {
+    let printed = 0;
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      try {
+        const response = await this.client.taskLog(this.jobId, taskId, signal);
+        let received = 0;
+        for await (const chunk of response.body ?? []) {
+          const bytes = Buffer.from(chunk as Uint8Array);
+          const skip = Math.max(0, printed - received);
+          received += bytes.length;
+          if (skip < bytes.length) {
+            printer.write(bytes.subarray(skip));
+            printed += bytes.length - skip;
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) break;
+        if (!(error instanceof CliError) && !(error instanceof TypeError)) throw error;
+      }
+      if (TERMINAL.has(this.#taskStatus.get(taskId) ?? '')) break;
+      await delay(this.options.pollIntervalMs, signal);
+    }
+    printer.flush();
+  }
+
+  /** Gives the log streams a moment to print the end of each task, then stops them. */
+  async #drain(): Promise<void> {
+    const streams = Promise.allSettled(this.#streams.values());
+    await Promise.race([streams, delay(DRAIN_GRACE_MS, this.#stop.signal)]);
+    this.#stop.abort();
+    await streams;
+  }
+
+  async #interrupted(signal: NodeJS.Signals): Promise<FollowResult> {
+    if (!this.options.cancelOnInterrupt) {
+      return { status: 'cancelled', reason: `${signal} received; the job keeps running` };
+    }
+    const reason = `slipway trigger received ${signal} (the workflow run was cancelled)`;
+    await this.client.cancel(this.jobId, reason).catch((error: unknown) => {
+      process.stderr.write(
+        `slipway: cancelling ${this.jobId} failed: ${(error as Error).message}\n`,
+      );
+    });
+    return { status: 'cancelled', reason };
+  }
+
+  async #timedOut(): Promise<FollowResult> {
+    const minutes = Math.round((this.options.timeoutMs ?? 0) / 60_000);
+    let reason = `still running after --timeout (${minutes} min)`;
+    if (this.options.cancelOnTimeout) {
+      await this.client
+        .cancel(this.jobId, `slipway trigger --timeout passed`)
+        .catch(() => undefined);
+      reason += '; cancel requested';
+    }
+    return { status: 'wait_timeout', reason };
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, Math.max(0, ms));
+      const wake = () => done();
+      this.#wake = wake;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(finish, ms);
+    signal.addEventListener('abort', finish, { once: true });
+    function finish() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', finish);
+      resolve();
+    }
+  });
+}
+
+/** Writes output whole lines at a time, each with a prefix naming the task. */
+class LinePrinter {
+  #partial = Buffer.alloc(0);
+
+  constructor(
+    readonly output: Writable,
+    readonly prefix: string,
+  ) {}
+
+  write(bytes: Buffer): void {
+    if (this.prefix === '') {
+      this.output.write(bytes);
+      return;
+    }
+    let data = Buffer.concat([this.#partial, bytes]);
+    for (let end = data.indexOf(10); end !== -1; end = data.indexOf(10)) {
+      this.output.write(this.prefix + data.subarray(0, end + 1).toString('utf8'));
+      data = data.subarray(end + 1);
+    }
+    this.#partial = data;
+  }
+
+  flush(): void {
+    if (this.#partial.length === 0) return;
+    this.output.write(`${this.prefix}${this.#partial.toString('utf8')}\n`);
+    this.#partial = Buffer.alloc(0);
+  }
+}

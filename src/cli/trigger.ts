@@ -1,0 +1,179 @@
+/**
+ * `slipway trigger TYPE --commit SHA [--branch B] [--wait]`: queues a job over the HTTP API,
+ * as a GitHub Actions step would, and with --wait follows its logs and exits with its result.
+ *
+ * Reads SLIPWAY_API_URL (default http://127.0.0.1:5000) and SLIPWAY_TOKEN (a token with the
+ * trigger role). Inside GitHub Actions it fills in --github-run-id and --github-run-attempt
+ * from GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT, so a re-run step finds its job again instead of
+ * queueing a second one, and writes `job-id` and `status` to GITHUB_OUTPUT.
+ */
+import fs from 'node:fs';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { parseDuration } from '../util/time.js';
+import { followJob, type FollowResult } from './follow-job.js';
+import { CliError, loadCliConfig, runCommand } from './run.js';
+import { SlipwayClient } from './slipway-client.js';
+
+/** Exit codes of `slipway trigger --wait`, one per way a job can end. */
+export const TRIGGER_EXIT_CODES = {
+  success: 0,
+  failure: 1,
+  /** Bad usage or configuration (shared with every slipway command). */
+  usage: 2,
+  error: 3,
+  timed_out: 4,
+  cancelled: 5,
+  skipped: 6,
+  /** --timeout passed before the job ended; the job keeps running unless --cancel-on-timeout. */
+  wait_timeout: 7,
+  /** The API could not be reached or rejected the request. */
+  api: 8,
+} as const;
+
+const EXIT_HELP = Object.entries(TRIGGER_EXIT_CODES)
+  .map(([name, code]) => `  ${code}  ${name}`)
+  .join('\n');
+
+interface TriggerOptions {
+  commit: string;
+  branch?: string;
+  pythonVersions?: string[];
+  param: Record<string, string>;
+  githubRunId?: string;
+  githubRunAttempt?: string;
+  idempotencyKey?: string;
+  wait?: boolean;
+  timeout?: number;
+  pollInterval: number;
+  cancelOnTimeout?: boolean;
+  cancelOnInterrupt: boolean;
+}
+
+function parseMs(value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined || ms <= 0) {
+    throw new InvalidArgumentError('a duration such as 90s, 20m or 1h30m');
+  }
+  return ms;
+}
+
+function collectParam(value: string, previous: Record<string, string>): Record<string, string> {
+  const split = value.indexOf('=');
+  if (split <= 0) throw new InvalidArgumentError('KEY=VALUE');
+  return { ...previous, [value.slice(0, split)]: value.slice(split + 1) };
+}
+
+function parseList(value: string): string[] {
+  const items = value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+  if (items.length === 0) throw new InvalidArgumentError('a comma-separated list, e.g. 3.11,3.12');
+  return items;
+}
+
+export function registerTriggerCommands(program: Command): void {
+  program
+    .command('trigger')
+    .description('queue a job over the API; with --wait, follow its logs and exit with its result')
+    .argument('<type>', 'job type: ci, integration-tests, deploy or one from the pipeline file')
+    .requiredOption('--commit <sha>', 'commit to run (hex SHA, 7 to 64 digits)')
+    .option('--branch <name>', 'branch of the commit')
+    .option(
+      '--python-versions <list>',
+      'comma-separated values for the python_versions axis',
+      parseList,
+    )
+    .option('--param <key=value>', 'extra pipeline parameter; repeat for more', collectParam, {})
+    .addOption(
+      new Option('--github-run-id <id>', 'GitHub run id, for idempotent re-runs').env(
+        'GITHUB_RUN_ID',
+      ),
+    )
+    .addOption(
+      new Option('--github-run-attempt <n>', 'GitHub run attempt').env('GITHUB_RUN_ATTEMPT'),
+    )
+    .option('--idempotency-key <key>', 'sent as Idempotency-Key; a repeat returns the same job')
+    .option('--wait', 'follow the logs and exit with the job result')
+    .option('--timeout <duration>', 'with --wait, stop waiting after this long (e.g. 45m)', parseMs)
+    .option(
+      '--poll-interval <duration>',
+      'how often to check the job while waiting',
+      parseMs,
+      2_000,
+    )
+    .option('--cancel-on-timeout', 'cancel the job when --timeout passes')
+    .option('--no-cancel-on-interrupt', 'leave the job running on SIGINT or SIGTERM')
+    .addHelpText(
+      'after',
+      `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://127.0.0.1:5000)\n` +
+        `  SLIPWAY_TOKEN    token with the trigger role\n\nExit codes with --wait:\n${EXIT_HELP}\n`,
+    )
+    .action(async (type: string, options: TriggerOptions) => {
+      await runCommand(() => runTrigger(type, options));
+    });
+}
+
+async function runTrigger(type: string, options: TriggerOptions): Promise<void> {
+  const config = loadCliConfig();
+  if (config.clientToken === undefined) {
+    throw new CliError(
+      'SLIPWAY_TOKEN is not set; create one with `slipway token create --role trigger`',
+      2,
+    );
+  }
+  const client = new SlipwayClient(config.worker.apiUrl, config.clientToken);
+  const body: Record<string, unknown> = { commit: options.commit };
+  if (options.branch !== undefined) body.branch = options.branch;
+  if (options.pythonVersions !== undefined) body.python_versions = options.pythonVersions;
+  if (Object.keys(options.param).length > 0) body.params = options.param;
+  if (options.githubRunId !== undefined) body.github_run_id = options.githubRunId;
+  if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
+
+  const created = await client.trigger(type, body, options.idempotencyKey);
+  process.stderr.write(
+    `slipway: ${created.reused ? 'found' : 'queued'} ${created.job_id} (${created.status}) for ${options.commit}\n`,
+  );
+  process.stdout.write(`${created.job_id}\n`);
+  writeGitHubOutput({ 'job-id': created.job_id, status: created.status });
+  if (options.wait !== true) return;
+
+  const result = await followJob(client, created.job_id, {
+    pollIntervalMs: options.pollInterval,
+    timeoutMs: options.timeout,
+    cancelOnTimeout: options.cancelOnTimeout === true,
+    cancelOnInterrupt: options.cancelOnInterrupt,
+    output: process.stdout,
+  });
+  finish(created.job_id, result);
+}
+
+function finish(jobId: string, result: FollowResult): never | void {
+  writeGitHubOutput({ status: result.status });
+  writeStepSummary(
+    `Slipway job \`${jobId}\` ended **${result.status}**${result.reason ? `: ${result.reason}` : ''}`,
+  );
+  const code =
+    result.status in TRIGGER_EXIT_CODES
+      ? TRIGGER_EXIT_CODES[result.status as keyof typeof TRIGGER_EXIT_CODES]
+      : TRIGGER_EXIT_CODES.error;
+  const reason = result.reason === null ? '' : `: ${result.reason}`;
+  process.stderr.write(`slipway: job ${jobId} ended ${result.status}${reason} (exit ${code})\n`);
+  if (code !== 0) throw new CliError(`job ${jobId} ended ${result.status}`, code, true);
+}
+
+/** Appends `name=value` lines to the file GitHub Actions reads step outputs from. */
+function writeGitHubOutput(values: Record<string, string>): void {
+  const file = process.env.GITHUB_OUTPUT;
+  if (file === undefined || file === '') return;
+  const lines = Object.entries(values).map(
+    ([name, value]) => `${name}=${value.replace(/\n/g, ' ')}\n`,
+  );
+  fs.appendFileSync(file, lines.join(''));
+}
+
+function writeStepSummary(markdown: string): void {
+  const file = process.env.GITHUB_STEP_SUMMARY;
+  if (file === undefined || file === '') return;
+  fs.appendFileSync(file, `${markdown}\n`);
+}

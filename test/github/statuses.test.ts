@@ -1,0 +1,261 @@
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GitHubService } from '../../src/github/service.js';
+import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import type { StandinStatus } from '../support/github-standin.js';
+import { FAST_GITHUB, startGitHubSetup, waitFor, type GitHubSetup } from './helpers.js';
+
+const PUBLIC_URL = 'http://127.0.0.1:5999';
+let commitCounter = 0;
+
+/** Returns a fresh full commit SHA per test, so statuses of tests never mix. */
+function nextCommit(): string {
+  commitCounter += 1;
+  return commitCounter.toString(16).padStart(40, 'c');
+}
+
+async function trigger(server: TestServer, commit: string, body: Record<string, unknown> = {}) {
+  const response = await server.request('POST', '/api/trigger/ci', {
+    token: server.adminToken,
+    body: { commit, branch: `branch-${commit.slice(-6)}`, ...body },
+  });
+  expect(response.status).toBe(201);
+  return response.body.job_id as string;
+}
+
+async function setStatus(server: TestServer, jobId: string, status: string, reason?: string) {
+  const response = await server.request('PATCH', `/api/job/${jobId}/status`, {
+    token: server.adminToken,
+    body: reason === undefined ? { status } : { status, reason },
+  });
+  expect(response.status).toBe(200);
+  return response;
+}
+
+function lastState(statuses: StandinStatus[]): string | undefined {
+  return statuses.at(-1)?.state;
+}
+
+/** Fails when a context got a pending status after a final one. */
+function expectNoRegression(statuses: StandinStatus[]) {
+  const firstFinal = statuses.findIndex((status) => status.state !== 'pending');
+  if (firstFinal === -1) return;
+  expect(statuses.slice(firstFinal).map((status) => status.state)).not.toContain('pending');
+}
+
+describe('commit statuses', () => {
+  let setup: GitHubSetup;
+
+  beforeAll(async () => {
+    setup = await startGitHubSetup({ SLIPWAY_PUBLIC_URL: PUBLIC_URL });
+  });
+  afterAll(async () => {
+    await setup.close();
+  });
+
+  it('reports the job and each matrix task', async () => {
+    const commit = nextCommit();
+    const jobId = await trigger(setup.server, commit, { python_versions: ['3.11', '3.12'] });
+
+    for (const context of ['slipway/ci', 'slipway/ci (3.11)', 'slipway/ci (3.12)']) {
+      const pending = await waitFor(
+        () => setup.standin.statusesFor(commit, context)[0],
+        5_000,
+        `pending status of ${context}`,
+      );
+      expect(pending.state).toBe('pending');
+      expect(pending.description).toBe('queued');
+      expect(pending.target_url).toBe(`${PUBLIC_URL}/api/job/${jobId}`);
+    }
+
+    await setStatus(setup.server, jobId, 'running');
+    await setStatus(setup.server, jobId, 'success');
+
+    for (const context of ['slipway/ci', 'slipway/ci (3.11)', 'slipway/ci (3.12)']) {
+      await waitFor(
+        () =>
+          lastState(setup.standin.statusesFor(commit, context)) === 'success' ? true : undefined,
+        5_000,
+        `success status of ${context}`,
+      );
+      const statuses = setup.standin.statusesFor(commit, context);
+      expect(statuses.at(-1)?.description).toMatch(/^succeeded/);
+      expectNoRegression(statuses);
+    }
+    const posts = setup.standin.requests.filter((r) => r.path.endsWith(commit));
+    expect(posts.every((r) => r.authorization === `token ${setup.standin.token}`)).toBe(true);
+  });
+
+  it('maps failure, cancel and error to GitHub states with the reason', async () => {
+    const failed = nextCommit();
+    const failedJob = await trigger(setup.server, failed);
+    await setStatus(setup.server, failedJob, 'running');
+    await setStatus(setup.server, failedJob, 'failure', 'test: a step exited with code 1');
+
+    const cancelled = nextCommit();
+    const cancelledJob = await trigger(setup.server, cancelled);
+    const cancel = await setup.server.request('POST', `/api/job/${cancelledJob}/cancel`, {
+      token: setup.server.adminToken,
+      body: { reason: 'stopped by a test' },
+    });
+    expect(cancel.status).toBe(202);
+
+    const failure = await waitFor(() => {
+      const last = setup.standin.statusesFor(failed, 'slipway/ci').at(-1);
+      return last?.state === 'failure' ? last : undefined;
+    });
+    expect(failure.description).toContain('a step exited with code 1');
+    const error = await waitFor(() => {
+      const last = setup.standin.statusesFor(cancelled, 'slipway/ci').at(-1);
+      return last?.state === 'error' ? last : undefined;
+    });
+    expect(error.description).toContain('cancelled');
+  });
+
+  it('keeps the newest job when an older one is cancelled', async () => {
+    const commit = nextCommit();
+    // Same branch: the second trigger cancels the first (cancel-in-progress).
+    const first = await trigger(setup.server, commit, { branch: 'main-newest' });
+    const second = await trigger(setup.server, commit, { branch: 'main-newest' });
+    const firstJob = await setup.server.request('GET', `/api/job/${first}`, {
+      token: setup.server.adminToken,
+    });
+    expect(firstJob.body.status).toBe('cancelled');
+
+    await setStatus(setup.server, second, 'running');
+    await waitFor(() => {
+      const last = setup.standin.statusesFor(commit, 'slipway/ci').at(-1);
+      return last?.description === 'running' ? last : undefined;
+    });
+    const statuses = setup.standin.statusesFor(commit, 'slipway/ci');
+    expect(statuses.some((status) => status.state === 'error')).toBe(false);
+    expect(statuses.every((status) => status.target_url?.endsWith(second))).toBe(true);
+  });
+
+  it('never blocks a job and reports in order after GitHub recovers', async () => {
+    const commit = nextCommit();
+    setup.standin.setDown(true);
+    let jobId: string;
+    try {
+      jobId = await trigger(setup.server, commit);
+      const started = Date.now();
+      await setStatus(setup.server, jobId, 'running');
+      await setStatus(setup.server, jobId, 'success');
+      expect(Date.now() - started).toBeLessThan(2_000);
+      const job = await setup.server.request('GET', `/api/job/${jobId}`, {
+        token: setup.server.adminToken,
+      });
+      expect(job.body.status).toBe('success');
+      // Wait until the sender has tried and backed off at least once.
+      await waitFor(async () => {
+        const row = await setup.server.context.store.db
+          .selectFrom('github_status_outbox')
+          .select(['attempts', 'last_error'])
+          .where('commit_sha', '=', commit)
+          .where('outcome', '=', 'pending')
+          .where('attempts', '>', 0)
+          .executeTakeFirst();
+        return row;
+      });
+    } finally {
+      setup.standin.setDown(false);
+    }
+    const success = await waitFor(() => {
+      const last = setup.standin.statusesFor(commit, 'slipway/ci').at(-1);
+      return last?.state === 'success' ? last : undefined;
+    });
+    expect(success.target_url).toContain(jobId);
+    expectNoRegression(setup.standin.statusesFor(commit, 'slipway/ci'));
+    const outbox = await setup.server.context.store.db
+      .selectFrom('github_status_outbox')
+      .select(['outcome', 'state'])
+      .where('commit_sha', '=', commit)
+      .where('context', '=', 'slipway/ci')
+      .orderBy('id')
+      .execute();
+    expect(outbox.at(-1)).toEqual({ outcome: 'sent', state: 'success' });
+    expect(outbox.filter((row) => row.outcome === 'pending')).toEqual([]);
+  });
+
+  it('does not report commits that are not full SHAs', async () => {
+    const short = 'abc1234';
+    const jobId = await trigger(setup.server, short);
+    await setStatus(setup.server, jobId, 'running');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(setup.standin.requests.some((r) => r.path.includes('/statuses/'))).toBe(true);
+    expect(setup.standin.requests.some((r) => r.path.endsWith(short))).toBe(false);
+    const rows = await setup.server.context.store.db
+      .selectFrom('github_status_outbox')
+      .select('id')
+      .where('job_id', '=', jobId)
+      .execute();
+    expect(rows).toEqual([]);
+  });
+});
+
+describe('commit statuses across a restart', () => {
+  it('sends reports written before the restart', async () => {
+    const dataDir = makeTempDir();
+    const commit = nextCommit();
+    const first = await startGitHubSetup({ SLIPWAY_DATA_DIR: dataDir });
+    first.standin.setDown(true);
+    const jobId = await trigger(first.server, commit);
+    await setStatus(first.server, jobId, 'running');
+    await setStatus(first.server, jobId, 'success');
+    await waitFor(async () =>
+      first.server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select('id')
+        .where('commit_sha', '=', commit)
+        .where('state', '=', 'success')
+        .executeTakeFirst(),
+    );
+    await first.close();
+    expect(first.standin.statuses).toEqual([]);
+
+    const second = await startGitHubSetup({ SLIPWAY_DATA_DIR: dataDir });
+    try {
+      const success = await waitFor(() => {
+        const last = second.standin.statusesFor(commit, 'slipway/ci').at(-1);
+        return last?.state === 'success' ? last : undefined;
+      });
+      expect(success.description).toMatch(/^succeeded/);
+      // The older pending reports were superseded, not sent after the newer one.
+      expect(second.standin.statusesFor(commit, 'slipway/ci').map((s) => s.state)).toEqual([
+        'success',
+      ]);
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+describe('without GITHUB_TOKEN', () => {
+  it('says in the start log that GitHub reporting is off', async () => {
+    const logs: string[] = [];
+    const server = await startTestServer(
+      {},
+      {
+        prepare(context) {
+          context.logger = pino(
+            { level: 'info' },
+            { write: (line: string) => void logs.push(line) },
+          );
+          context.github = new GitHubService(context, FAST_GITHUB);
+        },
+      },
+    );
+    try {
+      expect(logs.join('\n')).toContain('GitHub reporting is off: GITHUB_TOKEN is not set');
+      const jobId = await trigger(server, nextCommit());
+      await setStatus(server, jobId, 'running');
+      const rows = await server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select('id')
+        .execute();
+      expect(rows).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+});

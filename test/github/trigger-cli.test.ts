@@ -1,0 +1,232 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_PATH, childEnv, ensureBuilt, runCli } from '../support/cli.js';
+import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import { AgentClient } from './agent-client.js';
+import { waitFor } from './helpers.js';
+
+let server: TestServer;
+let agent: AgentClient;
+let triggerToken: string;
+let counter = 0;
+
+function nextCommit(): string {
+  counter += 1;
+  return counter.toString(16).padStart(40, 'd');
+}
+
+function env(extra: Record<string, string> = {}) {
+  return { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: triggerToken, ...extra };
+}
+
+async function jobIdFor(commit: string): Promise<string> {
+  return waitFor(async () => {
+    const list = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    return list.body.jobs[0]?.id as string | undefined;
+  });
+}
+
+beforeAll(async () => {
+  await ensureBuilt();
+  server = await startTestServer();
+  agent = await AgentClient.register(server, 'cli-test-worker');
+  triggerToken = await server.token('trigger');
+});
+
+afterAll(async () => {
+  await server.close();
+});
+
+describe('slipway trigger', () => {
+  it('queues a job and writes the step output', async () => {
+    const commit = nextCommit();
+    const outputFile = path.join(makeTempDir(), 'github-output');
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--branch', 'feature/cli'],
+      env({ GITHUB_OUTPUT: outputFile }),
+    );
+    expect(result.stderr).toContain('queued');
+    expect(result.code).toBe(0);
+    const jobId = result.stdout.trim();
+    expect(jobId).toMatch(/^ci-[0-9a-f]{8}$/);
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.commit).toBe(commit);
+    expect(job.body.branch).toBe('feature/cli');
+    expect(fs.readFileSync(outputFile, 'utf8')).toContain(`job-id=${jobId}\n`);
+  });
+
+  it('finds the same job when a GitHub run is re-run', async () => {
+    const commit = nextCommit();
+    const runEnv = env({ GITHUB_RUN_ID: '987654', GITHUB_RUN_ATTEMPT: '1' });
+    const first = await runCli(['trigger', 'ci', '--commit', commit], runEnv);
+    const second = await runCli(['trigger', 'ci', '--commit', commit], runEnv);
+    expect(first.code).toBe(0);
+    expect(second.code).toBe(0);
+    expect(second.stdout).toBe(first.stdout);
+    expect(second.stderr).toContain('found');
+  });
+
+  it('follows the logs and exits 0 on success', async () => {
+    const commit = nextCommit();
+    const run = runCli(
+      [
+        'trigger',
+        'ci',
+        '--commit',
+        commit,
+        '--branch',
+        'main',
+        '--wait',
+        '--poll-interval',
+        '200ms',
+      ],
+      env(),
+    );
+    const jobId = await jobIdFor(commit);
+    const [task] = await agent.claimJob(jobId, 1);
+    await agent.log(task!, 'collecting tests\n');
+    await agent.log(task!, '3 passed in 0.1s\n');
+    await agent.finish(task!, 'success');
+
+    const result = await run;
+    expect(result.stderr).toContain(`job ${jobId} ended success`);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('collecting tests\n3 passed in 0.1s\n');
+    expect(result.stdout.match(/collecting tests/g)).toHaveLength(1);
+  });
+
+  it('prefixes each task of a matrix', async () => {
+    const commit = nextCommit();
+    const run = runCli(
+      ['trigger', 'ci', '--commit', commit, '--python-versions', '3.11,3.12', '--wait'],
+      env({}),
+    );
+    const jobId = await jobIdFor(commit);
+    const tasks = await agent.claimJob(jobId, 2);
+    for (const task of tasks) await agent.log(task, `hello from ${task.task_id}\n`);
+    for (const task of tasks) await agent.finish(task, 'success');
+    const result = await run;
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`[ci (3.11)] hello from ${tasks[0]!.task_id}`);
+    expect(result.stdout).toContain(`[ci (3.12)] hello from ${tasks[1]!.task_id}`);
+  });
+
+  const endings = [
+    { status: 'failure', code: 1, exitCode: 1 },
+    { status: 'error', code: 3 },
+    { status: 'timed_out', code: 4 },
+  ];
+  for (const ending of endings) {
+    it(`exits ${ending.code} when the job ends ${ending.status}`, async () => {
+      const commit = nextCommit();
+      const run = runCli(
+        ['trigger', 'ci', '--commit', commit, '--wait', '--poll-interval', '200ms'],
+        env(),
+      );
+      const jobId = await jobIdFor(commit);
+      const [task] = await agent.claimJob(jobId, 1);
+      await agent.finish(task!, ending.status, `ended ${ending.status} in a test`, ending.exitCode);
+      const result = await run;
+      expect(result.code).toBe(ending.code);
+      expect(result.stderr).toContain(`ended ${ending.status}`);
+    });
+  }
+
+  it('exits 5 when the job is cancelled', async () => {
+    const commit = nextCommit();
+    const run = runCli(
+      ['trigger', 'ci', '--commit', commit, '--wait', '--poll-interval', '200ms'],
+      env(),
+    );
+    const jobId = await jobIdFor(commit);
+    const cancel = await server.request('POST', `/api/job/${jobId}/cancel`, {
+      token: server.adminToken,
+    });
+    expect(cancel.status).toBe(202);
+    const result = await run;
+    expect(result.code).toBe(5);
+  });
+
+  it('exits 6 when a dependency failed', async () => {
+    const commit = nextCommit();
+    const ci = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: { commit },
+    });
+    const run = runCli(
+      ['trigger', 'integration-tests', '--commit', commit, '--wait', '--poll-interval', '200ms'],
+      env(),
+    );
+    const [task] = await agent.claimJob(ci.body.job_id, 1);
+    await agent.finish(task!, 'failure', 'tests failed', 1);
+    const result = await run;
+    expect(result.code).toBe(6);
+    expect(result.stderr).toContain('skipped');
+  });
+
+  it('exits 7 after --timeout and cancels with --cancel-on-timeout', async () => {
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--wait', '--timeout', '1s', '--cancel-on-timeout'],
+      env(),
+    );
+    expect(result.code).toBe(7);
+    const jobId = result.stdout.trim().split('\n')[0]!;
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('cancelled');
+  });
+
+  it('cancels the job on SIGTERM', async () => {
+    const commit = nextCommit();
+    const child = spawn(
+      process.execPath,
+      [CLI_PATH, 'trigger', 'ci', '--commit', commit, '--wait', '--poll-interval', '200ms'],
+      { env: childEnv(env()), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const jobId = await jobIdFor(commit);
+    // Give the CLI time to install its signal handlers and start polling.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(5);
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('cancelled');
+    expect(job.body.reason).toContain('SIGTERM');
+  });
+
+  it('exits 8 when the API rejects the token', async () => {
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', nextCommit()],
+      env({ SLIPWAY_TOKEN: 'slw_not-a-real-token' }),
+    );
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain('401');
+    expect(result.stderr).not.toContain('slw_not-a-real-token');
+  });
+
+  it('exits 8 when the API cannot be reached', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as net.AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', nextCommit()],
+      env({ SLIPWAY_API_URL: `http://127.0.0.1:${port}` }),
+    );
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain('cannot reach the Slipway API');
+  });
+
+  it('exits 2 without SLIPWAY_TOKEN', async () => {
+    const result = await runCli(['trigger', 'ci', '--commit', nextCommit()], {
+      SLIPWAY_API_URL: server.url,
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('SLIPWAY_TOKEN');
+  });
+});
