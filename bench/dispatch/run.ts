@@ -100,7 +100,7 @@ async function trigger(url: string, token: string, tracker: Tracker, commit: str
     body: JSON.stringify({ commit, branch: 'main' }),
   });
   const body = (await response.json()) as { job_id: string };
-  if (response.status !== 201) throw new Error(`trigger answered ${response.status}`);
+  if (response.status !== 201) throw new Error(`trigger returned ${response.status}`);
   tracker.sentAt.set(body.job_id, sent);
   tracker.answeredAt.set(body.job_id, performance.now());
   return body.job_id;

@@ -1,7 +1,7 @@
 /**
- * One claimed task on a worker, from checkout to finish: heartbeats keep the lease and bring
- * cancel requests, a timer enforces the pipeline's timeout, output streams to the API, and
- * the container or processes and the workspace are removed whatever the outcome.
+ * One claimed task on a worker, from checkout to finish. Heartbeats keep the lease and bring
+ * cancel requests, and a timer enforces the pipeline's timeout. Output streams to the API.
+ * The container or processes and the workspace are removed whatever the outcome.
  */
 import { mkdir } from 'node:fs/promises';
 import {
