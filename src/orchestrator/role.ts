@@ -4,6 +4,8 @@
  */
 import type { AppContext } from '../app/context.js';
 import type { RunningRole } from '../app/roles.js';
+import { runHealthChecks } from '../health/runner.js';
+import { findRunningProcesses } from '../store/running-processes.js';
 import { runScheduledBackup } from './backup.js';
 import { runCleanup } from './cleanup.js';
 import { Scheduler, type ScheduledTask } from './scheduler.js';
@@ -11,11 +13,21 @@ import { runSweep } from './sweep.js';
 import { Watchdog } from './watchdog.js';
 
 /**
- * Scheduled tasks that other packages add (the health checks, once the health monitor
- * exports them). A task here runs in the orchestrator under the same lock name as anywhere
- * else, so it still runs once per interval when another role schedules it too.
+ * Runs the due health checks unless a `health-monitor` process (this one included) uses the
+ * same database: then that role runs them on its own schedule. runHealthChecks claims each
+ * check before running it, so a check never runs twice even when both start at once.
  */
-export const EXTRA_SCHEDULED_TASKS: Array<(context: AppContext) => ScheduledTask | undefined> = [];
+async function runHealthCheckTask(context: AppContext): Promise<Record<string, unknown>> {
+  const monitors = findRunningProcesses(context.store.path, { includeSelf: true }).filter((entry) =>
+    entry.roles.includes('health-monitor'),
+  );
+  if (monitors.length > 0) {
+    const pids = monitors.map((entry) => `${entry.hostname}:${entry.pid}`);
+    return { skipped: `the health monitor runs the checks (${pids.join(', ')})` };
+  }
+  const outcomes = await runHealthChecks(context);
+  return { checks: outcomes.length };
+}
 
 export function scheduledTasks(context: AppContext): ScheduledTask[] {
   const { intervals } = context.config;
@@ -27,11 +39,12 @@ export function scheduledTasks(context: AppContext): ScheduledTask[] {
       run: async (ctx, audit) => ({ ...(await runCleanup(ctx, audit)) }),
     },
     { name: 'backup', intervalSeconds: intervals.backupSeconds, run: runScheduledBackup },
+    {
+      name: 'health-check',
+      intervalSeconds: intervals.healthCheckSeconds,
+      run: (ctx) => runHealthCheckTask(ctx),
+    },
   ];
-  for (const make of EXTRA_SCHEDULED_TASKS) {
-    const task = make(context);
-    if (task !== undefined) tasks.push(task);
-  }
   return tasks;
 }
 

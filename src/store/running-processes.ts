@@ -57,8 +57,14 @@ export function registerRunningProcess(
   };
 }
 
-/** The registered processes that are still alive; stale entries are deleted on the way. */
-export function findRunningProcesses(dbPath: string, now: number = Date.now()): RunningProcess[] {
+/**
+ * The registered processes that are still alive; stale entries are deleted on the way. This
+ * process's own entry is left out unless `includeSelf` is set.
+ */
+export function findRunningProcesses(
+  dbPath: string,
+  { includeSelf = false, now = Date.now() }: { includeSelf?: boolean; now?: number } = {},
+): RunningProcess[] {
   const folder = processFolder(dbPath);
   let names: string[];
   try {
@@ -77,15 +83,23 @@ export function findRunningProcesses(dbPath: string, now: number = Date.now()): 
     } catch {
       continue;
     }
-    if (isAlive(entry, mtime, now)) alive.push(entry);
-    else fs.rmSync(file, { force: true });
+    if (isSelf(entry)) {
+      if (includeSelf) alive.push(entry);
+    } else if (isAlive(entry, mtime, now)) {
+      alive.push(entry);
+    } else {
+      fs.rmSync(file, { force: true });
+    }
   }
   return alive;
 }
 
+function isSelf(entry: RunningProcess): boolean {
+  return entry.hostname === os.hostname() && entry.pid === process.pid;
+}
+
 function isAlive(entry: RunningProcess, mtime: number, now: number): boolean {
   if (entry.hostname !== os.hostname()) return now - mtime < STALE_MS;
-  if (entry.pid === process.pid) return false;
   try {
     process.kill(entry.pid, 0);
     return true;
