@@ -4,8 +4,7 @@
  */
 import type { AppContext } from '../app/context.js';
 import type { RunningRole } from '../app/roles.js';
-import { runHealthChecks } from '../health/runner.js';
-import { findRunningProcesses } from '../store/running-processes.js';
+import { healthChecksTask } from '../health/scheduled.js';
 import { runScheduledBackup } from './backup.js';
 import { runCleanup } from './cleanup.js';
 import { Scheduler, type ScheduledTask } from './scheduler.js';
@@ -13,21 +12,12 @@ import { runSweep } from './sweep.js';
 import { Watchdog } from './watchdog.js';
 
 /**
- * Runs the due health checks unless a `health-monitor` process (this one included) uses the
- * same database: then that role runs them on its own schedule. runHealthChecks claims each
- * check before running it, so a check never runs twice even when both start at once.
+ * Scheduled tasks that other packages add, such as the health checks. A task here runs under
+ * the same lock name in every orchestrator process, so it runs once per interval.
  */
-async function runHealthCheckTask(context: AppContext): Promise<Record<string, unknown>> {
-  const monitors = findRunningProcesses(context.store.path, { includeSelf: true }).filter((entry) =>
-    entry.roles.includes('health-monitor'),
-  );
-  if (monitors.length > 0) {
-    const pids = monitors.map((entry) => `${entry.hostname}:${entry.pid}`);
-    return { skipped: `the health monitor runs the checks (${pids.join(', ')})` };
-  }
-  const outcomes = await runHealthChecks(context);
-  return { checks: outcomes.length };
-}
+export const EXTRA_SCHEDULED_TASKS: Array<(context: AppContext) => ScheduledTask | undefined> = [
+  healthChecksTask,
+];
 
 export function scheduledTasks(context: AppContext): ScheduledTask[] {
   const { intervals } = context.config;
@@ -39,12 +29,11 @@ export function scheduledTasks(context: AppContext): ScheduledTask[] {
       run: async (ctx, audit) => ({ ...(await runCleanup(ctx, audit)) }),
     },
     { name: 'backup', intervalSeconds: intervals.backupSeconds, run: runScheduledBackup },
-    {
-      name: 'health-check',
-      intervalSeconds: intervals.healthCheckSeconds,
-      run: (ctx) => runHealthCheckTask(ctx),
-    },
   ];
+  for (const make of EXTRA_SCHEDULED_TASKS) {
+    const task = make(context);
+    if (task !== undefined) tasks.push(task);
+  }
   return tasks;
 }
 
