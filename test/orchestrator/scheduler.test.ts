@@ -119,7 +119,7 @@ describe('scheduled tasks in two orchestrator processes', () => {
     const unknown = await runCli(['run-task', 'nothing'], { ...env, LOG_LEVEL: 'silent' });
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain(
-      'unknown task "nothing"; tasks: sweep, cleanup, backup, health-check',
+      'unknown task "nothing"; tasks: sweep, cleanup, backup, health-checks',
     );
   });
 });
