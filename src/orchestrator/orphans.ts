@@ -27,7 +27,7 @@ export const ORPHAN_GRACE_MS = 60_000;
 /** A task's workspace folder: the task id, optionally followed by a suffix after a dot. */
 export const WORKSPACE_NAME = /^([a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\.\d+\.\d+)(?:[._-].*)?$/;
 
-/** The running tasks among `ids`, with their current lease attempt. */
+/** Looks up which of `ids` are running tasks, with their current lease attempt. */
 async function runningTasks(context: AppContext, ids: string[]): Promise<Map<string, number>> {
   if (ids.length === 0) return new Map();
   const rows = await context.store.db
@@ -40,9 +40,9 @@ async function runningTasks(context: AppContext, ids: string[]): Promise<Map<str
 }
 
 /**
- * A container belongs to a running task when its task label names that task and, if it has
- * an attempt label, the attempt is the task's current one: a container of an attempt whose
- * worker was lost is an orphan even while a newer attempt of the same task runs.
+ * Decides whether a running task owns the container: its task label must name the task and
+ * its attempt label, when present, the task's current attempt. So the container of an attempt
+ * whose worker was lost is an orphan even while a newer attempt of the same task runs.
  */
 function isOwned(labels: Record<string, string>, running: Map<string, number>): boolean {
   const taskId = labels[LABEL_TASK];

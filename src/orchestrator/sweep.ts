@@ -209,7 +209,7 @@ export async function repairDeployState(
   if (last === undefined) return false;
   const pipeline = parseJsonColumn<Partial<Pipeline>>(last.pipeline, {});
   const template = pipeline.onSuccess?.state.LAST_DEPLOYED_COMMIT;
-  // A deploy pipeline that does not set the variable leaves it to whoever does.
+  // A deploy pipeline that does not set the variable says nothing about its value.
   if (template === undefined) return false;
   const commit = renderTemplate(template, jobTemplateValues(last));
   return context.store.write(async (trx) => {

@@ -13,7 +13,7 @@ import { settleWaitingJobs } from './waiting.js';
 const MIN_PERIOD_MS = 500;
 const MAX_PERIOD_MS = 5_000;
 
-/** A quarter of the lease, between MIN_PERIOD_MS and MAX_PERIOD_MS. */
+/** Computes the pause between passes: a quarter of the lease, within MIN_PERIOD_MS and MAX_PERIOD_MS. */
 export function watchdogPeriodMs(leaseSeconds: number): number {
   return Math.min(MAX_PERIOD_MS, Math.max(MIN_PERIOD_MS, (leaseSeconds * 1000) / 4));
 }

@@ -1,6 +1,6 @@
 /**
- * A record of the processes that have a database open, so that `slipway restore` can refuse
- * to replace the file under them. Each long-running process writes one JSON file into
+ * A record of the processes that have a database open, so that `slipway restore` can reject
+ * a restore that would replace the file under them. Each long-running process writes one JSON file into
  * `<database>.processes/` and touches it every REFRESH_MS; it removes the file when it stops.
  *
  * An entry counts as alive when its process exists (same host, checked with signal 0) or,
@@ -26,7 +26,7 @@ export function processFolder(dbPath: string): string {
   return `${dbPath}.processes`;
 }
 
-/** Registers this process as a user of the database; call `release` when it stops. */
+/** Registers this process as a user of the database; call `stop` on the result when it ends. */
 export function registerRunningProcess(
   dbPath: string,
   roles: readonly string[],
@@ -58,8 +58,8 @@ export function registerRunningProcess(
 }
 
 /**
- * The registered processes that are still alive; stale entries are deleted on the way. This
- * process's own entry is left out unless `includeSelf` is set.
+ * Lists the registered processes that are still alive and deletes the stale entries it finds.
+ * This process's own entry is left out unless `includeSelf` is set.
  */
 export function findRunningProcesses(
   dbPath: string,
