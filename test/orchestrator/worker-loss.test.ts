@@ -12,7 +12,7 @@ import { auditRows, getJob, waitFor } from './helpers.js';
 
 const LEASE_SECONDS = '2';
 
-/** A real `slipway worker` process with its own data folder, using the docker executor. */
+/** Starts a real `slipway worker` process with its own data folder and the docker executor. */
 function startWorkerProcess(server: TestServer, token: string, name: string): ChildProcess {
   return spawn(process.execPath, [CLI_PATH, 'worker'], {
     env: childEnv({
@@ -114,7 +114,7 @@ pipelines:
     );
   }
 
-  it('re-queues a ci task and runs it to the end once on another worker', async () => {
+  it('requeues a ci task onto another worker', async () => {
     const workerA = startWorkerProcess(server, agentToken, 'worker-a');
     workers.push(workerA);
     const jobId = await triggerJob('ci');
