@@ -187,11 +187,11 @@ export async function explainQueuedJobs(context: AppContext, audit: AuditContext
         .where('id', '=', job.id)
         .where('status', '=', 'queued')
         .executeTakeFirst();
-      if (Number(updated.numUpdatedRows) === 0 || reason === null) return;
+      if (Number(updated.numUpdatedRows) === 0) return;
       await appendAudit(trx, audit, {
-        action: 'job_unschedulable',
+        action: reason === null ? 'job_schedulable' : 'job_unschedulable',
         jobId: job.id,
-        details: { reason, queued_at: job.queued_at },
+        details: { reason, previous_reason: job.reason, queued_at: job.queued_at },
       });
     });
     if (reason !== null) reported += 1;

@@ -188,5 +188,20 @@ describe('orchestration sweep', () => {
     expect(summary.queuedWithoutWorker).toBeGreaterThanOrEqual(1);
     const rows = await auditRows(server, 'job_unschedulable', ci.job_id);
     expect(rows[0]!.details.reason).toBe('no worker is online');
+
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token: await server.token('agent'),
+      body: { name: 'sweep-worker', hostname: 'test-host', executors: ['local'], capacity: 1 },
+    });
+    expect(registered.status, registered.text).toBeLessThan(300);
+    await runSweep(server.context, audit);
+    const cleared = await auditRows(server, 'job_schedulable', ci.job_id);
+    expect(cleared[0]!.details.previous_reason).toBe('no worker is online');
+    const stored = await server.context.store.db
+      .selectFrom('jobs')
+      .select('reason')
+      .where('id', '=', ci.job_id)
+      .executeTakeFirstOrThrow();
+    expect(stored.reason).toBeNull();
   });
 });
