@@ -119,7 +119,8 @@ export function restoreDatabase(dbPath: string, source: string): { previous: str
       (entry) => `${entry.roles.join('+')} (pid ${entry.pid} on ${entry.hostname})`,
     );
     throw new RestoreRejected(
-      `database ${dbPath} is in use by ${list.join(', ')}; stop those processes, then restore`,
+      `database ${dbPath} is in use by ${list.join(', ')}; stop those processes, then restore ` +
+        `(if one of them is gone, delete its entry: ${running.map((entry) => entry.file).join(', ')})`,
     );
   }
   let integrity: string;

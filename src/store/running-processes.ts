@@ -7,12 +7,17 @@
  * for an entry written on another host sharing the volume, when it was touched within
  * STALE_MS. A process killed with SIGKILL leaves a file behind that stops counting as soon
  * as its pid is gone (same host) or STALE_MS after its last refresh (other hosts).
+ *
+ * NOTE: a pid that the system reuses for an unrelated process after a SIGKILL keeps the dead
+ * process's entry counted as running; restore names the entry's file so it can be deleted.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 export interface RunningProcess {
+  /** Path of the entry's file in the process folder. */
+  file?: string;
   pid: number;
   hostname: string;
   roles: string[];
@@ -84,9 +89,9 @@ export function findRunningProcesses(
       continue;
     }
     if (isSelf(entry)) {
-      if (includeSelf) alive.push(entry);
+      if (includeSelf) alive.push({ ...entry, file });
     } else if (isAlive(entry, mtime, now)) {
-      alive.push(entry);
+      alive.push({ ...entry, file });
     } else {
       fs.rmSync(file, { force: true });
     }

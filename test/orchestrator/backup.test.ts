@@ -92,6 +92,7 @@ describe('backup and restore', () => {
     expect(rejected.code).toBe(1);
     expect(rejected.stderr).toContain('restore rejected');
     expect(rejected.stderr).toMatch(/in use by api \(pid \d+/);
+    expect(rejected.stderr).toContain('orchestration.db.processes/');
     const live = path.join(dir, 'state', 'orchestration.db');
     expect(jobIds(live).size).toBeGreaterThanOrEqual(answers.length);
   });
