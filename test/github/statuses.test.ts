@@ -166,15 +166,60 @@ describe('commit statuses', () => {
     });
     expect(success.target_url).toContain(jobId);
     expectNoRegression(setup.standin.statusesFor(commit, 'slipway/ci'));
-    const outbox = await setup.server.context.store.db
-      .selectFrom('github_status_outbox')
-      .select(['outcome', 'state'])
-      .where('commit_sha', '=', commit)
-      .where('context', '=', 'slipway/ci')
-      .orderBy('id')
-      .execute();
+    // The stand-in records the request before the sender marks the row sent.
+    const outbox = await waitFor(async () => {
+      const rows = await setup.server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select(['outcome', 'state'])
+        .where('commit_sha', '=', commit)
+        .where('context', '=', 'slipway/ci')
+        .orderBy('id')
+        .execute();
+      return rows.at(-1)?.outcome === 'sent' ? rows : undefined;
+    });
     expect(outbox.at(-1)).toEqual({ outcome: 'sent', state: 'success' });
     expect(outbox.filter((row) => row.outcome === 'pending')).toEqual([]);
+  });
+
+  it('reports a job created waiting', async () => {
+    const commit = nextCommit();
+    const response = await setup.server.request('POST', '/api/trigger/integration-tests', {
+      token: setup.server.adminToken,
+      body: { commit },
+    });
+    expect(response.body.status).toBe('waiting');
+    const pending = await waitFor(
+      () => setup.standin.statusesFor(commit, 'slipway/integration-tests')[0],
+      5_000,
+      'the waiting status',
+    );
+    expect(pending.state).toBe('pending');
+    expect(pending.description).toMatch(/^waiting/);
+  });
+
+  it('reports changes made without an event', async () => {
+    const commit = nextCommit();
+    const jobId = await trigger(setup.server, commit);
+    await waitFor(() => setup.standin.statusesFor(commit, 'slipway/ci')[0]);
+    // Another process (the orchestrator) changes rows without this process's events.
+    await setup.server.context.store.write(async (trx) => {
+      const now = new Date().toISOString();
+      await trx
+        .updateTable('tasks')
+        .set({ status: 'error', reason: 'worker lost', finished_at: now, updated_at: now })
+        .where('job_id', '=', jobId)
+        .execute();
+      await trx
+        .updateTable('jobs')
+        .set({ status: 'error', reason: 'worker lost', finished_at: now, updated_at: now })
+        .where('id', '=', jobId)
+        .execute();
+    });
+    const error = await waitFor(() => {
+      const last = setup.standin.statusesFor(commit, 'slipway/ci').at(-1);
+      return last?.state === 'error' ? last : undefined;
+    });
+    expect(error.description).toBe('error: worker lost');
   });
 
   it('does not report commits that are not full SHAs', async () => {
