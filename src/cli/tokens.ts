@@ -2,7 +2,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
-import { TOKEN_ROLES, type TokenRole } from '../store/schema.js';
+import type { Kysely } from 'kysely';
+import { TOKEN_ROLES, type Database, type TokenRole } from '../store/schema.js';
 import { createToken, listTokens, revokeToken } from '../store/tokens.js';
 import { appendAudit } from '../store/audit.js';
 import { CliError, loadCliConfig, runCommand } from './run.js';
@@ -18,7 +19,7 @@ function parseRole(value: string): TokenRole {
 
 function parseName(value: string): string {
   if (!NAME_PATTERN.test(value)) {
-    throw new InvalidArgumentError('1 to 64 letters, digits, ".", "_", "@" or "-"');
+    throw new InvalidArgumentError('must be 1 to 64 letters, digits, ".", "_", "@" or "-"');
   }
   return value;
 }
@@ -33,6 +34,20 @@ async function withStore<T>(
   } finally {
     await store.close();
   }
+}
+
+/** Names are unique, revoked tokens included, so the audit trail names one token per name. */
+async function rejectTakenName(db: Kysely<Database>, name: string): Promise<void> {
+  const taken = await db
+    .selectFrom('api_tokens')
+    .select(['id', 'revoked_at'])
+    .where('name', '=', name)
+    .executeTakeFirst();
+  if (taken === undefined) return;
+  const state = taken.revoked_at === null ? 'active' : 'revoked';
+  throw new CliError(
+    `a token named "${name}" already exists (id ${taken.id}, ${state}); choose another name`,
+  );
 }
 
 const cliAudit = () => ({
@@ -54,6 +69,7 @@ export function registerTokenCommands(program: Command): void {
       await runCommand(async () => {
         const created = await withStore((store) =>
           store.write(async (trx) => {
+            await rejectTakenName(trx, options.name);
             const result = await createToken(trx, options.name, options.role);
             await appendAudit(trx, cliAudit(), {
               action: 'token_created',

@@ -21,6 +21,8 @@ export function branchNameProblem(name: string): string | undefined {
   if (/[\x00-\x20\x7f~^:?*[\\]/.test(name)) {
     return 'must not contain spaces, control characters or any of ~ ^ : ? * [ \\';
   }
+  // A lone UTF-16 surrogate has no UTF-8 form, so git and the database would each mangle it.
+  if (/\p{Cs}/u.test(name)) return 'must be valid Unicode (it contains a lone surrogate)';
   if (name.includes('..')) return 'must not contain ".."';
   if (name.includes('@{')) return 'must not contain "@{"';
   if (name === '@') return 'must not be "@"';

@@ -184,6 +184,33 @@ const BODY_CASES: BadCase[] = [
     rule: 'pattern',
   },
   {
+    name: 'params nested 200000 levels deep',
+    path: TRIGGER,
+    body: `{"commit":"abc1234","params":{"x":${'['.repeat(200_000)}${']'.repeat(200_000)}}}`,
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'maxDepth',
+  },
+  {
+    name: '__proto__ key in params',
+    path: TRIGGER,
+    body: '{"commit":"abc1234","params":{"__proto__":{"polluted":true}}}',
+    status: 400,
+    code: 'invalid_json',
+    field: 'body',
+    rule: 'json',
+  },
+  {
+    name: 'branch with a lone surrogate',
+    path: TRIGGER,
+    body: '{"commit":"abc1234","branch":"fix/a\\ud800b"}',
+    status: 400,
+    code: 'validation_failed',
+    field: 'branch',
+    rule: 'git-ref',
+  },
+  {
     name: 'unknown field',
     path: TRIGGER,
     body: { commit: 'abc1234', colour: ['red'] },
@@ -471,6 +498,16 @@ describe('bad input', () => {
       body: JSON.stringify({ commit: 'abc1234', params: { blob: 'x'.repeat(FIVE_MB) } }),
     });
     expect(size.body.error).toContain('1048576 bytes (API_BODY_LIMIT)');
+  });
+
+  it('params nested 30 levels deep are accepted', async () => {
+    let params: unknown = 'leaf';
+    for (let level = 0; level < 29; level += 1) params = { level: params };
+    const response = await server.request('POST', '/api/trigger/recovery', {
+      token: server.adminToken,
+      body: { commit: 'abc1234', params },
+    });
+    expect(response.status).toBe(201);
   });
 
   it('the job table survives hostile ids', async () => {

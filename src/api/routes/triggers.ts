@@ -62,6 +62,12 @@ const TriggerReply = Type.Object({
 });
 
 const DRAFT_TYPES = ['ci', 'integration-tests', 'deploy'] as const;
+
+/**
+ * Limit on nesting in `params`. The body parser accepts any depth, but hashing and storing
+ * the params walk them recursively, and a body of nested brackets would overflow the stack.
+ */
+const MAX_PARAMS_DEPTH = 32;
 const KNOWN_FIELDS = new Set([
   'commit',
   'branch',
@@ -135,6 +141,14 @@ export function toTriggerRequest(
       throw new ApiError('validation_failed', `branch ${problem}`, 'branch', 'git-ref');
     }
   }
+  if (body.params !== undefined && nestingDepth(body.params) > MAX_PARAMS_DEPTH) {
+    throw new ApiError(
+      'validation_failed',
+      `params must not nest objects or arrays more than ${MAX_PARAMS_DEPTH} levels deep`,
+      'params',
+      'maxDepth',
+    );
+  }
   const pipeline = context.pipelines.pipelines[type];
   const matrixInputs = new Set(pipeline?.matrix.map((axis) => axis.from) ?? []);
   const inputs: Record<string, unknown> = {};
@@ -161,4 +175,18 @@ export function toTriggerRequest(
       body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
     idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
   };
+}
+
+/** Depth of nested objects and arrays in a parsed JSON value, found without recursion. */
+export function nestingDepth(value: unknown): number {
+  let deepest = 0;
+  const pending: Array<[unknown, number]> = [[value, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (item === null || typeof item !== 'object') continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > MAX_PARAMS_DEPTH) return deepest;
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return deepest;
 }

@@ -1,0 +1,197 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBuilt, runCli } from '../support/cli.js';
+import { makeTempDir, startTestServer } from '../support/server.js';
+
+const dbFile = (dataDir: string) => path.join(dataDir, 'state', 'orchestration.db');
+
+function readOnly<T>(dataDir: string, read: (sqlite: BetterSqlite3.Database) => T): T {
+  const sqlite = new BetterSqlite3(dbFile(dataDir), { readonly: true });
+  try {
+    return read(sqlite);
+  } finally {
+    sqlite.close();
+  }
+}
+
+describe('slipway init-db', () => {
+  let dataDir: string;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = makeTempDir('slipway-init-');
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('creates the schema, then changes nothing on a second run', async () => {
+    const first = await runCli(['init-db'], { SLIPWAY_DATA_DIR: dataDir });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/is at the latest schema \(\d+ migrations\)/);
+    const migrations = readOnly(dataDir, (sqlite) =>
+      sqlite.prepare('SELECT name, timestamp FROM schema_migrations ORDER BY name').all(),
+    ) as Array<{ name: string; timestamp: string }>;
+    const names = migrations.map((row) => row.name);
+    expect(names.slice(0, 2)).toEqual(['0001_initial', '0002_default_dependencies']);
+    expect([...names].sort()).toEqual(names);
+
+    const second = await runCli(['init-db'], { SLIPWAY_DATA_DIR: dataDir });
+    expect(second.code, second.stderr).toBe(0);
+    // pino writes asynchronously, so its lines may come before or after the summary.
+    const summary = (text: string) => /^database .* is at the latest schema .*$/m.exec(text)?.[0];
+    expect(summary(first.stdout)).toBeDefined();
+    expect(summary(second.stdout)).toBe(summary(first.stdout));
+    // Only the first run applies migrations, and says so.
+    expect(first.stdout).toContain('"migration":"0001_initial"');
+    expect(second.stdout).not.toContain('migration applied');
+    const again = readOnly(dataDir, (sqlite) =>
+      sqlite.prepare('SELECT name, timestamp FROM schema_migrations ORDER BY name').all(),
+    );
+    expect(again).toEqual(migrations);
+  });
+
+  it('has the tables, default dependencies and WAL mode', () => {
+    const tables = readOnly(dataDir, (sqlite) =>
+      sqlite
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .all()
+        .map((row) => (row as { name: string }).name),
+    );
+    for (const table of [
+      'jobs',
+      'tasks',
+      'workflow_dependencies',
+      'state_variables',
+      'health_metrics',
+      'audit_log',
+      'api_tokens',
+      'workers',
+      'schema_migrations',
+    ]) {
+      expect(tables).toContain(table);
+    }
+    const dependencies = readOnly(dataDir, (sqlite) =>
+      sqlite
+        .prepare(
+          "SELECT workflow, depends_on FROM workflow_dependencies WHERE source = 'default' ORDER BY workflow",
+        )
+        .all(),
+    );
+    expect(dependencies).toEqual([
+      { workflow: 'deploy', depends_on: 'integration-tests' },
+      { workflow: 'integration-tests', depends_on: 'ci' },
+    ]);
+    const mode = readOnly(dataDir, (sqlite) => sqlite.pragma('journal_mode', { simple: true }));
+    expect(mode).toBe('wal');
+  });
+});
+
+describe('slipway token', () => {
+  let dataDir: string;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = makeTempDir('slipway-token-');
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('create prints the token once and stores its hash', async () => {
+    const created = await runCli(['token', 'create', '--name', 'ci-bot', '--role', 'trigger'], {
+      SLIPWAY_DATA_DIR: dataDir,
+    });
+    expect(created.code, created.stderr).toBe(0);
+    const lines = created.stdout.split('\n').filter((line) => line !== '');
+    expect(lines).toHaveLength(1);
+    const token = lines[0]!;
+    expect(token).toMatch(/^slw_[A-Za-z0-9_-]{32}$/);
+    expect(created.stderr).toContain('token "ci-bot" (role trigger) created');
+    expect(created.stderr).toContain('shown only this once');
+    expect(created.stderr).not.toContain(token);
+
+    const row = readOnly(dataDir, (sqlite) =>
+      sqlite.prepare("SELECT * FROM api_tokens WHERE name = 'ci-bot'").get(),
+    ) as Record<string, unknown>;
+    expect(row.role).toBe('trigger');
+    expect(row.token_hash).toBe(createHash('sha256').update(token).digest('hex'));
+    for (const value of Object.values(row)) expect(String(value)).not.toContain(token);
+
+    const listed = await runCli(['token', 'list'], { SLIPWAY_DATA_DIR: dataDir });
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/\tci-bot\ttrigger\tslw_.{4}…\tactive/);
+    expect(listed.stdout).not.toContain(token);
+
+    const audit = readOnly(dataDir, (sqlite) =>
+      sqlite
+        .prepare("SELECT actor, source, details FROM audit_log WHERE action = 'token_created'")
+        .all(),
+    ) as Array<{ actor: string; source: string; details: string }>;
+    expect(audit).toHaveLength(1);
+    expect(audit[0]!.source).toBe('cli');
+    expect(audit[0]!.details).not.toContain(token);
+  });
+
+  it('a created token works against the API until revoked', async () => {
+    const created = await runCli(
+      ['token', 'create', '--name', 'dashboard', '--role', 'read', '--json'],
+      { SLIPWAY_DATA_DIR: dataDir },
+    );
+    expect(created.code, created.stderr).toBe(0);
+    const output = JSON.parse(created.stdout) as { name: string; role: string; token: string };
+    expect(output.name).toBe('dashboard');
+    expect(output.role).toBe('read');
+
+    const server = await startTestServer({ SLIPWAY_DATA_DIR: dataDir });
+    try {
+      const read = await server.request('GET', '/api/state', { token: output.token });
+      expect(read.status).toBe(200);
+      const trigger = await server.request('POST', '/api/trigger/ci', {
+        token: output.token,
+        body: { commit: 'abc1234' },
+      });
+      expect(trigger.status).toBe(403);
+
+      const revoked = await runCli(['token', 'revoke', 'dashboard'], { SLIPWAY_DATA_DIR: dataDir });
+      expect(revoked.code, revoked.stderr).toBe(0);
+      expect(revoked.stdout).toBe('revoked 1 token(s)\n');
+      server.api.app.log.level = 'silent';
+      // The server caches a verified token for a few seconds; wait that out.
+      await new Promise((resolve) => setTimeout(resolve, 5_200));
+      const after = await server.request('GET', '/api/state', { token: output.token });
+      expect(after.status).toBe(401);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('rejects a bad role, a bad name and a taken name', async () => {
+    const env = { SLIPWAY_DATA_DIR: dataDir };
+    const role = await runCli(['token', 'create', '--name', 'x', '--role', 'root'], env);
+    expect(role.code).toBe(2);
+    expect(role.stderr).toContain('must be one of read, trigger, agent, admin');
+    const name = await runCli(['token', 'create', '--name', 'two words', '--role', 'read'], env);
+    expect(name.code).toBe(2);
+    expect(name.stderr).toContain('must be 1 to 64 letters');
+    const missing = await runCli(['token', 'create', '--role', 'read'], env);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("required option '--name <name>' not specified");
+
+    const taken = await runCli(['token', 'create', '--name', 'ci-bot', '--role', 'admin'], env);
+    expect(taken.code).toBe(1);
+    expect(taken.stderr).toMatch(/a token named "ci-bot" already exists \(id \d+, active\)/);
+    expect(taken.stdout).toBe('');
+    const count = readOnly(dataDir, (sqlite) =>
+      sqlite.prepare("SELECT count(*) AS n FROM api_tokens WHERE name = 'ci-bot'").get(),
+    ) as { n: number };
+    expect(count.n).toBe(1);
+
+    const unknown = await runCli(['token', 'revoke', 'nobody'], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('no active token named or numbered nobody');
+  });
+});
