@@ -44,7 +44,8 @@ async function benchWebhook(): Promise<void> {
         body,
       });
       await response.text();
-      if (response.status !== 201) throw new Error(`delivery ${i} answered ${response.status}`);
+      if (response.status !== 201)
+        throw new Error(`delivery ${i} got status ${response.status}, expected 201`);
       times.push(performance.now() - started);
     }
   } finally {

@@ -15,7 +15,7 @@ export type SyncOutcome = 'created' | 'updated' | 'unchanged' | 'failed';
 export interface VariableSyncResult {
   name: string;
   outcome: SyncOutcome;
-  /** Why it failed, naming the rule or GitHub's response. */
+  /** The reason it failed: the rule it breaks or GitHub's response. */
   reason?: string;
 }
 
@@ -87,10 +87,32 @@ async function runSync(
   const rows = (await listStateVariables(context.store.db)).filter(
     (row) => requested === undefined || requested.has(row.name),
   );
+  const results = await pushVariables(client, rows);
+  const report: SyncReport = {
+    status: overallStatus(results),
+    repository: client.repository,
+    results,
+    variables: Object.fromEntries(rows.map((row) => [row.name, row.value])),
+    count: rows.length,
+    timestamp: nowIso(),
+  };
+
+  await recordSync(context, rows, report, options);
+  logSync(context, report);
+  return report;
+}
+
+/**
+ * Pushes each variable in turn. After GitHub fails to respond (5xx or no response, retries
+ * included), the remaining variables are not tried, so a sync during an outage ends in
+ * seconds, not minutes.
+ */
+async function pushVariables(
+  client: GitHubClient,
+  rows: Array<{ name: string; value: string }>,
+): Promise<VariableSyncResult[]> {
   const results: VariableSyncResult[] = [];
   const seen = new Map<string, string>();
-  // After GitHub fails to respond (5xx or no response, retries included), the remaining
-  // variables are not tried, so a sync during an outage ends in seconds, not minutes.
   let outage: string | undefined;
   for (const row of rows) {
     const problem = localProblem(row.name, row.value, seen);
@@ -104,17 +126,7 @@ async function runSync(
       if (pushed.unavailable) outage = `GitHub was unavailable (${pushed.result.reason})`;
     }
   }
-  const report: SyncReport = {
-    status: overallStatus(results),
-    repository: client.repository,
-    results,
-    variables: Object.fromEntries(rows.map((row) => [row.name, row.value])),
-    count: rows.length,
-    timestamp: nowIso(),
-  };
-  await recordSync(context, rows, report, options);
-  logSync(context, report);
-  return report;
+  return results;
 }
 
 function localProblem(name: string, value: string, seen: Map<string, string>): string | undefined {
