@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pruneGitHubRecords } from '../../src/github/prune.js';
 import { GitHubService } from '../../src/github/service.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import type { StandinStatus } from '../support/github-standin.js';
@@ -299,6 +300,68 @@ describe('without GITHUB_TOKEN', () => {
         .select('id')
         .execute();
       expect(rows).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('pruneGitHubRecords', () => {
+  it('deletes old finished reports and deliveries', async () => {
+    const server = await startTestServer({ RETENTION_JOBS_DAYS: '1' });
+    try {
+      const old = '2020-01-01T00:00:00.000Z';
+      await server.context.store.write(async (trx) => {
+        for (const outcome of ['sent', 'superseded', 'failed', 'pending'] as const) {
+          await trx
+            .insertInto('github_status_outbox')
+            .values({
+              repository: 'octo-org/hello-world',
+              commit_sha: 'a'.repeat(40),
+              context: `slipway/${outcome}`,
+              state: 'success',
+              description: 'succeeded',
+              target_url: null,
+              job_id: 'ci-00000000',
+              task_id: null,
+              status: 'success',
+              outcome,
+              attempts: 1,
+              next_attempt_at: old,
+              last_error: null,
+              created_at: old,
+              sent_at: null,
+            })
+            .execute();
+        }
+        await trx
+          .insertInto('github_webhook_deliveries')
+          .values({
+            delivery_id: 'old-delivery',
+            event: 'ping',
+            outcome: 'ping',
+            job_id: null,
+            details: '{}',
+            received_at: old,
+          })
+          .execute();
+      });
+
+      const summary = await pruneGitHubRecords(server.context, { actor: 'test' });
+
+      expect(summary).toEqual({ statusReports: 3, webhookDeliveries: 1 });
+      const left = await server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select('outcome')
+        .execute();
+      expect(left).toEqual([{ outcome: 'pending' }]);
+      const audit = await server.context.store.db
+        .selectFrom('audit_log')
+        .select('details')
+        .where('action', '=', 'github_records_pruned')
+        .execute();
+      expect(audit).toHaveLength(1);
+      expect(JSON.parse(audit[0]!.details).statusReports).toBe(3);
     } finally {
       await server.close();
     }
