@@ -53,7 +53,7 @@ RUN npm run build \
   && rm -rf deps src build/Release/obj build/Release/obj.target build/Release/.deps \
     build/Release/sqlite3.a build/Release/test_extension.node
 
-# --- runtime: what every role's image shares -------------------------------------------------
+# --- runtime: what every role's image shares, without the application ----------------------
 FROM ${NODE_IMAGE} AS runtime
 
 # tini is PID 1: it forwards SIGTERM to Node.js, so `docker stop` lets running work finish, and
@@ -71,30 +71,31 @@ ENV NODE_ENV=production \
   ORCHESTRATION_BACKUP_PATH=/var/lib/slipway/backups \
   SLIPWAY_MIRROR_PATH=/var/lib/slipway/mirrors
 
-WORKDIR /app
-COPY --from=build /build/package.json /build/slipway.default.yml ./
-COPY --from=build /build/node_modules ./node_modules
-COPY --from=build /build/dist ./dist
-
 # Named volumes copy this ownership when they are first mounted, so the node user can write.
-RUN ln -s /app/dist/cli/main.js /usr/local/bin/slipway \
-  && chmod 0755 /app/dist/cli/main.js \
+RUN printf '#!/bin/sh\nexec node /app/dist/cli/main.js "$@"\n' > /usr/local/bin/slipway \
+  && chmod 0755 /usr/local/bin/slipway \
   && install -d -o node -g node -m 0750 /var/lib/slipway /var/lib/slipway/state \
     /var/lib/slipway/logs /var/lib/slipway/artifacts /var/lib/slipway/workspaces \
     /var/lib/slipway/backups /var/lib/slipway/mirrors
 
 VOLUME ["/var/lib/slipway/state", "/var/lib/slipway/logs", "/var/lib/slipway/artifacts", "/var/lib/slipway/backups"]
 EXPOSE 5000
-USER node
+WORKDIR /app
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/cli/main.js"]
 
-# --- orchestration-worker --------------------------------------------------------------------
-FROM runtime AS orchestration-worker
+# --- worker-runtime: git for checkouts, in a layer that source changes leave cached ---------
+FROM runtime AS worker-runtime
 
-USER root
 RUN apt-get update \
   && apt-get install -y --no-install-recommends git ca-certificates openssh-client \
   && rm -rf /var/lib/apt/lists/*
+
+# --- orchestration-worker --------------------------------------------------------------------
+FROM worker-runtime AS orchestration-worker
+
+COPY --from=build /build/package.json /build/slipway.default.yml ./
+COPY --from=build /build/node_modules ./node_modules
+COPY --from=build /build/dist ./dist
 USER node
 
 ENV ORCHESTRATION_MODE=worker
@@ -104,6 +105,11 @@ CMD ["worker"]
 
 # --- orchestration-api (the default target) --------------------------------------------------
 FROM runtime AS orchestration-api
+
+COPY --from=build /build/package.json /build/slipway.default.yml ./
+COPY --from=build /build/node_modules ./node_modules
+COPY --from=build /build/dist ./dist
+USER node
 
 ENV ORCHESTRATION_MODE=api
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

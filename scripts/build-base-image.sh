@@ -2,10 +2,10 @@
 # Builds a local stand-in for the Dockerfile's base image, node:20-bookworm-slim, on a machine
 # that reaches Debian's package mirror but no container registry.
 #
-# The stand-in follows the layout of the official image: a Debian bookworm minbase root file
-# system (debootstrap), this host's Node.js binary in /usr/local/bin, npm and corepack in
-# /usr/local/lib/node_modules, Node's C++ headers in /usr/local/include/node (node-gyp builds
-# better-sqlite3 against them) and a `node` user with uid and gid 1000. It carries the label
+# The stand-in follows the layout of the official image. It is a Debian bookworm minbase root
+# file system (debootstrap) with this host's Node.js binary in /usr/local/bin and npm and
+# corepack in /usr/local/lib/node_modules. Node's C++ headers are in /usr/local/include/node,
+# where node-gyp finds them to build better-sqlite3, and a `node` user has uid and gid 1000. It carries the label
 # org.slipway.base-image-stand-in=true so it can be told apart from the real image.
 #
 # Usage: scripts/build-base-image.sh [--force] [IMAGE]

@@ -28,6 +28,7 @@ import { registerRecoveryRoutes } from './routes/recovery.js';
 import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
 import { registerGitHubRoutes } from '../github/routes.js';
+import { describeRouteRoles } from './openapi-roles.js';
 
 export type RouteModule = (app: FastifyInstance, context: AppContext) => void | Promise<void>;
 
@@ -72,6 +73,7 @@ export async function buildServer(
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
   app.addHook('preValidation', convertQuery);
+  describeRouteRoles(app);
 
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);

@@ -1,8 +1,8 @@
 /**
- * The agent token from SLIPWAY_AGENT_TOKEN. When the API starts with the variable set, a token
- * with this value and the `agent` role exists afterwards, so an installation can hand the same
- * value to its workers (the compose stack's .env does) instead of running `slipway token
- * create` by hand. Changing the value rotates the token: the row of the earlier value is
+ * The agent token from SLIPWAY_AGENT_TOKEN. When the API starts with the variable set, it
+ * registers the value as a token with the `agent` role. An installation can then give the same
+ * value to its workers, as the compose stack's .env does, without a manual `slipway token
+ * create`. Changing the value rotates the token: the row of the earlier value is
  * replaced in the same transaction, so the earlier value stops working. A value already
  * registered is left as it is, so a revoked one stays revoked until the variable changes.
  */

@@ -3,17 +3,17 @@
  * healthy and 1 when not. It imports nothing from the rest of Slipway, so it starts fast.
  *
  * In the `api` and `all` roles it reads GET /api/health/status on this container's port. The
- * container counts as healthy when the API answers and its own components (`api`, `database`)
- * are not unhealthy. Components that the health monitor records, such as a deployed service,
- * only appear in the output: if they made the container unhealthy, a restarted stack would
- * wait forever for the API, and the health monitor that heals them would never start.
+ * container counts as healthy when the API responds and its own `api` component, which covers
+ * its database connection, is not unhealthy. Components that the health monitor records, such
+ * as a deployed service, only appear in the output: if they made the container unhealthy, a
+ * restarted stack would wait forever for the API, and the health monitor that heals them would
+ * never start.
  *
- * A worker is healthy while the API it claims tasks from answers. The orchestrator and the
+ * A worker is healthy while the API it claims tasks from responds. The orchestrator and the
  * health monitor serve no HTTP, so their liveness is the process itself and this exits 0.
  */
 
 const TIMEOUT_MS = 4000;
-const OWN_COMPONENTS = ['api', 'database'];
 
 interface HealthDocument {
   status?: string;
@@ -29,17 +29,9 @@ async function fetchHealth(url: string): Promise<{ code: number; body: HealthDoc
 async function checkApi(port: string): Promise<boolean> {
   const url = `http://127.0.0.1:${port}/api/health/status`;
   const { code, body } = await fetchHealth(url);
-  const components = body.components ?? {};
-  const failing = OWN_COMPONENTS.filter((name) => {
-    const status = components[name]?.status;
-    return status === undefined || status === 'unhealthy';
-  });
-  console.log(`${url}: HTTP ${code}, overall ${body.status ?? 'missing'}`);
-  if (failing.length > 0) {
-    console.log(`unhealthy components: ${failing.join(', ')}`);
-    return false;
-  }
-  return true;
+  const own = body.components?.api?.status;
+  console.log(`${url}: HTTP ${code}, overall ${body.status ?? 'missing'}, api ${own ?? 'missing'}`);
+  return own !== undefined && own !== 'unhealthy';
 }
 
 async function checkWorker(port: string): Promise<boolean> {

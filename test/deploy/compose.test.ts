@@ -1,7 +1,8 @@
 /**
- * The compose stack on the real Docker engine, with the commands of docs/setup.md: build both
- * Dockerfile targets, bring the stack up, run a job through the published port, restart the
- * whole stack and check that the job, its logs and its audit trail survived, then remove it.
+ * The compose stack on the real Docker engine, driven by the commands of docs/setup.md. The
+ * test builds both Dockerfile targets and brings the stack up. It runs a job through the
+ * published port, restarts the whole stack and checks that the job, its logs and its audit
+ * trail survived. Then it removes everything it created.
  *
  * The base image node:20-bookworm-slim is the local stand-in of scripts/build-base-image.sh,
  * because no registry is reachable here. Building the images from an empty cache takes about
@@ -14,6 +15,7 @@ import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ComposeProject, freePort, REPO_ROOT } from '../support/compose.js';
 import { requireDocker, TEST_IMAGE } from '../support/docker.js';
+import { LABEL_JOB, LABEL_MANAGED } from '../../src/jobs/labels.js';
 
 const BASE_IMAGE = 'node:20-bookworm-slim';
 const BUILD_TIMEOUT_MS = 25 * 60_000;
@@ -45,18 +47,25 @@ const apiImage = `slipway-compose-test/orchestration-api:${tag}`;
 const workerImage = `slipway-compose-test/orchestration-worker:${tag}`;
 /** The host's trusted roots, copied into the build context for the build stage's npm ci. */
 const buildCa = path.join(REPO_ROOT, 'docker', 'ca-certificates', `${tag}.crt`);
+// Tests read several JSON shapes; typing each one would not catch more bugs.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Json = any;
+
 let docker: Docker;
+/** Jobs this file triggered, to find their task containers if a failure left any. */
+const jobIds: string[] = [];
 let baseUrl: string;
 
 async function api(
   method: string,
   urlPath: string,
   body?: unknown,
-): Promise<{ status: number; text: string; json: any }> {
+  token = ADMIN_TOKEN,
+): Promise<{ status: number; text: string; json: Json }> {
   const response = await fetch(`${baseUrl}${urlPath}`, {
     method,
     headers: {
-      authorization: `Bearer ${ADMIN_TOKEN}`,
+      authorization: `Bearer ${token}`,
       ...(body === undefined ? {} : { 'content-type': 'application/json' }),
     },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -71,9 +80,9 @@ async function api(
   return { status: response.status, text, json };
 }
 
-async function waitForJob(jobId: string): Promise<any> {
+async function waitForJob(jobId: string): Promise<Json> {
   const deadline = Date.now() + JOB_TIMEOUT_MS;
-  let job: any;
+  let job: Json;
   while (Date.now() < deadline) {
     job = (await api('GET', `/api/job/${jobId}`)).json;
     if (TERMINAL.includes(job?.status)) return job;
@@ -118,11 +127,16 @@ beforeAll(async () => {
 afterAll(async () => {
   fs.rmSync(buildCa, { force: true });
   await project.remove([apiImage, workerImage]);
-  // Task containers carry the job labels; the worker removes them, this catches leftovers.
-  const leftovers = await docker.listContainers({
-    all: true,
-    filters: { label: [`com.docker.compose.project=${project.name}`] },
-  });
+  // The worker removes task containers itself, so this only catches what a failure left.
+  const leftovers = [
+    ...(await docker.listContainers({
+      all: true,
+      filters: { label: [`com.docker.compose.project=${project.name}`] },
+    })),
+    ...(await docker.listContainers({ all: true, filters: { label: [LABEL_MANAGED] } })).filter(
+      (info) => jobIds.includes(info.Labels[LABEL_JOB] ?? ''),
+    ),
+  ];
   for (const info of leftovers) await docker.getContainer(info.Id).remove({ force: true });
 }, 120_000);
 
@@ -162,9 +176,7 @@ describe('compose stack', () => {
       const apiId = await project.containerId('api');
       const info = await docker.getContainer(apiId!).inspect();
       const bindings = info.HostConfig.PortBindings?.['5000/tcp'] ?? [];
-      expect(bindings.map((binding: { HostIp: string }) => binding.HostIp)).toEqual([
-        '127.0.0.1',
-      ]);
+      expect(bindings.map((binding: { HostIp: string }) => binding.HostIp)).toEqual(['127.0.0.1']);
       expect(info.Config.User).toBe('node');
 
       const health = await fetch(`${baseUrl}/api/health/status`);
@@ -184,6 +196,7 @@ describe('compose stack', () => {
       });
       expect(trigger.status).toBe(201);
       jobId = trigger.json.job_id;
+      jobIds.push(jobId);
 
       const job = await waitForJob(jobId);
       expect(job.status).toBe('success');
@@ -220,6 +233,55 @@ describe('compose stack', () => {
       expect(ids).toEqual(expect.arrayContaining(auditIds));
     },
     2 * STACK_TIMEOUT_MS,
+  );
+
+  // The setup guide's token, backup and restore commands; `exec -T` because no TTY is attached.
+  it(
+    'creates tokens, backs up and restores',
+    async () => {
+      const created = await project.compose([
+        'exec',
+        '-T',
+        'api',
+        'slipway',
+        'token',
+        'create',
+        '--name',
+        'compose-reader',
+        '--role',
+        'read',
+      ]);
+      const readToken = created.split('\n').find((line) => line.startsWith('slw_'));
+      expect(readToken).toBeDefined();
+      expect((await api('GET', `/api/job/${jobId}`, undefined, readToken)).status).toBe(200);
+
+      const backup = await project.compose(['exec', '-T', 'orchestrator', 'slipway', 'backup']);
+      const backupLine = backup.split('\n').find((line) => line.startsWith('{'));
+      const backupPath: string = JSON.parse(backupLine ?? '{}').path;
+      expect(backupPath).toMatch(/^\/var\/lib\/slipway\/backups\//);
+
+      const later = await api('POST', '/api/trigger/smoke', { commit: 'def5678', branch: 'main' });
+      expect(later.status).toBe(201);
+      jobIds.push(later.json.job_id);
+      expect((await waitForJob(later.json.job_id)).status).toBe('success');
+
+      await project.compose(
+        ['stop', 'api', 'orchestrator', 'health-monitor', 'worker'],
+        STACK_TIMEOUT_MS,
+      );
+      const restored = await project.compose(
+        ['run', '--rm', '--no-deps', 'orchestrator', 'restore', backupPath],
+        STACK_TIMEOUT_MS,
+      );
+      expect(restored).toContain('"restored"');
+      await project.compose(['up', '-d'], STACK_TIMEOUT_MS);
+      await project.waitHealthy('api', STACK_TIMEOUT_MS);
+
+      expect((await api('GET', `/api/job/${jobId}`)).json.status).toBe('success');
+      // The later job was created after the backup, so the restored database has no trace of it.
+      expect((await api('GET', `/api/job/${later.json.job_id}`)).status).toBe(404);
+    },
+    3 * STACK_TIMEOUT_MS + JOB_TIMEOUT_MS,
   );
 
   it(

@@ -18,7 +18,7 @@ export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const COMPOSE_FILE = path.join(REPO_ROOT, 'docker-compose.yml');
 const OUTPUT_LIMIT = 64 * 1024 * 1024;
 
-/** The compose program and the arguments before the subcommand. */
+/** Picks the compose program and the arguments that go before the subcommand. */
 export function composeCommand(): [string, string[]] {
   try {
     execFileSync('docker', ['compose', 'version'], { stdio: 'ignore' });
@@ -28,7 +28,7 @@ export function composeCommand(): [string, string[]] {
   }
 }
 
-/** A free TCP port on 127.0.0.1, found by binding port 0 and closing it again. */
+/** Finds a free TCP port on 127.0.0.1 by binding port 0 and closing it again. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();

@@ -1,0 +1,36 @@
+/**
+ * Builds the API server that `slipway api` runs, on a throwaway data folder with fixed
+ * settings, and returns its OpenAPI document or the Markdown reference rendered from it. The
+ * fixed settings keep the output independent of the caller's environment.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createContext } from '../app/context.js';
+import { EXTRA_ROUTES } from '../app/roles.js';
+import { loadConfig } from '../config/env.js';
+import { renderApiReference, type OpenApiDocument } from './openapi-markdown.js';
+import { buildServer } from './server.js';
+
+export async function buildOpenApiDocument(): Promise<OpenApiDocument> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-openapi-'));
+  try {
+    const config = loadConfig({ SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'silent' }, dataDir);
+    const context = await createContext(config);
+    try {
+      const app = await buildServer(context, { routes: EXTRA_ROUTES });
+      await app.ready();
+      const document = app.swagger() as OpenApiDocument;
+      await app.close();
+      return document;
+    } finally {
+      await context.store.close();
+    }
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+export async function generateApiReference(): Promise<string> {
+  return renderApiReference(await buildOpenApiDocument());
+}
