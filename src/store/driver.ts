@@ -132,6 +132,20 @@ class CachingSqliteDriver implements Driver {
   }
 }
 
+/**
+ * SQLite runs CREATE and ALTER inside transactions, but Kysely's SqliteAdapter says it does
+ * not, so its Migrator runs migrations without a transaction and with a no-op lock. Two
+ * processes starting on a new database then apply the same migration twice. Saying yes makes
+ * the Migrator read the applied migrations and run the pending ones in one BEGIN IMMEDIATE
+ * transaction, which a second process waits for (busy_timeout) and then finds nothing to do.
+ * A migration therefore cannot change PRAGMA foreign_keys, which has no effect in a transaction.
+ */
+class TransactionalDdlAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
 export class CachingSqliteDialect implements Dialect {
   constructor(readonly sqlite: BetterSqlite3.Database) {}
 
@@ -144,7 +158,7 @@ export class CachingSqliteDialect implements Dialect {
   }
 
   createAdapter() {
-    return new SqliteAdapter();
+    return new TransactionalDdlAdapter();
   }
 
   createIntrospector(db: Kysely<unknown>) {

@@ -54,6 +54,27 @@ describe('slipway init-db', () => {
     expect(again).toEqual(migrations);
   });
 
+  it('runs of init-db racing on a new database all succeed', async () => {
+    const fresh = makeTempDir('slipway-init-race-');
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 4 }, () => runCli(['init-db'], { SLIPWAY_DATA_DIR: fresh }, 60_000)),
+      );
+      for (const result of results) expect(result.code, result.stderr).toBe(0);
+      const names = readOnly(fresh, (sqlite) =>
+        sqlite.prepare('SELECT name FROM schema_migrations').all(),
+      ) as Array<{ name: string }>;
+      expect(new Set(names.map((row) => row.name)).size).toBe(names.length);
+      const applied = results
+        .flatMap((result) => [...result.stdout.matchAll(/"migration":"([^"]+)"/g)])
+        .map((match) => match[1]);
+      // Each migration ran in exactly one of the processes.
+      expect([...applied].sort()).toEqual(names.map((row) => row.name).sort());
+    } finally {
+      fs.rmSync(fresh, { recursive: true, force: true });
+    }
+  });
+
   it('has the tables, default dependencies and WAL mode', () => {
     const tables = readOnly(dataDir, (sqlite) =>
       sqlite

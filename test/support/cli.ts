@@ -135,9 +135,10 @@ export function startApiProcess(
         });
       }
     });
-    child.once('exit', (code) => {
+    child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`slipway ${role} exited with ${code} before listening: ${stderr}`));
+      const how = signal === null ? `with code ${code}` : `on ${signal}`;
+      reject(new Error(`slipway ${role} exited ${how} before listening: ${stderr}${stdout}`));
     });
   });
 }
