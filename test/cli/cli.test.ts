@@ -17,7 +17,7 @@ function readOnly<T>(dataDir: string, read: (sqlite: BetterSqlite3.Database) => 
   }
 }
 
-describe('slipway init-db', () => {
+describe('slipway init-db', { timeout: 120_000 }, () => {
   let dataDir: string;
 
   beforeAll(async () => {
@@ -111,7 +111,7 @@ describe('slipway init-db', () => {
   });
 });
 
-describe('slipway token', () => {
+describe('slipway token', { timeout: 120_000 }, () => {
   let dataDir: string;
 
   beforeAll(async () => {

@@ -96,5 +96,5 @@ describe('SIGKILL during a burst of triggers', () => {
     } finally {
       await restarted.stop();
     }
-  });
+  }, 120_000);
 });
