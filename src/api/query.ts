@@ -1,13 +1,13 @@
 /**
  * Conversion of query strings to their schema's types. Query values always arrive as text, so
- * `?limit=20` must become the integer 20 before validation. Bodies are never converted: a JSON
- * body carries its own types, and a wrong one is an error.
+ * `?limit=20` must become the integer 20 before validation. Bodies are never converted, because
+ * a JSON body carries its own types and a wrong one is an error.
  */
 import type { TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import type { FastifyRequest } from 'fastify';
 
-/** Converts the query of a route that has a TypeBox querystring schema; runs in preValidation. */
+/** Converts the query of a route with a TypeBox querystring schema. Runs as a preValidation hook. */
 export async function convertQuery(request: FastifyRequest): Promise<void> {
   const schema = request.routeOptions.schema?.querystring as TSchema | undefined;
   if (schema === undefined || request.query === null || typeof request.query !== 'object') return;

@@ -61,7 +61,7 @@ export async function ensureAdminToken(
     if (created.existing.revoked_at !== null) {
       logger.warn(
         { token: created.existing.name },
-        'SLIPWAY_ADMIN_TOKEN names a revoked token; it will not authenticate until you set a new value',
+        'SLIPWAY_ADMIN_TOKEN is revoked and will not authenticate until it is set to a new value',
       );
     }
     return { file: undefined, created: false };

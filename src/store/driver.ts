@@ -133,12 +133,13 @@ class CachingSqliteDriver implements Driver {
 }
 
 /**
- * SQLite runs CREATE and ALTER inside transactions, but Kysely's SqliteAdapter says it does
- * not, so its Migrator runs migrations without a transaction and with a no-op lock. Two
- * processes starting on a new database then apply the same migration twice. Saying yes makes
- * the Migrator read the applied migrations and run the pending ones in one BEGIN IMMEDIATE
- * transaction, which a second process waits for (busy_timeout) and then finds nothing to do.
- * A migration therefore cannot change PRAGMA foreign_keys, which has no effect in a transaction.
+ * SQLite runs CREATE and ALTER inside transactions, but Kysely 0.28's SqliteAdapter reports
+ * that it does not, so its Migrator runs migrations without a transaction and with a no-op
+ * lock. Two processes starting on a new database then apply the same migration twice. With
+ * this adapter the Migrator reads the applied migrations and runs the pending ones in one
+ * BEGIN IMMEDIATE transaction, so a second process waits (busy_timeout) and finds nothing
+ * left to do. A migration therefore cannot change PRAGMA foreign_keys, which is a no-op
+ * inside a transaction.
  */
 class TransactionalDdlAdapter extends SqliteAdapter {
   override get supportsTransactionalDdl(): boolean {

@@ -45,7 +45,7 @@ describe('slipway init-db', { timeout: 120_000 }, () => {
     const summary = (text: string) => /^database .* is at the latest schema .*$/m.exec(text)?.[0];
     expect(summary(first.stdout)).toBeDefined();
     expect(summary(second.stdout)).toBe(summary(first.stdout));
-    // Only the first run applies migrations, and says so.
+    // Only the first run applies migrations, and it logs each one.
     expect(first.stdout).toContain('"migration":"0001_initial"');
     expect(second.stdout).not.toContain('migration applied');
     const again = readOnly(dataDir, (sqlite) =>

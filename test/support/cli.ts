@@ -48,7 +48,7 @@ export async function ensureBuilt(): Promise<void> {
   }
 }
 
-/** A clean environment for a child: only PATH and HOME from this process, plus `env`. */
+/** Returns a child's environment: only PATH and HOME of this process, plus `env`. */
 export function childEnv(env: Record<string, string>): Record<string, string> {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env };
 }
