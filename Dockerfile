@@ -68,7 +68,8 @@ ENV NODE_ENV=production \
   ORCHESTRATION_LOG_PATH=/var/lib/slipway/logs \
   ORCHESTRATION_ARTIFACTS_PATH=/var/lib/slipway/artifacts \
   ORCHESTRATION_WORKSPACE_PATH=/var/lib/slipway/workspaces \
-  ORCHESTRATION_BACKUP_PATH=/var/lib/slipway/backups
+  ORCHESTRATION_BACKUP_PATH=/var/lib/slipway/backups \
+  SLIPWAY_MIRROR_PATH=/var/lib/slipway/mirrors
 
 WORKDIR /app
 COPY --from=build /build/package.json /build/slipway.default.yml ./
@@ -80,7 +81,7 @@ RUN ln -s /app/dist/cli/main.js /usr/local/bin/slipway \
   && chmod 0755 /app/dist/cli/main.js \
   && install -d -o node -g node -m 0750 /var/lib/slipway /var/lib/slipway/state \
     /var/lib/slipway/logs /var/lib/slipway/artifacts /var/lib/slipway/workspaces \
-    /var/lib/slipway/backups
+    /var/lib/slipway/backups /var/lib/slipway/mirrors
 
 VOLUME ["/var/lib/slipway/state", "/var/lib/slipway/logs", "/var/lib/slipway/artifacts", "/var/lib/slipway/backups"]
 EXPOSE 5000

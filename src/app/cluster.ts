@@ -9,6 +9,7 @@ import type { Config } from '../config/env.js';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
 import { ensureAdminToken } from './admin-token.js';
+import { ensureAgentToken } from './agent-token.js';
 
 const RESTART_DELAY_MS = 1_000;
 
@@ -20,6 +21,7 @@ export async function runApiPrimary(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel).child({ role: 'api-primary' });
   const store = await openStore(config.dbPath, { logger });
   const admin = await ensureAdminToken(config, store, logger);
+  await ensureAgentToken(config, store, logger);
   await store.close();
   if (admin.file !== undefined) {
     logger.info({ file: admin.file }, `an admin token was written to ${admin.file}`);

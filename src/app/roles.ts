@@ -8,6 +8,7 @@ import { buildServer, type RouteModule } from '../api/server.js';
 import type { Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
+import { ensureAgentToken } from './agent-token.js';
 import { registerRunningProcess } from '../store/running-processes.js';
 import { startOrchestrator } from '../orchestrator/role.js';
 import { startHealthMonitor } from '../health/monitor.js';
@@ -35,6 +36,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
   const admin = isClusterWorker()
     ? { file: undefined }
     : await ensureAdminToken(config, context.store, logger);
+  if (!isClusterWorker()) await ensureAgentToken(config, context.store, logger);
   const app = await buildServer(context, { routes: EXTRA_ROUTES });
   await app.listen({ host: config.api.host, port: config.api.port });
   const address = app.server.address();

@@ -6,7 +6,7 @@
  */
 import type { Writable } from 'node:stream';
 import { CliError } from './run.js';
-import type { JobAnswer, SlipwayClient } from './slipway-client.js';
+import type { JobResponse, SlipwayClient } from './slipway-client.js';
 
 const TERMINAL = new Set(['success', 'failure', 'error', 'timed_out', 'cancelled', 'skipped']);
 
@@ -72,7 +72,7 @@ class JobFollower {
       this.options.timeoutMs === undefined ? Infinity : Date.now() + this.options.timeoutMs;
     let failures = 0;
     for (;;) {
-      let job: JobAnswer | undefined;
+      let job: JobResponse | undefined;
       try {
         job = await this.client.job(this.jobId);
         failures = 0;
@@ -94,7 +94,7 @@ class JobFollower {
     }
   }
 
-  #followTasks(job: JobAnswer): void {
+  #followTasks(job: JobResponse): void {
     const prefix = job.tasks.length > 1;
     for (const task of job.tasks) {
       this.#taskStatus.set(task.id, task.status);

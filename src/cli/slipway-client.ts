@@ -4,14 +4,14 @@ import { CliError } from './run.js';
 /** Exit code for an API that cannot be reached or rejects a request (see trigger.ts). */
 const API_EXIT_CODE = 8;
 
-export interface TriggerAnswer {
+export interface TriggerResponse {
   job_id: string;
   status: string;
   /** True when an earlier request with the same key or GitHub run created the job. */
   reused: boolean;
 }
 
-export interface JobAnswer {
+export interface JobResponse {
   id: string;
   status: string;
   reason: string | null;
@@ -29,7 +29,7 @@ export class SlipwayClient {
     type: string,
     body: Record<string, unknown>,
     idempotencyKey?: string,
-  ): Promise<TriggerAnswer> {
+  ): Promise<TriggerResponse> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (idempotencyKey !== undefined) headers['idempotency-key'] = idempotencyKey;
     const response = await this.fetch(`/api/trigger/${encodeURIComponent(type)}`, {
@@ -37,13 +37,13 @@ export class SlipwayClient {
       headers,
       body: JSON.stringify(body),
     });
-    const answer = (await response.json()) as { job_id: string; status: string };
-    return { ...answer, reused: response.status === 200 };
+    const created = (await response.json()) as { job_id: string; status: string };
+    return { ...created, reused: response.status === 200 };
   }
 
-  async job(jobId: string): Promise<JobAnswer> {
+  async job(jobId: string): Promise<JobResponse> {
     const response = await this.fetch(`/api/job/${encodeURIComponent(jobId)}`);
-    return (await response.json()) as JobAnswer;
+    return (await response.json()) as JobResponse;
   }
 
   async cancel(jobId: string, reason: string): Promise<void> {
@@ -55,13 +55,13 @@ export class SlipwayClient {
     });
   }
 
-  /** Opens the log of one task; with `follow` the body streams until the task ends. */
+  /** Opens the followed log of one task: the body streams until the task ends. */
   async taskLog(jobId: string, taskId: string, signal: AbortSignal): Promise<Response> {
     const query = new URLSearchParams({ task: taskId, follow: 'true' });
     return this.fetch(`/api/job/${encodeURIComponent(jobId)}/logs?${query}`, { signal });
   }
 
-  /** Sends a request with the bearer token; throws CliError (exit 8) unless it answers 2xx. */
+  /** Sends a request with the bearer token; throws CliError (exit 8) unless the response is 2xx. */
   async fetch(path: string, init: RequestInit = {}): Promise<Response> {
     let response: Response;
     try {

@@ -157,8 +157,8 @@ function finish(jobId: string, result: FollowResult): never | void {
     result.status in TRIGGER_EXIT_CODES
       ? TRIGGER_EXIT_CODES[result.status as keyof typeof TRIGGER_EXIT_CODES]
       : TRIGGER_EXIT_CODES.error;
-  const why = result.reason === null ? '' : `: ${result.reason}`;
-  process.stderr.write(`slipway: job ${jobId} ended ${result.status}${why} (exit ${code})\n`);
+  const reason = result.reason === null ? '' : `: ${result.reason}`;
+  process.stderr.write(`slipway: job ${jobId} ended ${result.status}${reason} (exit ${code})\n`);
   if (code !== 0) throw new CliError(`job ${jobId} ended ${result.status}`, code, true);
 }
 

@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 const SlipwayOctokit = Octokit.plugin(retry, throttling);
 export type GitHubOctokit = InstanceType<typeof SlipwayOctokit>;
 
-/** Longest rate-limit wait taken inside one request; longer waits fail the request instead. */
+/** Maximum rate-limit wait inside one request, in seconds; a longer wait fails the request. */
 export const MAX_RATE_LIMIT_WAIT_SECONDS = 60;
 
 /**
@@ -39,7 +39,7 @@ export interface GitHubClient {
   apiUrl: string;
 }
 
-/** Why GitHub reporting is off, or undefined when the token and repository are set. */
+/** Returns why GitHub reporting is off, or undefined when the token and repository are set. */
 export function gitHubDisabledReason(config: Config): string | undefined {
   if (config.github.token === undefined) return 'GITHUB_TOKEN is not set';
   if (config.github.repository === undefined) return 'GITHUB_REPOSITORY is not set';
@@ -110,7 +110,7 @@ function onLimit(
   return retrying;
 }
 
-/** What a failed GitHub call tells the caller: the HTTP status (0 without an answer) and when. */
+/** A failed GitHub call: its HTTP status (0 without a response) and whether and when to retry. */
 export interface GitHubFailure {
   status: number;
   message: string;
@@ -120,7 +120,7 @@ export interface GitHubFailure {
   retryable: boolean;
 }
 
-/** Classifies an error thrown by Octokit. The message never contains the token. */
+/** Classifies an error thrown by Octokit. The message comes from GitHub's response body or the error, never from the request headers. */
 export function describeGitHubError(error: unknown): GitHubFailure {
   const candidate = error as {
     status?: unknown;
@@ -140,7 +140,7 @@ export function describeGitHubError(error: unknown): GitHubFailure {
     status === 0 || status >= 500 || rateLimited || status === 401 || status === 403;
   return {
     status,
-    message: `${status === 0 ? 'no answer' : status}: ${message}`,
+    message: `${status === 0 ? 'no response' : status}: ${message}`,
     retryAt,
     retryable,
   };

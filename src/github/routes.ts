@@ -85,7 +85,7 @@ function registerSyncRoute(app: FastifyInstance, context: AppContext, service: G
         },
       },
       config: { roles: ['admin'] },
-      // The draft's clients POST without a body; treat that as `{}` (sync everything).
+      // A POST without a body (`curl -X POST`) syncs every variable, as `{}` does.
       preValidation: async (request) => {
         request.body ??= {};
       },
@@ -148,9 +148,9 @@ const WebhookReply = Type.Object(
 );
 
 /**
- * The webhook lives in its own encapsulated scope, because verifying the signature needs
- * the raw bytes of the body: here JSON and form bodies are kept as Buffers, while every
- * other route keeps the normal JSON parser.
+ * Registers the webhook in its own encapsulated scope, because verifying the signature needs
+ * the raw bytes of the body. Here JSON and form bodies are kept as Buffers, and every other
+ * route keeps the normal JSON parser.
  */
 async function registerWebhookRoute(scope: FastifyInstance, context: AppContext) {
   scope.removeAllContentTypeParsers();

@@ -1,10 +1,9 @@
 /**
- * How a job or task appears as a GitHub commit status: the context, the state and the
- * description. GitHub keeps the latest status per commit and context, so each job type gets
+ * The GitHub commit status of a job or task: its context, state and description. GitHub keeps the latest status per commit and context, so each job type gets
  * one context (`slipway/ci`) and each matrix task one more (`slipway/ci (3.11)`).
  */
 import type { Status } from '../jobs/status.js';
-import type { GitHubState, JobRow, TaskRow } from '../store/schema.js';
+import type { GitHubState, TaskRow } from '../store/schema.js';
 import { parseJsonColumn } from '../store/json.js';
 
 /** GitHub rejects longer descriptions with 422. */
@@ -38,7 +37,7 @@ export function jobContext(type: string): string {
   return `slipway/${type}`;
 }
 
-/** The task's context, or undefined for a task without matrix values (the job's covers it). */
+/** Returns the task's context, or undefined for a task without matrix values (the job's covers it). */
 export function taskContext(type: string, task: TaskRow): string | undefined {
   const matrix = parseJsonColumn<Record<string, string>>(task.matrix, {});
   const values = Object.values(matrix);
@@ -53,7 +52,7 @@ interface Described {
   finished_at: string | null;
 }
 
-/** A one-line description such as `succeeded in 1m 12s` or `failed: test (3.11): exit 1`. */
+/** Builds a one-line description such as `succeeded in 1m 12s` or `failed: ci (3.11): exit 1`. */
 export function describeStatus(subject: Described): string {
   const duration = formatDuration(subject.started_at, subject.finished_at);
   const reason = subject.reason === null ? '' : `: ${subject.reason}`;
@@ -69,10 +68,6 @@ export function describeStatus(subject: Described): string {
     skipped: `skipped${reason}`,
   };
   return truncate(texts[subject.status].replace(/\s+/g, ' '));
-}
-
-export function describeJob(job: JobRow): string {
-  return describeStatus(job);
 }
 
 function truncate(text: string): string {

@@ -223,7 +223,7 @@ export async function markReportFailed(
     .execute();
 }
 
-/** The earliest time a pending report becomes due, if any is pending. */
+/** Returns the earliest time a pending report becomes due, if any is pending. */
 export async function nextDueTime(
   db: Kysely<Database>,
   repository: string,
@@ -241,8 +241,8 @@ export async function nextDueTime(
 
 /** Ids of jobs with a commit whose row changed at or after `since`, oldest change first. */
 export async function jobsChangedSince(db: Kysely<Database>, since: string): Promise<string[]> {
-  // NOTE: jobs has no index on updated_at, so this scans the table; at the default 90-day
-  // retention that is a few hundred thousand rows at most, read once per reconcile pass.
+  // NOTE: jobs has no index on updated_at, so this scans the table once per reconcile pass.
+  // The cost grows with the jobs kept (RETENTION_JOBS_DAYS) and was not measured.
   const rows = await db
     .selectFrom('jobs')
     .select('id')

@@ -1,12 +1,12 @@
 /**
  * Reports job and task statuses to GitHub as commit statuses, without ever blocking a job.
  *
- * Two paths add reports to the outbox (status-outbox.ts): the `job-status`, `task-status`
- * and `tasks-queued` events of this process, within milliseconds, and a reconcile pass
- * every `reconcileMs` over recently changed jobs, which catches changes made by other
- * processes (the orchestrator expiring a lease) and events lost in a crash after a commit.
- * One loop, in the process holding the `github-status-sender` lease, drains the outbox:
- * one request at a time, retrying failures with exponential backoff until `maxAgeMs`.
+ * Two paths add reports to the outbox (status-outbox.ts). The `job-status`, `task-status`
+ * and `tasks-queued` events of this process add them within milliseconds. A reconcile pass
+ * every `reconcileMs` over recently changed jobs catches changes made by other processes
+ * (the orchestrator expiring a lease) and events lost in a crash after a commit.
+ * One loop, in the process holding the `github-status-sender` lease, drains the outbox one
+ * request at a time and retries failures with exponential backoff until `maxAgeMs`.
  */
 import os from 'node:os';
 import type { AppContext } from '../app/context.js';
@@ -28,7 +28,7 @@ import {
 } from './status-outbox.js';
 
 export interface StatusSenderOptions {
-  /** Longest sleep between two looks at the outbox, in ms (reports of other processes). */
+  /** Maximum sleep between two reads of the outbox in ms, which bounds the delay for reports of other processes. */
   pollMs?: number;
   /** Interval of the reconcile pass over recently changed jobs, in ms. */
   reconcileMs?: number;

@@ -15,7 +15,7 @@ export type SyncOutcome = 'created' | 'updated' | 'unchanged' | 'failed';
 export interface VariableSyncResult {
   name: string;
   outcome: SyncOutcome;
-  /** Why it failed, naming the rule or GitHub's answer. */
+  /** Why it failed, naming the rule or GitHub's response. */
   reason?: string;
 }
 
@@ -83,9 +83,9 @@ async function runSync(
   client: GitHubClient,
   options: SyncOptions,
 ): Promise<SyncReport> {
-  const wanted = options.names === undefined ? undefined : new Set(options.names);
+  const requested = options.names === undefined ? undefined : new Set(options.names);
   const rows = (await listStateVariables(context.store.db)).filter(
-    (row) => wanted === undefined || wanted.has(row.name),
+    (row) => requested === undefined || requested.has(row.name),
   );
   const results: VariableSyncResult[] = [];
   const seen = new Map<string, string>();
@@ -153,12 +153,12 @@ async function pushVariable(
     return {
       name,
       outcome: 'failed',
-      reason: `GitHub answered ${describeGitHubError(error).message}`,
+      reason: `GitHub responded with ${describeGitHubError(error).message}`,
     };
   }
 }
 
-/** The variable's value on GitHub, or undefined when GitHub answers 404. */
+/** Reads the variable's value on GitHub; returns undefined when GitHub responds with 404. */
 async function readVariable(client: GitHubClient, name: string): Promise<string | undefined> {
   try {
     const response = await client.octokit.rest.actions.getRepoVariable({

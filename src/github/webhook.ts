@@ -15,9 +15,9 @@ export function verifySignature(secret: string, body: Buffer, header: string | u
   if (header === undefined) return false;
   const match = SIGNATURE_PATTERN.exec(header.trim());
   if (match === null) return false;
-  const given = Buffer.from(match[1]!, 'hex');
+  const received = Buffer.from(match[1]!, 'hex');
   const expected = createHmac('sha256', secret).update(body).digest();
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  return received.length === expected.length && timingSafeEqual(received, expected);
 }
 
 /** Builds the `X-Hub-Signature-256` header GitHub would send for `body`. */
@@ -44,7 +44,7 @@ export interface PushRules {
   tags: boolean;
 }
 
-/** Decides whether a push queues a ci job, and for which commit and branch. */
+/** Decides whether a push queues a ci job, and for which commit and branch or tag. */
 export function decidePush(payload: PushPayload, rules: PushRules): PushDecision {
   const fullName = payload.repository?.full_name;
   if (

@@ -30,7 +30,7 @@ export async function readComponents(db: Kysely<Database>): Promise<Map<string, 
   return new Map(rows.map((row) => [row.name, row]));
 }
 
-/** Whether a check may start now: due, and no other process holds its lease. */
+/** Returns whether a check may start now: it is due and no other process has its lease. */
 export function isDue(row: ComponentRow | undefined, now: number): boolean {
   if (row === undefined) return true;
   if (row.lease_expires_at !== null && Date.parse(row.lease_expires_at) > now) return false;
@@ -45,7 +45,7 @@ export interface Claim {
 /**
  * Takes the lease on a check and schedules its next run, in one transaction, so that of two
  * processes that find it due only one runs it. Returns undefined when the check is not due
- * (unless `force`) or another process holds it.
+ * (unless `force`) or another process has its lease.
  */
 export async function claimCheck(
   store: Store,

@@ -17,9 +17,14 @@ import { dockerClient } from './checks/docker.js';
 import { describeError } from './types.js';
 
 const HOUR_MS = 3_600_000;
+/**
+ * Age after which health_actions rows are deleted. The limits need only the last hour, and
+ * the audit log keeps the permanent record.
+ */
+const ACTION_RETENTION_MS = 30 * 86_400_000;
 /** Seconds Docker waits for a container to stop before it kills it, on restart. */
 const RESTART_STOP_SECONDS = 10;
-/** Longest an action may run before it is recorded as failed. */
+/** Maximum time an action may run before it is recorded as failed. */
 export const ACTION_TIMEOUT_MS = 120_000;
 
 export interface HealDecision {
@@ -49,6 +54,11 @@ export async function decideHeal(
   if (heal === undefined || failures < heal.after) return undefined;
   const now = Date.now();
   const target = healTarget(heal);
+  await trx
+    .deleteFrom('health_actions')
+    .where('component', '=', check.name)
+    .where('created_at', '<', new Date(now - ACTION_RETENTION_MS).toISOString())
+    .execute();
   const attempts = await trx
     .selectFrom('health_actions')
     .select(['created_at', 'finished_at'])
@@ -107,7 +117,7 @@ interface Attempt {
 }
 
 /**
- * The cooldown counts from the end of the last action, so a slow restart still leaves the
+ * Returns when an attempt ended. The cooldown counts from the end of the last action, so a slow restart still leaves the
  * service the whole cooldown to come up. An action still running counts as ending now,
  * unless it is older than ACTION_TIMEOUT_MS: then its process died and it ended at that limit.
  */
@@ -144,7 +154,10 @@ function findSuppression(
   return undefined;
 }
 
-/** Runs a decided action and records its outcome with an audit row. Never throws. */
+/**
+ * Runs a decided action and records its outcome with an audit row. Errors of the action and
+ * of the write are caught and logged, so the caller gets an outcome and no exception.
+ */
 export async function performHeal(
   context: AppContext,
   decision: HealDecision,

@@ -6,11 +6,16 @@
  */
 import type { AppContext } from '../app/context.js';
 import type { RunningRole } from '../app/roles.js';
-import { isDue, readComponents } from './components.js';
+import { isDue, readComponents, type ComponentRow } from './components.js';
 import { newHolderId, runCheck } from './runner.js';
 
-/** How often the monitor looks for due checks; a check starts at most this late. */
-const TICK_MS = 1_000;
+/**
+ * The monitor wakes when the next check is due, and at least this often, so that it notices
+ * schedules another process changed.
+ */
+const MAX_TICK_MS = 1_000;
+/** Shortest sleep between two looks, so a burst of finishing runs reads the schedules once. */
+const MIN_TICK_MS = 20;
 
 export class HealthMonitor {
   readonly #context: AppContext;
@@ -18,6 +23,7 @@ export class HealthMonitor {
   readonly #inFlight = new Map<string, Promise<unknown>>();
   readonly #stop = new AbortController();
   #timer: NodeJS.Timeout | undefined;
+  #wakeAt = 0;
   #ticking = false;
 
   constructor(context: AppContext) {
@@ -40,26 +46,59 @@ export class HealthMonitor {
   async #tick(): Promise<void> {
     if (this.#ticking || this.#stop.signal.aborted) return;
     this.#ticking = true;
+    let wakeInMs = MAX_TICK_MS;
     try {
       const rows = await readComponents(this.#context.store.db);
       const now = Date.now();
       for (const check of this.#context.pipelines.healthChecks) {
-        if (this.#inFlight.has(check.name) || !isDue(rows.get(check.name), now)) continue;
+        if (this.#inFlight.has(check.name)) continue;
+        const row = rows.get(check.name);
+        if (!isDue(row, now)) {
+          wakeInMs = Math.min(wakeInMs, nextDueInMs(row, now));
+          continue;
+        }
         const run = runCheck(this.#context, check, {
           holder: this.#holder,
           signal: this.#stop.signal,
-        }).finally(() => this.#inFlight.delete(check.name));
+        }).finally(() => {
+          this.#inFlight.delete(check.name);
+          this.#wakeSoon();
+        });
         this.#inFlight.set(check.name, run);
       }
     } catch (error) {
       this.#context.logger.error({ err: error }, 'health monitor cannot read check schedules');
     } finally {
       this.#ticking = false;
-      if (!this.#stop.signal.aborted) {
-        this.#timer = setTimeout(() => void this.#tick(), TICK_MS);
-      }
+      this.#schedule(wakeInMs);
     }
   }
+
+  /** After a run, look again soon: the check may already be due again (short intervals). */
+  #wakeSoon(): void {
+    this.#schedule(MIN_TICK_MS);
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stop.signal.aborted) return;
+    const at = Date.now() + Math.max(MIN_TICK_MS, delayMs);
+    if (this.#timer !== undefined && this.#wakeAt <= at) return;
+    clearTimeout(this.#timer);
+    this.#wakeAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#tick();
+    }, at - Date.now());
+  }
+}
+
+/** Milliseconds until a check that is not due now becomes due, or its lease runs out. */
+function nextDueInMs(row: ComponentRow | undefined, now: number): number {
+  const times = [row?.next_due_at, row?.lease_expires_at]
+    .filter((time): time is string => typeof time === 'string')
+    .map((time) => Date.parse(time) - now)
+    .filter((delay) => delay > 0);
+  return times.length === 0 ? MAX_TICK_MS : Math.max(...times);
 }
 
 export async function startHealthMonitor(context: AppContext): Promise<RunningRole> {

@@ -1,7 +1,7 @@
 /**
- * Runs health checks. One run of a check: take its lease, run its probe under its timeout,
- * then in one transaction record the metric, apply the thresholds, update state variables
- * and decide on self-healing; the action itself runs after that commit.
+ * Runs health checks. One run of a check takes its lease and runs its probe under its
+ * timeout. One transaction then records the metric, applies the thresholds, updates state
+ * variables and decides on self-healing. The action itself runs after that commit.
  *
  * Checks run concurrently and each is bounded by its own timeout, so a check that hangs
  * delays no other. A probe that ignores its abort signal is abandoned at the timeout.
@@ -71,7 +71,7 @@ export async function runHealthChecks(
   return outcomes.filter((outcome): outcome is CheckOutcome => outcome !== undefined);
 }
 
-/** Runs one check if it is due (or forced); never throws. */
+/** Runs one check if it is due (or forced); errors are logged and return undefined. */
 export async function runCheck(
   context: AppContext,
   check: HealthCheckDefinition,
@@ -245,7 +245,9 @@ function logResult(
     latency_ms: Math.round(latencyMs),
   };
   if (status !== previous) {
-    const level = status === 'unhealthy' ? 'error' : status === 'degraded' ? 'warn' : 'info';
+    let level: 'error' | 'warn' | 'info' = 'info';
+    if (status === 'unhealthy') level = 'error';
+    else if (status === 'degraded') level = 'warn';
     logger[level]({ ...fields, from: previous }, `${check.name} is ${status}`);
   } else {
     logger.debug(fields, 'health check finished');

@@ -1,7 +1,7 @@
 /**
  * State variables that mirror health, so they can be synced to GitHub: `HEALTH_STATUS` for
  * the overall status and `HEALTH_<COMPONENT>` per check. They are written only when their
- * value changes, so the sync sees a change only when health really changed.
+ * value changes, so a sync to GitHub finds a change only when health really changed.
  */
 import type { Transaction } from 'kysely';
 import type { Database } from '../store/schema.js';

@@ -1,7 +1,7 @@
 /**
  * The status of a component after its thresholds. A failing (`unhealthy`) result moves a
- * healthy or degraded component to `unhealthy` only when `down` results in a row have failed;
- * an unhealthy component comes back only after `up` passing results in a row. A passing
+ * healthy or degraded component to `unhealthy` only when `down` results in a row have failed.
+ * An unhealthy component comes back only after `up` passing results in a row. A passing
  * result of an up component takes effect at once, so `degraded` shows without delay. The
  * first result of a component is taken as it is, since there is no earlier status to keep.
  */

@@ -1,4 +1,4 @@
-/** What a health check's probe returns and receives. */
+/** Types of the probe of a health check: its result and its context. */
 import type { AppContext } from '../app/context.js';
 
 /**
@@ -12,7 +12,7 @@ export type HealthState = (typeof HEALTH_STATES)[number];
 
 export interface ProbeResult {
   status: HealthState;
-  /** Why the status is not healthy, in a sentence that names the value and the limit. */
+  /** Reason the status is not healthy, in a sentence that names the value and the limit. */
   reason?: string | undefined;
   /** Latency the probe measured itself (an HTTP response); else the runner times the probe. */
   latencyMs?: number | undefined;
@@ -35,7 +35,7 @@ export function worstOf(states: Iterable<HealthState>): HealthState {
   return worst;
 }
 
-/** The message of an error, with the system error code of its cause (fetch wraps those). */
+/** Describes an error by its message and the system error code of its cause, if any. */
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = error.cause as { code?: string; message?: string } | undefined;

@@ -4,6 +4,7 @@
  */
 import type { AppContext } from '../app/context.js';
 import type { RunningRole } from '../app/roles.js';
+import { healthChecksTask } from '../health/scheduled.js';
 import { runScheduledBackup } from './backup.js';
 import { runCleanup } from './cleanup.js';
 import { Scheduler, type ScheduledTask } from './scheduler.js';
@@ -15,7 +16,9 @@ import { Watchdog } from './watchdog.js';
  * exports them). A task here runs in the orchestrator under the same lock name as anywhere
  * else, so it still runs once per interval when another role schedules it too.
  */
-export const EXTRA_SCHEDULED_TASKS: Array<(context: AppContext) => ScheduledTask | undefined> = [];
+export const EXTRA_SCHEDULED_TASKS: Array<(context: AppContext) => ScheduledTask | undefined> = [
+  healthChecksTask,
+];
 
 export function scheduledTasks(context: AppContext): ScheduledTask[] {
   const { intervals } = context.config;

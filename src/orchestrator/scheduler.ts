@@ -3,7 +3,7 @@
  * in whichever orchestrator process takes its lock row in `scheduler_locks` first.
  *
  * A run starts only when the lock is free or expired AND the last run anywhere started at
- * least one interval ago (less LATE_TOLERANCE), so several orchestrator processes together
+ * least one interval ago (less a small tolerance), so several orchestrator processes together
  * run each task once per interval. A holder refreshes its lock while it runs; when the
  * process dies, the lock expires after `lockSeconds` and another process takes over.
  */
@@ -30,8 +30,14 @@ export type RunResult =
   | { ran: false; reason: string };
 
 const DEFAULT_LOCK_SECONDS = 60;
-/** A timer may fire this early relative to the last start and still count as due. */
-const LATE_TOLERANCE_MS = 1000;
+/**
+ * How much earlier than one interval after the last start a timer may fire and still count
+ * as due: a tenth of the interval, at most a second. Timers drift by milliseconds, while two
+ * processes' timers fire whole seconds apart, so this never lets both run in one interval.
+ */
+function toleranceMs(intervalSeconds: number): number {
+  return Math.min(1000, intervalSeconds * 100);
+}
 
 export function newHolderId(): string {
   return `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -137,7 +143,7 @@ export class Scheduler {
       }
       if (ifDue && lock?.last_started_at != null) {
         const since = now - Date.parse(lock.last_started_at);
-        if (since < task.intervalSeconds * 1000 - LATE_TOLERANCE_MS) {
+        if (since < task.intervalSeconds * 1000 - toleranceMs(task.intervalSeconds)) {
           return `last started ${Math.round(since / 1000)} s ago by ${lock.holder}`;
         }
       }

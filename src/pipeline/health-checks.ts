@@ -114,6 +114,9 @@ function resolveSettings(
     case 'http': {
       const http = raw as RawHttpSettings;
       checkUrl(http.url, [...at, 'url'], report);
+      if (http.method === 'HEAD' && http.expect_body !== undefined) {
+        report([...at, 'expect_body'], 'cannot be checked with method HEAD, which has no body');
+      }
       return {
         type,
         settings: {

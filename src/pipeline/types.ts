@@ -85,7 +85,7 @@ export type HealthCheckType = 'http' | 'tcp' | 'database' | 'tailscale' | 'docke
 
 /**
  * Hysteresis of a component's status: how many results in a row change it. A result is
- * failing when the probe says `unhealthy`; `healthy` and `degraded` results are passing.
+ * failing when the probe returns `unhealthy`; `healthy` and `degraded` results are passing.
  */
 export interface HealthThresholds {
   /** Failing results in a row before a healthy or degraded component becomes unhealthy. */

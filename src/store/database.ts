@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import { CachingSqliteDialect } from './driver.js';
 import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
+import { WalSync } from './wal-sync.js';
 import { WriteQueue, type WriteWork } from './write-queue.js';
 
 export const BUSY_TIMEOUT_MS = 15_000;
@@ -30,7 +31,7 @@ export class Store {
     readonly sqlite: BetterSqlite3.Database,
     readonly db: Kysely<Database>,
     readonly path: string,
-    options: StoreOptions,
+    options: StoreOptions & { walSync?: WalSync },
   ) {
     this.#writes = new WriteQueue(db, options);
   }
@@ -56,8 +57,10 @@ export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Data
   if (!readonly) fs.mkdirSync(path.dirname(dbPath), { recursive: true });
   const sqlite = new BetterSqlite3(dbPath, { readonly, timeout: BUSY_TIMEOUT_MS });
   if (!readonly) sqlite.pragma('journal_mode = WAL');
-  // FULL syncs the WAL at every commit, so a committed answer survives a power loss too.
-  sqlite.pragma('synchronous = FULL');
+  // NORMAL leaves the WAL fsync out of COMMIT; WalSync runs it off the main thread before any
+  // commit is reported, so a committed answer survives a power loss as under FULL. Read-only
+  // connections write nothing and keep FULL.
+  sqlite.pragma(readonly ? 'synchronous = FULL' : 'synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
   sqlite.pragma('cache_size = -32000');
@@ -90,9 +93,13 @@ export async function migrateToLatest(db: Kysely<Database>, logger?: Logger): Pr
 
 export async function openStore(dbPath: string, options: StoreOptions = {}): Promise<Store> {
   const sqlite = openSqlite(dbPath, options.readonly);
-  const db = new Kysely<Database>({ dialect: new CachingSqliteDialect(sqlite) });
+  const inWal = sqlite.pragma('journal_mode', { simple: true }) === 'wal';
+  // Without a WAL (a file system that cannot hold one) COMMIT must sync by itself.
+  if (!inWal) sqlite.pragma('synchronous = FULL');
+  const walSync = options.readonly === true || !inWal ? undefined : new WalSync(dbPath);
+  const db = new Kysely<Database>({ dialect: new CachingSqliteDialect(sqlite, walSync) });
   if (options.migrate !== false && !options.readonly) {
     await migrateToLatest(db, options.logger);
   }
-  return new Store(sqlite, db, dbPath, options);
+  return new Store(sqlite, db, dbPath, { ...options, walSync });
 }

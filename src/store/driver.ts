@@ -19,13 +19,19 @@ import {
   type Kysely,
   type QueryResult,
 } from 'kysely';
+import type { WalSync } from './wal-sync.js';
 
 const STATEMENT_CACHE_SIZE = 500;
+
+const TRANSACTION_CONTROL = /^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b/i;
 
 class CachedConnection implements DatabaseConnection {
   readonly #statements = new Map<string, BetterSqlite3.Statement>();
 
-  constructor(readonly sqlite: BetterSqlite3.Database) {}
+  constructor(
+    readonly sqlite: BetterSqlite3.Database,
+    readonly walSync: WalSync | undefined,
+  ) {}
 
   prepare(sqlText: string): BetterSqlite3.Statement {
     let statement = this.#statements.get(sqlText);
@@ -47,11 +53,20 @@ class CachedConnection implements DatabaseConnection {
       return Promise.resolve({ rows: statement.all(parameters) as R[] });
     }
     const { changes, lastInsertRowid } = statement.run(parameters);
-    return Promise.resolve({
+    const result: QueryResult<R> = {
       numAffectedRows: BigInt(changes),
       insertId: BigInt(lastInsertRowid),
       rows: [],
-    });
+    };
+    // A write outside a transaction committed on its own: make it durable before returning.
+    if (
+      this.walSync !== undefined &&
+      !this.sqlite.inTransaction &&
+      !TRANSACTION_CONTROL.test(compiledQuery.sql)
+    ) {
+      return this.walSync.sync().then(() => result);
+    }
+    return Promise.resolve(result);
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
@@ -83,8 +98,8 @@ class CachingSqliteDriver implements Driver {
   readonly #mutex = new ConnectionMutex();
   #release: (() => void) | undefined;
 
-  constructor(sqlite: BetterSqlite3.Database) {
-    this.#connection = new CachedConnection(sqlite);
+  constructor(sqlite: BetterSqlite3.Database, walSync: WalSync | undefined) {
+    this.#connection = new CachedConnection(sqlite, walSync);
   }
 
   async init(): Promise<void> {}
@@ -100,6 +115,8 @@ class CachingSqliteDriver implements Driver {
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('COMMIT'));
+    const walSync = this.#connection.walSync;
+    if (walSync !== undefined && !walSync.deferred) await walSync.sync();
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
@@ -129,6 +146,7 @@ class CachingSqliteDriver implements Driver {
 
   async destroy(): Promise<void> {
     this.#connection.sqlite.close();
+    this.#connection.walSync?.close();
   }
 }
 
@@ -148,10 +166,14 @@ class TransactionalDdlAdapter extends SqliteAdapter {
 }
 
 export class CachingSqliteDialect implements Dialect {
-  constructor(readonly sqlite: BetterSqlite3.Database) {}
+  /** `walSync` makes every commit durable before it is reported (see WalSync). */
+  constructor(
+    readonly sqlite: BetterSqlite3.Database,
+    readonly walSync?: WalSync,
+  ) {}
 
   createDriver(): Driver {
-    return new CachingSqliteDriver(this.sqlite);
+    return new CachingSqliteDriver(this.sqlite, this.walSync);
   }
 
   createQueryCompiler() {

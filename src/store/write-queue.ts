@@ -1,11 +1,14 @@
 /**
  * Group commit: writes that arrive while the event loop is busy share one transaction and
- * one fsync. With synchronous=FULL an fsync costs far more than the statements of a trigger,
- * so sharing it is what lets durable writes keep up with many concurrent requests.
+ * one fsync. An fsync costs far more than the statements of a trigger, so sharing it is what
+ * lets durable writes keep up with many concurrent requests. The fsync runs off the main
+ * thread (see WalSync) and the next batch may commit while it runs; each write resolves only
+ * after an fsync that started after its own COMMIT.
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from '../log.js';
 import type { Database } from './schema.js';
+import type { WalSync } from './wal-sync.js';
 
 export type WriteWork<T> = (trx: Transaction<Database>) => Promise<T>;
 
@@ -34,14 +37,20 @@ export class WriteQueue {
   readonly #db: Kysely<Database>;
   readonly #logger: Logger | undefined;
   readonly #delayMs: number;
+  readonly #walSync: WalSync | undefined;
+  readonly #syncing = new Set<Promise<void>>();
   #pending: PendingWrite[] = [];
   #scheduled = false;
   #flushing: Promise<void> | undefined;
 
-  constructor(db: Kysely<Database>, options: { logger?: Logger; commitDelayMs?: number }) {
+  constructor(
+    db: Kysely<Database>,
+    options: { logger?: Logger; commitDelayMs?: number; walSync?: WalSync },
+  ) {
     this.#db = db;
     this.#logger = options.logger;
     this.#delayMs = options.commitDelayMs ?? 0;
+    this.#walSync = options.walSync;
   }
 
   enqueue<T>(work: WriteWork<T>): Promise<T> {
@@ -55,6 +64,7 @@ export class WriteQueue {
     while (this.#pending.length > 0 || this.#flushing !== undefined || this.#scheduled) {
       await (this.#flushing ?? new Promise((resolve) => setImmediate(resolve)));
     }
+    await Promise.allSettled([...this.#syncing]);
   }
 
   #schedule(): void {
@@ -78,11 +88,22 @@ export class WriteQueue {
     for (let attempt = 1; ; attempt += 1) {
       try {
         const outcomes = await this.#commit(batch);
-        batch.forEach((write, index) => {
-          const outcome = outcomes[index]!;
-          if (outcome.ok) write.resolve(outcome.value);
-          else write.reject(outcome.error);
+        const settle = () =>
+          batch.forEach((write, index) => {
+            const outcome = outcomes[index]!;
+            if (outcome.ok) write.resolve(outcome.value);
+            else write.reject(outcome.error);
+          });
+        if (this.#walSync === undefined) {
+          settle();
+          return;
+        }
+        const synced = this.#walSync.sync().then(settle, (error: unknown) => {
+          this.#logger?.error({ err: error, writes: batch.length }, 'fsync of the WAL failed');
+          for (const write of batch) write.reject(error);
         });
+        this.#syncing.add(synced);
+        void synced.finally(() => this.#syncing.delete(synced));
         return;
       } catch (error) {
         if (isBusyError(error) && attempt < MAX_BUSY_RETRIES) {
@@ -116,7 +137,13 @@ export class WriteQueue {
           outcomes.push({ ok: false, error });
         }
       }
-      await trx.commit().execute();
+      // The queue waits for the fsync itself, after releasing the connection (see #flush).
+      if (this.#walSync !== undefined) this.#walSync.deferred = true;
+      try {
+        await trx.commit().execute();
+      } finally {
+        if (this.#walSync !== undefined) this.#walSync.deferred = false;
+      }
       return outcomes;
     } catch (error) {
       await trx.rollback().execute();

@@ -157,6 +157,10 @@ export class AgentClient {
     const secure = url.protocol === 'https:';
     const send = secure ? https.request : http.request;
     return new Promise((resolve, reject) => {
+      // The abort listener is removed as soon as the request is over: the socket then goes
+      // back to the keep-alive pool, and a late abort must not destroy another request's socket.
+      const onAbort = () => request.destroy(new Error('request aborted'));
+      const settle = () => signal?.removeEventListener('abort', onAbort);
       const request = send(
         url,
         {
@@ -167,21 +171,29 @@ export class AgentClient {
             'content-type': 'application/json',
             'content-length': Buffer.byteLength(payload),
           },
-          ...(signal === undefined ? {} : { signal }),
         },
         (response) => {
           const chunks: Buffer[] = [];
           response.on('data', (chunk: Buffer) => chunks.push(chunk));
-          response.on('error', reject);
-          response.on('end', () =>
+          response.on('error', (error) => {
+            settle();
+            reject(error);
+          });
+          response.on('end', () => {
+            settle();
             resolve({
               status: response.statusCode ?? 0,
               text: Buffer.concat(chunks).toString('utf8'),
-            }),
-          );
+            });
+          });
         },
       );
-      request.on('error', reject);
+      request.on('error', (error) => {
+        settle();
+        reject(error);
+      });
+      if (signal?.aborted === true) onAbort();
+      else signal?.addEventListener('abort', onAbort, { once: true });
       request.end(payload);
     });
   }

@@ -34,7 +34,8 @@ export class Worker {
   readonly #options: WorkerOptions;
   readonly #logger: Logger;
   readonly #runs = new Set<TaskRun>();
-  readonly #claimAbort = new AbortController();
+  /** Aborts the claim request in flight, if any, when the worker stops. */
+  #claimAbort = new AbortController();
   #registration: Registration | undefined;
   #loop: Promise<void> | undefined;
   #stopping = false;
@@ -93,6 +94,7 @@ export class Worker {
         await new Promise<void>((resolve) => (this.#taskEnded = resolve));
         continue;
       }
+      this.#claimAbort = new AbortController();
       try {
         const tasks = await this.#client.claim(
           registration.worker_id,
@@ -145,10 +147,9 @@ export class Worker {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    const running = [...this.#runs];
     this.#logger.info(
-      { running: running.length, grace_seconds: this.#options.shutdownGraceSeconds },
-      `worker stopping: no new tasks; waiting up to ${this.#options.shutdownGraceSeconds} s for ${running.length} running task(s)`,
+      { running: this.#runs.size, grace_seconds: this.#options.shutdownGraceSeconds },
+      `worker stopping: taking no new tasks; waiting up to ${this.#options.shutdownGraceSeconds} s for running tasks`,
     );
     if (this.#registration !== undefined) {
       await this.#client
@@ -160,6 +161,9 @@ export class Worker {
     this.#claimAbort.abort();
     this.#taskEnded?.();
     await this.#loop?.catch(() => undefined);
+    // A claim answered while stopping may have started runs, so count them only now.
+    const running = [...this.#runs];
+    this.#logger.info({ running: running.length }, `waiting for ${running.length} running task(s)`);
 
     const before = new Map(this.#outcomes);
     const all = Promise.all(running.map((run) => run.done.catch(() => undefined)));

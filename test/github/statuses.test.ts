@@ -8,7 +8,7 @@ import { FAST_GITHUB, startGitHubSetup, waitFor, type GitHubSetup } from './help
 const PUBLIC_URL = 'http://127.0.0.1:5999';
 let commitCounter = 0;
 
-/** A fresh full commit SHA per test, so statuses of tests never mix. */
+/** Returns a fresh full commit SHA per test, so statuses of tests never mix. */
 function nextCommit(): string {
   commitCounter += 1;
   return commitCounter.toString(16).padStart(40, 'c');

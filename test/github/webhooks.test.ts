@@ -260,7 +260,7 @@ describe('webhook settings', () => {
         token: server.adminToken,
       });
       expect(job.body.branch).toBeNull();
-      expect(job.body.params.params).toEqual({ tag: 'simple-tag' });
+      expect(job.body.params).toEqual({ tag: 'simple-tag' });
     } finally {
       await server.close();
     }

@@ -80,6 +80,13 @@ describe('docker check and self-healing', () => {
   - name: missing
     type: docker
     containers: [slipway-health-${run}-absent]
+    heal:
+      action: recovery_procedure
+      procedure: restart-absent
+recovery:
+  restart-absent:
+    action: restart_container
+    container: slipway-health-${run}-absent
 `);
   });
 
@@ -202,9 +209,20 @@ describe('docker check and self-healing', () => {
     expect(details.engine.api_version).toMatch(/^\d+\.\d+$/);
   });
 
-  it('reports a missing container', async () => {
+  it('records a recovery procedure that fails', async () => {
     const outcome = await check('missing');
     expect(outcome.status).toBe('unhealthy');
     expect(outcome.reason).toBe(`container slipway-health-${run}-absent not found`);
+    expect(outcome.action?.outcome).toBe('failed');
+    expect(await actions('missing')).toEqual(['failed']);
+    const failed = (await auditRows(server, 'health_action_failed')).find(
+      (row) => row.details.component === 'missing',
+    );
+    expect(failed?.details).toMatchObject({
+      action: 'recovery_procedure',
+      target: 'restart-absent',
+      procedure: 'restart-absent',
+    });
+    expect(failed?.details.error).toContain(`slipway-health-${run}-absent`);
   });
 });

@@ -5,7 +5,7 @@ import { runHealthChecks } from '../../src/health/runner.js';
 import type { TestServer } from '../support/server.js';
 import { auditRows, startHealthServer, stateVariable } from './helpers.js';
 
-/** A service on 127.0.0.1 that can answer 200, answer 500, or stop listening. */
+/** A service on 127.0.0.1 that returns 200 or 500, or stops listening. */
 class FlakyService {
   mode: 'ok' | 'error' = 'ok';
   port = 0;
@@ -157,6 +157,19 @@ describe('http and tcp checks', () => {
     );
     expect(rest.body.count).toBe(2);
     expect(rest.body.next_cursor).toBeNull();
+  });
+
+  it('exports status and latency to Prometheus', async () => {
+    const reader = await server.token('read');
+    const metrics = await server.request('GET', '/metrics', { token: reader });
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).toContain(
+      'slipway_health_check_status{component="web",status="healthy"} 1',
+    );
+    expect(metrics.text).toContain(
+      'slipway_health_check_status{component="web",status="unhealthy"} 0',
+    );
+    expect(metrics.text).toMatch(/slipway_health_check_latency_ms\{component="web-port"\} \d/);
   });
 
   it('rejects bad history queries', async () => {

@@ -1,5 +1,5 @@
 /**
- * A stand-in for tailscaled's LocalAPI: an HTTP server on a unix socket that answers
+ * A stand-in for tailscaled's LocalAPI: an HTTP server on a unix socket that serves
  * `GET /localapi/v0/status` with the fields of tailscale's ipnstate.Status (BackendState,
  * Self.Online, TailscaleIPs, Health...). Like tailscaled, it rejects requests whose Host
  * header is not `local-tailscaled.sock`.
@@ -48,8 +48,9 @@ export class TailscaleStandIn {
 
   #status(): Record<string, unknown> {
     const running = this.mode === 'running' || this.mode === 'offline' || this.mode === 'warning';
-    const backendState =
-      this.mode === 'stopped' ? 'Stopped' : this.mode === 'needs-login' ? 'NeedsLogin' : 'Running';
+    let backendState = 'Running';
+    if (this.mode === 'stopped') backendState = 'Stopped';
+    if (this.mode === 'needs-login') backendState = 'NeedsLogin';
     return {
       Version: '1.76.1-t1234abcd',
       TUN: true,

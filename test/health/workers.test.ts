@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runHealthChecks } from '../../src/health/runner.js';
+import { scheduledTasks } from '../../src/orchestrator/role.js';
+import { Scheduler } from '../../src/orchestrator/scheduler.js';
 import type { TestServer } from '../support/server.js';
 import { startHealthServer } from './helpers.js';
 
@@ -30,6 +32,19 @@ describe('workers check', () => {
     });
     expect(reply.status).toBe(200);
   };
+
+  it('runs as the scheduled task health-checks', async () => {
+    const scheduler = new Scheduler(server.context, scheduledTasks(server.context));
+    const result = await scheduler.runTask('health-checks');
+    expect(result).toMatchObject({
+      ran: true,
+      ok: true,
+      summary: { checks: 1, healthy: 0, unhealthy: 1, actions: 0 },
+    });
+    // The check ran, so it is not due again within its interval.
+    const again = await scheduler.runTask('health-checks');
+    expect(again).toMatchObject({ ran: true, summary: { checks: 0 } });
+  });
 
   it('is unhealthy with no worker at all', async () => {
     const outcome = await check();

@@ -1,5 +1,5 @@
 /**
- * A stand-in for the parts of GitHub's REST API that Slipway calls, on 127.0.0.1, answering
+ * A stand-in for the parts of GitHub's REST API that Slipway calls, on 127.0.0.1, responding
  * as GitHub's REST documentation describes:
  *
  * - `GET /repos/{owner}/{repo}/actions/variables/{name}`: 200 with the variable, 404 when

@@ -1,14 +1,18 @@
 /**
  * `GET /api/health/status` (public, so a Docker HEALTHCHECK or an uptime monitor can use it)
- * and `GET /api/health/history` (role read). The status reports the API's own database
- * connection, checked on every request, and the latest recorded result of each configured
- * check, with its age. A result older than three intervals counts as at least degraded,
- * because nothing is checking that component any more.
+ * and `GET /api/health/history` (role read).
+ *
+ * The status always has `api` and `database`, checked on every request through the API's own
+ * connection. A health check named `database` adds its latest result to the latter. The other
+ * components are the latest result of each check in the pipeline file, plus the recent
+ * results of checks that only another process's pipeline file names. A check's result older
+ * than three intervals counts as at least degraded, because nothing is checking it any more.
  */
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { AppContext } from '../../app/context.js';
+import { latestMetrics } from '../../health/metrics.js';
 import { checkIntervalMs } from '../../health/runner.js';
 import { HEALTH_STATES, worstOf, type HealthState } from '../../health/types.js';
 import { parseJsonColumn } from '../../store/json.js';
@@ -102,10 +106,12 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
     },
     async (_request, reply) => {
       const now = new Date();
+      const live = await checkConnection(context, now);
       const components: Record<string, ComponentHealth> = {
-        api: await checkApi(context, now),
+        api: live.api,
         ...(await latestResults(context, now)),
       };
+      components.database = mergeDatabase(live.database, components.database);
       const status = worstOf(Object.values(components).map((component) => component.status));
       reply.code(status === 'unhealthy' ? 503 : 200);
       return { status, checked_at: now.toISOString(), components };
@@ -154,60 +160,79 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
   );
 }
 
-async function checkApi(context: AppContext, now: Date): Promise<ComponentHealth> {
+/** Runs `select 1` on the API's connection: the `api` and `database` components. */
+async function checkConnection(
+  context: AppContext,
+  now: Date,
+): Promise<{ api: ComponentHealth; database: ComponentHealth }> {
   const started = performance.now();
   const base = { checked_at: now.toISOString(), age_seconds: 0 };
-  const process_ = { pid: process.pid, uptime_seconds: Math.round(process.uptime()) };
+  const processDetails = { pid: process.pid, uptime_seconds: Math.round(process.uptime()) };
   try {
     await sql`select 1`.execute(context.store.db);
+    const latency = Math.round((performance.now() - started) * 100) / 100;
     return {
-      ...base,
-      status: 'healthy',
-      latency_ms: Math.round((performance.now() - started) * 100) / 100,
-      details: { ...process_, database: context.store.path },
+      api: { ...base, status: 'healthy', latency_ms: 0, details: processDetails },
+      database: {
+        ...base,
+        status: 'healthy',
+        latency_ms: latency,
+        details: { path: context.store.path },
+      },
     };
   } catch (error) {
+    const reason = `the API cannot query its database: ${(error as Error).message}`;
     return {
-      ...base,
-      status: 'unhealthy',
-      latency_ms: null,
-      details: {
-        ...process_,
-        database: context.store.path,
-        reason: `the API cannot query its database: ${(error as Error).message}`,
+      api: {
+        ...base,
+        status: 'unhealthy',
+        latency_ms: null,
+        details: { ...processDetails, reason },
+      },
+      database: {
+        ...base,
+        status: 'unhealthy',
+        latency_ms: null,
+        details: { path: context.store.path, reason },
       },
     };
   }
+}
+
+/** Combines the live probe with the latest result of a check named `database`, if any. */
+function mergeDatabase(
+  live: ComponentHealth,
+  recorded: ComponentHealth | undefined,
+): ComponentHealth {
+  if (recorded === undefined) return live;
+  return {
+    ...recorded,
+    status: worstOf([live.status, recorded.status]),
+    details: {
+      ...(recorded.details as Record<string, unknown>),
+      ...(live.details as Record<string, unknown>),
+    },
+  };
 }
 
 async function latestResults(
   context: AppContext,
   now: Date,
 ): Promise<Record<string, ComponentHealth>> {
-  const checks = context.pipelines.healthChecks;
-  if (checks.length === 0) return {};
-  const rows = await context.store.db
-    .selectFrom('health_metrics as m')
-    .selectAll('m')
-    .where('m.id', 'in', (eb) =>
-      eb
-        .selectFrom('health_metrics')
-        .select((e) => e.fn.max('id').as('id'))
-        .where(
-          'component',
-          'in',
-          checks.map((check) => check.name),
-        )
-        .groupBy('component'),
-    )
-    .execute();
+  const checks = new Map(context.pipelines.healthChecks.map((check) => [check.name, check]));
+  const defaultIntervalMs = context.config.intervals.healthCheckSeconds * 1000;
   const components: Record<string, ComponentHealth> = {};
-  for (const row of rows) {
-    const check = checks.find((each) => each.name === row.component)!;
+  for (const row of await latestMetrics(context.store.db)) {
+    const check = checks.get(row.component);
     const ageMs = Math.max(0, now.getTime() - Date.parse(row.recorded_at));
+    const staleAfterMs =
+      check === undefined
+        ? 3 * defaultIntervalMs
+        : 3 * checkIntervalMs(context, check) + check.timeoutMs;
+    // A check that is in no pipeline file any more stops showing once its result is stale.
+    if (check === undefined && ageMs > staleAfterMs) continue;
     const details = parseJsonColumn<Record<string, unknown>>(row.details, {});
     let status = row.status;
-    const staleAfterMs = 3 * checkIntervalMs(context, check) + check.timeoutMs;
     if (ageMs > staleAfterMs) {
       status = worstOf([status, 'degraded']);
       details.stale = true;

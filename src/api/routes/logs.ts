@@ -67,7 +67,11 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
       };
       reply.type('text/plain; charset=utf-8');
       reply.header('cache-control', 'no-store');
-      if (query.follow) reply.header('x-accel-buffering', 'no');
+      if (query.follow) {
+        reply.header('x-accel-buffering', 'no');
+        // Send the headers before the first output, so a client sees the stream open at once.
+        reply.raw.once('pipe', () => reply.raw.flushHeaders());
+      }
       return reply.send(Readable.from(streamTasks(tasks, options)));
     },
   );

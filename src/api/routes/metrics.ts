@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AppContext } from '../../app/context.js';
+import { registerHealthGauges } from '../../health/prometheus.js';
 import { STATUSES } from '../../jobs/status.js';
 import { countJobsByStatus } from '../../store/jobs.js';
 
@@ -27,6 +28,8 @@ export function registerMetricsRoutes(app: FastifyInstance, context: AppContext)
       for (const status of STATUSES) this.set({ status }, counts[status] ?? 0);
     },
   });
+
+  registerHealthGauges(registry, context);
 
   app.addHook('onResponse', async (request, reply) => {
     requestDuration.observe(

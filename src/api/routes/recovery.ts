@@ -96,10 +96,14 @@ export function registerRecoveryRoutes(app: FastifyInstance, context: AppContext
           'Without `commit`, deploys the commit of the latest successful deploy whose commit ' +
           'differs from LAST_DEPLOYED_COMMIT; 409 `no_previous_deploy` when there is none.',
         security: [{ bearerAuth: [] }],
-        body: Type.Optional(RollbackBody),
+        body: RollbackBody,
         response: { 201: RollbackReply, ...errors, 409: ErrorSchema },
       },
       config: { roles: ['admin'] },
+      // `curl -X POST .../rollback/execute` sends no body at all; treat that as `{}`.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
     },
     async (request, reply) => {
       const body = (request.body ?? {}) as Static<typeof RollbackBody>;

@@ -4,7 +4,7 @@
  *
  * The query and quick_check run in a worker thread on a read-only connection of their own.
  * better-sqlite3 is synchronous, so on the main thread a slow query or a long quick_check
- * would stop every other check and the API with it; in a worker the timeout can end them.
+ * would stop every other check and the API with it. In a worker the timeout can end them.
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -235,7 +235,7 @@ function runProbeWorker(
     });
     worker.once('exit', (code) => {
       signal.removeEventListener('abort', onAbort);
-      reject(new Error(`database probe thread exited with code ${code} before answering`));
+      reject(new Error(`database probe thread exited with code ${code} without a result`));
     });
   });
 }

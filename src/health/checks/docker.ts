@@ -1,10 +1,10 @@
 /**
- * `docker` check: the engine answers, each named container is running and, where its image
+ * `docker` check: the engine responds to requests, each named container is running and, where its image
  * defines a HEALTHCHECK, healthy; restart counts are reported and compared with max_restarts.
  */
 import Docker from 'dockerode';
 import type { DockerCheckSettings } from '../../pipeline/types.js';
-import type { HealthState, ProbeContext, ProbeResult } from '../types.js';
+import { worstOf, type HealthState, type ProbeContext, type ProbeResult } from '../types.js';
 
 export function dockerClient(socket: string | undefined): Docker {
   // Without a socket, dockerode reads DOCKER_HOST and falls back to /var/run/docker.sock.
@@ -42,14 +42,11 @@ export async function probeDocker(
     engine: { version: version.Version, api_version: version.ApiVersion },
     containers,
   };
-  const failing = reports.filter((report) => report.status === 'unhealthy');
-  const degraded = reports.filter((report) => report.status === 'degraded');
-  const worst = failing.length > 0 ? failing : degraded;
-  return {
-    status: failing.length > 0 ? 'unhealthy' : degraded.length > 0 ? 'degraded' : 'healthy',
-    reason: worst.map((report) => report.reason).join('; ') || undefined,
-    details,
-  };
+  const status = worstOf(reports.map((report) => report.status));
+  const reasons = reports
+    .filter((report) => report.status === status && report.reason !== undefined)
+    .map((report) => report.reason);
+  return { status, reason: reasons.join('; ') || undefined, details };
 }
 
 async function inspectContainer(

@@ -1,4 +1,4 @@
-/** `http` check: the deployed service answers with an expected status, body and latency. */
+/** `http` check: the deployed service returns an expected status and body, fast enough. */
 import http from 'node:http';
 import https from 'node:https';
 import type { HttpCheckSettings } from '../../pipeline/types.js';
@@ -58,7 +58,7 @@ interface HttpReply {
 /**
  * Sends one request on a new connection. A pooled keep-alive connection could have been
  * closed by a restarted service and fail the probe although the service is up again.
- * Redirects are not followed: a 3xx is the service's own answer.
+ * Redirects are not followed because a 3xx is the service's own response.
  */
 function request(
   settings: HttpCheckSettings,
@@ -106,7 +106,7 @@ function statusAccepted(status: number, expected: number[] | undefined): boolean
   return expected.includes(status);
 }
 
-/** The URL without user name and password, so credentials never reach metrics or logs. */
+/** Removes user name and password from a URL, so credentials never reach metrics or logs. */
 function displayUrl(url: string): string {
   const parsed = new URL(url);
   parsed.username = '';

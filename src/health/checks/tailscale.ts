@@ -1,5 +1,5 @@
 /**
- * `tailscale` check: asks tailscaled's LocalAPI (`GET /localapi/v0/status` over its unix
+ * `tailscale` check: requests tailscaled's LocalAPI (`GET /localapi/v0/status` over its unix
  * socket) whether the backend is `Running` and this node is online. The reply is
  * tailscale's ipnstate.Status: BackendState is one of NoState, NeedsLogin, NeedsMachineAuth,
  * Stopped, Starting or Running; Self.Online says whether the node is connected to the control

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Queue a Slipway job over the HTTP API and, with --wait, print its logs and exit with its
+# result. It is the shell twin of `slipway trigger` for runners without Node.js, and what the
+# composite action (action.yml) runs. Needs bash, curl and jq (all on GitHub-hosted runners).
+#
+#   slipway-trigger.sh TYPE --commit SHA [--branch NAME] [--python-versions 3.11,3.12]
+#                      [--param KEY=VALUE]... [--wait] [--timeout SECONDS]
+#                      [--poll-interval SECONDS] [--cancel-on-timeout]
+#
+# Environment: SLIPWAY_API_URL (base URL), SLIPWAY_TOKEN (role trigger). GITHUB_RUN_ID and
+# GITHUB_RUN_ATTEMPT, when set, make a re-run step find its job instead of queueing another.
+# Writes job-id and status to $GITHUB_OUTPUT when set.
+#
+# Exit codes (the same as `slipway trigger`): 0 success, 1 failure, 2 bad usage,
+# 3 error, 4 timed_out, 5 cancelled, 6 skipped, 7 --timeout passed, 8 API request failed.
+set -euo pipefail
+
+die() { echo "slipway: $1" >&2; exit "${2:-2}"; }
+
+type="${1:-}"
+[[ -n "$type" && "$type" != -* ]] || die "usage: slipway-trigger.sh TYPE --commit SHA [--wait]"
+shift
+commit="" branch="" versions="" wait=false timeout=0 poll=2 cancel_on_timeout=false
+params='{}'
+while (($#)); do
+  case "$1" in
+    --commit) commit="${2:?--commit needs a value}"; shift 2 ;;
+    --branch) branch="${2:?--branch needs a value}"; shift 2 ;;
+    --python-versions) versions="${2:?--python-versions needs a value}"; shift 2 ;;
+    --param)
+      [[ "${2:-}" == *=* ]] || die "--param needs KEY=VALUE"
+      params=$(jq -c --arg k "${2%%=*}" --arg v "${2#*=}" '. + {($k): $v}' <<<"$params")
+      shift 2 ;;
+    --wait) wait=true; shift ;;
+    --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
+    --poll-interval) poll="${2:?--poll-interval needs seconds}"; shift 2 ;;
+    --cancel-on-timeout) cancel_on_timeout=true; shift ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+[[ -n "$commit" ]] || die "--commit is required"
+[[ -n "${SLIPWAY_API_URL:-}" ]] || die "SLIPWAY_API_URL is not set"
+[[ -n "${SLIPWAY_TOKEN:-}" ]] || die "SLIPWAY_TOKEN is not set"
+[[ "$timeout" =~ ^[0-9]+$ && "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+  die "--timeout and --poll-interval take seconds"
+api="${SLIPWAY_API_URL%/}"
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+
+# Calls the API and prints the body; prints the error and exits 8 unless the response is 2xx.
+call() {
+  local method="$1" path="$2" data="${3:-}" status
+  local args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"
+    -H "Authorization: Bearer $SLIPWAY_TOKEN" -H 'Content-Type: application/json')
+  [[ -n "$data" ]] && args+=(--data "$data")
+  status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $api" 8
+  if [[ "$status" != 2* ]]; then
+    die "$method $path failed with $status: $(jq -r '.error // .' "$workdir/body" 2>/dev/null)" 8
+  fi
+  cat "$workdir/body"
+}
+
+output() { [[ -n "${GITHUB_OUTPUT:-}" ]] && echo "$1=$2" >>"$GITHUB_OUTPUT"; return 0; }
+
+body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$versions" \
+  --argjson params "$params" --arg run "${GITHUB_RUN_ID:-}" --arg attempt "${GITHUB_RUN_ATTEMPT:-}" '
+  {commit: $commit}
+  + (if $branch != "" then {branch: $branch} else {} end)
+  + (if $versions != "" then {python_versions: ($versions | split(","))} else {} end)
+  + (if $params != {} then {params: $params} else {} end)
+  + (if $run != "" then {github_run_id: $run} else {} end)
+  + (if $attempt != "" then {github_run_attempt: $attempt} else {} end)')
+created=$(call POST "/api/trigger/$type" "$body")
+job_id=$(jq -r .job_id <<<"$created")
+echo "slipway: queued $job_id ($(jq -r .status <<<"$created")) for $commit" >&2
+echo "$job_id"
+output job-id "$job_id"
+$wait || exit 0
+
+interrupted=""
+trap 'interrupted=SIGINT' INT
+trap 'interrupted=SIGTERM' TERM
+
+# Prints the log bytes of each task that were not printed yet, prefixed when several.
+print_new_logs() {
+  local job="$1" count id name offset size
+  count=$(jq '.tasks | length' <<<"$job")
+  while IFS=$'\t' read -r id name; do
+    call GET "/api/job/$job_id/logs?task=$id" >"$workdir/log" || return 0
+    offset=$(cat "$workdir/offset.$id" 2>/dev/null || echo 0)
+    size=$(wc -c <"$workdir/log")
+    ((size > offset)) || continue
+    if ((count > 1)); then
+      tail -c +$((offset + 1)) "$workdir/log" | sed "s/^/[$name] /"
+    else
+      tail -c +$((offset + 1)) "$workdir/log"
+    fi
+    echo "$size" >"$workdir/offset.$id"
+  done < <(jq -r '.tasks[] | [.id, .name] | @tsv' <<<"$job")
+}
+
+started=$SECONDS
+while :; do
+  job=$(call GET "/api/job/$job_id")
+  status=$(jq -r .status <<<"$job")
+  print_new_logs "$job"
+  case "$status" in success | failure | error | timed_out | cancelled | skipped) break ;; esac
+  if [[ -n "$interrupted" ]]; then
+    call POST "/api/job/$job_id/cancel" \
+      "$(jq -n --arg r "slipway-trigger.sh received $interrupted" '{reason: $r}')" >/dev/null || true
+    output status cancelled
+    die "job $job_id cancelled because the step received $interrupted" 5
+  fi
+  if ((timeout > 0 && SECONDS - started >= timeout)); then
+    if $cancel_on_timeout; then
+      call POST "/api/job/$job_id/cancel" '{"reason":"slipway-trigger.sh --timeout passed"}' \
+        >/dev/null || true
+    fi
+    output status wait_timeout
+    die "job $job_id still running after --timeout ${timeout}s" 7
+  fi
+  sleep "$poll" & wait $! || true
+done
+
+output status "$status"
+reason=$(jq -r '.reason // empty' <<<"$job")
+declare -A codes=([success]=0 [failure]=1 [error]=3 [timed_out]=4 [cancelled]=5 [skipped]=6)
+code=${codes[$status]}
+echo "slipway: job $job_id ended $status${reason:+: $reason} (exit $code)" >&2
+exit "$code"

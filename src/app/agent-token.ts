@@ -1,0 +1,63 @@
+/**
+ * The agent token from SLIPWAY_AGENT_TOKEN. When the API starts with the variable set, a token
+ * with this value and the `agent` role exists afterwards, so an installation can hand the same
+ * value to its workers (the compose stack's .env does) instead of running `slipway token
+ * create` by hand. Changing the value rotates the token: the row of the earlier value is
+ * replaced in the same transaction, so the earlier value stops working. A value already
+ * registered is left as it is, so a revoked one stays revoked until the variable changes.
+ */
+import os from 'node:os';
+import { ConfigError, type Config } from '../config/env.js';
+import type { Logger } from '../log.js';
+import { appendAudit } from '../store/audit.js';
+import type { Store } from '../store/database.js';
+import { createToken, findTokenByHash, hashToken } from '../store/tokens.js';
+
+export const ENV_AGENT_TOKEN_NAME = 'agent-from-env';
+
+/** Registers SLIPWAY_AGENT_TOKEN when it is set and new; returns whether a token was created. */
+export async function ensureAgentToken(
+  config: Config,
+  store: Store,
+  logger: Logger,
+): Promise<boolean> {
+  const configured = config.worker.token;
+  if (configured === undefined) return false;
+  const existing = await findTokenByHash(store.db, hashToken(configured));
+  if (existing !== undefined) {
+    if (existing.role !== 'agent') {
+      throw new ConfigError(
+        'SLIPWAY_AGENT_TOKEN',
+        `is already registered as the ${existing.role} token "${existing.name}"; give workers a value of their own`,
+      );
+    }
+    return false;
+  }
+  await store.write(async (trx) => {
+    const earlier = await trx
+      .selectFrom('api_tokens')
+      .select('id')
+      .where('name', '=', ENV_AGENT_TOKEN_NAME)
+      .executeTakeFirst();
+    // Token names are unique, so a new value replaces the earlier one in its row.
+    if (earlier !== undefined)
+      await trx.deleteFrom('api_tokens').where('id', '=', earlier.id).execute();
+    const created = await createToken(trx, ENV_AGENT_TOKEN_NAME, 'agent', configured);
+    await appendAudit(
+      trx,
+      { actor: 'api', source: os.hostname() },
+      {
+        action: 'token_created',
+        details: {
+          name: ENV_AGENT_TOKEN_NAME,
+          role: 'agent',
+          prefix: created.row.prefix,
+          from: 'SLIPWAY_AGENT_TOKEN',
+          replaced_earlier_value: earlier !== undefined,
+        },
+      },
+    );
+  });
+  logger.info({ name: ENV_AGENT_TOKEN_NAME }, 'agent token from SLIPWAY_AGENT_TOKEN registered');
+  return true;
+}

@@ -1,0 +1,275 @@
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../support/server.js';
+import { writePipelineFile } from '../support/execution.js';
+
+describe('agent API', () => {
+  let server: TestServer;
+  let agent: string;
+  const post = (path: string, body: unknown) =>
+    server.request('POST', path, { token: agent, body });
+
+  beforeAll(async () => {
+    const pipelines = writePipelineFile(`
+pipelines:
+  ci:
+    executor: local
+    env: { MODE: test }
+    secrets: [API_KEY]
+    matrix:
+      python_version: { from: python_versions, default: ['3.12'] }
+    image: python:\${{ matrix.python_version }}-slim
+    steps:
+      - name: test
+        run: pytest
+    timeout: 5m
+`);
+    server = await startTestServer({
+      SLIPWAY_PIPELINES: pipelines,
+      SLIPWAY_LOG_MAX_BYTES: '4096',
+      SLIPWAY_LEASE_SECONDS: '30',
+    });
+    agent = await server.token('agent', 'agent-test');
+    const registered = await post('/api/agent/workers', {
+      name: 'worker-a',
+      hostname: 'host-a',
+      executors: ['local'],
+      capacity: 4,
+    });
+    expect(registered.status).toBe(200);
+    await post('/api/agent/workers', {
+      name: 'worker-b',
+      hostname: 'host-b',
+      executors: ['local'],
+      capacity: 4,
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const trigger = async (body: Record<string, unknown>) => {
+    const answer = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body,
+    });
+    expect(answer.status).toBe(201);
+    return answer.body.job_id as string;
+  };
+
+  it('rejects a claim from an unregistered worker', async () => {
+    const answer = await post('/api/agent/workers/nobody/claim', { max: 1, wait_seconds: 0 });
+    expect(answer.status).toBe(404);
+    expect(answer.body.code).toBe('worker_not_found');
+  });
+
+  it('rejects a read token on agent routes', async () => {
+    const reader = await server.token('read');
+    const answer = await server.request('POST', '/api/agent/workers/worker-a/claim', {
+      token: reader,
+      body: { max: 1, wait_seconds: 0 },
+    });
+    expect(answer.status).toBe(403);
+  });
+
+  it('returns everything a worker needs to run the task', async () => {
+    const jobId = await trigger({ commit: 'abcdef12', branch: 'main', python_versions: ['3.11'] });
+    const answer = await post('/api/agent/workers/worker-a/claim', { max: 4, wait_seconds: 0 });
+    expect(answer.status).toBe(200);
+    expect(answer.body.tasks).toHaveLength(1);
+    const task = answer.body.tasks[0];
+    expect(task.job).toMatchObject({ id: jobId, type: 'ci', commit: 'abcdef12', branch: 'main' });
+    expect(task.attempt).toBe(1);
+    expect(task.image).toBe('python:3.11-slim');
+    expect(task.steps).toEqual([{ name: 'test', run: 'pytest' }]);
+    expect(task.env).toMatchObject({
+      MODE: 'test',
+      PYTHON_VERSION: '3.11',
+      SLIPWAY_COMMIT: 'abcdef12',
+      SLIPWAY_BRANCH: 'main',
+      SLIPWAY_JOB_ID: jobId,
+    });
+    expect(task.secrets).toEqual([{ name: 'API_KEY', fromEnv: 'API_KEY' }]);
+    expect(task.timeout_ms).toBe(300_000);
+    expect(Date.parse(task.lease_expires_at)).toBeGreaterThan(Date.now());
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('running');
+    expect(job.body.tasks[0]).toMatchObject({ worker_id: 'worker-a', attempt: 1 });
+    await post(`/api/agent/tasks/${task.task_id}/finish`, {
+      worker_id: 'worker-a',
+      attempt: 1,
+      status: 'success',
+      exit_code: 0,
+      duration_ms: 10,
+    });
+  });
+
+  it('answers a waiting claim within milliseconds of a trigger', async () => {
+    const waiting = post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 10 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const triggered = Date.now();
+    const jobId = await trigger({ commit: 'abcdef13' });
+    const answer = await waiting;
+    const latency = Date.now() - triggered;
+    expect(answer.body.tasks).toHaveLength(1);
+    expect(answer.body.tasks[0].job.id).toBe(jobId);
+    // Generous for a loaded CI machine; the benchmark measures the real figure.
+    expect(latency).toBeLessThan(1_000);
+  });
+
+  it('answers an idle claim with no tasks after the wait', async () => {
+    const started = Date.now();
+    const answer = await post('/api/agent/workers/worker-b/claim', { max: 1, wait_seconds: 0.3 });
+    expect(answer.status).toBe(200);
+    expect(answer.body.tasks).toEqual([]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+  });
+
+  it('fences heartbeats, logs and finish by worker and attempt', async () => {
+    await trigger({ commit: 'abcdef14' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    const path = `/api/agent/tasks/${task.task_id}`;
+
+    const wrongAttempt = await post(`${path}/heartbeat`, { worker_id: 'worker-a', attempt: 2 });
+    expect(wrongAttempt.status).toBe(409);
+    expect(wrongAttempt.body.code).toBe('lease_lost');
+    const wrongWorker = await post(`${path}/logs`, {
+      worker_id: 'worker-b',
+      attempt: 1,
+      offset: 0,
+      data: 'x',
+    });
+    expect(wrongWorker.status).toBe(409);
+
+    const beat = await post(`${path}/heartbeat`, { worker_id: 'worker-a', attempt: 1 });
+    expect(beat.status).toBe(200);
+    expect(beat.body.cancel_requested).toBe(false);
+
+    const finish = await post(`${path}/finish`, {
+      worker_id: 'worker-a',
+      attempt: 1,
+      status: 'failure',
+      exit_code: 1,
+      reason: 'step "test" exited with code 1',
+      duration_ms: 1234,
+    });
+    expect(finish.status).toBe(200);
+    expect(finish.body.status).toBe('failure');
+    const again = await post(`${path}/finish`, {
+      worker_id: 'worker-a',
+      attempt: 1,
+      status: 'success',
+      duration_ms: 1,
+    });
+    expect(again.status).toBe(409);
+    expect(again.body.code).toBe('lease_lost');
+  });
+
+  it('stores a retried log upload once and caps the log', async () => {
+    const jobId = await trigger({ commit: 'abcdef15' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    const lease = { worker_id: 'worker-a', attempt: 1 };
+    const logs = `/api/agent/tasks/${task.task_id}/logs`;
+
+    expect((await post(logs, { ...lease, offset: 0, data: 'first\n' })).body.received).toBe(6);
+    const repeat = await post(logs, { ...lease, offset: 0, data: 'first\n' });
+    expect(repeat.body).toMatchObject({ received: 6, accepted: 0 });
+    const overlap = await post(logs, { ...lease, offset: 3, data: 'st\nsecond\n' });
+    expect(overlap.body).toMatchObject({ received: 13, accepted: 7 });
+    const gap = await post(logs, { ...lease, offset: 100, data: 'lost' });
+    expect(gap.status).toBe(400);
+    expect(gap.body.field).toBe('offset');
+
+    const text = await server.request('GET', `/api/job/${jobId}/logs`, {
+      token: server.adminToken,
+    });
+    expect(text.text).toBe('first\nsecond\n');
+
+    const big = 'y'.repeat(5000);
+    const capped = await post(logs, { ...lease, offset: 13, data: big });
+    expect(capped.body.truncated).toBe(true);
+    const after = await post(logs, { ...lease, offset: 5013, data: 'more' });
+    expect(after.status).toBe(200);
+    const row = await server.context.store.db
+      .selectFrom('tasks')
+      .select('log_path')
+      .where('id', '=', task.task_id)
+      .executeTakeFirstOrThrow();
+    const stored = fs.readFileSync(row.log_path!, 'utf8');
+    expect(stored.startsWith('first\nsecond\nyyy')).toBe(true);
+    expect(stored).toContain('[slipway] log cut at 4096 bytes');
+    expect(stored).not.toContain('more');
+    expect(Buffer.byteLength(stored)).toBeLessThan(4096 + 200);
+  });
+
+  it('streams a followed log until the task ends', async () => {
+    const jobId = await trigger({ commit: 'abcdef16' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    const lease = { worker_id: 'worker-a', attempt: 1 };
+    const response = await fetch(`${server.url}/api/job/${jobId}/logs?follow=true`, {
+      headers: { authorization: `Bearer ${server.adminToken}` },
+    });
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let received = '';
+    const readUntil = async (needle: string) => {
+      while (!received.includes(needle)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`stream ended before "${needle}"; got ${received}`);
+        received += decoder.decode(value, { stream: true });
+      }
+    };
+    await post(`/api/agent/tasks/${task.task_id}/logs`, { ...lease, offset: 0, data: 'one\n' });
+    await readUntil('one\n');
+    await post(`/api/agent/tasks/${task.task_id}/logs`, { ...lease, offset: 4, data: 'two\n' });
+    await readUntil('two\n');
+    await post(`/api/agent/tasks/${task.task_id}/finish`, {
+      ...lease,
+      status: 'success',
+      exit_code: 0,
+      duration_ms: 5,
+    });
+    for (;;) {
+      const { done } = await reader.read();
+      if (done) break;
+    }
+    expect(received).toBe('one\ntwo\n');
+  });
+
+  it('re-queues an error while retries remain', async () => {
+    const pipelines = server.context.pipelines.pipelines;
+    pipelines.retrying = { ...pipelines.ci!, type: 'retrying', retries: 1, matrix: [] };
+    const answer = await server.request('POST', '/api/trigger/retrying', {
+      token: server.adminToken,
+      body: { commit: 'abcdef17' },
+    });
+    const jobId = answer.body.job_id;
+    const lease = { worker_id: 'worker-a' };
+    const first = (await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 }))
+      .body.tasks[0];
+    const report = { status: 'error', reason: 'engine restarted', duration_ms: 1 };
+    const retried = await post(`/api/agent/tasks/${first.task_id}/finish`, {
+      ...lease,
+      attempt: first.attempt,
+      ...report,
+    });
+    expect(retried.body).toMatchObject({ status: 'queued', retried: true });
+    const second = (await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 }))
+      .body.tasks[0];
+    expect(second.task_id).toBe(first.task_id);
+    expect(second.attempt).toBe(2);
+    const final = await post(`/api/agent/tasks/${second.task_id}/finish`, {
+      ...lease,
+      attempt: 2,
+      ...report,
+    });
+    expect(final.body).toMatchObject({ status: 'error', retried: false });
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('error');
+  });
+});

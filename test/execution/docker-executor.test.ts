@@ -1,0 +1,150 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type Docker from 'dockerode';
+import {
+  LABEL_INSTANCE,
+  LABEL_JOB,
+  LABEL_MANAGED,
+  LABEL_TASK,
+  instanceId,
+} from '../../src/jobs/labels.js';
+import { requireDocker, TEST_IMAGE } from '../support/docker.js';
+import {
+  makeRepository,
+  startHarness,
+  writePipelineFile,
+  type ExecutionHarness,
+} from '../support/execution.js';
+
+describe('docker executor through the API', () => {
+  let docker: Docker;
+  let harness: ExecutionHarness;
+  let repo: { dir: string; commit: string };
+
+  const containersOf = (jobId: string) =>
+    docker.listContainers({ all: true, filters: { label: [`${LABEL_JOB}=${jobId}`] } });
+
+  beforeAll(async () => {
+    docker = await requireDocker();
+    repo = makeRepository({ 'hello.txt': 'hello from the repository\n' });
+    const pipelines = writePipelineFile(`
+repository: ${repo.dir}
+pipelines:
+  ci:
+    executor: docker
+    image: ${TEST_IMAGE}
+    network: none
+    resources: { memory: 64m, cpus: 0.5, pids: 64 }
+    steps:
+      - name: read
+        run: cat hello.txt && echo "commit=$SLIPWAY_COMMIT"
+      - name: socket
+        run: if [ -e /var/run/docker.sock ]; then echo socket-present; exit 1; fi; echo no-socket
+  failing:
+    executor: docker
+    image: ${TEST_IMAGE}
+    steps:
+      - name: ok
+        run: echo fine
+      - name: bad
+        run: exit 7
+  missing-image:
+    executor: docker
+    image: slipway-test-no-such-image:never
+    steps:
+      - run: echo never
+  long:
+    executor: docker
+    image: ${TEST_IMAGE}
+    steps:
+      - name: sleep
+        run: sleep 300
+`);
+    harness = await startHarness({
+      SLIPWAY_PIPELINES: pipelines,
+      SLIPWAY_EXECUTOR: 'docker',
+      SLIPWAY_WORKER_CAPACITY: '2',
+    });
+  });
+
+  afterAll(async () => {
+    await harness?.close();
+    if (docker !== undefined && harness !== undefined) {
+      const instance = instanceId(harness.server.context.config.dbPath);
+      const left = await docker.listContainers({
+        all: true,
+        filters: { label: [`${LABEL_INSTANCE}=${instance}`] },
+      });
+      for (const info of left) await docker.getContainer(info.Id).remove({ force: true });
+    }
+  });
+
+  it('runs steps in a labelled, limited container', async () => {
+    const id = await harness.trigger('ci', { commit: repo.commit });
+    let inspected: Docker.ContainerInspectInfo | undefined;
+    const deadline = Date.now() + 20_000;
+    while (inspected === undefined && Date.now() < deadline) {
+      const [info] = await containersOf(id);
+      if (info !== undefined) {
+        inspected = await docker
+          .getContainer(info.Id)
+          .inspect()
+          .catch(() => undefined);
+      }
+      const job = (await harness.server.request('GET', `/api/job/${id}`, { token: harness.token }))
+        .body;
+      if (job.status !== 'queued' && job.status !== 'running' && inspected === undefined) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('success');
+    const logs = await harness.logs(id);
+    expect(logs).toContain('hello from the repository');
+    expect(logs).toContain(`commit=${repo.commit}`);
+    expect(logs).toContain('no-socket');
+
+    expect(inspected).toBeDefined();
+    const labels = inspected!.Config.Labels;
+    expect(labels[LABEL_MANAGED]).toBe('true');
+    expect(labels[LABEL_TASK]).toBe(job.tasks[0].id);
+    expect(labels[LABEL_INSTANCE]).toBe(instanceId(harness.server.context.config.dbPath));
+    expect(inspected!.HostConfig.Memory).toBe(64 * 1024 * 1024);
+    expect(inspected!.HostConfig.NanoCpus).toBe(500_000_000);
+    expect(inspected!.HostConfig.PidsLimit).toBe(64);
+    expect(inspected!.HostConfig.NetworkMode).toBe('none');
+    const binds = inspected!.HostConfig.Binds ?? [];
+    expect(binds.some((bind) => bind.includes('docker.sock'))).toBe(false);
+    expect(await containersOf(id)).toEqual([]);
+  });
+
+  it('reports the failing step and its exit code', async () => {
+    const id = await harness.trigger('failing', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('failure');
+    expect(job.tasks[0].exit_code).toBe(7);
+    expect(job.reason).toContain('step "bad" exited with code 7');
+    expect(await containersOf(id)).toEqual([]);
+  });
+
+  it('ends a task whose image is missing as error', async () => {
+    const id = await harness.trigger('missing-image', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('error');
+    expect(job.reason).toContain('image slipway-test-no-such-image:never not found');
+  });
+
+  it('removes the container of a cancelled task', async () => {
+    const id = await harness.trigger('long', { commit: repo.commit });
+    await harness.waitForStatus(id, 'running');
+    const deadline = Date.now() + 20_000;
+    while ((await containersOf(id)).length === 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect((await containersOf(id)).length).toBe(1);
+    const started = Date.now();
+    await harness.server.request('POST', `/api/job/${id}/cancel`, { token: harness.token });
+    const job = await harness.waitForJob(id, 10_000);
+    expect(job.status).toBe('cancelled');
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await containersOf(id)).toEqual([]);
+  });
+});

@@ -1,0 +1,279 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeRepository, startHarness, writePipelineFile } from '../support/execution.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+import { AgentClient } from './agent-client.js';
+import { waitFor } from './helpers.js';
+import { loadWorkflow, REPO_ROOT, runWorkflowJob, type RunnerContext } from './workflow-runner.js';
+
+const EXAMPLES = path.join(REPO_ROOT, 'examples', 'github-workflows');
+const EXPECTED_EXAMPLES = [
+  'ci.yml',
+  'deploy.yml',
+  'health-check.yml',
+  'integration-tests.yml',
+  'recovery.yml',
+  'rollback.yml',
+];
+
+let server: TestServer;
+let agent: AgentClient;
+let runCounter = 1000;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  agent = await AgentClient.register(server, 'workflow-test-worker');
+});
+afterAll(async () => {
+  await server.close();
+});
+
+/** Builds the environment and contexts GitHub Actions gives a push to `branch`. */
+async function runnerContext(commit: string, branch: string): Promise<RunnerContext> {
+  runCounter += 1;
+  const github = {
+    sha: commit,
+    ref: `refs/heads/${branch}`,
+    ref_name: branch,
+    head_ref: '',
+    run_id: String(runCounter),
+    run_attempt: '1',
+    repository: 'octo-org/hello-world',
+    event_name: 'push',
+    event: {},
+  };
+  return {
+    github,
+    vars: { SLIPWAY_API_URL: server.url },
+    secrets: {
+      SLIPWAY_TOKEN: await server.token('trigger'),
+      SLIPWAY_ADMIN_TOKEN: server.adminToken,
+    },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/tmp',
+      CI: 'true',
+      GITHUB_ACTIONS: 'true',
+      GITHUB_SHA: commit,
+      GITHUB_REF: github.ref,
+      GITHUB_REF_NAME: branch,
+      GITHUB_RUN_ID: github.run_id,
+      GITHUB_RUN_ATTEMPT: github.run_attempt,
+      GITHUB_REPOSITORY: github.repository,
+      GITHUB_EVENT_NAME: 'push',
+    },
+  };
+}
+
+async function jobFor(commit: string, type: string) {
+  return waitFor(async () => {
+    const list = await server.request('GET', `/api/admin/jobs?commit=${commit}&type=${type}`, {
+      token: server.adminToken,
+    });
+    return list.body.jobs[0] as { id: string; commit: string; branch: string } | undefined;
+  }, 15_000);
+}
+
+/** Plays the worker: claims every task of the job, writes a log line, ends it. */
+async function runJob(jobId: string, tasks: number, status: string) {
+  const claimed = await agent.claimJob(jobId, tasks);
+  for (const task of claimed) {
+    await agent.log(task, `pytest for ${task.task_id}\n`);
+    await agent.finish(
+      task,
+      status,
+      status === 'success' ? undefined : 'tests failed',
+      status === 'success' ? 0 : 1,
+    );
+  }
+}
+
+describe('example workflows', () => {
+  it('ship one file per documented workflow', () => {
+    const files = fs.readdirSync(EXAMPLES).filter((file) => file.endsWith('.yml'));
+    expect(files.sort()).toEqual(EXPECTED_EXAMPLES);
+    for (const file of files) {
+      const workflow = loadWorkflow(path.join(EXAMPLES, file));
+      expect(Object.keys(workflow.jobs).length).toBeGreaterThan(0);
+    }
+  });
+
+  it('call only endpoints of the OpenAPI document', async () => {
+    const openapi = await server.request('GET', '/api/openapi.json');
+    const documented = Object.keys(openapi.body.paths as Record<string, unknown>).map(
+      (template) => new RegExp(`^${template.replace(/\{[^}]+\}/g, '[^/]+')}$`),
+    );
+    const called = new Set<string>();
+    for (const file of [...EXPECTED_EXAMPLES.map((f) => path.join(EXAMPLES, f))]) {
+      const text = fs.readFileSync(file, 'utf8');
+      for (const match of text.matchAll(/\$SLIPWAY_API_URL(\/api\/[^"'?\s]*)/g)) {
+        called.add(match[1]!.replace(/\$[A-Z_]+/g, 'x'));
+      }
+    }
+    const script = fs.readFileSync(path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'), 'utf8');
+    for (const match of script.matchAll(/"(\/api\/[^"?\s]*)/g)) {
+      called.add(match[1]!.replace(/\$[a-z_]+/g, 'x'));
+    }
+    expect(called.size).toBeGreaterThan(5);
+    for (const route of called) {
+      expect(
+        documented.some((pattern) => pattern.test(route)),
+        route,
+      ).toBe(true);
+    }
+  });
+});
+
+describe('ci.yml run steps', () => {
+  it('trigger the job for the pushed commit and pass when it succeeds', async () => {
+    const commit = 'e'.repeat(40);
+    const context = await runnerContext(commit, 'feature/workflow');
+    const run = runWorkflowJob(path.join(EXAMPLES, 'ci.yml'), 'ci', context);
+    const job = await jobFor(commit, 'ci');
+    expect(job.commit).toBe(commit);
+    expect(job.branch).toBe('feature/workflow');
+    await runJob(job.id, 2, 'success');
+
+    const results = await run;
+    expect(results.map((r) => r.code)).toEqual([0, 0]);
+    expect(results[0]!.outputs['job-id']).toBe(job.id);
+    expect(results[1]!.stdout).toContain('pytest for');
+    expect(results[1]!.stdout).toContain(`job ${job.id} ended success`);
+    const detail = await server.request('GET', `/api/job/${job.id}`, { token: server.adminToken });
+    expect(detail.body.github_run_id).toBe(context.env.GITHUB_RUN_ID);
+    expect(detail.body.tasks.map((t: { name: string }) => t.name)).toEqual([
+      'ci (3.11)',
+      'ci (3.12)',
+    ]);
+  });
+
+  it('fail the step when the job fails', async () => {
+    const commit = 'f1'.repeat(20);
+    const context = await runnerContext(commit, 'main');
+    const run = runWorkflowJob(path.join(EXAMPLES, 'ci.yml'), 'ci', context);
+    const job = await jobFor(commit, 'ci');
+    await runJob(job.id, 2, 'failure');
+    const results = await run;
+    expect(results[0]!.code).toBe(0);
+    expect(results[1]!.code).not.toBe(0);
+    expect(results[1]!.stdout).toContain('ended failure');
+  });
+});
+
+describe('integration-tests.yml through the composite action', () => {
+  it('wait for ci, run, and expose the job outputs', async () => {
+    const commit = '9'.repeat(40);
+    const ci = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: { commit, branch: 'main' },
+    });
+    const context = await runnerContext(commit, 'main');
+    const run = runWorkflowJob(
+      path.join(EXAMPLES, 'integration-tests.yml'),
+      'integration-tests',
+      context,
+    );
+    const job = await jobFor(commit, 'integration-tests');
+    const waiting = await server.request('GET', `/api/job/${job.id}`, { token: server.adminToken });
+    expect(waiting.body.status).toBe('waiting');
+    await runJob(ci.body.job_id, 1, 'success');
+    await runJob(job.id, 1, 'success');
+
+    const results = await run;
+    expect(results.map((r) => r.code)).toEqual([0, 0]);
+    expect(results[0]!.outputs).toEqual({ 'job-id': job.id, status: 'success' });
+    expect(results[0]!.stdout).toContain('pytest for');
+    expect(results[1]!.stdout).toContain(`job ${job.id} ended success`);
+  });
+});
+
+describe('scripts/slipway-trigger.sh', () => {
+  function runScript(args: string[], env: Record<string, string>) {
+    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(
+        'bash',
+        [path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'), ...args],
+        {
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  it('exits 1 when the job fails', async () => {
+    const commit = 'ab'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const run = runScript(['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'], env);
+    const job = await jobFor(commit, 'ci');
+    await runJob(job.id, 1, 'failure');
+    const result = await run;
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain('pytest for');
+    expect(result.stderr).toContain(`job ${job.id} ended failure`);
+  });
+
+  it('exits 7 after --timeout and cancels the job', async () => {
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const result = await runScript(
+      ['ci', '--commit', 'cd'.repeat(20), '--wait', '--timeout', '1', '--cancel-on-timeout'],
+      env,
+    );
+    expect(result.code).toBe(7);
+    const jobId = result.stdout.trim().split('\n')[0]!;
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('cancelled');
+  });
+
+  it('exits 8 when the token is rejected', async () => {
+    const result = await runScript(['ci', '--commit', 'ef'.repeat(20)], {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: 'slw_wrong',
+    });
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain('401');
+  });
+});
+
+describe('ci.yml with a real worker', () => {
+  it('runs the job to the end with the local executor', async () => {
+    const repo = makeRepository({ 'tests.txt': 'all tests pass\n' });
+    const pipelines = writePipelineFile(`
+repository: ${repo.dir}
+pipelines:
+  ci:
+    executor: local
+    matrix:
+      python_version: { from: python_versions, default: ['3.12'] }
+    steps:
+      - name: test
+        run: cat tests.txt; echo "tested $SLIPWAY_COMMIT on $SLIPWAY_BRANCH with python $PYTHON_VERSION"
+`);
+    const harness = await startHarness({ SLIPWAY_PIPELINES: pipelines });
+    try {
+      const previous = server;
+      server = harness.server;
+      try {
+        const context = await runnerContext(repo.commit, 'main');
+        const results = await runWorkflowJob(path.join(EXAMPLES, 'ci.yml'), 'ci', context);
+        expect(results.map((r) => r.code)).toEqual([0, 0]);
+        const output = results[1]!.stdout;
+        expect(output).toContain('all tests pass');
+        expect(output).toContain(`tested ${repo.commit} on main with python 3.11`);
+        expect(output).toContain(`tested ${repo.commit} on main with python 3.12`);
+        expect(output).toContain('ended success');
+      } finally {
+        server = previous;
+      }
+    } finally {
+      await harness.close();
+    }
+  });
+});

@@ -1,0 +1,104 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runHealthChecks } from '../../src/health/runner.js';
+import type { TestServer } from '../support/server.js';
+import { startHealthServer } from './helpers.js';
+
+describe('health status endpoint', () => {
+  const slow = http.createServer((_request, response) => {
+    setTimeout(() => response.writeHead(200).end('ok'), 250);
+  });
+  let server: TestServer;
+
+  beforeAll(async () => {
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    const port = (slow.address() as AddressInfo).port;
+    server = await startHealthServer(`
+  - name: slow
+    type: http
+    url: http://127.0.0.1:${port}/
+    degraded_latency: 100ms
+  - name: database
+    type: database
+  - name: idle
+    type: tcp
+    port: 9
+    interval: 1s
+    timeout: 1s
+`);
+  });
+  afterAll(async () => {
+    await server.close();
+    slow.closeAllConnections();
+    await new Promise((resolve) => slow.close(resolve));
+  });
+
+  const insertMetric = (component: string, ageMs: number) =>
+    server.context.store.write(async (trx) => {
+      await trx
+        .insertInto('health_metrics')
+        .values({
+          component,
+          status: 'healthy',
+          latency_ms: 1,
+          details: '{}',
+          recorded_at: new Date(Date.now() - ageMs).toISOString(),
+        })
+        .execute();
+    });
+
+  it('reports api and database before any check', async () => {
+    const status = await server.request('GET', '/api/health/status');
+    expect(status.status).toBe(200);
+    expect(Object.keys(status.body.components).sort()).toEqual(['api', 'database']);
+    expect(status.body.components.database.status).toBe('healthy');
+    expect(status.body.components.database.details.path).toBe(server.context.store.path);
+  });
+
+  it('merges the database check into database', async () => {
+    const [outcome] = await runHealthChecks(server.context, { force: true, names: ['database'] });
+    expect(outcome?.status).toBe('healthy');
+    const status = await server.request('GET', '/api/health/status');
+    const database = status.body.components.database;
+    expect(database.status).toBe('healthy');
+    expect(database.details.path).toBe(server.context.store.path);
+    expect(database.details.query).toBe('SELECT 1');
+    expect(database.details.integrity.ok).toBe(true);
+  });
+
+  it('reports a slow answer as degraded with 200', async () => {
+    const [outcome] = await runHealthChecks(server.context, { force: true, names: ['slow'] });
+    expect(outcome?.status).toBe('degraded');
+    expect(outcome?.reason).toMatch(/above degraded_latency of 100 ms/);
+    expect(outcome?.latencyMs).toBeGreaterThanOrEqual(240);
+    const status = await server.request('GET', '/api/health/status');
+    expect(status.status).toBe(200);
+    expect(status.body.status).toBe('degraded');
+    expect(status.body.components.slow.latency_ms).toBeGreaterThanOrEqual(240);
+  });
+
+  it('marks a result older than three intervals as stale', async () => {
+    await insertMetric('idle', 10_000);
+    const status = await server.request('GET', '/api/health/status');
+    const idle = status.body.components.idle;
+    expect(idle.status).toBe('degraded');
+    expect(idle.age_seconds).toBeGreaterThanOrEqual(10);
+    expect(idle.details.stale).toBe(true);
+    expect(idle.details.stale_reason).toContain('is the health monitor running?');
+  });
+
+  it('shows a recent result of an unlisted check', async () => {
+    // Another process (a health monitor with its own pipeline file) may record it.
+    await insertMetric('elsewhere', 1000);
+    const status = await server.request('GET', '/api/health/status');
+    expect(status.body.components.elsewhere.status).toBe('healthy');
+  });
+
+  it('leaves out stale results of unlisted checks', async () => {
+    // Three default intervals (HEALTH_CHECK_INTERVAL, 300 s) and a minute more.
+    await insertMetric('removed-check', 3 * 300_000 + 60_000);
+    const status = await server.request('GET', '/api/health/status');
+    expect(status.body.components['removed-check']).toBeUndefined();
+  });
+});

@@ -1,0 +1,183 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type Docker from 'dockerode';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  instanceId,
+  LABEL_INSTANCE,
+  LABEL_JOB,
+  LABEL_MANAGED,
+  LABEL_TASK,
+} from '../../src/jobs/labels.js';
+import { removeOrphanContainers, removeOrphanWorkspaces } from '../../src/orchestrator/orphans.js';
+import { runSweep } from '../../src/orchestrator/sweep.js';
+import { requireDocker, TEST_IMAGE } from '../support/docker.js';
+import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import { auditRows, finishJob, getJob, trigger, writePipelines } from './helpers.js';
+
+const audit = { actor: 'orchestrator' };
+const TEST_LABEL = 'slipway.test';
+const OWNER = `orch-sweep-${process.pid}`;
+/** Later than ORPHAN_GRACE_MS from now, so a fresh container counts as old enough. */
+const LATER = Date.now() + 120_000;
+
+describe('orchestration sweep', () => {
+  let server: TestServer;
+  let docker: Docker;
+
+  beforeAll(async () => {
+    docker = await requireDocker();
+    const dir = makeTempDir();
+    server = await startTestServer({
+      SLIPWAY_DATA_DIR: dir,
+      SLIPWAY_PIPELINES: writePipelines(dir),
+    });
+  });
+  afterAll(async () => {
+    const mine = await docker.listContainers({
+      all: true,
+      filters: { label: [`${TEST_LABEL}=${OWNER}`] },
+    });
+    for (const info of mine) await docker.getContainer(info.Id).remove({ force: true });
+    await server.close();
+  });
+
+  async function runningTask(commit: string): Promise<{ jobId: string; taskId: string }> {
+    const ci = await trigger(server, 'ci', commit);
+    const job = await finishJob(server, ci.job_id, 'running');
+    return { jobId: ci.job_id, taskId: job.tasks[0]!.id };
+  }
+
+  async function createContainer(labels: Record<string, string>): Promise<string> {
+    const container = await docker.createContainer({
+      Image: TEST_IMAGE,
+      Cmd: ['sleep', '300'],
+      Labels: { [TEST_LABEL]: OWNER, ...labels },
+    });
+    return container.id;
+  }
+
+  async function exists(id: string): Promise<boolean> {
+    return docker
+      .getContainer(id)
+      .inspect()
+      .then(() => true)
+      .catch(() => false);
+  }
+
+  it('removes only its own containers that no running task owns', async () => {
+    const instance = instanceId(server.context.store.path);
+    const live = await runningTask('a0a0a0a0a0');
+    const done = await trigger(server, 'ci', 'a1a1a1a1a1');
+    const doneJob = await finishJob(server, done.job_id, 'success');
+    const mine = (taskId: string, jobId: string) => ({
+      [LABEL_MANAGED]: 'true',
+      [LABEL_INSTANCE]: instance,
+      [LABEL_JOB]: jobId,
+      [LABEL_TASK]: taskId,
+    });
+    const owned = await createContainer(mine(live.taskId, live.jobId));
+    const orphan = await createContainer(mine(doneJob.tasks[0]!.id, done.job_id));
+    const otherInstance = await createContainer({
+      ...mine(doneJob.tasks[0]!.id, done.job_id),
+      [LABEL_INSTANCE]: 'another-installation',
+    });
+    const unmanaged = await createContainer({ [LABEL_TASK]: doneJob.tasks[0]!.id });
+
+    const early = await removeOrphanContainers(server.context, audit);
+    expect(early.removed).toBe(0);
+    const result = await removeOrphanContainers(server.context, audit, LATER);
+    expect(result).toEqual({ removed: 1, error: null });
+    expect(await exists(orphan)).toBe(false);
+    expect(await exists(owned)).toBe(true);
+    expect(await exists(otherInstance)).toBe(true);
+    expect(await exists(unmanaged)).toBe(true);
+    const rows = await auditRows(server, 'container_removed');
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.details.container_id).toBe(orphan);
+    expect(rows[0]!.task_id).toBe(doneJob.tasks[0]!.id);
+  });
+
+  it('removes workspaces of tasks that are not running', async () => {
+    const root = server.context.config.workspacePath;
+    const live = await runningTask('b0b0b0b0b0');
+    fs.mkdirSync(path.join(root, live.taskId, 'src'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'ci-0badc0de.1.0', 'src'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'mirrors', 'repo.git'), { recursive: true });
+
+    expect(await removeOrphanWorkspaces(server.context, audit)).toBe(0);
+    expect(await removeOrphanWorkspaces(server.context, audit, LATER)).toBe(1);
+    expect(fs.existsSync(path.join(root, 'ci-0badc0de.1.0'))).toBe(false);
+    expect(fs.existsSync(path.join(root, live.taskId))).toBe(true);
+    expect(fs.existsSync(path.join(root, 'mirrors', 'repo.git'))).toBe(true);
+    const rows = await auditRows(server, 'workspace_removed');
+    expect(rows[0]!.task_id).toBe('ci-0badc0de.1.0');
+  });
+
+  it('repairs a job status that disagrees with its tasks', async () => {
+    const ci = await trigger(server, 'ci', 'c0c0c0c0c0');
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('tasks')
+        .set({ status: 'success', exit_code: 0 })
+        .where('job_id', '=', ci.job_id)
+        .execute(),
+    );
+    const tests = await trigger(server, 'integration-tests', 'c0c0c0c0c0');
+    expect(tests.status).toBe('waiting');
+
+    const summary = await runSweep(server.context, audit);
+    expect(summary.jobStatusesRepaired).toBe(1);
+    expect((await getJob(server, ci.job_id)).status).toBe('success');
+    // The repaired ci job releases the job that was waiting on it.
+    expect((await getJob(server, tests.job_id)).status).toBe('queued');
+    const rows = await auditRows(server, 'state_repaired', ci.job_id);
+    expect(rows[0]!.details).toMatchObject({ from: 'queued', to: 'success' });
+  });
+
+  it('ends an active task of a finished job', async () => {
+    const ci = await trigger(server, 'ci', 'd0d0d0d0d0');
+    await server.context.store.write((trx) =>
+      trx.updateTable('jobs').set({ status: 'cancelled' }).where('id', '=', ci.job_id).execute(),
+    );
+    const summary = await runSweep(server.context, audit);
+    expect(summary.strayTasksEnded).toBe(1);
+    const job = await getJob(server, ci.job_id);
+    expect(job.tasks[0]?.status).toBe('error');
+    expect(job.tasks[0]?.reason).toBe('the job already ended cancelled');
+  });
+
+  it('sets LAST_DEPLOYED_COMMIT from the last successful deploy', async () => {
+    const rollback = await trigger(server, 'rollback', 'e0e0e0e0e0');
+    await finishJob(server, rollback.job_id, 'success');
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('state_variables')
+        .set({ value: 'ffffffffff' })
+        .where('name', '=', 'LAST_DEPLOYED_COMMIT')
+        .execute(),
+    );
+    const summary = await runSweep(server.context, audit);
+    expect(summary.deployStateRepaired).toBe(true);
+    const state = await server.request('GET', '/api/state', { token: server.adminToken });
+    expect(state.body.variables.LAST_DEPLOYED_COMMIT).toBe('e0e0e0e0e0');
+    const rows = await auditRows(server, 'state_repaired', rollback.job_id);
+    expect(rows[0]!.details).toMatchObject({ from: 'ffffffffff', to: 'e0e0e0e0e0' });
+    expect((await runSweep(server.context, audit)).deployStateRepaired).toBe(false);
+  });
+
+  it('records why a queued job has no worker', async () => {
+    const ci = await trigger(server, 'ci', 'f1f1f1f1f1');
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('jobs')
+        .set({ queued_at: new Date(Date.now() - 60_000).toISOString() })
+        .where('id', '=', ci.job_id)
+        .execute(),
+    );
+    const summary = await runSweep(server.context, audit);
+    expect(summary.queuedWithoutWorker).toBeGreaterThanOrEqual(1);
+    const rows = await auditRows(server, 'job_unschedulable', ci.job_id);
+    expect(rows[0]!.details.reason).toBe('no worker is online');
+  });
+});
