@@ -18,6 +18,7 @@ import { checkIntervalMs } from '../../health/runner.js';
 import { HEALTH_STATES, worstOf, type HealthState } from '../../health/types.js';
 import { parseJsonColumn } from '../../store/json.js';
 import { ApiError } from '../errors.js';
+import { parseQueryTime } from '../query.js';
 import { ErrorSchema } from '../schemas.js';
 
 export { HEALTH_STATES, worstOf, type HealthState };
@@ -139,9 +140,11 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
         limit: number;
         cursor?: string;
       };
-      const until = query.until === undefined ? new Date() : new Date(query.until);
+      const until = query.until === undefined ? new Date() : parseQueryTime(query.until, 'until');
       const since =
-        query.since === undefined ? new Date(until.getTime() - DAY_MS) : new Date(query.since);
+        query.since === undefined
+          ? new Date(until.getTime() - DAY_MS)
+          : parseQueryTime(query.since, 'since');
       if (since.getTime() > until.getTime()) {
         throw new ApiError(
           'validation_failed',
