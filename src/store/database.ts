@@ -69,25 +69,14 @@ export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Data
 }
 
 /**
- * Applies pending migrations inside one IMMEDIATE transaction on `sqlite`, the connection
- * behind `db`. Kysely takes no migration lock on SQLite, so two processes starting together
- * raced to create the same tables; the write lock makes the second wait and then find the
- * migrations applied. A failed migration rolls back all of this run's migrations.
+ * Applies pending migrations. They run in one IMMEDIATE transaction (see
+ * TransactionalDdlAdapter), so a second process starting at the same time waits for the
+ * first and then finds them applied.
  */
-export async function migrateToLatest(
-  db: Kysely<Database>,
-  sqlite: BetterSqlite3.Database,
-  logger?: Logger,
-): Promise<string[]> {
-  sqlite.exec('BEGIN IMMEDIATE');
-  try {
-    const applied = await runMigrations(db);
-    sqlite.exec('COMMIT');
-    for (const name of applied) logger?.info({ migration: name }, 'migration applied');
-    return applied;
-  } finally {
-    if (sqlite.inTransaction) sqlite.exec('ROLLBACK');
-  }
+export async function migrateToLatest(db: Kysely<Database>, logger?: Logger): Promise<string[]> {
+  const applied = await runMigrations(db);
+  for (const name of applied) logger?.info({ migration: name }, 'migration applied');
+  return applied;
 }
 
 async function runMigrations(db: Kysely<Database>): Promise<string[]> {
@@ -120,7 +109,7 @@ export async function openStore(dbPath: string, options: StoreOptions = {}): Pro
   const walSync = options.readonly === true || !inWal ? undefined : new WalSync(dbPath);
   const db = new Kysely<Database>({ dialect: new CachingSqliteDialect(sqlite, walSync) });
   if (options.migrate !== false && !options.readonly) {
-    await migrateToLatest(db, sqlite, options.logger);
+    await migrateToLatest(db, options.logger);
     await walSync?.sync();
   }
   return new Store(sqlite, db, dbPath, { ...options, walSync });

@@ -270,12 +270,9 @@ describe('API endpoints, success paths', () => {
     const health = await server.request('GET', '/api/health/status');
     expect(health.status).toBe(503);
     expect(health.body.status).toBe('unhealthy');
-    // A recorded database check is merged into the API's own live probe of the database.
+    // The recorded result of the database check is shown, with its details.
     expect(health.body.components.database.status).toBe('unhealthy');
-    expect(health.body.components.database.details).toEqual({
-      error: 'disk full',
-      path: server.context.store.path,
-    });
+    expect(health.body.components.database.details.error).toBe('disk full');
     await server.context.store.write((trx) =>
       trx
         .insertInto('health_metrics')
