@@ -82,6 +82,8 @@ trap 'interrupted=SIGINT' INT
 trap 'interrupted=SIGTERM' TERM
 
 # Prints the log bytes of each task that were not printed yet, prefixed when several.
+# NOTE: each poll downloads every task's whole log again and prints only the new tail, so a
+# very long log costs more per poll; `slipway trigger` streams with ?follow=true instead.
 print_new_logs() {
   local job="$1" count id name offset size
   count=$(jq '.tasks | length' <<<"$job")

@@ -12,6 +12,8 @@ export interface SlipwayEvents {
   'task-cancel-requested': [taskId: string];
   /** A task's status changed. */
   'task-status': [change: { taskId: string; jobId: string; from: Status; to: Status }];
+  /** A job was created (by a trigger), already in its first status. */
+  'job-created': [job: { jobId: string; type: string; status: Status }];
   /** A job's derived status changed. */
   'job-status': [change: { jobId: string; type: string; from: Status; to: Status }];
 }

@@ -30,6 +30,7 @@ import { loadConfig } from '../../src/config/env.js';
 import { createWorkspace, removeWorkspace } from '../../src/execution/checkout.js';
 import { DockerExecutor, dockerClient } from '../../src/execution/docker.js';
 import { createLogger } from '../../src/log.js';
+import { openStore } from '../../src/store/database.js';
 import { createToken } from '../../src/store/tokens.js';
 import { startWorker } from '../../src/worker/role.js';
 
@@ -99,7 +100,7 @@ async function trigger(url: string, token: string, tracker: Tracker, commit: str
     body: JSON.stringify({ commit, branch: 'main' }),
   });
   const body = (await response.json()) as { job_id: string };
-  if (response.status !== 201) throw new Error(`trigger answered ${response.status}`);
+  if (response.status !== 201) throw new Error(`trigger returned ${response.status}`);
   tracker.sentAt.set(body.job_id, sent);
   tracker.answeredAt.set(body.job_id, performance.now());
   return body.job_id;
@@ -271,9 +272,30 @@ async function dockerBenchmark(): Promise<void> {
   console.log(`  ratio of medians:  ${(median(slipway) / median(plain)).toFixed(2)}x`);
 }
 
+/** Times durable commits of one small row, the floor under every trigger and every claim. */
+async function commitBenchmark(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-bench-commit-'));
+  const store = await openStore(path.join(dir, 'commit.db'));
+  const times: number[] = [];
+  for (let i = 0; i < 200; i += 1) {
+    const started = performance.now();
+    await store.write((trx) =>
+      trx
+        .insertInto('state_variables')
+        .values({ name: `V${i}`, value: 'x', updated_at: 'x', synced_at: null, synced_value: null })
+        .execute(),
+    );
+    times.push(performance.now() - started);
+  }
+  await store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(`one durable SQLite commit (synchronous=FULL), 200 in a row: ${summary(times)}`);
+}
+
 console.log(
   `machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}`,
 );
+await commitBenchmark();
 const modes = options.worker === 'both' ? (['process', 'in-process'] as const) : [options.worker];
 for (const mode of modes) {
   if (mode !== 'process' && mode !== 'in-process')

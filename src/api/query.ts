@@ -1,16 +1,34 @@
 /**
  * Conversion of query strings to their schema's types. Query values always arrive as text, so
- * `?limit=20` must become the integer 20 before validation. Bodies are never converted: a JSON
- * body carries its own types, and a wrong one is an error.
+ * `?limit=20` must become the integer 20 before validation. Bodies are never converted, because
+ * a JSON body carries its own types and a wrong one is an error.
  */
 import type { TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import type { FastifyRequest } from 'fastify';
+import { ApiError } from './errors.js';
 
-/** Converts the query of a route that has a TypeBox querystring schema; runs in preValidation. */
+/** Converts the query of a route with a TypeBox querystring schema. Runs as a preValidation hook. */
 export async function convertQuery(request: FastifyRequest): Promise<void> {
   const schema = request.routeOptions.schema?.querystring as TSchema | undefined;
   if (schema === undefined || request.query === null || typeof request.query !== 'object') return;
   // Value.Convert leaves values it cannot convert as they are, so validation still rejects them.
   request.query = Value.Convert(schema, request.query);
+}
+
+/**
+ * Parses a `date-time` query value. The format check passes RFC 3339 leap seconds such as
+ * `23:59:60Z`, which JavaScript dates cannot represent, so those are rejected here with 400.
+ */
+export function parseQueryTime(value: string, field: string): Date {
+  const time = new Date(value);
+  if (Number.isNaN(time.getTime())) {
+    throw new ApiError(
+      'validation_failed',
+      `querystring ${field} "${value}" is not a time this server can use; give one like 2024-01-31T12:00:00Z`,
+      field,
+      'format',
+    );
+  }
+  return time;
 }

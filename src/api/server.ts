@@ -68,8 +68,8 @@ export async function buildServer(
       return typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     },
     trustProxy: false,
-    // No coercion: a body with `"commit": 1234567` or `"branch": true` is a type error, not a
-    // string. Query values arrive as text and are converted by convertQuery instead.
+    // Ajv does not coerce, so a body with `"commit": 1234567` or `"branch": true` is a type
+    // error rather than a string. Query values arrive as text, and convertQuery converts them.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
   app.addHook('preValidation', convertQuery);

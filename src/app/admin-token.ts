@@ -4,10 +4,14 @@
  * `<data dir>/admin-token` with mode 0600, so only the owner of the data directory can read it.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import type { Kysely } from 'kysely';
 import type { Config } from '../config/env.js';
 import type { Logger } from '../log.js';
+import { appendAudit } from '../store/audit.js';
 import type { Store } from '../store/database.js';
+import type { Database } from '../store/schema.js';
 import {
   countActiveAdminTokens,
   createToken,
@@ -23,25 +27,72 @@ export interface AdminTokenResult {
   created: boolean;
 }
 
+/**
+ * Makes sure an admin token exists. The check and the insert share one write transaction,
+ * so API processes starting together on a new database create one token, not one each.
+ */
 export async function ensureAdminToken(
   config: Config,
   store: Store,
   logger: Logger,
 ): Promise<AdminTokenResult> {
   const configured = config.api.adminToken;
+  const created = await store.write(async (trx) => {
+    if (configured !== undefined) {
+      const existing = await findTokenByHash(trx, hashToken(configured));
+      if (existing !== undefined) return { existing, token: undefined };
+    } else if ((await countActiveAdminTokens(trx)) > 0) {
+      return undefined;
+    }
+    const name = await freeTokenName(trx, 'admin');
+    const { token } = await createToken(trx, name, 'admin', configured);
+    await appendAudit(trx, STARTUP_ACTOR, {
+      action: 'token_created',
+      details: {
+        name,
+        role: 'admin',
+        origin: configured === undefined ? 'generated' : 'SLIPWAY_ADMIN_TOKEN',
+      },
+    });
+    return { existing: undefined, token, name };
+  });
+
+  if (created?.existing !== undefined) {
+    if (created.existing.revoked_at !== null) {
+      logger.warn(
+        { token: created.existing.name },
+        'SLIPWAY_ADMIN_TOKEN is revoked and will not authenticate until it is set to a new value',
+      );
+    }
+    return { file: undefined, created: false };
+  }
+  if (created === undefined) return { file: undefined, created: false };
   if (configured !== undefined) {
-    const existing = await findTokenByHash(store.db, hashToken(configured));
-    if (existing !== undefined) return { file: undefined, created: false };
-    await store.write((trx) => createToken(trx, 'admin', 'admin', configured));
-    logger.info('admin token from SLIPWAY_ADMIN_TOKEN registered');
+    logger.info({ name: created.name }, 'admin token from SLIPWAY_ADMIN_TOKEN registered');
     return { file: undefined, created: true };
   }
-  if ((await countActiveAdminTokens(store.db)) > 0) return { file: undefined, created: false };
-
   const file = path.join(config.dataDir, ADMIN_TOKEN_FILE);
-  const { token } = await store.write((trx) => createToken(trx, 'admin', 'admin'));
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  fs.writeFileSync(file, `${created.token}\n`, { mode: 0o600 });
   fs.chmodSync(file, 0o600);
   return { file, created: true };
+}
+
+const STARTUP_ACTOR = { actor: 'slipway', requestId: undefined, source: os.hostname() };
+
+/**
+ * Returns `base` when no token has that name, else `base-2`, `base-3`, ... Token names are
+ * unique, and an earlier generated token may already be called `admin`.
+ */
+async function freeTokenName(db: Kysely<Database>, base: string): Promise<string> {
+  const rows = await db
+    .selectFrom('api_tokens')
+    .select('name')
+    .where((eb) => eb.or([eb('name', '=', base), eb('name', 'like', `${base}-%`)]))
+    .execute();
+  const taken = new Set(rows.map((row) => row.name));
+  if (!taken.has(base)) return base;
+  for (let suffix = 2; ; suffix += 1) {
+    if (!taken.has(`${base}-${suffix}`)) return `${base}-${suffix}`;
+  }
 }

@@ -7,7 +7,7 @@ import { createLogger } from '../log.js';
 import {
   backupDatabase,
   pruneBackups,
-  RestoreRefused,
+  RestoreRejected,
   restoreDatabase,
   scheduledBackupName,
 } from '../orchestrator/backup.js';
@@ -83,7 +83,7 @@ export function registerOrchestratorCommands(program: Command): void {
   program
     .command('restore')
     .description(
-      'replace the database with a backup; refused while a Slipway process uses the database',
+      'replace the database with a backup; rejected while a Slipway process uses the database',
     )
     .argument('<file>', 'a backup made by slipway backup')
     .action(async (file: string) => {
@@ -94,8 +94,8 @@ export function registerOrchestratorCommands(program: Command): void {
         try {
           ({ previous } = restoreDatabase(config.dbPath, source));
         } catch (error) {
-          if (error instanceof RestoreRefused)
-            throw new CliError(`restore refused: ${error.message}`);
+          if (error instanceof RestoreRejected)
+            throw new CliError(`restore rejected: ${error.message}`);
           throw error;
         }
         const store = await openStore(config.dbPath, { logger: createLogger('warn') });

@@ -14,14 +14,18 @@ export class CliError extends Error {
   }
 }
 
+/** Turns a ConfigError into the CLI's exit code 2; other errors pass through. */
+function asCliError(error: unknown): unknown {
+  return error instanceof ConfigError ? new CliError(`configuration: ${error.message}`, 2) : error;
+}
+
 /** Loads the configuration of a long-running role and creates its directories. */
 export function loadRoleConfig(): Config {
   const config = loadCliConfig();
   try {
     prepareDirectories(config);
   } catch (error) {
-    if (error instanceof ConfigError) throw new CliError(`configuration: ${error.message}`, 2);
-    throw error;
+    throw asCliError(error);
   }
   return config;
 }
@@ -41,7 +45,6 @@ export async function runCommand(body: () => Promise<void>): Promise<void> {
     await body();
   } catch (error) {
     if (error instanceof PipelineFileError) throw new CliError(error.message, 2);
-    if (error instanceof ConfigError) throw new CliError(`configuration: ${error.message}`, 2);
-    throw error;
+    throw asCliError(error);
   }
 }

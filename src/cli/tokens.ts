@@ -36,7 +36,7 @@ async function withStore<T>(
   }
 }
 
-/** Names are unique, revoked tokens included, so the audit trail names one token per name. */
+/** Rejects a name any token already has, revoked ones included, so audit rows name one token. */
 async function rejectTakenName(db: Kysely<Database>, name: string): Promise<void> {
   const taken = await db
     .selectFrom('api_tokens')
@@ -46,7 +46,7 @@ async function rejectTakenName(db: Kysely<Database>, name: string): Promise<void
   if (taken === undefined) return;
   const state = taken.revoked_at === null ? 'active' : 'revoked';
   throw new CliError(
-    `a token named "${name}" already exists (id ${taken.id}, ${state}); choose another name`,
+    `a token named "${name}" already exists (id ${taken.id}, ${state}). Choose another name.`,
   );
 }
 

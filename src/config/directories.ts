@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, type Config } from './env.js';
 
-/** Each directory with the variable that sets it; the data directory first, as others default under it. */
+/** Lists each directory with its variable, the data directory first because the others default to it. */
 function directoriesOf(config: Config): Array<[variable: string, directory: string]> {
   return [
     ['SLIPWAY_DATA_DIR', config.dataDir],
@@ -19,7 +19,7 @@ function directoriesOf(config: Config): Array<[variable: string, directory: stri
   ];
 }
 
-/** Creates every directory of the configuration; throws ConfigError naming the first that fails. */
+/** Creates every directory of the configuration. Throws ConfigError naming the first that fails. */
 export function prepareDirectories(config: Config): void {
   for (const [variable, directory] of directoriesOf(config)) {
     try {

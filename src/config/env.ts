@@ -179,13 +179,13 @@ function readHost(env: Env): string {
   return raw;
 }
 
-/** The address a worker in the same host uses to reach an API listening on `host`. */
+/** Returns the address a worker on the same host uses to reach an API listening on `host`. */
 function localAddress(host: string): string {
   if (host === '0.0.0.0' || host === '::') return '127.0.0.1';
   return net.isIPv6(host) ? `[${host}]` : host;
 }
 
-/** Docker's own forms: unix:///path, tcp://host:port, http(s)://, ssh://user@host, npipe://. */
+/** Reads DOCKER_HOST, which must use one of Docker's schemes: unix, tcp, http(s), ssh or npipe. */
 function readDockerHost(env: Env): string | undefined {
   const raw = readString(env, 'DOCKER_HOST');
   if (raw === undefined) return undefined;

@@ -76,7 +76,7 @@ export class Dispatcher {
     });
   }
 
-  /** Answers the waiting claims of one worker with no tasks (the worker is stopping). */
+  /** Ends the waiting claims of one worker with no tasks, because the worker is stopping. */
   releaseWorker(workerId: string): number {
     const mine = this.#waiters.filter((waiter) => waiter.request.workerId === workerId);
     for (const waiter of mine) this.#settle(waiter, []);
@@ -143,7 +143,7 @@ export class Dispatcher {
 
   #settle(waiter: Waiter, tasks: TaskSpec[]): void {
     if (waiter.done) {
-      // NOTE: a round claimed tasks for a waiter that timed out at the same moment; the
+      // NOTE: a round can claim tasks for a waiter that timed out at the same moment. Those
       // tasks stay running under that worker until its lease expires and they are recovered.
       if (tasks.length > 0) {
         this.#context.logger.warn(

@@ -1,8 +1,9 @@
 /**
  * Fencing, heartbeats, finishing and handing back a claimed task. Every call names the task,
- * the worker and the lease attempt; when the task is no longer running under that worker and
- * attempt (the lease expired and another worker took it, or it ended), the call fails with
- * `lease_lost` and changes nothing, so a stale worker can never overwrite a newer result.
+ * the worker and the lease attempt. When the task is no longer running under that worker and
+ * attempt, the call fails with `lease_lost` and changes nothing. This happens when the lease
+ * expired and another worker took the task, or when the task ended. So a stale worker can
+ * never overwrite a newer result.
  */
 import type { Kysely, Transaction } from 'kysely';
 import { ApiError } from '../api/errors.js';
@@ -180,7 +181,9 @@ export async function releaseTask(
     .executeTakeFirstOrThrow();
   const sideEffects = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {}).sideEffects === true;
   const cancelled = task.cancel_requested_at !== null;
-  const to = cancelled ? 'cancelled' : sideEffects ? 'error' : 'queued';
+  let to: 'cancelled' | 'error' | 'queued' = 'queued';
+  if (cancelled) to = 'cancelled';
+  else if (sideEffects) to = 'error';
   const fullReason =
     to === 'error'
       ? `${reason}; not re-run automatically because the pipeline has side effects`

@@ -1,6 +1,6 @@
 /**
- * What a worker receives for a claimed task: everything it needs to run the task without
- * reading the database or the pipeline file.
+ * The claim payload of one task: everything a worker needs to run it without reading the
+ * database or the pipeline file.
  */
 import { renderTemplate } from '../pipeline/load.js';
 import type { Pipeline, Resources, SecretRef, Step } from '../pipeline/types.js';

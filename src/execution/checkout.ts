@@ -57,7 +57,7 @@ export class MirrorSet {
   }
 
   /**
-   * Makes sure the mirror holds `commit`: clones it once, and fetches when the commit is
+   * Makes sure the mirror contains `commit`: clones it once, and fetches when the commit is
    * missing or a new job asks for it. Returns the full commit id; throws ExecutionError
    * naming the commit when the repository does not have it.
    */
@@ -166,7 +166,7 @@ async function git(args: string[], cwd: string | undefined, signal?: AbortSignal
   }
 }
 
-/** git never asks for credentials on a terminal and ignores the user's global config. */
+/** Environment in which git never prompts for credentials and ignores the user's global config. */
 function gitEnv(): NodeJS.ProcessEnv {
   return {
     ...process.env,

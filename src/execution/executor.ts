@@ -6,7 +6,7 @@
  * Call order, per task: `run` once, then `cleanup` once, always, even when `run` threw or
  * was aborted. The worker has already checked out the workspace and resolved secrets.
  *
- * Concurrency: one executor instance serves every task of its worker; `run` and `cleanup`
+ * Concurrency: one executor instance serves every task of its worker. `run` and `cleanup`
  * of different tasks may run at the same time and share nothing but the instance.
  *
  * Abort: when `signal` aborts (cancel, timeout, lease lost, shutdown), `run` stops
@@ -45,7 +45,7 @@ export interface ExecutionSpec {
   labels: Record<string, string>;
 }
 
-/** Where a task's output goes: raw bytes from the steps, plus lines the executor adds. */
+/** Destination of a task's output: raw bytes from the steps, plus lines the executor adds. */
 export interface OutputSink {
   write(chunk: Buffer): void;
   /** Writes one line of Slipway's own, such as a step header. */
@@ -75,7 +75,7 @@ export class ExecutionError extends Error {
   }
 }
 
-/** The header line written before each step. */
+/** Formats the header line written before each step. */
 export function stepHeader(index: number, total: number, step: Step): string {
   return `[slipway] step ${index + 1}/${total}: ${step.name}`;
 }

@@ -1,6 +1,6 @@
 /**
  * Picks the worker's executors at start. With SLIPWAY_EXECUTOR=auto the default is `docker`
- * when an engine answers a ping, else `local`; the worker logs which one it chose and why.
+ * when an engine responds to a ping, else `local`. The worker logs which one it chose and why.
  */
 import type { Config } from '../config/env.js';
 import type { Logger } from '../log.js';
@@ -27,7 +27,7 @@ export async function selectExecutors(config: Config, logger: Logger): Promise<E
       docker.ping(),
       new Promise((_resolve, reject) =>
         setTimeout(
-          () => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)),
+          () => reject(new Error(`no response within ${PING_TIMEOUT_MS} ms`)),
           PING_TIMEOUT_MS,
         ).unref(),
       ),
@@ -41,7 +41,7 @@ export async function selectExecutors(config: Config, logger: Logger): Promise<E
 
   if (choice === 'docker' && dockerProblem !== undefined) {
     throw new Error(
-      `SLIPWAY_EXECUTOR=docker but the Docker engine at ${engine} did not answer (${dockerProblem}); ` +
+      `SLIPWAY_EXECUTOR=docker but the Docker engine at ${engine} did not respond (${dockerProblem}); ` +
         'start the engine or set SLIPWAY_EXECUTOR=local',
     );
   }
@@ -54,8 +54,8 @@ export async function selectExecutors(config: Config, logger: Logger): Promise<E
     choice !== 'auto'
       ? `SLIPWAY_EXECUTOR=${choice}`
       : dockerProblem === undefined
-        ? `the Docker engine at ${engine} answered`
-        : `the Docker engine at ${engine} did not answer (${dockerProblem})`;
+        ? `the Docker engine at ${engine} responded`
+        : `the Docker engine at ${engine} did not respond (${dockerProblem})`;
   logger.info(
     { executor: names[0], executors: names, reason },
     `default executor is ${names[0]}: ${reason}`,

@@ -12,6 +12,7 @@ import {
   type GitHubClientOptions,
 } from './client.js';
 import { holdLease } from './lock.js';
+import { pruneGitHubRecords } from './prune.js';
 import { StatusSender, type StatusSenderOptions } from './status-sender.js';
 import { syncVariables } from './variables.js';
 
@@ -21,12 +22,14 @@ export interface GitHubServiceOptions {
 }
 
 const SYNC_LEASE = 'github-variable-sync';
+const PRUNE_INTERVAL_MS = 3_600_000;
 
 export class GitHubService {
   readonly client: GitHubClient | undefined;
   readonly statuses: StatusSender | undefined;
   readonly #context: AppContext;
   #syncTimer: NodeJS.Timeout | undefined;
+  #pruneTimer: NodeJS.Timeout | undefined;
   #started = false;
 
   constructor(context: AppContext, options: GitHubServiceOptions = {}) {
@@ -42,6 +45,8 @@ export class GitHubService {
     if (this.#started) return;
     this.#started = true;
     const log = this.#context.logger.child({ component: 'github' });
+    // Webhook deliveries are recorded with or without a token, so pruning always runs.
+    this.#schedulePrune();
     const disabled = gitHubDisabledReason(this.#context.config);
     if (this.client === undefined || disabled !== undefined) {
       log.info(
@@ -61,7 +66,24 @@ export class GitHubService {
     if (!this.#started) return;
     this.#started = false;
     if (this.#syncTimer !== undefined) clearInterval(this.#syncTimer);
+    if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer);
     await this.statuses?.stop();
+  }
+
+  #schedulePrune(): void {
+    const log = this.#context.logger.child({ component: 'github' });
+    this.#pruneTimer = setInterval(() => {
+      pruneGitHubRecords(this.#context, { actor: 'github-retention', source: os.hostname() })
+        .then((summary) => {
+          if (summary.statusReports + summary.webhookDeliveries > 0) {
+            log.info(summary, 'old commit status reports and webhook deliveries deleted');
+          }
+        })
+        .catch((error: unknown) => {
+          log.error({ err: error }, 'pruning GitHub records failed; the next hour retries');
+        });
+    }, PRUNE_INTERVAL_MS);
+    this.#pruneTimer.unref();
   }
 
   #scheduleSync(): void {

@@ -7,7 +7,7 @@
  * the newest pending row of each (repository, commit, context) and marks older pending rows
  * `superseded`, so a retried old report can never overwrite a newer one.
  */
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import { listCurrentTasks } from '../store/jobs.js';
 import type { Database, GitHubStatusRow, JobRow, TaskRow } from '../store/schema.js';
 import { nowIso } from '../util/time.js';
@@ -131,35 +131,41 @@ async function enqueueIfChanged(
 
 /**
  * Returns up to `limit` due reports, each the newest pending one of its commit and context
- * with no newer report sent. Run supersedeReplacedReports first so older ones are retired.
+ * with no newer report sent, job contexts before task contexts. Run
+ * supersedeReplacedReports first so older ones are retired.
  */
 export async function takeDueReports(
   db: Kysely<Database>,
   repository: string,
   limit: number,
 ): Promise<GitHubStatusRow[]> {
-  return db
-    .selectFrom('github_status_outbox as o')
-    .selectAll()
-    .where('o.outcome', '=', 'pending')
-    .where('o.repository', '=', repository)
-    .where('o.next_attempt_at', '<=', nowIso())
-    .where(({ not, exists, selectFrom }) =>
-      not(
-        exists(
-          selectFrom('github_status_outbox as newer')
-            .select('newer.id')
-            .whereRef('newer.repository', '=', 'o.repository')
-            .whereRef('newer.commit_sha', '=', 'o.commit_sha')
-            .whereRef('newer.context', '=', 'o.context')
-            .whereRef('newer.id', '>', 'o.id')
-            .where('newer.outcome', 'in', ['pending', 'sent']),
+  return (
+    db
+      .selectFrom('github_status_outbox as o')
+      .selectAll()
+      .where('o.outcome', '=', 'pending')
+      .where('o.repository', '=', repository)
+      .where('o.next_attempt_at', '<=', nowIso())
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom('github_status_outbox as newer')
+              .select('newer.id')
+              .whereRef('newer.repository', '=', 'o.repository')
+              .whereRef('newer.commit_sha', '=', 'o.commit_sha')
+              .whereRef('newer.context', '=', 'o.context')
+              .whereRef('newer.id', '>', 'o.id')
+              .where('newer.outcome', 'in', ['pending', 'sent']),
+          ),
         ),
-      ),
-    )
-    .orderBy('o.id')
-    .limit(limit)
-    .execute();
+      )
+      // Job contexts first: they are what branch protection usually requires, and GitHub
+      // writes are spaced a second apart, so a large matrix would otherwise delay them.
+      .orderBy(sql`o.task_id IS NOT NULL`)
+      .orderBy('o.id')
+      .limit(limit)
+      .execute()
+  );
 }
 
 /**

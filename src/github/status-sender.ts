@@ -1,8 +1,8 @@
 /**
  * Reports job and task statuses to GitHub as commit statuses, without ever blocking a job.
  *
- * Two paths add reports to the outbox (status-outbox.ts). The `job-status`, `task-status`
- * and `tasks-queued` events of this process add them within milliseconds. A reconcile pass
+ * Two paths add reports to the outbox (status-outbox.ts). The `job-created`, `job-status`,
+ * `task-status` and `tasks-queued` events of this process add them within milliseconds. A reconcile pass
  * every `reconcileMs` over recently changed jobs catches changes made by other processes
  * (the orchestrator expiring a lease) and events lost in a crash after a commit.
  * One loop, in the process holding the `github-status-sender` lease, drains the outbox one
@@ -108,16 +108,19 @@ export class StatusSender {
     const events = this.#context.events;
     const onJob = (change: { jobId: string }) => this.#schedule(change.jobId);
     const onTask = (change: { jobId: string }) => this.#schedule(change.jobId);
-    // A new job is inserted already queued and emits no status change, only this event.
+    const onCreated = (job: { jobId: string }) => this.#schedule(job.jobId);
+    // A retried job starts its new attempt without a status change event, only this one.
     const onQueued = (taskIds: string[]) => {
       for (const id of taskIds) this.#schedule(id.split('.').slice(0, -2).join('.'));
     };
     events.on('job-status', onJob);
     events.on('task-status', onTask);
+    events.on('job-created', onCreated);
     events.on('tasks-queued', onQueued);
     this.#unsubscribe.push(
       () => events.off('job-status', onJob),
       () => events.off('task-status', onTask),
+      () => events.off('job-created', onCreated),
       () => events.off('tasks-queued', onQueued),
     );
   }

@@ -15,7 +15,7 @@ export type SyncOutcome = 'created' | 'updated' | 'unchanged' | 'failed';
 export interface VariableSyncResult {
   name: string;
   outcome: SyncOutcome;
-  /** Why it failed, naming the rule or GitHub's response. */
+  /** The reason it failed: the rule it breaks or GitHub's response. */
   reason?: string;
 }
 
@@ -87,16 +87,7 @@ async function runSync(
   const rows = (await listStateVariables(context.store.db)).filter(
     (row) => requested === undefined || requested.has(row.name),
   );
-  const results: VariableSyncResult[] = [];
-  const seen = new Map<string, string>();
-  for (const row of rows) {
-    const problem = localProblem(row.name, row.value, seen);
-    const result =
-      problem === undefined
-        ? await pushVariable(client, row.name, row.value)
-        : { name: row.name, outcome: 'failed' as const, reason: problem };
-    results.push(result);
-  }
+  const results = await pushVariables(client, rows);
   const report: SyncReport = {
     status: overallStatus(results),
     repository: client.repository,
@@ -105,9 +96,37 @@ async function runSync(
     count: rows.length,
     timestamp: nowIso(),
   };
+
   await recordSync(context, rows, report, options);
   logSync(context, report);
   return report;
+}
+
+/**
+ * Pushes each variable in turn. After GitHub fails to respond (5xx or no response, retries
+ * included), the remaining variables are not tried, so a sync during an outage ends in
+ * seconds, not minutes.
+ */
+async function pushVariables(
+  client: GitHubClient,
+  rows: Array<{ name: string; value: string }>,
+): Promise<VariableSyncResult[]> {
+  const results: VariableSyncResult[] = [];
+  const seen = new Map<string, string>();
+  let outage: string | undefined;
+  for (const row of rows) {
+    const problem = localProblem(row.name, row.value, seen);
+    if (problem !== undefined) {
+      results.push({ name: row.name, outcome: 'failed', reason: problem });
+    } else if (outage !== undefined) {
+      results.push({ name: row.name, outcome: 'failed', reason: `not sent: ${outage}` });
+    } else {
+      const pushed = await pushVariable(client, row.name, row.value);
+      results.push(pushed.result);
+      if (pushed.unavailable) outage = `GitHub was unavailable (${pushed.result.reason})`;
+    }
+  }
+  return results;
 }
 
 function localProblem(name: string, value: string, seen: Map<string, string>): string | undefined {
@@ -122,16 +141,22 @@ function localProblem(name: string, value: string, seen: Map<string, string>): s
   return undefined;
 }
 
+interface PushOutcome {
+  result: VariableSyncResult;
+  /** True when GitHub responded with 5xx or not at all, after the client's retries. */
+  unavailable: boolean;
+}
+
 async function pushVariable(
   client: GitHubClient,
   name: string,
   value: string,
-): Promise<VariableSyncResult> {
+): Promise<PushOutcome> {
   const { octokit, owner, repo } = client;
   const request = () => ({ signal: AbortSignal.timeout(30_000) });
   try {
     const current = await readVariable(client, name);
-    if (current === value) return { name, outcome: 'unchanged' };
+    if (current === value) return { result: { name, outcome: 'unchanged' }, unavailable: false };
     if (current === undefined) {
       try {
         await octokit.rest.actions.createRepoVariable({
@@ -141,19 +166,20 @@ async function pushVariable(
           value,
           request: request(),
         });
-        return { name, outcome: 'created' };
+        return { result: { name, outcome: 'created' }, unavailable: false };
       } catch (error) {
         // Someone created it between our read and our create: update it instead.
         if (describeGitHubError(error).status !== 409) throw error;
       }
     }
     await octokit.rest.actions.updateRepoVariable({ owner, repo, name, value, request: request() });
-    return { name, outcome: 'updated' };
+    return { result: { name, outcome: 'updated' }, unavailable: false };
   } catch (error) {
+    const failure = describeGitHubError(error);
+    const reason = `GitHub responded with ${failure.message}`;
     return {
-      name,
-      outcome: 'failed',
-      reason: `GitHub responded with ${describeGitHubError(error).message}`,
+      result: { name, outcome: 'failed', reason },
+      unavailable: failure.status === 0 || failure.status >= 500,
     };
   }
 }

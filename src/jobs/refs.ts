@@ -26,7 +26,7 @@ export function branchNameProblem(name: string): string | undefined {
   if (name.includes('..')) return 'must not contain ".."';
   if (name.includes('@{')) return 'must not contain "@{"';
   if (name === '@') return 'must not be "@"';
-  // git reserves HEAD: `git branch HEAD` fails with "not a valid branch name".
+  // git reserves HEAD, so `git branch HEAD` fails with "not a valid branch name".
   if (name === 'HEAD') return 'must not be "HEAD"';
   if (name.startsWith('-')) return 'must not start with "-"';
   if (name.startsWith('/') || name.endsWith('/') || name.includes('//')) {

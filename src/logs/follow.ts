@@ -9,7 +9,7 @@ import { isTerminal } from '../jobs/status.js';
 import type { TaskRow } from '../store/schema.js';
 import type { TaskLogStore } from './task-log-store.js';
 
-/** Longest a follower waits without news before it checks the file and the task again. */
+/** Maximum time a follower waits for an append before it checks the file and the task again. */
 const FOLLOW_RECHECK_MS = 500;
 const READ_CHUNK_BYTES = 256 * 1024;
 

@@ -2,7 +2,7 @@
  * Task log files on the API's host: one file per task attempt under ORCHESTRATION_LOG_PATH,
  * appended by worker uploads. Uploads carry the byte offset of their first byte within the
  * attempt's log, so a retried upload is never written twice. The file keeps at most
- * `maxBytes` bytes of output, then one line that says where it was cut.
+ * `maxBytes` bytes of output, then one line that marks where it was cut.
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';

@@ -4,7 +4,7 @@
  *
  * A restore must not run while a process has the database open, because that process
  * would keep writing to the replaced file's pages. Long-running roles register in a
- * process folder next to the database (see running-processes.ts); restore refuses while
+ * process folder next to the database (see running-processes.ts); a restore is rejected while
  * any of them is alive.
  */
 import fs from 'node:fs';
@@ -24,7 +24,7 @@ export interface BackupResult {
 const BACKUP_PREFIX = 'slipway-';
 const BACKUP_SUFFIX = '.db';
 
-/** Checks that `file` is a readable SQLite database whose integrity check passes. */
+/** Runs `PRAGMA integrity_check` on `file` and returns its result: `ok` when it is sound. */
 export function checkIntegrity(file: string): string {
   const db = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
   try {
@@ -69,7 +69,7 @@ export async function backupDatabase(dbPath: string, target: string): Promise<Ba
   return { path: target, bytes: fs.statSync(target).size, durationMs: Date.now() - started };
 }
 
-/** Name of a scheduled backup: sorts by time, e.g. `slipway-20240101T020000123Z.db`. */
+/** Builds the file name of a scheduled backup, which sorts by time: `slipway-<UTC time>.db`. */
 export function scheduledBackupName(at: Date = new Date()): string {
   return `${BACKUP_PREFIX}${at.toISOString().replace(/[-:.]/g, '')}${BACKUP_SUFFIX}`;
 }
@@ -101,36 +101,47 @@ export function pruneBackups(dir: string, keep: number): string[] {
   return old.map((name) => path.join(dir, name));
 }
 
-export class RestoreRefused extends Error {
-  override name = 'RestoreRefused';
+export class RestoreRejected extends Error {
+  override name = 'RestoreRejected';
 }
 
 /**
- * Replaces the database at `dbPath` with the backup `source`. Refuses while a registered
- * process uses the database, and when the backup fails its integrity check. The replaced
+ * Replaces the database at `dbPath` with the backup `source`. Throws RestoreRejected while a
+ * registered process uses the database, and when the backup fails its integrity check. The replaced
  * database is kept next to it as `<name>.before-restore-<time>`.
  */
 export function restoreDatabase(dbPath: string, source: string): { previous: string | null } {
-  if (!fs.existsSync(source)) throw new RestoreRefused(`backup ${source} does not exist`);
+  if (!fs.existsSync(source)) throw new RestoreRejected(`backup ${source} does not exist`);
+
   const running = findRunningProcesses(dbPath);
   if (running.length > 0) {
     const list = running.map(
       (entry) => `${entry.roles.join('+')} (pid ${entry.pid} on ${entry.hostname})`,
     );
-    throw new RestoreRefused(
-      `database ${dbPath} is in use by ${list.join(', ')}; stop those processes, then restore`,
+    throw new RestoreRejected(
+      `database ${dbPath} is in use by ${list.join(', ')}; stop those processes, then restore ` +
+        `(if one of them is gone, delete its entry: ${running.map((entry) => entry.file).join(', ')})`,
     );
   }
-  const integrity = checkIntegrity(source);
-  if (integrity !== 'ok') {
-    throw new RestoreRefused(`backup ${source} failed its integrity check: ${integrity}`);
+  let integrity: string;
+  try {
+    integrity = checkIntegrity(source);
+  } catch (error) {
+    throw new RestoreRejected(
+      `backup ${source} is not a readable SQLite database: ${(error as Error).message}`,
+    );
   }
+  if (integrity !== 'ok') {
+    throw new RestoreRejected(`backup ${source} failed its integrity check: ${integrity}`);
+  }
+
   fs.mkdirSync(path.dirname(dbPath), { recursive: true });
   const staged = `${dbPath}.restoring`;
   fs.copyFileSync(source, staged);
   const handle = fs.openSync(staged, 'r+');
   fs.fsyncSync(handle);
   fs.closeSync(handle);
+
   let previous: string | null = null;
   if (fs.existsSync(dbPath)) {
     previous = `${dbPath}.before-restore-${new Date().toISOString().replace(/[-:.]/g, '')}`;

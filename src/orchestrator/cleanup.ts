@@ -37,6 +37,7 @@ export async function runCleanup(
   const before = (days: number) => new Date(now - days * DAY_MS).toISOString();
   const taskLogs = await expireTaskLogs(context, before(retention.logsDays));
   const jobs = await deleteOldJobs(context, before(retention.jobsDays));
+
   const logFiles = await deleteOldFiles(
     context.config.logPath,
     now - retention.logsDays * DAY_MS,
@@ -48,6 +49,7 @@ export async function runCleanup(
     (name) => !WORKSPACE_NAME.test(name),
     false,
   );
+
   const healthMetrics = await deleteInBatches(
     context,
     'health_metrics',
@@ -61,6 +63,7 @@ export async function runCleanup(
     before(retention.auditLogDays),
   );
   const rotated = await rotateOwnLogs(context.config.logPath, context.config.logRotateBytes);
+
   const summary: CleanupSummary = {
     jobs,
     taskLogs,
@@ -81,7 +84,7 @@ export async function runCleanup(
   return summary;
 }
 
-/** Deletes the log files of tasks that finished before `cutoff` and forgets their paths. */
+/** Deletes the log files of tasks that finished before `cutoff` and clears their `log_path`. */
 async function expireTaskLogs(context: AppContext, cutoff: string): Promise<number> {
   const tasks = await context.store.db
     .selectFrom('tasks')

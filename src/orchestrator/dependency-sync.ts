@@ -24,10 +24,10 @@ export async function syncDependencies(
   pipelines: PipelineFile,
   logger: Logger,
 ): Promise<DependencyChanges> {
-  const wanted = new Map<string, [string, string]>();
+  const expected = new Map<string, [string, string]>();
   for (const pipeline of Object.values(pipelines.pipelines)) {
     for (const need of pipeline.needs)
-      wanted.set(`${pipeline.type}\0${need}`, [pipeline.type, need]);
+      expected.set(`${pipeline.type}\0${need}`, [pipeline.type, need]);
   }
   const changes = await store.write(async (trx) => {
     const rows = await trx
@@ -35,9 +35,9 @@ export async function syncDependencies(
       .select(['workflow', 'depends_on'])
       .execute();
     const present = new Set(rows.map((row) => `${row.workflow}\0${row.depends_on}`));
-    const added = [...wanted.entries()].filter(([key]) => !present.has(key)).map(([, e]) => e);
+    const added = [...expected.entries()].filter(([key]) => !present.has(key)).map(([, e]) => e);
     const removed = rows
-      .filter((row) => !wanted.has(`${row.workflow}\0${row.depends_on}`))
+      .filter((row) => !expected.has(`${row.workflow}\0${row.depends_on}`))
       .map((row): [string, string] => [row.workflow, row.depends_on]);
     if (added.length === 0 && removed.length === 0) return { added, removed };
 

@@ -21,7 +21,7 @@ function dockerOptionsFor(host: string): Docker.DockerOptions {
   return { host: url.hostname, port: Number(url.port || 2375), protocol: 'http' };
 }
 
-/** The HTTP status of a dockerode error, e.g. 404 for a missing container. */
+/** Reads the HTTP status code of a dockerode error, e.g. 404 for a missing container. */
 export function dockerStatus(error: unknown): number | undefined {
   const status = (error as { statusCode?: unknown } | null)?.statusCode;
   return typeof status === 'number' ? status : undefined;

@@ -1,6 +1,7 @@
 /**
- * Lease expiry. A worker holds a running task through a lease that its heartbeats extend;
- * when the lease expires (worker killed, host gone), the task is recovered here:
+ * Lease expiry. A worker holds a running task through a lease that its heartbeats extend.
+ * When the lease expires because the worker was killed or its host is gone, the task is
+ * recovered here:
  *
  *   - a task whose pipeline has no side effects returns to `queued` while its claim count
  *     (`tasks.attempt`) is below `max_attempts`, and ends `error` after that;
@@ -60,6 +61,31 @@ export async function recoverExpiredLeases(
   }
 }
 
+/** Decides what becomes of a task whose lease expired, and the reason stored with it. */
+function decideRecovery(
+  task: TaskRow,
+  type: string,
+  sideEffects: boolean,
+): { outcome: LeaseRecovery['outcome']; reason: string } {
+  const worker = task.worker_id ?? 'an unknown worker';
+  const count = `attempt ${task.attempt} of ${task.max_attempts}`;
+  if (task.cancel_requested_at !== null) {
+    // The worker was asked to stop and vanished before it reported back.
+    const reason = task.reason ?? `cancelled; lease expired on ${worker} before it confirmed`;
+    return { outcome: 'cancelled', reason };
+  }
+  if (sideEffects) {
+    const reason =
+      `lease expired on ${worker} (${count}); ${type} has side effects, so it is not ` +
+      're-run automatically: check the target, then retry the job';
+    return { outcome: 'error', reason };
+  }
+  if (task.attempt < task.max_attempts) {
+    return { outcome: 'requeued', reason: `lease expired on ${worker} (${count}); queued again` };
+  }
+  return { outcome: 'error', reason: `lease expired on ${worker} (${count}); no attempts left` };
+}
+
 async function recoverTask(
   trx: Transaction<Database>,
   task: TaskRow,
@@ -73,28 +99,11 @@ async function recoverTask(
     .executeTakeFirstOrThrow();
   const pipeline = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {});
   const sideEffects = pipeline.sideEffects === true;
-  const worker = task.worker_id ?? 'an unknown worker';
-  const count = `attempt ${task.attempt} of ${task.max_attempts}`;
-  let outcome: LeaseRecovery['outcome'];
-  let reason: string;
-  if (task.cancel_requested_at !== null) {
-    // The worker was asked to stop and vanished before it reported back.
-    outcome = 'cancelled';
-    reason = task.reason ?? `cancelled; lease expired on ${worker} before it confirmed`;
-  } else if (sideEffects) {
-    outcome = 'error';
-    reason =
-      `lease expired on ${worker} (${count}); ${job.type} has side effects, so it is not ` +
-      're-run automatically: check the target, then retry the job';
-  } else if (task.attempt < task.max_attempts) {
-    outcome = 'requeued';
-    reason = `lease expired on ${worker} (${count}); queued again`;
-  } else {
-    outcome = 'error';
-    reason = `lease expired on ${worker} (${count}); no attempts left`;
-  }
+  const { outcome, reason } = decideRecovery(task, job.type, sideEffects);
+
   const to = outcome === 'requeued' ? 'queued' : outcome;
   await transitionTask(trx, task, to, changes, { reason });
+
   await appendAudit(trx, audit, {
     action: 'task_lease_expired',
     jobId: task.job_id,

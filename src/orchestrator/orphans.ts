@@ -12,6 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { AppContext } from '../app/context.js';
 import {
+  LABEL_ATTEMPT,
   LABEL_INSTANCE,
   LABEL_JOB,
   LABEL_MANAGED,
@@ -26,15 +27,30 @@ export const ORPHAN_GRACE_MS = 60_000;
 /** A task's workspace folder: the task id, optionally followed by a suffix after a dot. */
 export const WORKSPACE_NAME = /^([a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\.\d+\.\d+)(?:[._-].*)?$/;
 
-async function runningTaskIds(context: AppContext, ids: string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set();
+/** Looks up which of `ids` are running tasks, with their current lease attempt. */
+async function runningTasks(context: AppContext, ids: string[]): Promise<Map<string, number>> {
+  if (ids.length === 0) return new Map();
   const rows = await context.store.db
     .selectFrom('tasks')
-    .select('id')
+    .select(['id', 'attempt'])
     .where('id', 'in', ids)
     .where('status', '=', 'running')
     .execute();
-  return new Set(rows.map((row) => row.id));
+  return new Map(rows.map((row) => [row.id, row.attempt]));
+}
+
+/**
+ * Decides whether a running task owns the container: its task label must name the task and
+ * its attempt label, when present, the task's current attempt. So the container of an attempt
+ * whose worker was lost is an orphan even while a newer attempt of the same task runs.
+ */
+function isOwned(labels: Record<string, string>, running: Map<string, number>): boolean {
+  const taskId = labels[LABEL_TASK];
+  if (taskId === undefined) return false;
+  const attempt = running.get(taskId);
+  if (attempt === undefined) return false;
+  const label = labels[LABEL_ATTEMPT];
+  return label === undefined || label === String(attempt);
 }
 
 export async function removeOrphanContainers(
@@ -54,7 +70,7 @@ export async function removeOrphanContainers(
     context.logger.warn({ err: error }, 'sweep could not list containers; skipping them');
     return { removed: 0, error: (error as Error).message };
   }
-  const owned = await runningTaskIds(
+  const running = await runningTasks(
     context,
     containers.map((container) => container.Labels[LABEL_TASK] ?? '').filter(Boolean),
   );
@@ -64,7 +80,7 @@ export async function removeOrphanContainers(
     if (container.Labels[LABEL_MANAGED] !== 'true') continue;
     if (container.Labels[LABEL_INSTANCE] !== instance) continue;
     const taskId = container.Labels[LABEL_TASK] ?? null;
-    if (taskId !== null && owned.has(taskId)) continue;
+    if (isOwned(container.Labels, running)) continue;
     if (now - container.Created * 1000 < ORPHAN_GRACE_MS) continue;
     try {
       await docker.getContainer(container.Id).remove({ force: true, v: true });
@@ -81,6 +97,7 @@ export async function removeOrphanContainers(
         taskId,
         details: {
           container_id: container.Id,
+          attempt: container.Labels[LABEL_ATTEMPT] ?? null,
           name: container.Names[0] ?? null,
           state: container.State,
           reason: 'no running task owns it',
@@ -110,7 +127,7 @@ export async function removeOrphanWorkspaces(
     if (taskId === undefined) continue;
     byTask.set(taskId, [...(byTask.get(taskId) ?? []), entry]);
   }
-  const owned = await runningTaskIds(context, [...byTask.keys()]);
+  const owned = await runningTasks(context, [...byTask.keys()]);
   let removed = 0;
   for (const [taskId, names] of byTask) {
     if (owned.has(taskId)) continue;

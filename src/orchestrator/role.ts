@@ -12,9 +12,8 @@ import { runSweep } from './sweep.js';
 import { Watchdog } from './watchdog.js';
 
 /**
- * Scheduled tasks that other packages add (the health checks, once the health monitor
- * exports them). A task here runs in the orchestrator under the same lock name as anywhere
- * else, so it still runs once per interval when another role schedules it too.
+ * Scheduled tasks that other packages add, such as the health checks. A task here runs under
+ * the same lock name in every orchestrator process, so it runs once per interval.
  */
 export const EXTRA_SCHEDULED_TASKS: Array<(context: AppContext) => ScheduledTask | undefined> = [
   healthChecksTask,

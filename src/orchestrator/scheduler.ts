@@ -31,8 +31,8 @@ export type RunResult =
 
 const DEFAULT_LOCK_SECONDS = 60;
 /**
- * How much earlier than one interval after the last start a timer may fire and still count
- * as due: a tenth of the interval, at most a second. Timers drift by milliseconds, while two
+ * Computes how much earlier than one interval after the last start a timer may fire and
+ * still count as due: a tenth of the interval, at most a second. Timers drift by milliseconds, while two
  * processes' timers fire whole seconds apart, so this never lets both run in one interval.
  */
 function toleranceMs(intervalSeconds: number): number {

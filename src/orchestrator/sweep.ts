@@ -187,11 +187,11 @@ export async function explainQueuedJobs(context: AppContext, audit: AuditContext
         .where('id', '=', job.id)
         .where('status', '=', 'queued')
         .executeTakeFirst();
-      if (Number(updated.numUpdatedRows) === 0 || reason === null) return;
+      if (Number(updated.numUpdatedRows) === 0) return;
       await appendAudit(trx, audit, {
-        action: 'job_unschedulable',
+        action: reason === null ? 'job_schedulable' : 'job_unschedulable',
         jobId: job.id,
-        details: { reason, queued_at: job.queued_at },
+        details: { reason, previous_reason: job.reason, queued_at: job.queued_at },
       });
     });
     if (reason !== null) reported += 1;
@@ -209,7 +209,7 @@ export async function repairDeployState(
   if (last === undefined) return false;
   const pipeline = parseJsonColumn<Partial<Pipeline>>(last.pipeline, {});
   const template = pipeline.onSuccess?.state.LAST_DEPLOYED_COMMIT;
-  // A deploy pipeline that does not set the variable leaves it to whoever does.
+  // A deploy pipeline that does not set the variable says nothing about its value.
   if (template === undefined) return false;
   const commit = renderTemplate(template, jobTemplateValues(last));
   return context.store.write(async (trx) => {

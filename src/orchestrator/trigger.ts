@@ -173,6 +173,7 @@ async function insertJob(
     updated_at: now,
   };
   await insertWithFreshId(trx, row);
+  changes.record('job-created', { jobId: row.id, type: row.type, status });
   await insertTasks(trx, row, combinations, pipeline, changes, context.config.maxTaskAttempts);
 
   await appendAudit(trx, audit, {

@@ -1,6 +1,6 @@
 /**
- * The orchestrator's fast loop: recovers expired leases and settles waiting jobs every few
- * seconds, far more often than the sweep, because a lease is tens of seconds long. Several
+ * The orchestrator's fast loop: recovers expired leases every few seconds, far more often
+ * than the sweep, because a lease is tens of seconds long. It also settles waiting jobs. Several
  * orchestrator processes may run it at once: each change re-checks its condition inside its
  * own transaction, so a task is recovered once.
  */
@@ -12,8 +12,13 @@ import { settleWaitingJobs } from './waiting.js';
 
 const MIN_PERIOD_MS = 500;
 const MAX_PERIOD_MS = 5_000;
+/**
+ * Waiting jobs are settled at most this often: events release them as their dependencies
+ * end, so this pass only enforces dependency timeouts, which are minutes to hours long.
+ */
+const WAITING_PERIOD_MS = 15_000;
 
-/** A quarter of the lease, between MIN_PERIOD_MS and MAX_PERIOD_MS. */
+/** Computes the pause between passes: a quarter of the lease, within MIN_PERIOD_MS and MAX_PERIOD_MS. */
 export function watchdogPeriodMs(leaseSeconds: number): number {
   return Math.min(MAX_PERIOD_MS, Math.max(MIN_PERIOD_MS, (leaseSeconds * 1000) / 4));
 }
@@ -23,6 +28,7 @@ export class Watchdog {
   #timer: NodeJS.Timeout | undefined;
   #pass: Promise<void> | undefined;
   #stopped = false;
+  #waitingSettledAt = 0;
 
   constructor(readonly context: AppContext) {}
 
@@ -49,7 +55,10 @@ export class Watchdog {
   async runOnce(): Promise<void> {
     try {
       await recoverExpiredLeases(this.context, this.#audit);
-      await settleWaitingJobs(this.context, this.#audit);
+      if (Date.now() - this.#waitingSettledAt >= WAITING_PERIOD_MS) {
+        this.#waitingSettledAt = Date.now();
+        await settleWaitingJobs(this.context, this.#audit);
+      }
     } catch (error) {
       this.context.logger.error({ err: error }, 'watchdog pass failed; retrying next period');
     }

@@ -68,7 +68,18 @@ export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Data
   return sqlite;
 }
 
+/**
+ * Applies pending migrations. They run in one IMMEDIATE transaction (see
+ * TransactionalDdlAdapter), so a second process starting at the same time waits for the
+ * first and then finds them applied.
+ */
 export async function migrateToLatest(db: Kysely<Database>, logger?: Logger): Promise<string[]> {
+  const applied = await runMigrations(db);
+  for (const name of applied) logger?.info({ migration: name }, 'migration applied');
+  return applied;
+}
+
+async function runMigrations(db: Kysely<Database>): Promise<string[]> {
   const migrator = new Migrator({
     db,
     provider: migrationProvider,
@@ -80,7 +91,6 @@ export async function migrateToLatest(db: Kysely<Database>, logger?: Logger): Pr
   const applied = (results ?? [])
     .filter((result) => result.status === 'Success')
     .map((result) => result.migrationName);
-  for (const name of applied) logger?.info({ migration: name }, 'migration applied');
   const failed = results?.find((result) => result.status === 'Error');
   if (error !== undefined) {
     const cause = error instanceof Error ? error.message : String(error);
@@ -100,6 +110,7 @@ export async function openStore(dbPath: string, options: StoreOptions = {}): Pro
   const db = new Kysely<Database>({ dialect: new CachingSqliteDialect(sqlite, walSync) });
   if (options.migrate !== false && !options.readonly) {
     await migrateToLatest(db, options.logger);
+    await walSync?.sync();
   }
   return new Store(sqlite, db, dbPath, { ...options, walSync });
 }

@@ -150,6 +150,21 @@ class CachingSqliteDriver implements Driver {
   }
 }
 
+/**
+ * SQLite runs CREATE and ALTER inside transactions, but Kysely 0.28's SqliteAdapter reports
+ * that it does not, so its Migrator runs migrations without a transaction and with a no-op
+ * lock. Two processes starting on a new database then apply the same migration twice. With
+ * this adapter the Migrator reads the applied migrations and runs the pending ones in one
+ * BEGIN IMMEDIATE transaction, so a second process waits (busy_timeout) and finds nothing
+ * left to do. A migration therefore cannot change PRAGMA foreign_keys, which is a no-op
+ * inside a transaction.
+ */
+class TransactionalDdlAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
 export class CachingSqliteDialect implements Dialect {
   /** `walSync` makes every commit durable before it is reported (see WalSync). */
   constructor(
@@ -166,7 +181,7 @@ export class CachingSqliteDialect implements Dialect {
   }
 
   createAdapter() {
-    return new SqliteAdapter();
+    return new TransactionalDdlAdapter();
   }
 
   createIntrospector(db: Kysely<unknown>) {

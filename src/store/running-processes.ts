@@ -1,18 +1,23 @@
 /**
- * A record of the processes that have a database open, so that `slipway restore` can refuse
- * to replace the file under them. Each long-running process writes one JSON file into
+ * A record of the processes that have a database open, so that `slipway restore` can reject
+ * a restore that would replace the file under them. Each long-running process writes one JSON file into
  * `<database>.processes/` and touches it every REFRESH_MS; it removes the file when it stops.
  *
  * An entry counts as alive when its process exists (same host, checked with signal 0) or,
  * for an entry written on another host sharing the volume, when it was touched within
  * STALE_MS. A process killed with SIGKILL leaves a file behind that stops counting as soon
  * as its pid is gone (same host) or STALE_MS after its last refresh (other hosts).
+ *
+ * NOTE: a pid that the system reuses for an unrelated process after a SIGKILL keeps the dead
+ * process's entry counted as running; restore names the entry's file so it can be deleted.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 export interface RunningProcess {
+  /** Path of the entry's file in the process folder. */
+  file?: string;
   pid: number;
   hostname: string;
   roles: string[];
@@ -26,7 +31,7 @@ export function processFolder(dbPath: string): string {
   return `${dbPath}.processes`;
 }
 
-/** Registers this process as a user of the database; call `release` when it stops. */
+/** Registers this process as a user of the database; call `stop` on the result when it ends. */
 export function registerRunningProcess(
   dbPath: string,
   roles: readonly string[],
@@ -57,8 +62,14 @@ export function registerRunningProcess(
   };
 }
 
-/** The registered processes that are still alive; stale entries are deleted on the way. */
-export function findRunningProcesses(dbPath: string, now: number = Date.now()): RunningProcess[] {
+/**
+ * Lists the registered processes that are still alive and deletes the stale entries it finds.
+ * This process's own entry is left out unless `includeSelf` is set.
+ */
+export function findRunningProcesses(
+  dbPath: string,
+  { includeSelf = false, now = Date.now() }: { includeSelf?: boolean; now?: number } = {},
+): RunningProcess[] {
   const folder = processFolder(dbPath);
   let names: string[];
   try {
@@ -77,15 +88,23 @@ export function findRunningProcesses(dbPath: string, now: number = Date.now()): 
     } catch {
       continue;
     }
-    if (isAlive(entry, mtime, now)) alive.push(entry);
-    else fs.rmSync(file, { force: true });
+    if (isSelf(entry)) {
+      if (includeSelf) alive.push({ ...entry, file });
+    } else if (isAlive(entry, mtime, now)) {
+      alive.push({ ...entry, file });
+    } else {
+      fs.rmSync(file, { force: true });
+    }
   }
   return alive;
 }
 
+function isSelf(entry: RunningProcess): boolean {
+  return entry.hostname === os.hostname() && entry.pid === process.pid;
+}
+
 function isAlive(entry: RunningProcess, mtime: number, now: number): boolean {
   if (entry.hostname !== os.hostname()) return now - mtime < STALE_MS;
-  if (entry.pid === process.pid) return false;
   try {
     process.kill(entry.pid, 0);
     return true;

@@ -9,7 +9,7 @@ import type { TaskSpec } from '../dispatch/task-spec.js';
 export class AgentError extends Error {
   constructor(
     message: string,
-    /** HTTP status, or 0 when no answer arrived. */
+    /** HTTP status, or 0 when no response arrived. */
     readonly status: number,
     readonly code: string | undefined,
     options?: { cause?: unknown },
@@ -18,7 +18,7 @@ export class AgentError extends Error {
     this.name = 'AgentError';
   }
 
-  /** Whether the same request may succeed later: no answer, a 5xx or a rate limit. */
+  /** Whether the same request may succeed later: no response, a 5xx or a rate limit. */
   get retryable(): boolean {
     return this.status === 0 || this.status >= 500 || this.status === 429;
   }
@@ -119,7 +119,7 @@ export class AgentClient {
     } catch (error) {
       if (signal?.aborted === true) throw error;
       throw new AgentError(
-        `POST ${urlPath} failed: no answer from ${this.baseUrl} (${(error as Error).message})`,
+        `POST ${urlPath} failed: no response from ${this.baseUrl} (${(error as Error).message})`,
         0,
         undefined,
         { cause: error },
@@ -136,7 +136,7 @@ export class AgentClient {
         // The body was not JSON (a proxy's error page); keep it as text.
       }
       throw new AgentError(
-        `POST ${urlPath} answered ${response.status}: ${message}`,
+        `POST ${urlPath} returned ${response.status}: ${message}`,
         response.status,
         code,
       );

@@ -1,7 +1,7 @@
 /**
- * One claimed task on a worker, from checkout to finish: heartbeats keep the lease and bring
- * cancel requests, a timer enforces the pipeline's timeout, output streams to the API, and
- * the container or processes and the workspace are removed whatever the outcome.
+ * One claimed task on a worker, from checkout to finish. Heartbeats keep the lease and bring
+ * cancel requests, and a timer enforces the pipeline's timeout. Output streams to the API.
+ * The container or processes and the workspace are removed whatever the outcome.
  */
 import { mkdir } from 'node:fs/promises';
 import {
@@ -26,7 +26,7 @@ import type { ExecutorSet } from '../execution/select.js';
 import { AgentError, type AgentClient, type FinishBody } from './client.js';
 import { TaskOutput } from './task-output.js';
 
-/** Why a run was stopped before its steps ended. */
+/** Reason a run was stopped before its steps ended. */
 export type StopReason = 'cancelled' | 'timed_out' | 'lease_lost' | 'shutdown';
 
 export interface TaskRunDeps {
@@ -251,6 +251,8 @@ export class TaskRun {
         const answer = await this.#deps.client.heartbeat(this.#spec.task_id, this.#lease());
         if (answer.cancel_requested) this.stop('cancelled');
       } catch (error) {
+        // A heartbeat in flight while the task finished is rejected; that is expected.
+        if (stopped) return;
         if (error instanceof AgentError && !error.retryable) {
           this.#logger.warn({ err: error }, 'heartbeat rejected; stopping the task');
           this.stop('lease_lost');
@@ -305,7 +307,7 @@ export class TaskRun {
     return ok ? 'handed_back' : 'lease_lost';
   }
 
-  /** Retries a report while the API does not answer; false when the lease is gone. */
+  /** Retries a report while the API does not respond. Returns false when the lease is gone. */
   async #withRetries(what: string, call: () => Promise<unknown>): Promise<boolean> {
     for (let retry = 0; ; retry += 1) {
       try {

@@ -17,6 +17,8 @@ import { TaskRun, type TaskRunOutcome } from './task-run.js';
 
 export const WORKER_VERSION = '0.1.0';
 const CLAIM_RETRY_DELAYS_MS = [500, 1_000, 2_000, 5_000, 10_000];
+/** Milliseconds a draining worker waits for its open claim to return before aborting it. */
+const DRAIN_WAIT_MS = 2_000;
 
 export interface WorkerOptions {
   name: string;
@@ -151,17 +153,30 @@ export class Worker {
       { running: this.#runs.size, grace_seconds: this.#options.shutdownGraceSeconds },
       `worker stopping: taking no new tasks; waiting up to ${this.#options.shutdownGraceSeconds} s for running tasks`,
     );
+    // Draining makes the API end the waiting claim with no tasks. Aborting the claim instead
+    // could drop a response that already carries tasks, which would then stay running
+    // until their lease expired, so the claim is aborted only when the API is unreachable.
+    let drained = false;
     if (this.#registration !== undefined) {
-      await this.#client
+      drained = await this.#client
         .setStatus(this.#registration.worker_id, 'draining')
-        .catch((error: unknown) =>
-          this.#logger.warn({ err: error }, 'could not mark the worker draining'),
-        );
+        .then(() => true)
+        .catch((error: unknown) => {
+          this.#logger.warn({ err: error }, 'could not mark the worker draining');
+          return false;
+        });
     }
-    this.#claimAbort.abort();
+    if (!drained) this.#claimAbort.abort();
     this.#taskEnded?.();
-    await this.#loop?.catch(() => undefined);
-    // A claim answered while stopping may have started runs, so count them only now.
+    const loop = this.#loop?.catch(() => undefined);
+    const loopEnded = await Promise.race([
+      loop?.then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), DRAIN_WAIT_MS).unref()),
+    ]);
+    // A claim that reached the API just after it marked the worker draining still waits.
+    if (loopEnded === false) this.#claimAbort.abort();
+    await loop;
+    // A claim that returned tasks while stopping may have started runs, so count them only now.
     const running = [...this.#runs];
     this.#logger.info({ running: running.length }, `waiting for ${running.length} running task(s)`);
 

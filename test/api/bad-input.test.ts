@@ -349,6 +349,7 @@ const QUERY_CASES: BadCase[] = [
   .concat(
     [
       ['since=yesterday', 'since', 'format'],
+      ['since=2016-12-31T23:59:60Z', 'since', 'format'],
       ['limit=1001', 'limit', 'maximum'],
       ['cursor=abc', 'cursor', 'pattern'],
       ['action=DROP%20TABLE', 'action', 'pattern'],
@@ -362,6 +363,15 @@ const QUERY_CASES: BadCase[] = [
       rule: rule!,
     })),
     [
+      {
+        name: 'health history with a leap second',
+        method: 'GET',
+        path: '/api/health/history?until=2016-12-31T23:59:60Z',
+        status: 400,
+        code: 'validation_failed',
+        field: 'until',
+        rule: 'format',
+      },
       {
         name: 'logs follow=maybe',
         method: 'GET',

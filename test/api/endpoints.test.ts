@@ -248,7 +248,9 @@ describe('API endpoints, success paths', () => {
     expect(health.status).toBe(200);
     expect(health.body.status).toBe('healthy');
     expect(health.body.components.api.status).toBe('healthy');
-    expect(health.body.components.api.details.database).toBe(server.context.store.path);
+    expect(health.body.components.api.details.pid).toBe(process.pid);
+    expect(health.body.components.database.status).toBe('healthy');
+    expect(health.body.components.database.details.path).toBe(server.context.store.path);
     expect(health.body.checked_at).toMatch(/Z$/);
   });
 
@@ -268,7 +270,9 @@ describe('API endpoints, success paths', () => {
     const health = await server.request('GET', '/api/health/status');
     expect(health.status).toBe(503);
     expect(health.body.status).toBe('unhealthy');
-    expect(health.body.components.database.details).toEqual({ error: 'disk full' });
+    // The recorded result of the database check is shown, with its details.
+    expect(health.body.components.database.status).toBe('unhealthy');
+    expect(health.body.components.database.details.error).toBe('disk full');
     await server.context.store.write((trx) =>
       trx
         .insertInto('health_metrics')

@@ -48,7 +48,7 @@ describe('admin listings', () => {
     // Types without cancel-in-progress, so every job stays queued or waiting.
     const plan: Array<[string, string, string]> = [];
     for (let index = 0; index < 12; index += 1) {
-      const type = index % 3 === 0 ? 'recovery' : index % 3 === 1 ? 'integration-tests' : 'ci';
+      const type = ['recovery', 'integration-tests', 'ci'][index % 3]!;
       const branch = index % 2 === 0 ? 'main' : 'feature/ünï';
       const commit = `${index % 4}`.repeat(7) + 'abc';
       plan.push([type, branch, commit]);

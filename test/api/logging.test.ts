@@ -16,7 +16,7 @@ interface LogLine {
 
 const ADMIN_TOKEN = 'slw_log-test-admin-token-must-not-leak-0001';
 
-describe('process logs', () => {
+describe('process logs', { timeout: 120_000 }, () => {
   let dataDir: string;
 
   beforeAll(async () => {

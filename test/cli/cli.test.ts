@@ -17,7 +17,7 @@ function readOnly<T>(dataDir: string, read: (sqlite: BetterSqlite3.Database) => 
   }
 }
 
-describe('slipway init-db', () => {
+describe('slipway init-db', { timeout: 120_000 }, () => {
   let dataDir: string;
 
   beforeAll(async () => {
@@ -45,13 +45,34 @@ describe('slipway init-db', () => {
     const summary = (text: string) => /^database .* is at the latest schema .*$/m.exec(text)?.[0];
     expect(summary(first.stdout)).toBeDefined();
     expect(summary(second.stdout)).toBe(summary(first.stdout));
-    // Only the first run applies migrations, and says so.
+    // Only the first run applies migrations, and it logs each one.
     expect(first.stdout).toContain('"migration":"0001_initial"');
     expect(second.stdout).not.toContain('migration applied');
     const again = readOnly(dataDir, (sqlite) =>
       sqlite.prepare('SELECT name, timestamp FROM schema_migrations ORDER BY name').all(),
     );
     expect(again).toEqual(migrations);
+  });
+
+  it('runs of init-db racing on a new database all succeed', async () => {
+    const fresh = makeTempDir('slipway-init-race-');
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 4 }, () => runCli(['init-db'], { SLIPWAY_DATA_DIR: fresh }, 60_000)),
+      );
+      for (const result of results) expect(result.code, result.stderr).toBe(0);
+      const names = readOnly(fresh, (sqlite) =>
+        sqlite.prepare('SELECT name FROM schema_migrations').all(),
+      ) as Array<{ name: string }>;
+      expect(new Set(names.map((row) => row.name)).size).toBe(names.length);
+      const applied = results
+        .flatMap((result) => [...result.stdout.matchAll(/"migration":"([^"]+)"/g)])
+        .map((match) => match[1]);
+      // Each migration ran in exactly one of the processes.
+      expect([...applied].sort()).toEqual(names.map((row) => row.name).sort());
+    } finally {
+      fs.rmSync(fresh, { recursive: true, force: true });
+    }
   });
 
   it('has the tables, default dependencies and WAL mode', () => {
@@ -90,7 +111,7 @@ describe('slipway init-db', () => {
   });
 });
 
-describe('slipway token', () => {
+describe('slipway token', { timeout: 120_000 }, () => {
   let dataDir: string;
 
   beforeAll(async () => {

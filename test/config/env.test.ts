@@ -189,7 +189,7 @@ describe('configuration at start', () => {
   });
 });
 
-describe('pipeline file errors at start', () => {
+describe('pipeline file errors at start', { timeout: 120_000 }, () => {
   let dataDir: string;
 
   beforeAll(async () => {

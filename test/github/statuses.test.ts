@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pruneGitHubRecords } from '../../src/github/prune.js';
 import { GitHubService } from '../../src/github/service.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import type { StandinStatus } from '../support/github-standin.js';
@@ -166,15 +167,60 @@ describe('commit statuses', () => {
     });
     expect(success.target_url).toContain(jobId);
     expectNoRegression(setup.standin.statusesFor(commit, 'slipway/ci'));
-    const outbox = await setup.server.context.store.db
-      .selectFrom('github_status_outbox')
-      .select(['outcome', 'state'])
-      .where('commit_sha', '=', commit)
-      .where('context', '=', 'slipway/ci')
-      .orderBy('id')
-      .execute();
+    // The stand-in records the request before the sender marks the row sent.
+    const outbox = await waitFor(async () => {
+      const rows = await setup.server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select(['outcome', 'state'])
+        .where('commit_sha', '=', commit)
+        .where('context', '=', 'slipway/ci')
+        .orderBy('id')
+        .execute();
+      return rows.at(-1)?.outcome === 'sent' ? rows : undefined;
+    });
     expect(outbox.at(-1)).toEqual({ outcome: 'sent', state: 'success' });
     expect(outbox.filter((row) => row.outcome === 'pending')).toEqual([]);
+  });
+
+  it('reports a job created waiting', async () => {
+    const commit = nextCommit();
+    const response = await setup.server.request('POST', '/api/trigger/integration-tests', {
+      token: setup.server.adminToken,
+      body: { commit },
+    });
+    expect(response.body.status).toBe('waiting');
+    const pending = await waitFor(
+      () => setup.standin.statusesFor(commit, 'slipway/integration-tests')[0],
+      5_000,
+      'the waiting status',
+    );
+    expect(pending.state).toBe('pending');
+    expect(pending.description).toMatch(/^waiting/);
+  });
+
+  it('reports changes made without an event', async () => {
+    const commit = nextCommit();
+    const jobId = await trigger(setup.server, commit);
+    await waitFor(() => setup.standin.statusesFor(commit, 'slipway/ci')[0]);
+    // Another process (the orchestrator) changes rows without this process's events.
+    await setup.server.context.store.write(async (trx) => {
+      const now = new Date().toISOString();
+      await trx
+        .updateTable('tasks')
+        .set({ status: 'error', reason: 'worker lost', finished_at: now, updated_at: now })
+        .where('job_id', '=', jobId)
+        .execute();
+      await trx
+        .updateTable('jobs')
+        .set({ status: 'error', reason: 'worker lost', finished_at: now, updated_at: now })
+        .where('id', '=', jobId)
+        .execute();
+    });
+    const error = await waitFor(() => {
+      const last = setup.standin.statusesFor(commit, 'slipway/ci').at(-1);
+      return last?.state === 'error' ? last : undefined;
+    });
+    expect(error.description).toBe('error: worker lost');
   });
 
   it('does not report commits that are not full SHAs', async () => {
@@ -254,6 +300,68 @@ describe('without GITHUB_TOKEN', () => {
         .select('id')
         .execute();
       expect(rows).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('pruneGitHubRecords', () => {
+  it('deletes old finished reports and deliveries', async () => {
+    const server = await startTestServer({ RETENTION_JOBS_DAYS: '1' });
+    try {
+      const old = '2020-01-01T00:00:00.000Z';
+      await server.context.store.write(async (trx) => {
+        for (const outcome of ['sent', 'superseded', 'failed', 'pending'] as const) {
+          await trx
+            .insertInto('github_status_outbox')
+            .values({
+              repository: 'octo-org/hello-world',
+              commit_sha: 'a'.repeat(40),
+              context: `slipway/${outcome}`,
+              state: 'success',
+              description: 'succeeded',
+              target_url: null,
+              job_id: 'ci-00000000',
+              task_id: null,
+              status: 'success',
+              outcome,
+              attempts: 1,
+              next_attempt_at: old,
+              last_error: null,
+              created_at: old,
+              sent_at: null,
+            })
+            .execute();
+        }
+        await trx
+          .insertInto('github_webhook_deliveries')
+          .values({
+            delivery_id: 'old-delivery',
+            event: 'ping',
+            outcome: 'ping',
+            job_id: null,
+            details: '{}',
+            received_at: old,
+          })
+          .execute();
+      });
+
+      const summary = await pruneGitHubRecords(server.context, { actor: 'test' });
+
+      expect(summary).toEqual({ statusReports: 3, webhookDeliveries: 1 });
+      const left = await server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select('outcome')
+        .execute();
+      expect(left).toEqual([{ outcome: 'pending' }]);
+      const audit = await server.context.store.db
+        .selectFrom('audit_log')
+        .select('details')
+        .where('action', '=', 'github_records_pruned')
+        .execute();
+      expect(audit).toHaveLength(1);
+      expect(JSON.parse(audit[0]!.details).statusReports).toBe(3);
     } finally {
       await server.close();
     }

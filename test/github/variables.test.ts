@@ -175,6 +175,10 @@ describe('POST /api/sync-variables', () => {
         expect(result.outcome).toBe('failed');
         expect(result.reason).toContain('502');
       }
+      // The first variable gets the client's retries; the second is not tried at all.
+      expect(response.body.results[1].reason).toContain('not sent: GitHub was unavailable');
+      expect(setup.standin.requests).toHaveLength(4);
+      expect(setup.standin.requests.every((r) => r.path.endsWith('/A_VAR'))).toBe(true);
       const row = await setup.server.context.store.db
         .selectFrom('state_variables')
         .select('synced_at')

@@ -58,20 +58,25 @@ health_checks:
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     await healthy;
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    const store = await openStore(path.join(dir, 'state', 'orchestration.db'), { migrate: false });
+    const results = () =>
+      store.db
+        .selectFrom('health_metrics')
+        .selectAll()
+        .where('component', '=', 'neighbour')
+        .execute();
+    // The check is due every 200 ms: wait for a few results, each from a later run.
+    const deadline = Date.now() + 10_000;
+    while ((await results()).length < 3 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(stdout).toContain('"msg":"health monitor started"');
     expect(stdout).toContain('"msg":"health-monitor stopped"');
 
-    const store = await openStore(path.join(dir, 'state', 'orchestration.db'), { migrate: false });
     try {
-      const rows = await store.db
-        .selectFrom('health_metrics')
-        .selectAll()
-        .where('component', '=', 'neighbour')
-        .execute();
-      // One result at start, then one every 200 ms for 700 ms.
+      const rows = await results();
       expect(rows.length).toBeGreaterThanOrEqual(3);
       expect(rows.every((row) => row.status === 'healthy')).toBe(true);
     } finally {

@@ -72,7 +72,7 @@ describe('docker check and self-healing', () => {
     heal:
       action: restart_container
       container: ${names.crashing}
-      cooldown: 300ms
+      cooldown: 2s
       max_per_hour: 2
   - name: probed
     type: docker
@@ -149,15 +149,15 @@ recovery:
     expect(first.reason).toContain('exit code 3');
     expect(first.action?.outcome).toBe('succeeded');
 
-    // Right after the restart: inside the 300 ms cooldown.
+    // Right after the restart: inside the 2 s cooldown.
     const second = await check('crashing');
     expect(second.action).toBeUndefined();
 
-    await sleep(350);
+    await sleep(2100);
     const third = await check('crashing');
     expect(third.action?.outcome).toBe('succeeded');
 
-    await sleep(350);
+    await sleep(2100);
     const fourth = await check('crashing');
     expect(fourth.status).toBe('unhealthy');
     expect(fourth.action).toBeUndefined();

@@ -21,7 +21,7 @@ describe('tailscale check', () => {
       `
   - name: tailnet
     type: tailscale
-    timeout: 1500ms
+    timeout: 3s
   - name: missing-socket
     type: tailscale
     socket: ${path.join(dir, 'absent.sock')}
@@ -108,11 +108,11 @@ describe('tailscale check', () => {
     });
     const [tailnet, neighbour] = (await Promise.all(runs)) as [CheckOutcome, CheckOutcome];
     expect(neighbour.status).toBe('healthy');
-    expect(finished.neighbour).toBeLessThan(1000);
+    expect(finished.neighbour).toBeLessThan(2000);
     expect(tailnet.status).toBe('unhealthy');
-    expect(tailnet.reason).toBe('tailscale check timed out after 1500 ms');
-    expect(finished.tailnet).toBeGreaterThanOrEqual(1400);
-    expect(finished.tailnet).toBeLessThan(4000);
+    expect(tailnet.reason).toBe('tailscale check timed out after 3000 ms');
+    expect(finished.tailnet).toBeGreaterThanOrEqual(2900);
+    expect(finished.tailnet).toBeLessThan(6000);
   });
 
   it('runs all due checks at once in one call', async () => {
@@ -128,10 +128,10 @@ describe('tailscale check', () => {
       .orderBy('id', 'desc')
       .executeTakeFirstOrThrow();
     // The neighbour's result was committed long before the hanging check timed out.
-    expect(Date.parse(neighbourRow.recorded_at) - startedAt).toBeLessThan(1000);
+    expect(Date.parse(neighbourRow.recorded_at) - startedAt).toBeLessThan(2000);
     expect(outcomes).toHaveLength(3);
-    // Sequential runs would take the sum of the timeouts; concurrent ones about the largest.
-    expect(elapsed).toBeLessThan(3000);
+    // The call lasts as long as its slowest check, the 3 s timeout, and not longer.
+    expect(elapsed).toBeLessThan(6000);
     const neighbour = outcomes.find((outcome) => outcome.name === 'neighbour')!;
     expect(neighbour.status).toBe('healthy');
   });

@@ -13,7 +13,7 @@ describe('workers check', () => {
     server = await startHealthServer(`
   - name: workers
     type: workers
-    stale_after: 1s
+    stale_after: 2s
     min_online: 1
 `);
     agent = await server.token('agent');
@@ -59,7 +59,7 @@ describe('workers check', () => {
   });
 
   it('is unhealthy when the only worker goes quiet', async () => {
-    await new Promise((resolve) => setTimeout(resolve, 1200));
+    await new Promise((resolve) => setTimeout(resolve, 2200));
     const outcome = await check();
     expect(outcome.status).toBe('unhealthy');
     expect(outcome.reason).toContain('stale: worker-a');
@@ -69,7 +69,7 @@ describe('workers check', () => {
     await register('worker-b');
     const outcome = await check();
     expect(outcome.status).toBe('degraded');
-    expect(outcome.reason).toContain('1 worker(s) sent no heartbeat in the last 1s: worker-a');
+    expect(outcome.reason).toContain('1 worker(s) sent no heartbeat in the last 2s: worker-a');
     const status = await server.request('GET', '/api/health/status');
     const details = status.body.components.workers.details;
     expect(details).toMatchObject({ registered: 2, online: 1, stale: 1 });

@@ -87,11 +87,12 @@ describe('backup and restore', () => {
     expect(fs.existsSync(`${backupFile}-wal`)).toBe(false);
   });
 
-  it('refuses to restore while the API runs on the database', async () => {
-    const refused = await runCli(['restore', backupFile], env, 30_000);
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain('restore refused');
-    expect(refused.stderr).toMatch(/in use by api \(pid \d+/);
+  it('rejects a restore while the API runs', async () => {
+    const rejected = await runCli(['restore', backupFile], env, 30_000);
+    expect(rejected.code).toBe(1);
+    expect(rejected.stderr).toContain('restore rejected');
+    expect(rejected.stderr).toMatch(/in use by api \(pid \d+/);
+    expect(rejected.stderr).toContain('orchestration.db.processes/');
     const live = path.join(dir, 'state', 'orchestration.db');
     expect(jobIds(live).size).toBeGreaterThanOrEqual(answers.length);
   });
@@ -124,7 +125,8 @@ describe('backup and restore', () => {
     const bogus = path.join(dir, 'not-a-database.db');
     fs.writeFileSync(bogus, 'hello, this is not SQLite');
     const result = await runCli(['restore', bogus], env, 30_000);
-    expect(result.code).not.toBe(0);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('is not a readable SQLite database');
     const live = path.join(dir, 'state', 'orchestration.db');
     expect(integrity(live)).toBe('ok');
   });

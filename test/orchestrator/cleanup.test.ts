@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkIntegrity, runScheduledBackup } from '../../src/orchestrator/backup.js';
 import { runCleanup, rotateOwnLogs } from '../../src/orchestrator/cleanup.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { auditRows, finishJob, trigger, writePipelines } from './helpers.js';
@@ -30,6 +31,7 @@ describe('cleanup', () => {
       RETENTION_HEALTH_METRICS_DAYS: '3',
       RETENTION_AUDIT_LOG_DAYS: '20',
       SLIPWAY_LOG_ROTATE_BYTES: '1024',
+      BACKUP_KEEP: '2',
     });
   });
   afterAll(async () => {
@@ -147,5 +149,19 @@ describe('cleanup', () => {
     expect(fs.readFileSync(`${file}.1`, 'utf8')).toHaveLength(2048);
     expect(fs.readFileSync(`${file}.2`, 'utf8')).toBe('previous');
     expect(fs.readFileSync(path.join(dir, 'slipway-small.log'), 'utf8')).toBe('small');
+  });
+
+  it('keeps the newest scheduled backups', async () => {
+    const made: string[] = [];
+    for (let index = 0; index < 3; index += 1) {
+      const result = await runScheduledBackup(server.context, audit);
+      made.push(String(result.path));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const kept = fs.readdirSync(server.context.config.backupPath).sort();
+    expect(kept).toEqual(made.slice(1).map((file) => path.basename(file)));
+    for (const file of made.slice(1)) expect(checkIntegrity(file)).toBe('ok');
+    const rows = await auditRows(server, 'backup_created');
+    expect(rows).toHaveLength(3);
   });
 });

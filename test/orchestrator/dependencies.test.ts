@@ -104,6 +104,33 @@ describe('dependency chain ci -> integration-tests -> deploy', () => {
     expect(deployJob.reason).toBe('no worker is online');
   });
 
+  it('names the missing executor of a queued job', async () => {
+    const agent = await server.token('agent');
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token: agent,
+      body: { name: 'local-only', hostname: 'test-host', executors: ['local'], capacity: 1 },
+    });
+    expect(registered.status, registered.text).toBeLessThan(300);
+    const queued = await trigger(server, 'ci', 'c2b2c3d4e5f6');
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('tasks')
+        .set({ executor: 'docker' })
+        .where('job_id', '=', queued.job_id)
+        .execute(),
+    );
+    expect((await getJob(server, queued.job_id)).reason).toBe('no worker with the docker executor');
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('tasks')
+        .set({ executor: 'local' })
+        .where('job_id', '=', queued.job_id)
+        .execute(),
+    );
+    expect((await getJob(server, queued.job_id)).reason).toBeNull();
+    await server.context.store.write((trx) => trx.deleteFrom('workers').execute());
+  });
+
   it('triggers missing needs when the pipeline asks for it', async () => {
     const commit = 'd1b2c3d4e5f6';
     const deploy = await trigger(server, 'auto-deploy', commit);

@@ -118,6 +118,8 @@ describe('scheduled tasks in two orchestrator processes', () => {
 
     const unknown = await runCli(['run-task', 'nothing'], { ...env, LOG_LEVEL: 'silent' });
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toContain('unknown task "nothing"; tasks: sweep, cleanup, backup');
+    expect(unknown.stderr).toContain(
+      'unknown task "nothing"; tasks: sweep, cleanup, backup, health-checks',
+    );
   });
 });

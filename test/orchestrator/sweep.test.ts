@@ -4,6 +4,7 @@ import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   instanceId,
+  LABEL_ATTEMPT,
   LABEL_INSTANCE,
   LABEL_JOB,
   LABEL_MANAGED,
@@ -76,7 +77,11 @@ describe('orchestration sweep', () => {
       [LABEL_JOB]: jobId,
       [LABEL_TASK]: taskId,
     });
-    const owned = await createContainer(mine(live.taskId, live.jobId));
+    const owned = await createContainer({ ...mine(live.taskId, live.jobId), [LABEL_ATTEMPT]: '0' });
+    const staleAttempt = await createContainer({
+      ...mine(live.taskId, live.jobId),
+      [LABEL_ATTEMPT]: '7',
+    });
     const orphan = await createContainer(mine(doneJob.tasks[0]!.id, done.job_id));
     const otherInstance = await createContainer({
       ...mine(doneJob.tasks[0]!.id, done.job_id),
@@ -87,15 +92,19 @@ describe('orchestration sweep', () => {
     const early = await removeOrphanContainers(server.context, audit);
     expect(early.removed).toBe(0);
     const result = await removeOrphanContainers(server.context, audit, LATER);
-    expect(result).toEqual({ removed: 1, error: null });
+    expect(result).toEqual({ removed: 2, error: null });
     expect(await exists(orphan)).toBe(false);
+    expect(await exists(staleAttempt)).toBe(false);
     expect(await exists(owned)).toBe(true);
     expect(await exists(otherInstance)).toBe(true);
     expect(await exists(unmanaged)).toBe(true);
     const rows = await auditRows(server, 'container_removed');
-    expect(rows).toHaveLength(1);
-    expect(rows[0]!.details.container_id).toBe(orphan);
-    expect(rows[0]!.task_id).toBe(doneJob.tasks[0]!.id);
+    expect(rows.map((row) => row.details.container_id).sort()).toEqual(
+      [orphan, staleAttempt].sort(),
+    );
+    expect(rows.find((row) => row.details.container_id === orphan)!.task_id).toBe(
+      doneJob.tasks[0]!.id,
+    );
   });
 
   it('removes workspaces of tasks that are not running', async () => {
@@ -179,5 +188,20 @@ describe('orchestration sweep', () => {
     expect(summary.queuedWithoutWorker).toBeGreaterThanOrEqual(1);
     const rows = await auditRows(server, 'job_unschedulable', ci.job_id);
     expect(rows[0]!.details.reason).toBe('no worker is online');
+
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token: await server.token('agent'),
+      body: { name: 'sweep-worker', hostname: 'test-host', executors: ['local'], capacity: 1 },
+    });
+    expect(registered.status, registered.text).toBeLessThan(300);
+    await runSweep(server.context, audit);
+    const cleared = await auditRows(server, 'job_schedulable', ci.job_id);
+    expect(cleared[0]!.details.previous_reason).toBe('no worker is online');
+    const stored = await server.context.store.db
+      .selectFrom('jobs')
+      .select('reason')
+      .where('id', '=', ci.job_id)
+      .executeTakeFirstOrThrow();
+    expect(stored.reason).toBeNull();
   });
 });

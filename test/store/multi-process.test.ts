@@ -16,7 +16,7 @@ const MIN_TRIGGERS = 200;
 /** Stops the stream even if the CLI loop hangs, so a hang fails on the CLI's exit codes. */
 const MAX_TRIGGERS = 20_000;
 const CLI_RUNS = 3;
-const CONCURRENCY = 12;
+const CONCURRENCY = 8;
 const RACERS = 20;
 
 interface Outcome {
@@ -63,9 +63,9 @@ describe('three processes writing at once', () => {
     expect(apis[0]!.url).not.toBe(apis[1]!.url);
   });
 
-  it('no busy error or 5xx reaches a client, no job is lost or doubled', async () => {
-    // The CLI loop writes while both APIs take a steady stream of triggers; the stream runs
-    // until the loop has finished, so every CLI write lands in the middle of it.
+  it('concurrent writers lose and double nothing', async () => {
+    // Both APIs take a steady stream of triggers until the CLI loop has finished, so every
+    // CLI write lands in the middle of the stream.
     const cliResults: Array<{ code: number | null; stderr: string }> = [];
     let cliDone = false;
     const cliLoop = (async () => {
@@ -125,7 +125,7 @@ describe('three processes writing at once', () => {
     } finally {
       sqlite.close();
     }
-  });
+  }, 120_000);
 
   it(`${RACERS} racing retries across both processes create one job`, async () => {
     const body = { commit: 'def5678', github_run_id: '424242' };

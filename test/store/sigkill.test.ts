@@ -1,7 +1,7 @@
 /**
  * A 201 promises that the job is committed. This kills `slipway api` with SIGKILL in the
  * middle of a burst of triggers and checks that every job it answered 201 for is in the
- * database afterwards. SIGKILL loses what only the process held in memory; it does not test
+ * database afterwards. SIGKILL loses only what the process held in memory. It does not test
  * power loss, which synchronous=FULL covers by syncing the WAL at each commit.
  */
 import fs from 'node:fs';
@@ -13,7 +13,7 @@ import { makeTempDir } from '../support/server.js';
 
 const ADMIN_TOKEN = 'slw_sigkill-admin-token-0000000000000001';
 const CONCURRENCY = 32;
-/** Kill once this many triggers were answered, so the kill lands mid-burst. */
+/** Kill after this many 201 responses, so the kill lands mid-burst. */
 const KILL_AFTER = 300;
 
 describe('SIGKILL during a burst of triggers', () => {
@@ -96,5 +96,5 @@ describe('SIGKILL during a burst of triggers', () => {
     } finally {
       await restarted.stop();
     }
-  });
+  }, 120_000);
 });

@@ -48,7 +48,7 @@ export async function ensureBuilt(): Promise<void> {
   }
 }
 
-/** A clean environment for a child: only PATH and HOME from this process, plus `env`. */
+/** Returns a child's environment: only PATH and HOME of this process, plus `env`. */
 export function childEnv(env: Record<string, string>): Record<string, string> {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env };
 }
@@ -135,9 +135,10 @@ export function startApiProcess(
         });
       }
     });
-    child.once('exit', (code) => {
+    child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`slipway ${role} exited with ${code} before listening: ${stderr}`));
+      const how = signal === null ? `with code ${code}` : `on ${signal}`;
+      reject(new Error(`slipway ${role} exited ${how} before listening: ${stderr}${stdout}`));
     });
   });
 }

@@ -49,13 +49,17 @@ export function commitFiles(dir: string, files: Record<string, string>, message:
   return git(dir, 'rev-parse', 'HEAD');
 }
 
+/** A job as GET /api/job/{id} returns it; tests read only a few fields. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON read by tests
+export type JobBody = Record<string, any> & { status: Status };
+
 export interface ExecutionHarness {
   server: TestServer;
   worker: RunningRole;
   token: string;
   trigger(type: string, body: Record<string, unknown>): Promise<string>;
-  waitForJob(id: string, timeoutMs?: number): Promise<any>;
-  waitForStatus(id: string, status: Status, timeoutMs?: number): Promise<any>;
+  waitForJob(id: string, timeoutMs?: number): Promise<JobBody>;
+  waitForStatus(id: string, status: Status, timeoutMs?: number): Promise<JobBody>;
   logs(id: string, query?: string): Promise<string>;
   close(): Promise<void>;
 }
@@ -65,7 +69,7 @@ export async function startHarness(env: Record<string, string>): Promise<Executi
   const server = await startTestServer({ SLIPWAY_LEASE_SECONDS: '6', ...env });
   const worker = await startWorker(server.context);
   const token = server.adminToken;
-  const getJob = async (id: string) =>
+  const getJob = async (id: string): Promise<JobBody> =>
     (await server.request('GET', `/api/job/${id}`, { token })).body;
   const harness: ExecutionHarness = {
     server,
@@ -95,11 +99,11 @@ export async function startHarness(env: Record<string, string>): Promise<Executi
 }
 
 async function waitUntil(
-  get: (id: string) => Promise<any>,
+  get: (id: string) => Promise<JobBody>,
   id: string,
-  done: (job: any) => boolean,
+  done: (job: JobBody) => boolean,
   timeoutMs: number,
-): Promise<any> {
+): Promise<JobBody> {
   const deadline = Date.now() + timeoutMs;
   let job = await get(id);
   while (!done(job)) {

@@ -25,7 +25,7 @@ export async function countRows(db: Kysely<Database>): Promise<RowCounts> {
   return counts;
 }
 
-/** The latest `updated_at` of any job or task, which moves whenever one of them changes. */
+/** Returns the latest `updated_at` of any job or task, which moves whenever one of them changes. */
 export async function lastUpdate(db: Kysely<Database>): Promise<string> {
   const jobs = await db
     .selectFrom('jobs')

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATH, childEnv, ensureBuilt } from '../support/cli.js';
-import { processesWith, writePipelineFile } from '../support/execution.js';
+import { processesWith, writePipelineFile, type JobBody } from '../support/execution.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
 const MARKER = `slipway-shutdown-marker-${process.pid}`;
@@ -77,10 +77,10 @@ pipelines:
     return answer.body.job_id as string;
   };
 
-  const job = async (id: string) =>
+  const job = async (id: string): Promise<JobBody> =>
     (await server.request('GET', `/api/job/${id}`, { token: server.adminToken })).body;
 
-  const waitForJob = async (id: string, done: (body: any) => boolean) => {
+  const waitForJob = async (id: string, done: (body: JobBody) => boolean) => {
     const deadline = Date.now() + 20_000;
     let body = await job(id);
     while (!done(body)) {

@@ -7,6 +7,7 @@ import { listAudit } from '../../store/audit.js';
 import { listJobs } from '../../store/jobs.js';
 import { parseJsonColumn } from '../../store/json.js';
 import { ApiError } from '../errors.js';
+import { parseQueryTime } from '../query.js';
 import { jobSummaryView } from '../job-view.js';
 import { ErrorSchema, JobSummarySchema, StatusSchema } from '../schemas.js';
 
@@ -157,7 +158,10 @@ export function registerAdminRoutes(app: FastifyInstance, context: AppContext): 
       const rows = await listAudit(context.store.db, {
         action: query.action,
         jobId: query.job_id,
-        since: query.since === undefined ? undefined : new Date(query.since).toISOString(),
+        since:
+          query.since === undefined
+            ? undefined
+            : parseQueryTime(query.since, 'since').toISOString(),
         beforeId: query.cursor === undefined ? undefined : Number(query.cursor),
         limit: query.limit + 1,
       });

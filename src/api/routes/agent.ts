@@ -1,10 +1,9 @@
 /**
  * The agent API that workers use over HTTP (role `agent`; admin also passes): register,
  * long-poll claim, heartbeat, log upload, finish and hand-back. Task calls name the task,
- * the worker and the lease attempt, and answer 409 `lease_lost` when the worker no longer
- * holds that lease.
+ * the worker and the lease attempt, and fail with 409 `lease_lost` when the worker no
+ * longer holds that lease.
  */
-
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../../app/context.js';
@@ -26,7 +25,7 @@ import { ApiError } from '../errors.js';
 import { auditContext } from '../request-context.js';
 import { ErrorSchema } from '../schemas.js';
 
-/** Longest a claim may wait for tasks; proxies often cut idle requests at 30 s. */
+/** Maximum seconds a claim waits for tasks, below the 30 s idle timeout common in proxies. */
 export const MAX_CLAIM_WAIT_SECONDS = 25;
 /** Upper bound on the heartbeat interval, so a cancel reaches a worker within about a second. */
 const MAX_HEARTBEAT_INTERVAL_MS = 1_000;
@@ -62,7 +61,11 @@ const RegisterBody = Type.Object(
 
 const ClaimBody = Type.Object(
   {
-    max: Type.Integer({ minimum: 1, maximum: 256, description: 'most tasks to return' }),
+    max: Type.Integer({
+      minimum: 1,
+      maximum: 256,
+      description: 'maximum number of tasks to return',
+    }),
     wait_seconds: Type.Optional(
       Type.Number({
         minimum: 0,

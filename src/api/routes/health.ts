@@ -3,7 +3,8 @@
  * and `GET /api/health/history` (role read).
  *
  * The status always has `api` and `database`, checked on every request through the API's own
- * connection. A health check named `database` adds its latest result to the latter. The other
+ * connection. The latest result of a health check named `database` takes the place of the
+ * live `database` result unless the live probe fails. The other
  * components are the latest result of each check in the pipeline file, plus the recent
  * results of checks that only another process's pipeline file names. A check's result older
  * than three intervals counts as at least degraded, because nothing is checking it any more.
@@ -17,6 +18,7 @@ import { checkIntervalMs } from '../../health/runner.js';
 import { HEALTH_STATES, worstOf, type HealthState } from '../../health/types.js';
 import { parseJsonColumn } from '../../store/json.js';
 import { ApiError } from '../errors.js';
+import { parseQueryTime } from '../query.js';
 import { ErrorSchema } from '../schemas.js';
 
 export { HEALTH_STATES, worstOf, type HealthState };
@@ -138,9 +140,11 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
         limit: number;
         cursor?: string;
       };
-      const until = query.until === undefined ? new Date() : new Date(query.until);
+      const until = query.until === undefined ? new Date() : parseQueryTime(query.until, 'until');
       const since =
-        query.since === undefined ? new Date(until.getTime() - DAY_MS) : new Date(query.since);
+        query.since === undefined
+          ? new Date(until.getTime() - DAY_MS)
+          : parseQueryTime(query.since, 'since');
       if (since.getTime() > until.getTime()) {
         throw new ApiError(
           'validation_failed',
@@ -172,7 +176,12 @@ async function checkConnection(
     await sql`select 1`.execute(context.store.db);
     const latency = Math.round((performance.now() - started) * 100) / 100;
     return {
-      api: { ...base, status: 'healthy', latency_ms: 0, details: processDetails },
+      api: {
+        ...base,
+        status: 'healthy',
+        latency_ms: 0,
+        details: { ...processDetails, database: context.store.path },
+      },
       database: {
         ...base,
         status: 'healthy',
@@ -199,15 +208,19 @@ async function checkConnection(
   }
 }
 
-/** Combines the live probe with the latest result of a check named `database`, if any. */
+/**
+ * Combines the live probe with the latest result of a check named `database`, if any. The
+ * recorded result has the richer details, so it is shown as it is unless the live probe fails.
+ */
 function mergeDatabase(
   live: ComponentHealth,
   recorded: ComponentHealth | undefined,
 ): ComponentHealth {
   if (recorded === undefined) return live;
+  if (live.status !== 'unhealthy') return recorded;
   return {
     ...recorded,
-    status: worstOf([live.status, recorded.status]),
+    status: 'unhealthy',
     details: {
       ...(recorded.details as Record<string, unknown>),
       ...(live.details as Record<string, unknown>),

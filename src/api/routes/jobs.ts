@@ -33,7 +33,8 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       const { job_id: id } = request.params as { job_id: string };
       const view = await loadJobView(context.store.db, id);
       if (view === undefined) throw jobNotFound(id);
-      if (view.status === 'queued' && view.reason === null) {
+      // Computed now, because a reason the sweep stored may be stale once a worker is online.
+      if (view.status === 'queued') {
         view.reason = (await explainQueuedJob(context, view.id)) ?? null;
       }
       return view;
