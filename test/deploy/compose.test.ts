@@ -5,8 +5,9 @@
  * trail survived. Then it removes everything it created.
  *
  * The base image node:20-bookworm-slim is the local stand-in of scripts/build-base-image.sh,
- * because no registry is reachable here. Building the images from an empty cache takes about
- * six minutes on two cores; later runs reuse the engine's layer cache.
+ * because no registry is reachable here. Building both targets from an empty cache took 5.5 to
+ * 15 minutes on this project's two-core machines, depending on their load; later runs reuse
+ * the build stage's cached layers. Those cached layers stay after the test, like any build's.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
