@@ -15,6 +15,9 @@ async function runRoles(roles: readonly SingleRole[]): Promise<void> {
     const config = loadRoleConfig();
     const context = await createContext(config);
     await runRolesUntilSignal(context, roles);
+    // The IPC channel to the cluster primary keeps a stopped API process alive, and the
+    // primary waits for every process to exit before it exits itself.
+    if (isClusterWorker()) process.disconnect();
   });
 }
 

@@ -1,0 +1,60 @@
+import { execFileSync } from 'node:child_process';
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { ensureBuilt, startApiProcess } from '../support/cli.js';
+import { makeTempDir } from '../support/server.js';
+
+/** A port that was free a moment ago; the cluster needs a fixed one for every process. */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function childPids(pid: number): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+describe('slipway api with API_WORKERS', () => {
+  it('serves from every process and stops on SIGTERM', { timeout: 120_000 }, async () => {
+    await ensureBuilt();
+    const port = await freePort();
+    const api = await startApiProcess(
+      {
+        SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-'),
+        API_PORT: String(port),
+        API_WORKERS: '2',
+        SLIPWAY_ADMIN_TOKEN: 'slw_cluster-admin-token-00000000000000',
+      },
+      'api',
+      60_000,
+    );
+    const workers = childPids(api.child.pid!);
+    expect(workers).toHaveLength(2);
+
+    const pids = new Set<number>();
+    for (let i = 0; i < 40 && pids.size < 2; i++) {
+      const response = await fetch(`${api.url}/api/health/status`, {
+        headers: { connection: 'close' },
+      });
+      const body = (await response.json()) as { components: { api: { details: { pid: number } } } };
+      pids.add(body.components.api.details.pid);
+    }
+    expect(pids.size).toBe(2);
+
+    await api.stop();
+    expect(api.child.signalCode).toBeNull();
+    for (const pid of workers) {
+      expect(() => process.kill(pid, 0)).toThrow();
+    }
+  });
+});
