@@ -3,7 +3,8 @@
  * in defaults and checks that self-healing actions name a container, job type or recovery
  * procedure that exists.
  */
-import { Value, type ValueError } from '@sinclair/typebox/value';
+import type { TObject } from '@sinclair/typebox';
+import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import { parseDuration } from '../util/time.js';
 import {
   COMMON_CHECK_FIELDS,
@@ -99,8 +100,11 @@ export function resolveHealthChecks(
 
 function describeSettingsError(error: ValueError, type: string, describe: Describe): string {
   const message = describe(error);
-  if (message.startsWith('unknown field')) return `unknown field for a ${type} check`;
-  if (message === 'expected required property') return `is required for a ${type} check`;
+  if (error.type === ValueErrorType.ObjectAdditionalProperties) {
+    const settings = Object.keys((error.schema as TObject).properties ?? {});
+    return `is not a setting of a ${type} check; its settings: ${settings.join(', ')}`;
+  }
+  if (message === 'is required') return `is required for a ${type} check`;
   return message;
 }
 

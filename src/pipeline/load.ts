@@ -5,10 +5,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TObject, TRecord } from '@sinclair/typebox';
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } from 'yaml';
+import { envName } from '../dispatch/task-spec.js';
 import { parseDuration } from '../util/time.js';
-import { PipelineFileSchema, type RawPipeline, type RawPipelineFile } from './schema.js';
+import { DURATION, PipelineFileSchema, type RawPipeline, type RawPipelineFile } from './schema.js';
 import { resolveHealthChecks } from './health-checks.js';
 import type { MatrixAxis, Pipeline, PipelineFile, RecoveryProcedure, SecretRef } from './types.js';
 
@@ -116,16 +118,38 @@ function checkSchema(
 }
 
 export function describeSchemaError(error: ValueError): string {
+  // Type.Optional copies the schema, so the duration union is recognized by its description.
+  const isDuration = error.schema.description === DURATION.description;
+  if (isDuration && typeof error.value === 'number' && error.value <= 0) {
+    return `must be positive, got ${error.value}; write a duration such as 90 (seconds), 90s or 20m`;
+  }
   const description = (error.schema as { description?: string }).description;
   if (description !== undefined) return description;
   if (error.type === ValueErrorType.ObjectAdditionalProperties) {
-    return 'unknown field, or a name that does not match the allowed pattern';
+    return describeUnknownKey(error.schema as TObject | TRecord);
   }
+  if (error.type === ValueErrorType.ObjectRequiredProperty) return 'is required';
   if (error.type === ValueErrorType.Union) return 'has an invalid value';
   return error.message.charAt(0).toLowerCase() + error.message.slice(1);
 }
 
-/** Line of the deepest node that exists along `segments`, 1-based. */
+/**
+ * Describes a key that its object does not allow: a name that breaks a record's key pattern,
+ * or a field that a fixed object does not have.
+ */
+function describeUnknownKey(schema: TObject | TRecord): string {
+  const patterns = Object.keys((schema as TRecord).patternProperties ?? {});
+  if (patterns.length > 0) {
+    return `is not a valid name: names must match the pattern ${patterns.join(' or ')}`;
+  }
+  const fields = Object.keys((schema as TObject).properties ?? {});
+  return `is not a known field; allowed fields: ${fields.join(', ')}`;
+}
+
+/**
+ * Line of the deepest node that exists along `segments`, 1-based. A map entry is located by
+ * its key, so a nested map's problem points at the line that names it.
+ */
 function findLine(
   document: Document,
   lineCounter: LineCounter,
@@ -135,9 +159,6 @@ function findLine(
     const keys = segments
       .slice(0, length)
       .map((key) => (/^\d+$/.test(String(key)) ? Number(key) : key));
-    const node = (length === 0 ? document.contents : document.getIn(keys, true)) as
-      Node | undefined;
-    if (node?.range) return lineCounter.linePos(node.range[0]).line;
     if (length > 0) {
       const parent = document.getIn(keys.slice(0, -1), true);
       if (isMap(parent)) {
@@ -146,9 +167,14 @@ function findLine(
         );
         const keyNode = pair?.key as Node | undefined;
         if (keyNode?.range) return lineCounter.linePos(keyNode.range[0]).line;
-      } else if (isSeq(parent) && parent.range) {
-        return lineCounter.linePos(parent.range[0]).line;
       }
+    }
+    const node = (length === 0 ? document.contents : document.getIn(keys, true)) as
+      Node | undefined;
+    if (node?.range) return lineCounter.linePos(node.range[0]).line;
+    if (length > 0) {
+      const parent = document.getIn(keys.slice(0, -1), true);
+      if (isSeq(parent) && parent.range) return lineCounter.linePos(parent.range[0]).line;
     }
   }
   return undefined;
@@ -220,6 +246,20 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
   }
   const axes = new Set(matrix.map((axis) => axis.name));
   checkTemplates(raw.image, [...at, 'image'], axes, report);
+  raw.steps.forEach((step, index) => {
+    checkRunTemplates(step.run, [...at, 'steps', index, 'run'], raw, report);
+  });
+  if (raw.executor === 'docker' && raw.image === undefined) {
+    report(
+      [...at, 'executor'],
+      'is docker but "image" is missing; name the image the steps run in',
+    );
+  }
+  for (const field of ['timeout', 'dependency_timeout'] as const) {
+    if (raw[field] !== undefined && durationMs(raw[field]) === 0) {
+      report([...at, field], `must be positive, got ${JSON.stringify(raw[field])}`);
+    }
+  }
 
   const secrets: SecretRef[] = (raw.secrets ?? []).map((secret) =>
     typeof secret === 'string'
@@ -296,6 +336,54 @@ function checkTemplates(
       report(at, `unknown template value "${reference}" (only matrix axes may be used here)`);
     }
   }
+}
+
+/** Any `${{ ... }}`, including text that TEMPLATE would not match, such as `${{ a b }}`. */
+const ANY_TEMPLATE = /\$\{\{(.*?)\}\}/g;
+
+/**
+ * Rejects `${{ ... }}` in a step's command. The shell would fail on it ("Bad substitution"),
+ * and trigger values are never pasted into commands, so each message names the environment
+ * variable that carries the value instead (see taskEnvironment in src/dispatch/task-spec.ts).
+ */
+function checkRunTemplates(
+  run: string,
+  at: (string | number)[],
+  raw: RawPipeline,
+  report: Report,
+): void {
+  for (const match of run.matchAll(ANY_TEMPLATE)) {
+    const reference = match[1]!.trim();
+    report(at, `"${match[0]}" is not expanded in commands; ${describeReplacement(reference, raw)}`);
+  }
+}
+
+function describeReplacement(reference: string, raw: RawPipeline): string {
+  const [scope, ...rest] = reference.split('.');
+  const name = rest.join('.');
+  const useVariable = (variable: string, what: string) =>
+    `use "$${variable}" (${what} as an environment variable) instead`;
+  if (reference === 'commit') return useVariable('SLIPWAY_COMMIT', 'the commit SHA');
+  if (reference === 'branch') return useVariable('SLIPWAY_BRANCH', 'the branch');
+  if (scope === 'matrix' && name !== '') {
+    if (raw.matrix !== undefined && name in raw.matrix) {
+      return useVariable(envName(name), 'the matrix axis');
+    }
+    const axes = Object.keys(raw.matrix ?? {});
+    return `this pipeline has no matrix axis "${name}"${
+      axes.length === 0 ? '' : ` (axes: ${axes.join(', ')})`
+    }`;
+  }
+  if ((scope === 'params' || scope === 'param') && name !== '') {
+    return useVariable(`SLIPWAY_PARAM_${envName(name)}`, 'the trigger parameter');
+  }
+  if ((scope === 'env' || scope === 'secrets') && name !== '') {
+    return useVariable(name, scope === 'env' ? 'the env entry' : 'the secret');
+  }
+  return (
+    'trigger values reach steps only as environment variables: SLIPWAY_COMMIT, ' +
+    'SLIPWAY_BRANCH, one per matrix axis and SLIPWAY_PARAM_<NAME> per trigger parameter'
+  );
 }
 
 function findCycle(pipelines: Record<string, Pipeline>): string[] | undefined {

@@ -53,7 +53,11 @@ const SecretSchema = Type.Union([
 
 const PipelineSchema = Type.Object(
   {
-    executor: Type.Optional(Type.Union([Type.Literal('docker'), Type.Literal('local')])),
+    executor: Type.Optional(
+      Type.Union([Type.Literal('docker'), Type.Literal('local')], {
+        description: 'must be one of docker, local',
+      }),
+    ),
     image: Type.Optional(Type.String({ minLength: 1 })),
     steps: Type.Array(StepSchema, { minItems: 1, maxItems: 200 }),
     matrix: Type.Optional(

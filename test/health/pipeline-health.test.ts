@@ -110,7 +110,7 @@ describe('health_checks in the pipeline file', () => {
     expect(problem).toMatchObject({
       line: 13,
       field: 'health_checks.0.url',
-      message: 'unknown field for a tcp check',
+      message: 'is not a setting of a tcp check; its settings: host, port, degraded_latency',
     });
   });
 

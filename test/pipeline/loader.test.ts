@@ -1,0 +1,149 @@
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_PIPELINES_PATH,
+  loadPipelineFile,
+  parsePipelineFile,
+  PipelineFileError,
+} from '../../src/pipeline/load.js';
+
+/** Loads `text` and returns the lines of the PipelineFileError it throws. */
+function problemsOf(text: string): string[] {
+  try {
+    parsePipelineFile(text, 'slipway.yml');
+  } catch (error) {
+    expect(error).toBeInstanceOf(PipelineFileError);
+    return (error as PipelineFileError).problems.map(
+      (problem) => `${problem.file}:${problem.line}: ${problem.field}: ${problem.message}`,
+    );
+  }
+  throw new Error('the pipeline file loaded without problems');
+}
+
+describe('pipeline loader', () => {
+  it('loads the shipped default file', () => {
+    const file = loadPipelineFile(DEFAULT_PIPELINES_PATH);
+    expect(Object.keys(file.pipelines)).toContain('ci');
+  });
+
+  it('rejects a matrix template in run', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    matrix:',
+        '      flavor: [alpine, debian]',
+        '    steps:',
+        '      - name: build',
+        '        run: make FLAVOR=${{ matrix.flavor }}',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:7: pipelines.ci.steps.0.run: "${{ matrix.flavor }}" is not expanded in ' +
+        'commands; use "$FLAVOR" (the matrix axis as an environment variable) instead',
+    ]);
+  });
+
+  it('names the variable for each template', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    matrix:',
+        '      node_version: { default: ["20"] }',
+        '    secrets: [NPM_TOKEN]',
+        '    steps:',
+        '      - run: echo ${{ commit }} ${{branch}}',
+        '      - run: echo ${{ params.deploy-env }} ${{ matrix.node_version }}',
+        '      - run: echo ${{ secrets.NPM_TOKEN }} ${{ matrix.python }} ${{ job }}',
+      ].join('\n'),
+    );
+    expect(problems).toHaveLength(7);
+    expect(problems[0]).toContain('steps.0.run: "${{ commit }}"');
+    expect(problems[0]).toContain('use "$SLIPWAY_COMMIT"');
+    expect(problems[1]).toContain('use "$SLIPWAY_BRANCH"');
+    expect(problems[2]).toContain('slipway.yml:8: pipelines.ci.steps.1.run');
+    expect(problems[2]).toContain('use "$SLIPWAY_PARAM_DEPLOY_ENV"');
+    expect(problems[3]).toContain('use "$NODE_VERSION" (the matrix axis');
+    expect(problems[4]).toContain('use "$NPM_TOKEN" (the secret');
+    expect(problems[5]).toContain('no matrix axis "python" (axes: node_version)');
+    expect(problems[6]).toContain('SLIPWAY_COMMIT, SLIPWAY_BRANCH, one per matrix axis');
+  });
+
+  it('keeps templates in image', () => {
+    const file = parsePipelineFile(
+      [
+        'pipelines:',
+        '  ci:',
+        '    executor: docker',
+        '    image: node:${{ matrix.node }}',
+        '    matrix: { node: ["20", "22"] }',
+        '    steps: [{ run: node --version }]',
+      ].join('\n'),
+      'slipway.yml',
+    );
+    expect(file.pipelines.ci!.image).toBe('node:${{ matrix.node }}');
+  });
+
+  it('rejects docker without an image', () => {
+    const problems = problemsOf(
+      ['pipelines:', '  ci:', '    executor: docker', '    steps:', '      - run: make'].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:3: pipelines.ci.executor: is docker but "image" is missing; ' +
+        'name the image the steps run in',
+    ]);
+  });
+
+  it('accepts local without an image', () => {
+    const file = parsePipelineFile(
+      ['pipelines:', '  ci:', '    executor: local', '    steps: [{ run: make }]'].join('\n'),
+      'slipway.yml',
+    );
+    expect(file.pipelines.ci!.executor).toBe('local');
+  });
+
+  it('says a missing run is required', () => {
+    const problems = problemsOf(
+      ['pipelines:', '  ci:', '    steps:', '      - name: build'].join('\n'),
+    );
+    expect(problems).toEqual(['slipway.yml:4: pipelines.ci.steps.0.run: is required']);
+  });
+
+  it('lists the executors', () => {
+    const problems = problemsOf(
+      ['pipelines:', '  ci:', '    executor: podman', '    steps: [{ run: make }]'].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:3: pipelines.ci.executor: must be one of docker, local',
+    ]);
+  });
+
+  it('shows the job type pattern', () => {
+    const problems = problemsOf(
+      ['pipelines:', '  Bad_Name:', '    steps: [{ run: make }]'].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:2: pipelines.Bad_Name: is not a valid name: names must match the pattern ' +
+        '^[a-z][a-z0-9-]{0,62}$',
+    ]);
+  });
+
+  it('lists allowed fields for unknown ones', () => {
+    const problems = problemsOf(
+      ['pipelines:', '  ci:', '    colour: red', '    steps: [{ run: make }]'].join('\n'),
+    );
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^slipway\.yml:3: pipelines\.ci\.colour: is not a known field/);
+    expect(problems[0]).toContain('allowed fields: executor, image, steps,');
+  });
+
+  it('says a zero timeout must be positive', () => {
+    for (const value of ['0', '0s']) {
+      const problems = problemsOf(
+        ['pipelines:', '  ci:', `    timeout: ${value}`, '    steps: [{ run: make }]'].join('\n'),
+      );
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/^slipway\.yml:3: pipelines\.ci\.timeout: must be positive/);
+    }
+  });
+});
