@@ -84,9 +84,11 @@ export function registerAuth(app: FastifyInstance, verifier: TokenVerifier): voi
       throw new ApiError('unauthorized', 'unknown or revoked token', 'Authorization', 'valid');
     }
     if (principal.role !== 'admin' && !roles.includes(principal.role)) {
+      const admitted = [...new Set([...roles, 'admin'])];
       throw new ApiError(
         'forbidden',
-        `token "${principal.name}" has role ${principal.role}; this endpoint needs ${[...roles, 'admin'].join(' or ')}`,
+        `token "${principal.name}" has role ${principal.role}; this endpoint needs role ` +
+          admitted.join(' or '),
         'Authorization',
         'role',
       );

@@ -15,6 +15,7 @@ import Fastify, {
 } from 'fastify';
 import type { AppContext } from '../app/context.js';
 import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
+import { registerJsonBodyParser } from './json-body.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
 import { convertQuery } from './query.js';
 import { hashToken } from '../store/tokens.js';
@@ -72,6 +73,7 @@ export async function buildServer(
     // error rather than a string. Query values arrive as text, and convertQuery converts them.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
+  registerJsonBodyParser(app);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
 

@@ -129,6 +129,16 @@ describe('authentication and roles', () => {
     expect(await countRows(server.context.store.db)).toEqual(before);
   });
 
+  it('forbidden message names each role once', async () => {
+    const adminOnly = await server.request('GET', '/api/admin/audit-log', { token: tokens.read });
+    expect(adminOnly.status).toBe(403);
+    expect(adminOnly.body.error).toMatch(/has role read; this endpoint needs role admin$/);
+    const job = await newJob();
+    const cancel = await server.request('POST', `/api/job/${job}/cancel`, { token: tokens.read });
+    expect(cancel.status).toBe(403);
+    expect(cancel.body.error).toMatch(/has role read; this endpoint needs role trigger or admin$/);
+  });
+
   it('health, OpenAPI and docs need no token', async () => {
     for (const path of ['/api/health/status', '/api/openapi.json', '/api/docs/']) {
       const response = await server.request('GET', path);

@@ -510,6 +510,58 @@ describe('bad input', () => {
     expect(size.body.error).toContain('1048576 bytes (API_BODY_LIMIT)');
   });
 
+  it('invalid JSON is described once with its position', async () => {
+    const response = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: '{"commit":"abc1234",}',
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toMatch(/^the body is not valid JSON: .* at position 20$/);
+    expect(response.body.error).not.toContain('content-type');
+  });
+
+  it('prototype keys get their own message', async () => {
+    for (const [body, key] of [
+      ['{"commit":"abc1234","params":{"__proto__":{"polluted":true}}}', '__proto__'],
+      ['{"commit":"abc1234","params":{"constructor":{"prototype":{}}}}', 'constructor.prototype'],
+    ]) {
+      const response = await server.request('POST', TRIGGER, { token: server.adminToken, body });
+      expect(response.status).toBe(400);
+      expect(response.body.code).toBe('invalid_json');
+      expect(response.body.error).toBe(
+        `the body contains the key "${key}"; such keys are rejected because they can change ` +
+          'object prototypes, so rename the key',
+      );
+    }
+  });
+
+  it('empty JSON body is rejected on trigger', async () => {
+    const response = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: '',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe(
+      'the body is empty but Content-Type is application/json; send a JSON object',
+    );
+  });
+
+  it('cancel accepts an empty JSON body', async () => {
+    const created = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch: 'cancel-empty-body' },
+    });
+    expect(created.status).toBe(201);
+    const response = await server.request('POST', `/api/job/${created.body.job_id}/cancel`, {
+      token: server.adminToken,
+      body: '',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(response.status, response.text).toBe(202);
+    expect(response.body.status).toBe('cancelled');
+  });
+
   it('params nested 30 levels deep are accepted', async () => {
     let params: unknown = 'leaf';
     for (let level = 0; level < 29; level += 1) params = { level: params };

@@ -55,8 +55,9 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         ),
         response: { 202: JobSchema, ...errors, 409: ErrorSchema },
       },
-      config: { roles: ['trigger'] },
-      // `curl -X POST .../cancel` sends no body at all; treat that as an empty object.
+      config: { roles: ['trigger'], emptyBodyAllowed: true },
+      // `curl -X POST .../cancel` sends no body at all, and some clients send an empty one
+      // with Content-Type: application/json; treat both as an empty object.
       preValidation: async (request) => {
         request.body ??= {};
       },

@@ -1,0 +1,84 @@
+/**
+ * The API's JSON body parser. It replaces Fastify's default one so that a bad body gets one
+ * clear message with the parser's position, prototype keys get their own message, and routes
+ * that take an optional body can accept an empty one.
+ */
+import type { FastifyInstance } from 'fastify';
+import { ApiError } from './errors.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** An empty `application/json` body counts as no body instead of invalid JSON. */
+    emptyBodyAllowed?: boolean;
+  }
+}
+
+export function registerJsonBodyParser(app: FastifyInstance): void {
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body as string;
+    if (text.trim() === '') {
+      if (request.routeOptions.config?.emptyBodyAllowed === true) {
+        done(null, undefined);
+        return;
+      }
+      done(
+        new ApiError(
+          'invalid_json',
+          'the body is empty but Content-Type is application/json; send a JSON object',
+          'body',
+          'json',
+        ),
+      );
+      return;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      // V8's message names the position ("... in JSON at position 6") or quotes the text.
+      const reason = (error as SyntaxError).message;
+      done(new ApiError('invalid_json', `the body is not valid JSON: ${reason}`, 'body', 'json'));
+      return;
+    }
+    const key = findPrototypeKey(value);
+    if (key !== undefined) {
+      done(
+        new ApiError(
+          'invalid_json',
+          `the body contains the key "${key}"; such keys are rejected because they can ` +
+            'change object prototypes, so rename the key',
+          'body',
+          'json',
+        ),
+      );
+      return;
+    }
+    done(null, value);
+  });
+}
+
+/**
+ * Returns `__proto__` or `constructor.prototype` when any object in `value` has such a key.
+ * The walk uses an explicit stack, so deeply nested bodies cannot overflow the call stack.
+ */
+function findPrototypeKey(value: unknown): string | undefined {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const current = stack.pop();
+    if (current === null || typeof current !== 'object') continue;
+    if (Array.isArray(current)) {
+      for (const item of current) stack.push(item);
+      continue;
+    }
+    for (const [key, child] of Object.entries(current)) {
+      if (key === '__proto__') return key;
+      const isPrototypeObject = child !== null && typeof child === 'object';
+      if (key === 'constructor' && isPrototypeObject && Object.hasOwn(child, 'prototype')) {
+        return 'constructor.prototype';
+      }
+      stack.push(child);
+    }
+  }
+  return undefined;
+}
