@@ -5,6 +5,7 @@
  * the bytes already printed are skipped, so output is neither lost nor repeated.
  */
 import type { Writable } from 'node:stream';
+import { formatDuration } from '../util/time.js';
 import { CliError } from './run.js';
 import type { JobResponse, SlipwayClient } from './slipway-client.js';
 
@@ -152,8 +153,7 @@ class JobFollower {
   }
 
   async #timedOut(): Promise<FollowResult> {
-    const minutes = Math.round((this.options.timeoutMs ?? 0) / 60_000);
-    let reason = `still running after --timeout (${minutes} min)`;
+    let reason = `still running after --timeout ${formatDuration(this.options.timeoutMs ?? 0)}`;
     if (this.options.cancelOnTimeout) {
       await this.client
         .cancel(this.jobId, `slipway trigger --timeout passed`)

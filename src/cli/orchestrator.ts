@@ -31,6 +31,13 @@ export function registerOrchestratorCommands(program: Command): void {
           const scheduler = new Scheduler(context, scheduledTasks(context));
           if (!scheduler.tasks.some((task) => task.name === name)) {
             const known = scheduler.tasks.map((task) => task.name).join(', ');
+            if (name === 'health-checks') {
+              throw new CliError(
+                `the pipeline file ${context.pipelinesPath} defines no health checks, so there ` +
+                  'is no health-checks task; add a health_checks section (see docs/health.md)',
+                2,
+              );
+            }
             throw new CliError(`unknown task "${name}"; tasks: ${known}`, 2);
           }
           const result = await scheduler.runTask(name);

@@ -24,3 +24,23 @@ export function parseDuration(text: string): number | undefined {
   if (consumed === 0 || consumed !== trimmed.length) return undefined;
   return total;
 }
+
+/** Formats milliseconds the way parseDuration reads them: `5s`, `20m`, `1h30m`, `1500ms`. */
+export function formatDuration(milliseconds: number): string {
+  const units: Array<[string, number]> = [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+    ['ms', 1],
+  ];
+  let rest = Math.max(0, Math.round(milliseconds));
+  let text = '';
+  for (const [unit, size] of units) {
+    const amount = Math.floor(rest / size);
+    if (amount === 0) continue;
+    text += `${amount}${unit}`;
+    rest -= amount * size;
+  }
+  return text === '' ? '0s' : text;
+}

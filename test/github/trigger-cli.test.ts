@@ -176,6 +176,7 @@ describe('slipway trigger', () => {
       env(),
     );
     expect(result.code).toBe(7);
+    expect(result.stderr).toContain('still running after --timeout 1s; cancel requested');
     const jobId = result.stdout.trim().split('\n')[0]!;
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');

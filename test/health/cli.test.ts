@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/database.js';
-import { childEnv, CLI_PATH, ensureBuilt } from '../support/cli.js';
+import { childEnv, CLI_PATH, ensureBuilt, runCli } from '../support/cli.js';
 import { makeTempDir } from '../support/server.js';
 
 describe('slipway health-monitor', () => {
@@ -32,6 +32,22 @@ health_checks:
   }, 180_000);
   afterAll(async () => {
     await new Promise((resolve) => tcp.close(resolve));
+  });
+
+  it('run-task without checks names the file', async () => {
+    const bare = makeTempDir('slipway-health-cli-bare-');
+    const file = path.join(bare, 'slipway.yml');
+    fs.writeFileSync(file, 'pipelines:\n  deploy:\n    steps: [{ run: echo deploy }]\n');
+    const env = { SLIPWAY_DATA_DIR: bare, SLIPWAY_PIPELINES: file, LOG_LEVEL: 'silent' };
+    const init = await runCli(['init-db'], env);
+    expect(init.code, init.stderr).toBe(0);
+    const result = await runCli(['run-task', 'health-checks'], env);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(
+      `the pipeline file ${file} defines no health checks, so there is no health-checks task; ` +
+        'add a health_checks section (see docs/health.md)',
+    );
+    expect(result.stderr).not.toContain('unknown task');
   });
 
   it('runs checks until SIGTERM', async () => {

@@ -5,6 +5,7 @@ import {
   parsePipelineFile,
   PipelineFileError,
 } from '../../src/pipeline/load.js';
+import { formatDuration, parseDuration } from '../../src/util/time.js';
 
 /** Loads `text` and returns the lines of the PipelineFileError it throws. */
 function problemsOf(text: string): string[] {
@@ -144,6 +145,21 @@ describe('pipeline loader', () => {
       );
       expect(problems).toHaveLength(1);
       expect(problems[0]).toMatch(/^slipway\.yml:3: pipelines\.ci\.timeout: must be positive/);
+    }
+  });
+});
+
+describe('formatDuration', () => {
+  it('round-trips through parseDuration', () => {
+    for (const [milliseconds, text] of [
+      [5_000, '5s'],
+      [300_000, '5m'],
+      [5_400_000, '1h30m'],
+      [1_500, '1s500ms'],
+      [0, '0s'],
+    ] as const) {
+      expect(formatDuration(milliseconds)).toBe(text);
+      expect(parseDuration(text)).toBe(milliseconds);
     }
   });
 });
