@@ -164,7 +164,7 @@ function renderOperation(found: FoundOperation): string[] {
     for (const parameter of parameters) {
       const schema = parameter.schema ?? {};
       lines.push(
-        `| \`${parameter.name}\` | ${parameter.in} | ${cell(typeName(schema))} | ${parameter.required === true ? 'yes' : 'no'} | ${cell(rules(schema))} | ${cell(parameter.description ?? schema.description ?? '')} |`,
+        `| \`${parameter.name}\` | ${parameter.in} | ${cell(typeName(schema))} | ${isRequired(parameter.required === true, schema) ? 'yes' : 'no'} | ${cell(rules(schema))} | ${cell(parameter.description ?? schema.description ?? '')} |`,
       );
     }
     lines.push('');
@@ -216,6 +216,14 @@ function renderFields(schema: Schema): string[] {
   return lines;
 }
 
+/**
+ * A value with a default may be left out, because the server fills the default in, so it is
+ * not listed as required even when the schema marks it so.
+ */
+function isRequired(markedRequired: boolean, schema: Schema): boolean {
+  return markedRequired && schema.default === undefined;
+}
+
 /** Flattens a schema into rows: nested objects as `a.b`, arrays of objects as `a[].b`. */
 function flatten(schema: Schema, prefix: string, depth: number): Row[] {
   const rows: Row[] = [];
@@ -225,7 +233,7 @@ function flatten(schema: Schema, prefix: string, depth: number): Row[] {
     rows.push({
       name: path,
       type: typeName(property),
-      required: required.has(name),
+      required: isRequired(required.has(name), property),
       rules: rules(property),
       description: property.description ?? '',
     });

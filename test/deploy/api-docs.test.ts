@@ -26,6 +26,17 @@ describe('docs/api.md', () => {
     }
   });
 
+  it('parameters with a default are optional', () => {
+    const committed = fs.readFileSync(API_MD, 'utf8');
+    expect(committed).toContain(
+      '| `follow` | query | boolean | no | default false | keep streaming new output',
+    );
+    const requiredWithDefault = committed
+      .split('\n')
+      .filter((line) => /^\| `[^`]+` \| \w+ \| [^|]+ \| yes \| [^|]*default /.test(line));
+    expect(requiredWithDefault).toEqual([]);
+  });
+
   it('lists every error code', () => {
     const committed = fs.readFileSync(API_MD, 'utf8');
     for (const [code, { status }] of Object.entries(ERROR_CODES)) {
