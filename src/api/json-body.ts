@@ -36,7 +36,7 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
     try {
       value = JSON.parse(text);
     } catch (error) {
-      // V8's message names the position ("... in JSON at position 6") or quotes the text.
+      // Node 20's (V8) message names the position ("... in JSON at position 6") or quotes the text.
       const reason = (error as SyntaxError).message;
       done(new ApiError('invalid_json', `the body is not valid JSON: ${reason}`, 'body', 'json'));
       return;

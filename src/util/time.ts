@@ -25,7 +25,7 @@ export function parseDuration(text: string): number | undefined {
   return total;
 }
 
-/** Formats milliseconds the way parseDuration reads them: `5s`, `20m`, `1h30m`, `1500ms`. */
+/** Formats milliseconds the way parseDuration reads them: `5s`, `20m`, `1h30m`, `1s500ms`. */
 export function formatDuration(milliseconds: number): string {
   const units: Array<[string, number]> = [
     ['d', 86_400_000],
