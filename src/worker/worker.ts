@@ -129,8 +129,9 @@ export class Worker {
           this.#repeats.clear();
           continue;
         }
+        if (this.#stopping) break;
         // An empty answer long before the requested wait means the API ended the claim early
-        // (it is stopping, or released this worker); claiming again at once would spin.
+        // (it is stopping, or released this worker), and claiming again at once would spin.
         delay = this.#backoff.next();
         this.#logRepeated(
           'early-empty',
@@ -188,8 +189,12 @@ export class Worker {
   /** Waits `ms`, or less when the worker starts stopping. */
   #sleep(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
       const signal = this.#stopSignal.signal;
+      if (signal.aborted) {
+        resolve();
+        return;
+      }
+      const timer = setTimeout(done, ms);
       function done() {
         clearTimeout(timer);
         signal.removeEventListener('abort', done);
