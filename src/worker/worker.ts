@@ -18,7 +18,7 @@ import { Backoff, RepeatLimiter } from './backoff.js';
 import { TaskRun, type TaskRunOutcome } from './task-run.js';
 
 export const WORKER_VERSION = '0.1.0';
-/** First and maximum delay before claiming again after an error or an early empty answer. */
+/** First and maximum delay before claiming again after an error or an early empty response. */
 const CLAIM_BACKOFF_INITIAL_MS = 100;
 const CLAIM_BACKOFF_MAX_MS = 5_000;
 /** Milliseconds between two log lines about the same repeated claim problem. */
@@ -56,7 +56,7 @@ export class Worker {
   readonly #repeats = new RepeatLimiter(REPEAT_LOG_INTERVAL_MS);
   /** Aborted when the worker starts stopping, to end a retry delay early. */
   readonly #stopSignal = new AbortController();
-  /** Random value that tells this process's registrations apart from another's with the same id. */
+  /** Random value that distinguishes this process's registrations from another process's. */
   readonly #session = randomBytes(8).toString('hex');
 
   constructor(
@@ -130,7 +130,7 @@ export class Worker {
           continue;
         }
         if (this.#stopping) break;
-        // An empty answer long before the requested wait means the API ended the claim early
+        // An empty response long before the requested wait means the API ended the claim early
         // (it is stopping, or released this worker), and claiming again at once would spin.
         delay = this.#backoff.next();
         this.#logRepeated(

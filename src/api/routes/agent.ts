@@ -261,8 +261,10 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         .where('id', '=', workerId)
         .executeTakeFirst();
       if (worker === undefined) throw workerNotFound(workerId);
-      // Answering an empty list here made a worker that another process had marked offline
-      // claim again at once, thousands of times a second, so the worker must register again.
+      // An empty list here made a worker that another process had marked offline claim again
+      // at once, thousands of times a second, so the worker must register again instead.
+      // NOTE: claims do not check the session, so a process whose registration another
+      // process has taken over (after its heartbeat went stale) can still claim under the id.
       if (worker.status !== 'online') throw workerNotOnline(workerId, worker.status);
       await context.store.write((trx) => touchWorker(trx, workerId));
       const executors = JSON.parse(worker.executors) as string[];
