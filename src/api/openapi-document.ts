@@ -16,7 +16,7 @@ export async function buildOpenApiDocument(): Promise<OpenApiDocument> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-openapi-'));
   try {
     const config = loadConfig({ SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'silent' }, dataDir);
-    const context = await createContext(config);
+    const context = await createContext(config, { syncDependencies: false });
     try {
       const app = await buildServer(context, { routes: EXTRA_ROUTES });
       await app.ready();

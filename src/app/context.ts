@@ -23,6 +23,11 @@ export interface AppContext {
 
 export interface ContextOptions {
   logger?: Logger;
+  /**
+   * Write the pipeline file's dependencies to the database (default true). One-off commands
+   * pass false, so a command run with another pipeline file leaves the running roles' rules.
+   */
+  syncDependencies?: boolean;
 }
 
 /**
@@ -38,7 +43,7 @@ export async function createContext(
   const pipelinesPath = resolvePipelinesPath(config.pipelinesPath);
   const pipelines = loadPipelineFile(pipelinesPath);
   const store = await openConfiguredStore(config, logger);
-  await syncDependencies(store, pipelines, logger);
+  if (options.syncDependencies !== false) await syncDependencies(store, pipelines, logger);
   return { config, logger, store, events: new Events(), pipelines, pipelinesPath };
 }
 

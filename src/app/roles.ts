@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type RouteModule } from '../api/server.js';
-import type { Role } from '../config/env.js';
+import { ConfigError, type Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
@@ -38,7 +38,12 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
     : await ensureAdminToken(config, context.store, logger);
   if (!isClusterWorker()) await ensureAgentToken(config, context.store, logger);
   const app = await buildServer(context, { routes: EXTRA_ROUTES });
-  await app.listen({ host: config.api.host, port: config.api.port });
+  try {
+    await app.listen({ host: config.api.host, port: config.api.port });
+  } catch (error) {
+    await app.close();
+    throw listenError(error, config.api.host, config.api.port);
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.api.port;
   const url = `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${port}`;
@@ -61,6 +66,31 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
       await app.close();
     },
   };
+}
+
+/** Names the setting behind a failed listen, so the operator knows what to change. */
+function listenError(error: unknown, host: string, port: number): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  const where = `${host}:${port}`;
+  switch (code) {
+    case 'EADDRINUSE':
+      return new ConfigError(
+        'API_PORT',
+        `${where} is already in use, perhaps by another Slipway; stop it or choose another port`,
+      );
+    case 'EACCES':
+      return new ConfigError(
+        'API_PORT',
+        `no permission to listen on ${where}; use a port above 1023`,
+      );
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new ConfigError('API_HOST', `"${host}" does not resolve to an address of this host`);
+    case 'EADDRNOTAVAIL':
+      return new ConfigError('API_HOST', `"${host}" is not an address of this host`);
+    default:
+      return error;
+  }
 }
 
 /** Starters for each role; packages that implement a role add themselves here. */

@@ -21,6 +21,12 @@ registerTokenCommands(program);
 registerOrchestratorCommands(program);
 registerTriggerCommands(program);
 
+// `slipway token list | head` closes the pipe early; that is not an error of ours.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {

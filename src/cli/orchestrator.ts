@@ -26,7 +26,7 @@ export function registerOrchestratorCommands(program: Command): void {
     .argument('<name>', 'task name')
     .action(async (name: string) => {
       await runCommand(async () => {
-        const context = await createContext(loadCliConfig());
+        const context = await createContext(loadCliConfig(), { syncDependencies: false });
         try {
           const scheduler = new Scheduler(context, scheduledTasks(context));
           if (!scheduler.tasks.some((task) => task.name === name)) {

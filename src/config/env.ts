@@ -108,6 +108,25 @@ export interface Config {
 
 type Env = Record<string, string | undefined>;
 
+/** Shortest token Slipway accepts from the environment; generated tokens have 36 characters. */
+export const MIN_TOKEN_LENGTH = 16;
+
+/** A bearer token: long enough to resist guessing, and nothing a header would mangle. */
+function readToken(env: Env, name: string): string | undefined {
+  const value = readString(env, name);
+  if (value === undefined) return undefined;
+  if (value.length < MIN_TOKEN_LENGTH || value.length > 512) {
+    throw new ConfigError(
+      name,
+      `must be ${MIN_TOKEN_LENGTH} to 512 characters, got ${value.length}; generate one with: openssl rand -hex 24`,
+    );
+  }
+  if (!/^[\x21-\x7e]+$/.test(value)) {
+    throw new ConfigError(name, 'must be printable ASCII without spaces');
+  }
+  return value;
+}
+
 function readString(env: Env, name: string): string | undefined {
   const value = env[name];
   if (value === undefined) return undefined;
@@ -243,7 +262,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       timeoutSeconds: readInteger(env, 'API_TIMEOUT', 120, 1, 3600),
       bodyLimitBytes: readInteger(env, 'API_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024),
       rateLimitPerMinute: readInteger(env, 'API_RATE_LIMIT', 60_000, 0, 100_000_000),
-      adminToken: readString(env, 'SLIPWAY_ADMIN_TOKEN'),
+      adminToken: readToken(env, 'SLIPWAY_ADMIN_TOKEN'),
       publicUrl:
         readString(env, 'SLIPWAY_PUBLIC_URL') === undefined
           ? undefined
@@ -253,7 +272,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
 
     worker: {
       apiUrl: readUrl(env, 'SLIPWAY_API_URL', `http://${localAddress(host)}:${port}`),
-      token: readString(env, 'SLIPWAY_AGENT_TOKEN'),
+      token: readToken(env, 'SLIPWAY_AGENT_TOKEN'),
       name: readString(env, 'SLIPWAY_WORKER_NAME'),
       capacity: readInteger(env, 'SLIPWAY_WORKER_CAPACITY', 2, 1, 256),
       executor: readChoice(env, 'SLIPWAY_EXECUTOR', ['auto', 'docker', 'local'] as const) ?? 'auto',
@@ -293,7 +312,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       webhookTags: readBoolean(env, 'GITHUB_WEBHOOK_TAGS', false),
     },
 
-    clientToken: readString(env, 'SLIPWAY_TOKEN'),
+    clientToken: readToken(env, 'SLIPWAY_TOKEN'),
 
     tailscaleSocket: readString(env, 'TAILSCALE_SOCKET') ?? '/var/run/tailscale/tailscaled.sock',
   };

@@ -25,7 +25,8 @@ export async function createToken(
     name,
     role,
     token_hash: hashToken(token),
-    prefix: token.slice(0, TOKEN_PREFIX.length + 4),
+    // A token set through the environment may be short, so none of it is shown.
+    prefix: token.startsWith(TOKEN_PREFIX) ? token.slice(0, TOKEN_PREFIX.length + 4) : '(env)',
     created_at: nowIso(),
     last_used_at: null,
     revoked_at: null,

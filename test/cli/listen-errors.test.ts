@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { ensureBuilt, runCli, startApiProcess } from '../support/cli.js';
+import { makeTempDir } from '../support/server.js';
+
+describe('slipway api listen errors', () => {
+  it('names API_PORT when the port is taken', { timeout: 90_000 }, async () => {
+    await ensureBuilt();
+    const first = await startApiProcess({ SLIPWAY_DATA_DIR: makeTempDir() });
+    try {
+      const port = new URL(first.url).port;
+      const second = await runCli(['api'], {
+        SLIPWAY_DATA_DIR: makeTempDir(),
+        API_PORT: port,
+        LOG_LEVEL: 'warn',
+      });
+      expect(second.code).toBe(2);
+      expect(second.stderr).toContain(
+        `slipway: configuration: API_PORT: 127.0.0.1:${port} is already in use`,
+      );
+    } finally {
+      await first.stop();
+    }
+  });
+
+  it('names API_HOST when the address is not local', { timeout: 60_000 }, async () => {
+    await ensureBuilt();
+    // 192.0.2.0/24 is reserved for documentation, so no host of ours has this address.
+    const result = await runCli(['api'], {
+      SLIPWAY_DATA_DIR: makeTempDir(),
+      API_HOST: '192.0.2.10',
+      API_PORT: '0',
+      LOG_LEVEL: 'warn',
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('API_HOST: "192.0.2.10" is not an address of this host');
+  });
+});
