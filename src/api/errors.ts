@@ -28,6 +28,15 @@ export const ERROR_CODES = {
   },
   job_active: { status: 409, summary: 'the job has not finished, so it cannot be retried' },
   job_finished: { status: 409, summary: 'the job has already finished' },
+  worker_not_online: {
+    status: 409,
+    summary:
+      'the worker is draining or offline, so it may not claim tasks until it registers again',
+  },
+  worker_id_in_use: {
+    status: 409,
+    summary: 'another running worker process is registered with this worker id',
+  },
   lease_lost: { status: 409, summary: 'the worker no longer holds the lease on this task' },
   no_previous_deploy: {
     status: 409,

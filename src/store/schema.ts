@@ -165,6 +165,8 @@ export interface WorkersTable {
   status: 'online' | 'draining' | 'offline';
   registered_at: string;
   last_heartbeat_at: string;
+  /** Random value from the registering process; null for rows from before it was recorded. */
+  session: string | null;
 }
 
 export interface SchedulerLocksTable {

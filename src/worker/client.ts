@@ -59,7 +59,9 @@ export class AgentClient {
   ) {}
 
   register(body: {
+    worker_id: string;
     name: string;
+    session: string;
     hostname: string;
     executors: string[];
     capacity: number;

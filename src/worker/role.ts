@@ -31,14 +31,20 @@ export async function startWorker(context: AppContext): Promise<RunningRole> {
     token = await createSelfToken(context, selfTokenName);
   }
   const apiUrl = local ?? config.worker.apiUrl;
-  const name =
-    config.worker.name ?? (local === undefined ? os.hostname() : `${os.hostname()}-serve`);
+  // An explicit SLIPWAY_WORKER_NAME is the worker id, and the API rejects a second running
+  // process with it. Without one, the id adds the pid and a random suffix to the host name,
+  // so that two processes on one host never share a worker row.
+  const defaultName = local === undefined ? os.hostname() : `${os.hostname()}-serve`;
+  const name = config.worker.name ?? defaultName;
+  const id =
+    config.worker.name ?? `${defaultName}-${process.pid}-${randomBytes(2).toString('hex')}`;
   const executors = await selectExecutors(config, logger);
   const worker = new Worker(
     new AgentClient(apiUrl, token),
     executors,
     new MirrorSet(config.worker.mirrorPath),
     {
+      id,
       name,
       capacity: config.worker.capacity,
       labels: [],

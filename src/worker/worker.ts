@@ -7,20 +7,29 @@
  * and no new task arrives, then waits up to the grace period for running tasks to end.
  * Tasks still running after that are stopped and handed back to the API.
  */
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { Logger } from '../log.js';
 import type { MirrorSet } from '../execution/checkout.js';
 import type { ExecutorSet } from '../execution/select.js';
 import { AgentError, type AgentClient, type Registration } from './client.js';
 import type { TaskSpec } from '../dispatch/task-spec.js';
+import { Backoff, RepeatLimiter } from './backoff.js';
 import { TaskRun, type TaskRunOutcome } from './task-run.js';
 
 export const WORKER_VERSION = '0.1.0';
-const CLAIM_RETRY_DELAYS_MS = [500, 1_000, 2_000, 5_000, 10_000];
+/** First and maximum delay before claiming again after an error or an early empty response. */
+const CLAIM_BACKOFF_INITIAL_MS = 100;
+const CLAIM_BACKOFF_MAX_MS = 5_000;
+/** Milliseconds between two log lines about the same repeated claim problem. */
+const REPEAT_LOG_INTERVAL_MS = 60_000;
 /** Milliseconds a draining worker waits for its open claim to return before aborting it. */
 const DRAIN_WAIT_MS = 2_000;
 
 export interface WorkerOptions {
+  /** Worker id, unique among running workers; claims and leases name it. */
+  id: string;
+  /** Name shown in listings and logs; several workers may share it. */
   name: string;
   capacity: number;
   labels: string[];
@@ -43,6 +52,12 @@ export class Worker {
   #stopping = false;
   #taskEnded: (() => void) | undefined;
   readonly #outcomes = new Map<TaskRunOutcome, number>();
+  readonly #backoff = new Backoff(CLAIM_BACKOFF_INITIAL_MS, CLAIM_BACKOFF_MAX_MS);
+  readonly #repeats = new RepeatLimiter(REPEAT_LOG_INTERVAL_MS);
+  /** Aborted when the worker starts stopping, to end a retry delay early. */
+  readonly #stopSignal = new AbortController();
+  /** Random value that distinguishes this process's registrations from another process's. */
+  readonly #session = randomBytes(8).toString('hex');
 
   constructor(
     client: AgentClient,
@@ -55,7 +70,7 @@ export class Worker {
     this.#executors = executors;
     this.#mirrors = mirrors;
     this.#options = options;
-    this.#logger = logger.child({ worker: options.name });
+    this.#logger = logger.child({ worker: options.id });
   }
 
   get running(): number {
@@ -71,14 +86,16 @@ export class Worker {
         executors: this.#executors.names,
         lease_seconds: this.#registration.lease_seconds,
       },
-      `worker ${this.#options.name} registered; waiting for tasks`,
+      `worker ${this.#registration.worker_id} registered; waiting for tasks`,
     );
     this.#loop = this.#claimLoop();
   }
 
   #register(): Promise<Registration> {
     return this.#client.register({
+      worker_id: this.#options.id,
       name: this.#options.name,
+      session: this.#session,
       hostname: os.hostname(),
       executors: this.#executors.names,
       capacity: this.#options.capacity,
@@ -88,15 +105,16 @@ export class Worker {
   }
 
   async #claimLoop(): Promise<void> {
-    const registration = this.#registration!;
-    let failures = 0;
     while (!this.#stopping) {
       const free = this.#options.capacity - this.#runs.size;
       if (free <= 0) {
         await new Promise<void>((resolve) => (this.#taskEnded = resolve));
         continue;
       }
+      const registration = this.#registration!;
       this.#claimAbort = new AbortController();
+      const started = Date.now();
+      let delay: number;
       try {
         const tasks = await this.#client.claim(
           registration.worker_id,
@@ -104,20 +122,86 @@ export class Worker {
           registration.max_claim_wait_seconds,
           this.#claimAbort.signal,
         );
-        failures = 0;
         for (const spec of tasks) this.#startRun(spec);
+        const waitedMs = Date.now() - started;
+        if (tasks.length > 0 || waitedMs >= registration.max_claim_wait_seconds * 500) {
+          this.#backoff.reset();
+          this.#repeats.clear();
+          continue;
+        }
+        if (this.#stopping) break;
+        // An empty response long before the requested wait means the API ended the claim early
+        // (it is stopping, or released this worker), and claiming again at once would spin.
+        delay = this.#backoff.next();
+        this.#logRepeated(
+          'early-empty',
+          { waited_ms: waitedMs, requested_wait_seconds: registration.max_claim_wait_seconds },
+          `claim returned no tasks after ${waitedMs} ms; claiming again in ${delay} ms`,
+        );
       } catch (error) {
         if (this.#stopping) break;
-        if (error instanceof AgentError && error.status === 404) {
-          this.#logger.warn('the API forgot this worker; registering again');
-          await this.#register().catch(() => undefined);
+        delay = this.#backoff.next();
+        if (
+          error instanceof AgentError &&
+          (error.status === 404 || error.code === 'worker_not_online')
+        ) {
+          await this.#registerAgain(error);
+        } else {
+          this.#logRepeated(
+            `claim-${error instanceof AgentError ? error.status : 'error'}`,
+            { err: error },
+            `claim failed; retrying in ${delay} ms`,
+          );
         }
-        const delay = CLAIM_RETRY_DELAYS_MS[Math.min(failures, CLAIM_RETRY_DELAYS_MS.length - 1)]!;
-        failures += 1;
-        this.#logger.warn({ err: error, retry: failures }, `claim failed; retrying in ${delay} ms`);
-        await new Promise((resolve) => setTimeout(resolve, delay));
       }
+      await this.#sleep(delay);
     }
+  }
+
+  /**
+   * Registers again after the API rejected a claim because this worker is not registered or
+   * not online, e.g. another process with the same worker id marked it offline.
+   */
+  async #registerAgain(error: AgentError): Promise<void> {
+    this.#logRepeated(
+      `reregister-${error.code ?? error.status}`,
+      { code: error.code, reason: error.message },
+      `the API rejected the claim (${error.code ?? error.status}); registering worker ${this.#options.id} again`,
+    );
+    try {
+      this.#registration = await this.#register();
+    } catch (registerError) {
+      this.#logRepeated(
+        'reregister-failed',
+        { err: registerError },
+        `registering worker ${this.#options.id} again failed; retrying`,
+      );
+    }
+  }
+
+  /** Logs a warning, or skips it when the same kind was logged less than a minute ago. */
+  #logRepeated(key: string, fields: Record<string, unknown>, message: string): void {
+    const skipped = this.#repeats.take(key);
+    if (skipped === undefined) return;
+    this.#logger.warn({ ...fields, repeats_skipped: skipped }, message);
+  }
+
+  /** Waits `ms`, or less when the worker starts stopping. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const signal = this.#stopSignal.signal;
+      if (signal.aborted) {
+        resolve();
+        return;
+      }
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+      signal.addEventListener('abort', done, { once: true });
+    });
   }
 
   #startRun(spec: TaskSpec): void {
@@ -149,6 +233,7 @@ export class Worker {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#stopSignal.abort();
     this.#logger.info(
       { running: this.#runs.size, grace_seconds: this.#options.shutdownGraceSeconds },
       `worker stopping: taking no new tasks; waiting up to ${this.#options.shutdownGraceSeconds} s for running tasks`,

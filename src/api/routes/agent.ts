@@ -16,6 +16,7 @@ import {
   requireLease,
   type FinishStatus,
 } from '../../dispatch/lease.js';
+import { touchWorker } from '../../dispatch/claim.js';
 import { LogOffsetError } from '../../logs/task-log-store.js';
 import { instanceId } from '../../jobs/labels.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
@@ -45,7 +46,22 @@ const LeaseFields = {
 
 const RegisterBody = Type.Object(
   {
-    name: Type.String({ pattern: WORKER_ID_PATTERN, description: 'unique worker name; its id' }),
+    worker_id: Type.Optional(
+      Type.String({
+        pattern: WORKER_ID_PATTERN,
+        description: 'unique id of this worker process; defaults to name',
+      }),
+    ),
+    name: Type.String({ pattern: WORKER_ID_PATTERN, description: 'display name' }),
+    session: Type.Optional(
+      Type.String({
+        minLength: 8,
+        maxLength: 64,
+        description:
+          'random value, fixed for the life of the worker process; a registration of an ' +
+          'online worker id from another session is rejected with worker_id_in_use',
+      }),
+    ),
     hostname: Type.String({ minLength: 1, maxLength: 255 }),
     executors: Type.Array(Executor, {
       minItems: 1,
@@ -126,6 +142,9 @@ const errors = {
 export function registerAgentRoutes(app: FastifyInstance, context: AppContext): void {
   const services = executionServices(context);
   const leaseMs = context.config.worker.leaseSeconds * 1000;
+  // An idle online worker is seen at least once per claim wait, so a shorter window would
+  // let a second process take the id of a worker that is merely waiting.
+  const liveWindowMs = Math.max(3 * leaseMs, 2 * MAX_CLAIM_WAIT_SECONDS * 1000);
   app.addHook('onClose', async () => closeExecutionServices(context));
 
   const route = (summary: string, description?: string) => ({
@@ -158,7 +177,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
     },
     async (request) => {
       const body = request.body as {
+        worker_id?: string;
         name: string;
+        session?: string;
         hostname: string;
         executors: string[];
         capacity: number;
@@ -167,7 +188,23 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       };
       const audit = auditContext(request);
       const now = nowIso();
+      const workerId = body.worker_id ?? body.name;
+      const liveAfter = new Date(Date.now() - liveWindowMs).toISOString();
       await context.store.write(async (trx) => {
+        const existing = await trx
+          .selectFrom('workers')
+          .select(['status', 'session', 'hostname', 'last_heartbeat_at'])
+          .where('id', '=', workerId)
+          .executeTakeFirst();
+        if (
+          existing !== undefined &&
+          existing.status === 'online' &&
+          existing.last_heartbeat_at >= liveAfter &&
+          existing.session !== null &&
+          existing.session !== (body.session ?? null)
+        ) {
+          throw workerIdInUse(workerId, existing.hostname, existing.last_heartbeat_at);
+        }
         const row = {
           name: body.name,
           hostname: body.hostname,
@@ -177,19 +214,20 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           version: body.version ?? null,
           status: 'online' as const,
           last_heartbeat_at: now,
+          session: body.session ?? null,
         };
         await trx
           .insertInto('workers')
-          .values({ id: body.name, registered_at: now, ...row })
+          .values({ id: workerId, registered_at: now, ...row })
           .onConflict((conflict) => conflict.column('id').doUpdateSet(row))
           .execute();
         await appendAudit(trx, audit, {
           action: 'worker_registered',
-          details: { worker_id: body.name, ...body },
+          details: { ...body, worker_id: workerId },
         });
       });
       return {
-        worker_id: body.name,
+        worker_id: workerId,
         lease_seconds: context.config.worker.leaseSeconds,
         heartbeat_interval_ms: Math.min(MAX_HEARTBEAT_INTERVAL_MS, Math.floor(leaseMs / 3)),
         max_claim_wait_seconds: MAX_CLAIM_WAIT_SECONDS,
@@ -223,7 +261,12 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         .where('id', '=', workerId)
         .executeTakeFirst();
       if (worker === undefined) throw workerNotFound(workerId);
-      if (worker.status !== 'online') return { tasks: [] };
+      // An empty list here made a worker that another process had marked offline claim again
+      // at once, thousands of times a second, so the worker must register again instead.
+      // NOTE: claims do not check the session, so a process whose registration another
+      // process has taken over (after its heartbeat went stale) can still claim under the id.
+      if (worker.status !== 'online') throw workerNotOnline(workerId, worker.status);
+      await context.store.write((trx) => touchWorker(trx, workerId));
       const executors = JSON.parse(worker.executors) as string[];
       const claimRequest = {
         workerId,
@@ -467,6 +510,27 @@ function leaseHolder(params: unknown, body: unknown) {
   const { task_id: taskId } = params as { task_id: string };
   const { worker_id: workerId, attempt } = body as { worker_id: string; attempt: number };
   return { taskId, workerId, attempt };
+}
+
+function workerNotOnline(workerId: string, status: string): ApiError {
+  return new ApiError(
+    'worker_not_online',
+    `worker ${JSON.stringify(workerId)} is ${status}, so it may not claim tasks; register it again with POST /api/agent/workers`,
+    'worker_id',
+    'online',
+    { status },
+  );
+}
+
+function workerIdInUse(workerId: string, hostname: string, lastSeen: string): ApiError {
+  return new ApiError(
+    'worker_id_in_use',
+    `worker id ${JSON.stringify(workerId)} is already online on host ${JSON.stringify(hostname)} ` +
+      `(last seen ${lastSeen}) from another process; give each worker process its own ` +
+      'SLIPWAY_WORKER_NAME, or stop the other process and wait until its heartbeat is stale',
+    'worker_id',
+    'unique',
+  );
 }
 
 function workerNotFound(workerId: string): ApiError {

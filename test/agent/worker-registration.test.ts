@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../support/server.js';
+
+describe('worker registration and claims', () => {
+  let server: TestServer;
+  let agent: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ SLIPWAY_LEASE_SECONDS: '30' });
+    agent = await server.token('agent', 'registration-test');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const post = (path: string, body: unknown) =>
+    server.request('POST', path, { token: agent, body });
+  const register = (body: Record<string, unknown>) =>
+    post('/api/agent/workers', { hostname: 'host-a', executors: ['local'], capacity: 1, ...body });
+  const workerRow = (id: string) =>
+    server.context.store.db
+      .selectFrom('workers')
+      .selectAll()
+      .where('id', '=', id)
+      .executeTakeFirst();
+
+  it('stores worker_id apart from the display name', async () => {
+    const answer = await register({
+      worker_id: 'build-1-4242',
+      name: 'build',
+      session: 'aaaaaaaa01',
+    });
+    expect(answer.status).toBe(200);
+    expect(answer.body.worker_id).toBe('build-1-4242');
+    const row = await workerRow('build-1-4242');
+    expect(row?.name).toBe('build');
+    expect(row?.session).toBe('aaaaaaaa01');
+  });
+
+  it('rejects an online id from another session', async () => {
+    expect((await register({ name: 'shared', session: 'session-one' })).status).toBe(200);
+    const again = await register({ name: 'shared', session: 'session-one' });
+    expect(again.status).toBe(200);
+
+    const other = await register({ name: 'shared', session: 'session-two', hostname: 'host-b' });
+    expect(other.status).toBe(409);
+    expect(other.body.code).toBe('worker_id_in_use');
+    expect(other.body.field).toBe('worker_id');
+    expect(other.body.error).toContain('"host-a"');
+    expect((await workerRow('shared'))?.session).toBe('session-one');
+  });
+
+  it('accepts an id whose worker went offline', async () => {
+    expect((await register({ name: 'handover', session: 'session-old' })).status).toBe(200);
+    const offline = await post('/api/agent/workers/handover/status', { status: 'offline' });
+    expect(offline.status).toBe(200);
+    const next = await register({ name: 'handover', session: 'session-new' });
+    expect(next.status).toBe(200);
+    expect((await workerRow('handover'))?.session).toBe('session-new');
+  });
+
+  it('rejects a claim from a draining worker', async () => {
+    expect((await register({ name: 'drainer', session: 'session-d1' })).status).toBe(200);
+    await post('/api/agent/workers/drainer/status', { status: 'draining' });
+    const claim = await post('/api/agent/workers/drainer/claim', { max: 1, wait_seconds: 5 });
+    expect(claim.status).toBe(409);
+    expect(claim.body.code).toBe('worker_not_online');
+    expect(claim.body.status).toBe('draining');
+    expect(claim.body.error).toContain('register it again');
+  });
+
+  it('refreshes the heartbeat on each claim', async () => {
+    expect((await register({ name: 'claimer', session: 'session-c1' })).status).toBe(200);
+    const before = (await workerRow('claimer'))!.last_heartbeat_at;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const claim = await post('/api/agent/workers/claimer/claim', { max: 1, wait_seconds: 0 });
+    expect(claim.status).toBe(200);
+    expect(claim.body.tasks).toEqual([]);
+    expect((await workerRow('claimer'))!.last_heartbeat_at > before).toBe(true);
+  });
+});

@@ -1,0 +1,187 @@
+/**
+ * Two `slipway serve` processes on one data directory, each with its in-process worker.
+ * Stopping one, or another client marking a worker offline, must leave the other worker
+ * running jobs without spinning on claims.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_PATH, childEnv, ensureBuilt } from '../support/cli.js';
+import { writePipelineFile, type JobBody } from '../support/execution.js';
+import { makeTempDir } from '../support/server.js';
+
+const ADMIN_TOKEN = 'slw_shared-database-admin-token-00000000';
+const MARKER = `shared-database-done-${process.pid}`;
+/** Claims one idle worker may send in the measuring window: a few re-registrations at most. */
+const MAX_CLAIMS_IN_WINDOW = 10;
+const WINDOW_MS = 3_000;
+
+interface ServeProcess {
+  child: ChildProcess;
+  url: string;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+describe('serve processes sharing one database', { timeout: 60_000 }, () => {
+  let dataDir: string;
+  let pipelines: string;
+  const started: ServeProcess[] = [];
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = makeTempDir('slipway-shared-db-');
+    pipelines = writePipelineFile(`
+pipelines:
+  quick:
+    executor: local
+    steps:
+      - run: echo ${MARKER}
+`);
+  });
+
+  afterEach(async () => {
+    for (const serve of started.splice(0)) {
+      if (serve.child.exitCode === null && serve.child.signalCode === null) {
+        serve.child.kill('SIGTERM');
+      }
+      await serve.exited;
+    }
+  });
+
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const startServe = async (
+    port: number,
+    extraEnv: Record<string, string> = {},
+    waitFor = 'registered; waiting for tasks',
+  ): Promise<ServeProcess> => {
+    const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
+      env: childEnv({
+        SLIPWAY_DATA_DIR: dataDir,
+        SLIPWAY_PIPELINES: pipelines,
+        SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+        SLIPWAY_EXECUTOR: 'local',
+        SLIPWAY_WORKER_SHUTDOWN_SECONDS: '2',
+        API_HOST: '127.0.0.1',
+        API_PORT: String(port),
+        LOG_LEVEL: 'info',
+        ...extraEnv,
+      }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const serve = { child, url: `http://127.0.0.1:${port}`, output: () => output, exited };
+    started.push(serve);
+    const deadline = Date.now() + 20_000;
+    while (!output.includes(waitFor)) {
+      if (Date.now() > deadline) throw new Error(`serve did not log "${waitFor}":\n${output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return serve;
+  };
+
+  const request = async (serve: ServeProcess, method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${serve.url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${ADMIN_TOKEN}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: response.status, body: (await response.json()) as JobBody };
+  };
+
+  /** Triggers a `quick` job through `serve` and waits until it has finished. */
+  const runJob = async (serve: ServeProcess): Promise<JobBody> => {
+    const triggered = await request(serve, 'POST', '/api/trigger/quick', { commit: 'abcdef1' });
+    expect(triggered.status).toBe(201);
+    const id = triggered.body.job_id as string;
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const job = (await request(serve, 'GET', `/api/job/${id}`)).body;
+      if (['success', 'failure', 'error', 'cancelled', 'timed_out'].includes(job.status)) {
+        return job;
+      }
+      if (Date.now() > deadline) throw new Error(`job ${id} is still ${job.status}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+
+  /** Counts the claim requests `serve` received during the next `WINDOW_MS`. */
+  const countClaims = async (serve: ServeProcess): Promise<number> => {
+    const before = serve.output().length;
+    await new Promise((resolve) => setTimeout(resolve, WINDOW_MS));
+    return serve
+      .output()
+      .slice(before)
+      .split('\n')
+      .filter((line) => line.includes('incoming request') && line.includes('/claim"')).length;
+  };
+
+  const registeredId = (serve: ServeProcess): string => {
+    const match = /worker (\S+) registered; waiting for tasks/.exec(serve.output());
+    expect(match, serve.output()).not.toBeNull();
+    return match![1]!;
+  };
+
+  it('gives each process its own worker id', async () => {
+    const first = await startServe(5341);
+    const second = await startServe(5342);
+    const firstId = registeredId(first);
+    const secondId = registeredId(second);
+    expect(firstId).not.toBe(secondId);
+    expect(firstId).toContain(`-serve-${first.child.pid}-`);
+
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+
+    const claims = await countClaims(first);
+    expect(claims).toBeLessThanOrEqual(MAX_CLAIMS_IN_WINDOW);
+    const job = await runJob(first);
+    expect(job.status, first.output()).toBe('success');
+    expect(job.attempt).toBe(1);
+  });
+
+  it('rejects a second process with the same worker name', async () => {
+    const first = await startServe(5343, { SLIPWAY_WORKER_NAME: 'vm-serve' });
+    const second = await startServe(5344, { SLIPWAY_WORKER_NAME: 'vm-serve' }, 'returned 409');
+    expect(await second.exited).not.toBe(0);
+    expect(second.output()).toContain('worker id "vm-serve" is already online');
+
+    const claims = await countClaims(first);
+    expect(claims).toBeLessThanOrEqual(MAX_CLAIMS_IN_WINDOW);
+    const job = await runJob(first);
+    expect(job.status, first.output()).toBe('success');
+  });
+
+  it('registers again after another client marks it offline', async () => {
+    const serve = await startServe(5345, { SLIPWAY_WORKER_NAME: 'vm-serve-offline' });
+    const marked = await request(serve, 'POST', '/api/agent/workers/vm-serve-offline/status', {
+      status: 'offline',
+    });
+    expect(marked.status).toBe(200);
+
+    const claims = await countClaims(serve);
+    expect(claims).toBeLessThanOrEqual(MAX_CLAIMS_IN_WINDOW);
+    const reRegistered = serve
+      .output()
+      .split('\n')
+      .filter((line) => line.includes('registering worker vm-serve-offline again'));
+    expect(reRegistered).toHaveLength(1);
+    expect(reRegistered[0]).toContain('worker_not_online');
+
+    const job = await runJob(serve);
+    expect(job.status, serve.output()).toBe('success');
+    const logs = await fetch(`${serve.url}/api/job/${job.id as string}/logs`, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(await logs.text()).toContain(MARKER);
+  });
+});
