@@ -40,9 +40,16 @@ describe('slipway api with API_WORKERS', () => {
     );
     const workers = childPids(api.child.pid!);
     expect(workers).toHaveLength(2);
+    // startApiProcess returns at the first process's log line; wait for the second one too.
+    const deadline = Date.now() + 60_000;
+    while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
+      if (Date.now() > deadline)
+        throw new Error(`second API process never listened: ${api.stdout()}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
 
     const pids = new Set<number>();
-    for (let i = 0; i < 40 && pids.size < 2; i++) {
+    for (let i = 0; i < 200 && pids.size < 2; i++) {
       const response = await fetch(`${api.url}/api/health/status`, {
         headers: { connection: 'close' },
       });
