@@ -38,27 +38,46 @@ describe('slipway api with API_WORKERS', () => {
       'api',
       60_000,
     );
-    const workers = childPids(api.child.pid!);
-    expect(workers).toHaveLength(2);
-    // startApiProcess returns at the first process's log line; wait for the second one too.
-    const deadline = Date.now() + 60_000;
-    while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
-      if (Date.now() > deadline)
-        throw new Error(`second API process never listened: ${api.stdout()}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    let workers: number[] = [];
+    try {
+      workers = childPids(api.child.pid!);
+      expect(workers).toHaveLength(2);
+      // startApiProcess returns at the first process's log line; wait for the second one too.
+      const deadline = Date.now() + 60_000;
+      while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
+        if (Date.now() > deadline)
+          throw new Error(`second API process never listened: ${api.stdout()}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
 
-    const pids = new Set<number>();
-    for (let i = 0; i < 200 && pids.size < 2; i++) {
-      const response = await fetch(`${api.url}/api/health/status`, {
-        headers: { connection: 'close' },
-      });
-      const body = (await response.json()) as { components: { api: { details: { pid: number } } } };
-      pids.add(body.components.api.details.pid);
+      const pids = new Set<number>();
+      for (let i = 0; i < 200 && pids.size < 2; i++) {
+        const response = await fetch(`${api.url}/api/health/status`, {
+          headers: { connection: 'close' },
+        });
+        const body = (await response.json()) as {
+          components: { api: { details: { pid: number } } };
+        };
+        pids.add(body.components.api.details.pid);
+      }
+      expect(pids.size).toBe(2);
+    } finally {
+      const stopped = await Promise.race([
+        api.stop().then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 30_000)),
+      ]);
+      if (!stopped) {
+        // Leave no process behind for later tests, then fail.
+        for (const pid of [...workers, api.child.pid!]) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
+        }
+      }
+      expect(stopped).toBe(true);
     }
-    expect(pids.size).toBe(2);
-
-    await api.stop();
     expect(api.child.signalCode).toBeNull();
     for (const pid of workers) {
       expect(() => process.kill(pid, 0)).toThrow();
