@@ -3,9 +3,7 @@
  * all, none with the executor its tasks need, or every such worker busy.
  */
 import type { Kysely } from 'kysely';
-import type { AppContext } from '../app/context.js';
 import type { Config } from '../config/env.js';
-import { findJob, listCurrentTasks } from '../store/jobs.js';
 import { parseJsonColumn } from '../store/json.js';
 import type { Database, TaskRow, WorkerRow } from '../store/schema.js';
 
@@ -67,14 +65,4 @@ async function freeSlots(db: Kysely<Database>, workers: WorkerRow[]): Promise<nu
     (sum, worker) => sum + Math.max(0, worker.capacity - (busy.get(worker.id) ?? 0)),
     0,
   );
-}
-
-export async function explainQueuedJob(
-  context: AppContext,
-  jobId: string,
-): Promise<string | undefined> {
-  const job = await findJob(context.store.db, jobId);
-  if (job === undefined) return undefined;
-  const tasks = await listCurrentTasks(context.store.db, job);
-  return explainQueued(context.store.db, context.config, tasks);
 }

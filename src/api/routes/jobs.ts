@@ -4,11 +4,11 @@ import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { isTerminal, STATUSES } from '../../jobs/status.js';
 import { cancelJob } from '../../orchestrator/cancel.js';
-import { explainQueuedJob } from '../../orchestrator/diagnose.js';
+import { explainQueued } from '../../orchestrator/diagnose.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
 import { retryJob } from '../../orchestrator/retry.js';
 import { updateJobStatus } from '../../orchestrator/update-status.js';
-import { findJob } from '../../store/jobs.js';
+import { findJob, listCurrentTasks } from '../../store/jobs.js';
 import { ApiError, jobNotFound } from '../errors.js';
 import { loadJobView, jobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
@@ -31,11 +31,13 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
     },
     async (request) => {
       const { job_id: id } = request.params as { job_id: string };
-      const view = await loadJobView(context.store.db, id);
-      if (view === undefined) throw jobNotFound(id);
+      const job = await findJob(context.store.db, id);
+      if (job === undefined) throw jobNotFound(id);
+      const tasks = await listCurrentTasks(context.store.db, job);
+      const view = jobView(job, tasks);
       // Computed now, because a reason the sweep stored may be stale once a worker is online.
       if (view.status === 'queued') {
-        view.reason = (await explainQueuedJob(context, view.id)) ?? null;
+        view.reason = (await explainQueued(context.store.db, context.config, tasks)) ?? null;
       }
       return view;
     },
