@@ -1,7 +1,7 @@
 /**
  * API_WORKERS > 1: the API runs in several processes sharing one port (node:cluster), so reads
- * use every core. Each process has its own SQLite connection; writes from all of them are
- * serialised by SQLite's write lock and wait on busy_timeout, so none fails with SQLITE_BUSY.
+ * use every core. Each process has its own SQLite connection. SQLite's write lock serialises
+ * their writes, and a write that finds the lock taken waits up to busy_timeout (15 s).
  * The primary only supervises: it restarts a process that dies and forwards SIGTERM/SIGINT.
  */
 import cluster from 'node:cluster';

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ensureBuilt, startApiProcess } from '../support/cli.js';
 import { makeTempDir } from '../support/server.js';
 
-/** A port that was free a moment ago; the cluster needs a fixed one for every process. */
+/** Returns a port that was free a moment ago, because every cluster process needs the same one. */
 async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
