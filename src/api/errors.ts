@@ -1,6 +1,6 @@
 /**
  * The error catalogue: every error the API returns has a stable code, an HTTP status and a
- * message that names the value and the fix. The body keeps the draft's `error` string and
+ * message that names the value and the fix. The body keeps the original API's `error` string and
  * adds the code, the field and the rule:
  *
  *   {"error": "commit must be a hex SHA of 7 to 64 characters", "code": "validation_failed",

@@ -1,7 +1,8 @@
 /**
  * The first admin token. A new installation has no tokens, so at start Slipway makes sure one
- * admin token exists: SLIPWAY_ADMIN_TOKEN when it is set, otherwise a generated one written to
- * `<data dir>/admin-token` with mode 0600, so only the owner of the data directory can read it.
+ * admin token exists: SLIPWAY_ADMIN_TOKEN when it is set, otherwise a generated one. A
+ * generated token is written to `<data dir>/admin-token` with mode 0600, so only the owner
+ * of the data directory can read it.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,7 +23,7 @@ import {
 export const ADMIN_TOKEN_FILE = 'admin-token';
 
 export interface AdminTokenResult {
-  /** Where a generated token was written, when one was. */
+  /** Path of the file a generated token was written to, if one was generated. */
   file: string | undefined;
   created: boolean;
 }

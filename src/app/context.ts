@@ -7,7 +7,7 @@ import { syncDependencies } from '../orchestrator/dependency-sync.js';
 import { openStore, type Store } from '../store/database.js';
 import type { GitHubService } from '../github/service.js';
 
-/** What every role of one process shares. */
+/** Services that every role of one process shares. */
 export interface AppContext {
   config: Config;
   logger: Logger;

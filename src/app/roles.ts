@@ -1,7 +1,7 @@
 /**
- * The roles a process can run (SPEC section 2). Each starter returns a handle whose `stop`
- * finishes in-flight work and releases what the role holds; `runRoles` stops them in reverse
- * order on SIGTERM or SIGINT and then closes the store.
+ * The roles a process can run: api, orchestrator, health-monitor and worker. Each starter
+ * returns a handle whose `stop` finishes in-flight work and releases what the role uses.
+ * `runRolesUntilSignal` stops them in reverse order on SIGTERM or SIGINT, then closes the store.
  */
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type RouteModule } from '../api/server.js';
@@ -103,7 +103,7 @@ export const ROLE_STARTERS: Partial<Record<Exclude<Role, 'all'>, RoleStarter>> =
 
 /**
  * What `slipway serve` runs in one process, in start order. The worker starts right after the
- * API so that it has registered before the health monitor's first `workers` check; roles stop
+ * API, so that it has registered before the health monitor's first `workers` check. Roles stop
  * in reverse order, so the worker hands back its tasks while the API still listens.
  */
 export const SERVE_ROLES: Exclude<Role, 'all'>[] = [

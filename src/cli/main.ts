@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `slipway` command: one subcommand per role (SPEC section 2) and the operator's tools.
+ * The `slipway` command: one subcommand per role and the operator's tools.
  * Exit codes: 0 success, 1 failure, 2 bad usage or configuration.
  */
 import { Command, CommanderError } from 'commander';

@@ -41,7 +41,7 @@ export interface Config {
     port: number;
     /** Number of API processes behind one port (node:cluster). */
     workers: number;
-    /** Seconds a request may take before the server answers 503. */
+    /** Seconds a request may take before the server responds with 503. */
     timeoutSeconds: number;
     bodyLimitBytes: number;
     /** Requests per token per minute; 0 turns rate limiting off. */
@@ -58,7 +58,7 @@ export interface Config {
     name: string | undefined;
     capacity: number;
     executor: ExecutorChoice;
-    /** Seconds a claim holds a task before it must be extended by a heartbeat. */
+    /** Seconds a claim keeps a task before a heartbeat must extend it. */
     leaseSeconds: number;
     dockerHost: string | undefined;
     /** Seconds a stopping worker waits for its tasks before it hands them back. */
@@ -111,7 +111,7 @@ type Env = Record<string, string | undefined>;
 /** Shortest token Slipway accepts from the environment; generated tokens have 36 characters. */
 export const MIN_TOKEN_LENGTH = 16;
 
-/** A bearer token: long enough to resist guessing, and nothing a header would mangle. */
+/** Reads a bearer token that is long enough to resist guessing and safe in a header. */
 function readToken(env: Env, name: string): string | undefined {
   const value = readString(env, name);
   if (value === undefined) return undefined;

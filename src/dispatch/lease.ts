@@ -118,12 +118,7 @@ export async function finishTask(
   audit: AuditContext,
 ): Promise<FinishResult> {
   const task = await requireLease(trx, holder);
-  const job = await trx
-    .selectFrom('jobs')
-    .select(['pipeline'])
-    .where('id', '=', task.job_id)
-    .executeTakeFirstOrThrow();
-  const pipeline = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {});
+  const pipeline = await jobPipeline(trx, task.job_id);
   const allowedAttempts = (pipeline.retries ?? 0) + 1;
   const retry =
     report.status === 'error' &&
@@ -174,12 +169,7 @@ export async function releaseTask(
   audit: AuditContext,
 ): Promise<TaskRow> {
   const task = await requireLease(trx, holder);
-  const job = await trx
-    .selectFrom('jobs')
-    .select(['pipeline'])
-    .where('id', '=', task.job_id)
-    .executeTakeFirstOrThrow();
-  const sideEffects = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {}).sideEffects === true;
+  const sideEffects = (await jobPipeline(trx, task.job_id)).sideEffects === true;
   const cancelled = task.cancel_requested_at !== null;
   let to: 'cancelled' | 'error' | 'queued' = 'queued';
   if (cancelled) to = 'cancelled';
@@ -197,4 +187,14 @@ export async function releaseTask(
   });
   await refreshJobStatus(trx, task.job_id, changes, audit);
   return updated;
+}
+
+/** Reads the pipeline a job was created with, as stored on the job. */
+async function jobPipeline(trx: Trx, jobId: string): Promise<Partial<Pipeline>> {
+  const job = await trx
+    .selectFrom('jobs')
+    .select(['pipeline'])
+    .where('id', '=', jobId)
+    .executeTakeFirstOrThrow();
+  return parseJsonColumn<Partial<Pipeline>>(job.pipeline, {});
 }

@@ -94,17 +94,28 @@ export async function resolveDependents(
     }
     const to = decision.state === 'satisfied' ? 'queued' : 'skipped';
     const reason = decision.state === 'failed' ? decision.reason : null;
-    const tasks = await trx
-      .selectFrom('tasks')
-      .selectAll()
-      .where('job_id', '=', job.id)
-      .where('job_attempt', '=', job.attempt)
-      .where('status', '=', 'waiting')
-      .execute();
-    for (const task of tasks) await transitionTask(trx, task, to, changes, { reason });
-    if (reason !== null) {
-      await trx.updateTable('jobs').set({ reason }).where('id', '=', job.id).execute();
-    }
+    await endWaiting(trx, job, to, reason, changes);
     await refreshJobStatus(trx, job.id, changes, audit);
+  }
+}
+
+/** Moves the waiting tasks of a job's current attempt to `to`, storing `reason` on the job. */
+export async function endWaiting(
+  trx: Transaction<Database>,
+  job: JobRow,
+  to: 'queued' | 'skipped',
+  reason: string | null,
+  changes: ChangeSet,
+): Promise<void> {
+  const tasks = await trx
+    .selectFrom('tasks')
+    .selectAll()
+    .where('job_id', '=', job.id)
+    .where('job_attempt', '=', job.attempt)
+    .where('status', '=', 'waiting')
+    .execute();
+  for (const task of tasks) await transitionTask(trx, task, to, changes, { reason });
+  if (reason !== null) {
+    await trx.updateTable('jobs').set({ reason }).where('id', '=', job.id).execute();
   }
 }

@@ -1,5 +1,5 @@
 /**
- * `PATCH /api/job/{id}/status`: the draft's direct status update, kept for workers and
+ * `PATCH /api/job/{id}/status`: the original API's direct status update, kept for workers and
  * scripts written against it. The new status is applied to every active task of the job's
  * current attempt, so the job's derived status follows; illegal transitions are rejected.
  */

@@ -10,8 +10,8 @@ import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
 import type { Database, JobRow } from '../store/schema.js';
 import { ChangeSet } from './changes.js';
-import { evaluateDependencies } from './dependencies.js';
-import { refreshJobStatus, transitionTask } from './job-status.js';
+import { endWaiting, evaluateDependencies } from './dependencies.js';
+import { refreshJobStatus } from './job-status.js';
 
 export interface WaitingOutcome {
   jobId: string;
@@ -117,17 +117,7 @@ async function settleJob(
     reason = decision.state === 'failed' ? decision.reason : null;
     action = 'state_repaired';
   }
-  const tasks = await trx
-    .selectFrom('tasks')
-    .selectAll()
-    .where('job_id', '=', job.id)
-    .where('job_attempt', '=', job.attempt)
-    .where('status', '=', 'waiting')
-    .execute();
-  for (const task of tasks) await transitionTask(trx, task, to, changes, { reason });
-  if (reason !== null) {
-    await trx.updateTable('jobs').set({ reason }).where('id', '=', job.id).execute();
-  }
+  await endWaiting(trx, job, to, reason, changes);
   await appendAudit(trx, audit, {
     action,
     jobId: job.id,

@@ -18,7 +18,7 @@ export const DEFAULT_PIPELINES_PATH = fileURLToPath(
   new URL('../../slipway.default.yml', import.meta.url),
 );
 
-/** Job types that keep their draft endpoints and are not re-run blindly when marked so. */
+/** Job types whose `side_effects` setting defaults to true, so a lost task is not run again. */
 const SIDE_EFFECT_TYPES = new Set(['deploy', 'rollback', 'recovery']);
 const DEFAULT_TIMEOUT_MS = 60 * 60_000;
 const TEMPLATE = /\$\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}/g;

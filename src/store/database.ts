@@ -58,7 +58,7 @@ export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Data
   const sqlite = new BetterSqlite3(dbPath, { readonly, timeout: BUSY_TIMEOUT_MS });
   if (!readonly) sqlite.pragma('journal_mode = WAL');
   // NORMAL leaves the WAL fsync out of COMMIT; WalSync runs it off the main thread before any
-  // commit is reported, so a committed answer survives a power loss as under FULL. Read-only
+  // commit is reported, so a commit that was reported survives a power loss, as under FULL. Read-only
   // connections write nothing and keep FULL.
   sqlite.pragma(readonly ? 'synchronous = FULL' : 'synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');

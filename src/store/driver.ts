@@ -77,7 +77,7 @@ class CachedConnection implements DatabaseConnection {
   }
 }
 
-/** Serialises use of the one connection: a transaction holds it until it ends. */
+/** Serialises use of the one connection, which a transaction keeps until it ends. */
 class ConnectionMutex {
   #tail: Promise<void> = Promise.resolve();
 

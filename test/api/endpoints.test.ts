@@ -26,7 +26,7 @@ describe('API endpoints, success paths', () => {
     await server.close();
   });
 
-  it('draft trigger paths answer 201 with job_id and status', async () => {
+  it('fixed trigger paths return 201 and job_id', async () => {
     const ci = await trigger('ci', { commit: COMMIT, branch: 'main' });
     expect(ci.status).toBe(201);
     expect(Object.keys(ci.body).sort()).toEqual(['job_id', 'reason', 'status']);
@@ -55,7 +55,7 @@ describe('API endpoints, success paths', () => {
     expect(job.body.branch).toBeNull();
   });
 
-  it('GET job returns the draft fields, tasks and links', async () => {
+  it('GET job returns fields, tasks, links', async () => {
     const created = await trigger('ci', {
       commit: 'ABCDEF0123',
       branch: 'feature/matrix',
@@ -79,7 +79,7 @@ describe('API endpoints, success paths', () => {
     expect(job.body.finished_at).toBeNull();
     expect(job.body.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(job.body.attempt).toBe(1);
-    // No worker runs in this test server, so the job says why it waits.
+    // No worker runs in this test server, so the job's reason explains the wait.
     expect(job.body.reason).toBe('no worker is online');
     expect(job.body.github_run_id).toBe('777');
     expect(job.body.github_run_attempt).toBe(1);

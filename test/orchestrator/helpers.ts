@@ -5,7 +5,7 @@ import { expect } from 'vitest';
 import type { JobView } from '../../src/api/schemas.js';
 import type { TestServer } from '../support/server.js';
 
-/** Pipelines with the draft's chain, local executor, short steps; `extra` is appended. */
+/** Pipelines with the ci -> integration-tests -> deploy chain, local executor, short steps; `extra` is appended. */
 export function writePipelines(dir: string, extra = ''): string {
   const file = path.join(dir, 'slipway.yml');
   fs.writeFileSync(
@@ -54,7 +54,7 @@ export async function getJob(server: TestServer, id: string): Promise<JobView> {
   return response.body;
 }
 
-/** Moves a job through `running` to `to` with the draft's PATCH endpoint, as a worker would. */
+/** Moves a job through `running` to `to` with the PATCH status endpoint, as a worker would. */
 export async function finishJob(server: TestServer, id: string, to: string): Promise<JobView> {
   for (const status of to === 'running' ? ['running'] : ['running', to]) {
     const response = await server.request('PATCH', `/api/job/${id}/status`, {

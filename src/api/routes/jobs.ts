@@ -126,7 +126,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       schema: {
         tags: ['jobs'],
         summary: 'Set the status of every active task of the job (internal; for workers)',
-        description: `Allowed statuses: ${STATUSES.join(', ')}. Illegal transitions answer 409.`,
+        description: `Allowed statuses: ${STATUSES.join(', ')}. An illegal transition gets 409.`,
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
         body: Type.Object(

@@ -1,5 +1,5 @@
 /**
- * Trigger endpoints: the draft's `POST /api/trigger/{ci,integration-tests,deploy}` and the
+ * Trigger endpoints: the original API's `POST /api/trigger/{ci,integration-tests,deploy}` and the
  * generic `POST /api/trigger/{type}` for any job type of the pipeline file.
  */
 import { Type, type Static } from '@sinclair/typebox';
