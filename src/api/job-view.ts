@@ -1,7 +1,9 @@
-import type { Kysely } from 'kysely';
+import type { Config } from '../config/env.js';
+import { explainQueued } from '../orchestrator/diagnose.js';
+import type { Store } from '../store/database.js';
 import { parseJsonColumn } from '../store/json.js';
-import { findJob, listCurrentTasks } from '../store/jobs.js';
-import type { Database, JobRow, TaskRow } from '../store/schema.js';
+import { readCurrentTasks, readJob } from '../store/jobs.js';
+import type { JobRow, TaskRow } from '../store/schema.js';
 import type { JobSummaryView, JobView, TaskView } from './schemas.js';
 
 export function jobSummaryView(job: JobRow): JobSummaryView {
@@ -55,8 +57,18 @@ export function jobView(job: JobRow, tasks: TaskRow[]): JobView {
   return { ...jobSummaryView(job), tasks: tasks.map(taskView) };
 }
 
-export async function loadJobView(db: Kysely<Database>, id: string): Promise<JobView | undefined> {
-  const job = await findJob(db, id);
-  if (job === undefined) return undefined;
-  return jobView(job, await listCurrentTasks(db, job));
+/**
+ * The job as the API shows it, read in one read transaction. A queued job's reason is worked
+ * out now rather than taken from the row, where the sweep may have stored one that is stale
+ * since a worker came online.
+ */
+export function readJobView(store: Store, config: Config, id: string): JobView | undefined {
+  return store.read((sqlite) => {
+    const job = readJob(sqlite, id);
+    if (job === undefined) return undefined;
+    const tasks = readCurrentTasks(sqlite, job);
+    const view = jobView(job, tasks);
+    if (view.status === 'queued') view.reason = explainQueued(sqlite, config, tasks) ?? null;
+    return view;
+  });
 }

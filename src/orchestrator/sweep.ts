@@ -178,7 +178,8 @@ export async function explainQueuedJobs(context: AppContext, audit: AuditContext
       .where('job_attempt', '=', job.attempt)
       .execute();
     wake.push(...tasks.filter((task) => task.status === 'queued').map((task) => task.id));
-    const reason = (await explainQueued(context.store.db, context.config, tasks)) ?? null;
+    const reason =
+      context.store.read((sqlite) => explainQueued(sqlite, context.config, tasks)) ?? null;
     if (reason === job.reason) continue;
     await context.store.write(async (trx) => {
       const updated = await trx

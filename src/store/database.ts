@@ -26,6 +26,7 @@ export interface StoreOptions {
 
 export class Store {
   readonly #writes: WriteQueue;
+  #reader: Reader | undefined;
 
   constructor(
     readonly sqlite: BetterSqlite3.Database,
@@ -34,6 +35,28 @@ export class Store {
     options: StoreOptions & { walSync?: WalSync },
   ) {
     this.#writes = new WriteQueue(db, options);
+    if (options.readonly === true) this.#reader = new Reader(sqlite);
+  }
+
+  /**
+   * Runs `work` on a second connection that only reads, inside one read transaction, so the
+   * rows it reads come from one committed state. It never sees a write transaction that the
+   * main connection holds open, and it does not wait for one. `work` is synchronous: use
+   * prepared queries (see prepared.ts).
+   */
+  read<T>(work: (sqlite: BetterSqlite3.Database) => T): T {
+    this.#reader ??= new Reader(openReader(this.path));
+    return this.#reader.run(work);
+  }
+
+  /**
+   * SQLite's data_version as the read connection sees it: it changes whenever any other
+   * connection, in this process or another, commits a change. Equal values mean nothing was
+   * committed in between, so a result read at the first is still current.
+   */
+  dataVersion(): number {
+    this.#reader ??= new Reader(openReader(this.path));
+    return this.#reader.dataVersion();
   }
 
   /**
@@ -49,8 +72,45 @@ export class Store {
   /** Waits for queued writes to commit, then closes the connection. */
   async close(): Promise<void> {
     await this.#writes.drain();
+    if (this.#reader !== undefined && this.#reader.sqlite !== this.sqlite) {
+      this.#reader.sqlite.close();
+    }
+    this.#reader = undefined;
     await this.db.destroy();
   }
+}
+
+class Reader {
+  readonly #begin: BetterSqlite3.Statement;
+  readonly #commit: BetterSqlite3.Statement;
+  readonly #dataVersion: BetterSqlite3.Statement;
+
+  constructor(readonly sqlite: BetterSqlite3.Database) {
+    this.#begin = sqlite.prepare('BEGIN');
+    this.#commit = sqlite.prepare('COMMIT');
+    this.#dataVersion = sqlite.prepare('PRAGMA data_version').pluck();
+  }
+
+  dataVersion(): number {
+    return this.#dataVersion.get() as number;
+  }
+
+  run<T>(work: (sqlite: BetterSqlite3.Database) => T): T {
+    if (this.sqlite.inTransaction) return work(this.sqlite);
+    this.#begin.run();
+    try {
+      return work(this.sqlite);
+    } finally {
+      this.#commit.run();
+    }
+  }
+}
+
+function openReader(dbPath: string): BetterSqlite3.Database {
+  const reader = new BetterSqlite3(dbPath, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+  reader.pragma('query_only = ON');
+  reader.pragma('cache_size = -16000');
+  return reader;
 }
 
 export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Database {

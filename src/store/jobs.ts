@@ -1,6 +1,31 @@
+import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';
 import type { Status } from '../jobs/status.js';
+import { param, prepare } from './prepared.js';
 import type { Database, JobRow, TaskRow } from './schema.js';
+
+const JOB_BY_ID = prepare<{ id: string }>((db) =>
+  db.selectFrom('jobs').selectAll().where('id', '=', param('id')),
+);
+
+const CURRENT_TASKS = prepare<{ job_id: string; job_attempt: number }>((db) =>
+  db
+    .selectFrom('tasks')
+    .selectAll()
+    .where('job_id', '=', param('job_id'))
+    .where('job_attempt', '=', param<number>('job_attempt'))
+    .orderBy('idx'),
+);
+
+/** The job, read with a prepared statement; for Store.read and other synchronous paths. */
+export function readJob(sqlite: BetterSqlite3.Database, id: string): JobRow | undefined {
+  return JOB_BY_ID.get<JobRow>(sqlite, { id });
+}
+
+/** Tasks of the job's current attempt, in matrix order, with a prepared statement. */
+export function readCurrentTasks(sqlite: BetterSqlite3.Database, job: JobRow): TaskRow[] {
+  return CURRENT_TASKS.all<TaskRow>(sqlite, { job_id: job.id, job_attempt: job.attempt });
+}
 
 export async function findJob(db: Kysely<Database>, id: string): Promise<JobRow | undefined> {
   return db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();

@@ -4,19 +4,22 @@ import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { isTerminal, STATUSES } from '../../jobs/status.js';
 import { cancelJob } from '../../orchestrator/cancel.js';
-import { explainQueued } from '../../orchestrator/diagnose.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
 import { retryJob } from '../../orchestrator/retry.js';
 import { updateJobStatus } from '../../orchestrator/update-status.js';
-import { findJob, listCurrentTasks } from '../../store/jobs.js';
+import { findJob } from '../../store/jobs.js';
 import { ApiError, jobNotFound } from '../errors.js';
-import { loadJobView, jobView } from '../job-view.js';
+import { jobView, readJobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
+import { ResponseCache } from '../response-cache.js';
 import { ErrorSchema, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
 
+const JSON_TYPE = 'application/json; charset=utf-8';
+
 export function registerJobRoutes(app: FastifyInstance, context: AppContext): void {
+  const views = new ResponseCache();
   app.get(
     '/api/job/:job_id',
     {
@@ -29,17 +32,19 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       },
       config: { roles: ['read', 'trigger'] },
     },
-    async (request) => {
+    async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
-      const job = await findJob(context.store.db, id);
-      if (job === undefined) throw jobNotFound(id);
-      const tasks = await listCurrentTasks(context.store.db, job);
-      const view = jobView(job, tasks);
-      // Computed now, because a reason the sweep stored may be stale once a worker is online.
-      if (view.status === 'queued') {
-        view.reason = (await explainQueued(context.store.db, context.config, tasks)) ?? null;
+      // Pollers read the same job again and again; while nothing was committed the answer is
+      // the one already serialised.
+      const version = context.store.dataVersion();
+      let body = views.get(id, version);
+      if (body === undefined) {
+        const view = readJobView(context.store, context.config, id);
+        if (view === undefined) throw jobNotFound(id);
+        body = reply.serialize(view) as string;
+        views.set(id, version, body);
       }
-      return view;
+      return reply.type(JSON_TYPE).send(body);
     },
   );
 
@@ -116,7 +121,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       const { job_id: id } = request.params as { job_id: string };
       await retryJob(context, id, auditContext(request));
       reply.code(201);
-      return loadJobView(context.store.db, id);
+      return readJobView(context.store, context.config, id);
     },
   );
 
@@ -154,7 +159,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         { status: body.status, reason: body.reason, exitCode: body.exit_code },
         auditContext(request),
       );
-      return loadJobView(context.store.db, id);
+      return readJobView(context.store, context.config, id);
     },
   );
 }

@@ -1,0 +1,102 @@
+/**
+ * Queries built with Kysely once and then run as prepared statements, for the paths that run
+ * on every request (a job read, a trigger). Building and compiling a Kysely query costs more
+ * than running it on SQLite, and the async driver adds a promise per statement; a prepared
+ * query pays for both once. The queries are still Kysely builders: they run on better-sqlite3
+ * here, and a PostgreSQL store would compile the same builders with its own compiler.
+ *
+ * A query names its inputs with `param('name')`. They compile to ordinary placeholders, and
+ * `bind` puts each call's values in their places:
+ *
+ *   const byId = prepare((db) => db.selectFrom('jobs').selectAll().where('id', '=', param('id')));
+ *   byId.get<JobRow>(sqlite, { id });
+ */
+import type BetterSqlite3 from 'better-sqlite3';
+import {
+  DummyDriver,
+  Kysely,
+  SqliteAdapter,
+  SqliteIntrospector,
+  SqliteQueryCompiler,
+  type Compilable,
+} from 'kysely';
+import type { Database } from './schema.js';
+
+const MARK = '\u0000param:';
+
+/** A named input of a prepared query. Typed as the column's type so builders accept it. */
+export function param<T = string>(name: string): T {
+  return `${MARK}${name}` as T;
+}
+
+/** Builds queries without a connection; only their SQL text is used. */
+const compiler = new Kysely<Database>({
+  dialect: {
+    createAdapter: () => new SqliteAdapter(),
+    createDriver: () => new DummyDriver(),
+    createIntrospector: (db) => new SqliteIntrospector(db),
+    createQueryCompiler: () => new SqliteQueryCompiler(),
+  },
+});
+
+type Slot = { name: string } | { value: unknown };
+
+const statements = new WeakMap<BetterSqlite3.Database, Map<string, BetterSqlite3.Statement>>();
+
+export class PreparedQuery<P extends Record<string, unknown>> {
+  readonly sql: string;
+  readonly #slots: Slot[];
+
+  constructor(query: Compilable) {
+    const compiled = query.compile();
+    this.sql = compiled.sql;
+    this.#slots = compiled.parameters.map((value) =>
+      typeof value === 'string' && value.startsWith(MARK)
+        ? { name: value.slice(MARK.length) }
+        : { value },
+    );
+  }
+
+  bind(values: P): unknown[] {
+    return this.#slots.map((slot) => {
+      if (!('name' in slot)) return slot.value;
+      const value = values[slot.name];
+      if (value === undefined)
+        throw new Error(`no value for parameter ${slot.name} of ${this.sql}`);
+      return value;
+    });
+  }
+
+  all<R>(sqlite: BetterSqlite3.Database, values: P): R[] {
+    return this.#statement(sqlite).all(this.bind(values)) as R[];
+  }
+
+  get<R>(sqlite: BetterSqlite3.Database, values: P): R | undefined {
+    return this.#statement(sqlite).get(this.bind(values)) as R | undefined;
+  }
+
+  run(sqlite: BetterSqlite3.Database, values: P): BetterSqlite3.RunResult {
+    return this.#statement(sqlite).run(this.bind(values));
+  }
+
+  #statement(sqlite: BetterSqlite3.Database): BetterSqlite3.Statement {
+    let cache = statements.get(sqlite);
+    if (cache === undefined) {
+      cache = new Map();
+      statements.set(sqlite, cache);
+    }
+    let statement = cache.get(this.sql);
+    if (statement === undefined) {
+      statement = sqlite.prepare(this.sql);
+      cache.set(this.sql, statement);
+    }
+    return statement;
+  }
+}
+
+/** Compiles `build`'s query once; see the module comment. */
+export function prepare<P extends Record<string, unknown> = Record<string, never>>(
+  build: (db: Kysely<Database>) => Compilable,
+): PreparedQuery<P> {
+  return new PreparedQuery<P>(build(compiler));
+}
