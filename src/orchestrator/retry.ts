@@ -22,7 +22,7 @@ export async function retryJob(
   audit: AuditContext,
 ): Promise<JobRow> {
   const changes = new ChangeSet();
-  const job = await context.store.write(async (trx) => {
+  const job = await context.store.write(async (trx, sqlite) => {
     const current = await findJob(trx, jobId);
     if (current === undefined) throw jobNotFound(jobId);
     if (!isTerminal(current.status)) {
@@ -65,7 +65,7 @@ export async function retryJob(
       })
       .where('id', '=', jobId)
       .execute();
-    await insertTasks(trx, next, combinations, pipeline, changes, context.config.maxTaskAttempts);
+    insertTasks(sqlite, next, combinations, pipeline, changes, context.config.maxTaskAttempts);
     await appendAudit(trx, audit, {
       action: 'job_retried',
       jobId,

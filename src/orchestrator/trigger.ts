@@ -3,6 +3,7 @@
  * concurrency group, all in one transaction with its audit row.
  */
 import { createHash } from 'node:crypto';
+import type BetterSqlite3 from 'better-sqlite3';
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { ApiError } from '../api/errors.js';
@@ -11,9 +12,10 @@ import { expandMatrix, MatrixError, taskName } from '../jobs/matrix.js';
 import type { Status } from '../jobs/status.js';
 import { renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
-import { appendAudit, type AuditContext } from '../store/audit.js';
-import { findJobByGithubRun, findJobByIdempotencyKey } from '../store/jobs.js';
-import type { Database, JobRow, NewTask } from '../store/schema.js';
+import { writeAudit, type AuditContext } from '../store/audit.js';
+import { readJobByGithubRun, readJobByIdempotencyKey } from '../store/jobs.js';
+import { param, paramsFor, prepare } from '../store/prepared.js';
+import type { Database, JobRow, TaskRow } from '../store/schema.js';
 import { nowIso } from '../util/time.js';
 import { cancelJob } from './cancel.js';
 import { ChangeSet } from './changes.js';
@@ -43,6 +45,74 @@ export interface TriggerResult {
 
 const PRIMARY_KEY_RETRIES = 5;
 
+const JOB_COLUMNS = [
+  'id',
+  'type',
+  'status',
+  'commit_sha',
+  'branch',
+  'params',
+  'github_run_id',
+  'github_run_attempt',
+  'idempotency_key',
+  'request_hash',
+  'attempt',
+  'reason',
+  'requested_by',
+  'concurrency_group',
+  'pipeline',
+  'created_at',
+  'queued_at',
+  'started_at',
+  'finished_at',
+  'updated_at',
+] as const satisfies ReadonlyArray<keyof JobRow>;
+
+// A column added to JobsTable but not to JOB_COLUMNS would be left out of every insert.
+const everyJobColumn: Exclude<keyof JobRow, (typeof JOB_COLUMNS)[number]> extends never
+  ? true
+  : never = true;
+void everyJobColumn;
+
+const TASK_COLUMNS = [
+  'id',
+  'job_id',
+  'job_attempt',
+  'idx',
+  'name',
+  'matrix',
+  'status',
+  'executor',
+  'worker_id',
+  'lease_expires_at',
+  'attempt',
+  'max_attempts',
+  'exit_code',
+  'log_path',
+  'reason',
+  'cancel_requested_at',
+  'created_at',
+  'queued_at',
+  'started_at',
+  'finished_at',
+  'updated_at',
+] as const satisfies ReadonlyArray<keyof TaskRow>;
+
+type NewTaskRow = Pick<TaskRow, (typeof TASK_COLUMNS)[number]>;
+
+const INSERT_JOB = prepare<JobRow>((db) => db.insertInto('jobs').values(paramsFor(JOB_COLUMNS)));
+const INSERT_TASK = prepare<NewTaskRow>((db) =>
+  db.insertInto('tasks').values(paramsFor(TASK_COLUMNS)),
+);
+const ACTIVE_IN_GROUP = prepare<{ group: string; id: string }>((db) =>
+  db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('concurrency_group', '=', param('group'))
+    .where('status', 'in', ['waiting', 'queued', 'running'])
+    .where('id', '!=', param('id')),
+);
+
 export function findPipeline(context: AppContext, type: string): Pipeline {
   const pipeline = context.pipelines.pipelines[type];
   if (pipeline === undefined) {
@@ -65,10 +135,11 @@ export async function triggerJob(
   const combinations = matrixOf(pipeline, request);
   const requestHash = hashRequest(request);
   const changes = new ChangeSet();
-  const result = await context.store.write(async (trx) => {
-    const existing = await findExisting(trx, request, requestHash);
+  const result = await context.store.write(async (trx, sqlite) => {
+    const existing = findExisting(sqlite, request, requestHash);
     if (existing !== undefined) return { job: existing, created: false };
     const job = await insertJob(trx, context, request, pipeline, combinations, requestHash, {
+      sqlite,
       changes,
       audit,
     });
@@ -89,13 +160,13 @@ function matrixOf(pipeline: Pipeline, request: TriggerRequest): Array<Record<str
   }
 }
 
-async function findExisting(
-  trx: Trx,
+function findExisting(
+  sqlite: BetterSqlite3.Database,
   request: TriggerRequest,
   requestHash: string,
-): Promise<JobRow | undefined> {
+): JobRow | undefined {
   if (request.idempotencyKey !== null) {
-    const job = await findJobByIdempotencyKey(trx, request.idempotencyKey);
+    const job = readJobByIdempotencyKey(sqlite, request.idempotencyKey);
     if (job !== undefined) {
       if (job.request_hash !== requestHash) {
         throw new ApiError(
@@ -110,8 +181,8 @@ async function findExisting(
     }
   }
   if (request.githubRunId !== null) {
-    return findJobByGithubRun(
-      trx,
+    return readJobByGithubRun(
+      sqlite,
       request.type,
       request.githubRunId,
       request.githubRunAttempt ?? 1,
@@ -129,7 +200,7 @@ async function insertJob(
   requestHash: string,
   options: InsertOptions,
 ): Promise<JobRow> {
-  const { changes, audit } = options;
+  const { sqlite, changes, audit } = options;
   if (pipeline.triggerNeeds || options.triggerMissing === true) {
     await triggerMissingNeeds(trx, context, request, options);
   }
@@ -172,11 +243,11 @@ async function insertJob(
     finished_at: status === 'skipped' ? now : null,
     updated_at: now,
   };
-  await insertWithFreshId(trx, row);
+  insertWithFreshId(sqlite, row);
   changes.record('job-created', { jobId: row.id, type: row.type, status });
-  await insertTasks(trx, row, combinations, pipeline, changes, context.config.maxTaskAttempts);
+  insertTasks(sqlite, row, combinations, pipeline, changes, context.config.maxTaskAttempts);
 
-  await appendAudit(trx, audit, {
+  writeAudit(sqlite, audit, {
     action: 'job_triggered',
     jobId: row.id,
     details: {
@@ -193,12 +264,14 @@ async function insertJob(
   });
 
   if (group !== null && pipeline.concurrency?.cancelInProgress === true && status !== 'skipped') {
-    await cancelOlderInGroup(trx, row, changes, audit);
+    await cancelOlderInGroup(trx, sqlite, row, changes, audit);
   }
   return row;
 }
 
 interface InsertOptions {
+  /** The write's connection, for the prepared queries. */
+  sqlite: BetterSqlite3.Database;
   changes: ChangeSet;
   audit: AuditContext;
   /** Trigger needed job types that have no job for the commit yet, transitively. */
@@ -250,31 +323,32 @@ async function triggerMissingNeeds(
 }
 
 /** Inserts the job, drawing a new random id when the 8 hex digits collide with another job. */
-async function insertWithFreshId(trx: Trx, row: JobRow): Promise<void> {
+function insertWithFreshId(sqlite: BetterSqlite3.Database, row: JobRow): void {
   for (let attempt = 1; ; attempt += 1) {
-    const clash = await trx
-      .selectFrom('jobs')
-      .select('id')
-      .where('id', '=', row.id)
-      .executeTakeFirst();
-    if (clash === undefined) break;
-    if (attempt >= PRIMARY_KEY_RETRIES) throw new Error(`no free job id after ${attempt} tries`);
-    row.id = newJobId(row.type);
+    try {
+      INSERT_JOB.run(sqlite, row);
+      return;
+    } catch (error) {
+      // A failed INSERT ends only its own statement; the transaction goes on.
+      const clash = (error as { code?: unknown }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+      if (!clash) throw error;
+      if (attempt >= PRIMARY_KEY_RETRIES) throw new Error(`no free job id after ${attempt} tries`);
+      row.id = newJobId(row.type);
+    }
   }
-  await trx.insertInto('jobs').values(row).execute();
 }
 
-export async function insertTasks(
-  trx: Trx,
+export function insertTasks(
+  sqlite: BetterSqlite3.Database,
   job: JobRow,
   combinations: Array<Record<string, string>>,
   pipeline: Pipeline,
   changes: ChangeSet,
   maxAttempts: number,
-): Promise<void> {
+): void {
   const now = nowIso();
   const status: Status = job.status;
-  const tasks: NewTask[] = combinations.map((matrix, index) => ({
+  const tasks: NewTaskRow[] = combinations.map((matrix, index) => ({
     id: taskId(job.id, job.attempt, index),
     job_id: job.id,
     job_attempt: job.attempt,
@@ -297,24 +371,19 @@ export async function insertTasks(
     finished_at: status === 'skipped' ? now : null,
     updated_at: now,
   }));
-  await trx.insertInto('tasks').values(tasks).execute();
+  for (const task of tasks) INSERT_TASK.run(sqlite, task);
   if (status === 'queued') for (const task of tasks) changes.taskQueued(task.id);
 }
 
 /** With cancel-in-progress, a new job in a concurrency group cancels the older active ones. */
 async function cancelOlderInGroup(
   trx: Trx,
+  sqlite: BetterSqlite3.Database,
   job: JobRow,
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<void> {
-  const older = await trx
-    .selectFrom('jobs')
-    .selectAll()
-    .where('concurrency_group', '=', job.concurrency_group)
-    .where('status', 'in', ['waiting', 'queued', 'running'])
-    .where('id', '!=', job.id)
-    .execute();
+  const older = ACTIVE_IN_GROUP.all<JobRow>(sqlite, { group: job.concurrency_group!, id: job.id });
   for (const other of older) {
     await cancelJob(
       trx,

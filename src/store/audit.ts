@@ -1,6 +1,8 @@
-import type { Kysely } from 'kysely';
+import type BetterSqlite3 from 'better-sqlite3';
+import type { Insertable, Kysely } from 'kysely';
 import { nowIso } from '../util/time.js';
-import type { Database } from './schema.js';
+import { param, prepare } from './prepared.js';
+import type { AuditLogTable, Database } from './schema.js';
 
 /** Who did something and from where; every mutating request carries one. */
 export interface AuditContext {
@@ -18,25 +20,50 @@ export interface AuditEntry {
   details?: Record<string, unknown> | undefined;
 }
 
+type AuditRow = Required<Omit<Insertable<AuditLogTable>, 'id'>>;
+
+function auditRow(context: AuditContext, entry: AuditEntry): AuditRow {
+  return {
+    action: entry.action,
+    actor: context.actor,
+    job_id: entry.jobId ?? null,
+    task_id: entry.taskId ?? null,
+    request_id: context.requestId ?? null,
+    source: context.source ?? null,
+    details: JSON.stringify(entry.details ?? {}),
+    created_at: nowIso(),
+  };
+}
+
+const INSERT_AUDIT = prepare<AuditRow>((db) =>
+  db.insertInto('audit_log').values({
+    action: param('action'),
+    actor: param('actor'),
+    job_id: param('job_id'),
+    task_id: param('task_id'),
+    request_id: param('request_id'),
+    source: param('source'),
+    details: param('details'),
+    created_at: param('created_at'),
+  }),
+);
+
 /** Appends one audit row; call it inside the transaction that makes the change. */
 export async function appendAudit(
   db: Kysely<Database>,
   context: AuditContext,
   entry: AuditEntry,
 ): Promise<void> {
-  await db
-    .insertInto('audit_log')
-    .values({
-      action: entry.action,
-      actor: context.actor,
-      job_id: entry.jobId ?? null,
-      task_id: entry.taskId ?? null,
-      request_id: context.requestId ?? null,
-      source: context.source ?? null,
-      details: JSON.stringify(entry.details ?? {}),
-      created_at: nowIso(),
-    })
-    .execute();
+  await db.insertInto('audit_log').values(auditRow(context, entry)).execute();
+}
+
+/** appendAudit with a prepared statement, for a write's `sqlite` connection (see WriteWork). */
+export function writeAudit(
+  sqlite: BetterSqlite3.Database,
+  context: AuditContext,
+  entry: AuditEntry,
+): void {
+  INSERT_AUDIT.run(sqlite, auditRow(context, entry));
 }
 
 export interface AuditQuery {

@@ -34,7 +34,7 @@ export class Store {
     readonly path: string,
     options: StoreOptions & { walSync?: WalSync },
   ) {
-    this.#writes = new WriteQueue(db, options);
+    this.#writes = new WriteQueue(db, sqlite, options);
     if (options.readonly === true) this.#reader = new Reader(sqlite);
   }
 

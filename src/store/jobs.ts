@@ -27,30 +27,41 @@ export function readCurrentTasks(sqlite: BetterSqlite3.Database, job: JobRow): T
   return CURRENT_TASKS.all<TaskRow>(sqlite, { job_id: job.id, job_attempt: job.attempt });
 }
 
-export async function findJob(db: Kysely<Database>, id: string): Promise<JobRow | undefined> {
-  return db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
-}
+const JOB_BY_IDEMPOTENCY_KEY = prepare<{ key: string }>((db) =>
+  db.selectFrom('jobs').selectAll().where('idempotency_key', '=', param('key')),
+);
 
-export async function findJobByIdempotencyKey(
-  db: Kysely<Database>,
+const JOB_BY_GITHUB_RUN = prepare<{ type: string; run_id: string; run_attempt: number }>((db) =>
+  db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('type', '=', param('type'))
+    .where('github_run_id', '=', param('run_id'))
+    .where('github_run_attempt', '=', param<number>('run_attempt')),
+);
+
+export function readJobByIdempotencyKey(
+  sqlite: BetterSqlite3.Database,
   key: string,
-): Promise<JobRow | undefined> {
-  return db.selectFrom('jobs').selectAll().where('idempotency_key', '=', key).executeTakeFirst();
+): JobRow | undefined {
+  return JOB_BY_IDEMPOTENCY_KEY.get<JobRow>(sqlite, { key });
 }
 
-export async function findJobByGithubRun(
-  db: Kysely<Database>,
+export function readJobByGithubRun(
+  sqlite: BetterSqlite3.Database,
   type: string,
   runId: string,
   runAttempt: number,
-): Promise<JobRow | undefined> {
-  return db
-    .selectFrom('jobs')
-    .selectAll()
-    .where('type', '=', type)
-    .where('github_run_id', '=', runId)
-    .where('github_run_attempt', '=', runAttempt)
-    .executeTakeFirst();
+): JobRow | undefined {
+  return JOB_BY_GITHUB_RUN.get<JobRow>(sqlite, {
+    type,
+    run_id: runId,
+    run_attempt: runAttempt,
+  });
+}
+
+export async function findJob(db: Kysely<Database>, id: string): Promise<JobRow | undefined> {
+  return db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
 /** Tasks of the job's current attempt, in matrix order. */

@@ -94,6 +94,15 @@ export class PreparedQuery<P extends Record<string, unknown>> {
   }
 }
 
+/**
+ * `{ column: param('column') }` for each column, for an insert of whole rows. The values are
+ * typed `never` so that they fit every column type; the row passed at run time is checked
+ * against the table type instead (see PreparedQuery's parameter type).
+ */
+export function paramsFor<K extends string>(columns: readonly K[]): Record<K, never> {
+  return Object.fromEntries(columns.map((column) => [column, param(column)])) as Record<K, never>;
+}
+
 /** Compiles `build`'s query once; see the module comment. */
 export function prepare<P extends Record<string, unknown> = Record<string, never>>(
   build: (db: Kysely<Database>) => Compilable,
