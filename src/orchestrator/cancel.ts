@@ -1,7 +1,9 @@
 import type { Transaction } from 'kysely';
 import { isTerminal } from '../jobs/status.js';
-import { appendAudit, type AuditContext } from '../store/audit.js';
-import { listCurrentTasks } from '../store/jobs.js';
+import { writeAudit, type AuditContext } from '../store/audit.js';
+import { readCurrentTasks } from '../store/jobs.js';
+import { updateById } from '../store/prepared.js';
+import { writeConnection } from '../store/write-queue.js';
 import type { Database, JobRow } from '../store/schema.js';
 import { nowIso } from '../util/time.js';
 import type { ChangeSet } from './changes.js';
@@ -20,18 +22,15 @@ export async function cancelJob(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<JobRow> {
+  const sqlite = writeConnection(trx);
   const now = nowIso();
-  const tasks = await listCurrentTasks(trx, job);
+  const tasks = readCurrentTasks(sqlite, job);
   let requested = 0;
   for (const task of tasks) {
     if (isTerminal(task.status)) continue;
     if (task.status === 'running') {
       if (task.cancel_requested_at === null) {
-        await trx
-          .updateTable('tasks')
-          .set({ cancel_requested_at: now, reason, updated_at: now })
-          .where('id', '=', task.id)
-          .execute();
+        updateById(sqlite, 'tasks', task.id, { cancel_requested_at: now, reason, updated_at: now });
         changes.record('task-cancel-requested', task.id);
       }
       requested += 1;
@@ -39,8 +38,8 @@ export async function cancelJob(
       await transitionTask(trx, task, 'cancelled', changes, { reason });
     }
   }
-  await trx.updateTable('jobs').set({ reason, updated_at: now }).where('id', '=', job.id).execute();
-  await appendAudit(trx, audit, {
+  updateById(sqlite, 'jobs', job.id, { reason, updated_at: now });
+  writeAudit(sqlite, audit, {
     action: 'job_cancelled',
     jobId: job.id,
     details: { reason, running_tasks_signalled: requested, previous_status: job.status },

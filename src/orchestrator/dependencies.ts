@@ -2,10 +2,13 @@
  * Dependency gating: a job whose type depends on other types for the same commit waits
  * until a job of each of them succeeded, and is skipped when one ends otherwise.
  */
-import type { Kysely, Transaction } from 'kysely';
-import { isTerminal } from '../jobs/status.js';
+import type BetterSqlite3 from 'better-sqlite3';
+import type { Transaction } from 'kysely';
+import { isTerminal, type Status } from '../jobs/status.js';
 import type { AuditContext } from '../store/audit.js';
-import type { Database, JobRow } from '../store/schema.js';
+import { param, prepare, updateById } from '../store/prepared.js';
+import type { Database, JobRow, TaskRow } from '../store/schema.js';
+import { writeConnection } from '../store/write-queue.js';
 import type { ChangeSet } from './changes.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
@@ -15,39 +18,71 @@ export type DependencyState =
   | { state: 'waiting'; reason: string; missing: string[] }
   | { state: 'failed'; reason: string };
 
-export async function dependenciesOf(db: Kysely<Database>, type: string): Promise<string[]> {
-  const rows = await db
+const NEEDS = prepare<{ type: string }>((db) =>
+  db
     .selectFrom('workflow_dependencies')
     .select('depends_on')
-    .where('workflow', '=', type)
-    .orderBy('depends_on')
-    .execute();
-  return rows.map((row) => row.depends_on);
+    .where('workflow', '=', param('type'))
+    .orderBy('depends_on'),
+);
+
+const LATEST_OF_TYPE = prepare<{ commit: string; type: string }>((db) =>
+  db
+    .selectFrom('jobs')
+    .select(['id', 'status'])
+    .where('commit_sha', '=', param('commit'))
+    .where('type', '=', param('type'))
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(1),
+);
+
+const WAITING_DEPENDENTS = prepare<{ type: string; commit: string }>((db) =>
+  db
+    .selectFrom('jobs')
+    .innerJoin('workflow_dependencies', 'workflow_dependencies.workflow', 'jobs.type')
+    .selectAll('jobs')
+    .where('workflow_dependencies.depends_on', '=', param('type'))
+    .where('jobs.commit_sha', '=', param('commit'))
+    .where('jobs.status', '=', 'waiting'),
+);
+
+const WAITING_TASKS = prepare<{ job_id: string; job_attempt: number }>((db) =>
+  db
+    .selectFrom('tasks')
+    .selectAll()
+    .where('job_id', '=', param('job_id'))
+    .where('job_attempt', '=', param<number>('job_attempt'))
+    .where('status', '=', 'waiting'),
+);
+
+/** The job types that `type` needs, from workflow_dependencies. */
+export function dependenciesOf(sqlite: BetterSqlite3.Database, type: string): string[] {
+  return NEEDS.all<{ depends_on: string }>(sqlite, { type }).map((row) => row.depends_on);
 }
 
 export function shortCommit(commit: string | null): string {
   return commit === null ? '(no commit)' : commit.slice(0, 7);
 }
 
-/** Decides whether a job of `type` for `commit` may start, from the latest job of each need. */
-export async function evaluateDependencies(
-  db: Kysely<Database>,
+/**
+ * Decides whether a job of `type` for `commit` may start, from the latest job of each need.
+ * `sqlite` is a write's connection (writeConnection) or a read's (Store.read).
+ */
+export function evaluateDependencies(
+  sqlite: BetterSqlite3.Database,
   type: string,
   commit: string | null,
-): Promise<DependencyState> {
+): DependencyState {
   if (commit === null) return { state: 'satisfied' };
-  const needs = await dependenciesOf(db, type);
+  const needs = dependenciesOf(sqlite, type);
   const waitingFor: string[] = [];
   const missing: string[] = [];
   for (const need of needs) {
-    const latest = await db
-      .selectFrom('jobs')
-      .select(['id', 'status'])
-      .where('commit_sha', '=', commit)
-      .where('type', '=', need)
-      .orderBy('created_at', 'desc')
-      .orderBy('id', 'desc')
-      .executeTakeFirst();
+    const latest = LATEST_OF_TYPE.get<{ id: string; status: Status }>(sqlite, {
+      commit,
+      type: need,
+    });
     if (latest === undefined || !isTerminal(latest.status)) {
       waitingFor.push(need);
       if (latest === undefined) missing.push(need);
@@ -74,22 +109,15 @@ export async function resolveDependents(
   audit: AuditContext,
 ): Promise<void> {
   if (finished.commit_sha === null) return;
-  const dependents = await trx
-    .selectFrom('jobs')
-    .innerJoin('workflow_dependencies', 'workflow_dependencies.workflow', 'jobs.type')
-    .selectAll('jobs')
-    .where('workflow_dependencies.depends_on', '=', finished.type)
-    .where('jobs.commit_sha', '=', finished.commit_sha)
-    .where('jobs.status', '=', 'waiting')
-    .execute();
+  const sqlite = writeConnection(trx);
+  const dependents = WAITING_DEPENDENTS.all<JobRow>(sqlite, {
+    type: finished.type,
+    commit: finished.commit_sha,
+  });
   for (const job of dependents) {
-    const decision = await evaluateDependencies(trx, job.type, job.commit_sha);
+    const decision = evaluateDependencies(sqlite, job.type, job.commit_sha);
     if (decision.state === 'waiting') {
-      await trx
-        .updateTable('jobs')
-        .set({ reason: decision.reason })
-        .where('id', '=', job.id)
-        .execute();
+      updateById(sqlite, 'jobs', job.id, { reason: decision.reason });
       continue;
     }
     const to = decision.state === 'satisfied' ? 'queued' : 'skipped';
@@ -107,15 +135,8 @@ export async function endWaiting(
   reason: string | null,
   changes: ChangeSet,
 ): Promise<void> {
-  const tasks = await trx
-    .selectFrom('tasks')
-    .selectAll()
-    .where('job_id', '=', job.id)
-    .where('job_attempt', '=', job.attempt)
-    .where('status', '=', 'waiting')
-    .execute();
+  const sqlite = writeConnection(trx);
+  const tasks = WAITING_TASKS.all<TaskRow>(sqlite, { job_id: job.id, job_attempt: job.attempt });
   for (const task of tasks) await transitionTask(trx, task, to, changes, { reason });
-  if (reason !== null) {
-    await trx.updateTable('jobs').set({ reason }).where('id', '=', job.id).execute();
-  }
+  if (reason !== null) updateById(sqlite, 'jobs', job.id, { reason });
 }

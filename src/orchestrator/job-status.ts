@@ -3,17 +3,39 @@
  * goes through transitionTask, and every change of a job through refreshJobStatus, so the
  * rules of jobs/status.ts are enforced in one place.
  */
+import type BetterSqlite3 from 'better-sqlite3';
 import type { Transaction } from 'kysely';
 import { canTransition, deriveJobStatus, isTerminal, type Status } from '../jobs/status.js';
-import { appendAudit, type AuditContext } from '../store/audit.js';
-import { findJob } from '../store/jobs.js';
+import { writeAudit, type AuditContext } from '../store/audit.js';
+import { readJob } from '../store/jobs.js';
+import { param, prepare, updateById } from '../store/prepared.js';
 import type { Database, JobRow, TaskRow } from '../store/schema.js';
+import { writeConnection } from '../store/write-queue.js';
 import { nowIso } from '../util/time.js';
 import type { ChangeSet } from './changes.js';
 import { applyOnSuccess } from './on-success.js';
 import { resolveDependents } from './dependencies.js';
 
 type Trx = Transaction<Database>;
+
+const TASK_STATUSES = prepare<{ job_id: string; job_attempt: number }>((db) =>
+  db
+    .selectFrom('tasks')
+    .select('status')
+    .where('job_id', '=', param('job_id'))
+    .where('job_attempt', '=', param<number>('job_attempt')),
+);
+
+const FIRST_UNSUCCESSFUL_TASK = prepare<{ job_id: string; job_attempt: number }>((db) =>
+  db
+    .selectFrom('tasks')
+    .select(['name', 'status', 'reason', 'exit_code'])
+    .where('job_id', '=', param('job_id'))
+    .where('job_attempt', '=', param<number>('job_attempt'))
+    .where('status', '!=', 'success')
+    .orderBy('idx')
+    .limit(1),
+);
 
 export class TransitionError extends Error {
   constructor(
@@ -60,7 +82,7 @@ export async function transitionTask(
     update.finished_at = now;
     update.lease_expires_at = null;
   }
-  await trx.updateTable('tasks').set(update).where('id', '=', task.id).execute();
+  updateById(writeConnection(trx), 'tasks', task.id, update);
   changes.record('task-status', { taskId: task.id, jobId: task.job_id, from: task.status, to });
   return { ...task, ...update };
 }
@@ -75,14 +97,13 @@ export async function refreshJobStatus(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<JobRow> {
-  const job = await findJob(trx, jobId);
+  const sqlite = writeConnection(trx);
+  const job = readJob(sqlite, jobId);
   if (job === undefined) throw new Error(`job ${jobId} vanished inside its own transaction`);
-  const statuses = await trx
-    .selectFrom('tasks')
-    .select('status')
-    .where('job_id', '=', job.id)
-    .where('job_attempt', '=', job.attempt)
-    .execute();
+  const statuses = TASK_STATUSES.all<{ status: Status }>(sqlite, {
+    job_id: job.id,
+    job_attempt: job.attempt,
+  });
   const derived = deriveJobStatus(statuses.map((row) => row.status));
   if (derived === job.status) return job;
 
@@ -93,14 +114,14 @@ export async function refreshJobStatus(
   if (isTerminal(derived)) update.finished_at = now;
   if (derived === 'queued' || derived === 'running') update.reason = null;
   if (isTerminal(derived) && derived !== 'success' && job.reason === null) {
-    update.reason = await firstTaskReason(trx, job);
+    update.reason = firstTaskReason(sqlite, job);
   }
-  await trx.updateTable('jobs').set(update).where('id', '=', job.id).execute();
+  updateById(sqlite, 'jobs', job.id, update);
   const updated: JobRow = { ...job, ...update };
   changes.record('job-status', { jobId: job.id, type: job.type, from: job.status, to: derived });
 
   if (isTerminal(derived)) {
-    await appendAudit(trx, audit, {
+    writeAudit(sqlite, audit, {
       action: 'job_finished',
       jobId: job.id,
       details: { status: derived, attempt: job.attempt, reason: updated.reason },
@@ -111,15 +132,10 @@ export async function refreshJobStatus(
   return updated;
 }
 
-async function firstTaskReason(trx: Trx, job: JobRow): Promise<string | null> {
-  const row = await trx
-    .selectFrom('tasks')
-    .select(['name', 'status', 'reason', 'exit_code'])
-    .where('job_id', '=', job.id)
-    .where('job_attempt', '=', job.attempt)
-    .where('status', '!=', 'success')
-    .orderBy('idx')
-    .executeTakeFirst();
+function firstTaskReason(sqlite: BetterSqlite3.Database, job: JobRow): string | null {
+  const row = FIRST_UNSUCCESSFUL_TASK.get<
+    Pick<TaskRow, 'name' | 'status' | 'reason' | 'exit_code'>
+  >(sqlite, { job_id: job.id, job_attempt: job.attempt });
   if (row === undefined) return null;
   if (row.reason !== null) return `${row.name}: ${row.reason}`;
   if (row.exit_code !== null) return `${row.name}: a step exited with code ${row.exit_code}`;

@@ -37,7 +37,7 @@ export async function retryJob(
     const inputs = parseJsonColumn<Record<string, unknown>>(current.params, {});
     const params = (inputs.params ?? {}) as Record<string, unknown>;
     const combinations = expandMatrix(pipeline.matrix ?? [], { ...params, ...inputs });
-    const dependencies = await evaluateDependencies(trx, current.type, current.commit_sha);
+    const dependencies = evaluateDependencies(sqlite, current.type, current.commit_sha);
     const status: Status = (
       { satisfied: 'queued', waiting: 'waiting', failed: 'skipped' } as const
     )[dependencies.state];

@@ -205,7 +205,7 @@ async function insertJob(
     await triggerMissingNeeds(trx, context, request, options);
   }
   const now = nowIso();
-  const dependencies = await evaluateDependencies(trx, request.type, request.commit);
+  const dependencies = evaluateDependencies(sqlite, request.type, request.commit);
   let status: Status = 'queued';
   let reason: string | null = null;
   if (dependencies.state === 'waiting') {
@@ -290,7 +290,7 @@ async function triggerMissingNeeds(
   options: InsertOptions,
 ): Promise<void> {
   if (request.commit === null) return;
-  for (const need of await dependenciesOf(trx, request.type)) {
+  for (const need of dependenciesOf(options.sqlite, request.type)) {
     const existing = await trx
       .selectFrom('jobs')
       .select('id')

@@ -9,6 +9,7 @@ import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
 import type { Database, JobRow } from '../store/schema.js';
+import { writeConnection } from '../store/write-queue.js';
 import { ChangeSet } from './changes.js';
 import { endWaiting, evaluateDependencies } from './dependencies.js';
 import { refreshJobStatus } from './job-status.js';
@@ -88,7 +89,9 @@ async function isSettled(
   job: JobRow,
   now: number,
 ): Promise<boolean> {
-  const decision = await evaluateDependencies(db, job.type, job.commit_sha);
+  const decision = context.store.read((sqlite) =>
+    evaluateDependencies(sqlite, job.type, job.commit_sha),
+  );
   if (decision.state !== 'waiting') return true;
   return now - (await waitingSince(db, job)) >= dependencyTimeoutMs(context, job);
 }
@@ -101,7 +104,7 @@ async function settleJob(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<WaitingOutcome | undefined> {
-  const decision = await evaluateDependencies(trx, job.type, job.commit_sha);
+  const decision = evaluateDependencies(writeConnection(trx), job.type, job.commit_sha);
   let to: WaitingOutcome['to'];
   let reason: string | null;
   let action: string;

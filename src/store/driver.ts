@@ -20,6 +20,7 @@ import {
   type QueryResult,
 } from 'kysely';
 import type { WalSync } from './wal-sync.js';
+import { isBusyError } from './write-queue.js';
 
 const STATEMENT_CACHE_SIZE = 500;
 
@@ -93,13 +94,24 @@ class ConnectionMutex {
   }
 }
 
+/** Longest pause between two tries to take the write lock that another process holds. */
+const MAX_LOCK_WAIT_MS = 4;
+
 class CachingSqliteDriver implements Driver {
   readonly #connection: CachedConnection;
   readonly #mutex = new ConnectionMutex();
+  readonly #busyTimeoutMs: number;
+  readonly #noWait: BetterSqlite3.Statement;
+  readonly #restoreWait: BetterSqlite3.Statement;
+  readonly #beginImmediate: BetterSqlite3.Statement;
   #release: (() => void) | undefined;
 
   constructor(sqlite: BetterSqlite3.Database, walSync: WalSync | undefined) {
     this.#connection = new CachedConnection(sqlite, walSync);
+    this.#busyTimeoutMs = Number(sqlite.pragma('busy_timeout', { simple: true }));
+    this.#noWait = sqlite.prepare('PRAGMA busy_timeout = 0');
+    this.#restoreWait = sqlite.prepare(`PRAGMA busy_timeout = ${this.#busyTimeoutMs}`);
+    this.#beginImmediate = sqlite.prepare('BEGIN IMMEDIATE');
   }
 
   async init(): Promise<void> {}
@@ -109,8 +121,25 @@ class CachingSqliteDriver implements Driver {
     return this.#connection;
   }
 
-  async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw('BEGIN IMMEDIATE'));
+  /**
+   * Takes the write lock. While another process holds it, SQLite's busy handler would sleep
+   * on the main thread and stop this process from serving anything, reads included; so the
+   * lock is tried without waiting and the wait happens on a timer, up to busy_timeout.
+   */
+  async beginTransaction(): Promise<void> {
+    const deadline = Date.now() + this.#busyTimeoutMs;
+    for (let pause = 1; ; pause = Math.min(pause * 2, MAX_LOCK_WAIT_MS)) {
+      this.#noWait.run();
+      try {
+        this.#beginImmediate.run();
+        return;
+      } catch (error) {
+        if (!isBusyError(error) || Date.now() >= deadline) throw error;
+      } finally {
+        this.#restoreWait.run();
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {

@@ -103,6 +103,31 @@ export function paramsFor<K extends string>(columns: readonly K[]): Record<K, ne
   return Object.fromEntries(columns.map((column) => [column, param(column)])) as Record<K, never>;
 }
 
+const updates = new Map<string, PreparedQuery<Record<string, unknown>>>();
+
+/**
+ * `UPDATE table SET <the keys of values> WHERE id = ?` as a prepared query, one per table and
+ * set of columns, for updates whose columns depend on the change (a task that ends also gets
+ * finished_at). Returns how many rows changed.
+ */
+export function updateById(
+  sqlite: BetterSqlite3.Database,
+  table: 'jobs' | 'tasks',
+  id: string,
+  values: Record<string, unknown>,
+): number {
+  const columns = Object.keys(values);
+  const key = `${table}:${columns.join(',')}`;
+  let query = updates.get(key);
+  if (query === undefined) {
+    query = prepare((db) =>
+      db.updateTable(table).set(paramsFor(columns)).where('id', '=', param('row_id')),
+    );
+    updates.set(key, query);
+  }
+  return query.run(sqlite, { ...values, row_id: id }).changes;
+}
+
 /** Compiles `build`'s query once; see the module comment. */
 export function prepare<P extends Record<string, unknown> = Record<string, never>>(
   build: (db: Kysely<Database>) => Compilable,

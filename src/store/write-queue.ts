@@ -20,6 +20,20 @@ export type WriteWork<T> = (
   sqlite: BetterSqlite3.Database,
 ) => Promise<T>;
 
+/** The connection under each open write transaction, for writeConnection. */
+const connections = new WeakMap<Transaction<Database>, BetterSqlite3.Database>();
+
+/**
+ * The connection that a Store.write transaction runs on, for prepared queries in code that
+ * receives only the transaction. Throws for anything that is not a write's transaction, since
+ * a prepared statement on the bare connection would run outside it.
+ */
+export function writeConnection(trx: Transaction<Database>): BetterSqlite3.Database {
+  const sqlite = connections.get(trx);
+  if (sqlite === undefined) throw new Error('prepared writes need the transaction of Store.write');
+  return sqlite;
+}
+
 interface PendingWrite {
   work: WriteWork<unknown>;
   resolve: (value: unknown) => void;
@@ -142,6 +156,7 @@ export class WriteQueue {
   ): Promise<Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>> {
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     const trx = await this.#db.startTransaction().execute();
+    connections.set(trx, this.#sqlite);
     try {
       for (const write of batch) {
         this.#savepoint.run();
@@ -167,6 +182,8 @@ export class WriteQueue {
     } catch (error) {
       await trx.rollback().execute();
       throw error;
+    } finally {
+      connections.delete(trx);
     }
   }
 }
