@@ -27,6 +27,7 @@ export interface StoreOptions {
 export class Store {
   readonly #writes: WriteQueue;
   #reader: Reader | undefined;
+  #closed = false;
 
   constructor(
     readonly sqlite: BetterSqlite3.Database,
@@ -45,8 +46,7 @@ export class Store {
    * prepared queries (see prepared.ts).
    */
   read<T>(work: (sqlite: BetterSqlite3.Database) => T): T {
-    this.#reader ??= new Reader(openReader(this.path));
-    return this.#reader.run(work);
+    return this.#openReader().run(work);
   }
 
   /**
@@ -55,8 +55,18 @@ export class Store {
    * committed in between, so a result read at the first is still current.
    */
   dataVersion(): number {
+    return this.#openReader().dataVersion();
+  }
+
+  /**
+   * Opens the read connection on first use. After close it throws instead, because a read
+   * from a timer or request that outlives the store would otherwise open a connection that
+   * nothing closes.
+   */
+  #openReader(): Reader {
+    if (this.#closed) throw new Error(`the store for ${this.path} is closed`);
     this.#reader ??= new Reader(openReader(this.path));
-    return this.#reader.dataVersion();
+    return this.#reader;
   }
 
   /**
@@ -72,6 +82,7 @@ export class Store {
   /** Waits for queued writes to commit, then closes the connection. */
   async close(): Promise<void> {
     await this.#writes.drain();
+    this.#closed = true;
     if (this.#reader !== undefined && this.#reader.sqlite !== this.sqlite) {
       this.#reader.sqlite.close();
     }
