@@ -28,6 +28,7 @@ export class Store {
   readonly #writes: WriteQueue;
   #reader: Reader | undefined;
   #closed = false;
+  #readersOpened = 0;
 
   constructor(
     readonly sqlite: BetterSqlite3.Database,
@@ -46,16 +47,26 @@ export class Store {
    * prepared queries (see prepared.ts).
    */
   read<T>(work: (sqlite: BetterSqlite3.Database) => T): T {
-    return this.#openReader().run(work);
+    const reader = this.#openReader();
+    try {
+      return reader.run(work);
+    } finally {
+      // A reader whose transaction could not end would serve its old snapshot forever.
+      if (reader.stuck && reader.sqlite !== this.sqlite) this.#reader = undefined;
+    }
   }
 
   /**
-   * SQLite's data_version as the read connection sees it: it changes whenever any other
-   * connection, in this process or another, commits a change. Equal values mean nothing was
-   * committed in between, so a result read at the first is still current.
+   * SQLite's data_version as the read connection sees it, offset per read connection: it
+   * changes whenever any other connection, in this process or another, commits a change.
+   * Equal values mean nothing was committed in between, so a result read at the first is
+   * still current.
    */
   dataVersion(): number {
-    return this.#openReader().dataVersion();
+    const version = this.#openReader().dataVersion();
+    // Each connection counts from its own start, so a replaced reader could repeat a number
+    // that the one before it returned; the count of readers opened keeps them apart.
+    return this.#readersOpened * 2 ** 32 + version;
   }
 
   /**
@@ -65,7 +76,10 @@ export class Store {
    */
   #openReader(): Reader {
     if (this.#closed) throw new Error(`the store for ${this.path} is closed`);
-    this.#reader ??= new Reader(openReader(this.path));
+    if (this.#reader === undefined) {
+      this.#reader = new Reader(openReader(this.path));
+      this.#readersOpened += 1;
+    }
     return this.#reader;
   }
 
@@ -106,13 +120,35 @@ class Reader {
     return this.#dataVersion.get() as number;
   }
 
+  /** Set when the read transaction could not end; the store then opens a new reader. */
+  stuck = false;
+
   run<T>(work: (sqlite: BetterSqlite3.Database) => T): T {
     if (this.sqlite.inTransaction) return work(this.sqlite);
     this.#begin.run();
+    let value: T;
     try {
-      return work(this.sqlite);
+      value = work(this.sqlite);
     } finally {
+      this.#end();
+    }
+    return value;
+  }
+
+  /**
+   * Ends the read transaction. better-sqlite3 refuses COMMIT, ROLLBACK and close while an
+   * iterator that `work` left unfinished is still open, so such a connection is dropped.
+   * NOTE: a dropped connection stays open until its iterator finishes or is collected.
+   */
+  #end(): void {
+    try {
       this.#commit.run();
+    } catch (error) {
+      this.stuck = true;
+      throw new Error(
+        'could not end the read transaction; a read must finish or return() every iterator',
+        { cause: error },
+      );
     }
   }
 }

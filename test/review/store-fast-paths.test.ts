@@ -170,6 +170,27 @@ describe('store fast paths', () => {
     await expect(missing).rejects.toThrow(/reason/);
   });
 
+  it('read left with a statement open', async () => {
+    await setVariable(store, 'SEEN', 'before');
+    const version = store.dataVersion();
+    // A read that stops part way through an iterator leaves its statement active.
+    const stopped = () =>
+      store.read((sqlite) => {
+        const rows = sqlite.prepare('SELECT name FROM state_variables').iterate();
+        return rows.next().value as { name: string } | undefined;
+      });
+    expect(stopped).toThrow(/read transaction/);
+    await store.write(async (trx) => {
+      await trx
+        .updateTable('state_variables')
+        .set({ value: 'after' })
+        .where('name', '=', 'SEEN')
+        .execute();
+    });
+    expect(store.dataVersion()).not.toBe(version);
+    expect(readVariable(store, 'SEEN')).toBe('after');
+  });
+
   it('read after close throws', async () => {
     expect(readVariable(store, 'ANY')).toBeUndefined();
     await store.close();
