@@ -1,13 +1,15 @@
 -- wrk script: POST /api/trigger/ci with a unique github_run_id per request, so that every
 -- request creates a new job on both servers (a repeated run id is an idempotent retry here).
 -- TOKEN (environment) is sent as a bearer token; the peer ignores it.
+-- thread:set defines a global in the thread's own Lua state, so `thread_number` must not be a
+-- local of this chunk: a local would shadow it, every thread would send the same run ids and
+-- half the requests would be idempotent retries.
 local counter = 0
-local thread_id = 0
 local threads = {}
 
 function setup(thread)
-  thread:set("thread_id", #threads + 1)
   table.insert(threads, thread)
+  thread:set("thread_number", #threads)
 end
 
 function init(args)
@@ -22,7 +24,7 @@ end
 
 function request()
   counter = counter + 1
-  local run_id = string.format("%d%09d", thread_id, counter)
+  local run_id = string.format("%d%09d", thread_number, counter)
   local body = '{"commit":"0123456789abcdef0123456789abcdef01234567","branch":"main",'
     .. '"python_versions":["3.10","3.11"],"github_run_id":"' .. run_id .. '"}'
   return wrk.format(nil, nil, nil, body)

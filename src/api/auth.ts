@@ -33,22 +33,28 @@ interface CacheEntry {
 }
 
 export class TokenVerifier {
+  // Keyed by the token itself, so that a cached check costs no SHA-256; entries live
+  // TOKEN_CACHE_MS, and the map is emptied when it grows past 10,000 tokens.
   readonly #cache = new Map<string, CacheEntry>();
 
   constructor(readonly db: Kysely<Database>) {}
 
+  /** The cached answer for the token, or undefined when it must be looked up. */
+  cached(token: string, now = Date.now()): CacheEntry | undefined {
+    const entry = this.#cache.get(token);
+    return entry !== undefined && entry.expiresAt > now ? entry : undefined;
+  }
+
   async verify(token: string): Promise<Principal | undefined> {
-    const tokenHash = hashToken(token);
-    const cached = this.#cache.get(tokenHash);
-    const now = Date.now();
-    if (cached !== undefined && cached.expiresAt > now) return cached.principal;
-    const row = await findTokenByHash(this.db, tokenHash);
+    const cached = this.cached(token);
+    if (cached !== undefined) return cached.principal;
+    const row = await findTokenByHash(this.db, hashToken(token));
     const principal =
       row === undefined || row.revoked_at !== null
         ? undefined
         : { tokenId: row.id, name: row.name, role: row.role };
     if (this.#cache.size > 10_000) this.#cache.clear();
-    this.#cache.set(tokenHash, { principal, expiresAt: now + TOKEN_CACHE_MS });
+    this.#cache.set(token, { principal, expiresAt: Date.now() + TOKEN_CACHE_MS });
     return principal;
   }
 
@@ -66,32 +72,55 @@ export function bearerToken(request: FastifyRequest): string | undefined {
 
 export function registerAuth(app: FastifyInstance, verifier: TokenVerifier): void {
   app.decorateRequest('principal', undefined);
-  app.addHook('onRequest', async (request) => {
+  // A callback hook rather than an async one: most requests carry a token that is cached,
+  // and then nothing here needs to wait.
+  app.addHook('onRequest', (request, _reply, done) => {
     const roles = request.routeOptions.config?.roles;
     const token = bearerToken(request);
-    if (token !== undefined) request.principal = await verifier.verify(token);
-    if (roles === undefined) return;
     if (token === undefined) {
-      throw new ApiError(
-        'unauthorized',
-        'missing bearer token: send "Authorization: Bearer <token>" (create one with `slipway token create`)',
-        'Authorization',
-        'required',
-      );
+      done(admit(undefined, undefined, roles));
+      return;
     }
-    const principal = request.principal;
-    if (principal === undefined) {
-      throw new ApiError('unauthorized', 'unknown or revoked token', 'Authorization', 'valid');
+    const cached = verifier.cached(token);
+    if (cached !== undefined) {
+      request.principal = cached.principal;
+      done(admit(token, cached.principal, roles));
+      return;
     }
-    if (principal.role !== 'admin' && !roles.includes(principal.role)) {
-      const admitted = [...new Set([...roles, 'admin'])];
-      throw new ApiError(
-        'forbidden',
-        `token "${principal.name}" has role ${principal.role}; this endpoint needs role ` +
-          admitted.join(' or '),
-        'Authorization',
-        'role',
-      );
-    }
+    verifier.verify(token).then((principal) => {
+      request.principal = principal;
+      done(admit(token, principal, roles));
+    }, done);
   });
+}
+
+/** The error that keeps the request out, or undefined when the route admits it. */
+function admit(
+  token: string | undefined,
+  principal: Principal | undefined,
+  roles: readonly TokenRole[] | undefined,
+): ApiError | undefined {
+  if (roles === undefined) return undefined;
+  if (token === undefined) {
+    return new ApiError(
+      'unauthorized',
+      'missing bearer token: send "Authorization: Bearer <token>" (create one with `slipway token create`)',
+      'Authorization',
+      'required',
+    );
+  }
+  if (principal === undefined) {
+    return new ApiError('unauthorized', 'unknown or revoked token', 'Authorization', 'valid');
+  }
+  if (principal.role !== 'admin' && !roles.includes(principal.role)) {
+    const admitted = [...new Set([...roles, 'admin'])];
+    return new ApiError(
+      'forbidden',
+      `token "${principal.name}" has role ${principal.role}; this endpoint needs role ` +
+        admitted.join(' or '),
+      'Authorization',
+      'role',
+    );
+  }
+  return undefined;
 }

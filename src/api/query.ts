@@ -5,15 +5,21 @@
  */
 import type { TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { ApiError } from './errors.js';
 
 /** Converts the query of a route with a TypeBox querystring schema. Runs as a preValidation hook. */
-export async function convertQuery(request: FastifyRequest): Promise<void> {
+export function convertQuery(
+  request: FastifyRequest,
+  _reply: FastifyReply,
+  done: HookHandlerDoneFunction,
+): void {
   const schema = request.routeOptions.schema?.querystring as TSchema | undefined;
-  if (schema === undefined || request.query === null || typeof request.query !== 'object') return;
-  // Value.Convert leaves values it cannot convert as they are, so validation still rejects them.
-  request.query = Value.Convert(schema, request.query);
+  if (schema !== undefined && request.query !== null && typeof request.query === 'object') {
+    // Value.Convert leaves values it cannot convert as they are, so validation still rejects them.
+    request.query = Value.Convert(schema, request.query);
+  }
+  done();
 }
 
 /**

@@ -77,8 +77,9 @@ export async function buildServer(
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
 
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
+    done(null, payload);
   });
 
   await app.register(swagger, {

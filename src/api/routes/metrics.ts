@@ -31,7 +31,7 @@ export function registerMetricsRoutes(app: FastifyInstance, context: AppContext)
 
   registerHealthGauges(registry, context);
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     requestDuration.observe(
       {
         method: request.method,
@@ -40,6 +40,7 @@ export function registerMetricsRoutes(app: FastifyInstance, context: AppContext)
       },
       reply.elapsedTime / 1000,
     );
+    done();
   });
 
   app.get(
