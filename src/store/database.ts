@@ -65,7 +65,7 @@ export class Store {
   dataVersion(): number {
     const version = this.#openReader().dataVersion();
     // Each connection counts from its own start, so a replaced reader could repeat a number
-    // that the one before it returned; the count of readers opened keeps them apart.
+    // that the one before it returned. Adding the count of readers opened keeps them apart.
     return this.#readersOpened * 2 ** 32 + version;
   }
 

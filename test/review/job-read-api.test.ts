@@ -1,7 +1,7 @@
 /**
  * Review tests for GET /api/job/{id} behind the response cache and for the trigger, cancel
  * and dependency paths that now run prepared queries. Every step reads the job once before
- * the change, so a cached answer exists that the change must replace.
+ * the change, so a cached response exists that the change must replace.
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -60,14 +60,14 @@ describe('store fast paths', () => {
       inserted = resolve;
     });
     let finish!: () => void;
-    const held = new Promise<void>((resolve) => {
+    const writeHeldOpen = new Promise<void>((resolve) => {
       finish = resolve;
     });
     const before = store.dataVersion();
     const write = store.write(async (_trx, sqlite) => {
       SET_VARIABLE.run(sqlite, { name: 'OPEN', value: 'uncommitted', now: '2026-01-01T00:00:00Z' });
       inserted();
-      await held;
+      await writeHeldOpen;
     });
     await insertedSignal;
     expect(store.sqlite.inTransaction).toBe(true);
@@ -135,16 +135,7 @@ describe('store fast paths', () => {
   });
 
   it('updateById binds null and rejects undefined', async () => {
-    await setVariable(store, 'NULLABLE', 'v');
-    await store.write(async (trx, sqlite) => {
-      await trx
-        .updateTable('state_variables')
-        .set({ synced_at: '2026-01-01T00:00:00Z', synced_value: 'v' })
-        .where('name', '=', 'NULLABLE')
-        .execute();
-      void sqlite;
-    });
-    // jobs and tasks are the tables updateById serves; create a job and a task row by hand.
+    // updateById serves the jobs and tasks tables, so the test inserts a job row by hand.
     const now = '2026-01-01T00:00:00.000Z';
     await store.write(async (_trx, sqlite) => {
       sqlite
@@ -249,7 +240,7 @@ describe('store fast paths', () => {
     const started = Date.now();
     const write = setVariable(store, 'WAITER', 'w');
     // While the write waits for the lock, the event loop keeps running: timers fire on time
-    // and reads answer.
+    // and reads return.
     let maxLagMs = 0;
     for (let index = 0; index < 10; index += 1) {
       const tick = Date.now();
