@@ -100,6 +100,15 @@ const TASK_COLUMNS = [
 
 type NewTaskRow = Pick<TaskRow, (typeof TASK_COLUMNS)[number]>;
 
+// The same for tasks; duration_ms is written when a task ends, never at insert.
+const everyTaskColumn: Exclude<
+  keyof TaskRow,
+  (typeof TASK_COLUMNS)[number] | 'duration_ms'
+> extends never
+  ? true
+  : never = true;
+void everyTaskColumn;
+
 const INSERT_JOB = prepare<JobRow>((db) => db.insertInto('jobs').values(paramsFor(JOB_COLUMNS)));
 const INSERT_TASK = prepare<NewTaskRow>((db) =>
   db.insertInto('tasks').values(paramsFor(TASK_COLUMNS)),

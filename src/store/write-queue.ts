@@ -45,6 +45,12 @@ const MAX_BATCH = 256;
 
 const BUSY_CODES = new Set(['SQLITE_BUSY', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_LOCKED']);
 const MAX_BUSY_RETRIES = 5;
+/**
+ * A busy error is retried only this soon after the flush began. Taking the write lock already
+ * waits up to busy_timeout (see the driver), and retrying after that wait would make a caller
+ * wait several times as long.
+ */
+const BUSY_RETRY_WINDOW_MS = 1_000;
 
 export function isBusyError(error: unknown): boolean {
   return (
@@ -118,6 +124,7 @@ export class WriteQueue {
 
   async #flush(): Promise<void> {
     const batch = this.#pending.splice(0, MAX_BATCH);
+    const started = Date.now();
     for (let attempt = 1; ; attempt += 1) {
       try {
         const outcomes = await this.#commit(batch);
@@ -139,7 +146,8 @@ export class WriteQueue {
         void synced.finally(() => this.#syncing.delete(synced));
         return;
       } catch (error) {
-        if (isBusyError(error) && attempt < MAX_BUSY_RETRIES) {
+        const retry = attempt < MAX_BUSY_RETRIES && Date.now() - started < BUSY_RETRY_WINDOW_MS;
+        if (isBusyError(error) && retry) {
           this.#logger?.warn({ err: error, attempt }, 'database busy, retrying commit');
           await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
           continue;
