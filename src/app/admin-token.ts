@@ -3,6 +3,11 @@
  * admin token exists: SLIPWAY_ADMIN_TOKEN when it is set, otherwise a generated one. A
  * generated token is written to `<data dir>/admin-token` with mode 0600, so only the owner
  * of the data directory can read it.
+ *
+ * Changing SLIPWAY_ADMIN_TOKEN rotates it: the new value is registered and the admin tokens
+ * registered from earlier values are revoked in the same transaction, so an old value that
+ * leaked stops working. A generated token and tokens made with `slipway token create` stay as
+ * they are.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,6 +24,7 @@ import {
   findTokenByHash,
   hashToken,
 } from '../store/tokens.js';
+import { nowIso } from '../util/time.js';
 
 export const ADMIN_TOKEN_FILE = 'admin-token';
 
@@ -45,17 +51,24 @@ export async function ensureAdminToken(
     } else if ((await countActiveAdminTokens(trx)) > 0) {
       return undefined;
     }
+    const earlier = configured === undefined ? [] : await revokeEarlierEnvTokens(trx);
     const name = await freeTokenName(trx, 'admin');
-    const { token } = await createToken(trx, name, 'admin', configured);
+    const { token } = await createToken(
+      trx,
+      name,
+      'admin',
+      configured,
+      configured === undefined ? null : ENV_ORIGIN,
+    );
     await appendAudit(trx, STARTUP_ACTOR, {
       action: 'token_created',
       details: {
         name,
         role: 'admin',
-        origin: configured === undefined ? 'generated' : 'SLIPWAY_ADMIN_TOKEN',
+        origin: configured === undefined ? 'generated' : ENV_ORIGIN,
       },
     });
-    return { existing: undefined, token, name };
+    return { existing: undefined, token, name, revoked: earlier };
   });
 
   if (created?.existing !== undefined) {
@@ -70,6 +83,12 @@ export async function ensureAdminToken(
   if (created === undefined) return { file: undefined, created: false };
   if (configured !== undefined) {
     logger.info({ name: created.name }, 'admin token from SLIPWAY_ADMIN_TOKEN registered');
+    if (created.revoked.length > 0) {
+      logger.warn(
+        { revoked: created.revoked },
+        'SLIPWAY_ADMIN_TOKEN changed: the admin tokens of its earlier values are revoked',
+      );
+    }
     return { file: undefined, created: true };
   }
   const file = path.join(config.dataDir, ADMIN_TOKEN_FILE);
@@ -80,6 +99,30 @@ export async function ensureAdminToken(
 }
 
 const STARTUP_ACTOR = { actor: 'slipway', requestId: undefined, source: os.hostname() };
+const ENV_ORIGIN = 'SLIPWAY_ADMIN_TOKEN';
+
+/**
+ * Revokes the active admin tokens that were registered from SLIPWAY_ADMIN_TOKEN, each with an
+ * audit row, and returns their names.
+ */
+async function revokeEarlierEnvTokens(trx: Kysely<Database>): Promise<string[]> {
+  const rows = await trx
+    .selectFrom('api_tokens')
+    .select(['id', 'name'])
+    .where('role', '=', 'admin')
+    .where('revoked_at', 'is', null)
+    .where('env_variable', '=', ENV_ORIGIN)
+    .execute();
+  const now = nowIso();
+  for (const row of rows) {
+    await trx.updateTable('api_tokens').set({ revoked_at: now }).where('id', '=', row.id).execute();
+    await appendAudit(trx, STARTUP_ACTOR, {
+      action: 'token_revoked',
+      details: { token: row.name, count: 1, reason: 'SLIPWAY_ADMIN_TOKEN changed' },
+    });
+  }
+  return rows.map((row) => row.name);
+}
 
 /**
  * Returns `base` when no token has that name, else `base-2`, `base-3`, ... Token names are

@@ -42,7 +42,13 @@ export async function ensureAgentToken(
     // Token names are unique, so a new value replaces the earlier one in its row.
     if (earlier !== undefined)
       await trx.deleteFrom('api_tokens').where('id', '=', earlier.id).execute();
-    const created = await createToken(trx, ENV_AGENT_TOKEN_NAME, 'agent', configured);
+    const created = await createToken(
+      trx,
+      ENV_AGENT_TOKEN_NAME,
+      'agent',
+      configured,
+      'SLIPWAY_AGENT_TOKEN',
+    );
     await appendAudit(
       trx,
       { actor: 'api', source: os.hostname() },

@@ -150,6 +150,8 @@ export interface ApiTokensTable {
   created_at: string;
   last_used_at: string | null;
   revoked_at: string | null;
+  /** The environment variable the token was registered from, if any. */
+  env_variable: Generated<string | null>;
 }
 
 export interface WorkersTable {

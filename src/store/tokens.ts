@@ -14,14 +14,19 @@ export function generateToken(): string {
   return `${TOKEN_PREFIX}${randomBytes(24).toString('base64url')}`;
 }
 
-/** Creates a token and returns it in clear; only its hash is stored. */
+/**
+ * Creates a token and returns it in clear; only its hash is stored. `envVariable` names the
+ * environment variable a configured token came from.
+ */
 export async function createToken(
   db: Kysely<Database>,
   name: string,
   role: TokenRole,
   token: string = generateToken(),
+  envVariable: string | null = null,
 ): Promise<{ token: string; row: TokenRow }> {
   const row = {
+    env_variable: envVariable,
     name,
     role,
     token_hash: hashToken(token),

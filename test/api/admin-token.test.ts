@@ -1,8 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { revokeToken } from '../../src/store/tokens.js';
-import { makeTempDir, startTestServer } from '../support/server.js';
+import { Migrator, sql } from 'kysely';
+import { openStore } from '../../src/store/database.js';
+import { migrationProvider } from '../../src/store/migrations/index.js';
+import { createToken, revokeToken } from '../../src/store/tokens.js';
+import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
 const ENV_TOKEN = 'slw_admin-token-from-the-environment-01';
 
@@ -89,6 +92,120 @@ describe('first admin token', () => {
       expect(rows.map((row) => row.name)).toEqual(['admin', 'admin-2']);
     } finally {
       await restarted.close();
+    }
+  });
+});
+
+describe('changing SLIPWAY_ADMIN_TOKEN', () => {
+  const FIRST = 'slw_first-admin-value-0000000000000000';
+  const SECOND = 'slw_second-admin-value-000000000000000';
+  let dataDir: string;
+
+  beforeAll(() => {
+    dataDir = makeTempDir('slipway-rotate-');
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const status = async (server: TestServer, token: string) =>
+    (await server.request('GET', '/api/state', { token })).status;
+
+  it('revokes the token of the earlier value and keeps other admin tokens', async () => {
+    const first = await startTestServer({ SLIPWAY_DATA_DIR: dataDir, SLIPWAY_ADMIN_TOKEN: FIRST });
+    const { token: manual } = await first.context.store.write((trx) =>
+      createToken(trx, 'ops', 'admin'),
+    );
+    expect(await status(first, FIRST)).toBe(200);
+    await first.close();
+
+    const second = await startTestServer({
+      SLIPWAY_DATA_DIR: dataDir,
+      SLIPWAY_ADMIN_TOKEN: SECOND,
+    });
+    try {
+      expect(await status(second, FIRST)).toBe(401);
+      expect(await status(second, SECOND)).toBe(200);
+      expect(await status(second, manual)).toBe(200);
+      const rows = await second.context.store.db
+        .selectFrom('api_tokens')
+        .select(['name', 'env_variable'])
+        .select((eb) => eb('revoked_at', 'is not', null).as('revoked'))
+        .orderBy('id')
+        .execute();
+      expect(rows).toEqual([
+        { name: 'admin', env_variable: 'SLIPWAY_ADMIN_TOKEN', revoked: 1 },
+        { name: 'ops', env_variable: null, revoked: 0 },
+        { name: 'admin-2', env_variable: 'SLIPWAY_ADMIN_TOKEN', revoked: 0 },
+      ]);
+      const audit = await second.request('GET', '/api/admin/audit-log?action=token_revoked', {
+        token: SECOND,
+      });
+      expect(audit.body.entries.map((entry: { details: unknown }) => entry.details)).toEqual([
+        { token: 'admin', count: 1, reason: 'SLIPWAY_ADMIN_TOKEN changed' },
+      ]);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('changes nothing when started again with the same value', async () => {
+    const again = await startTestServer({ SLIPWAY_DATA_DIR: dataDir, SLIPWAY_ADMIN_TOKEN: SECOND });
+    try {
+      expect(await status(again, SECOND)).toBe(200);
+      const active = await again.context.store.db
+        .selectFrom('api_tokens')
+        .select('name')
+        .where('revoked_at', 'is', null)
+        .orderBy('id')
+        .execute();
+      expect(active.map((row) => row.name)).toEqual(['ops', 'admin-2']);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+describe('token origin of an earlier schema', () => {
+  it('marks admin tokens registered from the variable before the column existed', async () => {
+    const dbPath = path.join(makeTempDir('slipway-token-origin-'), 'old.db');
+    const old = await openStore(dbPath, { migrate: false });
+    const migrator = new Migrator({
+      db: old.db,
+      provider: migrationProvider,
+      migrationTableName: 'schema_migrations',
+      migrationLockTableName: 'schema_migrations_lock',
+      allowUnorderedMigrations: true,
+    });
+    const { error } = await migrator.migrateTo('0003_jobs_commit_status');
+    expect(error).toBeUndefined();
+    const now = new Date().toISOString();
+    for (const [name, origin] of [
+      ['admin', 'generated'],
+      ['admin-2', 'SLIPWAY_ADMIN_TOKEN'],
+    ] as const) {
+      await sql`INSERT INTO api_tokens (name, role, token_hash, prefix, created_at)
+        VALUES (${name}, 'admin', ${name + '-hash'}, 'slw_xxxx', ${now})`.execute(old.db);
+      await sql`INSERT INTO audit_log (action, actor, details, created_at)
+        VALUES ('token_created', 'slipway', ${JSON.stringify({ name, role: 'admin', origin })}, ${now})`.execute(
+        old.db,
+      );
+    }
+    await old.close();
+
+    const store = await openStore(dbPath);
+    try {
+      const rows = await store.db
+        .selectFrom('api_tokens')
+        .select(['name', 'env_variable'])
+        .orderBy('id')
+        .execute();
+      expect(rows).toEqual([
+        { name: 'admin', env_variable: null },
+        { name: 'admin-2', env_variable: 'SLIPWAY_ADMIN_TOKEN' },
+      ]);
+    } finally {
+      await store.close();
     }
   });
 });

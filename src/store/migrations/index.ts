@@ -2,6 +2,7 @@ import type { Migration, MigrationProvider } from 'kysely';
 import * as initial from './0001_initial.js';
 import * as defaultDependencies from './0002_default_dependencies.js';
 import * as jobsCommitStatus from './0003_jobs_commit_status.js';
+import * as tokenEnvVariable from './0004_token_env_variable.js';
 import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
 import * as healthState from './0030_health_state.js';
@@ -16,6 +17,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_default_dependencies': defaultDependencies,
   '0003_jobs_commit_status': jobsCommitStatus,
+  '0004_token_env_variable': tokenEnvVariable,
   '0010_task_execution': taskExecution,
   '0011_worker_session': workerSession,
   '0030_health_state': healthState,
