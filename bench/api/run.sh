@@ -4,7 +4,7 @@
 #   GET /api/job/{id}      a job with two tasks, seeded before the run
 #   POST /api/trigger/ci   a new job per request (unique github_run_id), durable before 201
 # Prints requests/s, p50 and p99 latency, the server's RSS after the run, and the ratios.
-#   DURATION (10s)  CONNECTIONS (32)  THREADS (2)  API_WORKERS (Slipway processes, 2)
+#   DURATION (10s)  CONNECTIONS (32)  THREADS (2)  API_WORKERS (Slipway processes, 1)
 #   PEER_WORKERS (gunicorn workers, 4)  OUT_DIR (/tmp/slipway-bench-api)
 set -euo pipefail
 
@@ -14,7 +14,7 @@ PEER_DIR="${PEER_DIR:-$ROOT/../shared/peers/seed-flask}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-2}"
-SLIPWAY_PROCESSES="${API_WORKERS:-2}"
+SLIPWAY_PROCESSES="${API_WORKERS:-1}"
 PEER_WORKERS="${PEER_WORKERS:-4}"
 OUT_DIR="${OUT_DIR:-/tmp/slipway-bench-api}"
 SLIPWAY_PORT="${SLIPWAY_PORT:-5091}"
