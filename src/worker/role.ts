@@ -1,16 +1,20 @@
 /**
  * The `worker` role. `slipway worker` talks to SLIPWAY_API_URL with SLIPWAY_AGENT_TOKEN.
  * In `slipway serve` the worker runs next to the API in the same process, still over HTTP,
- * with an agent token the process creates for itself and revokes when it stops.
+ * with an agent token the process creates for itself and revokes when it stops. A process
+ * that was killed could not revoke its token, so each new one first revokes the tokens of
+ * in-process workers on this host whose process no longer runs.
  */
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
+import type { Kysely } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import type { RunningRole } from '../app/roles.js';
 import { ConfigError } from '../config/env.js';
 import { MirrorSet } from '../execution/checkout.js';
 import { selectExecutors } from '../execution/select.js';
 import { appendAudit } from '../store/audit.js';
+import type { Database } from '../store/schema.js';
 import { createToken, revokeToken } from '../store/tokens.js';
 import { AgentClient } from './client.js';
 import { Worker } from './worker.js';
@@ -27,7 +31,7 @@ export async function startWorker(context: AppContext): Promise<RunningRole> {
         'is required for `slipway worker`; create one with `slipway token create --role agent --name <worker>`',
       );
     }
-    selfTokenName = `in-process-worker-${randomBytes(4).toString('hex')}`;
+    selfTokenName = `${selfTokenPrefix()}${process.pid}-${randomBytes(2).toString('hex')}`;
     token = await createSelfToken(context, selfTokenName);
   }
   const apiUrl = local ?? config.worker.apiUrl;
@@ -65,14 +69,72 @@ export async function startWorker(context: AppContext): Promise<RunningRole> {
   };
 }
 
+/** Names of self tokens are this prefix, the pid and four hex digits. */
+const SELF_TOKEN_TAIL = /^(\d+)-[0-9a-f]{4}$/;
+
+function selfTokenPrefix(host = os.hostname()): string {
+  return `in-process-worker-${host}-`;
+}
+
+/**
+ * Revokes the active self tokens of this host whose process is gone, each with an audit row,
+ * and returns their names. A pid that is in use again keeps its token, which errs on the side
+ * of leaving a live worker alone; tokens named before names carried the pid are not touched.
+ */
+export async function revokeOrphanedSelfTokens(
+  trx: Kysely<Database>,
+  isRunning: (pid: number) => boolean = processRunning,
+): Promise<string[]> {
+  const prefix = selfTokenPrefix();
+  const rows = await trx
+    .selectFrom('api_tokens')
+    .select('name')
+    .where('role', '=', 'agent')
+    .where('revoked_at', 'is', null)
+    .where('name', 'like', `${prefix}%`)
+    .execute();
+  const orphaned = rows
+    .map((row) => row.name)
+    .filter((name) => {
+      // LIKE also matches _ and % in the host name as wildcards, so compare exactly here.
+      const match = name.startsWith(prefix)
+        ? SELF_TOKEN_TAIL.exec(name.slice(prefix.length))
+        : null;
+      return match !== null && !isRunning(Number(match[1]));
+    });
+  for (const name of orphaned) {
+    await revokeToken(trx, name);
+    await appendAudit(trx, SERVE_ACTOR, {
+      action: 'token_revoked',
+      details: { token: name, count: 1, reason: 'its serve process is no longer running' },
+    });
+  }
+  return orphaned;
+}
+
+function processRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: the pid exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const SERVE_ACTOR = { actor: 'serve', source: os.hostname() };
+
 async function createSelfToken(context: AppContext, name: string): Promise<string> {
   return context.store.write(async (trx) => {
+    const orphaned = await revokeOrphanedSelfTokens(trx);
+    if (orphaned.length > 0) {
+      context.logger.info({ revoked: orphaned }, 'revoked the tokens of killed in-process workers');
+    }
     const created = await createToken(trx, name, 'agent');
-    await appendAudit(
-      trx,
-      { actor: 'serve', source: os.hostname() },
-      { action: 'token_created', details: { name, role: 'agent', prefix: created.row.prefix } },
-    );
+    await appendAudit(trx, SERVE_ACTOR, {
+      action: 'token_created',
+      details: { name, role: 'agent', prefix: created.row.prefix },
+    });
     return created.token;
   });
 }

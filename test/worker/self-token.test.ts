@@ -1,0 +1,73 @@
+/**
+ * Tokens that `slipway serve` makes for its in-process worker: a new process revokes those of
+ * processes on this host that no longer run, judged by real pids.
+ */
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openStore, type Store } from '../../src/store/database.js';
+import { createToken } from '../../src/store/tokens.js';
+import { revokeOrphanedSelfTokens } from '../../src/worker/role.js';
+import { makeTempDir } from '../support/server.js';
+
+function exitedPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', '']);
+  return new Promise((resolve) => child.once('exit', () => resolve(child.pid!)));
+}
+
+describe('self tokens of killed serve processes', () => {
+  let store: Store;
+  let sleeper: ReturnType<typeof spawn>;
+
+  beforeAll(async () => {
+    store = await openStore(path.join(makeTempDir(), 'tokens.db'));
+    sleeper = spawn('sleep', ['60']);
+  });
+  afterAll(async () => {
+    sleeper.kill('SIGKILL');
+    await store.close();
+  });
+
+  it('revokes only the tokens of this host whose process is gone', async () => {
+    const dead = await exitedPid();
+    const host = os.hostname();
+    const names = {
+      dead: `in-process-worker-${host}-${dead}-0a1b`,
+      live: `in-process-worker-${host}-${sleeper.pid}-2c3d`,
+      otherHost: `in-process-worker-elsewhere.example-${dead}-4e5f`,
+      older: 'in-process-worker-1a2b3c4d',
+    };
+    await store.write(async (trx) => {
+      for (const name of Object.values(names)) await createToken(trx, name, 'agent');
+    });
+
+    const revoked = await store.write((trx) => revokeOrphanedSelfTokens(trx));
+    expect(revoked).toEqual([names.dead]);
+
+    const rows = await store.db
+      .selectFrom('api_tokens')
+      .select(['name'])
+      .select((eb) => eb('revoked_at', 'is not', null).as('revoked'))
+      .orderBy('id')
+      .execute();
+    expect(rows).toEqual([
+      { name: names.dead, revoked: 1 },
+      { name: names.live, revoked: 0 },
+      { name: names.otherHost, revoked: 0 },
+      { name: names.older, revoked: 0 },
+    ]);
+    const audit = await store.db
+      .selectFrom('audit_log')
+      .select(['action', 'details'])
+      .where('action', '=', 'token_revoked')
+      .execute();
+    expect(audit.map((row) => JSON.parse(row.details))).toEqual([
+      { token: names.dead, count: 1, reason: 'its serve process is no longer running' },
+    ]);
+  });
+
+  it('leaves everything alone on a second pass', async () => {
+    expect(await store.write((trx) => revokeOrphanedSelfTokens(trx))).toEqual([]);
+  });
+});
