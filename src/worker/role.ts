@@ -5,6 +5,7 @@
  * that was killed could not revoke its token, so each new one first revokes the tokens of
  * in-process workers on this host whose process no longer runs.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Kysely } from 'kysely';
@@ -78,30 +79,33 @@ function selfTokenPrefix(host = os.hostname()): string {
 
 /**
  * Revokes the active self tokens of this host whose process is gone, each with an audit row,
- * and returns their names. A pid that is in use again keeps its token, which errs on the side
- * of leaving a live worker alone; tokens named before names carried the pid are not touched.
+ * and returns their names. A token's process is gone when its pid runs nothing, or runs a
+ * process that started after the token was made: in a restarted container the new process
+ * often gets the old pid. Tokens named before names carried the pid are not touched.
  */
 export async function revokeOrphanedSelfTokens(
   trx: Kysely<Database>,
-  isRunning: (pid: number) => boolean = processRunning,
+  startedAt: (pid: number) => number | undefined = processStartTime,
 ): Promise<string[]> {
   const prefix = selfTokenPrefix();
   const rows = await trx
     .selectFrom('api_tokens')
-    .select('name')
+    .select(['name', 'created_at'])
     .where('role', '=', 'agent')
     .where('revoked_at', 'is', null)
     .where('name', 'like', `${prefix}%`)
     .execute();
   const orphaned = rows
-    .map((row) => row.name)
-    .filter((name) => {
+    .filter((row) => {
       // LIKE also matches _ and % in the host name as wildcards, so compare exactly here.
-      const match = name.startsWith(prefix)
-        ? SELF_TOKEN_TAIL.exec(name.slice(prefix.length))
+      const match = row.name.startsWith(prefix)
+        ? SELF_TOKEN_TAIL.exec(row.name.slice(prefix.length))
         : null;
-      return match !== null && !isRunning(Number(match[1]));
-    });
+      if (match === null) return false;
+      const started = startedAt(Number(match[1]));
+      return started === undefined || started > Date.parse(row.created_at) + START_SLACK_MS;
+    })
+    .map((row) => row.name);
   for (const name of orphaned) {
     await revokeToken(trx, name);
     await appendAudit(trx, SERVE_ACTOR, {
@@ -112,13 +116,31 @@ export async function revokeOrphanedSelfTokens(
   return orphaned;
 }
 
-function processRunning(pid: number): boolean {
+/** Start times from /proc are in clock ticks (100 per second on Linux); allow for rounding. */
+const START_SLACK_MS = 1_000;
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * When the process with this pid started, in milliseconds since the epoch, or undefined when
+ * no process has the pid. Reads /proc; elsewhere a running pid counts as started long ago.
+ */
+function processStartTime(pid: number): number | undefined {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     // EPERM: the pid exists but belongs to another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name in parentheses may hold spaces; the fields after it are fixed.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[19]);
+    const bootLine = /^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'));
+    if (bootLine === null || !Number.isFinite(ticks)) return 0;
+    return Number(bootLine[1]) * 1000 + (ticks / CLOCK_TICKS_PER_SECOND) * 1000;
+  } catch {
+    return 0;
   }
 }
 

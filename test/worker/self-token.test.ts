@@ -35,15 +35,23 @@ describe('self tokens of killed serve processes', () => {
     const names = {
       dead: `in-process-worker-${host}-${dead}-0a1b`,
       live: `in-process-worker-${host}-${sleeper.pid}-2c3d`,
+      // The sleeper started after this token was made: its pid was reused.
+      reused: `in-process-worker-${host}-${sleeper.pid}-6a7b`,
       otherHost: `in-process-worker-elsewhere.example-${dead}-4e5f`,
       older: 'in-process-worker-1a2b3c4d',
     };
     await store.write(async (trx) => {
       for (const name of Object.values(names)) await createToken(trx, name, 'agent');
+      const anHourAgo = new Date(Date.now() - 3_600_000).toISOString();
+      await trx
+        .updateTable('api_tokens')
+        .set({ created_at: anHourAgo })
+        .where('name', '=', names.reused)
+        .execute();
     });
 
     const revoked = await store.write((trx) => revokeOrphanedSelfTokens(trx));
-    expect(revoked).toEqual([names.dead]);
+    expect(revoked.sort()).toEqual([names.dead, names.reused].sort());
 
     const rows = await store.db
       .selectFrom('api_tokens')
@@ -54,6 +62,7 @@ describe('self tokens of killed serve processes', () => {
     expect(rows).toEqual([
       { name: names.dead, revoked: 1 },
       { name: names.live, revoked: 0 },
+      { name: names.reused, revoked: 1 },
       { name: names.otherHost, revoked: 0 },
       { name: names.older, revoked: 0 },
     ]);
@@ -62,9 +71,9 @@ describe('self tokens of killed serve processes', () => {
       .select(['action', 'details'])
       .where('action', '=', 'token_revoked')
       .execute();
-    expect(audit.map((row) => JSON.parse(row.details))).toEqual([
-      { token: names.dead, count: 1, reason: 'its serve process is no longer running' },
-    ]);
+    expect(audit.map((row) => JSON.parse(row.details).token).sort()).toEqual(
+      [names.dead, names.reused].sort(),
+    );
   });
 
   it('leaves everything alone on a second pass', async () => {
