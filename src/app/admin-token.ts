@@ -47,11 +47,17 @@ export async function ensureAdminToken(
   const created = await store.write(async (trx) => {
     if (configured !== undefined) {
       const existing = await findTokenByHash(trx, hashToken(configured));
-      if (existing !== undefined) return { existing, token: undefined };
+      if (existing !== undefined) {
+        // Set back to an earlier value: the tokens of the values after it go as well, even
+        // when this one is revoked, so no value that is no longer configured keeps working.
+        const revoked =
+          existing.role === 'admin' ? await revokeEarlierEnvTokens(trx, existing.id) : [];
+        return { existing, token: undefined, revoked };
+      }
     } else if ((await countActiveAdminTokens(trx)) > 0) {
       return undefined;
     }
-    const earlier = configured === undefined ? [] : await revokeEarlierEnvTokens(trx);
+    const revoked = configured === undefined ? [] : await revokeEarlierEnvTokens(trx);
     const name = await freeTokenName(trx, 'admin');
     const { token } = await createToken(
       trx,
@@ -68,9 +74,15 @@ export async function ensureAdminToken(
         origin: configured === undefined ? 'generated' : ENV_ORIGIN,
       },
     });
-    return { existing: undefined, token, name, revoked: earlier };
+    return { existing: undefined, token, name, revoked };
   });
 
+  if (created !== undefined && created.revoked.length > 0) {
+    logger.warn(
+      { revoked: created.revoked },
+      'SLIPWAY_ADMIN_TOKEN changed: the admin tokens of its other values are revoked',
+    );
+  }
   if (created?.existing !== undefined) {
     if (created.existing.revoked_at !== null) {
       logger.warn(
@@ -83,12 +95,6 @@ export async function ensureAdminToken(
   if (created === undefined) return { file: undefined, created: false };
   if (configured !== undefined) {
     logger.info({ name: created.name }, 'admin token from SLIPWAY_ADMIN_TOKEN registered');
-    if (created.revoked.length > 0) {
-      logger.warn(
-        { revoked: created.revoked },
-        'SLIPWAY_ADMIN_TOKEN changed: the admin tokens of its earlier values are revoked',
-      );
-    }
     return { file: undefined, created: true };
   }
   const file = path.join(config.dataDir, ADMIN_TOKEN_FILE);
@@ -102,17 +108,18 @@ const STARTUP_ACTOR = { actor: 'slipway', requestId: undefined, source: os.hostn
 const ENV_ORIGIN = 'SLIPWAY_ADMIN_TOKEN';
 
 /**
- * Revokes the active admin tokens that were registered from SLIPWAY_ADMIN_TOKEN, each with an
- * audit row, and returns their names.
+ * Revokes the active admin tokens that were registered from SLIPWAY_ADMIN_TOKEN, except the
+ * one with id `keep`, each with an audit row, and returns their names.
  */
-async function revokeEarlierEnvTokens(trx: Kysely<Database>): Promise<string[]> {
-  const rows = await trx
+async function revokeEarlierEnvTokens(trx: Kysely<Database>, keep?: number): Promise<string[]> {
+  let query = trx
     .selectFrom('api_tokens')
     .select(['id', 'name'])
     .where('role', '=', 'admin')
     .where('revoked_at', 'is', null)
-    .where('env_variable', '=', ENV_ORIGIN)
-    .execute();
+    .where('env_variable', '=', ENV_ORIGIN);
+  if (keep !== undefined) query = query.where('id', '!=', keep);
+  const rows = await query.execute();
   const now = nowIso();
   for (const row of rows) {
     await trx.updateTable('api_tokens').set({ revoked_at: now }).where('id', '=', row.id).execute();

@@ -164,6 +164,22 @@ describe('changing SLIPWAY_ADMIN_TOKEN', () => {
       await again.close();
     }
   });
+
+  it('set back to an earlier value, revokes the later value too', async () => {
+    const back = await startTestServer({ SLIPWAY_DATA_DIR: dataDir, SLIPWAY_ADMIN_TOKEN: FIRST });
+    try {
+      expect(await status(back, FIRST)).toBe(401);
+      expect(await status(back, SECOND)).toBe(401);
+      const active = await back.context.store.db
+        .selectFrom('api_tokens')
+        .select('name')
+        .where('revoked_at', 'is', null)
+        .execute();
+      expect(active.map((row) => row.name)).toEqual(['ops']);
+    } finally {
+      await back.close();
+    }
+  });
 });
 
 describe('token origin of an earlier schema', () => {
