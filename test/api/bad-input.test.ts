@@ -193,6 +193,29 @@ const BODY_CASES: BadCase[] = [
     rule: 'maxDepth',
   },
   {
+    name: 'a param too long for an environment variable',
+    path: TRIGGER,
+    body: { commit: 'abc1234', params: { big: 'a'.repeat(70_000) } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params.big',
+    rule: 'maxBytes',
+  },
+  {
+    name: 'params too long together for a process environment',
+    path: TRIGGER,
+    body: {
+      commit: 'abc1234',
+      params: Object.fromEntries(
+        Array.from({ length: 9 }, (_, i) => [`p${i}`, 'a'.repeat(60_000)]),
+      ),
+    },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'maxBytes',
+  },
+  {
     name: '__proto__ key in params',
     path: TRIGGER,
     body: '{"commit":"abc1234","params":{"__proto__":{"polluted":true}}}',

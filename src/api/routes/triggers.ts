@@ -68,6 +68,14 @@ const DRAFT_TYPES = ['ci', 'integration-tests', 'deploy'] as const;
  * the params walk them recursively, and a body of nested brackets would overflow the stack.
  */
 const MAX_PARAMS_DEPTH = 32;
+/**
+ * Each param reaches the task's steps as one environment variable, and Linux refuses to
+ * start a process with a single variable over 128 KiB (MAX_ARG_STRLEN), or with all of them
+ * and its arguments over ARG_MAX (2 MiB with the usual 8 MiB stack). A param that could never
+ * be passed is refused at the trigger instead of failing the job later.
+ */
+const MAX_PARAM_BYTES = 64 * 1024;
+const MAX_PARAMS_BYTES = 512 * 1024;
 const KNOWN_FIELDS = new Set([
   'commit',
   'branch',
@@ -149,6 +157,7 @@ export function toTriggerRequest(
       'maxDepth',
     );
   }
+  if (body.params !== undefined) checkParamSizes(body.params);
   const pipeline = context.pipelines.pipelines[type];
   const matrixInputs = new Set(pipeline?.matrix.map((axis) => axis.from) ?? []);
   const inputs: Record<string, unknown> = {};
@@ -175,6 +184,33 @@ export function toTriggerRequest(
       body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
     idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
   };
+}
+
+/** Refuses params whose environment variables a process could not be started with. */
+function checkParamSizes(params: Record<string, unknown>): void {
+  let total = 0;
+  for (const [key, value] of Object.entries(params)) {
+    if (value === null || value === undefined) continue;
+    const text = typeof value === 'string' ? value : JSON.stringify(value);
+    const bytes = Buffer.byteLength(text);
+    total += bytes;
+    if (bytes > MAX_PARAM_BYTES) {
+      throw new ApiError(
+        'validation_failed',
+        `params.${key} is ${bytes} bytes; a param reaches the steps as an environment variable and may hold at most ${MAX_PARAM_BYTES}`,
+        `params.${key}`,
+        'maxBytes',
+      );
+    }
+  }
+  if (total > MAX_PARAMS_BYTES) {
+    throw new ApiError(
+      'validation_failed',
+      `params hold ${total} bytes together; the steps' environment may hold at most ${MAX_PARAMS_BYTES} of them`,
+      'params',
+      'maxBytes',
+    );
+  }
 }
 
 /** Depth of nested objects and arrays in a parsed JSON value, found without recursion. */
