@@ -68,6 +68,8 @@ export async function transitionTask(
   const now = nowIso();
   const update: Partial<TaskRow> = { status: to, updated_at: now };
   if (details.reason !== undefined) update.reason = details.reason;
+  // A task that succeeded before a requested cancel reached it keeps no cancel reason.
+  else if (to === 'success' && task.reason !== null) update.reason = null;
   if (details.exitCode !== undefined) update.exit_code = details.exitCode;
   if (details.workerId !== undefined) update.worker_id = details.workerId;
   if (details.leaseExpiresAt !== undefined) update.lease_expires_at = details.leaseExpiresAt;
@@ -112,7 +114,7 @@ export async function refreshJobStatus(
   if (derived === 'queued' && job.queued_at === null) update.queued_at = now;
   if (derived === 'running' && job.started_at === null) update.started_at = now;
   if (isTerminal(derived)) update.finished_at = now;
-  if (derived === 'queued' || derived === 'running') update.reason = null;
+  if (derived === 'queued' || derived === 'running' || derived === 'success') update.reason = null;
   if (isTerminal(derived) && derived !== 'success' && job.reason === null) {
     update.reason = firstTaskReason(sqlite, job);
   }

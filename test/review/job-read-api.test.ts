@@ -335,6 +335,43 @@ describe('job reads and prepared writes', () => {
     expect(offline.status, offline.text).toBe(200);
   });
 
+  it('a task that succeeds before its cancel keeps no cancel reason', async () => {
+    const id = await trigger('solo', { commit: 'c0ffee0000000000000000000000000000000008' });
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token: server.adminToken,
+      body: { name: 'race-worker', hostname: 'localhost', executors: ['local'], capacity: 64 },
+    });
+    expect(registered.status, registered.text).toBe(200);
+    const claimed = await server.request('POST', '/api/agent/workers/race-worker/claim', {
+      token: server.adminToken,
+      body: { max: 64, wait_seconds: 0 },
+    });
+    const task = (claimed.body.tasks as Row[]).find((spec) => spec.job.id === id);
+    expect(task).toBeDefined();
+
+    const cancel = await server.request('POST', `/api/job/${id}/cancel`, {
+      token: server.adminToken,
+    });
+    expect(cancel.status, cancel.text).toBe(202);
+    expect((await getJob(id)).reason).toMatch(/^cancelled by /);
+
+    const finished = await server.request('POST', `/api/agent/tasks/${task!.task_id}/finish`, {
+      token: server.adminToken,
+      body: {
+        worker_id: 'race-worker',
+        attempt: task!.attempt,
+        status: 'success',
+        exit_code: 0,
+        duration_ms: 5,
+      },
+    });
+    expect(finished.status, finished.text).toBe(200);
+    const job = await getJob(id);
+    expect(job.status).toBe('success');
+    expect(job.reason).toBeNull();
+    expect(job.tasks[0].reason).toBeNull();
+  });
+
   it('reads 404 before create and 200 after', async () => {
     const missing = await server.request('GET', '/api/job/ci-00000000', {
       token: server.adminToken,

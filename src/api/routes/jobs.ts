@@ -60,7 +60,15 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
           { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })) },
           { additionalProperties: false },
         ),
-        response: { 202: JobSchema, ...errors, 409: ErrorSchema },
+        response: {
+          202: {
+            ...JobSchema,
+            description:
+              'the cancel is recorded: tasks no worker holds end cancelled now, and running ones stop within seconds; a task that finishes first keeps its result',
+          },
+          ...errors,
+          409: ErrorSchema,
+        },
       },
       config: { roles: ['trigger'], emptyBodyAllowed: true },
       // `curl -X POST .../cancel` sends no body at all, and some clients send an empty one
