@@ -16,11 +16,29 @@ export function convertQuery(
 ): void {
   const schema = request.routeOptions.schema?.querystring as TSchema | undefined;
   if (schema !== undefined && request.query !== null && typeof request.query === 'object') {
-    // Value.Convert leaves values it cannot convert as they are, so validation still rejects them.
-    request.query = Value.Convert(schema, request.query);
+    // Value.Convert changes the object it is given, so it gets a copy.
+    const given = { ...(request.query as Record<string, unknown>) };
+    // It leaves values it cannot convert as they are, so validation still rejects them.
+    const converted = Value.Convert(schema, { ...given }) as Record<string, unknown>;
+    // It also turns "1e3" or "1.5" into the integer 1; such a value stays text, and fails.
+    const properties = (schema.properties ?? {}) as Record<string, TSchema>;
+    for (const [key, value] of Object.entries(given)) {
+      const type = properties[key]?.type;
+      if (typeof value !== 'string') continue;
+      if (
+        (type === 'integer' && !INTEGER.test(value)) ||
+        (type === 'number' && !NUMBER.test(value))
+      ) {
+        converted[key] = value;
+      }
+    }
+    request.query = converted;
   }
   done();
 }
+
+const INTEGER = /^-?\d+$/;
+const NUMBER = /^-?\d+(\.\d+)?$/;
 
 /**
  * Parses a `date-time` query value. The format check passes RFC 3339 leap seconds such as
