@@ -42,11 +42,19 @@ export const ERROR_CODES = {
     status: 409,
     summary: 'there is no earlier successful deploy to roll back to',
   },
+  request_timeout: {
+    status: 408,
+    summary: 'the request did not arrive completely within API_TIMEOUT',
+  },
   body_too_large: { status: 413, summary: 'the body is larger than API_BODY_LIMIT' },
   unsupported_media_type: { status: 415, summary: 'the body must be application/json' },
   idempotency_key_reused: {
     status: 422,
     summary: 'the Idempotency-Key was used for a different request',
+  },
+  headers_too_large: {
+    status: 431,
+    summary: 'the request headers are larger than the server accepts (16 KiB)',
   },
   rate_limited: {
     status: 429,

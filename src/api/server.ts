@@ -4,6 +4,8 @@
  * ROUTE_MODULES; each receives the Fastify instance and the process's AppContext.
  */
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -11,6 +13,7 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
 import type { AppContext } from '../app/context.js';
@@ -69,6 +72,28 @@ export async function buildServer(
       return typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     },
     trustProxy: false,
+    // Errors that Fastify or Node's parser raise before routing get the catalogue's shape too.
+    frameworkErrors: (error, request, reply) => {
+      const apiError =
+        error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? new ApiError(
+              'validation_failed',
+              'a path parameter is longer than the server accepts (100 characters)',
+              'path',
+              'maxLength',
+            )
+          : new ApiError(
+              'validation_failed',
+              `the path is not valid percent-encoding: ${error.message}`,
+              'path',
+              'encoding',
+            );
+      void (reply as FastifyReply)
+        .code(apiError.status)
+        .header('x-request-id', request.id)
+        .send(errorBody(apiError, request.id));
+    },
+    clientErrorHandler: answerClientError,
     // Ajv does not coerce, so a body with `"commit": 1234567` or `"branch": true` is a type
     // error rather than a string. Query values arrive as text, and convertQuery converts them.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
@@ -150,6 +175,51 @@ export async function buildServer(
     await register(app, context);
   }
   return app;
+}
+
+/**
+ * Answers a request that Node's HTTP parser rejected before Fastify saw it: headers too large,
+ * a request that did not arrive in time, or bytes that are not HTTP. As in Node's own handler,
+ * the answer is written to the socket, which is then closed.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  let apiError: ApiError;
+  if (error.code === 'HPE_HEADER_OVERFLOW') {
+    apiError = new ApiError(
+      'headers_too_large',
+      'the request headers are larger than the server accepts (16 KiB)',
+      'headers',
+      'maxBytes',
+    );
+  } else if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    apiError = new ApiError(
+      'request_timeout',
+      'the request did not arrive completely in time (API_TIMEOUT)',
+      'request',
+      'timeout',
+    );
+  } else {
+    apiError = new ApiError(
+      'validation_failed',
+      'the request is not valid HTTP',
+      'request',
+      'http',
+    );
+  }
+  const body = JSON.stringify(errorBody(apiError));
+  if (!socket.writable) {
+    socket.destroy(error);
+    return;
+  }
+  socket.write(
+    `HTTP/1.1 ${apiError.status} ${http.STATUS_CODES[apiError.status]}\r\n` +
+      'Content-Type: application/json; charset=utf-8\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      'Connection: close\r\n\r\n' +
+      body,
+  );
+  socket.destroy(error);
 }
 
 /** Maps anything thrown while handling a request to the error catalogue. */
