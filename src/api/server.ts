@@ -321,13 +321,38 @@ function validationError(error: FastifyError): ApiError {
     message = 'is not a known field';
   }
   const field = path.length > 0 ? path.join('.') : where;
-  const description = issue.keyword === 'pattern' ? describePattern(field) : undefined;
+  // A value that matches no member of a union fails once per member and then as `anyOf`;
+  // the first member's complaint alone ("must be string") would hide the others.
+  const union =
+    issue.keyword !== 'const' &&
+    error.validation!.some(
+      (other) =>
+        (other as unknown as AjvIssue).keyword === 'anyOf' &&
+        (other as unknown as AjvIssue).instancePath === issue.instancePath,
+    );
+  const description = union
+    ? describeUnion(field, error, issue.instancePath)
+    : issue.keyword === 'pattern'
+      ? describePattern(field)
+      : undefined;
   return new ApiError(
     'validation_failed',
     `${where === 'body' ? '' : `${where} `}${field} ${description ?? message}`.trim(),
     field,
     rule,
   );
+}
+
+function describeUnion(field: string, error: FastifyError, instancePath: string): string {
+  if (field === 'github_run_id') return 'must be a run id: digits, as a string or an integer';
+  if (field === 'github_run_attempt') {
+    return 'must be an attempt number of 1 or more, as a string of digits or an integer';
+  }
+  const complaints = error
+    .validation!.map((other) => other as unknown as AjvIssue)
+    .filter((other) => other.instancePath === instancePath && other.keyword !== 'anyOf')
+    .map((other) => other.message ?? 'is invalid');
+  return [...new Set(complaints)].join(', or ');
 }
 
 function describePattern(field: string): string | undefined {

@@ -34,8 +34,8 @@ export function branchNameProblem(name: string): string | undefined {
   }
   if (name.endsWith('.')) return 'must not end with "."';
   for (const component of name.split('/')) {
-    if (component.startsWith('.')) return 'no part between slashes may start with "."';
-    if (component.endsWith('.lock')) return 'no part between slashes may end with ".lock"';
+    if (component.startsWith('.')) return 'must not have a part between slashes that starts with "."';
+    if (component.endsWith('.lock')) return 'must not have a part between slashes that ends with ".lock"';
   }
   return undefined;
 }

@@ -240,7 +240,7 @@ const BODY_CASES: BadCase[] = [
     status: 400,
     code: 'validation_failed',
     field: 'colour',
-    rule: 'additionalProperties',
+    rule: 'unknown_field',
   },
   {
     name: 'Idempotency-Key with a space',
@@ -533,6 +533,13 @@ describe('bad input', () => {
       body: JSON.stringify({ commit: 'abc1234', params: { blob: 'x'.repeat(FIVE_MB) } }),
     });
     expect(size.body.error).toContain('1048576 bytes (API_BODY_LIMIT)');
+    const attempt = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234', github_run_attempt: -1 },
+    });
+    expect(attempt.body.error).toBe(
+      'github_run_attempt must be an attempt number of 1 or more, as a string of digits or an integer',
+    );
   });
 
   it('invalid JSON is described once with its position', async () => {

@@ -168,7 +168,7 @@ export function toTriggerRequest(
         'validation_failed',
         `unknown field "${key}": the ${type} pipeline has no matrix axis fed from it`,
         key,
-        'additionalProperties',
+        'unknown_field',
       );
     }
     inputs[key] = value;
