@@ -113,6 +113,7 @@ export function registerTokenCommands(program: Command): void {
           process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
           return;
         }
+        process.stdout.write('ID\tNAME\tROLE\tPREFIX\tSTATE\n');
         for (const row of view) {
           const state = row.revoked_at === null ? 'active' : `revoked ${row.revoked_at}`;
           process.stdout.write(`${row.id}\t${row.name}\t${row.role}\t${row.prefix}…\t${state}\n`);

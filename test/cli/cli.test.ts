@@ -144,6 +144,7 @@ describe('slipway token', { timeout: 120_000 }, () => {
 
     const listed = await runCli(['token', 'list'], { SLIPWAY_DATA_DIR: dataDir });
     expect(listed.code).toBe(0);
+    expect(listed.stdout.split('\n')[0]).toBe('ID\tNAME\tROLE\tPREFIX\tSTATE');
     expect(listed.stdout).toMatch(/\tci-bot\ttrigger\tslw_.{4}…\tactive/);
     expect(listed.stdout).not.toContain(token);
 
