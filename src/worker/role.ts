@@ -1,8 +1,8 @@
 /**
  * The `worker` role. `slipway worker` talks to SLIPWAY_API_URL with SLIPWAY_AGENT_TOKEN.
  * In `slipway serve` the worker runs next to the API in the same process, still over HTTP,
- * with an agent token the process creates for itself and revokes when it stops. A process
- * that was killed could not revoke its token, so each new one first revokes the tokens of
+ * with an agent token the process creates for itself and deletes when it stops. A process
+ * that was killed could not delete its token, so each new one first deletes the tokens of
  * in-process workers on this host whose process no longer runs.
  */
 import fs from 'node:fs';
@@ -16,7 +16,7 @@ import { MirrorSet } from '../execution/checkout.js';
 import { selectExecutors } from '../execution/select.js';
 import { appendAudit } from '../store/audit.js';
 import type { Database } from '../store/schema.js';
-import { createToken, revokeToken } from '../store/tokens.js';
+import { createToken } from '../store/tokens.js';
 import { AgentClient } from './client.js';
 import { Worker } from './worker.js';
 
@@ -64,7 +64,8 @@ export async function startWorker(context: AppContext): Promise<RunningRole> {
     async stop() {
       await worker.stop();
       if (selfTokenName !== undefined) {
-        await context.store.write((trx) => revokeToken(trx, selfTokenName));
+        const name = selfTokenName;
+        await context.store.write((trx) => removeSelfToken(trx, name, 'serve stopped'));
       }
     },
   };
@@ -78,12 +79,12 @@ function selfTokenPrefix(host = os.hostname()): string {
 }
 
 /**
- * Revokes the active self tokens of this host whose process is gone, each with an audit row,
+ * Deletes the active self tokens of this host whose process is gone, each with an audit row,
  * and returns their names. A token's process is gone when its pid runs nothing, or runs a
  * process that started after the token was made: in a restarted container the new process
  * often gets the old pid. Tokens named before names carried the pid are not touched.
  */
-export async function revokeOrphanedSelfTokens(
+export async function removeOrphanedSelfTokens(
   trx: Kysely<Database>,
   startedAt: (pid: number) => number | undefined = processStartTime,
 ): Promise<string[]> {
@@ -107,13 +108,22 @@ export async function revokeOrphanedSelfTokens(
     })
     .map((row) => row.name);
   for (const name of orphaned) {
-    await revokeToken(trx, name);
-    await appendAudit(trx, SERVE_ACTOR, {
-      action: 'token_revoked',
-      details: { token: name, count: 1, reason: 'its serve process is no longer running' },
-    });
+    await removeSelfToken(trx, name, 'its serve process is no longer running');
   }
   return orphaned;
+}
+
+/**
+ * Deletes a self token with an audit row. Each serve start makes one, so keeping them as
+ * revoked rows would fill `slipway token list` with tokens nobody can use again.
+ */
+async function removeSelfToken(trx: Kysely<Database>, name: string, reason: string) {
+  const result = await trx.deleteFrom('api_tokens').where('name', '=', name).executeTakeFirst();
+  if (Number(result.numDeletedRows) === 0) return;
+  await appendAudit(trx, SERVE_ACTOR, {
+    action: 'token_revoked',
+    details: { token: name, count: 1, reason, deleted: true },
+  });
 }
 
 /** Start times from /proc are in clock ticks (100 per second on Linux); allow for rounding. */
@@ -148,7 +158,7 @@ const SERVE_ACTOR = { actor: 'serve', source: os.hostname() };
 
 async function createSelfToken(context: AppContext, name: string): Promise<string> {
   return context.store.write(async (trx) => {
-    const orphaned = await revokeOrphanedSelfTokens(trx);
+    const orphaned = await removeOrphanedSelfTokens(trx);
     if (orphaned.length > 0) {
       context.logger.info({ revoked: orphaned }, 'revoked the tokens of killed in-process workers');
     }

@@ -1,5 +1,5 @@
 /**
- * Tokens that `slipway serve` makes for its in-process worker: a new process revokes those of
+ * Tokens that `slipway serve` makes for its in-process worker: a new process deletes those of
  * processes on this host that no longer run, judged by real pids.
  */
 import { spawn } from 'node:child_process';
@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/store/database.js';
 import { createToken } from '../../src/store/tokens.js';
-import { revokeOrphanedSelfTokens } from '../../src/worker/role.js';
+import { removeOrphanedSelfTokens } from '../../src/worker/role.js';
 import { makeTempDir } from '../support/server.js';
 
 function exitedPid(): Promise<number> {
@@ -29,7 +29,7 @@ describe('self tokens of killed serve processes', () => {
     await store.close();
   });
 
-  it('revokes only the tokens of this host whose process is gone', async () => {
+  it('removes only the tokens of this host whose process is gone', async () => {
     const dead = await exitedPid();
     const host = os.hostname();
     const names = {
@@ -50,7 +50,7 @@ describe('self tokens of killed serve processes', () => {
         .execute();
     });
 
-    const revoked = await store.write((trx) => revokeOrphanedSelfTokens(trx));
+    const revoked = await store.write((trx) => removeOrphanedSelfTokens(trx));
     expect(revoked.sort()).toEqual([names.dead, names.reused].sort());
 
     const rows = await store.db
@@ -60,9 +60,7 @@ describe('self tokens of killed serve processes', () => {
       .orderBy('id')
       .execute();
     expect(rows).toEqual([
-      { name: names.dead, revoked: 1 },
       { name: names.live, revoked: 0 },
-      { name: names.reused, revoked: 1 },
       { name: names.otherHost, revoked: 0 },
       { name: names.older, revoked: 0 },
     ]);
@@ -77,6 +75,6 @@ describe('self tokens of killed serve processes', () => {
   });
 
   it('leaves everything alone on a second pass', async () => {
-    expect(await store.write((trx) => revokeOrphanedSelfTokens(trx))).toEqual([]);
+    expect(await store.write((trx) => removeOrphanedSelfTokens(trx))).toEqual([]);
   });
 });
