@@ -16,6 +16,19 @@ declare module 'fastify' {
 export function registerJsonBodyParser(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const encoding = request.headers['content-encoding'];
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+      // The body would be compressed bytes, which JSON.parse would quote back in its message.
+      done(
+        new ApiError(
+          'unsupported_media_type',
+          `bodies with Content-Encoding ${JSON.stringify(encoding)} are not accepted; send plain JSON`,
+          'Content-Encoding',
+          'identity',
+        ),
+      );
+      return;
+    }
     const text = body as string;
     if (text.trim() === '') {
       if (request.routeOptions.config?.emptyBodyAllowed === true) {

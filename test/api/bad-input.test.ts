@@ -57,6 +57,16 @@ const BODY_CASES: BadCase[] = [
     rule: 'type',
   },
   {
+    name: 'gzip-encoded body',
+    path: TRIGGER,
+    body: '\u001f\u008b\u0008 not really gzip',
+    headers: { 'content-encoding': 'gzip' },
+    status: 415,
+    code: 'unsupported_media_type',
+    field: 'Content-Encoding',
+    rule: 'identity',
+  },
+  {
     name: 'XML body',
     path: TRIGGER,
     body: '<commit>abc1234</commit>',
