@@ -321,8 +321,8 @@ function validationError(error: FastifyError): ApiError {
     message = 'is not a known field';
   }
   const field = path.length > 0 ? path.join('.') : where;
-  // A value that matches no member of a union fails once per member and then as `anyOf`;
-  // the first member's complaint alone ("must be string") would hide the others.
+  // A value that matches no member of a union fails once per member and then as `anyOf`.
+  // The first member's complaint alone ("must be string") would hide the others.
   const union =
     issue.keyword !== 'const' &&
     error.validation!.some(

@@ -69,10 +69,10 @@ const DRAFT_TYPES = ['ci', 'integration-tests', 'deploy'] as const;
  */
 const MAX_PARAMS_DEPTH = 32;
 /**
- * Each param reaches the task's steps as one environment variable, and Linux refuses to
- * start a process with a single variable over 128 KiB (MAX_ARG_STRLEN), or with all of them
- * and its arguments over ARG_MAX (2 MiB with the usual 8 MiB stack). A param that could never
- * be passed is refused at the trigger instead of failing the job later.
+ * Each param reaches the task's steps as one environment variable. Linux starts no process
+ * with a single variable over 128 KiB (MAX_ARG_STRLEN), or with its variables and arguments
+ * together over ARG_MAX (2 MiB with the usual 8 MiB stack). So a param that could never be
+ * passed is refused at the trigger, instead of failing the job later.
  */
 const MAX_PARAM_BYTES = 64 * 1024;
 const MAX_PARAMS_BYTES = 512 * 1024;
