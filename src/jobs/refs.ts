@@ -34,8 +34,10 @@ export function branchNameProblem(name: string): string | undefined {
   }
   if (name.endsWith('.')) return 'must not end with "."';
   for (const component of name.split('/')) {
-    if (component.startsWith('.')) return 'must not have a part between slashes that starts with "."';
-    if (component.endsWith('.lock')) return 'must not have a part between slashes that ends with ".lock"';
+    if (component.startsWith('.'))
+      return 'must not have a part between slashes that starts with "."';
+    if (component.endsWith('.lock'))
+      return 'must not have a part between slashes that ends with ".lock"';
   }
   return undefined;
 }
