@@ -3,9 +3,10 @@
 # or PEER_DIR), each with a fresh database, measured in one run with the same wrk scripts:
 #   GET /api/job/{id}      a job with two tasks, seeded before the run
 #   POST /api/trigger/ci   a new job per request (unique github_run_id), durable before 201
-# Prints requests/s, p50 and p99 latency, the server's RSS after the run, and the ratios.
+# Prints requests/s, p50 and p99 latency (medians of ROUNDS rounds), the servers' RSS after the
+# run, and the ratios.
 #   DURATION (10s)  CONNECTIONS (32)  THREADS (2)  API_WORKERS (Slipway processes, 1)
-#   PEER_WORKERS (gunicorn workers, 4)  OUT_DIR (/tmp/slipway-bench-api)
+#   PEER_WORKERS (gunicorn workers, 4)  ROUNDS (3)  OUT_DIR (/tmp/slipway-bench-api)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,6 +18,7 @@ THREADS="${THREADS:-2}"
 SLIPWAY_PROCESSES="${API_WORKERS:-1}"
 PEER_WORKERS="${PEER_WORKERS:-4}"
 OUT_DIR="${OUT_DIR:-/tmp/slipway-bench-api}"
+ROUNDS="${ROUNDS:-3}"
 SLIPWAY_PORT="${SLIPWAY_PORT:-5091}"
 PEER_PORT="${PEER_PORT:-5092}"
 TOKEN="slw_bench-admin-token-000000000000000000"
@@ -79,10 +81,10 @@ seed_job() {
 slipway_job=$(seed_job "http://127.0.0.1:$SLIPWAY_PORT")
 peer_job=$(seed_job "http://127.0.0.1:$PEER_PORT")
 
-# Runs wrk and prints "requests/s p50_ms p99_ms non2xx".
+# Runs wrk and prints "requests/s p50_ms p99_ms non2xx requests".
 measure() {
   local name=$1 url=$2 script=$3
-  TOKEN=$TOKEN timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+  TOKEN=$TOKEN RUN_ID_PREFIX=${RUN_ID_PREFIX:-1} timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
     -s "$HERE/$script" "$url" >"$OUT_DIR/$name.txt"
   python3 - "$OUT_DIR/$name.txt" <<'PY'
 import re, sys
@@ -94,32 +96,58 @@ def ms(label):
 rps = float(re.search(r'Requests/sec:\s+([\d.]+)', text).group(1))
 bad = re.search(r'Non-2xx or 3xx responses:\s+(\d+)', text)
 errors = re.search(r'Socket errors:.*', text)
-print(f"{rps:.0f} {ms('50%'):.2f} {ms('99%'):.2f} {bad.group(1) if bad else 0} {'socket-errors' if errors else ''}")
+requests = int(re.search(r'(\d+) requests in', text).group(1))
+print(f"{rps:.0f} {ms('50%'):.2f} {ms('99%'):.2f} {bad.group(1) if bad else 0} {requests} {'socket-errors' if errors else ''}")
 PY
 }
 
+# The two servers take turns within each round, so that a slower or faster minute of the
+# machine falls on both; the table shows the median of the rounds.
 declare -A result
-for server in peer slipway; do
-  if [[ $server == peer ]]; then base="http://127.0.0.1:$PEER_PORT" job=$peer_job; else base="http://127.0.0.1:$SLIPWAY_PORT" job=$slipway_job; fi
-  result[$server-get]=$(measure "$server-get" "$base/api/job/$job" read.lua)
-  result[$server-post]=$(measure "$server-post" "$base/api/trigger/ci" trigger.lua)
-  if [[ $server == peer ]]; then result[$server-rss]=$(tree_rss_mib "$peer_pid"); else result[$server-rss]=$(tree_rss_mib "$slipway_pid"); fi
+for round in $(seq 1 "$ROUNDS"); do
+  for test in get post; do
+    for server in peer slipway; do
+      if [[ $server == peer ]]; then base="http://127.0.0.1:$PEER_PORT" job=$peer_job; else base="http://127.0.0.1:$SLIPWAY_PORT" job=$slipway_job; fi
+      if [[ $test == get ]]; then
+        result[$server-$test-$round]=$(measure "$server-$test-$round" "$base/api/job/$job" read.lua)
+      else
+        result[$server-$test-$round]=$(RUN_ID_PREFIX=$round measure "$server-$test-$round" "$base/api/trigger/ci" trigger.lua)
+      fi
+    done
+  done
 done
+peer_rss=$(tree_rss_mib "$peer_pid")
+slipway_rss=$(tree_rss_mib "$slipway_pid")
 
 count_jobs() { sqlite3 "$1" 'select count(*) from jobs'; }
 slipway_jobs=$(count_jobs "$OUT_DIR/slipway/state/orchestration.db")
 peer_jobs=$(count_jobs "$OUT_DIR/peer/orchestration.db")
 
-python3 - "${result[peer-get]}" "${result[slipway-get]}" "${result[peer-post]}" "${result[slipway-post]}" \
-  "${result[peer-rss]}" "${result[slipway-rss]}" "$peer_jobs" "$slipway_jobs" <<'PY'
-import sys
-pg, sg, pp, sp = (a.split() for a in sys.argv[1:5])
+rounds_of() {
+  local key=$1 round out=""
+  for round in $(seq 1 "$ROUNDS"); do out+="${result[$key-$round]// /,};"; done
+  echo "$out"
+}
+
+python3 - "$(rounds_of peer-get)" "$(rounds_of slipway-get)" "$(rounds_of peer-post)" \
+  "$(rounds_of slipway-post)" "$peer_rss" "$slipway_rss" "$peer_jobs" "$slipway_jobs" <<'PY'
+import statistics, sys
+def rounds(arg):
+    return [r.split(',') for r in arg.strip(';').split(';')]
+pg, sg, pp, sp = (rounds(a) for a in sys.argv[1:5])
 prss, srss, pjobs, sjobs = sys.argv[5:9]
-print(f"{'':28} {'peer (Flask)':>22} {'Slipway':>22} {'ratio':>7}")
+def median(rows, i):
+    return statistics.median(float(r[i]) for r in rows)
+print(f"median of {len(pg)} rounds            {'peer (Flask)':>22} {'Slipway':>22} {'ratio':>7}")
 for label, p, s in (('GET /api/job/{id}', pg, sg), ('POST /api/trigger/ci', pp, sp)):
-    print(f"{label:28} {p[0]:>10} req/s        {s[0]:>10} req/s        {float(s[0])/float(p[0]):6.1f}x")
-    print(f"{'  p50 / p99 (ms)':28} {p[1]:>8} / {p[2]:<8}    {s[1]:>8} / {s[2]:<8}")
-    print(f"{'  non-2xx responses':28} {p[3]:>22} {s[3]:>22}")
+    pr, sr = median(p, 0), median(s, 0)
+    print(f"{label:28} {pr:>10.0f} req/s        {sr:>10.0f} req/s        {sr/pr:6.1f}x")
+    print(f"{'  p50 / p99 (ms)':28} {median(p,1):>8.2f} / {median(p,2):<8.2f}    {median(s,1):>8.2f} / {median(s,2):<8.2f}")
+    print(f"{'  non-2xx responses (all)':28} {sum(int(r[3]) for r in p):>22} {sum(int(r[3]) for r in s):>22}")
+    ratios = ', '.join(f"{float(b[0])/float(a[0]):.1f}x" for a, b in zip(p, s))
+    print(f"{'  ratio in each round':28} {ratios:>53}")
 print(f"{'RSS after the run (MiB)':28} {prss:>22} {srss:>22}")
 print(f"{'jobs in the database':28} {pjobs:>22} {sjobs:>22}")
+# One job was seeded for the reads; every trigger request should have added one more.
+print(f"{'trigger requests sent':28} {sum(int(r[4]) for r in pp):>22} {sum(int(r[4]) for r in sp):>22}")
 PY

@@ -14,6 +14,9 @@ end
 
 function init(args)
   counter = 0
+  -- Digits that differ between runs on one database (bench/api/run.sh passes the round), so a
+  -- later run does not repeat an earlier run's ids.
+  run_id_prefix = os.getenv("RUN_ID_PREFIX") or "1"
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   local token = os.getenv("TOKEN")
@@ -24,7 +27,7 @@ end
 
 function request()
   counter = counter + 1
-  local run_id = string.format("%d%09d", thread_number, counter)
+  local run_id = string.format("%s%d%09d", run_id_prefix, thread_number, counter)
   local body = '{"commit":"0123456789abcdef0123456789abcdef01234567","branch":"main",'
     .. '"python_versions":["3.10","3.11"],"github_run_id":"' .. run_id .. '"}'
   return wrk.format(nil, nil, nil, body)
