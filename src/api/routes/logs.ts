@@ -3,7 +3,12 @@
  * `?task=` picks one task by id or name; `?follow=true` keeps the response open and streams
  * output as workers upload it, until the task ends. With several tasks, each gets a header
  * line and they are streamed one after another, in matrix order.
+ *
+ * Earlier output stays readable. A task handed back or recovered runs again as a new attempt,
+ * which writes a new file; `?task=<id>&attempt=<n>` reads attempt n. A retried job gets new
+ * tasks, and `?task=` also takes the id of a task of an earlier job attempt.
  */
+import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
@@ -18,6 +23,12 @@ import { ErrorSchema, JobIdParams } from '../schemas.js';
 export const LogQuery = Type.Object(
   {
     task: Type.Optional(Type.String({ maxLength: 120, description: 'a task id or name' })),
+    attempt: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: "with task: that task's attempt whose output to read (default the latest)",
+      }),
+    ),
     follow: Type.Boolean({
       default: false,
       description: 'keep streaming new output until the task (or every task) ends',
@@ -42,19 +53,48 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
-      const query = request.query as { task?: string; follow: boolean };
+      const query = request.query as { task?: string; attempt?: number; follow: boolean };
       const job = await findJob(context.store.db, id);
       if (job === undefined) throw jobNotFound(id);
       let tasks = await listCurrentTasks(context.store.db, job);
       if (query.task !== undefined) {
-        tasks = tasks.filter((task) => task.id === query.task || task.name === query.task);
+        const wanted = query.task;
+        tasks = tasks.filter((task) => task.id === wanted || task.name === wanted);
+        // A task of an earlier attempt of the job, by its id.
+        if (tasks.length === 0) tasks = await listJobTasksById(context, id, wanted);
         if (tasks.length === 0) {
           throw new ApiError(
             'task_not_found',
-            `job ${id} has no task ${JSON.stringify(query.task)}`,
+            `job ${id} has no task ${JSON.stringify(wanted)}`,
             'task',
             'exists',
           );
+        }
+      }
+      if (query.attempt !== undefined) {
+        const task = tasks[0]!;
+        if (query.task === undefined) {
+          throw new ApiError(
+            'validation_failed',
+            'querystring attempt needs task, since each task counts its own attempts',
+            'attempt',
+            'requires_task',
+          );
+        }
+        if (query.attempt > Math.max(task.attempt, 1)) {
+          throw new ApiError(
+            'validation_failed',
+            `task ${task.id} has run ${task.attempt} attempt(s); attempt ${query.attempt} does not exist`,
+            'attempt',
+            'maximum',
+          );
+        }
+        if (query.attempt !== task.attempt) {
+          // An earlier attempt's file no longer changes: read it whole, without following.
+          const file = executionServices(context).logs.pathFor(id, task.id, query.attempt);
+          reply.type('text/plain; charset=utf-8');
+          reply.header('cache-control', 'no-store');
+          return reply.send(Readable.from(readWholeFile(file)));
         }
       }
       const gone = new AbortController();
@@ -75,6 +115,28 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
       return reply.send(Readable.from(streamTasks(tasks, options)));
     },
   );
+}
+
+async function listJobTasksById(
+  context: AppContext,
+  jobId: string,
+  taskId: string,
+): Promise<TaskRow[]> {
+  return context.store.db
+    .selectFrom('tasks')
+    .selectAll()
+    .where('job_id', '=', jobId)
+    .where('id', '=', taskId)
+    .execute();
+}
+
+/** The file's bytes, or nothing when the attempt wrote no output or its file was removed. */
+async function* readWholeFile(file: string): AsyncGenerator<Buffer> {
+  try {
+    yield await fs.promises.readFile(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
 }
 
 async function* streamTasks(
