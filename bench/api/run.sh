@@ -102,7 +102,7 @@ PY
 }
 
 # The two servers take turns within each round, so that a slower or faster minute of the
-# machine falls on both; the table shows the median of the rounds.
+# machine falls on both. The table shows the median of the rounds.
 declare -A result
 for round in $(seq 1 "$ROUNDS"); do
   for test in get post; do

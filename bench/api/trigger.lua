@@ -2,8 +2,8 @@
 -- request creates a new job on both servers (a repeated run id is an idempotent retry here).
 -- TOKEN (environment) is sent as a bearer token; the peer ignores it.
 -- thread:set defines a global in the thread's own Lua state, so `thread_number` must not be a
--- local of this chunk: a local would shadow it, every thread would send the same run ids and
--- half the requests would be idempotent retries.
+-- local of this chunk. A local would shadow it, and then every thread would send the same run
+-- ids and half the requests would be idempotent retries.
 local counter = 0
 local threads = {}
 

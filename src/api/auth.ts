@@ -39,7 +39,7 @@ export class TokenVerifier {
 
   constructor(readonly db: Kysely<Database>) {}
 
-  /** The cached answer for the token, or undefined when it must be looked up. */
+  /** Returns the cached result for the token, or undefined when it must be looked up. */
   cached(token: string, now = Date.now()): CacheEntry | undefined {
     const entry = this.#cache.get(token);
     return entry !== undefined && entry.expiresAt > now ? entry : undefined;
@@ -94,7 +94,7 @@ export function registerAuth(app: FastifyInstance, verifier: TokenVerifier): voi
   });
 }
 
-/** The error that keeps the request out, or undefined when the route admits it. */
+/** Returns the error that rejects the request, or undefined when the route admits it. */
 function admit(
   token: string | undefined,
   principal: Principal | undefined,

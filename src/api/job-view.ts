@@ -58,7 +58,7 @@ export function jobView(job: JobRow, tasks: TaskRow[]): JobView {
 }
 
 /**
- * The job as the API shows it, read in one read transaction. A queued job's reason is worked
+ * Reads the job as the API shows it, in one read transaction. A queued job's reason is worked
  * out now rather than taken from the row, where the sweep may have stored one that is stale
  * since a worker came online.
  */

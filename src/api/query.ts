@@ -16,13 +16,13 @@ export function convertQuery(
 ): void {
   const schema = request.routeOptions.schema?.querystring as TSchema | undefined;
   if (schema !== undefined && request.query !== null && typeof request.query === 'object') {
-    // Value.Convert changes the object it is given, so it gets a copy.
-    const given = { ...(request.query as Record<string, unknown>) };
+    // Value.Convert changes the object it receives, so it gets a copy.
+    const original = { ...(request.query as Record<string, unknown>) };
     // It leaves values it cannot convert as they are, so validation still rejects them.
-    const converted = Value.Convert(schema, { ...given }) as Record<string, unknown>;
-    // It also turns "1e3" or "1.5" into the integer 1; such a value stays text, and fails.
+    const converted = Value.Convert(schema, { ...original }) as Record<string, unknown>;
+    // It also turns "1e3" or "1.5" into the integer 1, so such a value stays text and fails.
     const properties = (schema.properties ?? {}) as Record<string, TSchema>;
-    for (const [key, value] of Object.entries(given)) {
+    for (const [key, value] of Object.entries(original)) {
       const type = properties[key]?.type;
       if (typeof value !== 'string') continue;
       if (

@@ -1,5 +1,5 @@
 /**
- * Serialised answers of read endpoints, kept while the database has not changed. Each entry
+ * Serialised responses of read endpoints, kept while the database has not changed. Each entry
  * records SQLite's data_version when it was read (see Store.dataVersion); any commit by any
  * process changes that number, so an entry is served only while no commit happened since it
  * was read. Entries also expire after a short time, because a few answers depend on the clock

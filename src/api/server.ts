@@ -178,9 +178,9 @@ export async function buildServer(
 }
 
 /**
- * Answers a request that Node's HTTP parser rejected before Fastify saw it: headers too large,
- * a request that did not arrive in time, or bytes that are not HTTP. As in Node's own handler,
- * the answer is written to the socket, which is then closed.
+ * Writes the error response for a request that Node's HTTP parser rejected before Fastify
+ * saw it: headers too large, a request that did not arrive in time, or bytes that are not
+ * HTTP. As in Node's own handler, the response goes to the socket, which is then closed.
  */
 function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;

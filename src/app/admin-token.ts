@@ -64,14 +64,14 @@ export async function ensureAdminToken(
       name,
       'admin',
       configured,
-      configured === undefined ? null : ENV_ORIGIN,
+      configured === undefined ? null : ADMIN_TOKEN_VARIABLE,
     );
     await appendAudit(trx, STARTUP_ACTOR, {
       action: 'token_created',
       details: {
         name,
         role: 'admin',
-        origin: configured === undefined ? 'generated' : ENV_ORIGIN,
+        origin: configured === undefined ? 'generated' : ADMIN_TOKEN_VARIABLE,
       },
     });
     return { existing: undefined, token, name, revoked };
@@ -105,7 +105,7 @@ export async function ensureAdminToken(
 }
 
 const STARTUP_ACTOR = { actor: 'slipway', requestId: undefined, source: os.hostname() };
-const ENV_ORIGIN = 'SLIPWAY_ADMIN_TOKEN';
+const ADMIN_TOKEN_VARIABLE = 'SLIPWAY_ADMIN_TOKEN';
 
 /**
  * Revokes the active admin tokens that were registered from SLIPWAY_ADMIN_TOKEN, except the
@@ -117,7 +117,7 @@ async function revokeEarlierEnvTokens(trx: Kysely<Database>, keep?: number): Pro
     .select(['id', 'name'])
     .where('role', '=', 'admin')
     .where('revoked_at', 'is', null)
-    .where('env_variable', '=', ENV_ORIGIN);
+    .where('env_variable', '=', ADMIN_TOKEN_VARIABLE);
   if (keep !== undefined) query = query.where('id', '!=', keep);
   const rows = await query.execute();
   const now = nowIso();

@@ -7,7 +7,7 @@
  * the newest pending row of each (repository, commit, context) and marks older pending rows
  * `superseded`, so a retried old report can never overwrite a newer one.
  */
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type ExpressionBuilder, type Kysely, type Transaction } from 'kysely';
 import { listCurrentTasks } from '../store/jobs.js';
 import type { Database, GitHubStatusRow, JobRow, TaskRow } from '../store/schema.js';
 import { nowIso } from '../util/time.js';
@@ -20,6 +20,19 @@ import {
 } from './status-format.js';
 
 type Trx = Transaction<Database>;
+type OutboxAs<A extends string> = Database & { [K in A]: Database['github_status_outbox'] };
+
+/** Selects the pending or sent reports for report `o`'s commit and context that came after it. */
+function newerReport(eb: ExpressionBuilder<OutboxAs<'o'>, 'o'>) {
+  return eb
+    .selectFrom('github_status_outbox as newer')
+    .select('newer.id')
+    .whereRef('newer.repository', '=', 'o.repository')
+    .whereRef('newer.commit_sha', '=', 'o.commit_sha')
+    .whereRef('newer.context', '=', 'o.context')
+    .whereRef('newer.id', '>', 'o.id')
+    .where('newer.outcome', 'in', ['pending', 'sent']);
+}
 
 export interface OutboxSettings {
   /** `owner/name` of the repository the commits belong to. */
@@ -146,19 +159,7 @@ export async function takeDueReports(
       .where('o.outcome', '=', 'pending')
       .where('o.repository', '=', repository)
       .where('o.next_attempt_at', '<=', nowIso())
-      .where(({ not, exists, selectFrom }) =>
-        not(
-          exists(
-            selectFrom('github_status_outbox as newer')
-              .select('newer.id')
-              .whereRef('newer.repository', '=', 'o.repository')
-              .whereRef('newer.commit_sha', '=', 'o.commit_sha')
-              .whereRef('newer.context', '=', 'o.context')
-              .whereRef('newer.id', '>', 'o.id')
-              .where('newer.outcome', 'in', ['pending', 'sent']),
-          ),
-        ),
-      )
+      .where((eb) => eb.not(eb.exists(newerReport(eb))))
       // Job contexts first: they are what branch protection usually requires, and GitHub
       // writes are spaced a second apart, so a large matrix would otherwise delay them.
       .orderBy(sql`o.task_id IS NOT NULL`)
@@ -178,17 +179,7 @@ export async function supersedeReplacedReports(trx: Trx, repository: string): Pr
     .set({ outcome: 'superseded' })
     .where('o.outcome', '=', 'pending')
     .where('o.repository', '=', repository)
-    .where(({ exists, selectFrom }) =>
-      exists(
-        selectFrom('github_status_outbox as newer')
-          .select('newer.id')
-          .whereRef('newer.repository', '=', 'o.repository')
-          .whereRef('newer.commit_sha', '=', 'o.commit_sha')
-          .whereRef('newer.context', '=', 'o.context')
-          .whereRef('newer.id', '>', 'o.id')
-          .where('newer.outcome', 'in', ['pending', 'sent']),
-      ),
-    )
+    .where((eb) => eb.exists(newerReport(eb)))
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
 }

@@ -56,7 +56,7 @@ const WAITING_TASKS = prepare<{ job_id: string; job_attempt: number }>((db) =>
     .where('status', '=', 'waiting'),
 );
 
-/** The job types that `type` needs, from workflow_dependencies. */
+/** Returns the job types that `type` needs, from workflow_dependencies. */
 export function dependenciesOf(sqlite: BetterSqlite3.Database, type: string): string[] {
   return NEEDS.all<{ depends_on: string }>(sqlite, { type }).map((row) => row.depends_on);
 }

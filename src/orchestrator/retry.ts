@@ -7,6 +7,7 @@ import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
 import { findJob } from '../store/jobs.js';
 import type { JobRow } from '../store/schema.js';
+import { writeConnection } from '../store/write-queue.js';
 import { nowIso } from '../util/time.js';
 import { ChangeSet } from './changes.js';
 import { evaluateDependencies } from './dependencies.js';
@@ -22,7 +23,8 @@ export async function retryJob(
   audit: AuditContext,
 ): Promise<JobRow> {
   const changes = new ChangeSet();
-  const job = await context.store.write(async (trx, sqlite) => {
+  const job = await context.store.write(async (trx) => {
+    const sqlite = writeConnection(trx);
     const current = await findJob(trx, jobId);
     if (current === undefined) throw jobNotFound(jobId);
     if (!isTerminal(current.status)) {

@@ -16,6 +16,7 @@ import { writeAudit, type AuditContext } from '../store/audit.js';
 import { readJobByGithubRun, readJobByIdempotencyKey } from '../store/jobs.js';
 import { param, paramsFor, prepare } from '../store/prepared.js';
 import type { Database, JobRow, TaskRow } from '../store/schema.js';
+import { writeConnection } from '../store/write-queue.js';
 import { nowIso } from '../util/time.js';
 import { cancelJob } from './cancel.js';
 import { ChangeSet } from './changes.js';
@@ -144,7 +145,8 @@ export async function triggerJob(
   const combinations = matrixOf(pipeline, request);
   const requestHash = hashRequest(request);
   const changes = new ChangeSet();
-  const result = await context.store.write(async (trx, sqlite) => {
+  const result = await context.store.write(async (trx) => {
+    const sqlite = writeConnection(trx);
     const existing = findExisting(sqlite, request, requestHash);
     if (existing !== undefined) return { job: existing, created: false };
     const job = await insertJob(trx, context, request, pipeline, combinations, requestHash, {

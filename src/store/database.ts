@@ -42,9 +42,9 @@ export class Store {
 
   /**
    * Runs `work` on a second connection that only reads, inside one read transaction, so the
-   * rows it reads come from one committed state. It never sees a write transaction that the
-   * main connection holds open, and it does not wait for one. `work` is synchronous: use
-   * prepared queries (see prepared.ts).
+   * rows it reads come from one committed state. It does not read from or wait for a write
+   * transaction that the main connection has open. `work` is synchronous, so use prepared
+   * queries (see prepared.ts).
    */
   read<T>(work: (sqlite: BetterSqlite3.Database) => T): T {
     const reader = this.#openReader();
@@ -57,7 +57,7 @@ export class Store {
   }
 
   /**
-   * SQLite's data_version as the read connection sees it, offset per read connection: it
+   * Returns SQLite's data_version on the read connection, offset per read connection. It
    * changes whenever any other connection, in this process or another, commits a change.
    * Equal values mean nothing was committed in between, so a result read at the first is
    * still current.

@@ -94,7 +94,7 @@ class ConnectionMutex {
   }
 }
 
-/** Longest pause between two tries to take the write lock that another process holds. */
+/** Maximum pause between two tries to take the write lock while another process has it. */
 const MAX_LOCK_WAIT_MS = 4;
 
 class CachingSqliteDriver implements Driver {
@@ -122,9 +122,9 @@ class CachingSqliteDriver implements Driver {
   }
 
   /**
-   * Takes the write lock. While another process holds it, SQLite's busy handler would sleep
-   * on the main thread and stop this process from serving anything, reads included; so the
-   * lock is tried without waiting and the wait happens on a timer, up to busy_timeout.
+   * Takes the write lock. While another process has it, SQLite's busy handler would sleep on
+   * the main thread and stop this process from serving anything, reads included. So the lock
+   * is tried without waiting, and the wait happens on a timer, up to busy_timeout.
    */
   async beginTransaction(): Promise<void> {
     const deadline = Date.now() + this.#busyTimeoutMs;

@@ -17,7 +17,7 @@ const CURRENT_TASKS = prepare<{ job_id: string; job_attempt: number }>((db) =>
     .orderBy('idx'),
 );
 
-/** The job, read with a prepared statement; for Store.read and other synchronous paths. */
+/** Reads the job with a prepared statement, for Store.read and other synchronous paths. */
 export function readJob(sqlite: BetterSqlite3.Database, id: string): JobRow | undefined {
   return JOB_BY_ID.get<JobRow>(sqlite, { id });
 }

@@ -1,7 +1,7 @@
 /**
  * Queries built with Kysely once and then run as prepared statements, for the paths that run
  * on every request (a job read, a trigger). Building and compiling a Kysely query costs more
- * than running it on SQLite, and the async driver adds a promise per statement; a prepared
+ * than running it on SQLite, and the async driver adds a promise per statement. A prepared
  * query pays for both once. The queries are still Kysely builders: they run on better-sqlite3
  * here, and a PostgreSQL store would compile the same builders with its own compiler.
  *
@@ -24,7 +24,7 @@ import type { Database } from './schema.js';
 
 const MARK = '\u0000param:';
 
-/** A named input of a prepared query. Typed as the column's type so builders accept it. */
+/** Returns a named input of a prepared query, typed as the column's type so builders accept it. */
 export function param<T = string>(name: string): T {
   return `${MARK}${name}` as T;
 }
@@ -95,9 +95,9 @@ export class PreparedQuery<P extends Record<string, unknown>> {
 }
 
 /**
- * `{ column: param('column') }` for each column, for an insert of whole rows. The values are
- * typed `never` so that they fit every column type; the row passed at run time is checked
- * against the table type instead (see PreparedQuery's parameter type).
+ * Returns `{ column: param('column') }` for each column, for an insert of whole rows. The
+ * values are typed `never` so that they fit every column type. The row passed at run time is
+ * checked against the table type instead (see PreparedQuery's parameter type).
  */
 export function paramsFor<K extends string>(columns: readonly K[]): Record<K, never> {
   return Object.fromEntries(columns.map((column) => [column, param(column)])) as Record<K, never>;
@@ -106,7 +106,7 @@ export function paramsFor<K extends string>(columns: readonly K[]): Record<K, ne
 const updates = new Map<string, PreparedQuery<Record<string, unknown>>>();
 
 /**
- * `UPDATE table SET <the keys of values> WHERE id = ?` as a prepared query, one per table and
+ * Runs `UPDATE table SET <the keys of values> WHERE id = ?` as a prepared query, one per table and
  * set of columns, for updates whose columns depend on the change (a task that ends also gets
  * finished_at). Returns how many rows changed.
  */

@@ -11,22 +11,15 @@ import type { Logger } from '../log.js';
 import type { Database } from './schema.js';
 import type { WalSync } from './wal-sync.js';
 
-/**
- * A write. `sqlite` is the connection that `trx` runs on, inside the same transaction and
- * savepoint, for prepared queries (see prepared.ts) on paths that run on every request.
- */
-export type WriteWork<T> = (
-  trx: Transaction<Database>,
-  sqlite: BetterSqlite3.Database,
-) => Promise<T>;
+export type WriteWork<T> = (trx: Transaction<Database>) => Promise<T>;
 
 /** The connection under each open write transaction, for writeConnection. */
 const connections = new WeakMap<Transaction<Database>, BetterSqlite3.Database>();
 
 /**
- * The connection that a Store.write transaction runs on, for prepared queries in code that
- * receives only the transaction. Throws for anything that is not a write's transaction, since
- * a prepared statement on the bare connection would run outside it.
+ * Returns the connection that a Store.write transaction runs on, for prepared queries (see
+ * prepared.ts). Throws for any other transaction, because a prepared statement on the bare
+ * connection would run outside it.
  */
 export function writeConnection(trx: Transaction<Database>): BetterSqlite3.Database {
   const sqlite = connections.get(trx);
@@ -82,8 +75,8 @@ export class WriteQueue {
   ) {
     this.#db = db;
     this.#sqlite = sqlite;
-    // Savepoints run on the connection directly: the transaction below holds it, and going
-    // through Kysely would cost three more async queries for every write.
+    // Savepoints run on the connection directly, because the transaction below owns it and
+    // going through Kysely would cost three more async queries for every write.
     this.#savepoint = sqlite.prepare('SAVEPOINT write');
     this.#release = sqlite.prepare('RELEASE SAVEPOINT write');
     this.#rollbackTo = sqlite.prepare('ROLLBACK TO SAVEPOINT write');
@@ -169,7 +162,7 @@ export class WriteQueue {
       for (const write of batch) {
         this.#savepoint.run();
         try {
-          const value = await write.work(trx, this.#sqlite);
+          const value = await write.work(trx);
           this.#release.run();
           outcomes.push({ ok: true, value });
         } catch (error) {

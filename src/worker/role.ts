@@ -115,7 +115,7 @@ export async function removeOrphanedSelfTokens(
 
 /**
  * Deletes a self token with an audit row. Each serve start makes one, so keeping them as
- * revoked rows would fill `slipway token list` with tokens nobody can use again.
+ * revoked rows would fill `slipway token list` with tokens that no process can use again.
  */
 async function removeSelfToken(trx: Kysely<Database>, name: string, reason: string) {
   const result = await trx.deleteFrom('api_tokens').where('name', '=', name).executeTakeFirst();

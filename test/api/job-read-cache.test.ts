@@ -1,5 +1,5 @@
 /**
- * GET /api/job/{id} serves a serialised answer again while nothing was committed. These
+ * GET /api/job/{id} serves a serialised response again while nothing was committed. These
  * tests change the job through every kind of writer and expect the very next read to show it.
  */
 import path from 'node:path';
@@ -92,7 +92,7 @@ describe('job reads between changes', () => {
 });
 
 describe('ResponseCache', () => {
-  it('serves an entry only for the version it was read at and before it expires', () => {
+  it('entry expires on version or time', () => {
     const cache = new ResponseCache(10, 1_000);
     cache.set('a', 7, '{"a":1}', 0);
     expect(cache.get('a', 7, 500)).toBe('{"a":1}');

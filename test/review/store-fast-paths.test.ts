@@ -4,11 +4,13 @@
  * BEGIN IMMEDIATE retried on a timer while another process holds the write lock.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type BetterSqlite3 from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/store/database.js';
 import { param, prepare, updateById } from '../../src/store/prepared.js';
+import { writeConnection } from '../../src/store/write-queue.js';
 import { makeTempDir } from '../support/server.js';
 
 const SET_VARIABLE = prepare<{ name: string; value: string; now: string }>((db) =>
@@ -25,12 +27,20 @@ const VARIABLE = prepare<{ name: string }>((db) =>
   db.selectFrom('state_variables').select('value').where('name', '=', param('name')),
 );
 
+/** Runs `work` inside Store.write on the write's connection. */
+function writeOnConnection<T>(
+  store: Store,
+  work: (sqlite: BetterSqlite3.Database) => Promise<T>,
+): Promise<T> {
+  return store.write((trx) => work(writeConnection(trx)));
+}
+
 function readVariable(store: Store, name: string): string | undefined {
   return store.read((sqlite) => VARIABLE.get<{ value: string }>(sqlite, { name })?.value);
 }
 
 function setVariable(store: Store, name: string, value: string): Promise<void> {
-  return store.write(async (_trx, sqlite) => {
+  return writeOnConnection(store, async (sqlite) => {
     SET_VARIABLE.run(sqlite, { name, value, now: new Date().toISOString() });
   });
 }
@@ -64,7 +74,7 @@ describe('store fast paths', () => {
       finish = resolve;
     });
     const before = store.dataVersion();
-    const write = store.write(async (_trx, sqlite) => {
+    const write = writeOnConnection(store, async (sqlite) => {
       SET_VARIABLE.run(sqlite, { name: 'OPEN', value: 'uncommitted', now: '2026-01-01T00:00:00Z' });
       inserted();
       await writeHeldOpen;
@@ -80,7 +90,7 @@ describe('store fast paths', () => {
   });
 
   it('read hides a rolled-back write', async () => {
-    const failed = store.write(async (_trx, sqlite) => {
+    const failed = writeOnConnection(store, async (sqlite) => {
       SET_VARIABLE.run(sqlite, { name: 'GONE', value: 'x', now: '2026-01-01T00:00:00Z' });
       throw new Error('work failed after its insert');
     });
@@ -93,7 +103,7 @@ describe('store fast paths', () => {
   it('failing write in a batch rolls back alone', async () => {
     // Queued in one turn of the event loop, so the three share one commit.
     const first = setVariable(store, 'FIRST', '1');
-    const middle = store.write(async (_trx, sqlite) => {
+    const middle = writeOnConnection(store, async (sqlite) => {
       SET_VARIABLE.run(sqlite, { name: 'MIDDLE', value: '2', now: '2026-01-01T00:00:00Z' });
       // A constraint error from the second statement of the same write.
       SET_VARIABLE.run(sqlite, { name: 'MIDDLE', value: '3', now: '2026-01-01T00:00:00Z' });
@@ -117,7 +127,7 @@ describe('store fast paths', () => {
 
   it('nested savepoint inside a failing write', async () => {
     const ok = setVariable(store, 'OUTER_OK', 'yes');
-    const failing = store.write(async (_trx, sqlite) => {
+    const failing = writeOnConnection(store, async (sqlite) => {
       sqlite.exec('SAVEPOINT inner');
       SET_VARIABLE.run(sqlite, { name: 'INNER', value: 'x', now: '2026-01-01T00:00:00Z' });
       throw new Error('failed with its own savepoint still open');
@@ -137,7 +147,7 @@ describe('store fast paths', () => {
   it('updateById binds null and rejects undefined', async () => {
     // updateById serves the jobs and tasks tables, so the test inserts a job row by hand.
     const now = '2026-01-01T00:00:00.000Z';
-    await store.write(async (_trx, sqlite) => {
+    await writeOnConnection(store, async (sqlite) => {
       sqlite
         .prepare(
           `INSERT INTO jobs (id, type, status, params, attempt, pipeline, created_at, updated_at,
@@ -146,7 +156,7 @@ describe('store fast paths', () => {
         )
         .run(now, now, now);
     });
-    const changed = await store.write(async (_trx, sqlite) =>
+    const changed = await writeOnConnection(store, async (sqlite) =>
       updateById(sqlite, 'jobs', 'j-1', { reason: null, queued_at: null, updated_at: now }),
     );
     expect(changed).toBe(1);
@@ -155,7 +165,7 @@ describe('store fast paths', () => {
     ) as { reason: string | null; queued_at: string | null };
     expect(row.reason).toBeNull();
     expect(row.queued_at).toBeNull();
-    const missing = store.write(async (_trx, sqlite) =>
+    const missing = writeOnConnection(store, async (sqlite) =>
       updateById(sqlite, 'jobs', 'j-1', { reason: undefined, updated_at: now }),
     );
     await expect(missing).rejects.toThrow(/reason/);

@@ -34,8 +34,8 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
-      // Pollers read the same job again and again; while nothing was committed the answer is
-      // the one already serialised.
+      // Pollers read the same job again and again. While nothing was committed, the response
+      // is the one already serialised.
       const version = context.store.dataVersion();
       let body = views.get(id, version);
       if (body === undefined) {

@@ -58,14 +58,14 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
       if (job === undefined) throw jobNotFound(id);
       let tasks = await listCurrentTasks(context.store.db, job);
       if (query.task !== undefined) {
-        const wanted = query.task;
-        tasks = tasks.filter((task) => task.id === wanted || task.name === wanted);
+        const requested = query.task;
+        tasks = tasks.filter((task) => task.id === requested || task.name === requested);
         // A task of an earlier attempt of the job, by its id.
-        if (tasks.length === 0) tasks = await listJobTasksById(context, id, wanted);
+        if (tasks.length === 0) tasks = await listJobTasksById(context, id, requested);
         if (tasks.length === 0) {
           throw new ApiError(
             'task_not_found',
-            `job ${id} has no task ${JSON.stringify(wanted)}`,
+            `job ${id} has no task ${JSON.stringify(requested)}`,
             'task',
             'exists',
           );
@@ -130,7 +130,7 @@ async function listJobTasksById(
     .execute();
 }
 
-/** The file's bytes, or nothing when the attempt wrote no output or its file was removed. */
+/** Yields the file's bytes, or nothing when the attempt wrote no output or its file was removed. */
 async function* readWholeFile(file: string): AsyncGenerator<Buffer> {
   try {
     yield await fs.promises.readFile(file);
