@@ -146,21 +146,27 @@ export async function stopRoles(context: AppContext, running: RunningRole[]): Pr
   await context.store.close();
 }
 
-/** Runs roles until SIGTERM or SIGINT, then stops them and resolves. */
+/**
+ * Runs roles until SIGTERM or SIGINT, then stops them and resolves. The handlers are installed
+ * before the first role starts, because a signal can arrive while later roles are starting
+ * (the worker logs its registration first). Node's default action would end the process.
+ */
 export async function runRolesUntilSignal(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<void> {
-  const running = await startRoles(context, roles);
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      context.logger.info({ signal }, `received ${signal}, stopping`);
-      void stopRoles(context, running).finally(resolve);
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
+  let signalled: (signal: NodeJS.Signals) => void = () => undefined;
+  const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+  const onSignal = (signal: NodeJS.Signals) => signalled(signal);
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  try {
+    const running = await startRoles(context, roles);
+    const signal = await received;
+    context.logger.info({ signal }, `received ${signal}, stopping`);
+    await stopRoles(context, running);
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
 }

@@ -31,12 +31,42 @@ export interface ClaimContext {
   logPathFor(jobId: string, taskId: string, attempt: number): string;
 }
 
-/** Claims up to `request.max` of the oldest queued tasks the worker can run. */
+/**
+ * Error thrown by `claimTasks` when the worker is not registered or not online. The check runs
+ * in the claim's transaction, so a worker that any process marked offline or draining gets no
+ * more tasks, even through a claim that was already waiting.
+ */
+export class ClaimRejected extends Error {
+  constructor(
+    readonly workerId: string,
+    /** The worker's status, or null when no worker has this id. */
+    readonly status: string | null,
+  ) {
+    super(
+      status === null
+        ? `worker ${JSON.stringify(workerId)} is not registered`
+        : `worker ${JSON.stringify(workerId)} is ${status}`,
+    );
+    this.name = 'ClaimRejected';
+  }
+}
+
+/**
+ * Claims up to `request.max` of the oldest queued tasks the worker can run. Throws
+ * `ClaimRejected` before writing anything when the worker may not claim.
+ */
 export async function claimTasks(
   trx: Trx,
   request: ClaimRequest,
   context: ClaimContext,
 ): Promise<TaskSpec[]> {
+  const worker = await trx
+    .selectFrom('workers')
+    .select('status')
+    .where('id', '=', request.workerId)
+    .executeTakeFirst();
+  if (worker === undefined) throw new ClaimRejected(request.workerId, null);
+  if (worker.status !== 'online') throw new ClaimRejected(request.workerId, worker.status);
   if (request.max <= 0) return [];
   const candidates = await trx
     .selectFrom('tasks')

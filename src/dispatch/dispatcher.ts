@@ -10,7 +10,7 @@
 import type { AppContext } from '../app/context.js';
 import { ChangeSet } from '../orchestrator/changes.js';
 import type { AuditContext } from '../store/audit.js';
-import { claimTasks, type ClaimRequest } from './claim.js';
+import { ClaimRejected, claimTasks, touchWorker, type ClaimRequest } from './claim.js';
 import type { TaskSpec } from './task-spec.js';
 
 /** Milliseconds between checks of `PRAGMA data_version` while a worker waits. */
@@ -20,6 +20,7 @@ interface Waiter {
   request: ClaimRequest;
   audit: AuditContext;
   resolve(tasks: TaskSpec[]): void;
+  reject(error: ClaimRejected): void;
   timer: NodeJS.Timeout;
   done: boolean;
 }
@@ -49,8 +50,10 @@ export class Dispatcher {
   }
 
   /**
-   * Claims at once when tasks are queued, else waits up to `waitMs` for some. Aborting
-   * `signal` (the client went away) ends the wait with no tasks.
+   * Marks the worker as seen and claims at once when tasks are queued, else waits up to
+   * `waitMs` for some. Aborting `signal` (the client went away) ends the wait with no tasks.
+   * Rejects with `ClaimRejected` when the worker is not online, at the start or later while it
+   * waits: every dispatch round checks each waiting worker again.
    */
   async claim(
     request: ClaimRequest,
@@ -60,11 +63,12 @@ export class Dispatcher {
   ): Promise<TaskSpec[]> {
     const now = await this.#claimNow(request, audit);
     if (now.length > 0 || waitMs <= 0 || this.#closed || signal?.aborted === true) return now;
-    return new Promise<TaskSpec[]>((resolve) => {
+    return new Promise<TaskSpec[]>((resolve, reject) => {
       const waiter: Waiter = {
         request,
         audit,
         resolve,
+        reject,
         done: false,
         timer: setTimeout(() => this.#settle(waiter, []), waitMs),
       };
@@ -112,9 +116,10 @@ export class Dispatcher {
 
   async #claimNow(request: ClaimRequest, audit: AuditContext): Promise<TaskSpec[]> {
     const changes = new ChangeSet();
-    const specs = await this.#context.store.write((trx) =>
-      claimTasks(trx, request, { audit, changes, logPathFor: this.#logPathFor }),
-    );
+    const specs = await this.#context.store.write(async (trx) => {
+      await touchWorker(trx, request.workerId);
+      return claimTasks(trx, request, { audit, changes, logPathFor: this.#logPathFor });
+    });
     changes.emit(this.#context.events);
     return specs;
   }
@@ -124,24 +129,31 @@ export class Dispatcher {
     if (waiters.length === 0) return;
     const changes = new ChangeSet();
     const claimed = await this.#context.store.write(async (trx) => {
-      const result = new Map<Waiter, TaskSpec[]>();
+      const result = new Map<Waiter, TaskSpec[] | ClaimRejected>();
       for (const waiter of waiters) {
         if (waiter.done) continue;
-        const specs = await claimTasks(trx, waiter.request, {
-          audit: waiter.audit,
-          changes,
-          logPathFor: this.#logPathFor,
-        });
-        if (specs.length === 0) break;
-        result.set(waiter, specs);
+        try {
+          const specs = await claimTasks(trx, waiter.request, {
+            audit: waiter.audit,
+            changes,
+            logPathFor: this.#logPathFor,
+          });
+          // A waiter that found nothing keeps waiting. Later ones may run other executors.
+          if (specs.length > 0) result.set(waiter, specs);
+        } catch (error) {
+          // The rejected claim wrote nothing, so the round's other claims are kept.
+          if (!(error instanceof ClaimRejected)) throw error;
+          result.set(waiter, error);
+        }
       }
       return result;
     });
     changes.emit(this.#context.events);
-    for (const [waiter, specs] of claimed) this.#settle(waiter, specs);
+    for (const [waiter, outcome] of claimed) this.#settle(waiter, outcome);
   }
 
-  #settle(waiter: Waiter, tasks: TaskSpec[]): void {
+  #settle(waiter: Waiter, outcome: TaskSpec[] | ClaimRejected): void {
+    const tasks = outcome instanceof ClaimRejected ? [] : outcome;
     if (waiter.done) {
       // NOTE: a round can claim tasks for a waiter that timed out at the same moment. Those
       // tasks stay running under that worker until its lease expires and they are recovered.
@@ -157,7 +169,8 @@ export class Dispatcher {
     clearTimeout(waiter.timer);
     this.#waiters = this.#waiters.filter((candidate) => candidate !== waiter);
     if (this.#waiters.length === 0) this.#stopWatch();
-    waiter.resolve(tasks);
+    if (outcome instanceof ClaimRejected) waiter.reject(outcome);
+    else waiter.resolve(tasks);
   }
 
   #startWatch(): void {

@@ -1,4 +1,7 @@
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { executionServices } from '../../src/dispatch/services.js';
+import { writePipelineFile } from '../support/execution.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 describe('worker registration and claims', () => {
@@ -6,7 +9,14 @@ describe('worker registration and claims', () => {
   let agent: string;
 
   beforeAll(async () => {
-    server = await startTestServer({ SLIPWAY_LEASE_SECONDS: '30' });
+    const pipelines = writePipelineFile(`
+pipelines:
+  quick:
+    executor: local
+    steps:
+      - run: echo quick
+`);
+    server = await startTestServer({ SLIPWAY_LEASE_SECONDS: '30', SLIPWAY_PIPELINES: pipelines });
     agent = await server.token('agent', 'registration-test');
   });
 
@@ -79,4 +89,60 @@ describe('worker registration and claims', () => {
     expect(claim.body.tasks).toEqual([]);
     expect((await workerRow('claimer'))!.last_heartbeat_at > before).toBe(true);
   });
+
+  it('ends a waiting claim on offline', async () => {
+    expect((await register({ name: 'waiter', session: 'session-w1' })).status).toBe(200);
+    const started = Date.now();
+    const claim = post('/api/agent/workers/waiter/claim', { max: 1, wait_seconds: 20 });
+    await waitFor(() => executionServices(server.context).dispatcher.waiting === 1);
+
+    // A plain SQLite connection plays another Slipway process on the same file, so the API
+    // process learns of the change only through the database.
+    const other = new Database(server.context.store.path);
+    try {
+      other.prepare(`UPDATE workers SET status = 'offline' WHERE id = 'waiter'`).run();
+    } finally {
+      other.close();
+    }
+    const answer = await claim;
+    expect(answer.status).toBe(409);
+    expect(answer.body.code).toBe('worker_not_online');
+    expect(answer.body.status).toBe('offline');
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it('gives a draining waiter no task', async () => {
+    expect((await register({ name: 'drained', session: 'session-w2' })).status).toBe(200);
+    const claim = post('/api/agent/workers/drained/claim', { max: 1, wait_seconds: 20 });
+    await waitFor(() => executionServices(server.context).dispatcher.waiting === 1);
+
+    const other = new Database(server.context.store.path);
+    try {
+      other.prepare(`UPDATE workers SET status = 'draining' WHERE id = 'drained'`).run();
+    } finally {
+      other.close();
+    }
+    const triggered = await server.request('POST', '/api/trigger/quick', {
+      token: server.adminToken,
+      body: { commit: 'abcdef1' },
+    });
+    expect(triggered.status).toBe(201);
+    const answer = await claim;
+    expect(answer.status).toBe(409);
+    expect(answer.body.status).toBe('draining');
+    const tasks = await server.context.store.db
+      .selectFrom('tasks')
+      .select(['status', 'worker_id'])
+      .where('job_id', '=', triggered.body.job_id as string)
+      .execute();
+    expect(tasks).toEqual([{ status: 'queued', worker_id: null }]);
+  });
 });
+
+async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

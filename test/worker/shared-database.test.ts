@@ -4,6 +4,7 @@
  * running jobs without spinning on claims.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATH, childEnv, ensureBuilt } from '../support/cli.js';
@@ -183,5 +184,37 @@ pipelines:
       headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     });
     expect(await logs.text()).toContain(MARKER);
+  });
+
+  it('stops cleanly on an early signal', async () => {
+    const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
+      env: childEnv({
+        SLIPWAY_DATA_DIR: dataDir,
+        SLIPWAY_PIPELINES: pipelines,
+        SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+        SLIPWAY_EXECUTOR: 'local',
+        API_HOST: '127.0.0.1',
+        API_PORT: '5346',
+        LOG_LEVEL: 'info',
+      }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    let signalled = false;
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      // The API logs this before the worker registers and the scheduler starts, so the signal
+      // arrives while later roles are starting.
+      if (!signalled && output.includes('Server listening at')) {
+        signalled = true;
+        child.kill('SIGTERM');
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    expect(signalled).toBe(true);
+    expect({ code, signal }, output).toEqual({ code: 0, signal: null });
+    expect(output).toContain('received SIGTERM, stopping');
+    expect(output).toContain('worker stopped');
   });
 });

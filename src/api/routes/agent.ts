@@ -16,7 +16,7 @@ import {
   requireLease,
   type FinishStatus,
 } from '../../dispatch/lease.js';
-import { touchWorker } from '../../dispatch/claim.js';
+import { ClaimRejected } from '../../dispatch/claim.js';
 import { LogOffsetError } from '../../logs/task-log-store.js';
 import { instanceId } from '../../jobs/labels.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
@@ -263,10 +263,10 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       if (worker === undefined) throw workerNotFound(workerId);
       // An empty list here made a worker that another process had marked offline claim again
       // at once, thousands of times a second, so the worker must register again instead.
+      // The dispatcher checks the status again in each claim's transaction, while it waits too.
       // NOTE: claims do not check the session, so a process whose registration another
       // process has taken over (after its heartbeat went stale) can still claim under the id.
       if (worker.status !== 'online') throw workerNotOnline(workerId, worker.status);
-      await context.store.write((trx) => touchWorker(trx, workerId));
       const executors = JSON.parse(worker.executors) as string[];
       const claimRequest = {
         workerId,
@@ -280,12 +280,14 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       reply.raw.once('close', () => {
         if (!reply.raw.writableFinished) gone.abort();
       });
-      const tasks = await services.dispatcher.claim(
-        claimRequest,
-        auditContext(request),
-        waitMs,
-        gone.signal,
-      );
+      const tasks = await services.dispatcher
+        .claim(claimRequest, auditContext(request), waitMs, gone.signal)
+        .catch((error: unknown) => {
+          if (!(error instanceof ClaimRejected)) throw error;
+          throw error.status === null
+            ? workerNotFound(workerId)
+            : workerNotOnline(workerId, error.status);
+        });
       for (const task of tasks) {
         const file = services.logs.pathFor(task.job.id, task.task_id, task.attempt);
         await services.logs.create(file);
