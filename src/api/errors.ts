@@ -13,7 +13,11 @@ export const ERROR_CODES = {
   unauthorized: { status: 401, summary: 'no bearer token, or an unknown or revoked one' },
   invalid_signature: { status: 401, summary: 'the webhook signature does not match the body' },
   forbidden: { status: 403, summary: "the token's role may not use this endpoint" },
-  route_not_found: { status: 404, summary: 'no endpoint has this method and path' },
+  route_not_found: { status: 404, summary: 'no endpoint has this path' },
+  method_not_allowed: {
+    status: 405,
+    summary: 'the path has endpoints, but not for this method; the Allow header lists them',
+  },
   job_not_found: { status: 404, summary: 'no job has this id' },
   task_not_found: { status: 404, summary: 'the job has no task with this id' },
   worker_not_found: { status: 404, summary: 'no worker is registered with this id' },

@@ -16,6 +16,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
+import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
 import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
 import { registerJsonBodyParser } from './json-body.js';
@@ -33,6 +34,28 @@ import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
 import { registerGitHubRoutes } from '../github/routes.js';
 import { describeRouteRoles } from './openapi-roles.js';
+
+/**
+ * Copies every route that `app` registers from here on into a second router, and returns a
+ * function that lists the methods a path has routes for. Fastify sends an unregistered method
+ * on a known path to the not-found handler, which uses this to respond with 405 instead.
+ */
+function recordRouteMethods(app: FastifyInstance): (path: string) => string[] {
+  const router = FindMyWay({ maxParamLength: MAX_PARAM_LENGTH });
+  const methods = new Set<string>();
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) {
+      methods.add(method);
+      // Fastify adds a HEAD route for each GET route, and a path may be registered twice.
+      if (router.hasRoute(method as FindMyWay.HTTPMethod, route.url)) continue;
+      router.on(method as FindMyWay.HTTPMethod, route.url, () => undefined);
+    }
+  });
+  return (path) =>
+    [...methods]
+      .filter((method) => router.find(method as FindMyWay.HTTPMethod, path) !== null)
+      .sort();
+}
 
 export type RouteModule = (app: FastifyInstance, context: AppContext) => void | Promise<void>;
 
@@ -56,6 +79,8 @@ export interface ServerOptions {
 }
 
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
+/** Longest path parameter the router matches, in characters. */
+const MAX_PARAM_LENGTH = 100;
 
 export async function buildServer(
   context: AppContext,
@@ -72,13 +97,14 @@ export async function buildServer(
       return typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     },
     trustProxy: false,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // Errors that Fastify or Node's parser raise before routing get the catalogue's shape too.
     frameworkErrors: (error, request, reply) => {
       const apiError =
         error.code === 'FST_ERR_MAX_PARAM_LENGTH'
           ? new ApiError(
               'validation_failed',
-              'a path parameter is longer than the server accepts (100 characters)',
+              `a path parameter is longer than the server accepts (${MAX_PARAM_LENGTH} characters)`,
               'path',
               'maxLength',
             )
@@ -99,6 +125,7 @@ export async function buildServer(
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
   registerJsonBodyParser(app);
+  const methodsOf = recordRouteMethods(app);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
 
@@ -152,9 +179,22 @@ export async function buildServer(
   }
 
   app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!;
+    const allowed = methodsOf(path);
+    if (allowed.length > 0) {
+      const error = new ApiError(
+        'method_not_allowed',
+        `${request.method} is not allowed on ${path}; use ${allowed.join(', ')}`,
+        'method',
+        'allowed',
+        { allowed },
+      );
+      void reply.code(405).header('allow', allowed.join(', ')).send(errorBody(error, request.id));
+      return;
+    }
     const error = new ApiError(
       'route_not_found',
-      `no endpoint ${request.method} ${request.url.split('?')[0]}; see /api/openapi.json`,
+      `no endpoint ${request.method} ${path}; see /api/openapi.json`,
     );
     void reply.code(404).send(errorBody(error, request.id));
   });

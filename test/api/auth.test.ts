@@ -152,6 +152,28 @@ describe('authentication and roles', () => {
     expect(response.body.code).toBe('route_not_found');
   });
 
+  it('wrong method returns 405', async () => {
+    const cases = [
+      { method: 'GET', path: '/api/trigger/ci', allow: 'POST' },
+      { method: 'DELETE', path: '/api/job/ci-0123abcd', allow: 'GET, HEAD' },
+      { method: 'POST', path: '/api/job/ci-0123abcd/status', allow: 'PATCH' },
+      { method: 'PUT', path: '/api/health/status', allow: 'GET, HEAD' },
+    ];
+    const countJobs = async () =>
+      (await server.context.store.db.selectFrom('jobs').select('id').execute()).length;
+    const jobsBefore = await countJobs();
+    for (const { method, path, allow } of cases) {
+      const response = await server.request(method, path, { token: tokens.admin });
+      expect(response.status, `${method} ${path}`).toBe(405);
+      expect(response.headers.get('allow'), `${method} ${path}`).toBe(allow);
+      expect(response.body.code).toBe('method_not_allowed');
+      expect(response.body.field).toBe('method');
+      expect(response.body.allowed).toEqual(allow.split(', '));
+      expect(response.body.error).toContain(`${method} is not allowed on ${path}`);
+    }
+    expect(await countJobs()).toBe(jobsBefore);
+  });
+
   it('tokens are stored as SHA-256 hashes only', async () => {
     const rows = await server.context.store.db.selectFrom('api_tokens').selectAll().execute();
     expect(rows.length).toBeGreaterThanOrEqual(ROLES.length + 1);
