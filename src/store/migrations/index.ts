@@ -3,6 +3,7 @@ import * as initial from './0001_initial.js';
 import * as defaultDependencies from './0002_default_dependencies.js';
 import * as jobsCommitStatus from './0003_jobs_commit_status.js';
 import * as tokenEnvVariable from './0004_token_env_variable.js';
+import * as dropDuplicateTaskIndex from './0005_drop_duplicate_task_index.js';
 import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
 import * as healthState from './0030_health_state.js';
@@ -18,6 +19,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0002_default_dependencies': defaultDependencies,
   '0003_jobs_commit_status': jobsCommitStatus,
   '0004_token_env_variable': tokenEnvVariable,
+  '0005_drop_duplicate_task_index': dropDuplicateTaskIndex,
   '0010_task_execution': taskExecution,
   '0011_worker_session': workerSession,
   '0030_health_state': healthState,
