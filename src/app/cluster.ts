@@ -19,6 +19,12 @@ const RESTART_DELAY_MS = 1_000;
  */
 export async function runApiPrimary(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel).child({ role: 'api-primary' });
+  // The handlers come first, so that a signal during the setup below stops the primary cleanly.
+  let signalled: (signal: NodeJS.Signals) => void = () => undefined;
+  const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+  process.once('SIGTERM', signalled);
+  process.once('SIGINT', signalled);
+
   const store = await openStore(config.dbPath, { logger });
   const admin = await ensureAdminToken(config, store, logger);
   await ensureAgentToken(config, store, logger);
@@ -29,6 +35,7 @@ export async function runApiPrimary(config: Config): Promise<void> {
 
   let stopping = false;
   const fork = () => {
+    if (stopping) return;
     const worker = cluster.fork({ SLIPWAY_CLUSTER_WORKER: '1' });
     logger.info({ worker: worker.process.pid }, 'API process started');
   };
@@ -42,25 +49,23 @@ export async function runApiPrimary(config: Config): Promise<void> {
   });
   for (let i = 0; i < config.api.workers; i++) fork();
 
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, `received ${signal}, stopping ${config.api.workers} API processes`);
-      const workers = Object.values(cluster.workers ?? {});
-      let alive = workers.length;
-      if (alive === 0) resolve();
-      for (const worker of workers) {
-        worker?.once('exit', () => {
-          alive -= 1;
-          if (alive === 0) resolve();
-        });
-        worker?.process.kill('SIGTERM');
-      }
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
+  const signal = await received;
+  stopping = true;
+  logger.info({ signal }, `received ${signal}, stopping ${config.api.workers} API processes`);
+  const workers = Object.values(cluster.workers ?? {}).filter((worker) => worker !== undefined);
+  await Promise.all(
+    workers.map(
+      (worker) =>
+        new Promise<void>((resolve) => {
+          if (worker.isDead()) {
+            resolve();
+            return;
+          }
+          worker.once('exit', () => resolve());
+          worker.process.kill('SIGTERM');
+        }),
+    ),
+  );
 }
 
 export function isClusterWorker(): boolean {
