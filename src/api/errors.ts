@@ -37,6 +37,10 @@ export const ERROR_CODES = {
     summary:
       'the worker is draining or offline, so it may not claim tasks until it registers again',
   },
+  worker_session_replaced: {
+    status: 409,
+    summary: 'another worker process has registered this worker id since this one did',
+  },
   worker_id_in_use: {
     status: 409,
     summary: 'another running worker process is registered with this worker id',

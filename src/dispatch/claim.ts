@@ -22,6 +22,8 @@ export interface ClaimRequest {
   defaultExecutor: string;
   max: number;
   leaseMs: number;
+  /** The session the worker registered with; when given, a claim from another is rejected. */
+  session?: string | undefined;
 }
 
 export interface ClaimContext {
@@ -41,11 +43,15 @@ export class ClaimRejected extends Error {
     readonly workerId: string,
     /** The worker's status, or null when no worker has this id. */
     readonly status: string | null,
+    /** True when another session registered the id since, so the claiming process lost it. */
+    readonly sessionReplaced = false,
   ) {
     super(
       status === null
         ? `worker ${JSON.stringify(workerId)} is not registered`
-        : `worker ${JSON.stringify(workerId)} is ${status}`,
+        : sessionReplaced
+          ? `worker ${JSON.stringify(workerId)} was registered again by another process`
+          : `worker ${JSON.stringify(workerId)} is ${status}`,
     );
     this.name = 'ClaimRejected';
   }
@@ -62,11 +68,14 @@ export async function claimTasks(
 ): Promise<TaskSpec[]> {
   const worker = await trx
     .selectFrom('workers')
-    .select('status')
+    .select(['status', 'session'])
     .where('id', '=', request.workerId)
     .executeTakeFirst();
   if (worker === undefined) throw new ClaimRejected(request.workerId, null);
   if (worker.status !== 'online') throw new ClaimRejected(request.workerId, worker.status);
+  if (request.session !== undefined && worker.session !== request.session) {
+    throw new ClaimRejected(request.workerId, worker.status, true);
+  }
   if (request.max <= 0) return [];
   const candidates = await trx
     .selectFrom('tasks')

@@ -73,13 +73,14 @@ export class AgentClient {
 
   async claim(
     workerId: string,
+    session: string,
     max: number,
     waitSeconds: number,
     signal?: AbortSignal,
   ): Promise<TaskSpec[]> {
     const answer = await this.#post<{ tasks: TaskSpec[] }>(
       `/api/agent/workers/${encodeURIComponent(workerId)}/claim`,
-      { max, wait_seconds: waitSeconds },
+      { max, wait_seconds: waitSeconds, session },
       signal,
     );
     return answer.tasks;

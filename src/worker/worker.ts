@@ -118,6 +118,7 @@ export class Worker {
       try {
         const tasks = await this.#client.claim(
           registration.worker_id,
+          this.#session,
           free,
           registration.max_claim_wait_seconds,
           this.#claimAbort.signal,
@@ -143,7 +144,9 @@ export class Worker {
         delay = this.#backoff.next();
         if (
           error instanceof AgentError &&
-          (error.status === 404 || error.code === 'worker_not_online')
+          (error.status === 404 ||
+            error.code === 'worker_not_online' ||
+            error.code === 'worker_session_replaced')
         ) {
           await this.#registerAgain(error);
         } else {
@@ -160,7 +163,8 @@ export class Worker {
 
   /**
    * Registers again after the API rejected a claim because this worker is not registered or
-   * not online, e.g. another process with the same worker id marked it offline.
+   * not online (another process with the same worker id marked it offline), or because another
+   * process registered the worker id since. Registering fails while that process is alive.
    */
   async #registerAgain(error: AgentError): Promise<void> {
     this.#logRepeated(

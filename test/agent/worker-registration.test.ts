@@ -139,6 +139,88 @@ pipelines:
   });
 });
 
+describe('claims from a replaced session', () => {
+  let server: TestServer;
+  let agent: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ SLIPWAY_LEASE_SECONDS: '30' });
+    agent = await server.token('agent', 'session-test');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const post = (path: string, body: unknown) =>
+    server.request('POST', path, { token: agent, body });
+  const register = (session: string) =>
+    post('/api/agent/workers', {
+      name: 'moved',
+      session,
+      hostname: 'host-a',
+      executors: ['local'],
+      capacity: 1,
+    });
+  /**
+   * Ages the worker's heartbeat past the live window, as if its process had frozen. The change
+   * goes through the server's own connection, which the dispatcher does not watch, so only the
+   * registration that follows can end a waiting claim.
+   */
+  const freeze = () =>
+    server.context.store.write((trx) =>
+      trx
+        .updateTable('workers')
+        .set({ last_heartbeat_at: '2000-01-01T00:00:00.000Z' })
+        .where('id', '=', 'moved')
+        .execute(),
+    );
+
+  it('rejects the old session', async () => {
+    expect((await register('session-old-1')).status).toBe(200);
+    await freeze();
+    expect((await register('session-new-1')).status).toBe(200);
+
+    const old = await post('/api/agent/workers/moved/claim', {
+      max: 1,
+      wait_seconds: 0,
+      session: 'session-old-1',
+    });
+    expect(old.status).toBe(409);
+    expect(old.body.code).toBe('worker_session_replaced');
+    expect(old.body.field).toBe('session');
+    expect(old.body.error).toContain('register again');
+
+    const current = await post('/api/agent/workers/moved/claim', {
+      max: 1,
+      wait_seconds: 0,
+      session: 'session-new-1',
+    });
+    expect(current.status).toBe(200);
+    const unnamed = await post('/api/agent/workers/moved/claim', { max: 1, wait_seconds: 0 });
+    expect(unnamed.status).toBe(200);
+  });
+
+  it('ends a waiting claim on takeover', async () => {
+    await freeze();
+    expect((await register('session-old-2')).status).toBe(200);
+    const started = Date.now();
+    const claim = post('/api/agent/workers/moved/claim', {
+      max: 1,
+      wait_seconds: 20,
+      session: 'session-old-2',
+    });
+    await waitFor(() => executionServices(server.context).dispatcher.waiting === 1);
+    await freeze();
+    expect((await register('session-new-2')).status).toBe(200);
+
+    const answer = await claim;
+    expect(answer.status).toBe(409);
+    expect(answer.body.code).toBe('worker_session_replaced');
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
 async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {

@@ -82,6 +82,15 @@ const ClaimBody = Type.Object(
       maximum: 256,
       description: 'maximum number of tasks to return',
     }),
+    session: Type.Optional(
+      Type.String({
+        minLength: 8,
+        maxLength: 64,
+        description:
+          'the session the worker registered with; a claim from a process whose worker id ' +
+          'another process has registered since is rejected with worker_session_replaced',
+      }),
+    ),
     wait_seconds: Type.Optional(
       Type.Number({
         minimum: 0,
@@ -226,6 +235,8 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           details: { ...body, worker_id: workerId },
         });
       });
+      // A claim still waiting from a process that this registration replaced is rejected now.
+      services.dispatcher.wake();
       return {
         worker_id: workerId,
         lease_seconds: context.config.worker.leaseSeconds,
@@ -254,7 +265,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
     },
     async (request, reply) => {
       const { worker_id: workerId } = request.params as { worker_id: string };
-      const body = request.body as { max: number; wait_seconds?: number };
+      const body = request.body as { max: number; wait_seconds?: number; session?: string };
       const worker = await context.store.db
         .selectFrom('workers')
         .selectAll()
@@ -263,9 +274,8 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       if (worker === undefined) throw workerNotFound(workerId);
       // An empty list here made a worker that another process had marked offline claim again
       // at once, thousands of times a second, so the worker must register again instead.
-      // The dispatcher checks the status again in each claim's transaction, while it waits too.
-      // NOTE: claims do not check the session, so a process whose registration another
-      // process has taken over (after its heartbeat went stale) can still claim under the id.
+      // The dispatcher checks the status (and the session, when the claim names one) again
+      // in each claim's transaction, and while the claim waits.
       if (worker.status !== 'online') throw workerNotOnline(workerId, worker.status);
       const executors = JSON.parse(worker.executors) as string[];
       const claimRequest = {
@@ -274,6 +284,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         defaultExecutor: executors[0] ?? 'local',
         max: body.max,
         leaseMs,
+        session: body.session,
       };
       const waitMs = (body.wait_seconds ?? MAX_CLAIM_WAIT_SECONDS) * 1000;
       const gone = new AbortController();
@@ -284,9 +295,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         .claim(claimRequest, auditContext(request), waitMs, gone.signal)
         .catch((error: unknown) => {
           if (!(error instanceof ClaimRejected)) throw error;
-          throw error.status === null
-            ? workerNotFound(workerId)
-            : workerNotOnline(workerId, error.status);
+          if (error.status === null) throw workerNotFound(workerId);
+          if (error.sessionReplaced) throw workerSessionReplaced(workerId);
+          throw workerNotOnline(workerId, error.status);
         });
       for (const task of tasks) {
         const file = services.logs.pathFor(task.job.id, task.task_id, task.attempt);
@@ -521,6 +532,17 @@ function workerNotOnline(workerId: string, status: string): ApiError {
     'worker_id',
     'online',
     { status },
+  );
+}
+
+function workerSessionReplaced(workerId: string): ApiError {
+  return new ApiError(
+    'worker_session_replaced',
+    `worker id ${JSON.stringify(workerId)} was registered by another process after this one, ` +
+      'so this process may not claim under it; register again, or give each worker process ' +
+      'its own SLIPWAY_WORKER_NAME',
+    'session',
+    'current',
   );
 }
 
