@@ -10,6 +10,7 @@ import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
 import { ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
+import { takeEarlySignal } from './early-signals.js';
 
 const RESTART_DELAY_MS = 1_000;
 
@@ -24,6 +25,11 @@ export async function runApiPrimary(config: Config): Promise<void> {
   const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
   process.once('SIGTERM', signalled);
   process.once('SIGINT', signalled);
+  const early = takeEarlySignal();
+  if (early !== undefined) {
+    logger.info({ signal: early }, `received ${early} while starting, stopping`);
+    return;
+  }
 
   const store = await openStore(config.dbPath, { logger });
   const admin = await ensureAdminToken(config, store, logger);

@@ -3,6 +3,7 @@
  * returns a handle whose `stop` finishes in-flight work and releases what the role uses.
  * `runRolesUntilSignal` stops them in reverse order on SIGTERM or SIGINT, then closes the store.
  */
+import { takeEarlySignal } from './early-signals.js';
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type RouteModule } from '../api/server.js';
 import { ConfigError, type Role } from '../config/env.js';
@@ -161,6 +162,12 @@ export async function runRolesUntilSignal(
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
   try {
+    const early = takeEarlySignal();
+    if (early !== undefined) {
+      context.logger.info({ signal: early }, `received ${early} while starting, stopping`);
+      await context.store.close();
+      return;
+    }
     const running = await startRoles(context, roles);
     const signal = await received;
     context.logger.info({ signal }, `received ${signal}, stopping`);
