@@ -34,6 +34,7 @@ import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
 import { registerGitHubRoutes } from '../github/routes.js';
 import { describeRouteRoles } from './openapi-roles.js';
+import { boundRequestNumbers } from './number-bounds.js';
 
 /**
  * Copies every route that `app` registers from here on into a second router, and returns a
@@ -126,6 +127,7 @@ export async function buildServer(
   });
   registerJsonBodyParser(app);
   const methodsOf = recordRouteMethods(app);
+  boundRequestNumbers(app);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
 

@@ -167,6 +167,47 @@ pipelines:
     expect(again.body.code).toBe('lease_lost');
   });
 
+  it('rejects numbers beyond the safe range', async () => {
+    await trigger({ commit: 'abcdef15' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    /** Posts JSON text as written, because JSON.stringify would change 1e308 and lose digits. */
+    const postText = async (path: string, token: string, text: string) => {
+      const response = await fetch(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: text,
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+
+    const base = '"worker_id":"worker-a","status":"success"';
+    for (const [field, text] of [
+      ['exit_code', `{${base},"attempt":1,"duration_ms":10,"exit_code":99999999999999999999}`],
+      ['duration_ms', `{${base},"attempt":1,"duration_ms":1e308}`],
+      ['attempt', `{${base},"attempt":1e300,"duration_ms":10}`],
+    ] as const) {
+      const answer = await postText(`/api/agent/tasks/${task.task_id}/finish`, agent, text);
+      expect(answer.status, text).toBe(400);
+      expect(answer.body.field, text).toBe(field);
+      expect(answer.body.rule, text).toBe('maximum');
+    }
+    const row = await server.context.store.db
+      .selectFrom('tasks')
+      .select('status')
+      .where('id', '=', task.task_id)
+      .executeTakeFirstOrThrow();
+    expect(row.status).toBe('running');
+
+    const triggered = await postText(
+      '/api/trigger/ci',
+      server.adminToken,
+      '{"commit":"abcdef16","github_run_id":"12","github_run_attempt":100000000000000000000}',
+    );
+    expect(triggered.status).toBe(400);
+    expect(triggered.body.field).toBe('github_run_attempt');
+  });
+
   it('stores a retried log upload once and caps the log', async () => {
     const jobId = await trigger({ commit: 'abcdef15' });
     const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
