@@ -42,7 +42,8 @@ import { boundRequestNumbers } from './number-bounds.js';
  * on a known path to the not-found handler, which uses this to respond with 405 instead.
  */
 function recordRouteMethods(app: FastifyInstance): (path: string) => string[] {
-  const router = FindMyWay({ maxParamLength: MAX_PARAM_LENGTH });
+  // Any parameter length, so a path whose parameter is too long for the API still gets 405.
+  const router = FindMyWay({ maxParamLength: 100_000 });
   const methods = new Set<string>();
   app.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) {
@@ -82,6 +83,8 @@ export interface ServerOptions {
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
 /** Longest path parameter the router matches, in characters. */
 const MAX_PARAM_LENGTH = 100;
+/** Longest part of a request path that an error message repeats, in characters. */
+const MAX_PATH_IN_MESSAGE = 200;
 
 export async function buildServer(
   context: AppContext,
@@ -182,11 +185,13 @@ export async function buildServer(
 
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0]!;
+    const shown =
+      path.length > MAX_PATH_IN_MESSAGE ? `${path.slice(0, MAX_PATH_IN_MESSAGE)}...` : path;
     const allowed = methodsOf(path);
     if (allowed.length > 0) {
       const error = new ApiError(
         'method_not_allowed',
-        `${request.method} is not allowed on ${path}; use ${allowed.join(', ')}`,
+        `${request.method} is not allowed on ${shown}; use ${allowed.join(', ')}`,
         'method',
         'allowed',
         { allowed },
@@ -196,7 +201,9 @@ export async function buildServer(
     }
     const error = new ApiError(
       'route_not_found',
-      `no endpoint ${request.method} ${path}; see /api/openapi.json`,
+      `no endpoint ${request.method} ${shown}; see /api/openapi.json`,
+      'path',
+      'exists',
     );
     void reply.code(404).send(errorBody(error, request.id));
   });

@@ -150,6 +150,8 @@ describe('authentication and roles', () => {
     const response = await server.request('GET', '/api/nothing-here', { token: tokens.read });
     expect(response.status).toBe(404);
     expect(response.body.code).toBe('route_not_found');
+    expect(response.body.field).toBe('path');
+    expect(response.body.rule).toBe('exists');
   });
 
   it('wrong method returns 405', async () => {
@@ -172,6 +174,14 @@ describe('authentication and roles', () => {
       expect(response.body.error).toContain(`${method} is not allowed on ${path}`);
     }
     expect(await countJobs()).toBe(jobsBefore);
+
+    // A parameter too long for the API's router still shows which methods the path has,
+    // and the message repeats only the start of the path.
+    const long = `/api/job/ci-${'a'.repeat(5_000)}`;
+    const response = await server.request('DELETE', long, { token: tokens.admin });
+    expect(response.status).toBe(405);
+    expect(response.headers.get('allow')).toBe('GET, HEAD');
+    expect(response.body.error.length).toBeLessThan(400);
   });
 
   it('tokens are stored as SHA-256 hashes only', async () => {
