@@ -28,6 +28,11 @@ export interface ContextOptions {
    * pass false, so a command run with another pipeline file leaves the running roles' rules.
    */
   syncDependencies?: boolean;
+  /**
+   * Apply pending migrations (default true). A process that runs only a worker passes false:
+   * it never uses the database, which may be the server's when both share a data directory.
+   */
+  migrate?: boolean;
 }
 
 /**
@@ -42,7 +47,7 @@ export async function createContext(
   const logger = options.logger ?? createLogger(config.logLevel);
   const pipelinesPath = resolvePipelinesPath(config.pipelinesPath);
   const pipelines = loadPipelineFile(pipelinesPath);
-  const store = await openConfiguredStore(config, logger);
+  const store = await openConfiguredStore(config, logger, options.migrate !== false);
   if (options.syncDependencies !== false) await syncDependencies(store, pipelines, logger);
   return { config, logger, store, events: new Events(), pipelines, pipelinesPath };
 }
@@ -59,9 +64,17 @@ function isUnopenable(error: unknown): boolean {
   return UNOPENABLE.some((primary) => code === primary || code.startsWith(`${primary}_`));
 }
 
-async function openConfiguredStore(config: Config, logger: Logger): Promise<Store> {
+async function openConfiguredStore(
+  config: Config,
+  logger: Logger,
+  migrate: boolean,
+): Promise<Store> {
   try {
-    return await openStore(config.dbPath, { logger, commitDelayMs: config.api.commitDelayMs });
+    return await openStore(config.dbPath, {
+      logger,
+      migrate,
+      commitDelayMs: config.api.commitDelayMs,
+    });
   } catch (error) {
     if (isUnopenable(error)) {
       throw new ConfigError(

@@ -13,7 +13,13 @@ type SingleRole = Exclude<Role, 'all'>;
 async function runRoles(roles: readonly SingleRole[]): Promise<void> {
   await runCommand(async () => {
     const config = loadRoleConfig();
-    const context = await createContext(config);
+    // A worker talks only to the API. Its data directory may be the server's, whose schema
+    // and dependency rules it must leave alone.
+    const workerOnly = roles.length === 1 && roles[0] === 'worker';
+    const context = await createContext(
+      config,
+      workerOnly ? { migrate: false, syncDependencies: false } : {},
+    );
     await runRolesUntilSignal(context, roles);
     // The IPC channel to the cluster primary keeps a stopped API process alive, and the
     // primary waits for every process to exit before it exits itself.

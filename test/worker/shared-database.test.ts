@@ -7,7 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_PATH, childEnv, ensureBuilt } from '../support/cli.js';
+import { CLI_PATH, childEnv, ensureBuilt, runCli } from '../support/cli.js';
+import Database from 'better-sqlite3';
+import path from 'node:path';
 import { writePipelineFile, type JobBody } from '../support/execution.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -216,5 +218,61 @@ pipelines:
     expect({ code, signal }, output).toEqual({ code: 0, signal: null });
     expect(output).toContain('received SIGTERM, stopping');
     expect(output).toContain('worker stopped');
+  });
+
+  it('leaves the database to the server', async () => {
+    const serve = await startServe(5348);
+    const dbPath = path.join(dataDir, 'state', 'orchestration.db');
+    const snapshot = () => {
+      const sqlite = new Database(dbPath, { readonly: true });
+      try {
+        return {
+          dependencies: sqlite
+            .prepare('SELECT workflow, depends_on, source FROM workflow_dependencies ORDER BY 1, 2')
+            .all(),
+          migrations: sqlite.prepare('SELECT name FROM schema_migrations ORDER BY name').all(),
+        };
+      } finally {
+        sqlite.close();
+      }
+    };
+    const token = await runCli(
+      ['token', 'create', '--name', 'shared-dir-worker', '--role', 'agent'],
+      {
+        SLIPWAY_DATA_DIR: dataDir,
+      },
+    );
+    expect(token.code, token.stderr).toBe(0);
+    const agentToken = token.stdout.split('\n').find((line) => line.startsWith('slw_'))!;
+    const before = snapshot();
+
+    // No SLIPWAY_PIPELINES: the worker would load the built-in file, whose dependencies
+    // differ from the server's.
+    const worker = spawn(process.execPath, [CLI_PATH, 'worker'], {
+      env: childEnv({
+        SLIPWAY_DATA_DIR: dataDir,
+        SLIPWAY_API_URL: serve.url,
+        SLIPWAY_AGENT_TOKEN: agentToken,
+        SLIPWAY_EXECUTOR: 'local',
+        LOG_LEVEL: 'info',
+      }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    worker.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    worker.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = once(worker, 'exit') as Promise<[number | null, string | null]>;
+    const deadline = Date.now() + 20_000;
+    while (!output.includes('registered; waiting for tasks')) {
+      if (Date.now() > deadline) throw new Error(`worker did not register:\n${output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    worker.kill('SIGTERM');
+    expect((await exited)[0], output).toBe(0);
+
+    const after = snapshot();
+    expect(after.dependencies).toEqual(before.dependencies);
+    expect(after.migrations).toEqual(before.migrations);
+    expect(output).not.toContain('migration applied');
   });
 });
