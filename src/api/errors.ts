@@ -35,7 +35,7 @@ export const ERROR_CODES = {
   worker_not_online: {
     status: 409,
     summary:
-      'the worker is draining or offline, so it may not claim tasks until it registers again',
+      'the worker is draining or offline, so it may not claim tasks until it is set online or registers again',
   },
   worker_session_replaced: {
     status: 409,

@@ -13,6 +13,8 @@ export class AgentError extends Error {
     readonly status: number,
     readonly code: string | undefined,
     options?: { cause?: unknown },
+    /** Fields of the error body beyond the message and code, such as a worker's `status`. */
+    readonly details: Record<string, unknown> = {},
   ) {
     super(message, options);
     this.name = 'AgentError';
@@ -131,10 +133,12 @@ export class AgentClient {
     if (response.status < 200 || response.status >= 300) {
       let code: string | undefined;
       let message = response.text;
+      let details: Record<string, unknown> = {};
       try {
-        const parsed = JSON.parse(response.text) as { code?: string; error?: string };
-        code = parsed.code;
-        message = parsed.error ?? response.text;
+        const parsed = JSON.parse(response.text) as Record<string, unknown>;
+        code = typeof parsed.code === 'string' ? parsed.code : undefined;
+        message = typeof parsed.error === 'string' ? parsed.error : response.text;
+        details = parsed;
       } catch {
         // The body was not JSON (a proxy's error page); keep it as text.
       }
@@ -142,6 +146,8 @@ export class AgentClient {
         `POST ${urlPath} returned ${response.status}: ${message}`,
         response.status,
         code,
+        undefined,
+        details,
       );
     }
     return JSON.parse(response.text) as T;

@@ -25,6 +25,8 @@ const CLAIM_BACKOFF_MAX_MS = 5_000;
 const REPEAT_LOG_INTERVAL_MS = 60_000;
 /** Milliseconds a draining worker waits for its open claim to return before aborting it. */
 const DRAIN_WAIT_MS = 2_000;
+/** Milliseconds between claims while an operator has set this worker draining. */
+const DRAINED_RECHECK_MS = 5_000;
 
 export interface WorkerOptions {
   /** Worker id, unique among running workers; claims and leases name it. */
@@ -143,6 +145,20 @@ export class Worker {
         if (this.#stopping) break;
         delay = this.#backoff.next();
         if (
+          error instanceof AgentError &&
+          error.code === 'worker_not_online' &&
+          error.details.status === 'draining'
+        ) {
+          // Besides its own stop, only an operator sets a worker draining (status endpoint).
+          // Its tasks run on, and it claims again once the operator sets it online.
+          delay = DRAINED_RECHECK_MS;
+          this.#logRepeated(
+            'drained',
+            { recheck_ms: delay },
+            `worker ${registration.worker_id} is set draining; it finishes its running tasks ` +
+              'and takes no new ones until it is set online again',
+          );
+        } else if (
           error instanceof AgentError &&
           (error.status === 404 ||
             error.code === 'worker_not_online' ||

@@ -275,4 +275,35 @@ pipelines:
     expect(after.migrations).toEqual(before.migrations);
     expect(output).not.toContain('migration applied');
   });
+
+  it('honours a drain until set online', async () => {
+    const serve = await startServe(5349, { SLIPWAY_WORKER_NAME: 'vm-serve-drained' });
+    const drained = await request(serve, 'POST', '/api/agent/workers/vm-serve-drained/status', {
+      status: 'draining',
+    });
+    expect(drained.status).toBe(200);
+
+    const triggered = await request(serve, 'POST', '/api/trigger/quick', { commit: 'abcdef2' });
+    expect(triggered.status).toBe(201);
+    const id = triggered.body.job_id as string;
+    // Longer than the worker's recheck interval, so a worker that ignored the drain would
+    // have claimed the task by now.
+    await new Promise((resolve) => setTimeout(resolve, 6_000));
+    expect((await request(serve, 'GET', `/api/job/${id}`)).body.status).toBe('queued');
+    expect(serve.output()).toContain('worker vm-serve-drained is set draining');
+    expect(serve.output()).not.toContain('registering worker vm-serve-drained again');
+
+    const online = await request(serve, 'POST', '/api/agent/workers/vm-serve-drained/status', {
+      status: 'online',
+    });
+    expect(online.status).toBe(200);
+    const deadline = Date.now() + 20_000;
+    let status = 'queued';
+    while (!['success', 'failure', 'error'].includes(status)) {
+      if (Date.now() > deadline) throw new Error(`job ${id} is still ${status}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      status = (await request(serve, 'GET', `/api/job/${id}`)).body.status as string;
+    }
+    expect(status, serve.output()).toBe('success');
+  });
 });

@@ -16,7 +16,7 @@ import {
   requireLease,
   type FinishStatus,
 } from '../../dispatch/lease.js';
-import { ClaimRejected } from '../../dispatch/claim.js';
+import { ClaimRejected, touchWorker } from '../../dispatch/claim.js';
 import { LogOffsetError } from '../../logs/task-log-store.js';
 import { instanceId } from '../../jobs/labels.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
@@ -276,7 +276,11 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       // at once, thousands of times a second, so the worker must register again instead.
       // The dispatcher checks the status (and the session, when the claim names one) again
       // in each claim's transaction, and while the claim waits.
-      if (worker.status !== 'online') throw workerNotOnline(workerId, worker.status);
+      if (worker.status !== 'online') {
+        // A drained worker keeps claiming, and each claim shows that it is alive.
+        await context.store.write((trx) => touchWorker(trx, workerId));
+        throw workerNotOnline(workerId, worker.status);
+      }
       const executors = JSON.parse(worker.executors) as string[];
       const claimRequest = {
         workerId,
