@@ -350,7 +350,7 @@ function validationError(error: FastifyError): ApiError {
     .slice(1)
     .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'));
   let rule = issue.keyword;
-  let message = issue.message ?? 'is invalid';
+  let message = describeIssue(issue);
   if (issue.keyword === 'required') {
     path.push(String(issue.params.missingProperty));
     message = 'is required';
@@ -397,11 +397,63 @@ function describeUnion(field: string, error: FastifyError, instancePath: string)
   if (field === 'github_run_attempt') {
     return 'must be an attempt number of 1 or more, as a string of digits or an integer';
   }
-  const complaints = error
+  const issues = error
     .validation!.map((other) => other as unknown as AjvIssue)
-    .filter((other) => other.instancePath === instancePath && other.keyword !== 'anyOf')
-    .map((other) => other.message ?? 'is invalid');
+    .filter((other) => other.instancePath === instancePath && other.keyword !== 'anyOf');
+  // A union of literals fails once per literal: one complaint lists them all.
+  const literals = issues
+    .filter((other) => other.keyword === 'const')
+    .map((other) => String(other.params.allowedValue));
+  const complaints = issues.filter((other) => other.keyword !== 'const').map(describeIssue);
+  if (literals.length > 0) complaints.push(`must be one of ${literals.join(', ')}`);
   return [...new Set(complaints)].join(', or ');
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  integer: 'an integer',
+  number: 'a number',
+  string: 'a string',
+  boolean: 'true or false',
+  object: 'an object',
+  array: 'an array',
+  null: 'null',
+};
+
+/** Says in plain words what an Ajv issue requires, in place of Ajv's own wording. */
+function describeIssue(issue: AjvIssue): string {
+  const limit = issue.params.limit;
+  switch (issue.keyword) {
+    case 'type': {
+      const types = String(issue.params.type).split(',');
+      return `must be ${types.map((type) => TYPE_NAMES[type] ?? type).join(' or ')}`;
+    }
+    case 'minLength':
+      return limit === 1 ? 'must not be empty' : `must have at least ${String(limit)} characters`;
+    case 'maxLength':
+      return `must have at most ${String(limit)} characters`;
+    case 'minimum':
+      return `must be at least ${String(limit)}`;
+    case 'maximum':
+      return `must be at most ${String(limit)}`;
+    case 'exclusiveMinimum':
+      return `must be more than ${String(limit)}`;
+    case 'exclusiveMaximum':
+      return `must be less than ${String(limit)}`;
+    case 'minItems':
+      return `must have at least ${String(limit)} items`;
+    case 'maxItems':
+      return `must have at most ${String(limit)} items`;
+    case 'maxProperties':
+      return `must have at most ${String(limit)} fields`;
+    case 'uniqueItems':
+      return 'must not repeat an item';
+    case 'format':
+      return issue.params.format === 'date-time'
+        ? 'must be a date and time such as 2026-01-02T03:04:05Z'
+        : `must be a valid ${String(issue.params.format)}`;
+    default:
+      return issue.message ?? 'is invalid';
+  }
 }
 
 function describePattern(field: string): string | undefined {

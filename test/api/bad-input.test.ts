@@ -552,6 +552,41 @@ describe('bad input', () => {
     );
   });
 
+  it('messages use plain words', async () => {
+    const cases: Array<{ path: string; body: unknown; error: string }> = [
+      {
+        path: `/api/job/${jobId}/cancel`,
+        body: { reason: '' },
+        error: 'reason must not be empty',
+      },
+      {
+        path: TRIGGER,
+        body: { commit: 'abc1234', branch: 7 },
+        error: 'branch must be a string',
+      },
+      {
+        path: '/api/agent/workers/nobody/claim',
+        body: { max: 1.5 },
+        error: 'max must be an integer',
+      },
+      {
+        path: '/api/agent/workers/nobody/claim',
+        body: { max: 1, wait_seconds: 'soon' },
+        error: 'wait_seconds must be a number',
+      },
+      {
+        path: '/api/agent/workers/nobody/status',
+        body: { status: ['draining'] },
+        error: 'status must be a string, or must be one of online, draining, offline',
+      },
+    ];
+    for (const { path, body, error } of cases) {
+      const response = await server.request('POST', path, { token: server.adminToken, body });
+      expect(response.status, path).toBe(400);
+      expect(response.body.error).toBe(error);
+    }
+  });
+
   it('invalid JSON is described once with its position', async () => {
     const response = await server.request('POST', TRIGGER, {
       token: server.adminToken,
