@@ -587,6 +587,16 @@ describe('bad input', () => {
     }
   });
 
+  it('an unknown job type comes before the body', async () => {
+    const response = await server.request('POST', '/api/trigger/nosuch', {
+      token: server.adminToken,
+      body: {},
+    });
+    expect(response.status).toBe(404);
+    expect(response.body.code).toBe('job_type_not_found');
+    expect(response.body.field).toBe('type');
+  });
+
   it('invalid JSON is described once with its position', async () => {
     const response = await server.request('POST', TRIGGER, {
       token: server.adminToken,

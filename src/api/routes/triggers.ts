@@ -7,10 +7,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { branchNameProblem } from '../../jobs/refs.js';
 import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
-import { triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
+import { findPipeline, triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
 import { ApiError } from '../errors.js';
 import { auditContext } from '../request-context.js';
 import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
+
+const JOB_TYPE_REGEX = new RegExp(JOB_TYPE_PATTERN);
 
 const Scalar = Type.Union([Type.String({ maxLength: 200 }), Type.Number()]);
 const MatrixInput = Type.Union([Type.Array(Scalar, { maxItems: 64 }), Scalar]);
@@ -118,6 +120,16 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
         Type.Object({ type: Type.String({ pattern: JOB_TYPE_PATTERN }) }),
       ),
       config: { roles: ['trigger'] },
+      // An unknown job type is the first thing to report, before any complaint about the body.
+      preValidation: (request, _reply, done) => {
+        const { type } = request.params as { type: string };
+        try {
+          if (JOB_TYPE_REGEX.test(type)) findPipeline(context, type);
+          done();
+        } catch (error) {
+          done(error as Error);
+        }
+      },
     },
     (request, reply) =>
       handleTrigger(context, (request.params as { type: string }).type, request, reply),
