@@ -208,6 +208,24 @@ pipelines:
     expect(triggered.body.field).toBe('github_run_attempt');
   });
 
+  it('treats an empty finish reason as none', async () => {
+    const jobId = await trigger({ commit: 'abcdef17' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    const finish = await post(`/api/agent/tasks/${task.task_id}/finish`, {
+      worker_id: 'worker-a',
+      attempt: 1,
+      status: 'failure',
+      exit_code: 2,
+      reason: '',
+      duration_ms: 5,
+    });
+    expect(finish.status).toBe(200);
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.reason).not.toMatch(/: $/);
+    expect(job.body.reason).toContain('exited with code 2');
+  });
+
   it('stores a retried log upload once and caps the log', async () => {
     const jobId = await trigger({ commit: 'abcdef15' });
     const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });

@@ -477,7 +477,8 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           {
             status: body.status,
             exitCode: body.exit_code ?? null,
-            reason: body.reason ?? null,
+            // An empty reason would make the job's reason "<task>: " with nothing after it.
+            reason: body.reason === '' ? null : (body.reason ?? null),
             durationMs: body.duration_ms,
           },
           changes,
