@@ -188,6 +188,14 @@ export async function buildServer(
     const shown =
       path.length > MAX_PATH_IN_MESSAGE ? `${path.slice(0, MAX_PATH_IN_MESSAGE)}...` : path;
     const allowed = methodsOf(path);
+    if (allowed.length > 0 && request.method === 'OPTIONS') {
+      // An OPTIONS request asks which methods the path supports.
+      void reply
+        .code(204)
+        .header('allow', [...allowed, 'OPTIONS'].join(', '))
+        .send();
+      return;
+    }
     if (allowed.length > 0) {
       const error = new ApiError(
         'method_not_allowed',

@@ -175,6 +175,10 @@ describe('authentication and roles', () => {
     }
     expect(await countJobs()).toBe(jobsBefore);
 
+    const options = await server.request('OPTIONS', '/api/trigger/ci');
+    expect(options.status).toBe(204);
+    expect(options.headers.get('allow')).toBe('POST, OPTIONS');
+
     // A parameter too long for the API's router still shows which methods the path has,
     // and the message repeats only the start of the path.
     const long = `/api/job/ci-${'a'.repeat(5_000)}`;
