@@ -15,6 +15,9 @@ declare module 'fastify' {
 
 export function registerJsonBodyParser(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json');
+  // Every body is JSON. With Fastify's text parser a text/plain body reached validation as a
+  // string ("body must be a JSON object") while other types got 415; now all of them do.
+  app.removeContentTypeParser('text/plain');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const encoding = request.headers['content-encoding'];
     if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {

@@ -77,6 +77,16 @@ const BODY_CASES: BadCase[] = [
     rule: 'application/json',
   },
   {
+    name: 'text body',
+    path: TRIGGER,
+    body: 'commit=abc1234',
+    headers: { 'content-type': 'text/plain' },
+    status: 415,
+    code: 'unsupported_media_type',
+    field: 'Content-Type',
+    rule: 'application/json',
+  },
+  {
     name: 'missing commit',
     path: TRIGGER,
     body: { branch: 'main' },
