@@ -80,10 +80,13 @@ export class Dispatcher {
     });
   }
 
-  /** Ends the waiting claims of one worker with no tasks, because the worker is stopping. */
-  releaseWorker(workerId: string): number {
+  /**
+   * Rejects the waiting claims of one worker that was set draining or offline in this
+   * process, so the worker learns why at once instead of from an empty answer.
+   */
+  releaseWorker(workerId: string, status: string): number {
     const mine = this.#waiters.filter((waiter) => waiter.request.workerId === workerId);
-    for (const waiter of mine) this.#settle(waiter, []);
+    for (const waiter of mine) this.#settle(waiter, new ClaimRejected(workerId, status));
     return mine.length;
   }
 

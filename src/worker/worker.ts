@@ -258,7 +258,7 @@ export class Worker {
       { running: this.#runs.size, grace_seconds: this.#options.shutdownGraceSeconds },
       `worker stopping: taking no new tasks; waiting up to ${this.#options.shutdownGraceSeconds} s for running tasks`,
     );
-    // Draining makes the API end the waiting claim with no tasks. Aborting the claim instead
+    // Draining makes the API end the waiting claim with a 409. Aborting the claim instead
     // could drop a response that already carries tasks, which would then stay running
     // until their lease expired, so the claim is aborted only when the API is unreachable.
     let drained = false;

@@ -317,7 +317,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       schema: {
         ...route(
           'Mark a worker draining or offline',
-          'A draining or offline worker gets no more tasks; its waiting claims return empty at once.',
+          'A draining or offline worker gets no more tasks; its waiting claims end at once with ' +
+            '409 worker_not_online. A draining worker runs its tasks to the end and claims ' +
+            'again once set online; an offline one registers again.',
         ),
         params: WorkerParams,
         body: Type.Object(
@@ -355,7 +357,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         return true;
       });
       if (!found) throw workerNotFound(workerId);
-      if (status !== 'online') services.dispatcher.releaseWorker(workerId);
+      if (status !== 'online') services.dispatcher.releaseWorker(workerId, status);
       return { worker_id: workerId, status };
     },
   );
