@@ -72,10 +72,11 @@ export async function claimTasks(
     .where('id', '=', request.workerId)
     .executeTakeFirst();
   if (worker === undefined) throw new ClaimRejected(request.workerId, null);
-  if (worker.status !== 'online') throw new ClaimRejected(request.workerId, worker.status);
+  // A replaced process learns that first, whatever the new owner's status is.
   if (request.session !== undefined && worker.session !== request.session) {
     throw new ClaimRejected(request.workerId, worker.status, true);
   }
+  if (worker.status !== 'online') throw new ClaimRejected(request.workerId, worker.status);
   if (request.max <= 0) return [];
   const candidates = await trx
     .selectFrom('tasks')

@@ -183,7 +183,9 @@ function findLine(
 type Report = (segments: (string | number)[], message: string) => void;
 
 function resolveFile(raw: RawPipelineFile, file: string, report: Report): PipelineFile {
-  const pipelines: Record<string, Pipeline> = {};
+  // Both maps are keyed by names from requests, and a plain object would also "contain" the
+  // keys of Object.prototype: a trigger of job type "constructor" found a function.
+  const pipelines = Object.create(null) as Record<string, Pipeline>;
   for (const [type, definition] of Object.entries(raw.pipelines)) {
     pipelines[type] = resolvePipeline(type, definition, report);
   }
@@ -201,7 +203,7 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
     report(['pipelines', cycle[0]!, 'needs'], `dependency cycle: ${cycle.join(' -> ')}`);
   }
 
-  const recovery: Record<string, RecoveryProcedure> = {};
+  const recovery = Object.create(null) as Record<string, RecoveryProcedure>;
   for (const [name, procedure] of Object.entries(raw.recovery ?? {})) {
     const at = ['recovery', name];
     if (procedure.action === 'restart_container' && procedure.container === undefined) {

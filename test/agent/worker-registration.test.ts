@@ -219,6 +219,31 @@ describe('claims from a replaced session', () => {
     expect(answer.body.code).toBe('worker_session_replaced');
     expect(Date.now() - started).toBeLessThan(5_000);
   });
+
+  it('rejects the old session of a drained id', async () => {
+    await freeze();
+    expect((await register('session-old-3')).status).toBe(200);
+    await freeze();
+    expect((await register('session-new-3')).status).toBe(200);
+    const drained = await post('/api/agent/workers/moved/status', { status: 'draining' });
+    expect(drained.status).toBe(200);
+    await freeze();
+
+    const old = await post('/api/agent/workers/moved/claim', {
+      max: 1,
+      wait_seconds: 0,
+      session: 'session-old-3',
+    });
+    expect(old.status).toBe(409);
+    expect(old.body.code).toBe('worker_session_replaced');
+    // Only the process that owns the id may keep its row looking alive.
+    const row = await server.context.store.db
+      .selectFrom('workers')
+      .select('last_heartbeat_at')
+      .where('id', '=', 'moved')
+      .executeTakeFirstOrThrow();
+    expect(row.last_heartbeat_at).toBe('2000-01-01T00:00:00.000Z');
+  });
 });
 
 async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {

@@ -291,6 +291,25 @@ const BODY_CASES: BadCase[] = [
     rule: 'defined',
   },
   {
+    // Object.prototype has a "constructor" key, so a plain-object lookup found a function.
+    name: 'job type named like an Object.prototype key',
+    path: '/api/trigger/constructor',
+    body: { commit: 'abc1234' },
+    status: 404,
+    code: 'job_type_not_found',
+    field: 'type',
+    rule: 'defined',
+  },
+  {
+    name: 'recovery procedure named like an Object.prototype key',
+    path: '/api/recovery/execute',
+    body: { procedure: 'constructor' },
+    status: 404,
+    code: 'procedure_not_found',
+    field: 'procedure',
+    rule: 'defined',
+  },
+  {
     name: 'job type with capitals',
     path: '/api/trigger/Deploy',
     body: { commit: 'abc1234' },

@@ -276,6 +276,11 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       // at once, thousands of times a second, so the worker must register again instead.
       // The dispatcher checks the status (and the session, when the claim names one) again
       // in each claim's transaction, and while the claim waits.
+      // The session comes first: a replaced process must register again, not wait as if it
+      // were drained, and its claims must not keep the new owner's row looking alive.
+      if (body.session !== undefined && worker.session !== body.session) {
+        throw workerSessionReplaced(workerId);
+      }
       if (worker.status !== 'online') {
         // A drained worker keeps claiming, and each claim shows that it is alive.
         await context.store.write((trx) => touchWorker(trx, workerId));
