@@ -24,7 +24,8 @@ export class HealthMonitor {
   readonly #stop = new AbortController();
   #timer: NodeJS.Timeout | undefined;
   #wakeAt = 0;
-  #ticking = false;
+  /** The tick in progress, which stop() waits for: it may still start checks. */
+  #currentTick: Promise<void> | undefined;
 
   constructor(context: AppContext) {
     this.#context = context;
@@ -33,22 +34,28 @@ export class HealthMonitor {
   start(): void {
     const names = this.#context.pipelines.healthChecks.map((check) => check.name);
     this.#context.logger.info({ checks: names }, 'health monitor started');
-    void this.#tick();
+    this.#startTick();
   }
 
   /** Stops starting checks, aborts running ones and waits for them to give back their leases. */
   async stop(): Promise<void> {
     this.#stop.abort();
     clearTimeout(this.#timer);
+    await this.#currentTick;
     await Promise.allSettled(this.#inFlight.values());
   }
 
+  #startTick(): void {
+    if (this.#currentTick !== undefined || this.#stop.signal.aborted) return;
+    this.#currentTick = this.#tick().finally(() => (this.#currentTick = undefined));
+  }
+
   async #tick(): Promise<void> {
-    if (this.#ticking || this.#stop.signal.aborted) return;
-    this.#ticking = true;
     let wakeInMs = MAX_TICK_MS;
     try {
       const rows = await readComponents(this.#context.store.db);
+      // A stop that came while the schedules were read must not see a check start after it.
+      if (this.#stop.signal.aborted) return;
       const now = Date.now();
       for (const check of this.#context.pipelines.healthChecks) {
         if (this.#inFlight.has(check.name)) continue;
@@ -69,7 +76,6 @@ export class HealthMonitor {
     } catch (error) {
       this.#context.logger.error({ err: error }, 'health monitor cannot read check schedules');
     } finally {
-      this.#ticking = false;
       this.#schedule(wakeInMs);
     }
   }
@@ -87,7 +93,7 @@ export class HealthMonitor {
     this.#wakeAt = at;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      void this.#tick();
+      this.#startTick();
     }, at - Date.now());
   }
 }

@@ -158,3 +158,50 @@ recovery:
     expect(await metricCount('stuck')).toBe(0);
   });
 });
+
+describe('health monitor stop', () => {
+  it('waits for a tick that is reading schedules', async () => {
+    const tcp = net.createServer((socket) => socket.end());
+    await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
+    const server = await startHealthServer(`
+  - name: port
+    type: tcp
+    port: ${(tcp.address() as AddressInfo).port}
+    interval: 1h
+    timeout: 1s
+`);
+    let release: () => void = () => undefined;
+    try {
+      // An open write transaction keeps the store's connection, so the monitor's first tick
+      // waits in its read of the check schedules while stop() is called.
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let holdingStarted = false;
+      const holding = server.context.store.write(() => {
+        holdingStarted = true;
+        return gate;
+      });
+      while (!holdingStarted) await sleep(5);
+      const monitor = await startHealthMonitor(server.context);
+      let stopped = false;
+      const stopping = monitor.stop().then(() => (stopped = true));
+      await sleep(200);
+      expect(stopped).toBe(false);
+
+      release();
+      await holding;
+      await stopping;
+      // The tick saw the stop after its read, so no check started behind the stop's back.
+      await sleep(200);
+      const rows = await server.context.store.db
+        .selectFrom('health_metrics')
+        .select('id')
+        .where('component', '=', 'port')
+        .execute();
+      expect(rows).toEqual([]);
+    } finally {
+      release();
+      await server.close();
+      await new Promise((resolve) => tcp.close(resolve));
+    }
+  });
+});

@@ -188,37 +188,43 @@ pipelines:
     expect(await logs.text()).toContain(MARKER);
   });
 
-  it('stops cleanly on an early signal', async () => {
-    const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
-      env: childEnv({
-        SLIPWAY_DATA_DIR: dataDir,
-        SLIPWAY_PIPELINES: pipelines,
-        SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
-        SLIPWAY_EXECUTOR: 'local',
-        API_HOST: '127.0.0.1',
-        API_PORT: '5346',
-        LOG_LEVEL: 'info',
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    let signalled = false;
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      // The API logs this before the worker registers and the scheduler starts, so the signal
-      // arrives while later roles are starting.
-      if (!signalled && output.includes('Server listening at')) {
-        signalled = true;
-        child.kill('SIGTERM');
-      }
-    });
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
-    expect(signalled).toBe(true);
-    expect({ code, signal }, output).toEqual({ code: 0, signal: null });
-    expect(output).toContain('received SIGTERM, stopping');
-    expect(output).toContain('worker stopped');
-  });
+  // Each line is logged while later work of the start is still running: the API's before the
+  // worker registers, the health monitor's while its first check may be reading the store.
+  it.each(['Server listening at', 'health monitor started'])(
+    'stops cleanly on a signal after "%s"',
+    async (line) => {
+      const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
+        env: childEnv({
+          SLIPWAY_DATA_DIR: dataDir,
+          SLIPWAY_PIPELINES: pipelines,
+          SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+          SLIPWAY_EXECUTOR: 'local',
+          API_HOST: '127.0.0.1',
+          API_PORT: '5346',
+          LOG_LEVEL: 'info',
+        }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      let signalled = false;
+      child.stdout.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        if (!signalled && output.includes(line)) {
+          signalled = true;
+          child.kill('SIGTERM');
+        }
+      });
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+      expect(signalled).toBe(true);
+      expect({ code, signal }, output).toEqual({ code: 0, signal: null });
+      expect(output).toContain('received SIGTERM, stopping');
+      expect(output).toContain('worker stopped');
+      // No role may still be using the store when it closes.
+      expect(output).not.toContain('destroyed');
+      expect(output).not.toContain('"level":50');
+    },
+  );
 
   it('leaves the database to the server', async () => {
     const serve = await startServe(5348);
