@@ -1,8 +1,7 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { CLI_PATH, childEnv, ensureBuilt, startApiProcess } from '../support/cli.js';
+import { ensureBuilt, signalOnLine, startApiProcess } from '../support/cli.js';
 import { makeTempDir } from '../support/server.js';
 
 /** Returns a port that was free a moment ago, because every cluster process needs the same one. */
@@ -87,29 +86,19 @@ describe('slipway api with API_WORKERS', () => {
 
   it('stops cleanly on an early signal', { timeout: 60_000 }, async () => {
     await ensureBuilt();
-    const child = spawn(process.execPath, [CLI_PATH, 'api'], {
-      env: childEnv({
+    // The primary logs its migrations before it writes the admin token and forks.
+    const run = await signalOnLine(
+      ['api'],
+      {
         SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-early-'),
         API_PORT: String(await freePort()),
         API_WORKERS: '2',
         LOG_LEVEL: 'info',
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    let signalled = false;
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      // The primary logs its migrations before it writes the admin token and forks.
-      if (!signalled && output.includes('migration applied')) {
-        signalled = true;
-        child.kill('SIGTERM');
-      }
-    });
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
-    expect(signalled).toBe(true);
-    expect({ code, signal }, output).toEqual({ code: 0, signal: null });
-    expect(output).toContain('received SIGTERM, stopping 2 API processes');
+      },
+      'migration applied',
+    );
+    expect(run.signalled).toBe(true);
+    expect({ code: run.code, signal: run.signal }, run.output).toEqual({ code: 0, signal: null });
+    expect(run.output).toContain('received SIGTERM, stopping 2 API processes');
   });
 });

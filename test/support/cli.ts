@@ -87,6 +87,45 @@ export function runCli(
   });
 }
 
+export interface SignalledRun {
+  /** Whether `line` appeared, so that the signal was sent. */
+  signalled: boolean;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Everything the process wrote to stdout and stderr. */
+  output: string;
+}
+
+/**
+ * Runs `slipway <args>` and sends it SIGTERM the moment its output first contains `line`,
+ * then resolves once the process has exited. The signal thus arrives while the work that
+ * follows that line is still running.
+ */
+export function signalOnLine(
+  args: string[],
+  env: Record<string, string>,
+  line: string,
+): Promise<SignalledRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], {
+      env: childEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    let signalled = false;
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (!signalled && output.includes(line)) {
+        signalled = true;
+        child.kill('SIGTERM');
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ signalled, code, signal, output }));
+  });
+}
+
 export interface ApiProcess {
   child: ChildProcess;
   url: string;

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_PATH, childEnv, ensureBuilt, runCli } from '../support/cli.js';
+import { CLI_PATH, childEnv, ensureBuilt, runCli, signalOnLine } from '../support/cli.js';
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { writePipelineFile, type JobBody } from '../support/execution.js';
@@ -56,23 +56,25 @@ pipelines:
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
+  /** Environment of a `slipway serve` on the shared data directory, listening on `port`. */
+  const serveEnv = (port: number): Record<string, string> => ({
+    SLIPWAY_DATA_DIR: dataDir,
+    SLIPWAY_PIPELINES: pipelines,
+    SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+    SLIPWAY_EXECUTOR: 'local',
+    SLIPWAY_WORKER_SHUTDOWN_SECONDS: '2',
+    API_HOST: '127.0.0.1',
+    API_PORT: String(port),
+    LOG_LEVEL: 'info',
+  });
+
   const startServe = async (
     port: number,
     extraEnv: Record<string, string> = {},
     waitFor = 'registered; waiting for tasks',
   ): Promise<ServeProcess> => {
     const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
-      env: childEnv({
-        SLIPWAY_DATA_DIR: dataDir,
-        SLIPWAY_PIPELINES: pipelines,
-        SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
-        SLIPWAY_EXECUTOR: 'local',
-        SLIPWAY_WORKER_SHUTDOWN_SECONDS: '2',
-        API_HOST: '127.0.0.1',
-        API_PORT: String(port),
-        LOG_LEVEL: 'info',
-        ...extraEnv,
-      }),
+      env: childEnv({ ...serveEnv(port), ...extraEnv }),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -193,36 +195,17 @@ pipelines:
   it.each(['Server listening at', 'health monitor started'])(
     'stops cleanly on a signal after "%s"',
     async (line) => {
-      const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
-        env: childEnv({
-          SLIPWAY_DATA_DIR: dataDir,
-          SLIPWAY_PIPELINES: pipelines,
-          SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
-          SLIPWAY_EXECUTOR: 'local',
-          API_HOST: '127.0.0.1',
-          API_PORT: '5346',
-          LOG_LEVEL: 'info',
-        }),
-        stdio: ['ignore', 'pipe', 'pipe'],
+      const run = await signalOnLine(['serve'], serveEnv(5346), line);
+      expect(run.signalled).toBe(true);
+      expect({ code: run.code, signal: run.signal }, run.output).toEqual({
+        code: 0,
+        signal: null,
       });
-      let output = '';
-      let signalled = false;
-      child.stdout.on('data', (chunk: Buffer) => {
-        output += chunk.toString();
-        if (!signalled && output.includes(line)) {
-          signalled = true;
-          child.kill('SIGTERM');
-        }
-      });
-      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-      const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
-      expect(signalled).toBe(true);
-      expect({ code, signal }, output).toEqual({ code: 0, signal: null });
-      expect(output).toContain('received SIGTERM, stopping');
-      expect(output).toContain('worker stopped');
+      expect(run.output).toContain('received SIGTERM, stopping');
+      expect(run.output).toContain('worker stopped');
       // No role may still be using the store when it closes.
-      expect(output).not.toContain('destroyed');
-      expect(output).not.toContain('"level":50');
+      expect(run.output).not.toContain('destroyed');
+      expect(run.output).not.toContain('"level":50');
     },
   );
 
