@@ -190,6 +190,7 @@ export class Worker {
     );
     try {
       this.#registration = await this.#register();
+      this.#logger.info(`worker ${this.#options.id} registered again; waiting for tasks`);
     } catch (registerError) {
       this.#logRepeated(
         'reregister-failed',

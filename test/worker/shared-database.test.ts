@@ -181,6 +181,7 @@ pipelines:
       .filter((line) => line.includes('registering worker vm-serve-offline again'));
     expect(reRegistered).toHaveLength(1);
     expect(reRegistered[0]).toContain('worker_not_online');
+    expect(serve.output()).toContain('worker vm-serve-offline registered again; waiting for tasks');
 
     const job = await runJob(serve);
     expect(job.status, serve.output()).toBe('success');
