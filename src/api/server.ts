@@ -83,7 +83,7 @@ export interface ServerOptions {
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
 /** Longest path parameter the router matches, in characters. */
 const MAX_PARAM_LENGTH = 100;
-/** Longest part of a request path that an error message repeats, in characters. */
+/** Maximum number of characters of a request path that an error message repeats. */
 const MAX_PATH_IN_MESSAGE = 200;
 
 export async function buildServer(
@@ -185,11 +185,11 @@ export async function buildServer(
 
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0]!;
-    const shown =
+    const pathInMessage =
       path.length > MAX_PATH_IN_MESSAGE ? `${path.slice(0, MAX_PATH_IN_MESSAGE)}...` : path;
     const allowed = methodsOf(path);
     if (allowed.length > 0 && request.method === 'OPTIONS') {
-      // An OPTIONS request asks which methods the path supports.
+      // A client sends OPTIONS to learn which methods the path supports.
       void reply
         .code(204)
         .header('allow', [...allowed, 'OPTIONS'].join(', '))
@@ -199,7 +199,7 @@ export async function buildServer(
     if (allowed.length > 0) {
       const error = new ApiError(
         'method_not_allowed',
-        `${request.method} is not allowed on ${shown}; use ${allowed.join(', ')}`,
+        `${request.method} is not allowed on ${pathInMessage}; use ${allowed.join(', ')}`,
         'method',
         'allowed',
         { allowed },
@@ -209,7 +209,7 @@ export async function buildServer(
     }
     const error = new ApiError(
       'route_not_found',
-      `no endpoint ${request.method} ${shown}; see /api/openapi.json`,
+      `no endpoint ${request.method} ${pathInMessage}; see /api/openapi.json`,
       'path',
       'exists',
     );

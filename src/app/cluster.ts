@@ -10,7 +10,7 @@ import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
 import { ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
-import { takeEarlySignal } from './early-signals.js';
+import { listenForStop } from './stop-signals.js';
 
 const RESTART_DELAY_MS = 1_000;
 
@@ -21,13 +21,9 @@ const RESTART_DELAY_MS = 1_000;
 export async function runApiPrimary(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel).child({ role: 'api-primary' });
   // The handlers come first, so that a signal during the setup below stops the primary cleanly.
-  let signalled: (signal: NodeJS.Signals) => void = () => undefined;
-  const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
-  process.once('SIGTERM', signalled);
-  process.once('SIGINT', signalled);
-  const early = takeEarlySignal();
-  if (early !== undefined) {
-    logger.info({ signal: early }, `received ${early} while starting, stopping`);
+  const stop = listenForStop();
+  if (stop.early !== undefined) {
+    logger.info({ signal: stop.early }, `received ${stop.early} while starting, stopping`);
     return;
   }
 
@@ -55,7 +51,7 @@ export async function runApiPrimary(config: Config): Promise<void> {
   });
   for (let i = 0; i < config.api.workers; i++) fork();
 
-  const signal = await received;
+  const signal = await stop.received;
   stopping = true;
   logger.info({ signal }, `received ${signal}, stopping ${config.api.workers} API processes`);
   const workers = Object.values(cluster.workers ?? {}).filter((worker) => worker !== undefined);

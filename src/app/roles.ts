@@ -3,7 +3,7 @@
  * returns a handle whose `stop` finishes in-flight work and releases what the role uses.
  * `runRolesUntilSignal` stops them in reverse order on SIGTERM or SIGINT, then closes the store.
  */
-import { takeEarlySignal } from './early-signals.js';
+import { listenForStop } from './stop-signals.js';
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type RouteModule } from '../api/server.js';
 import { ConfigError, type Role } from '../config/env.js';
@@ -156,24 +156,21 @@ export async function runRolesUntilSignal(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<void> {
-  let signalled: (signal: NodeJS.Signals) => void = () => undefined;
-  const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
-  const onSignal = (signal: NodeJS.Signals) => signalled(signal);
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  const stop = listenForStop();
   try {
-    const early = takeEarlySignal();
-    if (early !== undefined) {
-      context.logger.info({ signal: early }, `received ${early} while starting, stopping`);
+    if (stop.early !== undefined) {
+      context.logger.info(
+        { signal: stop.early },
+        `received ${stop.early} while starting, stopping`,
+      );
       await context.store.close();
       return;
     }
     const running = await startRoles(context, roles);
-    const signal = await received;
+    const signal = await stop.received;
     context.logger.info({ signal }, `received ${signal}, stopping`);
     await stopRoles(context, running);
   } finally {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
+    stop.dispose();
   }
 }

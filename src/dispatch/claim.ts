@@ -34,9 +34,10 @@ export interface ClaimContext {
 }
 
 /**
- * Error thrown by `claimTasks` when the worker is not registered or not online. The check runs
- * in the claim's transaction, so a worker that any process marked offline or draining gets no
- * more tasks, even through a claim that was already waiting.
+ * Error thrown by `claimTasks` when the worker is not registered, is not online, or was
+ * registered since by another process. The check runs in the claim's transaction, so a worker
+ * that any process marked offline or draining gets no more tasks, even through a claim that
+ * was already waiting.
  */
 export class ClaimRejected extends Error {
   constructor(
@@ -58,6 +59,24 @@ export class ClaimRejected extends Error {
 }
 
 /**
+ * Returns why the worker may not claim, or undefined when it may. The session comes first: a
+ * replaced process must register again, not wait as if it were drained, and its claims must
+ * not keep the new owner's row looking alive.
+ */
+export function claimRejection(
+  workerId: string,
+  worker: { status: string; session: string | null } | undefined,
+  session: string | undefined,
+): ClaimRejected | undefined {
+  if (worker === undefined) return new ClaimRejected(workerId, null);
+  if (session !== undefined && worker.session !== session) {
+    return new ClaimRejected(workerId, worker.status, true);
+  }
+  if (worker.status !== 'online') return new ClaimRejected(workerId, worker.status);
+  return undefined;
+}
+
+/**
  * Claims up to `request.max` of the oldest queued tasks the worker can run. Throws
  * `ClaimRejected` before writing anything when the worker may not claim.
  */
@@ -71,12 +90,8 @@ export async function claimTasks(
     .select(['status', 'session'])
     .where('id', '=', request.workerId)
     .executeTakeFirst();
-  if (worker === undefined) throw new ClaimRejected(request.workerId, null);
-  // A replaced process learns that first, whatever the new owner's status is.
-  if (request.session !== undefined && worker.session !== request.session) {
-    throw new ClaimRejected(request.workerId, worker.status, true);
-  }
-  if (worker.status !== 'online') throw new ClaimRejected(request.workerId, worker.status);
+  const rejected = claimRejection(request.workerId, worker, request.session);
+  if (rejected !== undefined) throw rejected;
   if (request.max <= 0) return [];
   const candidates = await trx
     .selectFrom('tasks')

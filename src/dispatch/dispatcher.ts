@@ -82,7 +82,7 @@ export class Dispatcher {
 
   /**
    * Rejects the waiting claims of one worker that was set draining or offline in this
-   * process, so the worker learns why at once instead of from an empty answer.
+   * process, so the worker learns why at once instead of from an empty response.
    */
   releaseWorker(workerId: string, status: string): number {
     const mine = this.#waiters.filter((waiter) => waiter.request.workerId === workerId);

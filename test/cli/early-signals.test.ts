@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATH, ensureBuilt } from '../support/cli.js';
 
 const MODULE = pathToFileURL(
-  path.join(path.dirname(CLI_PATH), '..', 'app', 'early-signals.js'),
+  path.join(path.dirname(CLI_PATH), '..', 'app', 'stop-signals.js'),
 ).href;
 
 /**

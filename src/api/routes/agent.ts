@@ -16,7 +16,7 @@ import {
   requireLease,
   type FinishStatus,
 } from '../../dispatch/lease.js';
-import { ClaimRejected, touchWorker } from '../../dispatch/claim.js';
+import { ClaimRejected, claimRejection, touchWorker } from '../../dispatch/claim.js';
 import { LogOffsetError } from '../../logs/task-log-store.js';
 import { instanceId } from '../../jobs/labels.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
@@ -274,17 +274,14 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       if (worker === undefined) throw workerNotFound(workerId);
       // An empty list here made a worker that another process had marked offline claim again
       // at once, thousands of times a second, so the worker must register again instead.
-      // The dispatcher checks the status (and the session, when the claim names one) again
-      // in each claim's transaction, and while the claim waits.
-      // The session comes first: a replaced process must register again, not wait as if it
-      // were drained, and its claims must not keep the new owner's row looking alive.
-      if (body.session !== undefined && worker.session !== body.session) {
-        throw workerSessionReplaced(workerId);
-      }
-      if (worker.status !== 'online') {
+      // The dispatcher checks again in each claim's transaction, and while the claim waits.
+      const rejected = claimRejection(workerId, worker, body.session);
+      if (rejected !== undefined) {
         // A drained worker keeps claiming, and each claim shows that it is alive.
-        await context.store.write((trx) => touchWorker(trx, workerId));
-        throw workerNotOnline(workerId, worker.status);
+        if (!rejected.sessionReplaced) {
+          await context.store.write((trx) => touchWorker(trx, workerId));
+        }
+        throw rejectionError(rejected);
       }
       const executors = JSON.parse(worker.executors) as string[];
       const claimRequest = {
@@ -303,10 +300,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       const tasks = await services.dispatcher
         .claim(claimRequest, auditContext(request), waitMs, gone.signal)
         .catch((error: unknown) => {
-          if (!(error instanceof ClaimRejected)) throw error;
-          if (error.status === null) throw workerNotFound(workerId);
-          if (error.sessionReplaced) throw workerSessionReplaced(workerId);
-          throw workerNotOnline(workerId, error.status);
+          throw error instanceof ClaimRejected ? rejectionError(error) : error;
         });
       for (const task of tasks) {
         const file = services.logs.pathFor(task.job.id, task.task_id, task.attempt);
@@ -545,6 +539,13 @@ function workerNotOnline(workerId: string, status: string): ApiError {
     'online',
     { status },
   );
+}
+
+/** Returns the API error for a claim the worker may not make. */
+function rejectionError(rejected: ClaimRejected): ApiError {
+  if (rejected.status === null) return workerNotFound(rejected.workerId);
+  if (rejected.sessionReplaced) return workerSessionReplaced(rejected.workerId);
+  return workerNotOnline(rejected.workerId, rejected.status);
 }
 
 function workerSessionReplaced(workerId: string): ApiError {

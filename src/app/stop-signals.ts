@@ -1,0 +1,73 @@
+/**
+ * SIGTERM and SIGINT for the long-running commands. A signal can arrive while the command is
+ * still loading its modules (about a second here, longer on a busy host), and Node's default
+ * action would end the process without a log line. This module imports nothing, so its early
+ * handlers are in place at once, and listenForStop takes the caught signal over.
+ */
+
+/** Commands that run until a signal stops them. */
+const LONG_RUNNING = new Set(['serve', 'api', 'orchestrator', 'health-monitor', 'worker']);
+
+/** How long a caught signal may wait for the roles before the process ends anyway. */
+const UNCLAIMED_SIGNAL_EXIT_MS = 30_000;
+
+let caught: NodeJS.Signals | undefined;
+const signalTimers: NodeJS.Timeout[] = [];
+
+function onSignal(signal: NodeJS.Signals): void {
+  caught ??= signal;
+  // Start-up may itself hang (a database that stays locked), and the signal must still end it.
+  const timer = setTimeout(
+    () => process.exit(signal === 'SIGINT' ? 130 : 143),
+    UNCLAIMED_SIGNAL_EXIT_MS,
+  );
+  timer.unref();
+  signalTimers.push(timer);
+}
+
+/** Installs the early handlers when `argv` names a long-running command. */
+export function catchEarlySignals(argv: readonly string[]): void {
+  if (!LONG_RUNNING.has(argv[2] ?? '')) return;
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+/**
+ * Removes the early handlers and returns the signal they caught, if any. The caller installs
+ * its own handlers first, so that no signal falls between the two.
+ */
+export function takeEarlySignal(): NodeJS.Signals | undefined {
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  for (const timer of signalTimers.splice(0)) clearTimeout(timer);
+  return caught;
+}
+
+export interface StopListener {
+  /** The signal that arrived while the command was loading or starting, if one did. */
+  early: NodeJS.Signals | undefined;
+  /** Resolves with the first SIGTERM or SIGINT after the listener was installed. */
+  received: Promise<NodeJS.Signals>;
+  /** Removes the listener's handlers. */
+  dispose(): void;
+}
+
+/**
+ * Installs handlers for the first SIGTERM or SIGINT and takes over a signal that the early
+ * handlers caught. A second signal gets Node's default action, which ends a stuck stop.
+ */
+export function listenForStop(): StopListener {
+  let signalled: (signal: NodeJS.Signals) => void = () => undefined;
+  const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+  const handler = (signal: NodeJS.Signals) => signalled(signal);
+  process.once('SIGTERM', handler);
+  process.once('SIGINT', handler);
+  return {
+    early: takeEarlySignal(),
+    received,
+    dispose() {
+      process.off('SIGTERM', handler);
+      process.off('SIGINT', handler);
+    },
+  };
+}
