@@ -169,6 +169,8 @@ export interface WorkersTable {
   last_heartbeat_at: string;
   /** Random value from the registering process; null for rows from before it was recorded. */
   session: string | null;
+  /** api_tokens.id of the token the worker id was last registered with; null before 0012. */
+  token_id: number | null;
 }
 
 export interface SchedulerLocksTable {

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { executionServices } from '../../src/dispatch/services.js';
+import { revokeToken } from '../../src/store/tokens.js';
 import { writePipelineFile } from '../support/execution.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -243,6 +244,134 @@ describe('claims from a replaced session', () => {
       .where('id', '=', 'moved')
       .executeTakeFirstOrThrow();
     expect(row.last_heartbeat_at).toBe('2000-01-01T00:00:00.000Z');
+  });
+});
+
+describe('worker ownership by token', () => {
+  let server: TestServer;
+  let owner: string;
+  let other: string;
+
+  beforeAll(async () => {
+    const pipelines = writePipelineFile(`
+pipelines:
+  quick:
+    executor: local
+    steps:
+      - run: echo quick
+`);
+    server = await startTestServer({ SLIPWAY_LEASE_SECONDS: '30', SLIPWAY_PIPELINES: pipelines });
+    owner = await server.token('agent', 'agent-owner');
+    other = await server.token('agent', 'agent-other');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const post = (token: string, path: string, body: unknown) =>
+    server.request('POST', path, { token, body });
+  const register = (token: string, id: string, session: string) =>
+    post(token, '/api/agent/workers', {
+      name: id,
+      session,
+      hostname: 'host-a',
+      executors: ['local'],
+      capacity: 1,
+    });
+  const workerRow = (id: string) =>
+    server.context.store.db
+      .selectFrom('workers')
+      .selectAll()
+      .where('id', '=', id)
+      .executeTakeFirstOrThrow();
+
+  it('keeps a worker id to the token that registered it', async () => {
+    expect((await register(owner, 'kept', 'session-k1')).status).toBe(200);
+
+    const drained = await post(other, '/api/agent/workers/kept/status', { status: 'draining' });
+    expect(drained.status).toBe(403);
+    expect(drained.body.code).toBe('worker_owned');
+    expect(drained.body.field).toBe('Authorization');
+    expect(drained.body.error).toContain('"agent-owner"');
+    expect(drained.body.owner).toBe('agent-owner');
+    const claim = await post(other, '/api/agent/workers/kept/claim', { max: 1, wait_seconds: 0 });
+    expect(claim.status).toBe(403);
+    expect((await workerRow('kept')).status).toBe('online');
+    const own = await post(owner, '/api/agent/workers/kept/claim', { max: 1, wait_seconds: 0 });
+    expect(own.status).toBe(200);
+
+    // Once the owner's process has stopped, the id is still not free for another token.
+    const stopped = await post(owner, '/api/agent/workers/kept/status', { status: 'offline' });
+    expect(stopped.status).toBe(200);
+    const taken = await register(other, 'kept', 'session-k2');
+    expect(taken.status).toBe(403);
+    expect(taken.body.code).toBe('worker_owned');
+    expect(await workerRow('kept')).toMatchObject({ status: 'offline', session: 'session-k1' });
+
+    // An operator's admin token acts for every worker.
+    const byAdmin = await post(server.adminToken, '/api/agent/workers/kept/status', {
+      status: 'online',
+    });
+    expect(byAdmin.status).toBe(200);
+  });
+
+  it('takes task reports only from the owning token', async () => {
+    expect((await register(owner, 'runner', 'session-r1')).status).toBe(200);
+    const triggered = await post(server.adminToken, '/api/trigger/quick', { commit: 'abcdef2' });
+    expect(triggered.status).toBe(201);
+    const claim = await post(owner, '/api/agent/workers/runner/claim', {
+      max: 1,
+      wait_seconds: 5,
+    });
+    expect(claim.status).toBe(200);
+    expect(claim.body.tasks).toHaveLength(1);
+    const task = claim.body.tasks[0] as { task_id: string; attempt: number };
+    const lease = { worker_id: 'runner', attempt: task.attempt };
+
+    const paths = ['heartbeat', 'logs', 'finish', 'release'];
+    const bodies = [
+      lease,
+      { ...lease, offset: 0, data: 'forged output\n' },
+      { ...lease, status: 'success', exit_code: 0, duration_ms: 5 },
+      { ...lease, reason: 'forged release' },
+    ];
+    for (const [index, path] of paths.entries()) {
+      const answer = await post(other, `/api/agent/tasks/${task.task_id}/${path}`, bodies[index]);
+      expect(answer.status, path).toBe(403);
+      expect(answer.body.code, path).toBe('worker_owned');
+    }
+    const row = await server.context.store.db
+      .selectFrom('tasks')
+      .select(['status', 'worker_id'])
+      .where('id', '=', task.task_id)
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ status: 'running', worker_id: 'runner' });
+
+    const finished = await post(owner, `/api/agent/tasks/${task.task_id}/finish`, {
+      ...lease,
+      status: 'success',
+      exit_code: 0,
+      duration_ms: 5,
+    });
+    expect(finished.status).toBe(200);
+    expect(finished.body.status).toBe('success');
+  });
+
+  it('hands the id over once its token is revoked', async () => {
+    expect((await register(owner, 'rotated', 'session-o1')).status).toBe(200);
+    await post(owner, '/api/agent/workers/rotated/status', { status: 'offline' });
+    expect((await register(other, 'rotated', 'session-o2')).status).toBe(403);
+
+    expect(await revokeToken(server.context.store.db, 'agent-owner')).toBe(1);
+    const next = await register(other, 'rotated', 'session-o2');
+    expect(next.status).toBe(200);
+    const tokenId = await server.context.store.db
+      .selectFrom('api_tokens')
+      .select('id')
+      .where('name', '=', 'agent-other')
+      .executeTakeFirstOrThrow();
+    expect((await workerRow('rotated')).token_id).toBe(tokenId.id);
   });
 });
 

@@ -5,7 +5,7 @@
  * longer holds that lease.
  */
 import { Type } from '@sinclair/typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { executionServices, closeExecutionServices } from '../../dispatch/services.js';
 import {
@@ -15,6 +15,7 @@ import {
   releaseTask,
   requireLease,
   type FinishStatus,
+  type LeaseHolder,
 } from '../../dispatch/lease.js';
 import { ClaimRejected, claimRejection, touchWorker } from '../../dispatch/claim.js';
 import { LogOffsetError } from '../../logs/task-log-store.js';
@@ -24,6 +25,7 @@ import { appendAudit } from '../../store/audit.js';
 import { nowIso } from '../../util/time.js';
 import { ApiError } from '../errors.js';
 import { auditContext } from '../request-context.js';
+import { checkWorkerOwner } from '../worker-owner.js';
 import { ErrorSchema } from '../schemas.js';
 
 /** Maximum seconds a claim waits for tasks, below the 30 s idle timeout common in proxies. */
@@ -214,6 +216,8 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         ) {
           throw workerIdInUse(workerId, existing.hostname, existing.last_heartbeat_at);
         }
+        // After the check above, so that a second process gets the more telling worker_id_in_use.
+        await checkWorkerOwner(trx, workerId, request.principal);
         const row = {
           name: body.name,
           hostname: body.hostname,
@@ -224,6 +228,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           status: 'online' as const,
           last_heartbeat_at: now,
           session: body.session ?? null,
+          token_id: request.principal?.tokenId ?? null,
         };
         await trx
           .insertInto('workers')
@@ -266,6 +271,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
     async (request, reply) => {
       const { worker_id: workerId } = request.params as { worker_id: string };
       const body = request.body as { max: number; wait_seconds?: number; session?: string };
+      await checkWorkerOwner(context.store.db, workerId, request.principal);
       const worker = await context.store.db
         .selectFrom('workers')
         .selectAll()
@@ -343,6 +349,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       const { status } = request.body as { status: 'online' | 'draining' | 'offline' };
       const audit = auditContext(request);
       const found = await context.store.write(async (trx) => {
+        await checkWorkerOwner(trx, workerId, request.principal);
         const result = await trx
           .updateTable('workers')
           .set({ status, last_heartbeat_at: nowIso() })
@@ -379,7 +386,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       config: { roles: ['agent'] },
     },
     async (request) => {
-      const holder = leaseHolder(request.params, request.body);
+      const holder = await leaseHolder(context, request);
       const result = await context.store.write((trx) => heartbeat(trx, holder, leaseMs));
       return {
         lease_expires_at: result.leaseExpiresAt,
@@ -418,7 +425,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       config: { roles: ['agent'] },
     },
     async (request) => {
-      const holder = leaseHolder(request.params, request.body);
+      const holder = await leaseHolder(context, request);
       const body = request.body as { offset: number; data: string };
       const task = await requireLease(context.store.db, holder);
       const file = task.log_path ?? services.logs.pathFor(task.job_id, task.id, task.attempt);
@@ -463,7 +470,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       config: { roles: ['agent'] },
     },
     async (request) => {
-      const holder = leaseHolder(request.params, request.body);
+      const holder = await leaseHolder(context, request);
       const body = request.body as {
         status: FinishStatus;
         exit_code?: number | null;
@@ -513,7 +520,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       config: { roles: ['agent'] },
     },
     async (request) => {
-      const holder = leaseHolder(request.params, request.body);
+      const holder = await leaseHolder(context, request);
       const { reason } = request.body as { reason: string };
       const changes = new ChangeSet();
       const task = await context.store.write((trx) =>
@@ -525,9 +532,11 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
   );
 }
 
-function leaseHolder(params: unknown, body: unknown) {
-  const { task_id: taskId } = params as { task_id: string };
-  const { worker_id: workerId, attempt } = body as { worker_id: string; attempt: number };
+/** The task, worker and attempt a report names, once the token may act for that worker. */
+async function leaseHolder(context: AppContext, request: FastifyRequest): Promise<LeaseHolder> {
+  const { task_id: taskId } = request.params as { task_id: string };
+  const { worker_id: workerId, attempt } = request.body as { worker_id: string; attempt: number };
+  await checkWorkerOwner(context.store.db, workerId, request.principal);
   return { taskId, workerId, attempt };
 }
 

@@ -6,6 +6,7 @@ import * as tokenEnvVariable from './0004_token_env_variable.js';
 import * as dropDuplicateTaskIndex from './0005_drop_duplicate_task_index.js';
 import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
+import * as workerToken from './0012_worker_token.js';
 import * as healthState from './0030_health_state.js';
 import * as github from './0040_github.js';
 
@@ -22,6 +23,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0005_drop_duplicate_task_index': dropDuplicateTaskIndex,
   '0010_task_execution': taskExecution,
   '0011_worker_session': workerSession,
+  '0012_worker_token': workerToken,
   '0030_health_state': healthState,
   '0040_github': github,
 };
