@@ -4,10 +4,17 @@
  * grandchildren stop too; after each step the group is killed, so background processes a
  * step left behind do not outlive it.
  *
- * NOTE: a process that moves itself into a new session or process group (setsid, a
- * daemonizing server) escapes the group and is not killed.
+ * A process that moves itself into a new session or process group (setsid, a daemonizing
+ * server) leaves the group, but it keeps the environment it started with. Every step's
+ * environment carries a random SLIPWAY_PROCESS_MARK, and the same kills also reach each
+ * process whose /proc/<pid>/environ contains it.
+ *
+ * NOTE: a process started with a cleared environment (env -i) escapes both, and outside
+ * Linux there is no /proc to search.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
 import {
   stepHeader,
@@ -19,6 +26,9 @@ import {
 
 /** Milliseconds between SIGTERM and SIGKILL when a step is stopped. */
 export const KILL_GRACE_MS = 2_000;
+
+/** The variable that marks every process a task's steps start (see killMarked). */
+export const PROCESS_MARK_VARIABLE = 'SLIPWAY_PROCESS_MARK';
 
 /** Variables of the worker's own environment that steps inherit; everything else is dropped. */
 const INHERITED_ENV = [
@@ -45,17 +55,20 @@ const INHERITED_ENV = [
 export class LocalExecutor implements Executor {
   readonly name = 'local' as const;
   readonly #groups = new Map<string, Set<number>>();
+  readonly #marks = new Map<string, string>();
 
   async run(
     spec: ExecutionSpec,
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<ExecutionResult> {
-    const env = { ...inheritedEnv(), ...spec.env };
+    const mark = randomBytes(12).toString('hex');
+    this.#marks.set(spec.taskId, mark);
+    const env = { ...inheritedEnv(), ...spec.env, [PROCESS_MARK_VARIABLE]: mark };
     for (const [index, step] of spec.steps.entries()) {
       if (signal.aborted) return { exitCode: 130 };
       output.note(stepHeader(index, spec.steps.length, step));
-      const exitCode = await this.#runStep(spec, step.run, env, output, signal);
+      const exitCode = await this.#runStep(spec, step.run, env, mark, output, signal);
       if (signal.aborted) return { exitCode };
       if (exitCode !== 0) {
         output.note(`[slipway] step "${step.name}" exited with code ${exitCode}`);
@@ -68,12 +81,16 @@ export class LocalExecutor implements Executor {
   async cleanup(spec: ExecutionSpec): Promise<void> {
     for (const pid of this.#groups.get(spec.taskId) ?? []) killGroup(pid, 'SIGKILL');
     this.#groups.delete(spec.taskId);
+    const mark = this.#marks.get(spec.taskId);
+    if (mark !== undefined) killMarked(mark, 'SIGKILL');
+    this.#marks.delete(spec.taskId);
   }
 
   #runStep(
     spec: ExecutionSpec,
     command: string,
     env: Record<string, string>,
+    mark: string,
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<number> {
@@ -100,7 +117,11 @@ export class LocalExecutor implements Executor {
       const stop = () => {
         if (pid === undefined) return;
         killGroup(pid, 'SIGTERM');
-        killTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), KILL_GRACE_MS);
+        killMarked(mark, 'SIGTERM');
+        killTimer = setTimeout(() => {
+          killGroup(pid, 'SIGKILL');
+          killMarked(mark, 'SIGKILL');
+        }, KILL_GRACE_MS);
       };
       signal.addEventListener('abort', stop, { once: true });
       child.stdout?.on('data', (chunk: Buffer) => output.write(chunk));
@@ -114,6 +135,7 @@ export class LocalExecutor implements Executor {
         exitCode = code ?? 128 + signalNumber(killedBy);
         // Background processes of the step would keep its pipes open and outlive it.
         if (pid !== undefined) killGroup(pid, 'SIGKILL');
+        killMarked(mark, 'SIGKILL');
       });
       child.once('close', () => {
         clearTimeout(killTimer);
@@ -141,6 +163,55 @@ export function killGroup(pid: number, signal: NodeJS.Signals): void {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
   }
+}
+
+/**
+ * Sends `signal` to every other process whose environment contains the mark, and returns how
+ * many there were. It searches again while it finds any, because a marked process may start
+ * another between the search and the kill.
+ */
+export function killMarked(mark: string, signal: NodeJS.Signals): number {
+  const entry = Buffer.from(`${PROCESS_MARK_VARIABLE}=${mark}\0`);
+  const signalled = new Set<number>();
+  for (let round = 0; round < MARK_SEARCH_ROUNDS; round += 1) {
+    const found = markedProcesses(entry).filter((pid) => !signalled.has(pid));
+    if (found.length === 0) break;
+    for (const pid of found) {
+      signalled.add(pid);
+      try {
+        process.kill(pid, signal);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+      }
+    }
+  }
+  return signalled.size;
+}
+
+const MARK_SEARCH_ROUNDS = 5;
+
+function markedProcesses(entry: Buffer): number[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  for (const name of names) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    let environ: Buffer;
+    try {
+      environ = fs.readFileSync(`/proc/${name}/environ`);
+    } catch {
+      // The process has ended, or belongs to another user.
+      continue;
+    }
+    const position = environ.indexOf(entry);
+    // Each variable starts the buffer or follows a NUL.
+    if (position === 0 || (position > 0 && environ[position - 1] === 0)) pids.push(Number(name));
+  }
+  return pids;
 }
 
 function signalNumber(name: NodeJS.Signals | null): number {

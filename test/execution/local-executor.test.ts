@@ -152,6 +152,64 @@ pipelines:
   });
 });
 
+describe('local executor and detached processes', () => {
+  let harness: ExecutionHarness;
+  let repo: { dir: string; commit: string };
+
+  beforeAll(async () => {
+    repo = makeRepository({ 'hello.txt': 'hello\n' });
+    // Each step waits a moment, so that setsid has run before the step ends.
+    harness = await startHarness({
+      SLIPWAY_PIPELINES: writePipelineFile(`
+repository: ${repo.dir}
+pipelines:
+  detached:
+    executor: local
+    steps:
+      - name: detach
+        run: |
+          setsid sh -c 'sleep 304 && echo ${MARKER}-e' </dev/null >/dev/null 2>&1 &
+          sleep 0.5
+  detached-wait:
+    executor: local
+    steps:
+      - name: detach and wait
+        run: |
+          setsid sh -c 'sleep 305 && echo ${MARKER}-f' </dev/null >/dev/null 2>&1 &
+          sleep 306 && echo ${MARKER}-g
+`),
+      SLIPWAY_EXECUTOR: 'local',
+    });
+  });
+
+  afterAll(async () => {
+    await harness?.close();
+  });
+
+  it('kills a setsid process after its step', async () => {
+    const id = await harness.trigger('detached', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('success');
+    await waitFor(() => processesWith(`${MARKER}-e`).length === 0, 2_000);
+    expect(processesWith('sleep 304')).toEqual([]);
+  });
+
+  it('kills a setsid process on cancel', async () => {
+    const id = await harness.trigger('detached-wait', { commit: repo.commit });
+    await harness.waitForStatus(id, 'running');
+    await waitFor(() => processesWith(`${MARKER}-f`).length > 0, 5_000);
+    const cancel = await harness.server.request('POST', `/api/job/${id}/cancel`, {
+      token: harness.token,
+    });
+    expect(cancel.status).toBe(202);
+    const job = await harness.waitForJob(id, 10_000);
+    expect(job.status).toBe('cancelled');
+    await waitFor(() => processesWith(`${MARKER}-f`).length === 0, 2_000);
+    expect(processesWith('sleep 305')).toEqual([]);
+    expect(processesWith(`${MARKER}-g`)).toEqual([]);
+  });
+});
+
 async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
