@@ -72,6 +72,10 @@ export const ERROR_CODES = {
     status: 429,
     summary: 'too many requests for this token; retry after the given time',
   },
+  method_not_implemented: {
+    status: 501,
+    summary: 'the request method is not one the server knows',
+  },
   internal_error: {
     status: 500,
     summary: 'an unexpected failure; the request id is in the server log',

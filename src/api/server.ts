@@ -239,44 +239,65 @@ export async function buildServer(
  * saw it: headers too large, a request that did not arrive in time, or bytes that are not
  * HTTP. As in Node's own handler, the response goes to the socket, which is then closed.
  */
-function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+/**
+ * Responds to a request that Node's HTTP parser rejected before Fastify saw it, in the
+ * catalogue's shape with a request id of its own. Fastify binds `this` to the instance.
+ */
+function answerClientError(
+  this: FastifyInstance,
+  error: NodeJS.ErrnoException,
+  socket: Duplex,
+): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  let apiError: ApiError;
-  if (error.code === 'HPE_HEADER_OVERFLOW') {
-    apiError = new ApiError(
-      'headers_too_large',
-      'the request headers are larger than the server accepts (16 KiB)',
-      'headers',
-      'maxBytes',
-    );
-  } else if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-    apiError = new ApiError(
-      'request_timeout',
-      'the request did not arrive completely in time (API_TIMEOUT)',
-      'request',
-      'timeout',
-    );
-  } else {
-    apiError = new ApiError(
-      'validation_failed',
-      'the request is not valid HTTP',
-      'request',
-      'http',
-    );
-  }
-  const body = JSON.stringify(errorBody(apiError));
+  const apiError = clientApiError(error);
+  const requestId = randomUUID();
+  this.log.info(
+    { reqId: requestId, code: error.code, status: apiError.status },
+    `rejected a request before routing: ${error.message}`,
+  );
   if (!socket.writable) {
     socket.destroy(error);
     return;
   }
+  const body = JSON.stringify(errorBody(apiError, requestId));
   socket.write(
     `HTTP/1.1 ${apiError.status} ${http.STATUS_CODES[apiError.status]}\r\n` +
       'Content-Type: application/json; charset=utf-8\r\n' +
       `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      `X-Request-Id: ${requestId}\r\n` +
       'Connection: close\r\n\r\n' +
       body,
   );
   socket.destroy(error);
+}
+
+function clientApiError(error: NodeJS.ErrnoException): ApiError {
+  switch (error.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return new ApiError(
+        'headers_too_large',
+        'the request headers are larger than the server accepts (16 KiB)',
+        'headers',
+        'maxBytes',
+      );
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new ApiError(
+        'request_timeout',
+        'the request did not arrive completely in time (API_TIMEOUT)',
+        'request',
+        'timeout',
+      );
+    case 'HPE_INVALID_METHOD':
+      // RFC 9110 section 9.1: a server answers an unrecognized method with 501.
+      return new ApiError(
+        'method_not_implemented',
+        'the server does not recognize the request method; the API uses GET, POST and PATCH, and OPTIONS on a path lists its methods',
+        'method',
+        'known',
+      );
+    default:
+      return new ApiError('validation_failed', 'the request is not valid HTTP', 'request', 'http');
+  }
 }
 
 /** Maps anything thrown while handling a request to the error catalogue. */

@@ -1,8 +1,10 @@
 /**
  * Requests that fail before routing (a path that is not valid percent-encoding, a parameter
- * over the length limit, headers over Node's limit) still get the catalogue's error shape.
+ * over the length limit, headers over Node's limit, an unknown method) still get the
+ * catalogue's error shape with a request id.
  */
 import http from 'node:http';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -56,11 +58,36 @@ describe('errors raised before routing', () => {
       },
     );
     expect(status).toBe(431);
-    expect(JSON.parse(body)).toEqual({
+    const parsed = JSON.parse(body) as Record<string, unknown>;
+    expect(parsed).toEqual({
       error: 'the request headers are larger than the server accepts (16 KiB)',
       code: 'headers_too_large',
       field: 'headers',
       rule: 'maxBytes',
+      request_id: expect.stringMatching(/^[0-9a-f-]{36}$/),
     });
+  });
+
+  it('an unknown request method', async () => {
+    const { port } = new URL(server.url);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => {
+        socket.write('BREW /api/health/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      });
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 501 Not Implemented\r\n/);
+    const parsed = JSON.parse(body!) as Record<string, unknown>;
+    expect(parsed).toMatchObject({
+      code: 'method_not_implemented',
+      field: 'method',
+      rule: 'known',
+    });
+    expect(parsed.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(head).toContain(`X-Request-Id: ${parsed.request_id as string}`);
   });
 });
