@@ -169,7 +169,10 @@ export interface WorkersTable {
   last_heartbeat_at: string;
   /** Random value from the registering process; null for rows from before it was recorded. */
   session: string | null;
-  /** api_tokens.id of the token the worker id was last registered with; null before 0012. */
+  /**
+   * api_tokens.id of the token the worker id was last registered with. It is null for rows from
+   * before 0012, and once that token row is deleted.
+   */
   token_id: number | null;
 }
 

@@ -373,6 +373,36 @@ pipelines:
       .executeTakeFirstOrThrow();
     expect((await workerRow('rotated')).token_id).toBe(tokenId.id);
   });
+
+  it('frees the id of a deleted token', async () => {
+    // `slipway serve` deletes its own agent token when it stops, and SQLite gives the next
+    // token the id of the deleted row with the highest id.
+    const serveToken = await server.token('agent', 'serve-self');
+    expect((await register(serveToken, 'reused', 'session-d1')).status).toBe(200);
+    await post(serveToken, '/api/agent/workers/reused/status', { status: 'offline' });
+    const { id: deletedId } = await server.context.store.write((trx) =>
+      trx
+        .deleteFrom('api_tokens')
+        .where('name', '=', 'serve-self')
+        .returning('id')
+        .executeTakeFirstOrThrow(),
+    );
+    const later = await server.token('agent', 'created-later');
+    const laterRow = await server.context.store.db
+      .selectFrom('api_tokens')
+      .select('id')
+      .where('name', '=', 'created-later')
+      .executeTakeFirstOrThrow();
+    expect(laterRow.id).toBe(deletedId);
+    expect((await workerRow('reused')).token_id).toBeNull();
+
+    // The next `slipway serve` registers the id with a token of its own.
+    const next = await register(other, 'reused', 'session-d2');
+    expect(next.status).toBe(200);
+    const drained = await post(later, '/api/agent/workers/reused/status', { status: 'draining' });
+    expect(drained.status).toBe(403);
+    expect(drained.body.owner).toBe('agent-other');
+  });
 });
 
 async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {

@@ -42,3 +42,60 @@ describe('duplicate task index migration', () => {
     }
   });
 });
+
+describe('worker token delete migration', () => {
+  it('clears token ids of deleted tokens', async () => {
+    const dbPath = path.join(makeTempDir('slipway-migration-'), 'old.db');
+    await (await openStore(dbPath)).close();
+
+    // A database that ran 0012, whose workers name a token that was deleted since, and one
+    // created after the deletion with the same id.
+    const old = new Database(dbPath);
+    old.exec('DROP TRIGGER workers_token_deleted');
+    old.prepare(`DELETE FROM schema_migrations WHERE name = '0013_worker_token_delete'`).run();
+    const earlier = '2026-01-01T00:00:00.000Z';
+    const now = new Date().toISOString();
+    const insertToken = old.prepare(
+      `INSERT INTO api_tokens (id, name, role, token_hash, prefix, created_at)
+       VALUES (?, ?, 'agent', ?, 'slw_', ?)`,
+    );
+    insertToken.run(7, 'kept', 'hash-kept', earlier);
+    insertToken.run(8, 'deleted', 'hash-deleted', earlier);
+    insertToken.run(9, 'reused', 'hash-reused', earlier);
+    const insertWorker = old.prepare(
+      `INSERT INTO workers (id, name, hostname, capacity, status, registered_at,
+         last_heartbeat_at, token_id)
+       VALUES (?, ?, 'host-a', 1, 'offline', ?, ?, ?)`,
+    );
+    insertWorker.run('of-kept', 'of-kept', now, now, 7);
+    insertWorker.run('of-deleted', 'of-deleted', now, now, 8);
+    insertWorker.run('of-reused', 'of-reused', now, now, 9);
+    old.prepare('DELETE FROM api_tokens WHERE id IN (8, 9)').run();
+    insertToken.run(
+      9,
+      'created-later',
+      'hash-created-later',
+      new Date(Date.now() + 1000).toISOString(),
+    );
+    old.close();
+
+    const store = await openStore(dbPath);
+    try {
+      const tokenIds = () =>
+        store.read((sqlite) =>
+          Object.fromEntries(
+            sqlite
+              .prepare('SELECT id, token_id FROM workers ORDER BY id')
+              .all()
+              .map((row) => [(row as { id: string }).id, (row as { token_id: number }).token_id]),
+          ),
+        );
+      expect(tokenIds()).toEqual({ 'of-deleted': null, 'of-kept': 7, 'of-reused': null });
+
+      await store.db.deleteFrom('api_tokens').where('id', '=', 7).execute();
+      expect(tokenIds()).toEqual({ 'of-deleted': null, 'of-kept': null, 'of-reused': null });
+    } finally {
+      await store.close();
+    }
+  });
+});

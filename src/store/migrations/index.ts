@@ -7,6 +7,7 @@ import * as dropDuplicateTaskIndex from './0005_drop_duplicate_task_index.js';
 import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
 import * as workerToken from './0012_worker_token.js';
+import * as workerTokenDelete from './0013_worker_token_delete.js';
 import * as healthState from './0030_health_state.js';
 import * as github from './0040_github.js';
 
@@ -24,6 +25,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0010_task_execution': taskExecution,
   '0011_worker_session': workerSession,
   '0012_worker_token': workerToken,
+  '0013_worker_token_delete': workerTokenDelete,
   '0030_health_state': healthState,
   '0040_github': github,
 };
