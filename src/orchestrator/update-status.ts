@@ -3,12 +3,13 @@
  * scripts written against it. The new status is applied to every active task of the job's
  * current attempt, so the job's derived status follows; illegal transitions are rejected.
  */
+import type { Kysely } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { ApiError, jobNotFound } from '../api/errors.js';
 import { allowedTransitions, canTransition, isTerminal, type Status } from '../jobs/status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { findJob, listCurrentTasks } from '../store/jobs.js';
-import type { JobRow } from '../store/schema.js';
+import type { Database, JobRow } from '../store/schema.js';
 import { ChangeSet } from './changes.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
@@ -18,11 +19,18 @@ export interface StatusUpdate {
   exitCode?: number | undefined;
 }
 
+/**
+ * Check that the caller may act for each worker holding a lease on a task of the job. It runs
+ * in the update's transaction before anything changes, and throws to reject the update.
+ */
+export type LeaseHolderCheck = (trx: Kysely<Database>, workerIds: string[]) => Promise<void>;
+
 export async function updateJobStatus(
   context: AppContext,
   jobId: string,
   update: StatusUpdate,
   audit: AuditContext,
+  checkLeaseHolders?: LeaseHolderCheck,
 ): Promise<JobRow> {
   const changes = new ChangeSet();
   const job = await context.store.write(async (trx) => {
@@ -42,6 +50,12 @@ export async function updateJobStatus(
       );
     }
     const tasks = await listCurrentTasks(trx, current);
+    if (checkLeaseHolders !== undefined) {
+      const holders = tasks
+        .filter((task) => task.status === 'running' && task.worker_id !== null)
+        .map((task) => task.worker_id!);
+      await checkLeaseHolders(trx, [...new Set(holders)]);
+    }
     for (const task of tasks) {
       if (isTerminal(task.status)) continue;
       // A job running because some tasks run may hold queued tasks: start them first.

@@ -358,6 +358,34 @@ pipelines:
     expect(finished.body.status).toBe('success');
   });
 
+  it('takes job status updates only from the owning token', async () => {
+    expect((await register(owner, 'patched', 'session-p1')).status).toBe(200);
+    const triggered = await post(server.adminToken, '/api/trigger/quick', { commit: 'abcdef3' });
+    expect(triggered.status).toBe(201);
+    const jobId = triggered.body.job_id as string;
+    const claim = await post(owner, '/api/agent/workers/patched/claim', {
+      max: 1,
+      wait_seconds: 5,
+    });
+    expect(claim.body.tasks).toHaveLength(1);
+
+    const patch = (token: string) =>
+      server.request('PATCH', `/api/job/${jobId}/status`, {
+        token,
+        body: { status: 'success', reason: 'set by hand' },
+      });
+    const forged = await patch(other);
+    expect(forged.status).toBe(403);
+    expect(forged.body.code).toBe('worker_owned');
+    expect(forged.body.worker_id).toBe('patched');
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('running');
+
+    const own = await patch(owner);
+    expect(own.status).toBe(200);
+    expect(own.body.status).toBe('success');
+  });
+
   it('hands the id over once its token is revoked', async () => {
     expect((await register(owner, 'rotated', 'session-o1')).status).toBe(200);
     await post(owner, '/api/agent/workers/rotated/status', { status: 'offline' });

@@ -11,6 +11,7 @@ import { findJob } from '../../store/jobs.js';
 import { ApiError, jobNotFound } from '../errors.js';
 import { jobView, readJobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
+import { checkWorkerOwner } from '../worker-owner.js';
 import { ResponseCache } from '../response-cache.js';
 import { ErrorSchema, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
 
@@ -161,11 +162,18 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         reason?: string;
         exit_code?: number;
       };
+      // An agent token changes running tasks only on the workers it may act for, as in the
+      // agent API's task reports.
       await updateJobStatus(
         context,
         id,
         { status: body.status, reason: body.reason, exitCode: body.exit_code },
         auditContext(request),
+        async (trx, workerIds) => {
+          for (const workerId of workerIds) {
+            await checkWorkerOwner(trx, workerId, request.principal);
+          }
+        },
       );
       return readJobView(context.store, context.config, id);
     },
