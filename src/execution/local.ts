@@ -9,8 +9,9 @@
  * environment carries a random SLIPWAY_PROCESS_MARK, and the same kills also reach each
  * process whose /proc/<pid>/environ contains it.
  *
- * NOTE: a process started with a cleared environment (env -i) escapes both, and outside
- * Linux there is no /proc to search.
+ * NOTE: a process escapes both when it starts with a cleared environment (env -i) or
+ * without the variable, and when it writes its process title over the environment block, as
+ * Perl 5.36 does for a long `$0 = ...`. Outside Linux there is no /proc to search.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
