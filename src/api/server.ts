@@ -236,12 +236,10 @@ export async function buildServer(
 
 /**
  * Writes the error response for a request that Node's HTTP parser rejected before Fastify
- * saw it: headers too large, a request that did not arrive in time, or bytes that are not
- * HTTP. As in Node's own handler, the response goes to the socket, which is then closed.
- */
-/**
- * Responds to a request that Node's HTTP parser rejected before Fastify saw it, in the
- * catalogue's shape with a request id of its own. Fastify binds `this` to the instance.
+ * saw it: headers too large, a request that did not arrive in time, an unknown method, or
+ * bytes that are not HTTP. The response has the catalogue's shape and a request id of its
+ * own. As in Node's own handler, it goes to the socket, which is then closed. Fastify binds
+ * `this` to the instance.
  */
 function answerClientError(
   this: FastifyInstance,
@@ -271,6 +269,13 @@ function answerClientError(
   socket.destroy(error);
 }
 
+/**
+ * A request line: a method token, a target and an HTTP version. Node's parser also reports
+ * bytes that are no request line at all, such as a TLS handshake, as an invalid method, and
+ * those get 400.
+ */
+const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP\/\d\.\d\r?\n/;
+
 function clientApiError(error: NodeJS.ErrnoException): ApiError {
   switch (error.code) {
     case 'HPE_HEADER_OVERFLOW':
@@ -288,6 +293,7 @@ function clientApiError(error: NodeJS.ErrnoException): ApiError {
         'timeout',
       );
     case 'HPE_INVALID_METHOD':
+      if (!REQUEST_LINE.test(parsedBytes(error))) return notHttp();
       // RFC 9110 section 9.1: a server answers an unrecognized method with 501.
       return new ApiError(
         'method_not_implemented',
@@ -296,8 +302,21 @@ function clientApiError(error: NodeJS.ErrnoException): ApiError {
         'known',
       );
     default:
-      return new ApiError('validation_failed', 'the request is not valid HTTP', 'request', 'http');
+      return notHttp();
   }
+}
+
+/**
+ * Returns the chunk Node's parser was reading, which Node adds to the error as `rawPacket`.
+ * A request line split over several chunks therefore gets 400 instead of 501.
+ */
+function parsedBytes(error: NodeJS.ErrnoException): string {
+  const raw = (error as { rawPacket?: unknown }).rawPacket;
+  return Buffer.isBuffer(raw) ? raw.toString('latin1') : '';
+}
+
+function notHttp(): ApiError {
+  return new ApiError('validation_failed', 'the request is not valid HTTP', 'request', 'http');
 }
 
 /** Maps anything thrown while handling a request to the error catalogue. */

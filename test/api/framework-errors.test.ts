@@ -68,17 +68,22 @@ describe('errors raised before routing', () => {
     });
   });
 
-  it('an unknown request method', async () => {
+  /** Sends bytes on a new connection and returns everything the server sends back. */
+  const sendRaw = (bytes: string | Buffer) => {
     const { port } = new URL(server.url);
-    const answer = await new Promise<string>((resolve, reject) => {
+    return new Promise<string>((resolve, reject) => {
       const socket = net.connect(Number(port), '127.0.0.1', () => {
-        socket.write('BREW /api/health/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+        socket.write(bytes);
       });
       let text = '';
       socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
       socket.on('end', () => resolve(text));
       socket.on('error', reject);
     });
+  };
+
+  it('an unknown request method', async () => {
+    const answer = await sendRaw('BREW /api/health/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
     const [head, body] = answer.split('\r\n\r\n');
     expect(head).toMatch(/^HTTP\/1\.1 501 Not Implemented\r\n/);
     const parsed = JSON.parse(body!) as Record<string, unknown>;
@@ -89,5 +94,18 @@ describe('errors raised before routing', () => {
     });
     expect(parsed.request_id).toMatch(/^[0-9a-f-]{36}$/);
     expect(head).toContain(`X-Request-Id: ${parsed.request_id as string}`);
+  });
+
+  it('bytes that are not HTTP', async () => {
+    // Node's parser reports both as an invalid method.
+    const clientHello = Buffer.from('16030100a5010000a10303', 'hex');
+    for (const bytes of ['hello world\r\n\r\n', clientHello]) {
+      const answer = await sendRaw(bytes);
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head, String(bytes)).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+      const parsed = JSON.parse(body!) as Record<string, unknown>;
+      expect(parsed.code, String(bytes)).toBe('validation_failed');
+      expect(parsed.rule, String(bytes)).toBe('http');
+    }
   });
 });
