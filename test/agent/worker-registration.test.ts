@@ -301,19 +301,25 @@ pipelines:
     const own = await post(owner, '/api/agent/workers/kept/claim', { max: 1, wait_seconds: 0 });
     expect(own.status).toBe(200);
 
-    // Once the owner's process has stopped, the id is still not free for another token.
-    const stopped = await post(owner, '/api/agent/workers/kept/status', { status: 'offline' });
-    expect(stopped.status).toBe(200);
-    const taken = await register(other, 'kept', 'session-k2');
-    expect(taken.status).toBe(403);
-    expect(taken.body.code).toBe('worker_owned');
-    expect(await workerRow('kept')).toMatchObject({ status: 'offline', session: 'session-k1' });
-
     // An operator's admin token acts for every worker.
     const byAdmin = await post(server.adminToken, '/api/agent/workers/kept/status', {
-      status: 'online',
+      status: 'draining',
     });
     expect(byAdmin.status).toBe(200);
+  });
+
+  it('moves a stopped id to the next token', async () => {
+    expect((await register(owner, 'moved-on', 'session-m1')).status).toBe(200);
+    const stopped = await post(owner, '/api/agent/workers/moved-on/status', { status: 'offline' });
+    expect(stopped.status).toBe(200);
+
+    const taken = await register(other, 'moved-on', 'session-m2');
+    expect(taken.status).toBe(200);
+    const drained = await post(owner, '/api/agent/workers/moved-on/status', {
+      status: 'draining',
+    });
+    expect(drained.status).toBe(403);
+    expect(drained.body.owner).toBe('agent-other');
   });
 
   it('takes task reports only from the owning token', async () => {
@@ -387,11 +393,14 @@ pipelines:
   });
 
   it('hands the id over once its token is revoked', async () => {
-    expect((await register(owner, 'rotated', 'session-o1')).status).toBe(200);
-    await post(owner, '/api/agent/workers/rotated/status', { status: 'offline' });
-    expect((await register(other, 'rotated', 'session-o2')).status).toBe(403);
+    const revoked = await server.token('agent', 'agent-revoked');
+    expect((await register(revoked, 'rotated', 'session-o1')).status).toBe(200);
+    const early = await post(other, '/api/agent/workers/rotated/status', { status: 'draining' });
+    expect(early.status).toBe(403);
 
-    expect(await revokeToken(server.context.store.db, 'agent-owner')).toBe(1);
+    expect(await revokeToken(server.context.store.db, 'agent-revoked')).toBe(1);
+    const drained = await post(other, '/api/agent/workers/rotated/status', { status: 'draining' });
+    expect(drained.status).toBe(200);
     const next = await register(other, 'rotated', 'session-o2');
     expect(next.status).toBe(200);
     const tokenId = await server.context.store.db

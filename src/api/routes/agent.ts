@@ -216,8 +216,6 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         ) {
           throw workerIdInUse(workerId, existing.hostname, existing.last_heartbeat_at);
         }
-        // After the check above, so that a second process gets the more telling worker_id_in_use.
-        await checkWorkerOwner(trx, workerId, request.principal);
         const row = {
           name: body.name,
           hostname: body.hostname,
