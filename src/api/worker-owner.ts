@@ -2,11 +2,12 @@
  * Ownership of worker ids by token. A worker id belongs to the agent token it was last
  * registered with, for as long as that token is active: only that token claims tasks, reports
  * on them and changes the worker's status. Without this, any agent token could drain another
- * host's worker and then register its id. Admin tokens act for every worker. Registration
- * itself is not checked here: a live worker's id is already taken (worker_id_in_use), and the
- * id of a stopped one may move to the next process that registers it, with that process's
- * token, as it did before tokens owned ids. A restarted container with a new host name, or
- * a new token deployed before the old one is revoked, can then take its id back.
+ * host's worker and then register its id. Admin tokens act for every worker.
+ *
+ * Registration is not checked here. A live worker's id is taken anyway (worker_id_in_use).
+ * The id of a stopped worker moves to the next process that registers it, with that
+ * process's token, so a container restarted with a new host name, or a worker given a new
+ * token before the old one is revoked, can take its id back.
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
