@@ -1,8 +1,8 @@
 /**
  * Triggers per second of SQLite alone on this machine: the floor under Slipway's own cost.
  * Each trigger inserts the rows of one `POST /api/trigger/ci` (the job, its two tasks and the
- * audit row) into Slipway's real schema, with statements prepared once, 32 triggers per
- * transaction and `synchronous=FULL`. There is no HTTP, Kysely, idempotency lookup or cancel
+ * audit row, with ids made as Slipway makes them) into Slipway's real schema, with statements
+ * prepared once, 32 triggers per transaction and `synchronous=FULL`. There is no HTTP, Kysely, idempotency lookup or cancel
  * of an earlier job, so Slipway's trigger can only be slower than this.
  *
  * With --no-secondary-indexes the indexes that Slipway's queries need are dropped first, to
@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
+import { newJobId } from '../../src/jobs/ids.js';
 import { DEFAULT_PIPELINES_PATH, loadPipelineFile } from '../../src/pipeline/load.js';
 import { openStore } from '../../src/store/database.js';
 
@@ -73,19 +74,28 @@ while (performance.now() - started < SECONDS * 1000) {
   sqlite.exec('BEGIN IMMEDIATE');
   for (let index = 0; index < BATCH; index += 1) {
     triggers += 1;
-    const id = `ci-${randomBytes(4).toString('hex')}`;
     const now = new Date().toISOString();
-    insertJob.run(
-      id,
-      commit,
-      params,
-      String(triggers),
-      randomBytes(32).toString('hex'),
-      pipeline,
-      now,
-      now,
-      now,
-    );
+    let id = newJobId('ci');
+    // As Slipway's trigger does, draw a new id when it collides with another job's.
+    for (;;) {
+      try {
+        insertJob.run(
+          id,
+          commit,
+          params,
+          String(triggers),
+          randomBytes(32).toString('hex'),
+          pipeline,
+          now,
+          now,
+          now,
+        );
+        break;
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw error;
+        id = newJobId('ci');
+      }
+    }
     for (const [taskIndex, version] of ['3.10', '3.11'].entries()) {
       const matrix = JSON.stringify({ python_version: version });
       insertTask.run(
