@@ -64,6 +64,10 @@ export const ERROR_CODES = {
     status: 422,
     summary: 'the Idempotency-Key was used for a different request',
   },
+  github_run_reused: {
+    status: 422,
+    summary: 'the GitHub run already triggered this job type with a different request',
+  },
   headers_too_large: {
     status: 431,
     summary: 'the request headers are larger than the server accepts (16 KiB)',

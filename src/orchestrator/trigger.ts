@@ -192,14 +192,37 @@ function findExisting(
     }
   }
   if (request.githubRunId !== null) {
-    return readJobByGithubRun(
-      sqlite,
-      request.type,
-      request.githubRunId,
-      request.githubRunAttempt ?? 1,
-    );
+    const attempt = request.githubRunAttempt ?? 1;
+    const job = readJobByGithubRun(sqlite, request.type, request.githubRunId, attempt);
+    if (job !== undefined && !sameRunRequest(job, request, requestHash)) {
+      // Returning this job would tell the caller that its different commit or params ran.
+      throw new ApiError(
+        'github_run_reused',
+        `GitHub run ${request.githubRunId} attempt ${attempt} already triggered ${request.type} ` +
+          `job ${job.id} with a different commit, branch, inputs or params; one run triggers ` +
+          'each job type once, so give this trigger another job type or trigger it without ' +
+          'github_run_id',
+        'github_run_id',
+        'unique',
+        { job_id: job.id },
+      );
+    }
+    return job;
   }
   return undefined;
+}
+
+/**
+ * Returns whether the job was made by this request, repeated. A request that leaves out
+ * github_run_attempt means attempt 1, so its hash is compared both ways. Jobs without a
+ * stored hash cannot be compared and count as the same.
+ */
+function sameRunRequest(job: JobRow, request: TriggerRequest, requestHash: string): boolean {
+  if (job.request_hash === null || job.request_hash === requestHash) return true;
+  const attempt = request.githubRunAttempt ?? 1;
+  const otherAttempt = request.githubRunAttempt === null ? attempt : null;
+  if (otherAttempt === null && attempt !== 1) return false;
+  return job.request_hash === hashRequest({ ...request, githubRunAttempt: otherAttempt });
 }
 
 async function insertJob(

@@ -76,6 +76,30 @@ describe('idempotent triggers', () => {
     expect(await jobsWhere('github_run_id', '5001')).toHaveLength(3);
   });
 
+  it('rejects a different request in one run', async () => {
+    const body = { commit: 'abc1234', branch: 'run-2', github_run_id: '5002' };
+    const first = await trigger('recovery', body);
+    expect(first.status).toBe(201);
+    const before = await countRows(server.context.store.db);
+
+    const changes = [
+      { commit: 'def5678' },
+      { branch: 'run-3' },
+      { params: { target: 'production' } },
+      { github_run_attempt: 1, params: { target: 'production' } },
+    ];
+    for (const change of changes) {
+      const other = await trigger('recovery', { ...body, ...change });
+      expect(other.status, JSON.stringify(change)).toBe(422);
+      expect(other.body.code).toBe('github_run_reused');
+      expect(other.body.field).toBe('github_run_id');
+      expect(other.body.job_id).toBe(first.body.job_id);
+      expect(other.body.error).toContain('different commit');
+    }
+    expect(await countRows(server.context.store.db)).toEqual(before);
+    expect(await jobsWhere('github_run_id', '5002')).toHaveLength(1);
+  });
+
   it(`${RACERS} racing requests with one key create one job`, async () => {
     const before = (await countRows(server.context.store.db)).jobs;
     const body = { commit: 'def5678', branch: 'race-key', python_versions: ['3.11', '3.12'] };
