@@ -53,10 +53,17 @@ function isOwned(labels: Record<string, string>, running: Map<string, number>): 
   return label === undefined || label === String(attempt);
 }
 
+/**
+ * Removes the containers no running task owns. With `lost`, the attempts whose lease was just
+ * recovered (task id to attempt), it looks only at those tasks' containers and removes the
+ * lost attempts' containers at once: a container is created after its claim is committed, so
+ * a young one of a lost attempt needs no grace period.
+ */
 export async function removeOrphanContainers(
   context: AppContext,
   audit: AuditContext,
   now: number = Date.now(),
+  lost?: ReadonlyMap<string, number>,
 ): Promise<{ removed: number; error: string | null }> {
   const docker = dockerClient(context.config);
   const instance = instanceId(context.store.path);
@@ -67,7 +74,10 @@ export async function removeOrphanContainers(
       filters: { label: [`${LABEL_MANAGED}=true`, `${LABEL_INSTANCE}=${instance}`] },
     });
   } catch (error) {
-    context.logger.warn({ err: error }, 'sweep could not list containers; skipping them');
+    // An installation that runs only local steps may have no engine, and every lease
+    // recovery would then repeat the warning.
+    const level = lost === undefined ? 'warn' : 'debug';
+    context.logger[level]({ err: error }, 'sweep could not list containers; skipping them');
     return { removed: 0, error: (error as Error).message };
   }
   const running = await runningTasks(
@@ -80,8 +90,12 @@ export async function removeOrphanContainers(
     if (container.Labels[LABEL_MANAGED] !== 'true') continue;
     if (container.Labels[LABEL_INSTANCE] !== instance) continue;
     const taskId = container.Labels[LABEL_TASK] ?? null;
+    const lostAttempt = taskId === null ? undefined : lost?.get(taskId);
+    if (lost !== undefined && lostAttempt === undefined) continue;
     if (isOwned(container.Labels, running)) continue;
-    if (now - container.Created * 1000 < ORPHAN_GRACE_MS) continue;
+    const attemptLabel = Number(container.Labels[LABEL_ATTEMPT]);
+    const ofLostAttempt = lostAttempt !== undefined && attemptLabel <= lostAttempt;
+    if (!ofLostAttempt && now - container.Created * 1000 < ORPHAN_GRACE_MS) continue;
     try {
       await docker.getContainer(container.Id).remove({ force: true, v: true });
     } catch (error) {
@@ -100,7 +114,9 @@ export async function removeOrphanContainers(
           attempt: container.Labels[LABEL_ATTEMPT] ?? null,
           name: container.Names[0] ?? null,
           state: container.State,
-          reason: 'no running task owns it',
+          reason: ofLostAttempt
+            ? `the lease of attempt ${attemptLabel} expired`
+            : 'no running task owns it',
         },
       }),
     );

@@ -8,6 +8,7 @@ import os from 'node:os';
 import type { AppContext } from '../app/context.js';
 import type { AuditContext } from '../store/audit.js';
 import { recoverExpiredLeases } from './leases.js';
+import { removeOrphanContainers } from './orphans.js';
 import { settleWaitingJobs } from './waiting.js';
 
 const MIN_PERIOD_MS = 500;
@@ -54,7 +55,12 @@ export class Watchdog {
 
   async runOnce(): Promise<void> {
     try {
-      await recoverExpiredLeases(this.context, this.#audit);
+      const recovered = await recoverExpiredLeases(this.context, this.#audit);
+      if (recovered.length > 0) {
+        // The lost worker's containers may still run, next to the attempt that replaces them.
+        const lost = new Map(recovered.map((item) => [item.taskId, item.attempt]));
+        await removeOrphanContainers(this.context, this.#audit, Date.now(), lost);
+      }
       if (Date.now() - this.#waitingSettledAt >= WAITING_PERIOD_MS) {
         this.#waitingSettledAt = Date.now();
         await settleWaitingJobs(this.context, this.#audit);

@@ -12,6 +12,7 @@ import {
 } from '../../src/jobs/labels.js';
 import { removeOrphanContainers, removeOrphanWorkspaces } from '../../src/orchestrator/orphans.js';
 import { runSweep } from '../../src/orchestrator/sweep.js';
+import { Watchdog } from '../../src/orchestrator/watchdog.js';
 import { requireDocker, TEST_IMAGE } from '../support/docker.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { auditRows, finishJob, getJob, trigger, writePipelines } from './helpers.js';
@@ -105,6 +106,45 @@ describe('orchestration sweep', () => {
     expect(rows.find((row) => row.details.container_id === orphan)!.task_id).toBe(
       doneJob.tasks[0]!.id,
     );
+  });
+
+  it('removes a lost attempt at lease recovery', async () => {
+    const instance = instanceId(server.context.store.path);
+    const lost = await runningTask('d0d0d0d0d0');
+    const other = await runningTask('d1d1d1d1d1');
+    const attemptOf = async (taskId: string) =>
+      (
+        await server.context.store.db
+          .selectFrom('tasks')
+          .select('attempt')
+          .where('id', '=', taskId)
+          .executeTakeFirstOrThrow()
+      ).attempt;
+    const labelsOf = async (task: { jobId: string; taskId: string }) => ({
+      [LABEL_MANAGED]: 'true',
+      [LABEL_INSTANCE]: instance,
+      [LABEL_JOB]: task.jobId,
+      [LABEL_TASK]: task.taskId,
+      [LABEL_ATTEMPT]: String(await attemptOf(task.taskId)),
+    });
+    const lostContainer = await createContainer(await labelsOf(lost));
+    const otherContainer = await createContainer(await labelsOf(other));
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('tasks')
+        .set({ lease_expires_at: '2000-01-01T00:00:00.000Z' })
+        .where('id', '=', lost.taskId)
+        .execute(),
+    );
+
+    // Younger than the sweep's grace period, and still removed at once.
+    await new Watchdog(server.context).runOnce();
+    expect(await exists(lostContainer)).toBe(false);
+    expect(await exists(otherContainer)).toBe(true);
+    const rows = await auditRows(server, 'container_removed');
+    const row = rows.find((item) => item.details.container_id === lostContainer);
+    expect(row?.task_id).toBe(lost.taskId);
+    expect(row?.details.reason).toMatch(/^the lease of attempt \d+ expired$/);
   });
 
   it('removes workspaces of tasks that are not running', async () => {
