@@ -54,10 +54,10 @@ function isOwned(labels: Record<string, string>, running: Map<string, number>): 
 }
 
 /**
- * Removes the containers no running task owns. With `lost`, the attempts whose lease was just
- * recovered (task id to attempt), it looks only at those tasks' containers and removes the
- * lost attempts' containers at once: a container is created after its claim is committed, so
- * a young one of a lost attempt needs no grace period.
+ * Removes the containers no running task owns. `lost` maps task ids to attempts whose lease
+ * was just recovered. With it, only those tasks' containers are looked at, and a lost
+ * attempt's container goes at once, however young. A container is created after its claim
+ * is committed, so it needs no grace period.
  */
 export async function removeOrphanContainers(
   context: AppContext,
