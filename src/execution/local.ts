@@ -30,6 +30,10 @@ export const KILL_GRACE_MS = 2_000;
 
 /** The variable that marks every process a task's steps start (see killMarked). */
 export const PROCESS_MARK_VARIABLE = 'SLIPWAY_PROCESS_MARK';
+/** The variable that names the worker process of every step process (see killOrphanedSteps). */
+export const PROCESS_OWNER_VARIABLE = 'SLIPWAY_PROCESS_OWNER';
+/** Milliseconds between searches for step processes whose worker has died. */
+const ORPHAN_SEARCH_INTERVAL_MS = 60_000;
 
 /** Variables of the worker's own environment that steps inherit; everything else is dropped. */
 const INHERITED_ENV = [
@@ -57,15 +61,29 @@ export class LocalExecutor implements Executor {
   readonly name = 'local' as const;
   readonly #groups = new Map<string, Set<number>>();
   readonly #marks = new Map<string, string>();
+  readonly #owner = processOwner(process.pid);
+  #orphansSearchedAt = 0;
+
+  constructor() {
+    // A worker killed with SIGKILL leaves its steps running. The next worker on the host
+    // stops them when it starts, and any worker there does every minute while it runs tasks.
+    this.#searchOrphans();
+  }
 
   async run(
     spec: ExecutionSpec,
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<ExecutionResult> {
+    if (Date.now() - this.#orphansSearchedAt >= ORPHAN_SEARCH_INTERVAL_MS) this.#searchOrphans();
     const mark = randomBytes(12).toString('hex');
     this.#marks.set(spec.taskId, mark);
-    const env = { ...inheritedEnv(), ...spec.env, [PROCESS_MARK_VARIABLE]: mark };
+    const env: Record<string, string> = {
+      ...inheritedEnv(),
+      ...spec.env,
+      [PROCESS_MARK_VARIABLE]: mark,
+    };
+    if (this.#owner !== undefined) env[PROCESS_OWNER_VARIABLE] = this.#owner;
     for (const [index, step] of spec.steps.entries()) {
       if (signal.aborted) return { exitCode: 130 };
       output.note(stepHeader(index, spec.steps.length, step));
@@ -77,6 +95,11 @@ export class LocalExecutor implements Executor {
       }
     }
     return { exitCode: 0 };
+  }
+
+  #searchOrphans(): void {
+    this.#orphansSearchedAt = Date.now();
+    void killOrphanedSteps();
   }
 
   async cleanup(spec: ExecutionSpec): Promise<void> {
@@ -196,28 +219,88 @@ export async function killMarked(mark: string, signal: NodeJS.Signals): Promise<
 const MARK_SEARCH_ROUNDS = 5;
 
 async function markedProcesses(entry: Buffer): Promise<number[]> {
+  const environs = await processEnvironments();
+  return [...environs].filter(([, environ]) => entryAt(environ, entry) >= 0).map(([pid]) => pid);
+}
+
+/**
+ * Sends SIGKILL to every step process whose worker process has ended, and resolves to how
+ * many there were. The owner variable names the worker's pid and start time, so a new
+ * process that got a dead worker's pid does not count as its owner. It never rejects.
+ */
+export async function killOrphanedSteps(): Promise<number> {
+  const prefix = Buffer.from(`${PROCESS_OWNER_VARIABLE}=`);
+  const alive = new Map<string, boolean>();
+  let killed = 0;
+  for (const [pid, environ] of await processEnvironments()) {
+    const start = entryAt(environ, prefix);
+    if (start < 0) continue;
+    const end = environ.indexOf(0, start);
+    const owner = environ.subarray(start + prefix.length, end < 0 ? undefined : end).toString();
+    const ownerPid = Number(owner.split('.')[0]);
+    if (!Number.isInteger(ownerPid) || ownerPid <= 0) continue;
+    let ownerAlive = alive.get(owner);
+    if (ownerAlive === undefined) {
+      ownerAlive = processOwner(ownerPid) === owner;
+      alive.set(owner, ownerAlive);
+    }
+    if (ownerAlive) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+      killed += 1;
+    } catch {
+      // ESRCH: it has ended since. EPERM: it belongs to another user.
+    }
+  }
+  return killed;
+}
+
+/**
+ * Returns a process's pid and start time (in clock ticks after boot) as `<pid>.<ticks>`, or
+ * undefined when /proc does not list it.
+ */
+export function processOwner(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name in parentheses may contain spaces; the fields after it are fixed.
+    const ticks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return ticks === undefined ? undefined : `${pid}.${ticks}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads the starting environment of every other process that can be read. */
+async function processEnvironments(): Promise<Map<number, Buffer>> {
   let names: string[];
   try {
     names = await fs.promises.readdir('/proc');
   } catch {
-    return [];
+    return new Map();
   }
   const pids = names.filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid);
-  const marked = await Promise.all(pids.map((pid) => hasEntry(pid, entry)));
-  return pids.filter((_, index) => marked[index]).map(Number);
+  const environs = await Promise.all(
+    pids.map((pid) =>
+      // The process has ended, or belongs to another user.
+      fs.promises.readFile(`/proc/${pid}/environ`).catch(() => undefined),
+    ),
+  );
+  const found = new Map<number, Buffer>();
+  pids.forEach((pid, index) => {
+    const environ = environs[index];
+    if (environ !== undefined) found.set(Number(pid), environ);
+  });
+  return found;
 }
 
-async function hasEntry(pid: string, entry: Buffer): Promise<boolean> {
-  let environ: Buffer;
-  try {
-    environ = await fs.promises.readFile(`/proc/${pid}/environ`);
-  } catch {
-    // The process has ended, or belongs to another user.
-    return false;
-  }
-  const position = environ.indexOf(entry);
+/** Returns where the variable entry starts in the NUL-separated environment, or -1. */
+function entryAt(environ: Buffer, entry: Buffer): number {
+  let position = environ.indexOf(entry);
   // Each variable starts the buffer or follows a NUL.
-  return position === 0 || (position > 0 && environ[position - 1] === 0);
+  while (position > 0 && environ[position - 1] !== 0) {
+    position = environ.indexOf(entry, position + 1);
+  }
+  return position;
 }
 
 function signalNumber(name: NodeJS.Signals | null): number {

@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalExecutor, processOwner, PROCESS_OWNER_VARIABLE } from '../../src/execution/local.js';
 import {
   makeRepository,
   processesWith,
@@ -192,6 +194,26 @@ pipelines:
     expect(job.status).toBe('success');
     await waitFor(() => processesWith(`${MARKER}-e`).length === 0, 2_000);
     expect(processesWith('sleep 304')).toEqual([]);
+  });
+
+  it('kills steps of a dead worker at start', async () => {
+    const sleeper = (owner: string) =>
+      spawn('sleep', ['307'], {
+        env: { PATH: process.env.PATH, [PROCESS_OWNER_VARIABLE]: owner },
+        stdio: 'ignore',
+      });
+    // Our pid with another start time stands for a worker whose pid a new process took.
+    const reused = sleeper(`${process.pid}.1`);
+    const gone = sleeper('4194305.1');
+    const live = sleeper(processOwner(process.pid)!);
+    try {
+      await waitFor(() => processesWith('sleep 307').length === 3, 5_000);
+      new LocalExecutor();
+      await waitFor(() => processesWith('sleep 307').length === 1, 5_000);
+      expect(processesWith('sleep 307')).toEqual([live.pid]);
+    } finally {
+      for (const child of [reused, gone, live]) child.kill('SIGKILL');
+    }
   });
 
   it('kills a setsid process on cancel', async () => {
