@@ -22,7 +22,10 @@ const cliAudit = () => ({ actor: `cli:${os.userInfo().username}`, source: 'cli' 
 export function registerOrchestratorCommands(program: Command): void {
   program
     .command('run-task')
-    .description('run a scheduled task now (sweep, cleanup, backup) unless another process runs it')
+    .description(
+      'run a scheduled task now (sweep, cleanup, backup, and health-checks when the pipeline ' +
+        'file defines health checks) unless another process runs it',
+    )
     .argument('<name>', 'task name')
     .action(async (name: string) => {
       await runCommand(async () => {
