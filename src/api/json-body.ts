@@ -13,12 +13,15 @@ declare module 'fastify' {
   }
 }
 
+/** A decoder that throws on bytes that are not UTF-8, which RFC 8259 section 8.1 requires of JSON. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 export function registerJsonBodyParser(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json');
   // Every body is JSON. With Fastify's text parser a text/plain body reached validation as a
   // string ("body must be a JSON object") while other types got 415; now all of them do.
   app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const encoding = request.headers['content-encoding'];
     if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
       // The body would be compressed bytes, which JSON.parse would quote back in its message.
@@ -32,7 +35,14 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       );
       return;
     }
-    const text = body as string;
+    let text: string;
+    try {
+      text = UTF8.decode(body as Buffer);
+    } catch {
+      // Decoding with replacement would store U+FFFD in place of the bytes the client sent.
+      done(new ApiError('invalid_json', 'the body is not valid UTF-8', 'body', 'utf8'));
+      return;
+    }
     if (text.trim() === '') {
       if (request.routeOptions.config?.emptyBodyAllowed === true) {
         done(null, undefined);

@@ -636,6 +636,41 @@ describe('bad input', () => {
     expect(response.body.error).not.toContain('content-type');
   });
 
+  it('rejects a body that is not UTF-8', async () => {
+    const before = await server.context.store.db
+      .selectFrom('jobs')
+      .select((eb) => eb.fn.countAll<number>().as('count'))
+      .executeTakeFirstOrThrow();
+    const bytes = Buffer.concat([
+      Buffer.from('{"commit":"abcdef1","branch":"x'),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('"}'),
+    ]);
+    const response = await fetch(`${server.url}${TRIGGER}`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${server.adminToken}`,
+        'content-type': 'application/json',
+      },
+      body: bytes,
+    });
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({ code: 'invalid_json', field: 'body', rule: 'utf8' });
+    const after = await server.context.store.db
+      .selectFrom('jobs')
+      .select((eb) => eb.fn.countAll<number>().as('count'))
+      .executeTakeFirstOrThrow();
+    expect(after.count).toBe(before.count);
+
+    // U+FFFD written as UTF-8 is a character like any other.
+    const replacement = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abcdef1', branch: 'x\ufffd' },
+    });
+    expect(replacement.status).toBe(201);
+  });
+
   it('prototype keys get their own message', async () => {
     for (const [body, key] of [
       ['{"commit":"abc1234","params":{"__proto__":{"polluted":true}}}', '__proto__'],
