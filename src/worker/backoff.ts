@@ -25,6 +25,9 @@ export class Backoff {
   }
 }
 
+/** Milliseconds between log lines about a task's heartbeats or log uploads failing again. */
+export const FAILURE_LOG_INTERVAL_MS = 30_000;
+
 /**
  * Rate limiter for repeated log lines: a key is logged on its first occurrence and then at
  * most once per `intervalMs`, with the number of repeats skipped in between.

@@ -7,6 +7,7 @@
  */
 import type { Logger } from '../log.js';
 import type { OutputSink } from '../execution/executor.js';
+import { FAILURE_LOG_INTERVAL_MS, RepeatLimiter } from './backoff.js';
 import { AgentError, type AgentClient } from './client.js';
 
 export const MASK = '***';
@@ -26,6 +27,7 @@ export interface TaskOutputOptions {
 
 export class TaskOutput implements OutputSink {
   readonly #options: TaskOutputOptions;
+  readonly #failures = new RepeatLimiter(FAILURE_LOG_INTERVAL_MS);
   readonly #decoder = new TextDecoder('utf-8', { fatal: false });
   readonly #secrets: string[];
   readonly #hold: number;
@@ -128,10 +130,13 @@ export class TaskOutput implements OutputSink {
           return;
         }
         const delay = RETRY_DELAYS_MS[Math.min(retry, RETRY_DELAYS_MS.length - 1)]!;
-        logger.warn(
-          { err: error, task: taskId, retry: retry + 1 },
-          `log upload failed; retrying in ${delay} ms`,
-        );
+        const skipped = this.#failures.take('upload');
+        if (skipped !== undefined) {
+          logger.warn(
+            { err: error, task: taskId, retry: retry + 1, repeats_skipped: skipped },
+            `log upload failed; retrying in ${delay} ms`,
+          );
+        }
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }

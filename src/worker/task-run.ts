@@ -23,6 +23,7 @@ import {
 import { ExecutionError, type ExecutionSpec, type Executor } from '../execution/executor.js';
 import { maskedStrings, resolveSecrets } from '../execution/secrets.js';
 import type { ExecutorSet } from '../execution/select.js';
+import { FAILURE_LOG_INTERVAL_MS, RepeatLimiter } from './backoff.js';
 import { AgentError, type AgentClient, type FinishBody } from './client.js';
 import { TaskOutput } from './task-output.js';
 
@@ -49,6 +50,7 @@ export class TaskRun {
   readonly #deps: TaskRunDeps;
   readonly #logger: Logger;
   readonly #controller = new AbortController();
+  readonly #failures = new RepeatLimiter(FAILURE_LOG_INTERVAL_MS);
   readonly done: Promise<TaskRunOutcome>;
 
   constructor(spec: TaskSpec, deps: TaskRunDeps) {
@@ -258,7 +260,12 @@ export class TaskRun {
           this.stop('lease_lost');
           return;
         }
-        this.#logger.warn({ err: error }, 'heartbeat failed; retrying');
+        // While the API is away, every heartbeat fails. Only the first failure is logged, then
+        // one line per FAILURE_LOG_INTERVAL_MS with the count of failures skipped.
+        const skipped = this.#failures.take('heartbeat');
+        if (skipped !== undefined) {
+          this.#logger.warn({ err: error, repeats_skipped: skipped }, 'heartbeat failed; retrying');
+        }
       }
       if (!stopped) timer = setTimeout(() => void beat(), this.#deps.heartbeatIntervalMs);
     };
