@@ -79,18 +79,60 @@ export class Worker {
     return this.#runs.size;
   }
 
+  /**
+   * Registers and starts claiming. A rejected registration (the id is in use, the token is
+   * invalid) throws, so the process exits with the reason. An API that does not respond yet,
+   * as when workers start before it, is retried in the background until it does.
+   */
   async start(): Promise<void> {
-    this.#registration = await this.#register();
+    try {
+      this.#registration = await this.#register();
+    } catch (error) {
+      if (!(error instanceof AgentError) || !error.retryable) throw error;
+      this.#logRepeated(
+        'register',
+        { err: error },
+        `could not register worker ${this.#options.id} yet (${error.message}); retrying until the API answers`,
+      );
+      this.#loop = this.#registerThenClaim();
+      return;
+    }
+    this.#logRegistered(this.#registration);
+    this.#loop = this.#claimLoop();
+  }
+
+  async #registerThenClaim(): Promise<void> {
+    while (!this.#stopping) {
+      await this.#sleep(this.#backoff.next());
+      if (this.#stopping) return;
+      try {
+        this.#registration = await this.#register();
+      } catch (error) {
+        this.#logRepeated(
+          'register',
+          { err: error },
+          `registering worker ${this.#options.id} failed; retrying`,
+        );
+        continue;
+      }
+      this.#backoff.reset();
+      this.#repeats.clear();
+      this.#logRegistered(this.#registration);
+      await this.#claimLoop();
+      return;
+    }
+  }
+
+  #logRegistered(registration: Registration): void {
     this.#logger.info(
       {
         api: this.#client.baseUrl,
         capacity: this.#options.capacity,
         executors: this.#executors.names,
-        lease_seconds: this.#registration.lease_seconds,
+        lease_seconds: registration.lease_seconds,
       },
-      `worker ${this.#registration.worker_id} registered; waiting for tasks`,
+      `worker ${registration.worker_id} registered; waiting for tasks`,
     );
-    this.#loop = this.#claimLoop();
   }
 
   #register(): Promise<Registration> {
