@@ -27,6 +27,23 @@ export function executionServices(context: AppContext): ExecutionServices {
   return services;
 }
 
+const LOG_STORES = new WeakMap<AppContext, TaskLogStore>();
+
+/**
+ * Returns the task log store: the API's, when this process serves the API, so that log
+ * followers see what is appended, or else one of its own, without a dispatcher.
+ */
+export function taskLogStore(context: AppContext): TaskLogStore {
+  const shared = SERVICES.get(context)?.logs;
+  if (shared !== undefined) return shared;
+  let own = LOG_STORES.get(context);
+  if (own === undefined) {
+    own = new TaskLogStore(context.config.logPath, context.config.logMaxBytes);
+    LOG_STORES.set(context, own);
+  }
+  return own;
+}
+
 /** Stops the dispatcher and forgets the services, so a closed server holds no timers. */
 export function closeExecutionServices(context: AppContext): void {
   const services = SERVICES.get(context);

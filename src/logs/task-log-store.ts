@@ -115,6 +115,41 @@ export class TaskLogStore {
     return { received: state.received, accepted: fresh.length, truncated: state.truncated };
   }
 
+  /**
+   * Appends a line that Slipway itself writes, such as why an attempt ended when its worker
+   * could not say so. The line starts on a line of its own. Use it only once the attempt can
+   * upload no more, because a reload from disk counts the line as output. A file that does
+   * not exist is left alone, since the attempt's log is then kept on another host. Resolves to
+   * whether the line was written.
+   */
+  note(file: string, line: string): Promise<boolean> {
+    const state = this.#state(file);
+    const run = state.tail.then(async () => {
+      let size: number;
+      try {
+        size = (await fs.promises.stat(file)).size;
+      } catch {
+        return false;
+      }
+      let start = '';
+      if (size > 0) {
+        const handle = await fs.promises.open(file, 'r');
+        try {
+          const last = Buffer.alloc(1);
+          await handle.read(last, 0, 1, size - 1);
+          if (last[0] !== 0x0a) start = '\n';
+        } finally {
+          await handle.close();
+        }
+      }
+      await fs.promises.appendFile(file, `${start}${line}\n`);
+      this.changes.emit('append', file);
+      return true;
+    });
+    state.tail = run.catch(() => undefined);
+    return run;
+  }
+
   #state(file: string): FileState {
     let state = this.#files.get(file);
     if (state === undefined) {

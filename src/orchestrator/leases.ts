@@ -14,6 +14,7 @@
  */
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
+import { taskLogStore } from '../dispatch/services.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
@@ -28,6 +29,9 @@ export interface LeaseRecovery {
   outcome: 'requeued' | 'error' | 'cancelled';
   attempt: number;
   maxAttempts: number;
+  /** The lost attempt's log file, and the line that ends it. */
+  logPath: string | null;
+  reason: string;
 }
 
 /** Max tasks recovered per transaction, so one pass never holds the write lock for long. */
@@ -55,7 +59,10 @@ export async function recoverExpiredLeases(
       return done;
     });
     changes.emit(context.events);
-    for (const item of batch) logRecovery(context, item);
+    for (const item of batch) {
+      logRecovery(context, item);
+      await closeAttemptLog(context, item);
+    }
     recovered.push(...batch);
     if (batch.length < BATCH) return recovered;
   }
@@ -125,7 +132,27 @@ async function recoverTask(
     outcome,
     attempt: task.attempt,
     maxAttempts: task.max_attempts,
+    logPath: task.log_path,
+    reason,
   };
+}
+
+/**
+ * Ends the lost attempt's log with the reason, since its worker could not write its own last
+ * line. Only the process that keeps the logs (the API's host) finds the file.
+ */
+async function closeAttemptLog(context: AppContext, item: LeaseRecovery): Promise<void> {
+  const logs = taskLogStore(context);
+  const file = item.logPath ?? logs.pathFor(item.jobId, item.taskId, item.attempt);
+  try {
+    await logs.note(file, `[slipway] ${item.reason}`);
+  } catch (error) {
+    context.logger.warn(
+      { err: error, taskId: item.taskId, file },
+      'could not end the log of a lost attempt',
+    );
+  }
+  logs.release(file);
 }
 
 function logRecovery(context: AppContext, item: LeaseRecovery): void {

@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { taskLogStore } from '../../src/dispatch/services.js';
 import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { auditRows, getJob, trigger, writePipelines } from './helpers.js';
@@ -54,6 +56,27 @@ describe('lease expiry', () => {
     await claim(server, ci.job_id, 'worker-a', 60_000);
     expect(await recoverExpiredLeases(server.context, audit)).toEqual([]);
     expect((await getJob(server, ci.job_id)).status).toBe('running');
+  });
+
+  it('ends the lost attempt log with why', async () => {
+    const logs = taskLogStore(server.context);
+    const ci = await trigger(server, 'ci', 'ab11223344');
+    const other = await trigger(server, 'ci', 'ac11223344');
+    await claim(server, ci.job_id, 'worker-b', -1);
+    await claim(server, other.job_id, 'worker-b', -1);
+    const taskId = (await getJob(server, ci.job_id)).tasks[0]!.id;
+    const file = logs.pathFor(ci.job_id, taskId, 1);
+    await logs.create(file);
+    await logs.append(file, 0, Buffer.from('tick 1\ntick 2'));
+    const otherTaskId = (await getJob(server, other.job_id)).tasks[0]!.id;
+    const otherFile = logs.pathFor(other.job_id, otherTaskId, 1);
+
+    expect(await recoverExpiredLeases(server.context, audit)).toHaveLength(2);
+    expect(fs.readFileSync(file, 'utf8')).toBe(
+      'tick 1\ntick 2\n[slipway] lease expired on worker-b (attempt 1 of 2); queued again\n',
+    );
+    // A log kept on another host is not created here.
+    expect(fs.existsSync(otherFile)).toBe(false);
   });
 
   it('requeues a ci task, then ends it error after the last attempt', async () => {
