@@ -434,11 +434,18 @@ function validationError(error: FastifyError): ApiError {
       : undefined;
   return new ApiError(
     'validation_failed',
-    `${where === 'body' ? '' : `${where} `}${field} ${description ?? message}`.trim(),
+    `${WHERE_NAMES[where] ?? ''}${field} ${description ?? message}`.trim(),
     field,
     rule,
   );
 }
+
+/** Words before a field's name in a message, by where Fastify found the field. */
+const WHERE_NAMES: Record<string, string> = {
+  params: 'path parameter ',
+  querystring: 'query parameter ',
+  headers: 'header ',
+};
 
 function describeUnion(field: string, error: FastifyError, instancePath: string): string {
   if (field === 'github_run_id') return 'must be a run id: digits, as a string or an integer';
@@ -488,9 +495,11 @@ function describeIssue(issue: AjvIssue): string {
     case 'exclusiveMaximum':
       return `must be less than ${String(limit)}`;
     case 'minItems':
-      return `must have at least ${String(limit)} items`;
+      return `must have at least ${String(limit)} ${limit === 1 ? 'item' : 'items'}`;
     case 'maxItems':
-      return `must have at most ${String(limit)} items`;
+      return `must have at most ${String(limit)} ${limit === 1 ? 'item' : 'items'}`;
+    case 'pattern':
+      return `must match the pattern ${String(issue.params.pattern)}`;
     case 'maxProperties':
       return `must have at most ${String(limit)} fields`;
     case 'uniqueItems':

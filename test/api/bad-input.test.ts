@@ -636,6 +636,24 @@ describe('bad input', () => {
     expect(response.body.error).not.toContain('content-type');
   });
 
+  it('names where a bad value was', async () => {
+    const token = server.adminToken;
+    const job = await server.request('GET', "/api/job/ci-'1", { token });
+    expect(job.status).toBe(400);
+    expect(job.body.error).toBe(
+      'path parameter job_id must look like <type>-<8 hex digits>, e.g. ci-a1b2c3d4',
+    );
+    const list = await server.request('GET', '/api/admin/jobs?status=bogus', { token });
+    expect(list.status).toBe(400);
+    expect(list.body.error).toMatch(/^query parameter status must be one of waiting, queued, /);
+    const worker = await server.request('POST', '/api/agent/workers', {
+      token,
+      body: { name: 'w', hostname: 'h', executors: [], capacity: 1 },
+    });
+    expect(worker.status).toBe(400);
+    expect(worker.body.error).toBe('executors must have at least 1 item');
+  });
+
   it('rejects a body that is not UTF-8', async () => {
     const before = await server.context.store.db
       .selectFrom('jobs')
