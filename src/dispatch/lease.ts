@@ -117,6 +117,8 @@ export async function finishTask(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<FinishResult> {
+  const repeated = await repeatedFinish(trx, holder, report);
+  if (repeated !== undefined) return { task: repeated, retried: false };
   const task = await requireLease(trx, holder);
   const pipeline = await jobPipeline(trx, task.job_id);
   const allowedAttempts = (pipeline.retries ?? 0) + 1;
@@ -154,6 +156,29 @@ export async function finishTask(
   await touchWorker(trx, holder.workerId);
   await refreshJobStatus(trx, task.job_id, changes, audit);
   return { task: { ...updated, duration_ms: Math.round(report.durationMs) }, retried: retry };
+}
+
+/**
+ * Returns the task when this exact report already ended it: a worker whose first finish
+ * was answered but lost on the way retries it, and must not be told that it lost the lease.
+ */
+async function repeatedFinish(
+  trx: Trx,
+  holder: LeaseHolder,
+  report: FinishReport,
+): Promise<TaskRow | undefined> {
+  const task = await trx
+    .selectFrom('tasks')
+    .selectAll()
+    .where('id', '=', holder.taskId)
+    .executeTakeFirst();
+  const same =
+    task !== undefined &&
+    task.status === report.status &&
+    task.worker_id === holder.workerId &&
+    task.attempt === holder.attempt &&
+    task.exit_code === report.exitCode;
+  return same ? task : undefined;
 }
 
 /**

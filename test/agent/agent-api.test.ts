@@ -96,13 +96,34 @@ pipelines:
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('running');
     expect(job.body.tasks[0]).toMatchObject({ worker_id: 'worker-a', attempt: 1 });
-    await post(`/api/agent/tasks/${task.task_id}/finish`, {
+    const report = {
       worker_id: 'worker-a',
       attempt: 1,
       status: 'success',
       exit_code: 0,
       duration_ms: 10,
+    };
+    const finished = await post(`/api/agent/tasks/${task.task_id}/finish`, report);
+    expect(finished.status).toBe(200);
+
+    // A worker whose first answer was lost sends the same report again.
+    const repeated = await post(`/api/agent/tasks/${task.task_id}/finish`, report);
+    expect(repeated.status).toBe(200);
+    expect(repeated.body).toEqual(finished.body);
+    const other = await post(`/api/agent/tasks/${task.task_id}/finish`, {
+      ...report,
+      status: 'failure',
+      exit_code: 1,
     });
+    expect(other.status).toBe(409);
+    expect(other.body.code).toBe('lease_lost');
+    const finishedRows = await server.context.store.db
+      .selectFrom('audit_log')
+      .select('id')
+      .where('action', '=', 'task_finished')
+      .where('task_id', '=', task.task_id)
+      .execute();
+    expect(finishedRows).toHaveLength(1);
   });
 
   it('answers a waiting claim within milliseconds of a trigger', async () => {
