@@ -159,8 +159,8 @@ export async function finishTask(
 }
 
 /**
- * Returns the task when this exact report already ended it: a worker whose first finish
- * was answered but lost on the way retries it, and must not be told that it lost the lease.
+ * Returns the task when this exact report already ended it. A worker retries a finish whose
+ * answer was lost on the way, and a lease_lost error would then be wrong.
  */
 async function repeatedFinish(
   trx: Trx,
