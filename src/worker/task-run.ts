@@ -146,7 +146,9 @@ export class TaskRun {
   async #checkout(workspace: Workspace, output: TaskOutput): Promise<void> {
     const { repository, job } = this.#spec;
     if (repository === null || job.commit === null) {
-      output.note('[slipway] no repository or commit to check out; the workspace starts empty');
+      const missing =
+        repository === null ? 'the pipeline file sets no repository' : 'the job has no commit';
+      output.note(`[slipway] nothing to check out (${missing}); the workspace starts empty`);
       await mkdir(workspace.src, { recursive: true });
       return;
     }
