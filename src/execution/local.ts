@@ -60,7 +60,7 @@ const INHERITED_ENV = [
 export class LocalExecutor implements Executor {
   readonly name = 'local' as const;
   readonly #groups = new Map<string, Set<number>>();
-  readonly #marks = new Map<string, string>();
+  readonly #marks = new Map<string, { mark: string; firstPid?: number }>();
   readonly #owner = processOwner(process.pid);
   #orphansSearchedAt = 0;
 
@@ -77,7 +77,8 @@ export class LocalExecutor implements Executor {
   ): Promise<ExecutionResult> {
     if (Date.now() - this.#orphansSearchedAt >= ORPHAN_SEARCH_INTERVAL_MS) this.#searchOrphans();
     const mark = randomBytes(12).toString('hex');
-    this.#marks.set(spec.taskId, mark);
+    const marked: { mark: string; firstPid?: number } = { mark };
+    this.#marks.set(spec.taskId, marked);
     const env: Record<string, string> = {
       ...inheritedEnv(),
       ...spec.env,
@@ -87,7 +88,7 @@ export class LocalExecutor implements Executor {
     for (const [index, step] of spec.steps.entries()) {
       if (signal.aborted) return { exitCode: 130 };
       output.note(stepHeader(index, spec.steps.length, step));
-      const exitCode = await this.#runStep(spec, step.run, env, mark, output, signal);
+      const exitCode = await this.#runStep(spec, step.run, env, marked, output, signal);
       if (signal.aborted) return { exitCode };
       if (exitCode !== 0) {
         output.note(`[slipway] step "${step.name}" exited with code ${exitCode}`);
@@ -105,8 +106,8 @@ export class LocalExecutor implements Executor {
   async cleanup(spec: ExecutionSpec): Promise<void> {
     for (const pid of this.#groups.get(spec.taskId) ?? []) killGroup(pid, 'SIGKILL');
     this.#groups.delete(spec.taskId);
-    const mark = this.#marks.get(spec.taskId);
-    if (mark !== undefined) await killMarked(mark, 'SIGKILL');
+    const marked = this.#marks.get(spec.taskId);
+    if (marked !== undefined) await killMarked(marked.mark, 'SIGKILL', marked.firstPid);
     this.#marks.delete(spec.taskId);
   }
 
@@ -114,10 +115,11 @@ export class LocalExecutor implements Executor {
     spec: ExecutionSpec,
     command: string,
     env: Record<string, string>,
-    mark: string,
+    marked: { mark: string; firstPid?: number },
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<number> {
+    const { mark } = marked;
     return new Promise((resolve) => {
       let child: ChildProcess;
       try {
@@ -136,15 +138,16 @@ export class LocalExecutor implements Executor {
       const groups = this.#groups.get(spec.taskId) ?? new Set<number>();
       this.#groups.set(spec.taskId, groups);
       if (pid !== undefined) groups.add(pid);
+      if (pid !== undefined) marked.firstPid ??= pid;
 
       let killTimer: NodeJS.Timeout | undefined;
       const stop = () => {
         if (pid === undefined) return;
         killGroup(pid, 'SIGTERM');
-        void killMarked(mark, 'SIGTERM');
+        void killMarked(mark, 'SIGTERM', pid);
         killTimer = setTimeout(() => {
           killGroup(pid, 'SIGKILL');
-          void killMarked(mark, 'SIGKILL');
+          void killMarked(mark, 'SIGKILL', pid);
         }, KILL_GRACE_MS);
       };
       signal.addEventListener('abort', stop, { once: true });
@@ -160,7 +163,7 @@ export class LocalExecutor implements Executor {
         exitCode = code ?? 128 + signalNumber(killedBy);
         // Background processes of the step would keep its pipes open and outlive it.
         if (pid !== undefined) killGroup(pid, 'SIGKILL');
-        markedKilled = killMarked(mark, 'SIGKILL');
+        markedKilled = killMarked(mark, 'SIGKILL', pid);
       });
       child.once('close', () => {
         clearTimeout(killTimer);
@@ -195,14 +198,19 @@ export function killGroup(pid: number, signal: NodeJS.Signals): void {
  * Sends `signal` to every other process whose environment contains the mark, and resolves to
  * how many there were. It searches again while it finds any, because a marked process may
  * start another between the search and the kill. The search reads /proc on libuv's thread
- * pool: with about 100 processes it took 3 ms of reads, which would otherwise hold the event
- * loop that `slipway serve` shares with the API. It never rejects.
+ * pool: reading every process took about 3 ms with 100 processes, on the event loop that
+ * `slipway serve` shares with the API. `startedAfter`, the pid of the step's shell, limits
+ * it to the processes started since (see processEnvironments). It never rejects.
  */
-export async function killMarked(mark: string, signal: NodeJS.Signals): Promise<number> {
+export async function killMarked(
+  mark: string,
+  signal: NodeJS.Signals,
+  startedAfter?: number,
+): Promise<number> {
   const entry = Buffer.from(`${PROCESS_MARK_VARIABLE}=${mark}\0`);
   const signalled = new Set<number>();
   for (let round = 0; round < MARK_SEARCH_ROUNDS; round += 1) {
-    const found = (await markedProcesses(entry)).filter((pid) => !signalled.has(pid));
+    const found = (await markedProcesses(entry, startedAfter)).filter((pid) => !signalled.has(pid));
     if (found.length === 0) break;
     for (const pid of found) {
       signalled.add(pid);
@@ -218,8 +226,8 @@ export async function killMarked(mark: string, signal: NodeJS.Signals): Promise<
 
 const MARK_SEARCH_ROUNDS = 5;
 
-async function markedProcesses(entry: Buffer): Promise<number[]> {
-  const environs = await processEnvironments();
+async function markedProcesses(entry: Buffer, startedAfter?: number): Promise<number[]> {
+  const environs = await processEnvironments(startedAfter);
   return [...environs].filter(([, environ]) => entryAt(environ, entry) >= 0).map(([pid]) => pid);
 }
 
@@ -270,15 +278,24 @@ export function processOwner(pid: number): string | undefined {
   }
 }
 
-/** Reads the starting environment of every other process that can be read. */
-async function processEnvironments(): Promise<Map<number, Buffer>> {
+/**
+ * Reads the starting environment of every other process that can be read. With
+ * `startedAfter`, only of processes with a higher pid: Linux hands out pids in increasing
+ * order until they wrap around, so a step's processes have higher pids than the step's
+ * shell. When the pids have wrapped since (the last pid handed out is lower), or that
+ * cannot be read, every process is read.
+ */
+async function processEnvironments(startedAfter?: number): Promise<Map<number, Buffer>> {
   let names: string[];
   try {
     names = await fs.promises.readdir('/proc');
   } catch {
     return new Map();
   }
-  const pids = names.filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid);
+  const after = startedAfter !== undefined && (await lastPid()) >= startedAfter ? startedAfter : 0;
+  const pids = names.filter(
+    (name) => /^\d+$/.test(name) && Number(name) > after && Number(name) !== process.pid,
+  );
   const environs = await Promise.all(
     pids.map((pid) =>
       // The process has ended, or belongs to another user.
@@ -291,6 +308,15 @@ async function processEnvironments(): Promise<Map<number, Buffer>> {
     if (environ !== undefined) found.set(Number(pid), environ);
   });
   return found;
+}
+
+/** Returns the last pid Linux handed out in this pid namespace, or 0 when unknown. */
+async function lastPid(): Promise<number> {
+  try {
+    return Number((await fs.promises.readFile('/proc/sys/kernel/ns_last_pid', 'utf8')).trim());
+  } catch {
+    return 0;
+  }
 }
 
 /** Returns where the variable entry starts in the NUL-separated environment, or -1. */
