@@ -29,6 +29,13 @@ export type FinishStatus = (typeof FINISH_STATUSES)[number];
 
 /** Loads the task and checks the caller still holds its lease; throws `lease_lost` if not. */
 export async function requireLease(db: Kysely<Database>, holder: LeaseHolder): Promise<TaskRow> {
+  const task = await findHeldTask(db, holder);
+  checkLease(task, holder);
+  return task;
+}
+
+/** Loads the task a lease holder names, or throws `task_not_found` when there is none. */
+async function findHeldTask(db: Kysely<Database>, holder: LeaseHolder): Promise<TaskRow> {
   const task = await db
     .selectFrom('tasks')
     .selectAll()
@@ -42,6 +49,11 @@ export async function requireLease(db: Kysely<Database>, holder: LeaseHolder): P
       'exists',
     );
   }
+  return task;
+}
+
+/** Throws `lease_lost` unless the holder's worker and attempt run the task now. */
+function checkLease(task: TaskRow, holder: LeaseHolder): void {
   let problem: string | undefined;
   if (task.status !== 'running') problem = `the task is ${task.status}`;
   else if (task.worker_id !== holder.workerId) {
@@ -58,7 +70,6 @@ export async function requireLease(db: Kysely<Database>, holder: LeaseHolder): P
       { status: task.status, attempt: task.attempt },
     );
   }
-  return task;
 }
 
 export interface HeartbeatResult {
@@ -117,9 +128,9 @@ export async function finishTask(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<FinishResult> {
-  const repeated = await repeatedFinish(trx, holder, report);
-  if (repeated !== undefined) return { task: repeated, retried: false };
-  const task = await requireLease(trx, holder);
+  const task = await findHeldTask(trx, holder);
+  if (isRepeatedFinish(task, holder, report)) return { task, retried: false };
+  checkLease(task, holder);
   const pipeline = await jobPipeline(trx, task.job_id);
   const allowedAttempts = (pipeline.retries ?? 0) + 1;
   const retry =
@@ -159,26 +170,16 @@ export async function finishTask(
 }
 
 /**
- * Returns the task when this exact report already ended it. A worker retries a finish whose
- * answer was lost on the way, and a lease_lost error would then be wrong.
+ * Returns whether this exact report already ended the task. A worker retries a finish whose
+ * response was lost on the way, and a lease_lost error would then be wrong.
  */
-async function repeatedFinish(
-  trx: Trx,
-  holder: LeaseHolder,
-  report: FinishReport,
-): Promise<TaskRow | undefined> {
-  const task = await trx
-    .selectFrom('tasks')
-    .selectAll()
-    .where('id', '=', holder.taskId)
-    .executeTakeFirst();
-  const same =
-    task !== undefined &&
+function isRepeatedFinish(task: TaskRow, holder: LeaseHolder, report: FinishReport): boolean {
+  return (
     task.status === report.status &&
     task.worker_id === holder.workerId &&
     task.attempt === holder.attempt &&
-    task.exit_code === report.exitCode;
-  return same ? task : undefined;
+    task.exit_code === report.exitCode
+  );
 }
 
 /**

@@ -17,6 +17,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import { processStartTicks } from '../util/proc.js';
 import {
   stepHeader,
   type ExecutionResult,
@@ -57,10 +58,16 @@ const INHERITED_ENV = [
   'SSL_CERT_FILE',
 ];
 
+/** The mark of a task's step processes, and the pid of its first step's shell. */
+interface TaskMark {
+  mark: string;
+  firstPid?: number;
+}
+
 export class LocalExecutor implements Executor {
   readonly name = 'local' as const;
   readonly #groups = new Map<string, Set<number>>();
-  readonly #marks = new Map<string, { mark: string; firstPid?: number }>();
+  readonly #marks = new Map<string, TaskMark>();
   readonly #owner = processOwner(process.pid);
   #orphansSearchedAt = 0;
 
@@ -77,7 +84,7 @@ export class LocalExecutor implements Executor {
   ): Promise<ExecutionResult> {
     if (Date.now() - this.#orphansSearchedAt >= ORPHAN_SEARCH_INTERVAL_MS) this.#searchOrphans();
     const mark = randomBytes(12).toString('hex');
-    const marked: { mark: string; firstPid?: number } = { mark };
+    const marked: TaskMark = { mark };
     this.#marks.set(spec.taskId, marked);
     const env: Record<string, string> = {
       ...inheritedEnv(),
@@ -115,7 +122,7 @@ export class LocalExecutor implements Executor {
     spec: ExecutionSpec,
     command: string,
     env: Record<string, string>,
-    marked: { mark: string; firstPid?: number },
+    marked: TaskMark,
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<number> {
@@ -268,14 +275,8 @@ export async function killOrphanedSteps(): Promise<number> {
  * undefined when /proc does not list it.
  */
 export function processOwner(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name in parentheses may contain spaces; the fields after it are fixed.
-    const ticks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-    return ticks === undefined ? undefined : `${pid}.${ticks}`;
-  } catch {
-    return undefined;
-  }
+  const ticks = processStartTicks(pid);
+  return ticks === undefined ? undefined : `${pid}.${ticks}`;
 }
 
 /**

@@ -17,6 +17,7 @@ import { selectExecutors } from '../execution/select.js';
 import { appendAudit } from '../store/audit.js';
 import type { Database } from '../store/schema.js';
 import { createToken } from '../store/tokens.js';
+import { processStartTicks } from '../util/proc.js';
 import { AgentClient } from './client.js';
 import { Worker } from './worker.js';
 
@@ -141,13 +142,11 @@ function processStartTime(pid: number): number | undefined {
     // EPERM: the pid exists but belongs to another user.
     if ((error as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
   }
+  const ticks = processStartTicks(pid);
+  if (ticks === undefined) return 0;
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name in parentheses may hold spaces; the fields after it are fixed.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[19]);
     const bootLine = /^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'));
-    if (bootLine === null || !Number.isFinite(ticks)) return 0;
+    if (bootLine === null) return 0;
     return Number(bootLine[1]) * 1000 + (ticks / CLOCK_TICKS_PER_SECOND) * 1000;
   } catch {
     return 0;

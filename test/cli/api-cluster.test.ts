@@ -1,17 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ensureBuilt, signalOnLine, startApiProcess } from '../support/cli.js';
+import { freePort } from '../support/ports.js';
 import { makeTempDir } from '../support/server.js';
-
-/** Returns a port that was free a moment ago, because every cluster process needs the same one. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function childPids(pid: number): number[] {
   try {

@@ -53,6 +53,28 @@ export function childEnv(env: Record<string, string>): Record<string, string> {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env };
 }
 
+/** A running `slipway` child process whose stdout and stderr are collected together. */
+export interface CliProcess {
+  child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves to the exit code, or null when a signal ended the process. */
+  exited: Promise<number | null>;
+}
+
+/** Starts `slipway <role>` with `env` added to childEnv's variables. */
+export function spawnCli(role: string, env: Record<string, string>): CliProcess {
+  const child = spawn(process.execPath, [CLI_PATH, role], {
+    env: childEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { child, output: () => output, exited };
+}
+
 export interface CliResult {
   code: number | null;
   signal: NodeJS.Signals | null;

@@ -6,7 +6,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,18 +27,7 @@ export function composeCommand(): [string, string[]] {
   }
 }
 
-/** Finds a free TCP port on 127.0.0.1 by binding port 0 and closing it again. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from './ports.js';
 
 export class ComposeProject {
   readonly name = `slipway-test-${randomBytes(4).toString('hex')}`;

@@ -1,43 +1,26 @@
 /**
- * `slipway worker` started before the API answers, as compose may start it: it keeps trying
+ * `slipway worker` started before the API responds, as compose may start it: it keeps trying
  * to register instead of exiting, runs tasks once the API is up, and stops cleanly on SIGTERM
  * while it is still waiting.
  */
-import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createToken } from '../../src/store/tokens.js';
-import { CLI_PATH, childEnv, ensureBuilt } from '../support/cli.js';
+import { ensureBuilt, spawnCli, type CliProcess } from '../support/cli.js';
 import { writePipelineFile } from '../support/execution.js';
+import { freePort } from '../support/ports.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
 const AGENT_TOKEN = 'slw_late-api-agent-token-0000000000000';
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-function startWorker(port: number, name: string) {
-  const child = spawn(process.execPath, [CLI_PATH, 'worker'], {
-    env: childEnv({
-      SLIPWAY_API_URL: `http://127.0.0.1:${port}`,
-      SLIPWAY_AGENT_TOKEN: AGENT_TOKEN,
-      SLIPWAY_EXECUTOR: 'local',
-      SLIPWAY_WORKER_NAME: name,
-      SLIPWAY_DATA_DIR: makeTempDir('slipway-worker-'),
-      LOG_LEVEL: 'info',
-    }),
-    stdio: ['ignore', 'pipe', 'pipe'],
+function startWorker(port: number, name: string): CliProcess {
+  return spawnCli('worker', {
+    SLIPWAY_API_URL: `http://127.0.0.1:${port}`,
+    SLIPWAY_AGENT_TOKEN: AGENT_TOKEN,
+    SLIPWAY_EXECUTOR: 'local',
+    SLIPWAY_WORKER_NAME: name,
+    SLIPWAY_DATA_DIR: makeTempDir('slipway-worker-'),
+    LOG_LEVEL: 'info',
   });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  return { child, exited, output: () => output };
 }
 
 async function waitFor(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {

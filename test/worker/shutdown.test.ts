@@ -1,16 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_PATH, childEnv, ensureBuilt } from '../support/cli.js';
+import { ensureBuilt, spawnCli, type CliProcess } from '../support/cli.js';
 import { processesWith, writePipelineFile, type JobBody } from '../support/execution.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
 const MARKER = `slipway-shutdown-marker-${process.pid}`;
-
-interface WorkerProcess {
-  child: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-}
 
 describe('slipway worker on SIGTERM', () => {
   let server: TestServer;
@@ -42,30 +35,23 @@ pipelines:
     await server?.close();
   });
 
-  const startWorkerProcess = async (name: string, graceSeconds: number): Promise<WorkerProcess> => {
-    const child = spawn(process.execPath, [CLI_PATH, 'worker'], {
-      env: childEnv({
-        SLIPWAY_API_URL: server.url,
-        SLIPWAY_AGENT_TOKEN: agentToken,
-        SLIPWAY_EXECUTOR: 'local',
-        SLIPWAY_WORKER_NAME: name,
-        SLIPWAY_WORKER_CAPACITY: '4',
-        SLIPWAY_WORKER_SHUTDOWN_SECONDS: String(graceSeconds),
-        SLIPWAY_DATA_DIR: makeTempDir('slipway-worker-'),
-        LOG_LEVEL: 'info',
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
+  const startWorkerProcess = async (name: string, graceSeconds: number): Promise<CliProcess> => {
+    const worker = spawnCli('worker', {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_AGENT_TOKEN: agentToken,
+      SLIPWAY_EXECUTOR: 'local',
+      SLIPWAY_WORKER_NAME: name,
+      SLIPWAY_WORKER_CAPACITY: '4',
+      SLIPWAY_WORKER_SHUTDOWN_SECONDS: String(graceSeconds),
+      SLIPWAY_DATA_DIR: makeTempDir('slipway-worker-'),
+      LOG_LEVEL: 'info',
     });
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     const deadline = Date.now() + 20_000;
-    while (!output.includes('registered; waiting for tasks')) {
-      if (Date.now() > deadline) throw new Error(`worker did not register:\n${output}`);
+    while (!worker.output().includes('registered; waiting for tasks')) {
+      if (Date.now() > deadline) throw new Error(`worker did not register:\n${worker.output()}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    return { child, output: () => output, exited };
+    return worker;
   };
 
   const trigger = async (type: string) => {

@@ -1,0 +1,17 @@
+import fs from 'node:fs';
+
+/**
+ * Returns when the process with this pid started, in clock ticks after boot (field 22 of
+ * /proc/<pid>/stat), or undefined when /proc has no such process.
+ */
+export function processStartTicks(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name in parentheses may contain spaces, so fields are counted after it.
+  const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  return Number.isFinite(ticks) ? ticks : undefined;
+}
