@@ -294,7 +294,7 @@ function clientApiError(error: NodeJS.ErrnoException): ApiError {
       );
     case 'HPE_INVALID_METHOD':
       if (!REQUEST_LINE.test(parsedBytes(error))) return notHttp();
-      // RFC 9110 section 9.1: a server answers an unrecognized method with 501.
+      // RFC 9110 section 9.1: an origin server should respond to an unrecognized method with 501.
       return new ApiError(
         'method_not_implemented',
         'the server does not recognize the request method; the API uses GET, POST and PATCH, and OPTIONS on a path lists its methods',

@@ -6,8 +6,8 @@
  *
  * Registration is not checked here. A live worker's id is taken anyway (worker_id_in_use).
  * The id of a stopped worker moves to the next process that registers it, with that
- * process's token, so a container restarted with a new host name, or a worker given a new
- * token before the old one is revoked, can take its id back.
+ * process's token. So a container restarted with a new host name can take its id back, and
+ * so can a worker given a new token before the old one is revoked.
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -32,8 +32,7 @@ export async function checkWorkerOwner(
   throw new ApiError(
     'worker_owned',
     `worker ${workerId} was registered with token "${owner.name}", and token ` +
-      `"${principal.name}" may not act for it; use that token, or revoke it to let another ` +
-      'token register the worker id',
+      `"${principal.name}" may not act for it; use that token or an admin token`,
     'Authorization',
     'worker_owner',
     { worker_id: workerId, owner: owner.name },

@@ -6,10 +6,7 @@ import type { Status } from '../jobs/status.js';
 import type { GitHubState, TaskRow } from '../store/schema.js';
 import { parseJsonColumn } from '../store/json.js';
 
-/**
- * GitHub rejects longer descriptions with 422 "description is too long (maximum is 140
- * characters)", as reported in zalando/zappr issue 378 and brigadecore/brigade issue 38.
- */
+/** GitHub rejects longer descriptions with 422 "description is too long (maximum is 140 characters)". */
 export const MAX_DESCRIPTION_LENGTH = 140;
 
 /** GitHub resolves statuses against full object ids: 40 hex digits (SHA-1) or 64 (SHA-256). */

@@ -106,7 +106,7 @@ pipelines:
     const finished = await post(`/api/agent/tasks/${task.task_id}/finish`, report);
     expect(finished.status).toBe(200);
 
-    // A worker whose first answer was lost sends the same report again.
+    // A worker whose first response was lost sends the same report again.
     const repeated = await post(`/api/agent/tasks/${task.task_id}/finish`, report);
     expect(repeated.status).toBe(200);
     expect(repeated.body).toEqual(finished.body);

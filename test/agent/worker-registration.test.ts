@@ -313,8 +313,8 @@ pipelines:
     const stopped = await post(owner, '/api/agent/workers/moved-on/status', { status: 'offline' });
     expect(stopped.status).toBe(200);
 
-    const taken = await register(other, 'moved-on', 'session-m2');
-    expect(taken.status).toBe(200);
+    const reregistered = await register(other, 'moved-on', 'session-m2');
+    expect(reregistered.status).toBe(200);
     const drained = await post(owner, '/api/agent/workers/moved-on/status', {
       status: 'draining',
     });

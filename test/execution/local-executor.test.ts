@@ -202,9 +202,10 @@ pipelines:
         env: { PATH: process.env.PATH, [PROCESS_OWNER_VARIABLE]: owner },
         stdio: 'ignore',
       });
-    // Our pid with another start time stands for a worker whose pid a new process took.
+    // Our pid with another start time is a worker whose pid a new process took.
     const reused = sleeper(`${process.pid}.1`);
-    const gone = sleeper('4194305.1');
+    // A pid above Linux's limit of 4,194,304 is a worker that has ended.
+    const noOwner = sleeper('4194305.1');
     const live = sleeper(processOwner(process.pid)!);
     try {
       await waitFor(() => processesWith('sleep 307').length === 3, 5_000);
@@ -212,7 +213,7 @@ pipelines:
       await waitFor(() => processesWith('sleep 307').length === 1, 5_000);
       expect(processesWith('sleep 307')).toEqual([live.pid]);
     } finally {
-      for (const child of [reused, gone, live]) child.kill('SIGKILL');
+      for (const child of [reused, noOwner, live]) child.kill('SIGKILL');
     }
   });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { JOB_ID_PATTERN, newJobId } from '../../src/jobs/ids.js';
 
-/** The 13 leading bits of a job id's hex part: its 10 ms slot. */
+/** Returns the 13 leading bits of a job id's hex part, which count its 10 ms slot. */
 function slotOf(id: string): number {
   return Number.parseInt(id.slice(id.lastIndexOf('-') + 1), 16) >>> 19;
 }

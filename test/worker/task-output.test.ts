@@ -17,7 +17,7 @@ describe('task output uploads', () => {
   const received: string[] = [];
 
   beforeAll(async () => {
-    // Answers as Slipway's API does while it restarts behind a proxy: 503, then the real answer.
+    // Responds as Slipway's API does while it restarts behind a proxy: 503, then the real response.
     server = http.createServer((request, response) => {
       let body = '';
       request.on('data', (chunk: Buffer) => (body += chunk.toString()));

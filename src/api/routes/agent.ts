@@ -530,7 +530,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
   );
 }
 
-/** The task, worker and attempt a report names, once the token may act for that worker. */
+/** Returns the task, worker and attempt a report names, after checking the token may act for that worker. */
 async function leaseHolder(context: AppContext, request: FastifyRequest): Promise<LeaseHolder> {
   const { task_id: taskId } = request.params as { task_id: string };
   const { worker_id: workerId, attempt } = request.body as { worker_id: string; attempt: number };
