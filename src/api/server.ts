@@ -20,6 +20,7 @@ import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
 import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
 import { registerJsonBodyParser } from './json-body.js';
+import { deferredChildLogger } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
 import { convertQuery } from './query.js';
 import { hashToken } from '../store/tokens.js';
@@ -93,6 +94,7 @@ export async function buildServer(
   const { api } = context.config;
   const app: FastifyInstance = Fastify({
     loggerInstance: context.logger as FastifyBaseLogger,
+    childLoggerFactory: deferredChildLogger,
     bodyLimit: api.bodyLimitBytes,
     requestTimeout: api.timeoutSeconds * 1000,
     // A client or proxy may name the request; otherwise it gets a fresh id.
