@@ -147,7 +147,7 @@ export async function triggerJob(
   const changes = new ChangeSet();
   const result = await context.store.write(async (trx) => {
     const sqlite = writeConnection(trx);
-    const existing = findExisting(sqlite, request, requestHash);
+    const existing = findExisting(sqlite, request, requestHash, audit.actor);
     if (existing !== undefined) return { job: existing, created: false };
     const job = await insertJob(trx, context, request, pipeline, combinations, requestHash, {
       sqlite,
@@ -175,9 +175,10 @@ function findExisting(
   sqlite: BetterSqlite3.Database,
   request: TriggerRequest,
   requestHash: string,
+  requestedBy: string,
 ): JobRow | undefined {
   if (request.idempotencyKey !== null) {
-    const job = readJobByIdempotencyKey(sqlite, request.idempotencyKey);
+    const job = readJobByIdempotencyKey(sqlite, requestedBy, request.idempotencyKey);
     if (job !== undefined) {
       if (job.request_hash !== requestHash) {
         throw new ApiError(

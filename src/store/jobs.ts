@@ -27,8 +27,12 @@ export function readCurrentTasks(sqlite: BetterSqlite3.Database, job: JobRow): T
   return CURRENT_TASKS.all<TaskRow>(sqlite, { job_id: job.id, job_attempt: job.attempt });
 }
 
-const JOB_BY_IDEMPOTENCY_KEY = prepare<{ key: string }>((db) =>
-  db.selectFrom('jobs').selectAll().where('idempotency_key', '=', param('key')),
+const JOB_BY_IDEMPOTENCY_KEY = prepare<{ requested_by: string; key: string }>((db) =>
+  db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('requested_by', '=', param('requested_by'))
+    .where('idempotency_key', '=', param('key')),
 );
 
 const JOB_BY_GITHUB_RUN = prepare<{ type: string; run_id: string; run_attempt: number }>((db) =>
@@ -40,11 +44,13 @@ const JOB_BY_GITHUB_RUN = prepare<{ type: string; run_id: string; run_attempt: n
     .where('github_run_attempt', '=', param<number>('run_attempt')),
 );
 
+/** Returns the job that `requestedBy` (a token name) triggered with this Idempotency-Key. */
 export function readJobByIdempotencyKey(
   sqlite: BetterSqlite3.Database,
+  requestedBy: string,
   key: string,
 ): JobRow | undefined {
-  return JOB_BY_IDEMPOTENCY_KEY.get<JobRow>(sqlite, { key });
+  return JOB_BY_IDEMPOTENCY_KEY.get<JobRow>(sqlite, { requested_by: requestedBy, key });
 }
 
 export function readJobByGithubRun(

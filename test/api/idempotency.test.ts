@@ -57,6 +57,33 @@ describe('idempotent triggers', () => {
     expect(await countRows(server.context.store.db)).toEqual(before);
   });
 
+  it('scopes a key to its token', async () => {
+    const other = await server.token('trigger', 'other-workflow');
+    const body = { commit: 'abc1234', branch: 'idem-scope' };
+    const send = (as: string, sent: Record<string, unknown>) =>
+      server.request('POST', '/api/trigger/ci', {
+        token: as,
+        body: sent,
+        headers: { 'idempotency-key': 'key-shared' },
+      });
+
+    const first = await send(token, body);
+    expect(first.status).toBe(201);
+    const second = await send(other, body);
+    expect(second.status).toBe(201);
+    expect(second.body.job_id).not.toBe(first.body.job_id);
+
+    const repeated = await send(other, body);
+    expect(repeated.status).toBe(200);
+    expect(repeated.body.job_id).toBe(second.body.job_id);
+    const changed = await send(other, { ...body, commit: 'abc9999' });
+    expect(changed.status).toBe(422);
+    expect(changed.body.job_id).toBe(second.body.job_id);
+
+    const jobs = await jobsWhere('idempotency_key', 'key-shared');
+    expect(jobs.map((job) => job.requested_by).sort()).toEqual(['other-workflow', 'workflow']);
+  });
+
   it('same github_run_id and attempt returns the first job', async () => {
     const body = { commit: 'abc1234', branch: 'run-1', github_run_id: '5001' };
     const first = await trigger('recovery', body);

@@ -53,7 +53,13 @@ export type TriggerBodyType = Static<typeof TriggerBody>;
 
 const TriggerHeaders = Type.Object({
   'idempotency-key': Type.Optional(
-    Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' }),
+    Type.String({
+      minLength: 1,
+      maxLength: 255,
+      pattern: '^[\\x21-\\x7e]+$',
+      description:
+        'A repeated request with the same key from the same token returns the first job with 200.',
+    }),
   ),
 });
 
