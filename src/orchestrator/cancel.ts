@@ -13,7 +13,8 @@ import { refreshJobStatus, transitionTask } from './job-status.js';
  * Cancels a job's current tasks. Tasks no worker holds end `cancelled` at once; for a
  * running task the cancel is requested, and the worker holding it stops its containers or
  * processes and reports `cancelled` (or the lease expires and the orchestrator ends it).
- * Returns the job as it is after the change.
+ * Returns the job as it is after the change. A cancel that finds every running task already
+ * asked to stop returns the job unchanged.
  */
 export async function cancelJob(
   trx: Transaction<Database>,
@@ -25,6 +26,14 @@ export async function cancelJob(
   const sqlite = writeConnection(trx);
   const now = nowIso();
   const tasks = readCurrentTasks(sqlite, job);
+  // A repeated cancel of a job whose running tasks were all asked to stop changes nothing, so
+  // it keeps the first reason and writes no second audit row.
+  const alreadyRequested = tasks.every(
+    (task) =>
+      isTerminal(task.status) || (task.status === 'running' && task.cancel_requested_at !== null),
+  );
+  if (alreadyRequested && tasks.some((task) => task.status === 'running')) return job;
+
   let requested = 0;
   for (const task of tasks) {
     if (isTerminal(task.status)) continue;

@@ -372,6 +372,40 @@ describe('job reads and prepared writes', () => {
     expect(job.tasks[0].reason).toBeNull();
   });
 
+  it('parallel cancels write one audit row', async () => {
+    const id = await trigger('solo', { commit: 'c0ffee0000000000000000000000000000000009' });
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token: server.adminToken,
+      body: { name: 'cancel-worker', hostname: 'localhost', executors: ['local'], capacity: 64 },
+    });
+    expect(registered.status, registered.text).toBe(200);
+    const claimed = await server.request('POST', '/api/agent/workers/cancel-worker/claim', {
+      token: server.adminToken,
+      body: { max: 64, wait_seconds: 0 },
+    });
+    expect((claimed.body.tasks as Row[]).some((spec) => spec.job.id === id)).toBe(true);
+
+    const cancels = await Promise.all(
+      Array.from({ length: 10 }, (_, index) =>
+        server.request('POST', `/api/job/${id}/cancel`, {
+          token: server.adminToken,
+          body: { reason: `cancel number ${index}` },
+        }),
+      ),
+    );
+    for (const cancel of cancels) expect(cancel.status, cancel.text).toBe(202);
+    const audits = rows(
+      "SELECT details FROM audit_log WHERE action = 'job_cancelled' AND job_id = ?",
+      id,
+    );
+    expect(audits).toHaveLength(1);
+    const job = await getJob(id);
+    expect(job.status).toBe('running');
+    expect(job.reason).toBe(JSON.parse(audits[0]!.details as string).reason);
+    const [task] = rows('SELECT cancel_requested_at FROM tasks WHERE job_id = ?', id);
+    expect(task!.cancel_requested_at).toMatch(ISO_UTC);
+  });
+
   it('reads 404 before create and 200 after', async () => {
     const missing = await server.request('GET', '/api/job/ci-00000000', {
       token: server.adminToken,
