@@ -53,5 +53,5 @@ export async function cancelJob(
     jobId: job.id,
     details: { reason, running_tasks_signalled: requested, previous_status: job.status },
   });
-  return refreshJobStatus(trx, job.id, changes, audit);
+  return refreshJobStatus(trx, { ...job, reason, updated_at: now }, changes, audit);
 }

@@ -92,16 +92,18 @@ export async function transitionTask(
 /**
  * Recomputes the job's status from its current tasks and stores it when it changed. When
  * the job ends, applies its on-success state and releases or skips the jobs waiting on it.
+ * Takes the job's id, or its row as this transaction last wrote it.
  */
 export async function refreshJobStatus(
   trx: Trx,
-  jobId: string,
+  jobOrId: string | JobRow,
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<JobRow> {
   const sqlite = writeConnection(trx);
-  const job = readJob(sqlite, jobId);
-  if (job === undefined) throw new Error(`job ${jobId} vanished inside its own transaction`);
+  const job = typeof jobOrId === 'string' ? readJob(sqlite, jobOrId) : jobOrId;
+  if (job === undefined)
+    throw new Error(`job ${String(jobOrId)} vanished inside its own transaction`);
   const statuses = TASK_STATUSES.all<{ status: Status }>(sqlite, {
     job_id: job.id,
     job_attempt: job.attempt,

@@ -1,6 +1,16 @@
-/** Current time as UTC ISO 8601 with milliseconds and a `Z`, the only format stored. */
+let formattedAt = Number.NaN;
+let formatted = '';
+
+/** Returns the current time as UTC ISO 8601 with milliseconds and a `Z`, the only format stored. */
 export function nowIso(): string {
-  return new Date().toISOString();
+  // A trigger reads the time about ten times within one millisecond, and formatting
+  // it was about 2 % of a trigger's CPU time in a profile.
+  const now = Date.now();
+  if (now !== formattedAt) {
+    formatted = new Date(now).toISOString();
+    formattedAt = now;
+  }
+  return formatted;
 }
 
 export function isoAfter(milliseconds: number, from: number = Date.now()): string {
