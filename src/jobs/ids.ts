@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 /** Milliseconds that share one value of a job id's leading bits. */
 const SLOT_MS = 10;
@@ -16,9 +16,24 @@ const RANDOM_BITS = 32 - SLOT_BITS;
  */
 export function newJobId(type: string, now = Date.now()): string {
   const slot = Math.floor(now / SLOT_MS) % 2 ** SLOT_BITS;
-  const random = randomBytes(4).readUInt32BE(0) % 2 ** RANDOM_BITS;
+  const random = nextRandom() % 2 ** RANDOM_BITS;
   const value = slot * 2 ** RANDOM_BITS + random;
   return `${type}-${value.toString(16).padStart(8, '0')}`;
+}
+
+// Random numbers drawn 256 at a time: one randomBytes(4) call per id took about 2 % of a
+// trigger's CPU time in a profile.
+const randomPool = new Uint32Array(256);
+let randomUsed = randomPool.length;
+
+function nextRandom(): number {
+  if (randomUsed === randomPool.length) {
+    randomFillSync(randomPool);
+    randomUsed = 0;
+  }
+  const value = randomPool[randomUsed]!;
+  randomUsed += 1;
+  return value;
 }
 
 export const JOB_ID_PATTERN = '^[a-z][a-z0-9-]{0,62}-[0-9a-f]{8}$';
