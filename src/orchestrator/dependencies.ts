@@ -26,7 +26,7 @@ const NEEDS = prepare<{ type: string }>((db) =>
     .orderBy('depends_on'),
 );
 
-const LATEST_OF_TYPE = prepare<{ commit: string; type: string }>((db) =>
+export const LATEST_OF_TYPE = prepare<{ commit: string; type: string }>((db) =>
   db
     .selectFrom('jobs')
     .select(['id', 'status'])

@@ -5,6 +5,7 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
+import { LATEST_OF_TYPE } from '../../src/orchestrator/dependencies.js';
 import { openStore } from '../../src/store/database.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -94,6 +95,72 @@ describe('worker token delete migration', () => {
 
       await store.db.deleteFrom('api_tokens').where('id', '=', 7).execute();
       expect(tokenIds()).toEqual({ 'of-deleted': null, 'of-kept': null, 'of-reused': null });
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('index migrations of jobs', () => {
+  /** Opens a database that ran every migration but `name`, with `oldIndex` in place of its index. */
+  async function reopenBefore(name: string, oldIndex: string) {
+    const dbPath = path.join(makeTempDir('slipway-migration-'), 'old.db');
+    await (await openStore(dbPath)).close();
+    const old = new Database(dbPath);
+    const indexName = /CREATE (?:UNIQUE )?INDEX (\w+)/.exec(oldIndex)![1]!;
+    old.exec(`DROP INDEX ${indexName}`);
+    old.exec(oldIndex);
+    old.prepare('DELETE FROM schema_migrations WHERE name = ?').run(name);
+    old.close();
+    return openStore(dbPath);
+  }
+
+  const columnsOf = (store: Awaited<ReturnType<typeof openStore>>, index: string) =>
+    store.read((sqlite) =>
+      sqlite
+        .prepare(`SELECT name FROM pragma_index_info(?) ORDER BY seqno`)
+        .all(index)
+        .map((row) => (row as { name: string }).name),
+    );
+
+  it('scopes the idempotency index to the requester', async () => {
+    const store = await reopenBefore(
+      '0006_idempotency_key_per_token',
+      `CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)
+         WHERE idempotency_key IS NOT NULL`,
+    );
+    try {
+      expect(columnsOf(store, 'jobs_idempotency_key')).toEqual(['requested_by', 'idempotency_key']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('finds the latest job of a commit without a sort', async () => {
+    const store = await reopenBefore(
+      '0007_jobs_commit_type_order',
+      'CREATE INDEX jobs_commit_type ON jobs (commit_sha, type, created_at)',
+    );
+    try {
+      expect(columnsOf(store, 'jobs_commit_type')).toEqual([
+        'commit_sha',
+        'type',
+        'created_at',
+        'id',
+      ]);
+      const plan = store.read((sqlite) =>
+        sqlite
+          .prepare(`EXPLAIN QUERY PLAN ${LATEST_OF_TYPE.sql}`)
+          .all(
+            LATEST_OF_TYPE.bind({ commit: '0123456789abcdef0123456789abcdef01234567', type: 'ci' }),
+          )
+          .map((row) => (row as { detail: string }).detail)
+          .join('\n'),
+      );
+      expect(plan).toMatch(
+        /SEARCH jobs USING INDEX jobs_commit_type \(commit_sha=\? AND type=\?\)/,
+      );
+      expect(plan).not.toMatch(/TEMP B-TREE/);
     } finally {
       await store.close();
     }
