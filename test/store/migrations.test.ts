@@ -4,9 +4,17 @@
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { Kysely, type CompiledQuery } from 'kysely';
 import { describe, expect, it } from 'vitest';
+import {
+  nextDueTime,
+  supersedeReplacedReports,
+  takeDueReports,
+} from '../../src/github/status-outbox.js';
 import { LATEST_OF_TYPE } from '../../src/orchestrator/dependencies.js';
 import { openStore } from '../../src/store/database.js';
+import { CachingSqliteDialect } from '../../src/store/driver.js';
+import type { Database as Schema } from '../../src/store/schema.js';
 import { makeTempDir } from '../support/server.js';
 
 describe('duplicate task index migration', () => {
@@ -101,7 +109,7 @@ describe('worker token delete migration', () => {
   });
 });
 
-describe('index migrations of jobs', () => {
+describe('index migrations', () => {
   /** Opens a database that ran every migration but `name`, with `oldIndex` in place of its index. */
   async function reopenBefore(name: string, oldIndex: string) {
     const dbPath = path.join(makeTempDir('slipway-migration-'), 'old.db');
@@ -164,5 +172,58 @@ describe('index migrations of jobs', () => {
     } finally {
       await store.close();
     }
+  });
+
+  /** Runs `work` on a logging Kysely over `dbPath` and returns each statement's plan. */
+  async function plansOf(dbPath: string, work: (db: Kysely<Schema>) => Promise<unknown>) {
+    const sqlite = new Database(dbPath);
+    const queries: CompiledQuery[] = [];
+    const db = new Kysely<Schema>({
+      dialect: new CachingSqliteDialect(sqlite),
+      log: (event) => {
+        queries.push(event.query);
+      },
+    });
+    try {
+      await work(db);
+      return queries.map((query) =>
+        sqlite
+          .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
+          .all(...query.parameters)
+          .map((row) => (row as { detail: string }).detail)
+          .join('\n'),
+      );
+    } finally {
+      await db.destroy();
+    }
+  }
+
+  it('finds pending reports of a repository without a scan', async () => {
+    const store = await reopenBefore(
+      '0041_github_status_outbox_due_repository',
+      `CREATE INDEX github_status_outbox_due ON github_status_outbox (next_attempt_at, id)
+         WHERE outcome = 'pending'`,
+    );
+    try {
+      expect(columnsOf(store, 'github_status_outbox_due')).toEqual([
+        'repository',
+        'next_attempt_at',
+        'id',
+      ]);
+    } finally {
+      await store.close();
+    }
+
+    const [nextDue, due, supersede] = await plansOf(store.path, async (db) => {
+      await nextDueTime(db, 'acme/app');
+      await takeDueReports(db, 'acme/app', 10);
+      await db.transaction().execute((trx) => supersedeReplacedReports(trx, 'acme/app'));
+    });
+    expect(nextDue).toMatch(/USING COVERING INDEX github_status_outbox_due \(repository=\?\)/);
+    expect(nextDue).not.toMatch(/TEMP B-TREE/);
+    expect(due).toMatch(
+      /SEARCH o USING INDEX github_status_outbox_due \(repository=\? AND next_attempt_at<\?\)/,
+    );
+    expect(supersede).toMatch(/SEARCH o USING INDEX github_status_outbox_due \(repository=\?\)/);
   });
 });

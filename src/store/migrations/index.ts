@@ -12,6 +12,7 @@ import * as workerToken from './0012_worker_token.js';
 import * as workerTokenDelete from './0013_worker_token_delete.js';
 import * as healthState from './0030_health_state.js';
 import * as github from './0040_github.js';
+import * as githubStatusOutboxDueRepository from './0041_github_status_outbox_due_repository.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -32,6 +33,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0013_worker_token_delete': workerTokenDelete,
   '0030_health_state': healthState,
   '0040_github': github,
+  '0041_github_status_outbox_due_repository': githubStatusOutboxDueRepository,
 };
 
 export const migrationProvider: MigrationProvider = {
