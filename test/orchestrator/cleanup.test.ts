@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkIntegrity, runScheduledBackup } from '../../src/orchestrator/backup.js';
-import { runCleanup, rotateOwnLogs } from '../../src/orchestrator/cleanup.js';
+import { rotateOwnLogs, runCleanup, selectOldJobIds } from '../../src/orchestrator/cleanup.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { auditRows, finishJob, trigger, writePipelines } from './helpers.js';
 
@@ -54,7 +54,7 @@ describe('cleanup', () => {
     await store.write(async (trx) => {
       await trx
         .updateTable('jobs')
-        .set({ finished_at: daysAgo(11) })
+        .set({ created_at: daysAgo(12), finished_at: daysAgo(11) })
         .where('id', '=', old.job_id)
         .execute();
       await trx
@@ -135,6 +135,20 @@ describe('cleanup', () => {
     expect(await auditRows(server, 'ancient')).toEqual([]);
     const finished = await auditRows(server, 'cleanup_finished');
     expect(finished[0]!.details).toMatchObject({ jobs: 1, healthMetrics: 1 });
+  });
+
+  it('seeks old jobs by creation time', () => {
+    const { sql, parameters } = selectOldJobIds(server.context.store.db, daysAgo(10)).compile();
+    const plan = server.context.store.read((sqlite) =>
+      sqlite
+        .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+        .all(...parameters)
+        .map((row) => (row as { detail: string }).detail)
+        .join('\n'),
+    );
+    expect(plan).toMatch(
+      /SEARCH jobs USING INDEX jobs_status_created \(status=\? AND created_at<\?\)/,
+    );
   });
 
   it('rotates own log files above the size limit', async () => {
