@@ -87,13 +87,17 @@ export async function runCleanup(
 }
 
 /** Deletes the log files of tasks that finished before `cutoff` and clears their `log_path`. */
-async function expireTaskLogs(context: AppContext, cutoff: string): Promise<number> {
-  const tasks = await context.store.db
+/** Selects the tasks whose log is kept and that finished before `cutoff` (index tasks_log_expiry). */
+export function selectExpiredTaskLogs(db: Kysely<Database>, cutoff: string) {
+  return db
     .selectFrom('tasks')
     .select(['id', 'log_path'])
     .where('log_path', 'is not', null)
-    .where('finished_at', '<', cutoff)
-    .execute();
+    .where('finished_at', '<', cutoff);
+}
+
+async function expireTaskLogs(context: AppContext, cutoff: string): Promise<number> {
+  const tasks = await selectExpiredTaskLogs(context.store.db, cutoff).execute();
   for (const task of tasks) {
     await fs.rm(resolveLogPath(context, task.log_path!), { force: true });
   }

@@ -2,7 +2,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkIntegrity, runScheduledBackup } from '../../src/orchestrator/backup.js';
-import { rotateOwnLogs, runCleanup, selectOldJobIds } from '../../src/orchestrator/cleanup.js';
+import {
+  rotateOwnLogs,
+  runCleanup,
+  selectExpiredTaskLogs,
+  selectOldJobIds,
+} from '../../src/orchestrator/cleanup.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { auditRows, finishJob, trigger, writePipelines } from './helpers.js';
 
@@ -149,6 +154,18 @@ describe('cleanup', () => {
     expect(plan).toMatch(
       /SEARCH jobs USING INDEX jobs_status_created \(status=\? AND created_at<\?\)/,
     );
+  });
+
+  it('seeks expired task logs by finish time', () => {
+    const query = selectExpiredTaskLogs(server.context.store.db, daysAgo(10)).compile();
+    const plan = server.context.store.read((sqlite) =>
+      sqlite
+        .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
+        .all(...query.parameters)
+        .map((row) => (row as { detail: string }).detail)
+        .join('\n'),
+    );
+    expect(plan).toMatch(/SEARCH tasks USING INDEX tasks_log_expiry \(finished_at<\?\)/);
   });
 
   it('rotates own log files above the size limit', async () => {

@@ -6,6 +6,7 @@ import * as tokenEnvVariable from './0004_token_env_variable.js';
 import * as dropDuplicateTaskIndex from './0005_drop_duplicate_task_index.js';
 import * as idempotencyKeyPerToken from './0006_idempotency_key_per_token.js';
 import * as jobsCommitTypeOrder from './0007_jobs_commit_type_order.js';
+import * as tasksLogExpiry from './0008_tasks_log_expiry.js';
 import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
 import * as workerToken from './0012_worker_token.js';
@@ -27,6 +28,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0005_drop_duplicate_task_index': dropDuplicateTaskIndex,
   '0006_idempotency_key_per_token': idempotencyKeyPerToken,
   '0007_jobs_commit_type_order': jobsCommitTypeOrder,
+  '0008_tasks_log_expiry': tasksLogExpiry,
   '0010_task_execution': taskExecution,
   '0011_worker_session': workerSession,
   '0012_worker_token': workerToken,
