@@ -136,9 +136,11 @@ export async function buildServer(
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
 
-  app.addHook('onSend', (request, reply, payload, done) => {
+  // Set before any other hook can reply. Fastify keeps a reply's headers when an error
+  // replaces its body, so an onSend hook on every reply is not needed for the header.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
-    done(null, payload);
+    done();
   });
 
   await app.register(swagger, {
