@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pruneGitHubRecords } from '../../src/github/prune.js';
+import { deleteOldReports, pruneGitHubRecords } from '../../src/github/prune.js';
 import { GitHubService } from '../../src/github/service.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import type { StandinStatus } from '../support/github-standin.js';
@@ -311,8 +311,16 @@ describe('pruneGitHubRecords', () => {
     const server = await startTestServer({ RETENTION_JOBS_DAYS: '1' });
     try {
       const old = '2020-01-01T00:00:00.000Z';
+      const recent = new Date().toISOString();
       await server.context.store.write(async (trx) => {
-        for (const outcome of ['sent', 'superseded', 'failed', 'pending'] as const) {
+        const reports = [
+          ...(['sent', 'superseded', 'failed', 'pending'] as const).map((outcome) => ({
+            outcome,
+            created_at: old,
+          })),
+          { outcome: 'sent' as const, created_at: recent },
+        ];
+        for (const { outcome, created_at } of reports) {
           await trx
             .insertInto('github_status_outbox')
             .values({
@@ -327,9 +335,9 @@ describe('pruneGitHubRecords', () => {
               status: 'success',
               outcome,
               attempts: 1,
-              next_attempt_at: old,
+              next_attempt_at: created_at,
               last_error: null,
-              created_at: old,
+              created_at,
               sent_at: null,
             })
             .execute();
@@ -352,9 +360,24 @@ describe('pruneGitHubRecords', () => {
       expect(summary).toEqual({ statusReports: 3, webhookDeliveries: 1 });
       const left = await server.context.store.db
         .selectFrom('github_status_outbox')
-        .select('outcome')
+        .select(['outcome', 'created_at'])
+        .orderBy('id')
         .execute();
-      expect(left).toEqual([{ outcome: 'pending' }]);
+      expect(left).toEqual([
+        { outcome: 'pending', created_at: old },
+        { outcome: 'sent', created_at: recent },
+      ]);
+
+      // The delete reads only the ids below the first report it keeps.
+      const query = (await deleteOldReports(server.context.store.db, old)).compile();
+      const plan = server.context.store.read((sqlite) =>
+        sqlite
+          .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
+          .all(...query.parameters)
+          .map((row) => (row as { detail: string }).detail)
+          .join('\n'),
+      );
+      expect(plan).toMatch(/SEARCH github_status_outbox USING INTEGER PRIMARY KEY \(rowid<\?\)/);
       const audit = await server.context.store.db
         .selectFrom('audit_log')
         .select('details')
