@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listJobsQuery } from '../../src/store/jobs.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 interface Created {
@@ -165,6 +166,33 @@ describe('admin listings', () => {
     expect(prefix.body.count).toBe(expected.length);
     const upper = await list('?commit=1111111ABC');
     expect(upper.body.count).toBe(expected.length);
+  });
+
+  it('combines a commit prefix with other filters', async () => {
+    const expected = created
+      .filter((job) => job.commit === '2222222abc' && job.branch === 'main')
+      .reverse()
+      .map((job) => job.id);
+    expect(expected.length).toBeGreaterThan(1);
+    const page = await list('?commit=2222&branch=main');
+    expect(page.body.jobs.map((job: { id: string }) => job.id)).toEqual(expected);
+
+    // The prefix is a range on an index of commit_sha, whatever else is filtered.
+    for (const filters of [{}, { status: 'queued' as const }, { type: 'ci' }, { branch: 'main' }]) {
+      const query = listJobsQuery(server.context.store.db, {
+        ...filters,
+        commit: '2222',
+        limit: 50,
+      }).compile();
+      const plan = server.context.store.read((sqlite) =>
+        sqlite
+          .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
+          .all(...query.parameters)
+          .map((row) => (row as { detail: string }).detail)
+          .join('\n'),
+      );
+      expect(plan).toMatch(/USING INDEX jobs_commit_\w+ \(commit_sha>\? AND commit_sha<\?\)/);
+    }
   });
 
   it('combines filters and pages through the result', async () => {
