@@ -11,6 +11,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { LABEL_TASK } from '../jobs/labels.js';
+import { isImageReference } from './image-reference.js';
 import {
   ExecutionError,
   stepHeader,
@@ -54,6 +55,13 @@ export class DockerExecutor implements Executor {
   ): Promise<ExecutionResult> {
     if (spec.image === null) {
       throw new ExecutionError('the pipeline names no image, and the docker executor needs one');
+    }
+    if (!isImageReference(spec.image)) {
+      // The name goes into the Docker Engine API's request path, so it must not reach it.
+      throw new ExecutionError(
+        `image ${JSON.stringify(spec.image)} is not a valid Docker image reference; ` +
+          "check the job type's image and the matrix values that fill it",
+      );
     }
     await this.#requireImage(spec.image);
     const script = await writeStepScript(spec);

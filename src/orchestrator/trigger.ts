@@ -7,10 +7,11 @@ import type BetterSqlite3 from 'better-sqlite3';
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { ApiError } from '../api/errors.js';
+import { isImageReference } from '../execution/image-reference.js';
 import { newJobId, taskId } from '../jobs/ids.js';
 import { expandMatrix, MatrixError, taskName } from '../jobs/matrix.js';
 import type { Status } from '../jobs/status.js';
-import { renderTemplate } from '../pipeline/load.js';
+import { renderImage, renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { writeAudit, type AuditContext } from '../store/audit.js';
 import { readJobByGithubRun, readJobByIdempotencyKey } from '../store/jobs.js';
@@ -161,14 +162,54 @@ export async function triggerJob(
 }
 
 function matrixOf(pipeline: Pipeline, request: TriggerRequest): Array<Record<string, string>> {
+  let combinations: Array<Record<string, string>>;
   try {
-    return expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
+    combinations = expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
   } catch (error) {
     if (error instanceof MatrixError) {
       throw new ApiError('validation_failed', error.message, error.field, 'matrix');
     }
     throw error;
   }
+  if (pipeline.image !== undefined) {
+    for (const combination of combinations) checkImage(pipeline, request, combination);
+  }
+  return combinations;
+}
+
+/**
+ * Rejects a combination whose values make the job type's image an invalid Docker image
+ * reference, naming the trigger field of the first value that does.
+ */
+function checkImage(
+  pipeline: Pipeline,
+  request: TriggerRequest,
+  combination: Record<string, string>,
+): void {
+  const image = renderImage(pipeline.image!, combination);
+  if (isImageReference(image)) return;
+  const culprit =
+    pipeline.matrix.find((axis) =>
+      isImageReference(renderImage(pipeline.image!, { ...combination, [axis.name]: 'x' })),
+    ) ?? pipeline.matrix[0];
+  let field = 'image';
+  if (culprit?.from !== undefined) {
+    const inInputs = request.inputs[culprit.from] !== undefined;
+    const supplied = inInputs ? request.inputs[culprit.from] : request.params[culprit.from];
+    field = inInputs ? culprit.from : `params.${culprit.from}`;
+    if (Array.isArray(supplied)) {
+      const index = supplied.map(String).indexOf(combination[culprit.name]!);
+      if (index >= 0) field = `${field}.${index}`;
+    }
+  }
+  const value = culprit === undefined ? '' : ` value ${JSON.stringify(combination[culprit.name])}`;
+  throw new ApiError(
+    'validation_failed',
+    `the matrix${value} makes the image ${JSON.stringify(image)} of job type ${request.type}, ` +
+      'which is not a valid Docker image reference; use letters, digits, dots, dashes and underscores',
+    field,
+    'image_reference',
+  );
 }
 
 function findExisting(

@@ -9,6 +9,7 @@ import type { TObject, TRecord } from '@sinclair/typebox';
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } from 'yaml';
 import { envName } from '../dispatch/task-spec.js';
+import { isImageReference } from '../execution/image-reference.js';
 import { parseDuration } from '../util/time.js';
 import { DURATION, PipelineFileSchema, type RawPipeline, type RawPipelineFile } from './schema.js';
 import { resolveHealthChecks } from './health-checks.js';
@@ -248,6 +249,7 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
   }
   const axes = new Set(matrix.map((axis) => axis.name));
   checkTemplates(raw.image, [...at, 'image'], axes, report);
+  if (raw.image !== undefined) checkImage(raw.image, matrix, [...at, 'image'], report);
   raw.steps.forEach((step, index) => {
     checkRunTemplates(step.run, [...at, 'steps', index, 'run'], raw, report);
   });
@@ -430,4 +432,35 @@ function parseBytes(value: string | number): number {
  */
 export function renderTemplate(template: string, values: Record<string, string>): string {
   return template.replace(TEMPLATE, (_match, name: string) => values[name] ?? '');
+}
+
+/**
+ * Reports an image that is not a valid Docker image reference with each axis's default values,
+ * or with `x` for an axis that only takes values from the trigger.
+ */
+function checkImage(
+  image: string,
+  matrix: readonly MatrixAxis[],
+  at: (string | number)[],
+  report: Report,
+): void {
+  const first = Object.fromEntries(matrix.map((axis) => [axis.name, axis.values[0] ?? 'x']));
+  const samples = [first];
+  for (const axis of matrix) {
+    for (const value of axis.values.slice(1)) samples.push({ ...first, [axis.name]: value });
+  }
+  for (const sample of samples) {
+    const rendered = renderImage(image, sample);
+    if (isImageReference(rendered)) continue;
+    report(at, `gives ${JSON.stringify(rendered)}, which is not a valid Docker image reference`);
+    return;
+  }
+}
+
+/** Renders an image template with a task's matrix values (`${{ matrix.<axis> }}`). */
+export function renderImage(template: string, matrix: Record<string, string>): string {
+  const values = Object.fromEntries(
+    Object.entries(matrix).map(([axis, value]) => [`matrix.${axis}`, value]),
+  );
+  return renderTemplate(template, values);
 }

@@ -186,6 +186,15 @@ const BODY_CASES: BadCase[] = [
     rule: 'matrix',
   },
   {
+    name: 'python_versions value that breaks the image',
+    path: TRIGGER,
+    body: { commit: 'abc1234', python_versions: ['3.12', '../../x'] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions.1',
+    rule: 'image_reference',
+  },
+  {
     name: 'params as a string',
     path: TRIGGER,
     body: { commit: 'abc1234', params: 'fast' },

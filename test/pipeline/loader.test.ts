@@ -85,6 +85,27 @@ describe('pipeline loader', () => {
     expect(file.pipelines.ci!.image).toBe('node:${{ matrix.node }}');
   });
 
+  it('rejects an invalid image reference', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    executor: docker',
+        '    image: Node:${{ matrix.node }}',
+        '    matrix: { node: ["20", "22"] }',
+        '    steps: [{ run: make }]',
+        '  lint:',
+        '    image: node:${{ matrix.node }}',
+        '    matrix: { node: ["20", "../22"] }',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:4: pipelines.ci.image: gives "Node:20", which is not a valid Docker image reference',
+      'slipway.yml:8: pipelines.lint.image: gives "node:../22", which is not a valid Docker image reference',
+    ]);
+  });
+
   it('rejects docker without an image', () => {
     const problems = problemsOf(
       ['pipelines:', '  ci:', '    executor: docker', '    steps:', '      - run: make'].join('\n'),
