@@ -111,14 +111,21 @@ type Env = Record<string, string | undefined>;
 /** Shortest token Slipway accepts from the environment; generated tokens have 36 characters. */
 export const MIN_TOKEN_LENGTH = 16;
 
-/** Reads a bearer token that is long enough to resist guessing and safe in a header. */
-function readToken(env: Env, name: string): string | undefined {
+/**
+ * Reads a bearer token that is long enough to resist guessing and safe in a header. `issued`
+ * names the command that makes such a token when the API issues it rather than accepts any.
+ */
+function readToken(env: Env, name: string, issued?: string): string | undefined {
   const value = readString(env, name);
   if (value === undefined) return undefined;
   if (value.length < MIN_TOKEN_LENGTH || value.length > 512) {
+    const hint =
+      issued === undefined
+        ? 'generate one with: openssl rand -hex 24'
+        : `create one with: ${issued}`;
     throw new ConfigError(
       name,
-      `must be ${MIN_TOKEN_LENGTH} to 512 characters, got ${value.length}; generate one with: openssl rand -hex 24`,
+      `must be ${MIN_TOKEN_LENGTH} to 512 characters, got ${value.length}; ${hint}`,
     );
   }
   if (!/^[\x21-\x7e]+$/.test(value)) {
@@ -312,7 +319,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       webhookTags: readBoolean(env, 'GITHUB_WEBHOOK_TAGS', false),
     },
 
-    clientToken: readToken(env, 'SLIPWAY_TOKEN'),
+    clientToken: readToken(env, 'SLIPWAY_TOKEN', 'slipway token create --name NAME --role trigger'),
 
     tailscaleSocket: readString(env, 'TAILSCALE_SOCKET') ?? '/var/run/tailscale/tailscaled.sock',
   };

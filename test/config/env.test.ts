@@ -176,6 +176,20 @@ describe('configuration at start', () => {
     expect(config.worker.apiUrl).toBe('http://127.0.0.1:5000');
   });
 
+  it('short tokens name where to get one', () => {
+    const messageFor = (variable: string) => {
+      try {
+        loadConfig({ [variable]: 'tiny' });
+      } catch (error) {
+        return (error as ConfigError).message;
+      }
+      return 'no error';
+    };
+    expect(messageFor('SLIPWAY_TOKEN')).toContain('create one with: slipway token create');
+    expect(messageFor('SLIPWAY_ADMIN_TOKEN')).toContain('generate one with: openssl rand');
+    expect(messageFor('SLIPWAY_AGENT_TOKEN')).toContain('generate one with: openssl rand');
+  });
+
   it('an IPv6 API_HOST gives workers a bracketed URL', () => {
     expect(loadConfig({ API_HOST: '::1', API_PORT: '8080' }).worker.apiUrl).toBe(
       'http://[::1]:8080',
