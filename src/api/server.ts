@@ -434,7 +434,7 @@ function validationError(error: FastifyError): ApiError {
   const description = union
     ? describeUnion(field, error, issue.instancePath)
     : issue.keyword === 'pattern'
-      ? describePattern(field)
+      ? describePattern(field, String(issue.params.pattern), where)
       : undefined;
   return new ApiError(
     'validation_failed',
@@ -517,8 +517,13 @@ function describeIssue(issue: AjvIssue): string {
   }
 }
 
-function describePattern(field: string): string | undefined {
-  if (field === 'commit') return 'must be a hex commit SHA of 7 to 64 characters';
+function describePattern(field: string, pattern: string, where: string): string | undefined {
+  const hex = /^\^\[0-9a-fA-F\]\{(\d+),(\d+)\}\$$/.exec(pattern);
+  if (field === 'commit' && hex !== null) {
+    // A trigger names a whole SHA; a query filter takes a prefix as well.
+    const what = where === 'querystring' ? 'a hex commit SHA or its prefix' : 'a hex commit SHA';
+    return `must be ${what} of ${hex[1]} to ${hex[2]} characters`;
+  }
   if (field === 'job_id') return 'must look like <type>-<8 hex digits>, e.g. ci-a1b2c3d4';
   return undefined;
 }

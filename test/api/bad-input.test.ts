@@ -572,6 +572,12 @@ describe('bad input', () => {
       body: { commit: 'xyz1234' },
     });
     expect(commit.body.error).toBe('commit must be a hex commit SHA of 7 to 64 characters');
+    const prefix = await server.request('GET', '/api/admin/jobs?commit=abc', {
+      token: server.adminToken,
+    });
+    expect(prefix.body.error).toBe(
+      'query parameter commit must be a hex commit SHA or its prefix of 4 to 64 characters',
+    );
     const status = await server.request('GET', '/api/admin/jobs?status=done', {
       token: server.adminToken,
     });
