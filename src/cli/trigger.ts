@@ -127,8 +127,11 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   if (options.branch !== undefined) body.branch = options.branch;
   if (options.pythonVersions !== undefined) body.python_versions = options.pythonVersions;
   if (Object.keys(options.param).length > 0) body.params = options.param;
-  if (options.githubRunId !== undefined) body.github_run_id = options.githubRunId;
-  if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
+  if (options.githubRunId !== undefined) {
+    body.github_run_id = options.githubRunId;
+    // An attempt alone identifies nothing, and the API rejects it.
+    if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
+  }
 
   const created = await client.trigger(type, body, options.idempotencyKey);
   process.stderr.write(

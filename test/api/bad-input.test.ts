@@ -204,6 +204,15 @@ const BODY_CASES: BadCase[] = [
     rule: 'type',
   },
   {
+    name: 'github_run_attempt without github_run_id',
+    path: TRIGGER,
+    body: { commit: 'abc1234', github_run_attempt: 2 },
+    status: 400,
+    code: 'validation_failed',
+    field: 'github_run_attempt',
+    rule: 'dependentRequired',
+  },
+  {
     name: 'github_run_id not a number',
     path: TRIGGER,
     body: { commit: 'abc1234', github_run_id: '12ab' },

@@ -103,6 +103,19 @@ describe('idempotent triggers', () => {
     expect(await jobsWhere('github_run_id', '5001')).toHaveLength(3);
   });
 
+  it('reads run ids with leading zeros as the same run', async () => {
+    const body = { commit: 'abc1234', branch: 'idem-zeros' };
+    const first = await trigger('ci', { ...body, github_run_id: 7070 });
+    expect(first.status).toBe(201);
+    for (const runId of ['7070', '0007070']) {
+      const again = await trigger('ci', { ...body, github_run_id: runId });
+      expect(again.status).toBe(200);
+      expect(again.body.job_id).toBe(first.body.job_id);
+    }
+    expect(await jobsWhere('github_run_id', '7070')).toHaveLength(1);
+    expect(await jobsWhere('github_run_id', '0007070')).toHaveLength(0);
+  });
+
   it('rejects a different request in one run', async () => {
     const body = { commit: 'abc1234', branch: 'run-2', github_run_id: '5002' };
     const first = await trigger('recovery', body);

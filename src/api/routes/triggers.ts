@@ -176,6 +176,14 @@ export function toTriggerRequest(
     );
   }
   if (body.params !== undefined) checkParamSizes(body.params);
+  if (body.github_run_attempt !== undefined && body.github_run_id === undefined) {
+    throw new ApiError(
+      'validation_failed',
+      'github_run_attempt needs github_run_id: an attempt alone names no run; send both or neither',
+      'github_run_attempt',
+      'dependentRequired',
+    );
+  }
   const pipeline = context.pipelines.pipelines[type];
   const matrixInputs = new Set(pipeline?.matrix.map((axis) => axis.from) ?? []);
   const inputs: Record<string, unknown> = {};
@@ -197,7 +205,9 @@ export function toTriggerRequest(
     branch: body.branch ?? null,
     inputs,
     params: body.params ?? {},
-    githubRunId: body.github_run_id === undefined ? null : String(body.github_run_id),
+    // "0555" and 555 name the same run, so they must find the same job.
+    githubRunId:
+      body.github_run_id === undefined ? null : String(body.github_run_id).replace(/^0+(?=\d)/, ''),
     githubRunAttempt:
       body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
     idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
