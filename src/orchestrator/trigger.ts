@@ -21,7 +21,7 @@ import { writeConnection } from '../store/write-queue.js';
 import { nowIso } from '../util/time.js';
 import { cancelJob } from './cancel.js';
 import { ChangeSet } from './changes.js';
-import { dependenciesOf, evaluateDependencies } from './dependencies.js';
+import { dependenciesOf, evaluateDependencies, resolveDependents } from './dependencies.js';
 
 type Trx = Transaction<Database>;
 
@@ -338,6 +338,17 @@ async function insertJob(
       ...request.auditDetails,
     },
   });
+
+  if (status === 'skipped') {
+    // A job that ends as it is created is finished like any other: the audit trail shows it,
+    // and jobs already waiting on its type for this commit are released or skipped now.
+    writeAudit(sqlite, audit, {
+      action: 'job_finished',
+      jobId: row.id,
+      details: { status, attempt: row.attempt, reason },
+    });
+    await resolveDependents(trx, row, changes, audit);
+  }
 
   if (group !== null && pipeline.concurrency?.cancelInProgress === true && status !== 'skipped') {
     await cancelOlderInGroup(trx, sqlite, row, changes, audit);

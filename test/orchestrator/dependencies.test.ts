@@ -91,6 +91,26 @@ describe('dependency chain ci -> integration-tests -> deploy', () => {
     expect(finished[0]!.details.status).toBe('skipped');
   });
 
+  it('finishes a job created skipped', async () => {
+    const commit = 'f1b2c3d4e5f6';
+    const deploy = await trigger(server, 'deploy', commit);
+    expect(deploy.status).toBe('waiting');
+    const ci = await trigger(server, 'ci', commit);
+    await finishJob(server, ci.job_id, 'failure');
+
+    // Triggered after ci failed, integration-tests ends as it is created.
+    const tests = await trigger(server, 'integration-tests', commit);
+    expect(tests.status).toBe('skipped');
+    const finished = await auditRows(server, 'job_finished', tests.job_id);
+    expect(finished).toHaveLength(1);
+    expect(finished[0]!.details.status).toBe('skipped');
+
+    // The deploy that was waiting for it does not wait for its dependency timeout.
+    const deployJob = await getJob(server, deploy.job_id);
+    expect(deployJob.status).toBe('skipped');
+    expect(deployJob.reason).toBe(`integration-tests of f1b2c3d ended skipped (${tests.job_id})`);
+  });
+
   it('waits for ci when deploy is triggered before ci exists', async () => {
     const commit = 'c1b2c3d4e5f6';
     const deploy = await trigger(server, 'deploy', commit);
