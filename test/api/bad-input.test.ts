@@ -404,6 +404,15 @@ const BODY_CASES: BadCase[] = [
     field: 'force',
     rule: 'unknown_field',
   },
+  {
+    name: 'retry with an unknown field',
+    path: '/api/job/{job}/retry',
+    body: { x: 1 },
+    status: 400,
+    code: 'validation_failed',
+    field: 'x',
+    rule: 'unknown_field',
+  },
 ];
 
 const QUERY_CASES: BadCase[] = [

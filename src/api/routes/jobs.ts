@@ -122,9 +122,14 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         summary: 'Start a new attempt of a finished job',
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
+        // Retry takes no fields; an unknown one is rejected as on cancel, not ignored.
+        body: Type.Object({}, { additionalProperties: false }),
         response: { 201: JobSchema, ...errors, 409: ErrorSchema },
       },
-      config: { roles: ['trigger'] },
+      config: { roles: ['trigger'], emptyBodyAllowed: true },
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
