@@ -15,7 +15,7 @@ import { renderImage, renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { writeAudit, type AuditContext } from '../store/audit.js';
 import { readJobByGithubRun, readJobByIdempotencyKey } from '../store/jobs.js';
-import { param, paramsFor, prepare } from '../store/prepared.js';
+import { param, paramsFor, prepare, updateById } from '../store/prepared.js';
 import type { Database, JobRow, TaskRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
 import { nowIso } from '../util/time.js';
@@ -248,6 +248,16 @@ function findExisting(
         'unique',
         { job_id: job.id },
       );
+    }
+    if (
+      job !== undefined &&
+      request.idempotencyKey !== null &&
+      job.idempotency_key === null &&
+      job.requested_by === requestedBy
+    ) {
+      // The key now names this job, so a later, different request under it gets 422.
+      updateById(sqlite, 'jobs', job.id, { idempotency_key: request.idempotencyKey });
+      return { ...job, idempotency_key: request.idempotencyKey };
     }
     return job;
   }

@@ -103,6 +103,22 @@ describe('idempotent triggers', () => {
     expect(await jobsWhere('github_run_id', '5001')).toHaveLength(3);
   });
 
+  it('records a key sent with a known run', async () => {
+    const body = { commit: 'abc1234', branch: 'idem-run-key', github_run_id: 9090 };
+    const first = await trigger('ci', body);
+    expect(first.status).toBe(201);
+    const keyed = await trigger('ci', body, 'key-run');
+    expect(keyed.status).toBe(200);
+    expect(keyed.body.job_id).toBe(first.body.job_id);
+
+    const other = await trigger('ci', { commit: 'abc9999', branch: 'idem-run-key' }, 'key-run');
+    expect(other.status).toBe(422);
+    expect(other.body.code).toBe('idempotency_key_reused');
+    expect(other.body.job_id).toBe(first.body.job_id);
+    const again = await trigger('ci', { commit: 'abc1234', branch: 'idem-run-key' }, 'key-run');
+    expect(again.status).toBe(422);
+  });
+
   it('reads run ids with leading zeros as the same run', async () => {
     const body = { commit: 'abc1234', branch: 'idem-zeros' };
     const first = await trigger('ci', { ...body, github_run_id: 7070 });
