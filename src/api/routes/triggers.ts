@@ -105,8 +105,13 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
       200: { ...TriggerReply, description: 'an earlier request with the same key created the job' },
       201: { ...TriggerReply, description: 'the job was created and committed' },
       400: ErrorSchema,
+      401: ErrorSchema,
+      403: ErrorSchema,
       404: ErrorSchema,
+      413: ErrorSchema,
+      415: ErrorSchema,
       422: ErrorSchema,
+      429: ErrorSchema,
     },
   });
 
