@@ -129,7 +129,9 @@ export function findPipeline(context: AppContext, type: string): Pipeline {
   if (pipeline === undefined) {
     throw new ApiError(
       'job_type_not_found',
-      `job type "${type}" is not defined in the pipeline file ${context.pipelines.source}`,
+      // A trigger token needs the defined types, not the server's file paths.
+      `job type "${type}" is not defined in the pipeline file; defined types: ` +
+        Object.keys(context.pipelines.pipelines).join(', '),
       'type',
       'defined',
     );

@@ -657,6 +657,8 @@ describe('bad input', () => {
     expect(response.status).toBe(404);
     expect(response.body.code).toBe('job_type_not_found');
     expect(response.body.field).toBe('type');
+    expect(response.body.error).toContain('defined types: ci, ');
+    expect(response.body.error).not.toContain(server.context.pipelines.source);
   });
 
   it('invalid JSON is described once with its position', async () => {
