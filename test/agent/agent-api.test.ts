@@ -323,7 +323,14 @@ pipelines:
 
   it('re-queues an error while retries remain', async () => {
     const pipelines = server.context.pipelines.pipelines;
-    pipelines.retrying = { ...pipelines.ci!, type: 'retrying', retries: 1, matrix: [] };
+    // Without the matrix, ci's image template would render as python:-slim.
+    pipelines.retrying = {
+      ...pipelines.ci!,
+      type: 'retrying',
+      retries: 1,
+      matrix: [],
+      image: 'python:3.12-slim',
+    };
     const answer = await server.request('POST', '/api/trigger/retrying', {
       token: server.adminToken,
       body: { commit: 'abcdef17' },
