@@ -63,6 +63,15 @@ describe('process logs', { timeout: 120_000 }, () => {
         headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'x-request-id': 'log-read' },
       });
       expect(read.status).toBe(200);
+      // Heartbeats arrive every few seconds per running task; their requests are not logged.
+      const heartbeat = await send(
+        ADMIN_TOKEN,
+        'log-heartbeat',
+        { body: JSON.stringify({ worker_id: 'log-worker', attempt: 1 }) },
+        '/api/agent/tasks/ci-00000000.1.0/heartbeat',
+      );
+      expect(heartbeat.status).toBeGreaterThanOrEqual(400);
+      expect(heartbeat.status).toBeLessThan(500);
     } finally {
       await api.stop();
     }
@@ -100,6 +109,7 @@ describe('process logs', { timeout: 120_000 }, () => {
       expect(completed!.level).toBe(30);
     }
     expect(forRequest('log-read').length).toBeGreaterThan(0);
+    expect(forRequest('log-heartbeat')).toEqual([]);
     expect(lines.some((line) => line.msg.includes('stopping'))).toBe(true);
   });
 

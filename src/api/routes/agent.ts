@@ -381,6 +381,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           ...errors,
         },
       },
+      // A running task sends these every few seconds. Their request lines would drown the log
+      // at level info, so this route writes only warnings and errors.
+      logLevel: 'warn',
       config: { roles: ['agent'] },
     },
     async (request) => {
@@ -420,6 +423,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           ...errors,
         },
       },
+      // A running task sends these every few seconds. Their request lines would drown the log
+      // at level info, so this route writes only warnings and errors.
+      logLevel: 'warn',
       config: { roles: ['agent'] },
     },
     async (request) => {
