@@ -521,8 +521,8 @@ function describePattern(field: string, pattern: string, where: string): string 
   const hex = /^\^\[0-9a-fA-F\]\{(\d+),(\d+)\}\$$/.exec(pattern);
   if (field === 'commit' && hex !== null) {
     // A trigger names a whole SHA; a query filter takes a prefix as well.
-    const what = where === 'querystring' ? 'a hex commit SHA or its prefix' : 'a hex commit SHA';
-    return `must be ${what} of ${hex[1]} to ${hex[2]} characters`;
+    const subject = where === 'querystring' ? 'a hex commit SHA or its prefix' : 'a hex commit SHA';
+    return `must be ${subject} of ${hex[1]} to ${hex[2]} characters`;
   }
   if (field === 'job_id') return 'must look like <type>-<8 hex digits>, e.g. ci-a1b2c3d4';
   return undefined;

@@ -2,7 +2,7 @@
  * The claim payload of one task: everything a worker needs to run it without reading the
  * database or the pipeline file.
  */
-import { renderTemplate } from '../pipeline/load.js';
+import { renderImage } from '../pipeline/load.js';
 import type { Pipeline, Resources, SecretRef, Step } from '../pipeline/types.js';
 import { parseJsonColumn } from '../store/json.js';
 import type { JobRow, TaskRow } from '../store/schema.js';
@@ -83,9 +83,6 @@ export function buildTaskSpec(job: JobRow, task: TaskRow): TaskSpec {
     {} as Pipeline,
   );
   const matrix = parseJsonColumn<Record<string, string>>(task.matrix, {});
-  const templateValues = Object.fromEntries(
-    Object.entries(matrix).map(([axis, value]) => [`matrix.${axis}`, value]),
-  );
   return {
     task_id: task.id,
     attempt: task.attempt,
@@ -100,7 +97,7 @@ export function buildTaskSpec(job: JobRow, task: TaskRow): TaskSpec {
     name: task.name,
     matrix,
     executor: (task.executor as TaskSpec['executor']) ?? pipeline.executor ?? null,
-    image: pipeline.image === undefined ? null : renderTemplate(pipeline.image, templateValues),
+    image: pipeline.image === undefined ? null : renderImage(pipeline.image, matrix),
     repository: pipeline.repository ?? null,
     steps: pipeline.steps ?? [],
     env: taskEnvironment(job, task, pipeline, matrix),

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listJobsQuery } from '../../src/store/jobs.js';
+import { queryPlan } from '../support/plan.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 interface Created {
@@ -185,11 +186,7 @@ describe('admin listings', () => {
         limit: 50,
       }).compile();
       const plan = server.context.store.read((sqlite) =>
-        sqlite
-          .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
-          .all(...query.parameters)
-          .map((row) => (row as { detail: string }).detail)
-          .join('\n'),
+        queryPlan(sqlite, query.sql, query.parameters),
       );
       expect(plan).toMatch(/USING INDEX jobs_commit_\w+ \(commit_sha>\? AND commit_sha<\?\)/);
     }

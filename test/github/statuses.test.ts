@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deleteOldReports, pruneGitHubRecords } from '../../src/github/prune.js';
 import { GitHubService } from '../../src/github/service.js';
+import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import type { StandinStatus } from '../support/github-standin.js';
 import { FAST_GITHUB, startGitHubSetup, waitFor, type GitHubSetup } from './helpers.js';
@@ -371,11 +372,7 @@ describe('pruneGitHubRecords', () => {
       // The delete reads only the ids below the first report it keeps.
       const query = (await deleteOldReports(server.context.store.db, old)).compile();
       const plan = server.context.store.read((sqlite) =>
-        sqlite
-          .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
-          .all(...query.parameters)
-          .map((row) => (row as { detail: string }).detail)
-          .join('\n'),
+        queryPlan(sqlite, query.sql, query.parameters),
       );
       expect(plan).toMatch(/SEARCH github_status_outbox USING INTEGER PRIMARY KEY \(rowid<\?\)/);
       const audit = await server.context.store.db

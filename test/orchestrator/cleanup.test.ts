@@ -8,6 +8,7 @@ import {
   selectExpiredTaskLogs,
   selectOldJobIds,
 } from '../../src/orchestrator/cleanup.js';
+import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { auditRows, finishJob, trigger, writePipelines } from './helpers.js';
 
@@ -144,13 +145,7 @@ describe('cleanup', () => {
 
   it('seeks old jobs by creation time', () => {
     const { sql, parameters } = selectOldJobIds(server.context.store.db, daysAgo(10)).compile();
-    const plan = server.context.store.read((sqlite) =>
-      sqlite
-        .prepare(`EXPLAIN QUERY PLAN ${sql}`)
-        .all(...parameters)
-        .map((row) => (row as { detail: string }).detail)
-        .join('\n'),
-    );
+    const plan = server.context.store.read((sqlite) => queryPlan(sqlite, sql, parameters));
     expect(plan).toMatch(
       /SEARCH jobs USING INDEX jobs_status_created \(status=\? AND created_at<\?\)/,
     );
@@ -159,11 +154,7 @@ describe('cleanup', () => {
   it('seeks expired task logs by finish time', () => {
     const query = selectExpiredTaskLogs(server.context.store.db, daysAgo(10)).compile();
     const plan = server.context.store.read((sqlite) =>
-      sqlite
-        .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
-        .all(...query.parameters)
-        .map((row) => (row as { detail: string }).detail)
-        .join('\n'),
+      queryPlan(sqlite, query.sql, query.parameters),
     );
     expect(plan).toMatch(/SEARCH tasks USING INDEX tasks_log_expiry \(finished_at<\?\)/);
   });

@@ -335,19 +335,25 @@ describe('job reads and prepared writes', () => {
     expect(offline.status, offline.text).toBe(200);
   });
 
-  it('a task that succeeds before its cancel keeps no cancel reason', async () => {
-    const id = await trigger('solo', { commit: 'c0ffee0000000000000000000000000000000008' });
+  /** Registers worker `name` and claims every queued task; returns the task of job `id`. */
+  const claimTaskOf = async (id: string, name: string): Promise<Row> => {
     const registered = await server.request('POST', '/api/agent/workers', {
       token: server.adminToken,
-      body: { name: 'race-worker', hostname: 'localhost', executors: ['local'], capacity: 64 },
+      body: { name, hostname: 'localhost', executors: ['local'], capacity: 64 },
     });
     expect(registered.status, registered.text).toBe(200);
-    const claimed = await server.request('POST', '/api/agent/workers/race-worker/claim', {
+    const claimed = await server.request('POST', `/api/agent/workers/${name}/claim`, {
       token: server.adminToken,
       body: { max: 64, wait_seconds: 0 },
     });
     const task = (claimed.body.tasks as Row[]).find((spec) => spec.job.id === id);
     expect(task).toBeDefined();
+    return task!;
+  };
+
+  it('a task that succeeds before its cancel keeps no cancel reason', async () => {
+    const id = await trigger('solo', { commit: 'c0ffee0000000000000000000000000000000008' });
+    const task = await claimTaskOf(id, 'race-worker');
 
     const cancel = await server.request('POST', `/api/job/${id}/cancel`, {
       token: server.adminToken,
@@ -374,16 +380,7 @@ describe('job reads and prepared writes', () => {
 
   it('parallel cancels write one audit row', async () => {
     const id = await trigger('solo', { commit: 'c0ffee0000000000000000000000000000000009' });
-    const registered = await server.request('POST', '/api/agent/workers', {
-      token: server.adminToken,
-      body: { name: 'cancel-worker', hostname: 'localhost', executors: ['local'], capacity: 64 },
-    });
-    expect(registered.status, registered.text).toBe(200);
-    const claimed = await server.request('POST', '/api/agent/workers/cancel-worker/claim', {
-      token: server.adminToken,
-      body: { max: 64, wait_seconds: 0 },
-    });
-    expect((claimed.body.tasks as Row[]).some((spec) => spec.job.id === id)).toBe(true);
+    await claimTaskOf(id, 'cancel-worker');
 
     const cancels = await Promise.all(
       Array.from({ length: 10 }, (_, index) =>

@@ -15,6 +15,7 @@ import { LATEST_OF_TYPE } from '../../src/orchestrator/dependencies.js';
 import { openStore } from '../../src/store/database.js';
 import { CachingSqliteDialect } from '../../src/store/driver.js';
 import type { Database as Schema } from '../../src/store/schema.js';
+import { queryPlan } from '../support/plan.js';
 import { makeTempDir } from '../support/server.js';
 
 describe('duplicate task index migration', () => {
@@ -156,14 +157,9 @@ describe('index migrations', () => {
         'created_at',
         'id',
       ]);
+      const values = { commit: '0123456789abcdef0123456789abcdef01234567', type: 'ci' };
       const plan = store.read((sqlite) =>
-        sqlite
-          .prepare(`EXPLAIN QUERY PLAN ${LATEST_OF_TYPE.sql}`)
-          .all(
-            LATEST_OF_TYPE.bind({ commit: '0123456789abcdef0123456789abcdef01234567', type: 'ci' }),
-          )
-          .map((row) => (row as { detail: string }).detail)
-          .join('\n'),
+        queryPlan(sqlite, LATEST_OF_TYPE.sql, LATEST_OF_TYPE.bind(values)),
       );
       expect(plan).toMatch(
         /SEARCH jobs USING INDEX jobs_commit_type \(commit_sha=\? AND type=\?\)/,
@@ -186,13 +182,7 @@ describe('index migrations', () => {
     });
     try {
       await work(db);
-      return queries.map((query) =>
-        sqlite
-          .prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
-          .all(...query.parameters)
-          .map((row) => (row as { detail: string }).detail)
-          .join('\n'),
-      );
+      return queries.map((query) => queryPlan(sqlite, query.sql, query.parameters));
     } finally {
       await db.destroy();
     }
