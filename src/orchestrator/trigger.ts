@@ -14,7 +14,11 @@ import type { Status } from '../jobs/status.js';
 import { renderImage, renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { writeAudit, type AuditContext } from '../store/audit.js';
-import { readJobByGithubRun, readJobByIdempotencyKey } from '../store/jobs.js';
+import {
+  readJobByGithubRun,
+  readJobByIdempotencyKey,
+  recordIdempotencyKey,
+} from '../store/jobs.js';
 import { param, paramsFor, prepare, updateById } from '../store/prepared.js';
 import type { Database, JobRow, TaskRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
@@ -221,9 +225,10 @@ function findExisting(
   requestedBy: string,
 ): JobRow | undefined {
   if (request.idempotencyKey !== null) {
-    const job = readJobByIdempotencyKey(sqlite, requestedBy, request.idempotencyKey);
-    if (job !== undefined) {
-      if (job.request_hash !== requestHash) {
+    const keyed = readJobByIdempotencyKey(sqlite, requestedBy, request.idempotencyKey);
+    if (keyed !== undefined) {
+      const { job } = keyed;
+      if (keyed.requestHash !== requestHash) {
         throw new ApiError(
           'idempotency_key_reused',
           `Idempotency-Key ${JSON.stringify(request.idempotencyKey)} was already used for job ${job.id} with a different request; use a new key`,
@@ -251,15 +256,25 @@ function findExisting(
         { job_id: job.id },
       );
     }
-    if (
-      job !== undefined &&
-      request.idempotencyKey !== null &&
-      job.idempotency_key === null &&
-      job.requested_by === requestedBy
-    ) {
+    if (job !== undefined && request.idempotencyKey !== null) {
       // The key now names this job, so a later, different request under it gets 422.
-      updateById(sqlite, 'jobs', job.id, { idempotency_key: request.idempotencyKey });
-      return { ...job, idempotency_key: request.idempotencyKey };
+      if (
+        job.idempotency_key === null &&
+        job.requested_by === requestedBy &&
+        job.request_hash === requestHash
+      ) {
+        updateById(sqlite, 'jobs', job.id, { idempotency_key: request.idempotencyKey });
+        return { ...job, idempotency_key: request.idempotencyKey };
+      }
+      // The job contains another key, belongs to another token, or was made by an equivalent
+      // request with another hash (github_run_attempt left out rather than 1).
+      recordIdempotencyKey(sqlite, {
+        requested_by: requestedBy,
+        idempotency_key: request.idempotencyKey,
+        job_id: job.id,
+        request_hash: requestHash,
+        created_at: nowIso(),
+      });
     }
     return job;
   }

@@ -1,8 +1,8 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Insertable, type Kysely } from 'kysely';
 import type { Status } from '../jobs/status.js';
-import { param, prepare } from './prepared.js';
-import type { Database, JobRow, TaskRow } from './schema.js';
+import { param, paramsFor, prepare } from './prepared.js';
+import type { Database, IdempotencyKeysTable, JobRow, TaskRow } from './schema.js';
 
 const JOB_BY_ID = prepare<{ id: string }>((db) =>
   db.selectFrom('jobs').selectAll().where('id', '=', param('id')),
@@ -45,12 +45,62 @@ const JOB_BY_GITHUB_RUN = prepare<{ type: string; run_id: string; run_attempt: n
 );
 
 /** Returns the job that `requestedBy` (a token name) triggered with this Idempotency-Key. */
+const JOB_BY_RECORDED_KEY = prepare<{ requested_by: string; key: string }>((db) =>
+  db
+    .selectFrom('idempotency_keys')
+    .innerJoin('jobs', 'jobs.id', 'idempotency_keys.job_id')
+    .selectAll('jobs')
+    .select('idempotency_keys.request_hash as key_request_hash')
+    .where('idempotency_keys.requested_by', '=', param('requested_by'))
+    .where('idempotency_keys.idempotency_key', '=', param('key')),
+);
+
+const INSERT_RECORDED_KEY = prepare<Insertable<IdempotencyKeysTable>>((db) =>
+  db
+    .insertInto('idempotency_keys')
+    .values(
+      paramsFor([
+        'requested_by',
+        'idempotency_key',
+        'job_id',
+        'request_hash',
+        'created_at',
+      ] as const),
+    ),
+);
+
+/** A job found by an Idempotency-Key, with the hash of the request that sent the key. */
+export interface KeyedJob {
+  job: JobRow;
+  requestHash: string | null;
+}
+
+/**
+ * Finds the job that a token's Idempotency-Key names: the job created with the key, or one
+ * the key was recorded for by recordIdempotencyKey.
+ */
 export function readJobByIdempotencyKey(
   sqlite: BetterSqlite3.Database,
   requestedBy: string,
   key: string,
-): JobRow | undefined {
-  return JOB_BY_IDEMPOTENCY_KEY.get<JobRow>(sqlite, { requested_by: requestedBy, key });
+): KeyedJob | undefined {
+  const job = JOB_BY_IDEMPOTENCY_KEY.get<JobRow>(sqlite, { requested_by: requestedBy, key });
+  if (job !== undefined) return { job, requestHash: job.request_hash };
+  const recorded = JOB_BY_RECORDED_KEY.get<JobRow & { key_request_hash: string }>(sqlite, {
+    requested_by: requestedBy,
+    key,
+  });
+  if (recorded === undefined) return undefined;
+  const { key_request_hash: requestHash, ...row } = recorded;
+  return { job: row, requestHash };
+}
+
+/** Records that a token's Idempotency-Key names an existing job it did not create. */
+export function recordIdempotencyKey(
+  sqlite: BetterSqlite3.Database,
+  key: Insertable<IdempotencyKeysTable>,
+): void {
+  INSERT_RECORDED_KEY.run(sqlite, key);
 }
 
 export function readJobByGithubRun(

@@ -220,6 +220,20 @@ export interface GitHubWebhookDeliveriesTable {
   received_at: string;
 }
 
+/**
+ * An Idempotency-Key that names a job it did not create: the request carried a GitHub run id
+ * whose job already existed and held another key or belonged to another token.
+ */
+export interface IdempotencyKeysTable {
+  /** The token name of the request, as in jobs.requested_by. */
+  requested_by: string;
+  idempotency_key: string;
+  job_id: string;
+  /** Hash of the request that sent the key, compared with later requests under it. */
+  request_hash: string;
+  created_at: string;
+}
+
 /** Kept by Kysely's Migrator: one row per applied migration, named `NNNN_description`. */
 export interface SchemaMigrationsTable {
   name: string;
@@ -240,6 +254,7 @@ export interface Database {
   scheduler_locks: SchedulerLocksTable;
   github_status_outbox: GitHubStatusOutboxTable;
   github_webhook_deliveries: GitHubWebhookDeliveriesTable;
+  idempotency_keys: IdempotencyKeysTable;
   schema_migrations: SchemaMigrationsTable;
 }
 

@@ -119,6 +119,74 @@ describe('idempotent triggers', () => {
     expect(again.status).toBe(422);
   });
 
+  it('records a second key of a run whose job already holds one', async () => {
+    const body = { commit: 'abc1234', branch: 'idem-run-two-keys', github_run_id: 9191 };
+    const first = await trigger('ci', body, 'key-run-first');
+    expect(first.status).toBe(201);
+    const second = await trigger('ci', body, 'key-run-second');
+    expect(second.status).toBe(200);
+    expect(second.body.job_id).toBe(first.body.job_id);
+
+    const repeated = await trigger('ci', body, 'key-run-second');
+    expect(repeated.status).toBe(200);
+    expect(repeated.body.job_id).toBe(first.body.job_id);
+    const before = await countRows(server.context.store.db);
+    const other = await trigger('ci', { commit: 'abc9999' }, 'key-run-second');
+    expect(other.status).toBe(422);
+    expect(other.body.job_id).toBe(first.body.job_id);
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it("records a key sent with another token's run", async () => {
+    const other = await server.token('trigger', 'run-owner');
+    const body = { commit: 'abc1234', branch: 'idem-run-owner', github_run_id: 9292 };
+    const first = await server.request('POST', '/api/trigger/ci', { token: other, body });
+    expect(first.status).toBe(201);
+    const keyed = await trigger('ci', body, 'key-run-owner');
+    expect(keyed.status).toBe(200);
+    expect(keyed.body.job_id).toBe(first.body.job_id);
+
+    const changed = await trigger('ci', { commit: 'abc9999' }, 'key-run-owner');
+    expect(changed.status).toBe(422);
+    expect(changed.body.job_id).toBe(first.body.job_id);
+    const jobs = await jobsWhere('github_run_id', '9292');
+    expect(jobs.map((job) => [job.requested_by, job.idempotency_key])).toEqual([
+      ['run-owner', null],
+    ]);
+  });
+
+  it('repeats a key first sent with the attempt the run left out', async () => {
+    const body = { commit: 'abc1234', branch: 'idem-run-attempt', github_run_id: 9393 };
+    const first = await trigger('ci', body);
+    expect(first.status).toBe(201);
+    const withAttempt = { ...body, github_run_attempt: 1 };
+    const keyed = await trigger('ci', withAttempt, 'key-run-attempt');
+    expect(keyed.status).toBe(200);
+    const repeated = await trigger('ci', withAttempt, 'key-run-attempt');
+    expect(repeated.status).toBe(200);
+    expect(repeated.body.job_id).toBe(first.body.job_id);
+  });
+
+  it('deletes recorded keys with their job', async () => {
+    const body = { commit: 'abc1234', branch: 'idem-run-delete', github_run_id: 9494 };
+    const first = await trigger('ci', body, 'key-delete-first');
+    await trigger('ci', body, 'key-delete-second');
+    const keys = () =>
+      server.context.store.db
+        .selectFrom('idempotency_keys')
+        .select('idempotency_key')
+        .where('job_id', '=', first.body.job_id as string)
+        .execute();
+    expect(await keys()).toEqual([{ idempotency_key: 'key-delete-second' }]);
+    await server.context.store.write((trx) =>
+      trx
+        .deleteFrom('jobs')
+        .where('id', '=', first.body.job_id as string)
+        .execute(),
+    );
+    expect(await keys()).toEqual([]);
+  });
+
   it('reads run ids with leading zeros as the same run', async () => {
     const body = { commit: 'abc1234', branch: 'idem-zeros' };
     const first = await trigger('ci', { ...body, github_run_id: 7070 });

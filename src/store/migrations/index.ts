@@ -7,6 +7,7 @@ import * as dropDuplicateTaskIndex from './0005_drop_duplicate_task_index.js';
 import * as idempotencyKeyPerToken from './0006_idempotency_key_per_token.js';
 import * as jobsCommitTypeOrder from './0007_jobs_commit_type_order.js';
 import * as tasksLogExpiry from './0008_tasks_log_expiry.js';
+import * as idempotencyKeys from './0009_idempotency_keys.js';
 import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
 import * as workerToken from './0012_worker_token.js';
@@ -29,6 +30,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0006_idempotency_key_per_token': idempotencyKeyPerToken,
   '0007_jobs_commit_type_order': jobsCommitTypeOrder,
   '0008_tasks_log_expiry': tasksLogExpiry,
+  '0009_idempotency_keys': idempotencyKeys,
   '0010_task_execution': taskExecution,
   '0011_worker_session': workerSession,
   '0012_worker_token': workerToken,
