@@ -75,11 +75,50 @@ export interface AuditQuery {
   limit: number;
 }
 
+/**
+ * Multiple of the page size that a `since` filter reads ahead in audit_log_created to find the
+ * lowest matching id. With 600,000 synthetic rows (2-core machine), the probe of 510 entries
+ * for a page of 51 added about 0.2 ms to a read that took 0.3 ms.
+ */
+const SINCE_PROBE_PAGES = 10;
+
 export async function listAudit(db: Kysely<Database>, query: AuditQuery) {
   let select = db.selectFrom('audit_log').selectAll();
   if (query.action !== undefined) select = select.where('action', '=', query.action);
   if (query.jobId !== undefined) select = select.where('job_id', '=', query.jobId);
-  if (query.since !== undefined) select = select.where('created_at', '>=', query.since);
+  if (query.since !== undefined) {
+    select = select.where('created_at', '>=', query.since);
+    // The page reads down the ids and stops only when it is full. With fewer matches than the
+    // limit (a `since` in the future, say) it would read back to the first row. A short read
+    // of audit_log_created finds the lowest matching id to stop at instead.
+    const probeRows = SINCE_PROBE_PAGES * query.limit;
+    const probe = await probeSince(db, query.since, probeRows);
+    if (probe.count === 0) return [];
+    // NOTE: with probeRows or more matches the ids are not bounded, so a page whose matches
+    // run out before it fills (the last page of a long range, a rare action) still reads
+    // back to the first row.
+    if (probe.count < probeRows) select = select.where('id', '>=', probe.lowestId!);
+  }
   if (query.beforeId !== undefined) select = select.where('id', '<', query.beforeId);
   return select.orderBy('id', 'desc').limit(query.limit).execute();
+}
+
+/**
+ * Counts the rows created at or after `since`, up to `maxRows`, and returns the lowest id
+ * among those it counted. That is the lowest matching id only when the count is below
+ * `maxRows`. It reads the index entries of audit_log_created, not the rows.
+ */
+async function probeSince(db: Kysely<Database>, since: string, maxRows: number) {
+  const probe = await db
+    .selectFrom((eb) =>
+      eb
+        .selectFrom('audit_log')
+        .select('id')
+        .where('created_at', '>=', since)
+        .limit(maxRows)
+        .as('matching'),
+    )
+    .select((eb) => [eb.fn.countAll<number>().as('count'), eb.fn.min('id').as('lowest_id')])
+    .executeTakeFirstOrThrow();
+  return { count: Number(probe.count), lowestId: probe.lowest_id };
 }

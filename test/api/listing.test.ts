@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listAudit } from '../../src/store/audit.js';
 import { listJobsQuery } from '../../src/store/jobs.js';
-import { queryPlan } from '../support/plan.js';
+import { plansOf, queryPlan } from '../support/plan.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 interface Created {
@@ -268,5 +269,66 @@ describe('admin listings', () => {
 
     const future = await audit('?since=2999-01-01T00:00:00Z');
     expect(future.body.count).toBe(0);
+  });
+
+  it('audit log since matches a full read', async () => {
+    const rows = await server.context.store.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .orderBy('id', 'desc')
+      .execute();
+    expect(rows.length).toBeGreaterThan(12);
+    const times = rows.map((row) => row.created_at).sort();
+    // With limit 1 the probe reads 10 entries, fewer than match, so the walk has no bound.
+    const cases = [
+      { since: times[0]!, limit: 1 },
+      { since: times[0]!, limit: 5 },
+      { since: times.at(-3)!, limit: 5 },
+      { since: times.at(-3)!, limit: 2 },
+      { since: times.at(-8)!, limit: 3, beforeId: rows[2]!.id },
+      { since: times.at(-8)!, limit: 100, action: 'job_triggered' },
+      { since: times[6]!, limit: 1, jobId: created[9]!.id },
+      { since: '2999-01-01T00:00:00.000Z', limit: 5 },
+    ];
+    for (const query of cases) {
+      const expected = rows
+        .filter((row) => row.created_at >= query.since)
+        .filter((row) => query.action === undefined || row.action === query.action)
+        .filter((row) => query.jobId === undefined || row.job_id === query.jobId)
+        .filter((row) => query.beforeId === undefined || row.id < query.beforeId)
+        .slice(0, query.limit);
+      expect(await listAudit(server.context.store.db, query), JSON.stringify(query)).toEqual(
+        expected,
+      );
+    }
+  });
+
+  it('audit log since bounds the id walk', async () => {
+    const newest = await server.context.store.db
+      .selectFrom('audit_log')
+      .select('created_at')
+      .orderBy('created_at', 'desc')
+      .executeTakeFirstOrThrow();
+    const future = '2999-01-01T00:00:00.000Z';
+    const [futureProbe, ...futureRest] = await plansOf(server.context.store.path, (db) =>
+      listAudit(db, { since: future, action: 'job_triggered', limit: 11 }),
+    );
+    // Nothing matches, so the probe of audit_log_created is the only statement.
+    expect(futureProbe).toMatch(/SEARCH audit_log USING COVERING INDEX audit_log_created/);
+    expect(futureRest).toEqual([]);
+
+    const [recentProbe, recentPage] = await plansOf(server.context.store.path, (db) =>
+      listAudit(db, { since: newest.created_at, limit: 11 }),
+    );
+    expect(recentProbe).toMatch(/SEARCH audit_log USING COVERING INDEX audit_log_created/);
+    expect(recentPage).toMatch(/SEARCH audit_log USING INTEGER PRIMARY KEY \(rowid>\?\)/);
+    expect(recentPage).not.toMatch(/SCAN audit_log/);
+
+    const [, actionPage] = await plansOf(server.context.store.path, (db) =>
+      listAudit(db, { since: newest.created_at, action: 'job_triggered', limit: 11 }),
+    );
+    expect(actionPage).toMatch(
+      /SEARCH audit_log USING INDEX audit_log_action \(action=\? AND id>\?\)/,
+    );
   });
 });

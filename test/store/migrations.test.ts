@@ -4,7 +4,6 @@
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { Kysely, type CompiledQuery } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import {
   nextDueTime,
@@ -13,9 +12,7 @@ import {
 } from '../../src/github/status-outbox.js';
 import { LATEST_OF_TYPE } from '../../src/orchestrator/dependencies.js';
 import { openStore } from '../../src/store/database.js';
-import { CachingSqliteDialect } from '../../src/store/driver.js';
-import type { Database as Schema } from '../../src/store/schema.js';
-import { queryPlan } from '../support/plan.js';
+import { plansOf, queryPlan } from '../support/plan.js';
 import { makeTempDir } from '../support/server.js';
 
 describe('duplicate task index migration', () => {
@@ -169,24 +166,6 @@ describe('index migrations', () => {
       await store.close();
     }
   });
-
-  /** Runs `work` on a logging Kysely over `dbPath` and returns each statement's plan. */
-  async function plansOf(dbPath: string, work: (db: Kysely<Schema>) => Promise<unknown>) {
-    const sqlite = new Database(dbPath);
-    const queries: CompiledQuery[] = [];
-    const db = new Kysely<Schema>({
-      dialect: new CachingSqliteDialect(sqlite),
-      log: (event) => {
-        queries.push(event.query);
-      },
-    });
-    try {
-      await work(db);
-      return queries.map((query) => queryPlan(sqlite, query.sql, query.parameters));
-    } finally {
-      await db.destroy();
-    }
-  }
 
   it('finds pending reports of a repository without a scan', async () => {
     const store = await reopenBefore(
