@@ -11,7 +11,7 @@ import { isImageReference } from '../execution/image-reference.js';
 import { newJobId, taskId } from '../jobs/ids.js';
 import { expandMatrix, MatrixError, taskName } from '../jobs/matrix.js';
 import type { Status } from '../jobs/status.js';
-import { renderImage, renderTemplate } from '../pipeline/load.js';
+import { renderConcurrencyGroup, renderImage } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { writeAudit, type AuditContext } from '../store/audit.js';
 import {
@@ -321,7 +321,9 @@ async function insertJob(
 
   const values = { commit: request.commit ?? '', branch: request.branch ?? '', type: request.type };
   const group =
-    pipeline.concurrency === undefined ? null : renderTemplate(pipeline.concurrency.group, values);
+    pipeline.concurrency === undefined
+      ? null
+      : renderConcurrencyGroup(pipeline.concurrency.group, values);
   const snapshot = { ...pipeline, repository: context.pipelines.repository };
 
   const row: JobRow = {

@@ -319,10 +319,13 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
   };
 }
 
-/** `branch` and `commit` alone mean "one group per branch" and "one group per commit". */
+/**
+ * `branch` and `commit` alone mean one group per job type and branch, or per job type and
+ * commit. Git forbids `:` in branch names, so the separator cannot make two groups collide.
+ */
 function expandGroupShorthand(group: string): string {
-  if (group === 'branch') return '${{ branch }}';
-  if (group === 'commit') return '${{ commit }}';
+  if (group === 'branch') return '${{ type }}:${{ branch }}';
+  if (group === 'commit') return '${{ type }}:${{ commit }}';
   return group;
 }
 
@@ -432,6 +435,21 @@ function parseBytes(value: string | number): number {
  */
 export function renderTemplate(template: string, values: Record<string, string>): string {
   return template.replace(TEMPLATE, (_match, name: string) => values[name] ?? '');
+}
+
+/**
+ * Renders a job's concurrency group, or returns null when the template names a value the job
+ * does not have (a trigger without a branch for `group: branch`). Such jobs would otherwise
+ * all share one group and cancel each other.
+ */
+export function renderConcurrencyGroup(
+  template: string,
+  values: Record<string, string>,
+): string | null {
+  for (const match of template.matchAll(TEMPLATE)) {
+    if ((values[match[1]!] ?? '') === '') return null;
+  }
+  return renderTemplate(template, values);
 }
 
 /**
