@@ -68,7 +68,7 @@ export function readJobView(store: Store, config: Config, id: string): JobView |
     if (job === undefined) return undefined;
     const tasks = readCurrentTasks(sqlite, job);
     const view = jobView(job, tasks);
-    if (view.status === 'queued') view.reason = explainQueued(sqlite, config, tasks) ?? null;
+    if (view.status === 'queued') view.reason = explainQueued(sqlite, config, job, tasks) ?? null;
     return view;
   });
 }

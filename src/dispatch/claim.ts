@@ -100,6 +100,20 @@ export async function claimTasks(
     .where((eb) =>
       eb.or([eb('executor', 'is', null), eb('executor', 'in', [...request.executors])]),
     )
+    // A job waits while another job of its concurrency group runs.
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('jobs as job')
+            .innerJoin('jobs as other', 'other.concurrency_group', 'job.concurrency_group')
+            .select('other.id')
+            .whereRef('job.id', '=', 'tasks.job_id')
+            .where('other.status', '=', 'running')
+            .whereRef('other.id', '!=', 'job.id'),
+        ),
+      ),
+    )
     .orderBy('queued_at')
     .orderBy('id')
     .limit(request.max)
@@ -108,10 +122,18 @@ export async function claimTasks(
 
   const specs: TaskSpec[] = [];
   const jobs = new Map<string, JobRow>();
+  // The job of each concurrency group that this claim starts; the group's others wait.
+  const groupStarted = new Map<string, string>();
   const leaseExpiresAt = isoAfter(request.leaseMs);
   for (const candidate of candidates) {
     const job = jobs.get(candidate.job_id) ?? (await findJob(trx, candidate.job_id));
     if (job === undefined) continue;
+    const group = job.concurrency_group;
+    if (group !== null) {
+      const started = groupStarted.get(group);
+      if (started !== undefined && started !== job.id) continue;
+      groupStarted.set(group, job.id);
+    }
     jobs.set(job.id, job);
     const claimed = await claimOne(trx, candidate, job, request, leaseExpiresAt, context);
     specs.push(buildTaskSpec(job, claimed));

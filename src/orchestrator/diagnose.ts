@@ -1,12 +1,13 @@
 /**
- * Why a queued job is not running yet, in words for `GET /api/job/{id}`: no live worker at
- * all, none with the executor its tasks need, or every such worker busy.
+ * Why a queued job is not running yet, in words for `GET /api/job/{id}`: another job of its
+ * concurrency group runs, no live worker at all, none with the executor its tasks need, or
+ * every such worker busy.
  */
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Config } from '../config/env.js';
 import { parseJsonColumn } from '../store/json.js';
 import { param, prepare } from '../store/prepared.js';
-import type { TaskRow, WorkerRow } from '../store/schema.js';
+import type { JobRow, TaskRow, WorkerRow } from '../store/schema.js';
 
 /** A worker counts as live while its last heartbeat is newer than this many leases. */
 const LIVE_LEASES = 3;
@@ -27,6 +28,16 @@ const RUNNING_BY_WORKER = prepare((db) =>
     .groupBy('worker_id'),
 );
 
+const RUNNING_IN_GROUP = prepare<{ group: string; id: string }>((db) =>
+  db
+    .selectFrom('jobs')
+    .select('id')
+    .where('concurrency_group', '=', param('group'))
+    .where('status', '=', 'running')
+    .where('id', '!=', param('id'))
+    .limit(1),
+);
+
 export function liveSince(config: Config, now: number = Date.now()): string {
   return new Date(now - LIVE_LEASES * config.worker.leaseSeconds * 1000).toISOString();
 }
@@ -41,16 +52,26 @@ export function canRun(worker: WorkerRow, executor: string | null): boolean {
 }
 
 /**
- * Returns why the queued tasks have no worker, or undefined when one may claim them now.
- * Run it inside Store.read, so the workers and their running tasks are read together.
+ * Returns why the job's queued tasks have no worker, or undefined when one may claim them
+ * now. Run it inside Store.read, so the workers and their running tasks are read together.
  */
 export function explainQueued(
   sqlite: BetterSqlite3.Database,
   config: Config,
+  job: Pick<JobRow, 'id' | 'concurrency_group'>,
   tasks: TaskRow[],
 ): string | undefined {
   const queued = tasks.filter((task) => task.status === 'queued');
   if (queued.length === 0) return undefined;
+  if (job.concurrency_group !== null) {
+    const running = RUNNING_IN_GROUP.get<{ id: string }>(sqlite, {
+      group: job.concurrency_group,
+      id: job.id,
+    });
+    if (running !== undefined) {
+      return `waits for job ${running.id} in concurrency group ${job.concurrency_group}`;
+    }
+  }
   const workers = liveWorkers(sqlite, config);
   if (workers.length === 0) return 'no worker is online';
   let busy: Map<string | null, number> | undefined;

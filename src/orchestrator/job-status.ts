@@ -37,6 +37,19 @@ const FIRST_UNSUCCESSFUL_TASK = prepare<{ job_id: string; job_attempt: number }>
     .limit(1),
 );
 
+/** Queued tasks of the queued jobs of a concurrency group, which wait while another runs. */
+const QUEUED_IN_GROUP = prepare<{ group: string }>((db) =>
+  db
+    .selectFrom('jobs')
+    .innerJoin('tasks', (join) =>
+      join.onRef('tasks.job_id', '=', 'jobs.id').onRef('tasks.job_attempt', '=', 'jobs.attempt'),
+    )
+    .select('tasks.id')
+    .where('jobs.concurrency_group', '=', param('group'))
+    .where('jobs.status', '=', 'queued')
+    .where('tasks.status', '=', 'queued'),
+);
+
 export class TransitionError extends Error {
   constructor(
     readonly from: Status,
@@ -132,6 +145,11 @@ export async function refreshJobStatus(
     });
     if (derived === 'success') await applyOnSuccess(trx, updated, audit);
     await resolveDependents(trx, updated, changes, audit);
+    if (job.concurrency_group !== null) {
+      // The next job of the group may start now, so waiting workers must look again.
+      const waiting = QUEUED_IN_GROUP.all<{ id: string }>(sqlite, { group: job.concurrency_group });
+      for (const task of waiting) changes.taskQueued(task.id);
+    }
   }
   return updated;
 }

@@ -179,7 +179,7 @@ export async function explainQueuedJobs(context: AppContext, audit: AuditContext
       .execute();
     wake.push(...tasks.filter((task) => task.status === 'queued').map((task) => task.id));
     const reason =
-      context.store.read((sqlite) => explainQueued(sqlite, context.config, tasks)) ?? null;
+      context.store.read((sqlite) => explainQueued(sqlite, context.config, job, tasks)) ?? null;
     if (reason === job.reason) continue;
     await context.store.write(async (trx) => {
       const updated = await trx

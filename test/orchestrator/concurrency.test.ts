@@ -1,7 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { claimTasks } from '../../src/dispatch/claim.js';
+import { ChangeSet } from '../../src/orchestrator/changes.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+
+const WORKER = 'worker-concurrency';
 
 describe('concurrency groups', () => {
   let server: TestServer;
@@ -13,6 +17,23 @@ describe('concurrency groups', () => {
     return response.body.job_id as string;
   };
   const job = async (id: string) => (await server.request('GET', `/api/job/${id}`, { token })).body;
+  /** Claims as the test's worker, returning the job ids of the claimed tasks. */
+  const claim = async (max: number) => {
+    const changes = new ChangeSet();
+    const specs = await server.context.store.write((trx) =>
+      claimTasks(
+        trx,
+        { workerId: WORKER, executors: ['local'], defaultExecutor: 'local', max, leaseMs: 60_000 },
+        {
+          audit: { actor: WORKER },
+          changes,
+          logPathFor: (jobId, taskId, attempt) => `${jobId}/${taskId}-${attempt}.log`,
+        },
+      ),
+    );
+    changes.emit(server.context.events);
+    return specs.map((spec) => spec.job.id);
+  };
 
   beforeAll(async () => {
     const dir = makeTempDir('slipway-concurrency-');
@@ -32,10 +53,37 @@ describe('concurrency groups', () => {
     executor: local
     steps: [{ run: 'true' }]
     concurrency: { group: 'release-\${{ branch }}', cancel_in_progress: true }
+  ship:
+    executor: local
+    steps: [{ run: 'true' }]
+    concurrency: { group: ship, cancel_in_progress: false }
+  solo:
+    executor: local
+    steps: [{ run: 'true' }]
 `,
     );
     server = await startTestServer({ SLIPWAY_DATA_DIR: dir, SLIPWAY_PIPELINES: pipelines });
     token = await server.token('admin', 'concurrency');
+    const now = new Date().toISOString();
+    await server.context.store.write((trx) =>
+      trx
+        .insertInto('workers')
+        .values({
+          id: WORKER,
+          name: WORKER,
+          hostname: 'localhost',
+          executors: JSON.stringify(['local']),
+          labels: '[]',
+          capacity: 8,
+          version: null,
+          status: 'online',
+          registered_at: now,
+          last_heartbeat_at: now,
+          session: null,
+          token_id: null,
+        })
+        .execute(),
+    );
   });
   afterAll(async () => {
     await server?.close();
@@ -66,5 +114,42 @@ describe('concurrency groups', () => {
     const lint = await trigger('lint', { commit: 'cccc0001', branch: 'feature/c' });
     expect((await job(ci)).status).toBe('queued');
     expect((await job(lint)).concurrency_group).toBe('lint:feature/c');
+  });
+
+  it('runs one job of a group at a time', async () => {
+    // Earlier tests' queued jobs are claimed first, so only this test's jobs remain.
+    await claim(100);
+    const first = await trigger('ship', { commit: 'dddd0001' });
+    const second = await trigger('ship', { commit: 'dddd0002' });
+    const other = await trigger('solo', { commit: 'dddd0003' });
+    expect(await claim(1)).toEqual([first]);
+    // The second job waits, and the job after it in the queue is not held up by it.
+    expect(await claim(1)).toEqual([other]);
+    expect(await claim(4)).toEqual([]);
+    expect((await job(second)).status).toBe('queued');
+    expect((await job(second)).reason).toBe(`waits for job ${first} in concurrency group ship`);
+
+    const woken: string[][] = [];
+    server.context.events.on('tasks-queued', (ids) => woken.push(ids));
+    const finished = await server.request('PATCH', `/api/job/${first}/status`, {
+      token,
+      body: { status: 'success', exit_code: 0 },
+    });
+    expect(finished.status, finished.text).toBe(200);
+    expect(woken.flat()).toEqual((await job(second)).tasks.map((task: { id: string }) => task.id));
+    expect(await claim(4)).toEqual([second]);
+    const ended = await server.request('PATCH', `/api/job/${second}/status`, {
+      token,
+      body: { status: 'failure', exit_code: 1 },
+    });
+    expect(ended.status, ended.text).toBe(200);
+  });
+
+  it('starts only the oldest queued job of a group in one claim', async () => {
+    await claim(100);
+    const first = await trigger('ship', { commit: 'eeee0001' });
+    const second = await trigger('ship', { commit: 'eeee0002' });
+    expect(await claim(4)).toEqual([first]);
+    expect((await job(second)).status).toBe('queued');
   });
 });
