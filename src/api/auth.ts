@@ -24,6 +24,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Roles admitted; `admin` always is. Leave undefined for public routes. */
     roles?: readonly TokenRole[];
+    /** Sentence that the OpenAPI description adds after the roles, for exceptions by parameter. */
+    roleNote?: string;
   }
 }
 

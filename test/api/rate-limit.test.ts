@@ -23,7 +23,7 @@ describe('per-token rate limit', () => {
       expect(response.headers.get('x-ratelimit-remaining')).toBe(String(LIMIT - index - 1));
     }
     const before = await countRows(server.context.store.db);
-    const limited = await server.request('POST', '/api/trigger/recovery', {
+    const limited = await server.request('POST', '/api/trigger/ci', {
       token,
       body: { commit: 'abc1234' },
     });
