@@ -77,6 +77,17 @@ export function registerAuth(app: FastifyInstance, verifier: TokenVerifier): voi
   // A callback hook rather than an async one: most requests carry a token that is cached,
   // and then nothing here needs to wait.
   app.addHook('onRequest', (request, _reply, done) => {
+    if (request.headers.authorization !== undefined && hasSecondAuthorization(request)) {
+      done(
+        new ApiError(
+          'validation_failed',
+          'the request has more than one Authorization header; send one: "Authorization: Bearer <token>"',
+          'Authorization',
+          'single',
+        ),
+      );
+      return;
+    }
     const roles = request.routeOptions.config?.roles;
     const token = bearerToken(request);
     if (token === undefined) {
@@ -94,6 +105,22 @@ export function registerAuth(app: FastifyInstance, verifier: TokenVerifier): voi
       done(admit(token, principal, roles));
     }, done);
   });
+}
+
+/**
+ * Returns whether the request carries more than one Authorization header line. Node's parser
+ * (checked on Node 20) keeps the first in `headers.authorization` and discards the others, so
+ * a proxy that reads the last one would check another token than Slipway does. A sender must
+ * not repeat a header whose value is not a comma-separated list (RFC 7230, section 3.2.2), and
+ * Authorization carries one set of credentials, so such a request is malformed.
+ */
+function hasSecondAuthorization(request: FastifyRequest): boolean {
+  const raw = request.raw.rawHeaders;
+  let count = 0;
+  for (let index = 0; index < raw.length; index += 2) {
+    if (raw[index]!.toLowerCase() === 'authorization') count += 1;
+  }
+  return count > 1;
 }
 
 /** Returns the error that rejects the request, or undefined when the route admits it. */
