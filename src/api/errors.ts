@@ -78,7 +78,8 @@ export const ERROR_CODES = {
   },
   rate_limited: {
     status: 429,
-    summary: 'too many requests for this token; retry after the given time',
+    summary:
+      'too many requests for this token, or too many failed authentications from this address; retry after the given time',
   },
   method_not_implemented: {
     status: 501,
