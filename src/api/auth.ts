@@ -3,10 +3,11 @@
  * an `admin` token passes everywhere. Lookups are cached briefly so that a read costs no
  * database query for the token, and a revoked token stops working within TOKEN_CACHE_MS.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Database, TokenRole } from '../store/schema.js';
 import { findTokenByHash, hashToken } from '../store/tokens.js';
+import { addressKey, type AuthFailureLimiter } from './auth-failures.js';
 import { ApiError } from './errors.js';
 
 export const TOKEN_CACHE_MS = 5_000;
@@ -24,6 +25,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Roles admitted; `admin` always is. Leave undefined for public routes. */
     roles?: readonly TokenRole[];
+    /** Sentence that the OpenAPI description adds after the roles, for exceptions by parameter. */
+    roleNote?: string;
   }
 }
 
@@ -58,6 +61,14 @@ export class TokenVerifier {
     return principal;
   }
 
+  /**
+   * Returns whether the token was valid at its last lookup, even if that entry has expired. A
+   * cache that has been emptied since, or a token never looked up, returns false.
+   */
+  wasValid(token: string): boolean {
+    return this.#cache.get(token)?.principal !== undefined;
+  }
+
   forget(): void {
     this.#cache.clear();
   }
@@ -70,28 +81,106 @@ export function bearerToken(request: FastifyRequest): string | undefined {
   return match?.[1];
 }
 
-export function registerAuth(app: FastifyInstance, verifier: TokenVerifier): void {
+export function registerAuth(
+  app: FastifyInstance,
+  verifier: TokenVerifier,
+  failures?: AuthFailureLimiter,
+): void {
   app.decorateRequest('principal', undefined);
   // A callback hook rather than an async one: most requests carry a token that is cached,
   // and then nothing here needs to wait.
-  app.addHook('onRequest', (request, _reply, done) => {
-    const roles = request.routeOptions.config?.roles;
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.headers.authorization !== undefined && hasSecondAuthorization(request)) {
+      done(
+        new ApiError(
+          'validation_failed',
+          'the request has more than one Authorization header; send one: "Authorization: Bearer <token>"',
+          'Authorization',
+          'single',
+        ),
+      );
+      return;
+    }
     const token = bearerToken(request);
+    const finish = (principal: Principal | undefined) => {
+      request.principal = principal;
+      const roles = request.routeOptions.config?.roles;
+      done(
+        limitFailure(request, reply, token, principal, failures) ?? admit(token, principal, roles),
+      );
+    };
     if (token === undefined) {
-      done(admit(undefined, undefined, roles));
+      finish(undefined);
       return;
     }
     const cached = verifier.cached(token);
     if (cached !== undefined) {
-      request.principal = cached.principal;
-      done(admit(token, cached.principal, roles));
+      finish(cached.principal);
       return;
     }
-    verifier.verify(token).then((principal) => {
-      request.principal = principal;
-      done(admit(token, principal, roles));
-    }, done);
+    // A blocked address gets no lookup, so that a right guess gets the same 429 as a wrong
+    // one. A token that was valid before is still looked up, so that its owner keeps working.
+    if (failures?.isBlocked(request.ip) === true && !verifier.wasValid(token)) {
+      finish(undefined);
+      return;
+    }
+    verifier.verify(token).then(finish, done);
   });
+}
+
+/**
+ * Counts the request as a failed authentication when it needs a token and has none, or has a
+ * token that is unknown or revoked (on any route). Returns 429 when its address has had more
+ * failures in the current minute than the limit allows. On a route without roles nothing is
+ * rejected, and the request goes on without a principal.
+ */
+function limitFailure(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  token: string | undefined,
+  principal: Principal | undefined,
+  failures: AuthFailureLimiter | undefined,
+): ApiError | undefined {
+  const roles = request.routeOptions.config?.roles;
+  const failed = token === undefined ? roles !== undefined : principal === undefined;
+  if (failures === undefined || !failed) return undefined;
+  const count = failures.recordFailure(request.ip);
+  if (count.failures <= failures.limit) return undefined;
+  if (count.failures === failures.limit + 1) {
+    request.log.warn(
+      {
+        address: addressKey(request.ip),
+        limit: failures.limit,
+        retryAfter: count.retryAfterSeconds,
+      },
+      'too many failed authentications from one address; rejecting its attempts until the minute ends',
+    );
+  }
+  if (roles === undefined) return undefined;
+  reply.header('retry-after', String(count.retryAfterSeconds));
+  return new ApiError(
+    'rate_limited',
+    `more than ${failures.limit} failed authentications from ${addressKey(request.ip)} in a ` +
+      `minute; retry in ${count.retryAfterSeconds} s with a valid token (API_AUTH_FAILURE_LIMIT)`,
+    'Authorization',
+    'rate',
+  );
+}
+
+/**
+ * Returns whether the request carries more than one Authorization header line. Node's parser
+ * (checked on Node 20) keeps the first in `headers.authorization` and discards the others, so
+ * a proxy that reads the last one would check another token than Slipway does. A sender must
+ * not repeat a header whose value is not a comma-separated list (RFC 7230, section 3.2.2), and
+ * Authorization carries one set of credentials, so such a request is malformed.
+ */
+function hasSecondAuthorization(request: FastifyRequest): boolean {
+  const raw = request.raw.rawHeaders;
+  let count = 0;
+  for (let index = 0; index < raw.length; index += 2) {
+    if (raw[index]!.toLowerCase() === 'authorization') count += 1;
+  }
+  return count > 1;
 }
 
 /** Returns the error that rejects the request, or undefined when the route admits it. */

@@ -34,6 +34,10 @@ export const ERROR_CODES = {
     status: 409,
     summary: 'the status change is not allowed from the current status',
   },
+  dependency_not_met: {
+    status: 409,
+    summary: 'a waiting job cannot be queued before every job type it depends on has succeeded',
+  },
   job_active: { status: 409, summary: 'the job has not finished, so it cannot be retried' },
   job_finished: { status: 409, summary: 'the job has already finished' },
   worker_not_online: {
@@ -74,7 +78,8 @@ export const ERROR_CODES = {
   },
   rate_limited: {
     status: 429,
-    summary: 'too many requests for this token; retry after the given time',
+    summary:
+      'too many requests for this token, or too many failed authentications from this address; retry after the given time',
   },
   method_not_implemented: {
     status: 501,

@@ -1,6 +1,7 @@
 /**
  * The HTTP server: Fastify with TypeBox schemas on every route, one error shape, bearer-token
- * roles, per-token rate limits and the OpenAPI document. Route modules add themselves through
+ * roles, per-token rate limits, a limit on failed authentications per address and the OpenAPI
+ * document. Route modules add themselves through
  * ROUTE_MODULES; each receives the Fastify instance and the process's AppContext.
  */
 import { randomUUID } from 'node:crypto';
@@ -19,6 +20,7 @@ import Fastify, {
 import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
 import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
+import { AuthFailureLimiter } from './auth-failures.js';
 import { registerJsonBodyParser } from './json-body.js';
 import { deferredChildLogger } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
@@ -164,7 +166,11 @@ export async function buildServer(
   await app.register(swaggerUi, { routePrefix: '/api/docs' });
 
   const verifier = new TokenVerifier(context.store.db);
-  registerAuth(app, verifier);
+  const failures =
+    api.authFailureLimitPerMinute > 0
+      ? new AuthFailureLimiter(api.authFailureLimitPerMinute)
+      : undefined;
+  registerAuth(app, verifier, failures);
 
   if (api.rateLimitPerMinute > 0) {
     await app.register(rateLimit, {

@@ -46,6 +46,8 @@ export interface Config {
     bodyLimitBytes: number;
     /** Requests per token per minute; 0 turns rate limiting off. */
     rateLimitPerMinute: number;
+    /** Failed authentications per source address per minute; 0 turns the limit off. */
+    authFailureLimitPerMinute: number;
     adminToken: string | undefined;
     publicUrl: string | undefined;
     /** Milliseconds a commit may wait to be grouped with others (group commit). */
@@ -269,6 +271,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       timeoutSeconds: readInteger(env, 'API_TIMEOUT', 120, 1, 3600),
       bodyLimitBytes: readInteger(env, 'API_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024),
       rateLimitPerMinute: readInteger(env, 'API_RATE_LIMIT', 60_000, 0, 100_000_000),
+      authFailureLimitPerMinute: readInteger(env, 'API_AUTH_FAILURE_LIMIT', 60, 0, 100_000_000),
       adminToken: readToken(env, 'SLIPWAY_ADMIN_TOKEN'),
       publicUrl:
         readString(env, 'SLIPWAY_PUBLIC_URL') === undefined

@@ -14,9 +14,13 @@ import { refreshJobStatus, transitionTask } from './job-status.js';
 
 export type DependencyState =
   | { state: 'satisfied' }
-  /** `missing` lists the needed types that have no job at all for the commit yet. */
-  | { state: 'waiting'; reason: string; missing: string[] }
-  | { state: 'failed'; reason: string };
+  /**
+   * `waitingFor` lists the needed types whose latest job has not ended, or that have no job.
+   * `missing` lists the needed types that have no job at all for the commit yet.
+   */
+  | { state: 'waiting'; reason: string; waitingFor: string[]; missing: string[] }
+  /** `dependency` is the needed type whose latest job ended in anything but success. */
+  | { state: 'failed'; reason: string; dependency: string };
 
 const NEEDS = prepare<{ type: string }>((db) =>
   db
@@ -90,6 +94,7 @@ export function evaluateDependencies(
       return {
         state: 'failed',
         reason: `${need} of ${shortCommit(commit)} ended ${latest.status} (${latest.id})`,
+        dependency: need,
       };
     }
   }
@@ -97,6 +102,7 @@ export function evaluateDependencies(
   return {
     state: 'waiting',
     reason: `waiting for ${waitingFor.join(' and ')} of ${shortCommit(commit)}`,
+    waitingFor,
     missing,
   };
 }

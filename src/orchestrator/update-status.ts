@@ -3,14 +3,16 @@
  * scripts written against it. The new status is applied to every active task of the job's
  * current attempt, so the job's derived status follows; illegal transitions are rejected.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { ApiError, jobNotFound } from '../api/errors.js';
 import { allowedTransitions, canTransition, isTerminal, type Status } from '../jobs/status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { findJob, listCurrentTasks } from '../store/jobs.js';
 import type { Database, JobRow } from '../store/schema.js';
+import { writeConnection } from '../store/write-queue.js';
 import { ChangeSet } from './changes.js';
+import { evaluateDependencies } from './dependencies.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
 export interface StatusUpdate {
@@ -48,6 +50,9 @@ export async function updateJobStatus(
         'transition',
         { current_status: current.status, allowed },
       );
+    }
+    if (current.status === 'waiting' && update.status === 'queued') {
+      checkDependenciesMet(trx, current);
     }
     const tasks = await listCurrentTasks(trx, current);
     if (checkLeaseHolders !== undefined) {
@@ -91,4 +96,27 @@ export async function updateJobStatus(
   });
   changes.emit(context.events);
   return job;
+}
+
+/**
+ * Throws 409 `dependency_not_met` unless, for every job type that `job` depends on, the latest
+ * job for its commit succeeded. The orchestrator releases waiting jobs by the same rule, and
+ * queuing one earlier would run it before, or without, the jobs it needs.
+ */
+function checkDependenciesMet(trx: Transaction<Database>, job: JobRow): void {
+  const decision = evaluateDependencies(writeConnection(trx), job.type, job.commit_sha);
+  if (decision.state === 'satisfied') return;
+  const unmet = decision.state === 'waiting' ? decision.waitingFor : [decision.dependency];
+  const next =
+    decision.state === 'waiting'
+      ? 'The orchestrator queues it once they succeed.'
+      : 'The orchestrator skips it instead.';
+  throw new ApiError(
+    'dependency_not_met',
+    `job ${job.id} cannot change from waiting to queued because its dependencies are not met: ` +
+      `${decision.reason}. ${next}`,
+    'status',
+    'dependencies',
+    { current_status: job.status, unmet_dependencies: unmet },
+  );
 }

@@ -65,7 +65,10 @@ describe('audit log', () => {
   });
 
   it('cancel, retry and PATCH status each write their rows', async () => {
-    const created = await send('POST', '/api/trigger/recovery', bot, { commit: 'abc1235' });
+    const created = await send('POST', '/api/trigger/ci', bot, {
+      commit: 'abc1235',
+      branch: 'audit/cancel',
+    });
     const id = created.response.body.job_id as string;
 
     const cancel = await send('POST', `/api/job/${id}/cancel`, bot, { reason: 'not needed' });
@@ -117,9 +120,9 @@ describe('audit log', () => {
   });
 
   it('an invalid X-Request-Id is replaced by a generated one', async () => {
-    const response = await server.request('POST', '/api/trigger/recovery', {
+    const response = await server.request('POST', '/api/trigger/ci', {
       token: bot,
-      body: { commit: 'abc1236' },
+      body: { commit: 'abc1236', branch: 'audit/request-id' },
       headers: { 'x-request-id': 'has spaces and ; semicolons' },
     });
     expect(response.status).toBe(201);
@@ -137,11 +140,14 @@ describe('audit log', () => {
   });
 
   it('failed requests write no audit rows', async () => {
-    const created = await send('POST', '/api/trigger/recovery', bot, { commit: 'abc1237' });
+    const created = await send('POST', '/api/trigger/ci', bot, {
+      commit: 'abc1237',
+      branch: 'audit/failures',
+    });
     const id = created.response.body.job_id as string;
-    await server.request('POST', '/api/trigger/recovery', {
+    await server.request('POST', '/api/trigger/ci', {
       token: bot,
-      body: { commit: 'abc1237' },
+      body: { commit: 'abc1237', branch: 'audit/keyed' },
       headers: { 'idempotency-key': 'audit-key' },
     });
     const failures: Array<[string, string, string, unknown, number]> = [
@@ -158,9 +164,9 @@ describe('audit log', () => {
       expect(await auditRows(requestId)).toEqual([]);
       expect(await countRows(server.context.store.db)).toEqual(before);
     }
-    const reused = await server.request('POST', '/api/trigger/recovery', {
+    const reused = await server.request('POST', '/api/trigger/ci', {
       token: bot,
-      body: { commit: 'abc1238' },
+      body: { commit: 'abc1238', branch: 'audit/keyed' },
       headers: { 'idempotency-key': 'audit-key', 'x-request-id': 'reused-key' },
     });
     expect(reused.status).toBe(422);
@@ -174,10 +180,14 @@ describe('audit log', () => {
           BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END`.execute(trx),
     );
     try {
-      const created = await send('POST', '/api/trigger/recovery', bot, { commit: 'abc1239' });
+      const created = await send('POST', '/api/trigger/ci', bot, {
+        commit: 'abc1239',
+        branch: 'audit/refused-1',
+      });
       const before = await countRows(db);
-      const { response, requestId } = await send('POST', '/api/trigger/recovery', bot, {
+      const { response, requestId } = await send('POST', '/api/trigger/ci', bot, {
         commit: 'abc1240',
+        branch: 'audit/refused-2',
       });
       expect(response.status).toBe(500);
       expect(response.body.code).toBe('internal_error');
@@ -194,7 +204,10 @@ describe('audit log', () => {
     } finally {
       await server.context.store.write((trx) => sql`DROP TRIGGER refuse_audit`.execute(trx));
     }
-    const after = await send('POST', '/api/trigger/recovery', bot, { commit: 'abc1241' });
+    const after = await send('POST', '/api/trigger/ci', bot, {
+      commit: 'abc1241',
+      branch: 'audit/after',
+    });
     expect(after.response.status).toBe(201);
   });
 

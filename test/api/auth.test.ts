@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOKEN_CACHE_MS } from '../../src/api/auth.js';
 import type { TokenRole } from '../../src/store/schema.js';
@@ -24,12 +25,8 @@ const ROUTES: Route[] = [
     roles: ['trigger'],
   },
   { method: 'POST', path: '/api/trigger/deploy', body: { commit: 'abc1234' }, roles: ['trigger'] },
-  {
-    method: 'POST',
-    path: '/api/trigger/recovery',
-    body: { commit: 'abc1234' },
-    roles: ['trigger'],
-  },
+  { method: 'POST', path: '/api/trigger/recovery', body: { commit: 'abc1234' }, roles: [] },
+  { method: 'POST', path: '/api/trigger/rollback', body: { commit: 'abc1234' }, roles: [] },
   { method: 'GET', path: '/api/job/{job}', roles: ['read', 'trigger'] },
   { method: 'GET', path: '/api/job/{job}/logs', roles: ['read', 'trigger'] },
   { method: 'POST', path: '/api/job/{job}/cancel', roles: ['trigger'] },
@@ -57,7 +54,9 @@ describe('authentication and roles', () => {
   };
 
   beforeAll(async () => {
-    server = await startTestServer();
+    // The 401 table fails authentication about 60 times from one address within a minute, and
+    // the default API_AUTH_FAILURE_LIMIT (60) would reject the later failures with 429.
+    server = await startTestServer({ API_AUTH_FAILURE_LIMIT: '1000' });
     for (const role of ROLES) tokens[role] = await server.token(role, `${role}-client`);
     revoked = await server.token('admin', 'former-admin');
     await server.context.store.write((trx) => revokeToken(trx, 'former-admin'));
@@ -216,6 +215,83 @@ describe('authentication and roles', () => {
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
     expect(status).toBe(401);
+  });
+
+  /**
+   * Sends a request with one header line per Authorization value. fetch would join the values
+   * into one line, so this uses node:http with a flat list of header names and values.
+   */
+  function sendWithAuthorizations(
+    method: string,
+    path: string,
+    authorizations: string[],
+    body?: unknown,
+  ): Promise<{ status: number; body: Record<string, unknown> }> {
+    const url = new URL(path, server.url);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const request = http.request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          method,
+          // A flat list of names and values, which node:http sends as given, without adding Host.
+          headers: [
+            'host',
+            url.host,
+            ...authorizations.flatMap((value) => ['authorization', value]),
+            ...(payload === undefined ? [] : ['content-type', 'application/json']),
+          ],
+        },
+        (response) => {
+          let text = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => (text += chunk));
+          response.on('end', () =>
+            resolve({ status: response.statusCode!, body: JSON.parse(text) }),
+          );
+        },
+      );
+      request.on('error', reject);
+      request.end(payload);
+    });
+  }
+
+  it.each([
+    { label: 'admin first', first: 'admin', second: 'unknown' },
+    { label: 'admin second', first: 'unknown', second: 'admin' },
+    { label: 'two valid tokens', first: 'trigger', second: 'admin' },
+  ] as const)('two Authorization headers, $label: 400', async ({ first, second }) => {
+    const value = (tokenName: 'admin' | 'trigger' | 'unknown') =>
+      tokenName === 'unknown' ? 'Bearer slw_not-a-real-token' : `Bearer ${tokens[tokenName]}`;
+    const before = await countRows(server.context.store.db);
+    const response = await sendWithAuthorizations(
+      'POST',
+      '/api/trigger/ci',
+      [value(first), value(second)],
+      { commit: 'abc1234', branch: 'two-headers' },
+    );
+    expect(response.status).toBe(400);
+    expect(response.body.code).toBe('validation_failed');
+    expect(response.body.field).toBe('Authorization');
+    expect(response.body.rule).toBe('single');
+    expect(response.body.error).toContain('more than one Authorization header');
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('one Authorization header through node:http is accepted', async () => {
+    const response = await sendWithAuthorizations('GET', '/api/state', [`Bearer ${tokens.read}`]);
+    expect(response.status).toBe(200);
+  });
+
+  it('two Authorization headers on a public route: 400', async () => {
+    const response = await sendWithAuthorizations('GET', '/api/health/status', [
+      `Bearer ${tokens.read}`,
+      `Bearer ${tokens.read}`,
+    ]);
+    expect(response.status).toBe(400);
+    expect(response.body.rule).toBe('single');
   });
 
   it('the bearer scheme is case-insensitive', async () => {

@@ -45,7 +45,7 @@ describe('idempotent triggers', () => {
     for (const [type, body] of [
       ['ci', { commit: 'abc9999', branch: 'idem-2' }],
       ['ci', { commit: 'abc1234', branch: 'idem-other' }],
-      ['recovery', { commit: 'abc1234', branch: 'idem-2' }],
+      ['integration-tests', { commit: 'abc1234', branch: 'idem-2' }],
     ] as const) {
       const reused = await trigger(type, body, 'key-2');
       expect(reused.status).toBe(422);
@@ -86,16 +86,16 @@ describe('idempotent triggers', () => {
 
   it('same github_run_id and attempt returns the first job', async () => {
     const body = { commit: 'abc1234', branch: 'run-1', github_run_id: '5001' };
-    const first = await trigger('recovery', body);
+    const first = await trigger('integration-tests', body);
     expect(first.status).toBe(201);
-    const again = await trigger('recovery', { ...body, github_run_attempt: 1 });
+    const again = await trigger('integration-tests', { ...body, github_run_attempt: 1 });
     expect(again.status).toBe(200);
     expect(again.body.job_id).toBe(first.body.job_id);
-    const numeric = await trigger('recovery', { ...body, github_run_id: 5001 });
+    const numeric = await trigger('integration-tests', { ...body, github_run_id: 5001 });
     expect(numeric.status).toBe(200);
     expect(numeric.body.job_id).toBe(first.body.job_id);
 
-    const secondAttempt = await trigger('recovery', { ...body, github_run_attempt: '2' });
+    const secondAttempt = await trigger('integration-tests', { ...body, github_run_attempt: '2' });
     expect(secondAttempt.status).toBe(201);
     expect(secondAttempt.body.job_id).not.toBe(first.body.job_id);
     const otherType = await trigger('deploy', body);
@@ -202,7 +202,7 @@ describe('idempotent triggers', () => {
 
   it('rejects a different request in one run', async () => {
     const body = { commit: 'abc1234', branch: 'run-2', github_run_id: '5002' };
-    const first = await trigger('recovery', body);
+    const first = await trigger('integration-tests', body);
     expect(first.status).toBe(201);
     const before = await countRows(server.context.store.db);
 
@@ -213,7 +213,7 @@ describe('idempotent triggers', () => {
       { github_run_attempt: 1, params: { target: 'production' } },
     ];
     for (const change of changes) {
-      const other = await trigger('recovery', { ...body, ...change });
+      const other = await trigger('integration-tests', { ...body, ...change });
       expect(other.status, JSON.stringify(change)).toBe(422);
       expect(other.body.code).toBe('github_run_reused');
       expect(other.body.field).toBe('github_run_id');
@@ -261,7 +261,11 @@ describe('idempotent triggers', () => {
   it('racing keys with different bodies: one job, the rest 422', async () => {
     const responses = await Promise.all(
       Array.from({ length: RACERS }, (_, index) =>
-        trigger('recovery', { commit: `abc${String(index).padStart(4, '0')}` }, 'race-conflict'),
+        trigger(
+          'integration-tests',
+          { commit: `abc${String(index).padStart(4, '0')}` },
+          'race-conflict',
+        ),
       ),
     );
     expect(responses.filter((response) => response.status === 201)).toHaveLength(1);

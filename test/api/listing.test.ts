@@ -203,6 +203,61 @@ describe('admin listings', () => {
     expect(pages.flat()).toEqual(expected);
   });
 
+  it('cursor with other filters is rejected', async () => {
+    const first = await list('?branch=main&type=recovery&status=queued&limit=1');
+    const cursor = encodeURIComponent(first.body.next_cursor as string);
+    expect(first.body.next_cursor).not.toBeNull();
+    const changed = [
+      '?branch=feature%2F%C3%BCn%C3%AF&type=recovery&status=queued',
+      '?branch=main&type=integration-tests&status=queued',
+      '?branch=main&type=recovery&status=waiting',
+      '?branch=main&type=recovery&status=queued&commit=0000',
+      '?branch=main&type=recovery',
+      '',
+    ];
+    for (const filters of changed) {
+      const separator = filters === '' ? '?' : '&';
+      const response = await list(`${filters}${separator}limit=1&cursor=${cursor}`);
+      expect(response.status, filters).toBe(400);
+      expect(response.body.code, filters).toBe('validation_failed');
+      expect(response.body.field, filters).toBe('cursor');
+      expect(response.body.rule, filters).toBe('sameFilters');
+      expect(response.body.error, filters).toContain('cursor was issued for other filters');
+    }
+  });
+
+  it('cursor keeps working with another limit', async () => {
+    const first = await list('?branch=main&type=recovery&status=queued&limit=1');
+    const cursor = encodeURIComponent(first.body.next_cursor as string);
+    const next = await list(`?status=queued&type=recovery&branch=main&limit=5&cursor=${cursor}`);
+    expect(next.status).toBe(200);
+    expect(next.body.jobs[0].id).not.toBe(first.body.jobs[0].id);
+  });
+
+  it('cursor accepts the commit prefix in either case', async () => {
+    const first = await list('?commit=2222222ab&limit=1');
+    expect(first.body.next_cursor).not.toBeNull();
+    const cursor = encodeURIComponent(first.body.next_cursor as string);
+    const next = await list(`?commit=2222222AB&limit=1&cursor=${cursor}`);
+    expect(next.status).toBe(200);
+    expect(next.body.jobs[0].id).not.toBe(first.body.jobs[0].id);
+  });
+
+  it('cursor of the old format is rejected', async () => {
+    const job = created[0]!;
+    const row = await server.context.store.db
+      .selectFrom('jobs')
+      .select('created_at')
+      .where('id', '=', job.id)
+      .executeTakeFirstOrThrow();
+    // Cursors of earlier versions held only the position.
+    const unbound = Buffer.from(JSON.stringify([row.created_at, job.id])).toString('base64url');
+    const response = await list(`?cursor=${unbound}`);
+    expect(response.status).toBe(400);
+    expect(response.body.field).toBe('cursor');
+    expect(response.body.rule).toBe('format');
+  });
+
   it('audit log pages newest first without gaps', async () => {
     const first = await audit('?limit=5');
     expect(first.status).toBe(200);

@@ -1,4 +1,6 @@
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TOKEN_CACHE_MS } from '../../src/api/auth.js';
 import { countRows } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -23,7 +25,7 @@ describe('per-token rate limit', () => {
       expect(response.headers.get('x-ratelimit-remaining')).toBe(String(LIMIT - index - 1));
     }
     const before = await countRows(server.context.store.db);
-    const limited = await server.request('POST', '/api/trigger/recovery', {
+    const limited = await server.request('POST', '/api/trigger/ci', {
       token,
       body: { commit: 'abc1234' },
     });
@@ -58,5 +60,110 @@ describe('per-token rate limit', () => {
       const response = await server.request('GET', '/metrics', { token: agent });
       expect(response.status).toBe(200);
     }
+  });
+});
+
+const FAILURES = 5;
+
+// The tests run in order: the first one uses up the failures of 127.0.0.1 for this minute.
+describe('failed authentication limit', () => {
+  let server: TestServer;
+  /** A token used before the address is blocked. */
+  let knownToken: string;
+
+  /**
+   * Sends GET `path` from the loopback address `from`. Linux routes all of 127.0.0.0/8 to the
+   * loopback interface, so a second source address needs no other host.
+   */
+  function getFrom(
+    from: string,
+    path: string,
+    token?: string,
+  ): Promise<{ status: number; retryAfter: string | undefined; body: Record<string, unknown> }> {
+    const url = new URL(path, server.url);
+    return new Promise((resolve, reject) => {
+      const request = http.get(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          localAddress: from,
+          headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        },
+        (response) => {
+          let text = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => (text += chunk));
+          response.on('end', () =>
+            resolve({
+              status: response.statusCode!,
+              retryAfter: response.headers['retry-after'],
+              body: JSON.parse(text),
+            }),
+          );
+        },
+      );
+      request.on('error', reject);
+    });
+  }
+
+  beforeAll(async () => {
+    server = await startTestServer({ API_AUTH_FAILURE_LIMIT: String(FAILURES) });
+    knownToken = await server.token('read', 'known-before');
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('failures past the limit get 429', async () => {
+    expect((await getFrom('127.0.0.1', '/api/state', knownToken)).status).toBe(200);
+
+    for (let index = 0; index < FAILURES; index += 1) {
+      const token = index % 2 === 0 ? undefined : `slw_guess-${index}-0000000000000000`;
+      const response = await getFrom('127.0.0.1', '/api/state', token);
+      expect(response.status, `failure ${index + 1}`).toBe(401);
+    }
+    const limited = await getFrom('127.0.0.1', '/api/state');
+    expect(limited.status).toBe(429);
+    expect(limited.body.code).toBe('rate_limited');
+    expect(limited.body.field).toBe('Authorization');
+    expect(limited.body.rule).toBe('rate');
+    expect(limited.body.error).toMatch(/more than 5 failed authentications from 127\.0\.0\.1/);
+    expect(limited.body.error).toContain('API_AUTH_FAILURE_LIMIT');
+    const retryAfter = Number(limited.retryAfter);
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+
+    const guess = await getFrom('127.0.0.1', '/api/state', 'slw_another-guess-000000000000');
+    expect(guess.status).toBe(429);
+  });
+
+  it('a blocked address gets 429 for a right guess too', async () => {
+    // Created after the block, so the server has never checked it: a guess that happens to
+    // be right must not stand out from the wrong ones.
+    const fresh = await server.token('read', 'created-after-block');
+    const response = await getFrom('127.0.0.1', '/api/state', fresh);
+    expect(response.status).toBe(429);
+    expect(response.body.code).toBe('rate_limited');
+  });
+
+  it('a token valid before the block keeps working', async () => {
+    expect((await getFrom('127.0.0.1', '/api/state', knownToken)).status).toBe(200);
+    // Once its cache entry has expired, the token needs a lookup, which it still gets.
+    await new Promise((resolve) => setTimeout(resolve, TOKEN_CACHE_MS + 200));
+    expect((await getFrom('127.0.0.1', '/api/state', knownToken)).status).toBe(200);
+  });
+
+  it('health status stays usable while blocked', async () => {
+    const plain = await getFrom('127.0.0.1', '/api/health/status');
+    expect([200, 503]).toContain(plain.status);
+    const withGuess = await getFrom('127.0.0.1', '/api/health/status', 'slw_guess-000000000000000');
+    expect([200, 503]).toContain(withGuess.status);
+  });
+
+  it('another address keeps its own count', async () => {
+    const response = await getFrom('127.0.0.2', '/api/state');
+    expect(response.status).toBe(401);
+    expect(response.body.code).toBe('unauthorized');
   });
 });

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Status } from '../../src/jobs/status.js';
 import { countRows } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -60,9 +61,11 @@ describe('PATCH status state machine', () => {
     await server.close();
   });
 
+  // waiting -> queued also needs the job's dependencies to have succeeded. The tests after
+  // the table cover it.
   const cases = STATUSES.flatMap((from) =>
     STATUSES.map((to) => ({ from, to, allowed: ALLOWED[from]!.includes(to) })),
-  );
+  ).filter(({ from, to }) => !(from === 'waiting' && to === 'queued'));
 
   it.each(cases)('$from -> $to', async ({ from, to, allowed }) => {
     const id = await jobIn(from);
@@ -100,6 +103,82 @@ describe('PATCH status state machine', () => {
       tasksBefore,
     );
     expect(await countRows(db)).toEqual(rowsBefore);
+  });
+
+  /**
+   * Triggers an integration-tests job, which waits for ci of its commit, and then a ci job
+   * whose status is set in the database. Setting it there leaves the integration-tests job
+   * waiting, as an event the orchestrator missed would.
+   */
+  async function waitingOnCi(ciStatus: Status | undefined) {
+    const commit = (++commitCounter).toString(16).padStart(7, '0');
+    const send = (type: string) =>
+      server.request('POST', `/api/trigger/${type}`, {
+        token: server.adminToken,
+        body: { commit },
+      });
+    const waiting = await send('integration-tests');
+    expect(waiting.body.status).toBe('waiting');
+    if (ciStatus !== undefined) {
+      const ci = (await send('ci')).body.job_id as string;
+      await server.context.store.write(async (trx) => {
+        await trx.updateTable('tasks').set({ status: ciStatus }).where('job_id', '=', ci).execute();
+        await trx.updateTable('jobs').set({ status: ciStatus }).where('id', '=', ci).execute();
+      });
+    }
+    return { id: waiting.body.job_id as string, commit };
+  }
+
+  it.each([
+    { label: 'no ci job', ci: undefined, reason: 'waiting for ci of' },
+    { label: 'ci queued', ci: 'queued', reason: 'waiting for ci of' },
+    { label: 'ci running', ci: 'running', reason: 'waiting for ci of' },
+    { label: 'ci failed', ci: 'failure', reason: 'ended failure' },
+    { label: 'ci cancelled', ci: 'cancelled', reason: 'ended cancelled' },
+  ] as const)('waiting -> queued rejected: $label', async ({ ci, reason }) => {
+    const { id, commit } = await waitingOnCi(ci);
+    const db = server.context.store.db;
+    const tasksBefore = await db.selectFrom('tasks').selectAll().where('job_id', '=', id).execute();
+    const rowsBefore = await countRows(db);
+
+    const response = await patch(id, 'queued');
+    expect(response.status).toBe(409);
+    expect(response.body.code).toBe('dependency_not_met');
+    expect(response.body.field).toBe('status');
+    expect(response.body.rule).toBe('dependencies');
+    expect(response.body.current_status).toBe('waiting');
+    expect(response.body.unmet_dependencies).toEqual(['ci']);
+    expect(response.body.error).toContain(`job ${id} cannot change from waiting to queued`);
+    expect(response.body.error).toContain(reason);
+    expect(response.body.error).toContain(commit);
+    expect(await db.selectFrom('tasks').selectAll().where('job_id', '=', id).execute()).toEqual(
+      tasksBefore,
+    );
+    expect(await countRows(db)).toEqual(rowsBefore);
+  });
+
+  it('waiting -> queued once dependencies succeeded', async () => {
+    const { id } = await waitingOnCi('success');
+    const response = await patch(id, 'queued');
+    expect(response.status, response.text).toBe(200);
+    expect(response.body.status).toBe('queued');
+    expect(response.body.tasks[0].status).toBe('queued');
+  });
+
+  it('waiting -> queued without dependencies', async () => {
+    const created = await server.request('POST', '/api/trigger/recovery', {
+      token: server.adminToken,
+      body: { commit: (++commitCounter).toString(16).padStart(7, '0') },
+    });
+    const id = created.body.job_id as string;
+    // A job type without dependencies is never waiting unless something put it there.
+    await server.context.store.write(async (trx) => {
+      await trx.updateTable('tasks').set({ status: 'waiting' }).where('job_id', '=', id).execute();
+      await trx.updateTable('jobs').set({ status: 'waiting' }).where('id', '=', id).execute();
+    });
+    const response = await patch(id, 'queued');
+    expect(response.status, response.text).toBe(200);
+    expect(response.body.status).toBe('queued');
   });
 
   it('running -> queued returns the task to the queue', async () => {

@@ -17,6 +17,7 @@ const BAD_VALUES: Record<string, string> = {
   API_TIMEOUT: '-5',
   API_BODY_LIMIT: '1kb',
   API_RATE_LIMIT: '-1',
+  API_AUTH_FAILURE_LIMIT: 'ten',
   API_COMMIT_DELAY_MS: '5000',
   SLIPWAY_PUBLIC_URL: 'ftp://example.test',
   LOG_LEVEL: 'loud',

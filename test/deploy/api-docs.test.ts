@@ -48,6 +48,8 @@ describe('docs/api.md', () => {
     const committed = fs.readFileSync(API_MD, 'utf8');
     const trigger = committed.split('### POST /api/trigger/ci\n')[1]?.split('### ')[0] ?? '';
     expect(trigger).toContain('Token role: trigger or admin.');
+    const generic = committed.split('### POST /api/trigger/{type}\n')[1]?.split('### ')[0] ?? '';
+    expect(generic).toContain('Job types rollback and recovery need role admin');
     const health = committed.split('### GET /api/health/status\n')[1]?.split('### ')[0] ?? '';
     expect(health).toContain('No token needed.');
   });

@@ -1,4 +1,5 @@
 /** Listing jobs with filters and cursor paging, and reading the audit trail. */
+import { createHash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../../app/context.js';
@@ -23,7 +24,10 @@ const JobListQuery = Type.Object(
     ),
     limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
     cursor: Type.Optional(
-      Type.String({ maxLength: 200, description: 'next_cursor of the previous page' }),
+      Type.String({
+        maxLength: 200,
+        description: 'next_cursor of the previous page, sent with the same filters',
+      }),
     ),
   },
   { additionalProperties: false },
@@ -52,30 +56,71 @@ const AuditEntrySchema = Type.Object({
   created_at: Type.String(),
 });
 
-export function encodeCursor(createdAt: string, id: string): string {
-  return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url');
+/** The filters of a job listing that a cursor continues. `limit` may change between pages. */
+export interface JobListFilters {
+  status?: Status | undefined;
+  type?: string | undefined;
+  branch?: string | undefined;
+  commit?: string | undefined;
 }
 
-export function decodeCursor(cursor: string): { createdAt: string; id: string } {
+/**
+ * Returns a short hash of the filters, which a cursor carries so that it is rejected with other
+ * filters. The commit prefix is lowercased because the filter matches it case-insensitively.
+ * The cursor is not signed, so the hash catches a client's mistake, not a forged cursor.
+ */
+function hashFilters(filters: JobListFilters): string {
+  const values = [
+    filters.status ?? null,
+    filters.type ?? null,
+    filters.branch ?? null,
+    filters.commit?.toLowerCase() ?? null,
+  ];
+  return createHash('sha256').update(JSON.stringify(values)).digest('base64url').slice(0, 12);
+}
+
+/** Encodes the position after the last job of a page, bound to the listing's filters. */
+export function encodeCursor(createdAt: string, id: string, filters: JobListFilters): string {
+  return Buffer.from(JSON.stringify([createdAt, id, hashFilters(filters)])).toString('base64url');
+}
+
+/**
+ * Decodes a cursor that encodeCursor made for the same filters. Throws 400 for any other text,
+ * including the position-only cursors of earlier versions, and for a cursor of other filters.
+ */
+export function decodeCursor(
+  cursor: string,
+  filters: JobListFilters,
+): { createdAt: string; id: string } {
+  let value: unknown;
   try {
-    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (
-      Array.isArray(value) &&
-      value.length === 2 &&
-      typeof value[0] === 'string' &&
-      typeof value[1] === 'string'
-    ) {
-      return { createdAt: value[0], id: value[1] };
-    }
+    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
   } catch {
-    // Falls through to the error below.
+    value = undefined;
   }
-  throw new ApiError(
-    'validation_failed',
-    'cursor is not one this server gave out; pass next_cursor from the previous page',
-    'cursor',
-    'format',
-  );
+  if (
+    !Array.isArray(value) ||
+    value.length !== 3 ||
+    !value.every((item) => typeof item === 'string')
+  ) {
+    throw new ApiError(
+      'validation_failed',
+      'cursor is not one this server gave out; pass next_cursor from the previous page',
+      'cursor',
+      'format',
+    );
+  }
+  const [createdAt, id, filtersHash] = value as [string, string, string];
+  if (filtersHash !== hashFilters(filters)) {
+    throw new ApiError(
+      'validation_failed',
+      'cursor was issued for other filters; send the status, type, branch and commit of the ' +
+        'request that returned it, or leave out cursor to list from the first page',
+      'cursor',
+      'sameFilters',
+    );
+  }
+  return { createdAt, id };
 }
 
 export function registerAdminRoutes(app: FastifyInstance, context: AppContext): void {
@@ -107,12 +152,15 @@ export function registerAdminRoutes(app: FastifyInstance, context: AppContext): 
         limit: number;
         cursor?: string;
       };
-      const rows = await listJobs(context.store.db, {
+      const filters: JobListFilters = {
         status: query.status,
         type: query.type,
         branch: query.branch,
         commit: query.commit,
-        before: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
+      };
+      const rows = await listJobs(context.store.db, {
+        ...filters,
+        before: query.cursor === undefined ? undefined : decodeCursor(query.cursor, filters),
         limit: query.limit + 1,
       });
       const page = rows.slice(0, query.limit);
@@ -122,7 +170,7 @@ export function registerAdminRoutes(app: FastifyInstance, context: AppContext): 
         count: page.length,
         next_cursor:
           rows.length > query.limit && last !== undefined
-            ? encodeCursor(last.created_at, last.id)
+            ? encodeCursor(last.created_at, last.id, filters)
             : null,
       };
     },

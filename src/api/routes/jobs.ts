@@ -145,7 +145,10 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       schema: {
         tags: ['jobs'],
         summary: 'Set the status of every active task of the job (internal; for workers)',
-        description: `Allowed statuses: ${STATUSES.join(', ')}. An illegal transition gets 409.`,
+        description:
+          `Allowed statuses: ${STATUSES.join(', ')}. An illegal transition gets 409, and so ` +
+          'does waiting to queued while a job type that the job depends on has not succeeded ' +
+          'for its commit (`dependency_not_met`).',
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
         body: Type.Object(

@@ -8,6 +8,7 @@ import type { AppContext } from '../../app/context.js';
 import { branchNameProblem } from '../../jobs/refs.js';
 import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
 import { findPipeline, triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
+import type { Principal } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { auditContext } from '../request-context.js';
 import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
@@ -72,6 +73,16 @@ const TriggerReply = Type.Object({
 const DRAFT_TYPES = ['ci', 'integration-tests', 'deploy'] as const;
 
 /**
+ * Job types that the generic trigger route starts only for admin tokens, with the admin
+ * endpoint meant for each. A rollback deploys an older commit and a recovery job restarts the
+ * deployed services, so a trigger token must not start them here either.
+ */
+export const ADMIN_JOB_TYPES: ReadonlyMap<string, string> = new Map([
+  ['rollback', 'POST /api/rollback/execute'],
+  ['recovery', 'POST /api/recovery/execute'],
+]);
+
+/**
  * Limit on nesting in `params`. The body parser accepts any depth, but hashing and storing
  * the params walk them recursively, and a body of nested brackets would overflow the stack.
  */
@@ -130,7 +141,17 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
         'Queue a job of any type defined in the pipeline file',
         Type.Object({ type: Type.String({ pattern: JOB_TYPE_PATTERN }) }),
       ),
-      config: { roles: ['trigger'] },
+      config: {
+        roles: ['trigger'],
+        roleNote:
+          `Job types ${[...ADMIN_JOB_TYPES.keys()].join(' and ')} need role admin, ` +
+          `like ${[...ADMIN_JOB_TYPES.values()].join(' and ')}.`,
+      },
+      // Runs before the body is parsed, so a forbidden request gets 403 whatever its body is.
+      onRequest: (request, _reply, done) => {
+        const { type } = request.params as { type: string };
+        done(checkTypeRole(type, request.principal));
+      },
       // An unknown job type is the first thing to report, before any complaint about the body.
       preValidation: (request, _reply, done) => {
         const { type } = request.params as { type: string };
@@ -144,6 +165,22 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
     },
     (request, reply) =>
       handleTrigger(context, (request.params as { type: string }).type, request, reply),
+  );
+}
+
+/** Returns the 403 error when the job type needs an admin token and the token is not one. */
+function checkTypeRole(type: string, principal: Principal | undefined): ApiError | undefined {
+  const endpoint = ADMIN_JOB_TYPES.get(type);
+  if (endpoint === undefined || principal?.role === 'admin') return undefined;
+  const token =
+    principal === undefined
+      ? 'the request has no token'
+      : `token "${principal.name}" has role ${principal.role}`;
+  return new ApiError(
+    'forbidden',
+    `job type ${type} needs role admin, and ${token}. Use ${endpoint} with an admin token.`,
+    'Authorization',
+    'role',
   );
 }
 
