@@ -56,6 +56,30 @@ describe('generic trigger route roles', () => {
     expect(admin.status, admin.text).toBe(201);
   });
 
+  it('retry of a rollback needs an admin token', async () => {
+    const created = await server.request('POST', '/api/trigger/rollback', {
+      token: server.adminToken,
+      body: { commit: 'abc5678' },
+    });
+    expect(created.status, created.text).toBe(201);
+    const id = created.body.job_id as string;
+    const ended = await server.request('PATCH', `/api/job/${id}/status`, {
+      token: server.adminToken,
+      body: { status: 'cancelled' },
+    });
+    expect(ended.status, ended.text).toBe(200);
+
+    const before = await countRows(server.context.store.db);
+    const retried = await server.request('POST', `/api/job/${id}/retry`, { token: trigger });
+    expect(retried.status).toBe(403);
+    expect(retried.body.error).toContain('job type rollback needs role admin');
+    expect(await countRows(server.context.store.db)).toEqual(before);
+    const admin = await server.request('POST', `/api/job/${id}/retry`, {
+      token: server.adminToken,
+    });
+    expect(admin.status, admin.text).toBe(201);
+  });
+
   it('rejects before reading the body', async () => {
     const response = await server.request('POST', '/api/trigger/rollback', {
       token: trigger,

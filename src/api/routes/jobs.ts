@@ -7,13 +7,14 @@ import { cancelJob } from '../../orchestrator/cancel.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
 import { retryJob } from '../../orchestrator/retry.js';
 import { updateJobStatus } from '../../orchestrator/update-status.js';
-import { findJob } from '../../store/jobs.js';
+import { findJob, readJob } from '../../store/jobs.js';
 import { ApiError, jobNotFound } from '../errors.js';
 import { jobView, readJobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
 import { ResponseCache } from '../response-cache.js';
 import { ErrorSchema, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
+import { ADMIN_JOB_TYPES, checkTypeRole } from './triggers.js';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
 
@@ -126,13 +127,21 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         body: Type.Object({}, { additionalProperties: false }),
         response: { 201: JobSchema, ...errors, 409: ErrorSchema },
       },
-      config: { roles: ['trigger'], emptyBodyAllowed: true },
+      config: {
+        roles: ['trigger'],
+        emptyBodyAllowed: true,
+        roleNote: `Jobs of the types ${[...ADMIN_JOB_TYPES.keys()].join(' and ')} need role admin.`,
+      },
       preValidation: async (request) => {
         request.body ??= {};
       },
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
+      // Another attempt of a rollback deploys its older commit again, so it needs admin too.
+      const type = context.store.read((sqlite) => readJob(sqlite, id)?.type);
+      const forbidden = type === undefined ? undefined : checkTypeRole(type, request.principal);
+      if (forbidden !== undefined) throw forbidden;
       await retryJob(context, id, auditContext(request));
       reply.code(201);
       return readJobView(context.store, context.config, id);

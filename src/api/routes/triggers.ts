@@ -169,7 +169,10 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
 }
 
 /** Returns the 403 error when the job type needs an admin token and the token is not one. */
-function checkTypeRole(type: string, principal: Principal | undefined): ApiError | undefined {
+export function checkTypeRole(
+  type: string,
+  principal: Principal | undefined,
+): ApiError | undefined {
   const endpoint = ADMIN_JOB_TYPES.get(type);
   if (endpoint === undefined || principal?.role === 'admin') return undefined;
   const token =
