@@ -5,6 +5,7 @@ import type { AppContext } from '../../app/context.js';
 import { runRecoveryProcedure } from '../../orchestrator/recovery.js';
 import { executeRollback } from '../../orchestrator/rollback.js';
 import { ApiError } from '../errors.js';
+import { checkBranchAndParams } from './triggers.js';
 import { auditContext } from '../request-context.js';
 import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
 
@@ -18,7 +19,9 @@ const RecoveryBody = Type.Object(
     }),
     commit: Type.Optional(CommitSchema),
     branch: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
-    params: Type.Optional(Type.Record(Type.String({ maxLength: 100 }), Type.Unknown())),
+    params: Type.Optional(
+      Type.Record(Type.String({ maxLength: 100 }), Type.Unknown(), { maxProperties: 100 }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -71,6 +74,8 @@ export function registerRecoveryRoutes(app: FastifyInstance, context: AppContext
     },
     async (request) => {
       const body = request.body as Static<typeof RecoveryBody>;
+      // A run_pipeline procedure passes these on to triggerJob, as a trigger request does.
+      checkBranchAndParams(body);
       const result = await runRecoveryProcedure(
         context,
         body.procedure,

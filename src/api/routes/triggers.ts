@@ -206,21 +206,7 @@ export function toTriggerRequest(
   body: TriggerBodyType,
   idempotencyKey: string | string[] | undefined,
 ): TriggerRequest {
-  if (body.branch !== undefined) {
-    const problem = branchNameProblem(body.branch);
-    if (problem !== undefined) {
-      throw new ApiError('validation_failed', `branch ${problem}`, 'branch', 'git-ref');
-    }
-  }
-  if (body.params !== undefined && nestingDepth(body.params) > MAX_PARAMS_DEPTH) {
-    throw new ApiError(
-      'validation_failed',
-      `params must not nest objects or arrays more than ${MAX_PARAMS_DEPTH} levels deep`,
-      'params',
-      'maxDepth',
-    );
-  }
-  if (body.params !== undefined) checkParamSizes(body.params);
+  checkBranchAndParams(body);
   if (body.github_run_attempt !== undefined && body.github_run_id === undefined) {
     throw new ApiError(
       'validation_failed',
@@ -257,6 +243,60 @@ export function toTriggerRequest(
       body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
     idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
   };
+}
+
+/**
+ * Checks the branch and params of a request that creates jobs: the trigger routes and the
+ * recovery procedures that run a pipeline.
+ */
+export function checkBranchAndParams(body: {
+  branch?: string | undefined;
+  params?: Record<string, unknown> | undefined;
+}): void {
+  if (body.branch !== undefined) {
+    const problem = branchNameProblem(body.branch);
+    if (problem !== undefined) {
+      throw new ApiError('validation_failed', `branch ${problem}`, 'branch', 'git-ref');
+    }
+  }
+  if (body.params === undefined) return;
+  if (nestingDepth(body.params) > MAX_PARAMS_DEPTH) {
+    throw new ApiError(
+      'validation_failed',
+      `params must not nest objects or arrays more than ${MAX_PARAMS_DEPTH} levels deep`,
+      'params',
+      'maxDepth',
+    );
+  }
+  checkParamNumbers(body.params);
+  checkParamSizes(body.params);
+}
+
+/**
+ * Rejects numbers in params that JSON text can hold but a JavaScript number cannot: integers
+ * beyond 2^53 lose digits, and values such as 1e400 become Infinity, which is stored as null.
+ */
+function checkParamNumbers(params: Record<string, unknown>): void {
+  const pending: Array<[unknown, string]> = Object.entries(params).map(([key, value]) => [
+    value,
+    `params.${key}`,
+  ]);
+  while (pending.length > 0) {
+    const [value, field] = pending.pop()!;
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value))) {
+        throw new ApiError(
+          'validation_failed',
+          `${field} is a number that cannot be kept exactly; send integers between ` +
+            `${Number.MIN_SAFE_INTEGER} and ${Number.MAX_SAFE_INTEGER}, or send the value as a string`,
+          field,
+          'maximum',
+        );
+      }
+    } else if (value !== null && typeof value === 'object') {
+      for (const [key, child] of Object.entries(value)) pending.push([child, `${field}.${key}`]);
+    }
+  }
 }
 
 /** Refuses params whose environment variables a process could not be started with. */
