@@ -523,6 +523,35 @@ function describeIssue(issue: AjvIssue): string {
   }
 }
 
+/** Words for the patterns of the API's schemas, so that a message need not show the pattern. */
+const PATTERN_WORDS = new Map<string, string>([
+  ['^[0-9]{1,20}$', 'must be 1 to 20 decimal digits'],
+  ['^[0-9]{1,18}$', 'must be the next_cursor value of the previous page'],
+  ['^0*[1-9][0-9]{0,5}$', 'must be a whole number from 1 to 999999'],
+  ['^[\\x21-\\x7e]+$', 'must be printable ASCII characters without spaces'],
+  [
+    '^[a-z][a-z0-9-]{0,62}$',
+    'must be a lower-case letter followed by up to 62 lower-case letters, digits or dashes',
+  ],
+  [
+    '^[a-z][a-z0-9_-]{0,62}$',
+    'must be a lower-case letter followed by up to 62 lower-case letters, digits, underscores or dashes',
+  ],
+  [
+    '^[a-z][a-z0-9_.-]{0,62}$',
+    'must be a lower-case letter followed by up to 62 lower-case letters, digits, underscores, dots or dashes',
+  ],
+  ['^[a-z_.]{1,64}$', 'must be 1 to 64 lower-case letters, underscores or dots'],
+  [
+    '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$',
+    'must be a letter or digit followed by up to 99 letters, digits, underscores, dots, @ or dashes',
+  ],
+  [
+    '^[a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\\.[0-9]+\\.[0-9]+$',
+    'must look like <job id>.<attempt>.<index>, e.g. ci-a1b2c3d4.1.0',
+  ],
+]);
+
 function describePattern(field: string, pattern: string, where: string): string | undefined {
   const hex = /^\^\[0-9a-fA-F\]\{(\d+),(\d+)\}\$$/.exec(pattern);
   if (field === 'commit' && hex !== null) {
@@ -531,5 +560,5 @@ function describePattern(field: string, pattern: string, where: string): string 
     return `must be ${subject} of ${hex[1]} to ${hex[2]} characters`;
   }
   if (field === 'job_id') return 'must look like <type>-<8 hex digits>, e.g. ci-a1b2c3d4';
-  return undefined;
+  return PATTERN_WORDS.get(pattern);
 }

@@ -686,12 +686,47 @@ describe('bad input', () => {
         body: { status: ['draining'] },
         error: 'status must be a string, or must be one of online, draining, offline',
       },
+      {
+        path: TRIGGER,
+        body: { commit: 'abc1234', github_run_id: '5', github_run_attempt: '0' },
+        error:
+          'github_run_attempt must be an attempt number of 1 or more, as a string of digits or an integer',
+      },
+      {
+        path: '/api/trigger/Bad_Type',
+        body: { commit: 'abc1234' },
+        error:
+          'path parameter type must be a lower-case letter followed by up to 62 lower-case letters, digits or dashes',
+      },
+      {
+        path: '/api/recovery/execute',
+        body: { procedure: 'Bad!' },
+        error:
+          'procedure must be a lower-case letter followed by up to 62 lower-case letters, digits, underscores or dashes',
+      },
     ];
     for (const { path, body, error } of cases) {
       const response = await server.request('POST', path, { token: server.adminToken, body });
       expect(response.status, path).toBe(400);
       expect(response.body.error).toBe(error);
     }
+  });
+
+  it('names header and query patterns in words', async () => {
+    const keyed = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234' },
+      headers: { 'idempotency-key': 'two words' },
+    });
+    expect(keyed.body.error).toBe(
+      'header idempotency-key must be printable ASCII characters without spaces',
+    );
+    const audit = await server.request('GET', '/api/admin/audit-log?action=BAD', {
+      token: server.adminToken,
+    });
+    expect(audit.body.error).toBe(
+      'query parameter action must be 1 to 64 lower-case letters, underscores or dots',
+    );
   });
 
   it('an unknown job type comes before the body', async () => {

@@ -36,7 +36,11 @@ export const TriggerBody = Type.Object(
       }),
     ),
     github_run_attempt: Type.Optional(
-      Type.Union([Type.String({ pattern: '^[0-9]{1,6}$' }), Type.Integer({ minimum: 1 })]),
+      // Attempts count from 1, so "0" is rejected as 0 is.
+      Type.Union([
+        Type.String({ pattern: '^0*[1-9][0-9]{0,5}$' }),
+        Type.Integer({ minimum: 1, maximum: 999_999 }),
+      ]),
     ),
     params: Type.Optional(
       Type.Record(Type.String({ maxLength: 100 }), Type.Unknown(), {
