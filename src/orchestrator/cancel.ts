@@ -4,15 +4,16 @@ import { writeAudit, type AuditContext } from '../store/audit.js';
 import { readCurrentTasks } from '../store/jobs.js';
 import { updateById } from '../store/prepared.js';
 import { writeConnection } from '../store/write-queue.js';
-import type { Database, JobRow } from '../store/schema.js';
+import type { Database, JobRow, TaskRow } from '../store/schema.js';
 import { nowIso } from '../util/time.js';
 import type { ChangeSet } from './changes.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
 /**
- * Cancels a job's current tasks. Tasks no worker holds end `cancelled` at once; for a
- * running task the cancel is requested, and the worker holding it stops its containers or
- * processes and reports `cancelled` (or the lease expires and the orchestrator ends it).
+ * Cancels a job's current tasks. Tasks no worker holds end `cancelled` at once, including
+ * running ones that a status update started. For a task that a worker runs, the cancel is
+ * requested, and the worker stops its containers or processes and reports `cancelled` (or the
+ * lease expires and the orchestrator ends it).
  * Returns the job as it is after the change. A cancel that finds every running task already
  * asked to stop returns the job unchanged.
  */
@@ -29,15 +30,14 @@ export async function cancelJob(
   // A repeated cancel of a job whose running tasks were all asked to stop changes nothing, so
   // it keeps the first reason and writes no second audit row.
   const alreadyRequested = tasks.every(
-    (task) =>
-      isTerminal(task.status) || (task.status === 'running' && task.cancel_requested_at !== null),
+    (task) => isTerminal(task.status) || (held(task) && task.cancel_requested_at !== null),
   );
-  if (alreadyRequested && tasks.some((task) => task.status === 'running')) return job;
+  if (alreadyRequested && tasks.some(held)) return job;
 
   let requested = 0;
   for (const task of tasks) {
     if (isTerminal(task.status)) continue;
-    if (task.status === 'running') {
+    if (held(task)) {
       if (task.cancel_requested_at === null) {
         updateById(sqlite, 'tasks', task.id, { cancel_requested_at: now, reason, updated_at: now });
         changes.record('task-cancel-requested', task.id);
@@ -54,4 +54,12 @@ export async function cancelJob(
     details: { reason, running_tasks_signalled: requested, previous_status: job.status },
   });
   return refreshJobStatus(trx, { ...job, reason, updated_at: now }, changes, audit);
+}
+
+/**
+ * Returns whether a worker holds the running task and must stop it. A task set running
+ * through PATCH /api/job/{id}/status has no worker, so nothing would ever act on a request.
+ */
+function held(task: TaskRow): boolean {
+  return task.status === 'running' && task.worker_id !== null;
 }

@@ -234,16 +234,11 @@ describe('job reads and prepared writes', () => {
       commit: 'c0ffee0000000000000000000000000000000005',
       branch: 'race',
     });
-    // A running job gets a cancel request; its worker ends it.
-    const signalled = rows(
-      'SELECT cancel_requested_at, status FROM tasks WHERE job_id = ?',
-      running,
-    );
-    expect(signalled).toHaveLength(2);
-    for (const task of signalled) {
-      expect(task.status).toBe('running');
-      expect(task.cancel_requested_at).toMatch(ISO_UTC);
-    }
+    // No worker holds the tasks that the status update started, so they end at once. A task
+    // that a worker holds gets a cancel request instead (see "parallel cancels" below).
+    const ended = rows('SELECT status FROM tasks WHERE job_id = ?', running);
+    expect(ended.map((task) => task.status)).toEqual(['cancelled', 'cancelled']);
+    expect((await getJob(running)).status).toBe('cancelled');
     expect((await getJob(newest)).status).toBe('queued');
     const cancelled = rows(
       "SELECT job_id FROM audit_log WHERE action = 'job_cancelled' AND job_id IN (?, ?)",
@@ -401,6 +396,22 @@ describe('job reads and prepared writes', () => {
     expect(job.reason).toBe(JSON.parse(audits[0]!.details as string).reason);
     const [task] = rows('SELECT cancel_requested_at FROM tasks WHERE job_id = ?', id);
     expect(task!.cancel_requested_at).toMatch(ISO_UTC);
+  });
+
+  it('cancel ends a job set running by a status update', async () => {
+    const id = await trigger('solo', { commit: 'c0ffee0000000000000000000000000000000010' });
+    const running = await server.request('PATCH', `/api/job/${id}/status`, {
+      token: server.adminToken,
+      body: { status: 'running' },
+    });
+    expect(running.status, running.text).toBe(200);
+    const cancel = await server.request('POST', `/api/job/${id}/cancel`, {
+      token: server.adminToken,
+    });
+    expect(cancel.status, cancel.text).toBe(202);
+    const job = await getJob(id);
+    expect(job.status).toBe('cancelled');
+    expect(job.tasks.map((task: { status: string }) => task.status)).toEqual(['cancelled']);
   });
 
   it('reads 404 before create and 200 after', async () => {
