@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { processStartTicks } from '../util/proc.js';
 import {
+  ExecutionError,
   stepHeader,
   type ExecutionResult,
   type ExecutionSpec,
@@ -127,8 +128,13 @@ export class LocalExecutor implements Executor {
     signal: AbortSignal,
   ): Promise<number> {
     const { mark } = marked;
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       let child: ChildProcess;
+      // A step that could not start is Slipway's or the host's failure, not the code's, so it
+      // ends the task as error rather than failure.
+      const notStarted = (error: Error) =>
+        new ExecutionError(`could not start the step: ${error.message}`, { cause: error });
+      let startError: Error | undefined;
       try {
         child = spawn('/bin/sh', ['-c', command], {
           cwd: spec.workspace,
@@ -138,7 +144,7 @@ export class LocalExecutor implements Executor {
         });
       } catch (error) {
         output.note(`[slipway] could not start the step: ${(error as Error).message}`);
-        resolve(127);
+        reject(notStarted(error as Error));
         return;
       }
       const pid = child.pid;
@@ -162,6 +168,7 @@ export class LocalExecutor implements Executor {
       child.stderr?.on('data', (chunk: Buffer) => output.write(chunk));
       child.on('error', (error) => {
         output.note(`[slipway] could not start the step: ${error.message}`);
+        if (child.pid === undefined) startError = error;
       });
 
       let exitCode = 0;
@@ -177,7 +184,9 @@ export class LocalExecutor implements Executor {
         signal.removeEventListener('abort', stop);
         if (pid !== undefined) groups.delete(pid);
         // The next step starts once the processes this one left behind are gone.
-        void (markedKilled ?? Promise.resolve(0)).then(() => resolve(exitCode));
+        void (markedKilled ?? Promise.resolve(0)).then(() =>
+          startError === undefined ? resolve(exitCode) : reject(notStarted(startError)),
+        );
       });
     });
   }

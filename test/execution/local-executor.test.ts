@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExecutionError, type ExecutionSpec } from '../../src/execution/executor.js';
 import { LocalExecutor, processOwner, PROCESS_OWNER_VARIABLE } from '../../src/execution/local.js';
 import {
   makeRepository,
@@ -240,3 +242,40 @@ async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+describe('local executor steps that cannot start', () => {
+  const run = (workspace: string, env: Record<string, string>) => {
+    const lines: string[] = [];
+    const spec: ExecutionSpec = {
+      taskId: 'ci-0000abcd.1.0',
+      jobId: 'ci-0000abcd',
+      attempt: 1,
+      steps: [{ name: 'build', run: 'true' }],
+      env,
+      image: null,
+      network: null,
+      resources: { memory: undefined, cpus: undefined, pids: undefined },
+      workspace,
+      scratch: workspace,
+      labels: {},
+    };
+    const output = { write: () => undefined, note: (line: string) => lines.push(line) };
+    return { lines, result: new LocalExecutor().run(spec, output, new AbortController().signal) };
+  };
+
+  it('raises ExecutionError for a missing workspace', async () => {
+    const { lines, result } = run('/nonexistent/slipway-workspace', {});
+    await expect(result).rejects.toThrow(ExecutionError);
+    await expect(result).rejects.toThrow(/could not start the step: spawn \/bin\/sh ENOENT/);
+    expect(lines.some((line) => line.includes('could not start the step'))).toBe(true);
+  });
+
+  it('raises ExecutionError for an environment too large to start', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-e2big-'));
+    // Linux starts no process with one variable over 128 KiB (MAX_ARG_STRLEN).
+    const { result } = run(dir, { HUGE: 'x'.repeat(200 * 1024) });
+    await expect(result).rejects.toThrow(ExecutionError);
+    await expect(result).rejects.toThrow(/E2BIG/);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
