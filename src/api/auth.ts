@@ -106,7 +106,8 @@ export function registerAuth(
       request.principal = principal;
       const roles = request.routeOptions.config?.roles;
       done(
-        limitFailure(request, reply, token, principal, failures) ?? admit(token, principal, roles),
+        limitFailure(request, reply, token, principal, failures) ??
+          admit(request.headers.authorization, token, principal, roles),
       );
     };
     if (token === undefined) {
@@ -175,22 +176,41 @@ function limitFailure(
  * Authorization carries one set of credentials, so such a request is malformed.
  */
 function hasSecondAuthorization(request: FastifyRequest): boolean {
+  return headerCount(request, 'authorization') > 1;
+}
+
+/**
+ * Counts the request's header lines named `name` (lower case). Node keeps only the first
+ * Authorization line and joins repeated custom headers with ", ", so only the raw headers
+ * show that a header came twice.
+ */
+export function headerCount(request: FastifyRequest, name: string): number {
   const raw = request.raw.rawHeaders;
   let count = 0;
   for (let index = 0; index < raw.length; index += 2) {
-    if (raw[index]!.toLowerCase() === 'authorization') count += 1;
+    if (raw[index]!.toLowerCase() === name) count += 1;
   }
-  return count > 1;
+  return count;
 }
 
 /** Returns the error that rejects the request, or undefined when the route admits it. */
 function admit(
+  header: string | undefined,
   token: string | undefined,
   principal: Principal | undefined,
   roles: readonly TokenRole[] | undefined,
 ): ApiError | undefined {
   if (roles === undefined) return undefined;
   if (token === undefined) {
+    // A Bearer header with more or less than one token, as opposed to another scheme.
+    if (header !== undefined && /^bearer\b/i.test(header)) {
+      return new ApiError(
+        'unauthorized',
+        'malformed Authorization header: send "Authorization: Bearer <token>" with the token and nothing after it',
+        'Authorization',
+        'format',
+      );
+    }
     return new ApiError(
       'unauthorized',
       'missing bearer token: send "Authorization: Bearer <token>" (create one with `slipway token create`)',

@@ -49,7 +49,7 @@ export function parseQueryTime(value: string, field: string): Date {
   if (Number.isNaN(time.getTime())) {
     throw new ApiError(
       'validation_failed',
-      `querystring ${field} "${value}" is not a time this server can use; give one like 2024-01-31T12:00:00Z`,
+      `query parameter ${field} "${value}" is not a time this server can use; give one like 2024-01-31T12:00:00Z`,
       field,
       'format',
     );

@@ -516,7 +516,7 @@ function describeIssue(issue: AjvIssue): string {
       return 'must not repeat an item';
     case 'format':
       return issue.params.format === 'date-time'
-        ? 'must be a date and time such as 2026-01-02T03:04:05Z'
+        ? 'must be a date and time such as 2026-01-02T03:04:05Z (in a query, send a + offset as %2B)'
         : `must be a valid ${String(issue.params.format)}`;
     default:
       return issue.message ?? 'is invalid';

@@ -45,10 +45,12 @@ describe('authentication and roles', () => {
   const tokens = {} as Record<TokenRole, string>;
   let revoked: string;
 
+  let jobs = 0;
+  // A branch per job, because ci cancels the older jobs of a branch.
   const newJob = async () => {
-    const response = await server.request('POST', '/api/trigger/recovery', {
+    const response = await server.request('POST', '/api/trigger/ci', {
       token: server.adminToken,
-      body: { commit: 'abc1234' },
+      body: { commit: 'abc1234', branch: `auth-${++jobs}` },
     });
     return response.body.job_id as string;
   };
@@ -226,6 +228,8 @@ describe('authentication and roles', () => {
     path: string,
     authorizations: string[],
     body?: unknown,
+    /** More header lines, as a flat list of names and values. */
+    extra: string[] = [],
   ): Promise<{ status: number; body: Record<string, unknown> }> {
     const url = new URL(path, server.url);
     const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -242,6 +246,7 @@ describe('authentication and roles', () => {
             url.host,
             ...authorizations.flatMap((value) => ['authorization', value]),
             ...(payload === undefined ? [] : ['content-type', 'application/json']),
+            ...extra,
           ],
         },
         (response) => {
@@ -292,6 +297,31 @@ describe('authentication and roles', () => {
     ]);
     expect(response.status).toBe(400);
     expect(response.body.rule).toBe('single');
+  });
+
+  it('two Idempotency-Key headers: 400', async () => {
+    const before = await countRows(server.context.store.db);
+    const response = await sendWithAuthorizations(
+      'POST',
+      '/api/trigger/ci',
+      [`Bearer ${tokens.trigger}`],
+      { commit: 'abc1234', branch: 'two-keys' },
+      ['idempotency-key', 'key-a', 'idempotency-key', 'key-b'],
+    );
+    expect(response.status).toBe(400);
+    expect(response.body.field).toBe('idempotency-key');
+    expect(response.body.rule).toBe('single');
+    expect(response.body.error).toContain('more than one Idempotency-Key header');
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('text after the token: 401 naming the format', async () => {
+    const response = await server.request('GET', '/api/state', {
+      headers: { authorization: `Bearer ${tokens.read} extra` },
+    });
+    expect(response.status).toBe(401);
+    expect(response.body.rule).toBe('format');
+    expect(response.body.error).toContain('malformed Authorization header');
   });
 
   it('the bearer scheme is case-insensitive', async () => {

@@ -76,7 +76,7 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
         if (query.task === undefined) {
           throw new ApiError(
             'validation_failed',
-            'querystring attempt needs task, since each task counts its own attempts',
+            'query parameter attempt needs task, since each task counts its own attempts',
             'attempt',
             'requires_task',
           );

@@ -8,7 +8,7 @@ import type { AppContext } from '../../app/context.js';
 import { branchNameProblem } from '../../jobs/refs.js';
 import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
 import { findPipeline, triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
-import type { Principal } from '../auth.js';
+import { headerCount, type Principal } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { auditContext } from '../request-context.js';
 import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
@@ -133,7 +133,11 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
   for (const type of DRAFT_TYPES) {
     app.post(
       `/api/trigger/${type}`,
-      { schema: schema(`Queue a ${type} job`), config: { roles: ['trigger'] } },
+      {
+        schema: schema(`Queue a ${type} job`),
+        config: { roles: ['trigger'] },
+        preValidation: (request, _reply, done) => done(checkSingleKey(request)),
+      },
       (request, reply) => handleTrigger(context, type, request, reply),
     );
   }
@@ -161,7 +165,7 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
         const { type } = request.params as { type: string };
         try {
           if (JOB_TYPE_REGEX.test(type)) findPipeline(context, type);
-          done();
+          done(checkSingleKey(request));
         } catch (error) {
           done(error as Error);
         }
@@ -169,6 +173,20 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
     },
     (request, reply) =>
       handleTrigger(context, (request.params as { type: string }).type, request, reply),
+  );
+}
+
+/**
+ * Returns the error for a request with two Idempotency-Key headers. Node joins them into one
+ * value with ", ", which would otherwise be reported as a key with a space.
+ */
+function checkSingleKey(request: FastifyRequest): ApiError | undefined {
+  if (headerCount(request, 'idempotency-key') <= 1) return undefined;
+  return new ApiError(
+    'validation_failed',
+    'the request has more than one Idempotency-Key header; send one',
+    'idempotency-key',
+    'single',
   );
 }
 
