@@ -244,7 +244,7 @@ describe('API endpoints, success paths', () => {
   });
 
   it('health is public and checks the database', async () => {
-    const health = await server.request('GET', '/api/health/status');
+    const health = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(health.status).toBe(200);
     expect(health.body.status).toBe('healthy');
     expect(health.body.components.api.status).toBe('healthy');
@@ -267,7 +267,7 @@ describe('API endpoints, success paths', () => {
         })
         .execute(),
     );
-    const health = await server.request('GET', '/api/health/status');
+    const health = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(health.status).toBe(503);
     expect(health.body.status).toBe('unhealthy');
     // The recorded result of the database check is shown, with its details.
@@ -285,7 +285,9 @@ describe('API endpoints, success paths', () => {
         })
         .execute(),
     );
-    expect((await server.request('GET', '/api/health/status')).status).toBe(200);
+    expect(
+      (await server.request('GET', '/api/health/status', { token: server.adminToken })).status,
+    ).toBe(200);
   });
 
   it('metrics expose job counts and request durations', async () => {

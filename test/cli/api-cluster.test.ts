@@ -44,7 +44,11 @@ describe('slipway api with API_WORKERS', () => {
       const pids = new Set<number>();
       for (let i = 0; i < 200 && pids.size < 2; i++) {
         const response = await fetch(`${api.url}/api/health/status`, {
-          headers: { connection: 'close' },
+          // The details, which name the process, need a token.
+          headers: {
+            connection: 'close',
+            authorization: 'Bearer slw_cluster-admin-token-00000000000000',
+          },
         });
         const body = (await response.json()) as {
           components: { api: { details: { pid: number } } };

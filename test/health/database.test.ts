@@ -45,7 +45,7 @@ describe('database check on a small file system', () => {
   const check = async (name: string) =>
     (await runHealthChecks(server.context, { force: true, names: [name] }))[0]!;
   const details = async (name: string) => {
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     return status.body.components[name].details;
   };
   /** Fills the file system until `freeBytes` are left. */

@@ -199,7 +199,7 @@ recovery:
     );
     const passing = await check('probed');
     expect(passing.status).toBe('healthy');
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     const details = status.body.components.probed.details;
     expect(details.containers[names.probed]).toMatchObject({
       state: 'running',

@@ -56,7 +56,7 @@ describe('http and tcp checks', () => {
     const outcomes = await run();
     expect(outcomes.map((each) => each.name).sort()).toEqual(['web', 'web-port']);
     expect(outcomes.every((each) => each.status === 'healthy')).toBe(true);
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.status).toBe(200);
     expect(status.body.status).toBe('healthy');
     expect(status.body.components.web).toMatchObject({ status: 'healthy' });
@@ -80,7 +80,7 @@ describe('http and tcp checks', () => {
 
     const second = await outcome('web');
     expect(second.status).toBe('unhealthy');
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.status).toBe(503);
     expect(status.body.status).toBe('unhealthy');
     expect(status.body.components.web.details.reason).toContain('HTTP 500');
@@ -113,7 +113,7 @@ describe('http and tcp checks', () => {
     expect(first.status).toBe('unhealthy');
     const second = await outcome('web');
     expect(second.status).toBe('healthy');
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.status).toBe(200);
     expect(status.body.status).toBe('healthy');
     expect((await stateVariable(server, 'HEALTH_WEB'))?.value).toBe('healthy');

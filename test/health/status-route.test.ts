@@ -48,8 +48,20 @@ describe('health status endpoint', () => {
         .execute();
     });
 
+  it('shows details only to token holders', async () => {
+    const anonymous = await server.request('GET', '/api/health/status');
+    expect(anonymous.status).toBe(200);
+    expect(anonymous.body.components.database.status).toBe('healthy');
+    for (const component of Object.values(anonymous.body.components)) {
+      expect((component as { details: unknown }).details).toBeNull();
+    }
+    const reader = await server.token('read', 'health-reader');
+    const read = await server.request('GET', '/api/health/status', { token: reader });
+    expect(read.body.components.database.details.path).toBe(server.context.store.path);
+  });
+
   it('reports api and database before any check', async () => {
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.status).toBe(200);
     expect(Object.keys(status.body.components).sort()).toEqual(['api', 'database']);
     expect(status.body.components.database.status).toBe('healthy');
@@ -59,7 +71,7 @@ describe('health status endpoint', () => {
   it('merges the database check into database', async () => {
     const [outcome] = await runHealthChecks(server.context, { force: true, names: ['database'] });
     expect(outcome?.status).toBe('healthy');
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     const database = status.body.components.database;
     expect(database.status).toBe('healthy');
     expect(database.details.path).toBe(server.context.store.path);
@@ -72,7 +84,7 @@ describe('health status endpoint', () => {
     expect(outcome?.status).toBe('degraded');
     expect(outcome?.reason).toMatch(/above degraded_latency of 100 ms/);
     expect(outcome?.latencyMs).toBeGreaterThanOrEqual(240);
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.status).toBe(200);
     expect(status.body.status).toBe('degraded');
     expect(status.body.components.slow.latency_ms).toBeGreaterThanOrEqual(240);
@@ -80,7 +92,7 @@ describe('health status endpoint', () => {
 
   it('marks a result older than three intervals as stale', async () => {
     await insertMetric('idle', 10_000);
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     const idle = status.body.components.idle;
     expect(idle.status).toBe('degraded');
     expect(idle.age_seconds).toBeGreaterThanOrEqual(10);
@@ -91,14 +103,14 @@ describe('health status endpoint', () => {
   it('shows a recent result of an unlisted check', async () => {
     // Another process (a health monitor with its own pipeline file) may record it.
     await insertMetric('elsewhere', 1000);
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.body.components.elsewhere.status).toBe('healthy');
   });
 
   it('leaves out stale results of unlisted checks', async () => {
     // Three default intervals (HEALTH_CHECK_INTERVAL, 300 s) and a minute more.
     await insertMetric('removed-check', 3 * 300_000 + 60_000);
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.body.components['removed-check']).toBeUndefined();
   });
 });

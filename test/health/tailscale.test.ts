@@ -44,7 +44,7 @@ describe('tailscale check', () => {
     return outcomes[0]!;
   };
   const latestDetails = async (name: string) => {
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     return status.body.components[name].details;
   };
 

@@ -70,7 +70,7 @@ describe('workers check', () => {
     const outcome = await check();
     expect(outcome.status).toBe('degraded');
     expect(outcome.reason).toContain('1 worker(s) sent no heartbeat in the last 2s: worker-a');
-    const status = await server.request('GET', '/api/health/status');
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     const details = status.body.components.workers.details;
     expect(details).toMatchObject({ registered: 2, online: 1, stale: 1 });
     expect(details.workers.map((worker: { id: string }) => worker.id).sort()).toEqual([

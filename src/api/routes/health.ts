@@ -32,7 +32,10 @@ const ComponentSchema = Type.Object({
   latency_ms: Type.Union([Type.Number(), Type.Null()]),
   checked_at: Type.String(),
   age_seconds: Type.Number(),
-  details: Type.Unknown(),
+  details: Type.Unknown({
+    description:
+      'what the check found (database path, process id, worker names and hosts); null unless the request has a valid token of any role',
+  }),
 });
 
 const HealthReply = Type.Object({
@@ -106,7 +109,7 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
         response: { 200: HealthReply, 503: HealthReply },
       },
     },
-    async (_request, reply) => {
+    async (request, reply) => {
       const now = new Date();
       const live = await checkConnection(context, now);
       const components: Record<string, ComponentHealth> = {
@@ -115,6 +118,11 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
       };
       components.database = mergeDatabase(live.database, components.database);
       const status = worstOf(Object.values(components).map((component) => component.status));
+      // Monitors need no token for the statuses, but the details name files, processes and
+      // hosts, which only token holders may see.
+      if (request.principal === undefined) {
+        for (const component of Object.values(components)) component.details = null;
+      }
       reply.code(status === 'unhealthy' ? 503 : 200);
       return { status, checked_at: now.toISOString(), components };
     },
