@@ -542,6 +542,7 @@ const PATTERN_WORDS = new Map<string, string>([
     'must be a lower-case letter followed by up to 62 lower-case letters, digits, underscores, dots or dashes',
   ],
   ['^[a-z_.]{1,64}$', 'must be 1 to 64 lower-case letters, underscores or dots'],
+  ['^[^\\x00-\\x1f\\x7f]+$', 'must not contain control characters'],
   [
     '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$',
     'must be a letter or digit followed by up to 99 letters, digits, underscores, dots, @ or dashes',

@@ -49,6 +49,16 @@ pipelines:
     expect(row?.session).toBe('aaaaaaaa01');
   });
 
+  it('rejects a host name with control characters', async () => {
+    for (const hostname of ['host\u0000a', 'host\na', 'host\u007fa']) {
+      const answer = await register({ name: 'control-chars', hostname });
+      expect(answer.status).toBe(400);
+      expect(answer.body.field).toBe('hostname');
+      expect(answer.body.error).toBe('hostname must not contain control characters');
+    }
+    expect(await workerRow('control-chars')).toBeUndefined();
+  });
+
   it('rejects an online id from another session', async () => {
     expect((await register({ name: 'shared', session: 'session-one' })).status).toBe(200);
     const again = await register({ name: 'shared', session: 'session-one' });

@@ -64,7 +64,8 @@ const RegisterBody = Type.Object(
           'online worker id from another session is rejected with worker_id_in_use',
       }),
     ),
-    hostname: Type.String({ minLength: 1, maxLength: 255 }),
+    // Printable text: the host name is shown in job views, health details and logs.
+    hostname: Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00-\\x1f\\x7f]+$' }),
     executors: Type.Array(Executor, {
       minItems: 1,
       uniqueItems: true,
