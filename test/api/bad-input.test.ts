@@ -299,6 +299,15 @@ const BODY_CASES: BadCase[] = [
     rule: 'maximum',
   },
   {
+    name: 'params that become one environment variable',
+    path: TRIGGER,
+    body: { commit: 'abc1234', params: { 'a-b': 1, 'A.B': 2 } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params.A.B',
+    rule: 'uniqueVariable',
+  },
+  {
     name: '__proto__ key in params',
     path: TRIGGER,
     body: '{"commit":"abc1234","params":{"__proto__":{"polluted":true}}}',

@@ -5,6 +5,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../../app/context.js';
+import { envName } from '../../dispatch/task-spec.js';
 import { branchNameProblem } from '../../jobs/refs.js';
 import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
 import { findPipeline, triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
@@ -292,6 +293,28 @@ export function checkBranchAndParams(body: {
   }
   checkParamNumbers(body.params);
   checkParamSizes(body.params);
+  checkParamVariables(body.params);
+}
+
+/**
+ * Rejects two params that would become the same environment variable (`a-b` and `a_b` are
+ * both SLIPWAY_PARAM_A_B), because the steps would see only one of them.
+ */
+function checkParamVariables(params: Record<string, unknown>): void {
+  const keys = new Map<string, string>();
+  for (const key of Object.keys(params)) {
+    const variable = `SLIPWAY_PARAM_${envName(key)}`;
+    const other = keys.get(variable);
+    if (other !== undefined) {
+      throw new ApiError(
+        'validation_failed',
+        `params.${key} and params.${other} both become the variable ${variable}; rename one`,
+        `params.${key}`,
+        'uniqueVariable',
+      );
+    }
+    keys.set(variable, key);
+  }
 }
 
 /**
