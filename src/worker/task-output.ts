@@ -1,7 +1,8 @@
 /**
  * A task's output on its way to the API: bytes are decoded as UTF-8 (invalid sequences
- * become U+FFFD), secrets are replaced by `***`, and the text is uploaded in order, in
- * chunks, each with its byte offset so a retried upload is not stored twice. Nothing
+ * become U+FFFD), secrets and Slipway API tokens are replaced by `***`, and the text is
+ * uploaded in order, in chunks, each with its byte offset so a retried upload is not stored
+ * twice. Nothing
  * unmasked leaves this class: the last characters are held back until more output shows
  * they do not begin a secret.
  */
@@ -75,7 +76,7 @@ export class TaskOutput implements OutputSink {
   #push(text: string, flushHeld: boolean): void {
     if (text.length > 0) this.#endsWithNewline = text.endsWith('\n');
     let buffer = mask(this.#held + text, this.#secrets);
-    let keep = flushHeld ? 0 : Math.min(this.#hold, buffer.length);
+    let keep = flushHeld ? 0 : Math.min(Math.max(this.#hold, apiTokenTail(buffer)), buffer.length);
     // Never split a surrogate pair between the part sent and the part held.
     if (keep > 0 && isHighSurrogate(buffer.charCodeAt(buffer.length - keep - 1))) keep += 1;
     this.#held = buffer.slice(buffer.length - keep);
@@ -143,13 +144,28 @@ export class TaskOutput implements OutputSink {
   }
 }
 
-/** Replaces every occurrence of each secret with `***`. */
+/**
+ * A Slipway API token (`slw_` and 32 URL-safe characters, see store/tokens.ts). A step that
+ * prints one, such as the worker's own token read from its environment or a file, would
+ * otherwise show it to every reader of the job's logs.
+ */
+const API_TOKEN = /slw_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])/g;
+/** The end of a text that may be the start of an API token continued in the next chunk. */
+const API_TOKEN_START = /s(?:l(?:w(?:_[A-Za-z0-9_-]{0,32})?)?)?$/;
+
+/** Replaces every occurrence of each secret, and every Slipway API token, with `***`. */
 export function mask(text: string, secrets: readonly string[]): string {
   let masked = text;
   for (const secret of secrets) {
     if (masked.includes(secret)) masked = masked.split(secret).join(MASK);
   }
+  if (masked.includes('slw_')) masked = masked.replace(API_TOKEN, MASK);
   return masked;
+}
+
+/** Returns how many characters at the end of `text` could begin an API token. */
+function apiTokenTail(text: string): number {
+  return API_TOKEN_START.exec(text)?.[0].length ?? 0;
 }
 
 function isHighSurrogate(code: number): boolean {

@@ -68,4 +68,25 @@ describe('task output uploads', () => {
     expect(failures).toHaveLength(1);
     expect(failures[0]!.repeats_skipped).toBe(0);
   });
+
+  it('masks API tokens, also across chunks', async () => {
+    received.length = 0;
+    const output = new TaskOutput({
+      client: new AgentClient(url, 'slw_test-agent-token'),
+      taskId: 'ci-00000001.1.0',
+      workerId: 'worker-a',
+      attempt: 1,
+      secrets: [],
+      logger: pino({ level: 'silent' }),
+    });
+    const token = `slw_${'A1b2-C3d4_'.repeat(3)}xy`;
+    output.write(Buffer.from(`token=${token}\nsplit=${token.slice(0, 9)}`));
+    output.write(Buffer.from(`${token.slice(9)} done\n`));
+    output.write(Buffer.from('slw_short is no token\n'));
+    await output.close();
+
+    const text = received.join('');
+    expect(text).not.toContain(token);
+    expect(text).toBe('token=***\nsplit=*** done\nslw_short is no token\n');
+  });
 });
