@@ -228,7 +228,11 @@ export async function buildServer(
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const apiError = toApiError(error, api.bodyLimitBytes);
-    if (apiError.status >= 500) {
+    if (apiError.status >= 500 && error instanceof ApiError) {
+      // A 5xx the code chose (GitHub not configured, a recovery that failed) is an expected
+      // outcome with its own message, not a bug, so it needs no stack trace.
+      request.log.warn({ code: apiError.code, error: apiError.message }, 'request failed');
+    } else if (apiError.status >= 500) {
       request.log.error({ err: error }, 'request failed');
     } else if (apiError.code === 'rate_limited') {
       void reply.header('retry-after', reply.getHeader('retry-after') ?? '60');

@@ -72,6 +72,9 @@ describe('process logs', { timeout: 120_000 }, () => {
       );
       expect(heartbeat.status).toBeGreaterThanOrEqual(400);
       expect(heartbeat.status).toBeLessThan(500);
+      // GitHub is not configured here, so the sync answers 503 by design.
+      const sync = await send(ADMIN_TOKEN, 'log-sync', { body: '{}' }, '/api/sync-variables');
+      expect(sync.status).toBe(503);
     } finally {
       await api.stop();
     }
@@ -109,6 +112,10 @@ describe('process logs', { timeout: 120_000 }, () => {
       expect(completed!.level).toBe(30);
     }
     expect(forRequest('log-read').length).toBeGreaterThan(0);
+    const syncFailed = forRequest('log-sync').find((line) => line.msg === 'request failed');
+    expect(syncFailed?.level).toBe(40);
+    expect(syncFailed?.err).toBeUndefined();
+    expect(JSON.stringify(forRequest('log-sync'))).not.toContain('    at ');
     expect(forRequest('log-heartbeat')).toEqual([]);
     expect(lines.some((line) => line.msg.includes('stopping'))).toBe(true);
   });
