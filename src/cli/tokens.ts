@@ -21,6 +21,13 @@ function parseName(value: string): string {
   if (!NAME_PATTERN.test(value)) {
     throw new InvalidArgumentError('must be 1 to 64 letters, digits, ".", "_", "@" or "-"');
   }
+  // Token ids keep growing, so a name made only of digits is sooner or later another token's
+  // id, and `slipway token revoke NAME` would then need --name.
+  if (/^[0-9]+$/.test(value)) {
+    throw new InvalidArgumentError(
+      'must contain a character other than a digit, because `slipway token revoke` also takes ids',
+    );
+  }
   return value;
 }
 

@@ -217,6 +217,22 @@ describe('slipway token', { timeout: 120_000 }, () => {
     expect(unknown.stderr).toContain('no token named or numbered nobody');
   });
 
+  it('create rejects names of only digits', async () => {
+    const env = { SLIPWAY_DATA_DIR: dataDir };
+    const digits = await runCli(['token', 'create', '--name', '42', '--role', 'read'], env);
+    expect(digits.code).toBe(2);
+    expect(digits.stdout).toBe('');
+    expect(digits.stderr).toContain("option '--name <name>' argument '42' is invalid");
+    expect(digits.stderr).toContain('must contain a character other than a digit');
+    const count = readOnly(dataDir, (sqlite) =>
+      sqlite.prepare("SELECT count(*) AS n FROM api_tokens WHERE name = '42'").get(),
+    ) as { n: number };
+    expect(count.n).toBe(0);
+
+    const mixed = await runCli(['token', 'create', '--name', 'runner-42', '--role', 'read'], env);
+    expect(mixed.code, mixed.stderr).toBe(0);
+  });
+
   it('revoke rejects an argument that is an id and a name', async () => {
     const fresh = makeTempDir('slipway-token-ambiguous-');
     const env = { SLIPWAY_DATA_DIR: fresh };
