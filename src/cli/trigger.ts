@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { parseDuration } from '../util/time.js';
+import { formatDuration, parseDuration } from '../util/time.js';
 import { followJob, type FollowResult } from './follow-job.js';
 import { CliError, loadCliConfig, runCommand } from './run.js';
 import { SlipwayClient } from './slipway-client.js';
@@ -49,10 +49,30 @@ interface TriggerOptions {
   cancelOnInterrupt: boolean;
 }
 
+const DEFAULT_POLL_INTERVAL_MS = 2_000;
+
+/**
+ * Maximum --poll-interval. Logs stream as they are written, so the interval only decides how
+ * soon the CLI notices new tasks, the end of the job and a dropped log stream. The limit also
+ * catches a count of milliseconds typed as a bare number, which means seconds (2000 would be
+ * 33m20s), and keeps the interval far below the 2^31-1 ms that Node's setTimeout accepts.
+ */
+const MAX_POLL_INTERVAL_MS = 5 * 60_000;
+
 function parseMs(value: string): number {
   const ms = parseDuration(value);
   if (ms === undefined || ms <= 0) {
     throw new InvalidArgumentError('a duration such as 90s, 20m or 1h30m');
+  }
+  return ms;
+}
+
+function parsePollInterval(value: string): number {
+  const ms = parseMs(value);
+  if (ms > MAX_POLL_INTERVAL_MS) {
+    throw new InvalidArgumentError(
+      `must be at most ${formatDuration(MAX_POLL_INTERVAL_MS)}, got ${formatDuration(ms)}`,
+    );
   }
   return ms;
 }
@@ -95,12 +115,19 @@ export function registerTriggerCommands(program: Command): void {
     )
     .option('--idempotency-key <key>', 'sent as Idempotency-Key; a repeat returns the same job')
     .option('--wait', 'follow the logs and exit with the job result')
-    .option('--timeout <duration>', 'with --wait, stop waiting after this long (e.g. 45m)', parseMs)
     .option(
-      '--poll-interval <duration>',
-      'how often to check the job while waiting',
+      '--timeout <duration>',
+      'with --wait, stop waiting after this long (e.g. 45m or 1h30m; a bare number is seconds)',
       parseMs,
-      2_000,
+    )
+    .addOption(
+      new Option(
+        '--poll-interval <duration>',
+        'with --wait, how often to check the job (e.g. 2s or 500ms; a bare number is seconds; ' +
+          `at most ${formatDuration(MAX_POLL_INTERVAL_MS)})`,
+      )
+        .argParser(parsePollInterval)
+        .default(DEFAULT_POLL_INTERVAL_MS, formatDuration(DEFAULT_POLL_INTERVAL_MS)),
     )
     .option('--cancel-on-timeout', 'cancel the job when --timeout passes')
     .option('--no-cancel-on-interrupt', 'leave the job running on SIGINT or SIGTERM')

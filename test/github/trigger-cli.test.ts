@@ -223,6 +223,56 @@ describe('slipway trigger', () => {
     expect(result.stderr).toContain('cannot reach the Slipway API');
   });
 
+  it('help shows the poll interval default in seconds', async () => {
+    const result = await runCli(['trigger', '--help'], {});
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/--poll-interval <duration>[^]*\(default: 2s\)/);
+    expect(result.stdout).not.toContain('(default: 2000)');
+    expect(result.stdout).toContain('a bare number is seconds');
+  });
+
+  it('rejects a poll interval over 5m', async () => {
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--wait', '--poll-interval', '25d'],
+      env(),
+      10_000,
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("option '--poll-interval <duration>' argument '25d'");
+    expect(result.stderr).toContain('must be at most 5m');
+    expect(result.stderr).not.toContain('TimeoutOverflowWarning');
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(jobs.body.jobs).toEqual([]);
+  });
+
+  it('waits with a --timeout of 25d', async () => {
+    const commit = nextCommit();
+    const run = runCli(
+      [
+        'trigger',
+        'ci',
+        '--commit',
+        commit,
+        '--wait',
+        '--timeout',
+        '25d',
+        '--poll-interval',
+        '200ms',
+      ],
+      env(),
+    );
+    const jobId = await jobIdFor(commit);
+    const [task] = await agent.claimJob(jobId, 1);
+    await agent.finish(task!, 'success');
+    const result = await run;
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain(`job ${jobId} ended success`);
+    expect(result.stderr).not.toContain('TimeoutOverflowWarning');
+  });
+
   it('exits 2 without SLIPWAY_TOKEN', async () => {
     const result = await runCli(['trigger', 'ci', '--commit', nextCommit()], {
       SLIPWAY_API_URL: server.url,
