@@ -44,6 +44,8 @@ done
 [[ "$timeout" =~ ^[0-9]+$ && "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
   die "--timeout and --poll-interval take seconds"
 api="${SLIPWAY_API_URL%/}"
+# The URL as messages show it, with any user name and password replaced by ***.
+shown_api=$(sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@#\1***@#' <<<"$api")
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
@@ -53,7 +55,7 @@ call() {
   local args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"
     -H "Authorization: Bearer $SLIPWAY_TOKEN" -H 'Content-Type: application/json')
   [[ -n "$data" ]] && args+=(--data "$data")
-  status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $api" 8
+  status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $shown_api" 8
   if [[ "$status" != 2* ]]; then
     die "$method $path failed with $status: $(jq -r '.error // .' "$workdir/body" 2>/dev/null)" 8
   fi

@@ -273,6 +273,32 @@ describe('slipway trigger', () => {
     expect(result.stderr).not.toContain('TimeoutOverflowWarning');
   });
 
+  it('hides credentials in the API URL', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as net.AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', nextCommit()],
+      env({ SLIPWAY_API_URL: `http://user:s3cret-pw@127.0.0.1:${port}` }),
+    );
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain(`cannot reach the Slipway API at http://***@127.0.0.1:${port}`);
+    expect(result.stderr).not.toContain('s3cret-pw');
+    expect(result.stderr).not.toContain('user:');
+  });
+
+  it('hides credentials in an invalid API URL', async () => {
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', nextCommit()],
+      env({ SLIPWAY_API_URL: 'ftp://user:s3cret-pw@127.0.0.1:5400' }),
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('SLIPWAY_API_URL');
+    expect(result.stderr).toContain('ftp://***@127.0.0.1:5400');
+    expect(result.stderr).not.toContain('s3cret-pw');
+  });
+
   it('exits 2 without SLIPWAY_TOKEN', async () => {
     const result = await runCli(['trigger', 'ci', '--commit', nextCommit()], {
       SLIPWAY_API_URL: server.url,

@@ -232,6 +232,16 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(job.body.status).toBe('cancelled');
   });
 
+  it('hides credentials in the API URL', async () => {
+    const result = await runScript(['ci', '--commit', 'fe'.repeat(20)], {
+      SLIPWAY_API_URL: 'http://user:s3cret-pw@127.0.0.1:1',
+      SLIPWAY_TOKEN: 'slw_unused',
+    });
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain('cannot reach the Slipway API at http://***@127.0.0.1:1');
+    expect(result.stderr).not.toContain('s3cret-pw');
+  });
+
   it('exits 8 when the token is rejected', async () => {
     const result = await runScript(['ci', '--commit', 'ef'.repeat(20)], {
       SLIPWAY_API_URL: server.url,
