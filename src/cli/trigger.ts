@@ -136,9 +136,26 @@ export function registerTriggerCommands(program: Command): void {
       `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://127.0.0.1:5000)\n` +
         `  SLIPWAY_TOKEN    token with the trigger role\n\nExit codes with --wait:\n${EXIT_HELP}\n`,
     )
-    .action(async (type: string, options: TriggerOptions) => {
+    .action(async (type: string, options: TriggerOptions, command: Command) => {
+      rejectAttemptWithoutRunId(options, command);
       await runCommand(() => runTrigger(type, options));
     });
+}
+
+/**
+ * Exits 2 when a GitHub run attempt comes without its run id. An attempt number identifies
+ * nothing alone, and the API rejects such a request with 400.
+ */
+function rejectAttemptWithoutRunId(options: TriggerOptions, command: Command): void {
+  if (options.githubRunAttempt === undefined || options.githubRunId !== undefined) return;
+  const source =
+    command.getOptionValueSource('githubRunAttempt') === 'env'
+      ? ' (set from GITHUB_RUN_ATTEMPT)'
+      : '';
+  command.error(
+    `error: option '--github-run-attempt <n>'${source} requires option '--github-run-id <id>' ` +
+      '(or GITHUB_RUN_ID); give both or neither',
+  );
 }
 
 async function runTrigger(type: string, options: TriggerOptions): Promise<void> {
@@ -154,11 +171,8 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   if (options.branch !== undefined) body.branch = options.branch;
   if (options.pythonVersions !== undefined) body.python_versions = options.pythonVersions;
   if (Object.keys(options.param).length > 0) body.params = options.param;
-  if (options.githubRunId !== undefined) {
-    body.github_run_id = options.githubRunId;
-    // An attempt alone identifies nothing, and the API rejects it.
-    if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
-  }
+  if (options.githubRunId !== undefined) body.github_run_id = options.githubRunId;
+  if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
 
   const created = await client.trigger(type, body, options.idempotencyKey);
   process.stderr.write(

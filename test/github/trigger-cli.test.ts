@@ -273,6 +273,26 @@ describe('slipway trigger', () => {
     expect(result.stderr).not.toContain('TimeoutOverflowWarning');
   });
 
+  it('rejects a run attempt without run id', async () => {
+    const cases: Array<{ args: string[]; extraEnv: Record<string, string>; source: string }> = [
+      { args: ['--github-run-attempt', '2'], extraEnv: {}, source: '' },
+      { args: [], extraEnv: { GITHUB_RUN_ATTEMPT: '2' }, source: ' (set from GITHUB_RUN_ATTEMPT)' },
+    ];
+    for (const { args, extraEnv, source } of cases) {
+      const commit = nextCommit();
+      const result = await runCli(['trigger', 'ci', '--commit', commit, ...args], env(extraEnv));
+      expect(result.code).toBe(2);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toContain(
+        `option '--github-run-attempt <n>'${source} requires option '--github-run-id <id>'`,
+      );
+      const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+        token: server.adminToken,
+      });
+      expect(jobs.body.jobs).toEqual([]);
+    }
+  });
+
   it('hides credentials in the API URL', async () => {
     const closed = net.createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
