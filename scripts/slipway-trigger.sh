@@ -29,6 +29,9 @@ while (($#)); do
     --python-versions) versions="${2:?--python-versions needs a value}"; shift 2 ;;
     --param)
       [[ "${2:-}" == *=* ]] || die "--param needs KEY=VALUE"
+      if jq -e --arg k "${2%%=*}" 'has($k)' <<<"$params" >/dev/null; then
+        die "--param key \"${2%%=*}\" is repeated, but each key may appear only once"
+      fi
       params=$(jq -c --arg k "${2%%=*}" --arg v "${2#*=}" '. + {($k): $v}' <<<"$params")
       shift 2 ;;
     --wait) wait=true; shift ;;

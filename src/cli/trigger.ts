@@ -80,7 +80,11 @@ function parsePollInterval(value: string): number {
 function collectParam(value: string, previous: Record<string, string>): Record<string, string> {
   const split = value.indexOf('=');
   if (split <= 0) throw new InvalidArgumentError('KEY=VALUE');
-  return { ...previous, [value.slice(0, split)]: value.slice(split + 1) };
+  const key = value.slice(0, split);
+  if (Object.hasOwn(previous, key)) {
+    throw new InvalidArgumentError(`key "${key}" is repeated, but each key may appear only once`);
+  }
+  return { ...previous, [key]: value.slice(split + 1) };
 }
 
 function parseList(value: string): string[] {
@@ -104,7 +108,12 @@ export function registerTriggerCommands(program: Command): void {
       'comma-separated values for the python_versions axis',
       parseList,
     )
-    .option('--param <key=value>', 'extra pipeline parameter; repeat for more', collectParam, {})
+    .option(
+      '--param <key=value>',
+      'extra pipeline parameter; repeat for more keys, each key once',
+      collectParam,
+      {},
+    )
     .addOption(
       new Option('--github-run-id <id>', 'GitHub run id, for idempotent re-runs').env(
         'GITHUB_RUN_ID',

@@ -293,6 +293,35 @@ describe('slipway trigger', () => {
     }
   });
 
+  it('rejects a repeated --param key', async () => {
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--param', 'a=1', '--param', 'a=2'],
+      env(),
+    );
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain("option '--param <key=value>' argument 'a=2' is invalid");
+    expect(result.stderr).toContain('key "a" is repeated');
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(jobs.body.jobs).toEqual([]);
+  });
+
+  it('sends distinct --param keys', async () => {
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--param', 'a=1', '--param', 'constructor=2'],
+      env(),
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const job = await server.request('GET', `/api/job/${result.stdout.trim()}`, {
+      token: server.adminToken,
+    });
+    expect(job.body.params).toEqual({ a: '1', constructor: '2' });
+  });
+
   it('hides credentials in the API URL', async () => {
     const closed = net.createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

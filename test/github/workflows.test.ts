@@ -232,6 +232,16 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(job.body.status).toBe('cancelled');
   });
 
+  it('rejects a repeated --param key', async () => {
+    const result = await runScript(
+      ['ci', '--commit', 'fd'.repeat(20), '--param', 'a=1', '--param', 'a=2'],
+      { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') },
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--param key "a" is repeated');
+    expect(result.stdout).toBe('');
+  });
+
   it('hides credentials in the API URL', async () => {
     const result = await runScript(['ci', '--commit', 'fe'.repeat(20)], {
       SLIPWAY_API_URL: 'http://user:s3cret-pw@127.0.0.1:1',
