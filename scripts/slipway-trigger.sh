@@ -124,7 +124,7 @@ while :; do
         >/dev/null || true
     fi
     output status wait_timeout
-    die "job $job_id still running after --timeout ${timeout}s" 7
+    die "job $job_id still $status after --timeout ${timeout}s" 7
   fi
   sleep "$poll" & wait $! || true
 done

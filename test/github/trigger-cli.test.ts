@@ -176,10 +176,54 @@ describe('slipway trigger', () => {
       env(),
     );
     expect(result.code).toBe(7);
-    expect(result.stderr).toContain('still running after --timeout 1s; cancel requested');
+    expect(result.stderr).toContain('still queued after --timeout 1s; cancel requested');
     const jobId = result.stdout.trim().split('\n')[0]!;
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
+  });
+
+  it('names a waiting job after --timeout', async () => {
+    const commit = nextCommit();
+    const ci = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: { commit },
+    });
+    expect(ci.status).toBe(201);
+    const result = await runCli(
+      ['trigger', 'integration-tests', '--commit', commit, '--wait', '--timeout', '1s'],
+      env(),
+    );
+    expect(result.code).toBe(7);
+    expect(result.stderr).toContain('ended wait_timeout: still waiting after --timeout 1s');
+    await server.request('POST', `/api/job/${ci.body.job_id}/cancel`, {
+      token: server.adminToken,
+    });
+  });
+
+  it('names a running job after --timeout', async () => {
+    const commit = nextCommit();
+    const run = runCli(
+      [
+        'trigger',
+        'ci',
+        '--commit',
+        commit,
+        '--wait',
+        '--timeout',
+        '3s',
+        '--poll-interval',
+        '200ms',
+        '--cancel-on-timeout',
+      ],
+      env(),
+    );
+    const jobId = await jobIdFor(commit);
+    await agent.claimJob(jobId, 1);
+    const result = await run;
+    expect(result.code).toBe(7);
+    expect(result.stderr).toContain(
+      `job ${jobId} ended wait_timeout: still running after --timeout 3s; cancel requested`,
+    );
   });
 
   it('cancels the job on SIGTERM', async () => {

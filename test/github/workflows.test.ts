@@ -227,6 +227,7 @@ describe('scripts/slipway-trigger.sh', () => {
       env,
     );
     expect(result.code).toBe(7);
+    expect(result.stderr).toContain('still queued after --timeout 1s');
     const jobId = result.stdout.trim().split('\n')[0]!;
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
