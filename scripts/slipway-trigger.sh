@@ -29,6 +29,9 @@ while (($#)); do
     --python-versions) versions="${2:?--python-versions needs a value}"; shift 2 ;;
     --param)
       [[ "${2:-}" == *=* ]] || die "--param needs KEY=VALUE"
+      if jq -e --arg k "${2%%=*}" 'has($k)' <<<"$params" >/dev/null; then
+        die "--param key \"${2%%=*}\" is repeated, but each key may appear only once"
+      fi
       params=$(jq -c --arg k "${2%%=*}" --arg v "${2#*=}" '. + {($k): $v}' <<<"$params")
       shift 2 ;;
     --wait) wait=true; shift ;;
@@ -44,6 +47,8 @@ done
 [[ "$timeout" =~ ^[0-9]+$ && "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
   die "--timeout and --poll-interval take seconds"
 api="${SLIPWAY_API_URL%/}"
+# The URL as messages show it, with any user name and password replaced by ***.
+shown_api=$(sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@#\1***@#' <<<"$api")
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
@@ -53,7 +58,7 @@ call() {
   local args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"
     -H "Authorization: Bearer $SLIPWAY_TOKEN" -H 'Content-Type: application/json')
   [[ -n "$data" ]] && args+=(--data "$data")
-  status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $api" 8
+  status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $shown_api" 8
   if [[ "$status" != 2* ]]; then
     die "$method $path failed with $status: $(jq -r '.error // .' "$workdir/body" 2>/dev/null)" 8
   fi
@@ -119,7 +124,7 @@ while :; do
         >/dev/null || true
     fi
     output status wait_timeout
-    die "job $job_id still running after --timeout ${timeout}s" 7
+    die "job $job_id still $status after --timeout ${timeout}s" 7
   fi
   sleep "$poll" & wait $! || true
 done

@@ -72,11 +72,13 @@ class JobFollower {
     const deadline =
       this.options.timeoutMs === undefined ? Infinity : Date.now() + this.options.timeoutMs;
     let failures = 0;
+    let lastStatus: string | undefined;
     for (;;) {
       let job: JobResponse | undefined;
       try {
         job = await this.client.job(this.jobId);
         failures = 0;
+        lastStatus = job.status;
       } catch (error) {
         failures += 1;
         if (failures >= MAX_POLL_FAILURES) throw error;
@@ -90,7 +92,7 @@ class JobFollower {
         }
       }
       if (this.#interrupt !== undefined) return this.#interrupted(this.#interrupt);
-      if (Date.now() >= deadline) return this.#timedOut();
+      if (Date.now() >= deadline) return this.#timedOut(lastStatus);
       await this.#sleep(Math.min(this.options.pollIntervalMs, deadline - Date.now()));
     }
   }
@@ -152,8 +154,16 @@ class JobFollower {
     return { status: 'cancelled', reason };
   }
 
-  async #timedOut(): Promise<FollowResult> {
-    let reason = `still running after --timeout ${formatDuration(this.options.timeoutMs ?? 0)}`;
+  /**
+   * Builds the wait_timeout result and, with --cancel-on-timeout, cancels the job. `lastStatus`
+   * is the job's status at the last poll that succeeded, or undefined when none did.
+   */
+  async #timedOut(lastStatus: string | undefined): Promise<FollowResult> {
+    const timeout = `--timeout ${formatDuration(this.options.timeoutMs ?? 0)}`;
+    let reason =
+      lastStatus === undefined
+        ? `status unknown after ${timeout}, because no status poll succeeded`
+        : `still ${lastStatus} after ${timeout}`;
     if (this.options.cancelOnTimeout) {
       await this.client
         .cancel(this.jobId, `slipway trigger --timeout passed`)

@@ -1,6 +1,7 @@
 /**
  * The container images' HEALTHCHECK command: `node dist/cli/healthcheck.js`. Exits 0 when
- * healthy and 1 when not. It imports nothing from the rest of Slipway, so it starts fast.
+ * healthy and 1 when not. It imports nothing from the rest of Slipway but a small URL helper,
+ * so it starts fast.
  *
  * In the `api` and `all` roles it reads GET /api/health/status on this container's port. The
  * container counts as healthy when the API responds and its own `api` component, which covers
@@ -12,6 +13,8 @@
  * A worker is healthy while the API it claims tasks from responds. The orchestrator and the
  * health monitor serve no HTTP, so their liveness is the process itself and this exits 0.
  */
+
+import { redactUrl, redactUrls } from '../util/url.js';
 
 const TIMEOUT_MS = 4000;
 
@@ -38,7 +41,7 @@ async function checkWorker(port: string): Promise<boolean> {
   const base = process.env.SLIPWAY_API_URL?.trim() || `http://127.0.0.1:${port}`;
   const url = `${base.replace(/\/+$/, '')}/api/health/status`;
   const { code } = await fetchHealth(url);
-  console.log(`${url}: HTTP ${code}`);
+  console.log(`${redactUrl(url)}: HTTP ${code}`);
   return true;
 }
 
@@ -55,7 +58,8 @@ let healthy: boolean;
 try {
   healthy = await check();
 } catch (error) {
-  console.log(`health check failed: ${error instanceof Error ? error.message : String(error)}`);
+  const message = error instanceof Error ? error.message : String(error);
+  console.log(`health check failed: ${redactUrls(message)}`);
   healthy = false;
 }
 process.exit(healthy ? 0 : 1);

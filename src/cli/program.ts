@@ -7,6 +7,7 @@ import { registerOrchestratorCommands } from './orchestrator.js';
 import { registerRoleCommands } from './roles.js';
 import { registerTokenCommands } from './tokens.js';
 import { registerTriggerCommands } from './trigger.js';
+import { redactUrls } from '../util/url.js';
 import { CliError } from './run.js';
 
 export const program = new Command('slipway')
@@ -34,7 +35,8 @@ try {
   } else {
     process.exitCode = error instanceof CliError ? error.exitCode : 1;
     if (!(error instanceof CliError && error.reported)) {
-      process.stderr.write(`slipway: ${error instanceof Error ? error.message : String(error)}\n`);
+      const message = error instanceof Error ? error.message : String(error);
+      process.stderr.write(`slipway: ${redactUrls(message)}\n`);
     }
   }
 }

@@ -1,4 +1,5 @@
 /** A small client for the Slipway HTTP API, used by `slipway trigger`. */
+import { redactUrl, redactUrls } from '../util/url.js';
 import { CliError } from './run.js';
 
 /** Exit code for an API that cannot be reached or rejects a request (see trigger.ts). */
@@ -75,8 +76,9 @@ export class SlipwayClient {
     } catch (error) {
       if (init.signal?.aborted === true) throw error;
       const cause = (error as { cause?: { message?: string } }).cause?.message ?? String(error);
+      // fetch rejects a URL with a user name or password and puts the URL in its message.
       throw new CliError(
-        `cannot reach the Slipway API at ${this.baseUrl}: ${cause}`,
+        `cannot reach the Slipway API at ${redactUrl(this.baseUrl)}: ${redactUrls(cause)}`,
         API_EXIT_CODE,
       );
     }

@@ -1,10 +1,10 @@
 /** `slipway token create|list|revoke`: API tokens, stored hashed; shown in clear only once. */
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
 import type { Kysely } from 'kysely';
-import { TOKEN_ROLES, type Database, type TokenRole } from '../store/schema.js';
-import { createToken, listTokens, revokeToken } from '../store/tokens.js';
+import { TOKEN_ROLES, type Database, type TokenRole, type TokenRow } from '../store/schema.js';
+import { createToken, findTokensByNameOrId, listTokens, revokeToken } from '../store/tokens.js';
 import { appendAudit } from '../store/audit.js';
 import { CliError, loadCliConfig, runCommand } from './run.js';
 
@@ -20,6 +20,13 @@ function parseRole(value: string): TokenRole {
 function parseName(value: string): string {
   if (!NAME_PATTERN.test(value)) {
     throw new InvalidArgumentError('must be 1 to 64 letters, digits, ".", "_", "@" or "-"');
+  }
+  // Token ids keep growing, so a name made only of digits is sooner or later another token's
+  // id, and `slipway token revoke NAME` would then need --name.
+  if (/^[0-9]+$/.test(value)) {
+    throw new InvalidArgumentError(
+      'must contain a character other than a digit, because `slipway token revoke` also takes ids',
+    );
   }
   return value;
 }
@@ -124,23 +131,94 @@ export function registerTokenCommands(program: Command): void {
   token
     .command('revoke')
     .description('revoke a token by name or id; it stops working within seconds')
-    .argument('<name-or-id>')
-    .action(async (nameOrId: string) => {
+    .argument('[name-or-id]', 'token name, or id as `slipway token list` shows it')
+    .addOption(
+      new Option('--id <id>', 'revoke the token with this id').argParser(parseId).conflicts('name'),
+    )
+    .option('--name <name>', 'revoke the token with this name, even one made only of digits')
+    .action(async (nameOrId: string | undefined, options: RevokeOptions, command: Command) => {
+      const targets = [nameOrId, options.id, options.name].filter((value) => value !== undefined);
+      if (targets.length !== 1) {
+        command.error('error: give exactly one of NAME-OR-ID, --id ID or --name NAME');
+      }
       await runCommand(async () => {
         const revoked = await withStore((store) =>
           store.write(async (trx) => {
-            const count = await revokeToken(trx, nameOrId);
-            if (count > 0) {
-              await appendAudit(trx, cliAudit(), {
-                action: 'token_revoked',
-                details: { token: nameOrId, count },
-              });
+            const row = await pickToken(trx, nameOrId, options);
+            if (row.revoked_at !== null) {
+              throw new CliError(`token ${describeToken(row)} is already revoked`);
             }
-            return count;
+            await revokeToken(trx, { id: row.id });
+            await appendAudit(trx, cliAudit(), {
+              action: 'token_revoked',
+              details: { token: row.name, id: row.id, count: 1 },
+            });
+            return row;
           }),
         );
-        if (revoked === 0) throw new CliError(`no active token named or numbered ${nameOrId}`);
-        process.stdout.write(`revoked ${revoked} token(s)\n`);
+        process.stdout.write(`revoked token ${describeToken(revoked)}\n`);
       });
     });
+}
+
+interface RevokeOptions {
+  id?: number;
+  name?: string;
+}
+
+function parseId(value: string): number {
+  if (!/^[1-9][0-9]{0,14}$/.test(value)) {
+    throw new InvalidArgumentError('must be a token id, a positive integer');
+  }
+  return Number(value);
+}
+
+function describeToken(row: Pick<TokenRow, 'id' | 'name'>): string {
+  return `"${row.name}" (id ${row.id})`;
+}
+
+/**
+ * Finds the token that `slipway token revoke` names, revoked or not. A bare argument made
+ * only of digits can be one token's id and another token's name. Such an argument is rejected
+ * with exit code 2, so the caller picks one token with --id or --name.
+ */
+async function pickToken(
+  db: Kysely<Database>,
+  nameOrId: string | undefined,
+  options: RevokeOptions,
+): Promise<TokenRow> {
+  if (options.id !== undefined) {
+    const row = await db
+      .selectFrom('api_tokens')
+      .selectAll()
+      .where('id', '=', options.id)
+      .executeTakeFirst();
+    if (row === undefined) throw new CliError(`token id ${options.id} not found`);
+    return row;
+  }
+  if (options.name !== undefined) {
+    const row = await db
+      .selectFrom('api_tokens')
+      .selectAll()
+      .where('name', '=', options.name)
+      .executeTakeFirst();
+    if (row === undefined) throw new CliError(`token named "${options.name}" not found`);
+    return row;
+  }
+  const text = nameOrId ?? '';
+  const rows = await findTokensByNameOrId(db, text);
+  if (rows.length === 0) throw new CliError(`no token named or numbered ${text}`);
+  if (rows.length > 1) {
+    const matches = rows.map((row) => {
+      const state = row.revoked_at === null ? 'active' : 'revoked';
+      return `  id ${row.id}, named "${row.name}" (${state})`;
+    });
+    throw new CliError(
+      `"${text}" is both a token id and another token's name, so nothing was revoked:\n` +
+        `${matches.join('\n')}\n` +
+        `Run \`slipway token revoke --id ${text}\` or \`slipway token revoke --name ${text}\`.`,
+      2,
+    );
+  }
+  return rows[0]!;
 }

@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { parseDuration } from '../util/time.js';
+import { formatDuration, parseDuration } from '../util/time.js';
 import { followJob, type FollowResult } from './follow-job.js';
 import { CliError, loadCliConfig, runCommand } from './run.js';
 import { SlipwayClient } from './slipway-client.js';
@@ -49,6 +49,16 @@ interface TriggerOptions {
   cancelOnInterrupt: boolean;
 }
 
+const DEFAULT_POLL_INTERVAL_MS = 2_000;
+
+/**
+ * Maximum --poll-interval. Logs stream as they are written, so the interval only decides how
+ * soon the CLI notices new tasks, the end of the job and a dropped log stream. The limit also
+ * catches a count of milliseconds typed as a bare number, which means seconds (2000 would be
+ * 33m20s), and keeps the interval far below the 2^31-1 ms that Node's setTimeout accepts.
+ */
+const MAX_POLL_INTERVAL_MS = 5 * 60_000;
+
 function parseMs(value: string): number {
   const ms = parseDuration(value);
   if (ms === undefined || ms <= 0) {
@@ -57,10 +67,24 @@ function parseMs(value: string): number {
   return ms;
 }
 
+function parsePollInterval(value: string): number {
+  const ms = parseMs(value);
+  if (ms > MAX_POLL_INTERVAL_MS) {
+    throw new InvalidArgumentError(
+      `must be at most ${formatDuration(MAX_POLL_INTERVAL_MS)}, got ${formatDuration(ms)}`,
+    );
+  }
+  return ms;
+}
+
 function collectParam(value: string, previous: Record<string, string>): Record<string, string> {
   const split = value.indexOf('=');
   if (split <= 0) throw new InvalidArgumentError('KEY=VALUE');
-  return { ...previous, [value.slice(0, split)]: value.slice(split + 1) };
+  const key = value.slice(0, split);
+  if (Object.hasOwn(previous, key)) {
+    throw new InvalidArgumentError(`key "${key}" is repeated, but each key may appear only once`);
+  }
+  return { ...previous, [key]: value.slice(split + 1) };
 }
 
 function parseList(value: string): string[] {
@@ -84,7 +108,12 @@ export function registerTriggerCommands(program: Command): void {
       'comma-separated values for the python_versions axis',
       parseList,
     )
-    .option('--param <key=value>', 'extra pipeline parameter; repeat for more', collectParam, {})
+    .option(
+      '--param <key=value>',
+      'extra pipeline parameter; repeat for more keys, each key once',
+      collectParam,
+      {},
+    )
     .addOption(
       new Option('--github-run-id <id>', 'GitHub run id, for idempotent re-runs').env(
         'GITHUB_RUN_ID',
@@ -95,12 +124,19 @@ export function registerTriggerCommands(program: Command): void {
     )
     .option('--idempotency-key <key>', 'sent as Idempotency-Key; a repeat returns the same job')
     .option('--wait', 'follow the logs and exit with the job result')
-    .option('--timeout <duration>', 'with --wait, stop waiting after this long (e.g. 45m)', parseMs)
     .option(
-      '--poll-interval <duration>',
-      'how often to check the job while waiting',
+      '--timeout <duration>',
+      'with --wait, stop waiting after this long (e.g. 45m or 1h30m; a bare number is seconds)',
       parseMs,
-      2_000,
+    )
+    .addOption(
+      new Option(
+        '--poll-interval <duration>',
+        'with --wait, how often to check the job (e.g. 2s or 500ms; a bare number is seconds; ' +
+          `at most ${formatDuration(MAX_POLL_INTERVAL_MS)})`,
+      )
+        .argParser(parsePollInterval)
+        .default(DEFAULT_POLL_INTERVAL_MS, formatDuration(DEFAULT_POLL_INTERVAL_MS)),
     )
     .option('--cancel-on-timeout', 'cancel the job when --timeout passes')
     .option('--no-cancel-on-interrupt', 'leave the job running on SIGINT or SIGTERM')
@@ -109,9 +145,26 @@ export function registerTriggerCommands(program: Command): void {
       `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://127.0.0.1:5000)\n` +
         `  SLIPWAY_TOKEN    token with the trigger role\n\nExit codes with --wait:\n${EXIT_HELP}\n`,
     )
-    .action(async (type: string, options: TriggerOptions) => {
+    .action(async (type: string, options: TriggerOptions, command: Command) => {
+      rejectAttemptWithoutRunId(options, command);
       await runCommand(() => runTrigger(type, options));
     });
+}
+
+/**
+ * Exits 2 when a GitHub run attempt comes without its run id. An attempt number identifies
+ * nothing alone, and the API rejects such a request with 400.
+ */
+function rejectAttemptWithoutRunId(options: TriggerOptions, command: Command): void {
+  if (options.githubRunAttempt === undefined || options.githubRunId !== undefined) return;
+  const source =
+    command.getOptionValueSource('githubRunAttempt') === 'env'
+      ? ' (set from GITHUB_RUN_ATTEMPT)'
+      : '';
+  command.error(
+    `error: option '--github-run-attempt <n>'${source} requires option '--github-run-id <id>' ` +
+      '(or GITHUB_RUN_ID); give both or neither',
+  );
 }
 
 async function runTrigger(type: string, options: TriggerOptions): Promise<void> {
@@ -127,11 +180,8 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   if (options.branch !== undefined) body.branch = options.branch;
   if (options.pythonVersions !== undefined) body.python_versions = options.pythonVersions;
   if (Object.keys(options.param).length > 0) body.params = options.param;
-  if (options.githubRunId !== undefined) {
-    body.github_run_id = options.githubRunId;
-    // An attempt alone identifies nothing, and the API rejects it.
-    if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
-  }
+  if (options.githubRunId !== undefined) body.github_run_id = options.githubRunId;
+  if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
 
   const created = await client.trigger(type, body, options.idempotencyKey);
   process.stderr.write(

@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import path from 'node:path';
+import { redactUrl } from '../util/url.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -186,10 +187,10 @@ function readUrl(env: Env, name: string, fallback: string): string {
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError(name, `must be an absolute http(s) URL, got "${raw}"`);
+    throw new ConfigError(name, `must be an absolute http(s) URL, got "${redactUrl(raw)}"`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new ConfigError(name, `must be an http or https URL, got "${raw}"`);
+    throw new ConfigError(name, `must be an http or https URL, got "${redactUrl(raw)}"`);
   }
   return raw.replace(/\/+$/, '');
 }

@@ -15,6 +15,7 @@ import { holdLease } from './lock.js';
 import { pruneGitHubRecords } from './prune.js';
 import { StatusSender, type StatusSenderOptions } from './status-sender.js';
 import { syncVariables } from './variables.js';
+import { redactUrl } from '../util/url.js';
 
 export interface GitHubServiceOptions {
   client?: GitHubClientOptions;
@@ -55,7 +56,7 @@ export class GitHubService {
       return;
     }
     log.info(
-      { repository: this.client.repository, api_url: this.client.apiUrl },
+      { repository: this.client.repository, api_url: redactUrl(this.client.apiUrl) },
       `GitHub reporting is on for ${this.client.repository}`,
     );
     this.statuses?.start();

@@ -59,16 +59,35 @@ export async function listTokens(db: Kysely<Database>): Promise<TokenRow[]> {
   return db.selectFrom('api_tokens').selectAll().orderBy('name').execute();
 }
 
-/** Revokes the active tokens with this name, or the one with this id; returns how many. */
-export async function revokeToken(db: Kysely<Database>, nameOrId: string): Promise<number> {
+/** A token picked by its row id or by its name (names are unique). */
+export type TokenSelector = { id: number } | { name: string };
+
+/**
+ * Returns the tokens, revoked ones included, whose name is `text` or, when `text` is all
+ * digits, whose id it is. Two rows come back when one token has that id and another that name.
+ */
+export async function findTokensByNameOrId(
+  db: Kysely<Database>,
+  text: string,
+): Promise<TokenRow[]> {
+  return db
+    .selectFrom('api_tokens')
+    .selectAll()
+    .where((eb) =>
+      /^[0-9]+$/.test(text)
+        ? eb.or([eb('name', '=', text), eb('id', '=', Number(text))])
+        : eb('name', '=', text),
+    )
+    .orderBy('id')
+    .execute();
+}
+
+/** Revokes the token the selector picks unless it is revoked already; returns 1 or 0. */
+export async function revokeToken(db: Kysely<Database>, selector: TokenSelector): Promise<number> {
   const result = await db
     .updateTable('api_tokens')
     .set({ revoked_at: nowIso() })
-    .where((eb) =>
-      /^[0-9]+$/.test(nameOrId)
-        ? eb.or([eb('name', '=', nameOrId), eb('id', '=', Number(nameOrId))])
-        : eb('name', '=', nameOrId),
-    )
+    .where((eb) => ('id' in selector ? eb('id', '=', selector.id) : eb('name', '=', selector.name)))
     .where('revoked_at', 'is', null)
     .executeTakeFirst();
   return Number(result.numUpdatedRows);

@@ -5,6 +5,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { TaskSpec } from '../dispatch/task-spec.js';
+import { redactUrl } from '../util/url.js';
 
 export class AgentError extends Error {
   constructor(
@@ -124,7 +125,7 @@ export class AgentClient {
     } catch (error) {
       if (signal?.aborted === true) throw error;
       throw new AgentError(
-        `POST ${urlPath} failed: no response from ${this.baseUrl} (${(error as Error).message})`,
+        `POST ${urlPath} failed: no response from ${redactUrl(this.baseUrl)} (${(error as Error).message})`,
         0,
         undefined,
         { cause: error },

@@ -16,6 +16,7 @@ import { AgentError, type AgentClient, type Registration } from './client.js';
 import type { TaskSpec } from '../dispatch/task-spec.js';
 import { Backoff, RepeatLimiter } from './backoff.js';
 import { TaskRun, type TaskRunOutcome } from './task-run.js';
+import { redactUrl } from '../util/url.js';
 
 export const WORKER_VERSION = '0.1.0';
 /** First and maximum delay before claiming again after an error or an early empty response. */
@@ -126,7 +127,7 @@ export class Worker {
   #logRegistered(registration: Registration): void {
     this.#logger.info(
       {
-        api: this.#client.baseUrl,
+        api: redactUrl(this.#client.baseUrl),
         capacity: this.#options.capacity,
         executors: this.#executors.names,
         lease_seconds: registration.lease_seconds,

@@ -408,7 +408,7 @@ pipelines:
     const early = await post(other, '/api/agent/workers/rotated/status', { status: 'draining' });
     expect(early.status).toBe(403);
 
-    expect(await revokeToken(server.context.store.db, 'agent-revoked')).toBe(1);
+    expect(await revokeToken(server.context.store.db, { name: 'agent-revoked' })).toBe(1);
     const drained = await post(other, '/api/agent/workers/rotated/status', { status: 'draining' });
     expect(drained.status).toBe(200);
     const next = await register(other, 'rotated', 'session-o2');

@@ -75,7 +75,7 @@ describe('first admin token', () => {
       SLIPWAY_DATA_DIR: dataDir,
       SLIPWAY_ADMIN_TOKEN: ENV_TOKEN,
     });
-    await server.context.store.write((trx) => revokeToken(trx, 'admin-2'));
+    await server.context.store.write((trx) => revokeToken(trx, { name: 'admin-2' }));
     await server.close();
 
     const restarted = await startTestServer({

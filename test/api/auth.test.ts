@@ -61,7 +61,7 @@ describe('authentication and roles', () => {
     server = await startTestServer({ API_AUTH_FAILURE_LIMIT: '1000' });
     for (const role of ROLES) tokens[role] = await server.token(role, `${role}-client`);
     revoked = await server.token('admin', 'former-admin');
-    await server.context.store.write((trx) => revokeToken(trx, 'former-admin'));
+    await server.context.store.write((trx) => revokeToken(trx, { name: 'former-admin' }));
   });
   afterAll(async () => {
     await server.close();
@@ -208,7 +208,7 @@ describe('authentication and roles', () => {
   it('a token revoked while in use stops working within the cache time', async () => {
     const token = await server.token('read', 'soon-revoked');
     expect((await server.request('GET', '/api/state', { token })).status).toBe(200);
-    await server.context.store.write((trx) => revokeToken(trx, 'soon-revoked'));
+    await server.context.store.write((trx) => revokeToken(trx, { name: 'soon-revoked' }));
     const deadline = Date.now() + TOKEN_CACHE_MS + 2_000;
     let status = 200;
     while (Date.now() < deadline) {

@@ -180,7 +180,7 @@ describe('slipway token', { timeout: 120_000 }, () => {
 
       const revoked = await runCli(['token', 'revoke', 'dashboard'], { SLIPWAY_DATA_DIR: dataDir });
       expect(revoked.code, revoked.stderr).toBe(0);
-      expect(revoked.stdout).toBe('revoked 1 token(s)\n');
+      expect(revoked.stdout).toMatch(/^revoked token "dashboard" \(id \d+\)\n$/);
       server.api.app.log.level = 'silent';
       // The server caches a verified token for a few seconds; wait that out.
       await new Promise((resolve) => setTimeout(resolve, 5_200));
@@ -214,6 +214,85 @@ describe('slipway token', { timeout: 120_000 }, () => {
 
     const unknown = await runCli(['token', 'revoke', 'nobody'], env);
     expect(unknown.code).toBe(1);
-    expect(unknown.stderr).toContain('no active token named or numbered nobody');
+    expect(unknown.stderr).toContain('no token named or numbered nobody');
+  });
+
+  it('create rejects names of only digits', async () => {
+    const env = { SLIPWAY_DATA_DIR: dataDir };
+    const digits = await runCli(['token', 'create', '--name', '42', '--role', 'read'], env);
+    expect(digits.code).toBe(2);
+    expect(digits.stdout).toBe('');
+    expect(digits.stderr).toContain("option '--name <name>' argument '42' is invalid");
+    expect(digits.stderr).toContain('must contain a character other than a digit');
+    const count = readOnly(dataDir, (sqlite) =>
+      sqlite.prepare("SELECT count(*) AS n FROM api_tokens WHERE name = '42'").get(),
+    ) as { n: number };
+    expect(count.n).toBe(0);
+
+    const mixed = await runCli(['token', 'create', '--name', 'runner-42', '--role', 'read'], env);
+    expect(mixed.code, mixed.stderr).toBe(0);
+  });
+
+  it('revoke rejects an argument that is an id and a name', async () => {
+    const fresh = makeTempDir('slipway-token-ambiguous-');
+    const env = { SLIPWAY_DATA_DIR: fresh };
+    try {
+      const created = await runCli(
+        ['token', 'create', '--name', 'deploy-bot', '--role', 'read'],
+        env,
+      );
+      expect(created.code, created.stderr).toBe(0);
+      const { id } = readOnly(fresh, (sqlite) =>
+        sqlite.prepare("SELECT id FROM api_tokens WHERE name = 'deploy-bot'").get(),
+      ) as { id: number };
+      // A token named with the first token's id, written directly so that the test does not
+      // depend on whether `token create` accepts names made only of digits.
+      const sqlite = new BetterSqlite3(dbFile(fresh));
+      const digitsId = sqlite
+        .prepare(
+          `INSERT INTO api_tokens (name, role, token_hash, prefix, created_at)
+           VALUES (?, 'read', 'hash-of-digits-token', 'slw_abcd', '2024-01-01T00:00:00.000Z')`,
+        )
+        .run(String(id)).lastInsertRowid;
+      sqlite.close();
+      const active = () =>
+        readOnly(fresh, (db) =>
+          db.prepare('SELECT name FROM api_tokens WHERE revoked_at IS NULL ORDER BY id').all(),
+        );
+
+      const ambiguous = await runCli(['token', 'revoke', String(id)], env);
+      expect(ambiguous.code).toBe(2);
+      expect(ambiguous.stdout).toBe('');
+      expect(ambiguous.stderr).toContain('nothing was revoked');
+      expect(ambiguous.stderr).toContain(`id ${id}, named "deploy-bot" (active)`);
+      expect(ambiguous.stderr).toContain(`id ${digitsId}, named "${id}" (active)`);
+      expect(ambiguous.stderr).toContain(`slipway token revoke --id ${id}`);
+      expect(ambiguous.stderr).toContain(`slipway token revoke --name ${id}`);
+      expect(active()).toEqual([{ name: 'deploy-bot' }, { name: String(id) }]);
+
+      const byName = await runCli(['token', 'revoke', '--name', String(id)], env);
+      expect(byName.code, byName.stderr).toBe(0);
+      expect(byName.stdout).toBe(`revoked token "${id}" (id ${digitsId})\n`);
+      expect(active()).toEqual([{ name: 'deploy-bot' }]);
+
+      const byId = await runCli(['token', 'revoke', '--id', String(id)], env);
+      expect(byId.code, byId.stderr).toBe(0);
+      expect(byId.stdout).toBe(`revoked token "deploy-bot" (id ${id})\n`);
+      expect(active()).toEqual([]);
+
+      const again = await runCli(['token', 'revoke', '--id', String(id)], env);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toContain(`token "deploy-bot" (id ${id}) is already revoked`);
+      const both = await runCli(['token', 'revoke', '--id', '1', '--name', 'deploy-bot'], env);
+      expect(both.code).toBe(2);
+      expect(both.stderr).toContain(
+        "option '--id <id>' cannot be used with option '--name <name>'",
+      );
+      const none = await runCli(['token', 'revoke'], env);
+      expect(none.code).toBe(2);
+      expect(none.stderr).toContain('give exactly one of NAME-OR-ID, --id ID or --name NAME');
+    } finally {
+      fs.rmSync(fresh, { recursive: true, force: true });
+    }
   });
 });

@@ -62,6 +62,15 @@ describe('container health check', () => {
     expect(result.code).toBe(1);
   });
 
+  it('hides credentials in the API URL of a worker', async () => {
+    const url = new URL(server.url);
+    url.username = 'user';
+    url.password = 's3cret-pw';
+    const result = await runCheck({ ORCHESTRATION_MODE: 'worker', SLIPWAY_API_URL: url.href });
+    expect(result.output).toContain(`http://***@127.0.0.1:${port}`);
+    expect(result.output).not.toContain('s3cret-pw');
+  });
+
   it('passes for roles without HTTP', async () => {
     for (const mode of ['orchestrator', 'health-monitor']) {
       const result = await runCheck({ ORCHESTRATION_MODE: mode, API_PORT: closedPort });

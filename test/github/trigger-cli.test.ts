@@ -176,10 +176,54 @@ describe('slipway trigger', () => {
       env(),
     );
     expect(result.code).toBe(7);
-    expect(result.stderr).toContain('still running after --timeout 1s; cancel requested');
+    expect(result.stderr).toContain('still queued after --timeout 1s; cancel requested');
     const jobId = result.stdout.trim().split('\n')[0]!;
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
+  });
+
+  it('names a waiting job after --timeout', async () => {
+    const commit = nextCommit();
+    const ci = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: { commit },
+    });
+    expect(ci.status).toBe(201);
+    const result = await runCli(
+      ['trigger', 'integration-tests', '--commit', commit, '--wait', '--timeout', '1s'],
+      env(),
+    );
+    expect(result.code).toBe(7);
+    expect(result.stderr).toContain('ended wait_timeout: still waiting after --timeout 1s');
+    await server.request('POST', `/api/job/${ci.body.job_id}/cancel`, {
+      token: server.adminToken,
+    });
+  });
+
+  it('names a running job after --timeout', async () => {
+    const commit = nextCommit();
+    const run = runCli(
+      [
+        'trigger',
+        'ci',
+        '--commit',
+        commit,
+        '--wait',
+        '--timeout',
+        '3s',
+        '--poll-interval',
+        '200ms',
+        '--cancel-on-timeout',
+      ],
+      env(),
+    );
+    const jobId = await jobIdFor(commit);
+    await agent.claimJob(jobId, 1);
+    const result = await run;
+    expect(result.code).toBe(7);
+    expect(result.stderr).toContain(
+      `job ${jobId} ended wait_timeout: still running after --timeout 3s; cancel requested`,
+    );
   });
 
   it('cancels the job on SIGTERM', async () => {
@@ -221,6 +265,131 @@ describe('slipway trigger', () => {
     );
     expect(result.code).toBe(8);
     expect(result.stderr).toContain('cannot reach the Slipway API');
+  });
+
+  it('help shows the poll interval default in seconds', async () => {
+    const result = await runCli(['trigger', '--help'], {});
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/--poll-interval <duration>[^]*\(default: 2s\)/);
+    expect(result.stdout).not.toContain('(default: 2000)');
+    expect(result.stdout).toContain('a bare number is seconds');
+  });
+
+  it('rejects a poll interval over 5m', async () => {
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--wait', '--poll-interval', '25d'],
+      env(),
+      10_000,
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("option '--poll-interval <duration>' argument '25d'");
+    expect(result.stderr).toContain('must be at most 5m');
+    expect(result.stderr).not.toContain('TimeoutOverflowWarning');
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(jobs.body.jobs).toEqual([]);
+  });
+
+  it('waits with a --timeout of 25d', async () => {
+    const commit = nextCommit();
+    const run = runCli(
+      [
+        'trigger',
+        'ci',
+        '--commit',
+        commit,
+        '--wait',
+        '--timeout',
+        '25d',
+        '--poll-interval',
+        '200ms',
+      ],
+      env(),
+    );
+    const jobId = await jobIdFor(commit);
+    const [task] = await agent.claimJob(jobId, 1);
+    await agent.finish(task!, 'success');
+    const result = await run;
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain(`job ${jobId} ended success`);
+    expect(result.stderr).not.toContain('TimeoutOverflowWarning');
+  });
+
+  it('rejects a run attempt without run id', async () => {
+    const cases: Array<{ args: string[]; extraEnv: Record<string, string>; source: string }> = [
+      { args: ['--github-run-attempt', '2'], extraEnv: {}, source: '' },
+      { args: [], extraEnv: { GITHUB_RUN_ATTEMPT: '2' }, source: ' (set from GITHUB_RUN_ATTEMPT)' },
+    ];
+    for (const { args, extraEnv, source } of cases) {
+      const commit = nextCommit();
+      const result = await runCli(['trigger', 'ci', '--commit', commit, ...args], env(extraEnv));
+      expect(result.code).toBe(2);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toContain(
+        `option '--github-run-attempt <n>'${source} requires option '--github-run-id <id>'`,
+      );
+      const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+        token: server.adminToken,
+      });
+      expect(jobs.body.jobs).toEqual([]);
+    }
+  });
+
+  it('rejects a repeated --param key', async () => {
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--param', 'a=1', '--param', 'a=2'],
+      env(),
+    );
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain("option '--param <key=value>' argument 'a=2' is invalid");
+    expect(result.stderr).toContain('key "a" is repeated');
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(jobs.body.jobs).toEqual([]);
+  });
+
+  it('sends distinct --param keys', async () => {
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit, '--param', 'a=1', '--param', 'constructor=2'],
+      env(),
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const job = await server.request('GET', `/api/job/${result.stdout.trim()}`, {
+      token: server.adminToken,
+    });
+    expect(job.body.params).toEqual({ a: '1', constructor: '2' });
+  });
+
+  it('hides credentials in the API URL', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as net.AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', nextCommit()],
+      env({ SLIPWAY_API_URL: `http://user:s3cret-pw@127.0.0.1:${port}` }),
+    );
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain(`cannot reach the Slipway API at http://***@127.0.0.1:${port}`);
+    expect(result.stderr).not.toContain('s3cret-pw');
+    expect(result.stderr).not.toContain('user:');
+  });
+
+  it('hides credentials in an invalid API URL', async () => {
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', nextCommit()],
+      env({ SLIPWAY_API_URL: 'ftp://user:s3cret-pw@127.0.0.1:5400' }),
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('SLIPWAY_API_URL');
+    expect(result.stderr).toContain('ftp://***@127.0.0.1:5400');
+    expect(result.stderr).not.toContain('s3cret-pw');
   });
 
   it('exits 2 without SLIPWAY_TOKEN', async () => {

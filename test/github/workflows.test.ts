@@ -227,9 +227,30 @@ describe('scripts/slipway-trigger.sh', () => {
       env,
     );
     expect(result.code).toBe(7);
+    expect(result.stderr).toContain('still queued after --timeout 1s');
     const jobId = result.stdout.trim().split('\n')[0]!;
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
+  });
+
+  it('rejects a repeated --param key', async () => {
+    const result = await runScript(
+      ['ci', '--commit', 'fd'.repeat(20), '--param', 'a=1', '--param', 'a=2'],
+      { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') },
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--param key "a" is repeated');
+    expect(result.stdout).toBe('');
+  });
+
+  it('hides credentials in the API URL', async () => {
+    const result = await runScript(['ci', '--commit', 'fe'.repeat(20)], {
+      SLIPWAY_API_URL: 'http://user:s3cret-pw@127.0.0.1:1',
+      SLIPWAY_TOKEN: 'slw_unused',
+    });
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain('cannot reach the Slipway API at http://***@127.0.0.1:1');
+    expect(result.stderr).not.toContain('s3cret-pw');
   });
 
   it('exits 8 when the token is rejected', async () => {

@@ -1,0 +1,34 @@
+/**
+ * Redaction of the user name and password in URLs, for messages and logs. A URL such as
+ * `http://user:password@host` is configuration that a CLI error or a log line may print.
+ */
+
+const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+/** Characters that end the authority of an http(s) URL (WHATWG URL parsing). */
+const AUTHORITY_END = /[/\\?#]/;
+/** A URL inside free text: a scheme and everything up to whitespace, a quote or a bracket. */
+const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>()]*/gi;
+
+/**
+ * Returns `url` with its user name and password replaced by `***`. A user name alone is
+ * redacted as well, because it is often a token. When `url` does not parse, the end of its
+ * authority is unknown, so everything from the scheme up to its last "@" is replaced.
+ */
+export function redactUrl(url: string): string {
+  const scheme = SCHEME.exec(url);
+  if (scheme === null) return url;
+  const start = scheme[0].length;
+  let end = url.length;
+  if (URL.canParse(url)) {
+    const offset = url.slice(start).search(AUTHORITY_END);
+    if (offset !== -1) end = start + offset;
+  }
+  const at = url.lastIndexOf('@', end - 1);
+  if (at < start) return url;
+  return `${url.slice(0, start)}***${url.slice(at)}`;
+}
+
+/** Returns `text` with redactUrl applied to every URL in it. */
+export function redactUrls(text: string): string {
+  return text.replace(URL_IN_TEXT, (url) => redactUrl(url));
+}
