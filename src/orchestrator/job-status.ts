@@ -4,7 +4,7 @@
  * rules of jobs/status.ts are enforced in one place.
  */
 import type BetterSqlite3 from 'better-sqlite3';
-import type { Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import { canTransition, deriveJobStatus, isTerminal, type Status } from '../jobs/status.js';
 import { writeAudit, type AuditContext } from '../store/audit.js';
 import { readJob } from '../store/jobs.js';
@@ -37,17 +37,24 @@ const FIRST_UNSUCCESSFUL_TASK = prepare<{ job_id: string; job_attempt: number }>
     .limit(1),
 );
 
-/** Queued tasks of the queued jobs of a concurrency group, which wait while another runs. */
-const QUEUED_IN_GROUP = prepare<{ group: string }>((db) =>
+/**
+ * Queued tasks of the queued jobs of a concurrency group, which wait while another runs. The
+ * jobs come first, through jobs_concurrency_group: starting from the queued tasks would read
+ * every queued task of every job.
+ */
+export const QUEUED_IN_GROUP = prepare<{ group: string }>((db) =>
   db
-    .selectFrom('jobs')
-    .innerJoin('tasks', (join) =>
-      join.onRef('tasks.job_id', '=', 'jobs.id').onRef('tasks.job_attempt', '=', 'jobs.attempt'),
-    )
-    .select('tasks.id')
-    .where('jobs.concurrency_group', '=', param('group'))
-    .where('jobs.status', '=', 'queued')
-    .where('tasks.status', '=', 'queued'),
+    .selectFrom('tasks')
+    .select('id')
+    // The unary + keeps SQLite from starting at tasks_status_queued.
+    .where(sql<string>`+${sql.ref('status')}`, '=', 'queued')
+    .where('job_id', 'in', (eb) =>
+      eb
+        .selectFrom('jobs')
+        .select('id')
+        .where('concurrency_group', '=', param('group'))
+        .where('status', '=', 'queued'),
+    ),
 );
 
 export class TransitionError extends Error {
@@ -145,8 +152,9 @@ export async function refreshJobStatus(
     });
     if (derived === 'success') await applyOnSuccess(trx, updated, audit);
     await resolveDependents(trx, updated, changes, audit);
-    if (job.concurrency_group !== null) {
-      // The next job of the group may start now, so waiting workers must look again.
+    if (job.concurrency_group !== null && job.status === 'running') {
+      // The next job of the group may start now, so waiting workers must look again. Only a
+      // running job holds the others back.
       const waiting = QUEUED_IN_GROUP.all<{ id: string }>(sqlite, { group: job.concurrency_group });
       for (const task of waiting) changes.taskQueued(task.id);
     }

@@ -3,7 +3,7 @@
  * target is the most recent successful deploy or rollback whose commit differs from the
  * one deployed now (LAST_DEPLOYED_COMMIT).
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { ApiError } from '../api/errors.js';
 import type { AuditContext } from '../store/audit.js';
@@ -83,7 +83,7 @@ export async function lastSuccessfulDeploy(
 
 /**
  * Selects the job for lastSuccessfulDeploy. SQLite (3.53 measured) walks
- * jobs_success_finished backwards for each deploy type, and with LIMIT 1 it stops at the
+ * jobs_type_status_finished backwards for each deploy type, and with LIMIT 1 it stops at the
  * first match of each type instead of sorting every successful deploy.
  */
 export function selectLastSuccessfulDeploy(db: Kysely<Database>, exceptCommit: string | null) {
@@ -91,8 +91,7 @@ export function selectLastSuccessfulDeploy(db: Kysely<Database>, exceptCommit: s
     .selectFrom('jobs')
     .selectAll()
     .where('type', 'in', DEPLOY_TYPES)
-    // A literal rather than a bound parameter, so that SQLite can use the partial index.
-    .where('status', '=', sql.lit('success'))
+    .where('status', '=', 'success')
     .where('commit_sha', 'is not', null);
   if (exceptCommit !== null) query = query.where('commit_sha', '!=', exceptCommit);
   return query.orderBy('finished_at', 'desc').orderBy('id', 'desc').limit(1);

@@ -3,6 +3,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimTasks } from '../../src/dispatch/claim.js';
 import { ChangeSet } from '../../src/orchestrator/changes.js';
+import { QUEUED_IN_GROUP } from '../../src/orchestrator/job-status.js';
+import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
 const WORKER = 'worker-concurrency';
@@ -151,5 +153,13 @@ describe('concurrency groups', () => {
     const second = await trigger('ship', { commit: 'eeee0002' });
     expect(await claim(4)).toEqual([first]);
     expect((await job(second)).status).toBe('queued');
+  });
+
+  it('finds waiting tasks through the jobs index', () => {
+    const plan = server.context.store.read((sqlite) =>
+      queryPlan(sqlite, QUEUED_IN_GROUP.sql, ['queued', 'ship', 'queued']),
+    );
+    expect(plan).toMatch(/SEARCH jobs USING INDEX jobs_concurrency_group/);
+    expect(plan).not.toMatch(/tasks_status_queued/);
   });
 });

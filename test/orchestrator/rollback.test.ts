@@ -88,7 +88,7 @@ describe('last successful deploy', () => {
       const query = selectLastSuccessfulDeploy(store.db, exceptCommit).compile();
       const plan = store.read((sqlite) => queryPlan(sqlite, query.sql, query.parameters));
       expect(plan).toMatch(
-        /SEARCH jobs USING INDEX jobs_success_finished \(type=\? AND status=\?\)/,
+        /SEARCH jobs USING INDEX jobs_type_status_finished \(type=\? AND status=\?\)/,
       );
       expect(plan).not.toMatch(/SCAN jobs/);
       // The LIMIT lets SQLite stop after the newest row of each type instead of sorting all.

@@ -12,7 +12,7 @@ import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
 import * as workerToken from './0012_worker_token.js';
 import * as workerTokenDelete from './0013_worker_token_delete.js';
-import * as jobsSuccessFinished from './0020_jobs_success_finished.js';
+import * as jobsTypeStatusFinished from './0020_jobs_type_status_finished.js';
 import * as healthState from './0030_health_state.js';
 import * as healthMetricsComponentId from './0031_health_metrics_component_id.js';
 import * as github from './0040_github.js';
@@ -37,7 +37,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0011_worker_session': workerSession,
   '0012_worker_token': workerToken,
   '0013_worker_token_delete': workerTokenDelete,
-  '0020_jobs_success_finished': jobsSuccessFinished,
+  '0020_jobs_type_status_finished': jobsTypeStatusFinished,
   '0030_health_state': healthState,
   '0031_health_metrics_component_id': healthMetricsComponentId,
   '0040_github': github,
