@@ -35,6 +35,19 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       );
       return;
     }
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(request.headers['content-type'] ?? '');
+    if (charset !== null && !/^utf-?8$/i.test(charset[1]!)) {
+      // JSON is UTF-8 (RFC 8259 section 8.1); decoding other text as UTF-8 would change it.
+      done(
+        new ApiError(
+          'unsupported_media_type',
+          `charset ${JSON.stringify(charset[1])} is not accepted; send JSON as UTF-8`,
+          'Content-Type',
+          'charset',
+        ),
+      );
+      return;
+    }
     let text: string;
     try {
       text = UTF8.decode(body as Buffer);

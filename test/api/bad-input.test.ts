@@ -87,6 +87,16 @@ const BODY_CASES: BadCase[] = [
     rule: 'application/json',
   },
   {
+    name: 'JSON in another charset',
+    path: TRIGGER,
+    body: { commit: 'abc1234' },
+    headers: { 'content-type': 'application/json; charset=latin1' },
+    status: 415,
+    code: 'unsupported_media_type',
+    field: 'Content-Type',
+    rule: 'charset',
+  },
+  {
     name: 'missing commit',
     path: TRIGGER,
     body: { branch: 'main' },
