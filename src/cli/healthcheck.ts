@@ -14,7 +14,7 @@
  * health monitor serve no HTTP, so their liveness is the process itself and this exits 0.
  */
 
-import { redactUrl, redactUrls } from '../util/url.js';
+import { redactUrl, redactUrls, withoutCredentials } from '../util/url.js';
 
 const TIMEOUT_MS = 4000;
 
@@ -40,7 +40,7 @@ async function checkApi(port: string): Promise<boolean> {
 async function checkWorker(port: string): Promise<boolean> {
   const base = process.env.SLIPWAY_API_URL?.trim() || `http://127.0.0.1:${port}`;
   const url = `${base.replace(/\/+$/, '')}/api/health/status`;
-  const { code } = await fetchHealth(url);
+  const { code } = await fetchHealth(withoutCredentials(url));
   console.log(`${redactUrl(url)}: HTTP ${code}`);
   return true;
 }

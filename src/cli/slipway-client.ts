@@ -1,5 +1,5 @@
 /** A small client for the Slipway HTTP API, used by `slipway trigger`. */
-import { redactUrl, redactUrls } from '../util/url.js';
+import { redactUrl, redactUrls, withoutCredentials } from '../util/url.js';
 import { CliError } from './run.js';
 
 /** Exit code for an API that cannot be reached or rejects a request (see trigger.ts). */
@@ -21,10 +21,19 @@ export interface JobResponse {
 }
 
 export class SlipwayClient {
+  /**
+   * The base URL without a user name or password. Slipway authenticates with the bearer
+   * token, and fetch rejects every URL that carries credentials, so they are dropped here as
+   * the worker's client ignores them.
+   */
+  readonly #requestUrl: string;
+
   constructor(
     readonly baseUrl: string,
     readonly token: string,
-  ) {}
+  ) {
+    this.#requestUrl = withoutCredentials(baseUrl);
+  }
 
   async trigger(
     type: string,
@@ -66,7 +75,7 @@ export class SlipwayClient {
   async fetch(path: string, init: RequestInit = {}): Promise<Response> {
     let response: Response;
     try {
-      response = await fetch(`${this.baseUrl}${path}`, {
+      response = await fetch(`${this.#requestUrl}${path}`, {
         ...init,
         headers: {
           ...(init.headers as Record<string, string>),
@@ -76,7 +85,6 @@ export class SlipwayClient {
     } catch (error) {
       if (init.signal?.aborted === true) throw error;
       const cause = (error as { cause?: { message?: string } }).cause?.message ?? String(error);
-      // fetch rejects a URL with a user name or password and puts the URL in its message.
       throw new CliError(
         `cannot reach the Slipway API at ${redactUrl(this.baseUrl)}: ${redactUrls(cause)}`,
         API_EXIT_CODE,

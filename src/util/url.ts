@@ -32,3 +32,16 @@ export function redactUrl(url: string): string {
 export function redactUrls(text: string): string {
   return text.replace(URL_IN_TEXT, (url) => redactUrl(url));
 }
+
+/**
+ * Returns `url` without its user name and password, or unchanged when it does not parse.
+ * Slipway's clients send a bearer token, and fetch rejects every URL that carries credentials.
+ */
+export function withoutCredentials(url: string): string {
+  if (!URL.canParse(url)) return url;
+  const parsed = new URL(url);
+  if (parsed.username === '' && parsed.password === '') return url;
+  parsed.username = '';
+  parsed.password = '';
+  return parsed.href.replace(/\/+$/, '');
+}

@@ -69,6 +69,9 @@ describe('container health check', () => {
     const result = await runCheck({ ORCHESTRATION_MODE: 'worker', SLIPWAY_API_URL: url.href });
     expect(result.output).toContain(`http://***@127.0.0.1:${port}`);
     expect(result.output).not.toContain('s3cret-pw');
+    // The credentials are left out of the request, which fetch would reject.
+    expect(result.output).toContain(': HTTP 200');
+    expect(result.code).toBe(0);
   });
 
   it('passes for roles without HTTP', async () => {

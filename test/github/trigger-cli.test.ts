@@ -381,6 +381,20 @@ describe('slipway trigger', () => {
     expect(result.stderr).not.toContain('user:');
   });
 
+  it('triggers through an API URL with credentials', async () => {
+    const url = new URL(server.url);
+    url.username = 'user';
+    url.password = 's3cret-pw';
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit],
+      env({ SLIPWAY_API_URL: url.href.replace(/\/$/, '') }),
+    );
+    expect(result.stderr).not.toContain('s3cret-pw');
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout.trim()).toBe(await jobIdFor(commit));
+  });
+
   it('hides credentials in an invalid API URL', async () => {
     const result = await runCli(
       ['trigger', 'ci', '--commit', nextCommit()],
