@@ -149,7 +149,8 @@ export class TaskOutput implements OutputSink {
  * prints one, such as the worker's own token read from its environment or a file, would
  * otherwise show it to every reader of the job's logs.
  */
-const API_TOKEN = /slw_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])/g;
+// No check of what follows: `slw_<32 characters>_old.txt` still contains the token.
+const API_TOKEN = /slw_[A-Za-z0-9_-]{32}/g;
 /** The end of a text that may be the start of an API token continued in the next chunk. */
 const API_TOKEN_START = /s(?:l(?:w(?:_[A-Za-z0-9_-]{0,32})?)?)?$/;
 

@@ -82,11 +82,14 @@ describe('task output uploads', () => {
     const token = `slw_${'A1b2-C3d4_'.repeat(3)}xy`;
     output.write(Buffer.from(`token=${token}\nsplit=${token.slice(0, 9)}`));
     output.write(Buffer.from(`${token.slice(9)} done\n`));
+    output.write(Buffer.from(`file ${token}_old.txt, pair ${token}-${token}\n`));
     output.write(Buffer.from('slw_short is no token\n'));
     await output.close();
 
     const text = received.join('');
     expect(text).not.toContain(token);
-    expect(text).toBe('token=***\nsplit=*** done\nslw_short is no token\n');
+    expect(text).toBe(
+      'token=***\nsplit=*** done\nfile ***_old.txt, pair ***-***\nslw_short is no token\n',
+    );
   });
 });
