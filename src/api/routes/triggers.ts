@@ -344,11 +344,22 @@ function checkParamNumbers(params: Record<string, unknown>): void {
   }
 }
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 /** Refuses params whose environment variables a process could not be started with. */
 function checkParamSizes(params: Record<string, unknown>): void {
   let total = 0;
   for (const [key, value] of Object.entries(params)) {
     if (value === null || value === undefined) continue;
+    if (typeof value === 'string' && (value.includes('\0') || LONE_SURROGATE.test(value))) {
+      // A process cannot get a variable with a NUL byte, and a lone surrogate has no UTF-8 form.
+      throw new ApiError(
+        'validation_failed',
+        `params.${key} contains a NUL character or a lone UTF-16 surrogate, which an environment variable cannot hold`,
+        `params.${key}`,
+        'environment',
+      );
+    }
     const text = typeof value === 'string' ? value : JSON.stringify(value);
     const bytes = Buffer.byteLength(text);
     total += bytes;
