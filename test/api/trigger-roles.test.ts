@@ -17,6 +17,15 @@ pipelines:
   nightly:
     executor: local
     steps: [{ name: build, run: 'true' }]
+  sneaky:
+    executor: local
+    needs: [nightly-after-rollback]
+    trigger_needs: true
+    steps: [{ name: build, run: 'true' }]
+  nightly-after-rollback:
+    executor: local
+    needs: [rollback]
+    steps: [{ name: build, run: 'true' }]
 `;
 
 describe('generic trigger route roles', () => {
@@ -76,6 +85,24 @@ describe('generic trigger route roles', () => {
     expect(await countRows(server.context.store.db)).toEqual(before);
     const admin = await server.request('POST', `/api/job/${id}/retry`, {
       token: server.adminToken,
+    });
+    expect(admin.status, admin.text).toBe(201);
+  });
+
+  it('a type whose triggered needs include rollback needs admin', async () => {
+    const before = await countRows(server.context.store.db);
+    const response = await server.request('POST', '/api/trigger/sneaky', {
+      token: trigger,
+      body: { commit: 'abc9999' },
+    });
+    expect(response.status).toBe(403);
+    expect(response.body.rule).toBe('role');
+    expect(response.body.error).toContain('include rollback');
+    expect(await countRows(server.context.store.db)).toEqual(before);
+
+    const admin = await server.request('POST', '/api/trigger/sneaky', {
+      token: server.adminToken,
+      body: { commit: 'abc9999' },
     });
     expect(admin.status, admin.text).toBe(201);
   });

@@ -178,6 +178,25 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
 }
 
 /**
+ * Returns an admin-only job type that triggering `type` may create through trigger_needs, or
+ * undefined. Needs created that way trigger their own needs in turn, whatever their setting.
+ */
+function adminTypeTriggeredBy(context: AppContext, type: string): string | undefined {
+  const root = context.pipelines.pipelines[type];
+  if (root === undefined || !root.triggerNeeds) return undefined;
+  const seen = new Set<string>();
+  const pending = [...root.needs];
+  while (pending.length > 0) {
+    const need = pending.pop()!;
+    if (seen.has(need)) continue;
+    seen.add(need);
+    if (ADMIN_JOB_TYPES.has(need)) return need;
+    pending.push(...(context.pipelines.pipelines[need]?.needs ?? []));
+  }
+  return undefined;
+}
+
+/**
  * Returns the error for a request with two Idempotency-Key headers. Node joins them into one
  * value with ", ", which would otherwise be reported as a key with a space.
  */
@@ -217,6 +236,18 @@ async function handleTrigger(
   reply: FastifyReply,
 ) {
   const body = request.body as TriggerBodyType;
+  if (request.principal?.role !== 'admin') {
+    const needed = adminTypeTriggeredBy(context, type);
+    if (needed !== undefined) {
+      throw new ApiError(
+        'forbidden',
+        `job type ${type} triggers its needs (trigger_needs), which include ${needed}; ` +
+          `job type ${needed} needs role admin, so trigger ${type} with an admin token`,
+        'Authorization',
+        'role',
+      );
+    }
+  }
   const triggerRequest = toTriggerRequest(context, type, body, request.headers['idempotency-key']);
   const { job, created } = await triggerJob(context, triggerRequest, auditContext(request));
   reply.code(created ? 201 : 200);
