@@ -93,6 +93,15 @@ export class LocalExecutor implements Executor {
       [PROCESS_MARK_VARIABLE]: mark,
     };
     if (this.#owner !== undefined) env[PROCESS_OWNER_VARIABLE] = this.#owner;
+    // spawn would reject such a variable with a message that quotes its value, which may be a
+    // secret; the NUL would also keep that value from being masked in the log.
+    for (const [name, value] of Object.entries(env)) {
+      if (value.includes('\0')) {
+        throw new ExecutionError(
+          `variable ${name} contains a NUL character, which no process can receive`,
+        );
+      }
+    }
     for (const [index, step] of spec.steps.entries()) {
       if (signal.aborted) return { exitCode: 130 };
       output.note(stepHeader(index, spec.steps.length, step));

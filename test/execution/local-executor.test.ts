@@ -278,4 +278,13 @@ describe('local executor steps that cannot start', () => {
     await expect(result).rejects.toThrow(/E2BIG/);
     fs.rmSync(dir, { recursive: true, force: true });
   });
+
+  it('names a variable with a NUL character but not its value', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-nul-'));
+    const { lines, result } = run(dir, { MY_SECRET: 'supersecretvalue\u0000tail' });
+    await expect(result).rejects.toThrow('variable MY_SECRET contains a NUL character');
+    await expect(result).rejects.not.toThrow(/supersecret/);
+    expect(lines.join('\n')).not.toContain('supersecret');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 });
