@@ -228,7 +228,7 @@ function findExisting(
     const keyed = readJobByIdempotencyKey(sqlite, requestedBy, request.idempotencyKey);
     if (keyed !== undefined) {
       const { job } = keyed;
-      if (keyed.requestHash !== requestHash) {
+      if (keyed.requestHash === null || !matchesRequest(keyed.requestHash, request, requestHash)) {
         throw new ApiError(
           'idempotency_key_reused',
           `Idempotency-Key ${JSON.stringify(request.idempotencyKey)} was already used for job ${job.id} with a different request; use a new key`,
@@ -287,11 +287,20 @@ function findExisting(
  * stored hash cannot be compared and count as the same.
  */
 function sameRunRequest(job: JobRow, request: TriggerRequest, requestHash: string): boolean {
-  if (job.request_hash === null || job.request_hash === requestHash) return true;
+  return job.request_hash === null || matchesRequest(job.request_hash, request, requestHash);
+}
+
+/**
+ * Returns whether a stored request hash is this request's, counting a left-out
+ * github_run_attempt and attempt 1 of the same run as the same request.
+ */
+function matchesRequest(stored: string, request: TriggerRequest, requestHash: string): boolean {
+  if (stored === requestHash) return true;
+  if (request.githubRunId === null) return false;
   const attempt = request.githubRunAttempt ?? 1;
   const otherAttempt = request.githubRunAttempt === null ? attempt : null;
   if (otherAttempt === null && attempt !== 1) return false;
-  return job.request_hash === hashRequest({ ...request, githubRunAttempt: otherAttempt });
+  return stored === hashRequest({ ...request, githubRunAttempt: otherAttempt });
 }
 
 async function insertJob(

@@ -167,6 +167,17 @@ describe('idempotent triggers', () => {
     expect(repeated.body.job_id).toBe(first.body.job_id);
   });
 
+  it('repeats a key with the attempt given or left out', async () => {
+    const body = { commit: 'abc1234', branch: 'idem-key-attempt', github_run_id: 9595 };
+    const first = await trigger('ci', body, 'key-attempt');
+    expect(first.status).toBe(201);
+    const withAttempt = await trigger('ci', { ...body, github_run_attempt: 1 }, 'key-attempt');
+    expect(withAttempt.status).toBe(200);
+    expect(withAttempt.body.job_id).toBe(first.body.job_id);
+    const second = await trigger('ci', { ...body, github_run_attempt: 2 }, 'key-attempt');
+    expect(second.status).toBe(422);
+  });
+
   it('deletes recorded keys with their job', async () => {
     const body = { commit: 'abc1234', branch: 'idem-run-delete', github_run_id: 9494 };
     const first = await trigger('ci', body, 'key-delete-first');
