@@ -86,6 +86,8 @@ export interface ServerOptions {
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
 /** Longest path parameter the router matches, in characters. */
 const MAX_PARAM_LENGTH = 100;
+/** How often a closing server closes the connections that went idle since it began to close. */
+const CLOSE_IDLE_EVERY_MS = 100;
 /** Maximum number of characters of a request path that an error message repeats. */
 const MAX_PATH_IN_MESSAGE = 200;
 
@@ -137,6 +139,16 @@ export async function buildServer(
   boundRequestNumbers(app);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
+
+  // A close waits for every open connection. Node closes the idle ones when the close starts,
+  // but a keep-alive connection whose response was still being made then (a long-poll claim,
+  // a followed log) would stay open for its keep-alive timeout of 72 s once it went idle.
+  app.addHook('preClose', (done) => {
+    const timer = setInterval(() => app.server.closeIdleConnections(), CLOSE_IDLE_EVERY_MS);
+    timer.unref();
+    app.server.once('close', () => clearInterval(timer));
+    done();
+  });
 
   // Set before any other hook can reply. Fastify keeps a reply's headers when an error
   // replaces its body, so an onSend hook on every reply is not needed for the header.

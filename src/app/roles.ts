@@ -3,6 +3,7 @@
  * returns a handle whose `stop` finishes in-flight work and releases what the role uses.
  * `runRolesUntilSignal` stops them in reverse order on SIGTERM or SIGINT, then closes the store.
  */
+import os from 'node:os';
 import { listenForStop } from './stop-signals.js';
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type RouteModule } from '../api/server.js';
@@ -11,6 +12,7 @@ import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
 import { registerRunningProcess } from '../store/running-processes.js';
+import { renewLeasesOnStart } from '../orchestrator/leases.js';
 import { startOrchestrator } from '../orchestrator/role.js';
 import { startHealthMonitor } from '../health/monitor.js';
 import { isClusterWorker } from './cluster.js';
@@ -44,6 +46,19 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
   } catch (error) {
     await app.close();
     throw listenError(error, config.api.host, config.api.port);
+  }
+  let renewed: number;
+  try {
+    renewed = await renewLeasesOnStart(context, { actor: 'api', source: os.hostname() });
+  } catch (error) {
+    await app.close();
+    throw error;
+  }
+  if (renewed > 0) {
+    logger.info(
+      { tasks: renewed },
+      `renewed the leases of ${renewed} running task(s) until their workers report`,
+    );
   }
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.api.port;

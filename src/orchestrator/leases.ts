@@ -19,7 +19,7 @@ import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
 import type { Database, TaskRow } from '../store/schema.js';
-import { nowIso } from '../util/time.js';
+import { isoAfter, nowIso } from '../util/time.js';
 import { ChangeSet } from './changes.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
@@ -66,6 +66,51 @@ export async function recoverExpiredLeases(
     recovered.push(...batch);
     if (batch.length < BATCH) return recovered;
   }
+}
+
+/**
+ * Gives every running task at least a full lease from now; called when an API process starts
+ * to listen. While no API responded, workers could not renew their leases, and a task that
+ * went on running or finished meanwhile would be queued again, or end `error` when its
+ * pipeline has side effects, before its worker could report. A worker that is really gone
+ * loses its task one lease later. Each renewed task gets a `task_lease_renewed` audit row.
+ */
+export async function renewLeasesOnStart(
+  context: AppContext,
+  audit: AuditContext,
+): Promise<number> {
+  const now = nowIso();
+  const until = isoAfter(context.config.worker.leaseSeconds * 1000);
+  return context.store.write(async (trx) => {
+    const running = await trx
+      .selectFrom('tasks')
+      .select(['id', 'job_id', 'worker_id', 'attempt', 'lease_expires_at'])
+      .where('status', '=', 'running')
+      .where((eb) =>
+        eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', until)]),
+      )
+      .execute();
+    for (const task of running) {
+      await trx
+        .updateTable('tasks')
+        .set({ lease_expires_at: until, updated_at: now })
+        .where('id', '=', task.id)
+        .execute();
+      await appendAudit(trx, audit, {
+        action: 'task_lease_renewed',
+        jobId: task.job_id,
+        taskId: task.id,
+        details: {
+          worker_id: task.worker_id,
+          attempt: task.attempt,
+          previous_lease_expires_at: task.lease_expires_at,
+          lease_expires_at: until,
+          reason: 'the API started; its workers get a full lease to report again',
+        },
+      });
+    }
+    return running.length;
+  });
 }
 
 /** Decides what becomes of a task whose lease expired, and the reason stored with it. */

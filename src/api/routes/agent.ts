@@ -157,6 +157,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
   // An idle online worker is seen at least once per claim wait, so a shorter window would
   // let a second process take the id of a worker that is merely waiting.
   const liveWindowMs = Math.max(3 * leaseMs, 2 * MAX_CLAIM_WAIT_SECONDS * 1000);
+  // Waiting claims end before the server closes: a close waits for every open request, and a
+  // claim would otherwise hold a restart for up to its whole wait.
+  app.addHook('preClose', async () => services.dispatcher.close());
   app.addHook('onClose', async () => closeExecutionServices(context));
 
   const route = (summary: string, description?: string) => ({

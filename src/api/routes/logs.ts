@@ -38,6 +38,13 @@ export const LogQuery = Type.Object(
 );
 
 export function registerLogRoutes(app: FastifyInstance, context: AppContext): void {
+  // Followed streams end before the server closes, since a close waits for every open
+  // response; `slipway run` and `trigger --wait` open them again where they stopped.
+  const followers = new Set<AbortController>();
+  app.addHook('preClose', async () => {
+    for (const follower of followers) follower.abort();
+  });
+
   app.get(
     '/api/job/:job_id/logs',
     {
@@ -98,7 +105,11 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
         }
       }
       const gone = new AbortController();
-      reply.raw.once('close', () => gone.abort());
+      followers.add(gone);
+      reply.raw.once('close', () => {
+        gone.abort();
+        followers.delete(gone);
+      });
       const options = {
         context,
         logs: executionServices(context).logs,
