@@ -8,6 +8,7 @@ import { ChangeSet } from '../orchestrator/changes.js';
 import { refreshJobStatus, transitionTask } from '../orchestrator/job-status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { findJob } from '../store/jobs.js';
+import { literal } from '../store/prepared.js';
 import type { Database, JobRow, TaskRow } from '../store/schema.js';
 import { isoAfter, nowIso } from '../util/time.js';
 import { buildTaskSpec, type TaskSpec } from './task-spec.js';
@@ -96,7 +97,7 @@ export async function claimTasks(
   const candidates = await trx
     .selectFrom('tasks')
     .selectAll()
-    .where('status', '=', 'queued')
+    .where('status', '=', literal('queued'))
     .where((eb) =>
       eb.or([eb('executor', 'is', null), eb('executor', 'in', [...request.executors])]),
     )

@@ -9,6 +9,7 @@
  */
 import { sql, type ExpressionBuilder, type Kysely, type Transaction } from 'kysely';
 import { listCurrentTasks } from '../store/jobs.js';
+import { literal } from '../store/prepared.js';
 import type { Database, GitHubStatusRow, JobRow, TaskRow } from '../store/schema.js';
 import { nowIso } from '../util/time.js';
 import {
@@ -156,7 +157,7 @@ export async function takeDueReports(
     db
       .selectFrom('github_status_outbox as o')
       .selectAll()
-      .where('o.outcome', '=', 'pending')
+      .where('o.outcome', '=', literal('pending'))
       .where('o.repository', '=', repository)
       .where('o.next_attempt_at', '<=', nowIso())
       .where((eb) => eb.not(eb.exists(newerReport(eb))))
@@ -177,7 +178,7 @@ export async function supersedeReplacedReports(trx: Trx, repository: string): Pr
   const result = await trx
     .updateTable('github_status_outbox as o')
     .set({ outcome: 'superseded' })
-    .where('o.outcome', '=', 'pending')
+    .where('o.outcome', '=', literal('pending'))
     .where('o.repository', '=', repository)
     .where((eb) => eb.exists(newerReport(eb)))
     .executeTakeFirst();
@@ -203,7 +204,7 @@ export async function markReportRetry(
     .updateTable('github_status_outbox')
     .set({ attempts, last_error: error, next_attempt_at: nextAttemptAt })
     .where('id', '=', id)
-    .where('outcome', '=', 'pending')
+    .where('outcome', '=', literal('pending'))
     .execute();
 }
 
@@ -228,7 +229,7 @@ export async function nextDueTime(
   const row = await db
     .selectFrom('github_status_outbox')
     .select('next_attempt_at')
-    .where('outcome', '=', 'pending')
+    .where('outcome', '=', literal('pending'))
     .where('repository', '=', repository)
     .orderBy('next_attempt_at')
     .limit(1)

@@ -18,6 +18,7 @@ import { taskLogStore } from '../dispatch/services.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
+import { literal } from '../store/prepared.js';
 import type { Database, TaskRow } from '../store/schema.js';
 import { isoAfter, nowIso } from '../util/time.js';
 import { ChangeSet } from './changes.js';
@@ -49,7 +50,7 @@ export async function recoverExpiredLeases(
       const expired = await trx
         .selectFrom('tasks')
         .selectAll()
-        .where('status', '=', 'running')
+        .where('status', '=', literal('running'))
         .where('lease_expires_at', '<', nowIso())
         .orderBy('lease_expires_at')
         .limit(BATCH)
@@ -85,7 +86,7 @@ export async function renewLeasesOnStart(
     const running = await trx
       .selectFrom('tasks')
       .select(['id', 'job_id', 'worker_id', 'attempt', 'lease_expires_at'])
-      .where('status', '=', 'running')
+      .where('status', '=', literal('running'))
       .where((eb) =>
         eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', until)]),
       )

@@ -20,6 +20,7 @@ import {
   instanceId,
 } from '../jobs/labels.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
+import { literal } from '../store/prepared.js';
 import { dockerClient, dockerStatus } from './docker.js';
 
 /** Something created this recently may belong to a task whose claim is being committed. */
@@ -34,7 +35,7 @@ async function runningTasks(context: AppContext, ids: string[]): Promise<Map<str
     .selectFrom('tasks')
     .select(['id', 'attempt'])
     .where('id', 'in', ids)
-    .where('status', '=', 'running')
+    .where('status', '=', literal('running'))
     .execute();
   return new Map(rows.map((row) => [row.id, row.attempt]));
 }

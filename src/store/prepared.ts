@@ -18,7 +18,11 @@ import {
   SqliteAdapter,
   SqliteIntrospector,
   SqliteQueryCompiler,
+  OperationNodeTransformer,
+  ValueNode,
+  sql,
   type Compilable,
+  type RawBuilder,
 } from 'kysely';
 import type { Database } from './schema.js';
 
@@ -29,6 +33,33 @@ export function param<T = string>(name: string): T {
   return `${MARK}${name}` as T;
 }
 
+/**
+ * Writes a prepared query's constants (every value that is not a `param`) into its SQL text.
+ * SQLite compares a bound value with a partial index's WHERE (`status = 'running'`) when the
+ * statement runs, so it prepares a statement that binds `status = ?` again on every run.
+ */
+class InlineConstants extends OperationNodeTransformer {
+  protected override transformValue(node: ValueNode): ValueNode {
+    const { value } = node;
+    if (node.immediate === true) return node;
+    if (typeof value === 'string' && !value.startsWith(MARK))
+      return ValueNode.createImmediate(value);
+    if (typeof value === 'number' && Number.isFinite(value))
+      return ValueNode.createImmediate(value);
+    return node;
+  }
+}
+
+const inlineConstants = new InlineConstants();
+
+/**
+ * Returns `value` as a constant in the SQL text, for a query run through Kysely that compares
+ * it with the column of a partial index's WHERE (see InlineConstants).
+ */
+export function literal<T extends string>(value: T): RawBuilder<T> {
+  return sql.lit(value);
+}
+
 /** Builds queries without a connection; only their SQL text is used. */
 const compiler = new Kysely<Database>({
   dialect: {
@@ -37,6 +68,12 @@ const compiler = new Kysely<Database>({
     createIntrospector: (db) => new SqliteIntrospector(db),
     createQueryCompiler: () => new SqliteQueryCompiler(),
   },
+  plugins: [
+    {
+      transformQuery: (args) => inlineConstants.transformNode(args.node),
+      transformResult: async (args) => args.result,
+    },
+  ],
 });
 
 type Slot = { name: string } | { value: unknown };

@@ -157,7 +157,7 @@ describe('concurrency groups', () => {
 
   it('finds waiting tasks through the jobs index', () => {
     const plan = server.context.store.read((sqlite) =>
-      queryPlan(sqlite, QUEUED_IN_GROUP.sql, ['queued', 'ship', 'queued']),
+      queryPlan(sqlite, QUEUED_IN_GROUP.sql, QUEUED_IN_GROUP.bind({ group: 'ship' })),
     );
     expect(plan).toMatch(/SEARCH jobs USING INDEX jobs_concurrency_group/);
     expect(plan).not.toMatch(/tasks_status_queued/);

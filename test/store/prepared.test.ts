@@ -24,11 +24,18 @@ describe('prepared queries', () => {
       .limit(param<number>('limit')),
   );
 
-  it('puts named values and constants in their places', () => {
+  it('binds named values and writes constants into the text', () => {
     expect(byName.sql).toBe(
-      'select * from "state_variables" where "name" = ? and "name" != ? limit ?',
+      `select * from "state_variables" where "name" = ? and "name" != 'constant-never-matching' limit ?`,
     );
-    expect(byName.bind({ name: 'X', limit: 3 })).toEqual(['X', 'constant-never-matching', 3]);
+    expect(byName.bind({ name: 'X', limit: 3 })).toEqual(['X', 3]);
+  });
+
+  it('quotes a constant with a quote in it', () => {
+    const quoted = prepare((db) =>
+      db.selectFrom('state_variables').select('name').where('value', '=', "it's"),
+    );
+    expect(quoted.sql).toBe(`select "name" from "state_variables" where "value" = 'it''s'`);
   });
 
   it('refuses a call without one of its values', () => {
