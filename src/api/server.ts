@@ -19,7 +19,9 @@ import Fastify, {
 } from 'fastify';
 import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
+import { isClusterWorker } from '../app/cluster.js';
 import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
+import { sharedQuotaStore } from './shared-rate-limit.js';
 import { AuthFailureLimiter } from './auth-failures.js';
 import { registerJsonBodyParser } from './json-body.js';
 import { deferredChildLogger } from './request-logger.js';
@@ -197,6 +199,10 @@ export async function buildServer(
       },
       // Workers long-poll and upload logs continuously; their traffic is not user traffic.
       allowList: (request: FastifyRequest) => request.principal?.role === 'agent',
+      // The processes of a cluster share each token's limit through the primary.
+      ...(isClusterWorker()
+        ? { store: sharedQuotaStore(context.logger) as never, skipOnError: true }
+        : {}),
       errorResponseBuilder: (_request, context) => ({
         statusCode: 429,
         code: 'rate_limited',

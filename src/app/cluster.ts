@@ -2,11 +2,13 @@
  * API_WORKERS > 1: the API runs in several processes sharing one port (node:cluster), so reads
  * use every core. Each process has its own SQLite connection. SQLite's write lock serialises
  * their writes, and a write that finds the lock taken waits up to busy_timeout (15 s).
- * The primary only supervises: it restarts a process that dies and forwards SIGTERM/SIGINT.
+ * The primary supervises: it restarts a process that dies and forwards SIGTERM/SIGINT. It
+ * also keeps each token's rate-limit window for all the processes (see shared-rate-limit.ts).
  */
 import cluster from 'node:cluster';
 import type { Config } from '../config/env.js';
 import { createLogger } from '../log.js';
+import { serveQuota } from '../api/shared-rate-limit.js';
 import { openStore } from '../store/database.js';
 import { ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
@@ -35,6 +37,8 @@ export async function runApiPrimary(config: Config): Promise<void> {
     logger.info({ file: admin.file }, `an admin token was written to ${admin.file}`);
   }
 
+  // Each token's rate limit is kept here, so that it holds for all the processes together.
+  const stopQuota = serveQuota(config.api.workers);
   let stopping = false;
   const fork = () => {
     if (stopping) return;
@@ -68,6 +72,7 @@ export async function runApiPrimary(config: Config): Promise<void> {
         }),
     ),
   );
+  stopQuota();
 }
 
 export function isClusterWorker(): boolean {

@@ -79,6 +79,57 @@ describe('slipway api with API_WORKERS', () => {
     }
   });
 
+  it('applies one rate limit per token across processes', { timeout: 120_000 }, async () => {
+    await ensureBuilt();
+    const limit = 12;
+    const admin = 'slw_cluster-limit-admin-token-000000000';
+    const api = await startApiProcess(
+      {
+        SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-limit-'),
+        API_PORT: String(await freePort()),
+        API_WORKERS: '2',
+        API_RATE_LIMIT: String(limit),
+        SLIPWAY_ADMIN_TOKEN: admin,
+      },
+      'api',
+      60_000,
+    );
+    try {
+      const deadline = Date.now() + 60_000;
+      while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
+        if (Date.now() > deadline) throw new Error(`second API process never listened`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      // A new connection per request, so the primary spreads them over both processes.
+      const admitted = new Set<number>();
+      const statuses: number[] = [];
+      for (let i = 0; i < 3 * limit; i++) {
+        const response = await fetch(`${api.url}/api/health/status`, {
+          headers: { connection: 'close', authorization: `Bearer ${admin}` },
+        });
+        statuses.push(response.status);
+        if (response.status === 200) {
+          const body = (await response.json()) as {
+            components: { api: { details: { pid: number } } };
+          };
+          admitted.add(body.components.api.details.pid);
+        } else {
+          await response.arrayBuffer();
+        }
+      }
+      const ok = statuses.filter((status) => status === 200).length;
+      expect(admitted.size).toBe(2);
+      expect(ok).toBeLessThanOrEqual(limit);
+      // Blocks shrink to one request as the quota runs low, so little of it goes unused.
+      expect(ok).toBeGreaterThanOrEqual(limit - 2);
+      expect(statuses.filter((status) => status !== 200).every((status) => status === 429)).toBe(
+        true,
+      );
+    } finally {
+      await api.stop();
+    }
+  });
+
   it('stops cleanly on an early signal', { timeout: 60_000 }, async () => {
     await ensureBuilt();
     // The primary logs its migrations before it writes the admin token and forks.
