@@ -10,8 +10,8 @@
  * 429 as a wrong one. This limiter is separate from the plugin's because the plugin counts
  * every request that passes its hook and cannot check an address without counting it.
  *
- * NOTE: each API process counts on its own, as the per-token limit does. With API_WORKERS=N
- * an address may fail up to N times the limit in a minute.
+ * NOTE: each API process counts on its own, unlike the per-token limit, which the processes
+ * of a cluster share. With API_WORKERS=N an address may fail up to N times the limit a minute.
  */
 import net from 'node:net';
 
