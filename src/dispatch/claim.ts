@@ -163,6 +163,7 @@ async function claimOne(
   const logPath = context.logPathFor(job.id, task.id, attempt);
   const extra = {
     attempt,
+    worker_session: request.session ?? null,
     executor: task.executor ?? request.defaultExecutor,
     log_path: logPath,
     cancel_requested_at: null,
@@ -177,6 +178,57 @@ async function claimOne(
     details: { worker_id: request.workerId, attempt, lease_expires_at: leaseExpiresAt },
   });
   return { ...running, ...extra };
+}
+
+/**
+ * Returns again the running tasks that this worker process claimed (same worker id and
+ * session) but does not list in `holding`: the response of the claim that took them was
+ * lost, so the worker never started them. Each gets a fresh lease and a `task_redelivered`
+ * audit row. Without a session, or for another process with the worker's id, nothing is
+ * returned, because that process may have started the task before it went away.
+ */
+export async function redeliverTasks(
+  trx: Trx,
+  request: ClaimRequest,
+  holding: readonly string[],
+  audit: AuditContext,
+): Promise<TaskSpec[]> {
+  if (request.session === undefined || request.max <= 0) return [];
+  const lost = await trx
+    .selectFrom('tasks')
+    .selectAll()
+    .where('worker_id', '=', request.workerId)
+    .where('status', '=', literal('running'))
+    .where('worker_session', '=', request.session)
+    .$if(holding.length > 0, (query) => query.where('id', 'not in', [...holding]))
+    .orderBy('queued_at')
+    .orderBy('id')
+    .limit(request.max)
+    .execute();
+  const specs: TaskSpec[] = [];
+  const leaseExpiresAt = isoAfter(request.leaseMs);
+  for (const task of lost) {
+    const job = await findJob(trx, task.job_id);
+    if (job === undefined) continue;
+    await trx
+      .updateTable('tasks')
+      .set({ lease_expires_at: leaseExpiresAt, updated_at: nowIso() })
+      .where('id', '=', task.id)
+      .execute();
+    await appendAudit(trx, audit, {
+      action: 'task_redelivered',
+      jobId: job.id,
+      taskId: task.id,
+      details: {
+        worker_id: request.workerId,
+        attempt: task.attempt,
+        lease_expires_at: leaseExpiresAt,
+        reason: 'the worker did not list the task in its claim, so the claim response was lost',
+      },
+    });
+    specs.push(buildTaskSpec(job, { ...task, lease_expires_at: leaseExpiresAt }));
+  }
+  return specs;
 }
 
 /** Marks the worker as seen now; called on every claim and heartbeat. */

@@ -106,10 +106,11 @@ const TASK_COLUMNS = [
 
 type NewTaskRow = Pick<TaskRow, (typeof TASK_COLUMNS)[number]>;
 
-// The same for tasks; duration_ms is written when a task ends, never at insert.
+// The same for tasks; duration_ms is written when a task ends and worker_session when a
+// worker claims it, never at insert.
 const everyTaskColumn: Exclude<
   keyof TaskRow,
-  (typeof TASK_COLUMNS)[number] | 'duration_ms'
+  (typeof TASK_COLUMNS)[number] | 'duration_ms' | 'worker_session'
 > extends never
   ? true
   : never = true;

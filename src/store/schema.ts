@@ -44,6 +44,8 @@ export interface TasksTable {
   status: Status;
   executor: string | null;
   worker_id: string | null;
+  /** Session of the worker process that claimed the current attempt (see the claim route). */
+  worker_session: string | null;
   lease_expires_at: string | null;
   /** Lease attempt: counts how often the task was claimed, so a stale worker is fenced. */
   attempt: number;

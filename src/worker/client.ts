@@ -79,11 +79,12 @@ export class AgentClient {
     session: string,
     max: number,
     waitSeconds: number,
+    holding: string[],
     signal?: AbortSignal,
   ): Promise<TaskSpec[]> {
     const answer = await this.#post<{ tasks: TaskSpec[] }>(
       `/api/agent/workers/${encodeURIComponent(workerId)}/claim`,
-      { max, wait_seconds: waitSeconds, session },
+      { max, wait_seconds: waitSeconds, session, holding },
       signal,
     );
     return answer.tasks;

@@ -166,6 +166,8 @@ export class Worker {
           this.#session,
           free,
           registration.max_claim_wait_seconds,
+          // Tasks leased to this process and not listed come back: a lost claim response.
+          [...this.#runs].map((run) => run.taskId),
           this.#claimAbort.signal,
         );
         for (const spec of tasks) this.#startRun(spec);
@@ -269,6 +271,10 @@ export class Worker {
   }
 
   #startRun(spec: TaskSpec): void {
+    if ([...this.#runs].some((run) => run.taskId === spec.task_id)) {
+      this.#logger.warn({ task: spec.task_id }, 'claim returned a task this worker already runs');
+      return;
+    }
     const run = new TaskRun(spec, {
       client: this.#client,
       workerId: this.#registration!.worker_id,

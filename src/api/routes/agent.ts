@@ -17,7 +17,12 @@ import {
   type FinishStatus,
   type LeaseHolder,
 } from '../../dispatch/lease.js';
-import { ClaimRejected, claimRejection, touchWorker } from '../../dispatch/claim.js';
+import {
+  ClaimRejected,
+  claimRejection,
+  redeliverTasks,
+  touchWorker,
+} from '../../dispatch/claim.js';
 import { LogOffsetError } from '../../logs/task-log-store.js';
 import { instanceId } from '../../jobs/labels.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
@@ -99,6 +104,15 @@ const ClaimBody = Type.Object(
         minimum: 0,
         maximum: MAX_CLAIM_WAIT_SECONDS,
         description: 'how long to wait when no task is queued (default 25)',
+      }),
+    ),
+    holding: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 200 }), {
+        maxItems: 1024,
+        description:
+          'ids of the tasks this process runs or still reports on. With a session, running ' +
+          'tasks claimed by this session and not listed are returned again first, with the ' +
+          'same attempt: the response of the claim that took them was lost',
       }),
     ),
   },
@@ -272,7 +286,12 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
     },
     async (request, reply) => {
       const { worker_id: workerId } = request.params as { worker_id: string };
-      const body = request.body as { max: number; wait_seconds?: number; session?: string };
+      const body = request.body as {
+        max: number;
+        wait_seconds?: number;
+        session?: string;
+        holding?: string[];
+      };
       await checkWorkerOwner(context.store.db, workerId, request.principal);
       const worker = await context.store.db
         .selectFrom('workers')
@@ -300,6 +319,19 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         leaseMs,
         session: body.session,
       };
+      if (body.holding !== undefined) {
+        const holding = body.holding;
+        const lost = await context.store.write((trx) =>
+          redeliverTasks(trx, claimRequest, holding, auditContext(request)),
+        );
+        if (lost.length > 0) {
+          request.log.warn(
+            { worker: workerId, tasks: lost.map((task) => task.task_id) },
+            'returning tasks again whose claim response the worker did not receive',
+          );
+          return { tasks: lost };
+        }
+      }
       const waitMs = (body.wait_seconds ?? MAX_CLAIM_WAIT_SECONDS) * 1000;
       const gone = new AbortController();
       reply.raw.once('close', () => {

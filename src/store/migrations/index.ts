@@ -12,6 +12,7 @@ import * as taskExecution from './0010_task_execution.js';
 import * as workerSession from './0011_worker_session.js';
 import * as workerToken from './0012_worker_token.js';
 import * as workerTokenDelete from './0013_worker_token_delete.js';
+import * as taskWorkerSession from './0014_task_worker_session.js';
 import * as jobsTypeStatusFinished from './0020_jobs_type_status_finished.js';
 import * as healthState from './0030_health_state.js';
 import * as healthMetricsComponentId from './0031_health_metrics_component_id.js';
@@ -37,6 +38,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0011_worker_session': workerSession,
   '0012_worker_token': workerToken,
   '0013_worker_token_delete': workerTokenDelete,
+  '0014_task_worker_session': taskWorkerSession,
   '0020_jobs_type_status_finished': jobsTypeStatusFinished,
   '0030_health_state': healthState,
   '0031_health_metrics_component_id': healthMetricsComponentId,
