@@ -497,6 +497,28 @@ const BODY_CASES: BadCase[] = [
   },
 ];
 
+/**
+ * JSON bodies that are not objects, on every route whose body is optional. They must be
+ * rejected, not read as a missing body.
+ */
+const NON_OBJECT_BODY_CASES: BadCase[] = [
+  TRIGGER,
+  '/api/job/{job}/cancel',
+  '/api/job/{job}/retry',
+  '/api/rollback/execute',
+  '/api/sync-variables',
+].flatMap((path) =>
+  ['null', '[]', '"x"', '3'].map((body) => ({
+    name: `${body} on ${path}`,
+    path,
+    body,
+    status: 400,
+    code: 'validation_failed',
+    field: 'body',
+    rule: 'type',
+  })),
+);
+
 const QUERY_CASES: BadCase[] = [
   ['limit=0', 'limit', 'minimum'],
   ['limit=501', 'limit', 'maximum'],
@@ -656,6 +678,18 @@ describe('bad input', () => {
 
   it.each(BODY_CASES)('body: $name', async (testCase) => {
     await expectRejected(testCase);
+  });
+
+  it.each(NON_OBJECT_BODY_CASES)('body: $name', async (testCase) => {
+    await expectRejected(testCase);
+  });
+
+  it('non-object body message', async () => {
+    const response = await server.request('POST', `/api/job/${jobId}/cancel`, {
+      token: server.adminToken,
+      body: 'null',
+    });
+    expect(response.body.error).toBe('body must be a JSON object');
   });
 
   it.each(QUERY_CASES)('query: $name', async (testCase) => {
