@@ -14,7 +14,7 @@ import { jobView, readJobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
 import { ResponseCache } from '../response-cache.js';
-import { ErrorSchema, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
+import { ErrorSchema, EXIT_CODE_RULE, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
 import { ADMIN_JOB_TYPES, checkTypeRole } from './triggers.js';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
@@ -161,7 +161,9 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
           {
             status: StatusSchema,
             reason: Type.Optional(Type.String({ minLength: 1, maxLength: 2000 })),
-            exit_code: Type.Optional(Type.Integer({ minimum: -255, maximum: 255 })),
+            exit_code: Type.Optional(
+              Type.Integer({ minimum: -255, maximum: 255, description: EXIT_CODE_RULE }),
+            ),
           },
           { additionalProperties: false },
         ),
