@@ -205,6 +205,24 @@ const BODY_CASES: BadCase[] = [
     rule: 'image_reference',
   },
   {
+    name: 'python_versions for a type without the axis',
+    path: '/api/trigger/deploy',
+    body: { commit: 'abc1234', python_versions: ['3.12'] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions',
+    rule: 'matrix_axis',
+  },
+  {
+    name: 'python_versions on the generic trigger route',
+    path: '/api/trigger/recovery',
+    body: { commit: 'abc1234', python_versions: ['3.12'] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions',
+    rule: 'matrix_axis',
+  },
+  {
     name: 'params as a string',
     path: TRIGGER,
     body: { commit: 'abc1234', params: 'fast' },
@@ -818,6 +836,23 @@ describe('bad input', () => {
     expect(audit.body.error).toBe(
       'query parameter action must be 1 to 64 lower-case letters, underscores or dots',
     );
+  });
+
+  it('python_versions names the type without the axis', async () => {
+    const response = await server.request('POST', '/api/trigger/integration-tests', {
+      token: server.adminToken,
+      body: { commit: 'abc1234', python_versions: ['3.12'] },
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe(
+      'python_versions is not used by job type integration-tests: its pipeline has no matrix ' +
+        'axis with from: python_versions; leave the field out or add such an axis',
+    );
+    const ci = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch: 'python-axis', python_versions: ['3.12'] },
+    });
+    expect(ci.status).toBe(201);
   });
 
   it('an unknown job type comes before the body', async () => {
