@@ -3,7 +3,7 @@
  * clear message with the parser's position, prototype keys get their own message, and routes
  * that take an optional body can accept an empty one.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ApiError } from './errors.js';
 
 declare module 'fastify' {
@@ -15,6 +15,14 @@ declare module 'fastify' {
 
 /** A decoder that throws on bytes that are not UTF-8, which RFC 8259 section 8.1 requires of JSON. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Sets a missing body to `{}`, for routes whose body is optional. A JSON `null`, array or other
+ * value that is not an object stays as sent, so the route's schema rejects it.
+ */
+export async function treatNoBodyAsEmptyObject(request: FastifyRequest): Promise<void> {
+  if (request.body === undefined) request.body = {};
+}
 
 export function registerJsonBodyParser(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json');

@@ -14,6 +14,10 @@ export const StatusSchema = Type.Union(
   { description: 'job or task status' },
 );
 
+/** Description of an exit_code field sent with a status. exitCodeConflict enforces the rule. */
+export const EXIT_CODE_RULE =
+  '0 or left out when status is success, non-zero or left out when it is failure, any value otherwise';
+
 export const JobIdParams = Type.Object({
   job_id: Type.String({
     pattern: JOB_ID_PATTERN,

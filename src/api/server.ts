@@ -20,7 +20,7 @@ import Fastify, {
 import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
 import { isClusterWorker } from '../app/cluster.js';
-import { registerAuth, TokenVerifier, bearerToken } from './auth.js';
+import { registerAuth, TokenVerifier, bearerToken, headerCount } from './auth.js';
 import { sharedQuotaStore } from './shared-rate-limit.js';
 import { AuthFailureLimiter } from './auth-failures.js';
 import { registerJsonBodyParser } from './json-body.js';
@@ -132,6 +132,9 @@ export async function buildServer(
         .send(errorBody(apiError, request.id));
     },
     clientErrorHandler: answerClientError,
+    // Node would reject an HTTP/1.1 request without Host with a bare 400 of its own, before
+    // Fastify sees it. rejectBadHost sends the same status with the catalogue's error instead.
+    http: { requireHostHeader: false },
     // Ajv does not coerce, so a body with `"commit": 1234567` or `"branch": true` is a type
     // error rather than a string. Query values arrive as text, and convertQuery converts them.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
@@ -158,6 +161,7 @@ export async function buildServer(
     reply.header('x-request-id', request.id);
     done();
   });
+  app.addHook('onRequest', rejectBadHost);
 
   await app.register(swagger, {
     openapi: {
@@ -264,6 +268,43 @@ export async function buildServer(
     await register(app, context);
   }
   return app;
+}
+
+/**
+ * Rejects with 400, as HTTP/1.1 requires, an HTTP/1.1 request that has no Host header or more
+ * than one. HTTP/1.0 requests need no Host header. The response closes the connection, as the
+ * response of Node's own check does.
+ */
+function rejectBadHost(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  done: (error?: Error) => void,
+): void {
+  if (request.raw.httpVersion !== '1.1') {
+    done();
+    return;
+  }
+  const count = headerCount(request, 'host');
+  if (count === 1) {
+    done();
+    return;
+  }
+  void reply.header('connection', 'close');
+  done(
+    count === 0
+      ? new ApiError(
+          'validation_failed',
+          'the request has no Host header, which HTTP/1.1 requires; send Host: <host>:<port>',
+          'Host',
+          'required',
+        )
+      : new ApiError(
+          'validation_failed',
+          `the request has ${count} Host headers; HTTP/1.1 allows one, so send one`,
+          'Host',
+          'single',
+        ),
+  );
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { ApiError } from '../api/errors.js';
+import { exitCodeConflict } from '../jobs/status.js';
 import type { ChangeSet } from '../orchestrator/changes.js';
 import { refreshJobStatus, transitionTask } from '../orchestrator/job-status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -120,6 +121,7 @@ export interface FinishResult {
 /**
  * Ends the task with the worker's outcome and refreshes the job. An `error` outcome is
  * queued again while the pipeline's `retries` allow (attempt 2 of 3 ...); a failure never is.
+ * A report whose exit code contradicts its status (see exitCodeConflict) is rejected with 400.
  */
 export async function finishTask(
   trx: Trx,
@@ -128,6 +130,10 @@ export async function finishTask(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<FinishResult> {
+  const conflict = exitCodeConflict(report.status, report.exitCode);
+  if (conflict !== undefined) {
+    throw new ApiError('validation_failed', conflict, 'exit_code', 'matches_status');
+  }
   const task = await findHeldTask(trx, holder);
   if (isRepeatedFinish(task, holder, report)) return { task, retried: false };
   checkLease(task, holder);

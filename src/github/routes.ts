@@ -7,6 +7,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../app/context.js';
 import { ApiError } from '../api/errors.js';
+import { treatNoBodyAsEmptyObject } from '../api/json-body.js';
 import { auditContext } from '../api/request-context.js';
 import { ErrorSchema } from '../api/schemas.js';
 import { branchNameProblem } from '../jobs/refs.js';
@@ -86,9 +87,7 @@ function registerSyncRoute(app: FastifyInstance, context: AppContext, service: G
       },
       config: { roles: ['admin'] },
       // A POST without a body (`curl -X POST`) syncs every variable, as `{}` does.
-      preValidation: async (request) => {
-        request.body ??= {};
-      },
+      preValidation: treatNoBodyAsEmptyObject,
     },
     async (request) => {
       const client = service.client;

@@ -77,6 +77,32 @@ export function allowedTransitions(from: Status): readonly Status[] {
 }
 
 /**
+ * Returns why an exit code contradicts a status, or undefined when it does not. Success means
+ * every step exited 0 and failure that a step exited non-zero. Any other status takes any exit
+ * code or none, because a task that timed out, was cancelled or hit an error may or may not
+ * have one.
+ */
+export function exitCodeConflict(
+  status: Status,
+  exitCode: number | null | undefined,
+): string | undefined {
+  if (exitCode === null || exitCode === undefined) return undefined;
+  if (status === 'success' && exitCode !== 0) {
+    return (
+      `exit_code ${exitCode} contradicts status success, which means every step exited 0; ` +
+      'send exit_code 0 or leave it out, or report failure'
+    );
+  }
+  if (status === 'failure' && exitCode === 0) {
+    return (
+      'exit_code 0 contradicts status failure, which means a step exited non-zero; ' +
+      "send that step's exit code or leave it out, or report success"
+    );
+  }
+  return undefined;
+}
+
+/**
  * Derives a job's status from its tasks' statuses.
  *
  * While any task is active the job is active: running once any task has started or

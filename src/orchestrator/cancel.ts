@@ -48,6 +48,9 @@ export async function cancelJob(
     }
   }
   updateById(sqlite, 'jobs', job.id, { reason, updated_at: now });
+  // This row records the request. When the cancel ends the job, refreshJobStatus adds the
+  // job_finished row that every end of a job gets. Its status is not always cancelled: a task
+  // that already ended failure, error or timed_out decides the job's status instead.
   writeAudit(sqlite, audit, {
     action: 'job_cancelled',
     jobId: job.id,

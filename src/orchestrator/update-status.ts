@@ -6,7 +6,13 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { ApiError, jobNotFound } from '../api/errors.js';
-import { allowedTransitions, canTransition, isTerminal, type Status } from '../jobs/status.js';
+import {
+  allowedTransitions,
+  canTransition,
+  exitCodeConflict,
+  isTerminal,
+  type Status,
+} from '../jobs/status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { findJob, listCurrentTasks } from '../store/jobs.js';
 import type { Database, JobRow } from '../store/schema.js';
@@ -34,6 +40,10 @@ export async function updateJobStatus(
   audit: AuditContext,
   checkLeaseHolders?: LeaseHolderCheck,
 ): Promise<JobRow> {
+  const conflict = exitCodeConflict(update.status, update.exitCode);
+  if (conflict !== undefined) {
+    throw new ApiError('validation_failed', conflict, 'exit_code', 'matches_status');
+  }
   const changes = new ChangeSet();
   const job = await context.store.write(async (trx) => {
     const current = await findJob(trx, jobId);

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countRows } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { writePipelineFile } from '../support/execution.js';
 
@@ -245,6 +246,66 @@ pipelines:
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.reason).not.toMatch(/: $/);
     expect(job.body.reason).toContain('exited with code 2');
+  });
+
+  it('rejects an exit_code that contradicts status', async () => {
+    await trigger({ commit: 'abcdef18' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    const finish = `/api/agent/tasks/${task.task_id}/finish`;
+    const lease = { worker_id: 'worker-a', attempt: 1, duration_ms: 5 };
+    const before = await countRows(server.context.store.db);
+    for (const [status, exitCode] of [
+      ['success', 1],
+      ['success', -1],
+      ['failure', 0],
+    ] as const) {
+      const answer = await post(finish, { ...lease, status, exit_code: exitCode });
+      const label = `${status} with exit_code ${exitCode}`;
+      expect(answer.status, label).toBe(400);
+      expect(answer.body.code, label).toBe('validation_failed');
+      expect(answer.body.field, label).toBe('exit_code');
+      expect(answer.body.rule, label).toBe('matches_status');
+      expect(answer.body.error, label).toContain(`exit_code ${exitCode}`);
+    }
+    expect(await countRows(server.context.store.db)).toEqual(before);
+    const row = await server.context.store.db
+      .selectFrom('tasks')
+      .select(['status', 'exit_code'])
+      .where('id', '=', task.task_id)
+      .executeTakeFirstOrThrow();
+    expect(row.status).toBe('running');
+    expect(row.exit_code).toBeNull();
+  });
+
+  it('accepts every report the worker sends', async () => {
+    // The reports that src/worker/task-run.ts sends for each outcome, and a success that
+    // leaves the exit code out.
+    const reports = [
+      { status: 'success', exit_code: 0 },
+      { status: 'success' },
+      { status: 'failure', exit_code: 2 },
+      { status: 'error', exit_code: null },
+      { status: 'timed_out', exit_code: null },
+      { status: 'cancelled', exit_code: null },
+    ];
+    const versions = reports.map((_, index) => `3.${index}`);
+    const jobId = await trigger({ commit: 'abcdef19', python_versions: versions });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 16, wait_seconds: 0 });
+    const tasks = (claim.body.tasks as Array<{ task_id: string; job: { id: string } }>).filter(
+      (task) => task.job.id === jobId,
+    );
+    expect(tasks).toHaveLength(reports.length);
+    for (const [index, report] of reports.entries()) {
+      const answer = await post(`/api/agent/tasks/${tasks[index]!.task_id}/finish`, {
+        worker_id: 'worker-a',
+        attempt: 1,
+        duration_ms: 5,
+        ...report,
+      });
+      expect(answer.status, JSON.stringify(report)).toBe(200);
+      expect(answer.body.status, JSON.stringify(report)).toBe(report.status);
+    }
   });
 
   it('stores a retried log upload once and caps the log', async () => {

@@ -220,3 +220,74 @@ describe('audit log', () => {
     return row.id;
   }
 });
+
+describe('audit log of a cancel', () => {
+  let server: TestServer;
+  let agent: string;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    agent = await server.token('agent', 'audit-worker');
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token: agent,
+      body: { name: 'audit-worker', hostname: 'host', executors: ['docker'], capacity: 4 },
+    });
+    expect(registered.status, registered.text).toBe(200);
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  // job_cancelled records the request and job_finished the job's end, which every way of
+  // ending a job records. Here they differ: the failed task makes the job end failure.
+  it('records the request and the end apart', async () => {
+    const created = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: { commit: 'abc1242', branch: 'audit/partial', python_versions: ['3.11', '3.12'] },
+    });
+    expect(created.status, created.text).toBe(201);
+    const id = created.body.job_id as string;
+    const claim = await server.request('POST', '/api/agent/workers/audit-worker/claim', {
+      token: agent,
+      body: { max: 1, wait_seconds: 0 },
+    });
+    const task = claim.body.tasks[0];
+    expect(task.job.id).toBe(id);
+    const finish = await server.request('POST', `/api/agent/tasks/${task.task_id}/finish`, {
+      token: agent,
+      body: {
+        worker_id: 'audit-worker',
+        attempt: 1,
+        status: 'failure',
+        exit_code: 1,
+        duration_ms: 5,
+      },
+    });
+    expect(finish.status, finish.text).toBe(200);
+
+    const cancel = await server.request('POST', `/api/job/${id}/cancel`, {
+      token: server.adminToken,
+      body: { reason: 'not needed' },
+      headers: { 'x-request-id': 'cancel-partial' },
+    });
+    expect(cancel.status, cancel.text).toBe(202);
+    expect(cancel.body.status).toBe('failure');
+    const rows = await server.context.store.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('request_id', '=', 'cancel-partial')
+      .orderBy('id')
+      .execute();
+    expect(rows.map((row) => row.action)).toEqual(['job_cancelled', 'job_finished']);
+    expect(JSON.parse(rows[0]!.details)).toEqual({
+      reason: 'not needed',
+      running_tasks_signalled: 0,
+      previous_status: 'running',
+    });
+    expect(JSON.parse(rows[1]!.details)).toEqual({
+      status: 'failure',
+      attempt: 1,
+      reason: 'not needed',
+    });
+  });
+});

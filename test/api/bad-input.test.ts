@@ -205,6 +205,24 @@ const BODY_CASES: BadCase[] = [
     rule: 'image_reference',
   },
   {
+    name: 'python_versions for a type without the axis',
+    path: '/api/trigger/deploy',
+    body: { commit: 'abc1234', python_versions: ['3.12'] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions',
+    rule: 'matrix_axis',
+  },
+  {
+    name: 'python_versions on the generic trigger route',
+    path: '/api/trigger/recovery',
+    body: { commit: 'abc1234', python_versions: ['3.12'] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions',
+    rule: 'matrix_axis',
+  },
+  {
     name: 'params as a string',
     path: TRIGGER,
     body: { commit: 'abc1234', params: 'fast' },
@@ -469,6 +487,26 @@ const BODY_CASES: BadCase[] = [
     rule: 'unknown_field',
   },
   {
+    name: 'PATCH success with a nonzero exit_code',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: { status: 'success', exit_code: 3 },
+    status: 400,
+    code: 'validation_failed',
+    field: 'exit_code',
+    rule: 'matches_status',
+  },
+  {
+    name: 'PATCH failure with exit_code 0',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: { status: 'failure', exit_code: 0 },
+    status: 400,
+    code: 'validation_failed',
+    field: 'exit_code',
+    rule: 'matches_status',
+  },
+  {
     name: 'cancel with an empty reason',
     path: '/api/job/{job}/cancel',
     body: { reason: '' },
@@ -496,6 +534,28 @@ const BODY_CASES: BadCase[] = [
     rule: 'unknown_field',
   },
 ];
+
+/**
+ * JSON bodies that are not objects, on every route whose body is optional. They must be
+ * rejected, not read as a missing body.
+ */
+const NON_OBJECT_BODY_CASES: BadCase[] = [
+  TRIGGER,
+  '/api/job/{job}/cancel',
+  '/api/job/{job}/retry',
+  '/api/rollback/execute',
+  '/api/sync-variables',
+].flatMap((path) =>
+  ['null', '[]', '"x"', '3'].map((body) => ({
+    name: `${body} on ${path}`,
+    path,
+    body,
+    status: 400,
+    code: 'validation_failed',
+    field: 'body',
+    rule: 'type',
+  })),
+);
 
 const QUERY_CASES: BadCase[] = [
   ['limit=0', 'limit', 'minimum'],
@@ -658,6 +718,18 @@ describe('bad input', () => {
     await expectRejected(testCase);
   });
 
+  it.each(NON_OBJECT_BODY_CASES)('body: $name', async (testCase) => {
+    await expectRejected(testCase);
+  });
+
+  it('non-object body message', async () => {
+    const response = await server.request('POST', `/api/job/${jobId}/cancel`, {
+      token: server.adminToken,
+      body: 'null',
+    });
+    expect(response.body.error).toBe('body must be a JSON object');
+  });
+
   it.each(QUERY_CASES)('query: $name', async (testCase) => {
     await expectRejected(testCase);
   });
@@ -764,6 +836,23 @@ describe('bad input', () => {
     expect(audit.body.error).toBe(
       'query parameter action must be 1 to 64 lower-case letters, underscores or dots',
     );
+  });
+
+  it('python_versions names the type without the axis', async () => {
+    const response = await server.request('POST', '/api/trigger/integration-tests', {
+      token: server.adminToken,
+      body: { commit: 'abc1234', python_versions: ['3.12'] },
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe(
+      'python_versions is not used by job type integration-tests: its pipeline has no matrix ' +
+        'axis with from: python_versions; leave the field out or add such an axis',
+    );
+    const ci = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch: 'python-axis', python_versions: ['3.12'] },
+    });
+    expect(ci.status).toBe(201);
   });
 
   it('an unknown job type comes before the body', async () => {

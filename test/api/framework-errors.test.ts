@@ -6,6 +6,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countRows } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 describe('errors raised before routing', () => {
@@ -94,6 +95,58 @@ describe('errors raised before routing', () => {
     });
     expect(parsed.request_id).toMatch(/^[0-9a-f-]{36}$/);
     expect(head).toContain(`X-Request-Id: ${parsed.request_id as string}`);
+  });
+
+  it('an HTTP/1.1 request without Host', async () => {
+    const answer = await sendRaw('GET /api/health/status HTTP/1.1\r\nConnection: close\r\n\r\n');
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(head).toMatch(/\r\ncontent-type: application\/json/i);
+    const parsed = JSON.parse(body!) as Record<string, unknown>;
+    expect(parsed).toEqual({
+      error: 'the request has no Host header, which HTTP/1.1 requires; send Host: <host>:<port>',
+      code: 'validation_failed',
+      field: 'Host',
+      rule: 'required',
+      request_id: expect.any(String),
+    });
+    expect(head).toMatch(new RegExp(`\r\nx-request-id: ${parsed.request_id as string}\r\n`, 'i'));
+  });
+
+  it('an HTTP/1.1 request with two Host headers', async () => {
+    // No Connection: close here, so the server must close the connection itself.
+    const answer = await sendRaw(
+      'GET /api/health/status HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: example.com\r\n\r\n',
+    );
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(head).toMatch(/\r\nconnection: close\r\n/i);
+    const parsed = JSON.parse(body!) as Record<string, unknown>;
+    expect(parsed.code).toBe('validation_failed');
+    expect(parsed.field).toBe('Host');
+    expect(parsed.rule).toBe('single');
+  });
+
+  it('a trigger without Host changes nothing', async () => {
+    const before = await countRows(server.context.store.db);
+    const body = JSON.stringify({ commit: 'abc1234', branch: 'no-host' });
+    const answer = await sendRaw(
+      'POST /api/trigger/ci HTTP/1.1\r\n' +
+        `Authorization: Bearer ${server.adminToken}\r\n` +
+        'Content-Type: application/json\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+        'Connection: close\r\n\r\n' +
+        body,
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('"field":"Host"');
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('an HTTP/1.0 request without Host', async () => {
+    // HTTP/1.0 has no Host header requirement, so such a request is served.
+    const answer = await sendRaw('GET /api/openapi.json HTTP/1.0\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.[01] 200 /);
   });
 
   it('bytes that are not HTTP', async () => {

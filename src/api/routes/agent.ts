@@ -29,6 +29,7 @@ import { ChangeSet } from '../../orchestrator/changes.js';
 import { appendAudit } from '../../store/audit.js';
 import { nowIso } from '../../util/time.js';
 import { ApiError } from '../errors.js';
+import { EXIT_CODE_RULE } from '../schemas.js';
 import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
 import { ErrorSchema } from '../schemas.js';
@@ -492,7 +493,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           {
             ...LeaseFields,
             status: Type.Union(FINISH_STATUSES.map((status) => Type.Literal(status))),
-            exit_code: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+            exit_code: Type.Optional(
+              Type.Union([Type.Integer(), Type.Null()], { description: EXIT_CODE_RULE }),
+            ),
             reason: Type.Optional(Type.Union([Type.String({ maxLength: 2000 }), Type.Null()])),
             duration_ms: Type.Number({ minimum: 0 }),
           },

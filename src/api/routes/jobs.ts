@@ -9,11 +9,12 @@ import { retryJob } from '../../orchestrator/retry.js';
 import { updateJobStatus } from '../../orchestrator/update-status.js';
 import { findJob, readJob } from '../../store/jobs.js';
 import { ApiError, jobNotFound } from '../errors.js';
+import { treatNoBodyAsEmptyObject } from '../json-body.js';
 import { jobView, readJobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
 import { ResponseCache } from '../response-cache.js';
-import { ErrorSchema, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
+import { ErrorSchema, EXIT_CODE_RULE, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
 import { ADMIN_JOB_TYPES, checkTypeRole } from './triggers.js';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
@@ -75,13 +76,11 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       config: { roles: ['trigger'], emptyBodyAllowed: true },
       // `curl -X POST .../cancel` sends no body at all, and some clients send an empty one
       // with Content-Type: application/json; treat both as an empty object.
-      preValidation: async (request) => {
-        request.body ??= {};
-      },
+      preValidation: treatNoBodyAsEmptyObject,
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
-      const body = (request.body ?? {}) as { reason?: string };
+      const body = request.body as { reason?: string };
       const audit = auditContext(request);
       const changes = new ChangeSet();
       const view = await context.store.write(async (trx) => {
@@ -132,9 +131,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         emptyBodyAllowed: true,
         roleNote: `Jobs of the types ${[...ADMIN_JOB_TYPES.keys()].join(' and ')} need role admin.`,
       },
-      preValidation: async (request) => {
-        request.body ??= {};
-      },
+      preValidation: treatNoBodyAsEmptyObject,
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
@@ -164,7 +161,9 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
           {
             status: StatusSchema,
             reason: Type.Optional(Type.String({ minLength: 1, maxLength: 2000 })),
-            exit_code: Type.Optional(Type.Integer({ minimum: -255, maximum: 255 })),
+            exit_code: Type.Optional(
+              Type.Integer({ minimum: -255, maximum: 255, description: EXIT_CODE_RULE }),
+            ),
           },
           { additionalProperties: false },
         ),

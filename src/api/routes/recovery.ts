@@ -5,6 +5,7 @@ import type { AppContext } from '../../app/context.js';
 import { runRecoveryProcedure } from '../../orchestrator/recovery.js';
 import { executeRollback } from '../../orchestrator/rollback.js';
 import { ApiError } from '../errors.js';
+import { treatNoBodyAsEmptyObject } from '../json-body.js';
 import { checkBranchAndParams } from './triggers.js';
 import { auditContext } from '../request-context.js';
 import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
@@ -106,12 +107,10 @@ export function registerRecoveryRoutes(app: FastifyInstance, context: AppContext
       },
       config: { roles: ['admin'] },
       // `curl -X POST .../rollback/execute` sends no body at all; treat that as `{}`.
-      preValidation: async (request) => {
-        request.body ??= {};
-      },
+      preValidation: treatNoBodyAsEmptyObject,
     },
     async (request, reply) => {
-      const body = (request.body ?? {}) as Static<typeof RollbackBody>;
+      const body = request.body as Static<typeof RollbackBody>;
       const result = await executeRollback(
         context,
         body.commit?.toLowerCase(),

@@ -28,7 +28,8 @@ export const TriggerBody = Type.Object(
     python_versions: Type.Optional(
       Type.Array(Scalar, {
         maxItems: 64,
-        description: 'values for a matrix axis `from: python_versions`',
+        description:
+          'values for a matrix axis `from: python_versions`; rejected for a job type whose pipeline has no such axis',
       }),
     ),
     github_run_id: Type.Optional(
@@ -100,6 +101,8 @@ const MAX_PARAMS_DEPTH = 32;
  */
 const MAX_PARAM_BYTES = 64 * 1024;
 const MAX_PARAMS_BYTES = 512 * 1024;
+/** Fields of the trigger body that exist only to feed a matrix axis (`from: python_versions`). */
+const MATRIX_FIELDS = new Set(['python_versions']);
 const KNOWN_FIELDS = new Set([
   'commit',
   'branch',
@@ -269,19 +272,13 @@ export function toTriggerRequest(
       'dependentRequired',
     );
   }
-  const pipeline = context.pipelines.pipelines[type];
-  const matrixInputs = new Set(pipeline?.matrix.map((axis) => axis.from) ?? []);
+  // An undefined job type gets its 404 before any complaint about matrix fields.
+  const pipeline = findPipeline(context, type);
+  const matrixInputs = new Set(pipeline.matrix.map((axis) => axis.from));
   const inputs: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(body)) {
-    if (KNOWN_FIELDS.has(key) && key !== 'python_versions') continue;
-    if (key !== 'python_versions' && !matrixInputs.has(key)) {
-      throw new ApiError(
-        'validation_failed',
-        `unknown field "${key}": the ${type} pipeline has no matrix axis fed from it`,
-        key,
-        'unknown_field',
-      );
-    }
+    if (KNOWN_FIELDS.has(key) && !MATRIX_FIELDS.has(key)) continue;
+    if (!matrixInputs.has(key)) throw unusedMatrixField(type, key);
     inputs[key] = value;
   }
   return {
@@ -297,6 +294,28 @@ export function toTriggerRequest(
       body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
     idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
   };
+}
+
+/**
+ * Returns the error for a trigger field that no matrix axis of the job type's pipeline reads.
+ * Such a field would be stored and ignored, so the caller could believe that its values ran.
+ */
+function unusedMatrixField(type: string, field: string): ApiError {
+  if (MATRIX_FIELDS.has(field)) {
+    return new ApiError(
+      'validation_failed',
+      `${field} is not used by job type ${type}: its pipeline has no matrix axis with ` +
+        `from: ${field}; leave the field out or add such an axis`,
+      field,
+      'matrix_axis',
+    );
+  }
+  return new ApiError(
+    'validation_failed',
+    `unknown field "${field}": the ${type} pipeline has no matrix axis fed from it`,
+    field,
+    'unknown_field',
+  );
 }
 
 /**
