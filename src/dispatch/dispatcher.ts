@@ -158,8 +158,8 @@ export class Dispatcher {
   #settle(waiter: Waiter, outcome: TaskSpec[] | ClaimRejected): void {
     const tasks = outcome instanceof ClaimRejected ? [] : outcome;
     if (waiter.done) {
-      // NOTE: a round can claim tasks for a waiter that timed out at the same moment. Those
-      // tasks stay running under that worker until its lease expires and they are recovered.
+      // A round can claim tasks for a waiter that timed out at the same moment. The worker's
+      // next claim does not list them, so it gets them again (redeliverTasks in claim.ts).
       if (tasks.length > 0) {
         this.#context.logger.warn(
           { worker: waiter.request.workerId, tasks: tasks.map((task) => task.task_id) },
