@@ -38,6 +38,22 @@ const RUNNING_IN_GROUP = prepare<{ group: string; id: string }>((db) =>
     .limit(1),
 );
 
+/**
+ * Returns the id of a running job of `job`'s concurrency group other than `job` itself, or
+ * undefined when the job is in no group or none runs.
+ */
+export function findRunningInGroup(
+  sqlite: BetterSqlite3.Database,
+  job: Pick<JobRow, 'id' | 'concurrency_group'>,
+): string | undefined {
+  if (job.concurrency_group === null) return undefined;
+  const running = RUNNING_IN_GROUP.get<{ id: string }>(sqlite, {
+    group: job.concurrency_group,
+    id: job.id,
+  });
+  return running?.id;
+}
+
 export function liveSince(config: Config, now: number = Date.now()): string {
   return new Date(now - LIVE_LEASES * config.worker.leaseSeconds * 1000).toISOString();
 }
@@ -63,14 +79,9 @@ export function explainQueued(
 ): string | undefined {
   const queued = tasks.filter((task) => task.status === 'queued');
   if (queued.length === 0) return undefined;
-  if (job.concurrency_group !== null) {
-    const running = RUNNING_IN_GROUP.get<{ id: string }>(sqlite, {
-      group: job.concurrency_group,
-      id: job.id,
-    });
-    if (running !== undefined) {
-      return `waits for job ${running.id} in concurrency group ${job.concurrency_group}`;
-    }
+  const running = findRunningInGroup(sqlite, job);
+  if (running !== undefined) {
+    return `waits for job ${running} in concurrency group ${job.concurrency_group}`;
   }
   const workers = liveWorkers(sqlite, config);
   if (workers.length === 0) return 'no worker is online';

@@ -19,6 +19,8 @@ describe('concurrency groups', () => {
     return response.body.job_id as string;
   };
   const job = async (id: string) => (await server.request('GET', `/api/job/${id}`, { token })).body;
+  const patchStatus = (id: string, status: string) =>
+    server.request('PATCH', `/api/job/${id}/status`, { token, body: { status } });
   /** Claims as the test's worker, returning the job ids of the claimed tasks. */
   const claim = async (max: number) => {
     const changes = new ChangeSet();
@@ -62,6 +64,10 @@ describe('concurrency groups', () => {
   solo:
     executor: local
     steps: [{ run: 'true' }]
+  serial:
+    executor: local
+    steps: [{ run: 'true' }]
+    concurrency: 'serial-\${{ branch }}'
 `,
     );
     server = await startTestServer({ SLIPWAY_DATA_DIR: dir, SLIPWAY_PIPELINES: pipelines });
@@ -153,6 +159,50 @@ describe('concurrency groups', () => {
     const second = await trigger('ship', { commit: 'eeee0002' });
     expect(await claim(4)).toEqual([first]);
     expect((await job(second)).status).toBe('queued');
+  });
+
+  it('rejects PATCH running while another runs', async () => {
+    const first = await trigger('serial', { commit: 'ffff0001', branch: 'patch' });
+    const second = await trigger('serial', { commit: 'ffff0002', branch: 'patch' });
+    const started = await patchStatus(first, 'running');
+    expect(started.status, started.text).toBe(200);
+    const tasksBefore = (await job(second)).tasks;
+
+    const rejected = await patchStatus(second, 'running');
+    expect(rejected.status).toBe(409);
+    expect(rejected.body.code).toBe('concurrency_group_busy');
+    expect(rejected.body.field).toBe('status');
+    expect(rejected.body.rule).toBe('concurrency');
+    expect(rejected.body.request_id).toEqual(expect.any(String));
+    expect(rejected.body.current_status).toBe('queued');
+    expect(rejected.body.concurrency_group).toBe('serial-patch');
+    expect(rejected.body.running_job_id).toBe(first);
+    expect(rejected.body.error).toContain(`job ${second} cannot change from queued to running`);
+    expect(rejected.body.error).toContain(`job ${first} of its concurrency group serial-patch`);
+    expect((await job(second)).status).toBe('queued');
+    expect((await job(second)).tasks).toEqual(tasksBefore);
+
+    // Once the first job ended, the second may start.
+    expect((await patchStatus(first, 'success')).status).toBe(200);
+    const after = await patchStatus(second, 'running');
+    expect(after.status, after.text).toBe(200);
+    expect((await patchStatus(second, 'success')).status).toBe(200);
+  });
+
+  it('lets one of two concurrent PATCHes start', async () => {
+    const first = await trigger('serial', { commit: 'ffff0003', branch: 'race' });
+    const second = await trigger('serial', { commit: 'ffff0004', branch: 'race' });
+    const responses = await Promise.all([
+      patchStatus(first, 'running'),
+      patchStatus(second, 'running'),
+    ]);
+    const codes = responses.map((response) => response.status).sort();
+    expect(codes).toEqual([200, 409]);
+    const statuses = [(await job(first)).status, (await job(second)).status].sort();
+    expect(statuses).toEqual(['queued', 'running']);
+    for (const id of [first, second]) {
+      if ((await job(id)).status === 'running') await patchStatus(id, 'success');
+    }
   });
 
   it('finds waiting tasks through the jobs index', () => {
