@@ -1,13 +1,14 @@
 /**
  * Why a queued job is not running yet, in words for `GET /api/job/{id}`: another job of its
- * concurrency group runs, no live worker at all, none with the executor its tasks need, or
- * every such worker busy.
+ * concurrency group runs or an older one is queued, no live worker at all, none with the
+ * executor its tasks need, or every such worker busy.
  */
 import type BetterSqlite3 from 'better-sqlite3';
+import type { Kysely } from 'kysely';
 import type { Config } from '../config/env.js';
 import { parseJsonColumn } from '../store/json.js';
 import { param, prepare } from '../store/prepared.js';
-import type { JobRow, TaskRow, WorkerRow } from '../store/schema.js';
+import type { Database, JobRow, TaskRow, WorkerRow } from '../store/schema.js';
 
 /** A worker counts as live while its last heartbeat is newer than this many leases. */
 const LIVE_LEASES = 3;
@@ -28,15 +29,56 @@ const RUNNING_BY_WORKER = prepare((db) =>
     .groupBy('worker_id'),
 );
 
-const RUNNING_IN_GROUP = prepare<{ group: string; id: string }>((db) =>
-  db
-    .selectFrom('jobs')
-    .select('id')
-    .where('concurrency_group', '=', param('group'))
-    .where('status', '=', 'running')
-    .where('id', '!=', param('id'))
-    .limit(1),
-);
+/**
+ * Builds the query for what each job of `ids` waits for in its concurrency group: `running_id`,
+ * a running job of the group, and `older_id`, the oldest queued job of the group created
+ * before it. A claim leaves a job's tasks queued for the same two reasons (see
+ * claimCandidates). Jobs in no group are left out.
+ */
+export function groupBlockersQuery(db: Kysely<Database>, ids: readonly string[]) {
+  return db
+    .selectFrom('jobs as job')
+    .select('job.id')
+    .select((eb) =>
+      eb
+        .selectFrom('jobs as other')
+        .select('other.id')
+        .whereRef('other.concurrency_group', '=', 'job.concurrency_group')
+        .where('other.status', '=', 'running')
+        .whereRef('other.id', '!=', 'job.id')
+        .limit(1)
+        .as('running_id'),
+    )
+    .select((eb) =>
+      eb
+        .selectFrom('jobs as older')
+        .select('older.id')
+        .whereRef('older.concurrency_group', '=', 'job.concurrency_group')
+        .where('older.status', '=', 'queued')
+        .where((older) =>
+          older(
+            older.refTuple('older.created_at', 'older.id'),
+            '<',
+            older.refTuple('job.created_at', 'job.id'),
+          ),
+        )
+        .orderBy('older.created_at')
+        .orderBy('older.id')
+        .limit(1)
+        .as('older_id'),
+    )
+    .where('job.id', 'in', ids)
+    .where('job.concurrency_group', 'is not', null);
+}
+
+/** A row of groupBlockersQuery. */
+export interface GroupBlockers {
+  id: string;
+  running_id: string | null;
+  older_id: string | null;
+}
+
+const GROUP_BLOCKERS = prepare<{ id: string }>((db) => groupBlockersQuery(db, [param('id')]));
 
 /**
  * Returns the id of a running job of `job`'s concurrency group other than `job` itself, or
@@ -47,11 +89,21 @@ export function findRunningInGroup(
   job: Pick<JobRow, 'id' | 'concurrency_group'>,
 ): string | undefined {
   if (job.concurrency_group === null) return undefined;
-  const running = RUNNING_IN_GROUP.get<{ id: string }>(sqlite, {
-    group: job.concurrency_group,
-    id: job.id,
-  });
-  return running?.id;
+  return GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id })?.running_id ?? undefined;
+}
+
+function describeGroupBlockers(
+  group: string,
+  blockers: GroupBlockers | undefined,
+): string | undefined {
+  if (blockers === undefined) return undefined;
+  if (blockers.running_id !== null) {
+    return `waits for job ${blockers.running_id} in concurrency group ${group}`;
+  }
+  if (blockers.older_id !== null) {
+    return `waits for the older job ${blockers.older_id} in concurrency group ${group} to start`;
+  }
+  return undefined;
 }
 
 export function liveSince(config: Config, now: number = Date.now()): string {
@@ -79,9 +131,10 @@ export function explainQueued(
 ): string | undefined {
   const queued = tasks.filter((task) => task.status === 'queued');
   if (queued.length === 0) return undefined;
-  const running = findRunningInGroup(sqlite, job);
-  if (running !== undefined) {
-    return `waits for job ${running} in concurrency group ${job.concurrency_group}`;
+  if (job.concurrency_group !== null) {
+    const blockers = GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id });
+    const reason = describeGroupBlockers(job.concurrency_group, blockers);
+    if (reason !== undefined) return reason;
   }
   const workers = liveWorkers(sqlite, config);
   if (workers.length === 0) return 'no worker is online';

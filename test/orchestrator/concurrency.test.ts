@@ -1,8 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { claimTasks } from '../../src/dispatch/claim.js';
+import { claimCandidates, claimTasks } from '../../src/dispatch/claim.js';
 import { ChangeSet } from '../../src/orchestrator/changes.js';
+import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
 import { QUEUED_IN_GROUP } from '../../src/orchestrator/job-status.js';
 import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
@@ -161,6 +162,58 @@ describe('concurrency groups', () => {
     expect((await job(second)).status).toBe('queued');
   });
 
+  it('starts a requeued older job first', async () => {
+    await claim(100);
+    const older = await trigger('serial', { commit: 'abab0001', branch: 'order' });
+    const newer = await trigger('serial', { commit: 'abab0002', branch: 'order' });
+    expect(await claim(1)).toEqual([older]);
+
+    // The older job's worker is lost: its task returns to the queue after the newer job's.
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('tasks')
+        .set({ lease_expires_at: new Date(Date.now() - 1000).toISOString() })
+        .where('job_id', '=', older)
+        .execute(),
+    );
+    const recovered = await recoverExpiredLeases(server.context, { actor: 'test' });
+    expect(recovered.map((item) => item.outcome)).toEqual(['requeued']);
+    const olderTask = (await job(older)).tasks[0];
+    const newerTask = (await job(newer)).tasks[0];
+    expect(olderTask.queued_at > newerTask.queued_at).toBe(true);
+    expect((await job(newer)).reason).toBe(
+      `waits for the older job ${older} in concurrency group serial-order to start`,
+    );
+
+    expect(await claim(4)).toEqual([older]);
+    expect((await job(newer)).status).toBe('queued');
+    expect((await job(newer)).reason).toBe(
+      `waits for job ${older} in concurrency group serial-order`,
+    );
+    expect((await patchStatus(older, 'success')).status).toBe(200);
+    expect(await claim(4)).toEqual([newer]);
+    expect((await patchStatus(newer, 'success')).status).toBe(200);
+  });
+
+  it('orders a group by creation, not queue time', async () => {
+    await claim(100);
+    const first = await trigger('serial', { commit: 'abab0003', branch: 'created' });
+    const second = await trigger('serial', { commit: 'abab0004', branch: 'created' });
+    const third = await trigger('serial', { commit: 'abab0005', branch: 'created' });
+    // The first job was queued last, as a requeued task would be; creation order still wins.
+    const later = new Date(Date.now() + 60_000).toISOString();
+    await server.context.store.write((trx) =>
+      trx.updateTable('tasks').set({ queued_at: later }).where('job_id', '=', first).execute(),
+    );
+    expect((await job(third)).reason).toBe(
+      `waits for the older job ${first} in concurrency group serial-created to start`,
+    );
+    for (const id of [first, second, third]) {
+      expect(await claim(4)).toEqual([id]);
+      expect((await patchStatus(id, 'success')).status).toBe(200);
+    }
+  });
+
   it('rejects PATCH running while another runs', async () => {
     const first = await trigger('serial', { commit: 'ffff0001', branch: 'patch' });
     const second = await trigger('serial', { commit: 'ffff0002', branch: 'patch' });
@@ -209,7 +262,21 @@ describe('concurrency groups', () => {
     const plan = server.context.store.read((sqlite) =>
       queryPlan(sqlite, QUEUED_IN_GROUP.sql, ['queued', 'ship', 'queued']),
     );
-    expect(plan).toMatch(/SEARCH jobs USING INDEX jobs_concurrency_group/);
+    expect(plan).toMatch(/SEARCH jobs USING (COVERING )?INDEX jobs_concurrency_group/);
     expect(plan).not.toMatch(/tasks_status_queued/);
+  });
+
+  it('claims through the group index', () => {
+    const query = claimCandidates(server.context.store.db, ['local'], 4).compile();
+    const plan = server.context.store.read((sqlite) =>
+      queryPlan(sqlite, query.sql, query.parameters),
+    );
+    expect(plan).not.toMatch(/\bSCAN\b/);
+    expect(plan).toMatch(
+      /SEARCH other USING COVERING INDEX jobs_concurrency_group \(concurrency_group=\? AND status=\?\)/,
+    );
+    expect(plan).toMatch(
+      /SEARCH older USING COVERING INDEX jobs_concurrency_group \(concurrency_group=\? AND status=\? AND created_at<\?\)/,
+    );
   });
 });
