@@ -128,6 +128,19 @@ export function updateById(
   return query.run(sqlite, { ...values, row_id: id }).changes;
 }
 
+/**
+ * Compiles `build`'s query and runs it once on `sqlite`, without keeping the statement, for a
+ * synchronous read (Store.read) whose SQL text changes with its input, such as a list of ids.
+ * Keeping a statement per text would fill the cache with texts that seldom repeat.
+ */
+export function queryOnce<R>(
+  sqlite: BetterSqlite3.Database,
+  build: (db: Kysely<Database>) => Compilable,
+): R[] {
+  const compiled = build(compiler).compile();
+  return sqlite.prepare(compiled.sql).all(compiled.parameters as unknown[]) as R[];
+}
+
 /** Compiles `build`'s query once; see the module comment. */
 export function prepare<P extends Record<string, unknown> = Record<string, never>>(
   build: (db: Kysely<Database>) => Compilable,

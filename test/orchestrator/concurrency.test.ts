@@ -1,14 +1,41 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimCandidates, claimTasks } from '../../src/dispatch/claim.js';
 import { ChangeSet } from '../../src/orchestrator/changes.js';
+import { explainEachQueued } from '../../src/orchestrator/diagnose.js';
 import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
+import { readJobList } from '../../src/store/jobs.js';
 import { QUEUED_IN_GROUP } from '../../src/orchestrator/job-status.js';
 import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
 const WORKER = 'worker-concurrency';
+
+/** Wraps a connection so that every run of a statement prepared through it is counted. */
+function countStatementRuns(sqlite: BetterSqlite3.Database) {
+  let runs = 0;
+  const countRuns = (statement: BetterSqlite3.Statement) =>
+    new Proxy(statement, {
+      get(target, name) {
+        const value: unknown = Reflect.get(target, name, target);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          if (['all', 'get', 'run', 'iterate'].includes(String(name))) runs += 1;
+          return (value as (...inner: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+  const connection = new Proxy(sqlite, {
+    get(target, name) {
+      if (name === 'prepare') return (source: string) => countRuns(target.prepare(source));
+      const value: unknown = Reflect.get(target, name, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return { connection, runs: () => runs };
+}
 
 describe('concurrency groups', () => {
   let server: TestServer;
@@ -212,6 +239,78 @@ describe('concurrency groups', () => {
       expect(await claim(4)).toEqual([id]);
       expect((await patchStatus(id, 'success')).status).toBe(200);
     }
+  });
+
+  it('lists the reasons a single read gives', async () => {
+    await claim(100);
+    const first = await trigger('serial', { commit: 'cdcd0001', branch: 'listing' });
+    const second = await trigger('serial', { commit: 'cdcd0002', branch: 'listing' });
+    const third = await trigger('serial', { commit: 'cdcd0003', branch: 'listing' });
+    expect(await claim(1)).toEqual([first]);
+    // A reason stored by the sweep goes stale; reads work out a queued job's reason anew.
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('jobs')
+        .set({ reason: 'no worker is online' })
+        .where('id', '=', third)
+        .execute(),
+    );
+
+    const listed = await server.request('GET', '/api/admin/jobs?branch=listing', { token });
+    expect(listed.status, listed.text).toBe(200);
+    const reasons = Object.fromEntries(
+      listed.body.jobs.map((item: { id: string; reason: string | null }) => [item.id, item.reason]),
+    );
+    expect(Object.keys(reasons).sort()).toEqual([first, second, third].sort());
+    expect(reasons[first]).toBeNull();
+    expect(reasons[second]).toBe(`waits for job ${first} in concurrency group serial-listing`);
+    expect(reasons[third]).toBe(`waits for job ${first} in concurrency group serial-listing`);
+    for (const id of [first, second, third]) {
+      expect(reasons[id], id).toBe((await job(id)).reason);
+    }
+
+    // With the first job ended, the second goes next and the third names it.
+    expect((await patchStatus(first, 'success')).status).toBe(200);
+    const next = await server.request('GET', '/api/admin/jobs?branch=listing', { token });
+    const after = Object.fromEntries(
+      next.body.jobs.map((item: { id: string; reason: string | null }) => [item.id, item.reason]),
+    );
+    expect(after[third]).toBe(
+      `waits for the older job ${second} in concurrency group serial-listing to start`,
+    );
+    for (const id of [first, second, third]) {
+      expect(after[id], id).toBe((await job(id)).reason);
+    }
+    for (const id of [second, third]) {
+      expect(await claim(4)).toEqual([id]);
+      expect((await patchStatus(id, 'success')).status).toBe(200);
+    }
+  });
+
+  it('explains a page with fixed queries', async () => {
+    await claim(100);
+    await trigger('solo', { commit: 'efef0001', branch: 'count' });
+    const serial: string[] = [];
+    for (let index = 2; index <= 6; index += 1) {
+      serial.push(await trigger('serial', { commit: `efef000${index}`, branch: 'count' }));
+    }
+    const { runs, reasons } = server.context.store.read((sqlite) => {
+      const jobs = readJobList(sqlite, { branch: 'count', limit: 50 });
+      expect(jobs).toHaveLength(6);
+      const counted = countStatementRuns(sqlite);
+      const explained = explainEachQueued(counted.connection, server.context.config, jobs);
+      return { runs: counted.runs(), reasons: explained };
+    });
+    // One query each for tasks, concurrency groups, live workers and their running tasks. A
+    // query per job would take at least 6.
+    expect(runs).toBeGreaterThan(0);
+    expect(runs).toBeLessThanOrEqual(4);
+    for (const id of serial.slice(1)) {
+      expect(reasons.get(id)).toBe(
+        `waits for the older job ${serial[0]} in concurrency group serial-count to start`,
+      );
+    }
+    await claim(100);
   });
 
   it('rejects PATCH running while another runs', async () => {
