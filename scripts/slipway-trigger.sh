@@ -106,10 +106,27 @@ print_new_logs() {
   done < <(jq -r '.tasks[] | [.id, .name] | @tsv' <<<"$job")
 }
 
+# Prints why a queued or waiting job has not started, each time the reason changes.
+last_wait=""
+report_wait() {
+  local job="$1" status="$2" reason line
+  if [[ "$status" != queued && "$status" != waiting ]]; then
+    last_wait=""
+    return 0
+  fi
+  reason=$(jq -r '.reason // empty' <<<"$job")
+  [[ -n "$reason" ]] || return 0
+  line="slipway: job $job_id is $status: $reason"
+  [[ "$line" != "$last_wait" ]] || return 0
+  last_wait=$line
+  echo "$line" >&2
+}
+
 started=$SECONDS
 while :; do
   job=$(call GET "/api/job/$job_id")
   status=$(jq -r .status <<<"$job")
+  report_wait "$job" "$status"
   print_new_logs "$job"
   case "$status" in success | failure | error | timed_out | cancelled | skipped) break ;; esac
   if [[ -n "$interrupted" ]]; then

@@ -38,6 +38,11 @@ export const ERROR_CODES = {
     status: 409,
     summary: 'a waiting job cannot be queued before every job type it depends on has succeeded',
   },
+  concurrency_group_busy: {
+    status: 409,
+    summary:
+      'another job of the concurrency group is running, so this job cannot be set running until that one ends',
+  },
   job_active: { status: 409, summary: 'the job has not finished, so it cannot be retried' },
   job_finished: { status: 409, summary: 'the job has already finished' },
   worker_not_online: {

@@ -1,8 +1,8 @@
 import type { Config } from '../config/env.js';
-import { explainQueued } from '../orchestrator/diagnose.js';
+import { explainEachQueued, explainQueued } from '../orchestrator/diagnose.js';
 import type { Store } from '../store/database.js';
 import { parseJsonColumn } from '../store/json.js';
-import { readCurrentTasks, readJob } from '../store/jobs.js';
+import { readCurrentTasks, readJob, readJobList, type JobListQuery } from '../store/jobs.js';
 import type { JobRow, TaskRow } from '../store/schema.js';
 import type { JobSummaryView, JobView, TaskView } from './schemas.js';
 
@@ -70,5 +70,26 @@ export function readJobView(store: Store, config: Config, id: string): JobView |
     const view = jobView(job, tasks);
     if (view.status === 'queued') view.reason = explainQueued(sqlite, config, job, tasks) ?? null;
     return view;
+  });
+}
+
+/**
+ * Reads one page of the job listing as the API shows it, in one read transaction. A queued
+ * job's reason is worked out as readJobView does, with a fixed number of queries for the whole
+ * page rather than queries per job.
+ */
+export function readJobListView(
+  store: Store,
+  config: Config,
+  query: JobListQuery,
+): JobSummaryView[] {
+  return store.read((sqlite) => {
+    const jobs = readJobList(sqlite, query);
+    const reasons = explainEachQueued(sqlite, config, jobs);
+    return jobs.map((job) => {
+      const view = jobSummaryView(job);
+      if (view.status === 'queued') view.reason = reasons.get(job.id) ?? null;
+      return view;
+    });
   });
 }

@@ -45,6 +45,8 @@ class JobFollower {
   readonly #streams = new Map<string, Promise<void>>();
   #interrupt: NodeJS.Signals | undefined;
   #wake: (() => void) | undefined;
+  /** The last line #reportWait printed, while the job is still queued or waiting. */
+  #lastWait: string | undefined;
 
   constructor(
     readonly client: SlipwayClient,
@@ -85,6 +87,7 @@ class JobFollower {
         process.stderr.write(`slipway: ${(error as Error).message}; retrying\n`);
       }
       if (job !== undefined) {
+        this.#reportWait(job);
         this.#followTasks(job);
         if (TERMINAL.has(job.status)) {
           await this.#drain();
@@ -95,6 +98,22 @@ class JobFollower {
       if (Date.now() >= deadline) return this.#timedOut(lastStatus);
       await this.#sleep(Math.min(this.options.pollIntervalMs, deadline - Date.now()));
     }
+  }
+
+  /**
+   * Prints to stderr why a queued or waiting job has not started, such as the job of its
+   * concurrency group that runs, each time the reason changes.
+   */
+  #reportWait(job: JobResponse): void {
+    if (job.status !== 'queued' && job.status !== 'waiting') {
+      this.#lastWait = undefined;
+      return;
+    }
+    if (job.reason === null) return;
+    const line = `slipway: job ${this.jobId} is ${job.status}: ${job.reason}\n`;
+    if (line === this.#lastWait) return;
+    this.#lastWait = line;
+    process.stderr.write(line);
   }
 
   #followTasks(job: JobResponse): void {

@@ -3,7 +3,7 @@
  * task to `running`, counts a lease attempt, records the worker and the lease expiry, and
  * refreshes the job's derived status.
  */
-import type { Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { ChangeSet } from '../orchestrator/changes.js';
 import { refreshJobStatus, transitionTask } from '../orchestrator/job-status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -94,31 +94,7 @@ export async function claimTasks(
   const rejected = claimRejection(request.workerId, worker, request.session);
   if (rejected !== undefined) throw rejected;
   if (request.max <= 0) return [];
-  const candidates = await trx
-    .selectFrom('tasks')
-    .selectAll()
-    .where('status', '=', literal('queued'))
-    .where((eb) =>
-      eb.or([eb('executor', 'is', null), eb('executor', 'in', [...request.executors])]),
-    )
-    // A job waits while another job of its concurrency group runs.
-    .where((eb) =>
-      eb.not(
-        eb.exists(
-          eb
-            .selectFrom('jobs as job')
-            .innerJoin('jobs as other', 'other.concurrency_group', 'job.concurrency_group')
-            .select('other.id')
-            .whereRef('job.id', '=', 'tasks.job_id')
-            .where('other.status', '=', 'running')
-            .whereRef('other.id', '!=', 'job.id'),
-        ),
-      ),
-    )
-    .orderBy('queued_at')
-    .orderBy('id')
-    .limit(request.max)
-    .execute();
+  const candidates = await claimCandidates(trx, request.executors, request.max).execute();
   if (candidates.length === 0) return [];
 
   const specs: TaskSpec[] = [];
@@ -143,6 +119,58 @@ export async function claimTasks(
     await refreshJobStatus(trx, jobId, context.changes, context.audit);
   }
   return specs;
+}
+
+/**
+ * Builds the query for up to `limit` queued tasks that a worker with `executors` may claim,
+ * oldest queued first. A task of a concurrency group is left out while another job of its
+ * group runs, or while its own job has not started and an older job of the group is queued.
+ * So the jobs of a group start in the order they were created (created_at, then id), even
+ * when an older job's task was queued again after its lease expired.
+ */
+export function claimCandidates(db: Kysely<Database>, executors: readonly string[], limit: number) {
+  return db
+    .selectFrom('tasks')
+    .selectAll()
+    .where('status', '=', literal('queued'))
+    .where((eb) => eb.or([eb('executor', 'is', null), eb('executor', 'in', [...executors])]))
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('jobs as job')
+            .innerJoin('jobs as other', 'other.concurrency_group', 'job.concurrency_group')
+            .select('other.id')
+            .whereRef('job.id', '=', 'tasks.job_id')
+            .where('other.status', '=', 'running')
+            .whereRef('other.id', '!=', 'job.id'),
+        ),
+      ),
+    )
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('jobs as job')
+            .innerJoin('jobs as older', 'older.concurrency_group', 'job.concurrency_group')
+            .select('older.id')
+            .whereRef('job.id', '=', 'tasks.job_id')
+            // A running job's remaining tasks go on, because the job has already started.
+            .where('job.status', '=', 'queued')
+            .where('older.status', '=', 'queued')
+            .where((older) =>
+              older(
+                older.refTuple('older.created_at', 'older.id'),
+                '<',
+                older.refTuple('job.created_at', 'job.id'),
+              ),
+            ),
+        ),
+      ),
+    )
+    .orderBy('queued_at')
+    .orderBy('id')
+    .limit(limit);
 }
 
 async function claimOne(

@@ -1,13 +1,14 @@
 /**
  * Why a queued job is not running yet, in words for `GET /api/job/{id}`: another job of its
- * concurrency group runs, no live worker at all, none with the executor its tasks need, or
- * every such worker busy.
+ * concurrency group runs or an older one is queued, no live worker at all, none with the
+ * executor its tasks need, or every such worker busy.
  */
 import type BetterSqlite3 from 'better-sqlite3';
+import type { Kysely } from 'kysely';
 import type { Config } from '../config/env.js';
 import { parseJsonColumn } from '../store/json.js';
-import { param, prepare } from '../store/prepared.js';
-import type { JobRow, TaskRow, WorkerRow } from '../store/schema.js';
+import { param, prepare, queryOnce } from '../store/prepared.js';
+import type { Database, JobRow, TaskRow, WorkerRow } from '../store/schema.js';
 
 /** A worker counts as live while its last heartbeat is newer than this many leases. */
 const LIVE_LEASES = 3;
@@ -28,15 +29,82 @@ const RUNNING_BY_WORKER = prepare((db) =>
     .groupBy('worker_id'),
 );
 
-const RUNNING_IN_GROUP = prepare<{ group: string; id: string }>((db) =>
-  db
-    .selectFrom('jobs')
-    .select('id')
-    .where('concurrency_group', '=', param('group'))
-    .where('status', '=', 'running')
-    .where('id', '!=', param('id'))
-    .limit(1),
-);
+/**
+ * Builds the query for what each job of `ids` waits for in its concurrency group: `running_id`,
+ * a running job of the group, and `older_id`, the oldest queued job of the group created
+ * before it. A claim leaves a job's tasks queued for the same two reasons (see
+ * claimCandidates). Jobs in no group are left out.
+ */
+export function groupBlockersQuery(db: Kysely<Database>, ids: readonly string[]) {
+  return db
+    .selectFrom('jobs as job')
+    .select('job.id')
+    .select((eb) =>
+      eb
+        .selectFrom('jobs as other')
+        .select('other.id')
+        .whereRef('other.concurrency_group', '=', 'job.concurrency_group')
+        .where('other.status', '=', 'running')
+        .whereRef('other.id', '!=', 'job.id')
+        .limit(1)
+        .as('running_id'),
+    )
+    .select((eb) =>
+      eb
+        .selectFrom('jobs as older')
+        .select('older.id')
+        .whereRef('older.concurrency_group', '=', 'job.concurrency_group')
+        .where('older.status', '=', 'queued')
+        .where((older) =>
+          older(
+            older.refTuple('older.created_at', 'older.id'),
+            '<',
+            older.refTuple('job.created_at', 'job.id'),
+          ),
+        )
+        .orderBy('older.created_at')
+        .orderBy('older.id')
+        .limit(1)
+        .as('older_id'),
+    )
+    .where('job.id', 'in', ids)
+    .where('job.concurrency_group', 'is not', null);
+}
+
+/** A row of groupBlockersQuery. */
+export interface GroupBlockers {
+  id: string;
+  running_id: string | null;
+  older_id: string | null;
+}
+
+const GROUP_BLOCKERS = prepare<{ id: string }>((db) => groupBlockersQuery(db, [param('id')]));
+
+/**
+ * Returns the id of a running job of `job`'s concurrency group other than `job` itself, or
+ * undefined when the job is in no group or none runs.
+ */
+export function findRunningInGroup(
+  sqlite: BetterSqlite3.Database,
+  job: Pick<JobRow, 'id' | 'concurrency_group'>,
+): string | undefined {
+  if (job.concurrency_group === null) return undefined;
+  return GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id })?.running_id ?? undefined;
+}
+
+function describeGroupBlockers(
+  group: string,
+  blockers: GroupBlockers | undefined,
+): string | undefined {
+  if (blockers === undefined) return undefined;
+  if (blockers.running_id !== null) {
+    return `waits for job ${blockers.running_id} in concurrency group ${group}`;
+  }
+  if (blockers.older_id !== null) {
+    return `waits for the older job ${blockers.older_id} in concurrency group ${group} to start`;
+  }
+  return undefined;
+}
 
 export function liveSince(config: Config, now: number = Date.now()): string {
   return new Date(now - LIVE_LEASES * config.worker.leaseSeconds * 1000).toISOString();
@@ -64,29 +132,116 @@ export function explainQueued(
   const queued = tasks.filter((task) => task.status === 'queued');
   if (queued.length === 0) return undefined;
   if (job.concurrency_group !== null) {
-    const running = RUNNING_IN_GROUP.get<{ id: string }>(sqlite, {
-      group: job.concurrency_group,
-      id: job.id,
-    });
-    if (running !== undefined) {
-      return `waits for job ${running.id} in concurrency group ${job.concurrency_group}`;
-    }
+    const blockers = GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id });
+    const reason = describeGroupBlockers(job.concurrency_group, blockers);
+    if (reason !== undefined) return reason;
   }
-  const workers = liveWorkers(sqlite, config);
+  return explainWorkers(queued, new WorkerLoad(sqlite, config));
+}
+
+/**
+ * Returns why each queued job of `jobs` is not running, by job id, as explainQueued does for
+ * one job. The number of queries does not grow with the number of jobs. A job that a worker
+ * may claim now has no entry. Run it inside Store.read.
+ */
+export function explainEachQueued(
+  sqlite: BetterSqlite3.Database,
+  config: Config,
+  jobs: readonly JobRow[],
+): Map<string, string> {
+  const reasons = new Map<string, string>();
+  const queuedJobs = jobs.filter((job) => job.status === 'queued');
+  if (queuedJobs.length === 0) return reasons;
+  const tasks = readQueuedTasks(sqlite, queuedJobs);
+  const blockers = readGroupBlockers(sqlite, queuedJobs);
+  const load = new WorkerLoad(sqlite, config);
+  for (const job of queuedJobs) {
+    const queued = tasks.get(job.id) ?? [];
+    if (queued.length === 0) continue;
+    const reason =
+      (job.concurrency_group === null
+        ? undefined
+        : describeGroupBlockers(job.concurrency_group, blockers.get(job.id))) ??
+      explainWorkers(queued, load);
+    if (reason !== undefined) reasons.set(job.id, reason);
+  }
+  return reasons;
+}
+
+type QueuedTask = Pick<TaskRow, 'job_id' | 'job_attempt' | 'status' | 'executor'>;
+
+/** Reads the queued tasks of each job's current attempt, by job id, with one query. */
+function readQueuedTasks(
+  sqlite: BetterSqlite3.Database,
+  jobs: readonly JobRow[],
+): Map<string, QueuedTask[]> {
+  const attempts = new Map(jobs.map((job) => [job.id, job.attempt]));
+  const rows = queryOnce<QueuedTask>(sqlite, (db) =>
+    db
+      .selectFrom('tasks')
+      .select(['job_id', 'job_attempt', 'status', 'executor'])
+      .where('job_id', 'in', [...attempts.keys()]),
+  );
+  const byJob = new Map<string, QueuedTask[]>();
+  for (const row of rows) {
+    if (row.status !== 'queued' || row.job_attempt !== attempts.get(row.job_id)) continue;
+    const list = byJob.get(row.job_id) ?? [];
+    list.push(row);
+    byJob.set(row.job_id, list);
+  }
+  return byJob;
+}
+
+/** Runs groupBlockersQuery for the jobs that are in a concurrency group, by job id. */
+function readGroupBlockers(
+  sqlite: BetterSqlite3.Database,
+  jobs: readonly JobRow[],
+): Map<string, GroupBlockers> {
+  const ids = jobs.filter((job) => job.concurrency_group !== null).map((job) => job.id);
+  if (ids.length === 0) return new Map();
+  const rows = queryOnce<GroupBlockers>(sqlite, (db) => groupBlockersQuery(db, ids));
+  return new Map(rows.map((row) => [row.id, row]));
+}
+
+/** Live workers and the tasks each runs, read on first use and shared by the jobs of one read. */
+class WorkerLoad {
+  #workers: WorkerRow[] | undefined;
+  #running: Map<string | null, number> | undefined;
+
+  constructor(
+    readonly sqlite: BetterSqlite3.Database,
+    readonly config: Config,
+  ) {}
+
+  get workers(): WorkerRow[] {
+    this.#workers ??= liveWorkers(this.sqlite, this.config);
+    return this.#workers;
+  }
+
+  /** Returns how many tasks the worker runs now. */
+  running(workerId: string): number {
+    this.#running ??= new Map(
+      RUNNING_BY_WORKER.all<{ worker_id: string | null; count: number }>(this.sqlite, {}).map(
+        (row) => [row.worker_id, Number(row.count)],
+      ),
+    );
+    return this.#running.get(workerId) ?? 0;
+  }
+}
+
+/** Returns why no live worker may claim the queued tasks now, or undefined when one may. */
+function explainWorkers(
+  queued: readonly Pick<TaskRow, 'executor'>[],
+  load: WorkerLoad,
+): string | undefined {
+  const workers = load.workers;
   if (workers.length === 0) return 'no worker is online';
-  let busy: Map<string | null, number> | undefined;
   for (const executor of new Set(queued.map((task) => task.executor))) {
     const able = workers.filter((worker) => canRun(worker, executor));
     const label = executor === null ? '' : ` with the ${executor} executor`;
     if (able.length === 0) return `no worker${label}`;
-    busy ??= new Map(
-      RUNNING_BY_WORKER.all<{ worker_id: string | null; count: number }>(sqlite, {}).map((row) => [
-        row.worker_id,
-        Number(row.count),
-      ]),
-    );
     const free = able.reduce(
-      (sum, worker) => sum + Math.max(0, worker.capacity - (busy!.get(worker.id) ?? 0)),
+      (sum, worker) => sum + Math.max(0, worker.capacity - load.running(worker.id)),
       0,
     );
     if (free === 0) return `every worker${label} is busy (${able.length} online)`;

@@ -19,6 +19,7 @@ import type { Database, JobRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
 import { ChangeSet } from './changes.js';
 import { evaluateDependencies } from './dependencies.js';
+import { findRunningInGroup } from './diagnose.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
 export interface StatusUpdate {
@@ -64,6 +65,7 @@ export async function updateJobStatus(
     if (current.status === 'waiting' && update.status === 'queued') {
       checkDependenciesMet(trx, current);
     }
+    if (update.status === 'running') checkGroupIdle(trx, current);
     const tasks = await listCurrentTasks(trx, current);
     if (checkLeaseHolders !== undefined) {
       const holders = tasks
@@ -128,5 +130,29 @@ function checkDependenciesMet(trx: Transaction<Database>, job: JobRow): void {
     'status',
     'dependencies',
     { current_status: job.status, unmet_dependencies: unmet },
+  );
+}
+
+/**
+ * Throws 409 `concurrency_group_busy` when another job of `job`'s concurrency group is running.
+ * A claim skips such a job for the same reason. The check runs in the update's write
+ * transaction, after every claim and update committed before it, so two jobs of one group
+ * cannot both start.
+ */
+function checkGroupIdle(trx: Transaction<Database>, job: JobRow): void {
+  const running = findRunningInGroup(writeConnection(trx), job);
+  if (running === undefined) return;
+  throw new ApiError(
+    'concurrency_group_busy',
+    `job ${job.id} cannot change from ${job.status} to running because job ${running} of its ` +
+      `concurrency group ${job.concurrency_group} is running. The jobs of a group run one at ` +
+      `a time: set it running after ${running} ends.`,
+    'status',
+    'concurrency',
+    {
+      current_status: job.status,
+      concurrency_group: job.concurrency_group,
+      running_job_id: running,
+    },
   );
 }

@@ -1,7 +1,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import { sql, type Insertable, type Kysely } from 'kysely';
 import type { Status } from '../jobs/status.js';
-import { param, paramsFor, prepare } from './prepared.js';
+import { param, paramsFor, prepare, queryOnce } from './prepared.js';
 import type { Database, IdempotencyKeysTable, JobRow, TaskRow } from './schema.js';
 
 const JOB_BY_ID = prepare<{ id: string }>((db) =>
@@ -141,12 +141,15 @@ export interface JobListQuery {
   limit: number;
 }
 
-/** Jobs newest first, filtered, one page at a time (keyset paging on created_at and id). */
-export async function listJobs(db: Kysely<Database>, query: JobListQuery): Promise<JobRow[]> {
-  return listJobsQuery(db, query).execute();
+/**
+ * Reads jobs newest first, filtered, one page at a time (keyset paging on created_at and id).
+ * Synchronous, for Store.read.
+ */
+export function readJobList(sqlite: BetterSqlite3.Database, query: JobListQuery): JobRow[] {
+  return queryOnce<JobRow>(sqlite, (db) => listJobsQuery(db, query));
 }
 
-/** Builds listJobs' query. */
+/** Builds readJobList's query. */
 export function listJobsQuery(db: Kysely<Database>, query: JobListQuery) {
   let select = db.selectFrom('jobs').selectAll();
   // A commit prefix matches few jobs, so with one the other filters are kept off the indexes

@@ -60,14 +60,16 @@ export function literal<T extends string>(value: T): RawBuilder<T> {
   return sql.lit(value);
 }
 
-/** Builds queries without a connection; only their SQL text is used. */
+const dialect = {
+  createAdapter: () => new SqliteAdapter(),
+  createDriver: () => new DummyDriver(),
+  createIntrospector: (db: Kysely<unknown>) => new SqliteIntrospector(db),
+  createQueryCompiler: () => new SqliteQueryCompiler(),
+};
+
+/** Builds prepared queries without a connection; only their SQL text is used. */
 const compiler = new Kysely<Database>({
-  dialect: {
-    createAdapter: () => new SqliteAdapter(),
-    createDriver: () => new DummyDriver(),
-    createIntrospector: (db) => new SqliteIntrospector(db),
-    createQueryCompiler: () => new SqliteQueryCompiler(),
-  },
+  dialect,
   plugins: [
     {
       transformQuery: (args) => inlineConstants.transformNode(args.node),
@@ -75,6 +77,9 @@ const compiler = new Kysely<Database>({
     },
   ],
 });
+
+/** Builds the queries of queryOnce, whose values come at run time and stay bound. */
+const onceCompiler = new Kysely<Database>({ dialect });
 
 type Slot = { name: string } | { value: unknown };
 
@@ -163,6 +168,19 @@ export function updateById(
     updates.set(key, query);
   }
   return query.run(sqlite, { ...values, row_id: id }).changes;
+}
+
+/**
+ * Compiles `build`'s query and runs it once on `sqlite`, without keeping the statement, for a
+ * synchronous read (Store.read) whose SQL text changes with its input, such as a list of ids.
+ * Keeping a statement per text would fill the cache with texts that seldom repeat.
+ */
+export function queryOnce<R>(
+  sqlite: BetterSqlite3.Database,
+  build: (db: Kysely<Database>) => Compilable,
+): R[] {
+  const compiled = build(onceCompiler).compile();
+  return sqlite.prepare(compiled.sql).all(compiled.parameters as unknown[]) as R[];
 }
 
 /** Compiles `build`'s query once; see the module comment. */

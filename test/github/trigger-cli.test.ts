@@ -200,6 +200,38 @@ describe('slipway trigger', () => {
     });
   });
 
+  it('prints why a job waits, once', async () => {
+    const commit = nextCommit();
+    const ci = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: { commit },
+    });
+    expect(ci.status).toBe(201);
+    const result = await runCli(
+      [
+        'trigger',
+        'integration-tests',
+        '--commit',
+        commit,
+        '--wait',
+        '--timeout',
+        '1s',
+        '--poll-interval',
+        '200ms',
+      ],
+      env(),
+    );
+    expect(result.code).toBe(7);
+    const jobId = result.stdout.trim().split('\n')[0]!;
+    const line = `slipway: job ${jobId} is waiting: waiting for ci of ${commit.slice(0, 7)}\n`;
+    expect(result.stderr).toContain(line);
+    // Every poll returns the same reason, and only the first one prints it.
+    expect(result.stderr.split(line)).toHaveLength(2);
+    await server.request('POST', `/api/job/${ci.body.job_id}/cancel`, {
+      token: server.adminToken,
+    });
+  });
+
   it('names a running job after --timeout', async () => {
     const commit = nextCommit();
     const run = runCli(

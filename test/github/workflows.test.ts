@@ -233,6 +233,37 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(job.body.status).toBe('cancelled');
   });
 
+  it('prints why a job waits, once', async () => {
+    const commit = 'ce'.repeat(20);
+    const ci = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: { commit },
+    });
+    expect(ci.status).toBe(201);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const result = await runScript(
+      [
+        'integration-tests',
+        '--commit',
+        commit,
+        '--wait',
+        '--timeout',
+        '1',
+        '--poll-interval',
+        '0.2',
+      ],
+      env,
+    );
+    expect(result.code).toBe(7);
+    const jobId = result.stdout.trim().split('\n')[0]!;
+    const line = `slipway: job ${jobId} is waiting: waiting for ci of ${commit.slice(0, 7)}\n`;
+    expect(result.stderr).toContain(line);
+    expect(result.stderr.split(line)).toHaveLength(2);
+    await server.request('POST', `/api/job/${ci.body.job_id}/cancel`, {
+      token: server.adminToken,
+    });
+  });
+
   it('rejects a repeated --param key', async () => {
     const result = await runScript(
       ['ci', '--commit', 'fd'.repeat(20), '--param', 'a=1', '--param', 'a=2'],

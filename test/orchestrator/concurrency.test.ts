@@ -1,13 +1,41 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { claimTasks } from '../../src/dispatch/claim.js';
+import { claimCandidates, claimTasks } from '../../src/dispatch/claim.js';
 import { ChangeSet } from '../../src/orchestrator/changes.js';
+import { explainEachQueued } from '../../src/orchestrator/diagnose.js';
+import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
+import { readJobList } from '../../src/store/jobs.js';
 import { QUEUED_IN_GROUP } from '../../src/orchestrator/job-status.js';
 import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
 const WORKER = 'worker-concurrency';
+
+/** Wraps a connection so that every run of a statement prepared through it is counted. */
+function countStatementRuns(sqlite: BetterSqlite3.Database) {
+  let runs = 0;
+  const countRuns = (statement: BetterSqlite3.Statement) =>
+    new Proxy(statement, {
+      get(target, name) {
+        const value: unknown = Reflect.get(target, name, target);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          if (['all', 'get', 'run', 'iterate'].includes(String(name))) runs += 1;
+          return (value as (...inner: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+  const connection = new Proxy(sqlite, {
+    get(target, name) {
+      if (name === 'prepare') return (source: string) => countRuns(target.prepare(source));
+      const value: unknown = Reflect.get(target, name, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return { connection, runs: () => runs };
+}
 
 describe('concurrency groups', () => {
   let server: TestServer;
@@ -19,6 +47,8 @@ describe('concurrency groups', () => {
     return response.body.job_id as string;
   };
   const job = async (id: string) => (await server.request('GET', `/api/job/${id}`, { token })).body;
+  const patchStatus = (id: string, status: string) =>
+    server.request('PATCH', `/api/job/${id}/status`, { token, body: { status } });
   /** Claims as the test's worker, returning the job ids of the claimed tasks. */
   const claim = async (max: number) => {
     const changes = new ChangeSet();
@@ -62,6 +92,10 @@ describe('concurrency groups', () => {
   solo:
     executor: local
     steps: [{ run: 'true' }]
+  serial:
+    executor: local
+    steps: [{ run: 'true' }]
+    concurrency: 'serial-\${{ branch }}'
 `,
     );
     server = await startTestServer({ SLIPWAY_DATA_DIR: dir, SLIPWAY_PIPELINES: pipelines });
@@ -155,11 +189,193 @@ describe('concurrency groups', () => {
     expect((await job(second)).status).toBe('queued');
   });
 
+  it('starts a requeued older job first', async () => {
+    await claim(100);
+    const older = await trigger('serial', { commit: 'abab0001', branch: 'order' });
+    const newer = await trigger('serial', { commit: 'abab0002', branch: 'order' });
+    expect(await claim(1)).toEqual([older]);
+
+    // The older job's worker is lost: its task returns to the queue after the newer job's.
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('tasks')
+        .set({ lease_expires_at: new Date(Date.now() - 1000).toISOString() })
+        .where('job_id', '=', older)
+        .execute(),
+    );
+    const recovered = await recoverExpiredLeases(server.context, { actor: 'test' });
+    expect(recovered.map((item) => item.outcome)).toEqual(['requeued']);
+    const olderTask = (await job(older)).tasks[0];
+    const newerTask = (await job(newer)).tasks[0];
+    expect(olderTask.queued_at > newerTask.queued_at).toBe(true);
+    expect((await job(newer)).reason).toBe(
+      `waits for the older job ${older} in concurrency group serial-order to start`,
+    );
+
+    expect(await claim(4)).toEqual([older]);
+    expect((await job(newer)).status).toBe('queued');
+    expect((await job(newer)).reason).toBe(
+      `waits for job ${older} in concurrency group serial-order`,
+    );
+    expect((await patchStatus(older, 'success')).status).toBe(200);
+    expect(await claim(4)).toEqual([newer]);
+    expect((await patchStatus(newer, 'success')).status).toBe(200);
+  });
+
+  it('orders a group by creation, not queue time', async () => {
+    await claim(100);
+    const first = await trigger('serial', { commit: 'abab0003', branch: 'created' });
+    const second = await trigger('serial', { commit: 'abab0004', branch: 'created' });
+    const third = await trigger('serial', { commit: 'abab0005', branch: 'created' });
+    // The first job was queued last, as a requeued task would be; creation order still wins.
+    const later = new Date(Date.now() + 60_000).toISOString();
+    await server.context.store.write((trx) =>
+      trx.updateTable('tasks').set({ queued_at: later }).where('job_id', '=', first).execute(),
+    );
+    expect((await job(third)).reason).toBe(
+      `waits for the older job ${first} in concurrency group serial-created to start`,
+    );
+    for (const id of [first, second, third]) {
+      expect(await claim(4)).toEqual([id]);
+      expect((await patchStatus(id, 'success')).status).toBe(200);
+    }
+  });
+
+  it('lists the reasons a single read gives', async () => {
+    await claim(100);
+    const first = await trigger('serial', { commit: 'cdcd0001', branch: 'listing' });
+    const second = await trigger('serial', { commit: 'cdcd0002', branch: 'listing' });
+    const third = await trigger('serial', { commit: 'cdcd0003', branch: 'listing' });
+    expect(await claim(1)).toEqual([first]);
+    // A reason stored by the sweep goes stale; reads work out a queued job's reason anew.
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('jobs')
+        .set({ reason: 'no worker is online' })
+        .where('id', '=', third)
+        .execute(),
+    );
+
+    const listed = await server.request('GET', '/api/admin/jobs?branch=listing', { token });
+    expect(listed.status, listed.text).toBe(200);
+    const reasons = Object.fromEntries(
+      listed.body.jobs.map((item: { id: string; reason: string | null }) => [item.id, item.reason]),
+    );
+    expect(Object.keys(reasons).sort()).toEqual([first, second, third].sort());
+    expect(reasons[first]).toBeNull();
+    expect(reasons[second]).toBe(`waits for job ${first} in concurrency group serial-listing`);
+    expect(reasons[third]).toBe(`waits for job ${first} in concurrency group serial-listing`);
+    for (const id of [first, second, third]) {
+      expect(reasons[id], id).toBe((await job(id)).reason);
+    }
+
+    // With the first job ended, the second goes next and the third names it.
+    expect((await patchStatus(first, 'success')).status).toBe(200);
+    const next = await server.request('GET', '/api/admin/jobs?branch=listing', { token });
+    const after = Object.fromEntries(
+      next.body.jobs.map((item: { id: string; reason: string | null }) => [item.id, item.reason]),
+    );
+    expect(after[third]).toBe(
+      `waits for the older job ${second} in concurrency group serial-listing to start`,
+    );
+    for (const id of [first, second, third]) {
+      expect(after[id], id).toBe((await job(id)).reason);
+    }
+    for (const id of [second, third]) {
+      expect(await claim(4)).toEqual([id]);
+      expect((await patchStatus(id, 'success')).status).toBe(200);
+    }
+  });
+
+  it('explains a page with fixed queries', async () => {
+    await claim(100);
+    await trigger('solo', { commit: 'efef0001', branch: 'count' });
+    const serial: string[] = [];
+    for (let index = 2; index <= 6; index += 1) {
+      serial.push(await trigger('serial', { commit: `efef000${index}`, branch: 'count' }));
+    }
+    const { runs, reasons } = server.context.store.read((sqlite) => {
+      const jobs = readJobList(sqlite, { branch: 'count', limit: 50 });
+      expect(jobs).toHaveLength(6);
+      const counted = countStatementRuns(sqlite);
+      const explained = explainEachQueued(counted.connection, server.context.config, jobs);
+      return { runs: counted.runs(), reasons: explained };
+    });
+    // One query each for tasks, concurrency groups, live workers and their running tasks. A
+    // query per job would take at least 6.
+    expect(runs).toBeGreaterThan(0);
+    expect(runs).toBeLessThanOrEqual(4);
+    for (const id of serial.slice(1)) {
+      expect(reasons.get(id)).toBe(
+        `waits for the older job ${serial[0]} in concurrency group serial-count to start`,
+      );
+    }
+    await claim(100);
+  });
+
+  it('rejects PATCH running while another runs', async () => {
+    const first = await trigger('serial', { commit: 'ffff0001', branch: 'patch' });
+    const second = await trigger('serial', { commit: 'ffff0002', branch: 'patch' });
+    const started = await patchStatus(first, 'running');
+    expect(started.status, started.text).toBe(200);
+    const tasksBefore = (await job(second)).tasks;
+
+    const rejected = await patchStatus(second, 'running');
+    expect(rejected.status).toBe(409);
+    expect(rejected.body.code).toBe('concurrency_group_busy');
+    expect(rejected.body.field).toBe('status');
+    expect(rejected.body.rule).toBe('concurrency');
+    expect(rejected.body.request_id).toEqual(expect.any(String));
+    expect(rejected.body.current_status).toBe('queued');
+    expect(rejected.body.concurrency_group).toBe('serial-patch');
+    expect(rejected.body.running_job_id).toBe(first);
+    expect(rejected.body.error).toContain(`job ${second} cannot change from queued to running`);
+    expect(rejected.body.error).toContain(`job ${first} of its concurrency group serial-patch`);
+    expect((await job(second)).status).toBe('queued');
+    expect((await job(second)).tasks).toEqual(tasksBefore);
+
+    // Once the first job ended, the second may start.
+    expect((await patchStatus(first, 'success')).status).toBe(200);
+    const after = await patchStatus(second, 'running');
+    expect(after.status, after.text).toBe(200);
+    expect((await patchStatus(second, 'success')).status).toBe(200);
+  });
+
+  it('lets one of two concurrent PATCHes start', async () => {
+    const first = await trigger('serial', { commit: 'ffff0003', branch: 'race' });
+    const second = await trigger('serial', { commit: 'ffff0004', branch: 'race' });
+    const responses = await Promise.all([
+      patchStatus(first, 'running'),
+      patchStatus(second, 'running'),
+    ]);
+    const codes = responses.map((response) => response.status).sort();
+    expect(codes).toEqual([200, 409]);
+    const statuses = [(await job(first)).status, (await job(second)).status].sort();
+    expect(statuses).toEqual(['queued', 'running']);
+    for (const id of [first, second]) {
+      if ((await job(id)).status === 'running') await patchStatus(id, 'success');
+    }
+  });
+
   it('finds waiting tasks through the jobs index', () => {
     const plan = server.context.store.read((sqlite) =>
       queryPlan(sqlite, QUEUED_IN_GROUP.sql, QUEUED_IN_GROUP.bind({ group: 'ship' })),
     );
-    expect(plan).toMatch(/SEARCH jobs USING INDEX jobs_concurrency_group/);
+    expect(plan).toMatch(/SEARCH jobs USING (COVERING )?INDEX jobs_concurrency_group/);
     expect(plan).not.toMatch(/tasks_status_queued/);
+  });
+
+  it('claims through the group index', () => {
+    const query = claimCandidates(server.context.store.db, ['local'], 4).compile();
+    const plan = server.context.store.read((sqlite) =>
+      queryPlan(sqlite, query.sql, query.parameters),
+    );
+    expect(plan).not.toMatch(/\bSCAN\b/);
+    expect(plan).toMatch(
+      /SEARCH other USING COVERING INDEX jobs_concurrency_group \(concurrency_group=\? AND status=\?\)/,
+    );
+    expect(plan).toMatch(
+      /SEARCH older USING COVERING INDEX jobs_concurrency_group \(concurrency_group=\? AND status=\? AND created_at<\?\)/,
+    );
   });
 });

@@ -10,6 +10,7 @@ import {
   supersedeReplacedReports,
   takeDueReports,
 } from '../../src/github/status-outbox.js';
+import { claimCandidates } from '../../src/dispatch/claim.js';
 import { LATEST_OF_TYPE } from '../../src/orchestrator/dependencies.js';
 import { openStore } from '../../src/store/database.js';
 import { plansOf, queryPlan } from '../support/plan.js';
@@ -162,6 +163,29 @@ describe('index migrations', () => {
         /SEARCH jobs USING INDEX jobs_commit_type \(commit_sha=\? AND type=\?\)/,
       );
       expect(plan).not.toMatch(/TEMP B-TREE/);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('orders concurrency groups by creation', async () => {
+    const store = await reopenBefore(
+      '0021_jobs_concurrency_group_order',
+      `CREATE INDEX jobs_concurrency_group ON jobs (concurrency_group, status)
+         WHERE concurrency_group IS NOT NULL`,
+    );
+    try {
+      expect(columnsOf(store, 'jobs_concurrency_group')).toEqual([
+        'concurrency_group',
+        'status',
+        'created_at',
+        'id',
+      ]);
+      const query = claimCandidates(store.db, ['local'], 4).compile();
+      const plan = store.read((sqlite) => queryPlan(sqlite, query.sql, query.parameters));
+      expect(plan).toMatch(
+        /SEARCH older USING COVERING INDEX jobs_concurrency_group \(concurrency_group=\? AND status=\? AND created_at<\?\)/,
+      );
     } finally {
       await store.close();
     }

@@ -5,11 +5,10 @@ import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import type { Status } from '../../jobs/status.js';
 import { listAudit } from '../../store/audit.js';
-import { listJobs } from '../../store/jobs.js';
 import { parseJsonColumn } from '../../store/json.js';
 import { ApiError } from '../errors.js';
 import { parseQueryTime } from '../query.js';
-import { jobSummaryView } from '../job-view.js';
+import { readJobListView } from '../job-view.js';
 import { ErrorSchema, JobSummarySchema, StatusSchema } from '../schemas.js';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema };
@@ -130,6 +129,11 @@ export function registerAdminRoutes(app: FastifyInstance, context: AppContext): 
       schema: {
         tags: ['admin'],
         summary: 'List jobs, newest first, with filters and cursor paging',
+        description:
+          'Each job has the fields of `GET /api/job/{job_id}` except `tasks`. As there, a ' +
+          "queued job's `reason` is worked out when the listing is read. It names the job of " +
+          'its concurrency group that goes first, or says why no worker may claim the job, and ' +
+          'is null when one may.',
         security: [{ bearerAuth: [] }],
         querystring: JobListQuery,
         response: {
@@ -158,18 +162,18 @@ export function registerAdminRoutes(app: FastifyInstance, context: AppContext): 
         branch: query.branch,
         commit: query.commit,
       };
-      const rows = await listJobs(context.store.db, {
+      const views = readJobListView(context.store, context.config, {
         ...filters,
         before: query.cursor === undefined ? undefined : decodeCursor(query.cursor, filters),
         limit: query.limit + 1,
       });
-      const page = rows.slice(0, query.limit);
+      const page = views.slice(0, query.limit);
       const last = page.at(-1);
       return {
-        jobs: page.map(jobSummaryView),
+        jobs: page,
         count: page.length,
         next_cursor:
-          rows.length > query.limit && last !== undefined
+          views.length > query.limit && last !== undefined
             ? encodeCursor(last.created_at, last.id, filters)
             : null,
       };
