@@ -86,24 +86,35 @@ interrupted=""
 trap 'interrupted=SIGINT' INT
 trap 'interrupted=SIGTERM' TERM
 
-# Prints the log bytes of each task that were not printed yet, prefixed when several.
+# Prints the log bytes of each task that were not printed yet, prefixed when several. Each
+# attempt of a task has its own log: the rest of the one printed last comes first, then each
+# later attempt from its start.
 # NOTE: each poll downloads every task's whole log again and prints only the new tail, so a
 # very long log costs more per poll; `slipway trigger` streams with ?follow=true instead.
 print_new_logs() {
-  local job="$1" count id name offset size
+  local job="$1" count id name current attempt offset size
   count=$(jq '.tasks | length' <<<"$job")
-  while IFS=$'\t' read -r id name; do
-    call GET "/api/job/$job_id/logs?task=$id" >"$workdir/log" || return 0
-    offset=$(cat "$workdir/offset.$id" 2>/dev/null || echo 0)
-    size=$(wc -c <"$workdir/log")
-    ((size > offset)) || continue
-    if ((count > 1)); then
-      tail -c +$((offset + 1)) "$workdir/log" | sed "s/^/[$name] /"
-    else
-      tail -c +$((offset + 1)) "$workdir/log"
-    fi
-    echo "$size" >"$workdir/offset.$id"
-  done < <(jq -r '.tasks[] | [.id, .name] | @tsv' <<<"$job")
+  while IFS=$'\t' read -r id name current; do
+    ((current >= 1)) || continue
+    attempt=$(cat "$workdir/attempt.$id" 2>/dev/null || echo 1)
+    while :; do
+      call GET "/api/job/$job_id/logs?task=$id&attempt=$attempt" >"$workdir/log" || return 0
+      offset=$(cat "$workdir/offset.$id" 2>/dev/null || echo 0)
+      size=$(wc -c <"$workdir/log")
+      if ((size > offset)); then
+        if ((count > 1)); then
+          tail -c +$((offset + 1)) "$workdir/log" | sed "s/^/[$name] /"
+        else
+          tail -c +$((offset + 1)) "$workdir/log"
+        fi
+        echo "$size" >"$workdir/offset.$id"
+      fi
+      ((attempt < current)) || break
+      attempt=$((attempt + 1))
+      echo "$attempt" >"$workdir/attempt.$id"
+      echo 0 >"$workdir/offset.$id"
+    done
+  done < <(jq -r '.tasks[] | [.id, .name, .attempt] | @tsv' <<<"$job")
 }
 
 # Prints why a queued or waiting job has not started, each time the reason changes.

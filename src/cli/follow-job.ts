@@ -42,6 +42,7 @@ export async function followJob(
 class JobFollower {
   readonly #stop = new AbortController();
   readonly #taskStatus = new Map<string, string>();
+  readonly #taskAttempt = new Map<string, number>();
   readonly #streams = new Map<string, Promise<void>>();
   #interrupt: NodeJS.Signals | undefined;
   #wake: (() => void) | undefined;
@@ -120,18 +121,25 @@ class JobFollower {
     const prefix = job.tasks.length > 1;
     for (const task of job.tasks) {
       this.#taskStatus.set(task.id, task.status);
+      this.#taskAttempt.set(task.id, task.attempt);
       if (this.#streams.has(task.id)) continue;
       const printer = new LinePrinter(this.options.output, prefix ? `[${task.name}] ` : '');
       this.#streams.set(task.id, this.#followTask(task.id, printer));
     }
   }
 
+  /**
+   * Prints each attempt's log of the task in turn. A stream names its attempt and ends when a
+   * newer one starts. So the bytes already printed, which a reopened stream skips, belong to
+   * one attempt and never hide the start of the next.
+   */
   async #followTask(taskId: string, printer: LinePrinter): Promise<void> {
+    let attempt = Math.max(1, this.#taskAttempt.get(taskId) ?? 1);
     let printed = 0;
     const signal = this.#stop.signal;
     while (!signal.aborted) {
       try {
-        const response = await this.client.taskLog(this.jobId, taskId, signal);
+        const response = await this.client.taskLog(this.jobId, taskId, attempt, signal);
         let received = 0;
         for await (const chunk of response.body ?? []) {
           const bytes = Buffer.from(chunk as Uint8Array);
@@ -145,6 +153,11 @@ class JobFollower {
       } catch (error) {
         if (signal.aborted) break;
         if (!(error instanceof CliError) && !(error instanceof TypeError)) throw error;
+      }
+      if ((this.#taskAttempt.get(taskId) ?? 0) > attempt) {
+        attempt += 1;
+        printed = 0;
+        continue;
       }
       if (TERMINAL.has(this.#taskStatus.get(taskId) ?? '')) break;
       await delay(this.options.pollIntervalMs, signal);

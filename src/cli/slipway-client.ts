@@ -17,7 +17,7 @@ export interface JobResponse {
   status: string;
   reason: string | null;
   attempt: number;
-  tasks: Array<{ id: string; name: string; status: string }>;
+  tasks: Array<{ id: string; name: string; status: string; attempt: number }>;
 }
 
 export class SlipwayClient {
@@ -66,8 +66,13 @@ export class SlipwayClient {
   }
 
   /** Opens the followed log of one task: the body streams until the task ends. */
-  async taskLog(jobId: string, taskId: string, signal: AbortSignal): Promise<Response> {
-    const query = new URLSearchParams({ task: taskId, follow: 'true' });
+  async taskLog(
+    jobId: string,
+    taskId: string,
+    attempt: number,
+    signal: AbortSignal,
+  ): Promise<Response> {
+    const query = new URLSearchParams({ task: taskId, attempt: String(attempt), follow: 'true' });
     return this.fetch(`/api/job/${encodeURIComponent(jobId)}/logs?${query}`, { signal });
   }
 

@@ -19,6 +19,8 @@ export interface FollowOptions {
   follow: boolean;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
+  /** Reads only this attempt: a followed stream ends once a newer attempt has started. */
+  attempt?: number | undefined;
 }
 
 /** Yields the task's log bytes; with `follow`, keeps yielding until the task ends. */
@@ -28,6 +30,13 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
   for (;;) {
     const task = await loadTask(options.context, taskId);
     if (task === undefined) return;
+    if (options.attempt !== undefined && task.attempt > options.attempt) {
+      // The attempt ended and a newer one started: the rest of its own file, then the end.
+      const own = options.logs.pathFor(task.job_id, task.id, options.attempt);
+      if (own !== file) offset = 0;
+      for await (const chunk of readFrom(own, offset)) yield chunk;
+      return;
+    }
     if (task.log_path !== file) {
       file = task.log_path;
       offset = 0;

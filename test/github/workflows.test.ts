@@ -220,6 +220,54 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(result.stderr).toContain(`job ${job.id} ended failure`);
   });
 
+  it("prints a task's next attempt from its start", async () => {
+    const commit = 'af'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const child = spawn(
+      'bash',
+      [
+        path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'),
+        ...['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'],
+      ],
+      {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const job = await jobFor(commit, 'ci');
+    const [first] = await agent.claimJob(job.id, 1);
+    const firstOutput = 'first attempt, longer than what the second attempt writes\n'.repeat(3);
+    await agent.log(first!, firstOutput);
+    await waitFor(async () => stdout.includes(firstOutput) || undefined, 10_000);
+
+    // The worker hands the task back between two polls, and claims it again.
+    const call = (suffix: string, body: Record<string, unknown>) =>
+      server.request('POST', `/api/agent/tasks/${first!.task_id}/${suffix}`, {
+        token: agent.token,
+        body: { worker_id: agent.workerId, ...body },
+      });
+    expect((await call('release', { attempt: 1, reason: 'stopping' })).status).toBe(200);
+    const [second] = await agent.claimJob(job.id, 1);
+    expect(second!.attempt).toBe(2);
+    const uploaded = await call('logs', { attempt: 2, offset: 0, data: 'second attempt\n' });
+    expect(uploaded.status).toBe(200);
+    const finished = await call('finish', {
+      attempt: 2,
+      status: 'success',
+      exit_code: 0,
+      reason: null,
+      duration_ms: 5,
+    });
+    expect(finished.status).toBe(200);
+
+    expect(await exited).toBe(0);
+    expect(stdout).toContain('second attempt\n');
+    expect(stdout.split(firstOutput).length - 1).toBe(1);
+  });
+
   it('exits 7 after --timeout and cancels the job', async () => {
     const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
     const result = await runScript(

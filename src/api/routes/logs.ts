@@ -26,7 +26,10 @@ export const LogQuery = Type.Object(
     attempt: Type.Optional(
       Type.Integer({
         minimum: 1,
-        description: "with task: that task's attempt whose output to read (default the latest)",
+        description:
+          "with task: that task's attempt whose output to read (default the latest). With " +
+          'follow, the stream of the latest attempt ends when a newer attempt starts, so a ' +
+          'client that reconnects knows which attempt its byte count belongs to',
       }),
     ),
     follow: Type.Boolean({
@@ -96,7 +99,7 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
             'maximum',
           );
         }
-        if (query.attempt !== task.attempt) {
+        if (query.attempt < Math.max(task.attempt, 1)) {
           // An earlier attempt's file no longer changes: read it whole, without following.
           const file = executionServices(context).logs.pathFor(id, task.id, query.attempt);
           reply.type('text/plain; charset=utf-8');
@@ -115,6 +118,7 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
         logs: executionServices(context).logs,
         follow: query.follow,
         signal: gone.signal,
+        attempt: query.attempt,
       };
       reply.type('text/plain; charset=utf-8');
       reply.header('cache-control', 'no-store');
