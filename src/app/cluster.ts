@@ -23,7 +23,12 @@ const RESTART_DELAY_MS = 1_000;
 export async function runApiPrimary(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel).child({ role: 'api-primary' });
   // The handlers come first, so that a signal during the setup below stops the primary cleanly.
-  const stop = listenForStop();
+  const stop = listenForStop((signal) => {
+    logger.error(
+      { signal },
+      `received ${signal} again, exiting now without waiting for the API processes`,
+    );
+  });
   if (stop.early !== undefined) {
     logger.info({ signal: stop.early }, `received ${stop.early} while starting, stopping`);
     return;

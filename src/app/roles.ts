@@ -171,7 +171,13 @@ export async function runRolesUntilSignal(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<void> {
-  const stop = listenForStop();
+  const stop = listenForStop((signal) => {
+    context.logger.error(
+      { signal },
+      `received ${signal} again, exiting now: tasks still running here are not handed back ` +
+        'and run again, or end error when they have side effects, once their leases expire',
+    );
+  });
   try {
     if (stop.early !== undefined) {
       context.logger.info(

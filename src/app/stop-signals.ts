@@ -53,15 +53,26 @@ export interface StopListener {
 }
 
 /**
- * Installs handlers for the first SIGTERM or SIGINT and takes over a signal that the early
- * handlers caught. A second signal gets Node's default action, which ends a stuck stop.
+ * Installs handlers for SIGTERM and SIGINT and takes over a signal that the early handlers
+ * caught. The first signal starts the stop. A second one ends a stop that takes too long,
+ * such as a worker's wait for running tasks. `onRepeat` logs it, and the process exits at once
+ * with 130 (SIGINT) or 143 (SIGTERM), as Node's default action would.
  */
-export function listenForStop(): StopListener {
+export function listenForStop(onRepeat?: (signal: NodeJS.Signals) => void): StopListener {
   let signalled: (signal: NodeJS.Signals) => void = () => undefined;
   const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
-  const handler = (signal: NodeJS.Signals) => signalled(signal);
-  process.once('SIGTERM', handler);
-  process.once('SIGINT', handler);
+  let count = 0;
+  const handler = (signal: NodeJS.Signals) => {
+    count += 1;
+    if (count === 1) {
+      signalled(signal);
+      return;
+    }
+    onRepeat?.(signal);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
   return {
     early: takeEarlySignal(),
     received,
