@@ -99,7 +99,9 @@ export async function transitionTask(
     update.lease_expires_at = null;
     changes.taskQueued(task.id);
   }
-  if (to === 'running' && task.started_at === null) update.started_at = now;
+  // A task's times are those of its current attempt: a claim after a hand-back or an expired
+  // lease starts it again, after its new queued_at.
+  if (to === 'running') update.started_at = now;
   if (isTerminal(to)) {
     update.finished_at = now;
     update.lease_expires_at = null;

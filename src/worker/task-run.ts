@@ -124,7 +124,9 @@ export class TaskRun {
     }
     output.note(
       stopReason === 'shutdown'
-        ? '[slipway] the worker is stopping; the task is handed back'
+        ? this.#spec.side_effects
+          ? '[slipway] the worker is stopping; the task has side effects, so it ends error and is not run again'
+          : '[slipway] the worker is stopping; the task is handed back and queued again'
         : `[slipway] task ended ${result.status} after ${(durationMs / 1000).toFixed(1)} s${result.reason === null ? '' : `: ${result.reason}`}`,
     );
     await output.close();

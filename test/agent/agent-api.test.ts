@@ -411,6 +411,10 @@ pipelines:
       .body.tasks[0];
     expect(second.task_id).toBe(first.task_id);
     expect(second.attempt).toBe(2);
+    // The task's times are those of its second attempt: it started after it was queued again.
+    const running = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    const task = running.body.tasks[0];
+    expect(Date.parse(task.started_at)).toBeGreaterThanOrEqual(Date.parse(task.queued_at));
     const final = await post(`/api/agent/tasks/${second.task_id}/finish`, {
       ...lease,
       attempt: 2,

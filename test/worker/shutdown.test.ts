@@ -96,6 +96,10 @@ pipelines:
     expect(worker.output()).toContain('worker stopping');
     expect(worker.output()).toContain('0 task(s) finished, 2 handed back');
     expect(processesWith(MARKER)).toEqual([]);
+    const logOf = async (id: string) =>
+      (await server.request('GET', `/api/job/${id}/logs`, { token: server.adminToken })).text;
+    expect(await logOf(long)).toContain('the task is handed back and queued again');
+    expect(await logOf(release)).toContain('the task has side effects, so it ends error');
 
     await server.request('POST', `/api/job/${long}/cancel`, { token: server.adminToken });
   });
