@@ -9,6 +9,7 @@
  */
 import fs from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { isCommitSha } from '../jobs/refs.js';
 import { formatDuration, parseDuration } from '../util/time.js';
 import { followJob, type FollowResult } from './follow-job.js';
 import { CliError, loadCliConfig, runCommand } from './run.js';
@@ -87,6 +88,11 @@ function collectParam(value: string, previous: Record<string, string>): Record<s
   return { ...previous, [key]: value.slice(split + 1) };
 }
 
+function parseCommit(value: string): string {
+  if (!isCommitSha(value)) throw new InvalidArgumentError('a hex SHA of 7 to 64 digits');
+  return value;
+}
+
 function parseList(value: string): string[] {
   const items = value
     .split(',')
@@ -101,7 +107,7 @@ export function registerTriggerCommands(program: Command): void {
     .command('trigger')
     .description('queue a job over the API; with --wait, follow its logs and exit with its result')
     .argument('<type>', 'job type: ci, integration-tests, deploy or one from the pipeline file')
-    .requiredOption('--commit <sha>', 'commit to run (hex SHA, 7 to 64 digits)')
+    .requiredOption('--commit <sha>', 'commit to run (hex SHA, 7 to 64 digits)', parseCommit)
     .option('--branch <name>', 'branch of the commit')
     .option(
       '--python-versions <list>',
@@ -171,7 +177,7 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   const config = loadCliConfig();
   if (config.clientToken === undefined) {
     throw new CliError(
-      'SLIPWAY_TOKEN is not set; create one with `slipway token create --role trigger`',
+      'SLIPWAY_TOKEN is not set; create one with `slipway token create --name <name> --role trigger`',
       2,
     );
   }

@@ -443,6 +443,14 @@ describe('slipway trigger', () => {
       SLIPWAY_API_URL: server.url,
     });
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain('SLIPWAY_TOKEN');
+    expect(result.stderr).toContain('slipway token create --name <name> --role trigger');
+  });
+
+  it('exits 2 for a commit that is not a hex SHA', async () => {
+    const result = await runCli(['trigger', 'ci', '--commit', 'xyz', '--wait'], env());
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain("option '--commit <sha>' argument 'xyz' is invalid");
+    expect(result.stderr).toContain('a hex SHA of 7 to 64 digits');
   });
 });
