@@ -24,7 +24,7 @@ import { registerAuth, TokenVerifier, bearerToken, headerCount } from './auth.js
 import { sharedQuotaStore } from './shared-rate-limit.js';
 import { AuthFailureLimiter } from './auth-failures.js';
 import { registerJsonBodyParser } from './json-body.js';
-import { deferredChildLogger } from './request-logger.js';
+import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
 import { convertQuery } from './query.js';
 import { hashToken } from '../store/tokens.js';
@@ -101,6 +101,7 @@ export async function buildServer(
   const app: FastifyInstance = Fastify({
     loggerInstance: context.logger as FastifyBaseLogger,
     childLoggerFactory: deferredChildLogger,
+    logController: new RequestLogController(),
     bodyLimit: api.bodyLimitBytes,
     requestTimeout: api.timeoutSeconds * 1000,
     // A client or proxy may name the request; otherwise it gets a fresh id.

@@ -111,7 +111,15 @@ describe('process logs', { timeout: 120_000 }, () => {
       // Client errors are routine: info, never error.
       expect(completed!.level).toBe(30);
     }
-    expect(forRequest('log-read').length).toBeGreaterThan(0);
+    // One line per request at info, when it completes, naming the request and the status.
+    expect(forRequest('log-read')).toEqual([
+      expect.objectContaining({
+        level: 30,
+        msg: 'request completed',
+        req: expect.objectContaining({ method: 'GET', url: '/api/admin/jobs' }),
+        res: { statusCode: 200 },
+      }),
+    ]);
     const syncFailed = forRequest('log-sync').find((line) => line.msg === 'request failed');
     expect(syncFailed?.level).toBe(40);
     expect(syncFailed?.err).toBeUndefined();

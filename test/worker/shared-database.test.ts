@@ -127,7 +127,7 @@ pipelines:
       .output()
       .slice(before)
       .split('\n')
-      .filter((line) => line.includes('incoming request') && line.includes('/claim"')).length;
+      .filter((line) => line.includes('request completed') && line.includes('/claim"')).length;
   };
 
   const registeredId = (serve: ServeProcess): string => {
