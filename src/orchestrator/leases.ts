@@ -75,6 +75,8 @@ export async function recoverExpiredLeases(
  * went on running or finished meanwhile would be queued again, or end `error` when its
  * pipeline has side effects, before its worker could report. A worker that is really gone
  * loses its task one lease later. Each renewed task gets a `task_lease_renewed` audit row.
+ * NOTE: an API that restarts more often than once a lease renews the leases each time, so the
+ * task of a lost worker is not recovered until the restarts stop.
  */
 export async function renewLeasesOnStart(
   context: AppContext,
