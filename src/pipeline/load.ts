@@ -11,7 +11,13 @@ import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } fr
 import { envName } from '../dispatch/task-spec.js';
 import { isImageReference } from '../execution/image-reference.js';
 import { parseDuration } from '../util/time.js';
-import { DURATION, PipelineFileSchema, type RawPipeline, type RawPipelineFile } from './schema.js';
+import {
+  DURATION,
+  PipelineFileSchema,
+  type RawHealthCheck,
+  type RawPipeline,
+  type RawPipelineFile,
+} from './schema.js';
 import { resolveHealthChecks } from './health-checks.js';
 import type { MatrixAxis, Pipeline, PipelineFile, RecoveryProcedure, SecretRef } from './types.js';
 
@@ -226,7 +232,7 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
   }
 
   const healthChecks = resolveHealthChecks(
-    raw.health_checks ?? [],
+    raw.health_checks ?? BUILT_IN_HEALTH_CHECKS,
     { pipelines, recovery },
     report,
     describeSchemaError,
@@ -234,6 +240,15 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
 
   return { source: file, repository: raw.repository, pipelines, recovery, healthChecks };
 }
+
+/**
+ * Checks of Slipway itself that a pipeline file without `health_checks` gets, as the shipped
+ * file lists them. `health_checks: []` turns them off.
+ */
+const BUILT_IN_HEALTH_CHECKS = [
+  { name: 'database', type: 'database' },
+  { name: 'workers', type: 'workers' },
+] as RawHealthCheck[];
 
 function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeline {
   const at = ['pipelines', type];

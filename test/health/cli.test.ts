@@ -37,7 +37,10 @@ health_checks:
   it('run-task without checks names the file', async () => {
     const bare = makeTempDir('slipway-health-cli-bare-');
     const file = path.join(bare, 'slipway.yml');
-    fs.writeFileSync(file, 'pipelines:\n  deploy:\n    steps: [{ run: echo deploy }]\n');
+    fs.writeFileSync(
+      file,
+      'pipelines:\n  deploy:\n    steps: [{ run: echo deploy }]\nhealth_checks: []\n',
+    );
     const env = { SLIPWAY_DATA_DIR: bare, SLIPWAY_PIPELINES: file, LOG_LEVEL: 'silent' };
     const init = await runCli(['init-db'], env);
     expect(init.code, init.stderr).toBe(0);

@@ -26,6 +26,17 @@ describe('pipeline loader', () => {
     expect(Object.keys(file.pipelines)).toContain('ci');
   });
 
+  it('gives a file without health_checks the checks of Slipway itself', () => {
+    const bare = 'pipelines:\n  deploy:\n    steps: [{ run: echo deploy }]\n';
+    const defaults = parsePipelineFile(bare, 'slipway.yml').healthChecks;
+    expect(defaults.map((check) => [check.name, check.type])).toEqual([
+      ['database', 'database'],
+      ['workers', 'workers'],
+    ]);
+    const none = parsePipelineFile(`${bare}health_checks: []\n`, 'slipway.yml').healthChecks;
+    expect(none).toEqual([]);
+  });
+
   it('rejects a matrix template in run', () => {
     const problems = problemsOf(
       [
