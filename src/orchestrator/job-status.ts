@@ -154,9 +154,9 @@ export async function refreshJobStatus(
     });
     if (derived === 'success') await applyOnSuccess(trx, updated, audit);
     await resolveDependents(trx, updated, changes, audit);
-    if (job.concurrency_group !== null && job.status === 'running') {
-      // The next job of the group may start now, so waiting workers must look again. Only a
-      // running job holds the others back.
+    if (job.concurrency_group !== null && (job.status === 'running' || job.status === 'queued')) {
+      // The next job of the group may start now, so waiting workers must look again. A running
+      // job holds the others back, and so does a queued job older than they are.
       const waiting = QUEUED_IN_GROUP.all<{ id: string }>(sqlite, { group: job.concurrency_group });
       for (const task of waiting) changes.taskQueued(task.id);
     }

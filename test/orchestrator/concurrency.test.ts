@@ -3,6 +3,7 @@ import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimCandidates, claimTasks } from '../../src/dispatch/claim.js';
+import { executionServices } from '../../src/dispatch/services.js';
 import { ChangeSet } from '../../src/orchestrator/changes.js';
 import { explainEachQueued } from '../../src/orchestrator/diagnose.js';
 import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
@@ -96,6 +97,15 @@ describe('concurrency groups', () => {
     executor: local
     steps: [{ run: 'true' }]
     concurrency: 'serial-\${{ branch }}'
+  mixed-docker:
+    executor: docker
+    image: busybox:latest
+    steps: [{ run: 'true' }]
+    concurrency: mixed
+  mixed-local:
+    executor: local
+    steps: [{ run: 'true' }]
+    concurrency: mixed
 `,
     );
     server = await startTestServer({ SLIPWAY_DATA_DIR: dir, SLIPWAY_PIPELINES: pipelines });
@@ -219,6 +229,33 @@ describe('concurrency groups', () => {
     );
     expect((await patchStatus(older, 'success')).status).toBe(200);
     expect(await claim(4)).toEqual([newer]);
+    expect((await patchStatus(newer, 'success')).status).toBe(200);
+  });
+
+  it('wakes a waiting claim when an older queued job ends', async () => {
+    await claim(100);
+    // No worker here runs docker, so the older job stays queued and holds the newer one back.
+    const older = await trigger('mixed-docker', { commit: 'abab0006' });
+    const newer = await trigger('mixed-local', { commit: 'abab0007' });
+    const request = {
+      workerId: WORKER,
+      executors: ['local'],
+      defaultExecutor: 'local',
+      max: 1,
+      leaseMs: 60_000,
+    };
+    const started = Date.now();
+    const waiting = executionServices(server.context).dispatcher.claim(
+      request,
+      { actor: WORKER },
+      5_000,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const cancelled = await server.request('POST', `/api/job/${older}/cancel`, { token });
+    expect(cancelled.status).toBeLessThan(300);
+    const tasks = await waiting;
+    expect(tasks.map((task) => task.job.id)).toEqual([newer]);
+    expect(Date.now() - started).toBeLessThan(2_000);
     expect((await patchStatus(newer, 'success')).status).toBe(200);
   });
 
