@@ -10,12 +10,14 @@
  * 429 as a wrong one. This limiter is separate from the plugin's because the plugin counts
  * every request that passes its hook and cannot check an address without counting it.
  *
- * NOTE: each API process counts on its own, unlike the per-token limit, which the processes
- * of a cluster share. With API_WORKERS=N an address may fail up to N times the limit a minute.
+ * In a cluster (API_WORKERS > 1) each process counts on its own and also sends each failure to
+ * the primary. The primary counts them together per window and, once an address reaches the
+ * limit, blocks it in every process until the window ends (see shared-rate-limit.ts).
  */
 import net from 'node:net';
 
-const WINDOW_MS = 60_000;
+/** Length of a counting window, in milliseconds. */
+export const FAILURE_WINDOW_MS = 60_000;
 /** Maximum number of addresses tracked at once, which bounds the memory an attack can use. */
 const MAX_ADDRESSES = 10_000;
 
@@ -33,9 +35,28 @@ export interface FailureCount {
 
 export class AuthFailureLimiter {
   readonly #windows = new Map<string, FailureWindow>();
+  /** Called with the address key after each failure; a cluster process sends it to its primary. */
+  onFailure: ((key: string) => void) | undefined;
 
   /** @param limit failed authentications an address may have per minute */
   constructor(readonly limit: number) {}
+
+  /**
+   * Blocks the address key until `resetAt`, as when the processes of a cluster together
+   * reached the limit for it.
+   */
+  block(key: string, resetAt: number, now = Date.now()): void {
+    if (resetAt <= now) return;
+    const window = this.#windows.get(key);
+    if (window !== undefined && window.resetAt > now) {
+      window.failures = Math.max(window.failures, this.limit);
+      window.resetAt = Math.max(window.resetAt, resetAt);
+      return;
+    }
+    this.#windows.delete(key);
+    this.#makeRoom(now);
+    this.#windows.set(key, { failures: this.limit, resetAt });
+  }
 
   /** Returns whether the address has used up its failures for the current window. */
   isBlocked(address: string, now = Date.now()): boolean {
@@ -50,10 +71,11 @@ export class AuthFailureLimiter {
     if (window === undefined || window.resetAt <= now) {
       this.#windows.delete(key);
       this.#makeRoom(now);
-      window = { failures: 0, resetAt: now + WINDOW_MS };
+      window = { failures: 0, resetAt: now + FAILURE_WINDOW_MS };
       this.#windows.set(key, window);
     }
     window.failures += 1;
+    this.onFailure?.(key);
     return {
       failures: window.failures,
       retryAfterSeconds: Math.max(1, Math.ceil((window.resetAt - now) / 1000)),

@@ -21,8 +21,8 @@ import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
 import { isClusterWorker } from '../app/cluster.js';
 import { registerAuth, TokenVerifier, bearerToken, headerCount } from './auth.js';
-import { sharedQuotaStore } from './shared-rate-limit.js';
-import { AuthFailureLimiter } from './auth-failures.js';
+import { shareAuthFailures, sharedQuotaStore } from './shared-rate-limit.js';
+import { AuthFailureLimiter, FAILURE_WINDOW_MS } from './auth-failures.js';
 import { registerJsonBodyParser } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
@@ -189,6 +189,7 @@ export async function buildServer(
     api.authFailureLimitPerMinute > 0
       ? new AuthFailureLimiter(api.authFailureLimitPerMinute)
       : undefined;
+  if (failures !== undefined && isClusterWorker()) shareAuthFailures(failures, FAILURE_WINDOW_MS);
   registerAuth(app, verifier, failures);
 
   if (api.rateLimitPerMinute > 0) {

@@ -5,9 +5,14 @@
  * next one when the block runs out. A block is a quarter of what the window has left, split
  * among the processes, so blocks shrink as the quota runs low: the processes together never
  * admit more than the limit, and a process's unused block is what they may admit less.
+ *
+ * The primary also counts the processes' failed authentications per address
+ * (API_AUTH_FAILURE_LIMIT) and, once an address reaches the limit, tells every process to
+ * block it until its window ends.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
+import type { AuthFailureLimiter } from './auth-failures.js';
 
 const MESSAGE_TYPE = 'slipway:rate-limit';
 /** Time a process waits for the primary's grant before it lets the request through. */
@@ -81,22 +86,106 @@ export class QuotaWindows {
   }
 }
 
-/** Grants the processes' quota requests in the primary, until the returned function is called. */
+/**
+ * Grants the processes' quota requests in the primary, and counts their failed
+ * authentications, until the returned function is called.
+ */
 export function serveQuota(processes: number, pruneEveryMs = 60_000): () => void {
   const windows = new QuotaWindows(processes);
+  const failures = new FailureWindows();
   const onMessage = (worker: Worker, message: unknown) => {
-    if (!isQuotaMessage(message)) return;
-    const request = message as QuotaRequest;
-    const grant = windows.grant(request.key, request.timeWindow, request.max);
-    if (worker.isConnected()) worker.send({ type: MESSAGE_TYPE, id: request.id, ...grant });
+    if (isQuotaMessage(message)) {
+      const request = message as QuotaRequest;
+      const grant = windows.grant(request.key, request.timeWindow, request.max);
+      if (worker.isConnected()) worker.send({ type: MESSAGE_TYPE, id: request.id, ...grant });
+      return;
+    }
+    if (!isFailureMessage(message)) return;
+    const resetAt = failures.record(message.key, message.limit, message.windowMs);
+    if (resetAt === undefined) return;
+    const blocked: AddressBlocked = { type: BLOCKED_TYPE, key: message.key, resetAt };
+    for (const apiProcess of Object.values(cluster.workers ?? {})) {
+      if (apiProcess?.isConnected() === true) apiProcess.send(blocked);
+    }
   };
   cluster.on('message', onMessage);
-  const timer = setInterval(() => windows.prune(), pruneEveryMs);
+  const timer = setInterval(() => {
+    windows.prune();
+    failures.prune();
+  }, pruneEveryMs);
   timer.unref();
   return () => {
     cluster.off('message', onMessage);
     clearInterval(timer);
   };
+}
+
+const FAILURE_TYPE = 'slipway:auth-failure';
+const BLOCKED_TYPE = 'slipway:auth-blocked';
+
+interface AuthFailure {
+  type: typeof FAILURE_TYPE;
+  key: string;
+  limit: number;
+  windowMs: number;
+}
+
+interface AddressBlocked {
+  type: typeof BLOCKED_TYPE;
+  key: string;
+  resetAt: number;
+}
+
+function isFailureMessage(message: unknown): message is AuthFailure {
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    (message as { type?: unknown }).type === FAILURE_TYPE
+  );
+}
+
+/** The failed authentications of each address key in all the processes, kept by the primary. */
+export class FailureWindows {
+  readonly #windows = new Map<string, { failures: number; resetAt: number }>();
+
+  /**
+   * Counts a failure of `key`; returns when its window ends once the count reaches `limit`
+   * (the first time only), else undefined.
+   */
+  record(key: string, limit: number, windowMs: number, now = Date.now()): number | undefined {
+    let window = this.#windows.get(key);
+    if (window === undefined || window.resetAt <= now) {
+      window = { failures: 0, resetAt: now + windowMs };
+      this.#windows.set(key, window);
+    }
+    window.failures += 1;
+    return window.failures === limit ? window.resetAt : undefined;
+  }
+
+  /** Forgets the windows that ended. */
+  prune(now = Date.now()): void {
+    for (const [key, window] of this.#windows) {
+      if (window.resetAt <= now) this.#windows.delete(key);
+    }
+  }
+}
+
+/**
+ * Makes a cluster process's failed-authentication limiter count for the whole cluster: each
+ * failure is sent to the primary, and an address the processes together used up is blocked.
+ */
+export function shareAuthFailures(limiter: AuthFailureLimiter, windowMs: number): void {
+  limiter.onFailure = (key) => {
+    if (process.send === undefined || !process.connected) return;
+    const failure: AuthFailure = { type: FAILURE_TYPE, key, limit: limiter.limit, windowMs };
+    process.send(failure);
+  };
+  process.on('message', (message: unknown) => {
+    if (typeof message !== 'object' || message === null) return;
+    const blocked = message as Partial<AddressBlocked>;
+    if (blocked.type !== BLOCKED_TYPE || typeof blocked.key !== 'string') return;
+    limiter.block(blocked.key, Number(blocked.resetAt));
+  });
 }
 
 interface Entry {

@@ -130,6 +130,48 @@ describe('slipway api with API_WORKERS', () => {
     }
   });
 
+  it('counts failed authentications across processes', { timeout: 120_000 }, async () => {
+    await ensureBuilt();
+    const limit = 6;
+    const api = await startApiProcess(
+      {
+        SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-failures-'),
+        API_PORT: String(await freePort()),
+        API_WORKERS: '2',
+        API_AUTH_FAILURE_LIMIT: String(limit),
+        SLIPWAY_ADMIN_TOKEN: 'slw_cluster-failures-admin-token-000000',
+      },
+      'api',
+      60_000,
+    );
+    try {
+      const deadline = Date.now() + 60_000;
+      while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
+        if (Date.now() > deadline) throw new Error(`second API process never listened`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const statuses: number[] = [];
+      for (let i = 0; i < 4 * limit; i++) {
+        const response = await fetch(`${api.url}/api/admin/jobs`, {
+          headers: {
+            connection: 'close',
+            authorization: 'Bearer slw_wrong-token-0000000000000000',
+          },
+        });
+        statuses.push(response.status);
+        await response.arrayBuffer();
+      }
+      const unauthorized = statuses.filter((status) => status === 401).length;
+      // Each process alone would answer 401 up to the limit, twice the limit in all. The block
+      // reaches the other process through the primary, so a few requests may pass meanwhile.
+      expect(unauthorized).toBeGreaterThanOrEqual(limit);
+      expect(unauthorized).toBeLessThanOrEqual(limit + 3);
+      expect(statuses.filter((status) => status === 429)).toHaveLength(4 * limit - unauthorized);
+    } finally {
+      await api.stop();
+    }
+  });
+
   it('stops cleanly on an early signal', { timeout: 60_000 }, async () => {
     await ensureBuilt();
     // The primary logs its migrations before it writes the admin token and forks.
