@@ -134,7 +134,7 @@ export async function buildServer(
     },
     clientErrorHandler: answerClientError,
     // Node would reject an HTTP/1.1 request without Host with a bare 400 of its own, before
-    // Fastify sees it. rejectBadHost sends the same status with the catalogue's error instead.
+    // Fastify receives it. rejectBadHost sends the same status with the catalogue's error instead.
     http: { requireHostHeader: false },
     // Ajv does not coerce, so a body with `"commit": 1234567` or `"branch": true` is a type
     // error rather than a string. Query values arrive as text, and convertQuery converts them.

@@ -3,12 +3,12 @@
  * limit holds for the port and not for each process. The primary keeps each key's window and
  * hands out its quota in blocks. A process admits requests from its block and requests the
  * next one when the block runs out. A block is a quarter of what the window has left, split
- * among the processes, so blocks shrink as the quota runs low: the processes together never
- * admit more than the limit, and a process's unused block is what they may admit less.
+ * among the processes, so blocks shrink as the quota runs low. The processes together never
+ * admit more than the limit, and admit less by at most the unused blocks they still have.
  *
  * The primary also counts the processes' failed authentications per address
- * (API_AUTH_FAILURE_LIMIT) and, once an address reaches the limit, tells every process to
- * block it until its window ends.
+ * (API_AUTH_FAILURE_LIMIT). Once an address reaches the limit, it sends every process a
+ * message to block the address until its window ends.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';

@@ -99,18 +99,12 @@ export async function claimTasks(
 
   const specs: TaskSpec[] = [];
   const jobs = new Map<string, JobRow>();
-  // The job of each concurrency group that this claim starts; the group's others wait.
-  const groupStarted = new Map<string, string>();
   const leaseExpiresAt = isoAfter(request.leaseMs);
+  // claimCandidates returns the tasks of one job per concurrency group at most: its oldest
+  // queued job, or the one that runs.
   for (const candidate of candidates) {
     const job = jobs.get(candidate.job_id) ?? (await findJob(trx, candidate.job_id));
     if (job === undefined) continue;
-    const group = job.concurrency_group;
-    if (group !== null) {
-      const started = groupStarted.get(group);
-      if (started !== undefined && started !== job.id) continue;
-      groupStarted.set(group, job.id);
-    }
     jobs.set(job.id, job);
     const claimed = await claimOne(trx, candidate, job, request, leaseExpiresAt, context);
     specs.push(buildTaskSpec(job, claimed));

@@ -94,7 +94,7 @@ export class LocalExecutor implements Executor {
     };
     if (this.#owner !== undefined) env[PROCESS_OWNER_VARIABLE] = this.#owner;
     // spawn would reject such a variable with a message that quotes its value, which may be a
-    // secret; the NUL would also keep that value from being masked in the log.
+    // secret. The NUL would also keep that value from being masked in the log.
     for (const [name, value] of Object.entries(env)) {
       if (value.includes('\0')) {
         throw new ExecutionError(

@@ -10,7 +10,7 @@ import type { ChangeSet } from './changes.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
 /**
- * Cancels a job's current tasks. Tasks no worker holds end `cancelled` at once, including
+ * Cancels a job's current tasks. Tasks that no worker runs end `cancelled` at once, including
  * running ones that a status update started. For a task that a worker runs, the cancel is
  * requested, and the worker stops its containers or processes and reports `cancelled` (or the
  * lease expires and the orchestrator ends it).
@@ -60,7 +60,7 @@ export async function cancelJob(
 }
 
 /**
- * Returns whether a worker holds the running task and must stop it. A task set running
+ * Returns whether a worker runs the task and must stop it. A task set running
  * through PATCH /api/job/{id}/status has no worker, so nothing would ever act on a request.
  */
 function held(task: TaskRow): boolean {

@@ -1,7 +1,7 @@
 /**
- * Why a queued job is not running yet, in words for `GET /api/job/{id}`: another job of its
- * concurrency group runs or an older one is queued, no live worker at all, none with the
- * executor its tasks need, or every such worker busy.
+ * Why a queued job is not running yet, in words for `GET /api/job/{id}`. Another job of its
+ * concurrency group runs or an older one is queued, no worker is live, none has the executor
+ * its tasks need, or every such worker is busy.
  */
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';

@@ -156,7 +156,7 @@ export async function refreshJobStatus(
     await resolveDependents(trx, updated, changes, audit);
     if (job.concurrency_group !== null && (job.status === 'running' || job.status === 'queued')) {
       // The next job of the group may start now, so waiting workers must look again. A running
-      // job holds the others back, and so does a queued job older than they are.
+      // job keeps the others waiting, and so does a queued job older than they are.
       const waiting = QUEUED_IN_GROUP.all<{ id: string }>(sqlite, { group: job.concurrency_group });
       for (const task of waiting) changes.taskQueued(task.id);
     }

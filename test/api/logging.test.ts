@@ -72,7 +72,7 @@ describe('process logs', { timeout: 120_000 }, () => {
       );
       expect(heartbeat.status).toBeGreaterThanOrEqual(400);
       expect(heartbeat.status).toBeLessThan(500);
-      // GitHub is not configured here, so the sync answers 503 by design.
+      // GitHub is not configured here, so the sync returns 503 by design.
       const sync = await send(ADMIN_TOKEN, 'log-sync', { body: '{}' }, '/api/sync-variables');
       expect(sync.status).toBe(503);
     } finally {

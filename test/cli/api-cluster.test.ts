@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { ensureBuilt, signalOnLine, startApiProcess } from '../support/cli.js';
+import { ensureBuilt, signalOnLine, startApiProcess, type ApiProcess } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -12,6 +12,19 @@ function childPids(pid: number): number[] {
       .map(Number);
   } catch {
     return [];
+  }
+}
+
+/**
+ * Waits until both API processes log that they listen. startApiProcess returns at the first
+ * process's line.
+ */
+async function bothListening(api: ApiProcess): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
+    if (Date.now() > deadline)
+      throw new Error(`second API process never listened: ${api.stdout()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
@@ -33,13 +46,7 @@ describe('slipway api with API_WORKERS', () => {
     try {
       workers = childPids(api.child.pid!);
       expect(workers).toHaveLength(2);
-      // startApiProcess returns at the first process's log line; wait for the second one too.
-      const deadline = Date.now() + 60_000;
-      while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
-        if (Date.now() > deadline)
-          throw new Error(`second API process never listened: ${api.stdout()}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      await bothListening(api);
 
       const pids = new Set<number>();
       for (let i = 0; i < 200 && pids.size < 2; i++) {
@@ -95,11 +102,7 @@ describe('slipway api with API_WORKERS', () => {
       60_000,
     );
     try {
-      const deadline = Date.now() + 60_000;
-      while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
-        if (Date.now() > deadline) throw new Error(`second API process never listened`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      await bothListening(api);
       // A new connection per request, so the primary spreads them over both processes.
       const admitted = new Set<number>();
       const statuses: number[] = [];
@@ -145,11 +148,7 @@ describe('slipway api with API_WORKERS', () => {
       60_000,
     );
     try {
-      const deadline = Date.now() + 60_000;
-      while ((api.stdout().match(/API listening on/g) ?? []).length < 2) {
-        if (Date.now() > deadline) throw new Error(`second API process never listened`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      await bothListening(api);
       const statuses: number[] = [];
       for (let i = 0; i < 4 * limit; i++) {
         const response = await fetch(`${api.url}/api/admin/jobs`, {
@@ -162,7 +161,7 @@ describe('slipway api with API_WORKERS', () => {
         await response.arrayBuffer();
       }
       const unauthorized = statuses.filter((status) => status === 401).length;
-      // Each process alone would answer 401 up to the limit, twice the limit in all. The block
+      // Each process alone would return 401 up to the limit, twice the limit in all. The block
       // reaches the other process through the primary, so a few requests may pass meanwhile.
       expect(unauthorized).toBeGreaterThanOrEqual(limit);
       expect(unauthorized).toBeLessThanOrEqual(limit + 3);

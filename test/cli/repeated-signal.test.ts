@@ -3,20 +3,12 @@
  * process exits at once, as Node's default action would, and logs what that leaves behind.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { ensureBuilt, spawnCli, type CliProcess } from '../support/cli.js';
+import { ensureBuilt, spawnCli, type CliProcess, waitUntil } from '../support/cli.js';
 import { writePipelineFile } from '../support/execution.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir } from '../support/server.js';
 
 const ADMIN_TOKEN = 'slw_repeated-signal-admin-token-00000000';
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('a second signal during the stop', () => {
   let serve: CliProcess | undefined;
@@ -46,7 +38,7 @@ pipelines:
       API_PORT: String(port),
       LOG_LEVEL: 'info',
     });
-    await waitFor(() => serve!.output().includes('registered; waiting for tasks'), 'the start');
+    await waitUntil(() => serve!.output().includes('registered; waiting for tasks'), 'the start');
     const triggered = await fetch(`http://127.0.0.1:${port}/api/trigger/slow`, {
       method: 'POST',
       headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
@@ -65,7 +57,7 @@ pipelines:
     }
 
     serve.child.kill('SIGTERM');
-    await waitFor(() => serve!.output().includes('waiting for 1 running task(s)'), 'the wait');
+    await waitUntil(() => serve!.output().includes('waiting for 1 running task(s)'), 'the wait');
     const second = Date.now();
     serve.child.kill('SIGINT');
     expect(await serve.exited).toBe(130);

@@ -234,7 +234,7 @@ describe('concurrency groups', () => {
 
   it('wakes a waiting claim when an older queued job ends', async () => {
     await claim(100);
-    // No worker here runs docker, so the older job stays queued and holds the newer one back.
+    // No worker here runs docker, so the older job stays queued and keeps the newer one waiting.
     const older = await trigger('mixed-docker', { commit: 'abab0006' });
     const newer = await trigger('mixed-local', { commit: 'abab0007' });
     const request = {

@@ -234,8 +234,8 @@ describe('job reads and prepared writes', () => {
       commit: 'c0ffee0000000000000000000000000000000005',
       branch: 'race',
     });
-    // No worker holds the tasks that the status update started, so they end at once. A task
-    // that a worker holds gets a cancel request instead (see "parallel cancels" below).
+    // No worker runs the tasks that the status update started, so they end at once. A task
+    // that a worker runs gets a cancel request instead (see "parallel cancels" below).
     const ended = rows('SELECT status FROM tasks WHERE job_id = ?', running);
     expect(ended.map((task) => task.status)).toEqual(['cancelled', 'cancelled']);
     expect((await getJob(running)).status).toBe('cancelled');

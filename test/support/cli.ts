@@ -203,3 +203,16 @@ export function startApiProcess(
     });
   });
 }
+
+/** Waits until `check` returns true, polling every 50 ms; throws naming `what` after the timeout. */
+export async function waitUntil(
+  check: () => boolean,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

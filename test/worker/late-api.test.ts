@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createToken } from '../../src/store/tokens.js';
-import { ensureBuilt, spawnCli, type CliProcess } from '../support/cli.js';
+import { ensureBuilt, spawnCli, type CliProcess, waitUntil } from '../support/cli.js';
 import { writePipelineFile } from '../support/execution.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
@@ -23,14 +23,6 @@ function startWorker(port: number, name: string): CliProcess {
   });
 }
 
-async function waitFor(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 describe('slipway worker before the API', () => {
   let server: TestServer | undefined;
 
@@ -44,7 +36,7 @@ describe('slipway worker before the API', () => {
 
   it('stops on SIGTERM while waiting', async () => {
     const worker = startWorker(await freePort(), 'late-stop');
-    await waitFor(() => worker.output().includes('retrying until the API answers'), 'a retry');
+    await waitUntil(() => worker.output().includes('retrying until the API answers'), 'a retry');
     worker.child.kill('SIGTERM');
     expect(await worker.exited).toBe(0);
   });
@@ -53,7 +45,7 @@ describe('slipway worker before the API', () => {
     const port = await freePort();
     const worker = startWorker(port, 'late-start');
     try {
-      await waitFor(() => worker.output().includes('retrying until the API answers'), 'a retry');
+      await waitUntil(() => worker.output().includes('retrying until the API answers'), 'a retry');
       expect(worker.child.exitCode).toBeNull();
 
       server = await startTestServer({
@@ -69,7 +61,7 @@ pipelines:
       await server.context.store.write((trx) =>
         createToken(trx, 'late-agent', 'agent', AGENT_TOKEN),
       );
-      await waitFor(
+      await waitUntil(
         () => worker.output().includes('worker late-start registered; waiting for tasks'),
         'the registration',
       );

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createToken } from '../../src/store/tokens.js';
-import { ensureBuilt, spawnCli, type CliProcess } from '../support/cli.js';
+import { ensureBuilt, spawnCli, type CliProcess, waitUntil } from '../support/cli.js';
 import { writePipelineFile } from '../support/execution.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 
@@ -54,14 +54,6 @@ async function startDroppingProxy(
         proxy.close(() => resolve());
       }),
   };
-}
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 describe('a claim response the worker never receives', () => {
@@ -141,7 +133,7 @@ pipelines:
       SLIPWAY_DATA_DIR: makeTempDir('slipway-worker-'),
       LOG_LEVEL: 'info',
     });
-    await waitFor(
+    await waitUntil(
       () => worker!.output().includes('worker lost-claim registered; waiting for tasks'),
       'the registration',
     );
