@@ -12,7 +12,7 @@ import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
 import { registerRunningProcess } from '../store/running-processes.js';
-import { renewLeasesOnStart } from '../orchestrator/leases.js';
+import { renewLeasesOnStart, type StartRenewal } from '../orchestrator/leases.js';
 import { startOrchestrator } from '../orchestrator/role.js';
 import { startHealthMonitor } from '../health/monitor.js';
 import { isClusterWorker } from './cluster.js';
@@ -47,17 +47,25 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
     await app.close();
     throw listenError(error, config.api.host, config.api.port);
   }
-  let renewed: number;
+  let renewal: StartRenewal;
   try {
-    renewed = await renewLeasesOnStart(context, { actor: 'api', source: os.hostname() });
+    renewal = await renewLeasesOnStart(context, { actor: 'api', source: os.hostname() });
   } catch (error) {
     await app.close();
     throw error;
   }
-  if (renewed > 0) {
+  if (renewal.renewed > 0) {
     logger.info(
-      { tasks: renewed },
-      `renewed the leases of ${renewed} running task(s) until their workers report`,
+      { tasks: renewal.renewed },
+      `renewed the leases of ${renewal.renewed} running task(s) until their workers report`,
+    );
+  }
+  if (renewal.kept > 0) {
+    logger.warn(
+      { tasks: renewal.kept },
+      `left the leases of ${renewal.kept} running task(s) as they were: an earlier start ` +
+        'renewed them and their workers have not reported since, so they are recovered ' +
+        'when those leases expire',
     );
   }
   const address = app.server.address();

@@ -191,6 +191,7 @@ async function claimOne(
     cancel_requested_at: null,
     duration_ms: null,
     finished_at: null,
+    lease_renewed_at: null,
   };
   await trx.updateTable('tasks').set(extra).where('id', '=', task.id).execute();
   await appendAudit(trx, context.audit, {
@@ -234,7 +235,7 @@ export async function redeliverTasks(
     if (job === undefined) continue;
     await trx
       .updateTable('tasks')
-      .set({ lease_expires_at: leaseExpiresAt, updated_at: nowIso() })
+      .set({ lease_expires_at: leaseExpiresAt, lease_renewed_at: null, updated_at: nowIso() })
       .where('id', '=', task.id)
       .execute();
     await appendAudit(trx, audit, {

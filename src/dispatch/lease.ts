@@ -82,7 +82,8 @@ export interface HeartbeatResult {
 
 /**
  * Extends the lease to now + leaseMs when less than two thirds of it remain. Frequent
- * heartbeats therefore cost a read, and a write only every third of a lease.
+ * heartbeats therefore cost a read, and a write only every third of a lease. The first
+ * heartbeat after a starting API renewed the lease always writes, to clear lease_renewed_at.
  */
 export async function heartbeat(
   trx: Trx,
@@ -92,13 +93,14 @@ export async function heartbeat(
   const task = await requireLease(trx, holder);
   const cancelRequested = task.cancel_requested_at !== null;
   const remaining = Date.parse(task.lease_expires_at ?? '') - Date.now();
-  if (Number.isFinite(remaining) && remaining > (leaseMs * 2) / 3) {
+  const fresh = Number.isFinite(remaining) && remaining > (leaseMs * 2) / 3;
+  if (fresh && task.lease_renewed_at === null) {
     return { leaseExpiresAt: task.lease_expires_at!, cancelRequested, extended: false };
   }
   const leaseExpiresAt = isoAfter(leaseMs);
   await trx
     .updateTable('tasks')
-    .set({ lease_expires_at: leaseExpiresAt })
+    .set({ lease_expires_at: leaseExpiresAt, lease_renewed_at: null })
     .where('id', '=', task.id)
     .execute();
   await touchWorker(trx, holder.workerId);

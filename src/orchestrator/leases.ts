@@ -69,34 +69,48 @@ export async function recoverExpiredLeases(
   }
 }
 
+export interface StartRenewal {
+  /** Running tasks that got a full lease. */
+  renewed: number;
+  /** Running tasks left as they were: an earlier start renewed them, and no worker reported since. */
+  kept: number;
+}
+
 /**
  * Gives every running task at least a full lease from now; called when an API process starts
  * to listen. While no API responded, workers could not renew their leases, and a task that
  * went on running or finished meanwhile would be queued again, or end `error` when its
  * pipeline has side effects, before its worker could report. A worker that is really gone
  * loses its task one lease later. Each renewed task gets a `task_lease_renewed` audit row.
- * NOTE: an API that restarts more often than once a lease renews the leases each time, so the
- * task of a lost worker is not recovered until the restarts stop.
+ *
+ * A task is renewed once per word from its worker: the renewal sets `lease_renewed_at`, and
+ * only the worker's next heartbeat clears it. An API that restarts again before that leaves
+ * the lease as it is, so restarts cannot keep the task of a lost worker from being recovered.
  */
 export async function renewLeasesOnStart(
   context: AppContext,
   audit: AuditContext,
-): Promise<number> {
+): Promise<StartRenewal> {
   const now = nowIso();
   const until = isoAfter(context.config.worker.leaseSeconds * 1000);
   return context.store.write(async (trx) => {
     const running = await trx
       .selectFrom('tasks')
-      .select(['id', 'job_id', 'worker_id', 'attempt', 'lease_expires_at'])
+      .select(['id', 'job_id', 'worker_id', 'attempt', 'lease_expires_at', 'lease_renewed_at'])
       .where('status', '=', literal('running'))
       .where((eb) =>
         eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', until)]),
       )
       .execute();
+    let kept = 0;
     for (const task of running) {
+      if (task.lease_renewed_at !== null) {
+        kept += 1;
+        continue;
+      }
       await trx
         .updateTable('tasks')
-        .set({ lease_expires_at: until, updated_at: now })
+        .set({ lease_expires_at: until, lease_renewed_at: now, updated_at: now })
         .where('id', '=', task.id)
         .execute();
       await appendAudit(trx, audit, {
@@ -112,7 +126,7 @@ export async function renewLeasesOnStart(
         },
       });
     }
-    return running.length;
+    return { renewed: running.length - kept, kept };
   });
 }
 

@@ -106,11 +106,11 @@ const TASK_COLUMNS = [
 
 type NewTaskRow = Pick<TaskRow, (typeof TASK_COLUMNS)[number]>;
 
-// The same for tasks; duration_ms is written when a task ends and worker_session when a
-// worker claims it, never at insert.
+// The same for tasks; duration_ms is written when a task ends, worker_session when a worker
+// claims it and lease_renewed_at when an API starts, never at insert.
 const everyTaskColumn: Exclude<
   keyof TaskRow,
-  (typeof TASK_COLUMNS)[number] | 'duration_ms' | 'worker_session'
+  (typeof TASK_COLUMNS)[number] | 'duration_ms' | 'worker_session' | 'lease_renewed_at'
 > extends never
   ? true
   : never = true;

@@ -47,6 +47,11 @@ export interface TasksTable {
   /** Session of the worker process that claimed the current attempt (see the claim route). */
   worker_session: string | null;
   lease_expires_at: string | null;
+  /**
+   * When a starting API process renewed the lease without word from the worker; the worker's
+   * next heartbeat clears it (see renewLeasesOnStart).
+   */
+  lease_renewed_at: string | null;
   /** Lease attempt: counts how often the task was claimed, so a stale worker is fenced. */
   attempt: number;
   max_attempts: number;
