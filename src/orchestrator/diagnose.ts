@@ -127,7 +127,7 @@ export function explainQueued(
   sqlite: BetterSqlite3.Database,
   config: Config,
   job: Pick<JobRow, 'id' | 'concurrency_group'>,
-  tasks: TaskRow[],
+  tasks: readonly Pick<TaskRow, 'status' | 'executor'>[],
 ): string | undefined {
   const queued = tasks.filter((task) => task.status === 'queued');
   if (queued.length === 0) return undefined;

@@ -15,6 +15,7 @@ import {
   type RawHttpSettings,
   type RawTailscaleSettings,
   type RawTcpSettings,
+  type RawQueueSettings,
   type RawWorkersSettings,
 } from './health-schema.js';
 import type { RawHealthCheck } from './schema.js';
@@ -32,6 +33,7 @@ import type {
 export const DEFAULT_HEALTH_TIMEOUT_MS = 10_000;
 const DEFAULT_INTEGRITY_INTERVAL_MS = 60 * 60_000;
 const DEFAULT_STALE_AFTER_MS = 90_000;
+const DEFAULT_MAX_WAIT_MS = 15 * 60_000;
 const DEFAULT_COOLDOWN_MS = 10 * 60_000;
 const DEFAULT_MAX_PER_HOUR = 3;
 
@@ -167,6 +169,13 @@ function resolveSettings(
           staleAfterMs: durationMs(workers.stale_after) ?? DEFAULT_STALE_AFTER_MS,
           minOnline: workers.min_online ?? 1,
         },
+      };
+    }
+    case 'queue': {
+      const queue = raw as RawQueueSettings;
+      return {
+        type,
+        settings: { maxWaitMs: durationMs(queue.max_wait) ?? DEFAULT_MAX_WAIT_MS },
       };
     }
   }

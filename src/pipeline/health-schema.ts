@@ -14,6 +14,7 @@ export const HEALTH_CHECK_TYPES = [
   'tailscale',
   'docker',
   'workers',
+  'queue',
 ] as const;
 
 export const HEALTH_CHECK_NAME_PATTERN = '^[a-z][a-z0-9_.-]{0,62}$';
@@ -140,6 +141,11 @@ const WorkersSettingsSchema = Type.Object(
   { additionalProperties: false },
 );
 
+const QueueSettingsSchema = Type.Object(
+  { max_wait: Type.Optional(DURATION) },
+  { additionalProperties: false },
+);
+
 export const HEALTH_SETTINGS_SCHEMAS = {
   http: HttpSettingsSchema,
   tcp: TcpSettingsSchema,
@@ -147,6 +153,7 @@ export const HEALTH_SETTINGS_SCHEMAS = {
   tailscale: TailscaleSettingsSchema,
   docker: DockerSettingsSchema,
   workers: WorkersSettingsSchema,
+  queue: QueueSettingsSchema,
 } satisfies Record<(typeof HEALTH_CHECK_TYPES)[number], TObject>;
 
 export type RawHeal = Static<typeof HealSchema>;
@@ -156,3 +163,4 @@ export type RawDatabaseSettings = Static<typeof DatabaseSettingsSchema>;
 export type RawTailscaleSettings = Static<typeof TailscaleSettingsSchema>;
 export type RawDockerSettings = Static<typeof DockerSettingsSchema>;
 export type RawWorkersSettings = Static<typeof WorkersSettingsSchema>;
+export type RawQueueSettings = Static<typeof QueueSettingsSchema>;

@@ -248,6 +248,7 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
 const BUILT_IN_HEALTH_CHECKS = [
   { name: 'database', type: 'database' },
   { name: 'workers', type: 'workers' },
+  { name: 'queue', type: 'queue' },
 ] as RawHealthCheck[];
 
 function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeline {

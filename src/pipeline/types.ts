@@ -81,7 +81,8 @@ export interface RecoveryProcedure {
   description: string | undefined;
 }
 
-export type HealthCheckType = 'http' | 'tcp' | 'database' | 'tailscale' | 'docker' | 'workers';
+export type HealthCheckType =
+  'http' | 'tcp' | 'database' | 'tailscale' | 'docker' | 'workers' | 'queue';
 
 /**
  * Hysteresis of a component's status: how many results in a row change it. A result is
@@ -171,13 +172,19 @@ export interface WorkersCheckSettings {
   minOnline: number;
 }
 
+export interface QueueCheckSettings {
+  /** A task queued for longer than this makes the result degraded, or unhealthy when stuck. */
+  maxWaitMs: number;
+}
+
 export type HealthCheckSettings =
   | { type: 'http'; settings: HttpCheckSettings }
   | { type: 'tcp'; settings: TcpCheckSettings }
   | { type: 'database'; settings: DatabaseCheckSettings }
   | { type: 'tailscale'; settings: TailscaleCheckSettings }
   | { type: 'docker'; settings: DockerCheckSettings }
-  | { type: 'workers'; settings: WorkersCheckSettings };
+  | { type: 'workers'; settings: WorkersCheckSettings }
+  | { type: 'queue'; settings: QueueCheckSettings };
 
 export type HealthCheckDefinition = HealthCheckSettings & {
   /** Component name: the key in /api/health/status and in health_metrics. */

@@ -105,6 +105,19 @@ describe('health_checks in the pipeline file', () => {
     ]);
   });
 
+  it('resolves the queue check', () => {
+    const file = parsePipelineFile(
+      `${BASE}  - name: queue\n    type: queue\n  - name: late\n    type: queue\n    max_wait: 90s\n`,
+      'slipway.yml',
+    );
+    expect(file.healthChecks.map((check) => check.settings)).toEqual([
+      { maxWaitMs: 15 * 60_000 },
+      { maxWaitMs: 90_000 },
+    ]);
+    const [problem] = problems(`  - name: queue\n    type: queue\n    max_wait: soon\n`);
+    expect(problem).toMatchObject({ line: 12, field: 'health_checks.0.max_wait' });
+  });
+
   it('rejects a field of another check type', () => {
     const [problem] = problems(`  - name: web\n    type: tcp\n    port: 80\n    url: http://x\n`);
     expect(problem).toMatchObject({

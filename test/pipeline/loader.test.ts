@@ -32,7 +32,13 @@ describe('pipeline loader', () => {
     expect(defaults.map((check) => [check.name, check.type])).toEqual([
       ['database', 'database'],
       ['workers', 'workers'],
+      ['queue', 'queue'],
     ]);
+    // The shipped file lists the same checks.
+    const shipped = loadPipelineFile(DEFAULT_PIPELINES_PATH).healthChecks;
+    expect(shipped.map((check) => [check.name, check.type])).toEqual(
+      defaults.map((check) => [check.name, check.type]),
+    );
     const none = parsePipelineFile(`${bare}health_checks: []\n`, 'slipway.yml').healthChecks;
     expect(none).toEqual([]);
   });

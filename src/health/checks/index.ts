@@ -4,6 +4,7 @@ import type { ProbeContext, ProbeResult } from '../types.js';
 import { probeDatabase } from './database.js';
 import { probeDocker } from './docker.js';
 import { probeHttp } from './http.js';
+import { probeQueue } from './queue.js';
 import { probeTailscale } from './tailscale.js';
 import { probeTcp } from './tcp.js';
 import { probeWorkers } from './workers.js';
@@ -22,5 +23,7 @@ export function probe(check: HealthCheckDefinition, context: ProbeContext): Prom
       return probeDocker(check.settings, context);
     case 'workers':
       return probeWorkers(check.settings, context);
+    case 'queue':
+      return probeQueue(check.settings, context);
   }
 }
