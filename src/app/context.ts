@@ -17,6 +17,8 @@ export interface AppContext {
   pipelinesPath: string;
   /** URL of the API this process serves, once the api role listens (the in-process worker uses it). */
   localApiUrl?: string;
+  /** True while this process's API serves workers: from after its lease renewal until its stop. */
+  apiServing?: boolean;
   /** GitHub client, status sender and variable sync; created by the API's GitHub routes. */
   github?: GitHubService;
 }

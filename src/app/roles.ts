@@ -11,7 +11,7 @@ import { ConfigError, type Role } from '../config/env.js';
 import type { AppContext } from './context.js';
 import { ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
-import { registerRunningProcess } from '../store/running-processes.js';
+import { markApiServing, registerRunningProcess } from '../store/running-processes.js';
 import { renewLeasesOnStart, type StartRenewal } from '../orchestrator/leases.js';
 import { startOrchestrator } from '../orchestrator/role.js';
 import { startHealthMonitor } from '../health/monitor.js';
@@ -60,10 +60,12 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
       `renewed the leases of ${renewal.renewed} running task(s) until their workers report`,
     );
   }
-  if (renewal.kept > 0) {
+  context.apiServing = true;
+  markApiServing(context.store.path, true);
+  if (renewal.notRenewed > 0) {
     logger.warn(
-      { tasks: renewal.kept },
-      `left the leases of ${renewal.kept} running task(s) as they were: an earlier start ` +
+      { tasks: renewal.notRenewed },
+      `left the leases of ${renewal.notRenewed} running task(s) as they were: an earlier start ` +
         'renewed them and their workers have not reported since, so they are recovered ' +
         'when those leases expire',
     );
@@ -87,6 +89,9 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
     app,
     url,
     async stop() {
+      // Lease recovery pauses from here until an API serves again (see apiServing).
+      context.apiServing = false;
+      markApiServing(context.store.path, false);
       await app.close();
     },
   };

@@ -18,6 +18,7 @@ import { taskLogStore } from '../dispatch/services.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
+import { findRunningProcesses } from '../store/running-processes.js';
 import { literal } from '../store/prepared.js';
 import type { Database, TaskRow } from '../store/schema.js';
 import { isoAfter, nowIso } from '../util/time.js';
@@ -38,11 +39,45 @@ export interface LeaseRecovery {
 /** Max tasks recovered per transaction, so one pass never holds the write lock for long. */
 const BATCH = 100;
 
-/** Recovers every running task whose lease expired before now; returns what it did. */
+/**
+ * Returns whether an API serves workers now, so that they can renew their leases: this
+ * process's own, or that of another process registered on the same database.
+ * NOTE: an API process on another host that was killed with SIGKILL counts as serving until
+ * its registry entry is stale, up to 30 s later (see running-processes.ts).
+ */
+export function apiServing(context: AppContext): boolean {
+  if (context.apiServing === true) return true;
+  return findRunningProcesses(context.store.path).some(
+    (entry) => entry.roles.includes('api') && entry.serving_since !== undefined,
+  );
+}
+
+/** Contexts whose lease recovery is paused because no API serves, to log each change once. */
+const paused = new WeakSet<AppContext>();
+
+/**
+ * Recovers every running task whose lease expired before now; returns what it did. While no
+ * API serves, workers cannot renew their leases, so nothing is recovered: a task whose worker
+ * was only cut off would run twice, or a deploy that finished would end `error`. The API that
+ * starts next gives running tasks a full lease (see renewLeasesOnStart).
+ */
 export async function recoverExpiredLeases(
   context: AppContext,
   audit: AuditContext,
 ): Promise<LeaseRecovery[]> {
+  if (!apiServing(context)) {
+    if (!paused.has(context)) {
+      paused.add(context);
+      context.logger.warn(
+        'no API process serves workers, so they cannot renew their leases; expired leases ' +
+          'are recovered once an API serves again',
+      );
+    }
+    return [];
+  }
+  if (paused.delete(context)) {
+    context.logger.info('an API serves workers again; lease recovery resumes');
+  }
   const recovered: LeaseRecovery[] = [];
   for (;;) {
     const changes = new ChangeSet();
@@ -73,7 +108,7 @@ export interface StartRenewal {
   /** Running tasks that got a full lease. */
   renewed: number;
   /** Running tasks left as they were: an earlier start renewed them, and no worker reported since. */
-  kept: number;
+  notRenewed: number;
 }
 
 /**
@@ -102,10 +137,10 @@ export async function renewLeasesOnStart(
         eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', until)]),
       )
       .execute();
-    let kept = 0;
+    let notRenewed = 0;
     for (const task of running) {
       if (task.lease_renewed_at !== null) {
-        kept += 1;
+        notRenewed += 1;
         continue;
       }
       await trx
@@ -126,7 +161,7 @@ export async function renewLeasesOnStart(
         },
       });
     }
-    return { renewed: running.length - kept, kept };
+    return { renewed: running.length - notRenewed, notRenewed };
   });
 }
 

@@ -22,10 +22,18 @@ export interface RunningProcess {
   hostname: string;
   roles: string[];
   started_at: string;
+  /**
+   * When the process's API began to serve workers, after it renewed their leases; absent until
+   * then and in processes without the API role.
+   */
+  serving_since?: string;
 }
 
 const REFRESH_MS = 10_000;
 const STALE_MS = 3 * REFRESH_MS;
+
+/** This process's entries by file, for markApiServing. */
+const ownEntries = new Map<string, RunningProcess>();
 
 export function processFolder(dbPath: string): string {
   return `${dbPath}.processes`;
@@ -46,6 +54,7 @@ export function registerRunningProcess(
     started_at: new Date().toISOString(),
   };
   fs.writeFileSync(file, JSON.stringify(entry));
+  ownEntries.set(file, entry);
   const timer = setInterval(() => {
     const now = new Date();
     fs.promises
@@ -57,9 +66,23 @@ export function registerRunningProcess(
     name: 'process registration',
     async stop() {
       clearInterval(timer);
+      ownEntries.delete(file);
       fs.rmSync(file, { force: true });
     },
   };
+}
+
+/**
+ * Records in this process's entry whether its API serves workers, so that lease recovery in
+ * other processes knows whether workers can renew their leases (see apiServing).
+ */
+export function markApiServing(dbPath: string, serving: boolean): void {
+  const file = path.join(processFolder(dbPath), `${os.hostname()}-${process.pid}.json`);
+  const entry = ownEntries.get(file);
+  if (entry === undefined) return;
+  if (serving) entry.serving_since = new Date().toISOString();
+  else delete entry.serving_since;
+  fs.writeFileSync(file, JSON.stringify(entry));
 }
 
 /**

@@ -74,7 +74,7 @@ describe('lease renewal when the API starts', () => {
     await expireLease(claimed.task_id);
 
     const startedAt = Date.now();
-    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, kept: 0 });
+    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, notRenewed: 0 });
     const renewed = await task(claimed.task_id);
     expect(Date.parse(renewed.lease_expires_at!)).toBeGreaterThanOrEqual(
       startedAt + LEASE_SECONDS * 1000 - 1_000,
@@ -85,7 +85,7 @@ describe('lease renewal when the API starts', () => {
     // The worker never reports. The renewed lease runs out, and the API starts again before
     // the watchdog looked: this start must not renew it a second time.
     await expireLease(claimed.task_id);
-    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 0, kept: 1 });
+    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 0, notRenewed: 1 });
     expect(Date.parse((await task(claimed.task_id)).lease_expires_at!)).toBeLessThan(Date.now());
     expect(await auditRows(server, 'task_lease_renewed', job.job_id)).toHaveLength(1);
 
@@ -105,7 +105,7 @@ describe('lease renewal when the API starts', () => {
     await trigger(server, 'ci', 'e2e2e2e2e2');
     const claimed = await claimOne('live-worker');
     await expireLease(claimed.task_id);
-    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, kept: 0 });
+    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, notRenewed: 0 });
 
     // The lease is fresh, but the first heartbeat after a renewal still writes, because it is
     // the word from the worker that the next start looks for.
@@ -117,7 +117,7 @@ describe('lease renewal when the API starts', () => {
     expect((await task(claimed.task_id)).lease_renewed_at).toBeNull();
 
     await expireLease(claimed.task_id);
-    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, kept: 0 });
+    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, notRenewed: 0 });
     expect(Date.parse((await task(claimed.task_id)).lease_expires_at!)).toBeGreaterThan(Date.now());
   });
 
@@ -134,7 +134,7 @@ describe('lease renewal when the API starts', () => {
     expect((await task(first.task_id)).lease_renewed_at).toBeNull();
     await expireLease(second.task_id);
     // The task of the test above is still running too, renewed and not heard from since.
-    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, kept: 1 });
+    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, notRenewed: 1 });
     expect((await task(second.task_id)).lease_renewed_at).not.toBeNull();
   });
 });
