@@ -84,6 +84,18 @@ describe('lease expiry through the agent API', () => {
     const staleFinish = await finish('worker-a', first!);
     expect(staleFinish.status).toBe(409);
     expect((await getJob(server, ci.job_id)).status).toBe('running');
+    // The late result changes nothing, and the audit trail still shows what the worker saw.
+    const late = await auditRows(server, 'task_report_rejected', ci.job_id);
+    expect(late).toHaveLength(1);
+    expect(late[0]!.task_id).toBe(first!.task_id);
+    expect(late[0]!.details).toMatchObject({
+      worker_id: 'worker-a',
+      attempt: 1,
+      reported_status: 'success',
+      exit_code: 0,
+      task_status: 'running',
+      task_attempt: 2,
+    });
 
     const done = await finish('worker-b', second!);
     expect(done.status, done.text).toBe(200);

@@ -14,6 +14,8 @@ import {
   heartbeat,
   releaseTask,
   requireLease,
+  type FinishReport,
+  type FinishResult,
   type FinishStatus,
   type LeaseHolder,
 } from '../../dispatch/lease.js';
@@ -521,26 +523,77 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         duration_ms: number;
       };
       const changes = new ChangeSet();
-      const result = await context.store.write((trx) =>
-        finishTask(
-          trx,
-          holder,
-          {
-            status: body.status,
-            exitCode: body.exit_code ?? null,
-            // An empty reason would make the job's reason "<task>: " with nothing after it.
-            reason: body.reason === '' ? null : (body.reason ?? null),
-            durationMs: body.duration_ms,
-          },
-          changes,
-          auditContext(request),
-        ),
-      );
+      const report = {
+        status: body.status,
+        exitCode: body.exit_code ?? null,
+        // An empty reason would make the job's reason "<task>: " with nothing after it.
+        reason: body.reason === '' ? null : (body.reason ?? null),
+        durationMs: body.duration_ms,
+      };
+      let result: FinishResult;
+      try {
+        result = await context.store.write((trx) =>
+          finishTask(trx, holder, report, changes, auditContext(request)),
+        );
+      } catch (error) {
+        if (error instanceof ApiError && error.code === 'lease_lost') {
+          await recordLateReport(request, holder, report, error);
+        }
+        throw error;
+      }
       changes.emit(context.events);
       if (result.task.log_path !== null) services.logs.release(result.task.log_path);
       return { task_id: result.task.id, status: result.task.status, retried: result.retried };
     },
   );
+
+  /**
+   * Records a finish report that came after the worker lost its lease. The task's outcome
+   * stays as the lease recovery decided, but a person checking the target of a deploy that
+   * ended `error` learns from this row that the worker saw it through.
+   */
+  async function recordLateReport(
+    request: FastifyRequest,
+    holder: LeaseHolder,
+    report: FinishReport,
+    error: ApiError,
+  ): Promise<void> {
+    const details = {
+      worker_id: holder.workerId,
+      attempt: holder.attempt,
+      reported_status: report.status,
+      exit_code: report.exitCode,
+      reason: report.reason,
+      duration_ms: report.durationMs,
+      task_status: error.extra?.status ?? null,
+      task_attempt: error.extra?.attempt ?? null,
+    };
+    request.log.warn(
+      { taskId: holder.taskId, ...details },
+      `worker ${holder.workerId} reported attempt ${holder.attempt} of task ${holder.taskId} ` +
+        `as ${report.status} after it lost the lease; the report changes nothing`,
+    );
+    try {
+      await context.store.write(async (trx) => {
+        const task = await trx
+          .selectFrom('tasks')
+          .select('job_id')
+          .where('id', '=', holder.taskId)
+          .executeTakeFirst();
+        await appendAudit(trx, auditContext(request), {
+          action: 'task_report_rejected',
+          jobId: task?.job_id ?? null,
+          taskId: holder.taskId,
+          details,
+        });
+      });
+    } catch (auditError) {
+      request.log.error(
+        { err: auditError, taskId: holder.taskId },
+        'could not record the late finish report in the audit log',
+      );
+    }
+  }
 
   app.post(
     '/api/agent/tasks/:task_id/release',
