@@ -154,14 +154,41 @@ const API_TOKEN = /slw_[A-Za-z0-9_-]{32}/g;
 /** The end of a text that may be the start of an API token continued in the next chunk. */
 const API_TOKEN_START = /s(?:l(?:w(?:_[A-Za-z0-9_-]{0,32})?)?)?$/;
 
-/** Replaces every occurrence of each secret, and every Slipway API token, with `***`. */
+/**
+ * Replaces every occurrence of each secret, and every Slipway API token, with `***`. The
+ * matches are all found in the original text, and overlapping ones are masked together: a
+ * secret replaced first would otherwise break up a token that contains it, and the rest of
+ * the token would show.
+ */
 export function mask(text: string, secrets: readonly string[]): string {
-  let masked = text;
+  const ranges: Array<[number, number]> = [];
   for (const secret of secrets) {
-    if (masked.includes(secret)) masked = masked.split(secret).join(MASK);
+    if (secret === '') continue;
+    for (let at = text.indexOf(secret); at >= 0; at = text.indexOf(secret, at + 1)) {
+      ranges.push([at, at + secret.length]);
+    }
   }
-  if (masked.includes('slw_')) masked = masked.replace(API_TOKEN, MASK);
-  return masked;
+  if (text.includes('slw_')) {
+    for (const match of text.matchAll(API_TOKEN)) {
+      ranges.push([match.index, match.index + match[0].length]);
+    }
+  }
+  if (ranges.length === 0) return text;
+  ranges.sort((a, b) => a[0] - b[0]);
+  let masked = '';
+  let copied = 0;
+  let end = -1;
+  for (const [from, to] of ranges) {
+    if (from > end) {
+      if (end >= 0) masked += MASK;
+      masked += text.slice(copied, from);
+      end = to;
+    } else {
+      end = Math.max(end, to);
+    }
+    copied = end;
+  }
+  return masked + MASK + text.slice(copied);
 }
 
 /** Returns how many characters at the end of `text` could begin an API token. */

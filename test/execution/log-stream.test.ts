@@ -65,6 +65,14 @@ pipelines:
     expect(text).toContain('[slipway] task ended success');
   });
 
+  it('masks a token that contains a secret', () => {
+    const token = 'slw_abcdefghijklmnopqrstuvwxyz012345';
+    expect(mask(`token ${token} end`, ['abc'])).toBe('token *** end');
+    expect(mask(`token x${token} end`, ['x'])).toBe('token *** end');
+    expect(mask(`a ${token}yz b`, ['5yz'])).toBe('a *** b');
+    expect(mask('plain text', ['abc'])).toBe('plain text');
+  });
+
   it('masks every occurrence and prefers the longest secret', () => {
     expect(mask('a-secret-b secret', maskedStrings(['secret', 'a-secret']))).toBe('***-b ***');
     expect(maskedStrings(['line-one\nline-two'])).toEqual([
