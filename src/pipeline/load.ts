@@ -13,6 +13,7 @@ import { isImageReference } from '../execution/image-reference.js';
 import { parseDuration } from '../util/time.js';
 import {
   DURATION,
+  MIN_MEMORY_BYTES,
   PipelineFileSchema,
   type RawHealthCheck,
   type RawPipeline,
@@ -300,7 +301,13 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
     concurrency = { group: expandGroupShorthand(group), cancelInProgress };
   }
 
-  const memory = raw.resources?.memory;
+  const memory = raw.resources?.memory === undefined ? undefined : parseBytes(raw.resources.memory);
+  if (memory !== undefined && memory < MIN_MEMORY_BYTES) {
+    report(
+      [...at, 'resources', 'memory'],
+      `is ${memory} bytes; the Docker engine needs at least 6m (${MIN_MEMORY_BYTES} bytes)`,
+    );
+  }
   return {
     type,
     executor: raw.executor,
@@ -323,7 +330,7 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
     dependencyTimeoutMs: durationMs(raw.dependency_timeout),
     network: raw.network,
     resources: {
-      memory: memory === undefined ? undefined : parseBytes(memory),
+      memory,
       cpus: raw.resources?.cpus,
       pids: raw.resources?.pids,
     },

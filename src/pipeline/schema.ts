@@ -11,6 +11,9 @@ import {
   ThresholdsSchema,
 } from './health-schema.js';
 
+/** The smallest memory limit the Docker engine accepts for a container (6 MiB). */
+export const MIN_MEMORY_BYTES = 6 * 1024 * 1024;
+
 export { DURATION, ENV_NAME_PATTERN, JOB_TYPE_PATTERN } from './schema-common.js';
 /** A record whose keys must match its key pattern; TypeBox leaves other keys allowed. */
 const CLOSED_RECORD = { additionalProperties: false } as const;
@@ -91,7 +94,8 @@ const PipelineSchema = Type.Object(
         {
           memory: Type.Optional(
             Type.Union([
-              Type.Integer({ minimum: 4 * 1024 * 1024 }),
+              // Both forms are checked against MIN_MEMORY_BYTES by the loader, with one message.
+              Type.Integer({ minimum: 0 }),
               Type.String({ pattern: '^\\d+(\\.\\d+)?[kKmMgG]?[bB]?$' }),
             ]),
           ),

@@ -148,6 +148,32 @@ describe('pipeline loader', () => {
     expect(problems).toEqual(['slipway.yml:4: pipelines.ci.steps.0.run: is required']);
   });
 
+  it('rejects a memory limit below 6 MiB', () => {
+    for (const memory of ['1k', '"0"', '5m', '0', '4194304']) {
+      const problems = problemsOf(
+        [
+          'pipelines:',
+          '  ci:',
+          `    resources: { memory: ${memory} }`,
+          '    steps: [{ run: make }]',
+        ].join('\n'),
+      );
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(
+        /^slipway\.yml:3: pipelines\.ci\.resources\.memory: is \d+ bytes; the Docker engine needs at least 6m \(6291456 bytes\)$/,
+      );
+    }
+    const text = [
+      'pipelines:',
+      '  ci:',
+      '    resources: { memory: 6m }',
+      '    steps: [{ run: make }]',
+    ];
+    expect(parsePipelineFile(text.join('\n'), 'slipway.yml').pipelines.ci!.resources.memory).toBe(
+      6 * 1024 * 1024,
+    );
+  });
+
   it('lists the executors', () => {
     const problems = problemsOf(
       ['pipelines:', '  ci:', '    executor: podman', '    steps: [{ run: make }]'].join('\n'),
