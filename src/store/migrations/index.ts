@@ -15,6 +15,7 @@ import * as workerTokenDelete from './0013_worker_token_delete.js';
 import * as taskWorkerSession from './0014_task_worker_session.js';
 import * as jobsTypeStatusFinished from './0020_jobs_type_status_finished.js';
 import * as jobsConcurrencyGroupOrder from './0021_jobs_concurrency_group_order.js';
+import * as jobStatusCounts from './0022_job_status_counts.js';
 import * as healthState from './0030_health_state.js';
 import * as healthMetricsComponentId from './0031_health_metrics_component_id.js';
 import * as github from './0040_github.js';
@@ -42,6 +43,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0014_task_worker_session': taskWorkerSession,
   '0020_jobs_type_status_finished': jobsTypeStatusFinished,
   '0021_jobs_concurrency_group_order': jobsConcurrencyGroupOrder,
+  '0022_job_status_counts': jobStatusCounts,
   '0030_health_state': healthState,
   '0031_health_metrics_component_id': healthMetricsComponentId,
   '0040_github': github,
