@@ -241,6 +241,15 @@ export interface IdempotencyKeysTable {
   created_at: string;
 }
 
+/**
+ * The number of jobs in each finished status, one row per status. Triggers on jobs keep it
+ * (src/store/migrations/0022_job_status_counts.ts), so no code writes it.
+ */
+export interface JobStatusCountsTable {
+  status: Status;
+  count: number;
+}
+
 /** Kept by Kysely's Migrator: one row per applied migration, named `NNNN_description`. */
 export interface SchemaMigrationsTable {
   name: string;
@@ -262,6 +271,7 @@ export interface Database {
   github_status_outbox: GitHubStatusOutboxTable;
   github_webhook_deliveries: GitHubWebhookDeliveriesTable;
   idempotency_keys: IdempotencyKeysTable;
+  job_status_counts: JobStatusCountsTable;
   schema_migrations: SchemaMigrationsTable;
 }
 

@@ -13,6 +13,7 @@ import {
 import { claimCandidates } from '../../src/dispatch/claim.js';
 import { LATEST_OF_TYPE } from '../../src/orchestrator/dependencies.js';
 import { openStore } from '../../src/store/database.js';
+import { countJobsByStatus } from '../../src/store/jobs.js';
 import { plansOf, queryPlan } from '../support/plan.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -102,6 +103,58 @@ describe('worker token delete migration', () => {
 
       await store.db.deleteFrom('api_tokens').where('id', '=', 7).execute();
       expect(tokenIds()).toEqual({ 'of-deleted': null, 'of-kept': null, 'of-reused': null });
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('job status counts migration', () => {
+  it('counts the jobs of an older database', async () => {
+    const dbPath = path.join(makeTempDir('slipway-migration-'), 'old.db');
+    await (await openStore(dbPath)).close();
+
+    // A database that ran 0021, with jobs in finished and active statuses.
+    const old = new Database(dbPath);
+    old.exec(`
+      DROP TRIGGER jobs_count_insert;
+      DROP TRIGGER jobs_count_update;
+      DROP TRIGGER jobs_count_delete;
+      DROP TABLE job_status_counts;
+    `);
+    old.prepare(`DELETE FROM schema_migrations WHERE name = '0022_job_status_counts'`).run();
+    const insert = old.prepare(
+      `INSERT INTO jobs (id, type, status, created_at, updated_at) VALUES (?, 'ci', ?, ?, ?)`,
+    );
+    const now = new Date().toISOString();
+    const finished = ['success', 'success', 'success', 'failure', 'failure', 'skipped'];
+    for (const [index, status] of [...finished, 'queued', 'queued', 'running'].entries()) {
+      insert.run(`ci-${index.toString(16).padStart(8, '0')}`, status, now, now);
+    }
+    old.close();
+
+    const store = await openStore(dbPath);
+    try {
+      expect(await countJobsByStatus(store.db)).toEqual({
+        success: 3,
+        failure: 2,
+        skipped: 1,
+        queued: 2,
+        running: 1,
+      });
+      // The triggers count changes made after the migration.
+      await store.db
+        .updateTable('jobs')
+        .set({ status: 'cancelled' })
+        .where('status', '=', 'queued')
+        .execute();
+      expect(await countJobsByStatus(store.db)).toEqual({
+        success: 3,
+        failure: 2,
+        skipped: 1,
+        cancelled: 2,
+        running: 1,
+      });
     } finally {
       await store.close();
     }

@@ -46,7 +46,19 @@ export function registerMetricsRoutes(app: FastifyInstance, context: AppContext)
   app.get(
     '/metrics',
     {
-      schema: { tags: ['metrics'], summary: 'Prometheus metrics', security: [{ bearerAuth: [] }] },
+      schema: {
+        tags: ['metrics'],
+        summary: 'Prometheus metrics',
+        description:
+          'Exports `slipway_jobs{status}` (jobs in each status), ' +
+          '`slipway_http_request_duration_seconds{method,route,status}`, ' +
+          '`slipway_health_check_status{component,status}`, ' +
+          '`slipway_health_check_latency_ms{component}` and the Node.js process metrics of ' +
+          'prom-client, prefixed `slipway_`. A scrape counts the waiting, queued and running ' +
+          'jobs and reads the finished ones from a table of counts, so its cost does not grow ' +
+          'with the number of finished jobs.',
+        security: [{ bearerAuth: [] }],
+      },
       config: { roles: ['read', 'trigger', 'agent'] },
     },
     async (_request, reply) => {

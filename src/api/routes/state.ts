@@ -23,7 +23,7 @@ export function registerStateRoutes(app: FastifyInstance, context: AppContext): 
               description: 'name to value',
             }),
             jobs: Type.Record(Type.String(), Type.Integer(), {
-              description: 'job count by status',
+              description: 'job count by status; statuses without a job are left out',
             }),
             dependencies: Type.Array(
               Type.Object({

@@ -16,6 +16,7 @@ import * as taskWorkerSession from './0014_task_worker_session.js';
 import * as taskLeaseRenewed from './0015_task_lease_renewed.js';
 import * as jobsTypeStatusFinished from './0020_jobs_type_status_finished.js';
 import * as jobsConcurrencyGroupOrder from './0021_jobs_concurrency_group_order.js';
+import * as jobStatusCounts from './0022_job_status_counts.js';
 import * as healthState from './0030_health_state.js';
 import * as healthMetricsComponentId from './0031_health_metrics_component_id.js';
 import * as github from './0040_github.js';
@@ -44,6 +45,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0015_task_lease_renewed': taskLeaseRenewed,
   '0020_jobs_type_status_finished': jobsTypeStatusFinished,
   '0021_jobs_concurrency_group_order': jobsConcurrencyGroupOrder,
+  '0022_job_status_counts': jobStatusCounts,
   '0030_health_state': healthState,
   '0031_health_metrics_component_id': healthMetricsComponentId,
   '0040_github': github,
