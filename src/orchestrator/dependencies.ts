@@ -1,9 +1,13 @@
 /**
  * Dependency gating: a job whose type depends on other types for the same commit waits
  * until a job of each of them succeeded, and is skipped when one ends otherwise.
+ *
+ * Commits are compared as git does with abbreviations: `8d77f61` and the full
+ * `8d77f61ddf9f...` name the same commit, so a job triggered by hand with a short SHA and
+ * one triggered by GitHub with the full SHA depend on each other.
  */
 import type BetterSqlite3 from 'better-sqlite3';
-import type { Transaction } from 'kysely';
+import { sql, type Expression, type SqlBool, type Transaction } from 'kysely';
 import { isTerminal, type Status } from '../jobs/status.js';
 import type { AuditContext } from '../store/audit.js';
 import { param, prepare, updateById } from '../store/prepared.js';
@@ -30,26 +34,66 @@ const NEEDS = prepare<{ type: string }>((db) =>
     .orderBy('depends_on'),
 );
 
-export const LATEST_OF_TYPE = prepare<{ commit: string; type: string }>((db) =>
-  db
-    .selectFrom('jobs')
-    .select(['id', 'status'])
-    .where('commit_sha', '=', param('commit'))
-    .where('type', '=', param('type'))
+/** The fewest hex digits that name a commit, as the API accepts them. */
+const MIN_COMMIT_DIGITS = 7;
+
+/**
+ * Conditions on `column` that together match the commits naming the same commit as the
+ * `commit` parameter: the same text, a longer text that starts with it, and a shorter one of
+ * at least MIN_COMMIT_DIGITS digits that it starts with. Commits are lower-case hex, so every
+ * longer one sorts between `commit` and `commit || 'g'`, and every shorter one between its
+ * first digits and `commit`. Each condition reads one range of an index on the column, and
+ * the last two are almost always empty. They go into a UNION ALL each, because a single OR
+ * of them let SQLite read every job of the type instead.
+ * NOTE: two commits that share their first digits both match a short SHA of those digits, as
+ * git would call such an abbreviation ambiguous; the newest job of the two counts.
+ */
+function sameCommit(column: 'commit_sha' | 'jobs.commit_sha'): Array<Expression<SqlBool>> {
+  const ref = sql.ref(column);
+  const commit = param('commit');
+  return [
+    sql<SqlBool>`${ref} = ${commit}`,
+    sql<SqlBool>`${ref} > ${commit} AND ${ref} < ${commit} || 'g'`,
+    sql<SqlBool>`${ref} >= substr(${commit}, 1, ${sql.lit(MIN_COMMIT_DIGITS)}) AND ${ref} < ${commit}
+      AND ${ref} = substr(${commit}, 1, length(${ref}))`,
+  ];
+}
+
+export const LATEST_OF_TYPE = prepare<{ commit: string; type: string }>((db) => {
+  const [same, ...others] = sameCommit('commit_sha').map((condition, index) =>
+    db
+      .selectFrom('jobs')
+      .select(['id', 'status', 'created_at'])
+      .where(condition)
+      // The unary + keeps SQLite from reading the rare branches through jobs_type_created,
+      // in created_at order for the ORDER BY, which visits every job of the type.
+      .where(index === 0 ? sql.ref('type') : sql<string>`+${sql.ref('type')}`, '=', param('type')),
+  );
+  return others
+    .reduce((query, other) => query.unionAll(other), same!)
     .orderBy('created_at', 'desc')
     .orderBy('id', 'desc')
-    .limit(1),
-);
+    .limit(1);
+});
 
-const WAITING_DEPENDENTS = prepare<{ type: string; commit: string }>((db) =>
-  db
-    .selectFrom('jobs')
-    .innerJoin('workflow_dependencies', 'workflow_dependencies.workflow', 'jobs.type')
-    .selectAll('jobs')
-    .where('workflow_dependencies.depends_on', '=', param('type'))
-    .where('jobs.commit_sha', '=', param('commit'))
-    .where('jobs.status', '=', 'waiting'),
-);
+const WAITING_DEPENDENTS = prepare<{ type: string; commit: string }>((db) => {
+  const [same, ...others] = sameCommit('jobs.commit_sha').map((condition, index) =>
+    db
+      .selectFrom('jobs')
+      .innerJoin('workflow_dependencies', 'workflow_dependencies.workflow', 'jobs.type')
+      .selectAll('jobs')
+      .where('workflow_dependencies.depends_on', '=', param('type'))
+      .where(condition)
+      // As in LATEST_OF_TYPE: through jobs_status_created the rare branches would visit every
+      // waiting job.
+      .where(
+        index === 0 ? sql.ref('jobs.status') : sql<string>`+${sql.ref('jobs.status')}`,
+        '=',
+        'waiting',
+      ),
+  );
+  return others.reduce((query, other) => query.unionAll(other), same!);
+});
 
 const WAITING_TASKS = prepare<{ job_id: string; job_attempt: number }>((db) =>
   db

@@ -25,7 +25,12 @@ import { writeConnection } from '../store/write-queue.js';
 import { nowIso } from '../util/time.js';
 import { cancelJob } from './cancel.js';
 import { ChangeSet } from './changes.js';
-import { dependenciesOf, evaluateDependencies, resolveDependents } from './dependencies.js';
+import {
+  dependenciesOf,
+  evaluateDependencies,
+  LATEST_OF_TYPE,
+  resolveDependents,
+} from './dependencies.js';
 
 type Trx = Transaction<Database>;
 
@@ -417,12 +422,7 @@ async function triggerMissingNeeds(
 ): Promise<void> {
   if (request.commit === null) return;
   for (const need of dependenciesOf(options.sqlite, request.type)) {
-    const existing = await trx
-      .selectFrom('jobs')
-      .select('id')
-      .where('commit_sha', '=', request.commit)
-      .where('type', '=', need)
-      .executeTakeFirst();
+    const existing = LATEST_OF_TYPE.get(options.sqlite, { commit: request.commit, type: need });
     if (existing !== undefined) continue;
     const pipeline = findPipeline(context, need);
     const needRequest: TriggerRequest = {

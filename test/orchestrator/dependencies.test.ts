@@ -151,6 +151,36 @@ describe('dependency chain ci -> integration-tests -> deploy', () => {
     await server.context.store.write((trx) => trx.deleteFrom('workers').execute());
   });
 
+  it('matches a short SHA with the full one', async () => {
+    const full = 'e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7';
+    // A person triggers integration-tests with the short SHA, GitHub triggers ci with the full
+    // one, and the ci job's end releases the waiting job.
+    const tests = await trigger(server, 'integration-tests', full.slice(0, 7));
+    expect(tests.status).toBe('waiting');
+    const ci = await trigger(server, 'ci', full);
+    await finishJob(server, ci.job_id, 'success');
+    expect((await getJob(server, tests.job_id)).status).toBe('queued');
+
+    // The other way round: the dependency was triggered with a short SHA.
+    await finishJob(server, tests.job_id, 'success');
+    const deploy = await trigger(server, 'deploy', `${full.slice(0, 12)}`);
+    expect(deploy.status).toBe('queued');
+
+    // A job whose SHA only shares the first digits is not the same commit.
+    const other = await trigger(server, 'integration-tests', `${full.slice(0, 7)}0`);
+    expect(other.status).toBe('waiting');
+  });
+
+  it('skips a job whose need failed under another SHA form', async () => {
+    const full = 'e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8';
+    const tests = await trigger(server, 'integration-tests', full);
+    const ci = await trigger(server, 'ci', full.slice(0, 9));
+    await finishJob(server, ci.job_id, 'failure');
+    const skipped = await getJob(server, tests.job_id);
+    expect(skipped.status).toBe('skipped');
+    expect(skipped.reason).toBe(`ci of e8e8e8e ended failure (${ci.job_id})`);
+  });
+
   it('triggers missing needs when the pipeline asks for it', async () => {
     const commit = 'd1b2c3d4e5f6';
     const deploy = await trigger(server, 'auto-deploy', commit);
@@ -172,6 +202,16 @@ describe('dependency chain ci -> integration-tests -> deploy', () => {
     await finishJob(server, jobs[1]!.id, 'success');
     await finishJob(server, jobs[2]!.id, 'success');
     expect((await getJob(server, deploy.job_id)).status).toBe('queued');
+
+    // A job of the same commit under its short SHA finds them and triggers nothing.
+    const again = await trigger(server, 'auto-deploy', commit.slice(0, 7));
+    expect(again.status).toBe('queued');
+    const count = await server.context.store.db
+      .selectFrom('jobs')
+      .select((eb) => eb.fn.countAll<number>().as('jobs'))
+      .where('commit_sha', 'in', [commit, commit.slice(0, 7)])
+      .executeTakeFirstOrThrow();
+    expect(Number(count.jobs)).toBe(4);
   });
 
   it('skips a waiting job after its dependency timeout', async () => {

@@ -212,10 +212,12 @@ describe('index migrations', () => {
       const plan = store.read((sqlite) =>
         queryPlan(sqlite, LATEST_OF_TYPE.sql, LATEST_OF_TYPE.bind(values)),
       );
+      // The branch for the same commit text reads the index in order. Only the branches for
+      // longer and shorter SHAs, which find few jobs or none, sort.
       expect(plan).toMatch(
-        /SEARCH jobs USING INDEX jobs_commit_type \(commit_sha=\? AND type=\?\)/,
+        /LEFT\nSEARCH jobs USING INDEX jobs_commit_type \(commit_sha=\? AND type=\?\)\nRIGHT/,
       );
-      expect(plan).not.toMatch(/TEMP B-TREE/);
+      expect(plan.match(/TEMP B-TREE/g)).toHaveLength(2);
     } finally {
       await store.close();
     }
