@@ -76,6 +76,9 @@ describe('queue check', () => {
     const outcome = await check();
     expect(outcome.status).toBe('healthy');
     expect(await details()).toMatchObject({ queued: 0, oldest_queued_seconds: null, late: 0 });
+    const metrics = await server.request('GET', '/metrics', { token: agent });
+    expect(metrics.text).toMatch(/^slipway_queued_tasks 0$/m);
+    expect(metrics.text).toMatch(/^slipway_oldest_queued_task_seconds 0$/m);
   });
 
   it('is healthy while tasks are young', async () => {
@@ -91,6 +94,12 @@ describe('queue check', () => {
     expect(outcome.reason).toContain('1 task(s) queued longer than 1s that no live worker can run');
     expect(outcome.reason).toContain('no worker is online');
     expect(await details()).toMatchObject({ queued: 1, late: 1, stuck: 1 });
+
+    const metrics = await server.request('GET', '/metrics', { token: agent });
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).toMatch(/^slipway_queued_tasks 1$/m);
+    const oldest = /^slipway_oldest_queued_task_seconds (\d+)$/m.exec(metrics.text);
+    expect(Number(oldest?.[1])).toBeGreaterThanOrEqual(1);
   });
 
   it('names the missing executor', async () => {

@@ -4,6 +4,7 @@ import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AppContext } from '../../app/context.js';
 import { registerHealthGauges } from '../../health/prometheus.js';
 import { STATUSES } from '../../jobs/status.js';
+import { readQueueSummary } from '../../health/checks/queue.js';
 import { countJobsByStatus } from '../../store/jobs.js';
 
 export function registerMetricsRoutes(app: FastifyInstance, context: AppContext): void {
@@ -29,6 +30,24 @@ export function registerMetricsRoutes(app: FastifyInstance, context: AppContext)
     },
   });
 
+  const queueSummary = () => context.store.read((sqlite) => readQueueSummary(sqlite));
+  new Gauge({
+    name: 'slipway_queued_tasks',
+    help: 'Tasks waiting for a worker',
+    registers: [registry],
+    collect() {
+      this.set(queueSummary().queued);
+    },
+  });
+  new Gauge({
+    name: 'slipway_oldest_queued_task_seconds',
+    help: 'Seconds the oldest queued task has waited for a worker; 0 with an empty queue',
+    registers: [registry],
+    collect() {
+      this.set(queueSummary().oldestSeconds ?? 0);
+    },
+  });
+
   registerHealthGauges(registry, context);
 
   app.addHook('onResponse', (request, reply, done) => {
@@ -50,7 +69,8 @@ export function registerMetricsRoutes(app: FastifyInstance, context: AppContext)
         tags: ['metrics'],
         summary: 'Prometheus metrics',
         description:
-          'Exports `slipway_jobs{status}` (jobs in each status), ' +
+          'Exports `slipway_jobs{status}` (jobs in each status), `slipway_queued_tasks`, ' +
+          '`slipway_oldest_queued_task_seconds` (0 with an empty queue), ' +
           '`slipway_http_request_duration_seconds{method,route,status}`, ' +
           '`slipway_health_check_status{component,status}`, ' +
           '`slipway_health_check_latency_ms{component}` and the Node.js process metrics of ' +

@@ -4,6 +4,7 @@
  * person starts such a worker, so it makes the result unhealthy. Late tasks that a worker
  * could run, once it is free or once its concurrency group lets it, make it degraded.
  */
+import type BetterSqlite3 from 'better-sqlite3';
 import {
   canRun,
   explainEachQueued,
@@ -52,6 +53,22 @@ const LATE = prepare<{ before: string; limit: number }>((db) =>
 
 type LateRow = Pick<TaskRow, 'id' | 'job_id' | 'executor' | 'queued_at'>;
 
+export interface QueueSummary {
+  /** Tasks queued now. */
+  queued: number;
+  /** Seconds since the oldest queued task was queued, or null with an empty queue. */
+  oldestSeconds: number | null;
+}
+
+/** Counts the queued tasks and measures the oldest one's wait, for the check and /metrics. */
+export function readQueueSummary(sqlite: BetterSqlite3.Database, now = Date.now()): QueueSummary {
+  const row = QUEUED.get<{ count: number; oldest: string | null }>(sqlite, {})!;
+  return {
+    queued: Number(row.count),
+    oldestSeconds: row.oldest === null ? null : Math.round((now - Date.parse(row.oldest)) / 1000),
+  };
+}
+
 interface LateTask {
   task_id: string;
   job_id: string;
@@ -70,7 +87,7 @@ export async function probeQueue(
   const now = Date.now();
   const before = new Date(now - settings.maxWaitMs).toISOString();
   const read = app.store.read((sqlite) => {
-    const queued = QUEUED.get<{ count: number; oldest: string | null }>(sqlite, {})!;
+    const queued = readQueueSummary(sqlite, now);
     const lateCount = LATE_COUNT.get<{ count: number }>(sqlite, { before })!.count;
     const rows = LATE.all<LateRow>(sqlite, { before, limit: MAX_EXAMINED });
     const jobIds = [...new Set(rows.map((row) => row.job_id))];
@@ -110,9 +127,8 @@ export async function probeQueue(
   const stuck = late.filter((task) => !task.runnable);
   const maxWait = formatDuration(settings.maxWaitMs);
   const details = {
-    queued: Number(queued.count),
-    oldest_queued_seconds:
-      queued.oldest === null ? null : Math.round((now - Date.parse(queued.oldest)) / 1000),
+    queued: queued.queued,
+    oldest_queued_seconds: queued.oldestSeconds,
     late: Number(lateCount),
     stuck: stuck.length,
     max_wait_seconds: settings.maxWaitMs / 1000,
