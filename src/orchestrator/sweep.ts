@@ -8,10 +8,12 @@
  *     of a finished job or of an older attempt end `error`;
  *   - queued jobs no live worker can take get the reason on the job;
  *   - containers and workspaces of this installation that no running task owns are removed;
- *   - LAST_DEPLOYED_COMMIT is set to the commit of the last successful deploy when they differ.
+ *   - LAST_DEPLOYED_COMMIT is set to the commit of the last successful deploy when they differ;
+ *   - the counts of finished jobs in job_status_counts are set to the counts in jobs when they
+ *     differ, which happens only when something wrote jobs without the table's triggers.
  */
 import type { AppContext } from '../app/context.js';
-import { deriveJobStatus, isTerminal } from '../jobs/status.js';
+import { deriveJobStatus, isTerminal, TERMINAL_STATUSES } from '../jobs/status.js';
 import { renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -41,6 +43,7 @@ export async function runSweep(
   const containers = await removeOrphanContainers(context, audit);
   const workspaces = await removeOrphanWorkspaces(context, audit);
   const deployState = await repairDeployState(context, audit);
+  const jobCounts = await repairJobCounts(context, audit);
   return {
     leasesRecovered: leases.length,
     waitingSettled: waiting.length,
@@ -51,6 +54,7 @@ export async function runSweep(
     containerError: containers.error,
     workspacesRemoved: workspaces,
     deployStateRepaired: deployState,
+    jobCountsRepaired: jobCounts,
   };
 }
 
@@ -228,5 +232,52 @@ export async function repairDeployState(
       },
     });
     return true;
+  });
+}
+
+/**
+ * Sets each finished status's row of job_status_counts to the number of jobs in that status,
+ * where they differ, and returns how many rows it changed. It counts every finished job, with
+ * the write lock held so that no change falls between the count and the fix. The same count
+ * took about 70 ms for a million jobs on a 2-core machine (bench/api/metrics-scrape.ts, run on
+ * the code from before the table), once per sweep interval.
+ */
+export async function repairJobCounts(context: AppContext, audit: AuditContext): Promise<number> {
+  return context.store.write(async (trx) => {
+    const actual = await trx
+      .selectFrom('jobs')
+      .select(['status', (eb) => eb.fn.countAll<number>().as('count')])
+      .where('status', 'in', [...TERMINAL_STATUSES])
+      .groupBy('status')
+      .execute();
+    const counts = new Map(actual.map((row) => [row.status as string, Number(row.count)]));
+    const stored = await trx.selectFrom('job_status_counts').selectAll().execute();
+    let repaired = 0;
+    for (const row of stored) {
+      const count = counts.get(row.status) ?? 0;
+      if (Number(row.count) === count) continue;
+      await trx
+        .updateTable('job_status_counts')
+        .set({ count })
+        .where('status', '=', row.status)
+        .execute();
+      await appendAudit(trx, audit, {
+        action: 'state_repaired',
+        details: {
+          problem: `job_status_counts did not match the ${row.status} jobs`,
+          name: `job_status_counts.${row.status}`,
+          from: Number(row.count),
+          to: count,
+        },
+      });
+      repaired += 1;
+    }
+    if (repaired > 0) {
+      context.logger.warn(
+        { statuses: repaired },
+        'repaired the counts of finished jobs; something changed jobs without the triggers that keep them',
+      );
+    }
+    return repaired;
   });
 }

@@ -7,6 +7,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { STATUSES, type Status } from '../../src/jobs/status.js';
 import { runCleanup } from '../../src/orchestrator/cleanup.js';
+import { runSweep } from '../../src/orchestrator/sweep.js';
 import { ensureBuilt, startApiProcess } from '../support/cli.js';
 import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
@@ -249,6 +250,48 @@ describe('job counts by status', () => {
     } finally {
       await other.stop();
     }
+  });
+
+  it('repairs counts written without the triggers', async () => {
+    // What a hand-edited or restored file could leave: counts that no longer match the jobs.
+    await server.context.store.write(async (trx) => {
+      await trx
+        .updateTable('job_status_counts')
+        .set({ count: 99 })
+        .where('status', '=', 'success')
+        .execute();
+      await trx
+        .updateTable('job_status_counts')
+        .set({ count: 0 })
+        .where('status', '=', 'cancelled')
+        .execute();
+    });
+    const summary = await runSweep(server.context, { actor: 'orchestrator' });
+    expect(summary.jobCountsRepaired).toBe(2);
+    await expectCounts();
+    const rows = await server.context.store.db
+      .selectFrom('audit_log')
+      .select('details')
+      .where('action', '=', 'state_repaired')
+      .orderBy('id')
+      .execute();
+    const repairs = rows.map(
+      (row) => JSON.parse(row.details) as { name: string; from: number; to: number },
+    );
+    expect(repairs).toEqual([
+      expect.objectContaining({
+        name: 'job_status_counts.cancelled',
+        from: 0,
+        to: expected.cancelled,
+      }),
+      expect.objectContaining({
+        name: 'job_status_counts.success',
+        from: 99,
+        to: expected.success,
+      }),
+    ]);
+    // A second sweep finds nothing left to repair.
+    expect((await runSweep(server.context, { actor: 'orchestrator' })).jobCountsRepaired).toBe(0);
   });
 });
 
