@@ -336,6 +336,33 @@ const BODY_CASES: BadCase[] = [
     rule: 'uniqueVariable',
   },
   {
+    name: 'param with an empty name',
+    path: TRIGGER,
+    body: { commit: 'abc1234', params: { '': 'x' } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'propertyNames',
+  },
+  {
+    name: 'param with a 101-character name',
+    path: TRIGGER,
+    body: { commit: 'abc1234', params: { ['n'.repeat(101)]: 'x' } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'propertyNames',
+  },
+  {
+    name: 'recovery param with an empty name',
+    path: '/api/recovery/execute',
+    body: { procedure: 'full-recovery', params: { '': 'x' } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'propertyNames',
+  },
+  {
     name: 'param with a NUL character',
     path: TRIGGER,
     body: '{"commit":"abc1234","params":{"x":"a\\u0000b"}}',
@@ -819,6 +846,17 @@ describe('bad input', () => {
       expect(response.status, path).toBe(400);
       expect(response.body.error).toBe(error);
     }
+  });
+
+  it('says how to fix a param name', async () => {
+    const param = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234', params: { '': 'x' } },
+    });
+    expect(param.body.error).toBe(
+      'params has a param with an empty name; give each param a name of 1 to 100 characters, ' +
+        'which reaches the steps as SLIPWAY_PARAM_<NAME>',
+    );
   });
 
   it('names header and query patterns in words', async () => {
