@@ -633,6 +633,51 @@ const QUERY_CASES: BadCase[] = [
         rule: 'format',
       },
       {
+        name: 'admin jobs limit=1&limit=2',
+        method: 'GET',
+        path: '/api/admin/jobs?limit=1&limit=2',
+        status: 400,
+        code: 'validation_failed',
+        field: 'limit',
+        rule: 'single',
+      },
+      {
+        name: 'trigger with a query parameter',
+        path: `${TRIGGER}?commit=abc1234`,
+        body: { commit: 'abc1234' },
+        status: 400,
+        code: 'validation_failed',
+        field: 'commit',
+        rule: 'unknown_field',
+      },
+      {
+        name: 'generic trigger with a query parameter',
+        path: '/api/trigger/recovery?dry_run=1',
+        body: { commit: 'abc1234' },
+        status: 400,
+        code: 'validation_failed',
+        field: 'dry_run',
+        rule: 'unknown_field',
+      },
+      {
+        name: 'job with a query parameter',
+        method: 'GET',
+        path: '/api/job/{job}?foo=bar',
+        status: 400,
+        code: 'validation_failed',
+        field: 'foo',
+        rule: 'unknown_field',
+      },
+      {
+        name: 'state with a repeated unknown query parameter',
+        method: 'GET',
+        path: '/api/state?foo=1&foo=2',
+        status: 400,
+        code: 'validation_failed',
+        field: 'foo',
+        rule: 'unknown_field',
+      },
+      {
         name: 'logs follow=maybe',
         method: 'GET',
         path: '/api/job/{job}/logs?follow=maybe',
@@ -848,7 +893,7 @@ describe('bad input', () => {
     }
   });
 
-  it('says how to fix a param name', async () => {
+  it('says how to fix a param name and a repeated query', async () => {
     const param = await server.request('POST', TRIGGER, {
       token: server.adminToken,
       body: { commit: 'abc1234', params: { '': 'x' } },
@@ -857,6 +902,15 @@ describe('bad input', () => {
       'params has a param with an empty name; give each param a name of 1 to 100 characters, ' +
         'which reaches the steps as SLIPWAY_PARAM_<NAME>',
     );
+    const repeated = await server.request('GET', '/api/admin/jobs?limit=1&limit=2', {
+      token: server.adminToken,
+    });
+    expect(repeated.body.error).toBe('query parameter limit appears 2 times; send it once');
+    const unknown = await server.request('POST', `${TRIGGER}?commit=abc1234`, {
+      token: server.adminToken,
+      body: { commit: 'abc1234' },
+    });
+    expect(unknown.body.error).toBe('query parameter commit is not a known field');
   });
 
   it('names header and query patterns in words', async () => {
