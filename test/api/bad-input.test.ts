@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writePipelineFile } from '../support/execution.js';
 import { countRows, lastUpdate } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -1162,5 +1163,29 @@ describe('branch names follow git', () => {
     });
     expect(response.status).toBe(400);
     expect(response.body.rule).toBe('git-ref');
+  });
+});
+
+describe('rollback without a rollback or deploy pipeline', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    const pipelines = writePipelineFile('pipelines:\n  ci:\n    steps: [{ run: make }]\n');
+    server = await startTestServer({ SLIPWAY_PIPELINES: pipelines });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('names the missing job types', async () => {
+    const response = await server.request('POST', '/api/rollback/execute', {
+      token: server.adminToken,
+      body: { commit: 'abcdef1' },
+    });
+    expect(response.status).toBe(404);
+    expect(response.body.code).toBe('job_type_not_found');
+    expect(response.body.rule).toBe('defined');
+    expect(response.body).not.toHaveProperty('field');
+    expect(response.body.error).toContain('neither a rollback nor a deploy job type');
   });
 });
