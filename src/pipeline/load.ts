@@ -283,8 +283,11 @@ function resolvePipeline(
   // Without a usable matrix the axis names are unknown, and the template checks need them.
   if (!failed.at([...at, 'matrix'])) {
     const axes = new Set(matrix.map((axis) => axis.name));
-    checkTemplates(raw.image, [...at, 'image'], axes, report);
-    if (raw.image !== undefined) checkImage(raw.image, matrix, [...at, 'image'], report);
+    const unknown = checkTemplates(raw.image, [...at, 'image'], axes, report);
+    // An unknown value renders as empty text, so the rendered image would be reported too.
+    if (raw.image !== undefined && unknown === 0) {
+      checkImage(raw.image, matrix, [...at, 'image'], report);
+    }
     raw.steps.forEach((step, index) => {
       checkRunTemplates(step.run, [...at, 'steps', index, 'run'], raw, report);
     });
@@ -409,20 +412,23 @@ function expandGroupShorthand(group: string): string {
   return group;
 }
 
+/** Reports each template value in `text` that is not a matrix axis, and returns how many. */
 function checkTemplates(
   text: string | undefined,
   at: (string | number)[],
   axes: Set<string>,
   report: Report,
-): void {
-  if (text === undefined) return;
-  for (const match of text.matchAll(TEMPLATE)) {
+): number {
+  let unknown = 0;
+  for (const match of text?.matchAll(TEMPLATE) ?? []) {
     const reference = match[1]!;
     const axis = reference.startsWith('matrix.') ? reference.slice('matrix.'.length) : undefined;
     if (axis === undefined || !axes.has(axis)) {
       report(at, `unknown template value "${reference}" (only matrix axes may be used here)`);
+      unknown += 1;
     }
   }
+  return unknown;
 }
 
 /** Any `${{ ... }}`, including text that TEMPLATE would not match, such as `${{ a b }}`. */

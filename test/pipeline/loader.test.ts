@@ -247,6 +247,7 @@ describe('pipeline loader with several problems', () => {
     expect(problems).toContain(
       'slipway.yml:9: pipelines.lint.needs: dependency cycle: lint -> test -> lint',
     );
+    expect(problems).toHaveLength(5);
   });
 
   it('names the field and rule inside a union', () => {
