@@ -4,7 +4,8 @@
 # composite action (action.yml) runs. Needs bash, curl and jq (all on GitHub-hosted runners).
 #
 #   slipway-trigger.sh TYPE --commit SHA [--branch NAME] [--python-versions 3.11,3.12]
-#                      [--param KEY=VALUE]... [--wait] [--timeout SECONDS]
+#                      [--matrix FIELD=V1,V2]... [--param KEY=VALUE]... [--wait]
+#                      [--timeout SECONDS]
 #                      [--poll-interval SECONDS] [--cancel-on-timeout]
 #
 # Environment: SLIPWAY_API_URL (base URL), SLIPWAY_TOKEN (role trigger). GITHUB_RUN_ID and
@@ -21,7 +22,7 @@ type="${1:-}"
 [[ -n "$type" && "$type" != -* ]] || die "usage: slipway-trigger.sh TYPE --commit SHA [--wait]"
 shift
 commit="" branch="" versions="" wait=false timeout=0 poll=2 cancel_on_timeout=false
-params='{}'
+params='{}' matrix='{}'
 while (($#)); do
   case "$1" in
     --commit) commit="${2:?--commit needs a value}"; shift 2 ;;
@@ -34,6 +35,22 @@ while (($#)); do
       fi
       params=$(jq -c --arg k "${2%%=*}" --arg v "${2#*=}" '. + {($k): $v}' <<<"$params")
       shift 2 ;;
+    --matrix)
+      [[ "${2:-}" == ?*=* ]] || die "--matrix needs FIELD=VALUE,VALUE..., e.g. node_versions=20,22"
+      field="${2%%=*}"
+      case "$field" in
+        commit | branch | params | github_run_id | github_run_attempt)
+          die "--matrix field \"$field\" is no matrix field; set it with its own option" ;;
+      esac
+      if jq -e --arg k "$field" 'has($k)' <<<"$matrix" >/dev/null; then
+        die "--matrix field \"$field\" is repeated; give all its values once, separated by commas"
+      fi
+      matrix=$(jq -c --arg k "$field" --arg v "${2#*=}" \
+        '. + {($k): ($v | split(",") | map(gsub("^\\s+|\\s+$"; "")) | map(select(. != "")))}' \
+        <<<"$matrix")
+      jq -e --arg k "$field" '.[$k] | length > 0' <<<"$matrix" >/dev/null ||
+        die "--matrix $field needs at least one value"
+      shift 2 ;;
     --wait) wait=true; shift ;;
     --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
     --poll-interval) poll="${2:?--poll-interval needs seconds}"; shift 2 ;;
@@ -42,6 +59,9 @@ while (($#)); do
   esac
 done
 [[ -n "$commit" ]] || die "--commit is required"
+if [[ -n "$versions" ]] && jq -e 'has("python_versions")' <<<"$matrix" >/dev/null; then
+  die "--python-versions and --matrix python_versions=... both set python_versions; give one"
+fi
 [[ -n "${SLIPWAY_API_URL:-}" ]] || die "SLIPWAY_API_URL is not set"
 [[ -n "${SLIPWAY_TOKEN:-}" ]] || die "SLIPWAY_TOKEN is not set"
 [[ "$timeout" =~ ^[0-9]+$ && "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
@@ -68,10 +88,11 @@ call() {
 output() { [[ -n "${GITHUB_OUTPUT:-}" ]] && echo "$1=$2" >>"$GITHUB_OUTPUT"; return 0; }
 
 body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$versions" \
-  --argjson params "$params" --arg run "${GITHUB_RUN_ID:-}" --arg attempt "${GITHUB_RUN_ATTEMPT:-}" '
+  --argjson params "$params" --argjson matrix "$matrix" --arg run "${GITHUB_RUN_ID:-}" --arg attempt "${GITHUB_RUN_ATTEMPT:-}" '
   {commit: $commit}
   + (if $branch != "" then {branch: $branch} else {} end)
   + (if $versions != "" then {python_versions: ($versions | split(","))} else {} end)
+  + $matrix
   + (if $params != {} then {params: $params} else {} end)
   + (if $run != "" then {github_run_id: $run} else {} end)
   + (if $attempt != "" then {github_run_attempt: $attempt} else {} end)')

@@ -14,6 +14,7 @@ interface Schema {
   const?: unknown;
   anyOf?: Schema[];
   oneOf?: Schema[];
+  nullable?: boolean;
   items?: Schema;
   properties?: Record<string, Schema>;
   required?: string[];
@@ -269,7 +270,17 @@ function objectSchema(schema: Schema): Schema | undefined {
   return variants.find((variant) => variant.properties !== undefined);
 }
 
+/**
+ * Names the types a schema accepts. @fastify/swagger writes a union with null, such as a job's
+ * `branch`, as the other type with `nullable: true`, so that flag adds "or null".
+ */
 function typeName(schema: Schema): string {
+  const name = nonNullTypeName(schema);
+  if (schema.nullable !== true || name.split(' or ').includes('null')) return name;
+  return `${name} or null`;
+}
+
+function nonNullTypeName(schema: Schema): string {
   if (schema.const !== undefined) return JSON.stringify(schema.const);
   if (schema.enum !== undefined)
     return schema.enum.map((value) => JSON.stringify(value)).join(' or ');

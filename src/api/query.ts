@@ -3,10 +3,63 @@
  * `?limit=20` must become the integer 20 before validation. Bodies are never converted, because
  * a JSON body carries its own types and a wrong one is an error.
  */
-import type { TSchema } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import type {
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  FastifySchema,
+  HookHandlerDoneFunction,
+} from 'fastify';
 import { ApiError } from './errors.js';
+
+/** Query schema of a route that takes no query parameters. */
+const NO_QUERY = Type.Object({}, { additionalProperties: false });
+
+/**
+ * Gives each route without a query schema one that allows no parameters, so that
+ * `POST /api/trigger/ci?commit=...` gets 400 unknown_field as an unknown parameter of
+ * `GET /api/admin/jobs` does, instead of being ignored. Routes hidden from the OpenAPI document
+ * (the Swagger UI's files and /api/openapi.json) keep taking any query.
+ */
+export function rejectUnknownQueries(app: FastifyInstance): void {
+  app.addHook('onRoute', (route) => {
+    const schema = route.schema as (FastifySchema & { hide?: boolean }) | undefined;
+    if (schema?.hide === true || schema?.querystring !== undefined) return;
+    route.schema = { ...schema, querystring: NO_QUERY };
+  });
+}
+
+/**
+ * Rejects a query parameter of the route's schema that the request repeats
+ * (`?limit=1&limit=2`). Fastify's parser turns it into a list, which would otherwise be
+ * reported as the wrong type. Runs as a preValidation hook, before convertQuery.
+ */
+export function rejectRepeatedQuery(
+  request: FastifyRequest,
+  _reply: FastifyReply,
+  done: HookHandlerDoneFunction,
+): void {
+  const schema = request.routeOptions.schema?.querystring as TSchema | undefined;
+  const properties = (schema?.properties ?? {}) as Record<string, TSchema>;
+  const query = (request.query ?? {}) as Record<string, unknown>;
+  const repeated = Object.keys(query).find(
+    (key) => Object.hasOwn(properties, key) && Array.isArray(query[key]),
+  );
+  if (repeated === undefined) {
+    done();
+    return;
+  }
+  done(
+    new ApiError(
+      'validation_failed',
+      `query parameter ${repeated} appears ${(query[repeated] as unknown[]).length} times; send it once`,
+      repeated,
+      'single',
+    ),
+  );
+}
 
 /** Converts the query of a route with a TypeBox querystring schema. Runs as a preValidation hook. */
 export function convertQuery(

@@ -26,7 +26,7 @@ import { AuthFailureLimiter, FAILURE_WINDOW_MS } from './auth-failures.js';
 import { registerJsonBodyParser } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
-import { convertQuery } from './query.js';
+import { convertQuery, rejectRepeatedQuery, rejectUnknownQueries } from './query.js';
 import { hashToken } from '../store/tokens.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerAgentRoutes } from './routes/agent.js';
@@ -142,7 +142,9 @@ export async function buildServer(
   });
   registerJsonBodyParser(app);
   const methodsOf = recordRouteMethods(app);
+  rejectUnknownQueries(app);
   boundRequestNumbers(app);
+  app.addHook('preValidation', rejectRepeatedQuery);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
 

@@ -1,6 +1,7 @@
 /**
- * `slipway trigger TYPE --commit SHA [--branch B] [--wait]`: queues a job over the HTTP API,
- * as a GitHub Actions step would, and with --wait follows its logs and exits with its result.
+ * `slipway trigger TYPE --commit SHA [--branch B] [--matrix FIELD=V1,V2] [--wait]`: queues a
+ * job over the HTTP API, as a GitHub Actions step would, and with --wait follows its logs and
+ * exits with its result.
  *
  * Reads SLIPWAY_API_URL (default http://127.0.0.1:5000) and SLIPWAY_TOKEN (a token with the
  * trigger role). Inside GitHub Actions it fills in --github-run-id and --github-run-attempt
@@ -39,6 +40,7 @@ interface TriggerOptions {
   commit: string;
   branch?: string;
   pythonVersions?: string[];
+  matrix: Record<string, string[]>;
   param: Record<string, string>;
   githubRunId?: string;
   githubRunAttempt?: string;
@@ -88,6 +90,38 @@ function collectParam(value: string, previous: Record<string, string>): Record<s
   return { ...previous, [key]: value.slice(split + 1) };
 }
 
+/**
+ * Trigger body fields that other options set, with those options. A matrix axis cannot read
+ * them, and --matrix must not overwrite them.
+ */
+const RESERVED_FIELDS = new Map([
+  ['commit', '--commit'],
+  ['branch', '--branch'],
+  ['params', '--param'],
+  ['github_run_id', '--github-run-id'],
+  ['github_run_attempt', '--github-run-attempt'],
+]);
+
+/** Parses `FIELD=V1,V2` into the values for the matrix axis that reads trigger field FIELD. */
+function collectMatrix(
+  value: string,
+  previous: Record<string, string[]>,
+): Record<string, string[]> {
+  const split = value.indexOf('=');
+  if (split <= 0) throw new InvalidArgumentError('FIELD=VALUE,VALUE..., e.g. node_versions=20,22');
+  const field = value.slice(0, split);
+  const option = RESERVED_FIELDS.get(field);
+  if (option !== undefined) {
+    throw new InvalidArgumentError(`"${field}" is no matrix field; set it with ${option}`);
+  }
+  if (Object.hasOwn(previous, field)) {
+    throw new InvalidArgumentError(
+      `field "${field}" is repeated; give all its values once, separated by commas`,
+    );
+  }
+  return { ...previous, [field]: parseList(value.slice(split + 1)) };
+}
+
 function parseCommit(value: string): string {
   if (!isCommitSha(value)) throw new InvalidArgumentError('a hex SHA of 7 to 64 digits');
   return value;
@@ -106,17 +140,31 @@ export function registerTriggerCommands(program: Command): void {
   program
     .command('trigger')
     .description('queue a job over the API; with --wait, follow its logs and exit with its result')
-    .argument('<type>', 'job type: ci, integration-tests, deploy or one from the pipeline file')
+    .argument(
+      '<type>',
+      "job type, one that the server's pipeline file defines; the shipped file defines ci, " +
+        'integration-tests and deploy, and rollback and recovery for admin tokens',
+    )
     .requiredOption('--commit <sha>', 'commit to run (hex SHA, 7 to 64 digits)', parseCommit)
     .option('--branch <name>', 'branch of the commit')
     .option(
       '--python-versions <list>',
-      'comma-separated values for the python_versions axis',
+      'comma-separated values for the matrix axis with `from: python_versions`; the same as ' +
+        '--matrix python_versions=<list>',
       parseList,
     )
     .option(
+      '--matrix <field=list>',
+      'comma-separated values for the matrix axis with `from: <field>`, e.g. ' +
+        'node_versions=20,22 runs one task per value; repeat for more axes, each field once',
+      collectMatrix,
+      {},
+    )
+    .option(
       '--param <key=value>',
-      'extra pipeline parameter; repeat for more keys, each key once',
+      'extra pipeline parameter, one string that steps read as SLIPWAY_PARAM_<KEY>; repeat ' +
+        'for more keys, each key once. An axis with `from: <key>` takes it as one value, so ' +
+        'give a list of values with --matrix',
       collectParam,
       {},
     )
@@ -153,6 +201,12 @@ export function registerTriggerCommands(program: Command): void {
     )
     .action(async (type: string, options: TriggerOptions, command: Command) => {
       rejectAttemptWithoutRunId(options, command);
+      if (options.pythonVersions !== undefined && 'python_versions' in options.matrix) {
+        command.error(
+          "error: options '--python-versions' and '--matrix python_versions=...' both set " +
+            'python_versions; give one of them',
+        );
+      }
       await runCommand(() => runTrigger(type, options));
     });
 }
@@ -185,6 +239,7 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   const body: Record<string, unknown> = { commit: options.commit };
   if (options.branch !== undefined) body.branch = options.branch;
   if (options.pythonVersions !== undefined) body.python_versions = options.pythonVersions;
+  Object.assign(body, options.matrix);
   if (Object.keys(options.param).length > 0) body.params = options.param;
   if (options.githubRunId !== undefined) body.github_run_id = options.githubRunId;
   if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;

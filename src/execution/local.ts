@@ -17,6 +17,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import type { Logger } from '../log.js';
 import { processStartTicks } from '../util/proc.js';
 import {
   ExecutionError,
@@ -70,9 +71,11 @@ export class LocalExecutor implements Executor {
   readonly #groups = new Map<string, Set<number>>();
   readonly #marks = new Map<string, TaskMark>();
   readonly #owner = processOwner(process.pid);
+  readonly #logger: Logger;
   #orphansSearchedAt = 0;
 
-  constructor() {
+  constructor(logger: Logger) {
+    this.#logger = logger;
     // A worker killed with SIGKILL leaves its steps running. The next worker on the host
     // stops them when it starts, and any worker there does every minute while it runs tasks.
     this.#searchOrphans();
@@ -117,7 +120,11 @@ export class LocalExecutor implements Executor {
 
   #searchOrphans(): void {
     this.#orphansSearchedAt = Date.now();
-    void killOrphanedSteps();
+    killOrphanedSteps().then(
+      (result) => logOrphanedSteps(this.#logger, result),
+      (error: unknown) =>
+        this.#logger.error({ err: error }, 'search for step processes of ended workers failed'),
+    );
   }
 
   async cleanup(spec: ExecutionSpec): Promise<void> {
@@ -256,20 +263,49 @@ async function markedProcesses(entry: Buffer, startedAfter?: number): Promise<nu
   return [...environs].filter(([, environ]) => entryAt(environ, entry) >= 0).map(([pid]) => pid);
 }
 
+/** A step process whose worker process has ended, with the task it ran a step of. */
+export interface OrphanedStep {
+  pid: number;
+  /** SLIPWAY_TASK_ID from the process's environment; undefined when it has none. */
+  taskId: string | undefined;
+}
+
+export interface OrphanedStepsKilled {
+  killed: OrphanedStep[];
+  /** Processes that could not be signalled, with the error code (EPERM: another user's). */
+  failed: Array<OrphanedStep & { code: string }>;
+}
+
 /**
- * Sends SIGKILL to every step process whose worker process has ended, and resolves to how
- * many there were. The owner variable names the worker's pid and start time, so a new
- * process that got a dead worker's pid does not count as its owner. It never rejects.
+ * Sends SIGKILL to every step process whose worker process has ended, and resolves to the
+ * processes it killed and those it could not. A process that ended in between counts as
+ * neither.
  */
-export async function killOrphanedSteps(): Promise<number> {
-  const prefix = Buffer.from(`${PROCESS_OWNER_VARIABLE}=`);
+export async function killOrphanedSteps(): Promise<OrphanedStepsKilled> {
+  const result: OrphanedStepsKilled = { killed: [], failed: [] };
+  for (const orphan of await findOrphanedSteps()) {
+    try {
+      process.kill(orphan.pid, 'SIGKILL');
+      result.killed.push(orphan);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      if (code !== 'ESRCH') result.failed.push({ ...orphan, code });
+    }
+  }
+  return result;
+}
+
+/**
+ * Finds the step processes whose worker process has ended. The owner variable names the
+ * worker's pid and start time, so a new process that got a dead worker's pid does not count
+ * as its owner.
+ */
+async function findOrphanedSteps(): Promise<OrphanedStep[]> {
   const alive = new Map<string, boolean>();
-  let killed = 0;
+  const orphans: OrphanedStep[] = [];
   for (const [pid, environ] of await processEnvironments()) {
-    const start = entryAt(environ, prefix);
-    if (start < 0) continue;
-    const end = environ.indexOf(0, start);
-    const owner = environ.subarray(start + prefix.length, end < 0 ? undefined : end).toString();
+    const owner = variableValue(environ, PROCESS_OWNER_VARIABLE);
+    if (owner === undefined) continue;
     const ownerPid = Number(owner.split('.')[0]);
     if (!Number.isInteger(ownerPid) || ownerPid <= 0) continue;
     let ownerAlive = alive.get(owner);
@@ -277,15 +313,43 @@ export async function killOrphanedSteps(): Promise<number> {
       ownerAlive = processOwner(ownerPid) === owner;
       alive.set(owner, ownerAlive);
     }
-    if (ownerAlive) continue;
-    try {
-      process.kill(pid, 'SIGKILL');
-      killed += 1;
-    } catch {
-      // ESRCH: it has ended since. EPERM: it belongs to another user.
-    }
+    if (!ownerAlive) orphans.push({ pid, taskId: variableValue(environ, 'SLIPWAY_TASK_ID') });
   }
-  return killed;
+  return orphans;
+}
+
+/** Returns a variable's value from a NUL-separated environment, or undefined. */
+function variableValue(environ: Buffer, name: string): string | undefined {
+  const prefix = Buffer.from(`${name}=`);
+  const start = entryAt(environ, prefix);
+  if (start < 0) return undefined;
+  const end = environ.indexOf(0, start);
+  return environ.subarray(start + prefix.length, end < 0 ? undefined : end).toString();
+}
+
+/** Logs the step processes of ended workers that a search killed, and those it could not. */
+function logOrphanedSteps(logger: Logger, { killed, failed }: OrphanedStepsKilled): void {
+  if (killed.length > 0) {
+    logger.warn(
+      { pids: killed.map((step) => step.pid), taskIds: taskIdsOf(killed) },
+      `killed ${killed.length} step processes left running by ended workers`,
+    );
+  }
+  if (failed.length > 0) {
+    logger.error(
+      {
+        pids: failed.map((step) => step.pid),
+        taskIds: taskIdsOf(failed),
+        codes: [...new Set(failed.map((step) => step.code))],
+      },
+      `failed to kill ${failed.length} step processes left running by ended workers; ` +
+        'kill them as their owner or as root',
+    );
+  }
+}
+
+function taskIdsOf(steps: OrphanedStep[]): string[] {
+  return [...new Set(steps.flatMap((step) => (step.taskId === undefined ? [] : [step.taskId])))];
 }
 
 /**

@@ -26,6 +26,7 @@ export async function executeRollback(
   commit: string | undefined,
   audit: AuditContext,
 ): Promise<RollbackResult> {
+  const type = rollbackJobType(context);
   const current = await currentDeployedCommit(context);
   const source = commit === undefined ? await lastSuccessfulDeploy(context, current) : undefined;
   const target = commit ?? source?.commit_sha ?? null;
@@ -40,7 +41,6 @@ export async function executeRollback(
       { current_commit: current },
     );
   }
-  const type = 'rollback' in context.pipelines.pipelines ? 'rollback' : 'deploy';
   const { job } = await triggerJob(
     context,
     {
@@ -61,6 +61,23 @@ export async function executeRollback(
     audit,
   );
   return { job, commit: target, replacing: current };
+}
+
+/**
+ * Returns the job type that runs a rollback: `rollback` when the pipeline file defines it,
+ * else `deploy`. The error has no field, because the request names no job type.
+ */
+function rollbackJobType(context: AppContext): string {
+  const { pipelines } = context.pipelines;
+  if ('rollback' in pipelines) return 'rollback';
+  if ('deploy' in pipelines) return 'deploy';
+  throw new ApiError(
+    'job_type_not_found',
+    'the pipeline file defines neither a rollback nor a deploy job type, so a rollback has ' +
+      'nothing to run; add a rollback or deploy pipeline to the pipeline file',
+    undefined,
+    'defined',
+  );
 }
 
 /** LAST_DEPLOYED_COMMIT, or the commit of the latest successful deploy when it is unset. */

@@ -45,8 +45,12 @@ interface Known {
   recovery: Record<string, RecoveryProcedure>;
 }
 
+/**
+ * Resolves the health checks. An `undefined` entry is a check whose name or type failed the
+ * schema: it is reported already and skipped here.
+ */
 export function resolveHealthChecks(
-  raw: RawHealthCheck[],
+  raw: Array<RawHealthCheck | undefined>,
   known: Known,
   report: Report,
   describe: Describe,
@@ -54,6 +58,7 @@ export function resolveHealthChecks(
   const checks: HealthCheckDefinition[] = [];
   const names = new Set<string>();
   raw.forEach((check, index) => {
+    if (check === undefined) return;
     const at = ['health_checks', index];
     if (names.has(check.name)) report([...at, 'name'], `duplicate check name "${check.name}"`);
     if (check.name.toUpperCase().replace(/[^A-Z0-9]/g, '_') === 'STATUS') {

@@ -5,20 +5,20 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { TObject, TRecord } from '@sinclair/typebox';
-import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } from 'yaml';
 import { envName } from '../dispatch/task-spec.js';
+import { MAX_MATRIX_COMBINATIONS } from '../jobs/matrix.js';
 import { isImageReference } from '../execution/image-reference.js';
 import { parseDuration } from '../util/time.js';
 import {
-  DURATION,
+  JOB_TYPE_PATTERN,
   MIN_MEMORY_BYTES,
   PipelineFileSchema,
   type RawHealthCheck,
   type RawPipeline,
   type RawPipelineFile,
 } from './schema.js';
+import { describeSchemaError, FailedFields, findSchemaFailures } from './schema-errors.js';
 import { resolveHealthChecks } from './health-checks.js';
 import type { MatrixAxis, Pipeline, PipelineFile, RecoveryProcedure, SecretRef } from './types.js';
 
@@ -93,65 +93,22 @@ export function parsePipelineFile(text: string, file: string): PipelineFile {
     );
   }
   const raw: unknown = document.toJS();
-  const schemaProblems = checkSchema(raw, file, lineOf);
-  if (schemaProblems.length > 0) throw new PipelineFileError(schemaProblems);
+  const failures = findSchemaFailures(PipelineFileSchema, raw);
+  const problems: PipelineProblem[] = failures.map(({ segments, message }) => ({
+    file,
+    line: lineOf(segments),
+    field: segments.length === 0 ? '(top level)' : segments.join('.'),
+    message,
+  }));
+  const failed = new FailedFields(failures);
+  // Every cross-reference check starts from the job types, so without them none can run.
+  if (failed.at(['pipelines'])) throw new PipelineFileError(problems);
 
-  const problems: PipelineProblem[] = [];
   const report = (segments: (string | number)[], message: string) =>
     problems.push({ file, line: lineOf(segments), field: segments.join('.'), message });
-  const resolved = resolveFile(raw as RawPipelineFile, file, report);
+  const resolved = resolveFile(raw as RawPipelineFile, file, report, failed);
   if (problems.length > 0) throw new PipelineFileError(problems);
   return resolved;
-}
-
-function checkSchema(
-  raw: unknown,
-  file: string,
-  lineOf: (segments: (string | number)[]) => number | undefined,
-): PipelineProblem[] {
-  const seen = new Set<string>();
-  const problems: PipelineProblem[] = [];
-  for (const error of Value.Errors(PipelineFileSchema, raw)) {
-    const segments = error.path
-      .split('/')
-      .slice(1)
-      .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'));
-    const field = segments.length === 0 ? '(top level)' : segments.join('.');
-    // A union reports one error per member; the first is enough to locate the problem.
-    if (seen.has(field)) continue;
-    seen.add(field);
-    problems.push({ file, line: lineOf(segments), field, message: describeSchemaError(error) });
-  }
-  return problems;
-}
-
-export function describeSchemaError(error: ValueError): string {
-  // Type.Optional copies the schema, so the duration union is recognized by its description.
-  const isDuration = error.schema.description === DURATION.description;
-  if (isDuration && typeof error.value === 'number' && error.value <= 0) {
-    return `must be positive, got ${error.value}; write a duration such as 90 (seconds), 90s or 20m`;
-  }
-  const description = (error.schema as { description?: string }).description;
-  if (description !== undefined) return description;
-  if (error.type === ValueErrorType.ObjectAdditionalProperties) {
-    return describeUnknownKey(error.schema as TObject | TRecord);
-  }
-  if (error.type === ValueErrorType.ObjectRequiredProperty) return 'is required';
-  if (error.type === ValueErrorType.Union) return 'has an invalid value';
-  return error.message.charAt(0).toLowerCase() + error.message.slice(1);
-}
-
-/**
- * Describes a key that its object does not allow: a name that breaks a record's key pattern,
- * or a field that a fixed object does not have.
- */
-function describeUnknownKey(schema: TObject | TRecord): string {
-  const patterns = Object.keys((schema as TRecord).patternProperties ?? {});
-  if (patterns.length > 0) {
-    return `is not a valid name: names must match the pattern ${patterns.join(' or ')}`;
-  }
-  const fields = Object.keys((schema as TObject).properties ?? {});
-  return `is not a known field; allowed fields: ${fields.join(', ')}`;
 }
 
 /**
@@ -190,12 +147,20 @@ function findLine(
 
 type Report = (segments: (string | number)[], message: string) => void;
 
-function resolveFile(raw: RawPipelineFile, file: string, report: Report): PipelineFile {
+function resolveFile(
+  raw: RawPipelineFile,
+  file: string,
+  report: Report,
+  failed: FailedFields,
+): PipelineFile {
   // Both maps are keyed by names from requests, and a plain object would also "contain" the
   // keys of Object.prototype: a trigger of job type "constructor" found a function.
   const pipelines = Object.create(null) as Record<string, Pipeline>;
   for (const [type, definition] of Object.entries(raw.pipelines)) {
-    pipelines[type] = resolvePipeline(type, definition, report);
+    // A name that breaks the pattern is reported already and is no job type to refer to.
+    if (!JOB_TYPE.test(type)) continue;
+    const usable = withoutFailedFields(definition, ['pipelines', type], failed);
+    pipelines[type] = resolvePipeline(type, usable, report, failed);
   }
   for (const pipeline of Object.values(pipelines)) {
     pipeline.needs.forEach((need, index) => {
@@ -211,18 +176,52 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
     report(['pipelines', cycle[0]!, 'needs'], `dependency cycle: ${cycle.join(' -> ')}`);
   }
 
+  const recovery = resolveRecovery(raw.recovery, pipelines, report, failed);
+  const healthChecks = failed.at(['health_checks'])
+    ? []
+    : resolveHealthChecks(
+        usableHealthChecks(raw.health_checks ?? BUILT_IN_HEALTH_CHECKS, failed),
+        { pipelines, recovery },
+        report,
+        describeSchemaError,
+      );
+
+  return { source: file, repository: raw.repository, pipelines, recovery, healthChecks };
+}
+
+const JOB_TYPE = new RegExp(JOB_TYPE_PATTERN);
+
+/**
+ * Copies a pipeline without the fields that failed the schema, so the checks that read them
+ * are skipped. A matrix keeps its axes when only some of them failed: resolveMatrix treats
+ * those as axes without known values.
+ */
+function withoutFailedFields(
+  raw: unknown,
+  at: (string | number)[],
+  failed: FailedFields,
+): RawPipeline {
+  const usable: Record<string, unknown> = {};
+  if (failed.at(at)) return { steps: [] };
+  for (const [field, value] of Object.entries(raw as RawPipeline)) {
+    const keep = field === 'matrix' ? !failed.at([...at, field]) : !failed.within([...at, field]);
+    if (keep) usable[field] = value;
+  }
+  usable.steps ??= [];
+  return usable as RawPipeline;
+}
+
+function resolveRecovery(
+  raw: RawPipelineFile['recovery'],
+  pipelines: Record<string, Pipeline>,
+  report: Report,
+  failed: FailedFields,
+): Record<string, RecoveryProcedure> {
   const recovery = Object.create(null) as Record<string, RecoveryProcedure>;
-  for (const [name, procedure] of Object.entries(raw.recovery ?? {})) {
+  if (failed.at(['recovery'])) return recovery;
+  for (const [name, procedure] of Object.entries(raw ?? {})) {
     const at = ['recovery', name];
-    if (procedure.action === 'restart_container' && procedure.container === undefined) {
-      report(at, 'restart_container needs "container"');
-    }
-    if (procedure.action === 'run_pipeline') {
-      if (procedure.pipeline === undefined) report(at, 'run_pipeline needs "pipeline"');
-      else if (!(procedure.pipeline in pipelines)) {
-        report([...at, 'pipeline'], `unknown job type "${procedure.pipeline}"`);
-      }
-    }
+    if (failed.at(at)) continue;
     recovery[name] = {
       name,
       action: procedure.action,
@@ -230,16 +229,37 @@ function resolveFile(raw: RawPipelineFile, file: string, report: Report): Pipeli
       pipeline: procedure.pipeline,
       description: procedure.description,
     };
+    if (failed.within([...at, 'action'])) continue;
+    if (procedure.action === 'restart_container' && procedure.container === undefined) {
+      report(at, 'restart_container needs "container"');
+    }
+    if (procedure.action === 'run_pipeline' && !failed.within([...at, 'pipeline'])) {
+      if (procedure.pipeline === undefined) report(at, 'run_pipeline needs "pipeline"');
+      else if (!(procedure.pipeline in pipelines)) {
+        report([...at, 'pipeline'], `unknown job type "${procedure.pipeline}"`);
+      }
+    }
   }
+  return recovery;
+}
 
-  const healthChecks = resolveHealthChecks(
-    raw.health_checks ?? BUILT_IN_HEALTH_CHECKS,
-    { pipelines, recovery },
-    report,
-    describeSchemaError,
-  );
-
-  return { source: file, repository: raw.repository, pipelines, recovery, healthChecks };
+/**
+ * Keeps the health checks whose name and type passed the schema, without their other failed
+ * fields. A skipped check stays as `undefined` so that the others keep their index.
+ */
+function usableHealthChecks(
+  raw: RawHealthCheck[],
+  failed: FailedFields,
+): Array<RawHealthCheck | undefined> {
+  return raw.map((check, index) => {
+    const at = ['health_checks', index];
+    if (failed.at(at) || failed.within([...at, 'name']) || failed.within([...at, 'type'])) {
+      return undefined;
+    }
+    return Object.fromEntries(
+      Object.entries(check).filter(([field]) => !failed.within([...at, field])),
+    ) as RawHealthCheck;
+  });
 }
 
 /**
@@ -252,25 +272,27 @@ const BUILT_IN_HEALTH_CHECKS = [
   { name: 'queue', type: 'queue' },
 ] as RawHealthCheck[];
 
-function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeline {
+function resolvePipeline(
+  type: string,
+  raw: RawPipeline,
+  report: Report,
+  failed: FailedFields,
+): Pipeline {
   const at = ['pipelines', type];
-  const matrix: MatrixAxis[] = Object.entries(raw.matrix ?? {}).map(([name, axis]) =>
-    Array.isArray(axis)
-      ? { name, from: undefined, values: axis.map(String) }
-      : { name, from: axis.from, values: (axis.default ?? []).map(String) },
-  );
-  for (const axis of matrix) {
-    if (axis.from === undefined && axis.values.length === 0) {
-      report([...at, 'matrix', axis.name], 'needs "from" or "default" values');
+  const matrix = resolveMatrix(raw.matrix, [...at, 'matrix'], report, failed);
+  // Without a usable matrix the axis names are unknown, and the template checks need them.
+  if (!failed.at([...at, 'matrix'])) {
+    const axes = new Set(matrix.map((axis) => axis.name));
+    const unknown = checkTemplates(raw.image, [...at, 'image'], axes, report);
+    // An unknown value renders as empty text, so the rendered image would be reported too.
+    if (raw.image !== undefined && unknown === 0) {
+      checkImage(raw.image, matrix, [...at, 'image'], report);
     }
+    raw.steps.forEach((step, index) => {
+      checkRunTemplates(step.run, [...at, 'steps', index, 'run'], raw, report);
+    });
   }
-  const axes = new Set(matrix.map((axis) => axis.name));
-  checkTemplates(raw.image, [...at, 'image'], axes, report);
-  if (raw.image !== undefined) checkImage(raw.image, matrix, [...at, 'image'], report);
-  raw.steps.forEach((step, index) => {
-    checkRunTemplates(step.run, [...at, 'steps', index, 'run'], raw, report);
-  });
-  if (raw.executor === 'docker' && raw.image === undefined) {
+  if (raw.executor === 'docker' && raw.image === undefined && !failed.within([...at, 'image'])) {
     report(
       [...at, 'executor'],
       'is docker but "image" is missing; name the image the steps run in',
@@ -343,6 +365,44 @@ function resolvePipeline(type: string, raw: RawPipeline, report: Report): Pipeli
 }
 
 /**
+ * Resolves the matrix axes and checks that the fixed ones stay within the task limit that
+ * every trigger would otherwise hit. An axis that failed the schema keeps its name but has no
+ * known values.
+ */
+function resolveMatrix(
+  raw: RawPipeline['matrix'],
+  at: (string | number)[],
+  report: Report,
+  failed: FailedFields,
+): MatrixAxis[] {
+  const matrix: MatrixAxis[] = [];
+  for (const [name, axis] of Object.entries(raw ?? {})) {
+    if (failed.within([...at, name])) {
+      matrix.push({ name, from: undefined, values: [] });
+    } else if (Array.isArray(axis)) {
+      matrix.push({ name, from: undefined, values: axis.map(String) });
+    } else {
+      matrix.push({ name, from: axis.from, values: (axis.default ?? []).map(String) });
+      if (axis.from === undefined && axis.default === undefined) {
+        report([...at, name], 'needs "from" or "default" values');
+      }
+    }
+  }
+  // An axis with "from" may get a single value from the trigger, so only fixed axes count.
+  const fixed = matrix.filter((axis) => axis.from === undefined && axis.values.length > 0);
+  const tasks = fixed.reduce((product, axis) => product * axis.values.length, 1);
+  if (tasks > MAX_MATRIX_COMBINATIONS) {
+    const sizes = fixed.map((axis) => `${axis.name}: ${axis.values.length}`).join(', ');
+    report(
+      at,
+      `expands to ${tasks} tasks (values per axis: ${sizes}), more than the limit of ` +
+        `${MAX_MATRIX_COMBINATIONS} tasks per job; remove values or split the pipeline`,
+    );
+  }
+  return matrix;
+}
+
+/**
  * `branch` and `commit` alone mean one group per job type and branch, or per job type and
  * commit. Git forbids `:` in branch names, so the separator cannot make two groups collide.
  */
@@ -352,20 +412,23 @@ function expandGroupShorthand(group: string): string {
   return group;
 }
 
+/** Reports each template value in `text` that is not a matrix axis, and returns how many. */
 function checkTemplates(
   text: string | undefined,
   at: (string | number)[],
   axes: Set<string>,
   report: Report,
-): void {
-  if (text === undefined) return;
-  for (const match of text.matchAll(TEMPLATE)) {
+): number {
+  let unknown = 0;
+  for (const match of text?.matchAll(TEMPLATE) ?? []) {
     const reference = match[1]!;
     const axis = reference.startsWith('matrix.') ? reference.slice('matrix.'.length) : undefined;
     if (axis === undefined || !axes.has(axis)) {
       report(at, `unknown template value "${reference}" (only matrix axes may be used here)`);
+      unknown += 1;
     }
   }
+  return unknown;
 }
 
 /** Any `${{ ... }}`, including text that TEMPLATE would not match, such as `${{ a b }}`. */

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writePipelineFile } from '../support/execution.js';
 import { countRows, lastUpdate } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -336,6 +337,33 @@ const BODY_CASES: BadCase[] = [
     rule: 'uniqueVariable',
   },
   {
+    name: 'param with an empty name',
+    path: TRIGGER,
+    body: { commit: 'abc1234', params: { '': 'x' } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'propertyNames',
+  },
+  {
+    name: 'param with a 101-character name',
+    path: TRIGGER,
+    body: { commit: 'abc1234', params: { ['n'.repeat(101)]: 'x' } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'propertyNames',
+  },
+  {
+    name: 'recovery param with an empty name',
+    path: '/api/recovery/execute',
+    body: { procedure: 'full-recovery', params: { '': 'x' } },
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'propertyNames',
+  },
+  {
     name: 'param with a NUL character',
     path: TRIGGER,
     body: '{"commit":"abc1234","params":{"x":"a\\u0000b"}}',
@@ -606,6 +634,51 @@ const QUERY_CASES: BadCase[] = [
         rule: 'format',
       },
       {
+        name: 'admin jobs limit=1&limit=2',
+        method: 'GET',
+        path: '/api/admin/jobs?limit=1&limit=2',
+        status: 400,
+        code: 'validation_failed',
+        field: 'limit',
+        rule: 'single',
+      },
+      {
+        name: 'trigger with a query parameter',
+        path: `${TRIGGER}?commit=abc1234`,
+        body: { commit: 'abc1234' },
+        status: 400,
+        code: 'validation_failed',
+        field: 'commit',
+        rule: 'unknown_field',
+      },
+      {
+        name: 'generic trigger with a query parameter',
+        path: '/api/trigger/recovery?dry_run=1',
+        body: { commit: 'abc1234' },
+        status: 400,
+        code: 'validation_failed',
+        field: 'dry_run',
+        rule: 'unknown_field',
+      },
+      {
+        name: 'job with a query parameter',
+        method: 'GET',
+        path: '/api/job/{job}?foo=bar',
+        status: 400,
+        code: 'validation_failed',
+        field: 'foo',
+        rule: 'unknown_field',
+      },
+      {
+        name: 'state with a repeated unknown query parameter',
+        method: 'GET',
+        path: '/api/state?foo=1&foo=2',
+        status: 400,
+        code: 'validation_failed',
+        field: 'foo',
+        rule: 'unknown_field',
+      },
+      {
         name: 'logs follow=maybe',
         method: 'GET',
         path: '/api/job/{job}/logs?follow=maybe',
@@ -819,6 +892,26 @@ describe('bad input', () => {
       expect(response.status, path).toBe(400);
       expect(response.body.error).toBe(error);
     }
+  });
+
+  it('says how to fix a param name and a repeated query', async () => {
+    const param = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: { commit: 'abc1234', params: { '': 'x' } },
+    });
+    expect(param.body.error).toBe(
+      'params has a param with an empty name; give each param a name of 1 to 100 characters, ' +
+        'which reaches the steps as SLIPWAY_PARAM_<NAME>',
+    );
+    const repeated = await server.request('GET', '/api/admin/jobs?limit=1&limit=2', {
+      token: server.adminToken,
+    });
+    expect(repeated.body.error).toBe('query parameter limit appears 2 times; send it once');
+    const unknown = await server.request('POST', `${TRIGGER}?commit=abc1234`, {
+      token: server.adminToken,
+      body: { commit: 'abc1234' },
+    });
+    expect(unknown.body.error).toBe('query parameter commit is not a known field');
   });
 
   it('names header and query patterns in words', async () => {
@@ -1070,5 +1163,29 @@ describe('branch names follow git', () => {
     });
     expect(response.status).toBe(400);
     expect(response.body.rule).toBe('git-ref');
+  });
+});
+
+describe('rollback without a rollback or deploy pipeline', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    const pipelines = writePipelineFile('pipelines:\n  ci:\n    steps: [{ run: make }]\n');
+    server = await startTestServer({ SLIPWAY_PIPELINES: pipelines });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('names the missing job types', async () => {
+    const response = await server.request('POST', '/api/rollback/execute', {
+      token: server.adminToken,
+      body: { commit: 'abcdef1' },
+    });
+    expect(response.status).toBe(404);
+    expect(response.body.code).toBe('job_type_not_found');
+    expect(response.body.rule).toBe('defined');
+    expect(response.body).not.toHaveProperty('field');
+    expect(response.body.error).toContain('neither a rollback nor a deploy job type');
   });
 });

@@ -37,6 +37,15 @@ describe('docs/api.md', () => {
     expect(requiredWithDefault).toEqual([]);
   });
 
+  it('marks nullable fields', () => {
+    const committed = fs.readFileSync(API_MD, 'utf8');
+    const job = committed.split('### GET /api/job/{job_id}\n')[1]?.split('### ')[0] ?? '';
+    expect(job).toContain('| `branch` | string or null | yes |');
+    expect(job).toContain('| `finished_at` | string (date-time) or null | yes |');
+    expect(job).toContain('| `tasks[].exit_code` | integer or null | yes |');
+    expect(job).toContain('| `id` | string | yes |');
+  });
+
   it('lists every error code', () => {
     const committed = fs.readFileSync(API_MD, 'utf8');
     for (const [code, { status }] of Object.entries(ERROR_CODES)) {

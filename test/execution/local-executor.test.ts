@@ -2,6 +2,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecutionError, type ExecutionSpec } from '../../src/execution/executor.js';
 import { LocalExecutor, processOwner, PROCESS_OWNER_VARIABLE } from '../../src/execution/local.js';
@@ -199,24 +201,38 @@ pipelines:
   });
 
   it('kills steps of a dead worker at start', async () => {
-    const sleeper = (owner: string) =>
+    const sleeper = (owner: string, taskId?: string) =>
       spawn('sleep', ['307'], {
-        env: { PATH: process.env.PATH, [PROCESS_OWNER_VARIABLE]: owner },
+        env: {
+          PATH: process.env.PATH,
+          [PROCESS_OWNER_VARIABLE]: owner,
+          ...(taskId === undefined ? {} : { SLIPWAY_TASK_ID: taskId }),
+        },
         stdio: 'ignore',
       });
     // Our pid with another start time is a worker whose pid a new process took.
-    const reused = sleeper(`${process.pid}.1`);
+    const reused = sleeper(`${process.pid}.1`, 'ci-0000dead.1.0');
     // A pid above Linux's limit of 4,194,304 is a worker that has ended.
     const noOwner = sleeper('4194305.1');
-    const live = sleeper(processOwner(process.pid)!);
+    const live = sleeper(processOwner(process.pid)!, 'ci-0000live.1.0');
+    const lines: LogLine[] = [];
     try {
       await waitFor(() => processesWith('sleep 307').length === 3, 5_000);
-      new LocalExecutor();
+      new LocalExecutor(pino({ level: 'info' }, logSink(lines)));
       await waitFor(() => processesWith('sleep 307').length === 1, 5_000);
       expect(processesWith('sleep 307')).toEqual([live.pid]);
+      await waitFor(() => lines.length > 0, 2_000);
     } finally {
       for (const child of [reused, noOwner, live]) child.kill('SIGKILL');
     }
+    // Orphans of other test runs on this host may be killed and listed too.
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.level).toBe(40);
+    expect(lines[0]!.msg).toMatch(/^killed \d+ step processes left running by ended workers$/);
+    expect(lines[0]!.pids).toEqual(expect.arrayContaining([reused.pid, noOwner.pid]));
+    expect(lines[0]!.pids).not.toContain(live.pid);
+    expect(lines[0]!.taskIds).toContain('ci-0000dead.1.0');
+    expect(lines[0]!.taskIds).not.toContain('ci-0000live.1.0');
   });
 
   it('kills a setsid process on cancel', async () => {
@@ -234,6 +250,22 @@ pipelines:
     expect(processesWith(`${MARKER}-g`)).toEqual([]);
   });
 });
+
+interface LogLine {
+  level: number;
+  msg: string;
+  pids?: number[];
+  taskIds?: string[];
+}
+
+function logSink(lines: LogLine[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as LogLine);
+      done();
+    },
+  });
+}
 
 async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -260,7 +292,14 @@ describe('local executor steps that cannot start', () => {
       labels: {},
     };
     const output = { write: () => undefined, note: (line: string) => lines.push(line) };
-    return { lines, result: new LocalExecutor().run(spec, output, new AbortController().signal) };
+    return {
+      lines,
+      result: new LocalExecutor(pino({ level: 'silent' })).run(
+        spec,
+        output,
+        new AbortController().signal,
+      ),
+    };
   };
 
   it('raises ExecutionError for a missing workspace', async () => {

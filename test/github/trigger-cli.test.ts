@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATH, childEnv, ensureBuilt, runCli } from '../support/cli.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import { writePipelineFile } from '../support/execution.js';
 import { AgentClient } from './agent-client.js';
 import { waitFor } from './helpers.js';
 
@@ -452,5 +453,84 @@ describe('slipway trigger', () => {
     expect(result.stdout).toBe('');
     expect(result.stderr).toContain("option '--commit <sha>' argument 'xyz' is invalid");
     expect(result.stderr).toContain('a hex SHA of 7 to 64 digits');
+  });
+});
+
+describe('slipway trigger matrix values', () => {
+  let matrixServer: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    const pipelines = writePipelineFile(
+      [
+        'pipelines:',
+        '  lint:',
+        '    executor: local',
+        "    matrix: { node: { from: node_versions, default: ['20'] } }",
+        '    steps: [{ run: make lint }]',
+      ].join('\n'),
+    );
+    matrixServer = await startTestServer({ SLIPWAY_PIPELINES: pipelines });
+    token = await matrixServer.token('trigger');
+  });
+  afterAll(async () => {
+    await matrixServer.close();
+  });
+
+  const trigger = (args: string[]) =>
+    runCli(['trigger', 'lint', '--commit', nextCommit(), ...args], {
+      SLIPWAY_API_URL: matrixServer.url,
+      SLIPWAY_TOKEN: token,
+    });
+  const jobOf = async (stdout: string) =>
+    (
+      await matrixServer.request('GET', `/api/job/${stdout.trim()}`, {
+        token: matrixServer.adminToken,
+      })
+    ).body;
+
+  it('--matrix sends one task per value', async () => {
+    const result = await trigger(['--matrix', 'node_versions=20,22']);
+    expect(result.code, result.stderr).toBe(0);
+    const job = await jobOf(result.stdout);
+    expect(job.inputs).toEqual({ node_versions: ['20', '22'] });
+    expect(job.tasks.map((task: { matrix: unknown }) => task.matrix)).toEqual([
+      { node: '20' },
+      { node: '22' },
+    ]);
+  });
+
+  it('--param gives an axis one value', async () => {
+    const result = await trigger(['--param', 'node_versions=20,22']);
+    expect(result.code, result.stderr).toBe(0);
+    const job = await jobOf(result.stdout);
+    expect(job.tasks.map((task: { matrix: unknown }) => task.matrix)).toEqual([{ node: '20,22' }]);
+  });
+
+  it('--matrix rejects a field another option sets', async () => {
+    const result = await trigger(['--matrix', 'branch=main']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("option '--matrix <field=list>' argument 'branch=main'");
+    expect(result.stderr).toContain('"branch" is no matrix field; set it with --branch');
+  });
+
+  it('--matrix rejects a repeated field', async () => {
+    const result = await trigger(['--matrix', 'node_versions=20', '--matrix', 'node_versions=22']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('field "node_versions" is repeated');
+  });
+
+  it('--matrix and --python-versions conflict', async () => {
+    const result = await trigger(['--python-versions', '3.12', '--matrix', 'python_versions=3.11']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('both set python_versions');
+  });
+
+  it('help names the pipeline file and --matrix', async () => {
+    const result = await runCli(['trigger', '--help'], {});
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("one that the server's pipeline file");
+    expect(result.stdout).toContain('--matrix <field=list>');
+    expect(result.stdout).not.toContain('job type: ci, integration-tests, deploy');
   });
 });

@@ -322,6 +322,40 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(result.stdout).toBe('');
   });
 
+  it('sends --matrix values as a list', async () => {
+    const commit = 'fc'.repeat(20);
+    const result = await runScript(
+      ['ci', '--commit', commit, '--matrix', 'python_versions=3.11, 3.12'],
+      { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const { id } = await jobFor(commit, 'ci');
+    const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+    expect(job.body.inputs).toEqual({ python_versions: ['3.11', '3.12'] });
+    expect(job.body.tasks).toHaveLength(2);
+    await server.request('POST', `/api/job/${id}/cancel`, { token: server.adminToken });
+  });
+
+  it('rejects a bad --matrix field', async () => {
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const cases: Array<[string[], string]> = [
+      [['--matrix', 'branch=main'], '--matrix field "branch" is no matrix field'],
+      [['--matrix', 'a=1', '--matrix', 'a=2'], '--matrix field "a" is repeated'],
+      [['--matrix', 'a=,'], '--matrix a needs at least one value'],
+      [['--matrix', '=1'], '--matrix needs FIELD=VALUE,VALUE...'],
+      [
+        ['--python-versions', '3.12', '--matrix', 'python_versions=3.11'],
+        'both set python_versions',
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const result = await runScript(['ci', '--commit', 'fb'.repeat(20), ...args], env);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr).toContain(message);
+      expect(result.stdout).toBe('');
+    }
+  });
+
   it('hides credentials in the API URL', async () => {
     const result = await runScript(['ci', '--commit', 'fe'.repeat(20)], {
       SLIPWAY_API_URL: 'http://user:s3cret-pw@127.0.0.1:1',

@@ -213,6 +213,131 @@ describe('pipeline loader', () => {
   });
 });
 
+describe('pipeline loader with several problems', () => {
+  it('reports schema and reference problems together', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    executor: docker',
+        '    image: node:${{ matrix.x }}',
+        '    concurrency: { group: branch, cancel_in_progress: maybe }',
+        '    steps: [{ run: make }]',
+        '  lint:',
+        '    executor: docker',
+        '    needs: [nope, test]',
+        '    steps: [{ run: make }]',
+        '  test:',
+        '    needs: [lint]',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toContain(
+      'slipway.yml:5: pipelines.ci.concurrency.cancel_in_progress: must be a boolean',
+    );
+    expect(problems).toContain(
+      'slipway.yml:4: pipelines.ci.image: unknown template value "matrix.x" ' +
+        '(only matrix axes may be used here)',
+    );
+    expect(problems).toContain(
+      'slipway.yml:8: pipelines.lint.executor: is docker but "image" is missing; ' +
+        'name the image the steps run in',
+    );
+    expect(problems).toContain('slipway.yml:9: pipelines.lint.needs.0: unknown job type "nope"');
+    expect(problems).toContain(
+      'slipway.yml:9: pipelines.lint.needs: dependency cycle: lint -> test -> lint',
+    );
+    expect(problems).toHaveLength(5);
+  });
+
+  it('names the field and rule inside a union', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    matrix:',
+        '      flavor: maybe',
+        '      node: [20, true]',
+        '      python: { from: 3 }',
+        '    concurrency: 5',
+        '    resources: { memory: lots }',
+        '    secrets: [{ name: TOKEN, colour: red }]',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:4: pipelines.ci.matrix.flavor: must be a list or a map with the fields ' +
+        'from, default',
+      'slipway.yml:5: pipelines.ci.matrix.node.1: must be a string or a number',
+      'slipway.yml:6: pipelines.ci.matrix.python.from: must be a string',
+      'slipway.yml:9: pipelines.ci.secrets.0.colour: is not a known field; allowed fields: ' +
+        'name, from_env, from_file',
+      'slipway.yml:7: pipelines.ci.concurrency: must be a string or a map with the fields ' +
+        'group, cancel_in_progress',
+      'slipway.yml:8: pipelines.ci.resources.memory: must match the pattern ' +
+        '^\\d+(\\.\\d+)?[kKmMgG]?[bB]?$',
+    ]);
+  });
+
+  it('skips checks that read a failed field', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    executor: docker',
+        '    image: ""',
+        '    matrix: [py]',
+        '    steps:',
+        '      - run: echo ${{ matrix.py }}',
+        '  lint:',
+        '    needs: [ci]',
+        '    steps: [{ run: make }]',
+        'recovery:',
+        '  again: { action: reboot, pipeline: nope }',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:4: pipelines.ci.image: expected string length greater or equal to 1',
+      'slipway.yml:5: pipelines.ci.matrix: must be a map',
+      'slipway.yml:12: recovery.again.action: must be one of restart_container, rerun_failed, ' +
+        'run_pipeline',
+    ]);
+  });
+
+  it('rejects a fixed matrix over the task limit', () => {
+    const values = Array.from({ length: 17 }, (_, index) => index + 1).join(', ');
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    matrix:',
+        `      a: [${values}]`,
+        `      b: [${values}]`,
+        '      c: { from: c_values, default: [1, 2] }',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:3: pipelines.ci.matrix: expands to 289 tasks (values per axis: a: 17, ' +
+        'b: 17), more than the limit of 256 tasks per job; remove values or split the pipeline',
+    ]);
+  });
+
+  it('accepts a fixed matrix at the task limit', () => {
+    const values = Array.from({ length: 16 }, (_, index) => index + 1).join(', ');
+    const file = parsePipelineFile(
+      [
+        'pipelines:',
+        '  ci:',
+        `    matrix: { a: [${values}], b: [${values}] }`,
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+      'slipway.yml',
+    );
+    expect(file.pipelines.ci!.matrix).toHaveLength(2);
+  });
+});
+
 describe('formatDuration', () => {
   it('round-trips through parseDuration', () => {
     for (const [milliseconds, text] of [

@@ -18,6 +18,7 @@ const JOB_TYPE_REGEX = new RegExp(JOB_TYPE_PATTERN);
 
 const Scalar = Type.Union([Type.String({ maxLength: 200 }), Type.Number()]);
 const MatrixInput = Type.Union([Type.Array(Scalar, { maxItems: 64 }), Scalar]);
+const MAX_PARAM_NAME_LENGTH = 100;
 
 export const TriggerBody = Type.Object(
   {
@@ -45,9 +46,11 @@ export const TriggerBody = Type.Object(
       ]),
     ),
     params: Type.Optional(
-      Type.Record(Type.String({ maxLength: 100 }), Type.Unknown(), {
+      Type.Record(Type.String({ minLength: 1, maxLength: MAX_PARAM_NAME_LENGTH }), Type.Unknown(), {
         maxProperties: 100,
-        description: 'extra values for the pipeline; keys may feed matrix axes',
+        description:
+          'extra values for the pipeline, each reaching the steps as the variable ' +
+          'SLIPWAY_PARAM_<NAME>; names have 1 to 100 characters; keys may feed matrix axes',
       }),
     ),
   },
@@ -345,9 +348,32 @@ export function checkBranchAndParams(body: {
       'maxDepth',
     );
   }
+  checkParamNames(body.params);
   checkParamNumbers(body.params);
   checkParamSizes(body.params);
   checkParamVariables(body.params);
+}
+
+/**
+ * Rejects a param name that is empty or longer than MAX_PARAM_NAME_LENGTH. The schema cannot
+ * check this, because TypeBox writes a record's key as the pattern `^(.*)$` and drops its
+ * length limits. An empty name would reach the steps as `SLIPWAY_PARAM_`, which names nothing.
+ */
+function checkParamNames(params: Record<string, unknown>): void {
+  for (const key of Object.keys(params)) {
+    if (key.length >= 1 && key.length <= MAX_PARAM_NAME_LENGTH) continue;
+    const problem =
+      key === ''
+        ? 'an empty name'
+        : `a name of ${key.length} characters ("${key.slice(0, 20)}...")`;
+    throw new ApiError(
+      'validation_failed',
+      `params has a param with ${problem}; give each param a name of 1 to ` +
+        `${MAX_PARAM_NAME_LENGTH} characters, which reaches the steps as SLIPWAY_PARAM_<NAME>`,
+      'params',
+      'propertyNames',
+    );
+  }
 }
 
 /**
