@@ -36,6 +36,8 @@ const DEFAULT_STALE_AFTER_MS = 90_000;
 const DEFAULT_MAX_WAIT_MS = 15 * 60_000;
 const DEFAULT_COOLDOWN_MS = 10 * 60_000;
 const DEFAULT_MAX_PER_HOUR = 3;
+/** The longest param name, as for the params of a trigger request. */
+const MAX_HEAL_PARAM_NAME_LENGTH = 100;
 
 type Report = (segments: (string | number)[], message: string) => void;
 type Describe = (error: ValueError) => string;
@@ -240,6 +242,16 @@ function resolveHeal(
     }
     if (raw.commit !== undefined && raw.commit_from_state !== undefined) {
       report([...at, 'commit_from_state'], 'give either commit or commit_from_state, not both');
+    }
+  }
+  for (const name of Object.keys(raw.params ?? {})) {
+    // The same rule as a trigger's params: each reaches the job's steps as SLIPWAY_PARAM_<NAME>.
+    if (name.length < 1 || name.length > MAX_HEAL_PARAM_NAME_LENGTH) {
+      report(
+        [...at, 'params'],
+        `has a param named ${JSON.stringify(name.slice(0, 40))}; a param name must be 1 to ` +
+          `${MAX_HEAL_PARAM_NAME_LENGTH} characters, which reaches the steps as SLIPWAY_PARAM_<NAME>`,
+      );
     }
   }
   if (raw.action === 'recovery_procedure') {

@@ -105,6 +105,14 @@ describe('health_checks in the pipeline file', () => {
     ]);
   });
 
+  it('rejects an empty heal param name', () => {
+    const [problem] = problems(
+      `  - name: w\n    type: workers\n    heal: { action: trigger_job, job_type: deploy, params: { '': x } }\n`,
+    );
+    expect(problem).toMatchObject({ field: 'health_checks.0.heal.params' });
+    expect(problem?.message).toContain('a param name must be 1 to 100 characters');
+  });
+
   it('resolves the queue check', () => {
     const file = parsePipelineFile(
       `${BASE}  - name: queue\n    type: queue\n  - name: late\n    type: queue\n    max_wait: 90s\n`,
