@@ -298,7 +298,10 @@ export async function killOrphanedSteps(): Promise<OrphanedStepsKilled> {
 /**
  * Finds the step processes whose worker process has ended. The owner variable names the
  * worker's pid and start time, so a new process that got a dead worker's pid does not count
- * as its owner.
+ * as its owner. It also names the worker's pid namespace: a worker in a container is pid 7
+ * there and another process on the host, so only owners in this namespace are judged. Steps
+ * of a worker in another namespace, and of an older worker whose variable names none, are
+ * left alone.
  */
 async function findOrphanedSteps(): Promise<OrphanedStep[]> {
   const alive = new Map<string, boolean>();
@@ -306,7 +309,9 @@ async function findOrphanedSteps(): Promise<OrphanedStep[]> {
   for (const [pid, environ] of await processEnvironments()) {
     const owner = variableValue(environ, PROCESS_OWNER_VARIABLE);
     if (owner === undefined) continue;
-    const ownerPid = Number(owner.split('.')[0]);
+    const [pidText, , namespace] = owner.split('.');
+    if (namespace === undefined || namespace !== PID_NAMESPACE) continue;
+    const ownerPid = Number(pidText);
     if (!Number.isInteger(ownerPid) || ownerPid <= 0) continue;
     let ownerAlive = alive.get(owner);
     if (ownerAlive === undefined) {
@@ -352,13 +357,25 @@ function taskIdsOf(steps: OrphanedStep[]): string[] {
   return [...new Set(steps.flatMap((step) => (step.taskId === undefined ? [] : [step.taskId])))];
 }
 
+/** This process's pid namespace: the inode number of /proc/self/ns/pid, or undefined. */
+export const PID_NAMESPACE = readPidNamespace();
+
+function readPidNamespace(): string | undefined {
+  try {
+    return /^pid:\[(\d+)\]$/.exec(fs.readlinkSync('/proc/self/ns/pid'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Returns a process's pid and start time (in clock ticks after boot) as `<pid>.<ticks>`, or
- * undefined when /proc does not list it.
+ * Returns a process of this pid namespace as `<pid>.<start time>.<namespace>`, with the start
+ * time in clock ticks after boot, or undefined when /proc does not list it.
  */
 export function processOwner(pid: number): string | undefined {
   const ticks = processStartTicks(pid);
-  return ticks === undefined ? undefined : `${pid}.${ticks}`;
+  if (ticks === undefined || PID_NAMESPACE === undefined) return undefined;
+  return `${pid}.${ticks}.${PID_NAMESPACE}`;
 }
 
 /**

@@ -6,7 +6,12 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecutionError, type ExecutionSpec } from '../../src/execution/executor.js';
-import { LocalExecutor, processOwner, PROCESS_OWNER_VARIABLE } from '../../src/execution/local.js';
+import {
+  LocalExecutor,
+  PID_NAMESPACE,
+  processOwner,
+  PROCESS_OWNER_VARIABLE,
+} from '../../src/execution/local.js';
 import {
   makeRepository,
   processesWith,
@@ -210,20 +215,27 @@ pipelines:
         },
         stdio: 'ignore',
       });
+    const namespace = PID_NAMESPACE!;
     // Our pid with another start time is a worker whose pid a new process took.
-    const reused = sleeper(`${process.pid}.1`, 'ci-0000dead.1.0');
+    const reused = sleeper(`${process.pid}.1.${namespace}`, 'ci-0000dead.1.0');
     // A pid above Linux's limit of 4,194,304 is a worker that has ended.
-    const noOwner = sleeper('4194305.1');
+    const noOwner = sleeper(`4194305.1.${namespace}`);
     const live = sleeper(processOwner(process.pid)!, 'ci-0000live.1.0');
+    // A worker in a container: its pid means another process here, or none.
+    const contained = sleeper(`4194305.1.${Number(namespace) + 1}`, 'ci-0000cont.1.0');
+    // A worker of an older version, whose variable names no namespace.
+    const older = sleeper('4194305.1', 'ci-0000old0.1.0');
     const lines: LogLine[] = [];
     try {
-      await waitFor(() => processesWith('sleep 307').length === 3, 5_000);
+      await waitFor(() => processesWith('sleep 307').length === 5, 5_000);
       new LocalExecutor(pino({ level: 'info' }, logSink(lines)));
-      await waitFor(() => processesWith('sleep 307').length === 1, 5_000);
-      expect(processesWith('sleep 307')).toEqual([live.pid]);
+      await waitFor(() => processesWith('sleep 307').length === 3, 5_000);
+      expect(processesWith('sleep 307').sort()).toEqual(
+        [live.pid, contained.pid, older.pid].sort(),
+      );
       await waitFor(() => lines.length > 0, 2_000);
     } finally {
-      for (const child of [reused, noOwner, live]) child.kill('SIGKILL');
+      for (const child of [reused, noOwner, live, contained, older]) child.kill('SIGKILL');
     }
     // Orphans of other test runs on this host may be killed and listed too.
     expect(lines).toHaveLength(1);
