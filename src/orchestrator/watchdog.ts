@@ -1,6 +1,7 @@
 /**
  * The orchestrator's fast loop: recovers expired leases every few seconds, far more often
- * than the sweep, because a lease is tens of seconds long. It also settles waiting jobs. Several
+ * than the sweep, because a lease is tens of seconds long. It also settles waiting jobs and
+ * marks offline the workers that stopped without saying so (see gone-workers.ts). Several
  * orchestrator processes may run it at once: each change re-checks its condition inside its
  * own transaction, so a task is recovered once.
  */
@@ -8,6 +9,7 @@ import os from 'node:os';
 import type { AppContext } from '../app/context.js';
 import type { AuditContext } from '../store/audit.js';
 import { recoverExpiredLeases } from './leases.js';
+import { markGoneWorkersOffline } from './gone-workers.js';
 import { removeOrphanContainers } from './orphans.js';
 import { settleWaitingJobs } from './waiting.js';
 
@@ -18,6 +20,8 @@ const MAX_PERIOD_MS = 5_000;
  * end, so this pass only enforces dependency timeouts, which are minutes to hours long.
  */
 const WAITING_PERIOD_MS = 15_000;
+/** Workers are checked for silence at most this often; one counts as gone after minutes. */
+const WORKERS_PERIOD_MS = 60_000;
 
 /** Computes the pause between passes: a quarter of the lease, within MIN_PERIOD_MS and MAX_PERIOD_MS. */
 export function watchdogPeriodMs(leaseSeconds: number): number {
@@ -30,6 +34,7 @@ export class Watchdog {
   #pass: Promise<void> | undefined;
   #stopped = false;
   #waitingSettledAt = 0;
+  #workersCheckedAt = 0;
 
   constructor(readonly context: AppContext) {}
 
@@ -64,6 +69,10 @@ export class Watchdog {
       if (Date.now() - this.#waitingSettledAt >= WAITING_PERIOD_MS) {
         this.#waitingSettledAt = Date.now();
         await settleWaitingJobs(this.context, this.#audit);
+      }
+      if (Date.now() - this.#workersCheckedAt >= WORKERS_PERIOD_MS) {
+        this.#workersCheckedAt = Date.now();
+        await markGoneWorkersOffline(this.context, this.#audit);
       }
     } catch (error) {
       this.context.logger.error({ err: error }, 'watchdog pass failed; retrying next period');

@@ -1,0 +1,70 @@
+/**
+ * Workers that stopped without saying so. A worker marks itself offline when it stops
+ * cleanly; one that was killed stays `online` in the workers table, and the health
+ * monitor's `workers` check reports it stale for as long as the row exists. Each start of a
+ * worker registers a new worker id, so no later registration replaces the row either.
+ */
+import type { AppContext } from '../app/context.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
+import { nowIso } from '../util/time.js';
+import { apiServing } from './leases.js';
+
+/** A worker silent for this long is gone: ten minutes, or four leases when leases are longer. */
+export function goneAfterMs(leaseSeconds: number): number {
+  return Math.max(10 * 60_000, 4 * leaseSeconds * 1000);
+}
+
+export interface GoneWorker {
+  id: string;
+  name: string;
+  hostname: string;
+  lastHeartbeatAt: string;
+}
+
+/**
+ * Marks offline the workers whose last heartbeat is older than goneAfterMs, with a
+ * `worker_marked_offline` audit row each, and returns them. A worker that was only cut off
+ * registers again on its next claim, as after any other rejection of an offline worker.
+ * While no API serves, no worker could send a heartbeat, so none is marked.
+ */
+export async function markGoneWorkersOffline(
+  context: AppContext,
+  audit: AuditContext,
+): Promise<GoneWorker[]> {
+  if (!apiServing(context)) return [];
+  const goneMs = goneAfterMs(context.config.worker.leaseSeconds);
+  const before = new Date(Date.now() - goneMs).toISOString();
+  const gone = await context.store.write(async (trx) => {
+    const rows = await trx
+      .updateTable('workers')
+      .set({ status: 'offline' })
+      .where('status', '!=', 'offline')
+      .where('last_heartbeat_at', '<', before)
+      .returning(['id', 'name', 'hostname', 'last_heartbeat_at'])
+      .execute();
+    for (const row of rows) {
+      await appendAudit(trx, audit, {
+        action: 'worker_marked_offline',
+        details: {
+          worker_id: row.id,
+          hostname: row.hostname,
+          last_heartbeat_at: row.last_heartbeat_at,
+          reason: `no heartbeat since ${row.last_heartbeat_at}, more than ${goneMs / 1000}s before ${nowIso()}`,
+        },
+      });
+    }
+    return rows;
+  });
+  for (const row of gone) {
+    context.logger.warn(
+      { workerId: row.id, hostname: row.hostname, lastHeartbeatAt: row.last_heartbeat_at },
+      `marked worker ${row.id} offline: no heartbeat since ${row.last_heartbeat_at}`,
+    );
+  }
+  return gone.map((row) => ({
+    id: row.id,
+    name: row.name,
+    hostname: row.hostname,
+    lastHeartbeatAt: row.last_heartbeat_at,
+  }));
+}
