@@ -1,15 +1,15 @@
 /**
  * Workers that stopped without saying so. A worker marks itself offline when it stops
- * cleanly; one that was killed stays `online` in the workers table, and the health
- * monitor's `workers` check reports it stale for as long as the row exists. Each start of a
- * worker registers a new worker id, so no later registration replaces the row either.
+ * cleanly, but one that was killed stays `online` in the workers table. Each start of a
+ * worker registers a new worker id, so no later registration replaces the row, and the
+ * health monitor's `workers` check would report it stale for as long as the row exists.
  */
 import type { AppContext } from '../app/context.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { nowIso } from '../util/time.js';
 import { apiServing } from './leases.js';
 
-/** A worker silent for this long is gone: ten minutes, or four leases when leases are longer. */
+/** Returns how long a worker may be silent before it counts as stopped: 10 minutes, or four leases. */
 export function goneAfterMs(leaseSeconds: number): number {
   return Math.max(10 * 60_000, 4 * leaseSeconds * 1000);
 }
