@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { AppContext } from '../app/context.js';
 import type { HealthCheckDefinition } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
-import { nowIso } from '../util/time.js';
+import { isoAfter, nowIso } from '../util/time.js';
 import { probe } from './checks/index.js';
 import { claimCheck, releaseCheck } from './components.js';
 import { decideHeal, performHeal, type HealDecision } from './heal.js';
@@ -206,6 +206,9 @@ async function recordResult(
         memo: JSON.stringify(recorded.memo),
         updated_at: now,
         ...(changed ? { changed_at: now } : {}),
+        ...(result.recheckInMs !== undefined && result.recheckInMs < checkIntervalMs(context, check)
+          ? { next_due_at: isoAfter(result.recheckInMs) }
+          : {}),
       })
       .where('name', '=', check.name)
       .execute();

@@ -17,6 +17,8 @@ export interface ProbeResult {
   /** Latency the probe measured itself (an HTTP response); else the runner times the probe. */
   latencyMs?: number | undefined;
   details: Record<string, unknown>;
+  /** Milliseconds after which the check runs again, when sooner than its interval. */
+  recheckInMs?: number | undefined;
 }
 
 export interface ProbeContext {

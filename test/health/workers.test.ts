@@ -46,16 +46,29 @@ describe('workers check', () => {
     expect(again).toMatchObject({ ran: true, summary: { checks: 0 } });
   });
 
+  /** Milliseconds until the monitor runs the check again. */
+  const dueInMs = async () => {
+    const row = await server.context.store.db
+      .selectFrom('health_components')
+      .select('next_due_at')
+      .where('name', '=', 'workers')
+      .executeTakeFirstOrThrow();
+    return Date.parse(row.next_due_at!) - Date.now();
+  };
+
   it('is unhealthy with no worker at all', async () => {
     const outcome = await check();
     expect(outcome.status).toBe('unhealthy');
     expect(outcome.reason).toContain('fewer than min_online of 1');
+    // Checked again soon, so a worker that registers just after the first run counts.
+    expect(await dueInMs()).toBeLessThanOrEqual(15_000);
   });
 
   it('is healthy with a fresh heartbeat', async () => {
     await register('worker-a');
     const outcome = await check();
     expect(outcome.status).toBe('healthy');
+    expect(await dueInMs()).toBeGreaterThan(60_000);
   });
 
   it('is unhealthy when the only worker goes quiet', async () => {

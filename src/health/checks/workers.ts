@@ -4,6 +4,12 @@ import type { ProbeContext, ProbeResult } from '../types.js';
 
 /** Workers listed in the details at most; the counts cover all of them. */
 const MAX_LISTED = 50;
+/**
+ * Milliseconds until an unhealthy result is checked again. A stack whose health monitor starts
+ * next to its first worker sees no worker at the first run, and should not stay unhealthy
+ * for a whole interval (5 minutes by default) once the worker has registered.
+ */
+const UNHEALTHY_RECHECK_MS = 15_000;
 
 export async function probeWorkers(
   settings: WorkersCheckSettings,
@@ -45,6 +51,7 @@ export async function probeWorkers(
   if (online.length < settings.minOnline) {
     return {
       status: 'unhealthy',
+      recheckInMs: UNHEALTHY_RECHECK_MS,
       reason:
         `${online.length} online worker(s) sent a heartbeat in the last ` +
         `${settings.staleAfterMs / 1000}s, fewer than min_online of ${settings.minOnline}` +
