@@ -10,7 +10,7 @@
 #
 # Environment: SLIPWAY_API_URL (base URL), SLIPWAY_TOKEN (role trigger). GITHUB_RUN_ID and
 # GITHUB_RUN_ATTEMPT, when set, make a re-run step find its job instead of queueing another.
-# Writes job-id and status to $GITHUB_OUTPUT when set.
+# Writes job-id and status to $GITHUB_OUTPUT and the job's end to $GITHUB_STEP_SUMMARY when set.
 #
 # Exit codes (the same as `slipway trigger`): 0 success, 1 failure, 2 bad usage,
 # 3 error, 4 timed_out, 5 cancelled, 6 skipped, 7 --timeout passed, 8 API request failed.
@@ -182,5 +182,8 @@ output status "$status"
 reason=$(jq -r '.reason // empty' <<<"$job")
 declare -A codes=([success]=0 [failure]=1 [error]=3 [timed_out]=4 [cancelled]=5 [skipped]=6)
 code=${codes[$status]}
+if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
+  echo "Slipway job \`$job_id\` ended **$status**${reason:+: $reason}" >>"$GITHUB_STEP_SUMMARY"
+fi
 echo "slipway: job $job_id ended $status${reason:+: $reason} (exit $code)" >&2
 exit "$code"

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeRepository, startHarness, writePipelineFile } from '../support/execution.js';
-import { startTestServer, type TestServer } from '../support/server.js';
+import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { AgentClient } from './agent-client.js';
 import { waitFor } from './helpers.js';
 import { loadWorkflow, REPO_ROOT, runWorkflowJob, type RunnerContext } from './workflow-runner.js';
@@ -210,7 +210,12 @@ describe('scripts/slipway-trigger.sh', () => {
 
   it('exits 1 when the job fails', async () => {
     const commit = 'ab'.repeat(20);
-    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const summary = path.join(makeTempDir('slipway-summary-'), 'summary.md');
+    const env = {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: await server.token('trigger'),
+      GITHUB_STEP_SUMMARY: summary,
+    };
     const run = runScript(['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'], env);
     const job = await jobFor(commit, 'ci');
     await runJob(job.id, 1, 'failure');
@@ -218,6 +223,10 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toContain('pytest for');
     expect(result.stderr).toContain(`job ${job.id} ended failure`);
+    // The same line as slipway trigger writes.
+    expect(fs.readFileSync(summary, 'utf8')).toMatch(
+      new RegExp(`^Slipway job \`${job.id}\` ended \\*\\*failure\\*\\*: .+\n$`),
+    );
   });
 
   it("prints a task's next attempt from its start", async () => {
