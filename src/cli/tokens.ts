@@ -1,4 +1,5 @@
 /** `slipway token create|list|revoke`: API tokens, stored hashed; shown in clear only once. */
+import fs from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
@@ -35,7 +36,16 @@ async function withStore<T>(
   body: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>,
 ): Promise<T> {
   const config = loadCliConfig();
+  const existed = fs.existsSync(config.dbPath);
   const store = await openStore(config.dbPath, { logger: createLogger('warn') });
+  if (!existed) {
+    // Run from another folder or without the server's settings, the command would otherwise
+    // print a token that the running server does not know.
+    process.stderr.write(
+      `slipway: no database was at ${config.dbPath}, so a new one was created there; a server ` +
+        'with another SLIPWAY_DATA_DIR or ORCHESTRATION_DB_PATH does not see this change\n',
+    );
+  }
   try {
     return await body(store);
   } finally {

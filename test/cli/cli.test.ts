@@ -134,6 +134,10 @@ describe('slipway token', { timeout: 120_000 }, () => {
     expect(created.stderr).toContain('token "ci-bot" (role trigger) created');
     expect(created.stderr).toContain('shown only this once');
     expect(created.stderr).not.toContain(token);
+    // The first command on a new data folder says that it made the database.
+    expect(created.stderr).toContain(
+      `slipway: no database was at ${path.join(dataDir, 'state', 'orchestration.db')}, so a new one was created there`,
+    );
 
     const row = readOnly(dataDir, (sqlite) =>
       sqlite.prepare("SELECT * FROM api_tokens WHERE name = 'ci-bot'").get(),
@@ -144,6 +148,7 @@ describe('slipway token', { timeout: 120_000 }, () => {
 
     const listed = await runCli(['token', 'list'], { SLIPWAY_DATA_DIR: dataDir });
     expect(listed.code).toBe(0);
+    expect(listed.stderr).not.toContain('no database was at');
     expect(listed.stdout.split('\n')[0]).toBe('ID\tNAME\tROLE\tPREFIX\tSTATE');
     expect(listed.stdout).toMatch(/\tci-bot\ttrigger\tslw_.{4}…\tactive/);
     expect(listed.stdout).not.toContain(token);
