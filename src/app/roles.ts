@@ -61,7 +61,14 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
     );
   }
   context.apiServing = true;
-  markApiServing(context.store.path, true);
+  const unmarked = markApiServing(context.store.path, true);
+  if (unmarked !== undefined) {
+    logger.warn(
+      { err: unmarked },
+      'could not mark this API as serving in the process registry; an orchestrator in ' +
+        'another process recovers no leases until it can',
+    );
+  }
   if (renewal.notRenewed > 0) {
     logger.warn(
       { tasks: renewal.notRenewed },
@@ -91,7 +98,10 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
     async stop() {
       // Lease recovery pauses from here until an API serves again (see apiServing).
       context.apiServing = false;
-      markApiServing(context.store.path, false);
+      const failed = markApiServing(context.store.path, false);
+      if (failed !== undefined) {
+        logger.warn({ err: failed }, 'could not clear the serving mark in the process registry');
+      }
       await app.close();
     },
   };

@@ -59,7 +59,9 @@ export function registerRunningProcess(
     const now = new Date();
     fs.promises
       .utimes(file, now, now)
-      .catch(() => fs.promises.writeFile(file, JSON.stringify(entry)));
+      .catch(() => fs.promises.writeFile(file, JSON.stringify(entry)))
+      // The folder is gone (a test or an operator removed the data folder): nothing to touch.
+      .catch(() => undefined);
   }, REFRESH_MS);
   timer.unref();
   return {
@@ -74,15 +76,22 @@ export function registerRunningProcess(
 
 /**
  * Records in this process's entry whether its API serves workers, so that lease recovery in
- * other processes knows whether workers can renew their leases (see apiServing).
+ * other processes can tell whether workers can renew their leases (see apiServing). Returns
+ * the error when the entry could not be written (its folder was deleted, say), and never
+ * throws, because an API that stops must close its server whatever became of the folder.
  */
-export function markApiServing(dbPath: string, serving: boolean): void {
+export function markApiServing(dbPath: string, serving: boolean): Error | undefined {
   const file = path.join(processFolder(dbPath), `${os.hostname()}-${process.pid}.json`);
   const entry = ownEntries.get(file);
-  if (entry === undefined) return;
+  if (entry === undefined) return undefined;
   if (serving) entry.serving_since = new Date().toISOString();
   else delete entry.serving_since;
-  fs.writeFileSync(file, JSON.stringify(entry));
+  try {
+    fs.writeFileSync(file, JSON.stringify(entry));
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
 }
 
 /**
