@@ -189,6 +189,35 @@ describe('integration-tests.yml through the composite action', () => {
   });
 });
 
+describe('the composite action', () => {
+  it('sends its matrix input as lists', async () => {
+    const commit = 'fe'.repeat(20);
+    const file = path.join(makeTempDir('slipway-workflow-'), 'matrix.yml');
+    fs.writeFileSync(
+      file,
+      `jobs:
+  build:
+    steps:
+      - uses: ./
+        with:
+          type: ci
+          api-url: \${{ vars.SLIPWAY_API_URL }}
+          token: \${{ secrets.SLIPWAY_TOKEN }}
+          wait: 'false'
+          matrix: |
+            python_versions=3.10, 3.11
+`,
+    );
+    const results = await runWorkflowJob(file, 'build', await runnerContext(commit, 'main'));
+    expect(results.map((result) => result.code)).toEqual([0]);
+    const { id } = await jobFor(commit, 'ci');
+    const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+    expect(job.body.inputs).toEqual({ python_versions: ['3.10', '3.11'] });
+    expect(job.body.tasks).toHaveLength(2);
+    await server.request('POST', `/api/job/${id}/cancel`, { token: server.adminToken });
+  });
+});
+
 describe('scripts/slipway-trigger.sh', () => {
   function runScript(args: string[], env: Record<string, string>) {
     return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
