@@ -1,7 +1,7 @@
 /**
  * The orchestrator's fast loop: recovers expired leases every few seconds, far more often
  * than the sweep, because a lease is tens of seconds long. It also settles waiting jobs and
- * marks offline the workers that stopped without saying so (see gone-workers.ts). Several
+ * marks offline the workers that stopped without saying so (see silent-workers.ts). Several
  * orchestrator processes may run it at once: each change re-checks its condition inside its
  * own transaction, so a task is recovered once.
  */
@@ -9,7 +9,7 @@ import os from 'node:os';
 import type { AppContext } from '../app/context.js';
 import type { AuditContext } from '../store/audit.js';
 import { recoverExpiredLeases } from './leases.js';
-import { markGoneWorkersOffline } from './gone-workers.js';
+import { markSilentWorkersOffline } from './silent-workers.js';
 import { removeOrphanContainers } from './orphans.js';
 import { settleWaitingJobs } from './waiting.js';
 
@@ -20,7 +20,7 @@ const MAX_PERIOD_MS = 5_000;
  * end, so this pass only enforces dependency timeouts, which are minutes to hours long.
  */
 const WAITING_PERIOD_MS = 15_000;
-/** Workers are checked for silence at most this often; one counts as gone after minutes. */
+/** Workers are checked for silence at most this often, because one is marked only after minutes. */
 const WORKERS_PERIOD_MS = 60_000;
 
 /** Computes the pause between passes: a quarter of the lease, within MIN_PERIOD_MS and MAX_PERIOD_MS. */
@@ -72,7 +72,7 @@ export class Watchdog {
       }
       if (Date.now() - this.#workersCheckedAt >= WORKERS_PERIOD_MS) {
         this.#workersCheckedAt = Date.now();
-        await markGoneWorkersOffline(this.context, this.#audit);
+        await markSilentWorkersOffline(this.context, this.#audit);
       }
     } catch (error) {
       this.context.logger.error({ err: error }, 'watchdog pass failed; retrying next period');

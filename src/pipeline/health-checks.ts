@@ -6,6 +6,7 @@
 import type { TObject } from '@sinclair/typebox';
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import { parseDuration } from '../util/time.js';
+import { MAX_PARAM_NAME_LENGTH } from './schema-common.js';
 import {
   COMMON_CHECK_FIELDS,
   HEALTH_SETTINGS_SCHEMAS,
@@ -36,8 +37,6 @@ const DEFAULT_STALE_AFTER_MS = 90_000;
 const DEFAULT_MAX_WAIT_MS = 15 * 60_000;
 const DEFAULT_COOLDOWN_MS = 10 * 60_000;
 const DEFAULT_MAX_PER_HOUR = 3;
-/** The longest param name, as for the params of a trigger request. */
-const MAX_HEAL_PARAM_NAME_LENGTH = 100;
 
 type Report = (segments: (string | number)[], message: string) => void;
 type Describe = (error: ValueError) => string;
@@ -246,11 +245,11 @@ function resolveHeal(
   }
   for (const name of Object.keys(raw.params ?? {})) {
     // The same rule as a trigger's params: each reaches the job's steps as SLIPWAY_PARAM_<NAME>.
-    if (name.length < 1 || name.length > MAX_HEAL_PARAM_NAME_LENGTH) {
+    if (name.length < 1 || name.length > MAX_PARAM_NAME_LENGTH) {
       report(
         [...at, 'params'],
         `has a param named ${JSON.stringify(name.slice(0, 40))}; a param name must be 1 to ` +
-          `${MAX_HEAL_PARAM_NAME_LENGTH} characters, which reaches the steps as SLIPWAY_PARAM_<NAME>`,
+          `${MAX_PARAM_NAME_LENGTH} characters, which reaches the steps as SLIPWAY_PARAM_<NAME>`,
       );
     }
   }

@@ -8,6 +8,7 @@ import type { AppContext } from '../../app/context.js';
 import { envName } from '../../dispatch/task-spec.js';
 import { branchNameProblem } from '../../jobs/refs.js';
 import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
+import { MAX_PARAM_NAME_LENGTH } from '../../pipeline/schema-common.js';
 import { findPipeline, triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
 import { headerCount, type Principal } from '../auth.js';
 import { ApiError } from '../errors.js';
@@ -18,7 +19,6 @@ const JOB_TYPE_REGEX = new RegExp(JOB_TYPE_PATTERN);
 
 const Scalar = Type.Union([Type.String({ maxLength: 200 }), Type.Number()]);
 const MatrixInput = Type.Union([Type.Array(Scalar, { maxItems: 64 }), Scalar]);
-const MAX_PARAM_NAME_LENGTH = 100;
 
 export const TriggerBody = Type.Object(
   {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runHealthChecks } from '../../src/health/runner.js';
-import { markGoneWorkersOffline } from '../../src/orchestrator/gone-workers.js';
+import { markSilentWorkersOffline } from '../../src/orchestrator/silent-workers.js';
 import type { TestServer } from '../support/server.js';
 import { auditRows, startHealthServer } from '../health/helpers.js';
 
@@ -45,19 +45,19 @@ describe('workers that stopped without saying so', () => {
     await register('killed');
     await register('alive');
     await silence('killed', 5);
-    // Five minutes is stale, but not yet gone.
+    // Five minutes makes it stale, but not yet silent long enough to mark.
     expect((await workersCheck()).status).toBe('degraded');
-    expect(await markGoneWorkersOffline(server.context, audit)).toEqual([]);
+    expect(await markSilentWorkersOffline(server.context, audit)).toEqual([]);
 
     await silence('killed', 11);
-    const gone = await markGoneWorkersOffline(server.context, audit);
-    expect(gone).toEqual([expect.objectContaining({ id: 'killed', hostname: 'build-1' })]);
+    const marked = await markSilentWorkersOffline(server.context, audit);
+    expect(marked).toEqual([expect.objectContaining({ id: 'killed', hostname: 'build-1' })]);
     const rows = await auditRows(server, 'worker_marked_offline');
     expect(rows).toHaveLength(1);
     expect(rows[0]!.details).toMatchObject({ worker_id: 'killed', hostname: 'build-1' });
     expect((await workersCheck()).status).toBe('healthy');
     // Nothing is left to mark on the next pass.
-    expect(await markGoneWorkersOffline(server.context, audit)).toEqual([]);
+    expect(await markSilentWorkersOffline(server.context, audit)).toEqual([]);
   });
 
   it('lets a worker that was only cut off register again', async () => {

@@ -1,5 +1,5 @@
 /**
- * Workers that stopped without saying so. A worker marks itself offline when it stops
+ * Workers that stopped without reporting it. A worker marks itself offline when it stops
  * cleanly, but one that was killed stays `online` in the workers table. Each start of a
  * worker registers a new worker id, so no later registration replaces the row, and the
  * health monitor's `workers` check would report it stale for as long as the row exists.
@@ -10,11 +10,11 @@ import { nowIso } from '../util/time.js';
 import { apiServing } from './leases.js';
 
 /** Returns how long a worker may be silent before it counts as stopped: 10 minutes, or four leases. */
-export function goneAfterMs(leaseSeconds: number): number {
+export function silentAfterMs(leaseSeconds: number): number {
   return Math.max(10 * 60_000, 4 * leaseSeconds * 1000);
 }
 
-export interface GoneWorker {
+export interface SilentWorker {
   id: string;
   name: string;
   hostname: string;
@@ -22,19 +22,19 @@ export interface GoneWorker {
 }
 
 /**
- * Marks offline the workers whose last heartbeat is older than goneAfterMs, with a
+ * Marks offline the workers whose last heartbeat is older than silentAfterMs, with a
  * `worker_marked_offline` audit row each, and returns them. A worker that was only cut off
  * registers again on its next claim, as after any other rejection of an offline worker.
  * While no API serves, no worker could send a heartbeat, so none is marked.
  */
-export async function markGoneWorkersOffline(
+export async function markSilentWorkersOffline(
   context: AppContext,
   audit: AuditContext,
-): Promise<GoneWorker[]> {
+): Promise<SilentWorker[]> {
   if (!apiServing(context)) return [];
-  const goneMs = goneAfterMs(context.config.worker.leaseSeconds);
-  const before = new Date(Date.now() - goneMs).toISOString();
-  const gone = await context.store.write(async (trx) => {
+  const silentMs = silentAfterMs(context.config.worker.leaseSeconds);
+  const before = new Date(Date.now() - silentMs).toISOString();
+  const marked = await context.store.write(async (trx) => {
     const rows = await trx
       .updateTable('workers')
       .set({ status: 'offline' })
@@ -49,19 +49,19 @@ export async function markGoneWorkersOffline(
           worker_id: row.id,
           hostname: row.hostname,
           last_heartbeat_at: row.last_heartbeat_at,
-          reason: `no heartbeat since ${row.last_heartbeat_at}, more than ${goneMs / 1000}s before ${nowIso()}`,
+          reason: `no heartbeat since ${row.last_heartbeat_at}, more than ${silentMs / 1000}s before ${nowIso()}`,
         },
       });
     }
     return rows;
   });
-  for (const row of gone) {
+  for (const row of marked) {
     context.logger.warn(
       { workerId: row.id, hostname: row.hostname, lastHeartbeatAt: row.last_heartbeat_at },
       `marked worker ${row.id} offline: no heartbeat since ${row.last_heartbeat_at}`,
     );
   }
-  return gone.map((row) => ({
+  return marked.map((row) => ({
     id: row.id,
     name: row.name,
     hostname: row.hostname,
