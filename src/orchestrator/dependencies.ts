@@ -34,7 +34,7 @@ const NEEDS = prepare<{ type: string }>((db) =>
     .orderBy('depends_on'),
 );
 
-/** The fewest hex digits that name a commit, as the API accepts them. */
+/** Minimum number of hex digits in a commit, as the API accepts them. */
 const MIN_COMMIT_DIGITS = 7;
 
 /**
@@ -45,8 +45,8 @@ const MIN_COMMIT_DIGITS = 7;
  * first digits and `commit`. Each condition reads one range of an index on the column, and
  * the last two are almost always empty. They go into a UNION ALL each, because a single OR
  * of them let SQLite read every job of the type instead.
- * NOTE: two commits that share their first digits both match a short SHA of those digits, as
- * git would call such an abbreviation ambiguous; the newest job of the two counts.
+ * NOTE: two commits that share their first digits both match a short SHA of those digits,
+ * which git would call ambiguous. Then the newest job of the two counts.
  */
 function sameCommit(column: 'commit_sha' | 'jobs.commit_sha'): Array<Expression<SqlBool>> {
   const ref = sql.ref(column);

@@ -111,8 +111,8 @@ const TASK_COLUMNS = [
 
 type NewTaskRow = Pick<TaskRow, (typeof TASK_COLUMNS)[number]>;
 
-// The same for tasks; duration_ms is written when a task ends, worker_session when a worker
-// claims it and lease_renewed_at when an API starts, never at insert.
+// The same for tasks. Three columns are never written at insert: duration_ms when a task
+// ends, worker_session when a worker claims it, lease_renewed_at when an API starts.
 const everyTaskColumn: Exclude<
   keyof TaskRow,
   (typeof TASK_COLUMNS)[number] | 'duration_ms' | 'worker_session' | 'lease_renewed_at'

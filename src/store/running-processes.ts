@@ -77,8 +77,8 @@ export function registerRunningProcess(
 /**
  * Records in this process's entry whether its API serves workers, so that lease recovery in
  * other processes can tell whether workers can renew their leases (see apiServing). Returns
- * the error when the entry could not be written (its folder was deleted, say), and never
- * throws, because an API that stops must close its server whatever became of the folder.
+ * the error when the entry could not be written (its folder was deleted, say) instead of
+ * throwing it, because an API that stops must close its server whatever became of the folder.
  */
 export function markApiServing(dbPath: string, serving: boolean): Error | undefined {
   const file = path.join(processFolder(dbPath), `${os.hostname()}-${process.pid}.json`);

@@ -134,7 +134,7 @@ describe('slipway token', { timeout: 120_000 }, () => {
     expect(created.stderr).toContain('token "ci-bot" (role trigger) created');
     expect(created.stderr).toContain('shown only this once');
     expect(created.stderr).not.toContain(token);
-    // The first command on a new data folder says that it made the database.
+    // The first command on a new data folder reports that it created the database.
     expect(created.stderr).toContain(
       `slipway: no database was at ${path.join(dataDir, 'state', 'orchestration.db')}, so a new one was created there`,
     );

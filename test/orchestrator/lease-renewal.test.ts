@@ -49,7 +49,7 @@ describe('lease renewal when the API starts', () => {
     return response.body.tasks[0];
   }
 
-  /** The lease ran out while no API answered: what a stop longer than a lease leaves. */
+  /** The lease ran out while no API responded: what a stop longer than a lease leaves. */
   async function expireLease(taskId: string): Promise<void> {
     await server.context.store.write(async (trx) => {
       await trx

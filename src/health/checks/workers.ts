@@ -6,7 +6,7 @@ import type { ProbeContext, ProbeResult } from '../types.js';
 const MAX_LISTED = 50;
 /**
  * Milliseconds until an unhealthy result is checked again. A stack whose health monitor starts
- * next to its first worker sees no worker at the first run, and should not stay unhealthy
+ * next to its first worker finds no worker at the first run, and should not stay unhealthy
  * for a whole interval (5 minutes by default) once the worker has registered.
  */
 const UNHEALTHY_RECHECK_MS = 15_000;
