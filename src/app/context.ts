@@ -76,6 +76,7 @@ async function openConfiguredStore(
       logger,
       migrate,
       commitDelayMs: config.api.commitDelayMs,
+      backgroundCheckpoints: true,
     });
   } catch (error) {
     if (isUnopenable(error)) {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator } from 'kysely';
 import type { Logger } from '../log.js';
+import { Checkpointer, MAIN_AUTOCHECKPOINT_PAGES } from './checkpointer.js';
 import { CachingSqliteDialect } from './driver.js';
 import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
@@ -22,10 +23,16 @@ export interface StoreOptions {
   /** Milliseconds a write may wait for others to share its commit (default 0). */
   commitDelayMs?: number;
   readonly?: boolean;
+  /**
+   * Checkpoint the WAL on a worker thread instead of inside the COMMIT that fills it (see
+   * Checkpointer). For the long-running roles; a short command does not need the thread.
+   */
+  backgroundCheckpoints?: boolean;
 }
 
 export class Store {
   readonly #writes: WriteQueue;
+  readonly #checkpointer: Checkpointer | undefined;
   #reader: Reader | undefined;
   #closed = false;
   #readersOpened = 0;
@@ -34,9 +41,10 @@ export class Store {
     readonly sqlite: BetterSqlite3.Database,
     readonly db: Kysely<Database>,
     readonly path: string,
-    options: StoreOptions & { walSync?: WalSync },
+    options: StoreOptions & { walSync?: WalSync; checkpointer?: Checkpointer },
   ) {
     this.#writes = new WriteQueue(db, sqlite, options);
+    this.#checkpointer = options.checkpointer;
     if (options.readonly === true) this.#reader = new Reader(sqlite);
   }
 
@@ -101,6 +109,8 @@ export class Store {
       this.#reader.sqlite.close();
     }
     this.#reader = undefined;
+    // Closed first, so that the main connection is the last one and checkpoints on close.
+    await this.#checkpointer?.close();
     await this.db.destroy();
   }
 }
@@ -214,10 +224,22 @@ export async function openStore(dbPath: string, options: StoreOptions = {}): Pro
   // Without a WAL (a file system that cannot hold one) COMMIT must sync by itself.
   if (!inWal) sqlite.pragma('synchronous = FULL');
   const walSync = options.readonly === true || !inWal ? undefined : new WalSync(dbPath);
-  const db = new Kysely<Database>({ dialect: new CachingSqliteDialect(sqlite, walSync) });
+  let checkpointer: Checkpointer | undefined;
+  if (walSync !== undefined && options.backgroundCheckpoints === true) {
+    checkpointer = new Checkpointer(dbPath, options.logger);
+    sqlite.pragma(`wal_autocheckpoint = ${MAIN_AUTOCHECKPOINT_PAGES}`);
+  }
+  const db = new Kysely<Database>({
+    dialect: new CachingSqliteDialect(sqlite, walSync, checkpointer),
+  });
   if (options.migrate !== false && !options.readonly) {
-    await migrateToLatest(db, options.logger);
+    try {
+      await migrateToLatest(db, options.logger);
+    } catch (error) {
+      await checkpointer?.close();
+      throw error;
+    }
     await walSync?.sync();
   }
-  return new Store(sqlite, db, dbPath, { ...options, walSync });
+  return new Store(sqlite, db, dbPath, { ...options, walSync, checkpointer });
 }

@@ -19,6 +19,7 @@ import {
   type Kysely,
   type QueryResult,
 } from 'kysely';
+import type { Checkpointer } from './checkpointer.js';
 import type { WalSync } from './wal-sync.js';
 import { isBusyError } from './write-queue.js';
 
@@ -32,6 +33,7 @@ class CachedConnection implements DatabaseConnection {
   constructor(
     readonly sqlite: BetterSqlite3.Database,
     readonly walSync: WalSync | undefined,
+    readonly checkpointer: Checkpointer | undefined,
   ) {}
 
   prepare(sqlText: string): BetterSqlite3.Statement {
@@ -65,6 +67,7 @@ class CachedConnection implements DatabaseConnection {
       !this.sqlite.inTransaction &&
       !TRANSACTION_CONTROL.test(compiledQuery.sql)
     ) {
+      this.checkpointer?.wrote();
       return this.walSync.sync().then(() => result);
     }
     return Promise.resolve(result);
@@ -106,8 +109,12 @@ class CachingSqliteDriver implements Driver {
   readonly #beginImmediate: BetterSqlite3.Statement;
   #release: (() => void) | undefined;
 
-  constructor(sqlite: BetterSqlite3.Database, walSync: WalSync | undefined) {
-    this.#connection = new CachedConnection(sqlite, walSync);
+  constructor(
+    sqlite: BetterSqlite3.Database,
+    walSync: WalSync | undefined,
+    checkpointer: Checkpointer | undefined,
+  ) {
+    this.#connection = new CachedConnection(sqlite, walSync, checkpointer);
     this.#busyTimeoutMs = Number(sqlite.pragma('busy_timeout', { simple: true }));
     this.#noWait = sqlite.prepare('PRAGMA busy_timeout = 0');
     this.#restoreWait = sqlite.prepare(`PRAGMA busy_timeout = ${this.#busyTimeoutMs}`);
@@ -144,6 +151,7 @@ class CachingSqliteDriver implements Driver {
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('COMMIT'));
+    this.#connection.checkpointer?.wrote();
     const walSync = this.#connection.walSync;
     if (walSync !== undefined && !walSync.deferred) await walSync.sync();
   }
@@ -195,14 +203,18 @@ class TransactionalDdlAdapter extends SqliteAdapter {
 }
 
 export class CachingSqliteDialect implements Dialect {
-  /** `walSync` makes every commit durable before it is reported (see WalSync). */
+  /**
+   * `walSync` makes every commit durable before it is reported (see WalSync), and
+   * `checkpointer` checkpoints the WAL after commits on a worker thread (see Checkpointer).
+   */
   constructor(
     readonly sqlite: BetterSqlite3.Database,
     readonly walSync?: WalSync,
+    readonly checkpointer?: Checkpointer,
   ) {}
 
   createDriver(): Driver {
-    return new CachingSqliteDriver(this.sqlite, this.walSync);
+    return new CachingSqliteDriver(this.sqlite, this.walSync, this.checkpointer);
   }
 
   createQueryCompiler() {
