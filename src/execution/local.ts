@@ -14,9 +14,10 @@
  * Perl 5.36 does for a long `$0 = ...`. Outside Linux there is no /proc to search.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import type { Logger } from '../log.js';
 import { processStartTicks } from '../util/proc.js';
 import {
@@ -70,12 +71,20 @@ export class LocalExecutor implements Executor {
   readonly name = 'local' as const;
   readonly #groups = new Map<string, Set<number>>();
   readonly #marks = new Map<string, TaskMark>();
-  readonly #owner = processOwner(process.pid);
+  readonly #install: string;
+  readonly #owner: string | undefined;
   readonly #logger: Logger;
   #orphansSearchedAt = 0;
 
-  constructor(logger: Logger) {
+  /**
+   * `workspaceRoot` is the folder of the tasks' workspaces. Its path identifies this install,
+   * so the orphan search skips the steps of another Slipway install on the same host.
+   */
+  constructor(logger: Logger, workspaceRoot: string) {
     this.#logger = logger;
+    this.#install = installId(workspaceRoot);
+    const owner = processOwner(process.pid);
+    this.#owner = owner === undefined ? undefined : `${owner}.${this.#install}`;
     // A worker killed with SIGKILL leaves its steps running. The next worker on the host
     // stops them when it starts, and any worker there does every minute while it runs tasks.
     this.#searchOrphans();
@@ -120,7 +129,7 @@ export class LocalExecutor implements Executor {
 
   #searchOrphans(): void {
     this.#orphansSearchedAt = Date.now();
-    killOrphanedSteps().then(
+    killOrphanedSteps(this.#install).then(
       (result) => logOrphanedSteps(this.#logger, result),
       (error: unknown) =>
         this.#logger.error({ err: error }, 'search for step processes of ended workers failed'),
@@ -277,13 +286,13 @@ export interface OrphanedStepsKilled {
 }
 
 /**
- * Sends SIGKILL to every step process whose worker process has ended, and resolves to the
- * processes it killed and those it could not. A process that ended in between counts as
- * neither.
+ * Sends SIGKILL to every step process of the install whose worker process has ended, and
+ * resolves to the processes it killed and those it could not. A process that ended in between
+ * counts as neither.
  */
-export async function killOrphanedSteps(): Promise<OrphanedStepsKilled> {
+export async function killOrphanedSteps(install: string): Promise<OrphanedStepsKilled> {
   const result: OrphanedStepsKilled = { killed: [], failed: [] };
-  for (const orphan of await findOrphanedSteps()) {
+  for (const orphan of await findOrphanedSteps(install)) {
     try {
       process.kill(orphan.pid, 'SIGKILL');
       result.killed.push(orphan);
@@ -296,26 +305,27 @@ export async function killOrphanedSteps(): Promise<OrphanedStepsKilled> {
 }
 
 /**
- * Finds the step processes whose worker process has ended. The owner variable names the
- * worker's pid and start time, so a new process that got a dead worker's pid does not count
- * as its owner. It also names the worker's pid namespace: a worker in a container is pid 7
- * there and another process on the host, so only owners in this namespace are judged. Steps
- * of a worker in another namespace, and of an older worker whose variable names none, are
- * left alone.
+ * Finds the install's step processes whose worker process has ended. The owner variable
+ * names the worker's pid and start time, so a new process that got a dead worker's pid does
+ * not count as its owner. It also names the worker's pid namespace: a worker in a container
+ * is pid 7 there and another process on the host, so only owners in this namespace are
+ * judged. Last, it names the install (see installId). Steps of a worker in another namespace
+ * or of another install, and of an older worker whose variable names neither, are left alone.
  */
-async function findOrphanedSteps(): Promise<OrphanedStep[]> {
+async function findOrphanedSteps(install: string): Promise<OrphanedStep[]> {
   const alive = new Map<string, boolean>();
   const orphans: OrphanedStep[] = [];
   for (const [pid, environ] of await processEnvironments()) {
     const owner = variableValue(environ, PROCESS_OWNER_VARIABLE);
     if (owner === undefined) continue;
-    const [pidText, , namespace] = owner.split('.');
+    const [pidText, ticks, namespace, ownerInstall] = owner.split('.');
     if (namespace === undefined || namespace !== PID_NAMESPACE) continue;
+    if (ownerInstall !== install) continue;
     const ownerPid = Number(pidText);
     if (!Number.isInteger(ownerPid) || ownerPid <= 0) continue;
     let ownerAlive = alive.get(owner);
     if (ownerAlive === undefined) {
-      ownerAlive = processOwner(ownerPid) === owner;
+      ownerAlive = processOwner(ownerPid) === `${pidText}.${ticks}.${namespace}`;
       alive.set(owner, ownerAlive);
     }
     if (!ownerAlive) orphans.push({ pid, taskId: variableValue(environ, 'SLIPWAY_TASK_ID') });
@@ -355,6 +365,22 @@ function logOrphanedSteps(logger: Logger, { killed, failed }: OrphanedStepsKille
 
 function taskIdsOf(steps: OrphanedStep[]): string[] {
   return [...new Set(steps.flatMap((step) => (step.taskId === undefined ? [] : [step.taskId])))];
+}
+
+/**
+ * Returns the install's id for step owners: a hash of the workspace folder's real path, so
+ * that two installs on one host, which keep their workspaces apart, get different ids.
+ */
+export function installId(workspaceRoot: string): string {
+  // The folder may not exist yet, so the real path of its nearest existing parent is used.
+  let existing = path.resolve(workspaceRoot);
+  let rest = '';
+  while (!fs.existsSync(existing) && path.dirname(existing) !== existing) {
+    rest = path.join(path.basename(existing), rest);
+    existing = path.dirname(existing);
+  }
+  const root = path.join(fs.realpathSync(existing), rest);
+  return createHash('sha256').update(root).digest('hex').slice(0, 12);
 }
 
 /** This process's pid namespace: the inode number of /proc/self/ns/pid, or undefined. */

@@ -17,7 +17,7 @@ export interface ExecutorSet {
 const PING_TIMEOUT_MS = 3_000;
 
 export async function selectExecutors(config: Config, logger: Logger): Promise<ExecutorSet> {
-  const local = new LocalExecutor(logger);
+  const local = new LocalExecutor(logger, config.workspacePath);
   const choice = config.worker.executor;
   const docker = dockerClient(config.worker.dockerHost);
   const engine = config.worker.dockerHost ?? 'unix:///var/run/docker.sock';

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecutionError, type ExecutionSpec } from '../../src/execution/executor.js';
 import {
+  installId,
   LocalExecutor,
   PID_NAMESPACE,
   processOwner,
@@ -19,6 +20,7 @@ import {
   writePipelineFile,
   type ExecutionHarness,
 } from '../support/execution.js';
+import { makeTempDir } from '../support/server.js';
 
 const MARKER = `slipway-test-marker-${process.pid}`;
 
@@ -216,35 +218,38 @@ pipelines:
         stdio: 'ignore',
       });
     const namespace = PID_NAMESPACE!;
+    const workspaces = makeTempDir();
+    const install = installId(workspaces);
     // Our pid with another start time is a worker whose pid a new process took.
-    const reused = sleeper(`${process.pid}.1.${namespace}`, 'ci-0000dead.1.0');
+    const reused = sleeper(`${process.pid}.1.${namespace}.${install}`, 'ci-0000dead.1.0');
     // A pid above Linux's limit of 4,194,304 is a worker that has ended.
-    const noOwner = sleeper(`4194305.1.${namespace}`);
-    const live = sleeper(processOwner(process.pid)!, 'ci-0000live.1.0');
+    const noOwner = sleeper(`4194305.1.${namespace}.${install}`);
+    const live = sleeper(`${processOwner(process.pid)!}.${install}`, 'ci-0000live.1.0');
     // A worker in a container: its pid means another process here, or none.
-    const contained = sleeper(`4194305.1.${Number(namespace) + 1}`, 'ci-0000cont.1.0');
-    // A worker of an older version, whose variable names no namespace.
-    const older = sleeper('4194305.1', 'ci-0000old0.1.0');
+    const contained = sleeper(`4194305.1.${Number(namespace) + 1}.${install}`, 'ci-0000cont.1.0');
+    // A worker of another install on this host, with its own workspaces.
+    const other = sleeper(`4194305.1.${namespace}.${installId(makeTempDir())}`, 'ci-0000othr.1.0');
+    // Workers of older versions, whose variable names no install or no namespace.
+    const older = sleeper(`4194305.1.${namespace}`, 'ci-0000old1.1.0');
+    const oldest = sleeper('4194305.1', 'ci-0000old0.1.0');
+    const all = [reused, noOwner, live, contained, other, older, oldest];
     const lines: LogLine[] = [];
     try {
-      await waitFor(() => processesWith('sleep 307').length === 5, 5_000);
-      new LocalExecutor(pino({ level: 'info' }, logSink(lines)));
-      await waitFor(() => processesWith('sleep 307').length === 3, 5_000);
+      await waitFor(() => processesWith('sleep 307').length === all.length, 5_000);
+      new LocalExecutor(pino({ level: 'info' }, logSink(lines)), workspaces);
+      await waitFor(() => processesWith('sleep 307').length === all.length - 2, 5_000);
       expect(processesWith('sleep 307').sort()).toEqual(
-        [live.pid, contained.pid, older.pid].sort(),
+        [live.pid, contained.pid, other.pid, older.pid, oldest.pid].sort(),
       );
       await waitFor(() => lines.length > 0, 2_000);
     } finally {
-      for (const child of [reused, noOwner, live, contained, older]) child.kill('SIGKILL');
+      for (const child of all) child.kill('SIGKILL');
     }
-    // Orphans of other test runs on this host may be killed and listed too.
     expect(lines).toHaveLength(1);
     expect(lines[0]!.level).toBe(40);
-    expect(lines[0]!.msg).toMatch(/^killed \d+ step processes left running by ended workers$/);
-    expect(lines[0]!.pids).toEqual(expect.arrayContaining([reused.pid, noOwner.pid]));
-    expect(lines[0]!.pids).not.toContain(live.pid);
-    expect(lines[0]!.taskIds).toContain('ci-0000dead.1.0');
-    expect(lines[0]!.taskIds).not.toContain('ci-0000live.1.0');
+    expect(lines[0]!.msg).toBe('killed 2 step processes left running by ended workers');
+    expect(lines[0]!.pids!.sort()).toEqual([reused.pid, noOwner.pid].sort());
+    expect(lines[0]!.taskIds).toEqual(['ci-0000dead.1.0']);
   });
 
   it('kills a setsid process on cancel', async () => {
@@ -306,7 +311,7 @@ describe('local executor steps that cannot start', () => {
     const output = { write: () => undefined, note: (line: string) => lines.push(line) };
     return {
       lines,
-      result: new LocalExecutor(pino({ level: 'silent' })).run(
+      result: new LocalExecutor(pino({ level: 'silent' }), workspace).run(
         spec,
         output,
         new AbortController().signal,
