@@ -161,7 +161,9 @@ export class LocalExecutor implements Executor {
         new ExecutionError(`could not start the step: ${error.message}`, { cause: error });
       let startError: Error | undefined;
       try {
-        child = spawn('/bin/sh', ['-c', command], {
+        // The step's stderr goes into the pipe of its stdout, so the log keeps the order in
+        // which the step wrote. The command reaches the inner shell as an argument, unquoted.
+        child = spawn('/bin/sh', ['-c', 'exec 2>&1; exec /bin/sh -c "$1"', 'sh', command], {
           cwd: spec.workspace,
           env,
           detached: true,

@@ -47,6 +47,12 @@ pipelines:
         run: echo fine
       - name: bad
         run: exit 7
+  interleaved:
+    executor: docker
+    image: ${TEST_IMAGE}
+    steps:
+      - name: both
+        run: seq 1 3000; echo on-stderr >&2; exit 4
   missing-image:
     executor: docker
     image: slipway-test-no-such-image:never
@@ -123,6 +129,19 @@ pipelines:
     expect(job.tasks[0].exit_code).toBe(7);
     expect(job.reason).toContain('step "bad" exited with code 7');
     expect(await containersOf(id)).toEqual([]);
+  });
+
+  it('keeps stdout and stderr in order', async () => {
+    const id = await harness.trigger('interleaved', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('failure');
+    const lines = (await harness.logs(id)).split('\n');
+    const header = lines.indexOf('[slipway] step 1/1: both');
+    const stderrLine = lines.indexOf('on-stderr');
+    expect(header).toBeGreaterThanOrEqual(0);
+    expect(lines.indexOf('1')).toBeGreaterThan(header);
+    expect(stderrLine).toBeGreaterThan(lines.indexOf('3000'));
+    expect(lines[stderrLine + 1]).toBe('[slipway] step "both" exited with code 4');
   });
 
   it('ends a task whose image is missing as error', async () => {

@@ -53,6 +53,11 @@ pipelines:
         run: echo failing; exit 3
       - name: never
         run: echo never-runs
+  interleaved:
+    executor: local
+    steps:
+      - name: both
+        run: seq 1 20000; echo on-stderr >&2; echo last-on-stdout
   sleeper:
     executor: local
     steps:
@@ -96,6 +101,16 @@ pipelines:
     expect(logs).toContain('hello from the repository');
     expect(logs).toContain(`commit=${repo.commit} flavour=b greeting=hi`);
     expect(logs).toContain('[slipway] step 2/2: leak');
+  });
+
+  it('keeps stdout and stderr in order', async () => {
+    const id = await harness.trigger('interleaved', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('success');
+    const lines = (await harness.logs(id)).split('\n');
+    const stderrLine = lines.indexOf('on-stderr');
+    expect(stderrLine).toBeGreaterThan(lines.indexOf('20000'));
+    expect(lines[stderrLine + 1]).toBe('last-on-stdout');
   });
 
   it('masks secret values in logs', async () => {
