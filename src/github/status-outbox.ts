@@ -251,3 +251,14 @@ export async function jobsChangedSince(db: Kysely<Database>, since: string): Pro
     .execute();
   return rows.map((row) => row.id);
 }
+
+/** Returns whether any report for the repository was ever written (and not yet pruned). */
+export async function hasReports(db: Kysely<Database>, repository: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('github_status_outbox')
+    .select('id')
+    .where('repository', '=', repository)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}

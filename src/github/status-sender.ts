@@ -17,6 +17,7 @@ import { describeGitHubError, type GitHubClient } from './client.js';
 import { holdLease, releaseLease } from './lock.js';
 import {
   enqueueJobStatuses,
+  hasReports,
   jobsChangedSince,
   markReportFailed,
   markReportRetry,
@@ -32,7 +33,10 @@ export interface StatusSenderOptions {
   pollMs?: number;
   /** Interval of the reconcile pass over recently changed jobs, in ms. */
   reconcileMs?: number;
-  /** How far back the first reconcile pass after start looks, in ms. */
+  /**
+   * How far back the first reconcile pass after start looks, in ms. With no report ever
+   * written for the repository, it looks back only to the start.
+   */
   startLookbackMs?: number;
   /** First retry delay in ms; doubles per attempt up to backoffMaxMs. */
   backoffBaseMs?: number;
@@ -59,6 +63,7 @@ export class StatusSender {
   #loop: Promise<void> | undefined;
   #lastReconcile = 0;
   #reconcileFrom: string;
+  #startedAt = new Date().toISOString();
   readonly #unsubscribe: Array<() => void> = [];
 
   constructor(context: AppContext, client: GitHubClient, options: StatusSenderOptions = {}) {
@@ -80,6 +85,7 @@ export class StatusSender {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#startedAt = new Date().toISOString();
     this.#subscribe();
     this.#loop = this.#run();
     if (this.#settings.publicUrl === undefined) {
@@ -174,7 +180,16 @@ export class StatusSender {
   async #reconcileIfDue(): Promise<void> {
     const now = Date.now();
     if (now - this.#lastReconcile < this.#options.reconcileMs) return;
-    const since = this.#reconcileFrom;
+    let since = this.#reconcileFrom;
+    // Reporting that is new for this repository (just turned on, or pointed at another one)
+    // starts with the jobs of now. The jobs of the day before would otherwise go first, one
+    // request a second, and hold back the statuses that branch protection waits for.
+    if (
+      this.#lastReconcile === 0 &&
+      !(await hasReports(this.#context.store.db, this.#client.repository))
+    ) {
+      since = this.#startedAt;
+    }
     // Overlap the next pass by a second, because updated_at has millisecond precision and
     // a row committed during this pass may carry a time just before `now`.
     this.#reconcileFrom = isoAfter(-1_000, now);

@@ -277,6 +277,32 @@ describe('commit statuses across a restart', () => {
   });
 });
 
+describe('commit statuses turned on', () => {
+  it('skip jobs that ended before', async () => {
+    const dataDir = makeTempDir();
+    const before = nextCommit();
+    const plain = await startTestServer({ SLIPWAY_DATA_DIR: dataDir });
+    const oldJob = await trigger(plain, before);
+    await setStatus(plain, oldJob, 'running');
+    await setStatus(plain, oldJob, 'success');
+    await plain.close();
+
+    const after = nextCommit();
+    const setup = await startGitHubSetup({ SLIPWAY_DATA_DIR: dataDir });
+    try {
+      const jobId = await trigger(setup.server, after);
+      await setStatus(setup.server, jobId, 'running');
+      await setStatus(setup.server, jobId, 'success');
+      await waitFor(() => lastState(setup.standin.statusesFor(after, 'slipway/ci')) === 'success');
+      // Several reconcile passes (200 ms apart here) have run since the start.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      expect(setup.standin.statusesFor(before, 'slipway/ci')).toEqual([]);
+    } finally {
+      await setup.close();
+    }
+  });
+});
+
 describe('without GITHUB_TOKEN', () => {
   it('says in the start log that GitHub reporting is off', async () => {
     const logs: string[] = [];
