@@ -45,13 +45,30 @@ export async function runApiPrimary(config: Config): Promise<void> {
   // Each token's rate limit is kept here, so that it holds for all the processes together.
   const stopQuota = serveQuota(config.api.workers);
   let stopping = false;
+  const listening = new WeakSet<object>();
+  let failStart!: (code: number) => void;
+  const startFailed = new Promise<number>((resolve) => {
+    failStart = resolve;
+  });
   const fork = () => {
     if (stopping) return;
     const worker = cluster.fork({ SLIPWAY_CLUSTER_WORKER: '1' });
+    worker.once('listening', () => listening.add(worker));
     logger.info({ worker: worker.process.pid }, 'API process started');
   };
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
+    if (!listening.has(worker)) {
+      // A process that ends before it listens failed to start (its own error is on stderr),
+      // and its replacement would fail the same way. The supervisor above restarts the
+      // whole service instead.
+      logger.error(
+        { worker: worker.process.pid, code, signal },
+        'API process failed to start; stopping the others',
+      );
+      failStart(code === 0 || code === null ? 1 : code);
+      return;
+    }
     logger.error(
       { worker: worker.process.pid, code, signal },
       `API process exited unexpectedly; restarting it in ${RESTART_DELAY_MS} ms`,
@@ -60,9 +77,17 @@ export async function runApiPrimary(config: Config): Promise<void> {
   });
   for (let i = 0; i < config.api.workers; i++) fork();
 
-  const signal = await stop.received;
+  const outcome = await Promise.race([
+    stop.received.then((signal) => ({ signal, code: undefined })),
+    startFailed.then((code) => ({ signal: undefined, code })),
+  ]);
   stopping = true;
-  logger.info({ signal }, `received ${signal}, stopping ${config.api.workers} API processes`);
+  if (outcome.signal !== undefined) {
+    logger.info(
+      { signal: outcome.signal },
+      `received ${outcome.signal}, stopping ${config.api.workers} API processes`,
+    );
+  }
   const workers = Object.values(cluster.workers ?? {}).filter((worker) => worker !== undefined);
   await Promise.all(
     workers.map(
@@ -78,6 +103,8 @@ export async function runApiPrimary(config: Config): Promise<void> {
     ),
   );
   stopQuota();
+  stop.dispose();
+  if (outcome.code !== undefined) process.exitCode = outcome.code;
 }
 
 export function isClusterWorker(): boolean {

@@ -1,4 +1,5 @@
 /** Role subcommands: serve, api, orchestrator, health-monitor, worker, init-db. */
+import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { isClusterWorker, runApiPrimary } from '../app/cluster.js';
 import { createContext } from '../app/context.js';
@@ -16,14 +17,19 @@ async function runRoles(roles: readonly SingleRole[]): Promise<void> {
     // A worker talks only to the API. Its data directory may be the server's, whose schema
     // and dependency rules it must leave alone.
     const workerOnly = roles.length === 1 && roles[0] === 'worker';
-    const context = await createContext(
-      config,
-      workerOnly ? { migrate: false, syncDependencies: false } : {},
-    );
-    await runRolesUntilSignal(context, roles);
-    // The IPC channel to the cluster primary keeps a stopped API process alive, and the
-    // primary waits for every process to exit before it exits itself.
-    if (isClusterWorker()) process.disconnect();
+    try {
+      const context = await createContext(
+        config,
+        workerOnly ? { migrate: false, syncDependencies: false } : {},
+      );
+      await runRolesUntilSignal(context, roles);
+    } finally {
+      // The IPC channel to the cluster primary keeps a stopped API process alive, or one that
+      // failed to start, and the primary waits for every process to exit before it exits.
+      // Unlike process.disconnect, which makes the process exit with 0 at once, this lets it
+      // end with the exit code of its error.
+      if (isClusterWorker()) cluster.worker?.disconnect();
+    }
   });
 }
 

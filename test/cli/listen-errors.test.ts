@@ -22,6 +22,26 @@ describe('slipway api listen errors', () => {
     }
   });
 
+  it('ends a cluster whose processes cannot listen', { timeout: 90_000 }, async () => {
+    await ensureBuilt();
+    const first = await startApiProcess({ SLIPWAY_DATA_DIR: makeTempDir() });
+    try {
+      const port = new URL(first.url).port;
+      // Each process would fail again, so the primary exits rather than restarting them.
+      const cluster = await runCli(['api'], {
+        SLIPWAY_DATA_DIR: makeTempDir(),
+        API_PORT: port,
+        API_WORKERS: '2',
+        LOG_LEVEL: 'warn',
+      });
+      expect(cluster.code).toBe(2);
+      expect(cluster.stderr).toContain(`API_PORT: 127.0.0.1:${port} is already in use`);
+      expect(cluster.stdout).toContain('API process failed to start; stopping the others');
+    } finally {
+      await first.stop();
+    }
+  });
+
   it('names API_HOST when the address is not local', { timeout: 60_000 }, async () => {
     await ensureBuilt();
     // 192.0.2.0/24 is reserved for documentation, so no host of ours has this address.
