@@ -1,5 +1,4 @@
 /** `slipway run-task NAME`, `slipway backup [--output FILE]` and `slipway restore FILE`. */
-import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { createContext } from '../app/context.js';
@@ -15,9 +14,7 @@ import { scheduledTasks } from '../orchestrator/role.js';
 import { Scheduler } from '../orchestrator/scheduler.js';
 import { appendAudit } from '../store/audit.js';
 import { openStore } from '../store/database.js';
-import { CliError, loadCliConfig, runCommand } from './run.js';
-
-const cliAudit = () => ({ actor: `cli:${os.userInfo().username}`, source: 'cli' });
+import { cliAudit, CliError, loadCliConfig, runCommand } from './run.js';
 
 export function registerOrchestratorCommands(program: Command): void {
   program

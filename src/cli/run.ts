@@ -1,4 +1,5 @@
 /** Shared pieces of the CLI: configuration loading with clear errors, and exit codes. */
+import os from 'node:os';
 import { prepareDirectories } from '../config/directories.js';
 import { ConfigError, loadConfig, type Config } from '../config/env.js';
 import { PipelineFileError } from '../pipeline/load.js';
@@ -47,4 +48,16 @@ export async function runCommand(body: () => Promise<void>): Promise<void> {
     if (error instanceof PipelineFileError) throw new CliError(error.message, 2);
     throw asCliError(error);
   }
+}
+
+/** Returns the audit context of a CLI command: the actor is the user who ran it. */
+export function cliAudit(): { actor: string; source: string } {
+  let user: string;
+  try {
+    user = os.userInfo().username;
+  } catch {
+    // A uid without an entry in /etc/passwd, as in some containers, has no name.
+    user = `uid ${process.getuid?.() ?? 'unknown'}`;
+  }
+  return { actor: `cli:${user}`, source: 'cli' };
 }

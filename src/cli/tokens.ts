@@ -7,7 +7,8 @@ import type { Kysely } from 'kysely';
 import { TOKEN_ROLES, type Database, type TokenRole, type TokenRow } from '../store/schema.js';
 import { createToken, findTokensByNameOrId, listTokens, revokeToken } from '../store/tokens.js';
 import { appendAudit } from '../store/audit.js';
-import { CliError, loadCliConfig, runCommand } from './run.js';
+import { TOKEN_CACHE_MS } from '../api/auth.js';
+import { cliAudit, CliError, loadCliConfig, runCommand } from './run.js';
 
 const NAME_PATTERN = /^[\w.@-]{1,64}$/;
 
@@ -66,12 +67,6 @@ async function rejectTakenName(db: Kysely<Database>, name: string): Promise<void
     `a token named "${name}" already exists (id ${taken.id}, ${state}). Choose another name.`,
   );
 }
-
-const cliAudit = () => ({
-  actor: `cli:${process.env.USER ?? 'unknown'}`,
-  requestId: undefined,
-  source: 'cli',
-});
 
 export function registerTokenCommands(program: Command): void {
   const token = program.command('token').description('manage API tokens');
@@ -166,7 +161,11 @@ export function registerTokenCommands(program: Command): void {
             return row;
           }),
         );
-        process.stdout.write(`revoked token ${describeToken(revoked)}\n`);
+        // Each API process keeps a checked token for TOKEN_CACHE_MS before it checks again.
+        process.stdout.write(
+          `revoked token ${describeToken(revoked)}; running API processes reject it within ` +
+            `${TOKEN_CACHE_MS / 1000} s\n`,
+        );
       });
     });
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -185,7 +186,15 @@ describe('slipway token', { timeout: 120_000 }, () => {
 
       const revoked = await runCli(['token', 'revoke', 'dashboard'], { SLIPWAY_DATA_DIR: dataDir });
       expect(revoked.code, revoked.stderr).toBe(0);
-      expect(revoked.stdout).toMatch(/^revoked token "dashboard" \(id \d+\)\n$/);
+      expect(revoked.stdout).toMatch(
+        /^revoked token "dashboard" \(id \d+\); running API processes reject it within 5 s\n$/,
+      );
+      const audit = await server.context.store.db
+        .selectFrom('audit_log')
+        .select('actor')
+        .where('action', '=', 'token_revoked')
+        .executeTakeFirstOrThrow();
+      expect(audit.actor).toBe(`cli:${os.userInfo().username}`);
       server.api.app.log.level = 'silent';
       // The server caches a verified token for a few seconds; wait that out.
       await new Promise((resolve) => setTimeout(resolve, 5_200));
@@ -277,12 +286,16 @@ describe('slipway token', { timeout: 120_000 }, () => {
 
       const byName = await runCli(['token', 'revoke', '--name', String(id)], env);
       expect(byName.code, byName.stderr).toBe(0);
-      expect(byName.stdout).toBe(`revoked token "${id}" (id ${digitsId})\n`);
+      expect(byName.stdout).toBe(
+        `revoked token "${id}" (id ${digitsId}); running API processes reject it within 5 s\n`,
+      );
       expect(active()).toEqual([{ name: 'deploy-bot' }]);
 
       const byId = await runCli(['token', 'revoke', '--id', String(id)], env);
       expect(byId.code, byId.stderr).toBe(0);
-      expect(byId.stdout).toBe(`revoked token "deploy-bot" (id ${id})\n`);
+      expect(byId.stdout).toBe(
+        `revoked token "deploy-bot" (id ${id}); running API processes reject it within 5 s\n`,
+      );
       expect(active()).toEqual([]);
 
       const again = await runCli(['token', 'revoke', '--id', String(id)], env);
