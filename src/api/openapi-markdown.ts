@@ -142,6 +142,9 @@ function renderErrors(): string[] {
     '',
     'Every error answer has the body `{"error", "code", "field", "rule", "request_id"}`:',
     '`field` and `rule` name the invalid value and the rule it broke when there is one.',
+    'Some errors add the values that explain them, such as `allowed` (405), `job_id` (the job',
+    'of a reused Idempotency-Key), `status` and `attempt` (`lease_lost`), `current_commit`',
+    '(`no_previous_deploy`) and `result` (`recovery_failed`).',
     '',
     '| code | HTTP status | meaning |',
     '|---|---|---|',
@@ -258,7 +261,7 @@ function flatten(schema: Schema, prefix: string, depth: number): Row[] {
       type: typeName(extra),
       required: false,
       rules: rules(extra),
-      description: 'any other field',
+      description: extra.description ?? 'any other field',
     });
   }
   return rows;

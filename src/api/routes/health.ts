@@ -106,7 +106,10 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
       schema: {
         tags: ['health'],
         summary: 'Overall and per-component health; 200 healthy or degraded, 503 unhealthy',
-        response: { 200: HealthReply, 503: HealthReply },
+        response: {
+          200: HealthReply,
+          503: { ...HealthReply, description: 'unhealthy: the same body as for 200' },
+        },
       },
     },
     async (request, reply) => {

@@ -57,7 +57,17 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
         querystring: LogQuery,
-        response: { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema },
+        response: {
+          200: {
+            description:
+              'the logs as text, task after task; with follow=true, streamed until the job ends',
+            content: { 'text/plain': { schema: { type: 'string' } } },
+          },
+          400: ErrorSchema,
+          401: ErrorSchema,
+          403: ErrorSchema,
+          404: ErrorSchema,
+        },
       },
       config: { roles: ['read', 'trigger'] },
     },

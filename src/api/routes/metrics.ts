@@ -6,6 +6,7 @@ import { registerHealthGauges } from '../../health/prometheus.js';
 import { STATUSES } from '../../jobs/status.js';
 import { readQueueSummary } from '../../health/checks/queue.js';
 import { countJobsByStatus } from '../../store/jobs.js';
+import { ErrorSchema } from '../schemas.js';
 
 export function registerMetricsRoutes(app: FastifyInstance, context: AppContext): void {
   const registry = new Registry();
@@ -78,6 +79,14 @@ export function registerMetricsRoutes(app: FastifyInstance, context: AppContext)
           'jobs and reads the finished ones from a table of counts, so its cost does not grow ' +
           'with the number of finished jobs.',
         security: [{ bearerAuth: [] }],
+        response: {
+          200: {
+            description: "the metrics in Prometheus' text format",
+            content: { 'text/plain': { schema: { type: 'string' } } },
+          },
+          401: ErrorSchema,
+          403: ErrorSchema,
+        },
       },
       config: { roles: ['read', 'trigger', 'agent'] },
     },

@@ -24,7 +24,16 @@ export const TriggerBody = Type.Object(
   {
     commit: CommitSchema,
     branch: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 255, description: 'git branch name' }),
+      Type.String({
+        minLength: 1,
+        maxLength: 255,
+        description:
+          'git branch name of valid Unicode, at most 255 bytes, by the rules of git check-ref-format ' +
+          '(rule git-ref): ' +
+          'no spaces, control characters, ~ ^ : ? * [ \\, "..", "@{" or "//"; not "@" or "HEAD"; ' +
+          'no leading "-" or "/", no trailing "/" or "."; no part between slashes that starts ' +
+          'with "." or ends with ".lock"',
+      }),
     ),
     python_versions: Type.Optional(
       Type.Array(Scalar, {
@@ -56,7 +65,11 @@ export const TriggerBody = Type.Object(
   },
   {
     // Other fields may feed matrix axes (`from: node_versions`); they are checked per pipeline.
-    additionalProperties: MatrixInput,
+    additionalProperties: {
+      ...MatrixInput,
+      description:
+        "values for the job type's matrix axis `from: <field>`; a field that no axis reads is rejected",
+    },
   },
 );
 export type TriggerBodyType = Static<typeof TriggerBody>;
