@@ -379,6 +379,9 @@ async function insertJob(
       github_run_id: row.github_run_id,
       github_run_attempt: row.github_run_attempt,
       idempotency_key: row.idempotency_key,
+      // Jobs are pruned before audit rows, which then still record what the job was given.
+      ...(Object.keys(request.inputs).length > 0 ? { inputs: request.inputs } : {}),
+      ...(Object.keys(request.params).length > 0 ? { params: request.params } : {}),
       ...request.auditDetails,
     },
   });

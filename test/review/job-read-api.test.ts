@@ -145,6 +145,9 @@ describe('job reads and prepared writes', () => {
     const audit = rows("SELECT * FROM audit_log WHERE action = 'job_triggered' AND job_id = ?", id);
     expect(audit).toHaveLength(1);
     expect(audit[0]!.created_at).toMatch(ISO_UTC);
+    const details = JSON.parse(audit[0]!.details as string) as Record<string, unknown>;
+    expect(details.params).toEqual({ note: 'kept' });
+    expect(details.inputs).toEqual({ python_versions: ['3.10', '3.13'] });
 
     // The same key and body return the same job; a second GitHub run attempt is a new job.
     const again = await server.request('POST', '/api/trigger/ci', {
