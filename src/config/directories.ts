@@ -19,11 +19,28 @@ function directoriesOf(config: Config): Array<[variable: string, directory: stri
   ];
 }
 
-/** Creates every directory of the configuration. Throws ConfigError naming the first that fails. */
+/** Kernel file systems: nothing can be created there, and mkdir under /proc can spin forever. */
+const KERNEL_FILE_SYSTEMS = ['/proc', '/sys'];
+
+/**
+ * Creates every directory of the configuration. Throws ConfigError naming the first that fails.
+ * Directories it creates are readable only by their owner, because they hold the database,
+ * its backups and the logs.
+ */
 export function prepareDirectories(config: Config): void {
   for (const [variable, directory] of directoriesOf(config)) {
+    const absolute = path.resolve(directory);
+    const kernel = KERNEL_FILE_SYSTEMS.find(
+      (root) => absolute === root || absolute.startsWith(`${root}/`),
+    );
+    if (kernel !== undefined) {
+      throw new ConfigError(
+        variable,
+        `"${directory}" is under ${kernel}, a kernel file system that cannot hold files; point ${variable} at a writable directory`,
+      );
+    }
     try {
-      fs.mkdirSync(directory, { recursive: true });
+      fs.mkdirSync(directory, { recursive: true, mode: 0o700 });
       fs.accessSync(directory, fs.constants.W_OK);
     } catch (error) {
       const reason = (error as NodeJS.ErrnoException).code ?? String(error);

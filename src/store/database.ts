@@ -171,7 +171,8 @@ function openReader(dbPath: string): BetterSqlite3.Database {
 }
 
 export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Database {
-  if (!readonly) fs.mkdirSync(path.dirname(dbPath), { recursive: true });
+  // Readable only by the owner, as prepareDirectories makes it: it holds the whole state.
+  if (!readonly) fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
   const sqlite = new BetterSqlite3(dbPath, { readonly, timeout: BUSY_TIMEOUT_MS });
   if (!readonly) sqlite.pragma('journal_mode = WAL');
   // NORMAL leaves the WAL fsync out of COMMIT; WalSync runs it off the main thread before any

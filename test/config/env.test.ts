@@ -166,6 +166,21 @@ describe('configuration at start', () => {
     expect(result.stdout).not.toContain('API listening');
   });
 
+  it.each(['/proc/self/nope', '/sys/nope'])('a data directory under %s is rejected', (dir) => {
+    // mkdir under /proc can loop forever, so the check must come before it.
+    expect(() => prepareDirectories(loadConfig({ SLIPWAY_DATA_DIR: dir }))).toThrow(
+      `SLIPWAY_DATA_DIR: "${dir}" is under /${dir.split('/')[1]}, a kernel file system`,
+    );
+  });
+
+  it('new directories are readable only by their owner', () => {
+    const root = path.join(dataDir, 'private');
+    prepareDirectories(loadConfig({ SLIPWAY_DATA_DIR: root }));
+    for (const folder of [root, path.join(root, 'state'), path.join(root, 'backups')]) {
+      expect(fs.statSync(folder).mode & 0o777).toBe(0o700);
+    }
+  });
+
   it('loadConfig accepts an empty environment with the documented defaults', () => {
     const config = loadConfig({}, '/srv/slipway');
     expect(config.api.host).toBe('127.0.0.1');
