@@ -68,6 +68,12 @@ describe('health status endpoint', () => {
     expect(status.body.components.database.details.path).toBe(server.context.store.path);
   });
 
+  it('ignores a cache-busting parameter', async () => {
+    const status = await server.request('GET', '/api/health/status?_=1733400000');
+    expect(status.status).toBe(200);
+    expect(status.body.components.api.status).toBe('healthy');
+  });
+
   it('merges the database check into database', async () => {
     const [outcome] = await runHealthChecks(server.context, { force: true, names: ['database'] });
     expect(outcome?.status).toBe('healthy');

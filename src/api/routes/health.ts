@@ -106,6 +106,11 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
       schema: {
         tags: ['health'],
         summary: 'Overall and per-component health; 200 healthy or degraded, 503 unhealthy',
+        // Monitors may add a parameter of their own, such as a cache buster, which is ignored.
+        querystring: Type.Object(
+          {},
+          { additionalProperties: true, description: 'any parameter, ignored' },
+        ),
         response: {
           200: HealthReply,
           503: { ...HealthReply, description: 'unhealthy: the same body as for 200' },
