@@ -63,6 +63,12 @@ describe('process logs', { timeout: 120_000 }, () => {
         headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'x-request-id': 'log-read' },
       });
       expect(read.status).toBe(200);
+      // A client that puts a token in the query string by mistake gets 401, and the request
+      // line keeps the URL without it.
+      const inQuery = await fetch(`${api.url}/api/state?token=${unknownToken}&x=1`, {
+        headers: { 'x-request-id': 'log-query' },
+      });
+      expect(inQuery.status).toBe(401);
       // Heartbeats arrive every few seconds per running task; their requests are not logged.
       const heartbeat = await send(
         ADMIN_TOKEN,
@@ -125,6 +131,9 @@ describe('process logs', { timeout: 120_000 }, () => {
     expect(syncFailed?.err).toBeUndefined();
     expect(JSON.stringify(forRequest('log-sync'))).not.toContain('    at ');
     expect(forRequest('log-heartbeat')).toEqual([]);
+    expect(forRequest('log-query').find((line) => line.req !== undefined)?.req?.url).toBe(
+      '/api/state?token=[redacted]&x=1',
+    );
     expect(lines.some((line) => line.msg.includes('stopping'))).toBe(true);
   });
 
