@@ -60,8 +60,8 @@ export async function runApiPrimary(config: Config): Promise<void> {
     if (stopping) return;
     if (!listening.has(worker)) {
       // A process that ends before it listens failed to start (its own error is on stderr),
-      // and its replacement would fail the same way. The supervisor above restarts the
-      // whole service instead.
+      // and its replacement would fail the same way. So the command ends, and a supervisor
+      // such as systemd or Compose can restart it or report it.
       logger.error(
         { worker: worker.process.pid, code, signal },
         'API process failed to start; stopping the others',

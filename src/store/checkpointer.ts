@@ -7,13 +7,13 @@
  * for it, and so does every other request of the process. A bench/api run spent 388 of its
  * 978 ms of COMMIT in checkpoints, and single COMMITs took up to 6 ms.
  *
- * Here a second connection on a worker thread runs passive checkpoints after writes, at most
+ * Here another connection, on a worker thread, runs passive checkpoints after writes, at most
  * one at a time and one per CHECKPOINT_INTERVAL_MS. A passive checkpoint waits for no reader
  * or writer, so it never holds up the main connection. The main connection's own
  * auto-checkpoint stays on at a higher threshold: under writes that never pause, the log is
  * restarted only when a writer finds it fully copied, which a checkpoint running beside the
  * writer may never achieve. Then the main connection checkpoints at MAIN_AUTOCHECKPOINT_PAGES,
- * copying only the pages the worker had not reached yet, and the next write restarts the log.
+ * copying only the pages the thread had not reached yet, and the next write restarts the log.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -25,7 +25,7 @@ const CHECKPOINT_INTERVAL_MS = 100;
 /** wal_autocheckpoint of the main connection while a Checkpointer runs (40 MB of 4 KiB pages). */
 export const MAIN_AUTOCHECKPOINT_PAGES = 10_000;
 
-/** How long close waits for the worker to close its connection. */
+/** How long close waits for the thread to close its connection. */
 const CLOSE_TIMEOUT_MS = 5_000;
 
 /**
@@ -87,7 +87,8 @@ export class Checkpointer {
       this.#closed = true;
       this.#logger?.error(
         { err: error },
-        'the WAL checkpoint thread failed; commits checkpoint the WAL themselves',
+        'the WAL checkpoint thread failed; the write connection checkpoints the WAL itself ' +
+          `at ${MAIN_AUTOCHECKPOINT_PAGES} pages`,
       );
     });
   }
