@@ -90,6 +90,10 @@ const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
 const MAX_PARAM_LENGTH = 100;
 /** How often a closing server closes the connections that went idle since it began to close. */
 const CLOSE_IDLE_EVERY_MS = 100;
+/** Node's defaults for how long the headers may take and how often timeouts are checked. */
+const DEFAULT_HEADERS_TIMEOUT_MS = 60_000;
+const DEFAULT_CHECKING_INTERVAL_MS = 30_000;
+const MIN_CHECKING_INTERVAL_MS = 500;
 /** Maximum number of characters of a request path that an error message repeats. */
 const MAX_PATH_IN_MESSAGE = 200;
 
@@ -135,7 +139,17 @@ export async function buildServer(
     clientErrorHandler: answerClientError,
     // Node would reject an HTTP/1.1 request without Host with a bare 400 of its own, before
     // Fastify receives it. rejectBadHost sends the same status with the catalogue's error instead.
-    http: { requireHostHeader: false },
+    http: {
+      requireHostHeader: false,
+      // With its default headersTimeout of 60 s above a shorter requestTimeout, Node sent 408 to a
+      // stalled body only after both had passed: 88 s for API_TIMEOUT=2. It also checks
+      // timeouts only every connectionsCheckingInterval (30 s by default).
+      headersTimeout: Math.min(DEFAULT_HEADERS_TIMEOUT_MS, api.timeoutSeconds * 1000),
+      connectionsCheckingInterval: Math.min(
+        DEFAULT_CHECKING_INTERVAL_MS,
+        Math.max(MIN_CHECKING_INTERVAL_MS, (api.timeoutSeconds * 1000) / 4),
+      ),
+    },
     // Ajv does not coerce, so a body with `"commit": 1234567` or `"branch": true` is a type
     // error rather than a string. Query values arrive as text, and convertQuery converts them.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
