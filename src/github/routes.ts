@@ -215,7 +215,8 @@ async function handleWebhook(context: AppContext, request: FastifyRequest, reply
       signature === undefined
         ? 'X-Hub-Signature-256 is missing; configure the webhook with a secret'
         : 'X-Hub-Signature-256 does not match the body; check that GITHUB_WEBHOOK_SECRET equals the webhook secret',
-      'X-Hub-Signature-256',
+      // Lower case, as the fields of the other header errors.
+      'x-hub-signature-256',
       signature === undefined ? 'required' : 'hmac-sha256',
     );
   }

@@ -238,7 +238,8 @@ function findExisting(
         throw new ApiError(
           'idempotency_key_reused',
           `Idempotency-Key ${JSON.stringify(request.idempotencyKey)} was already used for job ${job.id} with a different request; use a new key`,
-          'Idempotency-Key',
+          // Lower case, as in the 400 that the header's schema gives.
+          'idempotency-key',
           'unique',
           { job_id: job.id },
         );

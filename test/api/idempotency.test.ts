@@ -50,7 +50,7 @@ describe('idempotent triggers', () => {
       const reused = await trigger(type, body, 'key-2');
       expect(reused.status).toBe(422);
       expect(reused.body.code).toBe('idempotency_key_reused');
-      expect(reused.body.field).toBe('Idempotency-Key');
+      expect(reused.body.field).toBe('idempotency-key');
       expect(reused.body.rule).toBe('unique');
       expect(reused.body.job_id).toBe(first.body.job_id);
     }

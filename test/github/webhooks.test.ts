@@ -178,7 +178,7 @@ describe('POST /api/webhooks/github', () => {
     });
     expect(response.status).toBe(401);
     expect(response.body.code).toBe('invalid_signature');
-    expect(response.body.field).toBe('X-Hub-Signature-256');
+    expect(response.body.field).toBe('x-hub-signature-256');
     expect(await countRows(server)).toEqual(before);
   });
 
