@@ -92,6 +92,30 @@ describe('workers check', () => {
     ]);
   });
 
+  it('names a stale worker by name and id', async () => {
+    const reply = await server.request('POST', '/api/agent/workers', {
+      token: agent,
+      body: {
+        worker_id: 'build-1-4242-ab12',
+        name: 'build-1',
+        hostname: 'build-1',
+        executors: ['local'],
+        capacity: 1,
+      },
+    });
+    expect(reply.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 2200));
+    await register('worker-b');
+    const outcome = await check();
+    expect(outcome.reason).toContain('build-1 (id build-1-4242-ab12, ');
+    expect(outcome.reason).toContain('worker-a (');
+    const offline = await server.request('POST', '/api/agent/workers/build-1-4242-ab12/status', {
+      token: agent,
+      body: { status: 'offline' },
+    });
+    expect(offline.status).toBe(200);
+  });
+
   it('ignores a worker that went offline', async () => {
     const reply = await server.request('POST', '/api/agent/workers/worker-a/status', {
       token: agent,

@@ -44,9 +44,15 @@ export async function probeWorkers(
     stale_after_seconds: settings.staleAfterMs / 1000,
     workers: workers.slice(0, MAX_LISTED),
   };
+  // Without SLIPWAY_WORKER_NAME, every worker process of a host has the host name as its name
+  // and a new id, so the id is shown when it differs from the name.
   const staleNames = stale
     .slice(0, 5)
-    .map((worker) => `${worker.name} (${worker.age_seconds}s ago)`)
+    .map((worker) =>
+      worker.name === worker.id
+        ? `${worker.name} (${worker.age_seconds}s ago)`
+        : `${worker.name} (id ${worker.id}, ${worker.age_seconds}s ago)`,
+    )
     .join(', ');
   if (online.length < settings.minOnline) {
     return {
