@@ -68,6 +68,10 @@ export class TaskRun {
     return this.#spec.task_id;
   }
 
+  get attempt(): number {
+    return this.#spec.attempt;
+  }
+
   /** Stops the run; the reason decides how the task ends. The first reason wins. */
   stop(reason: StopReason): void {
     if (!this.#controller.signal.aborted) this.#controller.abort(reason);

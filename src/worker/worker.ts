@@ -48,6 +48,8 @@ export class Worker {
   readonly #options: WorkerOptions;
   readonly #logger: Logger;
   readonly #runs = new Set<TaskRun>();
+  /** Newer attempts of running tasks, started once the old attempt has ended. */
+  readonly #successors = new Map<string, TaskSpec>();
   /** Aborts the claim request in flight, if any, when the worker stops. */
   #claimAbort = new AbortController();
   #registration: Registration | undefined;
@@ -271,8 +273,22 @@ export class Worker {
   }
 
   #startRun(spec: TaskSpec): void {
-    if ([...this.#runs].some((run) => run.taskId === spec.task_id)) {
+    const previous = [...this.#runs].find((run) => run.taskId === spec.task_id);
+    if (previous !== undefined && spec.attempt <= previous.attempt) {
       this.#logger.warn({ task: spec.task_id }, 'claim returned a task this worker already runs');
+      return;
+    }
+    if (previous !== undefined) {
+      // The API gave the task out again, to this worker, so the attempt running here lost its
+      // lease while the worker was paused or cut off. Its result would be rejected, so it
+      // stops, and the new attempt starts once the old one has ended.
+      this.#logger.warn(
+        { task: spec.task_id, attempt: previous.attempt, new_attempt: spec.attempt },
+        `claim returned attempt ${spec.attempt} of a task running here as attempt ` +
+          `${previous.attempt}; stopping the old attempt`,
+      );
+      this.#successors.set(spec.task_id, spec);
+      previous.stop('lease_lost');
       return;
     }
     const run = new TaskRun(spec, {
@@ -294,6 +310,11 @@ export class Worker {
       .then((outcome) => {
         this.#outcomes.set(outcome, (this.#outcomes.get(outcome) ?? 0) + 1);
         this.#runs.delete(run);
+        // Started here, before the claim loop finds a free slot, so capacity holds.
+        const successor = this.#successors.get(run.taskId);
+        this.#successors.delete(run.taskId);
+        // A stopping worker leaves it to the lease, which the orchestrator recovers.
+        if (successor !== undefined && !this.#stopping) this.#startRun(successor);
         this.#taskEnded?.();
         this.#taskEnded = undefined;
       });
