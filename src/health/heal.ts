@@ -75,6 +75,19 @@ export async function decideHeal(
     created_at: new Date(now).toISOString(),
   };
   if (suppression !== undefined) {
+    // A check that keeps failing is held back on every run until next_allowed_at. The audit
+    // log gets one row per hold, and health_actions (kept ACTION_RETENTION_MS) every run.
+    const last = await trx
+      .selectFrom('health_actions')
+      .select(['outcome', 'details'])
+      .where('component', '=', check.name)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    const repeated =
+      last?.outcome === 'suppressed' &&
+      parseDetails(last.details).next_allowed_at === suppression.nextAllowedAt;
     await trx
       .insertInto('health_actions')
       .values({
@@ -85,6 +98,7 @@ export async function decideHeal(
         finished_at: base.created_at,
       })
       .execute();
+    if (repeated) return undefined;
     await appendAudit(trx, audit, {
       action: 'health_action_suppressed',
       details: {
@@ -280,4 +294,14 @@ function withTimeout<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
     );
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Reads a health_actions row's details, which Slipway wrote as a JSON object. */
+function parseDetails(details: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(details);
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }

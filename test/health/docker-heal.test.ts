@@ -162,10 +162,15 @@ recovery:
     expect(fourth.status).toBe('unhealthy');
     expect(fourth.action).toBeUndefined();
 
+    // Held back again by the same cap: a row of its own, but no second audit row.
+    const fifth = await check('crashing');
+    expect(fifth.action).toBeUndefined();
+
     expect(await actions('crashing')).toEqual([
       'succeeded',
       'suppressed',
       'succeeded',
+      'suppressed',
       'suppressed',
     ]);
     const suppressed = (await auditRows(server, 'health_action_suppressed')).filter(
