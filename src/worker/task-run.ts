@@ -102,11 +102,12 @@ export class TaskRun {
     let executor: Executor | undefined;
     let result: Omit<FinishBody, 'worker_id' | 'attempt' | 'duration_ms'>;
     try {
-      if (secretProblem !== undefined) throw secretProblem;
       executor = this.#executorFor(spec);
       output.note(
         `[slipway] ${spec.name} (task ${spec.task_id}, attempt ${spec.attempt}) on worker ${this.#deps.workerId}, executor ${executor.name}${executor.name === 'docker' ? `, image ${spec.image ?? '(none)'}` : ''}`,
       );
+      // After the header, so that the log of a task without its secret says where it ran.
+      if (secretProblem !== undefined) throw secretProblem;
       workspace = await createWorkspace(this.#deps.workspacesRoot, spec.task_id);
       await this.#checkout(workspace, output);
       executionSpec = this.#executionSpec(workspace, secrets);

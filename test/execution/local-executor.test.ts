@@ -53,6 +53,12 @@ pipelines:
         run: echo failing; exit 3
       - name: never
         run: echo never-runs
+  unsecret:
+    executor: local
+    secrets: [SLIPWAY_TEST_SECRET_NOT_SET]
+    steps:
+      - name: never
+        run: echo never-runs
   interleaved:
     executor: local
     steps:
@@ -101,6 +107,18 @@ pipelines:
     expect(logs).toContain('hello from the repository');
     expect(logs).toContain(`commit=${repo.commit} flavour=b greeting=hi`);
     expect(logs).toContain('[slipway] step 2/2: leak');
+  });
+
+  it('ends a task without its secret as error', async () => {
+    const id = await harness.trigger('unsecret', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('error');
+    const logs = await harness.logs(id);
+    expect(logs).toContain(`[slipway] unsecret (task ${job.tasks[0].id}, attempt 1) on worker`);
+    expect(logs).toContain(
+      'secret SLIPWAY_TEST_SECRET_NOT_SET: environment variable SLIPWAY_TEST_SECRET_NOT_SET is not set on this worker',
+    );
+    expect(logs).not.toContain('never-runs');
   });
 
   it('keeps stdout and stderr in order', async () => {
