@@ -43,7 +43,13 @@ export function prepareDirectories(config: Config): void {
       fs.mkdirSync(directory, { recursive: true, mode: 0o700 });
       fs.accessSync(directory, fs.constants.W_OK);
     } catch (error) {
-      const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+      const code = (error as NodeJS.ErrnoException).code;
+      // mkdir reports EEXIST when a part of the path is a file, which reads as if the folder
+      // existed. ENOTDIR is the same case from access.
+      const reason =
+        code === 'EEXIST' || code === 'ENOTDIR'
+          ? `${code}: a part of the path is a file, not a directory`
+          : (code ?? String(error));
       throw new ConfigError(
         variable,
         `cannot create or write to the directory "${directory}" (${reason}); point ${variable} at a writable directory`,

@@ -173,6 +173,12 @@ describe('configuration at start', () => {
     );
   });
 
+  it('a path below a file names the cause', () => {
+    expect(() =>
+      prepareDirectories(loadConfig({ SLIPWAY_DATA_DIR: badValue('SLIPWAY_DATA_DIR') })),
+    ).toThrow('a part of the path is a file, not a directory');
+  });
+
   it('new directories are readable only by their owner', () => {
     const root = path.join(dataDir, 'private');
     prepareDirectories(loadConfig({ SLIPWAY_DATA_DIR: root }));
