@@ -106,7 +106,7 @@ export class TaskRun {
       output.note(
         `[slipway] ${spec.name} (task ${spec.task_id}, attempt ${spec.attempt}) on worker ${this.#deps.workerId}, executor ${executor.name}${executor.name === 'docker' ? `, image ${spec.image ?? '(none)'}` : ''}`,
       );
-      // After the header, so that the log of a task without its secret says where it ran.
+      // After the header, so that the log of a task without its secret shows where it ran.
       if (secretProblem !== undefined) throw secretProblem;
       workspace = await createWorkspace(this.#deps.workspacesRoot, spec.task_id);
       await this.#checkout(workspace, output);
