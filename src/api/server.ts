@@ -518,11 +518,18 @@ function validationError(error: FastifyError): ApiError {
         (other as unknown as AjvIssue).keyword === 'anyOf' &&
         (other as unknown as AjvIssue).instancePath === issue.instancePath,
     );
-  const description = union
-    ? describeUnion(field, error, issue.instancePath)
-    : issue.keyword === 'pattern'
-      ? describePattern(field, String(issue.params.pattern), where)
-      : undefined;
+  // A value of the right type for one member that breaks that member's limit (a string over
+  // maxLength in a union of string and number) gets that limit as its message and rule.
+  const broken = union && !RUN_FIELDS.has(field) ? constraintIssues(error, issue.instancePath) : [];
+  if (broken.length === 1) rule = broken[0]!.keyword;
+  const description =
+    broken.length === 1
+      ? describeIssue(broken[0]!)
+      : union
+        ? describeUnion(field, error, issue.instancePath)
+        : issue.keyword === 'pattern'
+          ? describePattern(field, String(issue.params.pattern), where)
+          : undefined;
   return new ApiError(
     'validation_failed',
     `${WHERE_NAMES[where] ?? ''}${field} ${description ?? message}`.trim(),
@@ -537,6 +544,19 @@ const WHERE_NAMES: Record<string, string> = {
   querystring: 'query parameter ',
   headers: 'header ',
 };
+
+/** Fields whose union of string and integer gets one message of its own (see describeUnion). */
+const RUN_FIELDS = new Set(['github_run_id', 'github_run_attempt']);
+
+/** Returns the issues of a union's members other than a wrong type or literal. */
+function constraintIssues(error: FastifyError, instancePath: string): AjvIssue[] {
+  return error
+    .validation!.map((other) => other as unknown as AjvIssue)
+    .filter(
+      (other) =>
+        other.instancePath === instancePath && !['anyOf', 'type', 'const'].includes(other.keyword),
+    );
+}
 
 function describeUnion(field: string, error: FastifyError, instancePath: string): string {
   if (field === 'github_run_id') return 'must be a run id: digits, as a string or an integer';

@@ -116,6 +116,15 @@ const BODY_CASES: BadCase[] = [
     rule: 'type',
   },
   {
+    name: 'matrix input over 200 characters',
+    path: TRIGGER,
+    body: { commit: 'abcdef5', flavours: 'x'.repeat(201) },
+    status: 400,
+    code: 'validation_failed',
+    field: 'flavours',
+    rule: 'maxLength',
+  },
+  {
     name: 'non-hex commit',
     path: TRIGGER,
     body: { commit: 'xyz1234' },
