@@ -16,6 +16,7 @@ import { createContext, type AppContext } from '../../src/app/context.js';
 import { loadConfig } from '../../src/config/env.js';
 import { createLogger } from '../../src/log.js';
 import { triggerJob } from '../../src/orchestrator/trigger.js';
+import { ciTrigger } from './ci-trigger.js';
 
 const { values: options } = parseArgs({
   options: {
@@ -53,20 +54,7 @@ async function cpuPerTrigger(context: AppContext, count: number): Promise<number
     while (left > 0) {
       left -= 1;
       runId += 1;
-      await triggerJob(
-        context,
-        {
-          type: 'ci',
-          commit: '0123456789abcdef0123456789abcdef01234567',
-          branch: 'main',
-          inputs: { python_versions: ['3.10', '3.11'] },
-          params: {},
-          githubRunId: String(runId),
-          githubRunAttempt: 1,
-          idempotencyKey: null,
-        },
-        audit,
-      );
+      await triggerJob(context, ciTrigger(runId), audit);
     }
   };
   const before = process.cpuUsage();

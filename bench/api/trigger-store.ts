@@ -18,6 +18,7 @@ import { createContext } from '../../src/app/context.js';
 import { loadConfig } from '../../src/config/env.js';
 import { createLogger } from '../../src/log.js';
 import { triggerJob } from '../../src/orchestrator/trigger.js';
+import { ciTrigger } from './ci-trigger.js';
 
 const { values: options } = parseArgs({
   options: {
@@ -45,16 +46,7 @@ async function caller(): Promise<void> {
     runId += 1;
     await triggerJob(
       context,
-      {
-        type: 'ci',
-        commit: '0123456789abcdef0123456789abcdef01234567',
-        branch: options['branch-per-trigger'] ? `branch-${runId}` : 'main',
-        inputs: { python_versions: ['3.10', '3.11'] },
-        params: {},
-        githubRunId: String(runId),
-        githubRunAttempt: 1,
-        idempotencyKey: null,
-      },
+      ciTrigger(runId, options['branch-per-trigger'] ? `branch-${runId}` : 'main'),
       audit,
     );
     triggers += 1;

@@ -520,7 +520,10 @@ function validationError(error: FastifyError): ApiError {
     );
   // A value of the right type for one member that breaks that member's limit (a string over
   // maxLength in a union of string and number) gets that limit as its message and rule.
-  const broken = union && !RUN_FIELDS.has(field) ? constraintIssues(error, issue.instancePath) : [];
+  const broken =
+    union && RUN_FIELD_MESSAGES[field] === undefined
+      ? constraintIssues(error, issue.instancePath)
+      : [];
   if (broken.length === 1) rule = broken[0]!.keyword;
   const description =
     broken.length === 1
@@ -545,8 +548,11 @@ const WHERE_NAMES: Record<string, string> = {
   headers: 'header ',
 };
 
-/** Fields whose union of string and integer gets one message of its own (see describeUnion). */
-const RUN_FIELDS = new Set(['github_run_id', 'github_run_attempt']);
+/** Messages of the fields whose union of string and integer gets one message of its own. */
+const RUN_FIELD_MESSAGES: Record<string, string | undefined> = {
+  github_run_id: 'must be a run id: digits, as a string or an integer',
+  github_run_attempt: 'must be an attempt number of 1 or more, as a string of digits or an integer',
+};
 
 /** Returns the issues of a union's members other than a wrong type or literal. */
 function constraintIssues(error: FastifyError, instancePath: string): AjvIssue[] {
@@ -559,10 +565,8 @@ function constraintIssues(error: FastifyError, instancePath: string): AjvIssue[]
 }
 
 function describeUnion(field: string, error: FastifyError, instancePath: string): string {
-  if (field === 'github_run_id') return 'must be a run id: digits, as a string or an integer';
-  if (field === 'github_run_attempt') {
-    return 'must be an attempt number of 1 or more, as a string of digits or an integer';
-  }
+  const runFieldMessage = RUN_FIELD_MESSAGES[field];
+  if (runFieldMessage !== undefined) return runFieldMessage;
   const issues = error
     .validation!.map((other) => other as unknown as AjvIssue)
     .filter((other) => other.instancePath === instancePath && other.keyword !== 'anyOf');

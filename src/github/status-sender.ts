@@ -63,7 +63,8 @@ export class StatusSender {
   #loop: Promise<void> | undefined;
   #lastReconcile = 0;
   #reconcileFrom: string;
-  #startedAt = new Date().toISOString();
+  /** When start ran; reconcile passes run only after it. */
+  #startedAt = '';
   readonly #unsubscribe: Array<() => void> = [];
 
   constructor(context: AppContext, client: GitHubClient, options: StatusSenderOptions = {}) {

@@ -10,6 +10,7 @@ import { runRecoveryProcedure } from '../orchestrator/recovery.js';
 import { triggerJob } from '../orchestrator/trigger.js';
 import type { HealAction, HealthCheckDefinition } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
+import { parseJsonColumn } from '../store/json.js';
 import type { Database } from '../store/schema.js';
 import { getStateVariable } from '../store/state-variables.js';
 import { isoAfter, nowIso } from '../util/time.js';
@@ -87,7 +88,8 @@ export async function decideHeal(
       .executeTakeFirst();
     const repeated =
       last?.outcome === 'suppressed' &&
-      parseDetails(last.details).next_allowed_at === suppression.nextAllowedAt;
+      parseJsonColumn<{ next_allowed_at?: unknown }>(last.details, {}).next_allowed_at ===
+        suppression.nextAllowedAt;
     await trx
       .insertInto('health_actions')
       .values({
@@ -294,14 +296,4 @@ function withTimeout<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
     );
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Reads a health_actions row's details, which Slipway wrote as a JSON object. */
-function parseDetails(details: string): Record<string, unknown> {
-  try {
-    const value: unknown = JSON.parse(details);
-    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
-  } catch {
-    return {};
-  }
 }

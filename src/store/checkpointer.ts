@@ -29,7 +29,7 @@ export const MAIN_AUTOCHECKPOINT_PAGES = 10_000;
 const CLOSE_TIMEOUT_MS = 5_000;
 
 /**
- * The worker's code. It is CommonJS evaluated from a string, so the same code runs from the
+ * The thread's code. It is CommonJS evaluated from a string, so the same code runs from the
  * built files and from the TypeScript sources under the tests.
  */
 const WORKER_SOURCE = `
@@ -61,7 +61,7 @@ interface CheckpointResult {
 export class Checkpointer {
   readonly #worker: Worker;
   readonly #logger: Logger | undefined;
-  /** Set while the worker runs a checkpoint. */
+  /** Set while the thread runs a checkpoint. */
   #running = false;
   /** Set when a write came after the running checkpoint began, or a timer is waiting. */
   #wanted = false;
@@ -93,8 +93,8 @@ export class Checkpointer {
     });
   }
 
-  /** Requests a checkpoint after a commit; at most one starts per interval. */
-  wrote(): void {
+  /** Requests a checkpoint after a commit. At most one starts per interval. */
+  afterCommit(): void {
     if (this.#closed) return;
     if (this.#running || this.#timer !== undefined) {
       this.#wanted = true;
@@ -112,7 +112,7 @@ export class Checkpointer {
     this.#timer.unref();
   }
 
-  /** Waits for a running checkpoint, then closes the worker's connection and ends it. */
+  /** Waits for a running checkpoint, then closes the thread's connection and ends the thread. */
   async close(): Promise<void> {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -160,6 +160,6 @@ export class Checkpointer {
     } else if (result.busy !== true) {
       this.#failures = 0;
     }
-    if (this.#wanted) this.wrote();
+    if (this.#wanted) this.afterCommit();
   }
 }

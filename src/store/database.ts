@@ -25,7 +25,8 @@ export interface StoreOptions {
   readonly?: boolean;
   /**
    * Checkpoint the WAL on a worker thread instead of inside the COMMIT that fills it (see
-   * Checkpointer). For the long-running roles; a short command does not need the thread.
+   * Checkpointer). Meant for processes that run roles, because a short command does not need
+   * the thread.
    */
   backgroundCheckpoints?: boolean;
 }
@@ -171,7 +172,7 @@ function openReader(dbPath: string): BetterSqlite3.Database {
 }
 
 export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Database {
-  // Readable only by the owner, as prepareDirectories makes it: it holds the whole state.
+  // Readable only by the owner, as prepareDirectories makes it, because it contains the whole state.
   if (!readonly) fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
   const sqlite = new BetterSqlite3(dbPath, { readonly, timeout: BUSY_TIMEOUT_MS });
   if (!readonly) sqlite.pragma('journal_mode = WAL');

@@ -67,7 +67,7 @@ class CachedConnection implements DatabaseConnection {
       !this.sqlite.inTransaction &&
       !TRANSACTION_CONTROL.test(compiledQuery.sql)
     ) {
-      this.checkpointer?.wrote();
+      this.checkpointer?.afterCommit();
       return this.walSync.sync().then(() => result);
     }
     return Promise.resolve(result);
@@ -151,7 +151,7 @@ class CachingSqliteDriver implements Driver {
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('COMMIT'));
-    this.#connection.checkpointer?.wrote();
+    this.#connection.checkpointer?.afterCommit();
     const walSync = this.#connection.walSync;
     if (walSync !== undefined && !walSync.deferred) await walSync.sync();
   }

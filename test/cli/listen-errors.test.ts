@@ -2,44 +2,39 @@ import { describe, expect, it } from 'vitest';
 import { ensureBuilt, runCli, startApiProcess } from '../support/cli.js';
 import { makeTempDir } from '../support/server.js';
 
+/** Runs `slipway api` with `env` on the port of another API process, which it cannot take. */
+async function runOnTakenPort(env: Record<string, string>) {
+  await ensureBuilt();
+  const first = await startApiProcess({ SLIPWAY_DATA_DIR: makeTempDir() });
+  try {
+    const port = new URL(first.url).port;
+    const result = await runCli(['api'], {
+      SLIPWAY_DATA_DIR: makeTempDir(),
+      API_PORT: port,
+      LOG_LEVEL: 'warn',
+      ...env,
+    });
+    return { ...result, port };
+  } finally {
+    await first.stop();
+  }
+}
+
 describe('slipway api listen errors', () => {
   it('names API_PORT when the port is taken', { timeout: 90_000 }, async () => {
-    await ensureBuilt();
-    const first = await startApiProcess({ SLIPWAY_DATA_DIR: makeTempDir() });
-    try {
-      const port = new URL(first.url).port;
-      const second = await runCli(['api'], {
-        SLIPWAY_DATA_DIR: makeTempDir(),
-        API_PORT: port,
-        LOG_LEVEL: 'warn',
-      });
-      expect(second.code).toBe(2);
-      expect(second.stderr).toContain(
-        `slipway: configuration: API_PORT: 127.0.0.1:${port} is already in use`,
-      );
-    } finally {
-      await first.stop();
-    }
+    const second = await runOnTakenPort({});
+    expect(second.code).toBe(2);
+    expect(second.stderr).toContain(
+      `slipway: configuration: API_PORT: 127.0.0.1:${second.port} is already in use`,
+    );
   });
 
   it('ends a cluster whose processes cannot listen', { timeout: 90_000 }, async () => {
-    await ensureBuilt();
-    const first = await startApiProcess({ SLIPWAY_DATA_DIR: makeTempDir() });
-    try {
-      const port = new URL(first.url).port;
-      // Each process would fail again, so the primary exits rather than restarting them.
-      const cluster = await runCli(['api'], {
-        SLIPWAY_DATA_DIR: makeTempDir(),
-        API_PORT: port,
-        API_WORKERS: '2',
-        LOG_LEVEL: 'warn',
-      });
-      expect(cluster.code).toBe(2);
-      expect(cluster.stderr).toContain(`API_PORT: 127.0.0.1:${port} is already in use`);
-      expect(cluster.stdout).toContain('API process failed to start; stopping the others');
-    } finally {
-      await first.stop();
-    }
+    // Each process would fail again, so the primary exits rather than restarting them.
+    const cluster = await runOnTakenPort({ API_WORKERS: '2' });
+    expect(cluster.code).toBe(2);
+    expect(cluster.stderr).toContain(`API_PORT: 127.0.0.1:${cluster.port} is already in use`);
+    expect(cluster.stdout).toContain('API process failed to start; stopping the others');
   });
 
   it('names API_HOST when the address is not local', { timeout: 60_000 }, async () => {
