@@ -139,25 +139,32 @@ recovery:
   });
 
   it('suppresses a flapping container by cooldown and hourly cap', async () => {
-    await waitFor(
-      () => docker.getContainer(names.crashing).inspect(),
-      (info) => !info.State.Running,
-      'the crashing container to exit',
-    );
+    // A restarted container runs for a moment before it exits again, and a check that finds it
+    // running is healthy and records no action.
+    const exited = () =>
+      waitFor(
+        () => docker.getContainer(names.crashing).inspect(),
+        (info) => !info.State.Running,
+        'the crashing container to exit',
+      );
+    await exited();
     const first = await check('crashing');
     expect(first.status).toBe('unhealthy');
     expect(first.reason).toContain('exit code 3');
     expect(first.action?.outcome).toBe('succeeded');
 
     // Right after the restart: inside the 2 s cooldown.
+    await exited();
     const second = await check('crashing');
     expect(second.action).toBeUndefined();
 
     await sleep(2100);
+    await exited();
     const third = await check('crashing');
     expect(third.action?.outcome).toBe('succeeded');
 
     await sleep(2100);
+    await exited();
     const fourth = await check('crashing');
     expect(fourth.status).toBe('unhealthy');
     expect(fourth.action).toBeUndefined();
