@@ -16,17 +16,40 @@ export interface AppendResult {
   truncated: boolean;
 }
 
+/**
+ * An upload that cannot continue the log: its offset is past the bytes received (rule
+ * `contiguous`), or its new bytes would start inside a character (rule `characterBoundary`).
+ */
 export class LogOffsetError extends Error {
+  readonly rule: 'contiguous' | 'characterBoundary';
+
   constructor(
     readonly offset: number,
     readonly received: number,
   ) {
+    const contiguous = offset > received;
     super(
-      `log offset ${offset} is beyond the ${received} bytes received so far; ` +
-        `upload again from offset ${received}`,
+      contiguous
+        ? `log offset ${offset} is beyond the ${received} bytes received so far; ` +
+            `upload again from offset ${received}`
+        : `log offset ${offset} does not match the data: its new bytes from byte ${received} ` +
+            'start inside a UTF-8 character; upload the output again from a character boundary',
     );
     this.name = 'LogOffsetError';
+    this.rule = contiguous ? 'contiguous' : 'characterBoundary';
   }
+}
+
+/** Returns whether `byte` continues a UTF-8 character rather than starting one. */
+function isContinuationByte(byte: number | undefined): boolean {
+  return byte !== undefined && (byte & 0xc0) === 0x80;
+}
+
+/** Returns the last index up to `index` where a character of `data` starts. */
+function characterStart(data: Buffer, index: number): number {
+  let start = Math.min(index, data.length);
+  while (start > 0 && isContinuationByte(data[start])) start -= 1;
+  return start;
 }
 
 interface FileState {
@@ -90,12 +113,16 @@ export class TaskLogStore {
     const fresh = skip >= data.length ? Buffer.alloc(0) : data.subarray(skip);
     if (fresh.length === 0)
       return { received: state.received, accepted: 0, truncated: state.truncated };
+    // The bytes received so far end on a character boundary, so a correct offset never puts
+    // the first new byte inside a character. Storing it would leave broken UTF-8 in the log.
+    if (skip > 0 && isContinuationByte(fresh[0])) throw new LogOffsetError(offset, state.received);
 
     const written = Math.min(state.received, this.maxBytes);
     const room = Math.max(0, this.maxBytes - written);
     const parts: Buffer[] = [];
     if (!state.truncated) {
-      parts.push(fresh.subarray(0, room));
+      // The cut falls on a character boundary, so the kept part stays valid UTF-8.
+      parts.push(fresh.subarray(0, fresh.length > room ? characterStart(fresh, room) : room));
       if (fresh.length > room) {
         parts.push(
           Buffer.from(

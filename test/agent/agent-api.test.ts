@@ -346,6 +346,37 @@ pipelines:
     expect(Buffer.byteLength(stored)).toBeLessThan(4096 + 200);
   });
 
+  it('keeps stored logs valid UTF-8', async () => {
+    await trigger({ commit: 'abcdef1b' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    const lease = { worker_id: 'worker-a', attempt: 1 };
+    const logs = `/api/agent/tasks/${task.task_id}/logs`;
+
+    // 'é' is two bytes. Claiming that 'ééb' starts at offset 2, the second byte of the first
+    // 'é', puts the upload's first new byte, at 3, inside a character.
+    expect((await post(logs, { ...lease, offset: 0, data: 'aé' })).body.received).toBe(3);
+    const inside = await post(logs, { ...lease, offset: 2, data: 'ééb' });
+    expect(inside.status).toBe(400);
+    expect(inside.body).toMatchObject({ field: 'offset', rule: 'characterBoundary', received: 3 });
+
+    // 4,093 bytes so far leave room for 3 more, and byte 3 of 'éé' is inside the second 'é'.
+    const filler = 'x'.repeat(4090);
+    expect((await post(logs, { ...lease, offset: 3, data: filler })).body.received).toBe(4093);
+    const capped = await post(logs, { ...lease, offset: 4093, data: 'éé and more' });
+    expect(capped.body.truncated).toBe(true);
+
+    const row = await server.context.store.db
+      .selectFrom('tasks')
+      .select('log_path')
+      .where('id', '=', task.task_id)
+      .executeTakeFirstOrThrow();
+    const stored = fs.readFileSync(row.log_path!);
+    expect(new TextDecoder('utf-8', { fatal: true }).decode(stored)).toMatch(
+      /^aéx{4090}é\n\[slipway\] log cut at 4096 bytes/,
+    );
+  });
+
   it('streams a followed log until the task ends', async () => {
     const jobId = await trigger({ commit: 'abcdef16' });
     const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });

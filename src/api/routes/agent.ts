@@ -476,7 +476,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         return await services.logs.append(file, body.offset, Buffer.from(body.data, 'utf8'));
       } catch (error) {
         if (error instanceof LogOffsetError) {
-          throw new ApiError('validation_failed', error.message, 'offset', 'contiguous', {
+          throw new ApiError('validation_failed', error.message, 'offset', error.rule, {
             received: error.received,
           });
         }
