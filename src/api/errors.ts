@@ -41,7 +41,7 @@ export const ERROR_CODES = {
   concurrency_group_busy: {
     status: 409,
     summary:
-      'another job of the concurrency group is running, so this job cannot be set running until that one ends',
+      'another job of the concurrency group is running, or an older one is queued, so this job cannot be set running yet',
   },
   job_active: { status: 409, summary: 'the job has not finished, so it cannot be retried' },
   job_finished: { status: 409, summary: 'the job has already finished' },

@@ -81,15 +81,15 @@ export interface GroupBlockers {
 const GROUP_BLOCKERS = prepare<{ id: string }>((db) => groupBlockersQuery(db, [param('id')]));
 
 /**
- * Returns the id of a running job of `job`'s concurrency group other than `job` itself, or
- * undefined when the job is in no group or none runs.
+ * Returns what `job` waits for in its concurrency group (see groupBlockersQuery), or undefined
+ * when the job is in no group.
  */
-export function findRunningInGroup(
+export function findGroupBlockers(
   sqlite: BetterSqlite3.Database,
   job: Pick<JobRow, 'id' | 'concurrency_group'>,
-): string | undefined {
+): GroupBlockers | undefined {
   if (job.concurrency_group === null) return undefined;
-  return GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id })?.running_id ?? undefined;
+  return GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id });
 }
 
 function describeGroupBlockers(

@@ -19,7 +19,7 @@ import type { Database, JobRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
 import { ChangeSet } from './changes.js';
 import { evaluateDependencies } from './dependencies.js';
-import { findRunningInGroup } from './diagnose.js';
+import { findGroupBlockers } from './diagnose.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
 
 export interface StatusUpdate {
@@ -134,25 +134,37 @@ function checkDependenciesMet(trx: Transaction<Database>, job: JobRow): void {
 }
 
 /**
- * Throws 409 `concurrency_group_busy` when another job of `job`'s concurrency group is running.
- * A claim skips such a job for the same reason. The check runs in the update's write
- * transaction, after every claim and update committed before it, so two jobs of one group
- * cannot both start.
+ * Throws 409 `concurrency_group_busy` when another job of `job`'s concurrency group is running,
+ * or when `job` is queued and an older job of its group is queued too. A claim skips such a job
+ * for the same reasons, so the jobs of a group start one at a time, in the order they were
+ * created. The check runs in the update's write transaction, after every claim and update
+ * committed before it, so two jobs of one group cannot both start.
  */
 function checkGroupIdle(trx: Transaction<Database>, job: JobRow): void {
-  const running = findRunningInGroup(writeConnection(trx), job);
-  if (running === undefined) return;
-  throw new ApiError(
-    'concurrency_group_busy',
-    `job ${job.id} cannot change from ${job.status} to running because job ${running} of its ` +
-      `concurrency group ${job.concurrency_group} is running. The jobs of a group run one at ` +
-      `a time: set it running after ${running} ends.`,
-    'status',
-    'concurrency',
-    {
-      current_status: job.status,
-      concurrency_group: job.concurrency_group,
-      running_job_id: running,
-    },
-  );
+  const blockers = findGroupBlockers(writeConnection(trx), job);
+  if (blockers === undefined) return;
+  const prefix = `job ${job.id} cannot change from ${job.status} to running because`;
+  const details = { current_status: job.status, concurrency_group: job.concurrency_group };
+  if (blockers.running_id !== null) {
+    throw new ApiError(
+      'concurrency_group_busy',
+      `${prefix} job ${blockers.running_id} of its concurrency group ${job.concurrency_group} ` +
+        `is running. The jobs of a group run one at a time: set it running after ` +
+        `${blockers.running_id} ends.`,
+      'status',
+      'concurrency',
+      { ...details, running_job_id: blockers.running_id },
+    );
+  }
+  if (job.status === 'queued' && blockers.older_id !== null) {
+    throw new ApiError(
+      'concurrency_group_busy',
+      `${prefix} the older job ${blockers.older_id} of its concurrency group ` +
+        `${job.concurrency_group} is queued. The jobs of a group start in the order they were ` +
+        `created: set it running after ${blockers.older_id} starts, or cancel ${blockers.older_id}.`,
+      'status',
+      'concurrency',
+      { ...details, older_job_id: blockers.older_id },
+    );
+  }
 }

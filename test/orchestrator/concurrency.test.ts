@@ -378,6 +378,29 @@ describe('concurrency groups', () => {
     expect((await patchStatus(second, 'success')).status).toBe(200);
   });
 
+  it('rejects PATCH running ahead of an older job', async () => {
+    const first = await trigger('serial', { commit: 'ffff0005', branch: 'order' });
+    const second = await trigger('serial', { commit: 'ffff0006', branch: 'order' });
+    const tasksBefore = (await job(second)).tasks;
+
+    const rejected = await patchStatus(second, 'running');
+    expect(rejected.status).toBe(409);
+    expect(rejected.body.code).toBe('concurrency_group_busy');
+    expect(rejected.body.rule).toBe('concurrency');
+    expect(rejected.body.older_job_id).toBe(first);
+    expect(rejected.body.running_job_id).toBeUndefined();
+    expect(rejected.body.error).toContain(`the older job ${first} of its concurrency group`);
+    expect((await job(second)).status).toBe('queued');
+    expect((await job(second)).tasks).toEqual(tasksBefore);
+
+    // Once the older job started, the next PATCH waits for it to end instead.
+    expect((await patchStatus(first, 'running')).status).toBe(200);
+    expect((await patchStatus(second, 'running')).body.running_job_id).toBe(first);
+    expect((await patchStatus(first, 'success')).status).toBe(200);
+    expect((await patchStatus(second, 'running')).status).toBe(200);
+    expect((await patchStatus(second, 'success')).status).toBe(200);
+  });
+
   it('lets one of two concurrent PATCHes start', async () => {
     const first = await trigger('serial', { commit: 'ffff0003', branch: 'race' });
     const second = await trigger('serial', { commit: 'ffff0004', branch: 'race' });

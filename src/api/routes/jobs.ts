@@ -155,7 +155,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
           `Allowed statuses: ${STATUSES.join(', ')}. An illegal transition gets 409, and so ` +
           'does waiting to queued while a job type that the job depends on has not succeeded ' +
           'for its commit (`dependency_not_met`), and running while another job of its ' +
-          'concurrency group runs (`concurrency_group_busy`).',
+          'concurrency group runs or an older one is queued (`concurrency_group_busy`).',
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
         body: Type.Object(
