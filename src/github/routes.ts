@@ -3,6 +3,7 @@
  * `POST /api/webhooks/github`. Registering them also starts the process's GitHub service
  * (status sender, scheduled sync) when the server is ready, and stops it when it closes.
  */
+import { createHash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../app/context.js';
@@ -187,6 +188,8 @@ async function registerWebhookRoute(scope: FastifyInstance, context: AppContext)
 interface Delivery {
   id: string;
   event: string;
+  /** SHA-256 of the raw body, in hex. */
+  bodyHash: string;
   audit: AuditContext;
 }
 
@@ -224,6 +227,7 @@ async function handleWebhook(context: AppContext, request: FastifyRequest, reply
   const delivery: Delivery = {
     id: request.headers['x-github-delivery'] as string,
     event: request.headers['x-github-event'] as string,
+    bodyHash: createHash('sha256').update(body).digest('hex'),
     audit: { actor: WEBHOOK_ACTOR, requestId: request.id, source: request.ip },
   };
 
@@ -299,8 +303,10 @@ async function handlePush(
   const problem = decision.branch === null ? undefined : branchNameProblem(decision.branch);
   if (problem !== undefined) return ignore(context, delivery, `branch ${problem}`);
 
-  // The delivery id is the job's idempotency key, so a redelivery that arrives before the
-  // delivery row below was written (or after a crash in between) finds the same job.
+  // The hash of the signed body is the job's idempotency key, so a redelivery that arrives
+  // before the delivery row below was written (or after a crash in between) finds the same
+  // job. So does a replay of the body under a new delivery id, which the signature does not
+  // cover. Two real pushes differ in their ref, their commits or `repository.pushed_at`.
   const { job, created } = await triggerJob(
     context,
     {
@@ -311,7 +317,7 @@ async function handlePush(
       params: decision.tag === null ? {} : { tag: decision.tag },
       githubRunId: null,
       githubRunAttempt: null,
-      idempotencyKey: `github-delivery:${delivery.id}`,
+      idempotencyKey: `github-push:${delivery.bodyHash}`,
       auditDetails: { webhook_delivery: delivery.id, event: 'push', ref: payload.ref },
     },
     delivery.audit,

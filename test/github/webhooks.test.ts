@@ -138,6 +138,25 @@ describe('POST /api/webhooks/github', () => {
     expect(await countRows(server)).toEqual(before);
   });
 
+  it('queues a replayed push once', async () => {
+    const body = JSON.stringify(branchPush(), null, 1);
+    const first = await deliver(server, { event: 'push', body });
+    const jobsBefore = (await countRows(server)).jobs;
+    const replay = await deliver(server, { event: 'push', body });
+    expect(first.status).toBe(201);
+    expect(replay.status).toBe(200);
+    expect(replay.body.duplicate).toBe(true);
+    expect(replay.body.job_id).toBe(first.body.job_id);
+    expect((await countRows(server)).jobs).toBe(jobsBefore);
+
+    // The same push made again later has another pushed_at, so it queues a new job.
+    const payload = branchPush();
+    (payload.repository as { pushed_at: number }).pushed_at += 60;
+    const again = await deliver(server, { event: 'push', body: JSON.stringify(payload, null, 1) });
+    expect(again.status).toBe(201);
+    expect(again.body.job_id).not.toBe(first.body.job_id);
+  });
+
   it('ignores a branch deletion', async () => {
     const before = await countRows(server);
     const response = await deliver(server, {
