@@ -18,6 +18,7 @@ import { appendAudit } from '../store/audit.js';
 import type { Database } from '../store/schema.js';
 import { createToken } from '../store/tokens.js';
 import { processStartTicks } from '../util/proc.js';
+import { nowIso } from '../util/time.js';
 import { AgentClient } from './client.js';
 import { Worker } from './worker.js';
 
@@ -81,9 +82,10 @@ function selfTokenPrefix(host = os.hostname()): string {
 
 /**
  * Deletes the active self tokens of this host whose process is gone, each with an audit row,
- * and returns their names. A token's process is gone when its pid runs nothing, or runs a
- * process that started after the token was made: in a restarted container the new process
- * often gets the old pid. Tokens named before names carried the pid are not touched.
+ * retires their workers (see retireWorkers), and returns the tokens' names. A token's process
+ * is gone when its pid runs nothing, or runs a process that started after the token was made:
+ * in a restarted container the new process often gets the old pid. Tokens named before names
+ * carried the pid are not touched.
  */
 export async function removeOrphanedSelfTokens(
   trx: Kysely<Database>,
@@ -92,26 +94,68 @@ export async function removeOrphanedSelfTokens(
   const prefix = selfTokenPrefix();
   const rows = await trx
     .selectFrom('api_tokens')
-    .select(['name', 'created_at'])
+    .select(['id', 'name', 'created_at'])
     .where('role', '=', 'agent')
     .where('revoked_at', 'is', null)
     .where('name', 'like', `${prefix}%`)
     .execute();
-  const orphaned = rows
-    .filter((row) => {
-      // LIKE also matches _ and % in the host name as wildcards, so compare exactly here.
-      const match = row.name.startsWith(prefix)
-        ? SELF_TOKEN_TAIL.exec(row.name.slice(prefix.length))
-        : null;
-      if (match === null) return false;
-      const started = startedAt(Number(match[1]));
-      return started === undefined || started > Date.parse(row.created_at) + START_SLACK_MS;
-    })
-    .map((row) => row.name);
-  for (const name of orphaned) {
-    await removeSelfToken(trx, name, 'its serve process is no longer running');
+  const orphaned = rows.filter((row) => {
+    // LIKE also matches _ and % in the host name as wildcards, so compare exactly here.
+    const match = row.name.startsWith(prefix)
+      ? SELF_TOKEN_TAIL.exec(row.name.slice(prefix.length))
+      : null;
+    if (match === null) return false;
+    const started = startedAt(Number(match[1]));
+    return started === undefined || started > Date.parse(row.created_at) + START_SLACK_MS;
+  });
+  const reason = 'its serve process is no longer running';
+  for (const row of orphaned) {
+    await retireWorkers(trx, row.id, row.name, reason);
+    await removeSelfToken(trx, row.name, reason);
   }
-  return orphaned;
+  return orphaned.map((row) => row.name);
+}
+
+/**
+ * Marks offline the workers registered with a self token whose process is gone, and ends the
+ * leases of their running tasks now, with audit rows. Waiting out the leases would only keep
+ * those tasks `running` with nothing behind them. The watchdog's next pass recovers them as
+ * after any expired lease, and removes their containers.
+ */
+async function retireWorkers(
+  trx: Kysely<Database>,
+  tokenId: number,
+  tokenName: string,
+  reason: string,
+): Promise<void> {
+  const workers = await trx
+    .updateTable('workers')
+    .set({ status: 'offline' })
+    .where('token_id', '=', tokenId)
+    .where('status', '!=', 'offline')
+    .returning(['id', 'hostname', 'last_heartbeat_at'])
+    .execute();
+  const now = nowIso();
+  for (const worker of workers) {
+    const tasks = await trx
+      .updateTable('tasks')
+      .set({ lease_expires_at: now, updated_at: now })
+      .where('worker_id', '=', worker.id)
+      .where('status', '=', 'running')
+      .returning(['id'])
+      .execute();
+    await appendAudit(trx, SERVE_ACTOR, {
+      action: 'worker_marked_offline',
+      details: {
+        worker_id: worker.id,
+        hostname: worker.hostname,
+        last_heartbeat_at: worker.last_heartbeat_at,
+        token: tokenName,
+        leases_ended: tasks.map((task) => task.id),
+        reason,
+      },
+    });
+  }
 }
 
 /**
@@ -133,7 +177,8 @@ const CLOCK_TICKS_PER_SECOND = 100;
 
 /**
  * When the process with this pid started, in milliseconds since the epoch, or undefined when
- * no process has the pid. Reads /proc; elsewhere a running pid counts as started long ago.
+ * no running process has the pid. Reads /proc; elsewhere a running pid counts as started long
+ * ago.
  */
 function processStartTime(pid: number): number | undefined {
   try {
@@ -143,7 +188,8 @@ function processStartTime(pid: number): number | undefined {
     if ((error as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
   }
   const ticks = processStartTicks(pid);
-  if (ticks === undefined) return 0;
+  // With /proc, no start time means the process has exited and waits to be reaped.
+  if (ticks === undefined) return fs.existsSync('/proc/self/stat') ? undefined : 0;
   try {
     const bootLine = /^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'));
     if (bootLine === null) return 0;
@@ -159,7 +205,10 @@ async function createSelfToken(context: AppContext, name: string): Promise<strin
   return context.store.write(async (trx) => {
     const orphaned = await removeOrphanedSelfTokens(trx);
     if (orphaned.length > 0) {
-      context.logger.info({ revoked: orphaned }, 'revoked the tokens of killed in-process workers');
+      context.logger.info(
+        { revoked: orphaned },
+        'revoked the tokens of killed in-process workers and ended their leases',
+      );
     }
     const created = await createToken(trx, name, 'agent');
     await appendAudit(trx, SERVE_ACTOR, {

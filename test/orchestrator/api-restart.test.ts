@@ -3,25 +3,18 @@
  * for a worker's long-poll claim or a followed log, and the new process must give the worker
  * a full lease to report before it judges the leases that ran out while no API responded.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_PATH, childEnv, ensureBuilt } from '../support/cli.js';
-import { writePipelineFile, type JobBody } from '../support/execution.js';
+import { ensureBuilt } from '../support/cli.js';
+import { writePipelineFile } from '../support/execution.js';
+import { callServe, startServe, stopServe, type ServeProcess } from '../support/serve.js';
 import { makeTempDir } from '../support/server.js';
 
 const ADMIN_TOKEN = 'slw_api-restart-admin-token-0000000000000';
 const LEASE_SECONDS = 2;
 /** Far below the 25 s a claim may wait: what a stop may take with a claim and a follower open. */
 const STOP_LIMIT_MS = 8_000;
-
-interface ServeProcess {
-  child: ChildProcess;
-  url: string;
-  output(): string;
-  exited: Promise<number | null>;
-}
 
 describe('an API restart while a separate worker holds tasks', { timeout: 90_000 }, () => {
   let dataDir: string;
@@ -46,53 +39,23 @@ pipelines:
   });
 
   afterAll(async () => {
-    if (serve !== undefined && serve.child.exitCode === null && serve.child.signalCode === null) {
-      serve.child.kill('SIGTERM');
-      await serve.exited;
-    }
+    if (serve !== undefined) await stopServe(serve);
   });
 
-  const startServe = async (): Promise<ServeProcess> => {
-    const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
-      env: childEnv({
-        SLIPWAY_DATA_DIR: dataDir,
-        SLIPWAY_PIPELINES: pipelines,
-        SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
-        SLIPWAY_EXECUTOR: 'local',
-        SLIPWAY_LEASE_SECONDS: String(LEASE_SECONDS),
-        SLIPWAY_WORKER_SHUTDOWN_SECONDS: '2',
-        API_HOST: '127.0.0.1',
-        API_PORT: '0',
-        LOG_LEVEL: 'info',
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
+  const startApiServe = () =>
+    startServe({
+      SLIPWAY_DATA_DIR: dataDir,
+      SLIPWAY_PIPELINES: pipelines,
+      SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+      SLIPWAY_EXECUTOR: 'local',
+      SLIPWAY_LEASE_SECONDS: String(LEASE_SECONDS),
+      SLIPWAY_WORKER_SHUTDOWN_SECONDS: '2',
+      API_HOST: '127.0.0.1',
+      API_PORT: '0',
+      LOG_LEVEL: 'info',
     });
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    const deadline = Date.now() + 20_000;
-    while (!output.includes('registered; waiting for tasks')) {
-      if (Date.now() > deadline || child.exitCode !== null) {
-        throw new Error(`serve did not start:\n${output}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    const url = /API listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output)![1]!;
-    return { child, url, output: () => output, exited };
-  };
-
-  const call = async (path: string, body?: unknown) => {
-    const response = await fetch(`${serve!.url}${path}`, {
-      method: body === undefined ? 'GET' : 'POST',
-      headers: {
-        authorization: `Bearer ${ADMIN_TOKEN}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: response.status, body: (await response.json()) as JobBody };
-  };
+  const call = (path: string, body?: unknown) =>
+    callServe(serve!, ADMIN_TOKEN, body === undefined ? 'GET' : 'POST', path, body);
 
   const auditActions = (jobId: string): string[] => {
     const db = new Database(path.join(dataDir, 'state', 'orchestration.db'), { readonly: true });
@@ -107,7 +70,7 @@ pipelines:
   };
 
   it('stops at once and lets the worker report after its lease ran out', async () => {
-    serve = await startServe();
+    serve = await startApiServe();
     const registered = await call('/api/agent/workers', {
       name: 'outside',
       hostname: 'outside-host',
@@ -142,7 +105,7 @@ pipelines:
 
     // The leases run out while no API responds, then the API starts again.
     await new Promise((resolve) => setTimeout(resolve, LEASE_SECONDS * 1000 + 1_000));
-    serve = await startServe();
+    serve = await startApiServe();
     expect(serve.output()).toContain('renewed the leases of 2 running task(s)');
     // Longer than the watchdog's first pass after the start, which saw the expired leases.
     await new Promise((resolve) => setTimeout(resolve, 700));
@@ -168,7 +131,7 @@ pipelines:
   });
 
   it('still recovers a task whose worker never comes back', async () => {
-    serve ??= await startServe();
+    serve ??= await startApiServe();
     const triggered = await call('/api/trigger/ci', { commit: 'abcdef2', branch: 'lost' });
     expect(triggered.status).toBe(201);
     const id = triggered.body.job_id as string;
@@ -177,7 +140,7 @@ pipelines:
 
     serve.child.kill('SIGTERM');
     expect(await serve.exited).toBe(0);
-    serve = await startServe();
+    serve = await startApiServe();
     expect(auditActions(id)).toContain('task_lease_renewed');
 
     // Renewed for one lease from the start, then recovered by the watchdog.

@@ -16,16 +16,33 @@ function exitedPid(): Promise<number> {
   return new Promise((resolve) => child.once('exit', () => resolve(child.pid!)));
 }
 
+/**
+ * Starts a process whose child has exited but is not reaped (a zombie) and returns both. The
+ * shell prints the child's pid, then becomes `sleep`, which never waits for it.
+ */
+function startZombieParent(): Promise<{ parent: ReturnType<typeof spawn>; zombie: number }> {
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 60']);
+  return new Promise((resolve) => {
+    parent.stdout!.once('data', (chunk: Buffer) => {
+      resolve({ parent, zombie: Number(chunk.toString().trim()) });
+    });
+  });
+}
+
 describe('self tokens of killed serve processes', () => {
   let store: Store;
   let sleeper: ReturnType<typeof spawn>;
+  let zombieParent: ReturnType<typeof spawn>;
+  let zombie: number;
 
   beforeAll(async () => {
     store = await openStore(path.join(makeTempDir(), 'tokens.db'));
     sleeper = spawn('sleep', ['60']);
+    ({ parent: zombieParent, zombie } = await startZombieParent());
   });
   afterAll(async () => {
     sleeper.kill('SIGKILL');
+    zombieParent.kill('SIGKILL');
     await store.close();
   });
 
@@ -38,6 +55,8 @@ describe('self tokens of killed serve processes', () => {
       // The sleeper started after this token was made: its pid was reused.
       reused: `in-process-worker-${host}-${sleeper.pid}-6a7b`,
       otherHost: `in-process-worker-elsewhere.example-${dead}-4e5f`,
+      // Killed, but its parent has not reaped it yet.
+      zombie: `in-process-worker-${host}-${zombie}-8c9d`,
       older: 'in-process-worker-1a2b3c4d',
     };
     await store.write(async (trx) => {
@@ -51,7 +70,7 @@ describe('self tokens of killed serve processes', () => {
     });
 
     const revoked = await store.write((trx) => removeOrphanedSelfTokens(trx));
-    expect(revoked.sort()).toEqual([names.dead, names.reused].sort());
+    expect(revoked.sort()).toEqual([names.dead, names.reused, names.zombie].sort());
 
     const rows = await store.db
       .selectFrom('api_tokens')
@@ -70,7 +89,7 @@ describe('self tokens of killed serve processes', () => {
       .where('action', '=', 'token_revoked')
       .execute();
     expect(audit.map((row) => JSON.parse(row.details).token).sort()).toEqual(
-      [names.dead, names.reused].sort(),
+      [names.dead, names.reused, names.zombie].sort(),
     );
   });
 

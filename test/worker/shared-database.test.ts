@@ -3,7 +3,7 @@
  * Stopping one, or another client marking a worker offline, must leave the other worker
  * running jobs without spinning on claims.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import { CLI_PATH, childEnv, ensureBuilt, runCli, signalOnLine } from '../suppor
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { writePipelineFile, type JobBody } from '../support/execution.js';
+import { callServe, startServe, type ServeProcess } from '../support/serve.js';
 import { makeTempDir } from '../support/server.js';
 
 const ADMIN_TOKEN = 'slw_shared-database-admin-token-00000000';
@@ -18,13 +19,6 @@ const MARKER = `shared-database-done-${process.pid}`;
 /** Claims one idle worker may send in the measuring window: a few re-registrations at most. */
 const MAX_CLAIMS_IN_WINDOW = 10;
 const WINDOW_MS = 3_000;
-
-interface ServeProcess {
-  child: ChildProcess;
-  url: string;
-  output(): string;
-  exited: Promise<number | null>;
-}
 
 describe('serve processes sharing one database', { timeout: 60_000 }, () => {
   let dataDir: string;
@@ -68,40 +62,18 @@ pipelines:
     LOG_LEVEL: 'info',
   });
 
-  const startServe = async (
+  const startSharedServe = async (
     port: number,
     extraEnv: Record<string, string> = {},
     waitFor = 'registered; waiting for tasks',
   ): Promise<ServeProcess> => {
-    const child = spawn(process.execPath, [CLI_PATH, 'serve'], {
-      env: childEnv({ ...serveEnv(port), ...extraEnv }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    const serve = { child, url: `http://127.0.0.1:${port}`, output: () => output, exited };
+    const serve = await startServe({ ...serveEnv(port), ...extraEnv }, waitFor);
     started.push(serve);
-    const deadline = Date.now() + 20_000;
-    while (!output.includes(waitFor)) {
-      if (Date.now() > deadline) throw new Error(`serve did not log "${waitFor}":\n${output}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
     return serve;
   };
 
-  const request = async (serve: ServeProcess, method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${serve.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${ADMIN_TOKEN}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: response.status, body: (await response.json()) as JobBody };
-  };
+  const request = (serve: ServeProcess, method: string, path: string, body?: unknown) =>
+    callServe(serve, ADMIN_TOKEN, method, path, body);
 
   /** Triggers a `quick` job through `serve` and waits until it has finished. */
   const runJob = async (serve: ServeProcess): Promise<JobBody> => {
@@ -137,8 +109,8 @@ pipelines:
   };
 
   it('gives each process its own worker id', async () => {
-    const first = await startServe(5341);
-    const second = await startServe(5342);
+    const first = await startSharedServe(5341);
+    const second = await startSharedServe(5342);
     const firstId = registeredId(first);
     const secondId = registeredId(second);
     expect(firstId).not.toBe(secondId);
@@ -155,8 +127,12 @@ pipelines:
   });
 
   it('rejects a second process with the same worker name', async () => {
-    const first = await startServe(5343, { SLIPWAY_WORKER_NAME: 'vm-serve' });
-    const second = await startServe(5344, { SLIPWAY_WORKER_NAME: 'vm-serve' }, 'returned 409');
+    const first = await startSharedServe(5343, { SLIPWAY_WORKER_NAME: 'vm-serve' });
+    const second = await startSharedServe(
+      5344,
+      { SLIPWAY_WORKER_NAME: 'vm-serve' },
+      'returned 409',
+    );
     expect(await second.exited).not.toBe(0);
     expect(second.output()).toContain('worker id "vm-serve" is already online');
 
@@ -167,7 +143,7 @@ pipelines:
   });
 
   it('registers again after another client marks it offline', async () => {
-    const serve = await startServe(5345, { SLIPWAY_WORKER_NAME: 'vm-serve-offline' });
+    const serve = await startSharedServe(5345, { SLIPWAY_WORKER_NAME: 'vm-serve-offline' });
     const marked = await request(serve, 'POST', '/api/agent/workers/vm-serve-offline/status', {
       status: 'offline',
     });
@@ -211,7 +187,7 @@ pipelines:
   );
 
   it('leaves the database to the server', async () => {
-    const serve = await startServe(5348);
+    const serve = await startSharedServe(5348);
     const dbPath = path.join(dataDir, 'state', 'orchestration.db');
     const snapshot = () => {
       const sqlite = new Database(dbPath, { readonly: true });
@@ -267,7 +243,7 @@ pipelines:
   });
 
   it('honours a drain until set online', async () => {
-    const serve = await startServe(5349, { SLIPWAY_WORKER_NAME: 'vm-serve-drained' });
+    const serve = await startSharedServe(5349, { SLIPWAY_WORKER_NAME: 'vm-serve-drained' });
     const drained = await request(serve, 'POST', '/api/agent/workers/vm-serve-drained/status', {
       status: 'draining',
     });
