@@ -8,6 +8,7 @@ import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { runRecoveryProcedure } from '../orchestrator/recovery.js';
 import { triggerJob } from '../orchestrator/trigger.js';
+import { isTerminal, type Status } from '../jobs/status.js';
 import type { HealAction, HealthCheckDefinition } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
@@ -62,13 +63,14 @@ export async function decideHeal(
     .execute();
   const attempts = await trx
     .selectFrom('health_actions')
-    .select(['created_at', 'finished_at'])
+    .select(['created_at', 'finished_at', 'details'])
     .where('component', '=', check.name)
     .where('outcome', '!=', 'suppressed')
     .where('created_at', '>=', new Date(now - HOUR_MS).toISOString())
     .orderBy('created_at', 'desc')
     .execute();
-  const suppression = findSuppression(heal, attempts, now);
+  const lastJobs = attempts[0] === undefined ? [] : await findActionJobs(trx, attempts[0].details);
+  const suppression = findSuppression(heal, attempts, lastJobs, now);
   const base = {
     component: check.name,
     action: heal.action,
@@ -86,17 +88,19 @@ export async function decideHeal(
       .orderBy('id', 'desc')
       .limit(1)
       .executeTakeFirst();
+    const hold = { next_allowed_at: suppression.nextAllowedAt, job_id: suppression.jobId };
+    const lastHold = parseJsonColumn<Record<string, unknown>>(last?.details ?? '{}', {});
     const repeated =
       last?.outcome === 'suppressed' &&
-      parseJsonColumn<{ next_allowed_at?: unknown }>(last.details, {}).next_allowed_at ===
-        suppression.nextAllowedAt;
+      (lastHold.next_allowed_at ?? null) === hold.next_allowed_at &&
+      (lastHold.job_id ?? null) === hold.job_id;
     await trx
       .insertInto('health_actions')
       .values({
         ...base,
         outcome: 'suppressed',
         reason: suppression.reason,
-        details: JSON.stringify({ failures, next_allowed_at: suppression.nextAllowedAt }),
+        details: JSON.stringify({ failures, ...hold }),
         finished_at: base.created_at,
       })
       .execute();
@@ -109,7 +113,7 @@ export async function decideHeal(
         target,
         failures,
         reason: suppression.reason,
-        next_allowed_at: suppression.nextAllowedAt,
+        ...hold,
       },
     });
     return undefined;
@@ -132,30 +136,80 @@ interface Attempt {
   finished_at: string | null;
 }
 
+/** A job that an action started, as findActionJobs reads it. */
+interface ActionJob {
+  id: string;
+  status: Status;
+  finished_at: string | null;
+}
+
 /**
- * Returns when an attempt ended. The cooldown counts from the end of the last action, so a slow restart still leaves the
- * service the whole cooldown to come up. An action still running counts as ending now,
- * unless it is older than ACTION_TIMEOUT_MS: then its process died and it ended at that limit.
+ * Returns the jobs named in an action's details: the job of `trigger_job`, or the jobs of a
+ * recovery procedure such as `run_pipeline`.
  */
-function attemptEnd(attempt: Attempt, now: number): number {
-  if (attempt.finished_at !== null) return Date.parse(attempt.finished_at);
-  return Math.min(now, Date.parse(attempt.created_at) + ACTION_TIMEOUT_MS);
+async function findActionJobs(trx: Transaction<Database>, details: string): Promise<ActionJob[]> {
+  const parsed = parseJsonColumn<{ job_id?: unknown; jobs?: unknown }>(details, {});
+  const named = [parsed.job_id, ...(Array.isArray(parsed.jobs) ? parsed.jobs : [])].map((item) =>
+    typeof item === 'object' && item !== null ? (item as { job_id?: unknown }).job_id : item,
+  );
+  const ids = named.filter((id): id is string => typeof id === 'string');
+  if (ids.length === 0) return [];
+  return trx
+    .selectFrom('jobs')
+    .select(['id', 'status', 'finished_at'])
+    .where('id', 'in', ids)
+    .execute();
+}
+
+/**
+ * Returns when an attempt ended. The cooldown counts from the end of the last action, so a slow
+ * restart still leaves the service the whole cooldown to come up. An action that started jobs
+ * ends when the last of them finished. An action still running counts as ending now, unless it
+ * is older than ACTION_TIMEOUT_MS: then its process died and it ended at that limit.
+ */
+function attemptEnd(attempt: Attempt, jobs: readonly ActionJob[], now: number): number {
+  const ended =
+    attempt.finished_at !== null
+      ? Date.parse(attempt.finished_at)
+      : Math.min(now, Date.parse(attempt.created_at) + ACTION_TIMEOUT_MS);
+  const jobsEnded = jobs.map((job) => (job.finished_at === null ? 0 : Date.parse(job.finished_at)));
+  return Math.max(ended, ...jobsEnded);
+}
+
+interface Suppression {
+  reason: string;
+  /** When the action may run again, or null while it waits for `jobId` to finish. */
+  nextAllowedAt: string | null;
+  jobId: string | null;
 }
 
 function findSuppression(
   heal: HealAction,
   attempts: Attempt[],
+  lastJobs: readonly ActionJob[],
   now: number,
-): { reason: string; nextAllowedAt: string } | undefined {
+): Suppression | undefined {
   const last = attempts[0];
+  // A heal job that has not finished is still healing: a second one would run next to it.
+  const active = lastJobs.find((job) => !isTerminal(job.status));
+  if (active !== undefined) {
+    return {
+      reason: `the last action's job ${active.id} is ${active.status}; the check acts again once it has finished and the cooldown has passed`,
+      nextAllowedAt: null,
+      jobId: active.id,
+    };
+  }
   if (last !== undefined) {
-    const ended = attemptEnd(last, now);
+    const ended = attemptEnd(last, lastJobs, now);
     if (now - ended < heal.cooldownMs) {
       const endedAt =
-        last.finished_at === null ? 'is still running' : `ended at ${last.finished_at}`;
+        last.finished_at === null
+          ? 'is still running'
+          : `ended at ${new Date(ended).toISOString()}`;
       return {
         reason: `cooldown: the last action ${endedAt} and the cooldown is ${heal.cooldownMs / 1000}s`,
         nextAllowedAt: isoAfter(heal.cooldownMs, ended),
+        jobId: null,
       };
     }
   }
@@ -165,6 +219,7 @@ function findSuppression(
     return {
       reason: `hourly cap: ${attempts.length} action(s) in the last hour, max_per_hour is ${heal.maxPerHour}`,
       nextAllowedAt: isoAfter(HOUR_MS, Date.parse(oldest.created_at)),
+      jobId: null,
     };
   }
   return undefined;

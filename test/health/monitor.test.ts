@@ -127,6 +127,33 @@ recovery:
     expect(jobAudit?.details.health_check).toBe('service');
   });
 
+  it('holds the action while its job is active', async () => {
+    const succeeded = await auditRows(server, 'health_action_succeeded');
+    const jobId = succeeded.find((row) => row.details.component === 'service')!.job_id!;
+    for (let run = 0; run < 3; run += 1) {
+      await runHealthChecks(server.context, { force: true, names: ['service'] });
+    }
+    const suppressed = (await auditRows(server, 'health_action_suppressed')).filter(
+      (row) => row.details.component === 'service',
+    );
+    expect(suppressed).toHaveLength(1);
+    expect(suppressed[0]!.details).toMatchObject({ job_id: jobId, next_allowed_at: null });
+    expect(suppressed[0]!.details.reason).toContain(`the last action's job ${jobId} is queued`);
+
+    // Once the job has ended, the cooldown counts from its end.
+    const cancel = await server.request('POST', `/api/job/${jobId}/cancel`, {
+      token: server.adminToken,
+    });
+    expect(cancel.status).toBe(202);
+    await runHealthChecks(server.context, { force: true, names: ['service'] });
+    const after = (await auditRows(server, 'health_action_suppressed')).filter(
+      (row) => row.details.component === 'service',
+    );
+    expect(after).toHaveLength(2);
+    expect(after.at(-1)!.details.reason).toContain(`ended at ${cancel.body.finished_at}`);
+    expect(after.at(-1)!.details.job_id).toBeNull();
+  });
+
   it('runs a recovery procedure when a check fails', async () => {
     const succeeded = await auditRows(server, 'health_action_succeeded');
     const recovered = succeeded.find((row) => row.details.component === 'service-again');
