@@ -40,6 +40,29 @@ export class LogOffsetError extends Error {
   }
 }
 
+/**
+ * Appends `data` to `file` whole or not at all. A write that fails part way (ENOSPC, EFBIG) is
+ * cut off again, so that the upload's retry, which sends the same bytes, does not store the
+ * written part twice. When even that fails, the state is reloaded from the file on the next
+ * append.
+ */
+async function appendWhole(file: string, data: Buffer, state: FileState): Promise<void> {
+  const handle = await fs.promises.open(file, 'a');
+  try {
+    const { size } = await handle.stat();
+    try {
+      await handle.appendFile(data);
+    } catch (error) {
+      await handle.truncate(size).catch(() => {
+        state.received = -1;
+      });
+      throw error;
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Returns whether `byte` continues a UTF-8 character rather than starting one. */
 function isContinuationByte(byte: number | undefined): boolean {
   return byte !== undefined && (byte & 0xc0) === 0x80;
@@ -135,7 +158,7 @@ export class TaskLogStore {
     }
     if (parts.length > 0) {
       await fs.promises.mkdir(path.dirname(file), { recursive: true });
-      await fs.promises.appendFile(file, Buffer.concat(parts));
+      await appendWhole(file, Buffer.concat(parts), state);
       this.changes.emit('append', file);
     }
     state.received += fresh.length;
