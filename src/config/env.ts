@@ -137,6 +137,19 @@ function readToken(env: Env, name: string, issued?: string): string | undefined 
   return value;
 }
 
+/** Worker ids and names: what the agent API accepts in `worker_id` and `name`. */
+export const WORKER_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$';
+
+function readWorkerName(env: Env): string | undefined {
+  const value = readString(env, 'SLIPWAY_WORKER_NAME');
+  if (value === undefined || new RegExp(WORKER_ID_PATTERN).test(value)) return value;
+  throw new ConfigError(
+    'SLIPWAY_WORKER_NAME',
+    'must be a letter or digit followed by up to 99 letters, digits, underscores, dots, @ or ' +
+      `dashes, got "${value}"`,
+  );
+}
+
 function readString(env: Env, name: string): string | undefined {
   const value = env[name];
   if (value === undefined) return undefined;
@@ -284,7 +297,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     worker: {
       apiUrl: readUrl(env, 'SLIPWAY_API_URL', `http://${localAddress(host)}:${port}`),
       token: readToken(env, 'SLIPWAY_AGENT_TOKEN'),
-      name: readString(env, 'SLIPWAY_WORKER_NAME'),
+      name: readWorkerName(env),
       capacity: readInteger(env, 'SLIPWAY_WORKER_CAPACITY', 2, 1, 256),
       executor: readChoice(env, 'SLIPWAY_EXECUTOR', ['auto', 'docker', 'local'] as const) ?? 'auto',
       leaseSeconds: readInteger(env, 'SLIPWAY_LEASE_SECONDS', 30, 2, 3600),

@@ -24,6 +24,7 @@ const BAD_VALUES: Record<string, string> = {
   ORCHESTRATION_MODE: 'everything',
   SLIPWAY_API_URL: 'not a url',
   SLIPWAY_WORKER_CAPACITY: '0',
+  SLIPWAY_WORKER_NAME: 'bad name/x',
   SLIPWAY_EXECUTOR: 'kubernetes',
   SLIPWAY_LEASE_SECONDS: '1',
   SLIPWAY_WORKER_SHUTDOWN_SECONDS: '1h',
@@ -65,7 +66,6 @@ const SECRETS = new Set(['SLIPWAY_ADMIN_TOKEN', 'SLIPWAY_AGENT_TOKEN', 'SLIPWAY_
 const FREE_FORM = new Set([
   'GITHUB_TOKEN',
   'GITHUB_WEBHOOK_SECRET',
-  'SLIPWAY_WORKER_NAME',
   // The health monitor reports a missing socket as unhealthy; tailscaled may start later.
   'TAILSCALE_SOCKET',
   // Checked by the pipeline loader; see the pipeline file tests below.

@@ -7,6 +7,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AppContext } from '../../app/context.js';
+import { WORKER_ID_PATTERN } from '../../config/env.js';
 import { executionServices, closeExecutionServices } from '../../dispatch/services.js';
 import {
   finishTask,
@@ -41,7 +42,6 @@ export const MAX_CLAIM_WAIT_SECONDS = 25;
 /** Upper bound on the heartbeat interval, so a cancel reaches a worker within about a second. */
 const MAX_HEARTBEAT_INTERVAL_MS = 1_000;
 
-const WORKER_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$';
 const TASK_ID_PATTERN = '^[a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\\.[0-9]+\\.[0-9]+$';
 const Executor = Type.Union([Type.Literal('docker'), Type.Literal('local')]);
 
