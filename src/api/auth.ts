@@ -162,7 +162,8 @@ function limitFailure(
   return new ApiError(
     'rate_limited',
     `more than ${failures.limit} failed authentications from ${addressKey(request.ip)} in a ` +
-      `minute; retry in ${count.retryAfterSeconds} s with a valid token (API_AUTH_FAILURE_LIMIT)`,
+      `minute (API_AUTH_FAILURE_LIMIT). Until the minute ends, in ${count.retryAfterSeconds} s, ` +
+      'only tokens that the server accepted before the lockout keep working from it',
     'Authorization',
     'rate',
   );
