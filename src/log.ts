@@ -62,8 +62,12 @@ interface LoggedRequest {
   socket?: { remotePort?: number } | null;
 }
 
-export function createLogger(level: LogLevel, name = 'slipway'): Logger {
-  return pino({
+/**
+ * Creates the JSON logger. Commands whose stdout carries their result log to stderr instead
+ * (`destination` 2), so that the output can be piped to a JSON parser.
+ */
+export function createLogger(level: LogLevel, name = 'slipway', destination: 1 | 2 = 1): Logger {
+  const options: pino.LoggerOptions = {
     name,
     level,
     base: { pid: process.pid },
@@ -80,5 +84,6 @@ export function createLogger(level: LogLevel, name = 'slipway'): Logger {
         remotePort: request.socket?.remotePort,
       }),
     },
-  });
+  };
+  return destination === 1 ? pino(options) : pino(options, pino.destination(2));
 }

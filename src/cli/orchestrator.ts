@@ -26,7 +26,12 @@ export function registerOrchestratorCommands(program: Command): void {
     .argument('<name>', 'task name')
     .action(async (name: string) => {
       await runCommand(async () => {
-        const context = await createContext(loadCliConfig(), { syncDependencies: false });
+        const config = loadCliConfig();
+        // The summary goes to stdout, so the log goes to stderr.
+        const context = await createContext(config, {
+          syncDependencies: false,
+          logger: createLogger(config.logLevel, 'slipway', 2),
+        });
         try {
           const scheduler = new Scheduler(context, scheduledTasks(context));
           if (!scheduler.tasks.some((task) => task.name === name)) {

@@ -99,9 +99,11 @@ describe('scheduled tasks in two orchestrator processes', () => {
   });
 
   it('run-task runs a task at once and reports a held lock', async () => {
-    const done = await runCli(['run-task', 'sweep'], { ...env, LOG_LEVEL: 'silent' });
+    // At level info the log goes to stderr, so stdout is only the summary.
+    const done = await runCli(['run-task', 'sweep'], { ...env, LOG_LEVEL: 'info' });
     expect(done.code, done.stderr).toBe(0);
-    expect(JSON.parse(done.stdout.trim())).toMatchObject({ task: 'sweep', leasesRecovered: 0 });
+    expect(JSON.parse(done.stdout)).toMatchObject({ task: 'sweep', leasesRecovered: 0 });
+    expect(done.stderr).toContain('"level":30');
 
     const store = await openStore(`${dir}/state/orchestration.db`);
     await store.write((trx) =>
