@@ -44,7 +44,8 @@ export const TriggerBody = Type.Object(
     ),
     github_run_id: Type.Optional(
       Type.Union([Type.String({ pattern: '^[0-9]{1,20}$' }), Type.Integer({ minimum: 0 })], {
-        description: 'GITHUB_RUN_ID; with github_run_attempt it makes the trigger idempotent',
+        description:
+          'GITHUB_RUN_ID; with github_run_attempt (1 when left out) it makes the trigger idempotent',
       }),
     ),
     github_run_attempt: Type.Optional(
