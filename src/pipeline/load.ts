@@ -304,6 +304,7 @@ function resolvePipeline(
     }
   }
 
+  checkSecrets(raw.secrets ?? [], [...at, 'secrets'], report);
   const secrets: SecretRef[] = (raw.secrets ?? []).map((secret) =>
     typeof secret === 'string'
       ? { name: secret, fromEnv: secret, fromFile: undefined }
@@ -321,6 +322,11 @@ function resolvePipeline(
     const cancelInProgress =
       typeof raw.concurrency === 'string' ? false : (raw.concurrency.cancel_in_progress ?? false);
     concurrency = { group: expandGroupShorthand(group), cancelInProgress };
+    const groupAt = typeof raw.concurrency === 'string' ? 'concurrency' : ['concurrency', 'group'];
+    checkNamedTemplates(group, [...at, ...[groupAt].flat()], GROUP_VALUES, report);
+  }
+  for (const [name, value] of Object.entries(raw.on_success?.state ?? {})) {
+    checkNamedTemplates(String(value), [...at, 'on_success', 'state', name], STATE_VALUES, report);
   }
 
   const memory = raw.resources?.memory === undefined ? undefined : parseBytes(raw.resources.memory);
@@ -410,6 +416,59 @@ function expandGroupShorthand(group: string): string {
   if (group === 'branch') return '${{ type }}:${{ branch }}';
   if (group === 'commit') return '${{ type }}:${{ commit }}';
   return group;
+}
+
+/** Values that a concurrency group may name: the job's own fields, known at the trigger. */
+const GROUP_VALUES = ['type', 'branch', 'commit'];
+/** Values that on_success.state may name (see jobTemplateValues). */
+const STATE_VALUES = ['commit', 'branch', 'job_id', 'type'];
+
+/** Reports each template value in `text` other than `allowed`, which would render as empty text. */
+function checkNamedTemplates(
+  text: string,
+  at: (string | number)[],
+  allowed: readonly string[],
+  report: Report,
+): void {
+  for (const match of text.matchAll(TEMPLATE)) {
+    if (!allowed.includes(match[1]!)) {
+      report(
+        at,
+        `unknown template value "${match[1]}" (only ${allowed.map((name) => `\${{ ${name} }}`).join(', ')} may be used here)`,
+      );
+    }
+  }
+}
+
+/**
+ * Reports a secret listed twice, one with both from_env and from_file, and a from_file that is
+ * not an absolute path: the worker reads it from its own working directory, which no pipeline
+ * controls.
+ */
+function checkSecrets(
+  secrets: NonNullable<RawPipeline['secrets']>,
+  at: (string | number)[],
+  report: Report,
+): void {
+  const seen = new Map<string, number>();
+  secrets.forEach((secret, index) => {
+    const name = typeof secret === 'string' ? secret : secret.name;
+    const first = seen.get(name);
+    if (first !== undefined) {
+      report([...at, index], `lists secret ${name} again (first at index ${first}); list it once`);
+    }
+    seen.set(name, first ?? index);
+    if (typeof secret === 'string') return;
+    if (secret.from_env !== undefined && secret.from_file !== undefined) {
+      report([...at, index], 'has both from_env and from_file; keep the one to read');
+    }
+    if (secret.from_file !== undefined && !path.isAbsolute(secret.from_file)) {
+      report(
+        [...at, index, 'from_file'],
+        `must be an absolute path on the worker's host, got "${secret.from_file}"`,
+      );
+    }
+  });
 }
 
 /** Reports each template value in `text` that is not a matrix axis, and returns how many. */

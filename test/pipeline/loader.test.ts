@@ -250,6 +250,49 @@ describe('pipeline loader with several problems', () => {
     expect(problems).toHaveLength(5);
   });
 
+  it('rejects unknown group and state templates', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    concurrency: { group: "${{ nope }}" }',
+        '    on_success: { state: { GOOD: "${{ matrix.x }}", OK: "${{ commit }}" } }',
+        '    steps: [{ run: make }]',
+        '  lint:',
+        '    concurrency: "lint-${{ branch }}-${{ params.env }}"',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    const groupValues = '(only ${{ type }}, ${{ branch }}, ${{ commit }} may be used here)';
+    expect(problems).toEqual([
+      `slipway.yml:3: pipelines.ci.concurrency.group: unknown template value "nope" ${groupValues}`,
+      'slipway.yml:4: pipelines.ci.on_success.state.GOOD: unknown template value "matrix.x" ' +
+        '(only ${{ commit }}, ${{ branch }}, ${{ job_id }}, ${{ type }} may be used here)',
+      `slipway.yml:7: pipelines.lint.concurrency: unknown template value "params.env" ${groupValues}`,
+    ]);
+  });
+
+  it('rejects repeated, ambiguous and relative secrets', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    secrets:',
+        '      - NPM_TOKEN',
+        '      - { name: NPM_TOKEN, from_env: OTHER }',
+        '      - { name: KEY, from_env: KEY, from_file: /etc/key }',
+        '      - { name: CERT, from_file: certs/ci.pem }',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:5: pipelines.ci.secrets.1: lists secret NPM_TOKEN again (first at index 0); list it once',
+      'slipway.yml:6: pipelines.ci.secrets.2: has both from_env and from_file; keep the one to read',
+      'slipway.yml:7: pipelines.ci.secrets.3.from_file: must be an absolute path on the ' +
+        'worker\'s host, got "certs/ci.pem"',
+    ]);
+  });
+
   it('names the field and rule inside a union', () => {
     const problems = problemsOf(
       [
