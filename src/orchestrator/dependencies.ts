@@ -9,7 +9,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import { sql, type Expression, type SqlBool, type Transaction } from 'kysely';
 import { isTerminal, type Status } from '../jobs/status.js';
-import type { AuditContext } from '../store/audit.js';
+import { appendAudit, type AuditContext } from '../store/audit.js';
 import { param, prepare, updateById } from '../store/prepared.js';
 import type { Database, JobRow, TaskRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
@@ -173,6 +173,14 @@ export async function resolveDependents(
     const to = decision.state === 'satisfied' ? 'queued' : 'skipped';
     const reason = decision.state === 'failed' ? decision.reason : null;
     await endWaiting(trx, job, to, reason, changes);
+    // A skipped job gets its job_finished row from refreshJobStatus.
+    if (to === 'queued') {
+      await appendAudit(trx, audit, {
+        action: 'job_released',
+        jobId: job.id,
+        details: { from: 'waiting', to, after_job_id: finished.id, after_type: finished.type },
+      });
+    }
     await refreshJobStatus(trx, job.id, changes, audit);
   }
 }

@@ -65,6 +65,15 @@ describe('dependency chain ci -> integration-tests -> deploy', () => {
 
     await finishJob(server, tests.job_id, 'success');
     expect((await getJob(server, deploy.job_id)).status).toBe('queued');
+    const released = await auditRows(server, 'job_released', deploy.job_id);
+    expect(released.map((row) => row.details)).toEqual([
+      {
+        from: 'waiting',
+        to: 'queued',
+        after_job_id: tests.job_id,
+        after_type: 'integration-tests',
+      },
+    ]);
 
     const done = await finishJob(server, deploy.job_id, 'success');
     expect(done.status).toBe('success');
