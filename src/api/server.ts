@@ -23,7 +23,7 @@ import { isClusterWorker } from '../app/cluster.js';
 import { registerAuth, TokenVerifier, bearerToken, headerCount } from './auth.js';
 import { shareAuthFailures, sharedQuotaStore } from './shared-rate-limit.js';
 import { AuthFailureLimiter, FAILURE_WINDOW_MS } from './auth-failures.js';
-import { registerJsonBodyParser } from './json-body.js';
+import { registerJsonBodyParser, treatNoBodyAsEmptyObject } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
 import { convertQuery, rejectRepeatedQuery, rejectUnknownQueries } from './query.js';
@@ -62,6 +62,37 @@ function recordRouteMethods(app: FastifyInstance): (path: string) => string[] {
     [...methods]
       .filter((method) => router.find(method as FindMyWay.HTTPMethod, path) !== null)
       .sort();
+}
+
+/**
+ * Records `<method> <OpenAPI path>` of each route that treats a missing body as `{}`, as it
+ * is registered.
+ */
+function recordOptionalBodies(app: FastifyInstance): Set<string> {
+  const routes = new Set<string>();
+  app.addHook('onRoute', (route) => {
+    if (![route.preValidation].flat().includes(treatNoBodyAsEmptyObject)) return;
+    const openApiPath = route.url.replace(/:(\w+)/g, '{$1}');
+    for (const method of [route.method].flat())
+      routes.add(`${method.toLowerCase()} ${openApiPath}`);
+  });
+  return routes;
+}
+
+/** Sets `requestBody.required` to false on the operations of `routes`. */
+function markOptionalBodies<T extends { paths?: object }>(document: T, routes: Set<string>): T {
+  const paths = (document.paths ?? {}) as Record<
+    string,
+    Record<string, { requestBody?: { required?: boolean } }>
+  >;
+  for (const [openApiPath, operations] of Object.entries(paths)) {
+    for (const [method, operation] of Object.entries(operations)) {
+      if (routes.has(`${method} ${openApiPath}`) && operation.requestBody !== undefined) {
+        operation.requestBody.required = false;
+      }
+    }
+  }
+  return document;
 }
 
 export type RouteModule = (app: FastifyInstance, context: AppContext) => void | Promise<void>;
@@ -180,7 +211,14 @@ export async function buildServer(
   });
   app.addHook('onRequest', rejectBadHost);
 
+  const optionalBodies = recordOptionalBodies(app);
   await app.register(swagger, {
+    // The plugin marks every body schema required. The routes that accept a request without
+    // a body are marked optional here.
+    transformObject: (documents) =>
+      'openapiObject' in documents
+        ? markOptionalBodies(documents.openapiObject, optionalBodies)
+        : documents.swaggerObject,
     openapi: {
       openapi: '3.0.3',
       info: {

@@ -340,6 +340,12 @@ describe('API endpoints, success paths', () => {
     expect(Object.keys(trigger.responses)).toEqual(
       expect.arrayContaining(['200', '201', '400', '422']),
     );
+    // A trigger needs a body, and a cancel or retry may come without one.
+    const bodyRequired = (method: string, route: string) =>
+      (paths[route]![method] as { requestBody: { required?: boolean } }).requestBody.required;
+    expect(bodyRequired('post', '/api/trigger/ci')).toBe(true);
+    expect(bodyRequired('post', '/api/job/{job_id}/cancel')).toBe(false);
+    expect(bodyRequired('post', '/api/job/{job_id}/retry')).toBe(false);
     expect(doc.body.components.securitySchemes.bearerAuth).toEqual({
       type: 'http',
       scheme: 'bearer',
