@@ -40,14 +40,19 @@ export interface PipelineProblem {
 }
 
 export class PipelineFileError extends Error {
-  constructor(readonly problems: PipelineProblem[]) {
+  readonly problems: PipelineProblem[];
+
+  /** Sorts the problems by line. Those without a line come first. */
+  constructor(problems: PipelineProblem[]) {
+    const sorted = [...problems].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     super(
-      `invalid pipeline file:\n${problems
+      `invalid pipeline file:\n${sorted
         .map(
           (p) => `  ${p.file}${p.line === undefined ? '' : `:${p.line}`}: ${p.field}: ${p.message}`,
         )
         .join('\n')}`,
     );
+    this.problems = sorted;
     this.name = 'PipelineFileError';
   }
 }
@@ -204,11 +209,42 @@ function withoutFailedFields(
   const usable: Record<string, unknown> = {};
   if (failed.at(at)) return { steps: [] };
   for (const [field, value] of Object.entries(raw as RawPipeline)) {
-    const keep = field === 'matrix' ? !failed.at([...at, field]) : !failed.within([...at, field]);
-    if (keep) usable[field] = value;
+    const fieldAt = [...at, field];
+    if (field === 'matrix') {
+      if (!failed.at(fieldAt)) usable[field] = value;
+    } else if (!failed.within(fieldAt)) {
+      usable[field] = value;
+    } else if (PARTLY_CHECKED.has(field) && !failed.at(fieldAt)) {
+      usable[field] = withoutFailedParts(value, fieldAt, failed);
+    }
   }
   usable.steps ??= [];
   return usable as RawPipeline;
+}
+
+function isPresent<T>(value: T | null): value is T {
+  return value !== null;
+}
+
+/**
+ * Fields whose valid parts are still checked when another part failed, so that one file run
+ * reports the problems of both.
+ */
+const PARTLY_CHECKED = new Set(['secrets', 'resources']);
+
+/**
+ * Keeps the fields of an object that passed the schema. In an array, an item that failed
+ * becomes null, so that the others keep the index that locates them in the file.
+ */
+function withoutFailedParts(value: unknown, at: (string | number)[], failed: FailedFields) {
+  if (Array.isArray(value)) {
+    return value.map((item: unknown, index) => (failed.within([...at, index]) ? null : item));
+  }
+  return Object.fromEntries(
+    Object.entries(value as Record<string, unknown>).filter(
+      ([key]) => !failed.within([...at, key]),
+    ),
+  );
 }
 
 function resolveRecovery(
@@ -305,7 +341,7 @@ function resolvePipeline(
   }
 
   checkSecrets(raw.secrets ?? [], [...at, 'secrets'], report);
-  const secrets: SecretRef[] = (raw.secrets ?? []).map((secret) =>
+  const secrets: SecretRef[] = (raw.secrets ?? []).filter(isPresent).map((secret) =>
     typeof secret === 'string'
       ? { name: secret, fromEnv: secret, fromFile: undefined }
       : {
@@ -452,6 +488,8 @@ function checkSecrets(
 ): void {
   const seen = new Map<string, number>();
   secrets.forEach((secret, index) => {
+    // An item that failed the schema is null here (see withoutFailedParts).
+    if (!isPresent(secret)) return;
     const name = typeof secret === 'string' ? secret : secret.name;
     const first = seen.get(name);
     if (first !== undefined) {

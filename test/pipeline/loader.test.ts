@@ -313,12 +313,34 @@ describe('pipeline loader with several problems', () => {
         'from, default',
       'slipway.yml:5: pipelines.ci.matrix.node.1: must be a string or a number',
       'slipway.yml:6: pipelines.ci.matrix.python.from: must be a string',
-      'slipway.yml:9: pipelines.ci.secrets.0.colour: is not a known field; allowed fields: ' +
-        'name, from_env, from_file',
       'slipway.yml:7: pipelines.ci.concurrency: must be a string or a map with the fields ' +
         'group, cancel_in_progress',
       'slipway.yml:8: pipelines.ci.resources.memory: must match the pattern ' +
         '^\\d+(\\.\\d+)?[kKmMgG]?[bB]?$',
+      'slipway.yml:9: pipelines.ci.secrets.0.colour: is not a known field; allowed fields: ' +
+        'name, from_env, from_file',
+    ]);
+  });
+
+  it('checks the valid parts of secrets and resources', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    resources: { memory: 1m, pids: 0 }',
+        '    secrets:',
+        '      - { name: "bad-name" }',
+        '      - { name: CERT, from_file: certs/ci.pem }',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:3: pipelines.ci.resources.pids: expected integer to be greater or equal to 1',
+      'slipway.yml:3: pipelines.ci.resources.memory: is 1048576 bytes; the Docker engine needs ' +
+        'at least 6m (6291456 bytes)',
+      'slipway.yml:5: pipelines.ci.secrets.0.name: must match the pattern ^[A-Za-z_][A-Za-z0-9_]*$',
+      'slipway.yml:6: pipelines.ci.secrets.1.from_file: must be an absolute path on the ' +
+        'worker\'s host, got "certs/ci.pem"',
     ]);
   });
 
