@@ -82,9 +82,19 @@ export function loadPipelineFile(filePath: string): PipelineFile {
   return parsePipelineFile(text, filePath);
 }
 
+/**
+ * Drops the top-level fields whose names start with `x-`. As in compose files, they hold
+ * anchors that pipelines merge with `<<: *name`, and Slipway reads nothing else from them.
+ */
+function withoutExtensionFields(raw: unknown): unknown {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  return Object.fromEntries(Object.entries(raw).filter(([key]) => !key.startsWith('x-')));
+}
+
 export function parsePipelineFile(text: string, file: string): PipelineFile {
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, uniqueKeys: true });
+  // `<<: *anchor` merges another mapping's fields, as in YAML 1.1 and compose files.
+  const document = parseDocument(text, { lineCounter, uniqueKeys: true, merge: true });
   const lineOf = (segments: (string | number)[]) => findLine(document, lineCounter, segments);
 
   if (document.errors.length > 0) {
@@ -97,7 +107,7 @@ export function parsePipelineFile(text: string, file: string): PipelineFile {
       })),
     );
   }
-  const raw: unknown = document.toJS();
+  const raw = withoutExtensionFields(document.toJS());
   const failures = findSchemaFailures(PipelineFileSchema, raw);
   const problems: PipelineProblem[] = failures.map(({ segments, message }) => ({
     file,

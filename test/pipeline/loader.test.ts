@@ -26,6 +26,27 @@ describe('pipeline loader', () => {
     expect(Object.keys(file.pipelines)).toContain('ci');
   });
 
+  it('merges shared settings from an x- field', () => {
+    const file = parsePipelineFile(
+      [
+        'x-local: &local',
+        '  executor: local',
+        '  timeout: 5m',
+        'pipelines:',
+        '  lint:',
+        '    <<: *local',
+        '    steps: [{ run: make lint }]',
+        '  unit:',
+        '    <<: *local',
+        '    timeout: 20m',
+        '    steps: [{ run: make test }]',
+      ].join('\n'),
+      'slipway.yml',
+    );
+    expect(file.pipelines.lint).toMatchObject({ executor: 'local', timeoutMs: 300_000 });
+    expect(file.pipelines.unit).toMatchObject({ executor: 'local', timeoutMs: 1_200_000 });
+  });
+
   it('gives a file without health_checks the checks of Slipway itself', () => {
     const bare = 'pipelines:\n  deploy:\n    steps: [{ run: echo deploy }]\n';
     const defaults = parsePipelineFile(bare, 'slipway.yml').healthChecks;
