@@ -103,7 +103,8 @@ export function parsePipelineFile(text: string, file: string): PipelineFile {
         file,
         line: error.linePos?.[0]?.line,
         field: '(yaml)',
-        message: error.message.split('\n')[0] ?? error.message,
+        // The first line of the parser's message ends with a colon before a code excerpt.
+        message: (error.message.split('\n')[0] ?? error.message).replace(/:$/, ''),
       })),
     );
   }

@@ -37,7 +37,10 @@ export function findSchemaFailures(schema: TSchema, value: unknown): SchemaFailu
       .split('/')
       .slice(1)
       .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'));
-    failures.push({ segments, message: describeSchemaError(error) });
+    const message = describeSchemaError(error);
+    // The value of an unknown field is not what broke the rule: its name is.
+    const unknownField = error.type === ValueErrorType.ObjectAdditionalProperties;
+    failures.push({ segments, message: unknownField ? message : withValue(message, error.value) });
   }
   return failures;
 }
@@ -70,6 +73,19 @@ function memberOfSameKind(error: ValueError): ValueError[] | undefined {
 
 function hasDescription(schema: TSchema): boolean {
   return (schema as { description?: string }).description !== undefined;
+}
+
+/** Longest value, in characters, that a message repeats. */
+const MAX_VALUE_IN_MESSAGE = 60;
+
+/** Adds the value that broke the rule to `message`, unless it is not a scalar or is there. */
+function withValue(message: string, value: unknown): string {
+  if (message.includes(', got ')) return message;
+  if (typeof value === 'number' || typeof value === 'boolean') return `${message}, got ${value}`;
+  if (typeof value !== 'string') return message;
+  const shown =
+    value.length > MAX_VALUE_IN_MESSAGE ? `${value.slice(0, MAX_VALUE_IN_MESSAGE)}...` : value;
+  return `${message}, got ${JSON.stringify(shown)}`;
 }
 
 export function describeSchemaError(error: ValueError): string {

@@ -181,7 +181,7 @@ describe('health_checks in the pipeline file', () => {
       [
         12,
         'health_checks.0.heal.action',
-        'must be one of restart_container, trigger_job, recovery_procedure',
+        'must be one of restart_container, trigger_job, recovery_procedure, got "reboot"',
       ],
     ]);
   });

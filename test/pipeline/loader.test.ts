@@ -47,6 +47,12 @@ describe('pipeline loader', () => {
     expect(file.pipelines.unit).toMatchObject({ executor: 'local', timeoutMs: 1_200_000 });
   });
 
+  it('ends a YAML error at the position', () => {
+    const problems = problemsOf('pipelines:\n  ci:\n    steps: [\n');
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^slipway\.yml:\d+: \(yaml\): .*at line \d+, column \d+$/);
+  });
+
   it('gives a file without health_checks the checks of Slipway itself', () => {
     const bare = 'pipelines:\n  deploy:\n    steps: [{ run: echo deploy }]\n';
     const defaults = parsePipelineFile(bare, 'slipway.yml').healthChecks;
@@ -200,7 +206,7 @@ describe('pipeline loader', () => {
       ['pipelines:', '  ci:', '    executor: podman', '    steps: [{ run: make }]'].join('\n'),
     );
     expect(problems).toEqual([
-      'slipway.yml:3: pipelines.ci.executor: must be one of docker, local',
+      'slipway.yml:3: pipelines.ci.executor: must be one of docker, local, got "podman"',
     ]);
   });
 
@@ -254,7 +260,7 @@ describe('pipeline loader with several problems', () => {
       ].join('\n'),
     );
     expect(problems).toContain(
-      'slipway.yml:5: pipelines.ci.concurrency.cancel_in_progress: must be a boolean',
+      'slipway.yml:5: pipelines.ci.concurrency.cancel_in_progress: must be a boolean, got "maybe"',
     );
     expect(problems).toContain(
       'slipway.yml:4: pipelines.ci.image: unknown template value "matrix.x" ' +
@@ -331,13 +337,13 @@ describe('pipeline loader with several problems', () => {
     );
     expect(problems).toEqual([
       'slipway.yml:4: pipelines.ci.matrix.flavor: must be a list or a map with the fields ' +
-        'from, default',
-      'slipway.yml:5: pipelines.ci.matrix.node.1: must be a string or a number',
-      'slipway.yml:6: pipelines.ci.matrix.python.from: must be a string',
+        'from, default, got "maybe"',
+      'slipway.yml:5: pipelines.ci.matrix.node.1: must be a string or a number, got true',
+      'slipway.yml:6: pipelines.ci.matrix.python.from: must be a string, got 3',
       'slipway.yml:7: pipelines.ci.concurrency: must be a string or a map with the fields ' +
-        'group, cancel_in_progress',
+        'group, cancel_in_progress, got 5',
       'slipway.yml:8: pipelines.ci.resources.memory: must match the pattern ' +
-        '^\\d+(\\.\\d+)?[kKmMgG]?[bB]?$',
+        '^\\d+(\\.\\d+)?[kKmMgG]?[bB]?$, got "lots"',
       'slipway.yml:9: pipelines.ci.secrets.0.colour: is not a known field; allowed fields: ' +
         'name, from_env, from_file',
     ]);
@@ -356,10 +362,11 @@ describe('pipeline loader with several problems', () => {
       ].join('\n'),
     );
     expect(problems).toEqual([
-      'slipway.yml:3: pipelines.ci.resources.pids: expected integer to be greater or equal to 1',
+      'slipway.yml:3: pipelines.ci.resources.pids: expected integer to be greater or equal to 1, got 0',
       'slipway.yml:3: pipelines.ci.resources.memory: is 1048576 bytes; the Docker engine needs ' +
         'at least 6m (6291456 bytes)',
-      'slipway.yml:5: pipelines.ci.secrets.0.name: must match the pattern ^[A-Za-z_][A-Za-z0-9_]*$',
+      'slipway.yml:5: pipelines.ci.secrets.0.name: must match the pattern ^[A-Za-z_][A-Za-z0-9_]*$, ' +
+        'got "bad-name"',
       'slipway.yml:6: pipelines.ci.secrets.1.from_file: must be an absolute path on the ' +
         'worker\'s host, got "certs/ci.pem"',
     ]);
@@ -383,10 +390,10 @@ describe('pipeline loader with several problems', () => {
       ].join('\n'),
     );
     expect(problems).toEqual([
-      'slipway.yml:4: pipelines.ci.image: expected string length greater or equal to 1',
+      'slipway.yml:4: pipelines.ci.image: expected string length greater or equal to 1, got ""',
       'slipway.yml:5: pipelines.ci.matrix: must be a map',
       'slipway.yml:12: recovery.again.action: must be one of restart_container, rerun_failed, ' +
-        'run_pipeline',
+        'run_pipeline, got "reboot"',
     ]);
   });
 
