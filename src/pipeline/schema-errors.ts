@@ -75,7 +75,7 @@ function hasDescription(schema: TSchema): boolean {
   return (schema as { description?: string }).description !== undefined;
 }
 
-/** Longest value, in characters, that a message repeats. */
+/** Maximum length, in characters, of a value that a message repeats. */
 const MAX_VALUE_IN_MESSAGE = 60;
 
 /** Adds the value that broke the rule to `message`, unless it is not a scalar or is there. */
@@ -83,9 +83,9 @@ function withValue(message: string, value: unknown): string {
   if (message.includes(', got ')) return message;
   if (typeof value === 'number' || typeof value === 'boolean') return `${message}, got ${value}`;
   if (typeof value !== 'string') return message;
-  const shown =
+  const excerpt =
     value.length > MAX_VALUE_IN_MESSAGE ? `${value.slice(0, MAX_VALUE_IN_MESSAGE)}...` : value;
-  return `${message}, got ${JSON.stringify(shown)}`;
+  return `${message}, got ${JSON.stringify(excerpt)}`;
 }
 
 export function describeSchemaError(error: ValueError): string {
