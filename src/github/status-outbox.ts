@@ -171,17 +171,23 @@ export async function takeDueReports(
 }
 
 /**
- * Marks pending reports that a newer pending or sent report replaced. Run before each
- * drain so that old reports stuck in backoff do not wait there for nothing.
+ * Marks pending reports that a newer pending or sent report replaced, or only report `id`.
+ * Run before each drain so that old reports stuck in backoff do not wait there for nothing,
+ * and before each send, because a newer report may have arrived during the batch.
  */
-export async function supersedeReplacedReports(trx: Trx, repository: string): Promise<number> {
-  const result = await trx
+export async function supersedeReplacedReports(
+  trx: Trx,
+  repository: string,
+  id?: number,
+): Promise<number> {
+  let query = trx
     .updateTable('github_status_outbox as o')
     .set({ outcome: 'superseded' })
     .where('o.outcome', '=', literal('pending'))
     .where('o.repository', '=', repository)
-    .where((eb) => eb.exists(newerReport(eb)))
-    .executeTakeFirst();
+    .where((eb) => eb.exists(newerReport(eb)));
+  if (id !== undefined) query = query.where('o.id', '=', id);
+  const result = await query.executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
 

@@ -210,7 +210,12 @@ export class StatusSender {
       if (due.length === 0) return;
       for (const report of due) {
         if (!this.#running) return;
-        await this.#send(report);
+        // During an outage each failed send takes time, and a newer report of the same
+        // context may be written meanwhile. Sending the old one would only cost a request.
+        const replaced = await store.write((trx) =>
+          supersedeReplacedReports(trx, repository, report.id),
+        );
+        if (replaced === 0) await this.#send(report);
       }
       await store.write((trx) => supersedeReplacedReports(trx, repository));
     }

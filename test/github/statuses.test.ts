@@ -183,6 +183,37 @@ describe('commit statuses', () => {
     expect(outbox.filter((row) => row.outcome === 'pending')).toEqual([]);
   });
 
+  it('skips reports replaced while a send hangs', async () => {
+    const commit = nextCommit();
+    setup.standin.failNext(1, { kind: 'slow-502', delayMs: 1_500 }, new RegExp(commit));
+    const jobId = await trigger(setup.server, commit, { python_versions: ['3.10', '3.11'] });
+    // The first report hangs, and the others of its batch wait behind it.
+    await waitFor(() => setup.standin.requests.find((request) => request.path.includes(commit)));
+    await setStatus(setup.server, jobId, 'running');
+    await setStatus(setup.server, jobId, 'success');
+
+    const contexts = await waitFor(async () => {
+      const rows = await setup.server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select(['context', 'outcome', 'state'])
+        .where('commit_sha', '=', commit)
+        .execute();
+      const settled = rows.every((row) => row.outcome !== 'pending');
+      return settled ? [...new Set(rows.map((row) => row.context))] : undefined;
+    });
+    expect(contexts).toHaveLength(3);
+    for (const context of contexts) {
+      const states = setup.standin.statusesFor(commit, context).map((status) => status.state);
+      expect(states.at(-1), context).toBe('success');
+    }
+    // The reports queued behind the one that hung were replaced before their turn, so the
+    // task contexts got only their final status.
+    for (const context of contexts.filter((name) => name !== 'slipway/ci')) {
+      const states = setup.standin.statusesFor(commit, context).map((status) => status.state);
+      expect(states, context).toEqual(['success']);
+    }
+  });
+
   it('reports a job created waiting', async () => {
     const commit = nextCommit();
     const response = await setup.server.request('POST', '/api/trigger/integration-tests', {

@@ -44,7 +44,11 @@ export interface RecordedRequest {
 }
 
 type Fault =
-  { kind: '502' } | { kind: 'not-found' } | { kind: 'rate-limit'; resetInSeconds: number };
+  | { kind: '502' }
+  | { kind: 'not-found' }
+  | { kind: 'rate-limit'; resetInSeconds: number }
+  /** A 502 after `delayMs`, as from an overloaded proxy. */
+  | { kind: 'slow-502'; delayMs: number };
 
 interface PendingFault {
   fault: Fault;
@@ -115,6 +119,10 @@ export async function startGitHubStandin(
       const fault = takeFault(faults, `${record.method} ${path}`);
       if (down || fault?.kind === '502') {
         send(502, { message: 'Server Error' });
+        return;
+      }
+      if (fault?.kind === 'slow-502') {
+        setTimeout(() => send(502, { message: 'Server Error' }), fault.delayMs);
         return;
       }
       if (fault?.kind === 'not-found') {
