@@ -6,6 +6,8 @@
  *     their dependency timeout are skipped (see waiting.ts);
  *   - a job whose status differs from the one its tasks give is corrected, and active tasks
  *     of a finished job or of an older attempt end `error`;
+ *   - running tasks without a worker (set running through PATCH) end `timed_out` once
+ *     their pipeline's timeout has passed, since no worker enforces it;
  *   - queued jobs no live worker can take get the reason on the job;
  *   - containers and workspaces of this installation that no running task owns are removed;
  *   - LAST_DEPLOYED_COMMIT is set to the commit of the last successful deploy when they differ;
@@ -39,6 +41,7 @@ export async function runSweep(
   const waiting = await settleWaitingJobs(context, audit);
   const statuses = await repairJobStatuses(context, audit);
   const strayTasks = await endStrayTasks(context, audit);
+  const unheldTimedOut = await timeOutUnheldTasks(context, audit);
   const unschedulable = await explainQueuedJobs(context, audit);
   const containers = await removeOrphanContainers(context, audit);
   const workspaces = await removeOrphanWorkspaces(context, audit);
@@ -49,6 +52,7 @@ export async function runSweep(
     waitingSettled: waiting.length,
     jobStatusesRepaired: statuses,
     strayTasksEnded: strayTasks,
+    unheldTasksTimedOut: unheldTimedOut,
     queuedWithoutWorker: unschedulable,
     containersRemoved: containers.removed,
     containerError: containers.error,
@@ -152,6 +156,64 @@ export async function endStrayTasks(context: AppContext, audit: AuditContext): P
           reason,
         },
       });
+      count += 1;
+    }
+    return count;
+  });
+  changes.emit(context.events);
+  return ended;
+}
+
+/**
+ * Ends `timed_out` the running tasks without a worker whose pipeline timeout has passed since
+ * they started. A worker ends its own tasks at the timeout, but a task set running through
+ * `PATCH /api/job/{id}/status` has none, and its concurrency group would stay blocked.
+ */
+export async function timeOutUnheldTasks(
+  context: AppContext,
+  audit: AuditContext,
+  now = Date.now(),
+): Promise<number> {
+  const candidates = await context.store.db
+    .selectFrom('tasks')
+    .innerJoin('jobs', 'jobs.id', 'tasks.job_id')
+    .select(['tasks.id', 'tasks.started_at', 'jobs.pipeline'])
+    .where('tasks.status', '=', 'running')
+    .where('tasks.worker_id', 'is', null)
+    .execute();
+  const due = candidates.flatMap((row) => {
+    const timeoutMs = parseJsonColumn<Partial<Pipeline>>(row.pipeline, {}).timeoutMs;
+    if (timeoutMs === undefined || row.started_at === null) return [];
+    return now - Date.parse(row.started_at) > timeoutMs ? [{ id: row.id, timeoutMs }] : [];
+  });
+  if (due.length === 0) return 0;
+  const changes = new ChangeSet();
+  const ended = await context.store.write(async (trx) => {
+    let count = 0;
+    for (const { id, timeoutMs } of due) {
+      const task = await trx
+        .selectFrom('tasks')
+        .selectAll()
+        .where('id', '=', id)
+        .executeTakeFirst();
+      // A worker may have claimed it, or someone ended it, since the read above.
+      if (task === undefined || task.status !== 'running' || task.worker_id !== null) continue;
+      const reason =
+        `no worker holds this task and its timeout of ${timeoutMs / 1000}s passed since it ` +
+        `started at ${task.started_at}`;
+      await transitionTask(trx, task, 'timed_out', changes, { reason });
+      await appendAudit(trx, audit, {
+        action: 'state_repaired',
+        jobId: task.job_id,
+        taskId: task.id,
+        details: {
+          problem: 'running task without a worker',
+          from: 'running',
+          to: 'timed_out',
+          reason,
+        },
+      });
+      await refreshJobStatus(trx, task.job_id, changes, audit);
       count += 1;
     }
     return count;

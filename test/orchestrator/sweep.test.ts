@@ -11,7 +11,7 @@ import {
   LABEL_TASK,
 } from '../../src/jobs/labels.js';
 import { removeOrphanContainers, removeOrphanWorkspaces } from '../../src/orchestrator/orphans.js';
-import { runSweep } from '../../src/orchestrator/sweep.js';
+import { runSweep, timeOutUnheldTasks } from '../../src/orchestrator/sweep.js';
 import { Watchdog } from '../../src/orchestrator/watchdog.js';
 import { requireDocker, TEST_IMAGE } from '../support/docker.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
@@ -194,6 +194,22 @@ describe('orchestration sweep', () => {
     const job = await getJob(server, ci.job_id);
     expect(job.tasks[0]?.status).toBe('error');
     expect(job.tasks[0]?.reason).toBe('the job already ended cancelled');
+  });
+
+  it('times out a running task that no worker holds', async () => {
+    const ci = await trigger(server, 'ci', 'e0e0e0e0e0');
+    await finishJob(server, ci.job_id, 'running');
+    const startedAt = Date.parse((await getJob(server, ci.job_id)).tasks[0]!.started_at!);
+    // The default pipeline timeout is 1 h.
+    expect(await timeOutUnheldTasks(server.context, audit, startedAt + 3_599_000)).toBe(0);
+    expect(await timeOutUnheldTasks(server.context, audit, startedAt + 3_601_000)).toBe(1);
+
+    const job = await getJob(server, ci.job_id);
+    expect(job.status).toBe('timed_out');
+    expect(job.tasks[0]?.status).toBe('timed_out');
+    expect(job.tasks[0]?.reason).toContain('no worker holds this task and its timeout of 3600s');
+    const repaired = await auditRows(server, 'state_repaired', ci.job_id);
+    expect(repaired.map((row) => row.details.problem)).toEqual(['running task without a worker']);
   });
 
   it('sets LAST_DEPLOYED_COMMIT from the last successful deploy', async () => {
