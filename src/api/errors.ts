@@ -9,7 +9,11 @@
 
 export const ERROR_CODES = {
   validation_failed: { status: 400, summary: 'a body, parameter or query value is invalid' },
-  invalid_json: { status: 400, summary: 'the body is not valid JSON' },
+  invalid_json: {
+    status: 400,
+    summary:
+      'the body is not valid JSON, or an object in it repeats a key or has a key that changes prototypes',
+  },
   unauthorized: { status: 401, summary: 'no bearer token, or an unknown or revoked one' },
   invalid_signature: { status: 401, summary: 'the webhook signature does not match the body' },
   forbidden: { status: 403, summary: "the token's role may not use this endpoint" },

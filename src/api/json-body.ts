@@ -88,6 +88,19 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       done(new ApiError('invalid_json', `the body is not valid JSON: ${reason}`, 'body', 'json'));
       return;
     }
+    const repeated = findRepeatedKey(text);
+    if (repeated !== undefined) {
+      done(
+        new ApiError(
+          'invalid_json',
+          `the body repeats the key "${repeated}" in one object; JSON.parse would keep only ` +
+            'the last value, so send each key once',
+          'body',
+          'uniqueKeys',
+        ),
+      );
+      return;
+    }
     const key = findPrototypeKey(value);
     if (key !== undefined) {
       done(
@@ -103,6 +116,52 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
     }
     done(null, value);
   });
+}
+
+/** The keys of an object seen so far while scanning, or null for an array. */
+type Scope = Set<string> | null;
+
+/**
+ * Returns the first key that appears twice in one object of `text`, which must be valid JSON.
+ * A proxy or another parser may keep the first value where JSON.parse keeps the last, so a
+ * repeated key could mean different requests to them and to Slipway.
+ */
+export function findRepeatedKey(text: string): string | undefined {
+  // A body without strings has no keys.
+  if (text.indexOf('"') === -1) return undefined;
+  const scopes: Scope[] = [];
+  let expectKey = false;
+  for (let index = 0; index < text.length; index += 1) {
+    const char = text[index];
+    if (char === '"') {
+      const end = stringEnd(text, index);
+      const scope = scopes.at(-1);
+      if (expectKey && scope) {
+        const key = JSON.parse(text.slice(index, end + 1)) as string;
+        if (scope.has(key)) return key;
+        scope.add(key);
+      }
+      expectKey = false;
+      index = end;
+    } else if (char === '{') {
+      scopes.push(new Set());
+      expectKey = true;
+    } else if (char === '[') {
+      scopes.push(null);
+    } else if (char === '}' || char === ']') {
+      scopes.pop();
+    } else if (char === ',') {
+      expectKey = scopes.at(-1) !== null;
+    }
+  }
+  return undefined;
+}
+
+/** Returns the index of the quote that closes the string opening at `start`. */
+function stringEnd(text: string, start: number): number {
+  let index = start + 1;
+  while (text[index] !== '"') index += text[index] === '\\' ? 2 : 1;
+  return index;
 }
 
 /**

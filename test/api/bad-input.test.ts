@@ -400,6 +400,15 @@ const BODY_CASES: BadCase[] = [
     rule: 'json',
   },
   {
+    name: 'repeated key',
+    path: TRIGGER,
+    body: '{"commit":"1234567","commit":"7654321"}',
+    status: 400,
+    code: 'invalid_json',
+    field: 'body',
+    rule: 'uniqueKeys',
+  },
+  {
     name: 'branch with a lone surrogate',
     path: TRIGGER,
     body: '{"commit":"abc1234","branch":"fix/a\\ud800b"}',
@@ -1045,6 +1054,24 @@ describe('bad input', () => {
           'object prototypes, so rename the key',
       );
     }
+  });
+
+  it('repeated keys are found in any object', async () => {
+    for (const [body, key] of [
+      ['{"commit":"1234567","params":{"a":1,"b":{"a":2},"\\u0061":3}}', 'a'],
+      ['{"commit":"1234567","params":{"list":[{"x":1},{"x":2}],"q":"\\"x\\":","q":0}}', 'q'],
+    ]) {
+      const response = await server.request('POST', TRIGGER, { token: server.adminToken, body });
+      expect(response.status, body).toBe(400);
+      expect(response.body.rule).toBe('uniqueKeys');
+      expect(response.body.error).toContain(`the body repeats the key "${key}" in one object`);
+    }
+    // The same key in different objects, or as a value, is no repeat.
+    const distinct = await server.request('POST', TRIGGER, {
+      token: server.adminToken,
+      body: '{"commit":"1234567","params":{"commit":"x","list":[{"commit":1},{"commit":2}]}}',
+    });
+    expect(distinct.status, distinct.text).toBe(201);
   });
 
   it('empty JSON body is rejected on trigger', async () => {
