@@ -133,6 +133,8 @@ export async function renewLeasesOnStart(
       .selectFrom('tasks')
       .select(['id', 'job_id', 'worker_id', 'attempt', 'lease_expires_at', 'lease_renewed_at'])
       .where('status', '=', literal('running'))
+      // A task set running through PATCH has no worker and no lease: the sweep times it out.
+      .where('worker_id', 'is not', null)
       .where((eb) =>
         eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', until)]),
       )

@@ -101,6 +101,26 @@ describe('lease renewal when the API starts', () => {
     expect(cancelled.status, cancelled.text).toBe(202);
   });
 
+  it('leaves a task without a worker alone', async () => {
+    const job = await trigger(server, 'ci', 'e4e4e4e4e4');
+    const running = await server.request('PATCH', `/api/job/${job.job_id}/status`, {
+      token: server.adminToken,
+      body: { status: 'running' },
+    });
+    expect(running.status, running.text).toBe(200);
+    const taskId = running.body.tasks[0].id as string;
+
+    expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 0, notRenewed: 0 });
+    expect((await task(taskId)).lease_expires_at).toBeNull();
+    expect(await auditRows(server, 'task_lease_renewed', job.job_id)).toHaveLength(0);
+    expect(await recoverExpiredLeases(server.context, { actor: 'orchestrator' })).toEqual([]);
+    expect((await task(taskId)).status).toBe('running');
+    await server.request('PATCH', `/api/job/${job.job_id}/status`, {
+      token: server.adminToken,
+      body: { status: 'cancelled' },
+    });
+  });
+
   it('renews again after a heartbeat', async () => {
     await trigger(server, 'ci', 'e2e2e2e2e2');
     const claimed = await claimOne('live-worker');
