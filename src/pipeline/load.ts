@@ -82,6 +82,16 @@ export function loadPipelineFile(filePath: string): PipelineFile {
   return parsePipelineFile(text, filePath);
 }
 
+/** Returns the first line of a YAML parser message, worded for the file rather than the library. */
+function describeYamlError(message: string): string {
+  // The first line ends with a colon before a code excerpt.
+  const first = (message.split('\n')[0] ?? message).replace(/:$/, '');
+  if (first.includes('parseAllDocuments')) {
+    return 'the file holds more than one YAML document (a second ---); keep one';
+  }
+  return first;
+}
+
 /**
  * Drops the top-level fields whose names start with `x-`. As in compose files, they hold
  * anchors that pipelines merge with `<<: *name`, and Slipway reads nothing else from them.
@@ -103,12 +113,19 @@ export function parsePipelineFile(text: string, file: string): PipelineFile {
         file,
         line: error.linePos?.[0]?.line,
         field: '(yaml)',
-        // The first line of the parser's message ends with a colon before a code excerpt.
-        message: (error.message.split('\n')[0] ?? error.message).replace(/:$/, ''),
+        message: describeYamlError(error.message),
       })),
     );
   }
-  const raw = withoutExtensionFields(document.toJS());
+  let raw: unknown;
+  try {
+    raw = withoutExtensionFields(document.toJS());
+  } catch (error) {
+    // Aliases resolve here: an unknown anchor, a merge of a plain value, or an alias loop.
+    throw new PipelineFileError([
+      { file, line: undefined, field: '(yaml)', message: (error as Error).message },
+    ]);
+  }
   const failures = findSchemaFailures(PipelineFileSchema, raw);
   const problems: PipelineProblem[] = failures.map(({ segments, message }) => ({
     file,
@@ -370,7 +387,9 @@ function resolvePipeline(
       typeof raw.concurrency === 'string' ? false : (raw.concurrency.cancel_in_progress ?? false);
     concurrency = { group: expandGroupShorthand(group), cancelInProgress };
     const groupAt = typeof raw.concurrency === 'string' ? 'concurrency' : ['concurrency', 'group'];
-    checkNamedTemplates(group, [...at, ...[groupAt].flat()], GROUP_VALUES, report);
+    const groupPath = [...at, ...[groupAt].flat()];
+    if (group.trim() === '') report(groupPath, 'is blank; name the group');
+    checkNamedTemplates(group, groupPath, GROUP_VALUES, report);
   }
   for (const [name, value] of Object.entries(raw.on_success?.state ?? {})) {
     checkNamedTemplates(String(value), [...at, 'on_success', 'state', name], STATE_VALUES, report);
@@ -477,11 +496,16 @@ function checkNamedTemplates(
   allowed: readonly string[],
   report: Report,
 ): void {
-  for (const match of text.matchAll(TEMPLATE)) {
-    if (!allowed.includes(match[1]!)) {
+  const names = [...text.matchAll(ANY_TEMPLATE)].map((match) => match[1]!.trim());
+  const opened = text.split('${{').length - 1;
+  if (opened > names.length) {
+    report(at, `has "\${{" without a closing "}}"; write a template as \${{ name }}`);
+  }
+  for (const name of names) {
+    if (!allowed.includes(name)) {
       report(
         at,
-        `unknown template value "${match[1]}" (only ${allowed.map((name) => `\${{ ${name} }}`).join(', ')} may be used here)`,
+        `unknown template value "${name}" (only ${allowed.map((value) => `\${{ ${value} }}`).join(', ')} may be used here)`,
       );
     }
   }

@@ -299,6 +299,44 @@ describe('pipeline loader with several problems', () => {
     ]);
   });
 
+  it('rejects malformed group and state templates', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    concurrency: "deploy-${{ branch-name }}"',
+        '    on_success: { state: { A: "${{ commit", B: "${{ }}" } }',
+        '    steps: [{ run: make }]',
+        '  lint:',
+        '    concurrency: "   "',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^slipway\.yml:3: pipelines\.ci\.concurrency: unknown template value "branch-name"/,
+      ),
+      'slipway.yml:4: pipelines.ci.on_success.state.A: has "${{" without a closing "}}"; ' +
+        'write a template as ${{ name }}',
+      expect.stringMatching(
+        /^slipway\.yml:4: pipelines\.ci\.on_success\.state\.B: unknown template value ""/,
+      ),
+      'slipway.yml:7: pipelines.lint.concurrency: is blank; name the group',
+    ]);
+  });
+
+  it('reports broken aliases and a second document in the usual form', () => {
+    expect(
+      problemsOf('x-s: &s hello\npipelines:\n  ci:\n    <<: *s\n    steps: [{ run: a }]\n'),
+    ).toEqual(['slipway.yml:undefined: (yaml): Merge sources must be maps or map aliases']);
+    expect(
+      problemsOf('pipelines:\n  ci:\n    executor: *nope\n    steps: [{ run: a }]\n')[0],
+    ).toMatch(/^slipway\.yml:undefined: \(yaml\): Unresolved alias/);
+    expect(problemsOf('pipelines: {}\n---\npipelines: {}\n')[0]).toMatch(
+      /\(yaml\): the file holds more than one YAML document \(a second ---\); keep one$/,
+    );
+  });
+
   it('rejects repeated, ambiguous and relative secrets', () => {
     const problems = problemsOf(
       [
