@@ -63,6 +63,11 @@ export interface ExecutionResult {
 
 export interface Executor {
   readonly name: ExecutorName;
+  /**
+   * Stops what workers that have ended left running on this host, before a task runs again
+   * after its lease was lost. Its earlier attempt may still run here, in the same workspace.
+   */
+  stopLeftovers?(): Promise<void>;
   run(spec: ExecutionSpec, output: OutputSink, signal: AbortSignal): Promise<ExecutionResult>;
   cleanup(spec: ExecutionSpec): Promise<void>;
 }

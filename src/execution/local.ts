@@ -87,7 +87,7 @@ export class LocalExecutor implements Executor {
     this.#owner = owner === undefined ? undefined : `${owner}.${this.#install}`;
     // A worker killed with SIGKILL leaves its steps running. The next worker on the host
     // stops them when it starts, and any worker there does every minute while it runs tasks.
-    this.#searchOrphans();
+    void this.#searchOrphans();
   }
 
   async run(
@@ -95,7 +95,9 @@ export class LocalExecutor implements Executor {
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<ExecutionResult> {
-    if (Date.now() - this.#orphansSearchedAt >= ORPHAN_SEARCH_INTERVAL_MS) this.#searchOrphans();
+    if (Date.now() - this.#orphansSearchedAt >= ORPHAN_SEARCH_INTERVAL_MS) {
+      void this.#searchOrphans();
+    }
     const mark = randomBytes(12).toString('hex');
     const marked: TaskMark = { mark };
     this.#marks.set(spec.taskId, marked);
@@ -127,9 +129,14 @@ export class LocalExecutor implements Executor {
     return { exitCode: 0 };
   }
 
-  #searchOrphans(): void {
+  /** Kills the step processes of ended workers of this install, and waits for the search. */
+  stopLeftovers(): Promise<void> {
+    return this.#searchOrphans();
+  }
+
+  #searchOrphans(): Promise<void> {
     this.#orphansSearchedAt = Date.now();
-    killOrphanedSteps(this.#install).then(
+    return killOrphanedSteps(this.#install).then(
       (result) => logOrphanedSteps(this.#logger, result),
       (error: unknown) =>
         this.#logger.error({ err: error }, 'search for step processes of ended workers failed'),

@@ -108,6 +108,8 @@ export class TaskRun {
       );
       // After the header, so that the log of a task without its secret shows where it ran.
       if (secretProblem !== undefined) throw secretProblem;
+      // An attempt after a lost lease: the earlier one may still run here, in this workspace.
+      if (spec.attempt > 1) await executor.stopLeftovers?.();
       workspace = await createWorkspace(this.#deps.workspacesRoot, spec.task_id);
       await this.#checkout(workspace, output);
       executionSpec = this.#executionSpec(workspace, secrets);

@@ -285,6 +285,27 @@ pipelines:
     expect(lines[0]!.taskIds).toEqual(['ci-0000dead.1.0']);
   });
 
+  it('kills steps of a dead worker before a repeated attempt', async () => {
+    const workspaces = makeTempDir();
+    const lines: LogLine[] = [];
+    const executor = new LocalExecutor(pino({ level: 'info' }, logSink(lines)), workspaces);
+    // After the search at construction, a worker of this install ends and leaves a step.
+    await executor.stopLeftovers();
+    const owner = `4194305.1.${PID_NAMESPACE!}.${installId(workspaces)}`;
+    const leftover = spawn('sleep', ['308'], {
+      env: { PATH: process.env.PATH, [PROCESS_OWNER_VARIABLE]: owner },
+      stdio: 'ignore',
+    });
+    try {
+      await waitFor(() => processesWith('sleep 308').length === 1, 5_000);
+      await executor.stopLeftovers();
+      expect(processesWith('sleep 308')).toEqual([]);
+    } finally {
+      leftover.kill('SIGKILL');
+    }
+    expect(lines.map((line) => line.pids)).toEqual([[leftover.pid]]);
+  });
+
   it('kills a setsid process on cancel', async () => {
     const id = await harness.trigger('detached-wait', { commit: repo.commit });
     await harness.waitForStatus(id, 'running');
