@@ -455,9 +455,14 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         ),
         response: {
           200: Type.Object({
-            received: Type.Integer(),
-            accepted: Type.Integer(),
-            truncated: Type.Boolean(),
+            received: Type.Integer({
+              description: "bytes of the attempt's output received so far, the next offset",
+            }),
+            accepted: Type.Integer({
+              description:
+                'bytes of this upload that were new; those past SLIPWAY_LOG_MAX_BYTES count too, though they are dropped',
+            }),
+            truncated: Type.Boolean({ description: 'the log reached SLIPWAY_LOG_MAX_BYTES' }),
           }),
           ...errors,
         },
