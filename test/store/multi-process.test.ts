@@ -51,7 +51,11 @@ describe('three processes writing at once', () => {
     // Both start on an empty data directory at the same moment: migrations and the admin
     // token race too.
     const env = { SLIPWAY_DATA_DIR: dataDir, SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN };
-    apis.push(...(await Promise.all([startApiProcess(env), startApiProcess(env)])));
+    const started = await Promise.allSettled([startApiProcess(env), startApiProcess(env)]);
+    for (const result of started) if (result.status === 'fulfilled') apis.push(result.value);
+    // afterAll stops the one that started when the other failed.
+    const failed = started.find((result) => result.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
   });
   afterAll(async () => {
     await Promise.all(apis.map((api) => api.stop()));
