@@ -107,6 +107,7 @@ export async function decideHeal(
     if (repeated) return undefined;
     await appendAudit(trx, audit, {
       action: 'health_action_suppressed',
+      jobId: suppression.jobId,
       details: {
         component: check.name,
         action: heal.action,

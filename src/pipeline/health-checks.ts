@@ -223,6 +223,24 @@ function resolveDatabase(
   };
 }
 
+/** The fields of a heal that name what it acts on. */
+const TARGET_FIELDS = [
+  'container',
+  'job_type',
+  'procedure',
+  'commit',
+  'commit_from_state',
+  'branch',
+  'params',
+] as const;
+
+/** The target fields each action reads (see runAction in src/health/heal.ts). */
+const ACTION_FIELDS: Record<string, readonly string[] | undefined> = {
+  restart_container: ['container'],
+  trigger_job: ['job_type', 'commit', 'commit_from_state', 'branch', 'params'],
+  recovery_procedure: ['procedure', 'commit', 'commit_from_state', 'branch', 'params'],
+};
+
 function resolveHeal(
   raw: RawHeal,
   thresholds: HealthThresholds,
@@ -251,6 +269,12 @@ function resolveHeal(
         `has a param named ${JSON.stringify(name.slice(0, 40))}; a param name must be 1 to ` +
           `${MAX_PARAM_NAME_LENGTH} characters, which reaches the steps as SLIPWAY_PARAM_<NAME>`,
       );
+    }
+  }
+  const used = ACTION_FIELDS[raw.action];
+  for (const field of TARGET_FIELDS) {
+    if (used !== undefined && raw[field] !== undefined && !used.includes(field)) {
+      report([...at, field], `is not used by the ${raw.action} action; remove it`);
     }
   }
   if (raw.action === 'recovery_procedure') {

@@ -138,6 +138,7 @@ recovery:
     );
     expect(suppressed).toHaveLength(1);
     expect(suppressed[0]!.details).toMatchObject({ job_id: jobId, next_allowed_at: null });
+    expect(suppressed[0]!.job_id).toBe(jobId);
     expect(suppressed[0]!.details.reason).toContain(`the last action's job ${jobId} is queued`);
 
     // Once the job has ended, the cooldown counts from its end.

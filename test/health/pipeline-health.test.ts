@@ -199,6 +199,9 @@ describe('health_checks in the pipeline file', () => {
   - name: e
     type: workers
     heal: { action: trigger_job, job_type: deploy, commit: abcdef1, commit_from_state: X }
+  - name: f
+    type: workers
+    heal: { action: restart_container, container: web, branch: main }
 `);
     expect(found.map((problem) => [problem.line, problem.field, problem.message])).toEqual([
       [12, 'health_checks.0.heal.container', 'is required for the restart_container action'],
@@ -209,6 +212,7 @@ describe('health_checks in the pipeline file', () => {
         'health_checks.3.heal.commit_from_state',
         'give either commit or commit_from_state, not both',
       ],
+      [24, 'health_checks.4.heal.branch', 'is not used by the restart_container action; remove it'],
     ]);
   });
 });
