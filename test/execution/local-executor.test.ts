@@ -299,11 +299,14 @@ pipelines:
     try {
       await waitFor(() => processesWith('sleep 308').length === 1, 5_000);
       await executor.stopLeftovers();
-      expect(processesWith('sleep 308')).toEqual([]);
+      // The kill was sent before stopLeftovers resolved, and the process ends a moment later.
+      // No other search runs meanwhile: the executor runs no task.
+      await waitFor(() => processesWith('sleep 308').length === 0, 2_000);
+      await waitFor(() => lines.length > 0, 2_000);
+      expect(lines.map((line) => line.pids)).toEqual([[leftover.pid]]);
     } finally {
       leftover.kill('SIGKILL');
     }
-    expect(lines.map((line) => line.pids)).toEqual([[leftover.pid]]);
   });
 
   it('kills a setsid process on cancel', async () => {
