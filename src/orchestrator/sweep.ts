@@ -14,12 +14,14 @@
  *   - the counts of finished jobs in job_status_counts are set to the counts in jobs when they
  *     differ, which happens only when something wrote jobs without the table's triggers.
  */
+import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { deriveJobStatus, isTerminal, TERMINAL_STATUSES } from '../jobs/status.js';
 import { renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
+import type { Database, TaskRow } from '../store/schema.js';
 import { getStateVariable, setStateVariable } from '../store/state-variables.js';
 import { ChangeSet } from './changes.js';
 import { explainQueued } from './diagnose.js';
@@ -114,6 +116,24 @@ export async function repairJobStatuses(context: AppContext, audit: AuditContext
   return repaired;
 }
 
+/** Ends `task` with status `to` and writes a `state_repaired` audit row with the reason. */
+async function repairTask(
+  trx: Transaction<Database>,
+  task: TaskRow,
+  to: 'error' | 'timed_out',
+  problem: string,
+  reason: string,
+  { changes, audit }: { changes: ChangeSet; audit: AuditContext },
+): Promise<void> {
+  await transitionTask(trx, task, to, changes, { reason });
+  await appendAudit(trx, audit, {
+    action: 'state_repaired',
+    jobId: task.job_id,
+    taskId: task.id,
+    details: { problem, from: task.status, to, reason },
+  });
+}
+
 /** Active tasks that belong to a finished job or to an older attempt of the job. */
 export async function endStrayTasks(context: AppContext, audit: AuditContext): Promise<number> {
   const stray = await context.store.db
@@ -144,17 +164,9 @@ export async function endStrayTasks(context: AppContext, audit: AuditContext): P
         row.job_attempt !== row.job_current_attempt
           ? `attempt ${row.job_attempt} of the job was replaced by attempt ${row.job_current_attempt}`
           : `the job already ended ${row.job_status}`;
-      await transitionTask(trx, task, 'error', changes, { reason });
-      await appendAudit(trx, audit, {
-        action: 'state_repaired',
-        jobId: task.job_id,
-        taskId: task.id,
-        details: {
-          problem: 'active task of a finished job attempt',
-          from: task.status,
-          to: 'error',
-          reason,
-        },
+      await repairTask(trx, task, 'error', 'active task of a finished job attempt', reason, {
+        changes,
+        audit,
       });
       count += 1;
     }
@@ -201,17 +213,9 @@ export async function timeOutUnheldTasks(
       const reason =
         `no worker holds this task and its timeout of ${timeoutMs / 1000}s passed since it ` +
         `started at ${task.started_at}`;
-      await transitionTask(trx, task, 'timed_out', changes, { reason });
-      await appendAudit(trx, audit, {
-        action: 'state_repaired',
-        jobId: task.job_id,
-        taskId: task.id,
-        details: {
-          problem: 'running task without a worker',
-          from: 'running',
-          to: 'timed_out',
-          reason,
-        },
+      await repairTask(trx, task, 'timed_out', 'running task without a worker', reason, {
+        changes,
+        audit,
       });
       await refreshJobStatus(trx, task.job_id, changes, audit);
       count += 1;

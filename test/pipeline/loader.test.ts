@@ -325,7 +325,7 @@ describe('pipeline loader with several problems', () => {
     ]);
   });
 
-  it('reports broken aliases and a second document in the usual form', () => {
+  it('reports alias and document errors', () => {
     expect(
       problemsOf('x-s: &s hello\npipelines:\n  ci:\n    <<: *s\n    steps: [{ run: a }]\n'),
     ).toEqual(['slipway.yml:undefined: (yaml): Merge sources must be maps or map aliases']);

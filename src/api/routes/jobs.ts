@@ -152,9 +152,9 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         tags: ['jobs'],
         summary: 'Set the status of every active task of the job (internal; for workers)',
         description:
-          `Allowed statuses: ${STATUSES.join(', ')}. An illegal transition gets 409, and so ` +
-          'does waiting to queued while a job type that the job depends on has not succeeded ' +
-          'for its commit (`dependency_not_met`), and running while another job of its ' +
+          `Allowed statuses: ${STATUSES.join(', ')}. An illegal transition gets 409. So does ` +
+          'waiting to queued while a job type that the job depends on has not succeeded for ' +
+          'its commit (`dependency_not_met`). So does running while another job of its ' +
           'concurrency group runs or an older one is queued (`concurrency_group_busy`).',
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
