@@ -11,6 +11,7 @@ import { Checkpointer, MAIN_AUTOCHECKPOINT_PAGES } from './checkpointer.js';
 import { CachingSqliteDialect } from './driver.js';
 import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
+import { WalIndexHeader } from './wal-index.js';
 import { WalSync } from './wal-sync.js';
 import { isBusyError, WriteQueue, type WriteWork } from './write-queue.js';
 
@@ -37,6 +38,8 @@ export class Store {
   #reader: Reader | undefined;
   #closed = false;
   #readersOpened = 0;
+  /** Null when the database has no WAL index. */
+  #walIndex: WalIndexHeader | null | undefined;
 
   constructor(
     readonly sqlite: BetterSqlite3.Database,
@@ -66,13 +69,17 @@ export class Store {
   }
 
   /**
-   * Returns SQLite's data_version on the read connection, offset per read connection. It
-   * changes whenever any other connection, in this process or another, commits a change.
-   * Equal values mean nothing was committed in between, so a result read at the first is
-   * still current.
+   * Returns a number that changes whenever any connection, in this process or another,
+   * commits a change. Equal values mean nothing was committed in between, so a result read at
+   * the first is still current. It comes from the WAL index header (see WalIndexHeader), or
+   * from SQLite's data_version on the read connection for a database without one.
    */
   dataVersion(): number {
-    const version = this.#openReader().dataVersion();
+    const reader = this.#openReader();
+    // Opened after a connection, which keeps the WAL index from being deleted.
+    if (this.#walIndex === undefined) this.#walIndex = WalIndexHeader.open(this.path) ?? null;
+    if (this.#walIndex !== null) return this.#walIndex.changeCount();
+    const version = reader.dataVersion();
     // Each connection counts from its own start, so a replaced reader could repeat a number
     // that the one before it returned. Adding the count of readers opened keeps them apart.
     return this.#readersOpened * 2 ** 32 + version;
@@ -110,6 +117,7 @@ export class Store {
       this.#reader.sqlite.close();
     }
     this.#reader = undefined;
+    this.#walIndex?.close();
     // Closed first, so that the main connection is the last one and checkpoints on close.
     await this.#checkpointer?.close();
     await this.db.destroy();
