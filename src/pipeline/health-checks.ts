@@ -44,6 +44,8 @@ type Describe = (error: ValueError) => string;
 interface Known {
   pipelines: Record<string, Pipeline>;
   recovery: Record<string, RecoveryProcedure>;
+  /** The file's `repository`, undefined when it sets none or the value failed the schema. */
+  repository: string | undefined;
 }
 
 /**
@@ -259,6 +261,19 @@ function resolveHeal(
     }
     if (raw.commit !== undefined && raw.commit_from_state !== undefined) {
       report([...at, 'commit_from_state'], 'give either commit or commit_from_state, not both');
+    }
+    // A worker checks out a job only when it has a commit, and otherwise runs the steps in an
+    // empty workspace without failing the task.
+    if (
+      known.repository !== undefined &&
+      raw.commit === undefined &&
+      raw.commit_from_state === undefined
+    ) {
+      report(
+        at,
+        "triggers a job with no commit, whose tasks check nothing out of the file's " +
+          'repository and start in an empty workspace; set commit or commit_from_state',
+      );
     }
   }
   for (const name of Object.keys(raw.params ?? {})) {

@@ -214,7 +214,11 @@ function resolveFile(
     ? []
     : resolveHealthChecks(
         usableHealthChecks(raw.health_checks ?? BUILT_IN_HEALTH_CHECKS, failed),
-        { pipelines, recovery },
+        {
+          pipelines,
+          recovery,
+          repository: failed.within(['repository']) ? undefined : raw.repository,
+        },
         report,
         describeSchemaError,
       );

@@ -113,6 +113,34 @@ describe('health_checks in the pipeline file', () => {
     expect(problem?.message).toContain('a param name must be 1 to 100 characters');
   });
 
+  it('requires a heal commit with a repository', () => {
+    const check = (heal: string) => `  - name: w\n    type: workers\n    heal: ${heal}\n`;
+    const repository = 'repository: /srv/git/app.git\n';
+    const noCommit = check('{ action: trigger_job, job_type: deploy }');
+    expect(problems(noCommit + repository)).toEqual([
+      {
+        file: 'slipway.yml',
+        line: 12,
+        field: 'health_checks.0.heal',
+        message:
+          "triggers a job with no commit, whose tasks check nothing out of the file's " +
+          'repository and start in an empty workspace; set commit or commit_from_state',
+      },
+    ]);
+
+    const fromState = check(
+      '{ action: trigger_job, job_type: deploy, commit_from_state: LAST_DEPLOYED_COMMIT }',
+    );
+    const withCommit = check('{ action: trigger_job, job_type: deploy, commit: abcdef1 }');
+    for (const checks of [fromState, withCommit]) {
+      const file = parsePipelineFile(BASE + checks + repository, 'slipway.yml');
+      expect(file.healthChecks[0]?.heal?.action).toBe('trigger_job');
+    }
+    // Without a repository a job checks nothing out, so it needs no commit.
+    const bare = parsePipelineFile(BASE + noCommit, 'slipway.yml');
+    expect(bare.healthChecks[0]?.heal?.commit).toBeUndefined();
+  });
+
   it('resolves the queue check', () => {
     const file = parsePipelineFile(
       `${BASE}  - name: queue\n    type: queue\n  - name: late\n    type: queue\n    max_wait: 90s\n`,
