@@ -20,6 +20,7 @@ import {
   type RawWorkersSettings,
 } from './health-schema.js';
 import type { RawHealthCheck } from './schema.js';
+import type { FailedFields } from './schema-errors.js';
 import type {
   DatabaseCheckSettings,
   FreeSpaceLimit,
@@ -50,13 +51,15 @@ interface Known {
 
 /**
  * Resolves the health checks. An `undefined` entry is a check whose name or type failed the
- * schema: it is reported already and skipped here.
+ * schema: it is reported already and skipped here. The other checks come without the fields
+ * that failed, and `failed` names those fields so that none is reported as missing too.
  */
 export function resolveHealthChecks(
   raw: Array<RawHealthCheck | undefined>,
   known: Known,
   report: Report,
   describe: Describe,
+  failed: FailedFields,
 ): HealthCheckDefinition[] {
   const checks: HealthCheckDefinition[] = [];
   const names = new Set<string>();
@@ -85,17 +88,19 @@ export function resolveHealthChecks(
       const segments = error.path.split('/').slice(1);
       report([...at, ...segments], describeSettingsError(error, check.type, describe));
     }
-    if (settingsErrors.length > 0) return;
 
     const thresholds: HealthThresholds = {
       down: check.thresholds?.down ?? 1,
       up: check.thresholds?.up ?? 1,
     };
-    const typed = resolveSettings(check.type, settings, [...at], report);
+    // The heal reads none of the settings, so it is checked even when they failed.
     const heal =
       check.heal === undefined
         ? undefined
-        : resolveHeal(check.heal, thresholds, known, [...at, 'heal'], report);
+        : resolveHeal(check.heal, thresholds, known, [...at, 'heal'], report, failed);
+    if (settingsErrors.length > 0) return;
+
+    const typed = resolveSettings(check.type, settings, [...at], report);
     checks.push({
       ...typed,
       name: check.name,
@@ -243,20 +248,27 @@ const ACTION_FIELDS: Record<string, readonly string[] | undefined> = {
   recovery_procedure: ['procedure', 'commit', 'commit_from_state', 'branch', 'params'],
 };
 
+/**
+ * Checks a heal and fills in its defaults. `raw` comes without the fields that failed the
+ * schema, so a field counts as missing only when `failed` does not name it.
+ */
 function resolveHeal(
   raw: RawHeal,
   thresholds: HealthThresholds,
   known: Known,
   at: (string | number)[],
   report: Report,
+  failed: FailedFields,
 ): HealAction {
-  if (raw.action === 'restart_container' && raw.container === undefined) {
+  const missing = (field: keyof RawHeal) =>
+    raw[field] === undefined && !failed.within([...at, field]);
+  if (raw.action === 'restart_container' && missing('container')) {
     report([...at, 'container'], 'is required for the restart_container action');
   }
   if (raw.action === 'trigger_job') {
-    if (raw.job_type === undefined) {
+    if (missing('job_type')) {
       report([...at, 'job_type'], 'is required for the trigger_job action');
-    } else if (!(raw.job_type in known.pipelines)) {
+    } else if (raw.job_type !== undefined && !(raw.job_type in known.pipelines)) {
       report([...at, 'job_type'], `unknown job type "${raw.job_type}"`);
     }
     if (raw.commit !== undefined && raw.commit_from_state !== undefined) {
@@ -264,11 +276,7 @@ function resolveHeal(
     }
     // A worker checks out a job only when it has a commit, and otherwise runs the steps in an
     // empty workspace without failing the task.
-    if (
-      known.repository !== undefined &&
-      raw.commit === undefined &&
-      raw.commit_from_state === undefined
-    ) {
+    if (known.repository !== undefined && missing('commit') && missing('commit_from_state')) {
       report(
         at,
         "triggers a job with no commit, whose tasks check nothing out of the file's " +
@@ -293,9 +301,9 @@ function resolveHeal(
     }
   }
   if (raw.action === 'recovery_procedure') {
-    if (raw.procedure === undefined) {
+    if (missing('procedure')) {
       report([...at, 'procedure'], 'is required for the recovery_procedure action');
-    } else if (!(raw.procedure in known.recovery)) {
+    } else if (raw.procedure !== undefined && !(raw.procedure in known.recovery)) {
       report([...at, 'procedure'], `unknown recovery procedure "${raw.procedure}"`);
     }
   }

@@ -221,6 +221,7 @@ function resolveFile(
         },
         report,
         describeSchemaError,
+        failed,
       );
 
   return { source: file, repository: raw.repository, pipelines, recovery, healthChecks };
@@ -313,7 +314,8 @@ function resolveRecovery(
 
 /**
  * Keeps the health checks whose name and type passed the schema, without their other failed
- * fields. A skipped check stays as `undefined` so that the others keep their index.
+ * fields. A skipped check stays as `undefined` so that the others keep their index. A heal
+ * whose action passed keeps its valid fields, so that the names they refer to are checked too.
  */
 function usableHealthChecks(
   raw: RawHealthCheck[],
@@ -324,9 +326,20 @@ function usableHealthChecks(
     if (failed.at(at) || failed.within([...at, 'name']) || failed.within([...at, 'type'])) {
       return undefined;
     }
-    return Object.fromEntries(
-      Object.entries(check).filter(([field]) => !failed.within([...at, field])),
-    ) as RawHealthCheck;
+    const usable: Record<string, unknown> = {};
+    for (const [field, value] of Object.entries(check)) {
+      const fieldAt = [...at, field];
+      if (!failed.within(fieldAt)) {
+        usable[field] = value;
+      } else if (
+        field === 'heal' &&
+        !failed.at(fieldAt) &&
+        !failed.within([...fieldAt, 'action'])
+      ) {
+        usable[field] = withoutFailedParts(value, fieldAt, failed);
+      }
+    }
+    return usable as RawHealthCheck;
   });
 }
 

@@ -141,6 +141,40 @@ describe('health_checks in the pipeline file', () => {
     expect(bare.healthChecks[0]?.heal?.commit).toBeUndefined();
   });
 
+  it('checks heal beside a schema error', () => {
+    const found = problems(`  - name: a
+    type: tcp
+    heal: { action: recovery_procedure, procedure: nope }
+  - name: b
+    type: workers
+    heal: { action: recovery_procedure, procedure: nope, cooldown: soon }
+  - name: c
+    type: workers
+    heal: { action: trigger_job, job_type: Deploy, commit: abcdef1 }
+  - name: d
+    type: workers
+    heal: { action: trigger_job, job_type: deploy, commit: xyz }
+repository: /srv/git/app.git
+`);
+    expect(found.map((problem) => [problem.line, problem.field, problem.message])).toEqual([
+      [10, 'health_checks.0.port', 'is required for a tcp check'],
+      [12, 'health_checks.0.heal.procedure', 'unknown recovery procedure "nope"'],
+      [
+        15,
+        'health_checks.1.heal.cooldown',
+        'must be a duration such as 90 (seconds), 90s, 20m or 1h30m, got "soon"',
+      ],
+      [15, 'health_checks.1.heal.procedure', 'unknown recovery procedure "nope"'],
+      // A field that failed the schema is not reported as missing as well.
+      [
+        18,
+        'health_checks.2.heal.job_type',
+        'must match the pattern ^[a-z][a-z0-9-]{0,62}$, got "Deploy"',
+      ],
+      [21, 'health_checks.3.heal.commit', 'must match the pattern ^[0-9a-fA-F]{7,64}$, got "xyz"'],
+    ]);
+  });
+
   it('resolves the queue check', () => {
     const file = parsePipelineFile(
       `${BASE}  - name: queue\n    type: queue\n  - name: late\n    type: queue\n    max_wait: 90s\n`,
