@@ -37,6 +37,22 @@ export interface TaskSpec {
   side_effects: boolean;
 }
 
+/** Variables that taskEnvironment sets for every task, over `env` entries of the same name. */
+export const TASK_VARIABLES = [
+  'CI',
+  'SLIPWAY',
+  'SLIPWAY_JOB_ID',
+  'SLIPWAY_JOB_TYPE',
+  'SLIPWAY_JOB_ATTEMPT',
+  'SLIPWAY_TASK_ID',
+  'SLIPWAY_TASK_NAME',
+  'SLIPWAY_COMMIT',
+  'SLIPWAY_BRANCH',
+] as const;
+
+/** Prefix of the variable that carries each trigger parameter, SLIPWAY_PARAM_<NAME>. */
+export const PARAM_VARIABLE_PREFIX = 'SLIPWAY_PARAM_';
+
 /** Turns a matrix axis or parameter name into an environment variable name. */
 export function envName(name: string): string {
   return name
@@ -59,11 +75,12 @@ export function taskEnvironment(
   const inputs = parseJsonColumn<{ params?: Record<string, unknown> }>(job.params, {});
   for (const [key, value] of Object.entries(inputs.params ?? {})) {
     if (value === null || value === undefined) continue;
-    env[`SLIPWAY_PARAM_${envName(key)}`] =
+    env[`${PARAM_VARIABLE_PREFIX}${envName(key)}`] =
       typeof value === 'string' ? value : JSON.stringify(value);
   }
   for (const [axis, value] of Object.entries(matrix)) env[envName(axis)] = value;
-  Object.assign(env, {
+  // The type makes this list and TASK_VARIABLES name the same variables.
+  const own: Record<(typeof TASK_VARIABLES)[number], string> = {
     CI: 'true',
     SLIPWAY: 'true',
     SLIPWAY_JOB_ID: job.id,
@@ -73,8 +90,8 @@ export function taskEnvironment(
     SLIPWAY_TASK_NAME: task.name,
     SLIPWAY_COMMIT: job.commit_sha ?? '',
     SLIPWAY_BRANCH: job.branch ?? '',
-  });
-  return env;
+  };
+  return Object.assign(env, own);
 }
 
 export function buildTaskSpec(job: JobRow, task: TaskRow): TaskSpec {

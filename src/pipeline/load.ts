@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } from 'yaml';
-import { envName } from '../dispatch/task-spec.js';
+import { envName, PARAM_VARIABLE_PREFIX, TASK_VARIABLES } from '../dispatch/task-spec.js';
+import { PROCESS_MARK_VARIABLE, PROCESS_OWNER_VARIABLE } from '../execution/local.js';
 import { MAX_MATRIX_COMBINATIONS } from '../jobs/matrix.js';
 import { isImageReference } from '../execution/image-reference.js';
 import { parseDuration } from '../util/time.js';
@@ -529,9 +530,9 @@ function checkNamedTemplates(
 }
 
 /**
- * Reports a secret listed twice, one with both from_env and from_file, and a from_file that is
- * not an absolute path: the worker reads it from its own working directory, which no pipeline
- * controls.
+ * Reports a secret listed twice, one named like a variable that Slipway sets, one with both
+ * from_env and from_file, and a from_file that is not an absolute path. The worker would read
+ * a relative path from its own working directory, which no pipeline controls.
  */
 function checkSecrets(
   secrets: NonNullable<RawPipeline['secrets']>,
@@ -548,6 +549,10 @@ function checkSecrets(
       report([...at, index], `lists secret ${name} again (first at index ${first}); list it once`);
     }
     seen.set(name, first ?? index);
+    const reserved = describeReservedName(name);
+    if (reserved !== undefined) {
+      report(typeof secret === 'string' ? [...at, index] : [...at, index, 'name'], reserved);
+    }
     if (typeof secret === 'string') return;
     if (secret.from_env !== undefined && secret.from_file !== undefined) {
       report([...at, index], 'has both from_env and from_file; keep the one to read');
@@ -559,6 +564,25 @@ function checkSecrets(
       );
     }
   });
+}
+
+/**
+ * Returns why a secret cannot be named `name`, or undefined when it can. The worker merges the
+ * secrets into the environment that Slipway builds for a step, so a secret with the name of
+ * one of Slipway's own variables would replace it or be replaced by it.
+ */
+function describeReservedName(name: string): string | undefined {
+  const rule = "a secret must not share a name with Slipway's own variables, so rename it";
+  if ((TASK_VARIABLES as readonly string[]).includes(name)) {
+    return `secret ${name} uses the reserved name ${name}, which Slipway sets in every step's environment; ${rule}`;
+  }
+  if (name === PROCESS_MARK_VARIABLE || name === PROCESS_OWNER_VARIABLE) {
+    return `secret ${name} uses the reserved name ${name}, which the local executor sets in its steps' environment; ${rule}`;
+  }
+  if (name.startsWith(PARAM_VARIABLE_PREFIX)) {
+    return `secret ${name} uses the reserved prefix ${PARAM_VARIABLE_PREFIX}, which Slipway gives each trigger parameter; ${rule}`;
+  }
+  return undefined;
 }
 
 /** Reports each template value in `text` that is not a matrix axis, and returns how many. */

@@ -5,6 +5,7 @@ import {
   parsePipelineFile,
   PipelineFileError,
 } from '../../src/pipeline/load.js';
+import { TASK_VARIABLES } from '../../src/dispatch/task-spec.js';
 import { formatDuration, parseDuration } from '../../src/util/time.js';
 
 /** Loads `text` and returns the lines of the PipelineFileError it throws. */
@@ -356,6 +357,46 @@ describe('pipeline loader with several problems', () => {
       'slipway.yml:7: pipelines.ci.secrets.3.from_file: must be an absolute path on the ' +
         'worker\'s host, got "certs/ci.pem"',
     ]);
+  });
+
+  it('rejects secrets named like Slipway variables', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    secrets:',
+        '      - SLIPWAY_COMMIT',
+        '      - { name: CI, from_env: CI_TOKEN }',
+        '      - SLIPWAY_PARAM_TOKEN',
+        '      - { name: SLIPWAY_PROCESS_MARK, from_file: /etc/slipway/mark }',
+        '      - SLIPWAY_DEPLOY_KEY',
+        '    steps: [{ run: make }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:4: pipelines.ci.secrets.0: secret SLIPWAY_COMMIT uses the reserved name ' +
+        "SLIPWAY_COMMIT, which Slipway sets in every step's environment; a secret must not " +
+        "share a name with Slipway's own variables, so rename it",
+      'slipway.yml:5: pipelines.ci.secrets.1.name: secret CI uses the reserved name CI, which ' +
+        "Slipway sets in every step's environment; a secret must not share a name with " +
+        "Slipway's own variables, so rename it",
+      'slipway.yml:6: pipelines.ci.secrets.2: secret SLIPWAY_PARAM_TOKEN uses the reserved ' +
+        'prefix SLIPWAY_PARAM_, which Slipway gives each trigger parameter; a secret must not ' +
+        "share a name with Slipway's own variables, so rename it",
+      'slipway.yml:7: pipelines.ci.secrets.3.name: secret SLIPWAY_PROCESS_MARK uses the ' +
+        "reserved name SLIPWAY_PROCESS_MARK, which the local executor sets in its steps' " +
+        "environment; a secret must not share a name with Slipway's own variables, so rename it",
+    ]);
+  });
+
+  it('rejects every variable of a task as a secret', () => {
+    for (const name of TASK_VARIABLES) {
+      const problems = problemsOf(
+        `pipelines:\n  ci:\n    secrets: [${name}]\n    steps: [{ run: make }]\n`,
+      );
+      expect(problems, name).toHaveLength(1);
+      expect(problems[0], name).toContain(`uses the reserved name ${name},`);
+    }
   });
 
   it('names the field and rule inside a union', () => {
