@@ -9,22 +9,44 @@ import { appendAudit } from '../store/audit.js';
 import type { Store } from '../store/database.js';
 import { nowIso } from '../util/time.js';
 
+type Dependency = [workflow: string, dependsOn: string];
+
 export interface DependencyChanges {
-  added: Array<[workflow: string, dependsOn: string]>;
-  removed: Array<[workflow: string, dependsOn: string]>;
+  added: Dependency[];
+  /** Rows that a pipeline file wrote and the file in use no longer has. */
+  removed: Dependency[];
+  /**
+   * Built-in defaults that a migration seeds on a new data directory (integration-tests needs
+   * ci, deploy needs integration-tests) and the file does not have.
+   */
+  droppedDefaults: Dependency[];
+}
+
+interface DependencyRow {
+  workflow: string;
+  depends_on: string;
+  source: string;
 }
 
 /**
+ * The `source` of the seeded rows. Rows that this sync writes have `pipeline`.
+ * NOTE: the sync used to leave a seeded row as `default` when the file had it too, so on an
+ * older data directory a dropped default may have gated jobs before.
+ */
+const SEEDED_SOURCE = 'default';
+
+/**
  * Makes `workflow_dependencies` hold exactly the pipeline file's dependencies: adds the
- * missing rows, removes the rows the file no longer has, and audits the change. Does nothing
- * when they already agree, so processes starting together write once.
+ * missing rows, removes the rows the file no longer has, and audits the change. A seeded row
+ * that the file also has becomes a `pipeline` row. Does nothing when they already agree, so
+ * processes starting together write once.
  */
 export async function syncDependencies(
   store: Store,
   pipelines: PipelineFile,
   logger: Logger,
 ): Promise<DependencyChanges> {
-  const expected = new Map<string, [string, string]>();
+  const expected = new Map<string, Dependency>();
   for (const pipeline of Object.values(pipelines.pipelines)) {
     for (const need of pipeline.needs)
       expected.set(`${pipeline.type}\0${need}`, [pipeline.type, need]);
@@ -32,28 +54,34 @@ export async function syncDependencies(
   const changes = await store.write(async (trx) => {
     const rows = await trx
       .selectFrom('workflow_dependencies')
-      .select(['workflow', 'depends_on'])
+      .select(['workflow', 'depends_on', 'source'])
+      .orderBy('workflow')
+      .orderBy('depends_on')
       .execute();
-    const present = new Set(rows.map((row) => `${row.workflow}\0${row.depends_on}`));
-    const added = [...expected.entries()].filter(([key]) => !present.has(key)).map(([, e]) => e);
-    const removed = rows
-      .filter((row) => !expected.has(`${row.workflow}\0${row.depends_on}`))
-      .map((row): [string, string] => [row.workflow, row.depends_on]);
-    if (added.length === 0 && removed.length === 0) return { added, removed };
-
-    for (const [workflow, dependsOn] of removed) {
+    const { changes, stale, adopted } = compareRows(rows, expected);
+    for (const row of stale) {
       await trx
         .deleteFrom('workflow_dependencies')
-        .where('workflow', '=', workflow)
-        .where('depends_on', '=', dependsOn)
+        .where('workflow', '=', row.workflow)
+        .where('depends_on', '=', row.depends_on)
         .execute();
     }
-    if (added.length > 0) {
+    // Once the seeds are the file's own rows, a later file without them removes them as it
+    // would remove any other dependency.
+    for (const row of adopted) {
+      await trx
+        .updateTable('workflow_dependencies')
+        .set({ source: 'pipeline' })
+        .where('workflow', '=', row.workflow)
+        .where('depends_on', '=', row.depends_on)
+        .execute();
+    }
+    if (changes.added.length > 0) {
       const now = nowIso();
       await trx
         .insertInto('workflow_dependencies')
         .values(
-          added.map(([workflow, dependsOn]) => ({
+          changes.added.map(([workflow, dependsOn]) => ({
             workflow,
             depends_on: dependsOn,
             source: 'pipeline',
@@ -62,21 +90,53 @@ export async function syncDependencies(
         )
         .execute();
     }
-    await appendAudit(
-      trx,
-      { actor: 'orchestrator', source: os.hostname() },
-      {
-        action: 'dependencies_synced',
-        details: { pipeline_file: pipelines.source, added, removed },
-      },
-    );
-    return { added, removed };
+    if (hasChanges(changes)) {
+      await appendAudit(
+        trx,
+        { actor: 'orchestrator', source: os.hostname() },
+        {
+          action: 'dependencies_synced',
+          details: {
+            pipeline_file: pipelines.source,
+            added: changes.added,
+            removed: changes.removed,
+            dropped_defaults: changes.droppedDefaults,
+          },
+        },
+      );
+    }
+    return changes;
   });
-  if (changes.added.length > 0 || changes.removed.length > 0) {
+  if (hasChanges(changes)) {
+    const { added, removed, droppedDefaults } = changes;
     logger.info(
-      { ...changes, pipelines: pipelines.source },
+      { added, removed, dropped_defaults: droppedDefaults, pipelines: pipelines.source },
       'dependencies updated from pipeline file',
     );
   }
   return changes;
+}
+
+/**
+ * Compares the table's rows with the file's dependencies. `stale` are the rows to delete and
+ * `adopted` the seeded rows that the file also has.
+ */
+function compareRows(rows: DependencyRow[], expected: Map<string, Dependency>) {
+  const keyOf = (row: DependencyRow) => `${row.workflow}\0${row.depends_on}`;
+  const pairOf = (row: DependencyRow): Dependency => [row.workflow, row.depends_on];
+  const present = new Set(rows.map(keyOf));
+  const stale = rows.filter((row) => !expected.has(keyOf(row)));
+  const changes: DependencyChanges = {
+    added: [...expected.entries()].filter(([key]) => !present.has(key)).map(([, pair]) => pair),
+    removed: stale.filter((row) => row.source !== SEEDED_SOURCE).map(pairOf),
+    droppedDefaults: stale.filter((row) => row.source === SEEDED_SOURCE).map(pairOf),
+  };
+  const adopted = rows.filter((row) => row.source === SEEDED_SOURCE && expected.has(keyOf(row)));
+  return { changes, stale, adopted };
+}
+
+function hasChanges(changes: DependencyChanges): boolean {
+  return (
+    changes.added.length > 0 || changes.removed.length > 0 || changes.droppedDefaults.length > 0
+  );
 }
