@@ -29,11 +29,30 @@ export function composeCommand(): [string, string[]] {
 
 export { freePort } from './ports.js';
 
+/** Returns the ids of the engine's untagged images, or none when no engine answers. */
+function untaggedImages(): string[] {
+  try {
+    const output = execFileSync('docker', ['images', '--quiet', '--filter', 'dangling=true'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    return output.split('\n').filter((line) => line !== '');
+  } catch {
+    return [];
+  }
+}
+
 export class ComposeProject {
   readonly name = `slipway-test-${randomBytes(4).toString('hex')}`;
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-compose-'));
   readonly envFile = path.join(this.dir, '.env');
   readonly #command = composeCommand();
+  /**
+   * Untagged images present before the project built anything. The classic builder leaves
+   * each build stage of the Dockerfile as an untagged image of about 300 MB, which remove()
+   * deletes.
+   */
+  readonly #untaggedBefore = new Set(untaggedImages());
 
   /** Writes the env file; every service also reads it through SLIPWAY_ENV_FILE. */
   writeEnv(values: Record<string, string>): void {
@@ -96,6 +115,10 @@ export class ComposeProject {
       (error: unknown) => console.error(String(error)),
     );
     for (const image of images) {
+      await run('docker', ['image', 'rm', image]).catch(() => undefined);
+    }
+    for (const image of untaggedImages()) {
+      if (this.#untaggedBefore.has(image)) continue;
       await run('docker', ['image', 'rm', image]).catch(() => undefined);
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
