@@ -29,7 +29,7 @@ export function composeCommand(): [string, string[]] {
 
 export { freePort } from './ports.js';
 
-/** Returns the ids of the engine's untagged images, or none when no engine answers. */
+/** Returns the ids of the engine's untagged images, or none when no engine responds. */
 function untaggedImages(): string[] {
   try {
     const output = execFileSync('docker', ['images', '--quiet', '--filter', 'dangling=true'], {
