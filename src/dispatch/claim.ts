@@ -3,7 +3,7 @@
  * task to `running`, counts a lease attempt, records the worker and the lease expiry, and
  * refreshes the job's derived status.
  */
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import { ChangeSet } from '../orchestrator/changes.js';
 import { refreshJobStatus, transitionTask } from '../orchestrator/job-status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -120,7 +120,8 @@ export async function claimTasks(
  * oldest queued first. A task of a concurrency group is left out while another job of its
  * group runs, or while its own job has not started and an older job of the group is queued.
  * So the jobs of a group start in the order they were created (created_at, then id), even
- * when an older job's task was queued again after its lease expired.
+ * when an older job's task was queued again after its lease expired. It is also left out
+ * while a worker still stops the step of a task of the group that a status update ended.
  */
 export function claimCandidates(db: Kysely<Database>, executors: readonly string[], limit: number) {
   return db
@@ -128,6 +129,26 @@ export function claimCandidates(db: Kysely<Database>, executors: readonly string
     .selectAll()
     .where('status', '=', literal('queued'))
     .where((eb) => eb.or([eb('executor', 'is', null), eb('executor', 'in', [...executors])]))
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('tasks as stopping')
+            .innerJoin('jobs as other', 'other.id', 'stopping.job_id')
+            .innerJoin('jobs as job', 'job.id', 'tasks.job_id')
+            .select('stopping.id')
+            // The terms of the partial index tasks_stopping, which has the fewest rows. The
+            // unary + keeps SQLite from starting at every job of the group instead.
+            .where('stopping.status', '!=', literal('running'))
+            .where('stopping.lease_expires_at', '>', nowIso())
+            .where(
+              sql<string>`+${sql.ref('other.concurrency_group')}`,
+              '=',
+              sql.ref<string>('job.concurrency_group'),
+            ),
+        ),
+      ),
+    )
     .where((eb) =>
       eb.not(
         eb.exists(

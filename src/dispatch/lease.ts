@@ -9,10 +9,12 @@ import type { Kysely, Transaction } from 'kysely';
 import { ApiError } from '../api/errors.js';
 import { exitCodeConflict } from '../jobs/status.js';
 import type { ChangeSet } from '../orchestrator/changes.js';
-import { refreshJobStatus, transitionTask } from '../orchestrator/job-status.js';
+import { refreshJobStatus, transitionTask, wakeGroup } from '../orchestrator/job-status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
+import { findJob } from '../store/jobs.js';
 import type { Database, TaskRow } from '../store/schema.js';
+import { writeConnection } from '../store/write-queue.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { isoAfter } from '../util/time.js';
 import { touchWorker } from './claim.js';
@@ -28,9 +30,18 @@ export interface LeaseHolder {
 export const FINISH_STATUSES = ['success', 'failure', 'error', 'timed_out', 'cancelled'] as const;
 export type FinishStatus = (typeof FINISH_STATUSES)[number];
 
-/** Loads the task and checks the caller still holds its lease; throws `lease_lost` if not. */
-export async function requireLease(db: Kysely<Database>, holder: LeaseHolder): Promise<TaskRow> {
+/**
+ * Loads the task and checks the caller still holds its lease; throws `lease_lost` if not.
+ * With `stopping`, a task that a status update ended while the caller ran its step counts as
+ * held too, so that the output of the step up to its stop is kept.
+ */
+export async function requireLease(
+  db: Kysely<Database>,
+  holder: LeaseHolder,
+  options: { stopping?: boolean } = {},
+): Promise<TaskRow> {
   const task = await findHeldTask(db, holder);
+  if (options.stopping === true && isStopping(task, holder)) return task;
   checkLease(task, holder);
   return task;
 }
@@ -90,8 +101,10 @@ export async function heartbeat(
   holder: LeaseHolder,
   leaseMs: number,
 ): Promise<HeartbeatResult> {
-  const task = await requireLease(trx, holder);
-  const cancelRequested = task.cancel_requested_at !== null;
+  const task = await findHeldTask(trx, holder);
+  // The heartbeat of a stopping task requests the stop of its step, as a cancel does.
+  if (!isStopping(task, holder)) checkLease(task, holder);
+  const cancelRequested = task.cancel_requested_at !== null || isStopping(task, holder);
   const remaining = Date.parse(task.lease_expires_at ?? '') - Date.now();
   const fresh = Number.isFinite(remaining) && remaining > (leaseMs * 2) / 3;
   if (fresh && task.lease_renewed_at === null) {
@@ -138,6 +151,12 @@ export async function finishTask(
   }
   const task = await findHeldTask(trx, holder);
   if (isRepeatedFinish(task, holder, report)) return { task, retried: false };
+  if (isStopping(task, holder)) {
+    return {
+      task: await confirmStopped(trx, task, holder, report.status, changes, audit),
+      retried: false,
+    };
+  }
   checkLease(task, holder);
   const pipeline = await jobPipeline(trx, task.job_id);
   const allowedAttempts = (pipeline.retries ?? 0) + 1;
@@ -178,6 +197,51 @@ export async function finishTask(
 }
 
 /**
+ * Returns whether the task ended while the holder still ran its step: a status update ended
+ * it, and it keeps the lease until the worker confirms that the step stopped.
+ */
+function isStopping(task: TaskRow, holder: LeaseHolder): boolean {
+  return (
+    task.status !== 'running' &&
+    task.lease_expires_at !== null &&
+    task.worker_id === holder.workerId &&
+    task.attempt === holder.attempt
+  );
+}
+
+/**
+ * Ends the lease of a stopping task once its worker reports that the step stopped. The
+ * task keeps the status that the update gave it, and the queued jobs of its concurrency
+ * group may start.
+ */
+async function confirmStopped(
+  trx: Trx,
+  task: TaskRow,
+  holder: LeaseHolder,
+  reported: string,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<TaskRow> {
+  await trx
+    .updateTable('tasks')
+    .set({ lease_expires_at: null })
+    .where('id', '=', task.id)
+    .execute();
+  await appendAudit(trx, audit, {
+    action: 'task_step_stopped',
+    jobId: task.job_id,
+    taskId: task.id,
+    details: { worker_id: holder.workerId, attempt: task.attempt, status: task.status, reported },
+  });
+  await touchWorker(trx, holder.workerId);
+  const job = await findJob(trx, task.job_id);
+  if (job !== undefined && job.concurrency_group !== null) {
+    wakeGroup(writeConnection(trx), job.concurrency_group, changes);
+  }
+  return { ...task, lease_expires_at: null };
+}
+
+/**
  * Returns whether this exact report already ended the task. A worker retries a finish whose
  * response was lost on the way, and a lease_lost error would then be wrong.
  */
@@ -202,7 +266,11 @@ export async function releaseTask(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<TaskRow> {
-  const task = await requireLease(trx, holder);
+  const task = await findHeldTask(trx, holder);
+  if (isStopping(task, holder)) {
+    return confirmStopped(trx, task, holder, 'released', changes, audit);
+  }
+  checkLease(task, holder);
   const sideEffects = (await jobPipeline(trx, task.job_id)).sideEffects === true;
   const cancelled = task.cancel_requested_at !== null;
   let to: 'cancelled' | 'error' | 'queued' = 'queued';

@@ -4,11 +4,12 @@
  * its tasks need, or every such worker is busy.
  */
 import type BetterSqlite3 from 'better-sqlite3';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Config } from '../config/env.js';
 import { parseJsonColumn } from '../store/json.js';
-import { param, prepare, queryOnce } from '../store/prepared.js';
+import { literal, param, prepare, queryOnce } from '../store/prepared.js';
 import type { Database, JobRow, TaskRow, WorkerRow } from '../store/schema.js';
+import { nowIso } from '../util/time.js';
 
 /** A worker counts as live while its last heartbeat is newer than this many leases. */
 const LIVE_LEASES = 3;
@@ -31,14 +32,31 @@ const RUNNING_BY_WORKER = prepare((db) =>
 
 /**
  * Builds the query for what each job of `ids` waits for in its concurrency group: `running_id`,
- * a running job of the group, and `older_id`, the oldest queued job of the group created
- * before it. A claim leaves a job's tasks queued for the same two reasons (see
- * claimCandidates). Jobs in no group are left out.
+ * a running job of the group, and `older_id`, the oldest queued job of the group created before
+ * it. `stopping_id` is a job of the group, itself included, with a task that a status update
+ * ended while its worker still stops the step at time `now`. A claim leaves a job's tasks
+ * queued for the same reasons (see claimCandidates). Jobs in no group are left out.
  */
-export function groupBlockersQuery(db: Kysely<Database>, ids: readonly string[]) {
+export function groupBlockersQuery(db: Kysely<Database>, ids: readonly string[], now: string) {
   return db
     .selectFrom('jobs as job')
     .select('job.id')
+    .select((eb) =>
+      eb
+        .selectFrom('tasks as stopping')
+        .innerJoin('jobs as other', 'other.id', 'stopping.job_id')
+        .select('other.id')
+        // See claimCandidates for the unary +.
+        .where('stopping.status', '!=', literal('running'))
+        .where('stopping.lease_expires_at', '>', now)
+        .where(
+          sql<string>`+${sql.ref('other.concurrency_group')}`,
+          '=',
+          sql.ref<string>('job.concurrency_group'),
+        )
+        .limit(1)
+        .as('stopping_id'),
+    )
     .select((eb) =>
       eb
         .selectFrom('jobs as other')
@@ -76,9 +94,12 @@ export interface GroupBlockers {
   id: string;
   running_id: string | null;
   older_id: string | null;
+  stopping_id: string | null;
 }
 
-const GROUP_BLOCKERS = prepare<{ id: string }>((db) => groupBlockersQuery(db, [param('id')]));
+const GROUP_BLOCKERS = prepare<{ id: string; now: string }>((db) =>
+  groupBlockersQuery(db, [param('id')], param('now')),
+);
 
 /**
  * Returns what `job` waits for in its concurrency group (see groupBlockersQuery), or undefined
@@ -89,7 +110,7 @@ export function findGroupBlockers(
   job: Pick<JobRow, 'id' | 'concurrency_group'>,
 ): GroupBlockers | undefined {
   if (job.concurrency_group === null) return undefined;
-  return GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id });
+  return GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id, now: nowIso() });
 }
 
 function describeGroupBlockers(
@@ -102,6 +123,12 @@ function describeGroupBlockers(
   }
   if (blockers.older_id !== null) {
     return `waits for the older job ${blockers.older_id} in concurrency group ${group} to start`;
+  }
+  if (blockers.stopping_id !== null) {
+    return (
+      `waits for a worker to stop a step of job ${blockers.stopping_id} in concurrency group ` +
+      `${group}, which a status update ended`
+    );
   }
   return undefined;
 }
@@ -132,7 +159,7 @@ export function explainQueued(
   const queued = tasks.filter((task) => task.status === 'queued');
   if (queued.length === 0) return undefined;
   if (job.concurrency_group !== null) {
-    const blockers = GROUP_BLOCKERS.get<GroupBlockers>(sqlite, { id: job.id });
+    const blockers = findGroupBlockers(sqlite, job);
     const reason = describeGroupBlockers(job.concurrency_group, blockers);
     if (reason !== undefined) return reason;
   }
@@ -199,7 +226,7 @@ function readGroupBlockers(
 ): Map<string, GroupBlockers> {
   const ids = jobs.filter((job) => job.concurrency_group !== null).map((job) => job.id);
   if (ids.length === 0) return new Map();
-  const rows = queryOnce<GroupBlockers>(sqlite, (db) => groupBlockersQuery(db, ids));
+  const rows = queryOnce<GroupBlockers>(sqlite, (db) => groupBlockersQuery(db, ids, nowIso()));
   return new Map(rows.map((row) => [row.id, row]));
 }
 

@@ -73,6 +73,11 @@ export interface TaskTransition {
   exitCode?: number | null | undefined;
   workerId?: string | null | undefined;
   leaseExpiresAt?: string | null | undefined;
+  /**
+   * Keeps the lease of a task that ends while its worker still runs the step, so that the
+   * rest of its concurrency group waits until the worker confirms the stop (see lease.ts).
+   */
+  keepLease?: boolean;
 }
 
 /** Moves one task to `to`, checking the transition, and records the change. */
@@ -104,7 +109,7 @@ export async function transitionTask(
   if (to === 'running') update.started_at = now;
   if (isTerminal(to)) {
     update.finished_at = now;
-    update.lease_expires_at = null;
+    if (details.keepLease !== true) update.lease_expires_at = null;
   }
   updateById(writeConnection(trx), 'tasks', task.id, update);
   changes.record('task-status', { taskId: task.id, jobId: task.job_id, from: task.status, to });
@@ -157,11 +162,16 @@ export async function refreshJobStatus(
     if (job.concurrency_group !== null && (job.status === 'running' || job.status === 'queued')) {
       // The next job of the group may start now, so waiting workers must look again. A running
       // job keeps the others waiting, and so does a queued job older than they are.
-      const waiting = QUEUED_IN_GROUP.all<{ id: string }>(sqlite, { group: job.concurrency_group });
-      for (const task of waiting) changes.taskQueued(task.id);
+      wakeGroup(sqlite, job.concurrency_group, changes);
     }
   }
   return updated;
+}
+
+/** Tells waiting workers about the queued tasks of a concurrency group, which may start now. */
+export function wakeGroup(sqlite: BetterSqlite3.Database, group: string, changes: ChangeSet): void {
+  const waiting = QUEUED_IN_GROUP.all<{ id: string }>(sqlite, { group });
+  for (const task of waiting) changes.taskQueued(task.id);
 }
 
 function firstTaskReason(sqlite: BetterSqlite3.Database, job: JobRow): string | null {

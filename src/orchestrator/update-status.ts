@@ -15,7 +15,7 @@ import {
 } from '../jobs/status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { findJob, listCurrentTasks } from '../store/jobs.js';
-import type { Database, JobRow } from '../store/schema.js';
+import type { Database, JobRow, TaskRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
 import { ChangeSet } from './changes.js';
 import { evaluateDependencies } from './dependencies.js';
@@ -67,6 +67,7 @@ export async function updateJobStatus(
     }
     if (update.status === 'running') checkGroupIdle(trx, current);
     const tasks = await listCurrentTasks(trx, current);
+    if (update.status === 'queued') checkNoneHeld(jobId, tasks);
     if (checkLeaseHolders !== undefined) {
       const holders = tasks
         .filter((task) => task.status === 'running' && task.worker_id !== null)
@@ -88,6 +89,8 @@ export async function updateJobStatus(
       await transitionTask(trx, task, update.status, changes, {
         reason: update.reason ?? null,
         exitCode: update.exitCode ?? null,
+        // The worker learns of the end at its next heartbeat and stops the step then.
+        keepLease: task.status === 'running' && task.worker_id !== null,
       });
     }
     await appendAudit(trx, audit, {
@@ -108,6 +111,24 @@ export async function updateJobStatus(
   });
   changes.emit(context.events);
   return job;
+}
+
+/**
+ * Throws 409 `invalid_transition` when a worker runs one of the tasks. Queued again, the task
+ * could go to a second worker while the first still runs its step.
+ */
+function checkNoneHeld(jobId: string, tasks: readonly TaskRow[]): void {
+  const held = tasks.filter((task) => task.status === 'running' && task.worker_id !== null);
+  if (held.length === 0) return;
+  throw new ApiError(
+    'invalid_transition',
+    `job ${jobId} cannot change from running to queued while worker ${held[0]!.worker_id} runs ` +
+      `its task ${held[0]!.id}: the task could start on a second worker before the first stops ` +
+      'it. Cancel the job and retry it instead.',
+    'status',
+    'transition',
+    { current_status: 'running', held_task_ids: held.map((task) => task.id) },
+  );
 }
 
 /**
@@ -154,6 +175,18 @@ function checkGroupIdle(trx: Transaction<Database>, job: JobRow): void {
       'status',
       'concurrency',
       { ...details, running_job_id: blockers.running_id },
+    );
+  }
+  if (blockers.stopping_id !== null) {
+    throw new ApiError(
+      'concurrency_group_busy',
+      `${prefix} a worker still stops a step of job ${blockers.stopping_id} of its concurrency ` +
+        `group ${job.concurrency_group}, which a status update ended. The jobs of a group run ` +
+        'one at a time: set it running once the worker reports the step stopped, within ' +
+        'seconds.',
+      'status',
+      'concurrency',
+      { ...details, stopping_job_id: blockers.stopping_id },
     );
   }
   if (job.status === 'queued' && blockers.older_id !== null) {

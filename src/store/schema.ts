@@ -46,6 +46,10 @@ export interface TasksTable {
   worker_id: string | null;
   /** Session of the worker process that claimed the current attempt (see the claim route). */
   worker_session: string | null;
+  /**
+   * End of the worker's lease while the task runs. A task that a status update ended while
+   * its worker ran the step keeps the lease until the worker confirms that the step stopped.
+   */
   lease_expires_at: string | null;
   /**
    * When a starting API process renewed the lease without word from the worker; the worker's

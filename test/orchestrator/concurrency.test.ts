@@ -50,6 +50,21 @@ describe('concurrency groups', () => {
   const job = async (id: string) => (await server.request('GET', `/api/job/${id}`, { token })).body;
   const patchStatus = (id: string, status: string) =>
     server.request('PATCH', `/api/job/${id}/status`, { token, body: { status } });
+  /**
+   * Ends a job that the test's worker runs through PATCH. Then reports as that worker that the
+   * steps stopped, as a real worker does after its next heartbeat.
+   */
+  const endClaimed = async (id: string, body: Record<string, unknown>) => {
+    const ended = await server.request('PATCH', `/api/job/${id}/status`, { token, body });
+    expect(ended.status, ended.text).toBe(200);
+    for (const task of (await job(id)).tasks as Array<{ id: string; attempt: number }>) {
+      const stopped = await server.request('POST', `/api/agent/tasks/${task.id}/finish`, {
+        token,
+        body: { worker_id: WORKER, attempt: task.attempt, status: 'cancelled', duration_ms: 1 },
+      });
+      expect(stopped.status, stopped.text).toBe(200);
+    }
+  };
   /** Claims as the test's worker, returning the job ids of the claimed tasks. */
   const claim = async (max: number) => {
     const changes = new ChangeSet();
@@ -177,18 +192,13 @@ describe('concurrency groups', () => {
 
     const woken: string[][] = [];
     server.context.events.on('tasks-queued', (ids) => woken.push(ids));
-    const finished = await server.request('PATCH', `/api/job/${first}/status`, {
-      token,
-      body: { status: 'success', exit_code: 0 },
-    });
-    expect(finished.status, finished.text).toBe(200);
-    expect(woken.flat()).toEqual((await job(second)).tasks.map((task: { id: string }) => task.id));
+    await endClaimed(first, { status: 'success', exit_code: 0 });
+    // Woken when the job ends, and again when the worker reports its step stopped.
+    expect([...new Set(woken.flat())]).toEqual(
+      (await job(second)).tasks.map((task: { id: string }) => task.id),
+    );
     expect(await claim(4)).toEqual([second]);
-    const ended = await server.request('PATCH', `/api/job/${second}/status`, {
-      token,
-      body: { status: 'failure', exit_code: 1 },
-    });
-    expect(ended.status, ended.text).toBe(200);
+    await endClaimed(second, { status: 'failure', exit_code: 1 });
   });
 
   it('starts only the oldest queued job of a group in one claim', async () => {
@@ -227,9 +237,9 @@ describe('concurrency groups', () => {
     expect((await job(newer)).reason).toBe(
       `waits for job ${older} in concurrency group serial-order`,
     );
-    expect((await patchStatus(older, 'success')).status).toBe(200);
+    await endClaimed(older, { status: 'success' });
     expect(await claim(4)).toEqual([newer]);
-    expect((await patchStatus(newer, 'success')).status).toBe(200);
+    await endClaimed(newer, { status: 'success' });
   });
 
   it('wakes a waiting claim when an older queued job ends', async () => {
@@ -256,7 +266,7 @@ describe('concurrency groups', () => {
     const tasks = await waiting;
     expect(tasks.map((task) => task.job.id)).toEqual([newer]);
     expect(Date.now() - started).toBeLessThan(2_000);
-    expect((await patchStatus(newer, 'success')).status).toBe(200);
+    await endClaimed(newer, { status: 'success' });
   });
 
   it('orders a group by creation, not queue time', async () => {
@@ -274,7 +284,7 @@ describe('concurrency groups', () => {
     );
     for (const id of [first, second, third]) {
       expect(await claim(4)).toEqual([id]);
-      expect((await patchStatus(id, 'success')).status).toBe(200);
+      await endClaimed(id, { status: 'success' });
     }
   });
 
@@ -307,7 +317,7 @@ describe('concurrency groups', () => {
     }
 
     // With the first job ended, the second goes next and the third names it.
-    expect((await patchStatus(first, 'success')).status).toBe(200);
+    await endClaimed(first, { status: 'success' });
     const next = await server.request('GET', '/api/admin/jobs?branch=listing', { token });
     const after = Object.fromEntries(
       next.body.jobs.map((item: { id: string; reason: string | null }) => [item.id, item.reason]),
@@ -320,7 +330,7 @@ describe('concurrency groups', () => {
     }
     for (const id of [second, third]) {
       expect(await claim(4)).toEqual([id]);
-      expect((await patchStatus(id, 'success')).status).toBe(200);
+      await endClaimed(id, { status: 'success' });
     }
   });
 
@@ -437,5 +447,6 @@ describe('concurrency groups', () => {
     expect(plan).toMatch(
       /SEARCH older USING COVERING INDEX jobs_concurrency_group \(concurrency_group=\? AND status=\? AND created_at<\?\)/,
     );
+    expect(plan).toMatch(/SEARCH stopping USING INDEX tasks_stopping \(lease_expires_at>\?\)/);
   });
 });

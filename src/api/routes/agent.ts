@@ -475,7 +475,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
     async (request) => {
       const holder = await leaseHolder(context, request);
       const body = request.body as { offset: number; data: string };
-      const task = await requireLease(context.store.db, holder);
+      const task = await requireLease(context.store.db, holder, { stopping: true });
       const file = task.log_path ?? services.logs.pathFor(task.job_id, task.id, task.attempt);
       try {
         return await services.logs.append(file, body.offset, Buffer.from(body.data, 'utf8'));

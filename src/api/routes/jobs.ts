@@ -155,7 +155,10 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
           `Allowed statuses: ${STATUSES.join(', ')}. An illegal transition gets 409. So does ` +
           'waiting to queued while a job type that the job depends on has not succeeded for ' +
           'its commit (`dependency_not_met`). So does running while another job of its ' +
-          'concurrency group runs or an older one is queued (`concurrency_group_busy`).',
+          'concurrency group runs or an older one is queued (`concurrency_group_busy`), and ' +
+          'queued while a worker runs one of its tasks. A final status ends a task that a ' +
+          'worker runs at once. The worker stops the step at its next heartbeat, and the other ' +
+          'jobs of the concurrency group wait until it reports the step stopped.',
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
         body: Type.Object(

@@ -21,6 +21,7 @@ import * as healthState from './0030_health_state.js';
 import * as healthMetricsComponentId from './0031_health_metrics_component_id.js';
 import * as github from './0040_github.js';
 import * as githubStatusOutboxDueRepository from './0041_github_status_outbox_due_repository.js';
+import * as taskStopping from './0042_task_stopping.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -50,6 +51,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0031_health_metrics_component_id': healthMetricsComponentId,
   '0040_github': github,
   '0041_github_status_outbox_due_repository': githubStatusOutboxDueRepository,
+  '0042_task_stopping': taskStopping,
 };
 
 export const migrationProvider: MigrationProvider = {
