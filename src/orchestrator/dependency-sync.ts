@@ -29,16 +29,14 @@ interface DependencyRow {
 }
 
 /**
- * The `source` of the seeded rows. Rows that this sync writes have `pipeline`.
- * NOTE: the sync used to leave a seeded row as `default` when the file had it too, so on an
- * older data directory a dropped default may have gated jobs before.
+ * The `source` of the seeded rows, which keep it while the file has them too. Rows that this
+ * sync writes have `pipeline`.
  */
 const SEEDED_SOURCE = 'default';
 
 /**
  * Makes `workflow_dependencies` hold exactly the pipeline file's dependencies: adds the
- * missing rows, removes the rows the file no longer has, and audits the change. A seeded row
- * that the file also has becomes a `pipeline` row. Does nothing when they already agree, so
+ * missing rows, removes the rows the file no longer has, and audits the change. Does nothing when they already agree, so
  * processes starting together write once.
  */
 export async function syncDependencies(
@@ -58,20 +56,10 @@ export async function syncDependencies(
       .orderBy('workflow')
       .orderBy('depends_on')
       .execute();
-    const { changes, stale, adopted } = compareRows(rows, expected);
+    const { changes, stale } = compareRows(rows, expected);
     for (const row of stale) {
       await trx
         .deleteFrom('workflow_dependencies')
-        .where('workflow', '=', row.workflow)
-        .where('depends_on', '=', row.depends_on)
-        .execute();
-    }
-    // Once the seeds are the file's own rows, a later file without them removes them as it
-    // would remove any other dependency.
-    for (const row of adopted) {
-      await trx
-        .updateTable('workflow_dependencies')
-        .set({ source: 'pipeline' })
         .where('workflow', '=', row.workflow)
         .where('depends_on', '=', row.depends_on)
         .execute();
@@ -118,8 +106,7 @@ export async function syncDependencies(
 }
 
 /**
- * Compares the table's rows with the file's dependencies. `stale` are the rows to delete and
- * `adopted` the seeded rows that the file also has.
+ * Compares the table's rows with the file's dependencies. `stale` are the rows to delete.
  */
 function compareRows(rows: DependencyRow[], expected: Map<string, Dependency>) {
   const keyOf = (row: DependencyRow) => `${row.workflow}\0${row.depends_on}`;
@@ -131,8 +118,7 @@ function compareRows(rows: DependencyRow[], expected: Map<string, Dependency>) {
     removed: stale.filter((row) => row.source !== SEEDED_SOURCE).map(pairOf),
     droppedDefaults: stale.filter((row) => row.source === SEEDED_SOURCE).map(pairOf),
   };
-  const adopted = rows.filter((row) => row.source === SEEDED_SOURCE && expected.has(keyOf(row)));
-  return { changes, stale, adopted };
+  return { changes, stale };
 }
 
 function hasChanges(changes: DependencyChanges): boolean {

@@ -100,27 +100,26 @@ describe('dependency sync', () => {
     expect(await syncedAudits(store)).toHaveLength(1);
   });
 
-  it('reports a removal after the defaults were used', async () => {
+  it('keeps seeded rows as defaults', async () => {
     store = await openStore(path.join(makeTempDir(), 'state.db'));
     const builtIn = loadPipelineFile(DEFAULT_PIPELINES_PATH);
     const first = captureLogger();
 
-    // The built-in file has the seeded chain, so the first start takes the seeds over as
-    // its own rows without a log line or an audit row.
-    const adopted = await syncDependencies(store, builtIn, first.logger);
-    expect(adopted).toEqual({ added: [], removed: [], droppedDefaults: [] });
+    // The built-in file has the seeded chain, so the first start changes nothing.
+    const unchanged = await syncDependencies(store, builtIn, first.logger);
+    expect(unchanged).toEqual({ added: [], removed: [], droppedDefaults: [] });
     expect(first.lines).toEqual([]);
     expect(await syncedAudits(store)).toEqual([]);
     expect(await tableRows(store)).toEqual([
-      ['deploy', 'integration-tests', 'pipeline'],
-      ['integration-tests', 'ci', 'pipeline'],
+      ['deploy', 'integration-tests', 'default'],
+      ['integration-tests', 'ci', 'default'],
     ]);
 
     const second = captureLogger();
     const changes = await syncDependencies(store, OWN_FILE, second.logger);
-    expect(changes.removed).toEqual(SEEDED);
-    expect(changes.droppedDefaults).toEqual([]);
+    expect(changes.removed).toEqual([]);
+    expect(changes.droppedDefaults).toEqual(SEEDED);
     expect(second.lines).toHaveLength(1);
-    expect(second.lines[0]?.removed).toEqual(SEEDED);
+    expect(second.lines[0]?.dropped_defaults).toEqual(SEEDED);
   });
 });
