@@ -14,6 +14,7 @@ import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
 import { findJob } from '../store/jobs.js';
 import type { Database, TaskRow } from '../store/schema.js';
+import { updateById } from '../store/prepared.js';
 import { writeConnection } from '../store/write-queue.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { isoAfter } from '../util/time.js';
@@ -160,14 +161,14 @@ export async function finishTask(
   checkLease(task, holder);
   const pipeline = await jobPipeline(trx, task.job_id);
   const allowedAttempts = (pipeline.retries ?? 0) + 1;
+  // Hand-backs from stopping workers use up no attempt.
+  const counted = task.attempt - task.hand_backs;
   const retry =
-    report.status === 'error' &&
-    task.attempt < allowedAttempts &&
-    task.cancel_requested_at === null;
+    report.status === 'error' && counted < allowedAttempts && task.cancel_requested_at === null;
 
   const outcome = retry ? 'queued' : report.status;
   const reason = retry
-    ? `attempt ${task.attempt} of ${allowedAttempts} ended in error (${report.reason ?? 'no reason given'}); retrying`
+    ? `attempt ${counted} of ${allowedAttempts} ended in error (${report.reason ?? 'no reason given'}); retrying`
     : report.reason;
   const updated = await transitionTask(trx, task, outcome, changes, {
     reason,
@@ -255,9 +256,10 @@ function isRepeatedFinish(task: TaskRow, holder: LeaseHolder, report: FinishRepo
 }
 
 /**
- * Hands a task back from a stopping worker. A task without side effects returns to `queued`
- * (its attempt stays counted); a task with side effects ends as `error`, because running a
- * deploy a second time without a person deciding could do harm.
+ * Hands a task back from a stopping worker. A task without side effects returns to `queued`,
+ * and the claim counts as a hand-back, which uses up no attempt. A task with side effects
+ * ends as `error`, because running a deploy a second time without a person deciding could do
+ * harm.
  */
 export async function releaseTask(
   trx: Trx,
@@ -280,7 +282,12 @@ export async function releaseTask(
     to === 'error'
       ? `${reason}; not re-run automatically because the pipeline has side effects`
       : reason;
-  const updated = await transitionTask(trx, task, to, changes, { reason: fullReason });
+  let updated = await transitionTask(trx, task, to, changes, { reason: fullReason });
+  if (to === 'queued') {
+    const handBacks = task.hand_backs + 1;
+    updateById(writeConnection(trx), 'tasks', task.id, { hand_backs: handBacks });
+    updated = { ...updated, hand_backs: handBacks };
+  }
   await appendAudit(trx, audit, {
     action: 'task_released',
     jobId: task.job_id,

@@ -4,7 +4,8 @@
  * recovered here:
  *
  *   - a task whose pipeline has no side effects returns to `queued` while its claim count
- *     (`tasks.attempt`) is below `max_attempts`, and ends `error` after that;
+ *     (`tasks.attempt`), less the claims that a stopping worker handed back, is below
+ *     `max_attempts`, and ends `error` after that;
  *   - a task whose pipeline has side effects (deploy, rollback, recovery by default; the
  *     pipeline's `side_effects` setting) ends `error` at once, because running it again
  *     without a person checking the target could deploy twice.
@@ -174,7 +175,11 @@ function decideRecovery(
   sideEffects: boolean,
 ): { outcome: LeaseRecovery['outcome']; reason: string } {
   const worker = task.worker_id ?? 'an unknown worker';
-  const count = `attempt ${task.attempt} of ${task.max_attempts}`;
+  // Hand-backs from stopping workers use up no attempt.
+  const counted = task.attempt - task.hand_backs;
+  const count =
+    `attempt ${counted} of ${task.max_attempts}` +
+    (task.hand_backs > 0 ? `, not counting ${task.hand_backs} hand-back(s)` : '');
   if (task.cancel_requested_at !== null) {
     // The worker was asked to stop and vanished before it reported back.
     const reason = task.reason ?? `cancelled; lease expired on ${worker} before it confirmed`;
@@ -186,7 +191,7 @@ function decideRecovery(
       're-run automatically: check the target, then retry the job';
     return { outcome: 'error', reason };
   }
-  if (task.attempt < task.max_attempts) {
+  if (counted < task.max_attempts) {
     return { outcome: 'requeued', reason: `lease expired on ${worker} (${count}); queued again` };
   }
   return { outcome: 'error', reason: `lease expired on ${worker} (${count}); no attempts left` };

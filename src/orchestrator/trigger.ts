@@ -111,11 +111,16 @@ const TASK_COLUMNS = [
 
 type NewTaskRow = Pick<TaskRow, (typeof TASK_COLUMNS)[number]>;
 
-// The same for tasks. Three columns are never written at insert: duration_ms when a task
-// ends, worker_session when a worker claims it, lease_renewed_at when an API starts.
+// The same for tasks. Four columns are never written at insert: duration_ms when a task
+// ends, worker_session when a worker claims it, lease_renewed_at when an API starts and
+// hand_backs (0 by default) when a worker hands it back.
 const everyTaskColumn: Exclude<
   keyof TaskRow,
-  (typeof TASK_COLUMNS)[number] | 'duration_ms' | 'worker_session' | 'lease_renewed_at'
+  | (typeof TASK_COLUMNS)[number]
+  | 'duration_ms'
+  | 'worker_session'
+  | 'lease_renewed_at'
+  | 'hand_backs'
 > extends never
   ? true
   : never = true;

@@ -58,6 +58,8 @@ export interface TasksTable {
   lease_renewed_at: string | null;
   /** Lease attempt: counts how often the task was claimed, so a stale worker is fenced. */
   attempt: number;
+  /** Claims that ended in a hand-back from a stopping worker, which use up no attempt. */
+  hand_backs: Generated<number>;
   max_attempts: number;
   exit_code: number | null;
   log_path: string | null;

@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { releaseTask } from '../../src/dispatch/lease.js';
 import { taskLogStore } from '../../src/dispatch/services.js';
+import { ChangeSet } from '../../src/orchestrator/changes.js';
 import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { auditRows, getJob, trigger, writePipelines } from './helpers.js';
@@ -111,6 +113,37 @@ describe('lease expiry', () => {
       ['worker-b', 2, 'error'],
     ]);
     server.context.events.removeAllListeners('tasks-queued');
+  });
+
+  it('counts no hand-back as an attempt', async () => {
+    const ci = await trigger(server, 'ci', 'bc11223344');
+    const taskId = (await getJob(server, ci.job_id)).tasks[0]!.id;
+    // Two clean restarts of the worker: each claim ends in a hand-back.
+    for (const attempt of [1, 2]) {
+      await claim(server, ci.job_id, 'worker-h', 60_000);
+      await server.context.store.write((trx) =>
+        releaseTask(
+          trx,
+          { taskId, workerId: 'worker-h', attempt },
+          'worker-h stopped before the task ended',
+          new ChangeSet(),
+          audit,
+        ),
+      );
+    }
+    let job = await getJob(server, ci.job_id);
+    expect(job.status).toBe('queued');
+    expect(job.tasks[0]?.attempt).toBe(2);
+
+    // Then the worker is lost: with SLIPWAY_MAX_TASK_ATTEMPTS=2 the task still runs again.
+    await claim(server, ci.job_id, 'worker-h', -1);
+    const recovered = await recoverExpiredLeases(server.context, audit);
+    expect(recovered[0]).toMatchObject({ outcome: 'requeued', attempt: 3 });
+    job = await getJob(server, ci.job_id);
+    expect(job.status).toBe('queued');
+    expect(job.tasks[0]?.reason).toBe(
+      'lease expired on worker-h (attempt 1 of 2, not counting 2 hand-back(s)); queued again',
+    );
   });
 
   it('ends a deploy task error without running it again', async () => {

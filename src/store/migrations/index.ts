@@ -22,6 +22,7 @@ import * as healthMetricsComponentId from './0031_health_metrics_component_id.js
 import * as github from './0040_github.js';
 import * as githubStatusOutboxDueRepository from './0041_github_status_outbox_due_repository.js';
 import * as taskStopping from './0042_task_stopping.js';
+import * as taskHandBacks from './0043_task_hand_backs.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -52,6 +53,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0040_github': github,
   '0041_github_status_outbox_due_repository': githubStatusOutboxDueRepository,
   '0042_task_stopping': taskStopping,
+  '0043_task_hand_backs': taskHandBacks,
 };
 
 export const migrationProvider: MigrationProvider = {
