@@ -47,6 +47,12 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
         offset += chunk.length;
         yield chunk;
       }
+    } else if (ended && task.attempt > 0) {
+      // A worker ran the task, so it had a log, which the cleanup deleted (see cleanup.ts).
+      const days = options.context.config.retention.logsDays;
+      yield Buffer.from(
+        `[slipway] this log was deleted by log retention (RETENTION_LOGS_DAYS, now ${days})\n`,
+      );
     }
     if (!options.follow || ended || options.signal.aborted) return;
     await waitForNews(options, file, taskId);

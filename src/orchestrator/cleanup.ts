@@ -98,9 +98,7 @@ export function selectExpiredTaskLogs(db: Kysely<Database>, cutoff: string) {
 
 async function expireTaskLogs(context: AppContext, cutoff: string): Promise<number> {
   const tasks = await selectExpiredTaskLogs(context.store.db, cutoff).execute();
-  for (const task of tasks) {
-    await fs.rm(resolveLogPath(context, task.log_path!), { force: true });
-  }
+  for (const task of tasks) await removeLog(context, task.log_path!);
   for (let start = 0; start < tasks.length; start += DELETE_BATCH) {
     const ids = tasks.slice(start, start + DELETE_BATCH).map((task) => task.id);
     await context.store.write((trx) =>
@@ -108,6 +106,21 @@ async function expireTaskLogs(context: AppContext, cutoff: string): Promise<numb
     );
   }
   return tasks.length;
+}
+
+/** Deletes a task's log file, and its job's log folder once that is empty. */
+async function removeLog(context: AppContext, logPath: string): Promise<void> {
+  const file = resolveLogPath(context, logPath);
+  await fs.rm(file, { force: true });
+  const folder = path.dirname(file);
+  if (path.resolve(folder) === path.resolve(context.config.logPath)) return;
+  try {
+    await fs.rmdir(folder);
+  } catch (error) {
+    // Another attempt's log is still in it, or it is gone already.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOENT') throw error;
+  }
 }
 
 function resolveLogPath(context: AppContext, logPath: string): string {
@@ -145,7 +158,7 @@ async function deleteOldJobs(context: AppContext, cutoff: string): Promise<numbe
       .where('log_path', 'is not', null)
       .execute();
     // Files first, outside the transaction: a write must not wait on the file system.
-    for (const row of logs) await fs.rm(resolveLogPath(context, row.log_path!), { force: true });
+    for (const row of logs) await removeLog(context, row.log_path!);
     const deleted = await context.store.write(async (trx) => {
       const result = await trx
         .deleteFrom('jobs')

@@ -143,6 +143,46 @@ describe('cleanup', () => {
     expect(finished[0]!.details).toMatchObject({ jobs: 1, healthMetrics: 1 });
   });
 
+  it('says why a deleted log is empty', async () => {
+    const { config, store } = server.context;
+    const expired = await trigger(server, 'ci', 'a3a3a3a3a3');
+    await finishJob(server, expired.job_id, 'success');
+    const removed = await trigger(server, 'ci', 'a4a4a4a4a4');
+    await finishJob(server, removed.job_id, 'success');
+    const logOf = (jobId: string) => path.join(config.logPath, jobId, `${jobId}.1.0-1.log`);
+    for (const jobId of [expired.job_id, removed.job_id]) {
+      fs.mkdirSync(path.dirname(logOf(jobId)), { recursive: true });
+      fs.writeFileSync(logOf(jobId), 'output');
+      await store.write((trx) =>
+        trx
+          .updateTable('tasks')
+          .set({ log_path: logOf(jobId), attempt: 1, finished_at: daysAgo(6) })
+          .where('job_id', '=', jobId)
+          .execute(),
+      );
+    }
+    await store.write((trx) =>
+      trx
+        .updateTable('jobs')
+        .set({ created_at: daysAgo(12), finished_at: daysAgo(11) })
+        .where('id', '=', removed.job_id)
+        .execute(),
+    );
+
+    await runCleanup(server.context, audit);
+
+    // The deleted job's folder goes with it, and the expired log's job says what happened.
+    expect(fs.existsSync(path.dirname(logOf(removed.job_id)))).toBe(false);
+    expect(fs.existsSync(path.dirname(logOf(expired.job_id)))).toBe(false);
+    const logs = await server.request('GET', `/api/job/${expired.job_id}/logs`, {
+      token: server.adminToken,
+    });
+    expect(logs.status).toBe(200);
+    expect(logs.text).toBe(
+      '[slipway] this log was deleted by log retention (RETENTION_LOGS_DAYS, now 5)\n',
+    );
+  });
+
   it('seeks old jobs by creation time', () => {
     const { sql, parameters } = selectOldJobIds(server.context.store.db, daysAgo(10)).compile();
     const plan = server.context.store.read((sqlite) => queryPlan(sqlite, sql, parameters));
