@@ -10,7 +10,7 @@ import type { JobRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
 import { nowIso } from '../util/time.js';
 import { ChangeSet } from './changes.js';
-import { evaluateDependencies } from './dependencies.js';
+import { evaluateDependencies, resolveDependents } from './dependencies.js';
 import { insertTasks } from './trigger.js';
 
 /**
@@ -73,6 +73,16 @@ export async function retryJob(
       jobId,
       details: { attempt: next.attempt, previous_status: current.status, status },
     });
+    if (status === 'skipped') {
+      // The new attempt ends as it starts, and it gets the job_finished row of every end, as
+      // a job created skipped does. Jobs waiting on its type for this commit go on as well.
+      await appendAudit(trx, audit, {
+        action: 'job_finished',
+        jobId,
+        details: { status, attempt: next.attempt, reason: next.reason },
+      });
+      await resolveDependents(trx, next, changes, audit);
+    }
     return next;
   });
   changes.emit(context.events);

@@ -193,6 +193,16 @@ describe('job counts by status', () => {
     const ci = await trigger(server, 'ci', 'd1d1d1d1d1');
     await finishJob(server, ci.job_id, 'error');
     expect(await retry(waiting.job_id)).toBe('skipped');
+    // The skipped attempt gets the job_finished row of every end.
+    const finished = await server.context.store.db
+      .selectFrom('audit_log')
+      .select('details')
+      .where('action', '=', 'job_finished')
+      .where('job_id', '=', waiting.job_id)
+      .orderBy('id')
+      .execute();
+    expect(finished.map((row) => JSON.parse(row.details).attempt)).toEqual([1, 2]);
+    expect(JSON.parse(finished[1]!.details).status).toBe('skipped');
     expected.cancelled = 2;
     expected.error = 1;
     expected.skipped = 1;
