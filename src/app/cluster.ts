@@ -2,8 +2,9 @@
  * API_WORKERS > 1: the API runs in several processes sharing one port (node:cluster), so reads
  * use every core. Each process has its own SQLite connection. SQLite's write lock serialises
  * their writes, and a write that finds the lock taken waits up to busy_timeout (15 s).
- * The primary supervises: it restarts a process that dies and forwards SIGTERM/SIGINT. It
- * also keeps each token's rate-limit window for all the processes (see shared-rate-limit.ts).
+ * The primary supervises: it restarts a process that dies, and on SIGTERM, SIGINT or SIGHUP it
+ * sends SIGTERM to each process and waits for it to exit. It also keeps each token's
+ * rate-limit window for all the processes (see shared-rate-limit.ts).
  */
 import cluster from 'node:cluster';
 import type { Config } from '../config/env.js';

@@ -1,7 +1,7 @@
 /**
  * The roles a process can run: api, orchestrator, health-monitor and worker. Each starter
  * returns a handle whose `stop` finishes in-flight work and releases what the role uses.
- * `runRolesUntilSignal` stops them in reverse order on SIGTERM or SIGINT, then closes the store.
+ * `runRolesUntilSignal` stops them in reverse order on SIGTERM, SIGINT or SIGHUP, then closes the store.
  */
 import os from 'node:os';
 import { listenForStop } from './stop-signals.js';
@@ -186,7 +186,7 @@ export async function stopRoles(context: AppContext, running: RunningRole[]): Pr
 }
 
 /**
- * Runs roles until SIGTERM or SIGINT, then stops them and resolves. The handlers are installed
+ * Runs roles until SIGTERM, SIGINT or SIGHUP, then stops them and resolves. The handlers are installed
  * before the first role starts, because a signal can arrive while later roles are starting
  * (the worker logs its registration first). Node's default action would end the process.
  */
