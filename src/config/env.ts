@@ -182,7 +182,16 @@ function readChoice<T extends string>(
   const aliased = aliases[lowered];
   if (aliased) return aliased;
   if ((choices as readonly string[]).includes(lowered)) return lowered as T;
-  throw new ConfigError(name, `must be one of ${choices.join(', ')}, got "${raw}"`);
+  throw new ConfigError(name, `must be one of ${describeChoices(choices, aliases)}, got "${raw}"`);
+}
+
+/** Lists every accepted value, each alias after its choice: "warn (or warning), error". */
+function describeChoices(choices: readonly string[], aliases: Record<string, string>): string {
+  const described = choices.map((choice) => {
+    const others = Object.keys(aliases).filter((alias) => aliases[alias] === choice);
+    return others.length === 0 ? choice : `${choice} (or ${others.join(', ')})`;
+  });
+  return described.join(', ');
 }
 
 function readBoolean(env: Env, name: string, fallback: boolean): boolean {
@@ -212,13 +221,43 @@ function readUrl(env: Env, name: string, fallback: string): string {
 const HOSTNAME =
   /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
+/**
+ * A last label that is a decimal or 0x number. URLs read such a host as an IPv4 address
+ * (WHATWG URL Standard, "ends in a number"), so `999.1.1.1` or `host.123` is no host name.
+ */
+const NUMERIC_LAST_LABEL = /(?:^|\.)(?:\d+|0x[0-9a-f]*)$/i;
+
 function readHost(env: Env): string {
   const raw = readString(env, 'API_HOST');
   if (raw === undefined) return '127.0.0.1';
-  if (net.isIP(raw) === 0 && !HOSTNAME.test(raw)) {
-    throw new ConfigError('API_HOST', `must be an IP address or a host name, got "${raw}"`);
+  if (net.isIP(raw) !== 0) return raw;
+  if (NUMERIC_LAST_LABEL.test(raw)) {
+    throw new ConfigError(
+      'API_HOST',
+      `must be an IPv4 address of four numbers from 0 to 255, such as 127.0.0.1, got "${raw}"`,
+    );
+  }
+  if (!HOSTNAME.test(raw)) {
+    throw new ConfigError(
+      'API_HOST',
+      'must be an IPv4 address, an IPv6 address or a DNS host name ' +
+        `(labels of letters, digits and inner hyphens, separated by dots), got "${raw}"`,
+    );
   }
   return raw;
+}
+
+/**
+ * Builds the URL a worker on the same host uses by default. API_HOST accepts an IPv6 address
+ * with a zone ID (`fe80::1%eth0`), but URLs cannot contain one, so it needs SLIPWAY_API_URL.
+ */
+function defaultApiUrl(host: string, port: number): string {
+  const url = `http://${localAddress(host)}:${port}`;
+  if (URL.canParse(url)) return url;
+  throw new ConfigError(
+    'API_HOST',
+    `"${host}" cannot be used in a URL, so set SLIPWAY_API_URL for the workers`,
+  );
 }
 
 /** Returns the address a worker on the same host uses to reach an API listening on `host`. */
@@ -295,7 +334,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     },
 
     worker: {
-      apiUrl: readUrl(env, 'SLIPWAY_API_URL', `http://${localAddress(host)}:${port}`),
+      apiUrl:
+        readString(env, 'SLIPWAY_API_URL') === undefined
+          ? defaultApiUrl(host, port)
+          : readUrl(env, 'SLIPWAY_API_URL', ''),
       token: readToken(env, 'SLIPWAY_AGENT_TOKEN'),
       name: readWorkerName(env),
       capacity: readInteger(env, 'SLIPWAY_WORKER_CAPACITY', 2, 1, 256),

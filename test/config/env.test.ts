@@ -212,6 +212,68 @@ describe('configuration at start', () => {
     expect(messageFor('SLIPWAY_AGENT_TOKEN')).toContain('generate one with: openssl rand');
   });
 
+  it.each([
+    ['999.1.1.1', 'four numbers from 0 to 255'],
+    ['1.2.3', 'four numbers from 0 to 255'],
+    ['host.123', 'four numbers from 0 to 255'],
+    ['0x7f000001', 'four numbers from 0 to 255'],
+    ['under_score.test', 'IPv6 address or a DNS host name'],
+    ['fe80::1%eth0', 'set SLIPWAY_API_URL'],
+  ])('API_HOST %s is rejected by its own name', (host, rule) => {
+    let thrown: unknown;
+    try {
+      loadConfig({ API_HOST: host, API_PORT: '5306' });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ConfigError);
+    expect((thrown as ConfigError).variable).toBe('API_HOST');
+    expect((thrown as ConfigError).message).toContain(`"${host}"`);
+    expect((thrown as ConfigError).message).toContain(rule);
+  });
+
+  it.each([
+    '255.255.255.255',
+    '0.0.0.0',
+    '::',
+    'fe80::1',
+    'localhost',
+    'ci-1.example.test',
+    'a.b1',
+  ])('API_HOST %s is accepted', (host) => {
+    expect(loadConfig({ API_HOST: host }).api.host).toBe(host);
+  });
+
+  it('API_HOST with a zone ID is accepted beside SLIPWAY_API_URL', () => {
+    const config = loadConfig({
+      API_HOST: 'fe80::1%eth0',
+      SLIPWAY_API_URL: 'http://10.0.0.5:5000',
+    });
+    expect(config.api.host).toBe('fe80::1%eth0');
+  });
+
+  it.each(['api', 'init-db', 'token list'])(
+    'slipway %s names an invalid API_HOST',
+    async (command) => {
+      const result = await runCli(command.split(' '), {
+        SLIPWAY_DATA_DIR: path.join(dataDir, 'ok'),
+        API_HOST: '999.1.1.1',
+        API_PORT: '5306',
+      });
+      expect(result.code, result.stderr + result.stdout).toBe(2);
+      expect(result.stderr).toMatch(/^slipway: configuration: API_HOST: /);
+      expect(result.stderr).toContain('"999.1.1.1"');
+      expect(result.stderr).not.toContain('SLIPWAY_API_URL');
+    },
+  );
+
+  it('LOG_LEVEL error lists every accepted value', () => {
+    expect(() => loadConfig({ LOG_LEVEL: 'loud' })).toThrow(
+      'LOG_LEVEL: must be one of trace, debug, info, warn (or warning), error, ' +
+        'fatal (or critical), silent, got "loud"',
+    );
+  });
+
   it('an IPv6 API_HOST gives workers a bracketed URL', () => {
     expect(loadConfig({ API_HOST: '::1', API_PORT: '8080' }).worker.apiUrl).toBe(
       'http://[::1]:8080',
