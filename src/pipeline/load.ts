@@ -20,6 +20,7 @@ import {
   type RawPipelineFile,
 } from './schema.js';
 import { describeSchemaError, FailedFields, findSchemaFailures } from './schema-errors.js';
+import { findAliasProblems } from './yaml-aliases.js';
 import { resolveHealthChecks } from './health-checks.js';
 import type { MatrixAxis, Pipeline, PipelineFile, RecoveryProcedure, SecretRef } from './types.js';
 
@@ -118,11 +119,18 @@ export function parsePipelineFile(text: string, file: string): PipelineFile {
       })),
     );
   }
+  const aliasProblems = findAliasProblems(document, lineCounter);
+  if (aliasProblems.length > 0) {
+    throw new PipelineFileError(
+      aliasProblems.map(({ line, message }) => ({ file, line, field: '(yaml)', message })),
+    );
+  }
   let raw: unknown;
   try {
     raw = withoutExtensionFields(document.toJS());
   } catch (error) {
-    // Aliases resolve here: an unknown anchor, a merge of a plain value, or an alias loop.
+    // Aliases resolve here. findAliasProblems has found undefined anchors and merges of a
+    // non-map, so what remains is rarer, such as an alias loop.
     throw new PipelineFileError([
       { file, line: undefined, field: '(yaml)', message: (error as Error).message },
     ]);

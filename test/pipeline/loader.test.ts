@@ -326,13 +326,50 @@ describe('pipeline loader with several problems', () => {
     ]);
   });
 
+  it('merge of an undefined anchor names it', () => {
+    expect(problemsOf('pipelines:\n  a:\n    <<: *nope\n    steps: [{run: x}]\n')).toEqual([
+      'slipway.yml:3: (yaml): anchor "nope" is not defined before its alias *nope ' +
+        '(set &nope on a node above the alias)',
+    ]);
+  });
+
+  it('merge list reports each undefined anchor', () => {
+    const text =
+      'x-a: &a { executor: local }\n' +
+      'pipelines:\n  a:\n    <<: [*a, *nope]\n    steps: [{run: x}]\n' +
+      '  b:\n    <<: *later\n    steps: [{run: x}]\nx-later: &later { executor: local }\n';
+    expect(problemsOf(text)).toEqual([
+      'slipway.yml:4: (yaml): anchor "nope" is not defined before its alias *nope ' +
+        '(set &nope on a node above the alias)',
+      'slipway.yml:7: (yaml): anchor "later" is not defined before its alias *later ' +
+        '(set &later on a node above the alias)',
+    ]);
+  });
+
+  it('merge of a defined map anchor loads', () => {
+    const file = parsePipelineFile(
+      'x-base: &base { executor: local }\npipelines:\n  a:\n    <<: *base\n    steps: [{run: x}]\n',
+      'slipway.yml',
+    );
+    expect(file.pipelines.a?.executor).toBe('local');
+  });
+
   it('reports alias and document errors', () => {
     expect(
       problemsOf('x-s: &s hello\npipelines:\n  ci:\n    <<: *s\n    steps: [{ run: a }]\n'),
-    ).toEqual(['slipway.yml:undefined: (yaml): Merge sources must be maps or map aliases']);
+    ).toEqual(['slipway.yml:4: (yaml): `<<` merges a map, but anchor "s" is set on a plain value']);
+    expect(problemsOf('pipelines:\n  ci:\n    executor: *nope\n    steps: [{ run: a }]\n')).toEqual(
+      [
+        'slipway.yml:3: (yaml): anchor "nope" is not defined before its alias *nope ' +
+          '(set &nope on a node above the alias)',
+      ],
+    );
     expect(
-      problemsOf('pipelines:\n  ci:\n    executor: *nope\n    steps: [{ run: a }]\n')[0],
-    ).toMatch(/^slipway\.yml:undefined: \(yaml\): Unresolved alias/);
+      problemsOf('x-l: &l [1]\npipelines:\n  ci:\n    <<: [*l]\n    steps: [{ run: a }]\n'),
+    ).toEqual(['slipway.yml:4: (yaml): `<<` merges a map, but anchor "l" is set on a list']);
+    expect(problemsOf('pipelines:\n  ci:\n    <<: 5\n    steps: [{ run: a }]\n')).toEqual([
+      'slipway.yml:3: (yaml): `<<` merges a map or an alias of a map, not a plain value',
+    ]);
     expect(problemsOf('pipelines: {}\n---\npipelines: {}\n')[0]).toMatch(
       /\(yaml\): the file holds more than one YAML document \(a second ---\); keep one$/,
     );
