@@ -120,6 +120,11 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       schema: {
         tags: ['jobs'],
         summary: 'Start a new attempt of a finished job',
+        description:
+          'The new attempt runs the pipeline definition stored with the job when it was ' +
+          'triggered, not the pipeline file loaded now, so an edited step applies only to jobs ' +
+          'triggered after the edit. Its dependencies are checked again, against the `needs` of ' +
+          'the pipeline file loaded now.',
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
         // Retry takes no fields; an unknown one is rejected as on cancel, not ignored.
