@@ -98,7 +98,7 @@ body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$vers
   + (if $attempt != "" then {github_run_attempt: $attempt} else {} end)')
 created=$(call POST "/api/trigger/$type" "$body")
 job_id=$(jq -r .job_id <<<"$created")
-echo "slipway: queued $job_id ($(jq -r .status <<<"$created")) for $commit" >&2
+echo "slipway: triggered $job_id for $commit (status $(jq -r .status <<<"$created"))" >&2
 echo "$job_id"
 output job-id "$job_id"
 $wait || exit 0

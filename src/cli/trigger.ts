@@ -201,6 +201,7 @@ export function registerTriggerCommands(program: Command): void {
     )
     .action(async (type: string, options: TriggerOptions, command: Command) => {
       rejectAttemptWithoutRunId(options, command);
+      rejectTimeoutWithoutWait(options, command);
       if (options.pythonVersions !== undefined && 'python_versions' in options.matrix) {
         command.error(
           "error: options '--python-versions' and '--matrix python_versions=...' both set " +
@@ -227,6 +228,18 @@ function rejectAttemptWithoutRunId(options: TriggerOptions, command: Command): v
   );
 }
 
+/**
+ * Exits 2 when --timeout comes without --wait. Only the wait for the job's end can time out,
+ * so a timeout alone would be ignored.
+ */
+function rejectTimeoutWithoutWait(options: TriggerOptions, command: Command): void {
+  if (options.timeout === undefined || options.wait === true) return;
+  command.error(
+    "error: option '--timeout <duration>' requires option '--wait'; add --wait to wait for the " +
+      'job, or drop --timeout',
+  );
+}
+
 async function runTrigger(type: string, options: TriggerOptions): Promise<void> {
   const config = loadCliConfig();
   if (config.clientToken === undefined) {
@@ -245,8 +258,9 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
 
   const created = await client.trigger(type, body, options.idempotencyKey);
+  // A new job may be waiting or skipped, not only queued, so the message names its status.
   process.stderr.write(
-    `slipway: ${created.reused ? 'found' : 'queued'} ${created.job_id} (${created.status}) for ${options.commit}\n`,
+    `slipway: ${created.reused ? 'found' : 'triggered'} ${created.job_id} for ${options.commit} (status ${created.status})\n`,
   );
   process.stdout.write(`${created.job_id}\n`);
   writeGitHubOutput({ 'job-id': created.job_id, status: created.status });

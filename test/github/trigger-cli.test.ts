@@ -51,10 +51,10 @@ describe('slipway trigger', () => {
       ['trigger', 'ci', '--commit', commit, '--branch', 'feature/cli'],
       env({ GITHUB_OUTPUT: outputFile }),
     );
-    expect(result.stderr).toContain('queued');
     expect(result.code).toBe(0);
     const jobId = result.stdout.trim();
     expect(jobId).toMatch(/^ci-[0-9a-f]{8}$/);
+    expect(result.stderr).toContain(`slipway: triggered ${jobId} for ${commit} (status queued)`);
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.commit).toBe(commit);
     expect(job.body.branch).toBe('feature/cli');
@@ -298,6 +298,27 @@ describe('slipway trigger', () => {
     );
     expect(result.code).toBe(8);
     expect(result.stderr).toContain('cannot reach the Slipway API');
+  });
+
+  it('prints the status of a waiting job', async () => {
+    const commit = nextCommit();
+    const result = await runCli(['trigger', 'integration-tests', '--commit', commit], env());
+    expect(result.code).toBe(0);
+    const jobId = result.stdout.trim();
+    expect(result.stderr).toContain(`slipway: triggered ${jobId} for ${commit} (status waiting)`);
+    expect(result.stderr).not.toContain('queued');
+    await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+  });
+
+  it('rejects --timeout without --wait', async () => {
+    const commit = nextCommit();
+    const result = await runCli(['trigger', 'ci', '--commit', commit, '--timeout', '5m'], env());
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("option '--timeout <duration>' requires option '--wait'");
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(jobs.body.jobs).toEqual([]);
   });
 
   it('help shows the poll interval default in seconds', async () => {
