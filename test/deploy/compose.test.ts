@@ -5,9 +5,10 @@
  * trail survived. Then it removes everything it created.
  *
  * The base image node:20-bookworm-slim is the local stand-in of scripts/build-base-image.sh,
- * because no registry is reachable here. Building both targets from an empty cache took 5.5 to
- * 15 minutes on this project's two-core machines, depending on their load; later runs reuse
- * the build stage's cached layers. Those cached layers stay after the test, like any build's.
+ * because no registry is reachable here. Building both targets from an empty cache took 2.5 to
+ * 15 minutes on this project's two-core machines, depending on their load. The test removes
+ * the untagged build-stage images it leaves (see ComposeProject.remove), about 1 GB a run that
+ * later runs did not reuse, so each run builds from an empty cache.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
