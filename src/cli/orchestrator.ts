@@ -5,6 +5,7 @@ import { createContext } from '../app/context.js';
 import { createLogger } from '../log.js';
 import {
   backupDatabase,
+  findDatabaseFileAt,
   pruneBackups,
   RestoreRejected,
   restoreDatabase,
@@ -70,6 +71,14 @@ export function registerOrchestratorCommands(program: Command): void {
         const target = path.resolve(
           options.output ?? path.join(config.backupPath, scheduledBackupName()),
         );
+        const clash = findDatabaseFileAt(config.dbPath, target);
+        if (clash !== null) {
+          throw new CliError(
+            `--output ${target} is the database file ${clash}. A backup must not replace the ` +
+              'database or its -wal, -shm or -journal file, so choose another path',
+            2,
+          );
+        }
         const store = await openStore(config.dbPath, { logger: createLogger('warn') });
         try {
           const result = await backupDatabase(config.dbPath, target);

@@ -24,6 +24,60 @@ export interface BackupResult {
 const BACKUP_PREFIX = 'slipway-';
 const BACKUP_SUFFIX = '.db';
 
+/** Suffixes of the files SQLite keeps next to a database: the WAL, its index and the rollback journal. */
+const DATABASE_FILE_SUFFIXES = ['', '-wal', '-shm', '-journal'];
+
+/**
+ * Returns the absolute path of `file` with symbolic links resolved in its folders. The file
+ * itself may be missing, and so may its nearest folders.
+ */
+function realPathOf(file: string): string {
+  const absolute = path.resolve(file);
+  const parent = path.dirname(absolute);
+  if (parent === absolute) return absolute;
+  let realParent: string;
+  try {
+    realParent = fs.realpathSync(parent);
+  } catch {
+    realParent = realPathOf(parent);
+  }
+  return path.join(realParent, path.basename(absolute));
+}
+
+function statOrNull(file: string): fs.Stats | null {
+  try {
+    return fs.statSync(file);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Returns the file of the database at `dbPath` (the database, or its -wal, -shm or -journal
+ * file) that `target` names, or null. Paths are compared with symbolic links resolved in their
+ * folders. An existing `target` also matches a file with the same device and inode, which
+ * catches hard links and symbolic links to the file itself.
+ */
+export function findDatabaseFileAt(dbPath: string, target: string): string | null {
+  const targetPath = realPathOf(target);
+  const targetStat = statOrNull(target);
+  // When dbPath is a symbolic link, SQLite may name the -wal and -shm files after its target.
+  const bases = new Set([realPathOf(dbPath)]);
+  const realDb = statOrNull(dbPath) === null ? null : fs.realpathSync(dbPath);
+  if (realDb !== null) bases.add(realDb);
+  for (const suffix of DATABASE_FILE_SUFFIXES) {
+    for (const base of bases) {
+      const file = `${base}${suffix}`;
+      if (file === targetPath) return file;
+      const stat = targetStat === null ? null : statOrNull(file);
+      if (stat !== null && stat.dev === targetStat!.dev && stat.ino === targetStat!.ino) {
+        return file;
+      }
+    }
+  }
+  return null;
+}
+
 /** Runs `PRAGMA integrity_check` on `file` and returns its result: `ok` when it is sound. */
 export function checkIntegrity(file: string): string {
   const db = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
@@ -43,6 +97,12 @@ export function checkIntegrity(file: string): string {
  */
 export async function backupDatabase(dbPath: string, target: string): Promise<BackupResult> {
   const started = Date.now();
+  const clash = findDatabaseFileAt(dbPath, target);
+  if (clash !== null) {
+    throw new Error(
+      `backup target ${target} is the database file ${clash}, so choose another path`,
+    );
+  }
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const partial = `${target}.partial`;
   fs.rmSync(partial, { force: true });

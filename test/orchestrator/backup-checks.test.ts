@@ -1,0 +1,78 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findDatabaseFileAt } from '../../src/orchestrator/backup.js';
+import { ensureBuilt, runCli } from '../support/cli.js';
+import { makeTempDir } from '../support/server.js';
+
+const dbFile = (dataDir: string) => path.join(dataDir, 'state', 'orchestration.db');
+
+/** Creates a data directory with a migrated database. */
+async function initDataDir(prefix: string): Promise<string> {
+  const dataDir = makeTempDir(prefix);
+  const init = await runCli(['init-db'], { SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'warn' });
+  expect(init.code, init.stderr).toBe(0);
+  return dataDir;
+}
+
+describe('findDatabaseFileAt', () => {
+  const dir = makeTempDir('slipway-backup-target-');
+  const db = path.join(dir, 'state', 'orchestration.db');
+
+  beforeAll(() => {
+    fs.mkdirSync(path.dirname(db));
+    fs.writeFileSync(db, '');
+    fs.writeFileSync(`${db}-wal`, '');
+    fs.symlinkSync(path.join(dir, 'state'), path.join(dir, 'state-link'));
+    fs.linkSync(db, path.join(dir, 'hard-link.db'));
+    fs.symlinkSync(db, path.join(dir, 'file-link.db'));
+  });
+  afterAll(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['the database', 'state/orchestration.db', db],
+    ['the WAL', 'state/orchestration.db-wal', `${db}-wal`],
+    ['a missing -shm', 'state/orchestration.db-shm', `${db}-shm`],
+    ['a missing -journal', 'state/orchestration.db-journal', `${db}-journal`],
+    ['a dot segment', 'state/../state/orchestration.db', db],
+    ['a linked folder', 'state-link/orchestration.db', db],
+    ['a hard link', 'hard-link.db', db],
+    ['a symbolic link', 'file-link.db', db],
+  ])('matches %s', (_case, target, expected) => {
+    expect(findDatabaseFileAt(db, path.join(dir, target))).toBe(expected);
+  });
+
+  it.each([
+    ['another file', 'state/other.db'],
+    ['a missing folder', 'missing/orchestration.db'],
+    ['a partial name', 'state/orchestration.db.partial'],
+  ])('ignores %s', (_case, target) => {
+    expect(findDatabaseFileAt(db, path.join(dir, target))).toBeNull();
+  });
+});
+
+describe('slipway backup --output', { timeout: 120_000 }, () => {
+  let dataDir: string;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = await initDataDir('slipway-backup-output-');
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it.each(['', '-wal', '-shm', '-journal'])('rejects the database file%s', async (suffix) => {
+    const live = dbFile(dataDir);
+    const before = fs.statSync(live);
+    const target = `${live}${suffix}`;
+    const result = await runCli(['backup', '--output', target], { SLIPWAY_DATA_DIR: dataDir });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`--output ${target} is the database file`);
+    expect(result.stderr).toContain('must not replace the database');
+    expect(fs.statSync(live).ino).toBe(before.ino);
+    expect(fs.existsSync(`${target}.partial`)).toBe(false);
+  });
+});
