@@ -1,7 +1,9 @@
 /** `slipway run-task NAME`, `slipway backup [--output FILE]` and `slipway restore FILE`. */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { createContext } from '../app/context.js';
+import type { Config } from '../config/env.js';
 import { createLogger } from '../log.js';
 import {
   backupDatabase,
@@ -17,6 +19,19 @@ import { appendAudit } from '../store/audit.js';
 import { openStore } from '../store/database.js';
 import { cliAudit, CliError, loadCliConfig, runCommand } from './run.js';
 
+/**
+ * Throws CliError when the database file does not exist. Opening the store would create an
+ * empty database, so a backup of a mistyped data directory would succeed and copy nothing.
+ */
+function requireDatabase(config: Config): void {
+  if (fs.existsSync(config.dbPath)) return;
+  throw new CliError(
+    `database ${config.dbPath} not found, so there is nothing to back up. Set SLIPWAY_DATA_DIR ` +
+      '(or ORCHESTRATION_DB_PATH) to the data directory of the Slipway to back up',
+    2,
+  );
+}
+
 export function registerOrchestratorCommands(program: Command): void {
   program
     .command('run-task')
@@ -28,6 +43,7 @@ export function registerOrchestratorCommands(program: Command): void {
     .action(async (name: string) => {
       await runCommand(async () => {
         const config = loadCliConfig();
+        if (name === 'backup') requireDatabase(config);
         // The summary goes to stdout, so the log goes to stderr.
         const context = await createContext(config, {
           syncDependencies: false,
@@ -79,6 +95,7 @@ export function registerOrchestratorCommands(program: Command): void {
             2,
           );
         }
+        requireDatabase(config);
         const store = await openStore(config.dbPath, { logger: createLogger('warn') });
         try {
           const result = await backupDatabase(config.dbPath, target);

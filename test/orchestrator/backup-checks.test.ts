@@ -76,3 +76,23 @@ describe('slipway backup --output', { timeout: 120_000 }, () => {
     expect(fs.existsSync(`${target}.partial`)).toBe(false);
   });
 });
+
+describe('backup without a database', { timeout: 120_000 }, () => {
+  const parent = makeTempDir('slipway-backup-missing-');
+  const dataDir = path.join(parent, 'typo');
+
+  beforeAll(async () => {
+    await ensureBuilt();
+  });
+  afterAll(() => {
+    fs.rmSync(parent, { recursive: true, force: true });
+  });
+
+  it.each([[['backup']], [['run-task', 'backup']]])('%j fails', async (args) => {
+    const result = await runCli(args, { SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'warn' });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`database ${dbFile(dataDir)} not found`);
+    expect(result.stderr).toContain('SLIPWAY_DATA_DIR');
+    expect(fs.existsSync(dataDir)).toBe(false);
+  });
+});
