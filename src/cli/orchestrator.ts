@@ -17,7 +17,7 @@ import { scheduledTasks } from '../orchestrator/role.js';
 import { Scheduler } from '../orchestrator/scheduler.js';
 import { appendAudit } from '../store/audit.js';
 import { openStore } from '../store/database.js';
-import { cliAudit, CliError, loadCliConfig, runCommand } from './run.js';
+import { cliAudit, CliError, loadCliConfig, loadRoleConfig, runCommand } from './run.js';
 
 /**
  * Throws CliError when the database file does not exist. Opening the store would create an
@@ -30,6 +30,25 @@ function requireDatabase(config: Config): void {
       '(or ORCHESTRATION_DB_PATH) to the data directory of the Slipway to back up',
     2,
   );
+}
+
+/**
+ * Returns the file `slipway backup` writes: `output`, or a new file named like a scheduled
+ * backup inside `output` when it is a directory or ends with a slash, or a new file in
+ * ORCHESTRATION_BACKUP_PATH without `output`.
+ */
+function backupTarget(config: Config, output: string | undefined): string {
+  if (output === undefined) return path.resolve(config.backupPath, scheduledBackupName());
+  const isDirectory = output.endsWith(path.sep) || isExistingDirectory(output);
+  return path.resolve(isDirectory ? path.join(output, scheduledBackupName()) : output);
+}
+
+function isExistingDirectory(file: string): boolean {
+  try {
+    return fs.statSync(file).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 export function registerOrchestratorCommands(program: Command): void {
@@ -84,9 +103,7 @@ export function registerOrchestratorCommands(program: Command): void {
     .action(async (options: { output?: string }) => {
       await runCommand(async () => {
         const config = loadCliConfig();
-        const target = path.resolve(
-          options.output ?? path.join(config.backupPath, scheduledBackupName()),
-        );
+        const target = backupTarget(config, options.output);
         const clash = findDatabaseFileAt(config.dbPath, target);
         if (clash !== null) {
           throw new CliError(
@@ -126,7 +143,8 @@ export function registerOrchestratorCommands(program: Command): void {
     .argument('<file>', 'a backup made by slipway backup')
     .action(async (file: string) => {
       await runCommand(async () => {
-        const config = loadCliConfig();
+        // Creates the data directories as a start does, so they are readable only by their owner.
+        const config = loadRoleConfig();
         const source = path.resolve(file);
         let previous: string | null;
         try {

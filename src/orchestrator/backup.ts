@@ -103,30 +103,40 @@ export async function backupDatabase(dbPath: string, target: string): Promise<Ba
       `backup target ${target} is the database file ${clash}, so choose another path`,
     );
   }
-  fs.mkdirSync(path.dirname(target), { recursive: true });
+  // Owner-only, as prepareDirectories creates folders, because a backup contains the whole state.
+  fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o700 });
   const partial = `${target}.partial`;
   fs.rmSync(partial, { force: true });
-  // A connection of its own: the store's connection may be inside a write transaction.
-  const source = new BetterSqlite3(dbPath, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
   try {
-    await source.backup(partial, { progress: ({ totalPages }) => Math.max(totalPages, 100) });
+    await copyDatabase(dbPath, partial);
+    const integrity = checkIntegrity(partial);
+    if (integrity !== 'ok') {
+      throw new Error(`backup ${target} failed its integrity check: ${integrity}`);
+    }
+    fs.renameSync(partial, target);
   } catch (error) {
     fs.rmSync(partial, { force: true });
     throw error;
+  }
+  return { path: target, bytes: fs.statSync(target).size, durationMs: Date.now() - started };
+}
+
+/** Copies the database at `dbPath` to the new file `target` and switches the copy out of WAL. */
+async function copyDatabase(dbPath: string, target: string): Promise<void> {
+  // A connection of its own: the store's connection may be inside a write transaction.
+  const source = new BetterSqlite3(dbPath, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+  try {
+    await source.backup(target, { progress: ({ totalPages }) => Math.max(totalPages, 100) });
   } finally {
     source.close();
   }
   // The copy inherits WAL mode from the source; a lone file is easier to move and restore.
-  const copy = new BetterSqlite3(partial, { fileMustExist: true });
-  copy.pragma('journal_mode = DELETE');
-  copy.close();
-  const integrity = checkIntegrity(partial);
-  if (integrity !== 'ok') {
-    fs.rmSync(partial, { force: true });
-    throw new Error(`backup ${target} failed its integrity check: ${integrity}`);
+  const copy = new BetterSqlite3(target, { fileMustExist: true });
+  try {
+    copy.pragma('journal_mode = DELETE');
+  } finally {
+    copy.close();
   }
-  fs.renameSync(partial, target);
-  return { path: target, bytes: fs.statSync(target).size, durationMs: Date.now() - started };
 }
 
 /** Builds the file name of a scheduled backup, which sorts by time: `slipway-<UTC time>.db`. */
@@ -195,9 +205,11 @@ export function restoreDatabase(dbPath: string, source: string): { previous: str
     throw new RestoreRejected(`backup ${source} failed its integrity check: ${integrity}`);
   }
 
-  fs.mkdirSync(path.dirname(dbPath), { recursive: true });
+  // Owner-only, as prepareDirectories creates folders, because the database contains the whole state.
+  fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
   const staged = `${dbPath}.restoring`;
   fs.copyFileSync(source, staged);
+  fs.chmodSync(staged, 0o600);
   const handle = fs.openSync(staged, 'r+');
   fs.fsyncSync(handle);
   fs.closeSync(handle);

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findDatabaseFileAt } from '../../src/orchestrator/backup.js';
+import BetterSqlite3 from 'better-sqlite3';
+import { backupDatabase, findDatabaseFileAt } from '../../src/orchestrator/backup.js';
 import { ensureBuilt, runCli } from '../support/cli.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -94,5 +95,70 @@ describe('backup without a database', { timeout: 120_000 }, () => {
     expect(result.stderr).toContain(`database ${dbFile(dataDir)} not found`);
     expect(result.stderr).toContain('SLIPWAY_DATA_DIR');
     expect(fs.existsSync(dataDir)).toBe(false);
+  });
+});
+
+describe('backupDatabase', () => {
+  const dir = makeTempDir('slipway-backup-partial-');
+
+  afterAll(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('removes the partial file on failure', async () => {
+    const db = path.join(dir, 'source.db');
+    const sqlite = new BetterSqlite3(db);
+    sqlite.exec('CREATE TABLE t (x INTEGER)');
+    sqlite.close();
+    const target = path.join(dir, 'existing-folder');
+    fs.mkdirSync(target);
+    await expect(backupDatabase(db, target)).rejects.toThrow();
+    expect(fs.existsSync(`${target}.partial`)).toBe(false);
+  });
+});
+
+describe('backup into a directory', { timeout: 120_000 }, () => {
+  let dataDir: string;
+  const outside = makeTempDir('slipway-backup-folder-');
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = await initDataDir('slipway-backup-folder-data-');
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    fs.rmSync(outside, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['an existing directory', 'existing', true],
+    ['a trailing slash', 'existing/', true],
+    ['a new path with a slash', 'new/', false],
+  ])('writes into %s', async (_case, output, exists) => {
+    const folder = path.join(outside, output);
+    if (exists) fs.mkdirSync(folder, { recursive: true });
+    const env = { SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
+    const result = await runCli(['backup', '--output', folder], env);
+    expect(result.code, result.stderr).toBe(0);
+    const written = JSON.parse(result.stdout.trim()).path as string;
+    expect(path.dirname(written)).toBe(path.resolve(folder));
+    expect(path.basename(written)).toMatch(/^slipway-\d{8}T\d{9}Z\.db$/);
+    expect(fs.statSync(written).isFile()).toBe(true);
+    expect(fs.existsSync(`${path.resolve(folder)}.partial`)).toBe(false);
+  });
+
+  it('restore creates owner-only folders', async () => {
+    const backup = path.join(outside, 'copy.db');
+    const env = { SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
+    const backedUp = await runCli(['backup', '--output', backup], env);
+    expect(backedUp.code, backedUp.stderr).toBe(0);
+    const fresh = path.join(outside, 'fresh-data');
+    const restored = await runCli(['restore', backup], { ...env, SLIPWAY_DATA_DIR: fresh });
+    expect(restored.code, restored.stderr).toBe(0);
+    const mode = (file: string) => fs.statSync(file).mode & 0o777;
+    expect(mode(fresh)).toBe(0o700);
+    expect(mode(path.join(fresh, 'state'))).toBe(0o700);
+    expect(mode(path.join(fresh, 'backups'))).toBe(0o700);
+    expect(mode(dbFile(fresh))).toBe(0o600);
   });
 });
