@@ -12,6 +12,7 @@ import {
   RestoreRejected,
   restoreDatabase,
   scheduledBackupName,
+  undoRestore,
 } from '../orchestrator/backup.js';
 import { scheduledTasks } from '../orchestrator/role.js';
 import { Scheduler } from '../orchestrator/scheduler.js';
@@ -49,6 +50,41 @@ function isExistingDirectory(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Opens the restored database, which applies pending migrations, and audits the restore. */
+async function recordRestore(dbPath: string, source: string, previous: string | null) {
+  const store = await openStore(dbPath, { logger: createLogger('warn') });
+  try {
+    await store.write((trx) =>
+      appendAudit(trx, cliAudit(), {
+        action: 'database_restored',
+        details: { source, previous },
+      }),
+    );
+  } finally {
+    await store.close();
+  }
+}
+
+/** Puts the previous database back after a restore failed past the swap; returns the CLI error. */
+function undoFailedRestore(dbPath: string, previous: string | null, error: unknown): CliError {
+  const reason = error instanceof Error ? error.message : String(error);
+  try {
+    undoRestore(dbPath, previous);
+  } catch (undoError) {
+    const manualStep =
+      previous === null ? '' : ` The previous database is ${previous}; move it to ${dbPath}.`;
+    return new CliError(
+      `restore failed after replacing the database (${reason}), and putting the previous ` +
+        `database back failed too: ${(undoError as Error).message}.${manualStep}`,
+    );
+  }
+  const undone =
+    previous === null
+      ? `there was no database before, so the restored file was removed`
+      : `the previous database was put back at ${dbPath}`;
+  return new CliError(`restore failed after replacing the database, so ${undone}: ${reason}`);
 }
 
 export function registerOrchestratorCommands(program: Command): void {
@@ -154,16 +190,10 @@ export function registerOrchestratorCommands(program: Command): void {
             throw new CliError(`restore rejected: ${error.message}`);
           throw error;
         }
-        const store = await openStore(config.dbPath, { logger: createLogger('warn') });
         try {
-          await store.write((trx) =>
-            appendAudit(trx, cliAudit(), {
-              action: 'database_restored',
-              details: { source, previous },
-            }),
-          );
-        } finally {
-          await store.close();
+          await recordRestore(config.dbPath, source, previous);
+        } catch (error) {
+          throw undoFailedRestore(config.dbPath, previous, error);
         }
         process.stdout.write(`${JSON.stringify({ restored: config.dbPath, source, previous })}\n`);
       });

@@ -13,6 +13,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import type { AppContext } from '../app/context.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { BUSY_TIMEOUT_MS } from '../store/database.js';
+import { describeMigrations, findUnknownMigrations } from '../store/migration-check.js';
 import { findRunningProcesses } from '../store/running-processes.js';
 
 export interface BackupResult {
@@ -175,10 +176,20 @@ export class RestoreRejected extends Error {
   override name = 'RestoreRejected';
 }
 
+function readUnknownMigrations(file: string): string[] {
+  const db = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
+  try {
+    return findUnknownMigrations(db);
+  } finally {
+    db.close();
+  }
+}
+
 /**
- * Replaces the database at `dbPath` with the backup `source`. Throws RestoreRejected while a
- * registered process uses the database, and when the backup fails its integrity check. The replaced
- * database is kept next to it as `<name>.before-restore-<time>`.
+ * Replaces the database at `dbPath` with the backup `source`. Throws RestoreRejected, before
+ * it changes anything, while a registered process uses the database, when the backup fails its
+ * integrity check, and when a newer version of Slipway wrote it. The replaced database is kept
+ * next to it as `<name>.before-restore-<time>`, so undoRestore can put it back.
  */
 export function restoreDatabase(dbPath: string, source: string): { previous: string | null } {
   if (!fs.existsSync(source)) throw new RestoreRejected(`backup ${source} does not exist`);
@@ -204,26 +215,57 @@ export function restoreDatabase(dbPath: string, source: string): { previous: str
   if (integrity !== 'ok') {
     throw new RestoreRejected(`backup ${source} failed its integrity check: ${integrity}`);
   }
+  const unknown = readUnknownMigrations(source);
+  if (unknown.length > 0) {
+    throw new RestoreRejected(
+      `backup ${source} was written by a newer version of Slipway: it lists ` +
+        `${describeMigrations(unknown)}, which this version does not have. Nothing was ` +
+        'changed. Restore it with that version of Slipway or a newer one',
+    );
+  }
 
   // Owner-only, as prepareDirectories creates folders, because the database contains the whole state.
   fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
   const staged = `${dbPath}.restoring`;
+  let previous: string | null = null;
+  try {
+    stageCopy(source, staged);
+    if (fs.existsSync(dbPath)) {
+      const beforeRestore = `${dbPath}.before-restore-${new Date().toISOString().replace(/[-:.]/g, '')}`;
+      // Fold the WAL into the old file first, so the kept copy is complete on its own.
+      const old = new BetterSqlite3(dbPath);
+      old.pragma('wal_checkpoint(TRUNCATE)');
+      old.close();
+      fs.renameSync(dbPath, beforeRestore);
+      previous = beforeRestore;
+    }
+    for (const suffix of ['-wal', '-shm']) fs.rmSync(`${dbPath}${suffix}`, { force: true });
+    fs.renameSync(staged, dbPath);
+  } catch (error) {
+    fs.rmSync(staged, { force: true });
+    if (previous !== null && !fs.existsSync(dbPath)) fs.renameSync(previous, dbPath);
+    throw error;
+  }
+  return { previous };
+}
+
+/** Copies `source` to `staged`, readable only by its owner, and syncs it to disk. */
+function stageCopy(source: string, staged: string): void {
   fs.copyFileSync(source, staged);
   fs.chmodSync(staged, 0o600);
   const handle = fs.openSync(staged, 'r+');
-  fs.fsyncSync(handle);
-  fs.closeSync(handle);
-
-  let previous: string | null = null;
-  if (fs.existsSync(dbPath)) {
-    previous = `${dbPath}.before-restore-${new Date().toISOString().replace(/[-:.]/g, '')}`;
-    // Fold the WAL into the old file first, so the kept copy is complete on its own.
-    const old = new BetterSqlite3(dbPath);
-    old.pragma('wal_checkpoint(TRUNCATE)');
-    old.close();
-    fs.renameSync(dbPath, previous);
+  try {
+    fs.fsyncSync(handle);
+  } finally {
+    fs.closeSync(handle);
   }
-  for (const suffix of ['-wal', '-shm']) fs.rmSync(`${dbPath}${suffix}`, { force: true });
-  fs.renameSync(staged, dbPath);
-  return { previous };
+}
+
+/**
+ * Undoes restoreDatabase: removes the restored database with its -wal, -shm and -journal
+ * files, then moves `previous` back, or leaves no database when `previous` is null.
+ */
+export function undoRestore(dbPath: string, previous: string | null): void {
+  for (const suffix of DATABASE_FILE_SUFFIXES) fs.rmSync(`${dbPath}${suffix}`, { force: true });
+  if (previous !== null) fs.renameSync(previous, dbPath);
 }

@@ -9,6 +9,11 @@ import { Kysely, Migrator } from 'kysely';
 import type { Logger } from '../log.js';
 import { Checkpointer, MAIN_AUTOCHECKPOINT_PAGES } from './checkpointer.js';
 import { CachingSqliteDialect } from './driver.js';
+import {
+  explainMigrationError,
+  findUnknownMigrations,
+  NewerDatabaseError,
+} from './migration-check.js';
 import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
 import { WalIndexHeader } from './wal-index.js';
@@ -268,10 +273,17 @@ export async function openStore(dbPath: string, options: StoreOptions = {}): Pro
   });
   if (options.migrate !== false && !options.readonly) {
     try {
+      const unknown = findUnknownMigrations(sqlite);
+      if (unknown.length > 0) throw new NewerDatabaseError(dbPath, unknown);
       await migrateToLatest(db, options.logger);
     } catch (error) {
       await checkpointer?.close();
-      throw error;
+      // Closed here, because a caller that puts another file in place must not share it. Kysely
+      // closes nothing when it never ran a query, so the connection is closed directly too.
+      await db.destroy();
+      if (sqlite.open) sqlite.close();
+      walSync?.close();
+      throw explainMigrationError(error, dbPath);
     }
     await walSync?.sync();
   }

@@ -162,3 +162,84 @@ describe('backup into a directory', { timeout: 120_000 }, () => {
     expect(mode(dbFile(fresh))).toBe(0o600);
   });
 });
+
+describe('restore of an unusable backup', { timeout: 120_000 }, () => {
+  let dataDir: string;
+  const outside = makeTempDir('slipway-restore-undo-');
+  const env = () => ({ SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'warn' });
+
+  /** Backs up the data directory to `name` and runs `edit` on the copy. */
+  async function editedBackup(name: string, edit: string): Promise<string> {
+    const file = path.join(outside, name);
+    const result = await runCli(['backup', '--output', file], env());
+    expect(result.code, result.stderr).toBe(0);
+    const sqlite = new BetterSqlite3(file);
+    sqlite.exec(edit);
+    sqlite.close();
+    return file;
+  }
+
+  /** Returns the names of the data directory's state folder, which contains kept databases too. */
+  const stateFiles = () => fs.readdirSync(path.dirname(dbFile(dataDir))).sort();
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dataDir = await initDataDir('slipway-restore-undo-data-');
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    fs.rmSync(outside, { recursive: true, force: true });
+  });
+
+  it('rejects a backup from a newer version', async () => {
+    const backup = await editedBackup(
+      'newer.db',
+      "INSERT INTO schema_migrations (name, timestamp) VALUES ('0050_future_feature', 'x')",
+    );
+    const inode = fs.statSync(dbFile(dataDir)).ino;
+    const files = stateFiles();
+    const result = await runCli(['restore', backup], env());
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('was written by a newer version of Slipway');
+    expect(result.stderr).toContain('migration 0050_future_feature');
+    expect(result.stderr).toContain('Nothing was changed');
+    expect(fs.statSync(dbFile(dataDir)).ino).toBe(inode);
+    expect(stateFiles()).toEqual(files);
+    const init = await runCli(['init-db'], env());
+    expect(init.code, init.stderr).toBe(0);
+  });
+
+  it('puts the previous database back', async () => {
+    // The index of 0042 stays, so applying that migration again fails after the swap.
+    const backup = await editedBackup(
+      'failing.db',
+      "DELETE FROM schema_migrations WHERE name = '0042_task_stopping'",
+    );
+    const inode = fs.statSync(dbFile(dataDir)).ino;
+    const files = stateFiles();
+    const result = await runCli(['restore', backup], env());
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('restore failed after replacing the database');
+    expect(result.stderr).toContain(`the previous database was put back at ${dbFile(dataDir)}`);
+    expect(result.stderr).toContain('tasks_stopping already exists');
+    expect(fs.statSync(dbFile(dataDir)).ino).toBe(inode);
+    expect(stateFiles()).toEqual(files);
+    const init = await runCli(['init-db'], env());
+    expect(init.code, init.stderr).toBe(0);
+  });
+
+  it('init-db names the newer migration', async () => {
+    const sqlite = new BetterSqlite3(dbFile(dataDir));
+    sqlite.exec(
+      "INSERT INTO schema_migrations (name, timestamp) VALUES ('0050_future_feature', 'x')",
+    );
+    sqlite.close();
+    const result = await runCli(['init-db'], env());
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(
+      `database ${dbFile(dataDir)} was written by a newer version of Slipway`,
+    );
+    expect(result.stderr).toContain('migration 0050_future_feature');
+    expect(result.stderr).not.toContain('corrupted migrations');
+  });
+});

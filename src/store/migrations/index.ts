@@ -56,6 +56,9 @@ const MIGRATIONS: Record<string, Migration> = {
   '0043_task_hand_backs': taskHandBacks,
 };
 
+/** Names of every migration this version has. */
+export const migrationNames: readonly string[] = Object.keys(MIGRATIONS);
+
 export const migrationProvider: MigrationProvider = {
   getMigrations: async () => MIGRATIONS,
 };
