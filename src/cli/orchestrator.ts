@@ -1,4 +1,4 @@
-/** `slipway run-task NAME`, `slipway backup [--output FILE]` and `slipway restore FILE`. */
+/** `slipway run-task NAME`, `slipway backup [--output PATH]` and `slipway restore FILE`. */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -133,8 +133,9 @@ export function registerOrchestratorCommands(program: Command): void {
     .command('backup')
     .description('copy the database while Slipway runs (SQLite online backup) and check it')
     .option(
-      '--output <file>',
-      'where to write the copy (default: a new file in ORCHESTRATION_BACKUP_PATH)',
+      '--output <path>',
+      'file to write the copy to, or a directory to write a new file into ' +
+        '(default: a new file in ORCHESTRATION_BACKUP_PATH)',
     )
     .action(async (options: { output?: string }) => {
       await runCommand(async () => {
