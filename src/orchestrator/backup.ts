@@ -109,6 +109,8 @@ export async function backupDatabase(dbPath: string, target: string): Promise<Ba
   const partial = `${target}.partial`;
   fs.rmSync(partial, { force: true });
   try {
+    // Created owner-only before SQLite writes to it, so no one else can read it at any time.
+    fs.writeFileSync(partial, '', { mode: 0o600, flag: 'wx' });
     await copyDatabase(dbPath, partial);
     const integrity = checkIntegrity(partial);
     if (integrity !== 'ok') {

@@ -115,6 +115,16 @@ describe('backupDatabase', () => {
     await expect(backupDatabase(db, target)).rejects.toThrow();
     expect(fs.existsSync(`${target}.partial`)).toBe(false);
   });
+
+  it('writes an owner-only file', async () => {
+    const db = path.join(dir, 'private.db');
+    const sqlite = new BetterSqlite3(db);
+    sqlite.exec('CREATE TABLE t (x INTEGER)');
+    sqlite.close();
+    const target = path.join(dir, 'private-backup.db');
+    await backupDatabase(db, target);
+    expect(fs.statSync(target).mode & 0o777).toBe(0o600);
+  });
 });
 
 describe('backup into a directory', { timeout: 120_000 }, () => {
