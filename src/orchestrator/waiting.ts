@@ -11,7 +11,7 @@ import { parseJsonColumn } from '../store/json.js';
 import type { Database, JobRow } from '../store/schema.js';
 import { writeConnection } from '../store/write-queue.js';
 import { ChangeSet } from './changes.js';
-import { endWaiting, evaluateDependencies } from './dependencies.js';
+import { dependenciesOf, endWaiting, evaluateDependencies } from './dependencies.js';
 import { refreshJobStatus } from './job-status.js';
 
 export interface WaitingOutcome {
@@ -108,6 +108,7 @@ async function settleJob(
   let to: WaitingOutcome['to'];
   let reason: string | null;
   let action: string;
+  let problem: string | undefined;
   if (decision.state === 'waiting') {
     const timeoutMs = dependencyTimeoutMs(context, job);
     if (now - (await waitingSince(trx, job)) < timeoutMs) return undefined;
@@ -115,22 +116,34 @@ async function settleJob(
     reason = `${decision.reason.replace(/^waiting for/, 'gave up waiting for')} after ${formatMs(timeoutMs)} (dependency timeout)`;
     action = 'dependency_timed_out';
   } else {
-    // The dependency was decided but the job was not released: an event was missed.
+    // The dependencies were decided, or removed from the pipeline file, but the job was not
+    // released: an event was missed, or no job of its dependencies will end now.
     to = decision.state === 'satisfied' ? 'queued' : 'skipped';
     reason = decision.state === 'failed' ? decision.reason : null;
     action = 'state_repaired';
+    problem = waitingProblem(trx, job, decision.state);
   }
   await endWaiting(trx, job, to, reason, changes);
   await appendAudit(trx, audit, {
     action,
     jobId: job.id,
-    details:
-      action === 'state_repaired'
-        ? { problem: 'waiting job with decided dependencies', from: 'waiting', to, reason }
-        : { to, reason },
+    details: problem === undefined ? { to, reason } : { problem, from: 'waiting', to, reason },
   });
   await refreshJobStatus(trx, job.id, changes, audit);
   return { jobId: job.id, to, reason };
+}
+
+/** Describes why a waiting job that was not released can go on, for its state_repaired row. */
+function waitingProblem(
+  trx: Transaction<Database>,
+  job: JobRow,
+  state: 'satisfied' | 'failed',
+): string {
+  if (state === 'failed') return 'waiting job whose dependency failed';
+  if (dependenciesOf(writeConnection(trx), job.type).length === 0) {
+    return 'waiting job whose type no longer has dependencies in the pipeline file';
+  }
+  return 'waiting job whose dependencies succeeded';
 }
 
 function formatMs(ms: number): string {

@@ -235,4 +235,19 @@ describe('dependency chain ci -> integration-tests -> deploy', () => {
     expect(job.reason).toBe('gave up waiting for ci of e1b2c3d after 1s (dependency timeout)');
     expect(await auditRows(server, 'dependency_timed_out', quick.job_id)).toHaveLength(1);
   });
+
+  it('releases a waiting job whose dependencies were removed', async () => {
+    const waiting = await trigger(server, 'quick-deploy', '9a8b7c6d5e4f');
+    expect(waiting.status).toBe('waiting');
+    // What a start with a pipeline file without `needs: [ci]` writes.
+    await server.context.store.write((trx) =>
+      trx.deleteFrom('workflow_dependencies').where('workflow', '=', 'quick-deploy').execute(),
+    );
+    const outcomes = await settleWaitingJobs(server.context, audit);
+    expect(outcomes).toEqual([{ jobId: waiting.job_id, to: 'queued', reason: null }]);
+    const rows = await auditRows(server, 'state_repaired', waiting.job_id);
+    expect(rows.map((row) => row.details.problem)).toEqual([
+      'waiting job whose type no longer has dependencies in the pipeline file',
+    ]);
+  });
 });
