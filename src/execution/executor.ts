@@ -61,6 +61,13 @@ export interface ExecutionResult {
   detail?: string | undefined;
 }
 
+/** Processes of ended workers that an executor killed, and those it could not kill. */
+export interface StoppedLeftovers {
+  killed: Array<{ pid: number; taskId: string | undefined }>;
+  /** With the error code (EPERM: another user's process). */
+  failed: Array<{ pid: number; taskId: string | undefined; code: string }>;
+}
+
 export interface Executor {
   readonly name: ExecutorName;
   /**
@@ -68,6 +75,12 @@ export interface Executor {
    * after its lease was lost. Its earlier attempt may still run here, in the same workspace.
    */
   stopLeftovers?(): Promise<void>;
+  /**
+   * Calls `listener` with each search for the leftovers of ended workers that found some,
+   * including searches made before the call, so that the worker can report them for the
+   * audit log.
+   */
+  onLeftoversStopped?(listener: (stopped: StoppedLeftovers) => void): void;
   run(spec: ExecutionSpec, output: OutputSink, signal: AbortSignal): Promise<ExecutionResult>;
   cleanup(spec: ExecutionSpec): Promise<void>;
 }

@@ -27,6 +27,7 @@ import {
   type ExecutionSpec,
   type Executor,
   type OutputSink,
+  type StoppedLeftovers,
 } from './executor.js';
 
 /** Milliseconds between SIGTERM and SIGKILL when a step is stopped. */
@@ -75,6 +76,8 @@ export class LocalExecutor implements Executor {
   readonly #owner: string | undefined;
   readonly #logger: Logger;
   #orphansSearchedAt = 0;
+  readonly #leftoverListeners: Array<(stopped: StoppedLeftovers) => void> = [];
+  readonly #unreported: StoppedLeftovers[] = [];
 
   /**
    * `workspaceRoot` is the folder of the tasks' workspaces. Its path identifies this install,
@@ -134,10 +137,21 @@ export class LocalExecutor implements Executor {
     return this.#searchOrphans();
   }
 
+  onLeftoversStopped(listener: (stopped: StoppedLeftovers) => void): void {
+    for (const stopped of this.#unreported.splice(0)) listener(stopped);
+    this.#leftoverListeners.push(listener);
+  }
+
   #searchOrphans(): Promise<void> {
     this.#orphansSearchedAt = Date.now();
     return killOrphanedSteps(this.#install).then(
-      (result) => logOrphanedSteps(this.#logger, result),
+      (result) => {
+        logOrphanedSteps(this.#logger, result);
+        if (result.killed.length === 0 && result.failed.length === 0) return;
+        // The first search runs before the worker has registered and can report.
+        if (this.#leftoverListeners.length === 0) this.#unreported.push(result);
+        for (const listener of this.#leftoverListeners) listener(result);
+      },
       (error: unknown) =>
         this.#logger.error({ err: error }, 'search for step processes of ended workers failed'),
     );

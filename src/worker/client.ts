@@ -5,6 +5,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { TaskSpec } from '../dispatch/task-spec.js';
+import type { StoppedLeftovers } from '../execution/executor.js';
 import { redactUrl } from '../util/url.js';
 
 export class AgentError extends Error {
@@ -92,6 +93,16 @@ export class AgentClient {
 
   setStatus(workerId: string, status: 'online' | 'draining' | 'offline'): Promise<unknown> {
     return this.#post(`/api/agent/workers/${encodeURIComponent(workerId)}/status`, { status });
+  }
+
+  /** Reports the processes of ended workers that this worker's executor killed. */
+  reportLeftovers(workerId: string, stopped: StoppedLeftovers): Promise<unknown> {
+    const steps = (list: Array<{ pid: number; taskId: string | undefined; code?: string }>) =>
+      list.map((step) => ({ pid: step.pid, task_id: step.taskId ?? null, code: step.code }));
+    return this.#post(`/api/agent/workers/${encodeURIComponent(workerId)}/leftovers`, {
+      killed: steps(stopped.killed),
+      failed: steps(stopped.failed),
+    });
   }
 
   heartbeat(

@@ -53,6 +53,7 @@ export class Worker {
   /** Aborts the claim request in flight, if any, when the worker stops. */
   #claimAbort = new AbortController();
   #registration: Registration | undefined;
+  #reportingLeftovers = false;
   #loop: Promise<void> | undefined;
   #stopping = false;
   #taskEnded: (() => void) | undefined;
@@ -101,6 +102,7 @@ export class Worker {
       return;
     }
     this.#logRegistered(this.#registration);
+    this.#reportLeftovers();
     this.#loop = this.#claimLoop();
   }
 
@@ -121,8 +123,29 @@ export class Worker {
       this.#backoff.reset();
       this.#repeats.clear();
       this.#logRegistered(this.#registration);
+      this.#reportLeftovers();
       await this.#claimLoop();
       return;
+    }
+  }
+
+  /**
+   * Sends the API each search of the executors that killed processes of ended workers, so
+   * that the audit log records them. A report that fails is logged, and the executor's own
+   * log line stays.
+   */
+  #reportLeftovers(): void {
+    if (this.#reportingLeftovers) return;
+    this.#reportingLeftovers = true;
+    for (const executor of this.#executors.byName.values()) {
+      executor.onLeftoversStopped?.((stopped) => {
+        this.#client.reportLeftovers(this.#options.id, stopped).catch((error: unknown) => {
+          this.#logger.warn(
+            { err: error, pids: stopped.killed.map((step) => step.pid) },
+            'could not report the killed processes of ended workers to the API',
+          );
+        });
+      });
     }
   }
 

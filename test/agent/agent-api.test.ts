@@ -74,6 +74,33 @@ pipelines:
     expect(answer.status).toBe(403);
   });
 
+  it('records killed leftover steps', async () => {
+    const report = {
+      killed: [{ pid: 4242, task_id: 'ci-0123abcd.1.0' }],
+      failed: [{ pid: 4343, task_id: null, code: 'EPERM' }],
+    };
+    const answer = await post('/api/agent/workers/worker-a/leftovers', report);
+    expect(answer.status, answer.text).toBe(200);
+    expect(answer.body).toEqual({ worker_id: 'worker-a', recorded: 2 });
+    const rows = await server.context.store.db
+      .selectFrom('audit_log')
+      .select(['actor', 'details'])
+      .where('action', '=', 'leftover_steps_stopped')
+      .execute();
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.actor).toBe('agent-test');
+    expect(JSON.parse(rows[0]!.details)).toEqual({ worker_id: 'worker-a', ...report });
+
+    const invalid = await post('/api/agent/workers/worker-a/leftovers', {
+      killed: [{ pid: 0, task_id: null }],
+      failed: [],
+    });
+    expect(invalid.status).toBe(400);
+    expect(invalid.body.field).toBe('killed.0.pid');
+    const unknown = await post('/api/agent/workers/nobody/leftovers', { killed: [], failed: [] });
+    expect(unknown.status).toBe(404);
+  });
+
   it('returns everything a worker needs to run the task', async () => {
     const jobId = await trigger({ commit: 'abcdef12', branch: 'main', python_versions: ['3.11'] });
     const answer = await post('/api/agent/workers/worker-a/claim', { max: 4, wait_seconds: 0 });

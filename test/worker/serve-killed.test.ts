@@ -45,6 +45,10 @@ pipelines:
       API_PORT: '0',
       LOG_LEVEL: 'info',
     });
+  const callText = async (path: string) =>
+    (
+      await fetch(`${serve!.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    ).text();
   const call = (path: string, body?: unknown) =>
     callServe(serve!, ADMIN_TOKEN, body === undefined ? 'GET' : 'POST', path, body);
 
@@ -81,6 +85,12 @@ pipelines:
     const id = triggered.body.job_id as string;
     const first = await waitForTask(id, (task) => task.status === 'running');
     const oldWorker = first.worker_id as string;
+    // Killed once the step runs, so that it is left running.
+    const stepStarted = Date.now() + 10_000;
+    while (!(await callText(`/api/job/${id}/logs`)).includes('started')) {
+      if (Date.now() > stepStarted) throw new Error(`the step did not start:\n${serve.output()}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
 
     await stopServe(serve, 'SIGKILL');
     const restartedAt = Date.now();
@@ -105,5 +115,17 @@ pipelines:
       oldWorker,
     );
     expect(statuses).toEqual([{ status: 'offline' }]);
+
+    // The new worker killed the step that the killed serve left running, and reported it.
+    const deadline = Date.now() + 5_000;
+    while (readAudit('leftover_steps_stopped').length === 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const stopped = readAudit('leftover_steps_stopped');
+    expect(stopped).toHaveLength(1);
+    expect(stopped[0]!.worker_id).toBe(second.worker_id);
+    const killed = stopped[0]!.killed as Array<{ pid: number; task_id: string | null }>;
+    expect(killed.map((step) => step.task_id)).toContain(first.id);
+    expect(stopped[0]!.failed).toEqual([]);
   });
 });

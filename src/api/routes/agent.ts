@@ -46,6 +46,15 @@ const TASK_ID_PATTERN = '^[a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\\.[0-9]+\\.[0-9]+$';
 const Executor = Type.Union([Type.Literal('docker'), Type.Literal('local')]);
 
 const WorkerParams = Type.Object({ worker_id: Type.String({ pattern: WORKER_ID_PATTERN }) });
+/** Upper bound on the processes of one leftovers report, because a search finds a few at most. */
+const MAX_LEFTOVERS = 1_000;
+const LeftoverStep = Type.Object(
+  {
+    pid: Type.Integer({ minimum: 1 }),
+    task_id: Type.Union([Type.String({ pattern: TASK_ID_PATTERN }), Type.Null()]),
+  },
+  { additionalProperties: false },
+);
 const TaskParams = Type.Object({
   task_id: Type.String({ pattern: TASK_ID_PATTERN, description: 'e.g. ci-a1b2c3d4.1.0' }),
 });
@@ -402,6 +411,61 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       if (!found) throw workerNotFound(workerId);
       if (status !== 'online') services.dispatcher.releaseWorker(workerId, status);
       return { worker_id: workerId, status };
+    },
+  );
+
+  app.post(
+    '/api/agent/workers/:worker_id/leftovers',
+    {
+      schema: {
+        ...route(
+          'Report the step processes of ended workers that the worker killed',
+          'A worker that starts on a host where an earlier worker was killed finds the steps ' +
+            'that one left running and kills them. This records what it found in the audit ' +
+            'log (action leftover_steps_stopped).',
+        ),
+        params: WorkerParams,
+        body: Type.Object(
+          {
+            killed: Type.Array(LeftoverStep, { maxItems: MAX_LEFTOVERS }),
+            failed: Type.Array(
+              Type.Object(
+                { ...LeftoverStep.properties, code: Type.String({ minLength: 1, maxLength: 64 }) },
+                { additionalProperties: false },
+              ),
+              { maxItems: MAX_LEFTOVERS, description: 'processes it could not kill' },
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ worker_id: Type.String(), recorded: Type.Integer() }),
+          ...errors,
+        },
+      },
+      config: { roles: ['agent'] },
+    },
+    async (request) => {
+      const { worker_id: workerId } = request.params as { worker_id: string };
+      const body = request.body as {
+        killed: Array<{ pid: number; task_id: string | null }>;
+        failed: Array<{ pid: number; task_id: string | null; code: string }>;
+      };
+      const audit = auditContext(request);
+      await context.store.write(async (trx) => {
+        await checkWorkerOwner(trx, workerId, request.principal);
+        const worker = await trx
+          .selectFrom('workers')
+          .select('id')
+          .where('id', '=', workerId)
+          .executeTakeFirst();
+        if (worker === undefined) throw workerNotFound(workerId);
+        await appendAudit(trx, audit, {
+          action: 'leftover_steps_stopped',
+          details: { worker_id: workerId, killed: body.killed, failed: body.failed },
+        });
+      });
+      return { worker_id: workerId, recorded: body.killed.length + body.failed.length };
     },
   );
 
