@@ -7,7 +7,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { ApiError } from '../api/errors.js';
-import { exitCodeConflict } from '../jobs/status.js';
+import { exitCodeConflict, type Status } from '../jobs/status.js';
 import type { ChangeSet } from '../orchestrator/changes.js';
 import { refreshJobStatus, transitionTask, wakeGroup } from '../orchestrator/job-status.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -90,6 +90,8 @@ export interface HeartbeatResult {
   cancelRequested: boolean;
   /** Whether the lease was extended (a write) or was still fresh enough (a read only). */
   extended: boolean;
+  /** The status that a status update ended the task with while the worker ran its step. */
+  endedStatus?: Status;
 }
 
 /**
@@ -105,11 +107,13 @@ export async function heartbeat(
   const task = await findHeldTask(trx, holder);
   // The heartbeat of a stopping task requests the stop of its step, as a cancel does.
   if (!isStopping(task, holder)) checkLease(task, holder);
-  const cancelRequested = task.cancel_requested_at !== null || isStopping(task, holder);
+  const stopping = isStopping(task, holder);
+  const cancelRequested = task.cancel_requested_at !== null || stopping;
+  const ended = stopping ? { endedStatus: task.status } : {};
   const remaining = Date.parse(task.lease_expires_at ?? '') - Date.now();
   const fresh = Number.isFinite(remaining) && remaining > (leaseMs * 2) / 3;
   if (fresh && task.lease_renewed_at === null) {
-    return { leaseExpiresAt: task.lease_expires_at!, cancelRequested, extended: false };
+    return { leaseExpiresAt: task.lease_expires_at!, cancelRequested, extended: false, ...ended };
   }
   const leaseExpiresAt = isoAfter(leaseMs);
   await trx
@@ -118,7 +122,7 @@ export async function heartbeat(
     .where('id', '=', task.id)
     .execute();
   await touchWorker(trx, holder.workerId);
-  return { leaseExpiresAt, cancelRequested, extended: true };
+  return { leaseExpiresAt, cancelRequested, extended: true, ...ended };
 }
 
 export interface FinishReport {

@@ -108,7 +108,7 @@ export class AgentClient {
   heartbeat(
     taskId: string,
     body: LeaseBody,
-  ): Promise<{ lease_expires_at: string; cancel_requested: boolean }> {
+  ): Promise<{ lease_expires_at: string; cancel_requested: boolean; ended_status?: string }> {
     return this.#post(`/api/agent/tasks/${taskId}/heartbeat`, body);
   }
 

@@ -50,6 +50,8 @@ export class TaskRun {
   readonly #deps: TaskRunDeps;
   readonly #logger: Logger;
   readonly #controller = new AbortController();
+  /** The final status that a status update gave the task while its step ran. */
+  #endedStatus: string | undefined;
   readonly #failures = new RepeatLimiter(FAILURE_LOG_INTERVAL_MS);
   readonly done: Promise<TaskRunOutcome>;
 
@@ -129,13 +131,22 @@ export class TaskRun {
       await output.close();
       return 'lease_lost';
     }
-    output.note(
-      stopReason === 'shutdown'
-        ? this.#spec.side_effects
+    const seconds = (durationMs / 1000).toFixed(1);
+    if (stopReason === 'shutdown') {
+      output.note(
+        this.#spec.side_effects
           ? '[slipway] the worker is stopping; the task has side effects, so it ends error and is not run again'
-          : '[slipway] the worker is stopping; the task is handed back and queued again'
-        : `[slipway] task ended ${result.status} after ${(durationMs / 1000).toFixed(1)} s${result.reason === null ? '' : `: ${result.reason}`}`,
-    );
+          : '[slipway] the worker is stopping; the task is handed back and queued again',
+      );
+    } else if (stopReason === 'cancelled' && this.#endedStatus !== undefined) {
+      output.note(
+        `[slipway] a status update ended the task ${this.#endedStatus}; the step was stopped after ${seconds} s`,
+      );
+    } else {
+      output.note(
+        `[slipway] task ended ${result.status} after ${seconds} s${result.reason === null ? '' : `: ${result.reason}`}`,
+      );
+    }
     await output.close();
     if (stopReason === 'shutdown') return this.#handBack();
     return this.#finish({ ...result, duration_ms: durationMs });
@@ -262,6 +273,7 @@ export class TaskRun {
     const beat = async () => {
       try {
         const answer = await this.#deps.client.heartbeat(this.#spec.task_id, this.#lease());
+        this.#endedStatus ??= answer.ended_status;
         if (answer.cancel_requested) this.stop('cancelled');
       } catch (error) {
         // A heartbeat in flight while the task finished is rejected; that is expected.

@@ -73,6 +73,8 @@ pipelines:
       .execute();
     expect(stopped.map((row) => row.task_id)).toEqual([firstJob.tasks[0].id]);
     expect(JSON.parse(stopped[0]!.details!).status).toBe('failure');
-    expect(await harness.logs(first)).toContain('[slipway] task ended cancelled');
+    expect(await harness.logs(first)).toContain(
+      '[slipway] a status update ended the task failure; the step was stopped after',
+    );
   });
 });

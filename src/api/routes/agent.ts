@@ -480,6 +480,14 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           200: Type.Object({
             lease_expires_at: Type.String({ format: 'date-time' }),
             cancel_requested: Type.Boolean(),
+            ended_status: Type.Optional(
+              Type.String({
+                description:
+                  'the final status that a status update gave the task while the worker ran ' +
+                  'it; cancel_requested is true, and the worker stops the step and reports ' +
+                  'that it stopped',
+              }),
+            ),
           }),
           ...errors,
         },
@@ -495,6 +503,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       return {
         lease_expires_at: result.leaseExpiresAt,
         cancel_requested: result.cancelRequested,
+        ...(result.endedStatus === undefined ? {} : { ended_status: result.endedStatus }),
       };
     },
   );
