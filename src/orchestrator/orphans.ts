@@ -67,7 +67,7 @@ export async function removeOrphanContainers(
   lost?: ReadonlyMap<string, number>,
 ): Promise<{ removed: number; error: string | null }> {
   const docker = dockerClient(context.config);
-  const instance = instanceId(context.store.path);
+  const instance = instanceId(context.store);
   let containers: Awaited<ReturnType<typeof docker.listContainers>>;
   try {
     containers = await docker.listContainers({

@@ -262,7 +262,14 @@ export interface SchemaMigrationsTable {
   timestamp: string;
 }
 
+/** One row: the installation's id, made at random with the database. */
+export interface InstallationTable {
+  id: string;
+  created_at: string;
+}
+
 export interface Database {
+  installation: InstallationTable;
   jobs: JobsTable;
   tasks: TasksTable;
   workflow_dependencies: WorkflowDependenciesTable;

@@ -75,7 +75,7 @@ pipelines:
   afterAll(async () => {
     await harness?.close();
     if (docker !== undefined && harness !== undefined) {
-      const instance = instanceId(harness.server.context.config.dbPath);
+      const instance = instanceId(harness.server.context.store);
       const left = await docker.listContainers({
         all: true,
         filters: { label: [`${LABEL_INSTANCE}=${instance}`] },
@@ -112,7 +112,7 @@ pipelines:
     const labels = inspected!.Config.Labels;
     expect(labels[LABEL_MANAGED]).toBe('true');
     expect(labels[LABEL_TASK]).toBe(job.tasks[0].id);
-    expect(labels[LABEL_INSTANCE]).toBe(instanceId(harness.server.context.config.dbPath));
+    expect(labels[LABEL_INSTANCE]).toBe(instanceId(harness.server.context.store));
     expect(inspected!.HostConfig.Memory).toBe(64 * 1024 * 1024);
     expect(inspected!.HostConfig.NanoCpus).toBe(500_000_000);
     expect(inspected!.HostConfig.PidsLimit).toBe(64);

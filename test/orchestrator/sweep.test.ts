@@ -68,7 +68,7 @@ describe('orchestration sweep', () => {
   }
 
   it('removes only its own containers that no running task owns', async () => {
-    const instance = instanceId(server.context.store.path);
+    const instance = instanceId(server.context.store);
     const live = await runningTask('a0a0a0a0a0');
     const done = await trigger(server, 'ci', 'a1a1a1a1a1');
     const doneJob = await finishJob(server, done.job_id, 'success');
@@ -109,7 +109,7 @@ describe('orchestration sweep', () => {
   });
 
   it('removes a lost attempt at lease recovery', async () => {
-    const instance = instanceId(server.context.store.path);
+    const instance = instanceId(server.context.store);
     const lost = await runningTask('d0d0d0d0d0');
     const other = await runningTask('d1d1d1d1d1');
     const attemptOf = async (taskId: string) =>

@@ -80,7 +80,7 @@ pipelines:
   afterAll(async () => {
     for (const worker of workers) await stopGently(worker);
     await orchestrator.stop();
-    const instance = instanceId(server.context.store.path);
+    const instance = instanceId(server.context.store);
     const mine = await docker.listContainers({
       all: true,
       filters: { label: [`${LABEL_INSTANCE}=${instance}`] },

@@ -56,7 +56,7 @@ ${MINIMIST_STEPS}`);
   afterAll(async () => {
     await harness?.close();
     if (docker !== undefined && harness !== undefined) {
-      const instance = instanceId(harness.server.context.config.dbPath);
+      const instance = instanceId(harness.server.context.store);
       const left = await docker.listContainers({
         all: true,
         filters: { label: [`${LABEL_INSTANCE}=${instance}`] },

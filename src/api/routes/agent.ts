@@ -275,7 +275,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         lease_seconds: context.config.worker.leaseSeconds,
         heartbeat_interval_ms: Math.min(MAX_HEARTBEAT_INTERVAL_MS, Math.floor(leaseMs / 3)),
         max_claim_wait_seconds: MAX_CLAIM_WAIT_SECONDS,
-        instance_id: instanceId(context.config.dbPath),
+        instance_id: instanceId(context.store),
       };
     },
   );

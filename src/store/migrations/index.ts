@@ -23,6 +23,7 @@ import * as github from './0040_github.js';
 import * as githubStatusOutboxDueRepository from './0041_github_status_outbox_due_repository.js';
 import * as taskStopping from './0042_task_stopping.js';
 import * as taskHandBacks from './0043_task_hand_backs.js';
+import * as installation from './0044_installation.js';
 
 /**
  * Every migration, by name. Names sort in the order they apply; numbers are grouped by
@@ -54,6 +55,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0041_github_status_outbox_due_repository': githubStatusOutboxDueRepository,
   '0042_task_stopping': taskStopping,
   '0043_task_hand_backs': taskHandBacks,
+  '0044_installation': installation,
 };
 
 /** Names of every migration this version has. */
