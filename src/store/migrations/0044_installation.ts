@@ -5,6 +5,8 @@ import { sql, type Kysely } from 'kysely';
  * a label, so that a sweep removes only its own installation's leftovers. An id made from the
  * database path was the same for every compose install, whose containers all see the database
  * at /var/lib/slipway/state, so the sweep of one removed the running containers of another.
+ * NOTE: containers that ran across this upgrade keep the old id, so no sweep removes them;
+ * they go when their task's worker cleans up, or by hand.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
