@@ -149,7 +149,10 @@ function containerOptions(spec: ExecutionSpec, scriptDir: string): Docker.Contai
   return {
     name: containerName(spec),
     Image: spec.image!,
-    Cmd: ['/bin/sh', `${SCRIPT_MOUNT}/run.sh`],
+    // The image's own ENTRYPOINT would receive the script as its arguments and could exit 0
+    // without running a step, so it is replaced.
+    Entrypoint: ['/bin/sh'],
+    Cmd: [`${SCRIPT_MOUNT}/run.sh`],
     Env: Object.entries(spec.env).map(([name, value]) => `${name}=${value}`),
     WorkingDir: WORKSPACE_MOUNT,
     Labels: spec.labels,

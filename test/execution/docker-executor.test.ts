@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type Docker from 'dockerode';
 import {
@@ -15,6 +16,7 @@ import {
   type ExecutionHarness,
 } from '../support/execution.js';
 
+const ENTRYPOINT_IMAGE = 'slipway-test-entrypoint:latest';
 describe('docker executor through the API', () => {
   let docker: Docker;
   let harness: ExecutionHarness;
@@ -25,6 +27,19 @@ describe('docker executor through the API', () => {
 
   beforeAll(async () => {
     docker = await requireDocker();
+    // An image whose ENTRYPOINT would swallow the step script and exit 0.
+    const base = await docker.createContainer({ Image: TEST_IMAGE, Cmd: ['true'] });
+    try {
+      execFileSync('docker', [
+        'commit',
+        '--change',
+        'ENTRYPOINT ["/bin/echo"]',
+        base.id,
+        ENTRYPOINT_IMAGE,
+      ]);
+    } finally {
+      await base.remove({ force: true });
+    }
     repo = makeRepository({ 'hello.txt': 'hello from the repository\n' });
     const pipelines = writePipelineFile(`
 repository: ${repo.dir}
@@ -64,6 +79,12 @@ pipelines:
     steps:
       - name: sleep
         run: sleep 300
+  entrypoint:
+    executor: docker
+    image: ${ENTRYPOINT_IMAGE}
+    steps:
+      - name: check
+        run: echo step-ran; exit 5
 `);
     harness = await startHarness({
       SLIPWAY_PIPELINES: pipelines,
@@ -74,6 +95,10 @@ pipelines:
 
   afterAll(async () => {
     await harness?.close();
+    await docker
+      ?.getImage(ENTRYPOINT_IMAGE)
+      .remove()
+      .catch(() => undefined);
     if (docker !== undefined && harness !== undefined) {
       const instance = instanceId(harness.server.context.store);
       const left = await docker.listContainers({
@@ -120,6 +145,14 @@ pipelines:
     const binds = inspected!.HostConfig.Binds ?? [];
     expect(binds.some((bind) => bind.includes('docker.sock'))).toBe(false);
     expect(await containersOf(id)).toEqual([]);
+  });
+
+  it('runs the steps of an image with an ENTRYPOINT', async () => {
+    const id = await harness.trigger('entrypoint', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(await harness.logs(id)).toContain('step-ran');
+    expect(job.status).toBe('failure');
+    expect(job.reason).toContain('step "check" exited with code 5');
   });
 
   it('reports the failing step and its exit code', async () => {
