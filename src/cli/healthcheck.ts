@@ -10,8 +10,10 @@
  * restarted stack would wait forever for the API, and the health monitor that heals them would
  * never start.
  *
- * A worker is healthy while the API it claims tasks from responds. The orchestrator and the
- * health monitor serve no HTTP, so their liveness is the process itself and this exits 0.
+ * A worker is healthy while the API it claims tasks from responds and, when the worker has
+ * SLIPWAY_AGENT_TOKEN, accepts that token: a revoked token stops every claim. The
+ * orchestrator and the health monitor serve no HTTP, so their liveness is the process itself
+ * and this exits 0.
  */
 
 import { redactUrl, redactUrls, withoutCredentials } from '../util/url.js';
@@ -20,11 +22,17 @@ const TIMEOUT_MS = 4000;
 
 interface HealthDocument {
   status?: string;
-  components?: Record<string, { status?: string } | undefined>;
+  components?: Record<string, { status?: string; details?: unknown } | undefined>;
 }
 
-async function fetchHealth(url: string): Promise<{ code: number; body: HealthDocument }> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+async function fetchHealth(
+  url: string,
+  token?: string,
+): Promise<{ code: number; body: HealthDocument }> {
+  const response = await fetch(url, {
+    signal: AbortSignal.timeout(TIMEOUT_MS),
+    headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+  });
   const body = (await response.json()) as HealthDocument;
   return { code: response.status, body };
 }
@@ -40,8 +48,15 @@ async function checkApi(port: string): Promise<boolean> {
 async function checkWorker(port: string): Promise<boolean> {
   const base = process.env.SLIPWAY_API_URL?.trim() || `http://127.0.0.1:${port}`;
   const url = `${base.replace(/\/+$/, '')}/api/health/status`;
-  const { code } = await fetchHealth(withoutCredentials(url));
+  const token = process.env.SLIPWAY_AGENT_TOKEN?.trim() || undefined;
+  const { code, body } = await fetchHealth(withoutCredentials(url), token);
   console.log(`${redactUrl(url)}: HTTP ${code}`);
+  // The status route is public. It shows the details only to a valid token, so none means
+  // the API rejected the agent token.
+  if (token !== undefined && (body.components?.api?.details ?? null) === null) {
+    console.log('SLIPWAY_AGENT_TOKEN is unknown or revoked, so the worker can claim no task');
+    return false;
+  }
   return true;
 }
 

@@ -54,6 +54,19 @@ describe('container health check', () => {
     expect(result.code).toBe(0);
   });
 
+  it('checks the agent token of a worker', async () => {
+    const agent = await server.token('agent', 'healthcheck-agent');
+    const env = { ORCHESTRATION_MODE: 'worker', SLIPWAY_API_URL: server.url };
+    const valid = await runCheck({ ...env, SLIPWAY_AGENT_TOKEN: agent });
+    expect(valid.code, valid.output).toBe(0);
+    const revoked = await runCheck({
+      ...env,
+      SLIPWAY_AGENT_TOKEN: 'slw_revoked-or-never-issued-000000000000',
+    });
+    expect(revoked.output).toContain('SLIPWAY_AGENT_TOKEN is unknown or revoked');
+    expect(revoked.code).toBe(1);
+  });
+
   it('fails for a worker without an API', async () => {
     const result = await runCheck({
       ORCHESTRATION_MODE: 'worker',
