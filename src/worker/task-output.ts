@@ -10,8 +10,9 @@ import type { Logger } from '../log.js';
 import type { OutputSink } from '../execution/executor.js';
 import { FAILURE_LOG_INTERVAL_MS, RepeatLimiter } from './backoff.js';
 import { AgentError, type AgentClient } from './client.js';
+import { OutputMasker } from './output-mask.js';
 
-export const MASK = '***';
+export { MASK, mask } from './output-mask.js';
 /** Characters per upload; with JSON escaping this stays well under a 1 MiB body limit. */
 const MAX_UPLOAD_CHARS = 64 * 1024;
 const FLUSH_DELAY_MS = 50;
@@ -30,10 +31,7 @@ export class TaskOutput implements OutputSink {
   readonly #options: TaskOutputOptions;
   readonly #failures = new RepeatLimiter(FAILURE_LOG_INTERVAL_MS);
   readonly #decoder = new TextDecoder('utf-8', { fatal: false });
-  readonly #secrets: string[];
-  readonly #hold: number;
-  /** Decoded text not yet masked, because a secret may continue in the next chunk. */
-  #held = '';
+  readonly #masker: OutputMasker;
   /** Masked text waiting to be uploaded. */
   #pending = '';
   #offset = 0;
@@ -44,8 +42,7 @@ export class TaskOutput implements OutputSink {
 
   constructor(options: TaskOutputOptions) {
     this.#options = options;
-    this.#secrets = options.secrets;
-    this.#hold = Math.max(0, ...this.#secrets.map((secret) => secret.length - 1));
+    this.#masker = new OutputMasker(options.secrets);
   }
 
   /** Bytes uploaded so far. */
@@ -75,14 +72,9 @@ export class TaskOutput implements OutputSink {
 
   #push(text: string, flushHeld: boolean): void {
     if (text.length > 0) this.#endsWithNewline = text.endsWith('\n');
-    let buffer = mask(this.#held + text, this.#secrets);
-    let keep = flushHeld ? 0 : Math.min(Math.max(this.#hold, apiTokenTail(buffer)), buffer.length);
-    // Never split a surrogate pair between the part sent and the part held.
-    if (keep > 0 && isHighSurrogate(buffer.charCodeAt(buffer.length - keep - 1))) keep += 1;
-    this.#held = buffer.slice(buffer.length - keep);
-    buffer = buffer.slice(0, buffer.length - keep);
-    if (buffer.length === 0) return;
-    this.#pending += buffer;
+    const masked = flushHeld ? this.#masker.flush(text) : this.#masker.push(text);
+    if (masked.length === 0) return;
+    this.#pending += masked;
     if (this.#pending.length >= MAX_UPLOAD_CHARS) void this.#startUpload();
     else this.#timer ??= setTimeout(() => void this.#startUpload(), FLUSH_DELAY_MS);
   }
@@ -142,58 +134,6 @@ export class TaskOutput implements OutputSink {
       }
     }
   }
-}
-
-/**
- * A Slipway API token (`slw_` and 32 URL-safe characters, see store/tokens.ts). A step that
- * prints one, such as the worker's own token read from its environment or a file, would
- * otherwise show it to every reader of the job's logs.
- */
-// No check of what follows: `slw_<32 characters>_old.txt` still contains the token.
-const API_TOKEN = /slw_[A-Za-z0-9_-]{32}/g;
-/** The end of a text that may be the start of an API token continued in the next chunk. */
-const API_TOKEN_START = /s(?:l(?:w(?:_[A-Za-z0-9_-]{0,32})?)?)?$/;
-
-/**
- * Replaces every occurrence of each secret, and every Slipway API token, with `***`. The
- * matches are all found in the original text, and overlapping ones are masked together: a
- * secret replaced first would otherwise break up a token that contains it, and the rest of
- * the token would show.
- */
-export function mask(text: string, secrets: readonly string[]): string {
-  const ranges: Array<[number, number]> = [];
-  for (const secret of secrets) {
-    if (secret === '') continue;
-    for (let at = text.indexOf(secret); at >= 0; at = text.indexOf(secret, at + 1)) {
-      ranges.push([at, at + secret.length]);
-    }
-  }
-  if (text.includes('slw_')) {
-    for (const match of text.matchAll(API_TOKEN)) {
-      ranges.push([match.index, match.index + match[0].length]);
-    }
-  }
-  if (ranges.length === 0) return text;
-  ranges.sort((a, b) => a[0] - b[0]);
-  let masked = '';
-  let copied = 0;
-  let end = -1;
-  for (const [from, to] of ranges) {
-    if (from > end) {
-      if (end >= 0) masked += MASK;
-      masked += text.slice(copied, from);
-      end = to;
-    } else {
-      end = Math.max(end, to);
-    }
-    copied = end;
-  }
-  return masked + MASK + text.slice(copied);
-}
-
-/** Returns how many characters at the end of `text` could begin an API token. */
-function apiTokenTail(text: string): number {
-  return API_TOKEN_START.exec(text)?.[0].length ?? 0;
 }
 
 function isHighSurrogate(code: number): boolean {

@@ -6,9 +6,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AgentClient } from '../../src/worker/client.js';
-import { TaskOutput } from '../../src/worker/task-output.js';
+import { mask, TaskOutput } from '../../src/worker/task-output.js';
 
 describe('task output uploads', () => {
   let server: http.Server;
@@ -92,4 +92,173 @@ describe('task output uploads', () => {
       'token=***\nsplit=*** done\nfile ***_old.txt, pair ***-***\nslw_short is no token\n',
     );
   });
+
+  it('masks a secret containing another across writes', async () => {
+    received.length = 0;
+    const output = outputTo(url, ['admin', 'postgres://admin:hunter2-pw@db:5432/app']);
+    output.write(Buffer.from('two writes: postgres://admin'));
+    output.write(Buffer.from(':hunter2-pw@db:5432/app\n'));
+    await output.close();
+
+    const text = received.join('');
+    expect(text).not.toContain('hunter2');
+    expect(text).toBe('two writes: ***\n');
+  });
+
+  it('masks overlapping secrets across writes', async () => {
+    received.length = 0;
+    const output = outputTo(url, ['abcXYZ1', 'XYZ1-tail-9']);
+    output.write(Buffer.from('value abcXYZ1'));
+    output.write(Buffer.from('-tail-9 end\n'));
+    await output.close();
+
+    const text = received.join('');
+    expect(text).not.toContain('tail-9');
+    expect(text).toBe('value *** end\n');
+  });
+
+  it('masks multibyte secrets split inside a character', async () => {
+    received.length = 0;
+    const output = outputTo(url, ['\u20acuro', 'pay \u20acuro\u{1F600} now']);
+    const bytes = Buffer.from('pay \u20acuro\u{1F600} now\n');
+    const cut = bytes.indexOf(Buffer.from('\u{1F600}')) + 2;
+    output.write(bytes.subarray(0, cut));
+    output.write(bytes.subarray(cut));
+    await output.close();
+
+    expect(received.join('')).toBe('***\n');
+  });
+
+  it('masks a token containing a secret across writes', async () => {
+    received.length = 0;
+    const output = outputTo(url, ['abc']);
+    const token = `slw_abc${'d'.repeat(29)}`;
+    output.write(Buffer.from(`token ${token.slice(0, 8)}`));
+    output.write(Buffer.from(`${token.slice(8)} end\n`));
+    await output.close();
+
+    const text = received.join('');
+    expect(text).not.toContain('ddd');
+    expect(text).toBe('token *** end\n');
+  });
+
+  it('uploads output that cannot begin a secret without waiting', async () => {
+    received.length = 0;
+    const output = outputTo(url, ['postgres://admin:hunter2-pw@db:5432/app']);
+    output.write(Buffer.from('step one done\n'));
+    await vi.waitFor(() => expect(received.join('')).toBe('step one done\n'), { timeout: 2_000 });
+
+    output.write(Buffer.from('url postgres://admin'));
+    await vi.waitFor(() => expect(received.join('')).toBe('step one done\nurl '), {
+      timeout: 2_000,
+    });
+    output.write(Buffer.from(':hunter2-pw@db:5432/app\n'));
+    await output.close();
+    expect(received.join('')).toBe('step one done\nurl ***\n');
+  });
 });
+
+describe('task output masking', () => {
+  /** Secret sets whose members overlap, contain, begin or end one another. */
+  const secretSets: string[][] = [
+    ['admin', 'postgres://admin:hunter2-pw@db:5432/app'],
+    ['abcXYZ1', 'XYZ1-tail-9'],
+    ['aa'],
+    ['aba', 'bab', 'ab'],
+    ['abc', 'abcabd', 'cab'],
+    ['x.+?(', '(|$^y', 'x.+?(|$^y\\'],
+    ['\u00e9\u20ac\u{1F600}a', '\u{1F600}ab', '\u20ac'],
+    ['key', 'slw_key'],
+  ];
+
+  it('matches one-write masking for any split', async () => {
+    const random = seededRandom(7);
+    for (const secrets of secretSets) {
+      const fragments = [
+        ...secrets.flatMap((secret) => [secret, ...secretPieces(secret, random)]),
+        ' ',
+        '-\n',
+        'slw_',
+        'Q'.repeat(16),
+      ];
+      for (let sample = 0; sample < 40; sample += 1) {
+        const text = randomText(fragments, random);
+        const expected = mask(text, secrets);
+        for (const secret of secrets) expect(expected).not.toContain(secret);
+        const bytes = Buffer.from(text);
+        for (let first = 0; first <= bytes.length; first += 1) {
+          const second = first + Math.floor(random() * (bytes.length - first + 1));
+          const pieces = [bytes.subarray(0, first), bytes.subarray(first, second)];
+          pieces.push(bytes.subarray(second));
+          const stored = await storeOutput(secrets, pieces);
+          expect(stored, JSON.stringify({ secrets, text, first, second })).toBe(expected);
+        }
+      }
+    }
+  });
+});
+
+/** An AgentClient that stores uploads in memory, for tests that run thousands of tasks. */
+class MemoryClient extends AgentClient {
+  readonly uploads: string[] = [];
+
+  constructor() {
+    super('http://127.0.0.1:9', 'slw_test-agent-token');
+  }
+
+  override uploadLog(_taskId: string, body: { data: string }): Promise<unknown> {
+    this.uploads.push(body.data);
+    return Promise.resolve({});
+  }
+}
+
+function outputTo(url: string, secrets: string[]): TaskOutput {
+  return new TaskOutput({
+    client: new AgentClient(url, 'slw_test-agent-token'),
+    taskId: 'ci-00000001.1.0',
+    workerId: 'worker-a',
+    attempt: 1,
+    secrets,
+    logger: pino({ level: 'silent' }),
+  });
+}
+
+async function storeOutput(secrets: string[], writes: Buffer[]): Promise<string> {
+  const client = new MemoryClient();
+  const output = new TaskOutput({
+    client,
+    taskId: 'ci-00000001.1.0',
+    workerId: 'worker-a',
+    attempt: 1,
+    secrets,
+    logger: pino({ level: 'silent' }),
+  });
+  for (const write of writes) output.write(write);
+  await output.close();
+  return client.uploads.join('');
+}
+
+/** Cuts `secret` at a random character and returns the prefix and the suffix. */
+function secretPieces(secret: string, random: () => number): string[] {
+  const characters = [...secret];
+  const cut = 1 + Math.floor(random() * (characters.length - 1));
+  return [characters.slice(0, cut).join(''), characters.slice(cut).join('')];
+}
+
+function randomText(fragments: string[], random: () => number): string {
+  let text = '';
+  const count = 1 + Math.floor(random() * 6);
+  for (let i = 0; i < count; i += 1) text += fragments[Math.floor(random() * fragments.length)];
+  return text;
+}
+
+/** Mulberry32, so a failing case can be reproduced. */
+function seededRandom(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
