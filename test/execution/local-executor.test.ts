@@ -23,6 +23,14 @@ import {
 import { makeTempDir } from '../support/server.js';
 
 const MARKER = `slipway-test-marker-${process.pid}`;
+/** Variables of the worker's process that a step must not see. */
+const SERVER_SECRETS = [
+  'SLIPWAY_ADMIN_TOKEN',
+  'SLIPWAY_AGENT_TOKEN',
+  'SLIPWAY_TOKEN',
+  'GITHUB_TOKEN',
+  'GITHUB_WEBHOOK_SECRET',
+];
 
 describe('local executor through the API', () => {
   let harness: ExecutionHarness;
@@ -59,6 +67,11 @@ pipelines:
     steps:
       - name: never
         run: echo never-runs
+  environment:
+    executor: local
+    steps:
+      - name: names
+        run: env | cut -d= -f1
   interleaved:
     executor: local
     steps:
@@ -83,6 +96,7 @@ pipelines:
         run: sleep 303 && echo ${MARKER}-d
 `);
     process.env.SLIPWAY_TEST_SECRET = 's3cr3t-value-123';
+    for (const name of SERVER_SECRETS) process.env[name] = `${name.toLowerCase()}-value-123`;
     harness = await startHarness({
       SLIPWAY_PIPELINES: pipelines,
       SLIPWAY_EXECUTOR: 'local',
@@ -92,6 +106,7 @@ pipelines:
 
   afterAll(async () => {
     await harness?.close();
+    for (const name of SERVER_SECRETS) delete process.env[name];
   });
 
   it('runs a job to success with its logs', async () => {
@@ -107,6 +122,15 @@ pipelines:
     expect(logs).toContain('hello from the repository');
     expect(logs).toContain(`commit=${repo.commit} flavour=b greeting=hi`);
     expect(logs).toContain('[slipway] step 2/2: leak');
+  });
+
+  it('keeps server secrets from steps', async () => {
+    const id = await harness.trigger('environment', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('success');
+    const names = (await harness.logs(id)).split('\n');
+    expect(names).toContain('PATH');
+    for (const name of SERVER_SECRETS) expect(names).not.toContain(name);
   });
 
   it('ends a task without its secret as error', async () => {
