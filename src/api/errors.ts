@@ -71,7 +71,10 @@ export const ERROR_CODES = {
     status: 408,
     summary: 'the request did not arrive completely within API_TIMEOUT',
   },
-  body_too_large: { status: 413, summary: 'the body is larger than API_BODY_LIMIT' },
+  body_too_large: {
+    status: 413,
+    summary: 'the body is larger than API_BODY_LIMIT, or 25 MB for the GitHub webhook',
+  },
   unsupported_media_type: { status: 415, summary: 'the body must be application/json' },
   idempotency_key_reused: {
     status: 422,

@@ -305,7 +305,7 @@ export async function buildServer(
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    const apiError = toApiError(error, api.bodyLimitBytes);
+    const apiError = toApiError(error, bodyLimitOf(request, api.bodyLimitBytes));
     if (apiError.status >= 500 && error instanceof ApiError) {
       // A 5xx the code chose (GitHub not configured, a recovery that failed) is an expected
       // outcome with its own message, not a bug, so it needs no stack trace.
@@ -448,10 +448,36 @@ function notHttp(): ApiError {
   return new ApiError('validation_failed', 'the request is not valid HTTP', 'request', 'http');
 }
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * Reason for a route's own `bodyLimit`, which a 413 message names. Without it the route
+     * uses API_BODY_LIMIT.
+     */
+    bodyLimitSource?: string;
+  }
+}
+
+/** A route's largest request body, and the setting or reason that sets it. */
+export interface BodyLimit {
+  bytes: number;
+  source: string;
+}
+
+/** Returns the body limit of the request's route: its own one, else API_BODY_LIMIT. */
+function bodyLimitOf(request: FastifyRequest, apiBodyLimitBytes: number): BodyLimit {
+  const own = request.routeOptions.config?.bodyLimitSource;
+  const bytes = request.routeOptions.bodyLimit;
+  if (own === undefined || bytes === undefined) {
+    return { bytes: apiBodyLimitBytes, source: 'API_BODY_LIMIT' };
+  }
+  return { bytes, source: own };
+}
+
 /** Maps anything thrown while handling a request to the error catalogue. */
 export function toApiError(
   error: FastifyError | ApiError | Error,
-  bodyLimitBytes?: number,
+  bodyLimit?: BodyLimit,
 ): ApiError {
   if (error instanceof ApiError) return error;
   const fastifyError = error as FastifyError;
@@ -462,9 +488,9 @@ export function toApiError(
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new ApiError(
         'body_too_large',
-        bodyLimitBytes === undefined
+        bodyLimit === undefined
           ? 'the body is too large'
-          : `the body is larger than the limit of ${bodyLimitBytes} bytes (API_BODY_LIMIT)`,
+          : `the body is larger than the limit of ${bodyLimit.bytes} bytes (${bodyLimit.source})`,
         'body',
         'maxBytes',
       );

@@ -21,8 +21,12 @@ import { GitHubService } from './service.js';
 import { syncVariables } from './variables.js';
 import { decidePush, verifySignature, type PushPayload } from './webhook.js';
 
-/** GitHub caps webhook payloads at 25 MB. */
+/**
+ * GitHub caps webhook payloads at 25 MB, and the payload of a large push can exceed
+ * API_BODY_LIMIT, so the webhook accepts what GitHub may send.
+ */
 const WEBHOOK_BODY_LIMIT = 25 * 1024 * 1024;
+const WEBHOOK_BODY_LIMIT_SOURCE = "GitHub's 25 MB cap on webhook payloads";
 const WEBHOOK_ACTOR = 'github-webhook';
 
 export async function registerGitHubRoutes(
@@ -163,6 +167,7 @@ async function registerWebhookRoute(scope: FastifyInstance, context: AppContext)
     '/api/webhooks/github',
     {
       bodyLimit: WEBHOOK_BODY_LIMIT,
+      config: { bodyLimitSource: WEBHOOK_BODY_LIMIT_SOURCE },
       schema: {
         tags: ['github'],
         summary: 'GitHub webhook receiver (push and ping), verified by X-Hub-Signature-256',
@@ -176,6 +181,7 @@ async function registerWebhookRoute(scope: FastifyInstance, context: AppContext)
           201: WebhookReply,
           400: ErrorSchema,
           401: ErrorSchema,
+          413: ErrorSchema,
           415: ErrorSchema,
           503: ErrorSchema,
         },

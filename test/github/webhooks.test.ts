@@ -305,3 +305,64 @@ describe('webhook settings', () => {
     }
   });
 });
+
+describe('webhook body limit', () => {
+  const WEBHOOK_LIMIT = 25 * 1024 * 1024;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer({
+      API_HOST: '127.0.0.1',
+      API_PORT: '5931',
+      GITHUB_WEBHOOK_SECRET: SECRET,
+      GITHUB_REPOSITORY: REPOSITORY,
+    });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  /** Builds a branch push whose commit message pads the JSON body to exactly `bytes`. */
+  function pushOfSize(bytes: number): string {
+    const payload = branchPush();
+    const headCommit = payload.head_commit as Record<string, unknown>;
+    headCommit.message = '';
+    const padding = bytes - Buffer.byteLength(JSON.stringify(payload));
+    headCommit.message = 'x'.repeat(padding);
+    const body = JSON.stringify(payload);
+    expect(Buffer.byteLength(body)).toBe(bytes);
+    return body;
+  }
+
+  it('accepts a push above API_BODY_LIMIT', async () => {
+    const body = pushOfSize(2 * 1024 * 1024);
+    const response = await deliver(server, { event: 'push', body });
+    expect(response.status).toBe(201);
+    expect(response.body.outcome).toBe('queued');
+  });
+
+  it('accepts a push at 25 MB', async () => {
+    const response = await deliver(server, { event: 'push', body: pushOfSize(WEBHOOK_LIMIT) });
+    expect(response.status).toBe(201);
+  });
+
+  it('rejects a push over 25 MB', async () => {
+    const response = await deliver(server, { event: 'push', body: pushOfSize(WEBHOOK_LIMIT + 1) });
+    expect(response.status).toBe(413);
+    expect(response.body.code).toBe('body_too_large');
+    expect(response.body.error).toBe(
+      "the body is larger than the limit of 26214400 bytes (GitHub's 25 MB cap on webhook payloads)",
+    );
+  });
+
+  it('names API_BODY_LIMIT on other routes', async () => {
+    const response = await server.request('POST', '/api/trigger/ci', {
+      token: server.adminToken,
+      body: JSON.stringify({ commit: 'abc1234', params: { blob: 'x'.repeat(2 * 1024 * 1024) } }),
+    });
+    expect(response.status).toBe(413);
+    expect(response.body.error).toBe(
+      'the body is larger than the limit of 1048576 bytes (API_BODY_LIMIT)',
+    );
+  });
+});
