@@ -86,6 +86,33 @@ describe('SLIPWAY_AGENT_TOKEN', () => {
     const tokens = await envTokens(api);
     expect(tokens).toHaveLength(1);
     expect(tokens[0]?.revoked_at).toBeNull();
+
+    const revoked = await api.context.store.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', '=', 'token_revoked')
+      .execute();
+    expect(revoked).toHaveLength(1);
+    expect(revoked[0]?.actor).toBe('api');
+    expect(JSON.parse(revoked[0]!.details)).toEqual({
+      token: ENV_AGENT_TOKEN_NAME,
+      count: 1,
+      prefix: FIRST.slice(0, 8),
+      reason: 'SLIPWAY_AGENT_TOKEN changed',
+    });
+  });
+
+  it('audits no revoke on restart', async () => {
+    const dataDir = makeTempDir();
+    dirs.push(dataDir);
+    await start(dataDir, FIRST);
+    const api = await restart(dataDir, FIRST);
+    const revoked = await api.context.store.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', '=', 'token_revoked')
+      .execute();
+    expect(revoked).toEqual([]);
   });
 
   it('rejects the admin token value', async () => {
