@@ -66,6 +66,10 @@ fi
 [[ -n "${SLIPWAY_TOKEN:-}" ]] || die "SLIPWAY_TOKEN is not set"
 [[ "$timeout" =~ ^[0-9]+$ && "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
   die "--timeout and --poll-interval take seconds"
+# The limits of `slipway trigger --poll-interval`: a poll interval of 0 would call the API
+# without a pause, and more than 5 minutes is likely milliseconds typed as seconds.
+awk -v p="$poll" 'BEGIN { exit !(p > 0 && p <= 300) }' ||
+  die "--poll-interval must be more than 0 and at most 300 seconds, got $poll"
 api="${SLIPWAY_API_URL%/}"
 # The URL as messages show it, with any user name and password replaced by ***.
 shown_api=$(sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@#\1***@#' <<<"$api")
@@ -86,6 +90,17 @@ call() {
 }
 
 output() { [[ -n "${GITHUB_OUTPUT:-}" ]] && echo "$1=$2" >>"$GITHUB_OUTPUT"; return 0; }
+
+# Writes the job's end to the step summary and stderr, as `slipway trigger` does, and exits.
+finish() {
+  local status="$1" reason="$2" code="$3"
+  output status "$status"
+  if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
+    echo "Slipway job \`$job_id\` ended **$status**${reason:+: $reason}" >>"$GITHUB_STEP_SUMMARY"
+  fi
+  echo "slipway: job $job_id ended $status${reason:+: $reason} (exit $code)" >&2
+  exit "$code"
+}
 
 body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$versions" \
   --argjson params "$params" --argjson matrix "$matrix" --arg run "${GITHUB_RUN_ID:-}" --arg attempt "${GITHUB_RUN_ATTEMPT:-}" '
@@ -168,22 +183,20 @@ while :; do
     die "job $job_id cancelled because the step received $interrupted" 5
   fi
   if ((timeout > 0 && SECONDS - started >= timeout)); then
+    reason="still $status after --timeout ${timeout}s"
     if $cancel_on_timeout; then
-      call POST "/api/job/$job_id/cancel" '{"reason":"slipway-trigger.sh --timeout passed"}' \
-        >/dev/null || true
+      # A subshell, because call exits the shell with 8 (after printing why) when it fails.
+      if (call POST "/api/job/$job_id/cancel" '{"reason":"slipway-trigger.sh --timeout passed"}' \
+        >/dev/null); then
+        reason+="; cancel requested"
+      else
+        reason+="; cancel request failed"
+      fi
     fi
-    output status wait_timeout
-    die "job $job_id still $status after --timeout ${timeout}s" 7
+    finish wait_timeout "$reason" 7
   fi
   sleep "$poll" & wait $! || true
 done
 
-output status "$status"
-reason=$(jq -r '.reason // empty' <<<"$job")
 declare -A codes=([success]=0 [failure]=1 [error]=3 [timed_out]=4 [cancelled]=5 [skipped]=6)
-code=${codes[$status]}
-if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
-  echo "Slipway job \`$job_id\` ended **$status**${reason:+: $reason}" >>"$GITHUB_STEP_SUMMARY"
-fi
-echo "slipway: job $job_id ended $status${reason:+: $reason} (exit $code)" >&2
-exit "$code"
+finish "$status" "$(jq -r '.reason // empty' <<<"$job")" "${codes[$status]}"

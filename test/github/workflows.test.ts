@@ -307,16 +307,46 @@ describe('scripts/slipway-trigger.sh', () => {
   });
 
   it('exits 7 after --timeout and cancels the job', async () => {
-    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const dir = makeTempDir();
+    const summary = path.join(dir, 'summary.md');
+    const outputs = path.join(dir, 'output');
+    const env = {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: await server.token('trigger'),
+      GITHUB_STEP_SUMMARY: summary,
+      GITHUB_OUTPUT: outputs,
+    };
     const result = await runScript(
       ['ci', '--commit', 'cd'.repeat(20), '--wait', '--timeout', '1', '--cancel-on-timeout'],
       env,
     );
     expect(result.code).toBe(7);
-    expect(result.stderr).toContain('still queued after --timeout 1s');
     const jobId = result.stdout.trim().split('\n')[0]!;
+    const reason = 'still queued after --timeout 1s; cancel requested';
+    expect(result.stderr).toContain(
+      `slipway: job ${jobId} ended wait_timeout: ${reason} (exit 7)\n`,
+    );
+    expect(fs.readFileSync(summary, 'utf8')).toBe(
+      `Slipway job \`${jobId}\` ended **wait_timeout**: ${reason}\n`,
+    );
+    expect(fs.readFileSync(outputs, 'utf8')).toBe(`job-id=${jobId}\nstatus=wait_timeout\n`);
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
+  });
+
+  it('rejects --poll-interval 0 and above 300', async () => {
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    for (const interval of ['0', '0.0', '301']) {
+      const result = await runScript(
+        ['ci', '--commit', 'cc'.repeat(20), '--wait', '--poll-interval', interval],
+        env,
+      );
+      expect(result.code, interval).toBe(2);
+      expect(result.stderr).toContain(
+        `--poll-interval must be more than 0 and at most 300 seconds, got ${interval}`,
+      );
+      expect(result.stdout).toBe('');
+    }
   });
 
   it('prints why a job waits, once', async () => {
