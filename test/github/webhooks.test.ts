@@ -312,8 +312,6 @@ describe('webhook body limit', () => {
 
   beforeAll(async () => {
     server = await startTestServer({
-      API_HOST: '127.0.0.1',
-      API_PORT: '5931',
       GITHUB_WEBHOOK_SECRET: SECRET,
       GITHUB_REPOSITORY: REPOSITORY,
     });
