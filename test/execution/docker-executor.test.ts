@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type Docker from 'dockerode';
 import {
@@ -8,7 +9,12 @@ import {
   LABEL_TASK,
   instanceId,
 } from '../../src/jobs/labels.js';
-import { requireDocker, TEST_IMAGE } from '../support/docker.js';
+import {
+  buildBusyboxImage,
+  requireDocker,
+  TEST_IMAGE,
+  TEST_IMAGE_PREFIX,
+} from '../support/docker.js';
 import {
   makeRepository,
   startHarness,
@@ -16,7 +22,12 @@ import {
   type ExecutionHarness,
 } from '../support/execution.js';
 
-const ENTRYPOINT_IMAGE = 'slipway-test-entrypoint:latest';
+const run = randomBytes(4).toString('hex');
+/** An image with busybox in /usr/local/bb only, so without /bin/sh. */
+const NO_SHELL_IMAGE = `${TEST_IMAGE_PREFIX}-no-shell:${run}`;
+/** An image whose ENTRYPOINT would swallow the step script and exit 0. */
+const ENTRYPOINT_IMAGE = `${TEST_IMAGE_PREFIX}-entrypoint:${run}`;
+
 describe('docker executor through the API', () => {
   let docker: Docker;
   let harness: ExecutionHarness;
@@ -27,7 +38,7 @@ describe('docker executor through the API', () => {
 
   beforeAll(async () => {
     docker = await requireDocker();
-    // An image whose ENTRYPOINT would swallow the step script and exit 0.
+    buildBusyboxImage(NO_SHELL_IMAGE, { binDir: '/usr/local/bb' });
     const base = await docker.createContainer({ Image: TEST_IMAGE, Cmd: ['true'] });
     try {
       execFileSync('docker', [
@@ -73,6 +84,18 @@ pipelines:
     image: slipway-test-no-such-image:never
     steps:
       - run: echo never
+  no-shell:
+    executor: docker
+    image: ${NO_SHELL_IMAGE}
+    steps:
+      - name: never
+        run: echo never
+  exit-127:
+    executor: docker
+    image: ${TEST_IMAGE}
+    steps:
+      - name: missing-command
+        run: no-such-command
   long:
     executor: docker
     image: ${TEST_IMAGE}
@@ -95,10 +118,6 @@ pipelines:
 
   afterAll(async () => {
     await harness?.close();
-    await docker
-      ?.getImage(ENTRYPOINT_IMAGE)
-      .remove()
-      .catch(() => undefined);
     if (docker !== undefined && harness !== undefined) {
       const instance = instanceId(harness.server.context.store);
       const left = await docker.listContainers({
@@ -106,6 +125,12 @@ pipelines:
         filters: { label: [`${LABEL_INSTANCE}=${instance}`] },
       });
       for (const info of left) await docker.getContainer(info.Id).remove({ force: true });
+    }
+    for (const image of [NO_SHELL_IMAGE, ENTRYPOINT_IMAGE]) {
+      await docker
+        ?.getImage(image)
+        .remove({ force: true })
+        .catch(() => undefined);
     }
   });
 
@@ -182,6 +207,22 @@ pipelines:
     const job = await harness.waitForJob(id);
     expect(job.status).toBe('error');
     expect(job.reason).toContain('image slipway-test-no-such-image:never not found');
+  });
+
+  it('ends a task whose image has no /bin/sh as error', async () => {
+    const id = await harness.trigger('no-shell', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('error');
+    expect(job.reason).toContain(`image ${NO_SHELL_IMAGE} has no /bin/sh`);
+    expect(await containersOf(id)).toEqual([]);
+  });
+
+  it('keeps a step exiting 127 a failure', async () => {
+    const id = await harness.trigger('exit-127', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('failure');
+    expect(job.tasks[0].exit_code).toBe(127);
+    expect(job.reason).toContain('step "missing-command" exited with code 127');
   });
 
   it('removes the container of a cancelled task', async () => {
