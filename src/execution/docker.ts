@@ -185,13 +185,16 @@ function containerOptions(spec: ExecutionSpec, scriptDir: string): Docker.Contai
  * Writes run.sh and one file per step into the scratch directory. Step commands are copied
  * as files, never pasted into another command line, so no quoting can change them.
  *
- * The container runs as the image's user, which may be any uid, so the `started` marker is
- * created here, empty and writable by everyone.
+ * The container runs as the image's user, which may be any uid. So the directory and the
+ * scripts are readable by everyone, and the two files that run.sh writes (`started` and
+ * `failed-step`) are created here, empty and writable by everyone.
  */
 async function writeStepScript(spec: ExecutionSpec): Promise<string> {
   const dir = path.join(spec.scratch, 'docker');
   await fs.mkdir(dir, { recursive: true });
+  await fs.chmod(dir, 0o755);
   await writeFileWithMode(path.join(dir, STARTED_MARKER), '', 0o666);
+  await writeFileWithMode(path.join(dir, FAILED_STEP_FILE), '', 0o666);
   // The engine keeps no order between a container's stdout and stderr, so stderr goes into
   // stdout here and the log keeps the order in which the steps wrote.
   const lines = [
@@ -202,7 +205,7 @@ async function writeStepScript(spec: ExecutionSpec): Promise<string> {
     '',
   ];
   for (const [index, step] of spec.steps.entries()) {
-    await fs.writeFile(path.join(dir, `step-${index + 1}.sh`), `${step.run}\n`);
+    await writeFileWithMode(path.join(dir, `step-${index + 1}.sh`), `${step.run}\n`, 0o644);
     const header = stepHeader(index, spec.steps.length, step);
     lines.push(
       `printf '%s\\n' ${shellQuote(header)}`,
@@ -216,7 +219,7 @@ async function writeStepScript(spec: ExecutionSpec): Promise<string> {
     );
   }
   lines.push('exit 0', '');
-  await fs.writeFile(path.join(dir, 'run.sh'), lines.join('\n'));
+  await writeFileWithMode(path.join(dir, 'run.sh'), lines.join('\n'), 0o644);
   return dir;
 }
 
@@ -228,9 +231,10 @@ async function writeFileWithMode(file: string, content: string, mode: number): P
 
 /** Name of the step that failed, as run.sh recorded it in the scratch directory. */
 async function readFailedStep(spec: ExecutionSpec): Promise<string | undefined> {
-  return fs
+  const name = await fs
     .readFile(path.join(spec.scratch, 'docker', FAILED_STEP_FILE), 'utf8')
-    .catch(() => undefined);
+    .catch(() => '');
+  return name === '' ? undefined : name;
 }
 
 /** Reports whether run.sh wrote its first line, which shows that a shell ran it. */

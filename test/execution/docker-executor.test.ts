@@ -27,6 +27,8 @@ const run = randomBytes(4).toString('hex');
 const NO_SHELL_IMAGE = `${TEST_IMAGE_PREFIX}-no-shell:${run}`;
 /** An image whose ENTRYPOINT would swallow the step script and exit 0. */
 const ENTRYPOINT_IMAGE = `${TEST_IMAGE_PREFIX}-entrypoint:${run}`;
+/** An image whose USER is uid 65534, which cannot write a checkout that root owns. */
+const NOBODY_IMAGE = `${TEST_IMAGE_PREFIX}-nobody:${run}`;
 
 describe('docker executor through the API', () => {
   let docker: Docker;
@@ -51,6 +53,7 @@ describe('docker executor through the API', () => {
     } finally {
       await base.remove({ force: true });
     }
+    buildBusyboxImage(NOBODY_IMAGE, { binDir: '/bin', user: '65534' });
     repo = makeRepository({ 'hello.txt': 'hello from the repository\n' });
     const pipelines = writePipelineFile(`
 repository: ${repo.dir}
@@ -90,6 +93,14 @@ pipelines:
     steps:
       - name: never
         run: echo never
+  nobody:
+    executor: docker
+    image: ${NOBODY_IMAGE}
+    steps:
+      - name: read
+        run: cat hello.txt && id -u
+      - name: write
+        run: touch newfile
   exit-127:
     executor: docker
     image: ${TEST_IMAGE}
@@ -126,7 +137,7 @@ pipelines:
       });
       for (const info of left) await docker.getContainer(info.Id).remove({ force: true });
     }
-    for (const image of [NO_SHELL_IMAGE, ENTRYPOINT_IMAGE]) {
+    for (const image of [NO_SHELL_IMAGE, ENTRYPOINT_IMAGE, NOBODY_IMAGE]) {
       await docker
         ?.getImage(image)
         .remove({ force: true })
@@ -223,6 +234,17 @@ pipelines:
     expect(job.status).toBe('failure');
     expect(job.tasks[0].exit_code).toBe(127);
     expect(job.reason).toContain('step "missing-command" exited with code 127');
+  });
+
+  it('names the failing step of a non-root image', async () => {
+    const id = await harness.trigger('nobody', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('failure');
+    expect(job.reason).toContain('step "write" exited with code 1');
+    const logs = await harness.logs(id);
+    expect(logs).toContain('hello from the repository');
+    expect(logs).toContain('65534');
+    expect(logs).toContain('Permission denied');
   });
 
   it('removes the container of a cancelled task', async () => {
