@@ -161,7 +161,7 @@ export interface DockerCheckSettings {
   /** Engine socket; undefined uses DOCKER_HOST or /var/run/docker.sock. */
   socket: string | undefined;
   containers: string[];
-  /** A container restarted more often than this makes the result degraded. */
+  /** A container restarted more often than this within the last hour makes the result degraded. */
   maxRestarts: number | undefined;
 }
 

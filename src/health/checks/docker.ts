@@ -1,10 +1,12 @@
 /**
  * `docker` check: the engine responds to requests, each named container is running and, where its image
- * defines a HEALTHCHECK, healthy; restart counts are reported and compared with max_restarts.
+ * defines a HEALTHCHECK, healthy. Restart counts are reported, and the restarts within the last
+ * hour are compared with max_restarts.
  */
 import Docker from 'dockerode';
 import type { DockerCheckSettings } from '../../pipeline/types.js';
 import { worstOf, type HealthState, type ProbeContext, type ProbeResult } from '../types.js';
+import { countRecentRestarts, type RestartHistory } from './docker-restarts.js';
 
 export function dockerClient(socket: string | undefined): Docker {
   // Without a socket, dockerode reads DOCKER_HOST and falls back to /var/run/docker.sock.
@@ -15,6 +17,8 @@ interface ContainerReport {
   status: HealthState;
   reason: string | undefined;
   details: Record<string, unknown>;
+  /** Restart samples to keep for the next run; undefined when the container is missing. */
+  history?: RestartHistory;
 }
 
 export async function probeDocker(
@@ -25,18 +29,23 @@ export async function probeDocker(
   // NOTE: dockerode types take no abort signal for version(); the runner's timeout bounds it.
   const version = await docker.version();
   const previousCounts = (context.memo.restart_counts ?? {}) as Record<string, number>;
+  const previousHistories = (context.memo.restart_history ?? {}) as Record<string, RestartHistory>;
   const counts: Record<string, number> = {};
+  const histories: Record<string, RestartHistory> = {};
   const containers: Record<string, unknown> = {};
   const reports: ContainerReport[] = [];
   for (const name of settings.containers) {
-    const report = await inspectContainer(docker, name, settings, previousCounts[name], context);
+    const previous = { count: previousCounts[name], history: previousHistories[name] };
+    const report = await inspectContainer(docker, name, settings, previous, context);
     reports.push(report);
     containers[name] = report.details;
-    if (typeof report.details.restart_count === 'number') {
-      counts[name] = report.details.restart_count;
+    if (report.history !== undefined) {
+      counts[name] = report.history.samples.at(-1)!.count;
+      histories[name] = report.history;
     }
   }
   context.memo.restart_counts = counts;
+  context.memo.restart_history = histories;
 
   const details = {
     engine: { version: version.Version, api_version: version.ApiVersion },
@@ -53,7 +62,7 @@ async function inspectContainer(
   docker: Docker,
   name: string,
   settings: DockerCheckSettings,
-  previousCount: number | undefined,
+  previous: { count: number | undefined; history: RestartHistory | undefined },
   context: ProbeContext,
 ): Promise<ContainerReport> {
   let info: Docker.ContainerInspectInfo;
@@ -69,6 +78,19 @@ async function inspectContainer(
     }
     throw error;
   }
+  const recent = countRecentRestarts(previous.history, info.Id, info.RestartCount, Date.now());
+  const report = judgeContainer(name, info, settings, recent.restarts, previous.count);
+  return { ...report, history: recent.history };
+}
+
+/** Decides a running or stopped container's status from its inspect data. */
+function judgeContainer(
+  name: string,
+  info: Docker.ContainerInspectInfo,
+  settings: DockerCheckSettings,
+  restartsLastHour: number,
+  previousCount: number | undefined,
+): ContainerReport {
   const state = info.State;
   const health = state.Health?.Status ?? null;
   const details = {
@@ -78,6 +100,7 @@ async function inspectContainer(
     restart_count: info.RestartCount,
     restarts_since_last_check:
       previousCount === undefined ? null : Math.max(0, info.RestartCount - previousCount),
+    restarts_last_hour: restartsLastHour,
     started_at: state.StartedAt,
     finished_at: state.Status === 'running' ? null : state.FinishedAt,
     exit_code: state.Status === 'running' ? null : state.ExitCode,
@@ -101,10 +124,10 @@ async function inspectContainer(
   if (health === 'starting') {
     return { status: 'degraded', reason: `container ${name} is still starting`, details };
   }
-  if (settings.maxRestarts !== undefined && info.RestartCount > settings.maxRestarts) {
+  if (settings.maxRestarts !== undefined && restartsLastHour > settings.maxRestarts) {
     return {
       status: 'degraded',
-      reason: `container ${name} restarted ${info.RestartCount} times, above max_restarts of ${settings.maxRestarts}`,
+      reason: `container ${name} restarted ${restartsLastHour} times in the last hour, above max_restarts of ${settings.maxRestarts}`,
       details,
     };
   }
