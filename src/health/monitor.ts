@@ -7,7 +7,8 @@
 import type { AppContext } from '../app/context.js';
 import type { RunningRole } from '../app/roles.js';
 import { isDue, readComponents, type ComponentRow } from './components.js';
-import { newHolderId, runCheck } from './runner.js';
+import { healthAudit, newHolderId, runCheck } from './runner.js';
+import { removeStaleComponentVariables } from './state.js';
 
 /**
  * The monitor wakes when the next check is due, and at least this often, so that it notices
@@ -107,11 +108,31 @@ function nextDueInMs(row: ComponentRow | undefined, now: number): number {
   return times.length === 0 ? MAX_TICK_MS : Math.max(...times);
 }
 
+/** Deletes the state variables of removed checks, and logs rather than stops on failure. */
+async function removeStaleVariables(context: AppContext): Promise<void> {
+  const checks = context.pipelines.healthChecks.map((check) => check.name);
+  try {
+    const removed = await context.store.write((trx) =>
+      removeStaleComponentVariables(trx, checks, healthAudit()),
+    );
+    if (removed.length > 0) {
+      context.logger.info({ variables: removed }, 'removed state variables of removed checks');
+    }
+  } catch (error) {
+    context.logger.error({ err: error }, 'failed to remove state variables of removed checks');
+  }
+}
+
 export async function startHealthMonitor(context: AppContext): Promise<RunningRole> {
+  // Not awaited, because a long write of another process must not delay the first checks.
+  const removal = removeStaleVariables(context);
   const monitor = new HealthMonitor(context);
   monitor.start();
   return {
     name: 'health-monitor',
-    stop: () => monitor.stop(),
+    stop: async () => {
+      await monitor.stop();
+      await removal;
+    },
   };
 }

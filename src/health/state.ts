@@ -4,6 +4,7 @@
  * value changes, so a sync to GitHub finds a change only when health really changed.
  */
 import type { Transaction } from 'kysely';
+import { appendAudit, type AuditContext } from '../store/audit.js';
 import type { Database } from '../store/schema.js';
 import { getStateVariable, setStateVariable } from '../store/state-variables.js';
 import { worstOf, type HealthState } from './types.js';
@@ -52,4 +53,33 @@ export async function updateOverallVariable(
   const status = worstOf(rows.map((row) => row.status as HealthState));
   const { changed, previous } = await setIfChanged(trx, OVERALL_VARIABLE, status);
   return { status, previous, changed };
+}
+
+/**
+ * Deletes the `HEALTH_<NAME>` variables of checks that the pipeline file no longer lists, with
+ * one `health_variable_removed` audit row each, and returns their names. Only the variables of
+ * checks that ran once (a `health_components` row) count, so a variable that a person set under
+ * a HEALTH_ name stays. The component rows themselves stay, and so does their history.
+ */
+export async function removeStaleComponentVariables(
+  trx: Transaction<Database>,
+  checks: string[],
+  audit: AuditContext,
+): Promise<string[]> {
+  const configured = new Set(checks.map(componentVariable));
+  const components = await trx.selectFrom('health_components').select('name').execute();
+  const removed: string[] = [];
+  for (const { name: component } of components) {
+    const variable = componentVariable(component);
+    if (configured.has(variable) || variable === OVERALL_VARIABLE) continue;
+    const value = await getStateVariable(trx, variable);
+    if (value === undefined) continue;
+    await trx.deleteFrom('state_variables').where('name', '=', variable).execute();
+    await appendAudit(trx, audit, {
+      action: 'health_variable_removed',
+      details: { variable, component, value, reason: 'the check is no longer configured' },
+    });
+    removed.push(variable);
+  }
+  return removed;
 }
