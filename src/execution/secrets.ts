@@ -4,8 +4,9 @@ import type { SecretRef } from '../pipeline/types.js';
 import { ExecutionError } from './executor.js';
 
 /**
- * Reads each secret from the worker's environment or from a file. A missing secret fails
- * the task as `error`, naming the secret and where it was looked for.
+ * Reads each secret from the worker's environment or from a file. A missing secret, or one
+ * from an empty variable, fails the task as `error`, naming the secret and where it was
+ * looked for.
  */
 export async function resolveSecrets(
   refs: readonly SecretRef[],
@@ -30,6 +31,14 @@ export async function resolveSecrets(
     if (value === undefined) {
       throw new ExecutionError(
         `secret ${ref.name}: environment variable ${variable} is not set on this worker`,
+      );
+    }
+    // Slipway's own settings treat an empty variable as unset, as compose's blanked secrets
+    // are, and an empty secret would mask nothing.
+    if (value === '') {
+      throw new ExecutionError(
+        `secret ${ref.name}: environment variable ${variable} is empty on this worker; ` +
+          'set it, or remove the secret from the pipeline',
       );
     }
     values[ref.name] = value;
