@@ -126,7 +126,10 @@ const DockerSettingsSchema = Type.Object(
   {
     socket: Type.Optional(Type.String({ minLength: 1 })),
     containers: Type.Optional(
-      Type.Array(Type.String({ pattern: '^/?[A-Za-z0-9][A-Za-z0-9_.-]*$' }), { maxItems: 100 }),
+      Type.Array(Type.String({ pattern: '^/?[A-Za-z0-9][A-Za-z0-9_.-]*$' }), {
+        minItems: 1,
+        maxItems: 100,
+      }),
     ),
     max_restarts: Type.Optional(Type.Integer({ minimum: 0 })),
   },

@@ -237,6 +237,12 @@ repository: /srv/git/app.git
     );
   });
 
+  it('rejects an empty container list', () => {
+    const [empty] = problems(`  - name: apps\n    type: docker\n    containers: []\n`);
+    expect(empty).toMatchObject({ field: 'health_checks.0.containers' });
+    expect(empty?.message).toMatch(/array length to be greater or equal to 1/);
+  });
+
   it('rejects an unknown heal action', () => {
     const found = problems(`  - name: d\n    type: workers\n    heal: { action: reboot }\n`);
     expect(found.map((problem) => [problem.line, problem.field, problem.message])).toEqual([
