@@ -121,6 +121,7 @@ $wait || exit 0
 interrupted=""
 trap 'interrupted=SIGINT' INT
 trap 'interrupted=SIGTERM' TERM
+trap 'interrupted=SIGHUP' HUP
 
 # Prints the log bytes of each task that were not printed yet, prefixed when several. Each
 # attempt of a task has its own log: the rest of the one printed last comes first, then each

@@ -39,6 +39,8 @@ export async function followJob(
   return follower.run();
 }
 
+const INTERRUPTS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
 class JobFollower {
   readonly #stop = new AbortController();
   readonly #taskStatus = new Map<string, string>();
@@ -60,13 +62,12 @@ class JobFollower {
       this.#interrupt = signal;
       this.#wake?.();
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    // SIGHUP comes when the terminal or SSH session that runs the command closes.
+    for (const signal of INTERRUPTS) process.on(signal, onSignal);
     try {
       return await this.#poll();
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      for (const signal of INTERRUPTS) process.off(signal, onSignal);
       this.#stop.abort();
     }
   }

@@ -193,7 +193,7 @@ export function registerTriggerCommands(program: Command): void {
         .default(DEFAULT_POLL_INTERVAL_MS, formatDuration(DEFAULT_POLL_INTERVAL_MS)),
     )
     .option('--cancel-on-timeout', 'cancel the job when --timeout passes')
-    .option('--no-cancel-on-interrupt', 'leave the job running on SIGINT or SIGTERM')
+    .option('--no-cancel-on-interrupt', 'leave the job running on SIGINT, SIGTERM or SIGHUP')
     .addHelpText(
       'after',
       `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://127.0.0.1:5000)\n` +

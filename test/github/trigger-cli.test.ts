@@ -259,7 +259,7 @@ describe('slipway trigger', () => {
     );
   });
 
-  it('cancels the job on SIGTERM', async () => {
+  it.each(['SIGTERM', 'SIGHUP'] as const)('cancels the job on %s', async (signal) => {
     const commit = nextCommit();
     const child = spawn(
       process.execPath,
@@ -270,11 +270,11 @@ describe('slipway trigger', () => {
     const jobId = await jobIdFor(commit);
     // Give the CLI time to install its signal handlers and start polling.
     await new Promise((resolve) => setTimeout(resolve, 700));
-    child.kill('SIGTERM');
+    child.kill(signal);
     expect(await exited).toBe(5);
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
-    expect(job.body.reason).toContain('SIGTERM');
+    expect(job.body.reason).toContain(signal);
   });
 
   it('exits 8 when the API rejects the token', async () => {

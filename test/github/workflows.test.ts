@@ -334,6 +334,31 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(job.body.status).toBe('cancelled');
   });
 
+  it.each([
+    ['SIGTERM', 'ce'],
+    ['SIGHUP', 'cf'],
+  ] as const)('cancels the job on %s', async (signal, digits) => {
+    const commit = digits.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const child = spawn(
+      'bash',
+      [
+        path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'),
+        ...['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'],
+      ],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: 'ignore' },
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const { id } = await jobFor(commit, 'ci');
+    // Give the script time to set its traps and start polling.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    child.kill(signal);
+    expect(await exited).toBe(5);
+    const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+    expect(job.body.status).toBe('cancelled');
+    expect(job.body.reason).toContain(signal);
+  });
+
   it('rejects --poll-interval 0 and above 300', async () => {
     const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
     for (const interval of ['0', '0.0', '301']) {
