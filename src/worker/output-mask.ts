@@ -24,8 +24,8 @@ type Range = [from: number, to: number];
 /**
  * Replaces every occurrence of each secret, and every Slipway API token, with `***`. The
  * matches are all found in the original text, and overlapping or touching ones become one
- * `***`, because a secret replaced first would otherwise break up a token or a longer secret
- * that contains it, and the rest of that would show.
+ * `***`. A secret replaced first would otherwise break up a token or a longer secret that
+ * contains it, and the rest of that would show.
  */
 export function mask(text: string, secrets: readonly string[]): string {
   return render(text, findRanges(text, secrets), text.length, false).masked;
