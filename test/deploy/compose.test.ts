@@ -211,6 +211,24 @@ describe('compose stack', () => {
       expect(health.status, health.text).toBe(200);
       const init = await docker.getContainer((await project.containerId('database-init'))!);
       expect((await init.inspect()).State.ExitCode).toBe(0);
+
+      // Only the api holds the admin token, and no service but the worker the agent token.
+      const envOf = async (service: string) => {
+        const id = await project.containerId(service);
+        const env = (await docker.getContainer(id!).inspect()).Config.Env ?? [];
+        return new Map(
+          env.map((entry) => [entry.split('=')[0]!, entry.slice(entry.indexOf('=') + 1)]),
+        );
+      };
+      expect((await envOf('api')).get('SLIPWAY_ADMIN_TOKEN')).toBe(ADMIN_TOKEN);
+      const worker = await envOf('worker');
+      expect(worker.get('SLIPWAY_AGENT_TOKEN')).toBe(AGENT_TOKEN);
+      expect(worker.get('SLIPWAY_ADMIN_TOKEN') ?? '').toBe('');
+      for (const service of ['orchestrator', 'health-monitor']) {
+        const env = await envOf(service);
+        expect(env.get('SLIPWAY_ADMIN_TOKEN') ?? '', service).toBe('');
+        expect(env.get('SLIPWAY_AGENT_TOKEN') ?? '', service).toBe('');
+      }
     },
     STACK_TIMEOUT_MS + 30_000,
   );
