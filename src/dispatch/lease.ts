@@ -104,9 +104,8 @@ export async function heartbeat(
   holder: LeaseHolder,
   leaseMs: number,
 ): Promise<HeartbeatResult> {
-  const task = await findHeldTask(trx, holder);
+  const task = await requireLease(trx, holder, { stopping: true });
   // The heartbeat of a stopping task requests the stop of its step, as a cancel does.
-  if (!isStopping(task, holder)) checkLease(task, holder);
   const stopping = isStopping(task, holder);
   const cancelRequested = task.cancel_requested_at !== null || stopping;
   const ended = stopping ? { endedStatus: task.status } : {};

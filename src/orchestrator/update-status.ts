@@ -118,16 +118,16 @@ export async function updateJobStatus(
  * could go to a second worker while the first still runs its step.
  */
 function checkNoneHeld(jobId: string, tasks: readonly TaskRow[]): void {
-  const held = tasks.filter((task) => task.status === 'running' && task.worker_id !== null);
-  if (held.length === 0) return;
+  const heldTasks = tasks.filter((task) => task.status === 'running' && task.worker_id !== null);
+  if (heldTasks.length === 0) return;
   throw new ApiError(
     'invalid_transition',
-    `job ${jobId} cannot change from running to queued while worker ${held[0]!.worker_id} runs ` +
-      `its task ${held[0]!.id}: the task could start on a second worker before the first stops ` +
+    `job ${jobId} cannot change from running to queued while worker ${heldTasks[0]!.worker_id} runs ` +
+      `its task ${heldTasks[0]!.id}: the task could start on a second worker before the first stops ` +
       'it. Cancel the job and retry it instead.',
     'status',
     'transition',
-    { current_status: 'running', held_task_ids: held.map((task) => task.id) },
+    { current_status: 'running', held_task_ids: heldTasks.map((task) => task.id) },
   );
 }
 

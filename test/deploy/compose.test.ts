@@ -212,7 +212,7 @@ describe('compose stack', () => {
       const init = await docker.getContainer((await project.containerId('database-init'))!);
       expect((await init.inspect()).State.ExitCode).toBe(0);
 
-      // Only the api holds the admin token, and no service but the worker the agent token.
+      // Only the api has the admin token, and of the roles only the worker has the agent token.
       const envOf = async (service: string) => {
         const id = await project.containerId(service);
         const env = (await docker.getContainer(id!).inspect()).Config.Env ?? [];

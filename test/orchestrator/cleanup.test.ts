@@ -171,7 +171,7 @@ describe('cleanup', () => {
 
     await runCleanup(server.context, audit);
 
-    // The deleted job's folder goes with it, and the expired log's job says what happened.
+    // The deleted job's folder is removed, and the expired log's read explains what happened.
     expect(fs.existsSync(path.dirname(logOf(removed.job_id)))).toBe(false);
     expect(fs.existsSync(path.dirname(logOf(expired.job_id)))).toBe(false);
     const logs = await server.request('GET', `/api/job/${expired.job_id}/logs`, {

@@ -28,23 +28,16 @@ export async function probeDocker(
   const docker = dockerClient(settings.socket);
   // NOTE: dockerode types take no abort signal for version(); the runner's timeout bounds it.
   const version = await docker.version();
-  const previousCounts = (context.memo.restart_counts ?? {}) as Record<string, number>;
   const previousHistories = (context.memo.restart_history ?? {}) as Record<string, RestartHistory>;
-  const counts: Record<string, number> = {};
   const histories: Record<string, RestartHistory> = {};
   const containers: Record<string, unknown> = {};
   const reports: ContainerReport[] = [];
   for (const name of settings.containers) {
-    const previous = { count: previousCounts[name], history: previousHistories[name] };
-    const report = await inspectContainer(docker, name, settings, previous, context);
+    const report = await inspectContainer(docker, name, settings, previousHistories[name], context);
     reports.push(report);
     containers[name] = report.details;
-    if (report.history !== undefined) {
-      counts[name] = report.history.samples.at(-1)!.count;
-      histories[name] = report.history;
-    }
+    if (report.history !== undefined) histories[name] = report.history;
   }
-  context.memo.restart_counts = counts;
   context.memo.restart_history = histories;
 
   const details = {
@@ -62,7 +55,7 @@ async function inspectContainer(
   docker: Docker,
   name: string,
   settings: DockerCheckSettings,
-  previous: { count: number | undefined; history: RestartHistory | undefined },
+  previous: RestartHistory | undefined,
   context: ProbeContext,
 ): Promise<ContainerReport> {
   let info: Docker.ContainerInspectInfo;
@@ -78,8 +71,10 @@ async function inspectContainer(
     }
     throw error;
   }
-  const recent = countRecentRestarts(previous.history, info.Id, info.RestartCount, Date.now());
-  const report = judgeContainer(name, info, settings, recent.restarts, previous.count);
+  const recent = countRecentRestarts(previous, info.Id, info.RestartCount, Date.now());
+  // The last sample is the count that the previous run saw.
+  const previousCount = previous?.samples.at(-1)?.count;
+  const report = judgeContainer(name, info, settings, recent.restarts, previousCount);
   return { ...report, history: recent.history };
 }
 
