@@ -1,5 +1,5 @@
 import type { Transaction } from 'kysely';
-import { isTerminal } from '../jobs/status.js';
+import { isTerminal, type Status } from '../jobs/status.js';
 import { writeAudit, type AuditContext } from '../store/audit.js';
 import { readCurrentTasks } from '../store/jobs.js';
 import { updateById } from '../store/prepared.js';
@@ -35,19 +35,22 @@ export async function cancelJob(
   if (alreadyRequested && tasks.some(held)) return job;
 
   let requested = 0;
+  const taskStatuses: Status[] = [];
   for (const task of tasks) {
-    if (isTerminal(task.status)) continue;
-    if (held(task)) {
+    if (isTerminal(task.status)) {
+      taskStatuses.push(task.status);
+    } else if (held(task)) {
       if (task.cancel_requested_at === null) {
         updateById(sqlite, 'tasks', task.id, { cancel_requested_at: now, reason, updated_at: now });
         changes.record('task-cancel-requested', task.id);
       }
       requested += 1;
+      taskStatuses.push(task.status);
     } else {
-      await transitionTask(trx, task, 'cancelled', changes, { reason });
+      const cancelled = await transitionTask(trx, task, 'cancelled', changes, { reason });
+      taskStatuses.push(cancelled.status);
     }
   }
-  updateById(sqlite, 'jobs', job.id, { reason, updated_at: now });
   // This row records the request. When the cancel ends the job, refreshJobStatus adds the
   // job_finished row that every end of a job gets. Its status is not always cancelled: a task
   // that already ended failure, error or timed_out decides the job's status instead.
@@ -56,7 +59,11 @@ export async function cancelJob(
     jobId: job.id,
     details: { reason, running_tasks_signalled: requested, previous_status: job.status },
   });
-  return refreshJobStatus(trx, { ...job, reason, updated_at: now }, changes, audit);
+  // The reason is written with the status change, and the task statuses are the ones above.
+  return refreshJobStatus(trx, job, changes, audit, {
+    taskStatuses,
+    update: { reason, updated_at: now },
+  });
 }
 
 /**

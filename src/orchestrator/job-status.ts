@@ -116,6 +116,19 @@ export async function transitionTask(
   return { ...task, ...update };
 }
 
+export interface JobRefresh {
+  /**
+   * The statuses of all the job's current tasks, when the caller has just read and written
+   * them in this transaction, so they need not be read again.
+   */
+  taskStatuses?: Status[];
+  /**
+   * Columns the caller changes on the job. They are written with the status change, in one
+   * update, or alone when the status stays.
+   */
+  update?: Partial<JobRow>;
+}
+
 /**
  * Recomputes the job's status from its current tasks and stores it when it changed. When
  * the job ends, applies its on-success state and releases or skips the jobs waiting on it.
@@ -126,20 +139,27 @@ export async function refreshJobStatus(
   jobOrId: string | JobRow,
   changes: ChangeSet,
   audit: AuditContext,
+  refresh: JobRefresh = {},
 ): Promise<JobRow> {
   const sqlite = writeConnection(trx);
-  const job = typeof jobOrId === 'string' ? readJob(sqlite, jobOrId) : jobOrId;
-  if (job === undefined)
+  const found = typeof jobOrId === 'string' ? readJob(sqlite, jobOrId) : jobOrId;
+  if (found === undefined)
     throw new Error(`job ${String(jobOrId)} vanished inside its own transaction`);
-  const statuses = TASK_STATUSES.all<{ status: Status }>(sqlite, {
-    job_id: job.id,
-    job_attempt: job.attempt,
-  });
-  const derived = deriveJobStatus(statuses.map((row) => row.status));
-  if (derived === job.status) return job;
+  const job: JobRow = { ...found, ...refresh.update };
+  const statuses =
+    refresh.taskStatuses ??
+    TASK_STATUSES.all<{ status: Status }>(sqlite, {
+      job_id: job.id,
+      job_attempt: job.attempt,
+    }).map((row) => row.status);
+  const derived = deriveJobStatus(statuses);
+  if (derived === job.status) {
+    if (refresh.update !== undefined) updateById(sqlite, 'jobs', job.id, refresh.update);
+    return job;
+  }
 
   const now = nowIso();
-  const update: Partial<JobRow> = { status: derived, updated_at: now };
+  const update: Partial<JobRow> = { ...refresh.update, status: derived, updated_at: now };
   if (derived === 'queued' && job.queued_at === null) update.queued_at = now;
   if (derived === 'running' && job.started_at === null) update.started_at = now;
   if (isTerminal(derived)) update.finished_at = now;

@@ -345,7 +345,6 @@ async function insertJob(
     pipeline.concurrency === undefined
       ? null
       : renderConcurrencyGroup(pipeline.concurrency.group, values);
-  const snapshot = { ...pipeline, repository: context.pipelines.repository };
 
   const row: JobRow = {
     id: newJobId(request.type),
@@ -362,7 +361,7 @@ async function insertJob(
     reason,
     requested_by: audit.actor,
     concurrency_group: group,
-    pipeline: JSON.stringify(snapshot),
+    pipeline: pipelineSnapshot(pipeline, context.pipelines.repository),
     created_at: now,
     queued_at: status === 'queued' ? now : null,
     started_at: null,
@@ -407,6 +406,22 @@ async function insertJob(
     await cancelOlderInGroup(trx, sqlite, row, changes, audit);
   }
   return row;
+}
+
+/** The JSON of each loaded pipeline as a job stores it, made once per pipeline and repository. */
+const snapshots = new WeakMap<Pipeline, { repository: string | undefined; json: string }>();
+
+/**
+ * Returns the pipeline with its repository as JSON, the snapshot that a job keeps so that a
+ * retry runs what the first attempt ran. A reload of the pipeline file makes new Pipeline
+ * objects, so a cached snapshot never outlives the definition it was made from.
+ */
+function pipelineSnapshot(pipeline: Pipeline, repository: string | undefined): string {
+  const cached = snapshots.get(pipeline);
+  if (cached !== undefined && cached.repository === repository) return cached.json;
+  const json = JSON.stringify({ ...pipeline, repository });
+  snapshots.set(pipeline, { repository, json });
+  return json;
 }
 
 interface InsertOptions {
