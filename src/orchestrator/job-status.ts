@@ -80,14 +80,20 @@ export interface TaskTransition {
   keepLease?: boolean;
 }
 
-/** Moves one task to `to`, checking the transition, and records the change. */
-export async function transitionTask(
+/** The columns of a task that transitionTask reads. */
+export type TransitionedTask = Pick<TaskRow, 'id' | 'job_id' | 'status' | 'reason'>;
+
+/**
+ * Moves one task to `to`, checking the transition, and records the change. Returns the task
+ * with the written columns.
+ */
+export async function transitionTask<T extends TransitionedTask>(
   trx: Trx,
-  task: TaskRow,
+  task: T,
   to: Status,
   changes: ChangeSet,
   details: TaskTransition = {},
-): Promise<TaskRow> {
+): Promise<T> {
   if (!canTransition(task.status, to))
     throw new TransitionError(task.status, to, `task ${task.id}`);
   const now = nowIso();
