@@ -129,6 +129,11 @@ rounds_of() {
   echo "$out"
 }
 
+# Runs on different machines differ by more than the changes between them, so every result
+# names the machine it came from.
+cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+echo "machine: ${cpu_model:-unknown CPU}, $(nproc) CPUs, $(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1048576)) GiB," \
+  "Node.js $(node --version), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 python3 - "$(rounds_of peer-get)" "$(rounds_of slipway-get)" "$(rounds_of peer-post)" \
   "$(rounds_of slipway-post)" "$peer_rss" "$slipway_rss" "$peer_jobs" "$slipway_jobs" <<'PY'
 import statistics, sys
