@@ -253,9 +253,14 @@ export async function buildServer(
       hook: 'preHandler',
       max: api.rateLimitPerMinute,
       timeWindow: 60_000,
+      // A token the server does not know (or has revoked) names no client, so its requests
+      // count against the source address, as requests without a token do. Otherwise each
+      // invented token would open a new budget on the public endpoints.
       keyGenerator: (request: FastifyRequest) => {
         const token = bearerToken(request);
-        return token === undefined ? `ip:${request.ip}` : `token:${hashToken(token)}`;
+        return token === undefined || request.principal === undefined
+          ? `ip:${request.ip}`
+          : `token:${hashToken(token)}`;
       },
       // Workers long-poll and upload logs continuously; their traffic is not user traffic.
       allowList: (request: FastifyRequest) => request.principal?.role === 'agent',

@@ -54,6 +54,22 @@ describe('per-token rate limit', () => {
     }
   });
 
+  it('unknown tokens share the address limit', async () => {
+    for (let index = 0; index < LIMIT; index += 1) {
+      const response = await server.request('GET', '/api/health/status');
+      expect([200, 503], `request ${index + 1}`).toContain(response.status);
+    }
+    expect((await server.request('GET', '/api/health/status')).status).toBe(429);
+    // A token the server does not know names no client, so it must not buy a fresh budget.
+    for (let index = 0; index < 3; index += 1) {
+      const invented = await server.request('GET', '/api/health/status', {
+        token: `slw_invented-${index}-000000000000000000`,
+      });
+      expect(invented.status, `invented token ${index + 1}`).toBe(429);
+      expect(invented.body.code).toBe('rate_limited');
+    }
+  });
+
   it('agent tokens are not limited', async () => {
     const agent = await server.token('agent', 'worker-1');
     for (let index = 0; index < LIMIT * 3; index += 1) {
