@@ -79,6 +79,25 @@ export function findDatabaseFileAt(dbPath: string, target: string): string | nul
   return null;
 }
 
+/**
+ * Describes `file` when it is a database that something may still write to: the database of
+ * another Slipway installation whose processes run, or any SQLite database with a WAL file
+ * next to it. Returns undefined for a missing file, a finished backup or another file.
+ */
+function describeLiveDatabase(file: string): string | undefined {
+  const running = findRunningProcesses(file);
+  if (running.length > 0) {
+    const list = running.map(
+      (entry) => `${entry.roles.join('+')} (pid ${entry.pid} on ${entry.hostname})`,
+    );
+    return `the database of running Slipway processes: ${list.join(', ')}`;
+  }
+  if (fs.existsSync(`${file}-wal`)) {
+    return `a SQLite database in WAL mode (${file}-wal exists), which a process may have open`;
+  }
+  return undefined;
+}
+
 /** Runs `PRAGMA integrity_check` on `file` and returns its result: `ok` when it is sound. */
 export function checkIntegrity(file: string): string {
   const db = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
@@ -102,6 +121,13 @@ export async function backupDatabase(dbPath: string, target: string): Promise<Ba
   if (clash !== null) {
     throw new Error(
       `backup target ${target} is the database file ${clash}, so choose another path`,
+    );
+  }
+  const live = describeLiveDatabase(target);
+  if (live !== undefined) {
+    throw new Error(
+      `backup target ${target} is ${live}. Replacing it would leave its users writing to the ` +
+        'replaced file and lose those writes, so choose another path',
     );
   }
   // Owner-only, as prepareDirectories creates folders, because a backup contains the whole state.

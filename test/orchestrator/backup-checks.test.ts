@@ -253,3 +253,39 @@ describe('restore of an unusable backup', { timeout: 120_000 }, () => {
     expect(result.stderr).not.toContain('corrupted migrations');
   });
 });
+
+describe('backupDatabase over a live database', () => {
+  const dir = makeTempDir('slipway-backup-live-');
+  const source = path.join(dir, 'source.db');
+  const other = path.join(dir, 'other.db');
+  let otherConnection: BetterSqlite3.Database;
+
+  beforeAll(() => {
+    const sourceConnection = new BetterSqlite3(source);
+    sourceConnection.exec('CREATE TABLE jobs (id TEXT)');
+    sourceConnection.close();
+    // Another installation's database, open in WAL mode as a running server keeps it.
+    otherConnection = new BetterSqlite3(other);
+    otherConnection.pragma('journal_mode = WAL');
+    otherConnection.exec("CREATE TABLE jobs (id TEXT); INSERT INTO jobs VALUES ('kept')");
+  });
+  afterAll(() => {
+    otherConnection.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('rejects a target with a WAL file', async () => {
+    const before = fs.statSync(other);
+    await expect(backupDatabase(source, other)).rejects.toThrow(/is a SQLite database in WAL mode/);
+    expect(fs.statSync(other).ino).toBe(before.ino);
+    expect(fs.existsSync(`${other}.partial`)).toBe(false);
+    expect(otherConnection.prepare('SELECT id FROM jobs').pluck().all()).toEqual(['kept']);
+  });
+
+  it('writes over a finished backup', async () => {
+    const previous = path.join(dir, 'previous-backup.db');
+    await backupDatabase(source, previous);
+    const result = await backupDatabase(source, previous);
+    expect(result.path).toBe(previous);
+  });
+});
