@@ -111,7 +111,11 @@ export const ERROR_CODES = {
     status: 503,
     summary: 'GITHUB_WEBHOOK_SECRET is not set, so webhooks cannot be verified and are rejected',
   },
-  service_unavailable: { status: 503, summary: 'the server is starting, stopping or overloaded' },
+  service_unavailable: {
+    status: 503,
+    summary:
+      'the server is starting, stopping or overloaded, or another process holds the database lock',
+  },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -28,6 +28,7 @@ import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
 import { convertQuery, rejectRepeatedQuery, rejectUnknownQueries } from './query.js';
 import { hashToken } from '../store/tokens.js';
+import { isBusyError } from '../store/write-queue.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerAgentRoutes } from './routes/agent.js';
 import { registerHealthRoutes } from './routes/health.js';
@@ -125,6 +126,8 @@ const CLOSE_IDLE_EVERY_MS = 100;
 const DEFAULT_HEADERS_TIMEOUT_MS = 60_000;
 const DEFAULT_CHECKING_INTERVAL_MS = 30_000;
 const MIN_CHECKING_INTERVAL_MS = 500;
+/** Seconds a client is told to wait after a 503 for a locked database. */
+const BUSY_RETRY_AFTER_S = 5;
 /** Maximum number of characters of a request path that an error message repeats. */
 const MAX_PATH_IN_MESSAGE = 200;
 
@@ -320,6 +323,7 @@ export async function buildServer(
     } else if (apiError.code === 'rate_limited') {
       void reply.header('retry-after', reply.getHeader('retry-after') ?? '60');
     }
+    if (apiError.rule === 'locked') void reply.header('retry-after', String(BUSY_RETRY_AFTER_S));
     void reply.code(apiError.status).send(errorBody(apiError, request.id));
   });
 
@@ -532,6 +536,17 @@ export function toApiError(
       `the body is not valid JSON: ${error.message}`,
       'body',
       'json',
+    );
+  }
+  if (isBusyError(error)) {
+    // Another process held the write lock for all of busy_timeout: nothing was written, and
+    // the same request can succeed once the lock is free.
+    return new ApiError(
+      'service_unavailable',
+      'the database is locked by another process (SQLITE_BUSY), so nothing was changed; ' +
+        'retry the request in a few seconds',
+      'database',
+      'locked',
     );
   }
   if (fastifyError.statusCode === 503 || fastifyError.code === 'FST_ERR_REQUEST_TIMEOUT') {
