@@ -40,7 +40,18 @@ export function expandMatrix(
 
 function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[] {
   const supplied = axis.from === undefined ? undefined : inputs[axis.from];
-  if (supplied === undefined || supplied === null) return axis.values;
+  if (supplied === undefined || supplied === null) {
+    // Without values the job would get no task. Such a job stays queued for good, because no
+    // worker claims it and a cancel cannot end it.
+    if (axis.values.length === 0) {
+      throw new MatrixError(
+        axis.from!,
+        `${axis.from} is required: matrix axis ${axis.name} has no default, so send its ` +
+          `values as "${axis.from}" in the body or in params`,
+      );
+    }
+    return axis.values;
+  }
   const list = Array.isArray(supplied) ? supplied : [supplied];
   if (list.length === 0) {
     throw new MatrixError(axis.from!, `${axis.from} must not be an empty list`);

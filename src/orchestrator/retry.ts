@@ -1,6 +1,6 @@
 import type { AppContext } from '../app/context.js';
 import { ApiError, jobNotFound } from '../api/errors.js';
-import { expandMatrix } from '../jobs/matrix.js';
+import { expandMatrix, MatrixError } from '../jobs/matrix.js';
 import { isTerminal, type Status } from '../jobs/status.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -38,7 +38,7 @@ export async function retryJob(
     const pipeline = parseJsonColumn<Pipeline>(current.pipeline, {} as Pipeline);
     const inputs = parseJsonColumn<Record<string, unknown>>(current.params, {});
     const params = (inputs.params ?? {}) as Record<string, unknown>;
-    const combinations = expandMatrix(pipeline.matrix ?? [], { ...params, ...inputs });
+    const combinations = expandRetryMatrix(jobId, pipeline, { ...params, ...inputs });
     const dependencies = evaluateDependencies(sqlite, current.type, current.commit_sha);
     const status: Status = (
       { satisfied: 'queued', waiting: 'waiting', failed: 'skipped' } as const
@@ -87,4 +87,26 @@ export async function retryJob(
   });
   changes.emit(context.events);
   return job;
+}
+
+/**
+ * Expands the stored matrix of the job again. A job that an earlier version stored without the
+ * values of an axis that has no default has no matrix to reuse, so it gets 400.
+ */
+function expandRetryMatrix(
+  jobId: string,
+  pipeline: Pipeline,
+  inputs: Record<string, unknown>,
+): Array<Record<string, string>> {
+  try {
+    return expandMatrix(pipeline.matrix ?? [], inputs);
+  } catch (error) {
+    if (!(error instanceof MatrixError)) throw error;
+    throw new ApiError(
+      'validation_failed',
+      `job ${jobId} cannot be retried: ${error.message}; trigger a new job instead`,
+      error.field,
+      'matrix',
+    );
+  }
 }
