@@ -126,7 +126,7 @@ const CLOSE_IDLE_EVERY_MS = 100;
 const DEFAULT_HEADERS_TIMEOUT_MS = 60_000;
 const DEFAULT_CHECKING_INTERVAL_MS = 30_000;
 const MIN_CHECKING_INTERVAL_MS = 500;
-/** Seconds a client is told to wait after a 503 for a locked database. */
+/** Retry-After of a 503 for a locked database, in seconds. */
 const BUSY_RETRY_AFTER_S = 5;
 /** Maximum number of characters of a request path that an error message repeats. */
 const MAX_PATH_IN_MESSAGE = 200;
@@ -148,6 +148,9 @@ export async function buildServer(
       return typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     },
     trustProxy: false,
+    // Fastify's own 503 for requests that arrive while it closes has another body and no
+    // request id. The onRequest hook that checks `stopping` sends the catalogue's error instead.
+    return503OnClosing: false,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // Errors that Fastify or Node's parser raise before routing get the catalogue's shape too.
     frameworkErrors: (error, request, reply) => {
@@ -199,7 +202,9 @@ export async function buildServer(
   // A close waits for every open connection. Node closes the idle ones when the close starts,
   // but a keep-alive connection whose response was still being made then (a long-poll claim,
   // a followed log) would stay open for its keep-alive timeout of 72 s once it went idle.
+  let stopping = false;
   app.addHook('preClose', (done) => {
+    stopping = true;
     const timer = setInterval(() => app.server.closeIdleConnections(), CLOSE_IDLE_EVERY_MS);
     timer.unref();
     app.server.once('close', () => clearInterval(timer));
@@ -211,6 +216,21 @@ export async function buildServer(
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
     done();
+  });
+  app.addHook('onRequest', (_request, reply, done) => {
+    if (!stopping) {
+      done();
+      return;
+    }
+    void reply.header('connection', 'close');
+    done(
+      new ApiError(
+        'service_unavailable',
+        'the server is stopping; send the request again once it is back',
+        'server',
+        'stopping',
+      ),
+    );
   });
   app.addHook('onRequest', rejectBadHost);
 
