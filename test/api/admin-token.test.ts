@@ -2,6 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Migrator, sql } from 'kysely';
+import { ensureAdminToken } from '../../src/app/admin-token.js';
+import { loadConfig } from '../../src/config/env.js';
+import type { Logger } from '../../src/log.js';
 import { openStore } from '../../src/store/database.js';
 import { migrationProvider } from '../../src/store/migrations/index.js';
 import { createToken, revokeToken } from '../../src/store/tokens.js';
@@ -222,6 +225,29 @@ describe('token origin of an earlier schema', () => {
       ]);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('SLIPWAY_ADMIN_TOKEN of another role', () => {
+  it('logs a warning naming the token', async () => {
+    const dataDir = makeTempDir('slipway-admin-role-');
+    const store = await openStore(path.join(dataDir, 'state', 'orchestration.db'));
+    try {
+      const { token } = await store.write((trx) => createToken(trx, 'ci-bot', 'trigger'));
+      const config = loadConfig({ SLIPWAY_DATA_DIR: dataDir, SLIPWAY_ADMIN_TOKEN: token });
+      const warnings: string[] = [];
+      const logger = { warn: (_fields: unknown, message: string) => warnings.push(message) };
+
+      const result = await ensureAdminToken(config, store, logger as unknown as Logger);
+
+      expect(result.created).toBe(false);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('token "ci-bot", whose role is trigger');
+      expect(warnings[0]).toContain('set SLIPWAY_ADMIN_TOKEN to a new value');
+    } finally {
+      await store.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });
