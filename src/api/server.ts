@@ -272,8 +272,10 @@ export async function buildServer(
   if (api.rateLimitPerMinute > 0) {
     await app.register(rateLimit, {
       global: true,
-      // After authentication, so the limit is per token and agents can be exempt.
-      hook: 'preHandler',
+      // The plugin adds this hook to each route, and route hooks run after the authentication
+      // hook of the instance, so the limit is per token and agents can be exempt. Counting before
+      // the body is read and validated counts requests that end 400 too.
+      hook: 'onRequest',
       max: api.rateLimitPerMinute,
       timeWindow: 60_000,
       // A token the server does not know (or has revoked) names no client, so its requests

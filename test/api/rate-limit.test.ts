@@ -41,6 +41,19 @@ describe('per-token rate limit', () => {
     expect(await countRows(server.context.store.db)).toEqual(before);
   });
 
+  it('counts requests that fail validation', async () => {
+    const token = await server.token('read', 'sloppy-client');
+    for (let index = 0; index < LIMIT; index += 1) {
+      // An unknown query parameter and a malformed job id both end 400 before the handler.
+      const path = index % 2 === 0 ? '/api/state?unknown=1' : '/api/job/not%20an%20id';
+      const response = await server.request('GET', path, { token });
+      expect(response.status, `request ${index + 1}`).toBe(400);
+    }
+    const limited = await server.request('GET', '/api/state?unknown=1', { token });
+    expect(limited.status).toBe(429);
+    expect(limited.body.code).toBe('rate_limited');
+  });
+
   it('other tokens keep their own budget', async () => {
     const first = await server.token('read', 'first-reader');
     const second = await server.token('read', 'second-reader');
