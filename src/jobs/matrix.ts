@@ -56,6 +56,15 @@ function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[]
   if (list.length === 0) {
     throw new MatrixError(axis.from!, `${axis.from} must not be an empty list`);
   }
+  list.forEach((value, index) => {
+    if (typeof value === 'number' && !Number.isInteger(value)) {
+      throw new MatrixError(
+        `${axis.from}.${index}`,
+        `${axis.from}.${index} is the JSON number ${value}, and JSON numbers drop trailing ` +
+          'zeros (3.10 reads as 3.1); send matrix values that are not whole numbers as strings',
+      );
+    }
+  });
   const values = list.map(String);
   return [...new Set(values)];
 }

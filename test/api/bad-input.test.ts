@@ -206,6 +206,16 @@ const BODY_CASES: BadCase[] = [
     rule: 'matrix',
   },
   {
+    // JSON.parse reads 3.10 as 3.1, so the task would run Python 3.1.
+    name: 'python_versions with a fractional number',
+    path: TRIGGER,
+    body: { commit: 'abc1234', python_versions: ['3.12', 3.1] },
+    status: 400,
+    code: 'validation_failed',
+    field: 'python_versions.1',
+    rule: 'matrix',
+  },
+  {
     name: 'python_versions value that breaks the image',
     path: TRIGGER,
     body: { commit: 'abc1234', python_versions: ['3.12', '../../x'] },

@@ -39,7 +39,8 @@ export const TriggerBody = Type.Object(
       Type.Array(Scalar, {
         maxItems: 64,
         description:
-          'values for a matrix axis `from: python_versions`; rejected for a job type whose pipeline has no such axis',
+          'values for a matrix axis `from: python_versions`; rejected for a job type whose pipeline has no such axis. ' +
+          'A number must be whole, because JSON drops trailing zeros (3.10 reads as 3.1), so send versions as strings',
       }),
     ),
     github_run_id: Type.Optional(
