@@ -210,7 +210,14 @@ function enableWal(sqlite: BetterSqlite3.Database): void {
 
 export function openSqlite(dbPath: string, readonly = false): BetterSqlite3.Database {
   // Readable only by the owner, as prepareDirectories makes it, because it contains the whole state.
-  if (!readonly) fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
+  if (!readonly) {
+    fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
+    // SQLite would create the file with mode 0644 (under the usual umask 022), and it gives the
+    // -wal and -shm files the mode of the database. The folder may be shared when
+    // ORCHESTRATION_DB_PATH points outside SLIPWAY_DATA_DIR, so a new database is made
+    // owner-only here. An existing file keeps the mode its operator gave it.
+    fs.closeSync(fs.openSync(dbPath, fs.constants.O_CREAT | fs.constants.O_RDWR, 0o600));
+  }
   const sqlite = new BetterSqlite3(dbPath, { readonly, timeout: BUSY_TIMEOUT_MS });
   if (!readonly) enableWal(sqlite);
   // NORMAL leaves the WAL fsync out of COMMIT; WalSync runs it off the main thread before any
