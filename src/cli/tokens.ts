@@ -6,7 +6,7 @@ import { openStore } from '../store/database.js';
 import type { Kysely } from 'kysely';
 import { TOKEN_ROLES, type Database, type TokenRole, type TokenRow } from '../store/schema.js';
 import { createToken, findTokensByNameOrId, listTokens, revokeToken } from '../store/tokens.js';
-import { appendAudit } from '../store/audit.js';
+import { appendAudit, RESERVED_ACTOR_NAMES } from '../store/audit.js';
 import { TOKEN_CACHE_MS } from '../api/auth.js';
 import { cliAudit, CliError, loadCliConfig, runCommand } from './run.js';
 
@@ -28,6 +28,11 @@ function parseName(value: string): string {
   if (/^[0-9]+$/.test(value)) {
     throw new InvalidArgumentError(
       'must contain a character other than a digit, because `slipway token revoke` also takes ids',
+    );
+  }
+  if (RESERVED_ACTOR_NAMES.has(value.toLowerCase())) {
+    throw new InvalidArgumentError(
+      `"${value}" is a name Slipway writes as the actor of its own audit rows; choose another name`,
     );
   }
   return value;

@@ -20,6 +20,24 @@ export interface AuditEntry {
   details?: Record<string, unknown> | undefined;
 }
 
+/**
+ * Actors that Slipway writes in audit rows for its own work, and the name of the token it makes
+ * from SLIPWAY_AGENT_TOKEN. A token of the same name would make its rows look like Slipway's, so
+ * `slipway token create` rejects these names in any case of letters.
+ */
+export const RESERVED_ACTOR_NAMES: ReadonlySet<string> = new Set([
+  'agent-from-env',
+  'anonymous',
+  'api',
+  'github-retention',
+  'github-variable-sync',
+  'github-webhook',
+  'health-monitor',
+  'orchestrator',
+  'serve',
+  'slipway',
+]);
+
 type AuditRow = Required<Omit<Insertable<AuditLogTable>, 'id'>>;
 
 function auditRow(context: AuditContext, entry: AuditEntry): AuditRow {

@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ENV_AGENT_TOKEN_NAME } from '../../src/app/agent-token.js';
+import { RESERVED_ACTOR_NAMES } from '../../src/store/audit.js';
 import { ensureBuilt, runCli } from '../support/cli.js';
 import { makeTempDir, startTestServer } from '../support/server.js';
 
@@ -245,6 +247,45 @@ describe('slipway token', { timeout: 120_000 }, () => {
 
     const mixed = await runCli(['token', 'create', '--name', 'runner-42', '--role', 'read'], env);
     expect(mixed.code, mixed.stderr).toBe(0);
+  });
+
+  it("create rejects the names of Slipway's own audit actors", async () => {
+    const env = { SLIPWAY_DATA_DIR: dataDir };
+    for (const name of ['orchestrator', 'GitHub-Webhook', 'agent-from-env']) {
+      const reserved = await runCli(['token', 'create', '--name', name, '--role', 'admin'], env);
+      expect(reserved.code, name).toBe(2);
+      expect(reserved.stdout).toBe('');
+      expect(reserved.stderr).toContain('a name Slipway writes as the actor of its own audit rows');
+    }
+    const count = readOnly(dataDir, (sqlite) =>
+      sqlite
+        .prepare(
+          "SELECT count(*) AS n FROM api_tokens WHERE lower(name) IN ('orchestrator', 'github-webhook', 'agent-from-env')",
+        )
+        .get(),
+    ) as { n: number };
+    expect(count.n).toBe(0);
+  });
+
+  it('the reserved names cover every actor Slipway writes', () => {
+    // Every actor written as a string literal in the source, and the two named by constants.
+    const actors = new Set<string>();
+    const scan = (folder: string) => {
+      for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
+        const file = path.join(folder, entry.name);
+        if (entry.isDirectory()) scan(file);
+        else if (file.endsWith('.ts')) {
+          for (const match of fs.readFileSync(file, 'utf8').matchAll(/\bactor: '([^']+)'/g)) {
+            actors.add(match[1]!);
+          }
+        }
+      }
+    };
+    scan(path.join(import.meta.dirname, '../../src'));
+    actors.add(ENV_AGENT_TOKEN_NAME);
+    actors.add('github-webhook');
+    expect(actors.size).toBeGreaterThan(5);
+    for (const actor of actors) expect(RESERVED_ACTOR_NAMES.has(actor), actor).toBe(true);
   });
 
   it('revoke rejects an argument that is an id and a name', async () => {
