@@ -35,12 +35,31 @@ interface CacheEntry {
   expiresAt: number;
 }
 
+/**
+ * Precision of api_tokens.last_used_at. A token's use is stored when a lookup finds the stored
+ * time older than this, so a busy token costs one write a minute.
+ */
+export const LAST_USED_PRECISION_MS = 60_000;
+
+/** Stores that the token was used at the ISO time `at`; called without waiting for it. */
+export type RecordTokenUse = (tokenId: number, at: string) => void;
+
 export class TokenVerifier {
   // Keyed by the token itself, so that a cached check costs no SHA-256; entries live
   // TOKEN_CACHE_MS, and the map is emptied when it grows past 10,000 tokens.
   readonly #cache = new Map<string, CacheEntry>();
+  readonly #recordUse: RecordTokenUse | undefined;
 
-  constructor(readonly db: Kysely<Database>) {}
+  /**
+   * `recordUse` is called from lookups, which a cached token skips for TOKEN_CACHE_MS, so
+   * last_used_at is kept without any work on most requests.
+   */
+  constructor(
+    readonly db: Kysely<Database>,
+    recordUse?: RecordTokenUse,
+  ) {
+    this.#recordUse = recordUse;
+  }
 
   /** Returns the cached result for the token, or undefined when it must be looked up. */
   cached(token: string, now = Date.now()): CacheEntry | undefined {
@@ -56,8 +75,15 @@ export class TokenVerifier {
       row === undefined || row.revoked_at !== null
         ? undefined
         : { tokenId: row.id, name: row.name, role: row.role };
+    const now = Date.now();
     if (this.#cache.size > 10_000) this.#cache.clear();
-    this.#cache.set(token, { principal, expiresAt: Date.now() + TOKEN_CACHE_MS });
+    this.#cache.set(token, { principal, expiresAt: now + TOKEN_CACHE_MS });
+    if (principal !== undefined && this.#recordUse !== undefined) {
+      const lastUsed = row!.last_used_at === null ? Number.NaN : Date.parse(row!.last_used_at);
+      if (!(now - lastUsed < LAST_USED_PRECISION_MS)) {
+        this.#recordUse(principal.tokenId, new Date(now).toISOString());
+      }
+    }
     return principal;
   }
 

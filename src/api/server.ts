@@ -261,7 +261,16 @@ export async function buildServer(
   });
   await app.register(swaggerUi, { routePrefix: '/api/docs' });
 
-  const verifier = new TokenVerifier(context.store.db);
+  const verifier = new TokenVerifier(context.store.db, (tokenId, at) => {
+    // Bookkeeping of the token, not a change that a request asked for, so it has no audit row.
+    context.store
+      .write((trx) =>
+        trx.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', tokenId).execute(),
+      )
+      .catch((error: unknown) => {
+        context.logger.warn({ err: error, token_id: tokenId }, 'could not store a token use');
+      });
+  });
   const failures =
     api.authFailureLimitPerMinute > 0
       ? new AuthFailureLimiter(api.authFailureLimitPerMinute)

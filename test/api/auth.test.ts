@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TOKEN_CACHE_MS } from '../../src/api/auth.js';
+import { TOKEN_CACHE_MS, TokenVerifier } from '../../src/api/auth.js';
 import type { TokenRole } from '../../src/store/schema.js';
 import { revokeToken } from '../../src/store/tokens.js';
 import { countRows } from '../support/rows.js';
@@ -322,6 +322,48 @@ describe('authentication and roles', () => {
     expect(response.status).toBe(401);
     expect(response.body.rule).toBe('format');
     expect(response.body.error).toContain('malformed Authorization header');
+  });
+
+  it('a request stores when its token was last used', async () => {
+    const token = await server.token('read', 'usage-reader');
+    const lastUsed = () =>
+      server.context.store.db
+        .selectFrom('api_tokens')
+        .select('last_used_at')
+        .where('name', '=', 'usage-reader')
+        .executeTakeFirstOrThrow();
+    expect((await lastUsed()).last_used_at).toBeNull();
+    const before = new Date().toISOString();
+    expect((await server.request('GET', '/api/state', { token })).status).toBe(200);
+    // The use is written after the response, through the write queue.
+    let stored: string | null = null;
+    for (let wait = 0; wait < 100 && stored === null; wait += 1) {
+      stored = (await lastUsed()).last_used_at;
+      if (stored === null) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(stored).not.toBeNull();
+    expect(stored! >= before).toBe(true);
+  });
+
+  it('a lookup writes the last use at most once a minute', async () => {
+    const token = await server.token('read', 'usage-counted');
+    const uses: number[] = [];
+    const verifier = new TokenVerifier(server.context.store.db, (tokenId, at) => {
+      uses.push(tokenId);
+      void server.context.store.write((trx) =>
+        trx.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', tokenId).execute(),
+      );
+    });
+    expect(await verifier.verify(token)).toBeDefined();
+    await server.context.store.write(async () => undefined);
+    // Each forget makes the next request look the token up again, as the cache's expiry does.
+    verifier.forget();
+    expect(await verifier.verify(token)).toBeDefined();
+    verifier.forget();
+    expect(await verifier.verify(token)).toBeDefined();
+    expect(uses).toHaveLength(1);
+    expect(await verifier.verify('slw_unknown-000000000000000000000000')).toBeUndefined();
+    expect(uses).toHaveLength(1);
   });
 
   it('the bearer scheme is case-insensitive', async () => {
