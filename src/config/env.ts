@@ -2,6 +2,7 @@
  * Every environment variable Slipway reads, with its default and its rule. `loadConfig`
  * validates all of them at start and stops with a message that names the variable.
  */
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { redactUrl } from '../util/url.js';
@@ -157,6 +158,24 @@ function readString(env: Env, name: string): string | undefined {
   return trimmed === '' ? undefined : trimmed;
 }
 
+/**
+ * Returns the resolved database path, rejecting one that names a folder: path.resolve drops a
+ * trailing "/", and SQLite would then create a database file where the operator meant a folder.
+ */
+function readDatabasePath(env: Env, resolved: string): string {
+  const raw = readString(env, 'ORCHESTRATION_DB_PATH');
+  const isFolder =
+    raw !== undefined &&
+    (/[/\\]$/.test(raw) || (fs.existsSync(resolved) && fs.statSync(resolved).isDirectory()));
+  if (isFolder) {
+    throw new ConfigError(
+      'ORCHESTRATION_DB_PATH',
+      `must name the database file, not a folder, got "${raw}"; for example ${path.join(raw, 'orchestration.db')}`,
+    );
+  }
+  return resolved;
+}
+
 function readInteger(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = readString(env, name);
   if (raw === undefined) return fallback;
@@ -303,7 +322,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
 
   return {
     dataDir,
-    dbPath: inData('ORCHESTRATION_DB_PATH', 'state/orchestration.db'),
+    dbPath: readDatabasePath(env, inData('ORCHESTRATION_DB_PATH', 'state/orchestration.db')),
     logPath: inData('ORCHESTRATION_LOG_PATH', 'logs'),
     workspacePath: inData('ORCHESTRATION_WORKSPACE_PATH', 'workspaces'),
     artifactsPath: inData('ORCHESTRATION_ARTIFACTS_PATH', 'artifacts'),

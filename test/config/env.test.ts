@@ -212,6 +212,24 @@ describe('configuration at start', () => {
     expect(messageFor('SLIPWAY_AGENT_TOKEN')).toContain('generate one with: openssl rand');
   });
 
+  it('ORCHESTRATION_DB_PATH naming a folder is rejected', () => {
+    const folder = makeTempDir('slipway-db-folder-');
+    for (const value of [`${folder}/state/`, folder]) {
+      let thrown: unknown;
+      try {
+        loadConfig({ ORCHESTRATION_DB_PATH: value });
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown, value).toBeInstanceOf(ConfigError);
+      expect((thrown as ConfigError).variable).toBe('ORCHESTRATION_DB_PATH');
+      expect((thrown as ConfigError).message).toContain('not a folder');
+    }
+    expect(loadConfig({ ORCHESTRATION_DB_PATH: `${folder}/state/db.sqlite` }).dbPath).toBe(
+      path.join(folder, 'state', 'db.sqlite'),
+    );
+  });
+
   it.each([
     ['999.1.1.1', 'four numbers from 0 to 255'],
     ['1.2.3', 'four numbers from 0 to 255'],
