@@ -1,5 +1,6 @@
 import { pino, type Logger } from 'pino';
 import type { LogLevel } from './config/env.js';
+import { redactSecretsInUrl } from './util/url.js';
 
 export type { Logger };
 
@@ -19,40 +20,6 @@ const REDACTED_PATHS = [
   'password',
   '*.password',
 ];
-
-/** Query parameters whose values are secrets when a client puts one in a URL by mistake. */
-const SECRET_PARAMETER = /^(.*token|.*secret|password|.*key|signature)$/i;
-
-/**
- * Returns the URL with the values of secret-looking query parameters and any Slipway token
- * replaced, because a request line keeps the URL as the client sent it.
- */
-export function redactUrl(url: string): string {
-  const query = url.indexOf('?');
-  const redacted =
-    query < 0
-      ? url
-      : url.slice(0, query + 1) +
-        url
-          .slice(query + 1)
-          .split('&')
-          .map((pair) => {
-            const equals = pair.indexOf('=');
-            if (equals < 0) return pair;
-            const name = decodeURIComponentSafe(pair.slice(0, equals));
-            return SECRET_PARAMETER.test(name) ? `${pair.slice(0, equals)}=[redacted]` : pair;
-          })
-          .join('&');
-  return redacted.replace(/slw_[A-Za-z0-9_-]+/g, 'slw_[redacted]');
-}
-
-function decodeURIComponentSafe(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
-}
 
 interface LoggedRequest {
   method?: string;
@@ -78,7 +45,7 @@ export function createLogger(level: LogLevel, name = 'slipway', destination: 1 |
       // precedence over Fastify's own.
       req: (request: LoggedRequest) => ({
         method: request.method,
-        url: request.url === undefined ? undefined : redactUrl(request.url),
+        url: request.url === undefined ? undefined : redactSecretsInUrl(request.url),
         host: request.host,
         remoteAddress: request.ip,
         remotePort: request.socket?.remotePort,

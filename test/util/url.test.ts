@@ -13,6 +13,12 @@ describe('redactUrl', () => {
     ['http://user:pa/ss@host', 'http://***@host'],
     ['ftp://user:s3cret@host', 'ftp://***@host'],
     ['not a url', 'not a url'],
+    [
+      'http://127.0.0.1:5499/x?token=slw_abc&branch=main',
+      'http://127.0.0.1:5499/x?token=[redacted]&branch=main',
+    ],
+    ['http://u:slw_abc@host/x?api_key=k1', 'http://***@host/x?api_key=[redacted]'],
+    ['http://host/slw_abc', 'http://host/slw_[redacted]'],
   ];
   for (const [url, expected] of cases) {
     it(`redacts ${url}`, () => {
