@@ -81,6 +81,39 @@ pipelines:
     expect((await workerRow('handover'))?.session).toBe('session-new');
   });
 
+  it('keeps an offline worker offline until it registers', async () => {
+    expect((await register({ name: 'gone', session: 'session-g1' })).status).toBe(200);
+    expect((await post('/api/agent/workers/gone/status', { status: 'offline' })).status).toBe(200);
+    for (const status of ['online', 'draining']) {
+      const back = await post('/api/agent/workers/gone/status', { status });
+      expect(back.status, status).toBe(409);
+      expect(back.body.code).toBe('invalid_transition');
+      expect(back.body.error).toContain('registers again');
+    }
+    expect((await workerRow('gone'))?.status).toBe('offline');
+  });
+
+  it('audits a worker status only when it changes', async () => {
+    expect((await register({ name: 'steady', session: 'session-s1' })).status).toBe(200);
+    const audited = async () =>
+      (
+        await server.context.store.db
+          .selectFrom('audit_log')
+          .select('details')
+          .where('action', '=', 'worker_status_changed')
+          .where('details', 'like', '%"steady"%')
+          .execute()
+      ).length;
+    for (let index = 0; index < 3; index += 1) {
+      expect((await post('/api/agent/workers/steady/status', { status: 'draining' })).status).toBe(
+        200,
+      );
+    }
+    expect(await audited()).toBe(1);
+    expect((await post('/api/agent/workers/steady/status', { status: 'online' })).status).toBe(200);
+    expect(await audited()).toBe(2);
+  });
+
   it('rejects a claim from a draining worker', async () => {
     expect((await register({ name: 'drainer', session: 'session-d1' })).status).toBe(200);
     await post('/api/agent/workers/drainer/status', { status: 'draining' });

@@ -370,7 +370,8 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           'Mark a worker draining or offline',
           'A draining or offline worker gets no more tasks; its waiting claims end at once with ' +
             '409 worker_not_online. A draining worker runs its tasks to the end and claims ' +
-            'again once set online; an offline one registers again.',
+            'again once set online; an offline one registers again (setting it online or ' +
+            'draining gets 409 invalid_transition). Repeating the current status changes nothing.',
         ),
         params: WorkerParams,
         body: Type.Object(
@@ -396,16 +397,36 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       const audit = auditContext(request);
       const found = await context.store.write(async (trx) => {
         await checkWorkerOwner(trx, workerId, request.principal);
-        const result = await trx
-          .updateTable('workers')
-          .set({ status, last_heartbeat_at: nowIso() })
+        const worker = await trx
+          .selectFrom('workers')
+          .select('status')
           .where('id', '=', workerId)
           .executeTakeFirst();
-        if (Number(result.numUpdatedRows) === 0) return false;
-        await appendAudit(trx, audit, {
-          action: 'worker_status_changed',
-          details: { worker_id: workerId, status },
-        });
+        if (worker === undefined) return false;
+        if (worker.status === 'offline' && status !== 'offline') {
+          // A worker is offline when it stopped or went silent. It comes back by registering
+          // again, which a worker does when it starts or on its next claim.
+          throw new ApiError(
+            'invalid_transition',
+            `worker ${workerId} is offline, so it cannot be set ${status}; an offline worker ` +
+              'registers again, as a worker does when it starts or on its next claim',
+            'status',
+            'transition',
+          );
+        }
+        const changed = worker.status !== status;
+        await trx
+          .updateTable('workers')
+          .set(changed ? { status, last_heartbeat_at: nowIso() } : { last_heartbeat_at: nowIso() })
+          .where('id', '=', workerId)
+          .execute();
+        // A repeated request changes nothing, so it adds no audit row.
+        if (changed) {
+          await appendAudit(trx, audit, {
+            action: 'worker_status_changed',
+            details: { worker_id: workerId, status, previous_status: worker.status },
+          });
+        }
         return true;
       });
       if (!found) throw workerNotFound(workerId);
