@@ -32,6 +32,45 @@ export function rejectUnknownQueries(app: FastifyInstance): void {
 }
 
 /**
+ * Rejects a query whose names or values are not valid percent-encoding (`%ZZ`, or bytes that
+ * are not UTF-8, such as `%C3%28`). Fastify's parser keeps such text as it is, so a filter
+ * would silently match nothing, while the same text in the path gets 400. Runs as a
+ * preValidation hook.
+ */
+export function rejectBadQueryEncoding(
+  request: FastifyRequest,
+  _reply: FastifyReply,
+  done: HookHandlerDoneFunction,
+): void {
+  const start = request.url.indexOf('?');
+  if (start < 0) {
+    done();
+    return;
+  }
+  for (const pair of request.url.slice(start + 1).split('&')) {
+    const equals = pair.indexOf('=');
+    const name = equals < 0 ? pair : pair.slice(0, equals);
+    for (const part of equals < 0 ? [pair] : [name, pair.slice(equals + 1)]) {
+      try {
+        decodeURIComponent(part.replace(/\+/g, ' '));
+      } catch {
+        done(
+          new ApiError(
+            'validation_failed',
+            `query parameter ${JSON.stringify(name.slice(0, 100))} is not valid percent-encoding; ` +
+              'encode each byte as % and two hex digits, and text as UTF-8',
+            name.slice(0, 100),
+            'encoding',
+          ),
+        );
+        return;
+      }
+    }
+  }
+  done();
+}
+
+/**
  * Rejects a query parameter of the route's schema that the request repeats
  * (`?limit=1&limit=2`). Fastify's parser turns it into a list, which would otherwise be
  * reported as the wrong type. Runs as a preValidation hook, before convertQuery.

@@ -26,7 +26,12 @@ import { AuthFailureLimiter, FAILURE_WINDOW_MS } from './auth-failures.js';
 import { registerJsonBodyParser, treatNoBodyAsEmptyObject } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
-import { convertQuery, rejectRepeatedQuery, rejectUnknownQueries } from './query.js';
+import {
+  convertQuery,
+  rejectBadQueryEncoding,
+  rejectRepeatedQuery,
+  rejectUnknownQueries,
+} from './query.js';
 import { hashToken } from '../store/tokens.js';
 import { isBusyError } from '../store/write-queue.js';
 import { registerAdminRoutes } from './routes/admin.js';
@@ -195,6 +200,7 @@ export async function buildServer(
   const methodsOf = recordRouteMethods(app);
   rejectUnknownQueries(app);
   boundRequestNumbers(app);
+  app.addHook('preValidation', rejectBadQueryEncoding);
   app.addHook('preValidation', rejectRepeatedQuery);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);

@@ -625,6 +625,9 @@ const QUERY_CASES: BadCase[] = [
   ['branch=', 'branch', 'minLength'],
   ['cursor=not-a-cursor', 'cursor', 'format'],
   ['sort=id', 'sort', 'unknown_field'],
+  ['branch=%ZZ', 'branch', 'encoding'],
+  ['branch=%C3%28', 'branch', 'encoding'],
+  ['br%ZZanch=main', 'br%ZZanch', 'encoding'],
 ]
   .map(([query, field, rule]): BadCase => ({
     name: `admin jobs ${query}`,
