@@ -4,6 +4,7 @@
  * that take an optional body can accept an empty one.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { headerCount } from './auth.js';
 import { ApiError } from './errors.js';
 
 declare module 'fastify' {
@@ -30,6 +31,19 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
   // string ("body must be a JSON object") while other types got 415; now all of them do.
   app.removeContentTypeParser('text/plain');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    // Node keeps the first of two Content-Type headers and drops the other, so a body sent as
+    // two types would be read as the first without a word.
+    if (headerCount(request, 'content-type') > 1) {
+      done(
+        new ApiError(
+          'validation_failed',
+          'the request has more than one Content-Type header; send one: "Content-Type: application/json"',
+          'Content-Type',
+          'single',
+        ),
+      );
+      return;
+    }
     const encoding = request.headers['content-encoding'];
     if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
       // The body would be compressed bytes, which JSON.parse would quote back in its message.

@@ -315,6 +315,22 @@ describe('authentication and roles', () => {
     expect(await countRows(server.context.store.db)).toEqual(before);
   });
 
+  it('two Content-Type headers: 400', async () => {
+    const before = await countRows(server.context.store.db);
+    const response = await sendWithAuthorizations(
+      'POST',
+      '/api/trigger/ci',
+      [`Bearer ${tokens.trigger}`],
+      { commit: 'abc1234', branch: 'two-types' },
+      ['content-type', 'text/plain'],
+    );
+    expect(response.status).toBe(400);
+    expect(response.body.field).toBe('Content-Type');
+    expect(response.body.rule).toBe('single');
+    expect(response.body.error).toContain('more than one Content-Type header');
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
   it('text after the token: 401 naming the format', async () => {
     const response = await server.request('GET', '/api/state', {
       headers: { authorization: `Bearer ${tokens.read} extra` },
