@@ -22,7 +22,7 @@ import type { AppContext } from '../app/context.js';
 import { isClusterWorker } from '../app/cluster.js';
 import { registerAuth, TokenVerifier, bearerToken, headerCount } from './auth.js';
 import { shareAuthFailures, sharedQuotaStore } from './shared-rate-limit.js';
-import { AuthFailureLimiter, FAILURE_WINDOW_MS } from './auth-failures.js';
+import { addressKey, AuthFailureLimiter, FAILURE_WINDOW_MS } from './auth-failures.js';
 import { registerJsonBodyParser, treatNoBodyAsEmptyObject } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
@@ -293,15 +293,7 @@ export async function buildServer(
       hook: 'onRequest',
       max: api.rateLimitPerMinute,
       timeWindow: 60_000,
-      // A token the server does not know (or has revoked) names no client, so its requests
-      // count against the source address, as requests without a token do. Otherwise each
-      // invented token would open a new budget on the public endpoints.
-      keyGenerator: (request: FastifyRequest) => {
-        const token = bearerToken(request);
-        return token === undefined || request.principal === undefined
-          ? `ip:${request.ip}`
-          : `token:${hashToken(token)}`;
-      },
+      keyGenerator: rateLimitKey,
       // Workers long-poll and upload logs continuously; their traffic is not user traffic.
       allowList: (request: FastifyRequest) => request.principal?.role === 'agent',
       // The processes of a cluster share each token's limit through the primary.
@@ -521,6 +513,20 @@ function bodyLimitOf(request: FastifyRequest, apiBodyLimitBytes: number): BodyLi
 }
 
 /** Maps anything thrown while handling a request to the error catalogue. */
+/**
+ * Returns the key that the rate limit counts a request under: its token, or its source
+ * address when it has none. A token the server does not know (or has revoked) names no client,
+ * so its requests count against the address too. Otherwise each invented token would open a
+ * new budget on the public endpoints. Addresses count as the failed-authentication limit
+ * counts them, IPv6 ones by their /64.
+ */
+export function rateLimitKey(request: FastifyRequest): string {
+  const token = bearerToken(request);
+  return token === undefined || request.principal === undefined
+    ? `ip:${addressKey(request.ip)}`
+    : `token:${hashToken(token)}`;
+}
+
 export function toApiError(
   error: FastifyError | ApiError | Error,
   bodyLimit?: BodyLimit,

@@ -1,6 +1,8 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TOKEN_CACHE_MS } from '../../src/api/auth.js';
+import type { FastifyRequest } from 'fastify';
+import { TOKEN_CACHE_MS, type Principal } from '../../src/api/auth.js';
+import { rateLimitKey } from '../../src/api/server.js';
 import { countRows } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -194,5 +196,28 @@ describe('failed authentication limit', () => {
     const response = await getFrom('127.0.0.2', '/api/state');
     expect(response.status).toBe(401);
     expect(response.body.code).toBe('unauthorized');
+  });
+});
+
+describe('rate limit key', () => {
+  const requestFrom = (ip: string, authorization?: string, principal?: Principal) =>
+    ({ ip, headers: { authorization }, principal }) as unknown as FastifyRequest;
+
+  it('counts the addresses of one IPv6 /64 together', () => {
+    expect(rateLimitKey(requestFrom('2001:db8:1:2::a'))).toBe(
+      rateLimitKey(requestFrom('2001:db8:1:2:ffff::1')),
+    );
+    expect(rateLimitKey(requestFrom('2001:db8:1:2::a'))).not.toBe(
+      rateLimitKey(requestFrom('2001:db8:1:3::a')),
+    );
+    expect(rateLimitKey(requestFrom('::ffff:192.0.2.1'))).toBe('ip:192.0.2.1');
+  });
+
+  it('keys a known token by the token and an unknown one by the address', () => {
+    const principal: Principal = { tokenId: 1, name: 'reader', role: 'read' };
+    const known = rateLimitKey(requestFrom('192.0.2.1', 'Bearer slw_known', principal));
+    expect(known).toMatch(/^token:/);
+    expect(rateLimitKey(requestFrom('192.0.2.9', 'Bearer slw_known', principal))).toBe(known);
+    expect(rateLimitKey(requestFrom('192.0.2.1', 'Bearer slw_invented'))).toBe('ip:192.0.2.1');
   });
 });
