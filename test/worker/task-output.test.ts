@@ -198,17 +198,87 @@ describe('task output masking', () => {
   });
 });
 
-/** An AgentClient that stores uploads in memory, for tests that run thousands of tasks. */
-class MemoryClient extends AgentClient {
+describe('task output buffer', () => {
+  it('drops output past the buffer while uploads stall', async () => {
+    const client = new StallingClient();
+    const output = new TaskOutput({
+      client,
+      taskId: 'ci-00000001.1.0',
+      workerId: 'worker-a',
+      attempt: 1,
+      secrets: [],
+      logger: pino({ level: 'silent' }),
+      maxPendingChars: 300_000,
+    });
+    const line = `${'x'.repeat(99)}\n`;
+    for (let i = 0; i < 10_000; i += 1) output.write(Buffer.from(line));
+    client.resume();
+    // Output is kept again once the buffer has drained below half of its maximum.
+    await vi.waitFor(() => expect(client.uploads.join('').length).toBeGreaterThan(300_000), {
+      timeout: 2_000,
+    });
+    output.write(Buffer.from('after the stall\n'));
+    await output.close();
+
+    const text = client.uploads.join('');
+    expect(text.length).toBeLessThan(400_000);
+    expect(text).toMatch(/\[slipway\] dropped \d+ characters of output here because log uploads/);
+    expect(text.endsWith('after the stall\n')).toBe(true);
+  });
+
+  it('stops uploading once the API cuts the log', async () => {
+    const client = new MemoryClient({ truncated: true });
+    const output = new TaskOutput({
+      client,
+      taskId: 'ci-00000001.1.0',
+      workerId: 'worker-a',
+      attempt: 1,
+      secrets: [],
+      logger: pino({ level: 'silent' }),
+    });
+    output.write(Buffer.from('first\n'));
+    await vi.waitFor(() => expect(client.uploads).toHaveLength(1), { timeout: 2_000 });
+    output.write(Buffer.from('second\n'));
+    await output.close();
+
+    expect(client.uploads).toEqual(['first\n']);
+  });
+});
+
+/** Holds every upload until resume(), like an API whose disk is full. */
+class StallingClient extends AgentClient {
   readonly uploads: string[] = [];
+  #resume: () => void = () => undefined;
+  readonly #resumed = new Promise<void>((resolve) => (this.#resume = resolve));
 
   constructor() {
     super('http://127.0.0.1:9', 'slw_test-agent-token');
   }
 
+  resume(): void {
+    this.#resume();
+  }
+
+  override async uploadLog(_taskId: string, body: { data: string }): Promise<unknown> {
+    await this.#resumed;
+    this.uploads.push(body.data);
+    return {};
+  }
+}
+
+/** An AgentClient that stores uploads in memory, for tests that run thousands of tasks. */
+class MemoryClient extends AgentClient {
+  readonly uploads: string[] = [];
+  readonly #answer: object;
+
+  constructor(answer: object = {}) {
+    super('http://127.0.0.1:9', 'slw_test-agent-token');
+    this.#answer = answer;
+  }
+
   override uploadLog(_taskId: string, body: { data: string }): Promise<unknown> {
     this.uploads.push(body.data);
-    return Promise.resolve({});
+    return Promise.resolve(this.#answer);
   }
 }
 
