@@ -114,7 +114,7 @@ export const ERROR_CODES = {
   service_unavailable: {
     status: 503,
     summary:
-      'the server is starting, stopping or overloaded, or another process holds the database lock',
+      'the server is starting, stopping or overloaded, another process holds the database lock, or the disk is full or cannot be written',
   },
 } as const;
 

@@ -592,6 +592,8 @@ export function toApiError(
       'locked',
     );
   }
+  const storage = storageError(error);
+  if (storage !== undefined) return storage;
   if (fastifyError.statusCode === 503 || fastifyError.code === 'FST_ERR_REQUEST_TIMEOUT') {
     return new ApiError('service_unavailable', fastifyError.message);
   }
@@ -599,6 +601,50 @@ export function toApiError(
     return new ApiError('validation_failed', fastifyError.message);
   }
   return new ApiError('internal_error', 'internal error; the request id is in the server log');
+}
+
+/**
+ * Maps a failed write of the database or a task log, which the operator must fix on the host,
+ * to a 503 that names the cause. The message leaves out the path, which the server log has.
+ */
+function storageError(error: unknown): ApiError | undefined {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string') return undefined;
+  const primary = code.startsWith('SQLITE_') ? code.split('_').slice(0, 2).join('_') : code;
+  switch (primary) {
+    case 'SQLITE_FULL':
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new ApiError(
+        'service_unavailable',
+        `the server's disk is full (${code}), so the request failed; ` +
+          'free space where the database and logs are stored (SLIPWAY_DATA_DIR), then retry',
+        'storage',
+        'full',
+      );
+    case 'SQLITE_READONLY':
+    case 'SQLITE_PERM':
+    case 'EROFS':
+    case 'EACCES':
+    case 'EPERM':
+      return new ApiError(
+        'service_unavailable',
+        `the server may not write its data files (${code}), so the request failed; ` +
+          'the server log names the file, whose permissions or file system need fixing',
+        'storage',
+        'permission',
+      );
+    case 'SQLITE_IOERR':
+    case 'EIO':
+      return new ApiError(
+        'service_unavailable',
+        `the server's storage failed (${code}), so the request failed; ` +
+          'the server log has the error, and the disk needs checking',
+        'storage',
+        'io',
+      );
+  }
+  return undefined;
 }
 
 interface AjvIssue {
