@@ -37,6 +37,9 @@ import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
 import { ErrorSchema } from '../schemas.js';
 
+/** Smallest body limit of log uploads; the worker's largest upload stays under it. */
+const LOG_UPLOAD_BODY_LIMIT = 1024 * 1024;
+
 /** Maximum seconds a claim waits for tasks, below the 30 s idle timeout common in proxies. */
 export const MAX_CLAIM_WAIT_SECONDS = 25;
 /** Upper bound on the heartbeat interval, so a cancel reaches a worker within about a second. */
@@ -532,6 +535,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
   app.post(
     '/api/agent/tasks/:task_id/logs',
     {
+      // A worker's upload of 64 Ki characters reaches about 400 KB when JSON escapes each one
+      // as \uXXXX, so a lower API_BODY_LIMIT must not reject it and lose the task's output.
+      bodyLimit: Math.max(context.config.api.bodyLimitBytes, LOG_UPLOAD_BODY_LIMIT),
       schema: {
         ...route(
           'Append output to the task attempt log',
@@ -564,7 +570,13 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       // A running task sends these every few seconds. Their request lines would drown the log
       // at level info, so this route writes only warnings and errors.
       logLevel: 'warn',
-      config: { roles: ['agent'] },
+      config: {
+        roles: ['agent'],
+        bodyLimitSource:
+          context.config.api.bodyLimitBytes >= LOG_UPLOAD_BODY_LIMIT
+            ? 'API_BODY_LIMIT'
+            : 'the minimum body limit of log uploads, whatever API_BODY_LIMIT is',
+      },
     },
     async (request) => {
       const holder = await leaseHolder(context, request);
