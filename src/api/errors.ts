@@ -114,7 +114,7 @@ export const ERROR_CODES = {
   service_unavailable: {
     status: 503,
     summary:
-      'the server is starting, stopping or overloaded, another process holds the database lock, or the disk is full or cannot be written',
+      'the server is starting, stopping or overloaded, another process holds the database lock, the disk is full or cannot be written, or the database file was deleted or replaced while the server ran',
   },
 } as const;
 

@@ -634,6 +634,14 @@ function storageError(error: unknown): ApiError | undefined {
         'storage',
         'permission',
       );
+    case 'SLIPWAY_DATABASE_REPLACED':
+      return new ApiError(
+        'service_unavailable',
+        'the database file was deleted or replaced while the server ran, so writes are ' +
+          'rejected to keep them from being lost; the server log names the file and what to do',
+        'storage',
+        'replaced',
+      );
     case 'SQLITE_IOERR':
     case 'EIO':
       return new ApiError(

@@ -52,7 +52,10 @@ export class Store {
     readonly path: string,
     options: StoreOptions & { walSync?: WalSync; checkpointer?: Checkpointer },
   ) {
-    this.#writes = new WriteQueue(db, sqlite, options);
+    this.#writes = new WriteQueue(db, sqlite, {
+      ...options,
+      dbPath: options.readonly === true ? undefined : path,
+    });
     this.#checkpointer = options.checkpointer;
     if (options.readonly === true) this.#reader = new Reader(sqlite);
   }

@@ -5,6 +5,7 @@
  * thread (see WalSync) and the next batch may commit while it runs; each write resolves only
  * after an fsync that started after its own COMMIT.
  */
+import fs from 'node:fs';
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from '../log.js';
@@ -54,6 +55,30 @@ export function isBusyError(error: unknown): boolean {
   );
 }
 
+/**
+ * Thrown before a commit when the database file at the configured path is no longer the file
+ * this connection opened. SQLite in WAL mode keeps writing to a deleted or replaced file, and
+ * those writes would be gone at the next start.
+ */
+export class DatabaseReplacedError extends Error {
+  readonly code = 'SLIPWAY_DATABASE_REPLACED';
+
+  constructor(readonly path: string) {
+    super(
+      `the database file ${path} was deleted or replaced while this process had it open, ` +
+        'so writes are rejected; stop every Slipway process that uses it, put the database ' +
+        'back (slipway restore FILE), then start them again',
+    );
+  }
+}
+
+/** Device and inode of the database file when the connection opened it. */
+interface FileIdentity {
+  path: string;
+  dev: number;
+  ino: number;
+}
+
 export class WriteQueue {
   readonly #db: Kysely<Database>;
   readonly #sqlite: BetterSqlite3.Database;
@@ -63,6 +88,7 @@ export class WriteQueue {
   readonly #logger: Logger | undefined;
   readonly #delayMs: number;
   readonly #walSync: WalSync | undefined;
+  readonly #file: FileIdentity | undefined;
   readonly #syncing = new Set<Promise<void>>();
   #pending: PendingWrite[] = [];
   #scheduled = false;
@@ -71,7 +97,7 @@ export class WriteQueue {
   constructor(
     db: Kysely<Database>,
     sqlite: BetterSqlite3.Database,
-    options: { logger?: Logger; commitDelayMs?: number; walSync?: WalSync },
+    options: { logger?: Logger; commitDelayMs?: number; walSync?: WalSync; dbPath?: string },
   ) {
     this.#db = db;
     this.#sqlite = sqlite;
@@ -83,6 +109,11 @@ export class WriteQueue {
     this.#logger = options.logger;
     this.#delayMs = options.commitDelayMs ?? 0;
     this.#walSync = options.walSync;
+    const stat =
+      options.dbPath === undefined
+        ? undefined
+        : fs.statSync(options.dbPath, { throwIfNoEntry: false });
+    if (stat !== undefined) this.#file = { path: options.dbPath!, dev: stat.dev, ino: stat.ino };
   }
 
   enqueue<T>(work: WriteWork<T>): Promise<T> {
@@ -120,6 +151,7 @@ export class WriteQueue {
     const started = Date.now();
     for (let attempt = 1; ; attempt += 1) {
       try {
+        this.#checkFile();
         const outcomes = await this.#commit(batch);
         const settle = () =>
           batch.forEach((write, index) => {
@@ -149,6 +181,14 @@ export class WriteQueue {
         for (const write of batch) write.reject(error);
         return;
       }
+    }
+  }
+
+  #checkFile(): void {
+    if (this.#file === undefined) return;
+    const stat = fs.statSync(this.#file.path, { throwIfNoEntry: false });
+    if (stat === undefined || stat.dev !== this.#file.dev || stat.ino !== this.#file.ino) {
+      throw new DatabaseReplacedError(this.#file.path);
     }
   }
 
