@@ -50,6 +50,8 @@ export class TaskOutput implements OutputSink {
   #lost = false;
   /** Set once an upload response reports that the log reached SLIPWAY_LOG_MAX_BYTES. */
   #cut = false;
+  /** Set when the worker stops after its grace period, so a failing upload is not retried. */
+  #abandoned = false;
   /** Characters dropped because the buffer was full, not yet reported in the log. */
   #droppedChars = 0;
   readonly #maxPendingChars: number;
@@ -73,6 +75,11 @@ export class TaskOutput implements OutputSink {
     // Output before a note is complete (a step ended), so nothing needs holding back.
     this.#push(this.#decoder.decode(), true);
     this.#push(`${this.#endsWithNewline ? '' : '\n'}${line}\n`, true);
+  }
+
+  /** Makes a failing upload drop the rest of the output instead of retrying it. */
+  abandon(): void {
+    this.#abandoned = true;
   }
 
   /** Uploads everything written so far; call before finishing the task. */
@@ -168,6 +175,14 @@ export class TaskOutput implements OutputSink {
           logger.warn(
             { err: error, task: taskId, attempt },
             "log upload rejected; dropping the rest of this attempt's output",
+          );
+          return;
+        }
+        if (this.#abandoned) {
+          this.#lost = true;
+          logger.warn(
+            { err: error, task: taskId, attempt },
+            "log upload failed while the worker stops; dropping the rest of this attempt's output",
           );
           return;
         }

@@ -50,6 +50,8 @@ export class TaskRun {
   readonly #deps: TaskRunDeps;
   readonly #logger: Logger;
   readonly #controller = new AbortController();
+  #shuttingDown = false;
+  #output: TaskOutput | undefined;
   /** The final status that a status update gave the task while its step ran. */
   #endedStatus: string | undefined;
   readonly #failures = new RepeatLimiter(FAILURE_LOG_INTERVAL_MS);
@@ -76,6 +78,12 @@ export class TaskRun {
 
   /** Stops the run; the reason decides how the task ends. The first reason wins. */
   stop(reason: StopReason): void {
+    // Set even when the task was already stopped for another reason and only its report is
+    // left, so that a report the API keeps failing does not hold the worker's shutdown.
+    if (reason === 'shutdown') {
+      this.#shuttingDown = true;
+      this.#output?.abandon();
+    }
     if (!this.#controller.signal.aborted) this.#controller.abort(reason);
   }
 
@@ -99,6 +107,8 @@ export class TaskRun {
       secrets: maskedStrings(Object.values(secrets)),
       logger: this.#logger,
     });
+    this.#output = output;
+    if (this.#shuttingDown) output.abandon();
     let workspace: Workspace | undefined;
     let executionSpec: ExecutionSpec | undefined;
     let executor: Executor | undefined;
@@ -348,6 +358,14 @@ export class TaskRun {
           this.#logger.warn(
             { err: error },
             `${what} rejected; the result of this attempt is dropped`,
+          );
+          return false;
+        }
+        if (this.#shuttingDown) {
+          this.#logger.warn(
+            { err: error, retry: retry + 1 },
+            `${what} failed while the worker stops after its grace period; the report is ` +
+              'dropped, and the task is recovered when its lease expires',
           );
           return false;
         }

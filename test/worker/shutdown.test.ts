@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, spawnCli, type CliProcess } from '../support/cli.js';
 import { processesWith, writePipelineFile, type JobBody } from '../support/execution.js';
@@ -26,6 +28,10 @@ pipelines:
     executor: local
     steps:
       - run: sleep 1 && echo short-done
+  brief:
+    executor: local
+    steps:
+      - run: sleep 2
 `);
     server = await startTestServer({ SLIPWAY_PIPELINES: pipelines, SLIPWAY_LEASE_SECONDS: '10' });
     agentToken = await server.token('agent', 'shutdown-agent');
@@ -103,6 +109,36 @@ pipelines:
 
     await server.request('POST', `/api/job/${long}/cancel`, { token: server.adminToken });
   });
+
+  it('stops when the API rejects the finish', async () => {
+    const worker = await startWorkerProcess('worker-rejected', 1);
+    const brief = await trigger('brief');
+    await waitForJob(brief, (body) => body.status === 'running');
+    // With the database file moved away, the API returns 503 to every write, so the worker
+    // retries its finish report until it stops.
+    const dbPath = path.join(server.dataDir, 'state', 'orchestration.db');
+    fs.renameSync(dbPath, `${dbPath}.moved`);
+    let exitCode: number | null | 'hung';
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!worker.output().includes('finish failed; retrying')) {
+        if (Date.now() > deadline) throw new Error(`no finish retry:\n${worker.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      worker.child.kill('SIGTERM');
+      exitCode = await Promise.race([
+        worker.exited,
+        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 15_000)),
+      ]);
+    } finally {
+      fs.renameSync(`${dbPath}.moved`, dbPath);
+      worker.child.kill('SIGKILL');
+    }
+
+    expect(exitCode, worker.output()).toBe(0);
+    expect(worker.output()).toContain('finish failed while the worker stops');
+    await server.request('POST', `/api/job/${brief}/cancel`, { token: server.adminToken });
+  }, 60_000);
 
   it('finishes a running task within the grace period', async () => {
     const worker = await startWorkerProcess('worker-finish', 15);

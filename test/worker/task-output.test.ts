@@ -245,6 +245,39 @@ describe('task output buffer', () => {
   });
 });
 
+describe('task output abandon', () => {
+  it('drops failing uploads once abandoned', async () => {
+    const client = new FailingClient();
+    const output = new TaskOutput({
+      client,
+      taskId: 'ci-00000001.1.0',
+      workerId: 'worker-a',
+      attempt: 1,
+      secrets: [],
+      logger: pino({ level: 'silent' }),
+    });
+    output.write(Buffer.from('never stored\n'));
+    output.abandon();
+
+    await output.close();
+    expect(client.calls).toBe(1);
+  }, 5_000);
+});
+
+/** Fails every upload as a server error, which the worker retries. */
+class FailingClient extends AgentClient {
+  calls = 0;
+
+  constructor() {
+    super('http://127.0.0.1:9', 'slw_test-agent-token');
+  }
+
+  override uploadLog(): Promise<unknown> {
+    this.calls += 1;
+    return Promise.reject(new Error('503 from a test client'));
+  }
+}
+
 /** Holds every upload until resume(), like an API whose disk is full. */
 class StallingClient extends AgentClient {
   readonly uploads: string[] = [];
