@@ -18,7 +18,7 @@ import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
 import { WalIndexHeader } from './wal-index.js';
 import { WalSync } from './wal-sync.js';
-import { isBusyError, WriteQueue, type WriteWork } from './write-queue.js';
+import { isBusyError, WriteQueue, type WriteFailure, type WriteWork } from './write-queue.js';
 
 export const BUSY_TIMEOUT_MS = 15_000;
 
@@ -115,6 +115,11 @@ export class Store {
    */
   write<T>(work: WriteWork<T>): Promise<T> {
     return this.#writes.enqueue(work);
+  }
+
+  /** The failure of the last batch of writes that could not be committed, until one is. */
+  get lastWriteFailure(): WriteFailure | undefined {
+    return this.#writes.lastFailure;
   }
 
   /** Waits for queued writes to commit, then closes the connection. */

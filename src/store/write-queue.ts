@@ -79,6 +79,13 @@ interface FileIdentity {
   ino: number;
 }
 
+/** A batch of writes that failed as a whole: its commit, or the fsync after it. */
+export interface WriteFailure {
+  at: string;
+  code: string | undefined;
+  message: string;
+}
+
 export class WriteQueue {
   readonly #db: Kysely<Database>;
   readonly #sqlite: BetterSqlite3.Database;
@@ -93,6 +100,7 @@ export class WriteQueue {
   #pending: PendingWrite[] = [];
   #scheduled = false;
   #flushing: Promise<void> | undefined;
+  #lastFailure: WriteFailure | undefined;
 
   constructor(
     db: Kysely<Database>,
@@ -153,18 +161,21 @@ export class WriteQueue {
       try {
         this.#checkFile();
         const outcomes = await this.#commit(batch);
-        const settle = () =>
+        const settle = () => {
+          this.#lastFailure = undefined;
           batch.forEach((write, index) => {
             const outcome = outcomes[index]!;
             if (outcome.ok) write.resolve(outcome.value);
             else write.reject(outcome.error);
           });
+        };
         if (this.#walSync === undefined) {
           settle();
           return;
         }
         const synced = this.#walSync.sync().then(settle, (error: unknown) => {
           this.#logger?.error({ err: error, writes: batch.length }, 'fsync of the WAL failed');
+          this.#recordFailure(error);
           for (const write of batch) write.reject(error);
         });
         this.#syncing.add(synced);
@@ -178,10 +189,28 @@ export class WriteQueue {
           continue;
         }
         this.#logger?.error({ err: error, writes: batch.length }, 'commit failed');
+        this.#recordFailure(error);
         for (const write of batch) write.reject(error);
         return;
       }
     }
+  }
+
+  /**
+   * The failure of the last batch that could not be committed or synced, until a later batch
+   * is. A write that fails alone (a constraint, a rejected request) leaves it unset.
+   */
+  get lastFailure(): WriteFailure | undefined {
+    return this.#lastFailure;
+  }
+
+  #recordFailure(error: unknown): void {
+    const code = (error as { code?: unknown }).code;
+    this.#lastFailure = {
+      at: new Date().toISOString(),
+      code: typeof code === 'string' ? code : undefined,
+      message: error instanceof Error ? error.message : String(error),
+    };
   }
 
   #checkFile(): void {

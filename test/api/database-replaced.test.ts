@@ -48,6 +48,34 @@ describe('write after the database file moved', () => {
     expect(retried.status).toBe(201);
   });
 
+  it('health reports the failed writes until one succeeds', async () => {
+    const moved = `${dbPath}.away`;
+    fs.renameSync(dbPath, moved);
+    let health;
+    try {
+      const rejected = await server.request('POST', '/api/trigger/ci', {
+        token,
+        body: { commit: 'abc1234' },
+      });
+      expect(rejected.status).toBe(503);
+      health = await server.request('GET', '/api/health/status', { token });
+    } finally {
+      fs.renameSync(moved, dbPath);
+    }
+    const database = health.body.components.database;
+    expect(database.status).toBe('unhealthy');
+    expect(database.details.reason).toContain('SLIPWAY_DATABASE_REPLACED');
+    expect(database.details.last_write_failure.code).toBe('SLIPWAY_DATABASE_REPLACED');
+
+    const accepted = await server.request('POST', '/api/trigger/ci', {
+      token,
+      body: { commit: 'abc1234' },
+    });
+    expect(accepted.status).toBe(201);
+    const after = await server.request('GET', '/api/health/status', { token });
+    expect(after.body.components.database.status).toBe('healthy');
+  });
+
   it('returns 503 after the file was replaced', async () => {
     const kept = `${dbPath}.kept`;
     fs.renameSync(dbPath, kept);

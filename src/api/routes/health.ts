@@ -191,6 +191,9 @@ async function checkConnection(
   try {
     await sql`select 1`.execute(context.store.db);
     const latency = Math.round((performance.now() - started) * 100) / 100;
+    // Reads still work when the disk is full or the file was replaced, so the last failed
+    // commit tells whether writes do.
+    const failure = context.store.lastWriteFailure;
     return {
       api: {
         ...base,
@@ -200,9 +203,19 @@ async function checkConnection(
       },
       database: {
         ...base,
-        status: 'healthy',
+        status: failure === undefined ? 'healthy' : 'unhealthy',
         latency_ms: latency,
-        details: { path: context.store.path },
+        details:
+          failure === undefined
+            ? { path: context.store.path }
+            : {
+                path: context.store.path,
+                reason:
+                  `the last commit of the API's writes failed at ${failure.at}` +
+                  `${failure.code === undefined ? '' : ` (${failure.code})`}: ${failure.message}; ` +
+                  'writes fail until the cause is fixed, and the next commit that succeeds clears this',
+                last_write_failure: failure,
+              },
       },
     };
   } catch (error) {
