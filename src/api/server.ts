@@ -32,7 +32,7 @@ import {
   rejectRepeatedQuery,
   rejectUnknownQueries,
 } from './query.js';
-import { hashToken } from '../store/tokens.js';
+import { hashToken, storeTokenUse } from '../store/tokens.js';
 import { isBusyError } from '../store/write-queue.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerAgentRoutes } from './routes/agent.js';
@@ -270,9 +270,7 @@ export async function buildServer(
   const verifier = new TokenVerifier(context.store.db, (tokenId, at) => {
     // Bookkeeping of the token, not a change that a request asked for, so it has no audit row.
     context.store
-      .write((trx) =>
-        trx.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', tokenId).execute(),
-      )
+      .write((trx) => storeTokenUse(trx, tokenId, at))
       .catch((error: unknown) => {
         context.logger.warn({ err: error, token_id: tokenId }, 'could not store a token use');
       });

@@ -14,6 +14,15 @@ export function generateToken(): string {
   return `${TOKEN_PREFIX}${randomBytes(24).toString('base64url')}`;
 }
 
+/** Stores that the token was used at the ISO time `at`. */
+export async function storeTokenUse(
+  db: Kysely<Database>,
+  tokenId: number,
+  at: string,
+): Promise<void> {
+  await db.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', tokenId).execute();
+}
+
 /**
  * Creates a token and returns it in clear; only its hash is stored. `envVariable` names the
  * environment variable a configured token came from.

@@ -3,7 +3,7 @@ import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOKEN_CACHE_MS, TokenVerifier } from '../../src/api/auth.js';
 import type { TokenRole } from '../../src/store/schema.js';
-import { revokeToken } from '../../src/store/tokens.js';
+import { revokeToken, storeTokenUse } from '../../src/store/tokens.js';
 import { countRows } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -366,9 +366,7 @@ describe('authentication and roles', () => {
     const uses: number[] = [];
     const verifier = new TokenVerifier(server.context.store.db, (tokenId, at) => {
       uses.push(tokenId);
-      void server.context.store.write((trx) =>
-        trx.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', tokenId).execute(),
-      );
+      void server.context.store.write((trx) => storeTokenUse(trx, tokenId, at));
     });
     expect(await verifier.verify(token)).toBeDefined();
     await server.context.store.write(async () => undefined);

@@ -22,73 +22,52 @@ describe('write after the database file moved', () => {
     await server.close();
   });
 
-  it('returns 503 while the file is gone', async () => {
-    const moved = `${dbPath}.moved`;
-    fs.renameSync(dbPath, moved);
-    let response;
+  const trigger = () =>
+    server.request('POST', '/api/trigger/ci', { token, body: { commit: 'abc1234' } });
+
+  /**
+   * Moves the database file aside (and puts a copy in its place when `copy` is set), runs
+   * `action`, then puts the original file back.
+   */
+  async function withFileMoved<T>(copy: boolean, action: () => Promise<T>): Promise<T> {
+    const original = `${dbPath}.original`;
+    fs.renameSync(dbPath, original);
+    if (copy) fs.copyFileSync(original, dbPath);
     try {
-      response = await server.request('POST', '/api/trigger/ci', {
-        token,
-        body: { commit: 'abc1234' },
-      });
+      return await action();
     } finally {
-      fs.renameSync(moved, dbPath);
+      fs.renameSync(original, dbPath);
     }
+  }
+
+  it('returns 503 while the file is gone', async () => {
+    const response = await withFileMoved(false, trigger);
 
     expect(response.status).toBe(503);
     expect(response.body.code).toBe('service_unavailable');
     expect(response.body.field).toBe('storage');
     expect(response.body.rule).toBe('replaced');
     expect(response.body.error).toContain('deleted or replaced');
-
-    const retried = await server.request('POST', '/api/trigger/ci', {
-      token,
-      body: { commit: 'abc1234' },
-    });
-    expect(retried.status).toBe(201);
+    expect((await trigger()).status).toBe(201);
   });
 
-  it('health reports the failed writes until one succeeds', async () => {
-    const moved = `${dbPath}.away`;
-    fs.renameSync(dbPath, moved);
-    let health;
-    try {
-      const rejected = await server.request('POST', '/api/trigger/ci', {
-        token,
-        body: { commit: 'abc1234' },
-      });
-      expect(rejected.status).toBe(503);
-      health = await server.request('GET', '/api/health/status', { token });
-    } finally {
-      fs.renameSync(moved, dbPath);
-    }
+  it('health reports failed writes until one succeeds', async () => {
+    const health = await withFileMoved(false, async () => {
+      expect((await trigger()).status).toBe(503);
+      return server.request('GET', '/api/health/status', { token });
+    });
     const database = health.body.components.database;
     expect(database.status).toBe('unhealthy');
     expect(database.details.reason).toContain('SLIPWAY_DATABASE_REPLACED');
     expect(database.details.last_write_failure.code).toBe('SLIPWAY_DATABASE_REPLACED');
 
-    const accepted = await server.request('POST', '/api/trigger/ci', {
-      token,
-      body: { commit: 'abc1234' },
-    });
-    expect(accepted.status).toBe(201);
+    expect((await trigger()).status).toBe(201);
     const after = await server.request('GET', '/api/health/status', { token });
     expect(after.body.components.database.status).toBe('healthy');
   });
 
   it('returns 503 after the file was replaced', async () => {
-    const kept = `${dbPath}.kept`;
-    fs.renameSync(dbPath, kept);
-    fs.copyFileSync(kept, dbPath);
-    let response;
-    try {
-      response = await server.request('POST', '/api/trigger/ci', {
-        token,
-        body: { commit: 'abc1234' },
-      });
-    } finally {
-      fs.renameSync(kept, dbPath);
-    }
+    const response = await withFileMoved(true, trigger);
 
     expect(response.status).toBe(503);
     expect(response.body.rule).toBe('replaced');

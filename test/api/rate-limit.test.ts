@@ -213,7 +213,7 @@ describe('rate limit key', () => {
     expect(rateLimitKey(requestFrom('::ffff:192.0.2.1'))).toBe('ip:192.0.2.1');
   });
 
-  it('keys a known token by the token and an unknown one by the address', () => {
+  it('keys a known token by itself and an unknown one by address', () => {
     const principal: Principal = { tokenId: 1, name: 'reader', role: 'read' };
     const known = rateLimitKey(requestFrom('192.0.2.1', 'Bearer slw_known', principal));
     expect(known).toMatch(/^token:/);

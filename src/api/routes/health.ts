@@ -191,8 +191,8 @@ async function checkConnection(
   try {
     await sql`select 1`.execute(context.store.db);
     const latency = Math.round((performance.now() - started) * 100) / 100;
-    // Reads still work when the disk is full or the file was replaced, so the last failed
-    // commit tells whether writes do.
+    // Reads still work when the disk is full or the file was replaced, so only the last failed
+    // commit shows that writes do not.
     const failure = context.store.lastWriteFailure;
     return {
       api: {
