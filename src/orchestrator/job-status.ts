@@ -133,6 +133,11 @@ export interface JobRefresh {
    * update, or alone when the status stays.
    */
   update?: Partial<JobRow>;
+  /**
+   * The status the job takes instead of the one its tasks give, for a job without tasks,
+   * whose derived status would stay `queued` for good.
+   */
+  status?: Status;
 }
 
 /**
@@ -152,13 +157,15 @@ export async function refreshJobStatus(
   if (found === undefined)
     throw new Error(`job ${String(jobOrId)} vanished inside its own transaction`);
   const job: JobRow = { ...found, ...refresh.update };
-  const statuses =
-    refresh.taskStatuses ??
-    TASK_STATUSES.all<{ status: Status }>(sqlite, {
-      job_id: job.id,
-      job_attempt: job.attempt,
-    }).map((row) => row.status);
-  const derived = deriveJobStatus(statuses);
+  const derived =
+    refresh.status ??
+    deriveJobStatus(
+      refresh.taskStatuses ??
+        TASK_STATUSES.all<{ status: Status }>(sqlite, {
+          job_id: job.id,
+          job_attempt: job.attempt,
+        }).map((row) => row.status),
+    );
   if (derived === job.status) {
     if (refresh.update !== undefined) updateById(sqlite, 'jobs', job.id, refresh.update);
     return job;

@@ -6,6 +6,7 @@
  *     their dependency timeout are skipped (see waiting.ts);
  *   - a job whose status differs from the one its tasks give is corrected, and active tasks
  *     of a finished job or of an older attempt end `error`;
+ *   - an active job without tasks of its attempt, which no worker can ever take, ends `error`;
  *   - running tasks without a worker (set running through PATCH) end `timed_out` once
  *     their pipeline's timeout has passed, since no worker enforces it;
  *   - queued jobs no live worker can take get the reason on the job;
@@ -42,6 +43,7 @@ export async function runSweep(
   const leases = await recoverExpiredLeases(context, audit);
   const waiting = await settleWaitingJobs(context, audit);
   const statuses = await repairJobStatuses(context, audit);
+  const taskless = await endTasklessJobs(context, audit);
   const strayTasks = await endStrayTasks(context, audit);
   const unheldTimedOut = await timeOutUnheldTasks(context, audit);
   const unschedulable = await explainQueuedJobs(context, audit);
@@ -53,6 +55,7 @@ export async function runSweep(
     leasesRecovered: leases.length,
     waitingSettled: waiting.length,
     jobStatusesRepaired: statuses,
+    tasklessJobsEnded: taskless,
     strayTasksEnded: strayTasks,
     unheldTasksTimedOut: unheldTimedOut,
     queuedWithoutWorker: unschedulable,
@@ -114,6 +117,57 @@ export async function repairJobStatuses(context: AppContext, audit: AuditContext
   });
   changes.emit(context.events);
   return repaired;
+}
+
+/**
+ * Ends the active jobs that have no task of their current attempt, which no worker could take.
+ * A job and its tasks are written in one transaction, so only a hand edit or an older version
+ * leaves such a job.
+ */
+export async function endTasklessJobs(context: AppContext, audit: AuditContext): Promise<number> {
+  const rows = await context.store.db
+    .selectFrom('jobs')
+    .select('jobs.id')
+    .where('jobs.status', 'in', ['waiting', 'queued', 'running'])
+    .where(({ exists, not, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('tasks')
+            .select('tasks.id')
+            .whereRef('tasks.job_id', '=', 'jobs.id')
+            .whereRef('tasks.job_attempt', '=', 'jobs.attempt'),
+        ),
+      ),
+    )
+    .execute();
+  if (rows.length === 0) return 0;
+  const changes = new ChangeSet();
+  const ended = await context.store.write(async (trx) => {
+    let count = 0;
+    for (const { id } of rows) {
+      const job = await trx.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+      if (job === undefined || isTerminal(job.status)) continue;
+      const tasks = await trx
+        .selectFrom('tasks')
+        .select('id')
+        .where('job_id', '=', id)
+        .where('job_attempt', '=', job.attempt)
+        .limit(1)
+        .execute();
+      if (tasks.length > 0) continue;
+      const reason = `attempt ${job.attempt} of the job has no tasks; trigger it again`;
+      await refreshJobStatus(trx, job, changes, audit, { status: 'error', update: { reason } });
+      await appendAudit(trx, audit, {
+        action: 'state_repaired',
+        jobId: id,
+        details: { problem: 'job has no tasks', from: job.status, to: 'error', reason },
+      });
+      count += 1;
+    }
+    return count;
+  });
+  changes.emit(context.events);
+  return ended;
 }
 
 /** Ends `task` with status `to` and writes a `state_repaired` audit row with the reason. */

@@ -184,6 +184,31 @@ describe('orchestration sweep', () => {
     expect(rows[0]!.details).toMatchObject({ from: 'queued', to: 'success' });
   });
 
+  it('ends a job that has no tasks', async () => {
+    const ci = await trigger(server, 'ci', 'c1c1c1c1c1');
+    // A job as an older version could leave it: queued, with no task to claim.
+    await server.context.store.write((trx) =>
+      trx.deleteFrom('tasks').where('job_id', '=', ci.job_id).execute(),
+    );
+    const tests = await trigger(server, 'integration-tests', 'c1c1c1c1c1');
+    expect(tests.status).toBe('waiting');
+
+    const summary = await runSweep(server.context, audit);
+    expect(summary.tasklessJobsEnded).toBe(1);
+    const job = await getJob(server, ci.job_id);
+    expect(job.status).toBe('error');
+    expect(job.reason).toBe('attempt 1 of the job has no tasks; trigger it again');
+    expect(job.finished_at).not.toBeNull();
+    // The jobs waiting on it are decided as they are for any failed job.
+    expect((await getJob(server, tests.job_id)).status).toBe('skipped');
+    const rows = await auditRows(server, 'state_repaired', ci.job_id);
+    expect(rows[0]!.details).toMatchObject({ problem: 'job has no tasks', from: 'queued' });
+    expect(await auditRows(server, 'job_finished', ci.job_id)).toHaveLength(1);
+
+    const again = await runSweep(server.context, audit);
+    expect(again.tasklessJobsEnded).toBe(0);
+  });
+
   it('ends an active task of a finished job', async () => {
     const ci = await trigger(server, 'ci', 'd0d0d0d0d0');
     await server.context.store.write((trx) =>
