@@ -272,7 +272,47 @@ async function runMigrations(db: Kysely<Database>): Promise<string[]> {
   return applied;
 }
 
+/** Advice for each SQLite primary code that opening the database can fail with. */
+const OPEN_ERROR_CHECKS: Record<string, (folder: string) => string> = {
+  SQLITE_FULL: (folder) => `free space on the file system of ${folder} (df -h ${folder})`,
+  SQLITE_IOERR: (folder) =>
+    `check that the file system of ${folder} has free space (df -h ${folder}) and no errors`,
+  SQLITE_CANTOPEN: (folder) => `check that this user may create and write files in ${folder}`,
+  SQLITE_READONLY: (folder) => `check that this user may write ${folder} and the files in it`,
+  SQLITE_PERM: (folder) => `check that this user may write ${folder} and the files in it`,
+  SQLITE_CORRUPT: () =>
+    'the file is damaged; move it aside and restore a backup (slipway restore FILE)',
+  SQLITE_NOTADB: () =>
+    'the file is not a SQLite database; move it aside or point ORCHESTRATION_DB_PATH elsewhere',
+};
+
+/**
+ * Returns an error that names the database file and what to check, for a storage error that
+ * SQLite raised while the store opened. SQLite's own message ("disk I/O error") names neither.
+ * Other errors are returned unchanged.
+ */
+export function explainOpenError(error: unknown, dbPath: string): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return error;
+  const check = OPEN_ERROR_CHECKS[code.split('_').slice(0, 2).join('_')];
+  if (check === undefined) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const explained = new Error(
+    `could not open the database ${dbPath}: ${message} (${code}); ${check(path.dirname(dbPath))}`,
+    { cause: error },
+  );
+  return Object.assign(explained, { code });
+}
+
 export async function openStore(dbPath: string, options: StoreOptions = {}): Promise<Store> {
+  try {
+    return await openCheckedStore(dbPath, options);
+  } catch (error) {
+    throw explainOpenError(error, dbPath);
+  }
+}
+
+async function openCheckedStore(dbPath: string, options: StoreOptions): Promise<Store> {
   const sqlite = openSqlite(dbPath, options.readonly);
   const inWal = sqlite.pragma('journal_mode', { simple: true }) === 'wal';
   // Without a WAL (a file system that cannot hold one) COMMIT must sync by itself.
