@@ -34,6 +34,7 @@ import {
 } from './query.js';
 import { hashToken, storeTokenUse } from '../store/tokens.js';
 import { isBusyError } from '../store/write-queue.js';
+import { RepeatedErrors } from './repeated-errors.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerAgentRoutes } from './routes/agent.js';
 import { registerHealthRoutes } from './routes/health.js';
@@ -339,12 +340,21 @@ export async function buildServer(
     void reply.code(404).send(errorBody(error, request.id));
   });
 
+  const storageErrors = new RepeatedErrors();
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const apiError = toApiError(error, bodyLimitOf(request, api.bodyLimitBytes));
     if (apiError.status >= 500 && error instanceof ApiError) {
       // A 5xx the code chose (GitHub not configured, a recovery that failed) is an expected
       // outcome with its own message, not a bug, so it needs no stack trace.
       request.log.warn({ code: apiError.code, error: apiError.message }, 'request failed');
+    } else if (apiError.status >= 500 && apiError.field === 'storage') {
+      const held = storageErrors.record(apiError.rule ?? apiError.code);
+      if (held !== undefined) {
+        request.log.error(
+          { err: error, held_back: held },
+          `request failed (repeats within ${storageErrors.windowMs / 1000} s are counted in held_back, not logged)`,
+        );
+      }
     } else if (apiError.status >= 500) {
       request.log.error({ err: error }, 'request failed');
     } else if (apiError.code === 'rate_limited') {

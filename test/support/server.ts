@@ -8,7 +8,7 @@ import path from 'node:path';
 import { createContext, type AppContext } from '../../src/app/context.js';
 import { startApi, type ApiRole } from '../../src/app/roles.js';
 import { loadConfig } from '../../src/config/env.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import { createToken } from '../../src/store/tokens.js';
 import type { TokenRole } from '../../src/store/schema.js';
 
@@ -38,6 +38,8 @@ export function makeTempDir(prefix = 'slipway-test-'): string {
 export interface TestServerOptions {
   /** Runs after the context is created and before the API starts, e.g. to set services. */
   prepare?: (context: AppContext) => void;
+  /** The logger of the server, in place of one at LOG_LEVEL on stdout. */
+  logger?: Logger;
 }
 
 export async function startTestServer(
@@ -52,7 +54,9 @@ export async function startTestServer(
     ...env,
     SLIPWAY_DATA_DIR: dataDir,
   });
-  const context = await createContext(config, { logger: createLogger(config.logLevel) });
+  const context = await createContext(config, {
+    logger: options.logger ?? createLogger(config.logLevel),
+  });
   options.prepare?.(context);
   const api = await startApi(context);
   const url = api.url;

@@ -1,0 +1,82 @@
+/** Storage errors that every request meets are logged once per window, not once per request. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RepeatedErrors } from '../../src/api/repeated-errors.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+
+interface LogLine {
+  level: number;
+  msg: string;
+  held_back?: number;
+  err?: { code?: string };
+}
+
+describe('storage error log', () => {
+  let server: TestServer;
+  let token: string;
+  const lines: LogLine[] = [];
+
+  beforeAll(async () => {
+    const capture = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n'))
+          if (line !== '') lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    server = await startTestServer({}, { logger: pino({ level: 'warn' }, capture) });
+    token = await server.token('trigger');
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('logs the first of many failed writes', async () => {
+    const dbPath = path.join(server.dataDir, 'state', 'orchestration.db');
+    const moved = `${dbPath}.moved`;
+    fs.renameSync(dbPath, moved);
+    const statuses: number[] = [];
+    try {
+      for (let i = 0; i < 20; i += 1) {
+        const response = await server.request('POST', '/api/trigger/ci', {
+          token,
+          body: { commit: 'abc1234' },
+        });
+        statuses.push(response.status);
+      }
+    } finally {
+      fs.renameSync(moved, dbPath);
+    }
+
+    expect(statuses).toEqual(Array(20).fill(503));
+    const failed = lines.filter((line) => line.msg.startsWith('request failed'));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.level).toBe(50);
+    expect(failed[0]!.held_back).toBe(0);
+    expect(failed[0]!.err?.code).toBe('SLIPWAY_DATABASE_REPLACED');
+    expect(failed[0]!.msg).toContain('repeats within 10 s are counted in held_back');
+  });
+});
+
+describe('repeated errors', () => {
+  it('counts repeats within the window', () => {
+    let now = 1_000;
+    const repeated = new RepeatedErrors(10_000, () => now);
+
+    expect(repeated.record('full')).toBe(0);
+    now += 4_000;
+    expect(repeated.record('full')).toBeUndefined();
+    expect(repeated.record('full')).toBeUndefined();
+    // Another kind has its own window.
+    expect(repeated.record('io')).toBe(0);
+    now += 6_000;
+    expect(repeated.record('full')).toBe(2);
+    expect(repeated.record('full')).toBeUndefined();
+    now += 10_000;
+    expect(repeated.record('full')).toBe(1);
+    expect(repeated.record('io')).toBe(0);
+  });
+});
