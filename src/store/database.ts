@@ -16,7 +16,7 @@ import {
 } from './migration-check.js';
 import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
-import { WalIndexHeader } from './wal-index.js';
+import { WalIndexHeader, type WalUse } from './wal-index.js';
 import { WalSync } from './wal-sync.js';
 import { isBusyError, WriteQueue, type WriteFailure, type WriteWork } from './write-queue.js';
 
@@ -91,6 +91,16 @@ export class Store {
     // Each connection counts from its own start, so a replaced reader could repeat a number
     // that the one before it returned. Adding the count of readers opened keeps them apart.
     return this.#readersOpened * 2 ** 32 + version;
+  }
+
+  /**
+   * Returns how much of the write-ahead log is in use, or undefined for a database without
+   * one or while a commit rewrites its index.
+   */
+  walUse(): WalUse | undefined {
+    this.#openReader();
+    if (this.#walIndex === undefined) this.#walIndex = WalIndexHeader.open(this.path) ?? null;
+    return this.#walIndex?.use();
   }
 
   /**

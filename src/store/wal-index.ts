@@ -12,10 +12,30 @@
  * during a commit, and counts that read as a change.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 
 const HEADER_BYTES = 48;
 /** Offset of `isInit` in a header copy: 1 once SQLite has built the index. */
 const IS_INIT_OFFSET = 12;
+/** Offset of `szpage` in a header copy, a 16-bit page size where 1 means 65536. */
+const PAGE_SIZE_OFFSET = 14;
+/** Offset of `mxFrame` in a header copy: the frames written since the WAL was last reset. */
+const MAX_FRAME_OFFSET = 16;
+/** Offset of `nBackfill`, in the checkpoint information that follows the two header copies. */
+const BACKFILL_OFFSET = 96;
+/** Bytes of the WAL file's own header, and of the header in front of each frame's page. */
+const WAL_HEADER_BYTES = 32;
+const FRAME_HEADER_BYTES = 24;
+
+/** The part of the write-ahead log in use, read from its index. */
+export interface WalUse {
+  /** Frames written since the WAL was last reset. */
+  frames: number;
+  /** Frames of those that a checkpoint has copied into the database file. */
+  checkpointedFrames: number;
+  /** Bytes of the WAL file that the frames take. */
+  bytes: number;
+}
 
 export class WalIndexHeader {
   readonly #fd: number;
@@ -61,6 +81,31 @@ export class WalIndexHeader {
       this.#changes += 1;
     }
     return this.#changes;
+  }
+
+  /**
+   * Returns how much of the WAL is in use. SQLite writes the index in the machine's byte
+   * order. Returns undefined while a commit rewrites the header.
+   */
+  use(): WalUse | undefined {
+    const checkpoint = Buffer.alloc(4);
+    const header = this.#readHeader();
+    if (header === undefined) return undefined;
+    fs.readSync(this.#fd, checkpoint, 0, 4, BACKFILL_OFFSET);
+    const little = os.endianness() === 'LE';
+    const storedPageSize = little
+      ? header.readUInt16LE(PAGE_SIZE_OFFSET)
+      : header.readUInt16BE(PAGE_SIZE_OFFSET);
+    const pageSize = storedPageSize === 1 ? 65536 : storedPageSize;
+    const frames = little
+      ? header.readUInt32LE(MAX_FRAME_OFFSET)
+      : header.readUInt32BE(MAX_FRAME_OFFSET);
+    const checkpointedFrames = little ? checkpoint.readUInt32LE(0) : checkpoint.readUInt32BE(0);
+    return {
+      frames,
+      checkpointedFrames,
+      bytes: frames === 0 ? 0 : WAL_HEADER_BYTES + frames * (pageSize + FRAME_HEADER_BYTES),
+    };
   }
 
   close(): void {

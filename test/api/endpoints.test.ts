@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { walHealth, WAL_DEGRADED_BYTES } from '../../src/health/wal.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 const COMMIT = '0123456789abcdef0123456789abcdef01234567';
@@ -251,7 +252,31 @@ describe('API endpoints, success paths', () => {
     expect(health.body.components.api.details.pid).toBe(process.pid);
     expect(health.body.components.database.status).toBe('healthy');
     expect(health.body.components.database.details.path).toBe(server.context.store.path);
+    const wal = health.body.components.database.details.wal;
+    expect(wal.frames).toBeGreaterThan(0);
+    expect(wal.bytes).toBeGreaterThan(wal.frames * 4096);
+    expect(wal.checkpointed_frames).toBeLessThanOrEqual(wal.frames);
     expect(health.body.checked_at).toMatch(/Z$/);
+  });
+
+  it('health degrades the database for a large WAL', () => {
+    const use = { frames: 70_000, checkpointedFrames: 70_000, bytes: 288_392_000 };
+
+    const large = walHealth(use);
+    const small = walHealth({ frames: 100, checkpointedFrames: 0, bytes: 412_032 });
+
+    expect(large.status).toBe('degraded');
+    expect(large.details.wal).toEqual({
+      frames: 70_000,
+      checkpointed_frames: 70_000,
+      bytes: 288_392_000,
+    });
+    expect(large.details.reason).toContain('the write-ahead log holds 275 MiB, over 256 MiB');
+    expect(large.details.reason).toContain('a sqlite3 shell');
+    expect(small.status).toBe('healthy');
+    expect(small.details.reason).toBeUndefined();
+    expect(walHealth(use, WAL_DEGRADED_BYTES * 2).status).toBe('healthy');
+    expect(walHealth(undefined)).toEqual({ status: 'healthy', details: {} });
   });
 
   it('health reports 503 when a component is unhealthy', async () => {

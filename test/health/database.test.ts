@@ -62,6 +62,9 @@ describe('database check on a small file system', () => {
     const disk = (await details('db')).disk;
     expect(disk.total_bytes).toBe(TMPFS_BYTES);
     expect(disk.free_percent).toBeGreaterThan(30);
+    const wal = (await details('db')).wal;
+    expect(wal.frames).toBeGreaterThan(0);
+    expect(wal.checkpointed_frames).toBeLessThanOrEqual(wal.frames);
   });
 
   it('is degraded below disk_warn', async () => {

@@ -98,6 +98,51 @@ describe('WAL index header', () => {
     expect(header.changeCount()).toBe(intact);
   });
 
+  it('reports the frames that SQLite reports', () => {
+    const { file, sqlite, header } = setUp();
+    sqlite.pragma('wal_autocheckpoint = 0');
+    const insert = sqlite.prepare('INSERT INTO t (v) VALUES (?)');
+    for (let i = 0; i < 50; i += 1) insert.run(i);
+
+    const before = header.use()!;
+    const [checkpoint] = sqlite.pragma('wal_checkpoint(PASSIVE)') as Array<{
+      log: number;
+      checkpointed: number;
+    }>;
+    const after = header.use()!;
+
+    expect(before.frames).toBe(checkpoint!.log);
+    expect(before.checkpointedFrames).toBe(0);
+    expect(after.frames).toBe(checkpoint!.log);
+    expect(after.checkpointedFrames).toBe(checkpoint!.checkpointed);
+    // The WAL has not started over, so the frames fill the whole file.
+    expect(before.bytes).toBe(fs.statSync(`${file}-wal`).size);
+  });
+
+  it('grows while a read transaction is open', () => {
+    const { file, sqlite, header } = setUp();
+    const insert = sqlite.prepare('INSERT INTO t (v) VALUES (?)');
+    const reader = openWalDatabase(file);
+    opened.push(reader);
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM t').get();
+
+    const sizes: number[] = [];
+    for (let round = 0; round < 3; round += 1) {
+      for (let i = 0; i < 20; i += 1) insert.run(i);
+      sqlite.pragma('wal_checkpoint(PASSIVE)');
+      sizes.push(header.use()!.frames);
+    }
+    expect(sizes[1]).toBeGreaterThan(sizes[0]!);
+    expect(sizes[2]).toBeGreaterThan(sizes[1]!);
+
+    reader.exec('COMMIT');
+    sqlite.pragma('wal_checkpoint(PASSIVE)');
+    insert.run(0);
+    // The checkpoint copied every frame, so the next write started the WAL over.
+    expect(header.use()!.frames).toBeLessThan(sizes[0]!);
+  });
+
   it('is absent for a database without a WAL', () => {
     const file = path.join(makeTempDir(), 'rollback.db');
     const sqlite = new BetterSqlite3(file);

@@ -16,6 +16,7 @@ import type { AppContext } from '../../app/context.js';
 import { latestMetrics } from '../../health/metrics.js';
 import { checkIntervalMs } from '../../health/runner.js';
 import { HEALTH_STATES, worstOf, type HealthState } from '../../health/types.js';
+import { walHealth } from '../../health/wal.js';
 import { parseJsonColumn } from '../../store/json.js';
 import { ApiError } from '../errors.js';
 import { parseQueryTime } from '../query.js';
@@ -194,6 +195,7 @@ async function checkConnection(
     // Reads still work when the disk is full or the file was replaced, so only the last failed
     // commit shows that writes do not.
     const failure = context.store.lastWriteFailure;
+    const wal = walHealth(context.store.walUse());
     return {
       api: {
         ...base,
@@ -203,13 +205,14 @@ async function checkConnection(
       },
       database: {
         ...base,
-        status: failure === undefined ? 'healthy' : 'unhealthy',
+        status: failure === undefined ? wal.status : 'unhealthy',
         latency_ms: latency,
         details:
           failure === undefined
-            ? { path: context.store.path }
+            ? { path: context.store.path, ...wal.details }
             : {
                 path: context.store.path,
+                ...wal.details,
                 reason:
                   `the last commit of the API's writes failed at ${failure.at}` +
                   `${failure.code === undefined ? '' : ` (${failure.code})`}: ${failure.message}; ` +

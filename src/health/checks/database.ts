@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { DatabaseCheckSettings, FreeSpaceLimit } from '../../pipeline/types.js';
 import { BUSY_TIMEOUT_MS } from '../../store/database.js';
 import { nowIso } from '../../util/time.js';
+import { walHealth } from '../wal.js';
 import type { HealthState, ProbeContext, ProbeResult } from '../types.js';
 
 const DRIVER_PATH = createRequire(import.meta.url).resolve('better-sqlite3');
@@ -103,6 +104,7 @@ export async function probeDatabase(
     context.memo.integrity = integrity;
   }
 
+  const wal = walHealth(context.app.store.walUse());
   const details: Record<string, unknown> = {
     path: dbPath,
     query: settings.query,
@@ -110,8 +112,12 @@ export async function probeDatabase(
     rows: output.ok ? output.rows : null,
     integrity: integrity ?? null,
     disk: disk.details,
+    wal: wal.details.wal ?? null,
   };
   const findings = collectFindings(output, integrity, disk, settings);
+  if (wal.status !== 'healthy') {
+    findings.push({ status: wal.status, reason: String(wal.details.reason) });
+  }
   const worst = findings.find((finding) => finding.status === 'unhealthy') ?? findings[0];
   return {
     status: worst?.status ?? 'healthy',

@@ -1,0 +1,36 @@
+/** The health of the database that the size of its write-ahead log gives. */
+import type { WalUse } from '../store/wal-index.js';
+import type { HealthState } from './types.js';
+
+/**
+ * WAL size above which the database counts as degraded. Under writes that never pause the
+ * WAL reached about 44 MB before checkpoints reset it (see docs/benchmarks.md), so a WAL this
+ * large means that checkpoints cannot reset it.
+ */
+export const WAL_DEGRADED_BYTES = 256 * 1024 * 1024;
+
+/** Returns the database status and details that the size of its write-ahead log gives. */
+export function walHealth(
+  use: WalUse | undefined,
+  limitBytes = WAL_DEGRADED_BYTES,
+): { status: HealthState; details: Record<string, unknown> } {
+  if (use === undefined) return { status: 'healthy', details: {} };
+  const wal = {
+    frames: use.frames,
+    checkpointed_frames: use.checkpointedFrames,
+    bytes: use.bytes,
+  };
+  if (use.bytes <= limitBytes) return { status: 'healthy', details: { wal } };
+  const mebibytes = (bytes: number) => Math.round(bytes / 1024 / 1024);
+  return {
+    status: 'degraded',
+    details: {
+      wal,
+      reason:
+        `the write-ahead log holds ${mebibytes(use.bytes)} MiB, over ${mebibytes(limitBytes)} MiB. ` +
+        'A checkpoint starts it over only once no read transaction uses its frames, so a long ' +
+        'read of the database file (a sqlite3 shell, a copy tool) makes it grow; end such ' +
+        'reads, and the next checkpoint starts it over',
+    },
+  };
+}
