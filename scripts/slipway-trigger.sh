@@ -70,6 +70,9 @@ fi
 # without a pause, and more than 5 minutes is likely milliseconds typed as seconds.
 awk -v p="$poll" 'BEGIN { exit !(p > 0 && p <= 300) }' ||
   die "--poll-interval must be more than 0 and at most 300 seconds, got $poll"
+# Without --wait nothing times out, so the cancel would never happen.
+[[ "$cancel_on_timeout" == false || "$wait" == true ]] ||
+  die "--cancel-on-timeout requires --wait; add --wait, or drop --cancel-on-timeout"
 api="${SLIPWAY_API_URL%/}"
 # The URL as messages show it, with any user name and password replaced by ***.
 shown_api=$(sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@#\1***@#' <<<"$api")

@@ -201,7 +201,7 @@ export function registerTriggerCommands(program: Command): void {
     )
     .action(async (type: string, options: TriggerOptions, command: Command) => {
       rejectAttemptWithoutRunId(options, command);
-      rejectTimeoutWithoutWait(options, command);
+      rejectWaitOptionsWithoutWait(options, command);
       if (options.pythonVersions !== undefined && 'python_versions' in options.matrix) {
         command.error(
           "error: options '--python-versions' and '--matrix python_versions=...' both set " +
@@ -229,15 +229,30 @@ function rejectAttemptWithoutRunId(options: TriggerOptions, command: Command): v
 }
 
 /**
- * Exits 2 when --timeout comes without --wait. Only the wait for the job's end can time out,
- * so a timeout alone would be ignored.
+ * Exits 2 when an option of the wait comes without --wait, or --cancel-on-timeout without
+ * --timeout. Such an option would be ignored, and the job would not be waited for or
+ * cancelled as the caller expects.
  */
-function rejectTimeoutWithoutWait(options: TriggerOptions, command: Command): void {
-  if (options.timeout === undefined || options.wait === true) return;
-  command.error(
-    "error: option '--timeout <duration>' requires option '--wait'; add --wait to wait for the " +
-      'job, or drop --timeout',
-  );
+function rejectWaitOptionsWithoutWait(options: TriggerOptions, command: Command): void {
+  const given = [
+    options.timeout === undefined ? undefined : '--timeout <duration>',
+    command.getOptionValueSource('pollInterval') === 'cli'
+      ? '--poll-interval <duration>'
+      : undefined,
+    options.cancelOnTimeout === true ? '--cancel-on-timeout' : undefined,
+  ].filter((option) => option !== undefined);
+  if (options.wait !== true && given.length > 0) {
+    command.error(
+      `error: option '${given[0]}' requires option '--wait'; add --wait to wait for the ` +
+        `job, or drop ${given[0]!.split(' ')[0]}`,
+    );
+  }
+  if (options.cancelOnTimeout === true && options.timeout === undefined) {
+    command.error(
+      "error: option '--cancel-on-timeout' requires option '--timeout <duration>'; add " +
+        '--timeout to say when to cancel, or drop --cancel-on-timeout',
+    );
+  }
 }
 
 async function runTrigger(type: string, options: TriggerOptions): Promise<void> {

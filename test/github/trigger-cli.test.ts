@@ -321,6 +321,33 @@ describe('slipway trigger', () => {
     expect(jobs.body.jobs).toEqual([]);
   });
 
+  it('rejects wait options without --wait', async () => {
+    const cases = [
+      {
+        args: ['--poll-interval', '2s'],
+        message: "option '--poll-interval <duration>' requires option '--wait'",
+      },
+      {
+        args: ['--cancel-on-timeout'],
+        message: "option '--cancel-on-timeout' requires option '--wait'",
+      },
+      {
+        args: ['--wait', '--cancel-on-timeout'],
+        message: "option '--cancel-on-timeout' requires option '--timeout <duration>'",
+      },
+    ];
+    for (const { args, message } of cases) {
+      const commit = nextCommit();
+      const result = await runCli(['trigger', 'ci', '--commit', commit, ...args], env());
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr).toContain(message);
+      const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+        token: server.adminToken,
+      });
+      expect(jobs.body.jobs).toEqual([]);
+    }
+  });
+
   it('help shows the poll interval default in seconds', async () => {
     const result = await runCli(['trigger', '--help'], {});
     expect(result.code).toBe(0);

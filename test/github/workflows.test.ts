@@ -258,6 +258,20 @@ describe('scripts/slipway-trigger.sh', () => {
     );
   });
 
+  it('rejects --cancel-on-timeout without --wait', async () => {
+    const commit = 'ae'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+
+    const result = await runScript(['ci', '--commit', commit, '--cancel-on-timeout'], env);
+
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--cancel-on-timeout requires --wait');
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(jobs.body.jobs).toEqual([]);
+  });
+
   it("prints a task's next attempt from its start", async () => {
     const commit = 'af'.repeat(20);
     const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
