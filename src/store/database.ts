@@ -95,12 +95,18 @@ export class Store {
 
   /**
    * Returns how much of the write-ahead log is in use, or undefined for a database without
-   * one or while a commit rewrites its index.
+   * one, while a commit rewrites its index, or when its index cannot be read.
    */
   walUse(): WalUse | undefined {
-    this.#openReader();
-    if (this.#walIndex === undefined) this.#walIndex = WalIndexHeader.open(this.path) ?? null;
-    return this.#walIndex?.use();
+    if (this.#closed) return undefined;
+    try {
+      // The main connection is open while the store is, which keeps the WAL index in place.
+      if (this.#walIndex === undefined) this.#walIndex = WalIndexHeader.open(this.path) ?? null;
+      return this.#walIndex?.use();
+    } catch {
+      // A report of the WAL's size is not worth failing a health check for.
+      return undefined;
+    }
   }
 
   /**
