@@ -34,7 +34,7 @@ import {
 } from './query.js';
 import { hashToken, storeTokenUse } from '../store/tokens.js';
 import { isBusyError } from '../store/write-queue.js';
-import { RepeatedErrors } from './repeated-errors.js';
+import { RepeatedErrors } from '../util/repeated-errors.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerAgentRoutes } from './routes/agent.js';
 import { registerHealthRoutes } from './routes/health.js';

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from '../log.js';
+import { RepeatedErrors } from '../util/repeated-errors.js';
 import type { Database } from './schema.js';
 import type { WalSync } from './wal-sync.js';
 
@@ -93,6 +94,7 @@ export class WriteQueue {
   readonly #release: BetterSqlite3.Statement;
   readonly #rollbackTo: BetterSqlite3.Statement;
   readonly #logger: Logger | undefined;
+  readonly #repeatedFailures = new RepeatedErrors();
   readonly #delayMs: number;
   readonly #walSync: WalSync | undefined;
   readonly #file: FileIdentity | undefined;
@@ -174,7 +176,7 @@ export class WriteQueue {
           return;
         }
         const synced = this.#walSync.sync().then(settle, (error: unknown) => {
-          this.#logger?.error({ err: error, writes: batch.length }, 'fsync of the WAL failed');
+          this.#logFailure(error, batch.length, 'fsync of the WAL failed');
           this.#recordFailure(error);
           for (const write of batch) write.reject(error);
         });
@@ -188,7 +190,7 @@ export class WriteQueue {
           await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
           continue;
         }
-        this.#logger?.error({ err: error, writes: batch.length }, 'commit failed');
+        this.#logFailure(error, batch.length, 'commit failed');
         this.#recordFailure(error);
         for (const write of batch) write.reject(error);
         return;
@@ -202,6 +204,20 @@ export class WriteQueue {
    */
   get lastFailure(): WriteFailure | undefined {
     return this.#lastFailure;
+  }
+
+  /**
+   * Logs a batch that failed. A full disk fails every batch until someone frees space, so
+   * repeats of the same error are only counted for a while (see RepeatedErrors).
+   */
+  #logFailure(error: unknown, writes: number, message: string): void {
+    const code = (error as { code?: unknown }).code;
+    const held = this.#repeatedFailures.record(`${message}: ${String(code)}`);
+    if (held === undefined) return;
+    this.#logger?.error(
+      { err: error, writes, held_back: held },
+      `${message} (repeats within ${this.#repeatedFailures.windowMs / 1000} s are counted in held_back, not logged)`,
+    );
   }
 
   #recordFailure(error: unknown): void {

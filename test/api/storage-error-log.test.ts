@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RepeatedErrors } from '../../src/api/repeated-errors.js';
+import { RepeatedErrors } from '../../src/util/repeated-errors.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 interface LogLine {
@@ -58,6 +58,35 @@ describe('storage error log', () => {
     expect(failed[0]!.held_back).toBe(0);
     expect(failed[0]!.err?.code).toBe('SLIPWAY_DATABASE_REPLACED');
     expect(failed[0]!.msg).toContain('repeats within 10 s are counted in held_back');
+    const commits = lines.filter((line) => line.msg.startsWith('commit failed'));
+    expect(commits).toHaveLength(1);
+    expect(commits[0]!.err?.code).toBe('SLIPWAY_DATABASE_REPLACED');
+  });
+
+  it('logs the first of many full-disk failures', async () => {
+    const sqlite = server.context.store.sqlite;
+    sqlite.pragma(`max_page_count = ${Number(sqlite.pragma('page_count', { simple: true }))}`);
+    const statuses: number[] = [];
+    try {
+      for (let i = 0; i < 20; i += 1) {
+        const response = await server.request('POST', '/api/trigger/ci', {
+          token,
+          body: { commit: 'abc1234', params: { NOTE: 'x'.repeat(8000) } },
+        });
+        statuses.push(response.status);
+      }
+    } finally {
+      sqlite.pragma('max_page_count = 4294967294');
+    }
+
+    const full = statuses.filter((status) => status === 503).length;
+    expect(full).toBeGreaterThan(10);
+    // A full disk fails each write's own insert, which its request reports: the batch commits.
+    const requests = lines.filter(
+      (line) => line.msg.startsWith('request failed') && line.err?.code === 'SQLITE_FULL',
+    );
+    expect(requests).toHaveLength(1);
+    expect(requests[0]!.held_back).toBe(0);
   });
 });
 
