@@ -80,9 +80,12 @@ async function openConfiguredStore(
     });
   } catch (error) {
     if (isUnopenable(error)) {
+      // SQLite's own message: the explanation that openStore adds repeats the path.
+      const cause = (error as Error).cause;
+      const message = cause instanceof Error ? cause.message : (error as Error).message;
       throw new ConfigError(
         'ORCHESTRATION_DB_PATH',
-        `cannot open "${config.dbPath}" as a SQLite database (${(error as Error).message})`,
+        `cannot open "${config.dbPath}" as a SQLite database (${message})`,
       );
     }
     throw error;
