@@ -5,6 +5,7 @@
  */
 import type { TObject } from '@sinclair/typebox';
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
+import { WAL_DEGRADED_BYTES } from '../health/wal.js';
 import { parseDuration } from '../util/time.js';
 import { MAX_PARAM_NAME_LENGTH } from './schema-common.js';
 import {
@@ -227,6 +228,7 @@ function resolveDatabase(
     diskWarn,
     diskFail,
     degradedLatencyMs: durationMs(raw.degraded_latency),
+    walWarnBytes: raw.wal_warn === undefined ? WAL_DEGRADED_BYTES : parseSize(raw.wal_warn),
   };
 }
 
@@ -330,10 +332,16 @@ export function parseFreeSpace(value: string | number): FreeSpaceLimit {
   if (typeof value === 'number') return { bytes: value };
   const percent = /^(\d+(?:\.\d+)?)%$/.exec(value);
   if (percent !== null) return { percent: Number(percent[1]) };
+  return { bytes: parseSize(value) };
+}
+
+/** Returns the bytes of a size such as 500MB or 2GiB that the schema has checked. */
+export function parseSize(value: string | number): number {
+  if (typeof value === 'number') return value;
   const size = /^(\d+(?:\.\d+)?)\s*(?:([kKmMgGtT])(i?))?[bB]?$/.exec(value)!;
   const unit = (size[2] ?? '').toLowerCase();
   const factor = size[3] === 'i' ? BINARY_FACTORS[unit]! : SIZE_FACTORS[unit]!;
-  return { bytes: Math.round(Number(size[1]) * factor) };
+  return Math.round(Number(size[1]) * factor);
 }
 
 function durationMs(value: string | number | undefined): number | undefined {

@@ -27,6 +27,14 @@ export const HEAL_ACTIONS = ['restart_container', 'trigger_job', 'recovery_proce
 const COUNT = Type.Integer({ minimum: 1, maximum: 1000 });
 
 /** A size of free space: bytes, a size such as `500MB`, or a share of the disk such as `10%`. */
+const SIZE = Type.Union(
+  [
+    Type.Integer({ minimum: 1 }),
+    Type.String({ pattern: '^\\d+(\\.\\d+)?\\s*([kKmMgGtT]i?)?[bB]?$' }),
+  ],
+  { description: 'must be bytes or a size such as 500MB or 2GiB' },
+);
+
 const FREE_SPACE = Type.Union(
   [
     Type.Integer({ minimum: 0 }),
@@ -111,6 +119,7 @@ const DatabaseSettingsSchema = Type.Object(
     disk_warn: Type.Optional(FREE_SPACE),
     disk_fail: Type.Optional(FREE_SPACE),
     degraded_latency: Type.Optional(DURATION),
+    wal_warn: Type.Optional(SIZE),
   },
   { additionalProperties: false },
 );

@@ -150,6 +150,8 @@ export interface DatabaseCheckSettings {
   /** Less free space than this makes the result unhealthy. */
   diskFail: FreeSpaceLimit;
   degradedLatencyMs: number | undefined;
+  /** A write-ahead log larger than this makes the result degraded. */
+  walWarnBytes: number;
 }
 
 export interface TailscaleCheckSettings {

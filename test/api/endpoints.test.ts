@@ -271,7 +271,7 @@ describe('API endpoints, success paths', () => {
       checkpointed_frames: 70_000,
       bytes: 288_392_000,
     });
-    expect(large.details.reason).toContain('the write-ahead log holds 275 MiB, over 256 MiB');
+    expect(large.details.reason).toContain('the write-ahead log holds 275.0 MiB, over 256.0 MiB');
     expect(large.details.reason).toContain('a sqlite3 shell');
     expect(small.status).toBe('healthy');
     expect(small.details.reason).toBeUndefined();

@@ -31,6 +31,9 @@ describe('database check on a small file system', () => {
   - name: db-write
     type: database
     query: DELETE FROM jobs
+  - name: db-small-wal
+    type: database
+    wal_warn: 1KiB
 `,
       {},
       mountPoint,
@@ -65,6 +68,17 @@ describe('database check on a small file system', () => {
     const wal = (await details('db')).wal;
     expect(wal.frames).toBeGreaterThan(0);
     expect(wal.checkpointed_frames).toBeLessThanOrEqual(wal.frames);
+  });
+
+  it('is degraded above wal_warn', async () => {
+    const outcome = await check('db-small-wal');
+    expect(outcome.status).toBe('degraded');
+    const found = await details('db-small-wal');
+    expect(found.wal.bytes).toBeGreaterThan(1024);
+    const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
+    expect(status.body.components['db-small-wal'].details.reason).toContain(
+      'over 1.0 KiB. A checkpoint starts it over only once no read transaction uses its frames',
+    );
   });
 
   it('is degraded below disk_warn', async () => {

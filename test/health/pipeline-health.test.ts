@@ -77,6 +77,7 @@ describe('health_checks in the pipeline file', () => {
       integrityIntervalMs: 3_600_000,
       diskWarn: { bytes: 2 * 1024 ** 3 },
       diskFail: { bytes: 500_000_000 },
+      walWarnBytes: 256 * 1024 ** 2,
     });
     expect(tailnet?.settings).toEqual({ socket: undefined });
     expect(containers?.settings).toEqual({
@@ -235,6 +236,14 @@ repository: /srv/git/app.git
     expect(byField['health_checks.5.expect_body']?.message).toBe(
       'cannot be checked with method HEAD, which has no body',
     );
+  });
+
+  it('rejects a percentage as wal_warn', () => {
+    const [percent] = problems(`  - name: db\n    type: database\n    wal_warn: 10%\n`);
+    expect(percent).toMatchObject({
+      field: 'health_checks.0.wal_warn',
+      message: 'must be bytes or a size such as 500MB or 2GiB',
+    });
   });
 
   it('rejects an empty container list', () => {

@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { DatabaseCheckSettings, FreeSpaceLimit } from '../../pipeline/types.js';
 import { BUSY_TIMEOUT_MS } from '../../store/database.js';
 import { nowIso } from '../../util/time.js';
-import { walHealth } from '../wal.js';
+import { formatBytes, walHealth } from '../wal.js';
 import type { HealthState, ProbeContext, ProbeResult } from '../types.js';
 
 const DRIVER_PATH = createRequire(import.meta.url).resolve('better-sqlite3');
@@ -104,7 +104,7 @@ export async function probeDatabase(
     context.memo.integrity = integrity;
   }
 
-  const wal = walHealth(context.app.store.walUse());
+  const wal = walHealth(context.app.store.walUse(), settings.walWarnBytes);
   const details: Record<string, unknown> = {
     path: dbPath,
     query: settings.query,
@@ -248,17 +248,6 @@ function runProbeWorker(
 
 function describeLimit(limit: FreeSpaceLimit): string {
   return 'bytes' in limit ? formatBytes(limit.bytes) : `${limit.percent}%`;
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
 function round(value: number): number {
