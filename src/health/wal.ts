@@ -3,9 +3,9 @@ import type { WalUse } from '../store/wal-index.js';
 import type { HealthState } from './types.js';
 
 /**
- * Default of `wal_warn`, the WAL size above which the database counts as degraded. Under writes that never pause the
- * WAL reached about 44 MB before checkpoints reset it (see docs/benchmarks.md), so a WAL this
- * large means that checkpoints cannot reset it.
+ * Default of `wal_warn`, the WAL size above which the database counts as degraded. Under
+ * writes that never pause the WAL reached about 44 MB before checkpoints reset it (see
+ * docs/benchmarks.md), so a WAL this large means that checkpoints cannot reset it.
  */
 export const WAL_DEGRADED_BYTES = 256 * 1024 * 1024;
 
