@@ -252,6 +252,10 @@ export class WriteQueue {
           outcomes.push({ ok: true, value });
         } catch (error) {
           if (isBusyError(error)) throw error;
+          // SQLite may roll back the whole transaction, savepoints included, after SQLITE_FULL,
+          // SQLITE_IOERR or SQLITE_NOMEM in a statement (see full-in-write.test.ts). The batch
+          // then fails with that error, because ROLLBACK TO would fail with "no such savepoint".
+          if (!this.#sqlite.inTransaction) throw error;
           this.#rollbackTo.run();
           this.#release.run();
           outcomes.push({ ok: false, error });
