@@ -22,6 +22,7 @@ type="${1:-}"
 [[ -n "$type" && "$type" != -* ]] || die "usage: slipway-trigger.sh TYPE --commit SHA [--wait]"
 shift
 commit="" branch="" versions="" wait=false timeout=0 poll=2 cancel_on_timeout=false
+timeout_given=false poll_given=false
 params='{}' matrix='{}'
 while (($#)); do
   case "$1" in
@@ -52,8 +53,8 @@ while (($#)); do
         die "--matrix $field needs at least one value"
       shift 2 ;;
     --wait) wait=true; shift ;;
-    --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
-    --poll-interval) poll="${2:?--poll-interval needs seconds}"; shift 2 ;;
+    --timeout) timeout="${2:?--timeout needs seconds}"; timeout_given=true; shift 2 ;;
+    --poll-interval) poll="${2:?--poll-interval needs seconds}"; poll_given=true; shift 2 ;;
     --cancel-on-timeout) cancel_on_timeout=true; shift ;;
     *) die "unknown option $1" ;;
   esac
@@ -70,9 +71,21 @@ fi
 # without a pause, and more than 5 minutes is likely milliseconds typed as seconds.
 awk -v p="$poll" 'BEGIN { exit !(p > 0 && p <= 300) }' ||
   die "--poll-interval must be more than 0 and at most 300 seconds, got $poll"
-# Without --wait nothing times out, so the cancel would never happen.
-[[ "$cancel_on_timeout" == false || "$wait" == true ]] ||
-  die "--cancel-on-timeout requires --wait; add --wait, or drop --cancel-on-timeout"
+# The rules of `slipway trigger`: without --wait nothing is waited for and nothing times out,
+# so these options would be ignored and a requested cancel would never happen.
+if [[ "$wait" == false ]]; then
+  if $timeout_given; then die "--timeout requires --wait; add --wait, or drop --timeout"; fi
+  if $poll_given; then
+    die "--poll-interval requires --wait; add --wait, or drop --poll-interval"
+  fi
+  if $cancel_on_timeout; then
+    die "--cancel-on-timeout requires --wait; add --wait, or drop --cancel-on-timeout"
+  fi
+fi
+# A timeout of 0 waits until the job ends, so it never passes and never cancels the job.
+if $cancel_on_timeout && ((timeout == 0)); then
+  die "--cancel-on-timeout requires a --timeout above 0; set --timeout SECONDS, or drop --cancel-on-timeout"
+fi
 api="${SLIPWAY_API_URL%/}"
 # The URL as messages show it, with any user name and password replaced by ***.
 shown_api=$(sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@#\1***@#' <<<"$api")

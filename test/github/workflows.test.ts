@@ -272,6 +272,44 @@ describe('scripts/slipway-trigger.sh', () => {
     expect(jobs.body.jobs).toEqual([]);
   });
 
+  it('rejects --timeout without --wait', async () => {
+    const commit = 'b0'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+
+    const result = await runScript(['ci', '--commit', commit, '--timeout', '60'], env);
+
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--timeout requires --wait');
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(jobs.body.jobs).toEqual([]);
+  });
+
+  it('rejects --cancel-on-timeout without --timeout', async () => {
+    const commit = 'b1'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+
+    const run = runScript(['ci', '--commit', commit, '--wait', '--cancel-on-timeout'], env);
+    // Without the check the script waits for good, so the job it queued is cancelled to end it.
+    const ended = await Promise.race([
+      run.then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), 3_000)),
+    ]);
+    const jobs = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    for (const job of jobs.body.jobs as Array<{ id: string }>) {
+      await server.request('POST', `/api/job/${job.id}/cancel`, { token: server.adminToken });
+    }
+    const result = await run;
+
+    expect(ended).toBe(true);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--cancel-on-timeout requires a --timeout above 0');
+    expect(jobs.body.jobs).toEqual([]);
+  });
+
   it("prints a task's next attempt from its start", async () => {
     const commit = 'af'.repeat(20);
     const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
