@@ -133,7 +133,7 @@ export class Store {
     return this.#writes.enqueue(work);
   }
 
-  /** The failure of the last batch of writes that could not be committed, until one is. */
+  /** The last failure of the writes on storage (see WriteQueue.lastFailure), until it clears. */
   get lastWriteFailure(): WriteFailure | undefined {
     return this.#writes.lastFailure;
   }

@@ -80,11 +80,40 @@ interface FileIdentity {
   ino: number;
 }
 
-/** A batch of writes that failed as a whole: its commit, or the fsync after it. */
+/** A failed commit, a failed fsync after one, or a write that failed on storage. */
 export interface WriteFailure {
   at: string;
   code: string | undefined;
   message: string;
+}
+
+/**
+ * SQLite primary codes of a write that fails on the store itself rather than on its request:
+ * the next writes fail the same way until an operator acts. SQLite can raise them inside a
+ * statement, where they fail one write alone, and not only at COMMIT.
+ */
+const STORAGE_CODES = new Set(['SQLITE_FULL', 'SQLITE_IOERR', 'SQLITE_READONLY', 'SQLITE_PERM']);
+
+function describeFailure(error: unknown): WriteFailure {
+  const code = (error as { code?: unknown } | null)?.code;
+  return {
+    at: new Date().toISOString(),
+    code: typeof code === 'string' ? code : undefined,
+    message: error instanceof Error ? error.message : String(error),
+  };
+}
+
+/** Returns the failure of the first write in `outcomes` that failed on storage, if any. */
+function failureOfStorage(
+  outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>,
+): WriteFailure | undefined {
+  for (const outcome of outcomes) {
+    if (outcome.ok) continue;
+    const failure = describeFailure(outcome.error);
+    const primary = failure.code?.split('_').slice(0, 2).join('_');
+    if (primary !== undefined && STORAGE_CODES.has(primary)) return failure;
+  }
+  return undefined;
 }
 
 export class WriteQueue {
@@ -164,7 +193,7 @@ export class WriteQueue {
         this.#checkFile();
         const outcomes = await this.#commit(batch);
         const settle = () => {
-          this.#lastFailure = undefined;
+          this.#lastFailure = failureOfStorage(outcomes);
           batch.forEach((write, index) => {
             const outcome = outcomes[index]!;
             if (outcome.ok) write.resolve(outcome.value);
@@ -199,8 +228,9 @@ export class WriteQueue {
   }
 
   /**
-   * The failure of the last batch that could not be committed or synced, until a later batch
-   * is. A write that fails alone (a constraint, a rejected request) leaves it unset.
+   * The failure of the last batch that could not be committed or synced, or of a write in it
+   * that failed on storage (see STORAGE_CODES), until a later batch commits without one. A
+   * write that fails alone for another reason (a constraint, a rejected request) leaves it unset.
    */
   get lastFailure(): WriteFailure | undefined {
     return this.#lastFailure;
@@ -221,12 +251,7 @@ export class WriteQueue {
   }
 
   #recordFailure(error: unknown): void {
-    const code = (error as { code?: unknown }).code;
-    this.#lastFailure = {
-      at: new Date().toISOString(),
-      code: typeof code === 'string' ? code : undefined,
-      message: error instanceof Error ? error.message : String(error),
-    };
+    this.#lastFailure = describeFailure(error);
   }
 
   #checkFile(): void {

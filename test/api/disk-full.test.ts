@@ -47,6 +47,10 @@ describe('write while the disk is full', () => {
     expect(failed!.body.rule).toBe('full');
     expect(failed!.body.error).toContain('disk is full (SQLITE_FULL)');
     expect((await countRows(server.context.store.db)).jobs).toBe(before.jobs + created);
+    // Reads still work, so only the health of the database shows that writes fail.
+    const health = await server.request('GET', '/api/health/status', { token });
+    expect(health.body.components.database.status).toBe('unhealthy');
+    expect(health.body.components.database.details.last_write_failure.code).toBe('SQLITE_FULL');
 
     const retried = await server.request('POST', '/api/trigger/ci', {
       token,

@@ -193,7 +193,7 @@ async function checkConnection(
     await sql`select 1`.execute(context.store.db);
     const latency = Math.round((performance.now() - started) * 100) / 100;
     // Reads still work when the disk is full or the file was replaced, so only the last failed
-    // commit shows that writes do not.
+    // write shows that writes do not.
     const failure = context.store.lastWriteFailure;
     const wal = walHealth(context.store.walUse());
     return {
@@ -214,9 +214,9 @@ async function checkConnection(
                 path: context.store.path,
                 ...wal.details,
                 reason:
-                  `the last commit of the API's writes failed at ${failure.at}` +
+                  `the API's writes failed at ${failure.at}` +
                   `${failure.code === undefined ? '' : ` (${failure.code})`}: ${failure.message}; ` +
-                  'writes fail until the cause is fixed, and the next commit that succeeds clears this',
+                  'writes fail until the cause is fixed, and the next commit without such a failure clears this',
                 last_write_failure: failure,
               },
       },
