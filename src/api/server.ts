@@ -268,12 +268,21 @@ export async function buildServer(
   });
   await app.register(swaggerUi, { routePrefix: '/api/docs' });
 
+  // While writes fail, each lookup of each active token fails to store its use again, once
+  // per TOKEN_CACHE_MS, so only the first failure of each code in a window is logged.
+  const tokenUseErrors = new RepeatedErrors();
   const verifier = new TokenVerifier(context.store.db, (tokenId, at) => {
     // Bookkeeping of the token, not a change that a request asked for, so it has no audit row.
     context.store
       .write((trx) => storeTokenUse(trx, tokenId, at))
       .catch((error: unknown) => {
-        context.logger.warn({ err: error, token_id: tokenId }, 'could not store a token use');
+        const code = (error as { code?: unknown } | null)?.code;
+        const heldBack = tokenUseErrors.record(typeof code === 'string' ? code : 'no code');
+        if (heldBack === undefined) return;
+        context.logger.warn(
+          { err: error, token_id: tokenId, held_back: heldBack },
+          `could not store a token use (repeats within ${tokenUseErrors.windowMs / 1000} s are counted in held_back, not logged)`,
+        );
       });
   });
   const failures =

@@ -14,20 +14,24 @@ interface LogLine {
   err?: { code?: string };
 }
 
+/** Returns a stream that parses each log line written to it into `lines`. */
+function capture(lines: LogLine[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n'))
+        if (line !== '') lines.push(JSON.parse(line));
+      done();
+    },
+  });
+}
+
 describe('storage error log', () => {
   let server: TestServer;
   let token: string;
   const lines: LogLine[] = [];
 
   beforeAll(async () => {
-    const capture = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n'))
-          if (line !== '') lines.push(JSON.parse(line));
-        done();
-      },
-    });
-    server = await startTestServer({}, { logger: pino({ level: 'warn' }, capture) });
+    server = await startTestServer({}, { logger: pino({ level: 'warn' }, capture(lines)) });
     token = await server.token('trigger');
   });
   afterAll(async () => {
@@ -87,6 +91,49 @@ describe('storage error log', () => {
     );
     expect(requests).toHaveLength(1);
     expect(requests[0]!.held_back).toBe(0);
+  });
+});
+
+describe('token use log', () => {
+  let server: TestServer;
+  const lines: LogLine[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer({}, { logger: pino({ level: 'warn' }, capture(lines)) });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('logs the first of many failed token uses', async () => {
+    const token = await server.token('read');
+    const tokens: string[] = [];
+    for (let i = 0; i < 20; i += 1) tokens.push(await server.token('read', `reader-${i}`));
+    const dbPath = path.join(server.dataDir, 'state', 'orchestration.db');
+    const moved = `${dbPath}.moved`;
+    // The read connection opens on first use, which fails while the file is moved.
+    await server.request('GET', '/api/job/ci-00000000', { token });
+    const before = lines.length;
+    fs.renameSync(dbPath, moved);
+    const statuses: number[] = [];
+    try {
+      // Each token is looked up once, and each lookup stores its use, which fails.
+      for (const reader of tokens) {
+        const response = await server.request('GET', '/api/job/ci-00000000', { token: reader });
+        statuses.push(response.status);
+      }
+      // The uses are stored without waiting, so this write settles after them.
+      await server.context.store.write(async () => undefined).catch(() => undefined);
+    } finally {
+      fs.renameSync(moved, dbPath);
+    }
+
+    expect(statuses).toEqual(Array(20).fill(404));
+    const failed = lines
+      .slice(before)
+      .filter((line) => line.msg.startsWith('could not store a token use'));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.held_back).toBe(0);
   });
 });
 
