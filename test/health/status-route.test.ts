@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runHealthChecks } from '../../src/health/runner.js';
 import type { TestServer } from '../support/server.js';
 import { startHealthServer } from './helpers.js';
@@ -83,6 +83,40 @@ describe('health status endpoint', () => {
     expect(database.details.path).toBe(server.context.store.path);
     expect(database.details.query).toBe('SELECT 1');
     expect(database.details.integrity.ok).toBe(true);
+  });
+
+  it('shows the live WAL over the recorded one', async () => {
+    const [outcome] = await runHealthChecks(server.context, { force: true, names: ['database'] });
+    expect(outcome?.status).toBe('healthy');
+    // About 295 MiB of 4 KiB pages, over the 256 MiB at which the database is degraded.
+    const frames = 75_000;
+    const bytes = 32 + frames * (4096 + 24);
+    const walUse = vi
+      .spyOn(server.context.store, 'walUse')
+      .mockReturnValue({ frames, checkpointedFrames: 10, bytes });
+    try {
+      const status = await server.request('GET', '/api/health/status', {
+        token: server.adminToken,
+      });
+      const database = status.body.components.database;
+      expect(status.status).toBe(200);
+      expect(status.body.status).toBe('degraded');
+      expect(database.status).toBe('degraded');
+      expect(database.details.wal).toEqual({ frames, checkpointed_frames: 10, bytes });
+      expect(database.details.reason).toContain('the write-ahead log holds 295 MiB');
+      // The recorded check's details stay.
+      expect(database.details.integrity.ok).toBe(true);
+
+      walUse.mockReturnValue({ frames: 7, checkpointedFrames: 7, bytes: 32 + 7 * 4120 });
+      const small = await server.request('GET', '/api/health/status', {
+        token: server.adminToken,
+      });
+      expect(small.body.components.database.status).toBe('healthy');
+      expect(small.body.components.database.details.wal.frames).toBe(7);
+      expect(small.body.components.database.details.reason).toBeNull();
+    } finally {
+      walUse.mockRestore();
+    }
   });
 
   it('reports a slow answer as degraded with 200', async () => {

@@ -4,7 +4,7 @@
  *
  * The status always has `api` and `database`, checked on every request through the API's own
  * connection. The latest result of a health check named `database` takes the place of the
- * live `database` result unless the live probe fails. The other
+ * live `database` result unless the live probe fails, but with the live WAL size. The other
  * components are the latest result of each check in the pipeline file, plus the recent
  * results of checks that only another process's pipeline file names. A check's result older
  * than three intervals counts as at least degraded, because nothing is checking it any more.
@@ -242,21 +242,34 @@ async function checkConnection(
 
 /**
  * Combines the live probe with the latest result of a check named `database`, if any. The
- * recorded result has the richer details, so it is shown as it is unless the live probe fails.
+ * recorded result has the richer details, so it is shown unless the live probe fails. The WAL
+ * size is read on every request, so the live reading replaces the recorded one, and a WAL too
+ * large makes the component at least degraded before the next check runs.
  */
 function mergeDatabase(
   live: ComponentHealth,
   recorded: ComponentHealth | undefined,
 ): ComponentHealth {
   if (recorded === undefined) return live;
-  if (live.status !== 'unhealthy') return recorded;
+  const liveDetails = live.details as Record<string, unknown>;
+  const recordedDetails = recorded.details as Record<string, unknown>;
+  if (live.status === 'unhealthy') {
+    return {
+      ...recorded,
+      status: 'unhealthy',
+      details: { ...recordedDetails, ...liveDetails },
+    };
+  }
+  const details = { ...recordedDetails };
+  if (liveDetails.wal !== undefined) details.wal = liveDetails.wal;
+  if (live.status === 'healthy') return { ...recorded, details };
+  const reasons = [recordedDetails.reason, liveDetails.reason].filter(
+    (reason) => typeof reason === 'string' && reason !== '',
+  );
   return {
     ...recorded,
-    status: 'unhealthy',
-    details: {
-      ...(recorded.details as Record<string, unknown>),
-      ...(live.details as Record<string, unknown>),
-    },
+    status: worstOf([recorded.status, live.status]),
+    details: { ...details, reason: reasons.join('; ') },
   };
 }
 
