@@ -204,10 +204,18 @@ export class RestoreRejected extends Error {
   override name = 'RestoreRejected';
 }
 
-function readUnknownMigrations(file: string): string[] {
+/**
+ * Returns the backup's migrations that this version does not have, or undefined when the file
+ * has no schema_migrations table: an empty file or another program's database, which the
+ * restore would replace the state with.
+ */
+function readUnknownMigrations(file: string): string[] | undefined {
   const db = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
   try {
-    return findUnknownMigrations(db);
+    const table = db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+      .get();
+    return table === undefined ? undefined : findUnknownMigrations(db);
   } finally {
     db.close();
   }
@@ -216,8 +224,9 @@ function readUnknownMigrations(file: string): string[] {
 /**
  * Replaces the database at `dbPath` with the backup `source`. Throws RestoreRejected, before
  * it changes anything, while a registered process uses the database, when the backup fails its
- * integrity check, and when a newer version of Slipway wrote it. The replaced database is kept
- * next to it as `<name>.before-restore-<time>`, so undoRestore can put it back.
+ * integrity check, when it has no Slipway schema, and when a newer version of Slipway wrote
+ * it. The replaced database is kept next to it as `<name>.before-restore-<time>`, so
+ * undoRestore can put it back.
  */
 export function restoreDatabase(dbPath: string, source: string): { previous: string | null } {
   if (!fs.existsSync(source)) throw new RestoreRejected(`backup ${source} does not exist`);
@@ -244,6 +253,12 @@ export function restoreDatabase(dbPath: string, source: string): { previous: str
     throw new RestoreRejected(`backup ${source} failed its integrity check: ${integrity}`);
   }
   const unknown = readUnknownMigrations(source);
+  if (unknown === undefined) {
+    throw new RestoreRejected(
+      `backup ${source} is not a Slipway database: it has no schema_migrations table. Nothing ` +
+        'was changed. Restore a file made by slipway backup or by the scheduled backup',
+    );
+  }
   if (unknown.length > 0) {
     throw new RestoreRejected(
       `backup ${source} was written by a newer version of Slipway: it lists ` +

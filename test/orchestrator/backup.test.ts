@@ -130,4 +130,24 @@ describe('backup and restore', () => {
     const live = path.join(dir, 'state', 'orchestration.db');
     expect(integrity(live)).toBe('ok');
   });
+
+  it('rejects an empty file or a foreign database', async () => {
+    const live = path.join(dir, 'state', 'orchestration.db');
+    const jobsBefore = jobIds(live).size;
+    expect(jobsBefore).toBeGreaterThan(0);
+    // SQLite opens an empty file as an empty database whose integrity check passes.
+    const empty = path.join(dir, 'empty.db');
+    fs.writeFileSync(empty, '');
+    const foreign = path.join(dir, 'foreign.db');
+    const other = new BetterSqlite3(foreign);
+    other.exec('CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES (1);');
+    other.close();
+
+    for (const file of [empty, foreign]) {
+      const result = await runCli(['restore', file], env, 30_000);
+      expect(result.code, file).toBe(1);
+      expect(result.stderr).toContain(`backup ${file} is not a Slipway database`);
+      expect(jobIds(live).size).toBe(jobsBefore);
+    }
+  });
 });
