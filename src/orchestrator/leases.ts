@@ -32,6 +32,8 @@ export interface LeaseRecovery {
   outcome: 'requeued' | 'error' | 'cancelled';
   attempt: number;
   maxAttempts: number;
+  /** Claims that ended in a hand-back, which use up no attempt. */
+  handBacks: number;
   /** The lost attempt's log file, and the line that ends it. */
   logPath: string | null;
   reason: string;
@@ -177,9 +179,7 @@ function decideRecovery(
   const worker = task.worker_id ?? 'an unknown worker';
   // Hand-backs from stopping workers use up no attempt.
   const counted = task.attempt - task.hand_backs;
-  const count =
-    `attempt ${counted} of ${task.max_attempts}` +
-    (task.hand_backs > 0 ? `, not counting ${task.hand_backs} hand-back(s)` : '');
+  const count = describeAttempt(task.attempt, task.hand_backs, task.max_attempts);
   if (task.cancel_requested_at !== null) {
     // The worker was asked to stop and vanished before it reported back.
     const reason = task.reason ?? `cancelled; lease expired on ${worker} before it confirmed`;
@@ -195,6 +195,12 @@ function decideRecovery(
     return { outcome: 'requeued', reason: `lease expired on ${worker} (${count}); queued again` };
   }
   return { outcome: 'error', reason: `lease expired on ${worker} (${count}); no attempts left` };
+}
+
+/** Describes the attempts a task used: `attempt 1 of 3, not counting 1 hand-back(s)`. */
+function describeAttempt(attempt: number, handBacks: number, maxAttempts: number): string {
+  const count = `attempt ${attempt - handBacks} of ${maxAttempts}`;
+  return handBacks > 0 ? `${count}, not counting ${handBacks} hand-back(s)` : count;
 }
 
 async function recoverTask(
@@ -236,6 +242,7 @@ async function recoverTask(
     outcome,
     attempt: task.attempt,
     maxAttempts: task.max_attempts,
+    handBacks: task.hand_backs,
     logPath: task.log_path,
     reason,
   };
@@ -261,7 +268,7 @@ async function closeAttemptLog(context: AppContext, item: LeaseRecovery): Promis
 
 function logRecovery(context: AppContext, item: LeaseRecovery): void {
   const fields = { taskId: item.taskId, jobId: item.jobId, attempt: item.attempt };
-  const count = `attempt ${item.attempt} of ${item.maxAttempts}`;
+  const count = describeAttempt(item.attempt, item.handBacks, item.maxAttempts);
   if (item.outcome === 'requeued') {
     context.logger.warn(fields, `lease expired, task queued again after ${count}`);
   } else {

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { releaseTask } from '../../src/dispatch/lease.js';
 import { taskLogStore } from '../../src/dispatch/services.js';
 import { ChangeSet } from '../../src/orchestrator/changes.js';
@@ -137,8 +137,18 @@ describe('lease expiry', () => {
 
     // Then the worker is lost: with SLIPWAY_MAX_TASK_ATTEMPTS=2 the task still runs again.
     await claim(server, ci.job_id, 'worker-h', -1);
-    const recovered = await recoverExpiredLeases(server.context, audit);
-    expect(recovered[0]).toMatchObject({ outcome: 'requeued', attempt: 3 });
+    const warn = vi.spyOn(server.context.logger, 'warn');
+    try {
+      const recovered = await recoverExpiredLeases(server.context, audit);
+      expect(recovered[0]).toMatchObject({ outcome: 'requeued', attempt: 3, handBacks: 2 });
+      // The log line counts the attempts as the stored reason does.
+      expect(warn).toHaveBeenCalledWith(
+        { taskId, jobId: ci.job_id, attempt: 3 },
+        'lease expired, task queued again after attempt 1 of 2, not counting 2 hand-back(s)',
+      );
+    } finally {
+      warn.mockRestore();
+    }
     job = await getJob(server, ci.job_id);
     expect(job.status).toBe('queued');
     expect(job.tasks[0]?.reason).toBe(
