@@ -41,13 +41,20 @@ export class LogOffsetError extends Error {
 }
 
 /**
+ * Modes of the per-job directories and log files. Step output can contain anything a build
+ * prints, and ORCHESTRATION_LOG_PATH may be a directory that the operator made readable by all.
+ */
+const LOG_DIRECTORY_MODE = 0o700;
+const LOG_FILE_MODE = 0o600;
+
+/**
  * Appends `data` to `file` whole or not at all. A write that fails part way (ENOSPC, EFBIG) is
  * cut off again, so that the upload's retry, which sends the same bytes, does not store the
  * written part twice. When even that fails, the state is reloaded from the file on the next
  * append.
  */
 async function appendWhole(file: string, data: Buffer, state: FileState): Promise<void> {
-  const handle = await fs.promises.open(file, 'a');
+  const handle = await fs.promises.open(file, 'a', LOG_FILE_MODE);
   try {
     const { size } = await handle.stat();
     try {
@@ -107,8 +114,8 @@ export class TaskLogStore {
 
   /** Creates the attempt's empty log file, so readers find it as soon as the task runs. */
   async create(file: string): Promise<void> {
-    await fs.promises.mkdir(path.dirname(file), { recursive: true });
-    await fs.promises.writeFile(file, '', { flag: 'a' });
+    await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: LOG_DIRECTORY_MODE });
+    await fs.promises.writeFile(file, '', { flag: 'a', mode: LOG_FILE_MODE });
   }
 
   /**
@@ -157,7 +164,7 @@ export class TaskLogStore {
       }
     }
     if (parts.length > 0) {
-      await fs.promises.mkdir(path.dirname(file), { recursive: true });
+      await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: LOG_DIRECTORY_MODE });
       await appendWhole(file, Buffer.concat(parts), state);
       this.changes.emit('append', file);
     }

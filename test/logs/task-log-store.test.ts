@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { TaskLogStore } from '../../src/logs/task-log-store.js';
 import { CLI_PATH, ensureBuilt } from '../support/cli.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -45,5 +46,23 @@ describe('task log store', () => {
     // The second upload fails after 424 bytes. Its shorter retry fits.
     expect(results).toEqual([600, 'EFBIG', 900]);
     expect(fs.readFileSync(file, 'utf8')).toBe('a'.repeat(600) + 'b'.repeat(300));
+  });
+
+  it('creates owner-only logs in an open root', async () => {
+    // An operator may create ORCHESTRATION_LOG_PATH readable by all, as mkdir does under the
+    // usual umask 022.
+    const root = makeTempDir('slipway-log-modes-');
+    fs.chmodSync(root, 0o755);
+    const store = new TaskLogStore(root, 1_000_000);
+    const created = store.pathFor('ci-0123abcd', 'ci-0123abcd.1.0', 1);
+    const appended = store.pathFor('ci-4567abcd', 'ci-4567abcd.1.0', 1);
+
+    await store.create(created);
+    await store.append(appended, 0, Buffer.from('output\n'));
+
+    for (const file of [created, appended]) {
+      expect(fs.statSync(path.dirname(file)).mode & 0o777, path.dirname(file)).toBe(0o700);
+      expect(fs.statSync(file).mode & 0o777, file).toBe(0o600);
+    }
   });
 });
