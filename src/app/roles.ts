@@ -156,7 +156,15 @@ export async function startRoles(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<RunningRole[]> {
-  const running: RunningRole[] = [registerRunningProcess(context.store.path, roles)];
+  let registration: RunningRole;
+  try {
+    registration = registerRunningProcess(context.store.path, roles);
+  } catch (error) {
+    // The open store's checkpoint thread would keep the process alive after the error.
+    await context.store.close();
+    throw error;
+  }
+  const running: RunningRole[] = [registration];
   try {
     for (const role of roles) {
       const start = ROLE_STARTERS[role];

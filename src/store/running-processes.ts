@@ -39,13 +39,21 @@ export function processFolder(dbPath: string): string {
   return `${dbPath}.processes`;
 }
 
+/** Removes `file` if it exists, ignoring errors such as ENOTDIR when its directory is a file. */
+function removeQuietly(file: string): void {
+  try {
+    fs.rmSync(file, { force: true });
+  } catch {
+    // The directory is missing or is a file, so it contains no entry to remove.
+  }
+}
+
 /** Registers this process as a user of the database; call `stop` on the result when it ends. */
 export function registerRunningProcess(
   dbPath: string,
   roles: readonly string[],
 ): { name: string; stop(): Promise<void> } {
   const folder = processFolder(dbPath);
-  fs.mkdirSync(folder, { recursive: true });
   const file = path.join(folder, `${os.hostname()}-${process.pid}.json`);
   const entry: RunningProcess = {
     pid: process.pid,
@@ -53,7 +61,17 @@ export function registerRunningProcess(
     roles: [...roles],
     started_at: new Date().toISOString(),
   };
-  fs.writeFileSync(file, JSON.stringify(entry));
+  try {
+    fs.mkdirSync(folder, { recursive: true });
+    fs.writeFileSync(file, JSON.stringify(entry));
+  } catch (error) {
+    // A write that fails on a full disk leaves an empty entry for a process that will not run.
+    removeQuietly(file);
+    throw new Error(
+      `cannot register this process in ${folder} (${(error as Error).message}); ` +
+        'free space there, or move aside a file that has its name, then start again',
+    );
+  }
   ownEntries.set(file, entry);
   const timer = setInterval(() => {
     const now = new Date();
