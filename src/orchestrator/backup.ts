@@ -145,9 +145,25 @@ export async function backupDatabase(dbPath: string, target: string): Promise<Ba
     fs.renameSync(partial, target);
   } catch (error) {
     fs.rmSync(partial, { force: true });
-    throw error;
+    throw describeFullDisk(error, target);
   }
   return { path: target, bytes: fs.statSync(target).size, durationMs: Date.now() - started };
+}
+
+/**
+ * Names the target in a full-disk error of a backup, keeping its code. SQLite's own message,
+ * "database or disk is full", reads as if the database that is copied were full.
+ */
+function describeFullDisk(error: unknown, target: string): unknown {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (!(error instanceof Error) || (code !== 'SQLITE_FULL' && code !== 'ENOSPC')) return error;
+  const described: Error & { code?: string } = new Error(
+    `backup to ${target} failed: ${error.message} (${code}); free space on the file system ` +
+      `of ${path.dirname(target)} or choose another path`,
+    { cause: error },
+  );
+  described.code = code;
+  return described;
 }
 
 /** Copies the database at `dbPath` to the new file `target` and switches the copy out of WAL. */

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -114,6 +115,28 @@ describe('backupDatabase', () => {
     fs.mkdirSync(target);
     await expect(backupDatabase(db, target)).rejects.toThrow();
     expect(fs.existsSync(`${target}.partial`)).toBe(false);
+  });
+
+  it('names the target on a full disk', async () => {
+    const db = path.join(dir, 'large.db');
+    const sqlite = new BetterSqlite3(db);
+    sqlite.exec('CREATE TABLE t (x TEXT); INSERT INTO t VALUES (randomblob(1048576));');
+    sqlite.close();
+    // A file system of its own, smaller than the database, so only the backup fills it.
+    const mountPoint = makeTempDir('slipway-backup-full-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mountPoint]);
+    try {
+      const target = path.join(mountPoint, 'copy.db');
+      const failure = backupDatabase(db, target);
+      await expect(failure).rejects.toThrow(
+        `backup to ${target} failed: database or disk is full (SQLITE_FULL); ` +
+          `free space on the file system of ${mountPoint} or choose another path`,
+      );
+      await expect(failure).rejects.toMatchObject({ code: 'SQLITE_FULL' });
+      expect(fs.readdirSync(mountPoint)).toEqual([]);
+    } finally {
+      execFileSync('umount', [mountPoint]);
+    }
   });
 
   it('writes an owner-only file', async () => {
