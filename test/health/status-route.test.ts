@@ -103,7 +103,7 @@ describe('health status endpoint', () => {
       expect(status.body.status).toBe('degraded');
       expect(database.status).toBe('degraded');
       expect(database.details.wal).toEqual({ frames, checkpointed_frames: 10, bytes });
-      expect(database.details.reason).toContain('the write-ahead log holds 295 MiB');
+      expect(database.details.reason).toContain('the write-ahead log holds 294.7 MiB');
       // The recorded check's details stay.
       expect(database.details.integrity.ok).toBe(true);
 

@@ -16,7 +16,7 @@ import type { AppContext } from '../../app/context.js';
 import { latestMetrics } from '../../health/metrics.js';
 import { checkIntervalMs } from '../../health/runner.js';
 import { HEALTH_STATES, worstOf, type HealthState } from '../../health/types.js';
-import { walHealth } from '../../health/wal.js';
+import { WAL_DEGRADED_BYTES, walHealth } from '../../health/wal.js';
 import { parseJsonColumn } from '../../store/json.js';
 import { ApiError } from '../errors.js';
 import { parseQueryTime } from '../query.js';
@@ -181,6 +181,17 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
   );
 }
 
+/**
+ * Returns the WAL limit of the check named `database` in the pipeline file, whose result the
+ * live probe joins, so that both use one limit; else the default.
+ */
+function walWarnBytes(context: AppContext): number {
+  for (const check of context.pipelines.healthChecks) {
+    if (check.name === 'database' && check.type === 'database') return check.settings.walWarnBytes;
+  }
+  return WAL_DEGRADED_BYTES;
+}
+
 /** Runs `select 1` on the API's connection: the `api` and `database` components. */
 async function checkConnection(
   context: AppContext,
@@ -195,7 +206,7 @@ async function checkConnection(
     // Reads still work when the disk is full or the file was replaced, so only the last failed
     // write shows that writes do not.
     const failure = context.store.lastWriteFailure;
-    const wal = walHealth(context.store.walUse());
+    const wal = walHealth(context.store.walUse(), walWarnBytes(context));
     return {
       api: {
         ...base,
