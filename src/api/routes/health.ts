@@ -182,8 +182,8 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
 }
 
 /**
- * Returns the WAL limit of the check named `database` in the pipeline file, whose result the
- * live probe joins, so that both use one limit; else the default.
+ * Returns the WAL limit of the check named `database` in the pipeline file, or the default.
+ * The live probe joins that check's result, so both must judge the WAL by one limit.
  */
 function walWarnBytes(context: AppContext): number {
   for (const check of context.pipelines.healthChecks) {
