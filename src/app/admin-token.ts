@@ -87,13 +87,13 @@ export async function ensureAdminToken(
     if (created.existing.role !== 'admin') {
       // The value is another token's, so the API has no admin token from the variable.
       logger.warn(
-        { token: created.existing.name, role: created.existing.role },
+        { token_name: created.existing.name, role: created.existing.role },
         `SLIPWAY_ADMIN_TOKEN is the value of token "${created.existing.name}", whose role is ` +
           `${created.existing.role}, so it is no admin token; set SLIPWAY_ADMIN_TOKEN to a new value`,
       );
     } else if (created.existing.revoked_at !== null) {
       logger.warn(
-        { token: created.existing.name },
+        { token_name: created.existing.name },
         'SLIPWAY_ADMIN_TOKEN is revoked and will not authenticate until it is set to a new value',
       );
     }

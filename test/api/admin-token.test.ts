@@ -237,7 +237,13 @@ describe('SLIPWAY_ADMIN_TOKEN of another role', () => {
       const { token } = await store.write((trx) => createToken(trx, 'ci-bot', 'trigger'));
       const config = loadConfig({ SLIPWAY_DATA_DIR: dataDir, SLIPWAY_ADMIN_TOKEN: token });
       const warnings: string[] = [];
-      const logger = { warn: (_fields: unknown, message: string) => warnings.push(message) };
+      const fields: Array<Record<string, unknown>> = [];
+      const logger = {
+        warn: (logged: Record<string, unknown>, message: string) => {
+          fields.push(logged);
+          warnings.push(message);
+        },
+      };
 
       const result = await ensureAdminToken(config, store, logger as unknown as Logger);
 
@@ -245,6 +251,8 @@ describe('SLIPWAY_ADMIN_TOKEN of another role', () => {
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toContain('token "ci-bot", whose role is trigger');
       expect(warnings[0]).toContain('set SLIPWAY_ADMIN_TOKEN to a new value');
+      // The logger redacts any field named token, so the name has a field of its own.
+      expect(fields[0]).toEqual({ token_name: 'ci-bot', role: 'trigger' });
     } finally {
       await store.close();
       fs.rmSync(dataDir, { recursive: true, force: true });
