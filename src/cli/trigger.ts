@@ -3,7 +3,7 @@
  * job over the HTTP API, as a GitHub Actions step would, and with --wait follows its logs and
  * exits with its result.
  *
- * Reads SLIPWAY_API_URL (default http://127.0.0.1:5000) and SLIPWAY_TOKEN (a token with the
+ * Reads SLIPWAY_API_URL (default from API_HOST and API_PORT) and SLIPWAY_TOKEN (a token with the
  * trigger role). Inside GitHub Actions it fills in --github-run-id and --github-run-attempt
  * from GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT, so a re-run step finds its job again instead of
  * queueing a second one, and writes `job-id` and `status` to GITHUB_OUTPUT.
@@ -196,7 +196,7 @@ export function registerTriggerCommands(program: Command): void {
     .option('--no-cancel-on-interrupt', 'leave the job running on SIGINT, SIGTERM or SIGHUP')
     .addHelpText(
       'after',
-      `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://127.0.0.1:5000)\n` +
+      `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://API_HOST:API_PORT, so http://127.0.0.1:5000\n                   when neither is set)\n` +
         `  SLIPWAY_TOKEN    token with the trigger role\n\nExit codes with --wait:\n${EXIT_HELP}\n`,
     )
     .action(async (type: string, options: TriggerOptions, command: Command) => {
