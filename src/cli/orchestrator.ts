@@ -53,13 +53,18 @@ function isExistingDirectory(file: string): boolean {
 }
 
 /** Opens the restored database, which applies pending migrations, and audits the restore. */
-async function recordRestore(dbPath: string, source: string, previous: string | null) {
+async function recordRestore(
+  dbPath: string,
+  source: string,
+  previous: string | null,
+  revocationsKept: string[],
+) {
   const store = await openStore(dbPath, { logger: createLogger('warn') });
   try {
     await store.write((trx) =>
       appendAudit(trx, cliAudit(), {
         action: 'database_restored',
-        details: { source, previous },
+        details: { source, previous, revocations_kept: revocationsKept },
       }),
     );
   } finally {
@@ -184,19 +189,22 @@ export function registerOrchestratorCommands(program: Command): void {
         const config = loadRoleConfig();
         const source = path.resolve(file);
         let previous: string | null;
+        let revocationsKept: string[];
         try {
-          ({ previous } = restoreDatabase(config.dbPath, source));
+          ({ previous, revocationsKept } = restoreDatabase(config.dbPath, source));
         } catch (error) {
           if (error instanceof RestoreRejected)
             throw new CliError(`restore rejected: ${error.message}`);
           throw error;
         }
         try {
-          await recordRestore(config.dbPath, source, previous);
+          await recordRestore(config.dbPath, source, previous, revocationsKept);
         } catch (error) {
           throw undoFailedRestore(config.dbPath, previous, error);
         }
-        process.stdout.write(`${JSON.stringify({ restored: config.dbPath, source, previous })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ restored: config.dbPath, source, previous, revocations_kept: revocationsKept })}\n`,
+        );
       });
     });
 }

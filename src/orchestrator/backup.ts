@@ -244,7 +244,10 @@ function readUnknownMigrations(file: string): string[] | undefined {
  * it. The replaced database is kept next to it as `<name>.before-restore-<time>`, so
  * undoRestore can put it back.
  */
-export function restoreDatabase(dbPath: string, source: string): { previous: string | null } {
+export function restoreDatabase(
+  dbPath: string,
+  source: string,
+): { previous: string | null; revocationsKept: string[] } {
   if (!fs.existsSync(source)) throw new RestoreRejected(`backup ${source} does not exist`);
 
   const running = findRunningProcesses(dbPath);
@@ -287,8 +290,10 @@ export function restoreDatabase(dbPath: string, source: string): { previous: str
   fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
   const staged = `${dbPath}.restoring`;
   let previous: string | null = null;
+  let revocationsKept: string[] = [];
   try {
     stageCopy(source, staged);
+    if (fs.existsSync(dbPath)) revocationsKept = keepRevocations(dbPath, staged);
     if (fs.existsSync(dbPath)) {
       const beforeRestore = `${dbPath}.before-restore-${new Date().toISOString().replace(/[-:.]/g, '')}`;
       // Fold the WAL into the old file first, so the kept copy is complete on its own.
@@ -305,7 +310,44 @@ export function restoreDatabase(dbPath: string, source: string): { previous: str
     if (previous !== null && !fs.existsSync(dbPath)) fs.renameSync(previous, dbPath);
     throw error;
   }
-  return { previous };
+  return { previous, revocationsKept };
+}
+
+/**
+ * Revokes in the staged copy each token that the database it replaces has revoked, so that a
+ * backup made before a leaked token was revoked does not bring the token back. Returns the
+ * names of those tokens. A database it replaces that cannot be read, as when the restore
+ * repairs a damaged one, keeps nothing.
+ */
+function keepRevocations(dbPath: string, staged: string): string[] {
+  let revoked: Array<{ token_hash: string; revoked_at: string }>;
+  try {
+    const current = new BetterSqlite3(dbPath, { readonly: true, fileMustExist: true });
+    try {
+      revoked = current
+        .prepare('SELECT token_hash, revoked_at FROM api_tokens WHERE revoked_at IS NOT NULL')
+        .all() as Array<{ token_hash: string; revoked_at: string }>;
+    } finally {
+      current.close();
+    }
+  } catch {
+    return [];
+  }
+  if (revoked.length === 0) return [];
+  const copy = new BetterSqlite3(staged, { fileMustExist: true });
+  try {
+    const revoke = copy.prepare(
+      'UPDATE api_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL RETURNING name',
+    );
+    return copy.transaction(() =>
+      revoked.flatMap((row) => {
+        const token = revoke.get(row.revoked_at, row.token_hash) as { name: string } | undefined;
+        return token === undefined ? [] : [token.name];
+      }),
+    )();
+  } finally {
+    copy.close();
+  }
 }
 
 /** Copies `source` to `staged`, readable only by its owner, and syncs it to disk. */

@@ -196,6 +196,48 @@ describe('backup into a directory', { timeout: 120_000 }, () => {
   });
 });
 
+describe('restore of a backup older than a revocation', { timeout: 120_000 }, () => {
+  it('keeps the token revoked', async () => {
+    await ensureBuilt();
+    const dataDir = await initDataDir('slipway-restore-revoked-');
+    const env = { SLIPWAY_DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
+    const backup = path.join(makeTempDir('slipway-restore-revoked-backup-'), 'before.db');
+    const create = (name: string) =>
+      runCli(['token', 'create', '--name', name, '--role', 'trigger'], env);
+    expect((await create('leaked')).code).toBe(0);
+    expect((await create('kept')).code).toBe(0);
+    expect((await runCli(['backup', '--output', backup], env)).code).toBe(0);
+    const revoked = await runCli(['token', 'revoke', 'leaked'], env);
+    expect(revoked.code, revoked.stderr).toBe(0);
+
+    const restored = await runCli(['restore', backup], env);
+
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(JSON.parse(restored.stdout).revocations_kept).toEqual(['leaked']);
+    const sqlite = new BetterSqlite3(dbFile(dataDir), { readonly: true });
+    const tokens = sqlite
+      .prepare(
+        "SELECT name, revoked_at FROM api_tokens WHERE name IN ('leaked', 'kept') ORDER BY name",
+      )
+      .all() as Array<{ name: string; revoked_at: string | null }>;
+    const audit = sqlite
+      .prepare("SELECT details FROM audit_log WHERE action = 'database_restored'")
+      .get() as { details: string };
+    sqlite.close();
+    expect(tokens[0]).toEqual({ name: 'kept', revoked_at: null });
+    expect(tokens[1]!.name).toBe('leaked');
+    expect(tokens[1]!.revoked_at).not.toBeNull();
+    expect(JSON.parse(audit.details).revocations_kept).toEqual(['leaked']);
+    // The backup itself is left as it was.
+    const original = new BetterSqlite3(backup, { readonly: true });
+    const inBackup = original
+      .prepare("SELECT revoked_at FROM api_tokens WHERE name = 'leaked'")
+      .get() as { revoked_at: string | null };
+    original.close();
+    expect(inBackup.revoked_at).toBeNull();
+  });
+});
+
 describe('restore of an unusable backup', { timeout: 120_000 }, () => {
   let dataDir: string;
   const outside = makeTempDir('slipway-restore-undo-');
