@@ -659,7 +659,9 @@ function storageError(error: unknown): ApiError | undefined {
         'storage',
         'replaced',
       );
+    // SQLITE_CANTOPEN: the read connection opens on first use, which fails when the file is gone.
     case 'SQLITE_IOERR':
+    case 'SQLITE_CANTOPEN':
     case 'EIO':
       return new ApiError(
         'service_unavailable',

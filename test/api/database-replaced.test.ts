@@ -73,3 +73,33 @@ describe('write after the database file moved', () => {
     expect(response.body.rule).toBe('replaced');
   });
 });
+
+describe('first read after the database file moved', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('returns 503 naming the storage', async () => {
+    const dbPath = path.join(server.dataDir, 'state', 'orchestration.db');
+    fs.renameSync(dbPath, `${dbPath}.moved`);
+    let response;
+    try {
+      // Job reads use a second connection, opened on the first read, which finds no file.
+      response = await server.request('GET', '/api/job/ci-00000000', {
+        token: server.adminToken,
+      });
+    } finally {
+      fs.renameSync(`${dbPath}.moved`, dbPath);
+    }
+
+    expect(response.status).toBe(503);
+    expect(response.body.field).toBe('storage');
+    expect(response.body.rule).toBe('io');
+    expect(response.body.error).toContain('SQLITE_CANTOPEN');
+  });
+});
