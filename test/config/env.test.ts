@@ -308,6 +308,7 @@ describe('configuration at start', () => {
     });
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(`ORCHESTRATION_DB_PATH: cannot open "${notDatabase}"`);
+    expect(result.stderr).toContain('as a SQLite database (file is not a database)');
     expect(fs.readFileSync(notDatabase, 'utf8')).toBe('x'.repeat(4096));
   });
 });
