@@ -17,6 +17,7 @@ import { startOrchestrator } from '../orchestrator/role.js';
 import { startHealthMonitor } from '../health/monitor.js';
 import { isClusterWorker } from './cluster.js';
 import { startWorker } from '../worker/role.js';
+import { killLiveSteps } from '../execution/local.js';
 
 export interface RunningRole {
   name: string;
@@ -203,10 +204,13 @@ export async function runRolesUntilSignal(
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<void> {
   const stop = listenForStop((signal) => {
+    // The steps would run on after the exit, beside their next attempt.
+    const killed = killLiveSteps();
     context.logger.error(
-      { signal },
+      { signal, local_steps_killed: killed },
       `received ${signal} again, exiting now: tasks still running here are not handed back ` +
-        'and run again, or end error when they have side effects, once their leases expire',
+        'and run again, or end error when they have side effects, once their leases expire; ' +
+        `${killed} local step(s) were killed`,
     );
   });
   try {

@@ -199,6 +199,7 @@ export class LocalExecutor implements Executor {
       const groups = this.#groups.get(spec.taskId) ?? new Set<number>();
       this.#groups.set(spec.taskId, groups);
       if (pid !== undefined) groups.add(pid);
+      if (pid !== undefined) liveStepGroups.add(pid);
       if (pid !== undefined) marked.firstPid ??= pid;
 
       let killTimer: NodeJS.Timeout | undefined;
@@ -225,6 +226,7 @@ export class LocalExecutor implements Executor {
         exitCode = code ?? 128 + signalNumber(killedBy);
         // Background processes of the step would keep its pipes open and outlive it.
         if (pid !== undefined) killGroup(pid, 'SIGKILL');
+        if (pid !== undefined) liveStepGroups.delete(pid);
         markedKilled = killMarked(mark, 'SIGKILL', pid);
       });
       child.once('close', () => {
@@ -250,6 +252,28 @@ function inheritedEnv(): Record<string, string> {
 }
 
 /** Sends `signal` to every process of the group led by `pid`; a gone group is fine. */
+/** Process groups of the steps running in this process, for killLiveSteps. */
+const liveStepGroups = new Set<number>();
+
+/**
+ * Kills the process group of every step running in this process, at once and synchronously,
+ * for a process that exits without stopping its tasks (a second stop signal). Returns how
+ * many groups it signalled. Processes that left their group are found at the next start.
+ */
+export function killLiveSteps(): number {
+  let killed = 0;
+  for (const pid of liveStepGroups) {
+    try {
+      killGroup(pid, 'SIGKILL');
+      killed += 1;
+    } catch {
+      // Not ours to kill any more (EPERM): the next start's search for leftovers reports it.
+    }
+  }
+  liveStepGroups.clear();
+  return killed;
+}
+
 export function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);

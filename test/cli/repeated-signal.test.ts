@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, spawnCli, type CliProcess, waitUntil } from '../support/cli.js';
-import { writePipelineFile } from '../support/execution.js';
+import { processesWith, writePipelineFile } from '../support/execution.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -29,7 +29,7 @@ describe('a second signal during the stop', () => {
 pipelines:
   slow:
     executor: local
-    steps: [{ run: 'sleep 30' }]
+    steps: [{ run: 'sleep 30.25' }]
 `),
       SLIPWAY_ADMIN_TOKEN: ADMIN_TOKEN,
       SLIPWAY_EXECUTOR: 'local',
@@ -63,5 +63,8 @@ pipelines:
     expect(await serve.exited).toBe(130);
     expect(Date.now() - second).toBeLessThan(5_000);
     expect(serve.output()).toContain('received SIGINT again, exiting now');
+    // The step ends with the process instead of running on until the next start finds it.
+    expect(serve.output()).toContain('1 local step(s) were killed');
+    await waitUntil(() => processesWith('sleep 30.25').length === 0, 'the step to end', 3_000);
   });
 });
