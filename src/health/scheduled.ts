@@ -19,6 +19,8 @@ export function healthChecksTask(context: AppContext): ScheduledTask | undefined
         outcomes.filter((outcome) => outcome.status === status).length;
       return {
         checks: outcomes.length,
+        // Checks that ran within their interval, here or in the health monitor, or run there now.
+        not_due: context.pipelines.healthChecks.length - outcomes.length,
         healthy: count('healthy'),
         degraded: count('degraded'),
         unhealthy: count('unhealthy'),

@@ -39,11 +39,11 @@ describe('workers check', () => {
     expect(result).toMatchObject({
       ran: true,
       ok: true,
-      summary: { checks: 1, healthy: 0, unhealthy: 1, actions: 0 },
+      summary: { checks: 1, not_due: 0, healthy: 0, unhealthy: 1, actions: 0 },
     });
     // The check ran, so it is not due again within its interval.
     const again = await scheduler.runTask('health-checks');
-    expect(again).toMatchObject({ ran: true, summary: { checks: 0 } });
+    expect(again).toMatchObject({ ran: true, summary: { checks: 0, not_due: 1 } });
   });
 
   /** Milliseconds until the monitor runs the check again. */
