@@ -3,13 +3,15 @@
  * returns a handle whose `stop` finishes in-flight work and releases what the role uses.
  * `runRolesUntilSignal` stops them in reverse order on SIGTERM, SIGINT or SIGHUP, then closes the store.
  */
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { listenForStop } from './stop-signals.js';
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type RouteModule } from '../api/server.js';
 import { ConfigError, type Role } from '../config/env.js';
 import type { AppContext } from './context.js';
-import { ensureAdminToken } from './admin-token.js';
+import { ADMIN_TOKEN_FILE, ensureAdminToken } from './admin-token.js';
 import { ensureAgentToken } from './agent-token.js';
 import { markApiServing, registerRunningProcess } from '../store/running-processes.js';
 import { renewLeasesOnStart, type StartRenewal } from '../orchestrator/leases.js';
@@ -91,6 +93,12 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
       { file: admin.file },
       `an admin token was created and written to ${admin.file}; read it with: cat ${admin.file}`,
     );
+  } else if (!isClusterWorker() && config.api.adminToken === undefined) {
+    // A later start creates no token, so say again where the first one went.
+    const file = path.join(config.dataDir, ADMIN_TOKEN_FILE);
+    if (fs.existsSync(file)) {
+      logger.info({ file }, `the admin token made at the first start is in ${file}`);
+    }
   }
   return {
     name: 'api',

@@ -156,5 +156,13 @@ describe('process logs', { timeout: 120_000 }, () => {
     const output = api.stdout();
     expect(output).toContain(path.join(freshDir, 'admin-token'));
     expect(output).not.toContain(token);
+
+    // A later start creates no token and says where the first one is.
+    const again = await startApiProcess({ SLIPWAY_DATA_DIR: freshDir });
+    await again.stop();
+    expect(again.stdout()).toContain(
+      `the admin token made at the first start is in ${path.join(freshDir, 'admin-token')}`,
+    );
+    expect(again.stdout()).not.toContain(token);
   });
 });
