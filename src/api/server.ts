@@ -646,7 +646,7 @@ function storageError(error: unknown): ApiError | undefined {
     case 'EPERM':
       return new ApiError(
         'service_unavailable',
-        `the server may not write its data files (${code}), so the request failed; ` +
+        `the server may not read or write its data files (${code}), so the request failed; ` +
           'the server log names the file, whose permissions or file system need fixing',
         'storage',
         'permission',
