@@ -96,8 +96,8 @@ export function registerOrchestratorCommands(program: Command): void {
   program
     .command('run-task')
     .description(
-      'run a scheduled task now (sweep, cleanup, backup, and health-checks when the pipeline ' +
-        'file defines health checks) unless another process runs it',
+      'run a scheduled task now (sweep, cleanup, backup, and health-checks unless the ' +
+        "pipeline file's health_checks list is empty) unless another process runs it",
     )
     .argument('<name>', 'task name')
     .action(async (name: string) => {
@@ -115,8 +115,9 @@ export function registerOrchestratorCommands(program: Command): void {
             const known = scheduler.tasks.map((task) => task.name).join(', ');
             if (name === 'health-checks') {
               throw new CliError(
-                `the pipeline file ${context.pipelinesPath} defines no health checks, so there ` +
-                  'is no health-checks task; add a health_checks section (see docs/health.md)',
+                `the pipeline file ${context.pipelinesPath} has an empty health_checks list, so ` +
+                  'there is no health-checks task; add checks to it, or remove it to get the ' +
+                  'default checks (see docs/health.md)',
                 2,
               );
             }

@@ -47,8 +47,8 @@ health_checks:
     const result = await runCli(['run-task', 'health-checks'], env);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(
-      `the pipeline file ${file} defines no health checks, so there is no health-checks task; ` +
-        'add a health_checks section (see docs/health.md)',
+      `the pipeline file ${file} has an empty health_checks list, so there is no ` +
+        'health-checks task; add checks to it, or remove it to get the default checks',
     );
     expect(result.stderr).not.toContain('unknown task');
   });
