@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import type { AppContext } from '../app/context.js';
 import { isTerminal } from '../jobs/status.js';
+import { param, prepare } from '../store/prepared.js';
 import type { TaskRow } from '../store/schema.js';
 import type { TaskLogStore } from './task-log-store.js';
 
@@ -28,7 +29,7 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
   let offset = 0;
   let file: string | null = null;
   for (;;) {
-    const task = await loadTask(options.context, taskId);
+    const task = loadTask(options.context, taskId);
     if (task === undefined) return;
     if (options.attempt !== undefined && task.attempt > options.attempt) {
       // The attempt ended and a newer one started: the rest of its own file, then the end.
@@ -69,8 +70,13 @@ async function* readFrom(file: string, start: number): AsyncGenerator<Buffer> {
   try {
     let position = start;
     for (;;) {
-      const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
-      const { bytesRead } = await handle.read(buffer, 0, READ_CHUNK_BYTES, position);
+      // A buffer of the size left, not of a whole chunk: each append wakes every follower,
+      // and 256 KiB buffers for a few lines each kept the garbage collector busy.
+      const { size } = await handle.stat();
+      if (size <= position) return;
+      const length = Math.min(READ_CHUNK_BYTES, size - position);
+      const buffer = Buffer.allocUnsafe(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, position);
       if (bytesRead === 0) return;
       position += bytesRead;
       yield buffer.subarray(0, bytesRead);
@@ -80,12 +86,16 @@ async function* readFrom(file: string, start: number): AsyncGenerator<Buffer> {
   }
 }
 
-function loadTask(context: AppContext, taskId: string): Promise<TaskRow | undefined> {
-  return context.store.db
-    .selectFrom('tasks')
-    .selectAll()
-    .where('id', '=', taskId)
-    .executeTakeFirst();
+const TASK_BY_ID = prepare<{ id: string }>((db) =>
+  db.selectFrom('tasks').selectAll().where('id', '=', param('id')),
+);
+
+/**
+ * Reads the task on the read connection. Every follower reads it at each append, and on the
+ * write connection those reads queued with the heartbeats and log uploads of the workers.
+ */
+function loadTask(context: AppContext, taskId: string): TaskRow | undefined {
+  return context.store.read((sqlite) => TASK_BY_ID.get<TaskRow>(sqlite, { id: taskId }));
 }
 
 function waitForNews(options: FollowOptions, file: string | null, taskId: string): Promise<void> {
