@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runHealthChecks } from '../../src/health/runner.js';
 import { makeTempDir, type TestServer } from '../support/server.js';
@@ -71,10 +72,26 @@ describe('database check on a small file system', () => {
   });
 
   it('is degraded above wal_warn', async () => {
-    const outcome = await check('db-small-wal');
+    // An open read keeps checkpoints from copying the frames written after it started.
+    const reader = new BetterSqlite3(server.context.store.path, { readonly: true });
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM jobs').get();
+    let outcome;
+    try {
+      await server.request('POST', '/api/trigger/ci', {
+        token: server.adminToken,
+        body: { commit: 'abc1234' },
+      });
+      outcome = await check('db-small-wal');
+    } finally {
+      reader.exec('COMMIT');
+      reader.close();
+    }
+
     expect(outcome.status).toBe('degraded');
     const found = await details('db-small-wal');
     expect(found.wal.bytes).toBeGreaterThan(1024);
+    expect(found.wal.checkpointed_frames).toBeLessThan(found.wal.frames);
     const status = await server.request('GET', '/api/health/status', { token: server.adminToken });
     expect(status.body.components['db-small-wal'].details.reason).toContain(
       'over 1.0 KiB. A checkpoint starts it over only once no read transaction uses its frames',

@@ -1,4 +1,5 @@
 /** The live database probe of the status endpoint takes the WAL limit of the `database` check. */
+import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runHealthChecks } from '../../src/health/runner.js';
 import type { TestServer } from '../support/server.js';
@@ -6,6 +7,7 @@ import { startHealthServer } from './helpers.js';
 
 describe('live WAL limit', () => {
   let server: TestServer;
+  let reader: BetterSqlite3.Database;
 
   beforeAll(async () => {
     server = await startHealthServer(`
@@ -13,12 +15,18 @@ describe('live WAL limit', () => {
     type: database
     wal_warn: 1KiB
 `);
+    // An open read keeps checkpoints from copying the frames written after it started.
+    reader = new BetterSqlite3(server.context.store.path, { readonly: true });
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM jobs').get();
     await server.request('POST', '/api/trigger/ci', {
       token: server.adminToken,
       body: { commit: 'abc1234' },
     });
   });
   afterAll(async () => {
+    reader.exec('COMMIT');
+    reader.close();
     await server.close();
   });
 
