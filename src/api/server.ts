@@ -277,11 +277,12 @@ export async function buildServer(
       .write((trx) => storeTokenUse(trx, tokenId, at))
       .catch((error: unknown) => {
         const code = (error as { code?: unknown } | null)?.code;
-        const heldBack = tokenUseErrors.record(typeof code === 'string' ? code : 'no code');
-        if (heldBack === undefined) return;
-        context.logger.warn(
-          { err: error, token_id: tokenId, held_back: heldBack },
-          `could not store a token use (repeats within ${tokenUseErrors.windowMs / 1000} s are counted in held_back, not logged)`,
+        tokenUseErrors.log(
+          context.logger,
+          'warn',
+          typeof code === 'string' ? code : 'no code',
+          { err: error, token_id: tokenId },
+          'could not store a token use',
         );
       });
   });
@@ -357,13 +358,13 @@ export async function buildServer(
       // outcome with its own message, not a bug, so it needs no stack trace.
       request.log.warn({ code: apiError.code, error: apiError.message }, 'request failed');
     } else if (apiError.status >= 500 && apiError.field === 'storage') {
-      const held = storageErrors.record(apiError.rule ?? apiError.code);
-      if (held !== undefined) {
-        request.log.error(
-          { err: error, held_back: held },
-          `request failed (repeats within ${storageErrors.windowMs / 1000} s are counted in held_back, not logged)`,
-        );
-      }
+      storageErrors.log(
+        request.log,
+        'error',
+        apiError.rule ?? apiError.code,
+        { err: error },
+        'request failed',
+      );
     } else if (apiError.status >= 500) {
       request.log.error({ err: error }, 'request failed');
     } else if (apiError.code === 'rate_limited') {

@@ -205,8 +205,7 @@ export class WriteQueue {
           return;
         }
         const synced = this.#walSync.sync().then(settle, (error: unknown) => {
-          this.#logFailure(error, batch.length, 'fsync of the WAL failed');
-          this.#recordFailure(error);
+          this.#recordFailure(error, batch.length, 'fsync of the WAL failed');
           for (const write of batch) write.reject(error);
         });
         this.#syncing.add(synced);
@@ -219,8 +218,7 @@ export class WriteQueue {
           await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
           continue;
         }
-        this.#logFailure(error, batch.length, 'commit failed');
-        this.#recordFailure(error);
+        this.#recordFailure(error, batch.length, 'commit failed');
         for (const write of batch) write.reject(error);
         return;
       }
@@ -237,21 +235,19 @@ export class WriteQueue {
   }
 
   /**
-   * Logs a batch that failed. A full disk fails every batch until someone frees space, so
-   * repeats of the same error are only counted for a while (see RepeatedErrors).
+   * Stores and logs the failure of a batch of `writes` writes. A full disk fails every batch
+   * until someone frees space, so repeats of the same error are only counted for a while.
    */
-  #logFailure(error: unknown, writes: number, message: string): void {
-    const code = (error as { code?: unknown }).code;
-    const held = this.#repeatedFailures.record(`${message}: ${String(code)}`);
-    if (held === undefined) return;
-    this.#logger?.error(
-      { err: error, writes, held_back: held },
-      `${message} (repeats within ${this.#repeatedFailures.windowMs / 1000} s are counted in held_back, not logged)`,
-    );
-  }
-
-  #recordFailure(error: unknown): void {
+  #recordFailure(error: unknown, writes: number, message: string): void {
     this.#lastFailure = describeFailure(error);
+    if (this.#logger === undefined) return;
+    this.#repeatedFailures.log(
+      this.#logger,
+      'error',
+      `${message}: ${this.#lastFailure.code ?? 'no code'}`,
+      { err: error, writes },
+      message,
+    );
   }
 
   #checkFile(): void {
