@@ -94,7 +94,7 @@ export async function startApi(context: AppContext): Promise<ApiRole> {
       `an admin token was created and written to ${admin.file}; read it with: cat ${admin.file}`,
     );
   } else if (!isClusterWorker() && config.api.adminToken === undefined) {
-    // A later start creates no token, so say again where the first one went.
+    // A later start creates no token, so it logs again where the first one is.
     const file = path.join(config.dataDir, ADMIN_TOKEN_FILE);
     if (fs.existsSync(file)) {
       logger.info({ file }, `the admin token made at the first start is in ${file}`);

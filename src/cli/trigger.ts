@@ -234,17 +234,17 @@ function rejectAttemptWithoutRunId(options: TriggerOptions, command: Command): v
  * cancelled as the caller expects.
  */
 function rejectWaitOptionsWithoutWait(options: TriggerOptions, command: Command): void {
-  const given = [
+  const waitOptions = [
     options.timeout === undefined ? undefined : '--timeout <duration>',
     command.getOptionValueSource('pollInterval') === 'cli'
       ? '--poll-interval <duration>'
       : undefined,
     options.cancelOnTimeout === true ? '--cancel-on-timeout' : undefined,
   ].filter((option) => option !== undefined);
-  if (options.wait !== true && given.length > 0) {
+  if (options.wait !== true && waitOptions.length > 0) {
     command.error(
-      `error: option '${given[0]}' requires option '--wait'; add --wait to wait for the ` +
-        `job, or drop ${given[0]!.split(' ')[0]}`,
+      `error: option '${waitOptions[0]}' requires option '--wait'; add --wait to wait for the ` +
+        `job, or drop ${waitOptions[0]!.split(' ')[0]}`,
     );
   }
   if (options.cancelOnTimeout === true && options.timeout === undefined) {

@@ -70,8 +70,8 @@ async function* readFrom(file: string, start: number): AsyncGenerator<Buffer> {
   try {
     let position = start;
     for (;;) {
-      // A buffer of the size left, not of a whole chunk: each append wakes every follower,
-      // and 256 KiB buffers for a few lines each kept the garbage collector busy.
+      // Only the bytes left, not a whole chunk. Each append wakes every follower, and a
+      // 256 KiB buffer per follower for a few lines kept the garbage collector busy.
       const { size } = await handle.stat();
       if (size <= position) return;
       const length = Math.min(READ_CHUNK_BYTES, size - position);

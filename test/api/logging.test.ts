@@ -157,7 +157,7 @@ describe('process logs', { timeout: 120_000 }, () => {
     expect(output).toContain(path.join(freshDir, 'admin-token'));
     expect(output).not.toContain(token);
 
-    // A later start creates no token and says where the first one is.
+    // A later start creates no token and logs where the first one is.
     const again = await startApiProcess({ SLIPWAY_DATA_DIR: freshDir });
     await again.stop();
     expect(again.stdout()).toContain(

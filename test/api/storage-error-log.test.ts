@@ -85,7 +85,7 @@ describe('storage error log', () => {
 
     const full = statuses.filter((status) => status === 503).length;
     expect(full).toBeGreaterThan(10);
-    // A full disk fails each write's own insert, which its request reports: the batch commits.
+    // Each failed write is reported by its request, and only the first within 10 s is logged.
     const requests = lines.filter(
       (line) => line.msg.startsWith('request failed') && line.err?.code === 'SQLITE_FULL',
     );
