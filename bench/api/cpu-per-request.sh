@@ -26,17 +26,17 @@ for _ in $(seq 1 80); do
   sleep 0.25
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
-
-# Prints "<label>: <requests> requests, <microseconds> µs CPU per request".
+# Prints "<label>: <requests> requests, <µs> µs CPU per request (user <µs>, sys <µs>)".
 measure() {
-  local label=$1 url=$2 script=$3 before after requests
-  before=$(cpu_ticks)
+  local label=$1 url=$2 script=$3 user0 sys0 user1 sys1 requests ticks
+  ticks=$(getconf CLK_TCK)
+  read -r user0 sys0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
   requests=$(TOKEN=$TOKEN wrk -t1 -c16 -d"$DURATION" -s "$HERE/$script" "$url" |
     awk '/requests in/ {print $1}')
-  after=$(cpu_ticks)
-  echo "$label: $requests requests, $(((after - before) * 1000000 / ticks_per_second / requests)) µs CPU per request"
+  read -r user1 sys1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  local user=$(((user1 - user0) * 1000000 / ticks / requests))
+  local sys=$(((sys1 - sys0) * 1000000 / ticks / requests))
+  echo "$label: $requests requests, $((user + sys)) µs CPU per request (user $user, sys $sys)"
 }
 
 job=$(curl -sf -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" \
