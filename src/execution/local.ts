@@ -2,7 +2,8 @@
  * The local executor: each step runs as `/bin/sh -c <run>` in its own process group (a
  * detached child), in the task's workspace. Cancel and timeout signal the whole group, so
  * grandchildren stop too; after each step the group is killed, so background processes a
- * step left behind do not outlive it.
+ * step left behind do not outlive it. A guard process in the group kills it when the worker
+ * dies, even by SIGKILL.
  *
  * A process that moves itself into a new session or process group (setsid, a daemonizing
  * server) leaves the group, but it keeps the environment it started with. Every step's
@@ -37,6 +38,15 @@ export const KILL_GRACE_MS = 2_000;
 export const PROCESS_MARK_VARIABLE = 'SLIPWAY_PROCESS_MARK';
 /** The variable that names the worker process of every step process (see killOrphanedSteps). */
 export const PROCESS_OWNER_VARIABLE = 'SLIPWAY_PROCESS_OWNER';
+/**
+ * The outer shell of every step. It starts the guard that kills the step's process group once
+ * fd 3 reaches end of file, closes fd 3 for the step itself, and runs the step.
+ */
+const STEP_SHELL =
+  'exec 2>&1; ' +
+  '{ read -r line <&3; kill -KILL 0; } </dev/null >/dev/null 2>&1 & ' +
+  'exec 3<&-; exec /bin/sh -c "$1"';
+
 /** Milliseconds between searches for step processes whose worker has died. */
 const ORPHAN_SEARCH_INTERVAL_MS = 60_000;
 
@@ -184,11 +194,13 @@ export class LocalExecutor implements Executor {
       try {
         // The step's stderr goes into the pipe of its stdout, so the log keeps the order in
         // which the step wrote. The command reaches the inner shell as an argument, unquoted.
-        child = spawn('/bin/sh', ['-c', 'exec 2>&1; exec /bin/sh -c "$1"', 'sh', command], {
+        // A guard in the step's group reads fd 3, whose other end only this process holds. It
+        // kills the group at end of file, which comes when this process dies, even by SIGKILL.
+        child = spawn('/bin/sh', ['-c', STEP_SHELL, 'sh', command], {
           cwd: spec.workspace,
           env,
           detached: true,
-          stdio: ['ignore', 'pipe', 'pipe'],
+          stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
         });
       } catch (error) {
         output.note(`[slipway] could not start the step: ${(error as Error).message}`);
@@ -251,7 +263,6 @@ function inheritedEnv(): Record<string, string> {
   return env;
 }
 
-/** Sends `signal` to every process of the group led by `pid`; a gone group is fine. */
 /** Process groups of the steps running in this process, for killLiveSteps. */
 const liveStepGroups = new Set<number>();
 
@@ -274,6 +285,7 @@ export function killLiveSteps(): number {
   return killed;
 }
 
+/** Sends `signal` to every process of the group led by `pid`; a gone group is fine. */
 export function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);

@@ -1,13 +1,15 @@
 /**
  * A `slipway serve` killed with SIGKILL while its in-process worker runs a task. The next
  * start finds that process gone, so it marks the old worker offline and ends its leases at
- * once: the task runs again well before its 30 s lease would have run out.
+ * once: the task runs again well before its 30 s lease would have run out. The step's
+ * process group dies with the serve process, so the step's sleep leaves the group (setsid)
+ * and stays behind for the new worker to find and kill.
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt } from '../support/cli.js';
-import { writePipelineFile, type JobBody } from '../support/execution.js';
+import { processesWith, writePipelineFile, type JobBody } from '../support/execution.js';
 import { callServe, startServe, stopServe, type ServeProcess } from '../support/serve.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -26,12 +28,20 @@ describe('a serve process killed while its worker runs a task', { timeout: 60_00
 pipelines:
   ci:
     executor: local
-    steps: [{ name: work, run: 'echo started; sleep 20' }]
+    steps: [{ name: work, run: 'echo started; setsid sleep 20.75' }]
 `);
   });
 
   afterAll(async () => {
     if (serve !== undefined) await stopServe(serve, 'SIGKILL');
+    // The second attempt's sleep left its group too, so it outlives this SIGKILL.
+    for (const pid of processesWith('sleep 20.75')) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
   });
 
   const startKilledServe = () =>
