@@ -2,6 +2,7 @@
  * Reads task logs for the log endpoint: the whole file, or (follow) the file and then each
  * append as it is written, until the task ends. Appends made in this process wake the
  * reader at once; a timer covers tasks that other processes end (lease expiry recovery).
+ * Followers of one file that wake at the same offset share one read of the new bytes.
  */
 import fs from 'node:fs';
 import type { AppContext } from '../app/context.js';
@@ -13,6 +14,10 @@ import type { TaskLogStore } from './task-log-store.js';
 /** Maximum time a follower waits for an append before it checks the file and the task again. */
 const FOLLOW_RECHECK_MS = 500;
 const READ_CHUNK_BYTES = 256 * 1024;
+/** Milliseconds for which followers share a task row that they read. */
+const SHARED_TASK_MS = 100;
+/** Task rows kept for sharing. */
+const SHARED_TASKS = 64;
 
 export interface FollowOptions {
   context: AppContext;
@@ -44,7 +49,7 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
     }
     const ended = isTerminal(task.status);
     if (file !== null) {
-      for await (const chunk of readFrom(file, offset)) {
+      for await (const chunk of readShared(options.logs, file, offset)) {
         offset += chunk.length;
         yield chunk;
       }
@@ -57,6 +62,90 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
     }
     if (!options.follow || ended || options.signal.aborted) return;
     await waitForNews(options, file, taskId);
+  }
+}
+
+/**
+ * Reads of followed files in progress, by file and offset. Each append wakes every follower
+ * of the file, and the followers that have caught up all wake at the same offset. The first
+ * starts the read of the new bytes, and the others wait for that read instead of opening,
+ * reading and closing the file again. An append ends the sharing of the reads in progress,
+ * because they may have looked for the end of the file before it.
+ */
+export class SharedReads {
+  readonly #reads = new Map<string, Map<number, Promise<Buffer>>>();
+
+  constructor(logs: TaskLogStore) {
+    logs.changes.on('append', (file) => this.#reads.delete(file));
+  }
+
+  /** Resolves to the bytes from `start` to the end of the file, at most READ_CHUNK_BYTES. */
+  read(file: string, start: number): Promise<Buffer> {
+    let reads = this.#reads.get(file);
+    const shared = reads?.get(start);
+    if (shared !== undefined) return shared;
+    if (reads === undefined) {
+      reads = new Map();
+      this.#reads.set(file, reads);
+    }
+    const read = readAt(file, start);
+    reads.set(start, read);
+    const forget = () => {
+      const current = this.#reads.get(file);
+      if (current?.get(start) !== read) return;
+      current.delete(start);
+      if (current.size === 0) this.#reads.delete(file);
+    };
+    read.then(forget, forget);
+    return read;
+  }
+}
+
+const sharedReadsOf = new WeakMap<TaskLogStore, SharedReads>();
+
+/**
+ * Yields the file's bytes from `start` to its end, sharing each read with the followers
+ * that need the same bytes at the same time.
+ */
+async function* readShared(
+  logs: TaskLogStore,
+  file: string,
+  start: number,
+): AsyncGenerator<Buffer> {
+  let shared = sharedReadsOf.get(logs);
+  if (shared === undefined) {
+    shared = new SharedReads(logs);
+    sharedReadsOf.set(logs, shared);
+  }
+  let position = start;
+  for (;;) {
+    const bytes = await shared.read(file, position);
+    if (bytes.length === 0) return;
+    position += bytes.length;
+    yield bytes;
+  }
+}
+
+/**
+ * Reads the bytes from `start` to the end of the file, at most READ_CHUNK_BYTES, or none when
+ * the file does not exist.
+ */
+async function readAt(file: string, start: number): Promise<Buffer> {
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(file, 'r');
+  } catch {
+    return Buffer.alloc(0);
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size <= start) return Buffer.alloc(0);
+    const length = Math.min(READ_CHUNK_BYTES, size - start);
+    const buffer = Buffer.allocUnsafe(length);
+    const { bytesRead } = await handle.read(buffer, 0, length, start);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
   }
 }
 
@@ -90,12 +179,31 @@ const TASK_BY_ID = prepare<{ id: string }>((db) =>
   db.selectFrom('tasks').selectAll().where('id', '=', param('id')),
 );
 
+/** Task rows that followers read lately, by task id, with when each was read. */
+const recentTasksOf = new WeakMap<AppContext, Map<string, { task: TaskRow; at: number }>>();
+
 /**
  * Reads the task on the read connection. Every follower reads it at each append, and on the
  * write connection those reads queued with the heartbeats and log uploads of the workers.
+ * The followers that one append wakes share one read: a row is used for SHARED_TASK_MS, and
+ * a status change in this process drops it at once.
  */
 function loadTask(context: AppContext, taskId: string): TaskRow | undefined {
-  return context.store.read((sqlite) => TASK_BY_ID.get<TaskRow>(sqlite, { id: taskId }));
+  let recent = recentTasksOf.get(context);
+  if (recent === undefined) {
+    const tasks = new Map<string, { task: TaskRow; at: number }>();
+    context.events.on('task-status', (change: { taskId: string }) => tasks.delete(change.taskId));
+    recentTasksOf.set(context, tasks);
+    recent = tasks;
+  }
+  const shared = recent.get(taskId);
+  if (shared !== undefined && Date.now() - shared.at <= SHARED_TASK_MS) return shared.task;
+  const task = context.store.read((sqlite) => TASK_BY_ID.get<TaskRow>(sqlite, { id: taskId }));
+  recent.delete(taskId);
+  if (task === undefined) return undefined;
+  recent.set(taskId, { task, at: Date.now() });
+  if (recent.size > SHARED_TASKS) recent.delete(recent.keys().next().value!);
+  return task;
 }
 
 function waitForNews(options: FollowOptions, file: string | null, taskId: string): Promise<void> {
