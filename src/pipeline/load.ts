@@ -10,6 +10,7 @@ import { envName, PARAM_VARIABLE_PREFIX, TASK_VARIABLES } from '../dispatch/task
 import { PROCESS_MARK_VARIABLE, PROCESS_OWNER_VARIABLE } from '../execution/local.js';
 import { MAX_MATRIX_COMBINATIONS } from '../jobs/matrix.js';
 import { isImageReference } from '../execution/image-reference.js';
+import { describeUserProblem } from '../execution/container-user.js';
 import { parseDuration } from '../util/time.js';
 import {
   JOB_TYPE_PATTERN,
@@ -388,6 +389,8 @@ function resolvePipeline(
       'is docker but "image" is missing; name the image the steps run in',
     );
   }
+  const user = raw.user === undefined ? undefined : String(raw.user);
+  if (user !== undefined) checkUser(user, raw, [...at, 'user'], report, failed);
   for (const field of ['timeout', 'dependency_timeout'] as const) {
     if (raw[field] !== undefined && durationMs(raw[field]) === 0) {
       report([...at, field], `must be positive, got ${JSON.stringify(raw[field])}`);
@@ -449,6 +452,7 @@ function resolvePipeline(
     triggerNeeds: raw.trigger_needs ?? false,
     dependencyTimeoutMs: durationMs(raw.dependency_timeout),
     network: raw.network,
+    user,
     resources: {
       memory,
       cpus: raw.resources?.cpus,
@@ -591,6 +595,37 @@ function describeReservedName(name: string): string | undefined {
     return `secret ${name} uses the reserved prefix ${PARAM_VARIABLE_PREFIX}, which Slipway gives each trigger parameter; ${rule}`;
   }
   return undefined;
+}
+
+/**
+ * Reports an invalid container `user`, and a `user` on a job type that may run with
+ * the local executor. Local steps always run as the worker's user, so the setting would be
+ * dropped without a word.
+ */
+function checkUser(
+  user: string,
+  raw: RawPipeline,
+  at: (string | number)[],
+  report: Report,
+  failed: FailedFields,
+): void {
+  const problem = describeUserProblem(user);
+  if (problem !== undefined) report(at, problem);
+  // An executor that failed the schema is reported already, and its intent is unknown.
+  if (failed.within([...at.slice(0, -1), 'executor'])) return;
+  if (raw.executor === 'local') {
+    report(
+      at,
+      'applies only to the docker executor, and this job type has executor: local, whose ' +
+        'steps run as the worker\'s user; remove "user" or set executor: docker',
+    );
+  } else if (raw.executor === undefined) {
+    report(
+      at,
+      "applies only to the docker executor; set executor: docker, because the worker's " +
+        "default executor may be local, whose steps run as the worker's user",
+    );
+  }
 }
 
 /** Reports each template value in `text` that is not a matrix axis, and returns how many. */

@@ -89,6 +89,12 @@ const PipelineSchema = Type.Object(
     trigger_needs: Type.Optional(Type.Boolean()),
     dependency_timeout: Type.Optional(DURATION),
     network: Type.Optional(Type.String({ minLength: 1 })),
+    // The loader checks the text form further (see describeUserProblem).
+    user: Type.Optional(
+      Type.Union([Type.String(), Type.Integer({ minimum: 0 })], {
+        description: 'must be a user name or uid, with an optional ":group" or ":gid", or worker',
+      }),
+    ),
     resources: Type.Optional(
       Type.Object(
         {

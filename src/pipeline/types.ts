@@ -64,6 +64,12 @@ export interface Pipeline {
   triggerNeeds: boolean;
   dependencyTimeoutMs: number | undefined;
   network: string | undefined;
+  /**
+   * User of the task's container (docker executor only): a Docker user spec such as `1000:1000`
+   * or `app`, or `worker` for the worker process's uid and gid, resolved on the worker. Undefined
+   * keeps the image's USER.
+   */
+  user: string | undefined;
   resources: Resources;
   onSuccess: {
     /** State variable name to value template (`${{ commit }}`, `${{ branch }}`, text). */

@@ -561,3 +561,158 @@ describe('formatDuration', () => {
     }
   });
 });
+
+describe('pipeline user', () => {
+  /** A docker job type whose `user` line is `line`, which is line 5 of the file. */
+  const dockerUser = (line: string) =>
+    [
+      'pipelines:',
+      '  ci:',
+      '    executor: docker',
+      '    image: busybox',
+      `    user: ${line}`,
+      '    steps: [{ run: id }]',
+    ].join('\n');
+
+  it.each([
+    ['"1000"', '1000'],
+    ['1000', '1000'],
+    ['0', '0'],
+    ['1000:1000', '1000:1000'],
+    ['"0:0"', '0:0'],
+    ['app', 'app'],
+    ['app:staff', 'app:staff'],
+    ['node:1000', 'node:1000'],
+    ['www-data', 'www-data'],
+    ['_apt', '_apt'],
+    ['first.last', 'first.last'],
+    ['2147483647:2147483647', '2147483647:2147483647'],
+    ['worker', 'worker'],
+  ])('accepts user %s', (line, expected) => {
+    const file = parsePipelineFile(dockerUser(line), 'slipway.yml');
+    expect(file.pipelines.ci!.user).toBe(expected);
+  });
+
+  it('leaves user unset by default', () => {
+    const file = parsePipelineFile(
+      ['pipelines:', '  ci:', '    image: busybox', '    steps: [{ run: id }]'].join('\n'),
+      'slipway.yml',
+    );
+    expect(file.pipelines.ci!.user).toBeUndefined();
+  });
+
+  it.each([
+    ['""', 'must not be empty; write a user such as 1000, 1000:1000, app or app:app, or worker'],
+    ['"app user"', 'must not contain whitespace, got "app user"'],
+    ['" 1000"', 'must not contain whitespace, got " 1000"'],
+    ['"1000\\t"', 'must not contain whitespace, got "1000\\t"'],
+    ['"1:2:3"', 'must contain at most one ":" (user:group), got "1:2:3"'],
+    ['":1000"', 'must name a user before ":", got ":1000"'],
+    ['"1000:"', 'must name a group after ":", got "1000:"'],
+    [
+      '"app/x"',
+      'must be a name or number made of letters, digits, ".", "_" and "-" that does not ' +
+        'start with "." or "-", on each side of ":", got "app/x"',
+    ],
+    [
+      '"-1"',
+      'must be a name or number made of letters, digits, ".", "_" and "-" that does not ' +
+        'start with "." or "-", on each side of ":", got "-1"',
+    ],
+    [
+      '"app:.."',
+      'must be a name or number made of letters, digits, ".", "_" and "-" that does not ' +
+        'start with "." or "-", on each side of ":", got "app:.."',
+    ],
+    [
+      '"2147483648"',
+      'must use a uid and gid of at most 2147483647, the Docker engine\'s limit, got "2147483648"',
+    ],
+    [
+      '"0:4294967295"',
+      'must use a uid and gid of at most 2147483647, the Docker engine\'s limit, got "0:4294967295"',
+    ],
+    [
+      '4294967295',
+      'must use a uid and gid of at most 2147483647, the Docker engine\'s limit, got "4294967295"',
+    ],
+    [
+      'worker:staff',
+      '"worker" means the worker process\'s uid and gid and takes no group, ' +
+        'got "worker:staff"; write worker alone, or the uid of an image user named worker',
+    ],
+    [
+      'true',
+      'must be a user name or uid, with an optional ":group" or ":gid", or worker, got true',
+    ],
+    ['-5', 'must be a user name or uid, with an optional ":group" or ":gid", or worker, got -5'],
+  ])('rejects user %s', (line, message) => {
+    expect(problemsOf(dockerUser(line))).toEqual([`slipway.yml:5: pipelines.ci.user: ${message}`]);
+  });
+
+  it('rejects user with executor local', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  deploy:',
+        '    executor: local',
+        '    user: worker',
+        '    steps: [{ run: id }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:4: pipelines.deploy.user: applies only to the docker executor, and this ' +
+        'job type has executor: local, whose steps run as the worker\'s user; remove "user" ' +
+        'or set executor: docker',
+    ]);
+  });
+
+  it('rejects user without an executor', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    image: busybox',
+        '    user: "1000"',
+        '    steps: [{ run: id }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      "slipway.yml:4: pipelines.ci.user: applies only to the docker executor; set executor: docker, because the worker's default executor may be local, whose steps run as the worker's user",
+    ]);
+  });
+
+  it('reports a bad user and a local executor together', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    executor: local',
+        '    user: "a b"',
+        '    steps: [{ run: id }]',
+      ].join('\n'),
+    );
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toBe(
+      'slipway.yml:4: pipelines.ci.user: must not contain whitespace, got "a b"',
+    );
+    expect(problems[1]).toContain(
+      'slipway.yml:4: pipelines.ci.user: applies only to the docker executor',
+    );
+  });
+
+  it('skips the executor rule when executor is invalid', () => {
+    const problems = problemsOf(
+      [
+        'pipelines:',
+        '  ci:',
+        '    executor: podman',
+        '    user: "1000"',
+        '    steps: [{ run: id }]',
+      ].join('\n'),
+    );
+    expect(problems).toEqual([
+      'slipway.yml:3: pipelines.ci.executor: must be one of docker, local, got "podman"',
+    ]);
+  });
+});
