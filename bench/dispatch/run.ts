@@ -242,6 +242,7 @@ async function dockerBenchmark(): Promise<void> {
       env: {},
       image: TEST_IMAGE,
       network: null,
+      user: null,
       resources: { memory: undefined, cpus: undefined, pids: undefined },
       workspace: workspace.src,
       scratch: workspace.scratch,

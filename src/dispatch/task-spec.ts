@@ -33,6 +33,11 @@ export interface TaskSpec {
   secrets: SecretRef[];
   timeout_ms: number;
   network: string | null;
+  /**
+   * Container user of the docker executor, with `worker` not yet resolved. Null keeps the
+   * image's USER.
+   */
+  user: string | null;
   resources: Resources;
   side_effects: boolean;
 }
@@ -121,6 +126,8 @@ export function buildTaskSpec(job: JobRow, task: TaskRow): TaskSpec {
     secrets: pipeline.secrets ?? [],
     timeout_ms: pipeline.timeoutMs ?? 3_600_000,
     network: pipeline.network ?? null,
+    // Jobs stored before `user` existed have no such field.
+    user: pipeline.user ?? null,
     resources: pipeline.resources ?? { memory: undefined, cpus: undefined, pids: undefined },
     side_effects: pipeline.sideEffects ?? false,
   };

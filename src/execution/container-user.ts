@@ -4,6 +4,8 @@
  * `name:group` or `uid:gid`), or `worker` for the worker process's own uid and gid, so that
  * steps can write the checkout and the worker can remove what they wrote.
  */
+import { ExecutionError } from './executor.js';
+
 /** The `user` value that means the worker process's uid and gid. */
 export const WORKER_USER = 'worker';
 
@@ -52,3 +54,20 @@ export function describeUserProblem(user: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Returns the `User` option of a task's container: undefined (the image's USER) when the job
+ * type sets no user, the worker process's `uid:gid` for `worker`, else the value as written.
+ */
+export function resolveContainerUser(user: string | null): string | undefined {
+  if (user === null) return undefined;
+  if (user !== WORKER_USER) return user;
+  const uid = process.getuid?.();
+  const gid = process.getgid?.();
+  if (uid === undefined || gid === undefined) {
+    throw new ExecutionError(
+      'user "worker" needs the worker process\'s uid and gid, which this platform does not ' +
+        'provide; set a uid:gid instead',
+    );
+  }
+  return `${uid}:${gid}`;
+}

@@ -3,8 +3,8 @@
  * at DOCKER_HOST or /var/run/docker.sock. The workspace is mounted at /workspace and a
  * generated script at /slipway runs the steps in order, stopping at the first that fails.
  * Containers get memory, CPU and PID limits, the labels of src/jobs/labels.ts, no Docker
- * socket, the pipeline's network mode, and are removed afterwards. A missing image is an
- * `error`: the executor never pulls, because the worker's host may reach no registry. An
+ * socket, the pipeline's network mode and user, and are removed afterwards. A missing image is
+ * an `error`: the executor never pulls, because the worker's host may reach no registry. An
  * image in which run.sh never starts (no /bin/sh) is an `error` too, because no step ran.
  */
 import fs from 'node:fs/promises';
@@ -12,6 +12,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { LABEL_TASK } from '../jobs/labels.js';
+import { resolveContainerUser } from './container-user.js';
 import { isImageReference } from './image-reference.js';
 import {
   ExecutionError,
@@ -152,6 +153,7 @@ export class DockerExecutor implements Executor {
 
 function containerOptions(spec: ExecutionSpec, scriptDir: string): Docker.ContainerCreateOptions {
   const cpus = spec.resources.cpus;
+  const user = resolveContainerUser(spec.user);
   return {
     name: containerName(spec),
     Image: spec.image!,
@@ -161,6 +163,7 @@ function containerOptions(spec: ExecutionSpec, scriptDir: string): Docker.Contai
     Cmd: [`${SCRIPT_MOUNT}/run.sh`],
     Env: Object.entries(spec.env).map(([name, value]) => `${name}=${value}`),
     WorkingDir: WORKSPACE_MOUNT,
+    ...(user === undefined ? {} : { User: user }),
     Labels: spec.labels,
     AttachStdout: true,
     AttachStderr: true,
@@ -185,9 +188,9 @@ function containerOptions(spec: ExecutionSpec, scriptDir: string): Docker.Contai
  * Writes run.sh and one file per step into the scratch directory. Step commands are copied
  * as files, never pasted into another command line, so no quoting can change them.
  *
- * The container runs as the image's user, which may be any uid. So the directory and the
- * scripts are readable by everyone, and the two files that run.sh writes (`started` and
- * `failed-step`) are created here, empty and writable by everyone.
+ * The container runs as the pipeline's `user` or else the image's USER, which may be any uid.
+ * So the directory and the scripts are readable by everyone, and the two files that run.sh
+ * writes (`started` and `failed-step`) are created here, empty and writable by everyone.
  */
 async function writeStepScript(spec: ExecutionSpec): Promise<string> {
   const dir = path.join(spec.scratch, 'docker');
@@ -259,7 +262,7 @@ function scriptNotStartedError(image: string | null, exitCode: number): Executio
   return new ExecutionError(
     `the step script ${SCRIPT_MOUNT}/run.sh did not start in image ${image} ` +
       `(the container exited with code ${exitCode} before any step ran); ` +
-      "check that the image's /bin/sh runs and that its user can read " +
+      "check that the image's /bin/sh runs and that the container's user can read " +
       SCRIPT_MOUNT,
   );
 }

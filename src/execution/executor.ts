@@ -36,6 +36,12 @@ export interface ExecutionSpec {
   env: Record<string, string>;
   image: string | null;
   network: string | null;
+  /**
+   * Container user (docker executor only): a Docker user spec, or `worker` for the worker
+   * process's uid and gid. Null keeps the image's USER. The loader allows it only on job types
+   * with `executor: docker`.
+   */
+  user: string | null;
   resources: Resources;
   /** Host path of the checkout; the steps' working directory. */
   workspace: string;

@@ -204,6 +204,7 @@ export class TaskRun {
       env: { ...spec.env, ...secrets },
       image: spec.image,
       network: spec.network,
+      user: spec.user,
       resources: spec.resources,
       workspace: workspace.src,
       scratch: workspace.scratch,

@@ -1,5 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type Docker from 'dockerode';
 import {
@@ -9,6 +11,7 @@ import {
   LABEL_TASK,
   instanceId,
 } from '../../src/jobs/labels.js';
+import { workspaceFor } from '../../src/execution/checkout.js';
 import {
   buildBusyboxImage,
   requireDocker,
@@ -101,6 +104,34 @@ pipelines:
         run: cat hello.txt && id -u
       - name: write
         run: touch newfile
+  fixed-user:
+    executor: docker
+    image: ${TEST_IMAGE}
+    user: "1234:1234"
+    steps:
+      - name: ids
+        run: echo "uid=$(id -u) gid=$(id -g)"
+      - name: fail
+        run: exit 3
+  worker-user:
+    executor: docker
+    image: ${NOBODY_IMAGE}
+    user: worker
+    steps:
+      - name: write
+        run: |
+          echo "uid=$(id -u) gid=$(id -g)"
+          echo written > made-by-step
+          mkdir -p made-dir && echo nested > made-dir/file
+          i=0
+          while [ ! -e release ] && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+          [ -e release ]
+  unknown-user:
+    executor: docker
+    image: ${TEST_IMAGE}
+    user: no-such-user
+    steps:
+      - run: echo never
   exit-127:
     executor: docker
     image: ${TEST_IMAGE}
@@ -178,6 +209,8 @@ pipelines:
     expect(inspected!.HostConfig.NanoCpus).toBe(500_000_000);
     expect(inspected!.HostConfig.PidsLimit).toBe(64);
     expect(inspected!.HostConfig.NetworkMode).toBe('none');
+    // Without `user` the image's USER applies.
+    expect(inspected!.Config.User).toBe('');
     const binds = inspected!.HostConfig.Binds ?? [];
     expect(binds.some((bind) => bind.includes('docker.sock'))).toBe(false);
     expect(await containersOf(id)).toEqual([]);
@@ -245,6 +278,55 @@ pipelines:
     expect(logs).toContain('hello from the repository');
     expect(logs).toContain('65534');
     expect(logs).toContain('Permission denied');
+  });
+
+  it('runs steps as a fixed user', async () => {
+    const id = await harness.trigger('fixed-user', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    const logs = await harness.logs(id);
+    expect(logs).toContain('uid=1234 gid=1234');
+    // A failure, not an error, shows that uid 1234 wrote /slipway/started. The step's name in
+    // the reason shows that it wrote /slipway/failed-step.
+    expect(job.status).toBe('failure');
+    expect(job.reason).toContain('step "fail" exited with code 3');
+    expect(await containersOf(id)).toEqual([]);
+  });
+
+  it("runs steps as the worker's user", async () => {
+    const uid = process.getuid!();
+    const gid = process.getgid!();
+    const id = await harness.trigger('worker-user', { commit: repo.commit });
+    const running = await harness.waitForStatus(id, 'running');
+    const workspace = workspaceFor(
+      harness.server.context.config.workspacePath,
+      running.tasks[0].id,
+    );
+    const madeFile = path.join(workspace.src, 'made-by-step');
+    const deadline = Date.now() + 30_000;
+    while (!fs.existsSync(madeFile) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(fs.existsSync(madeFile), 'the step did not create made-by-step').toBe(true);
+    const owner = fs.statSync(madeFile);
+    expect(owner.uid).toBe(uid);
+    expect(owner.gid).toBe(gid);
+    expect(fs.statSync(path.join(workspace.src, 'made-dir', 'file')).uid).toBe(uid);
+    fs.writeFileSync(path.join(workspace.src, 'release'), '');
+
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('success');
+    expect(await harness.logs(id)).toContain(`uid=${uid} gid=${gid}`);
+    // The worker removed the workspace with every file the step wrote.
+    expect(fs.existsSync(workspace.root)).toBe(false);
+  });
+
+  it('ends a task whose user the image lacks as error', async () => {
+    const id = await harness.trigger('unknown-user', { commit: repo.commit });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('error');
+    expect(job.reason).toContain('could not start the container');
+    expect(job.reason).toContain('no-such-user');
+    expect(await containersOf(id)).toEqual([]);
   });
 
   it('removes the container of a cancelled task', async () => {

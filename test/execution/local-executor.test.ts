@@ -384,6 +384,7 @@ describe('local executor steps that cannot start', () => {
       env,
       image: null,
       network: null,
+      user: null,
       resources: { memory: undefined, cpus: undefined, pids: undefined },
       workspace,
       scratch: workspace,

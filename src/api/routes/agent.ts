@@ -168,6 +168,10 @@ const TaskSpecSchema = Type.Object({
   ),
   timeout_ms: Type.Integer(),
   network: Type.Union([Type.String(), Type.Null()]),
+  user: Type.Union([Type.String(), Type.Null()], {
+    description:
+      "user of the docker executor's container, or null for the image's USER. The value `worker` means the worker process's uid and gid",
+  }),
   resources: Resources,
   side_effects: Type.Boolean(),
 });
