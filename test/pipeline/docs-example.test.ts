@@ -23,6 +23,7 @@ describe('docs/pipelines.md', () => {
     expect(ci.executor).toBe('docker');
     expect(ci.matrix.map((axis) => axis.name)).toEqual(['node', 'flavor']);
     expect(ci.secrets).toHaveLength(2);
+    expect(ci.user).toBe('worker');
     expect(formatDuration(ci.timeoutMs)).toBe('20m');
     expect(file.pipelines.deploy!.needs).toEqual(['ci']);
     expect(Object.keys(file.recovery)).toEqual(['restart-web', 'rerun-failed', 'redeploy']);
