@@ -98,6 +98,18 @@ describe('database check on a small file system', () => {
     );
   });
 
+  it('checkpoints a large WAL once the read ended', async () => {
+    // The read of the test above has ended, and no write has come since to start a checkpoint.
+    const before = (await details('db-small-wal')).wal;
+    expect(before.checkpointed_frames).toBeLessThan(before.frames);
+
+    const outcome = await check('db-small-wal');
+
+    expect(outcome.status).toBe('healthy');
+    const after = (await details('db-small-wal')).wal;
+    expect(after.checkpointed_frames).toBe(after.frames);
+  });
+
   it('is degraded below disk_warn', async () => {
     leaveFree(TMPFS_BYTES * 0.2);
     const outcome = await check('db');

@@ -3,6 +3,7 @@
  * integrity_interval, and measures the free space of the database's file system.
  *
  * The query and quick_check run in a worker thread on a read-only connection of their own.
+ * When the WAL is over wal_warn, the thread first runs a passive checkpoint on a second one.
  * better-sqlite3 is synchronous, so on the main thread a slow query or a long quick_check
  * would stop every other check and the API with it. In a worker the timeout can end them.
  */
@@ -31,6 +32,18 @@ try {
     fileMustExist: true,
     timeout: workerData.busyTimeoutMs,
   });
+  if (workerData.checkpoint) {
+    // A passive checkpoint waits for no reader and no writer. When it fails, the WAL stays
+    // as the check then reports it.
+    try {
+      const writer = new Database(workerData.path, { fileMustExist: true, timeout: 0 });
+      try {
+        writer.pragma('wal_checkpoint(PASSIVE)');
+      } finally {
+        writer.close();
+      }
+    } catch {}
+  }
   const started = performance.now();
   const statement = db.prepare(workerData.query);
   let rows = 0;
@@ -85,9 +98,17 @@ export async function probeDatabase(
     previous === undefined ||
     Date.now() - Date.parse(previous.checked_at) >= settings.integrityIntervalMs;
 
+  // Checkpoints run after writes, so a WAL that grew under a long read stays uncopied after
+  // that read ends until the next write. The check runs one itself while the WAL is too large.
+  const walBefore = walHealth(context.app.store.walUse(), settings.walWarnBytes);
   const [output, disk] = await Promise.all([
     runProbeWorker(
-      { path: dbPath, query: settings.query, integrity: integrityDue },
+      {
+        path: dbPath,
+        query: settings.query,
+        integrity: integrityDue,
+        checkpoint: walBefore.status !== 'healthy',
+      },
       context.signal,
     ),
     measureDisk(path.dirname(dbPath), settings),
@@ -213,7 +234,7 @@ async function measureDisk(
 }
 
 function runProbeWorker(
-  input: { path: string; query: string; integrity: boolean },
+  input: { path: string; query: string; integrity: boolean; checkpoint: boolean },
   signal: AbortSignal,
 ): Promise<ProbeOutput> {
   return new Promise((resolve, reject) => {
