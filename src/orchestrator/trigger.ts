@@ -465,9 +465,45 @@ async function triggerMissingNeeds(
       context,
       needRequest,
       pipeline,
-      matrixOf(pipeline, needRequest),
+      needMatrixOf(pipeline, needRequest, request.type),
       hashRequest(needRequest),
       { ...options, triggerMissing: true },
+    );
+  }
+}
+
+/**
+ * Expands the matrix of a needed job that a trigger creates. The needed job gets only the
+ * trigger's params, so an error names the needed job type and the field in params.
+ */
+function needMatrixOf(
+  pipeline: Pipeline,
+  needRequest: TriggerRequest,
+  neededBy: string,
+): Array<Record<string, string>> {
+  try {
+    return matrixOf(pipeline, needRequest);
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.code !== 'validation_failed') throw error;
+    const name = error.field?.replace(/^params\./, '');
+    const needed =
+      `job type ${needRequest.type}, which ${neededBy} needs and which this trigger creates ` +
+      '(trigger_needs)';
+    const advice = `or trigger ${needRequest.type} for this commit first`;
+    if (name !== undefined && error.message.startsWith(`${name} is required:`)) {
+      throw new ApiError(
+        'validation_failed',
+        `${needed}, has a matrix axis without default that reads "${name}"; a needed job ` +
+          `gets only the trigger's params, so send params.${name}, ${advice}`,
+        `params.${name}`,
+        error.rule,
+      );
+    }
+    throw new ApiError(
+      'validation_failed',
+      `${needed}, cannot be created: ${error.message}; ${advice}`,
+      name === undefined ? undefined : `params.${name}`,
+      error.rule,
     );
   }
 }

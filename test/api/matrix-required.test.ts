@@ -57,9 +57,30 @@ describe('matrix axis without default', () => {
       body: { commit: 'abc1235' },
     });
     expect(response.status).toBe(400);
-    expect(response.body.field).toBe('versions');
+    expect(response.body.field).toBe('params.versions');
+    expect(response.body.rule).toBe('matrix');
+    expect(response.body.error).toBe(
+      'job type versioned, which release needs and which this trigger creates (trigger_needs), ' +
+        'has a matrix axis without default that reads "versions"; a needed job gets only the ' +
+        "trigger's params, so send params.versions, or trigger versioned for this commit first",
+    );
     // The first need was inserted, with its audit row, before the second one failed.
     expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('creates a needed job from the params', async () => {
+    const response = await server.request('POST', '/api/trigger/release', {
+      token,
+      body: { commit: 'abc1236', params: { versions: ['1', '2'] } },
+    });
+    expect(response.status).toBe(201);
+    const jobs = await server.context.store.db
+      .selectFrom('jobs')
+      .select(['type', 'status'])
+      .where('commit_sha', '=', 'abc1236')
+      .orderBy('type')
+      .execute();
+    expect(jobs.map((job) => job.type)).toEqual(['first', 'release', 'versioned']);
   });
 
   it('takes the values from the trigger', async () => {
