@@ -36,10 +36,11 @@ function readLimits(): string | undefined {
 /** Returns the message for a limit below MIN_OPEN_FILES, or undefined when it is enough. */
 export function openFilesProblem(limit: number | undefined): string | undefined {
   if (limit === undefined || limit >= MIN_OPEN_FILES) return undefined;
+  // Node.js raises the soft limit to the hard limit as it starts, so the hard limit is low.
   return (
-    `slipway: this process may open only ${limit} files (ulimit -n), fewer than the ` +
-    `${MIN_OPEN_FILES} it needs to load its modules and serve; raise the limit ` +
-    '(ulimit -n 4096 in the shell, LimitNOFILE=4096 in a systemd unit, or ' +
+    `slipway: this process may open only ${limit} files (ulimit -Hn), fewer than the ` +
+    `${MIN_OPEN_FILES} it needs to load its modules and serve; raise the hard limit ` +
+    '(ulimit -n 4096 as root, LimitNOFILE=4096 in a systemd unit, or ' +
     'docker run --ulimit nofile=4096) and start it again\n'
   );
 }

@@ -22,7 +22,7 @@ describe('open files limit', () => {
   it('names a limit that is too low', () => {
     expect(openFilesProblem(MIN_OPEN_FILES)).toBeUndefined();
     expect(openFilesProblem(undefined)).toBeUndefined();
-    expect(openFilesProblem(100)).toContain('may open only 100 files (ulimit -n)');
+    expect(openFilesProblem(100)).toContain('may open only 100 files (ulimit -Hn)');
   });
 
   it('stops the command under a low limit', { timeout: 60_000 }, async () => {
