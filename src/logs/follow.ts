@@ -44,6 +44,11 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
       return;
     }
     if (task.log_path !== file) {
+      // A newer attempt started. The end of the earlier attempt's file, such as the note
+      // of why its lease expired, may have been written after this follower last read it.
+      if (file !== null) {
+        for await (const chunk of readShared(options.logs, file, offset)) yield chunk;
+      }
       file = task.log_path;
       offset = 0;
     }
