@@ -12,7 +12,9 @@
  *
  * NOTE: a process escapes both when it starts with a cleared environment (env -i) or
  * without the variable, and when it writes its process title over the environment block, as
- * Perl 5.36 does for a long `$0 = ...`. Outside Linux there is no /proc to search.
+ * Perl 5.36 does for a long `$0 = ...`. Outside Linux there is no /proc to search. When such
+ * a process keeps the step's output open, the step ends OUTPUT_CLOSE_GRACE_MS after its shell
+ * exits, and the process's later output is not logged.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -33,6 +35,13 @@ import {
 
 /** Milliseconds between SIGTERM and SIGKILL when a step is stopped. */
 export const KILL_GRACE_MS = 2_000;
+
+/**
+ * Milliseconds that a step's output pipes may stay open after its shell exited and its group and
+ * marked processes were killed. Past that, the worker closes its ends of the pipes, because a
+ * process that escaped both kills keeps them open for as long as it runs.
+ */
+export const OUTPUT_CLOSE_GRACE_MS = 2_000;
 
 /** The variable that marks every process a task's steps start (see killMarked). */
 export const PROCESS_MARK_VARIABLE = 'SLIPWAY_PROCESS_MARK';
@@ -132,7 +141,7 @@ export class LocalExecutor implements Executor {
     for (const [index, step] of spec.steps.entries()) {
       if (signal.aborted) return { exitCode: 130 };
       output.note(stepHeader(index, spec.steps.length, step));
-      const exitCode = await this.#runStep(spec, step.run, env, marked, output, signal);
+      const exitCode = await this.#runStep(spec, step, env, marked, output, signal);
       if (signal.aborted) return { exitCode };
       if (exitCode !== 0) {
         output.note(`[slipway] step "${step.name}" exited with code ${exitCode}`);
@@ -177,13 +186,14 @@ export class LocalExecutor implements Executor {
 
   #runStep(
     spec: ExecutionSpec,
-    command: string,
+    step: ExecutionSpec['steps'][number],
     env: Record<string, string>,
     marked: TaskMark,
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<number> {
     const { mark } = marked;
+    const { name: stepName, run: command } = step;
     return new Promise((resolve, reject) => {
       let child: ChildProcess;
       // A step that could not start is Slipway's or the host's failure, not the code's, so it
@@ -234,14 +244,34 @@ export class LocalExecutor implements Executor {
 
       let exitCode = 0;
       let markedKilled: Promise<number> | undefined;
+      let closeTimer: NodeJS.Timeout | undefined;
+      let closed = false;
+      const closeOutput = () => {
+        output.note(
+          `[slipway] a process that step "${stepName}" started still holds its output open, so ` +
+            "later output is not logged. It was not stopped: it left the step's process group " +
+            `and has no ${PROCESS_MARK_VARIABLE} in its environment (env -i clears it)`,
+        );
+        this.#logger.warn(
+          { task: spec.taskId, step: stepName, pid },
+          'a process that escaped the step still holds its output open; closed the output pipes',
+        );
+        for (const stream of child.stdio) stream?.destroy();
+      };
       child.once('exit', (code, killedBy) => {
         exitCode = code ?? 128 + signalNumber(killedBy);
         // Background processes of the step would keep its pipes open and outlive it.
         if (pid !== undefined) killGroup(pid, 'SIGKILL');
         if (pid !== undefined) liveStepGroups.delete(pid);
         markedKilled = killMarked(mark, 'SIGKILL', pid);
+        // A process that escaped both kills would otherwise keep the step and its task running.
+        void markedKilled.then(() => {
+          if (!closed) closeTimer = setTimeout(closeOutput, OUTPUT_CLOSE_GRACE_MS);
+        });
       });
       child.once('close', () => {
+        closed = true;
+        clearTimeout(closeTimer);
         clearTimeout(killTimer);
         signal.removeEventListener('abort', stop);
         if (pid !== undefined) groups.delete(pid);

@@ -247,6 +247,16 @@ pipelines:
         run: |
           setsid sh -c 'sleep 305 && echo ${MARKER}-f' </dev/null >/dev/null 2>&1 &
           sleep 306 && echo ${MARKER}-g
+  escaped:
+    executor: local
+    steps:
+      - name: escape
+        run: |
+          setsid env -i /bin/sh -c 'sleep 308; echo ${MARKER}-h' &
+          sleep 0.5
+          echo first step ends
+      - name: next
+        run: echo second step ran
 `),
       SLIPWAY_EXECUTOR: 'local',
     });
@@ -330,6 +340,23 @@ pipelines:
       expect(lines.map((line) => line.pids)).toEqual([[leftover.pid]]);
     } finally {
       leftover.kill('SIGKILL');
+    }
+  });
+
+  it('ends a step whose output an escaped process holds', async () => {
+    try {
+      const id = await harness.trigger('escaped', { commit: repo.commit });
+      const job = await harness.waitForJob(id, 15_000);
+      expect(job.status).toBe('success');
+      const logs = await harness.logs(id);
+      expect(logs).toContain('first step ends');
+      expect(logs).toContain('step "escape" started still holds its output open');
+      expect(logs).toContain('second step ran');
+      // The process cleared its environment, so no kill found it.
+      expect(processesWith(`${MARKER}-h`)).toHaveLength(1);
+    } finally {
+      for (const pid of processesWith(`${MARKER}-h`)) process.kill(pid, 'SIGKILL');
+      for (const pid of processesWith('sleep 308')) process.kill(pid, 'SIGKILL');
     }
   });
 
