@@ -30,13 +30,43 @@ export function workspaceFor(workspacesRoot: string, taskId: string): Workspace 
 /** Creates an empty workspace, removing what an earlier attempt of the task left behind. */
 export async function createWorkspace(workspacesRoot: string, taskId: string): Promise<Workspace> {
   const workspace = workspaceFor(workspacesRoot, taskId);
-  await fs.rm(workspace.root, { recursive: true, force: true });
+  await removeTree(workspace.root);
   await fs.mkdir(workspace.scratch, { recursive: true });
   return workspace;
 }
 
 export async function removeWorkspace(workspace: Workspace): Promise<void> {
-  await fs.rm(workspace.root, { recursive: true, force: true, maxRetries: 3 });
+  await removeTree(workspace.root);
+}
+
+/**
+ * Removes `dir` and everything in it. Steps may leave directories without write or search
+ * permission (`chmod 000`, Go's read-only module cache), which `rm -rf` cannot empty, so on
+ * EACCES or EPERM this gives this process's own directories `u+rwx` and tries again.
+ * Directories of another user (a container step that ran as root) stay, and the error remains.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  try {
+    await fs.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM') throw error;
+    await makeDirectoriesWritable(dir);
+    await fs.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+}
+
+/** Adds `u+rwx` to `dir` and every directory under it that this process may chmod. */
+async function makeDirectoriesWritable(dir: string): Promise<void> {
+  // lstat and Dirent do not follow symbolic links, so no chmod reaches outside the tree.
+  const stat = await fs.lstat(dir).catch(() => undefined);
+  if (stat === undefined || !stat.isDirectory()) return;
+  // EPERM: another user's directory, which the second removal reports.
+  await fs.chmod(dir, (stat.mode & 0o7777) | 0o700).catch(() => undefined);
+  const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const entry of entries) {
+    if (entry.isDirectory()) await makeDirectoriesWritable(path.join(dir, entry.name));
+  }
 }
 
 export class MirrorSet {

@@ -11,6 +11,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { AppContext } from '../app/context.js';
+import { removeTree } from '../execution/checkout.js';
 import {
   LABEL_ATTEMPT,
   LABEL_INSTANCE,
@@ -152,7 +153,17 @@ export async function removeOrphanWorkspaces(
       const full = path.join(root, name);
       const stat = await fs.lstat(full).catch(() => undefined);
       if (stat === undefined || now - stat.mtimeMs < ORPHAN_GRACE_MS) continue;
-      await fs.rm(full, { recursive: true, force: true });
+      try {
+        await removeTree(full);
+      } catch (error) {
+        // One workspace that cannot be removed (files of a container step that ran as root)
+        // must not stop the rest of the sweep, which would then fail at every run.
+        context.logger.warn(
+          { err: error, workspace: full, task: taskId },
+          'orphan workspace not removed; remove it by hand',
+        );
+        continue;
+      }
       removed += 1;
       await context.store.write((trx) =>
         appendAudit(trx, audit, {

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
+import fsPromises from 'node:fs/promises';
 import path from 'node:path';
 import type Docker from 'dockerode';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   instanceId,
   LABEL_ATTEMPT,
@@ -161,6 +162,32 @@ describe('orchestration sweep', () => {
     expect(fs.existsSync(path.join(root, 'mirrors', 'repo.git'))).toBe(true);
     const rows = await auditRows(server, 'workspace_removed');
     expect(rows[0]!.task_id).toBe('ci-0badc0de.1.0');
+  });
+
+  it('goes on past a workspace it cannot remove', async () => {
+    const root = server.context.config.workspacePath;
+    const stuck = path.join(root, 'ci-0badc0d1.1.0');
+    const other = path.join(root, 'ci-0badc0d2.1.0');
+    fs.mkdirSync(path.join(stuck, 'src'), { recursive: true });
+    fs.mkdirSync(path.join(other, 'src'), { recursive: true });
+    const realRm = fsPromises.rm.bind(fsPromises);
+    // Files that a container step wrote as root, seen by a worker that is not root.
+    const rm = vi.spyOn(fsPromises, 'rm').mockImplementation(async (target, options) => {
+      if (target === stuck) {
+        throw Object.assign(new Error(`EACCES: permission denied, scandir '${stuck}/src'`), {
+          code: 'EACCES',
+        });
+      }
+      return realRm(target, options);
+    });
+    try {
+      expect(await removeOrphanWorkspaces(server.context, audit, LATER)).toBe(1);
+    } finally {
+      rm.mockRestore();
+    }
+    expect(fs.existsSync(other)).toBe(false);
+    expect(fs.existsSync(stuck)).toBe(true);
+    fs.rmSync(stuck, { recursive: true, force: true });
   });
 
   it('repairs a job status that disagrees with its tasks', async () => {
