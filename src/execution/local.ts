@@ -49,11 +49,14 @@ export const PROCESS_MARK_VARIABLE = 'SLIPWAY_PROCESS_MARK';
 export const PROCESS_OWNER_VARIABLE = 'SLIPWAY_PROCESS_OWNER';
 /**
  * The outer shell of every step. It starts the guard that kills the step's process group once
- * fd 3 reaches end of file, closes fd 3 for the step itself, and runs the step.
+ * fd 3 reaches end of file, closes fd 3 for the step itself, and runs the step. The guard is
+ * started from a subshell that exits at once, so it is not a child of the step's process.
+ * Otherwise a step that waits for all its children (`exec` of a program that calls wait()
+ * until ECHILD) would wait for the guard forever, and `pkill -P $$` would kill it.
  */
 const STEP_SHELL =
   'exec 2>&1; ' +
-  '{ read -r line <&3; kill -KILL 0; } </dev/null >/dev/null 2>&1 & ' +
+  '({ read -r line <&3; kill -KILL 0; } </dev/null >/dev/null 2>&1 &); ' +
   'exec 3<&-; exec /bin/sh -c "$1"';
 
 /** Milliseconds between searches for step processes whose worker has died. */

@@ -247,6 +247,20 @@ pipelines:
         run: |
           setsid sh -c 'sleep 305 && echo ${MARKER}-f' </dev/null >/dev/null 2>&1 &
           sleep 306 && echo ${MARKER}-g
+  reaper:
+    executor: local
+    timeout: 20s
+    steps:
+      - name: wait for all children
+        run: exec perl -e 'fork or exit; 1 while wait() != -1; print "all children reaped\\n"'
+  kill-children:
+    executor: local
+    steps:
+      - name: kill children
+        run: |
+          pkill -P $$
+          echo "group=$(ps -o pgid= -p $$ | tr -d ' ')"
+          sleep 309
   escaped:
     executor: local
     steps:
@@ -360,6 +374,28 @@ pipelines:
     }
   });
 
+  it('gives a step no child of its own', async () => {
+    const id = await harness.trigger('reaper', { commit: repo.commit });
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('success');
+    expect(await harness.logs(id)).toContain('all children reaped');
+  });
+
+  it('keeps the guard after pkill -P', async () => {
+    const id = await harness.trigger('kill-children', { commit: repo.commit });
+    let logs = '';
+    const deadline = Date.now() + 10_000;
+    while (!/group=\d+\n/.test(logs) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      logs = await harness.logs(id);
+    }
+    const group = Number(/group=(\d+)\n/.exec(logs)?.[1]);
+    const guards = processesWith('read -r line <&3').filter((pid) => processGroup(pid) === group);
+    await harness.server.request('POST', `/api/job/${id}/cancel`, { token: harness.token });
+    await harness.waitForJob(id, 10_000);
+    expect(guards).toHaveLength(1);
+  });
+
   it('kills a setsid process on cancel', async () => {
     const id = await harness.trigger('detached-wait', { commit: repo.commit });
     await harness.waitForStatus(id, 'running');
@@ -375,6 +411,14 @@ pipelines:
     expect(processesWith(`${MARKER}-g`)).toEqual([]);
   });
 });
+
+/** Returns the process group of `pid`, from /proc/<pid>/stat. */
+function processGroup(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The fields after the command name, which may contain spaces, in brackets.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[2]);
+}
 
 interface LogLine {
   level: number;
