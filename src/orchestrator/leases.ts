@@ -97,11 +97,13 @@ export async function recoverExpiredLeases(
       for (const task of expired) done.push(await recoverTask(trx, task, changes, audit));
       return done;
     });
-    changes.emit(context.events);
     for (const item of batch) {
       logRecovery(context, item);
       await closeAttemptLog(context, item);
     }
+    // Only now wake the waiting claims. A follower of the log that sees the next attempt
+    // start reads the rest of this attempt's file once, so the note must be in it by then.
+    changes.emit(context.events);
     recovered.push(...batch);
     if (batch.length < BATCH) return recovered;
   }

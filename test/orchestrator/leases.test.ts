@@ -81,6 +81,30 @@ describe('lease expiry', () => {
     expect(fs.existsSync(otherFile)).toBe(false);
   });
 
+  it('ends the lost attempt log before queueing', async () => {
+    const logs = taskLogStore(server.context);
+    const ci = await trigger(server, 'ci', 'ad11223344');
+    await claim(server, ci.job_id, 'worker-c', -1);
+    const taskId = (await getJob(server, ci.job_id)).tasks[0]!.id;
+    const file = logs.pathFor(ci.job_id, taskId, 1);
+    await logs.create(file);
+    await logs.append(file, 0, Buffer.from('tick 1\n'));
+    // What the next attempt's claim would find in the file when the queued event wakes it.
+    let atQueued: string | undefined;
+    const onQueued = () => {
+      atQueued = fs.readFileSync(file, 'utf8');
+    };
+    server.context.events.on('tasks-queued', onQueued);
+    try {
+      await recoverExpiredLeases(server.context, audit);
+    } finally {
+      server.context.events.off('tasks-queued', onQueued);
+    }
+    expect(atQueued).toBe(
+      'tick 1\n[slipway] lease expired on worker-c (attempt 1 of 2); queued again\n',
+    );
+  });
+
   it('requeues a ci task, then ends it error after the last attempt', async () => {
     const ci = await trigger(server, 'ci', 'bb11223344');
     const queuedEvents: string[][] = [];
