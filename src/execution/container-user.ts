@@ -28,6 +28,9 @@ export function describeUserProblem(user: string): string | undefined {
   if (user === '') {
     return 'must not be empty; write a user such as 1000, 1000:1000, app or app:app, or worker';
   }
+  if (user.includes('${{')) {
+    return `takes no template: the container user is the same for every task of the job type, ${got}`;
+  }
   if (/\s/.test(user)) return `must not contain whitespace, ${got}`;
   const parts = user.split(':');
   if (parts.length > 2) return `must contain at most one ":" (user:group), ${got}`;

@@ -604,6 +604,11 @@ describe('pipeline user', () => {
   it.each([
     ['""', 'must not be empty; write a user such as 1000, 1000:1000, app or app:app, or worker'],
     ['"app user"', 'must not contain whitespace, got "app user"'],
+    [
+      '"${{ matrix.u }}"',
+      'takes no template: the container user is the same for every task of the job type, ' +
+        'got "${{ matrix.u }}"',
+    ],
     ['" 1000"', 'must not contain whitespace, got " 1000"'],
     ['"1000\\t"', 'must not contain whitespace, got "1000\\t"'],
     ['"1:2:3"', 'must contain at most one ":" (user:group), got "1:2:3"'],
