@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LineCounter, parseDocument, isMap, isSeq, type Document, type Node } from 'yaml';
+import { LineCounter, parseDocument, isMap, isScalar, isSeq, type Document, type Node } from 'yaml';
 import { envName, PARAM_VARIABLE_PREFIX, TASK_VARIABLES } from '../dispatch/task-spec.js';
 import { PROCESS_MARK_VARIABLE, PROCESS_OWNER_VARIABLE } from '../execution/local.js';
 import { MAX_MATRIX_COMBINATIONS } from '../jobs/matrix.js';
@@ -143,6 +143,7 @@ export function parsePipelineFile(text: string, file: string): PipelineFile {
     field: segments.length === 0 ? '(top level)' : segments.join('.'),
     message,
   }));
+  problems.push(...findUnclearUserNumbers(document, lineCounter, file));
   const failed = new FailedFields(failures);
   // Every cross-reference check starts from the job types, so without them none can run.
   if (failed.at(['pipelines'])) throw new PipelineFileError(problems);
@@ -152,6 +153,39 @@ export function parsePipelineFile(text: string, file: string): PipelineFile {
   const resolved = resolveFile(raw as RawPipelineFile, file, report, failed);
   if (problems.length > 0) throw new PipelineFileError(problems);
   return resolved;
+}
+
+/**
+ * Reports each job type's `user` that YAML reads as a number written other than in plain
+ * decimal, such as 0x10, 012 or 1e3. YAML 1.2 reads them as 16, 12 and 1000, which is seldom
+ * what was meant (YAML 1.1 read 012 as octal 10).
+ */
+function findUnclearUserNumbers(
+  document: Document,
+  lineCounter: LineCounter,
+  file: string,
+): PipelineProblem[] {
+  const pipelines = document.get('pipelines', true);
+  if (!isMap(pipelines)) return [];
+  const problems: PipelineProblem[] = [];
+  for (const pair of pipelines.items) {
+    if (!isMap(pair.value)) continue;
+    const user = pair.value.get('user', true);
+    // Negative and fractional numbers get the schema's message.
+    if (!isScalar(user) || typeof user.value !== 'number') continue;
+    if (!Number.isInteger(user.value) || user.value < 0) continue;
+    if (user.source === undefined || /^(0|[1-9]\d*)$/.test(user.source)) continue;
+    const type = String((pair.key as { value?: unknown })?.value);
+    problems.push({
+      file,
+      line: user.range ? lineCounter.linePos(user.range[0]).line : undefined,
+      field: `pipelines.${type}.user`,
+      message:
+        `must be a uid in plain decimal digits, got ${user.source}, which YAML reads as the ` +
+        `number ${user.value}; write the uid in decimal, or quote the value`,
+    });
+  }
+  return problems;
 }
 
 /**

@@ -577,6 +577,7 @@ describe('pipeline user', () => {
   it.each([
     ['"1000"', '1000'],
     ['1000', '1000'],
+    ['"012"', '012'],
     ['0', '0'],
     ['1000:1000', '1000:1000'],
     ['"0:0"', '0:0'],
@@ -651,6 +652,21 @@ describe('pipeline user', () => {
       'must be a user name or uid, with an optional ":group" or ":gid", or worker, got true',
     ],
     ['-5', 'must be a user name or uid, with an optional ":group" or ":gid", or worker, got -5'],
+    [
+      '0x10',
+      'must be a uid in plain decimal digits, got 0x10, which YAML reads as the number 16; ' +
+        'write the uid in decimal, or quote the value',
+    ],
+    [
+      '012',
+      'must be a uid in plain decimal digits, got 012, which YAML reads as the number 12; ' +
+        'write the uid in decimal, or quote the value',
+    ],
+    [
+      '1e3',
+      'must be a uid in plain decimal digits, got 1e3, which YAML reads as the number 1000; ' +
+        'write the uid in decimal, or quote the value',
+    ],
   ])('rejects user %s', (line, message) => {
     expect(problemsOf(dockerUser(line))).toEqual([`slipway.yml:5: pipelines.ci.user: ${message}`]);
   });
