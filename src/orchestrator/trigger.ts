@@ -499,10 +499,12 @@ function needMatrixOf(
         error.rule,
       );
     }
+    const field = name === undefined ? undefined : `params.${name}`;
     throw new ApiError(
       'validation_failed',
-      `${needed}, cannot be created: ${error.message}; ${advice}`,
-      name === undefined ? undefined : `params.${name}`,
+      `${needed}, cannot be created from the trigger's params: ${error.message}; ` +
+        `correct ${field ?? 'params'}, ${advice}`,
+      field,
       error.rule,
     );
   }

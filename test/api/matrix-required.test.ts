@@ -68,6 +68,21 @@ describe('matrix axis without default', () => {
     expect(await countRows(server.context.store.db)).toEqual(before);
   });
 
+  it('rejects an empty needed matrix', async () => {
+    const response = await server.request('POST', '/api/trigger/release', {
+      token,
+      body: { commit: 'abc1237', params: { versions: [] } },
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.field).toBe('params.versions');
+    expect(response.body.rule).toBe('matrix');
+    expect(response.body.error).toBe(
+      'job type versioned, which release needs and which this trigger creates (trigger_needs), ' +
+        "cannot be created from the trigger's params: versions must not be an empty list; " +
+        'correct params.versions, or trigger versioned for this commit first',
+    );
+  });
+
   it('creates a needed job from the params', async () => {
     const response = await server.request('POST', '/api/trigger/release', {
       token,
