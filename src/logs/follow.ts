@@ -14,6 +14,11 @@ import type { TaskLogStore } from './task-log-store.js';
 /** Maximum time a follower waits for an append before it checks the file and the task again. */
 const FOLLOW_RECHECK_MS = 500;
 const READ_CHUNK_BYTES = 256 * 1024;
+/** Maximum wait for the line that ends an attempt's file, and the time between reads meanwhile. */
+const ENDED_NOTE_WAIT_MS = 2_000;
+const ENDED_NOTE_POLL_MS = 100;
+/** Characters kept of the end of a followed file, enough to hold Slipway's longest note. */
+const TAIL_CHARACTERS = 1024;
 /** Milliseconds for which followers share a task row that they read. */
 const SHARED_TASK_MS = 100;
 /** Task rows kept for sharing. */
@@ -33,29 +38,34 @@ export interface FollowOptions {
 export async function* readTaskLog(taskId: string, options: FollowOptions): AsyncGenerator<Buffer> {
   let offset = 0;
   let file: string | null = null;
+  /** The end of the text read from `file`. */
+  let tail = '';
   for (;;) {
     const task = loadTask(options.context, taskId);
     if (task === undefined) return;
     if (options.attempt !== undefined && task.attempt > options.attempt) {
       // The attempt ended and a newer one started: the rest of its own file, then the end.
       const own = options.logs.pathFor(task.job_id, task.id, options.attempt);
-      if (own !== file) offset = 0;
-      for await (const chunk of readFrom(own, offset)) yield chunk;
+      if (own !== file) {
+        offset = 0;
+        tail = '';
+      }
+      yield* restOfEndedAttempt(options, own, offset, tail);
       return;
     }
     if (task.log_path !== file) {
       // A newer attempt started. The end of the earlier attempt's file, such as the note
       // of why its lease expired, may have been written after this follower last read it.
-      if (file !== null) {
-        for await (const chunk of readShared(options.logs, file, offset)) yield chunk;
-      }
+      if (file !== null) yield* restOfEndedAttempt(options, file, offset, tail);
       file = task.log_path;
       offset = 0;
+      tail = '';
     }
     const ended = isTerminal(task.status);
     if (file !== null) {
       for await (const chunk of readShared(options.logs, file, offset)) {
         offset += chunk.length;
+        tail = tailOf(tail, chunk);
         yield chunk;
       }
     } else if (ended && task.attempt > 0) {
@@ -68,6 +78,65 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
     if (!options.follow || ended || options.signal.aborted) return;
     await waitForNews(options, file, taskId);
   }
+}
+
+/**
+ * Yields the rest of an ended attempt's file. Slipway ends such a file with a `[slipway]` line
+ * that gives the reason the attempt ended. When a lease expires, the orchestrator, possibly in
+ * another process, writes that line after it has queued the task again, so a follower can see
+ * the next attempt first. Without that line at the end, this waits up to ENDED_NOTE_WAIT_MS.
+ *
+ * NOTE: any `[slipway]` line counts, so an attempt lost right after a step header is not
+ * waited for, and its note can still be missing from the followed stream.
+ */
+async function* restOfEndedAttempt(
+  options: FollowOptions,
+  file: string,
+  start: number,
+  tailAtStart: string,
+): AsyncGenerator<Buffer> {
+  let offset = start;
+  let tail = tailAtStart;
+  const deadline = Date.now() + ENDED_NOTE_WAIT_MS;
+  for (;;) {
+    for await (const chunk of readShared(options.logs, file, offset)) {
+      offset += chunk.length;
+      tail = tailOf(tail, chunk);
+      yield chunk;
+    }
+    if (endsWithNote(tail) || Date.now() >= deadline || options.signal.aborted) return;
+    await waitForAppend(options, file, Math.min(ENDED_NOTE_POLL_MS, deadline - Date.now()));
+  }
+}
+
+/** Returns the last TAIL_CHARACTERS characters of the text `tail` followed by `chunk`. */
+function tailOf(tail: string, chunk: Buffer): string {
+  // The last bytes are enough; a character cut at their start does not matter.
+  return (tail + chunk.subarray(-4 * TAIL_CHARACTERS).toString('utf8')).slice(-TAIL_CHARACTERS);
+}
+
+/** Returns whether the last line of `tail`, which may end with a newline, is Slipway's own. */
+function endsWithNote(tail: string): boolean {
+  const text = tail.endsWith('\n') ? tail.slice(0, -1) : tail;
+  return text.slice(text.lastIndexOf('\n') + 1).startsWith('[slipway]');
+}
+
+/** Resolves at the next append to `file` in this process, after `ms`, or when the client leaves. */
+function waitForAppend(options: FollowOptions, file: string, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      options.logs.changes.off('append', onAppend);
+      options.signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const onAppend = (appended: string) => {
+      if (appended === file) done();
+    };
+    const timer = setTimeout(done, ms);
+    options.logs.changes.on('append', onAppend);
+    options.signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /**
@@ -149,32 +218,6 @@ async function readAt(file: string, start: number): Promise<Buffer> {
     const buffer = Buffer.allocUnsafe(length);
     const { bytesRead } = await handle.read(buffer, 0, length, start);
     return buffer.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
-  }
-}
-
-async function* readFrom(file: string, start: number): AsyncGenerator<Buffer> {
-  let handle: fs.promises.FileHandle;
-  try {
-    handle = await fs.promises.open(file, 'r');
-  } catch {
-    return;
-  }
-  try {
-    let position = start;
-    for (;;) {
-      // Only the bytes left, not a whole chunk. Each append wakes every follower, and a
-      // 256 KiB buffer per follower for a few lines kept the garbage collector busy.
-      const { size } = await handle.stat();
-      if (size <= position) return;
-      const length = Math.min(READ_CHUNK_BYTES, size - position);
-      const buffer = Buffer.allocUnsafe(length);
-      const { bytesRead } = await handle.read(buffer, 0, length, position);
-      if (bytesRead === 0) return;
-      position += bytesRead;
-      yield buffer.subarray(0, bytesRead);
-    }
   } finally {
     await handle.close();
   }
