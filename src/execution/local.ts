@@ -252,8 +252,9 @@ export class LocalExecutor implements Executor {
       const closeOutput = () => {
         output.note(
           `[slipway] a process that step "${stepName}" started still holds its output open, so ` +
-            "later output is not logged. It was not stopped: it left the step's process group " +
-            `and has no ${PROCESS_MARK_VARIABLE} in its environment (env -i clears it)`,
+            "later output is not logged. It may still run: it left the step's process group, " +
+            `and the search for ${PROCESS_MARK_VARIABLE} did not stop it (env -i clears the ` +
+            "variable, and another user's process cannot be killed)",
         );
         this.#logger.warn(
           { task: spec.taskId, step: stepName, pid },
