@@ -86,8 +86,8 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
  * another process, writes that line after it has queued the task again, so a follower can see
  * the next attempt first. Without that line at the end, this waits up to ENDED_NOTE_WAIT_MS.
  *
- * NOTE: any `[slipway]` line counts, so an attempt lost right after a step header is not
- * waited for, and its note can still be missing from the followed stream.
+ * NOTE: a `[slipway]` line that PROGRESS_NOTES does not list counts as the end, as does a
+ * step's own line that starts with `[slipway]`. Such an attempt is not waited for.
  */
 async function* restOfEndedAttempt(
   options: FollowOptions,
@@ -115,10 +115,24 @@ function tailOf(tail: string, chunk: Buffer): string {
   return (tail + chunk.subarray(-4 * TAIL_CHARACTERS).toString('utf8')).slice(-TAIL_CHARACTERS);
 }
 
-/** Returns whether the last line of `tail`, which may end with a newline, is Slipway's own. */
+/**
+ * Lines that Slipway writes while an attempt runs, as opposed to the line that ends it: the
+ * attempt's header, the checkout notes and each step's header.
+ */
+const PROGRESS_NOTES = [
+  /^\[slipway\] \S+ \(task \S+, attempt \d+\) on worker /,
+  /^\[slipway\] (checking out |nothing to check out |commit \S+ is )/,
+  /^\[slipway\] step \d+\/\d+: /,
+];
+
+/**
+ * Returns whether the last line of `tail`, which may end with a newline, is a line of Slipway's
+ * that ends an attempt.
+ */
 function endsWithNote(tail: string): boolean {
   const text = tail.endsWith('\n') ? tail.slice(0, -1) : tail;
-  return text.slice(text.lastIndexOf('\n') + 1).startsWith('[slipway]');
+  const line = text.slice(text.lastIndexOf('\n') + 1);
+  return line.startsWith('[slipway]') && !PROGRESS_NOTES.some((note) => note.test(line));
 }
 
 /** Resolves at the next append to `file` in this process, after `ms`, or when the client leaves. */
