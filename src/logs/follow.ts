@@ -17,8 +17,8 @@ const READ_CHUNK_BYTES = 256 * 1024;
 /** Maximum wait for the line that ends an attempt's file, and the time between reads meanwhile. */
 const ENDED_NOTE_WAIT_MS = 2_000;
 const ENDED_NOTE_POLL_MS = 100;
-/** Characters kept of the end of a followed file, enough to hold Slipway's longest note. */
-const TAIL_CHARACTERS = 1024;
+/** Bytes read from the end of an ended attempt's file, enough to hold Slipway's longest note. */
+const TAIL_BYTES = 4096;
 /** Milliseconds for which followers share a task row that they read. */
 const SHARED_TASK_MS = 100;
 /** Task rows kept for sharing. */
@@ -38,34 +38,26 @@ export interface FollowOptions {
 export async function* readTaskLog(taskId: string, options: FollowOptions): AsyncGenerator<Buffer> {
   let offset = 0;
   let file: string | null = null;
-  /** The end of the text read from `file`. */
-  let tail = '';
   for (;;) {
     const task = loadTask(options.context, taskId);
     if (task === undefined) return;
     if (options.attempt !== undefined && task.attempt > options.attempt) {
       // The attempt ended and a newer one started: the rest of its own file, then the end.
       const own = options.logs.pathFor(task.job_id, task.id, options.attempt);
-      if (own !== file) {
-        offset = 0;
-        tail = '';
-      }
-      yield* restOfEndedAttempt(options, own, offset, tail);
+      yield* restOfEndedAttempt(options, own, own === file ? offset : 0);
       return;
     }
     if (task.log_path !== file) {
       // A newer attempt started. The end of the earlier attempt's file, such as the note
       // of why its lease expired, may have been written after this follower last read it.
-      if (file !== null) yield* restOfEndedAttempt(options, file, offset, tail);
+      if (file !== null) yield* restOfEndedAttempt(options, file, offset);
       file = task.log_path;
       offset = 0;
-      tail = '';
     }
     const ended = isTerminal(task.status);
     if (file !== null) {
       for await (const chunk of readShared(options.logs, file, offset)) {
         offset += chunk.length;
-        tail = tailOf(tail, chunk);
         yield chunk;
       }
     } else if (ended && task.attempt > 0) {
@@ -76,7 +68,7 @@ export async function* readTaskLog(taskId: string, options: FollowOptions): Asyn
       );
     }
     if (!options.follow || ended || options.signal.aborted) return;
-    await waitForNews(options, file, taskId);
+    await waitForNews(options, file, FOLLOW_RECHECK_MS, taskId);
   }
 }
 
@@ -93,26 +85,19 @@ async function* restOfEndedAttempt(
   options: FollowOptions,
   file: string,
   start: number,
-  tailAtStart: string,
 ): AsyncGenerator<Buffer> {
   let offset = start;
-  let tail = tailAtStart;
   const deadline = Date.now() + ENDED_NOTE_WAIT_MS;
   for (;;) {
+    // Checked before the read, so that the read includes the note it found.
+    const ended = await endsWithNote(file);
     for await (const chunk of readShared(options.logs, file, offset)) {
       offset += chunk.length;
-      tail = tailOf(tail, chunk);
       yield chunk;
     }
-    if (endsWithNote(tail) || Date.now() >= deadline || options.signal.aborted) return;
-    await waitForAppend(options, file, Math.min(ENDED_NOTE_POLL_MS, deadline - Date.now()));
+    if (ended || Date.now() >= deadline || options.signal.aborted) return;
+    await waitForNews(options, file, Math.min(ENDED_NOTE_POLL_MS, deadline - Date.now()));
   }
-}
-
-/** Returns the last TAIL_CHARACTERS characters of the text `tail` followed by `chunk`. */
-function tailOf(tail: string, chunk: Buffer): string {
-  // The last bytes are enough; a character cut at their start does not matter.
-  return (tail + chunk.subarray(-4 * TAIL_CHARACTERS).toString('utf8')).slice(-TAIL_CHARACTERS);
 }
 
 /**
@@ -125,32 +110,27 @@ const PROGRESS_NOTES = [
   /^\[slipway\] step \d+\/\d+: /,
 ];
 
-/**
- * Returns whether the last line of `tail`, which may end with a newline, is a line of Slipway's
- * that ends an attempt.
- */
-function endsWithNote(tail: string): boolean {
-  const text = tail.endsWith('\n') ? tail.slice(0, -1) : tail;
+/** Returns whether the last line of the file is a line of Slipway's that ends an attempt. */
+async function endsWithNote(file: string): Promise<boolean> {
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(file, 'r');
+  } catch {
+    return false;
+  }
+  let text: string;
+  try {
+    const { size } = await handle.stat();
+    const length = Math.min(size, TAIL_BYTES);
+    const buffer = Buffer.alloc(length);
+    await handle.read(buffer, 0, length, size - length);
+    text = buffer.toString('utf8');
+  } finally {
+    await handle.close();
+  }
+  if (text.endsWith('\n')) text = text.slice(0, -1);
   const line = text.slice(text.lastIndexOf('\n') + 1);
   return line.startsWith('[slipway]') && !PROGRESS_NOTES.some((note) => note.test(line));
-}
-
-/** Resolves at the next append to `file` in this process, after `ms`, or when the client leaves. */
-function waitForAppend(options: FollowOptions, file: string, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      options.logs.changes.off('append', onAppend);
-      options.signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const onAppend = (appended: string) => {
-      if (appended === file) done();
-    };
-    const timer = setTimeout(done, ms);
-    options.logs.changes.on('append', onAppend);
-    options.signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /**
@@ -268,7 +248,16 @@ function loadTask(context: AppContext, taskId: string): TaskRow | undefined {
   return task;
 }
 
-function waitForNews(options: FollowOptions, file: string | null, taskId: string): Promise<void> {
+/**
+ * Resolves at the next append to `file` in this process (to any file while it is null), at a
+ * status change of the task `taskId`, after `ms`, or when the client leaves.
+ */
+function waitForNews(
+  options: FollowOptions,
+  file: string | null,
+  ms: number,
+  taskId?: string,
+): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
@@ -281,9 +270,9 @@ function waitForNews(options: FollowOptions, file: string | null, taskId: string
       if (file === null || appended === file) done();
     };
     const onStatus = (change: { taskId: string }) => {
-      if (change.taskId === taskId) done();
+      if (taskId !== undefined && change.taskId === taskId) done();
     };
-    const timer = setTimeout(done, FOLLOW_RECHECK_MS);
+    const timer = setTimeout(done, ms);
     options.logs.changes.on('append', onAppend);
     options.context.events.on('task-status', onStatus);
     options.signal.addEventListener('abort', done, { once: true });
