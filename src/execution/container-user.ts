@@ -32,17 +32,20 @@ export function describeUserProblem(user: string): string | undefined {
     return `takes no template: the container user is the same for every task of the job type, ${got}`;
   }
   if (/\s/.test(user)) return `must not contain whitespace, ${got}`;
+
   const parts = user.split(':');
   if (parts.length > 2) return `must contain at most one ":" (user:group), ${got}`;
   const [name, group] = parts as [string, string | undefined];
   if (name === '') return `must name a user before ":", ${got}`;
   if (group === '') return `must name a group after ":", ${got}`;
+
   if (name === WORKER_USER && group !== undefined) {
     return (
       `"worker" means the worker process's uid and gid and takes no group, ${got}; ` +
       'write worker alone, or the uid of an image user named worker'
     );
   }
+
   for (const part of parts) {
     if (!NAME_OR_ID.test(part)) {
       return (

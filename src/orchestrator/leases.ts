@@ -101,8 +101,8 @@ export async function recoverExpiredLeases(
       logRecovery(context, item);
       await closeAttemptLog(context, item);
     }
-    // Only now wake the waiting claims. A follower of the log that sees the next attempt
-    // start reads the rest of this attempt's file once, so the note must be in it by then.
+    // Only now wake the waiting claims, because a follower of the log that finds the next
+    // attempt started reads the rest of this attempt's file, which must contain the note.
     changes.emit(context.events);
     recovered.push(...batch);
     if (batch.length < BATCH) return recovered;
