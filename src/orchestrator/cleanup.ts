@@ -18,6 +18,9 @@ export const OWN_LOG = /^slipway[\w.-]*\.log$/;
 /** Rotated copies of an own log file that are kept: `<name>.1` (newest) to `<name>.5`. */
 export const ROTATED_KEPT = 5;
 const DELETE_BATCH = 500;
+/** Tries of the final WAL checkpoint while another checkpoint keeps it busy, and the pause between. */
+const CHECKPOINT_TRIES = 10;
+const CHECKPOINT_RETRY_MS = 50;
 
 export interface CleanupSummary {
   jobs: number;
@@ -264,14 +267,22 @@ export async function rotateOwnLogs(dir: string, maxBytes: number): Promise<stri
   return rotated;
 }
 
-/** Folds the WAL into the database file and truncates it; waits for an open transaction. */
+/**
+ * Folds the WAL into the database file and truncates it, after an open transaction ends. The
+ * background checkpoint that the cleanup's own commits start makes it busy, so a busy result is
+ * tried again a few times.
+ */
 async function checkpointWal(context: AppContext) {
   const sqlite = context.store.sqlite;
-  while (sqlite.inTransaction) await new Promise((resolve) => setTimeout(resolve, 5));
-  const [result] = sqlite.pragma('wal_checkpoint(TRUNCATE)') as Array<{
-    busy: number;
-    log: number;
-    checkpointed: number;
-  }>;
-  return result ?? null;
+  for (let attempt = 1; ; attempt += 1) {
+    while (sqlite.inTransaction) await new Promise((resolve) => setTimeout(resolve, 5));
+    const [result] = sqlite.pragma('wal_checkpoint(TRUNCATE)') as Array<{
+      busy: number;
+      log: number;
+      checkpointed: number;
+    }>;
+    if (result === undefined) return null;
+    if (result.busy === 0 || attempt >= CHECKPOINT_TRIES) return result;
+    await new Promise((resolve) => setTimeout(resolve, CHECKPOINT_RETRY_MS));
+  }
 }
