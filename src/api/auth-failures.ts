@@ -5,14 +5,15 @@
  * server responds.
  *
  * It counts failures in fixed one-minute windows per address, as @fastify/rate-limit's local
- * store counts requests. Once an address has used up its failures, its tokens are no longer
- * looked up, except tokens that were valid when last checked, so a right guess gets the same
- * 429 as a wrong one. This limiter is separate from the plugin's because the plugin counts
+ * store counts requests. A request that may fail reserves one failure before its token is
+ * looked up, and gives it back when the token is valid, so requests that run at the same time
+ * never pass the limit together. Once an address has used up its failures, its tokens are no
+ * longer looked up, except tokens that were valid when last checked, so a right guess gets the
+ * same 429 as a wrong one. This limiter is separate from the plugin's because the plugin counts
  * every request that passes its hook and cannot check an address without counting it.
  *
- * In a cluster (API_WORKERS > 1) each process counts on its own and also sends each failure to
- * the primary. The primary counts them together per window and, once an address reaches the
- * limit, blocks it in every process until the window ends (see shared-rate-limit.ts).
+ * In a cluster (API_WORKERS > 1) the processes reserve failures from the primary instead, which
+ * keeps one window per address for all of them (see SharedFailureLimit in shared-rate-limit.ts).
  */
 import net from 'node:net';
 
@@ -21,65 +22,64 @@ export const FAILURE_WINDOW_MS = 60_000;
 /** Maximum number of addresses tracked at once, which bounds the memory an attack can use. */
 const MAX_ADDRESSES = 10_000;
 
+/** The answer to a reservation of one failed authentication. */
+export interface Reservation {
+  /** False when the address has used up its failures for the window, so the request gets 429. */
+  granted: boolean;
+  /** Seconds until the window ends and the address may fail again. */
+  retryAfterSeconds: number;
+  /** True for the first refusal of the address in its window, which the server logs. */
+  firstRefusal: boolean;
+  /** Gives the failure back, for a request whose token was valid. Does nothing if not granted. */
+  release(): void;
+}
+
+/** Failed authentications per address, counted by reservation. */
+export interface FailureLimit {
+  /** Failed authentications an address may have per minute. */
+  readonly limit: number;
+  /** Reserves one failed authentication of the address before its request is checked. */
+  reserve(address: string): Reservation | Promise<Reservation>;
+}
+
 interface FailureWindow {
   failures: number;
   resetAt: number;
+  refused: boolean;
 }
 
-export interface FailureCount {
-  /** Failures of the address in the current window, including this one. */
-  failures: number;
-  /** Seconds until the window ends and the address may fail again. */
-  retryAfterSeconds: number;
-}
-
-export class AuthFailureLimiter {
+/** The limit within one process. */
+export class AuthFailureLimiter implements FailureLimit {
   readonly #windows = new Map<string, FailureWindow>();
-  /** Called with the address key after each failure; a cluster process sends it to its primary. */
-  onFailure: ((key: string) => void) | undefined;
 
   /** @param limit failed authentications an address may have per minute */
   constructor(readonly limit: number) {}
 
-  /**
-   * Blocks the address key until `resetAt`, as when the processes of a cluster together
-   * reached the limit for it.
-   */
-  block(key: string, resetAt: number, now = Date.now()): void {
-    if (resetAt <= now) return;
-    const window = this.#windows.get(key);
-    if (window !== undefined && window.resetAt > now) {
-      window.failures = Math.max(window.failures, this.limit);
-      window.resetAt = Math.max(window.resetAt, resetAt);
-      return;
-    }
-    this.#windows.delete(key);
-    this.#makeRoom(now);
-    this.#windows.set(key, { failures: this.limit, resetAt });
-  }
-
-  /** Returns whether the address has used up its failures for the current window. */
-  isBlocked(address: string, now = Date.now()): boolean {
-    const window = this.#windows.get(addressKey(address));
-    return window !== undefined && window.resetAt > now && window.failures >= this.limit;
-  }
-
-  /** Counts a failed authentication of the address. */
-  recordFailure(address: string, now = Date.now()): FailureCount {
+  reserve(address: string, now = Date.now()): Reservation {
     const key = addressKey(address);
     let window = this.#windows.get(key);
     if (window === undefined || window.resetAt <= now) {
       this.#windows.delete(key);
       this.#makeRoom(now);
-      window = { failures: 0, resetAt: now + FAILURE_WINDOW_MS };
+      window = { failures: 0, resetAt: now + FAILURE_WINDOW_MS, refused: false };
       this.#windows.set(key, window);
     }
+    const retryAfterSeconds = Math.max(1, Math.ceil((window.resetAt - now) / 1000));
+    if (window.failures >= this.limit) {
+      const firstRefusal = !window.refused;
+      window.refused = true;
+      return { granted: false, retryAfterSeconds, firstRefusal, release: () => {} };
+    }
     window.failures += 1;
-    this.onFailure?.(key);
-    return {
-      failures: window.failures,
-      retryAfterSeconds: Math.max(1, Math.ceil((window.resetAt - now) / 1000)),
+    const reserved = window;
+    let released = false;
+    const release = () => {
+      // A window that ended or was dropped since then no longer counts this failure.
+      if (released || this.#windows.get(key) !== reserved) return;
+      released = true;
+      reserved.failures -= 1;
     };
+    return { granted: true, retryAfterSeconds, firstRefusal: false, release };
   }
 
   /** Drops ended windows, and the oldest one if the map is still full. */

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Database, TokenRole } from '../store/schema.js';
 import { findTokenByHash, hashToken } from '../store/tokens.js';
-import { addressKey, type AuthFailureLimiter } from './auth-failures.js';
+import { addressKey, type FailureLimit, type Reservation } from './auth-failures.js';
 import { ApiError } from './errors.js';
 
 export const TOKEN_CACHE_MS = 5_000;
@@ -110,13 +110,13 @@ export function bearerToken(request: FastifyRequest): string | undefined {
 export function registerAuth(
   app: FastifyInstance,
   verifier: TokenVerifier,
-  failures?: AuthFailureLimiter,
+  failures?: FailureLimit,
 ): void {
   app.decorateRequest('principal', undefined);
   // A callback hook rather than an async one: most requests carry a token that is cached,
   // and then nothing here needs to wait.
   app.addHook('onRequest', (request, reply, done) => {
-    if (request.headers.authorization !== undefined && hasSecondAuthorization(request)) {
+    if (hasSecondAuthorization(request)) {
       done(
         new ApiError(
           'validation_failed',
@@ -128,67 +128,98 @@ export function registerAuth(
       return;
     }
     const token = bearerToken(request);
+    const roles = request.routeOptions.config?.roles;
     const finish = (principal: Principal | undefined) => {
       request.principal = principal;
-      const roles = request.routeOptions.config?.roles;
-      done(
-        limitFailure(request, reply, token, principal, failures) ??
-          admit(request.headers.authorization, token, principal, roles),
-      );
+      done(admit(request.headers.authorization, token, principal, roles));
     };
+    /** Ends a request that failed authentication, with 429 when its address has none left. */
+    const finishFailed = (reservation: Reservation | undefined) => {
+      request.principal = undefined;
+      const limited =
+        reservation === undefined
+          ? undefined
+          : limitFailure(request, reply, reservation, failures!);
+      done(limited ?? admit(request.headers.authorization, token, undefined, roles));
+    };
+    /** Reserves a failure of the request's address, which may mean waiting for the primary. */
+    const reserve = (then: (reservation: Reservation | undefined) => void) => {
+      if (failures === undefined) {
+        then(undefined);
+        return;
+      }
+      const reservation = failures.reserve(request.ip);
+      if (reservation instanceof Promise) reservation.then(then, done);
+      else then(reservation);
+    };
+
     if (token === undefined) {
-      finish(undefined);
+      // A public route does not need a token, so a request without one has not failed.
+      if (roles === undefined) finish(undefined);
+      else reserve(finishFailed);
       return;
     }
     const cached = verifier.cached(token);
     if (cached !== undefined) {
-      finish(cached.principal);
+      if (cached.principal !== undefined) finish(cached.principal);
+      else reserve(finishFailed);
       return;
     }
-    // A blocked address gets no lookup, so that a right guess gets the same 429 as a wrong
-    // one. A token that was valid before is still looked up, so that its owner keeps working.
-    if (failures?.isBlocked(request.ip) === true && !verifier.wasValid(token)) {
-      finish(undefined);
+    // A token that was valid before is looked up without a reservation, so that its owner
+    // keeps working while its address is blocked.
+    if (verifier.wasValid(token)) {
+      verifier.verify(token).then((principal) => {
+        if (principal !== undefined) finish(principal);
+        else reserve(finishFailed);
+      }, done);
       return;
     }
-    verifier.verify(token).then(finish, done);
+    reserve((reservation) => {
+      // A blocked address gets no lookup, so that a right guess gets the same 429 as a wrong one.
+      if (reservation?.granted === false) {
+        finishFailed(reservation);
+        return;
+      }
+      verifier.verify(token).then((principal) => {
+        if (principal === undefined) {
+          finishFailed(reservation);
+          return;
+        }
+        reservation?.release();
+        finish(principal);
+      }, done);
+    });
   });
 }
 
 /**
- * Counts the request as a failed authentication when it needs a token and has none, or has a
- * token that is unknown or revoked (on any route). Returns 429 when its address has had more
- * failures in the current minute than the limit allows. On a route without roles nothing is
- * rejected, and the request goes on without a principal.
+ * Returns 429 for a request that failed authentication after its address used up its failures
+ * in the current minute, and logs the first such request of the minute. On a route without
+ * roles nothing is rejected, and the request goes on without a principal.
  */
 function limitFailure(
   request: FastifyRequest,
   reply: FastifyReply,
-  token: string | undefined,
-  principal: Principal | undefined,
-  failures: AuthFailureLimiter | undefined,
+  reservation: Reservation,
+  failures: FailureLimit,
 ): ApiError | undefined {
-  const roles = request.routeOptions.config?.roles;
-  const failed = token === undefined ? roles !== undefined : principal === undefined;
-  if (failures === undefined || !failed) return undefined;
-  const count = failures.recordFailure(request.ip);
-  if (count.failures <= failures.limit) return undefined;
-  if (count.failures === failures.limit + 1) {
+  if (reservation.granted) return undefined;
+  if (reservation.firstRefusal) {
     request.log.warn(
       {
         address: addressKey(request.ip),
         limit: failures.limit,
-        retryAfter: count.retryAfterSeconds,
+        retryAfter: reservation.retryAfterSeconds,
       },
       'too many failed authentications from one address; rejecting its attempts until the minute ends',
     );
   }
-  if (roles === undefined) return undefined;
-  reply.header('retry-after', String(count.retryAfterSeconds));
+  if (request.routeOptions.config?.roles === undefined) return undefined;
+  reply.header('retry-after', String(reservation.retryAfterSeconds));
   return new ApiError(
     'rate_limited',
     `more than ${failures.limit} failed authentications from ${addressKey(request.ip)} in a ` +
-      `minute (API_AUTH_FAILURE_LIMIT). Until the minute ends, in ${count.retryAfterSeconds} s, ` +
+      `minute (API_AUTH_FAILURE_LIMIT). Until the minute ends, in ${reservation.retryAfterSeconds} s, ` +
       'only tokens that the server accepted before the lockout keep working from it',
     'Authorization',
     'rate',

@@ -21,8 +21,8 @@ import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
 import { isClusterWorker } from '../app/cluster.js';
 import { registerAuth, TokenVerifier, bearerToken, headerCount } from './auth.js';
-import { shareAuthFailures, sharedQuotaStore } from './shared-rate-limit.js';
-import { addressKey, AuthFailureLimiter, FAILURE_WINDOW_MS } from './auth-failures.js';
+import { SharedFailureLimit, sharedQuotaStore } from './shared-rate-limit.js';
+import { addressKey, AuthFailureLimiter, type FailureLimit } from './auth-failures.js';
 import { registerJsonBodyParser, treatNoBodyAsEmptyObject } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
@@ -286,11 +286,12 @@ export async function buildServer(
         );
       });
   });
-  const failures =
-    api.authFailureLimitPerMinute > 0
-      ? new AuthFailureLimiter(api.authFailureLimitPerMinute)
-      : undefined;
-  if (failures !== undefined && isClusterWorker()) shareAuthFailures(failures, FAILURE_WINDOW_MS);
+  let failures: FailureLimit | undefined;
+  if (api.authFailureLimitPerMinute > 0) {
+    failures = isClusterWorker()
+      ? new SharedFailureLimit(api.authFailureLimitPerMinute, context.logger)
+      : new AuthFailureLimiter(api.authFailureLimitPerMinute);
+  }
   registerAuth(app, verifier, failures);
 
   if (api.rateLimitPerMinute > 0) {

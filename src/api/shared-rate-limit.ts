@@ -6,13 +6,19 @@
  * among the processes, so blocks shrink as the quota runs low. The processes together never
  * admit more than the limit, and admit less by at most the unused blocks they still have.
  *
- * The primary also counts the processes' failed authentications per address
- * (API_AUTH_FAILURE_LIMIT). Once an address reaches the limit, it sends every process a
- * message to block the address until its window ends.
+ * Failed authentications per address (API_AUTH_FAILURE_LIMIT) are a quota of the same kind: a
+ * process reserves one from its block before it looks up a token, and keeps it for the next
+ * request when the token is valid.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
-import type { AuthFailureLimiter } from './auth-failures.js';
+import {
+  addressKey,
+  AuthFailureLimiter,
+  FAILURE_WINDOW_MS,
+  type FailureLimit,
+  type Reservation,
+} from './auth-failures.js';
 
 const MESSAGE_TYPE = 'slipway:rate-limit';
 /** Time a process waits for the primary's grant before it lets the request through. */
@@ -21,6 +27,8 @@ const GRANT_TIMEOUT_MS = 2_000;
 const FAILURE_LOG_INTERVAL_MS = 60_000;
 /** Share of a window's remaining quota handed out at once, before the split among processes. */
 const BLOCK_SHARE = 4;
+/** Id of the next quota request, shared by every store in the process so that grants find theirs. */
+let nextRequestId = 1;
 
 interface QuotaRequest {
   type: typeof MESSAGE_TYPE;
@@ -86,106 +94,22 @@ export class QuotaWindows {
   }
 }
 
-/**
- * Grants the processes' quota requests in the primary, and counts their failed
- * authentications, until the returned function is called.
- */
+/** Grants the processes' quota requests in the primary until the returned function is called. */
 export function serveQuota(processes: number, pruneEveryMs = 60_000): () => void {
   const windows = new QuotaWindows(processes);
-  const failures = new FailureWindows();
   const onMessage = (worker: Worker, message: unknown) => {
-    if (isQuotaMessage(message)) {
-      const request = message as QuotaRequest;
-      const grant = windows.grant(request.key, request.timeWindow, request.max);
-      if (worker.isConnected()) worker.send({ type: MESSAGE_TYPE, id: request.id, ...grant });
-      return;
-    }
-    if (!isFailureMessage(message)) return;
-    const resetAt = failures.record(message.key, message.limit, message.windowMs);
-    if (resetAt === undefined) return;
-    const blocked: AddressBlocked = { type: BLOCKED_TYPE, key: message.key, resetAt };
-    for (const apiProcess of Object.values(cluster.workers ?? {})) {
-      if (apiProcess?.isConnected() === true) apiProcess.send(blocked);
-    }
+    if (!isQuotaMessage(message)) return;
+    const request = message as QuotaRequest;
+    const grant = windows.grant(request.key, request.timeWindow, request.max);
+    if (worker.isConnected()) worker.send({ type: MESSAGE_TYPE, id: request.id, ...grant });
   };
   cluster.on('message', onMessage);
-  const timer = setInterval(() => {
-    windows.prune();
-    failures.prune();
-  }, pruneEveryMs);
+  const timer = setInterval(() => windows.prune(), pruneEveryMs);
   timer.unref();
   return () => {
     cluster.off('message', onMessage);
     clearInterval(timer);
   };
-}
-
-const FAILURE_TYPE = 'slipway:auth-failure';
-const BLOCKED_TYPE = 'slipway:auth-blocked';
-
-interface AuthFailure {
-  type: typeof FAILURE_TYPE;
-  key: string;
-  limit: number;
-  windowMs: number;
-}
-
-interface AddressBlocked {
-  type: typeof BLOCKED_TYPE;
-  key: string;
-  resetAt: number;
-}
-
-function isFailureMessage(message: unknown): message is AuthFailure {
-  return (
-    typeof message === 'object' &&
-    message !== null &&
-    (message as { type?: unknown }).type === FAILURE_TYPE
-  );
-}
-
-/** The failed authentications of each address key in all the processes, kept by the primary. */
-export class FailureWindows {
-  readonly #windows = new Map<string, { failures: number; resetAt: number }>();
-
-  /**
-   * Counts a failure of `key`; returns when its window ends once the count reaches `limit`
-   * (the first time only), else undefined.
-   */
-  record(key: string, limit: number, windowMs: number, now = Date.now()): number | undefined {
-    let window = this.#windows.get(key);
-    if (window === undefined || window.resetAt <= now) {
-      window = { failures: 0, resetAt: now + windowMs };
-      this.#windows.set(key, window);
-    }
-    window.failures += 1;
-    return window.failures === limit ? window.resetAt : undefined;
-  }
-
-  /** Forgets the windows that ended. */
-  prune(now = Date.now()): void {
-    for (const [key, window] of this.#windows) {
-      if (window.resetAt <= now) this.#windows.delete(key);
-    }
-  }
-}
-
-/**
- * Makes a cluster process's failed-authentication limiter count for the whole cluster: each
- * failure is sent to the primary, and an address the processes together used up is blocked.
- */
-export function shareAuthFailures(limiter: AuthFailureLimiter, windowMs: number): void {
-  limiter.onFailure = (key) => {
-    if (process.send === undefined || !process.connected) return;
-    const failure: AuthFailure = { type: FAILURE_TYPE, key, limit: limiter.limit, windowMs };
-    process.send(failure);
-  };
-  process.on('message', (message: unknown) => {
-    if (typeof message !== 'object' || message === null) return;
-    const blocked = message as Partial<AddressBlocked>;
-    if (blocked.type !== BLOCKED_TYPE || typeof blocked.key !== 'string') return;
-    limiter.block(blocked.key, Number(blocked.resetAt));
-  });
 }
 
 interface Entry {
@@ -205,7 +129,6 @@ type Callback = (error: Error | null, result?: { current: number; ttl: number })
 export class SharedQuotaStore {
   readonly #entries = new Map<string, Entry>();
   readonly #waiting = new Map<number, (grant: QuotaGrant) => void>();
-  #nextId = 1;
   #failureLoggedAt = 0;
 
   constructor(readonly logger: Logger) {
@@ -270,6 +193,16 @@ export class SharedQuotaStore {
     );
   }
 
+  /**
+   * Gives one admitted request of `key` back to this process's block, for the next request. A
+   * window that ended meanwhile is left as it is.
+   */
+  refund(key: string, now = Date.now()): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined || entry.pending !== undefined || entry.windowEnd <= now) return;
+    entry.available += 1;
+  }
+
   /** Returns this store for every route, since the limit is one per token for the whole API. */
   child(): SharedQuotaStore {
     return this;
@@ -281,7 +214,7 @@ export class SharedQuotaStore {
         reject(new Error('the API cluster primary is not connected; rate limit not applied'));
         return;
       }
-      const id = this.#nextId++;
+      const id = nextRequestId++;
       const timer = setTimeout(() => {
         this.#waiting.delete(id);
         reject(
@@ -315,4 +248,62 @@ export function sharedQuotaStore(logger: Logger): new () => SharedQuotaStore {
       super(logger);
     }
   };
+}
+
+/**
+ * The failed-authentication limit of a cluster process. Failures are reserved from the quota
+ * that the primary keeps for each address, so the processes together allow at most the limit
+ * in a window. When the primary sends no grant, the process counts on its own.
+ */
+export class SharedFailureLimit implements FailureLimit {
+  readonly #store: SharedQuotaStore;
+  readonly #alone: AuthFailureLimiter;
+  /** Window end of the last refusal of each address key, so that each window logs once. */
+  readonly #refusedUntil = new Map<string, number>();
+
+  constructor(
+    readonly limit: number,
+    logger: Logger,
+  ) {
+    this.#store = new SharedQuotaStore(logger);
+    this.#alone = new AuthFailureLimiter(limit);
+  }
+
+  reserve(address: string): Promise<Reservation> {
+    const key = `auth-failure:${addressKey(address)}`;
+    return new Promise((resolve) => {
+      this.#store.incr(
+        key,
+        (error, result) => {
+          if (error !== null || result === undefined) {
+            resolve(this.#alone.reserve(address));
+            return;
+          }
+          resolve(this.#answer(key, result.current, result.ttl));
+        },
+        FAILURE_WINDOW_MS,
+        this.limit,
+      );
+    });
+  }
+
+  #answer(key: string, current: number, ttl: number, now = Date.now()): Reservation {
+    const retryAfterSeconds = Math.max(1, Math.ceil(ttl / 1000));
+    if (current <= this.limit) {
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this.#store.refund(key);
+      };
+      return { granted: true, retryAfterSeconds, firstRefusal: false, release };
+    }
+    const refusedUntil = this.#refusedUntil.get(key);
+    const firstRefusal = refusedUntil === undefined || refusedUntil <= now;
+    if (firstRefusal) {
+      if (this.#refusedUntil.size >= 10_000) this.#refusedUntil.clear();
+      this.#refusedUntil.set(key, now + ttl);
+    }
+    return { granted: false, retryAfterSeconds, firstRefusal, release: () => {} };
+  }
 }

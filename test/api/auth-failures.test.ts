@@ -26,35 +26,58 @@ describe('addressKey', () => {
 describe('AuthFailureLimiter', () => {
   const start = 1_000_000;
 
-  it('blocks after the limit until the minute ends', () => {
+  it('refuses past the limit until the minute ends', () => {
     const limiter = new AuthFailureLimiter(3);
     for (let failure = 1; failure <= 3; failure += 1) {
-      expect(limiter.isBlocked('192.0.2.1', start)).toBe(false);
-      expect(limiter.recordFailure('192.0.2.1', start).failures).toBe(failure);
+      expect(limiter.reserve('192.0.2.1', start).granted, `failure ${failure}`).toBe(true);
     }
-    expect(limiter.isBlocked('192.0.2.1', start)).toBe(true);
-    const fourth = limiter.recordFailure('192.0.2.1', start + 15_000);
-    expect(fourth.failures).toBe(4);
+    const fourth = limiter.reserve('192.0.2.1', start + 15_000);
+    expect(fourth.granted).toBe(false);
+    expect(fourth.firstRefusal).toBe(true);
     expect(fourth.retryAfterSeconds).toBe(45);
-    expect(limiter.isBlocked('192.0.2.1', start + 59_999)).toBe(true);
-    expect(limiter.isBlocked('192.0.2.1', start + 60_000)).toBe(false);
-    expect(limiter.recordFailure('192.0.2.1', start + 60_000).failures).toBe(1);
+    const fifth = limiter.reserve('192.0.2.1', start + 59_999);
+    expect(fifth.granted).toBe(false);
+    expect(fifth.firstRefusal).toBe(false);
+    expect(limiter.reserve('192.0.2.1', start + 60_000).granted).toBe(true);
+  });
+
+  it('gives a released failure back', () => {
+    const limiter = new AuthFailureLimiter(2);
+    limiter.reserve('192.0.2.1', start).release();
+    const second = limiter.reserve('192.0.2.1', start);
+    second.release();
+    // A second release of the same reservation gives nothing more back.
+    second.release();
+    expect(limiter.reserve('192.0.2.1', start).granted).toBe(true);
+    expect(limiter.reserve('192.0.2.1', start).granted).toBe(true);
+    expect(limiter.reserve('192.0.2.1', start).granted).toBe(false);
+  });
+
+  it('counts reservations that are still open', () => {
+    // Lookups that run at the same time each hold a failure until they end.
+    const limiter = new AuthFailureLimiter(2);
+    const first = limiter.reserve('192.0.2.1', start);
+    const second = limiter.reserve('192.0.2.1', start);
+    expect(first.granted).toBe(true);
+    expect(second.granted).toBe(true);
+    expect(limiter.reserve('192.0.2.1', start).granted).toBe(false);
   });
 
   it('counts each address on its own', () => {
     const limiter = new AuthFailureLimiter(1);
-    limiter.recordFailure('192.0.2.1', start);
-    expect(limiter.isBlocked('192.0.2.1', start)).toBe(true);
-    expect(limiter.isBlocked('192.0.2.2', start)).toBe(false);
+    limiter.reserve('192.0.2.1', start);
+    expect(limiter.reserve('192.0.2.1', start).granted).toBe(false);
+    expect(limiter.reserve('192.0.2.2', start).granted).toBe(true);
   });
 
   it('forgets the oldest address when full', () => {
     const limiter = new AuthFailureLimiter(1);
-    limiter.recordFailure('192.0.2.1', start);
+    limiter.reserve('192.0.2.1', start);
     for (let index = 0; index < 10_000; index += 1) {
-      limiter.recordFailure(`10.${index >> 8}.${index & 255}.1`, start + 1);
+      limiter.reserve(`10.${index >> 8}.${index & 255}.1`, start + 1);
     }
-    expect(limiter.isBlocked('192.0.2.1', start + 2)).toBe(false);
-    expect(limiter.isBlocked('10.0.0.1', start + 2)).toBe(true);
+    // The last address inserted (index 9,999) is still counted, the first one is not.
+    expect(limiter.reserve('10.39.15.1', start + 2).granted).toBe(false);
+    expect(limiter.reserve('192.0.2.1', start + 2).granted).toBe(true);
   });
 });

@@ -192,6 +192,16 @@ describe('failed authentication limit', () => {
     expect([200, 503]).toContain(withGuess.status);
   });
 
+  it('guesses sent at once stop at the limit', async () => {
+    // Sent at once, as a client that tries many tokens would send them.
+    const guesses = Array.from({ length: 4 * FAILURES }, (_, index) =>
+      getFrom('127.0.0.3', '/api/state', `slw_burst-guess-${index}-000000000000`),
+    );
+    const statuses = (await Promise.all(guesses)).map((response) => response.status);
+    expect(statuses.filter((status) => status === 401)).toHaveLength(FAILURES);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(3 * FAILURES);
+  });
+
   it('another address keeps its own count', async () => {
     const response = await getFrom('127.0.0.2', '/api/state');
     expect(response.status).toBe(401);

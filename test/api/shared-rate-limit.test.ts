@@ -1,7 +1,6 @@
 /** The primary's rate-limit windows for an API cluster: blocks, limits and window ends. */
 import { describe, expect, it } from 'vitest';
-import { AuthFailureLimiter } from '../../src/api/auth-failures.js';
-import { FailureWindows, QuotaWindows } from '../../src/api/shared-rate-limit.js';
+import { QuotaWindows } from '../../src/api/shared-rate-limit.js';
 
 describe('rate-limit windows of a cluster', () => {
   it('never hands out more than the limit', () => {
@@ -42,27 +41,5 @@ describe('rate-limit windows of a cluster', () => {
     windows.grant('token:b', 5_000, 3, 0);
     windows.prune(2_000);
     expect(windows.size).toBe(1);
-  });
-});
-
-describe('failed authentications of a cluster', () => {
-  it('reports the window end once, when the limit is reached', () => {
-    const windows = new FailureWindows();
-    const ends = [1, 2, 3, 4].map(() => windows.record('192.0.2.1', 3, 60_000, 1_000));
-    expect(ends).toEqual([undefined, undefined, 61_000, undefined]);
-    expect(windows.record('192.0.2.1', 3, 60_000, 61_000)).toBeUndefined();
-  });
-
-  it('blocks an address that other processes used up', () => {
-    const limiter = new AuthFailureLimiter(5);
-    const reported: string[] = [];
-    limiter.onFailure = (key) => reported.push(key);
-    limiter.recordFailure('192.0.2.7', 1_000);
-    expect(reported).toEqual(['192.0.2.7']);
-    expect(limiter.isBlocked('192.0.2.7', 1_000)).toBe(false);
-    limiter.block('192.0.2.7', 61_000, 1_000);
-    expect(limiter.isBlocked('192.0.2.7', 2_000)).toBe(true);
-    expect(limiter.recordFailure('192.0.2.7', 2_000).failures).toBe(6);
-    expect(limiter.isBlocked('192.0.2.7', 61_000)).toBe(false);
   });
 });
