@@ -46,6 +46,7 @@ import { registerStateRoutes } from './routes/state.js';
 import { registerTriggerRoutes } from './routes/triggers.js';
 import { registerGitHubRoutes } from '../github/routes.js';
 import { describeRouteRoles } from './openapi-roles.js';
+import { documentSharedResponses } from './shared-responses.js';
 import { boundRequestNumbers } from './number-bounds.js';
 
 /**
@@ -205,6 +206,7 @@ export async function buildServer(
   app.addHook('preValidation', rejectRepeatedQuery);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
+  documentSharedResponses(app);
 
   // A close waits for every open connection. Node closes the idle ones when the close starts,
   // but a keep-alive connection whose response was still being made then (a long-poll claim,
