@@ -206,7 +206,10 @@ export async function buildServer(
   app.addHook('preValidation', rejectRepeatedQuery);
   app.addHook('preValidation', convertQuery);
   describeRouteRoles(app);
-  documentSharedResponses(app);
+  documentSharedResponses(app, {
+    rateLimit: api.rateLimitPerMinute > 0,
+    authFailureLimit: api.authFailureLimitPerMinute > 0,
+  });
 
   // A close waits for every open connection. Node closes the idle ones when the close starts,
   // but a keep-alive connection whose response was still being made then (a long-poll claim,

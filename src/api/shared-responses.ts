@@ -6,18 +6,24 @@
 import type { FastifyInstance, FastifySchema } from 'fastify';
 import { ErrorSchema } from './schemas.js';
 
-/**
- * Every route can return 400, because the shared hooks reject an unknown, repeated or badly
- * encoded query parameter, a second Authorization header, and an HTTP/1.1 request without
- * exactly one Host header.
- */
-const SHARED_RESPONSES = { 400: ErrorSchema };
+export interface SharedLimits {
+  /** Whether API_RATE_LIMIT is above 0, so that every route can return 429. */
+  rateLimit: boolean;
+  /** Whether API_AUTH_FAILURE_LIMIT is above 0, so that every route with roles can return 429. */
+  authFailureLimit: boolean;
+}
 
-export function documentSharedResponses(app: FastifyInstance): void {
+export function documentSharedResponses(app: FastifyInstance, limits: SharedLimits): void {
   app.addHook('onRoute', (route) => {
     const schema = route.schema as
       (FastifySchema & { hide?: boolean; response?: Record<string, unknown> }) | undefined;
     if (schema?.response === undefined || schema.hide === true) return;
-    route.schema = { ...schema, response: { ...SHARED_RESPONSES, ...schema.response } };
+    // Every route can return 400, because the shared hooks reject an unknown, repeated or
+    // badly encoded query parameter, a second Authorization header, and an HTTP/1.1 request
+    // without exactly one Host header.
+    const shared: Record<number, unknown> = { 400: ErrorSchema };
+    const needsToken = route.config?.roles !== undefined;
+    if (limits.rateLimit || (limits.authFailureLimit && needsToken)) shared[429] = ErrorSchema;
+    route.schema = { ...schema, response: { ...shared, ...schema.response } };
   });
 }

@@ -707,3 +707,35 @@ function listRoutes(tree: string): Array<{ method: string; path: string }> {
   }
   return routes;
 }
+
+describe('OpenAPI contract, rate limit', () => {
+  let server: TestServer;
+  let document: OpenApiDocument;
+
+  beforeAll(async () => {
+    server = await startTestServer({ API_RATE_LIMIT: '1', GITHUB_WEBHOOK_SECRET: WEBHOOK_SECRET });
+    // Also spends the budget of requests without a token from this address.
+    document = (await server.request('GET', '/api/openapi.json')).body as OpenApiDocument;
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('every operation documents 429', async () => {
+    const token = server.adminToken;
+    const spent = await server.request('GET', '/api/state', { token });
+    expect(spent.status).toBe(200);
+    const undocumented: string[] = [];
+    for (const [path, operations] of Object.entries(document.paths)) {
+      for (const [method, documented] of Object.entries(operations)) {
+        const key = `${method.toUpperCase()} ${path}`;
+        const options = documented.requestBody === undefined ? { token } : { token, body: {} };
+        const reply = await server.request(method.toUpperCase(), examplePath(path), options);
+        expect(reply.status, `${key}: ${reply.text.slice(0, 200)}`).toBe(429);
+        expect(reply.body.code, key).toBe('rate_limited');
+        if (documented.responses['429'] === undefined) undocumented.push(key);
+      }
+    }
+    expect(undocumented).toEqual([]);
+  });
+});
