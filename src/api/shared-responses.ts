@@ -22,6 +22,11 @@ export function documentSharedResponses(app: FastifyInstance, limits: SharedLimi
     // badly encoded query parameter, a second Authorization header, and an HTTP/1.1 request
     // without exactly one Host header.
     const shared: Record<number, unknown> = { 400: ErrorSchema };
+    // The JSON body parser rejects a body over the route's limit and one of another type.
+    if (schema.body !== undefined) {
+      shared[413] = ErrorSchema;
+      shared[415] = ErrorSchema;
+    }
     const needsToken = route.config?.roles !== undefined;
     if (limits.rateLimit || (limits.authFailureLimit && needsToken)) shared[429] = ErrorSchema;
     route.schema = { ...schema, response: { ...shared, ...schema.response } };

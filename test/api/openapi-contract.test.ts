@@ -640,6 +640,24 @@ describe('OpenAPI contract', () => {
     }
   });
 
+  it('non-JSON and oversized bodies', async () => {
+    for (const [path, operations] of Object.entries(document.paths)) {
+      for (const [method, documented] of Object.entries(operations)) {
+        if (documented.requestBody === undefined) continue;
+        const key = `${method.toUpperCase()} ${path}`;
+        await reject(key, examplePath(path), 'unsupported_media_type', {
+          token: admin,
+          body: 'status=cancelled',
+          headers: { 'content-type': 'text/plain' },
+        });
+        await reject(key, examplePath(path), 'body_too_large', {
+          token: admin,
+          body: { padding: 'x'.repeat(2_000_000) },
+        });
+      }
+    }
+  });
+
   it('every operation got a success and a rejection', () => {
     for (const [path, operations] of Object.entries(document.paths)) {
       for (const method of Object.keys(operations)) {
