@@ -5,6 +5,7 @@
  * Every route that Fastify registers under /api must be documented too.
  */
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -685,10 +686,10 @@ describe('OpenAPI contract', () => {
     const registered = listRoutes(server.api.app.printRoutes({ commonPrefix: false }));
     const undocumented = registered.filter(({ method, path }) => {
       const openApiPath = path.replace(/:(\w+)/g, '{$1}');
-      // The document and its viewer describe the API; they are not part of it.
+      // The document and its viewer describe the API and are not part of it.
       if (path === '/api/openapi.json' || path.startsWith('/api/docs')) return false;
       if (!path.startsWith('/api/')) return false;
-      // Fastify answers HEAD for every GET route itself.
+      // Fastify serves HEAD for every GET route itself.
       if (method === 'HEAD') return !documented.has(`GET ${openApiPath}`);
       return !documented.has(`${method} ${openApiPath}`);
     });
@@ -755,5 +756,66 @@ describe('OpenAPI contract, rate limit', () => {
       }
     }
     expect(undocumented).toEqual([]);
+  });
+});
+
+describe('OpenAPI contract, stopping server', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server.context.store.close();
+  });
+
+  /** Opens a connection and sends the request line and Host, but not the end of the headers. */
+  async function startRequest(requestLine: string) {
+    const { port } = new URL(server.url);
+    const socket = net.connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (text += chunk));
+    const closed = new Promise<string>((resolve) => socket.on('close', () => resolve(text)));
+    socket.write(`${requestLine}\r\nHost: contract\r\n`);
+    return { socket, closed };
+  }
+
+  it('health status returns a documented 503', async () => {
+    const document = (await server.request('GET', '/api/openapi.json')).body as OpenApiDocument;
+    const documented = document.paths['/api/health/status']!.get!.responses['503'];
+    const schema = documented?.content?.['application/json']?.schema;
+    expect(schema).toBeDefined();
+    const token = server.adminToken;
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token,
+      body: { name: 'idle-worker', hostname: 'contract', executors: ['local'], capacity: 1 },
+    });
+    expect(registered.status).toBe(200);
+    // A claim that waits for a task keeps the server stopping while the request arrives.
+    const claim = server.request('POST', '/api/agent/workers/idle-worker/claim', {
+      token,
+      body: { max: 1, wait_seconds: 5 },
+    });
+    const health = await startRequest('GET /api/health/status HTTP/1.1');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const stopped = server.api.stop();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    health.socket.write('\r\n');
+    const [head, text] = (await health.closed).split('\r\n\r\n') as [string, string];
+    await claim;
+    await stopped;
+
+    expect(head).toMatch(/^HTTP\/1\.1 503 /);
+    const body = JSON.parse(text) as { code: string; rule: string };
+    expect(body.code).toBe('service_unavailable');
+    expect(body.rule).toBe('stopping');
+    const ajv = new Ajv({ allErrors: true, strict: false });
+    addFormats(ajv);
+    const validate = ajv.compile(schema!);
+    const valid = validate(body);
+    expect(ajv.errorsText(validate.errors)).toBe('No errors');
+    expect(valid).toBe(true);
   });
 });

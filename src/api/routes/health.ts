@@ -39,6 +39,12 @@ const ComponentSchema = Type.Object({
   }),
 });
 
+/**
+ * ErrorSchema without its $id, which would turn it into a $ref inside a union, and the
+ * Markdown reference does not follow references.
+ */
+const { $id: _errorId, ...InlineError } = ErrorSchema;
+
 const HealthReply = Type.Object({
   status: HealthStateSchema,
   checked_at: Type.String(),
@@ -114,7 +120,12 @@ export function registerHealthRoutes(app: FastifyInstance, context: AppContext):
         ),
         response: {
           200: HealthReply,
-          503: { ...HealthReply, description: 'unhealthy: the same body as for 200' },
+          // While the server stops, the 503 has the error shape. HealthReply alone cannot
+          // serialise that body, and Fastify would send a 500 in its place.
+          503: Type.Union([HealthReply, InlineError], {
+            description:
+              'unhealthy: the same body as for 200; or an error, such as the server stopping',
+          }),
         },
       },
     },
