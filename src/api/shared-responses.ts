@@ -27,6 +27,9 @@ export function documentSharedResponses(app: FastifyInstance, limits: SharedLimi
       shared[413] = ErrorSchema;
       shared[415] = ErrorSchema;
     }
+    // Any request can get 503 while the server stops, when the database stays locked past
+    // its busy timeout, or when storage fails (see errors.ts). A route's own 503 comes first.
+    shared[503] = ErrorSchema;
     const needsToken = route.config?.roles !== undefined;
     if (limits.rateLimit || (limits.authFailureLimit && needsToken)) shared[429] = ErrorSchema;
     route.schema = { ...schema, response: { ...shared, ...schema.response } };

@@ -799,13 +799,28 @@ describe('OpenAPI contract, stopping server', () => {
       body: { max: 1, wait_seconds: 5 },
     });
     const health = await startRequest('GET /api/health/status HTTP/1.1');
+    const state = await startRequest('GET /api/state HTTP/1.1');
     await new Promise((resolve) => setTimeout(resolve, 200));
     const stopped = server.api.stop();
     await new Promise((resolve) => setTimeout(resolve, 50));
     health.socket.write('\r\n');
+    state.socket.write(`Authorization: Bearer ${token}\r\n\r\n`);
     const [head, text] = (await health.closed).split('\r\n\r\n') as [string, string];
+    const [stateHead, stateText] = (await state.closed).split('\r\n\r\n') as [string, string];
     await claim;
     await stopped;
+
+    // A route without a 503 of its own answers with the documented error shape.
+    expect(stateHead).toMatch(/^HTTP\/1\.1 503 /);
+    const stateSchema =
+      document.paths['/api/state']!.get!.responses['503']?.content?.['application/json']?.schema;
+    expect(stateSchema).toBeDefined();
+    const stateAjv = new Ajv({ allErrors: true, strict: false });
+    addFormats(stateAjv);
+    const validateState = stateAjv.compile(stateSchema!);
+    const stateValid = validateState(JSON.parse(stateText));
+    expect(stateAjv.errorsText(validateState.errors)).toBe('No errors');
+    expect(stateValid).toBe(true);
 
     expect(head).toMatch(/^HTTP\/1\.1 503 /);
     const body = JSON.parse(text) as { code: string; rule: string };
