@@ -116,7 +116,7 @@ export function registerAuth(
   // A callback hook rather than an async one: most requests carry a token that is cached,
   // and then nothing here needs to wait.
   app.addHook('onRequest', (request, reply, done) => {
-    if (hasSecondAuthorization(request)) {
+    if (request.headers.authorization !== undefined && hasSecondAuthorization(request)) {
       done(
         new ApiError(
           'validation_failed',
