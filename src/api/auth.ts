@@ -1,7 +1,8 @@
 /**
  * Bearer-token authentication. Each route names the roles it admits in its `config.roles`;
  * an `admin` token passes everywhere. Lookups are cached briefly so that a read costs no
- * database query for the token, and a revoked token stops working within TOKEN_CACHE_MS.
+ * database query for the token. A cached token is checked again whenever anything was
+ * committed since its last check, so a revoked token stops working at the next request.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
@@ -33,6 +34,18 @@ declare module 'fastify' {
 interface CacheEntry {
   principal: Principal | undefined;
   expiresAt: number;
+  /** The database's version when the token was last found active (see TokenRevocationCheck). */
+  version: number | undefined;
+}
+
+/**
+ * Checks a cached token against the database. `version` returns a number that every commit of
+ * any process changes (Store.dataVersion), and `isActive` returns whether the token id still
+ * exists unrevoked. A revoke commits, so while the version stays the same no token was revoked.
+ */
+export interface TokenRevocationCheck {
+  version: () => number;
+  isActive: (tokenId: number) => boolean;
 }
 
 /**
@@ -49,27 +62,39 @@ export class TokenVerifier {
   // TOKEN_CACHE_MS, and the map is emptied when it grows past 10,000 tokens.
   readonly #cache = new Map<string, CacheEntry>();
   readonly #recordUse: RecordTokenUse | undefined;
+  readonly #revocations: TokenRevocationCheck | undefined;
 
   /**
    * `recordUse` is called from lookups, which a cached token skips for TOKEN_CACHE_MS, so
-   * last_used_at is kept without any work on most requests.
+   * last_used_at is kept without any work on most requests. Without `revocations`, a revoked
+   * token stays accepted until its entry expires.
    */
   constructor(
     readonly db: Kysely<Database>,
     recordUse?: RecordTokenUse,
+    revocations?: TokenRevocationCheck,
   ) {
     this.#recordUse = recordUse;
+    this.#revocations = revocations;
   }
 
-  /** Returns the cached result for the token, or undefined when it must be looked up. */
+  /**
+   * Returns the cached result for the token, or undefined when it must be looked up: after
+   * TOKEN_CACHE_MS, or once a valid token is no longer active in the database.
+   */
   cached(token: string, now = Date.now()): CacheEntry | undefined {
     const entry = this.#cache.get(token);
-    return entry !== undefined && entry.expiresAt > now ? entry : undefined;
+    if (entry === undefined || entry.expiresAt <= now) return undefined;
+    if (this.#stillActive(entry)) return entry;
+    this.#cache.delete(token);
+    return undefined;
   }
 
   async verify(token: string): Promise<Principal | undefined> {
     const cached = this.cached(token);
     if (cached !== undefined) return cached.principal;
+    // Read before the lookup, so that a revoke committed during it changes the version.
+    const version = this.#version();
     const row = await findTokenByHash(this.db, hashToken(token));
     const principal =
       row === undefined || row.revoked_at !== null
@@ -77,7 +102,7 @@ export class TokenVerifier {
         : { tokenId: row.id, name: row.name, role: row.role };
     const now = Date.now();
     if (this.#cache.size > 10_000) this.#cache.clear();
-    this.#cache.set(token, { principal, expiresAt: now + TOKEN_CACHE_MS });
+    this.#cache.set(token, { principal, expiresAt: now + TOKEN_CACHE_MS, version });
     if (principal !== undefined && this.#recordUse !== undefined) {
       const lastUsed = row!.last_used_at === null ? Number.NaN : Date.parse(row!.last_used_at);
       if (!(now - lastUsed < LAST_USED_PRECISION_MS)) {
@@ -97,6 +122,34 @@ export class TokenVerifier {
 
   forget(): void {
     this.#cache.clear();
+  }
+
+  /**
+   * Returns whether a cached valid token is still active, reading the database only when
+   * something was committed since the entry's last check. An unknown token's entry is kept
+   * until it expires, because a revoke cannot make it valid.
+   */
+  #stillActive(entry: CacheEntry): boolean {
+    if (entry.principal === undefined || this.#revocations === undefined) return true;
+    try {
+      const version = this.#revocations.version();
+      if (version === entry.version) return true;
+      if (!this.#revocations.isActive(entry.principal.tokenId)) return false;
+      entry.version = version;
+      return true;
+    } catch {
+      // A full lookup follows, and it reports the same database error to the request.
+      return false;
+    }
+  }
+
+  #version(): number | undefined {
+    try {
+      return this.#revocations?.version();
+    } catch {
+      // Left undefined, so the next request checks the token again.
+      return undefined;
+    }
   }
 }
 

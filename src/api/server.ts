@@ -32,7 +32,7 @@ import {
   rejectRepeatedQuery,
   rejectUnknownQueries,
 } from './query.js';
-import { hashToken, storeTokenUse } from '../store/tokens.js';
+import { hashToken, isTokenActive, storeTokenUse } from '../store/tokens.js';
 import { isBusyError } from '../store/write-queue.js';
 import { RepeatedErrors } from '../util/repeated-errors.js';
 import { registerAdminRoutes } from './routes/admin.js';
@@ -276,21 +276,28 @@ export async function buildServer(
   // While writes fail, each lookup of each active token fails to store its use again, once
   // per TOKEN_CACHE_MS, so only the first failure of each code in a window is logged.
   const tokenUseErrors = new RepeatedErrors();
-  const verifier = new TokenVerifier(context.store.db, (tokenId, at) => {
-    // Bookkeeping of the token, not a change that a request asked for, so it has no audit row.
-    context.store
-      .write((trx) => storeTokenUse(trx, tokenId, at))
-      .catch((error: unknown) => {
-        const code = (error as { code?: unknown } | null)?.code;
-        tokenUseErrors.log(
-          context.logger,
-          'warn',
-          typeof code === 'string' ? code : 'no code',
-          { err: error, token_id: tokenId },
-          'could not store a token use',
-        );
-      });
-  });
+  const verifier = new TokenVerifier(
+    context.store.db,
+    (tokenId, at) => {
+      // Bookkeeping of the token, not a change that a request asked for, so it has no audit row.
+      context.store
+        .write((trx) => storeTokenUse(trx, tokenId, at))
+        .catch((error: unknown) => {
+          const code = (error as { code?: unknown } | null)?.code;
+          tokenUseErrors.log(
+            context.logger,
+            'warn',
+            typeof code === 'string' ? code : 'no code',
+            { err: error, token_id: tokenId },
+            'could not store a token use',
+          );
+        });
+    },
+    {
+      version: () => context.store.dataVersion(),
+      isActive: (tokenId) => context.store.read((sqlite) => isTokenActive(sqlite, tokenId)),
+    },
+  );
   let failures: FailureLimit | undefined;
   if (api.authFailureLimitPerMinute > 0) {
     failures = isClusterWorker()

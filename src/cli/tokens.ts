@@ -7,7 +7,6 @@ import type { Kysely } from 'kysely';
 import { TOKEN_ROLES, type Database, type TokenRole, type TokenRow } from '../store/schema.js';
 import { createToken, findTokensByNameOrId, listTokens, revokeToken } from '../store/tokens.js';
 import { appendAudit, RESERVED_ACTOR_NAMES } from '../store/audit.js';
-import { TOKEN_CACHE_MS } from '../api/auth.js';
 import { cliAudit, CliError, loadCliConfig, runCommand } from './run.js';
 
 const NAME_PATTERN = /^[\w.@-]{1,64}$/;
@@ -166,10 +165,9 @@ export function registerTokenCommands(program: Command): void {
             return row;
           }),
         );
-        // Each API process keeps a checked token for TOKEN_CACHE_MS before it checks again.
+        // Each API process checks its cached tokens again after any commit, this one included.
         process.stdout.write(
-          `revoked token ${describeToken(revoked)}; running API processes reject it within ` +
-            `${TOKEN_CACHE_MS / 1000} s\n`,
+          `revoked token ${describeToken(revoked)}; running API processes reject it from now on\n`,
         );
       });
     });

@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
+import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';
 import { nowIso } from '../util/time.js';
+import { param, prepare } from './prepared.js';
 import type { Database, TokenRole, TokenRow } from './schema.js';
 
 /** Tokens look like `slw_` and 32 URL-safe characters, so secret scanners can spot them. */
@@ -62,6 +64,19 @@ export async function findTokenByHash(
     .selectAll()
     .where('token_hash', '=', tokenHash)
     .executeTakeFirst();
+}
+
+const activeTokenById = prepare<{ id: number }>((db) =>
+  db
+    .selectFrom('api_tokens')
+    .select('id')
+    .where('id', '=', param<number>('id'))
+    .where('revoked_at', 'is', null),
+);
+
+/** Returns whether the token with this row id exists and is not revoked. */
+export function isTokenActive(sqlite: BetterSqlite3.Database, tokenId: number): boolean {
+  return activeTokenById.get(sqlite, { id: tokenId }) !== undefined;
 }
 
 export async function listTokens(db: Kysely<Database>): Promise<TokenRow[]> {
