@@ -79,6 +79,11 @@ async function openConfiguredStore(
       backgroundCheckpoints: true,
     });
   } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      // openStore's message names the file, the cause and the fix (see explainOpenError).
+      throw new ConfigError('ORCHESTRATION_DB_PATH', (error as Error).message);
+    }
     if (isUnopenable(error)) {
       // SQLite's own message: the explanation that openStore adds repeats the path.
       const cause = (error as Error).cause;

@@ -303,12 +303,33 @@ const OPEN_ERROR_CHECKS: Record<string, (folder: string) => string> = {
 };
 
 /**
+ * File system errors of the owner-only create in openSqlite, which opens the database file for
+ * writing before SQLite does. Node's message ("EACCES: permission denied, open ...") names what
+ * failed but not what to change.
+ */
+const FILE_ACCESS_ERRORS: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+};
+
+/**
  * Returns an error that names the database file and what to check, for a storage error that
- * SQLite raised while the store opened. SQLite's own message ("disk I/O error") names neither.
- * Other errors are returned unchanged.
+ * SQLite raised while the store opened, or a file system error that kept the file from being
+ * opened for writing. SQLite's own message ("disk I/O error") names neither. Other errors are
+ * returned unchanged.
  */
 export function explainOpenError(error: unknown, dbPath: string): unknown {
   const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && FILE_ACCESS_ERRORS[code] !== undefined) {
+    const explained = new Error(
+      `could not open the database ${dbPath} for writing: ${FILE_ACCESS_ERRORS[code]} (${code}); ` +
+        `check that this user may write the file and ${path.dirname(dbPath)}, or point ` +
+        'ORCHESTRATION_DB_PATH at a file it may write',
+      { cause: error },
+    );
+    return Object.assign(explained, { code });
+  }
   if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return error;
   const check = OPEN_ERROR_CHECKS[code.split('_').slice(0, 2).join('_')];
   if (check === undefined) return error;

@@ -1,11 +1,42 @@
 /** Errors of opening the database name the file and what to check. */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { explainOpenError, openStore } from '../../src/store/database.js';
-import { ensureBuilt, runCli } from '../support/cli.js';
+import { childEnv, CLI_PATH, ensureBuilt, runCli } from '../support/cli.js';
 import { makeTempDir } from '../support/server.js';
+
+/** The user nobody, whom file permissions bind when the tests run as root. */
+const NOBODY = 65534;
+
+/**
+ * Runs `slipway <args>` on a data directory whose database file is read-only. As root, which
+ * ignores file modes, the command runs as the user nobody, who owns the directory.
+ */
+function runOnReadOnlyDatabase(args: string[]): {
+  code: number | null;
+  stderr: string;
+  db: string;
+} {
+  const dataDir = makeTempDir('slipway-read-only-db-');
+  const db = path.join(dataDir, 'state', 'orchestration.db');
+  fs.mkdirSync(path.dirname(db), { mode: 0o700 });
+  new BetterSqlite3(db).close();
+  fs.chmodSync(db, 0o400);
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    for (const file of [dataDir, path.dirname(db), db]) fs.chownSync(file, NOBODY, NOBODY);
+  }
+  const result = spawnSync(process.execPath, [CLI_PATH, ...args], {
+    env: childEnv({ SLIPWAY_DATA_DIR: dataDir, API_PORT: '0', HOME: dataDir }),
+    encoding: 'utf8',
+    timeout: 20_000,
+    ...(asRoot ? { uid: NOBODY, gid: NOBODY } : {}),
+  });
+  return { code: result.status, stderr: result.stderr, db };
+}
 
 /** Writes a text file longer than SQLite's 100-byte header, which SQLite rejects as no database. */
 function writeNonDatabase(): string {
@@ -76,5 +107,48 @@ describe('database open errors', () => {
 
     expect(explainOpenError(busy, '/tmp/x.db')).toBe(busy);
     expect(explainOpenError(missing, '/tmp/x.db')).toBe(missing);
+  });
+
+  it('explains a database file it may not write', () => {
+    const dbPath = '/var/lib/slipway/state/orchestration.db';
+    const denied = Object.assign(new Error(`EACCES: permission denied, open '${dbPath}'`), {
+      code: 'EACCES',
+    });
+
+    const explained = explainOpenError(denied, dbPath) as Error & { code: string };
+
+    expect(explained.message).toBe(
+      `could not open the database ${dbPath} for writing: permission denied (EACCES); ` +
+        'check that this user may write the file and /var/lib/slipway/state, or point ' +
+        'ORCHESTRATION_DB_PATH at a file it may write',
+    );
+    expect(explained.code).toBe('EACCES');
+    expect(explained.cause).toBe(denied);
+  });
+
+  it('names the read-only file in init-db', { timeout: 60_000 }, async () => {
+    await ensureBuilt();
+
+    const result = runOnReadOnlyDatabase(['init-db']);
+
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      `slipway: could not open the database ${result.db} for writing: permission denied ` +
+        `(EACCES); check that this user may write the file and ${path.dirname(result.db)}, ` +
+        'or point ORCHESTRATION_DB_PATH at a file it may write\n',
+    );
+  });
+
+  it('names the variable when serve starts', { timeout: 60_000 }, async () => {
+    await ensureBuilt();
+
+    const result = runOnReadOnlyDatabase(['serve']);
+
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(
+      `slipway: configuration: ORCHESTRATION_DB_PATH: could not open the database ${result.db} ` +
+        'for writing: permission denied (EACCES)',
+    );
+    expect(result.stderr).not.toContain('    at ');
   });
 });
