@@ -211,7 +211,16 @@ export async function runRolesUntilSignal(
   context: AppContext,
   roles: readonly Exclude<Role, 'all'>[],
 ): Promise<void> {
+  // An API process of a cluster gets a signal sent to the whole group (Ctrl-C in a terminal,
+  // systemd's default KillMode=control-group) and then the SIGTERM its primary forwards. So
+  // only the primary ends a slow stop: it exits on its own second signal, and Node's cluster
+  // module then ends each API process as the channel to the primary closes.
+  const inCluster = isClusterWorker();
   const stop = listenForStop((signal) => {
+    if (inCluster) {
+      context.logger.info({ signal }, `received ${signal} again, still stopping`);
+      return;
+    }
     // The steps would run on after the exit, beside their next attempt.
     const killed = killLiveSteps();
     context.logger.error(
@@ -220,7 +229,7 @@ export async function runRolesUntilSignal(
         'and run again, or end error when they have side effects, once their leases expire; ' +
         `${killed} local step(s) were killed`,
     );
-  });
+  }, !inCluster);
   try {
     if (stop.early !== undefined) {
       context.logger.info(

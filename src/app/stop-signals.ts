@@ -78,8 +78,12 @@ export interface StopListener {
  * handlers caught. The first signal starts the stop. A second one ends a stop that takes too
  * long, such as a worker's wait for running tasks. `onRepeat` logs it, and the process exits at
  * once with 129 (SIGHUP), 130 (SIGINT) or 143 (SIGTERM), as Node's default action would.
+ * With `exitOnRepeat` false, `onRepeat` is called and the process goes on stopping.
  */
-export function listenForStop(onRepeat?: (signal: NodeJS.Signals) => void): StopListener {
+export function listenForStop(
+  onRepeat?: (signal: NodeJS.Signals) => void,
+  exitOnRepeat = true,
+): StopListener {
   let signalled: (signal: NodeJS.Signals) => void = () => undefined;
   const received = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
   let count = 0;
@@ -90,7 +94,7 @@ export function listenForStop(onRepeat?: (signal: NodeJS.Signals) => void): Stop
       return;
     }
     onRepeat?.(signal);
-    process.exit(exitCodeFor(signal));
+    if (exitOnRepeat) process.exit(exitCodeFor(signal));
   };
   addHandler(handler);
   return {

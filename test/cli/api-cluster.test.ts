@@ -226,4 +226,30 @@ describe('slipway api with API_WORKERS', () => {
     expect({ code: run.code, signal: run.signal }, run.output).toEqual({ code: 0, signal: null });
     expect(run.output).toContain('received SIGTERM, stopping 2 API processes');
   });
+
+  it('stops cleanly on a group signal', { timeout: 120_000 }, async () => {
+    await ensureBuilt();
+    const api = await startApiProcess(
+      {
+        SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-group-'),
+        API_PORT: String(await freePort()),
+        API_WORKERS: '2',
+      },
+      'api',
+      60_000,
+    );
+    await bothListening(api);
+    const workers = childPids(api.child.pid!);
+    expect(workers).toHaveLength(2);
+
+    // As Ctrl-C in a terminal or systemd's default KillMode=control-group deliver it: to every
+    // process at once, and then the primary forwards its own SIGTERM to each API process.
+    const exited = new Promise((resolve) => api.child.once('exit', resolve));
+    for (const pid of [api.child.pid!, ...workers]) process.kill(pid, 'SIGTERM');
+    await exited;
+
+    expect(api.stdout()).not.toContain('again, exiting now');
+    expect(api.stdout().match(/"msg":"api stopped"/g) ?? []).toHaveLength(2);
+    expect(api.child.exitCode).toBe(0);
+  });
 });
