@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { isClusterWorker, runApiPrimary } from '../app/cluster.js';
 import { createContext } from '../app/context.js';
 import { runRolesUntilSignal, SERVE_ROLES } from '../app/roles.js';
-import type { Role } from '../config/env.js';
+import { ConfigError, type Role } from '../config/env.js';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/database.js';
 import { loadCliConfig, loadRoleConfig, runCommand } from './run.js';
@@ -33,6 +33,30 @@ async function runRoles(roles: readonly SingleRole[]): Promise<void> {
   });
 }
 
+/**
+ * Runs the roles, or the primary of an API cluster when the API is the only role and
+ * API_WORKERS is above 1. Other roles beside the API would run once in each API process, so
+ * that combination is a configuration error.
+ */
+async function runRoleCommand(roles: readonly SingleRole[]): Promise<void> {
+  const config = loadRoleConfig();
+  if (config.api.workers > 1 && !isClusterWorker() && roles.includes('api')) {
+    await runCommand(async () => {
+      if (roles.length > 1) {
+        throw new ConfigError(
+          'API_WORKERS',
+          `must be 1 when one process runs the API with other roles, got ${config.api.workers}; ` +
+            'for several API processes, run `slipway api` (or `slipway serve` with ' +
+            'ORCHESTRATION_MODE=api) and the other roles as commands of their own',
+        );
+      }
+      await runApiPrimary(config);
+    });
+    return;
+  }
+  await runRoles(roles);
+}
+
 export function registerRoleCommands(program: Command): void {
   program
     .command('serve', { isDefault: false })
@@ -42,7 +66,7 @@ export function registerRoleCommands(program: Command): void {
     )
     .action(async () => {
       const mode = loadCliConfig().mode;
-      await runRoles(mode === undefined || mode === 'all' ? SERVE_ROLES : [mode]);
+      await runRoleCommand(mode === undefined || mode === 'all' ? SERVE_ROLES : [mode]);
     });
 
   const single: [SingleRole, string][] = [
@@ -55,14 +79,7 @@ export function registerRoleCommands(program: Command): void {
     program
       .command(role)
       .description(description)
-      .action(async () => {
-        const config = loadRoleConfig();
-        if (role === 'api' && config.api.workers > 1 && !isClusterWorker()) {
-          await runCommand(() => runApiPrimary(config));
-          return;
-        }
-        await runRoles([role]);
-      });
+      .action(() => runRoleCommand([role]));
   }
 
   program

@@ -1,6 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { ensureBuilt, signalOnLine, startApiProcess, type ApiProcess } from '../support/cli.js';
+import {
+  ensureBuilt,
+  runCli,
+  signalOnLine,
+  startApiProcess,
+  type ApiProcess,
+} from '../support/cli.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -251,5 +257,44 @@ describe('slipway api with API_WORKERS', () => {
     expect(api.stdout()).not.toContain('again, exiting now');
     expect(api.stdout().match(/"msg":"api stopped"/g) ?? []).toHaveLength(2);
     expect(api.child.exitCode).toBe(0);
+  });
+
+  it('forks API processes for serve in api mode', { timeout: 120_000 }, async () => {
+    await ensureBuilt();
+    // The compose stack's api service runs `serve` with ORCHESTRATION_MODE=api.
+    const api = await startApiProcess(
+      {
+        SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-serve-'),
+        API_PORT: String(await freePort()),
+        API_WORKERS: '2',
+        ORCHESTRATION_MODE: 'api',
+      },
+      'serve',
+      60_000,
+    );
+    try {
+      await bothListening(api);
+      expect(childPids(api.child.pid!)).toHaveLength(2);
+    } finally {
+      await api.stop();
+    }
+    expect(api.child.exitCode).toBe(0);
+  });
+
+  it('rejects API_WORKERS for serve with every role', { timeout: 60_000 }, async () => {
+    await ensureBuilt();
+
+    const result = await runCli(['serve'], {
+      SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-all-'),
+      API_PORT: String(await freePort()),
+      API_WORKERS: '2',
+    });
+
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(
+      'slipway: configuration: API_WORKERS: must be 1 when one process runs the API with other ' +
+        'roles, got 2',
+    );
+    expect(result.stdout).not.toContain('API listening');
   });
 });
