@@ -22,6 +22,12 @@ export interface Principal {
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | undefined;
+    /**
+     * The database's data version (Store.dataVersion) as first read for this request, after
+     * it arrived. The token check and cached reads share it, so each request reads the WAL
+     * index once.
+     */
+    dataVersion: number | undefined;
   }
   interface FastifyContextConfig {
     /** Roles admitted; `admin` always is. Leave undefined for public routes. */
@@ -43,6 +49,11 @@ interface CacheEntry {
  * any process changes (Store.dataVersion), and `isActive` returns whether the token id still
  * exists unrevoked. A revoke commits, so while the version stays the same no token was revoked.
  */
+/** Where the data version read for one request is kept: the request itself. */
+export interface VersionScope {
+  dataVersion: number | undefined;
+}
+
 export interface TokenRevocationCheck {
   version: () => number;
   isActive: (tokenId: number) => boolean;
@@ -82,19 +93,23 @@ export class TokenVerifier {
    * Returns the cached result for the token, or undefined when it must be looked up: after
    * TOKEN_CACHE_MS, or once a valid token is no longer active in the database.
    */
-  cached(token: string, now = Date.now()): CacheEntry | undefined {
+  cached(token: string, scope?: VersionScope, now = Date.now()): CacheEntry | undefined {
     const entry = this.#cache.get(token);
     if (entry === undefined || entry.expiresAt <= now) return undefined;
-    if (this.#stillActive(entry)) return entry;
+    if (this.#stillActive(entry, scope)) return entry;
     this.#cache.delete(token);
     return undefined;
   }
 
-  async verify(token: string): Promise<Principal | undefined> {
-    const cached = this.cached(token);
+  /**
+   * Looks the token up unless its cached result still holds. `scope` is the request, whose
+   * data version is read once and shared.
+   */
+  async verify(token: string, scope?: VersionScope): Promise<Principal | undefined> {
+    const cached = this.cached(token, scope);
     if (cached !== undefined) return cached.principal;
     // Read before the lookup, so that a revoke committed during it changes the version.
-    const version = this.#version();
+    const version = this.#version(scope);
     const row = await findTokenByHash(this.db, hashToken(token));
     const principal =
       row === undefined || row.revoked_at !== null
@@ -129,10 +144,10 @@ export class TokenVerifier {
    * something was committed since the entry's last check. An unknown token's entry is kept
    * until it expires, because a revoke cannot make it valid.
    */
-  #stillActive(entry: CacheEntry): boolean {
+  #stillActive(entry: CacheEntry, scope: VersionScope | undefined): boolean {
     if (entry.principal === undefined || this.#revocations === undefined) return true;
     try {
-      const version = this.#revocations.version();
+      const version = this.#readVersion(this.#revocations, scope);
       if (version === entry.version) return true;
       if (!this.#revocations.isActive(entry.principal.tokenId)) return false;
       entry.version = version;
@@ -143,13 +158,20 @@ export class TokenVerifier {
     }
   }
 
-  #version(): number | undefined {
+  #version(scope: VersionScope | undefined): number | undefined {
+    if (this.#revocations === undefined) return undefined;
     try {
-      return this.#revocations?.version();
+      return this.#readVersion(this.#revocations, scope);
     } catch {
       // Left undefined, so the next request checks the token again.
       return undefined;
     }
+  }
+
+  #readVersion(revocations: TokenRevocationCheck, scope: VersionScope | undefined): number {
+    if (scope === undefined) return revocations.version();
+    scope.dataVersion ??= revocations.version();
+    return scope.dataVersion;
   }
 }
 
@@ -166,6 +188,7 @@ export function registerAuth(
   failures?: FailureLimit,
 ): void {
   app.decorateRequest('principal', undefined);
+  app.decorateRequest('dataVersion', undefined);
   // A callback hook rather than an async one: most requests carry a token that is cached,
   // and then nothing here needs to wait.
   app.addHook('onRequest', (request, reply, done) => {
@@ -212,7 +235,7 @@ export function registerAuth(
       else reserve(finishFailed);
       return;
     }
-    const cached = verifier.cached(token);
+    const cached = verifier.cached(token, request);
     if (cached !== undefined) {
       if (cached.principal !== undefined) finish(cached.principal);
       else reserve(finishFailed);
@@ -221,7 +244,7 @@ export function registerAuth(
     // A token that was valid before is looked up without a reservation, so that its owner
     // keeps working while its address is blocked.
     if (verifier.wasValid(token)) {
-      verifier.verify(token).then((principal) => {
+      verifier.verify(token, request).then((principal) => {
         if (principal !== undefined) finish(principal);
         else reserve(finishFailed);
       }, done);
@@ -233,7 +256,7 @@ export function registerAuth(
         finishFailed(reservation);
         return;
       }
-      verifier.verify(token).then((principal) => {
+      verifier.verify(token, request).then((principal) => {
         if (principal === undefined) {
           finishFailed(reservation);
           return;

@@ -39,7 +39,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       const { job_id: id } = request.params as { job_id: string };
       // Pollers read the same job again and again. While nothing was committed, the response
       // is the one already serialised.
-      const version = context.store.dataVersion();
+      const version = (request.dataVersion ??= context.store.dataVersion());
       let body = views.get(id, version);
       if (body === undefined) {
         const view = readJobView(context.store, context.config, id);
