@@ -49,7 +49,7 @@ interface CacheEntry {
  * any process changes (Store.dataVersion), and `isActive` returns whether the token id still
  * exists unrevoked. A revoke commits, so while the version stays the same no token was revoked.
  */
-/** Where the data version read for one request is kept: the request itself. */
+/** The holder of the data version read for one request, which is the request itself. */
 export interface VersionScope {
   dataVersion: number | undefined;
 }
