@@ -154,7 +154,8 @@ export async function buildServer(
       const given = request.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     },
-    trustProxy: false,
+    // Only the configured proxies may name the client (request.ip) with X-Forwarded-For.
+    trustProxy: api.trustProxy.length > 0 ? api.trustProxy : false,
     // Fastify's own 503 for requests that arrive while it closes has another body and no
     // request id. The onRequest hook that checks `stopping` sends the catalogue's error instead.
     return503OnClosing: false,

@@ -50,6 +50,11 @@ export interface Config {
     rateLimitPerMinute: number;
     /** Failed authentications per source address per minute; 0 turns the limit off. */
     authFailureLimitPerMinute: number;
+    /**
+     * Addresses and CIDR ranges of reverse proxies whose X-Forwarded-For names the client;
+     * empty when the header is ignored.
+     */
+    trustProxy: string[];
     adminToken: string | undefined;
     publicUrl: string | undefined;
     /** Milliseconds a commit may wait to be grouped with others (group commit). */
@@ -285,6 +290,52 @@ function localAddress(host: string): string {
   return net.isIPv6(host) ? `[${host}]` : host;
 }
 
+/** Names of address ranges that Fastify's trustProxy (@fastify/proxy-addr) accepts. */
+const PROXY_RANGE_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+/**
+ * Reads API_TRUST_PROXY: a comma-separated list of IP addresses, CIDR ranges and the names
+ * loopback, linklocal and uniquelocal. A range of every address is rejected, because then any
+ * client could set its own address with X-Forwarded-For and escape the per-address limits.
+ */
+function readTrustedProxies(env: Env): string[] {
+  const raw = readString(env, 'API_TRUST_PROXY');
+  if (raw === undefined) return [];
+  const entries = raw.split(',').map((entry) => entry.trim());
+  for (const entry of entries) {
+    const problem = proxyEntryProblem(entry);
+    if (problem !== undefined) {
+      throw new ConfigError(
+        'API_TRUST_PROXY',
+        `${problem}; list the addresses or CIDR ranges of your reverse proxies, separated by ` +
+          `commas, such as "127.0.0.1,10.0.0.0/8", or the names ${PROXY_RANGE_NAMES.join(', ')}; ` +
+          `got "${raw}"`,
+      );
+    }
+  }
+  return entries;
+}
+
+/** Returns why one entry of API_TRUST_PROXY is invalid, or undefined when it is valid. */
+function proxyEntryProblem(entry: string): string | undefined {
+  if (entry === '') return 'contains an empty entry';
+  if (PROXY_RANGE_NAMES.includes(entry)) return undefined;
+  const [address, prefix, extra] = entry.split('/');
+  const version = net.isIP(address!);
+  if (version === 0 || extra !== undefined) {
+    return `"${entry}" is not an IP address or a CIDR range`;
+  }
+  if (prefix === undefined) return undefined;
+  const maxPrefix = version === 4 ? 32 : 128;
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > maxPrefix) {
+    return `"${entry}" has an invalid prefix length; use 0 to ${maxPrefix} after the slash`;
+  }
+  if (Number(prefix) === 0) {
+    return `"${entry}" trusts every address, so any client could choose its own address`;
+  }
+  return undefined;
+}
+
 /** Reads DOCKER_HOST, which must use one of Docker's schemes: unix, tcp, http(s), ssh or npipe. */
 function readDockerHost(env: Env): string | undefined {
   const raw = readString(env, 'DOCKER_HOST');
@@ -344,6 +395,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       bodyLimitBytes: readInteger(env, 'API_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024),
       rateLimitPerMinute: readInteger(env, 'API_RATE_LIMIT', 60_000, 0, 100_000_000),
       authFailureLimitPerMinute: readInteger(env, 'API_AUTH_FAILURE_LIMIT', 60, 0, 100_000_000),
+      trustProxy: readTrustedProxies(env),
       adminToken: readToken(env, 'SLIPWAY_ADMIN_TOKEN'),
       publicUrl:
         readString(env, 'SLIPWAY_PUBLIC_URL') === undefined

@@ -18,6 +18,7 @@ const BAD_VALUES: Record<string, string> = {
   API_BODY_LIMIT: '1kb',
   API_RATE_LIMIT: '-1',
   API_AUTH_FAILURE_LIMIT: 'ten',
+  API_TRUST_PROXY: '127.0.0.1,proxy.example',
   API_COMMIT_DELAY_MS: '5000',
   SLIPWAY_PUBLIC_URL: 'ftp://example.test',
   LOG_LEVEL: 'loud',
@@ -284,6 +285,36 @@ describe('configuration at start', () => {
       expect(result.stderr).not.toContain('SLIPWAY_API_URL');
     },
   );
+
+  it('API_TRUST_PROXY accepts addresses, ranges and names', () => {
+    const config = loadConfig({
+      API_TRUST_PROXY: ' 127.0.0.1, 10.0.0.0/8 ,fd00::/8,::1,loopback',
+    });
+    expect(config.api.trustProxy).toEqual([
+      '127.0.0.1',
+      '10.0.0.0/8',
+      'fd00::/8',
+      '::1',
+      'loopback',
+    ]);
+    expect(loadConfig({}).api.trustProxy).toEqual([]);
+  });
+
+  it('API_TRUST_PROXY rejects invalid entries', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['10.0.0.0/33', /"10\.0\.0\.0\/33" has an invalid prefix length; use 0 to 32/],
+      ['::/129', /use 0 to 128/],
+      ['10.0.0.0/8/1', /is not an IP address or a CIDR range/],
+      ['10.0.0.0/x', /invalid prefix length/],
+      ['0.0.0.0/0', /trusts every address/],
+      ['127.0.0.1,,10.0.0.1', /contains an empty entry/],
+      ['true', /"true" is not an IP address/],
+    ];
+    for (const [value, message] of cases) {
+      expect(() => loadConfig({ API_TRUST_PROXY: value }), value).toThrow(ConfigError);
+      expect(() => loadConfig({ API_TRUST_PROXY: value }), value).toThrow(message);
+    }
+  });
 
   it('LOG_LEVEL error lists every accepted value', () => {
     expect(() => loadConfig({ LOG_LEVEL: 'loud' })).toThrow(
