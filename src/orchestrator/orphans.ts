@@ -76,9 +76,11 @@ export async function removeOrphanContainers(
       filters: { label: [`${LABEL_MANAGED}=true`, `${LABEL_INSTANCE}=${instance}`] },
     });
   } catch (error) {
-    // An installation that runs only local steps may have no engine, and every lease
-    // recovery would then repeat the warning.
-    const level = lost === undefined ? 'warn' : 'debug';
+    // An installation that runs only local steps may have no engine, and each sweep would
+    // repeat the warning. A lease recovery runs often too, so both log at debug level.
+    const noEngine = ['ENOENT', 'ECONNREFUSED'].includes((error as { code?: string }).code ?? '');
+    const localOnly = context.config.worker.executor === 'local' && noEngine;
+    const level = lost === undefined && !localOnly ? 'warn' : 'debug';
     context.logger[level]({ err: error }, 'sweep could not list containers; skipping them');
     return { removed: 0, error: (error as Error).message };
   }
