@@ -143,6 +143,23 @@ function readToken(env: Env, name: string, issued?: string): string | undefined 
   return value;
 }
 
+/** Shortest GITHUB_WEBHOOK_SECRET accepted; with a shorter one, signatures can be forged by trying keys. */
+const MIN_WEBHOOK_SECRET_LENGTH = 16;
+
+/**
+ * Reads GITHUB_WEBHOOK_SECRET, the HMAC key that every webhook delivery is signed with. A
+ * delivery can trigger jobs, so a key short enough to guess would let anyone start them.
+ */
+function readWebhookSecret(env: Env): string | undefined {
+  const value = readString(env, 'GITHUB_WEBHOOK_SECRET');
+  if (value === undefined || value.length >= MIN_WEBHOOK_SECRET_LENGTH) return value;
+  throw new ConfigError(
+    'GITHUB_WEBHOOK_SECRET',
+    `must be at least ${MIN_WEBHOOK_SECRET_LENGTH} characters, got ${value.length}; generate ` +
+      "one with: openssl rand -hex 32, and enter the same value in the webhook's settings on GitHub",
+  );
+}
+
 /** Worker ids and names: what the agent API accepts in `worker_id` and `name`. */
 export const WORKER_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$';
 
@@ -189,7 +206,8 @@ function readInteger(env: Env, name: string, fallback: number, min: number, max:
   }
   const value = Number(raw);
   if (value < min || value > max) {
-    throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+    // The text as given: Number() would show a long value as 1e+23.
+    throw new ConfigError(name, `must be between ${min} and ${max}, got ${raw}`);
   }
   return value;
 }
@@ -445,7 +463,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       token: readString(env, 'GITHUB_TOKEN'),
       repository: readRepository(env),
       apiUrl: readUrl(env, 'GITHUB_API_URL', 'https://api.github.com'),
-      webhookSecret: readString(env, 'GITHUB_WEBHOOK_SECRET'),
+      webhookSecret: readWebhookSecret(env),
       webhookTags: readBoolean(env, 'GITHUB_WEBHOOK_TAGS', false),
     },
 

@@ -35,6 +35,7 @@ const BAD_VALUES: Record<string, string> = {
   SLIPWAY_AGENT_TOKEN: 'has a space in the middle',
   SLIPWAY_TOKEN: 'tiny',
   GITHUB_WEBHOOK_TAGS: 'maybe',
+  GITHUB_WEBHOOK_SECRET: 'short-secret',
   HEALTH_CHECK_INTERVAL: '0',
   ORCHESTRATION_INTERVAL: '5m',
   CLEANUP_INTERVAL: '99999999',
@@ -61,12 +62,17 @@ const BAD_VALUES: Record<string, string> = {
   SLIPWAY_MIRROR_PATH: '{file}/mirrors',
 };
 
-/** Variables that take any text: secrets, names and paths checked when they are used. */
-const SECRETS = new Set(['SLIPWAY_ADMIN_TOKEN', 'SLIPWAY_AGENT_TOKEN', 'SLIPWAY_TOKEN']);
+/** Secrets, which an error describes by their length or rule and never shows. */
+const SECRETS = new Set([
+  'SLIPWAY_ADMIN_TOKEN',
+  'SLIPWAY_AGENT_TOKEN',
+  'SLIPWAY_TOKEN',
+  'GITHUB_WEBHOOK_SECRET',
+]);
 
+/** Variables that take any text: secrets, names and paths checked when they are used. */
 const FREE_FORM = new Set([
   'GITHUB_TOKEN',
-  'GITHUB_WEBHOOK_SECRET',
   // The health monitor reports a missing socket as unhealthy; tailscaled may start later.
   'TAILSCALE_SOCKET',
   // Checked by the pipeline loader; see the pipeline file tests below.
@@ -314,6 +320,20 @@ describe('configuration at start', () => {
       expect(() => loadConfig({ API_TRUST_PROXY: value }), value).toThrow(ConfigError);
       expect(() => loadConfig({ API_TRUST_PROXY: value }), value).toThrow(message);
     }
+  });
+
+  it('out-of-range numbers are quoted as given', () => {
+    expect(() => loadConfig({ API_TIMEOUT: '100000000000000000000000' })).toThrow(
+      'API_TIMEOUT: must be between 1 and 3600, got 100000000000000000000000',
+    );
+  });
+
+  it('GITHUB_WEBHOOK_SECRET needs 16 characters', () => {
+    expect(() => loadConfig({ GITHUB_WEBHOOK_SECRET: 'x' })).toThrow(
+      /GITHUB_WEBHOOK_SECRET: must be at least 16 characters, got 1; generate one with/,
+    );
+    const config = loadConfig({ GITHUB_WEBHOOK_SECRET: '0123456789abcdef' });
+    expect(config.github.webhookSecret).toBe('0123456789abcdef');
   });
 
   it('LOG_LEVEL error lists every accepted value', () => {
