@@ -256,14 +256,22 @@ export function registerAuth(
         finishFailed(reservation);
         return;
       }
-      verifier.verify(token, request).then((principal) => {
-        if (principal === undefined) {
-          finishFailed(reservation);
-          return;
-        }
-        reservation?.release();
-        finish(principal);
-      }, done);
+      verifier.verify(token, request).then(
+        (principal) => {
+          if (principal === undefined) {
+            finishFailed(reservation);
+            return;
+          }
+          reservation?.release();
+          finish(principal);
+        },
+        (error: Error) => {
+          // The request gets the database error and not 401, so it has not failed to
+          // authenticate.
+          reservation?.release();
+          done(error);
+        },
+      );
     });
   });
 }
