@@ -96,8 +96,11 @@ export class TokenVerifier {
   cached(token: string, scope?: VersionScope, now = Date.now()): CacheEntry | undefined {
     const entry = this.#cache.get(token);
     if (entry === undefined || entry.expiresAt <= now) return undefined;
-    if (this.#stillActive(entry, scope)) return entry;
-    this.#cache.delete(token);
+    const active = this.#stillActive(entry, scope);
+    if (active === true) return entry;
+    // A check that failed keeps the entry, so that wasValid still admits the token to a
+    // lookup while its address is blocked.
+    if (active === false) this.#cache.delete(token);
     return undefined;
   }
 
@@ -141,10 +144,10 @@ export class TokenVerifier {
 
   /**
    * Returns whether a cached valid token is still active, reading the database only when
-   * something was committed since the entry's last check. An unknown token's entry is kept
-   * until it expires, because a revoke cannot make it valid.
+   * something was committed since the entry's last check, or undefined when that read failed.
+   * An unknown token's entry is kept until it expires, because a revoke cannot make it valid.
    */
-  #stillActive(entry: CacheEntry, scope: VersionScope | undefined): boolean {
+  #stillActive(entry: CacheEntry, scope: VersionScope | undefined): boolean | undefined {
     if (entry.principal === undefined || this.#revocations === undefined) return true;
     try {
       const version = this.#readVersion(this.#revocations, scope);
@@ -154,7 +157,7 @@ export class TokenVerifier {
       return true;
     } catch {
       // A full lookup follows, and it reports the same database error to the request.
-      return false;
+      return undefined;
     }
   }
 

@@ -1,6 +1,7 @@
 /**
  * The failed-authentication limit while token checks fail on the database: a request that got
- * a database error instead of 401 must not use up a failure.
+ * a database error instead of 401 must not use up a failure, and a token that was valid must
+ * keep working once the database reads again.
  */
 import http from 'node:http';
 import path from 'node:path';
@@ -69,5 +70,20 @@ describe('failed authentication limit on database errors', () => {
     expect(await getStateFrom('127.0.0.4', fresh)).toBe(200);
     expect(await getStateFrom('127.0.0.4', 'slw_guess-after-error-00000000000000')).toBe(401);
     expect(await getStateFrom('127.0.0.4', 'slw_guess-after-error-00000000000001')).toBe(429);
+  });
+
+  it('keeps a known token through a failed check', async () => {
+    const known = await server.token('read', 'known-before-error');
+    expect(await getStateFrom('127.0.0.5', known)).toBe(200);
+    expect(await getStateFrom('127.0.0.5', 'slw_guess-before-error-0000000000000')).toBe(401);
+    expect(await getStateFrom('127.0.0.5', 'slw_guess-before-error-0000000000001')).toBe(429);
+
+    await withoutTokenTable(async () => {
+      const status = await getStateFrom('127.0.0.5', known);
+      expect(status).toBeGreaterThanOrEqual(500);
+    });
+
+    // The address is still blocked, and the token was valid before the block.
+    expect(await getStateFrom('127.0.0.5', known)).toBe(200);
   });
 });
