@@ -121,6 +121,12 @@ interface Entry {
 }
 
 type Callback = (error: Error | null, result?: { current: number; ttl: number }) => void;
+/** A Callback that also gets the entry whose block admitted the request, if one did. */
+type TakeCallback = (
+  error: Error | null,
+  result?: { current: number; ttl: number },
+  admittedBy?: Entry,
+) => void;
 
 /**
  * The @fastify/rate-limit store of a cluster process. A request that needs a new block waits
@@ -142,11 +148,44 @@ export class SharedQuotaStore {
   }
 
   incr(key: string, callback: Callback, timeWindow: number, max: number): void {
+    this.#take(key, (error, result) => callback(error, result), timeWindow, max);
+  }
+
+  /**
+   * Takes one request of `key` as incr does, and passes `giveBack` with an admitted request,
+   * which returns the request to the block it came from for the next request. It does nothing
+   * once that block's window has ended or an entry for a new window has replaced it.
+   */
+  take(
+    key: string,
+    timeWindow: number,
+    max: number,
+    callback: (
+      error: Error | null,
+      result?: { current: number; ttl: number },
+      giveBack?: () => void,
+    ) => void,
+  ): void {
+    this.#take(
+      key,
+      (error, result, admittedBy) => {
+        if (admittedBy === undefined) {
+          callback(error, result);
+          return;
+        }
+        callback(error, result, () => this.#giveBack(key, admittedBy));
+      },
+      timeWindow,
+      max,
+    );
+  }
+
+  #take(key: string, callback: TakeCallback, timeWindow: number, max: number): void {
     const now = Date.now();
     let entry = this.#entries.get(key);
     if (entry !== undefined && entry.pending !== undefined) {
       entry.pending.then(
-        () => this.incr(key, callback, timeWindow, max),
+        () => this.#take(key, callback, timeWindow, max),
         (error: Error) => callback(error),
       );
       return;
@@ -154,7 +193,8 @@ export class SharedQuotaStore {
     if (entry !== undefined && entry.windowEnd <= now) entry = undefined;
     if (entry !== undefined && entry.available > 0) {
       entry.available -= 1;
-      callback(null, { current: entry.allocated - entry.available, ttl: entry.windowEnd - now });
+      const result = { current: entry.allocated - entry.available, ttl: entry.windowEnd - now };
+      callback(null, result, entry);
       return;
     }
     if (entry !== undefined && entry.exhausted) {
@@ -188,18 +228,17 @@ export class SharedQuotaStore {
       },
     );
     fresh.pending.then(
-      () => this.incr(key, callback, timeWindow, max),
+      () => this.#take(key, callback, timeWindow, max),
       (error: Error) => callback(error),
     );
   }
 
   /**
-   * Gives one admitted request of `key` back to this process's block, for the next request. A
-   * window that ended meanwhile is left as it is.
+   * Returns one request to `entry`'s block. While a grant for the entry is pending, the
+   * request is added to what is left, and the grant adds its block on top.
    */
-  refund(key: string, now = Date.now()): void {
-    const entry = this.#entries.get(key);
-    if (entry === undefined || entry.pending !== undefined || entry.windowEnd <= now) return;
+  #giveBack(key: string, entry: Entry, now = Date.now()): void {
+    if (this.#entries.get(key) !== entry || entry.windowEnd <= now) return;
     entry.available += 1;
   }
 
@@ -272,29 +311,30 @@ export class SharedFailureLimit implements FailureLimit {
   reserve(address: string): Promise<Reservation> {
     const key = `auth-failure:${addressKey(address)}`;
     return new Promise((resolve) => {
-      this.#store.incr(
-        key,
-        (error, result) => {
-          if (error !== null || result === undefined) {
-            resolve(this.#alone.reserve(address));
-            return;
-          }
-          resolve(this.#answer(key, result.current, result.ttl));
-        },
-        FAILURE_WINDOW_MS,
-        this.limit,
-      );
+      this.#store.take(key, FAILURE_WINDOW_MS, this.limit, (error, result, giveBack) => {
+        if (error !== null || result === undefined) {
+          resolve(this.#alone.reserve(address));
+          return;
+        }
+        resolve(this.#answer(key, result.current, result.ttl, giveBack));
+      });
     });
   }
 
-  #answer(key: string, current: number, ttl: number, now = Date.now()): Reservation {
+  #answer(
+    key: string,
+    current: number,
+    ttl: number,
+    giveBack: (() => void) | undefined,
+    now = Date.now(),
+  ): Reservation {
     const retryAfterSeconds = Math.max(1, Math.ceil(ttl / 1000));
     if (current <= this.limit) {
       let released = false;
       const release = () => {
         if (released) return;
         released = true;
-        this.#store.refund(key);
+        giveBack?.();
       };
       return { granted: true, retryAfterSeconds, firstRefusal: false, release };
     }
