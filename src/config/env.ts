@@ -334,6 +334,10 @@ function readTrustedProxies(env: Env): string[] {
   return entries;
 }
 
+/** The IPv4-mapped IPv6 addresses, ::ffff:0:0/96. */
+const IPV4_MAPPED = new net.BlockList();
+IPV4_MAPPED.addSubnet('::ffff:0:0', 96, 'ipv6');
+
 /** Returns why one entry of API_TRUST_PROXY is invalid, or undefined when it is valid. */
 function proxyEntryProblem(entry: string): string | undefined {
   if (entry === '') return 'contains an empty entry';
@@ -350,6 +354,11 @@ function proxyEntryProblem(entry: string): string | undefined {
   }
   if (Number(prefix) === 0) {
     return `"${entry}" trusts every address, so any client could choose its own address`;
+  }
+  // proxy-addr (@fastify/proxy-addr 5.1) matches an IPv4 client against an IPv4-mapped range
+  // of /96 or longer, so ::ffff:0:0/96 is 0.0.0.0/0 written in IPv6.
+  if (Number(prefix) === 96 && IPV4_MAPPED.check(address!, 'ipv6')) {
+    return `"${entry}" trusts every IPv4 address, so any IPv4 client could choose its own address`;
   }
   return undefined;
 }

@@ -303,6 +303,9 @@ describe('configuration at start', () => {
       '::1',
       'loopback',
     ]);
+    expect(loadConfig({ API_TRUST_PROXY: '::ffff:10.0.0.0/104' }).api.trustProxy).toEqual([
+      '::ffff:10.0.0.0/104',
+    ]);
     expect(loadConfig({}).api.trustProxy).toEqual([]);
   });
 
@@ -313,6 +316,10 @@ describe('configuration at start', () => {
       ['10.0.0.0/8/1', /is not an IP address or a CIDR range/],
       ['10.0.0.0/x', /invalid prefix length/],
       ['0.0.0.0/0', /trusts every address/],
+      // Fastify's proxy-addr matches IPv4 clients against an IPv4-mapped range.
+      ['::ffff:0:0/96', /"::ffff:0:0\/96" trusts every IPv4 address/],
+      ['::FFFF:198.51.100.1/96', /trusts every IPv4 address/],
+      ['0:0:0:0:0:ffff:0:0/96', /trusts every IPv4 address/],
       ['127.0.0.1,,10.0.0.1', /contains an empty entry/],
       ['true', /"true" is not an IP address/],
     ];
