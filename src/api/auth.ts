@@ -44,16 +44,16 @@ interface CacheEntry {
   version: number | undefined;
 }
 
-/**
- * Checks a cached token against the database. `version` returns a number that every commit of
- * any process changes (Store.dataVersion), and `isActive` returns whether the token id still
- * exists unrevoked. A revoke commits, so while the version stays the same no token was revoked.
- */
 /** The holder of the data version read for one request, which is the request itself. */
 export interface VersionScope {
   dataVersion: number | undefined;
 }
 
+/**
+ * Checks a cached token against the database. `version` returns a number that every commit of
+ * any process changes (Store.dataVersion), and `isActive` returns whether the token id still
+ * exists unrevoked. A revoke commits, so while the version stays the same no token was revoked.
+ */
 export interface TokenRevocationCheck {
   version: () => number;
   isActive: (tokenId: number) => boolean;
