@@ -10,6 +10,7 @@ import type { Database, TokenRole } from '../store/schema.js';
 import { findTokenByHash, hashToken } from '../store/tokens.js';
 import { addressKey, type FailureLimit, type Reservation } from './auth-failures.js';
 import { ApiError } from './errors.js';
+import { clientAddress } from './request-context.js';
 
 export const TOKEN_CACHE_MS = 5_000;
 
@@ -227,7 +228,7 @@ export function registerAuth(
         then(undefined);
         return;
       }
-      const reservation = failures.reserve(request.ip);
+      const reservation = failures.reserve(clientAddress(request));
       if (reservation instanceof Promise) reservation.then(then, done);
       else then(reservation);
     };
@@ -294,7 +295,7 @@ function limitFailure(
   if (reservation.firstRefusal) {
     request.log.warn(
       {
-        address: addressKey(request.ip),
+        address: addressKey(clientAddress(request)),
         limit: failures.limit,
         retryAfter: reservation.retryAfterSeconds,
       },
@@ -305,7 +306,7 @@ function limitFailure(
   reply.header('retry-after', String(reservation.retryAfterSeconds));
   return new ApiError(
     'rate_limited',
-    `more than ${failures.limit} failed authentications from ${addressKey(request.ip)} in a ` +
+    `more than ${failures.limit} failed authentications from ${addressKey(clientAddress(request))} in a ` +
       `minute (API_AUTH_FAILURE_LIMIT). Until the minute ends, in ${reservation.retryAfterSeconds} s, ` +
       'only tokens that the server accepted before the lockout keep working from it',
     'Authorization',

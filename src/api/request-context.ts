@@ -1,3 +1,4 @@
+import net from 'node:net';
 import type { FastifyRequest } from 'fastify';
 import type { AuditContext } from '../store/audit.js';
 
@@ -6,6 +7,18 @@ export function auditContext(request: FastifyRequest): AuditContext {
   return {
     actor: request.principal?.name ?? 'anonymous',
     requestId: request.id,
-    source: request.ip,
+    source: clientAddress(request),
   };
+}
+
+/**
+ * Returns the client's address: request.ip, which with API_TRUST_PROXY is the last address that
+ * a trusted proxy added to X-Forwarded-For. A proxy may pass on text that is no address (its
+ * "unknown", or a header the client wrote), which would give each invented value limits of its
+ * own, so the address of the connection is used then.
+ */
+export function clientAddress(request: FastifyRequest): string {
+  const ip = request.ip;
+  if (net.isIP(ip) !== 0) return ip;
+  return request.socket.remoteAddress ?? ip;
 }

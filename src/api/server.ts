@@ -48,6 +48,7 @@ import { registerGitHubRoutes } from '../github/routes.js';
 import { describeRouteRoles } from './openapi-roles.js';
 import { documentSharedResponses } from './shared-responses.js';
 import { boundRequestNumbers } from './number-bounds.js';
+import { clientAddress } from './request-context.js';
 
 /**
  * Copies every route that `app` registers from here on into a second router, and returns a
@@ -555,7 +556,7 @@ function bodyLimitOf(request: FastifyRequest, apiBodyLimitBytes: number): BodyLi
 export function rateLimitKey(request: FastifyRequest): string {
   const token = bearerToken(request);
   return token === undefined || request.principal === undefined
-    ? `ip:${addressKey(request.ip)}`
+    ? `ip:${addressKey(clientAddress(request))}`
     : `token:${hashToken(token)}`;
 }
 

@@ -20,6 +20,7 @@ import { gitHubDisabledReason } from './client.js';
 import { GitHubService } from './service.js';
 import { syncVariables } from './variables.js';
 import { decidePush, verifySignature, type PushPayload } from './webhook.js';
+import { clientAddress } from '../api/request-context.js';
 
 /**
  * GitHub caps webhook payloads at 25 MB, and the payload of a large push can exceed
@@ -234,7 +235,7 @@ async function handleWebhook(context: AppContext, request: FastifyRequest, reply
     id: request.headers['x-github-delivery'] as string,
     event: request.headers['x-github-event'] as string,
     bodyHash: createHash('sha256').update(body).digest('hex'),
-    audit: { actor: WEBHOOK_ACTOR, requestId: request.id, source: request.ip },
+    audit: { actor: WEBHOOK_ACTOR, requestId: request.id, source: clientAddress(request) },
   };
 
   const earlier = await context.store.db

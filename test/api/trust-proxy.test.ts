@@ -55,6 +55,14 @@ describe('API_TRUST_PROXY set to the proxy', () => {
     expect(await guessFrom(server, '192.0.2.10')).toBe(429);
     expect(await guessFrom(server, '192.0.2.11')).toBe(401);
   });
+
+  it('uses the proxy when the forwarded value is no address', async () => {
+    expect(await triggerSource(server, token, 'unknown')).toBe('127.0.0.1');
+    // Invented values share the proxy's count instead of each getting a new one.
+    expect(await guessFrom(server, 'invented-1')).toBe(401);
+    expect(await guessFrom(server, 'invented-2')).toBe(401);
+    expect(await guessFrom(server, 'invented-3')).toBe(429);
+  });
 });
 
 describe('API_TRUST_PROXY unset', () => {
