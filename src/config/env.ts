@@ -245,7 +245,12 @@ function readBoolean(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(name, `must be true or false, got "${raw}"`);
 }
 
-function readUrl(env: Env, name: string, fallback: string): string {
+/**
+ * Reads an http(s) URL. With `credentials` false, a URL with a user name or password is
+ * rejected: SLIPWAY_PUBLIC_URL goes into links that GitHub shows, and GITHUB_API_URL goes to
+ * Octokit, whose fetch rejects such a URL.
+ */
+function readUrl(env: Env, name: string, fallback: string, credentials = true): string {
   const raw = readString(env, name) ?? fallback;
   let url: URL;
   try {
@@ -255,6 +260,13 @@ function readUrl(env: Env, name: string, fallback: string): string {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new ConfigError(name, `must be an http or https URL, got "${redactUrl(raw)}"`);
+  }
+  if (!credentials && (url.username !== '' || url.password !== '')) {
+    throw new ConfigError(
+      name,
+      `must not contain a user name or password, got "${redactUrl(raw)}"; remove the part ` +
+        'before "@"',
+    );
   }
   return raw.replace(/\/+$/, '');
 }
@@ -427,7 +439,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       publicUrl:
         readString(env, 'SLIPWAY_PUBLIC_URL') === undefined
           ? undefined
-          : readUrl(env, 'SLIPWAY_PUBLIC_URL', ''),
+          : readUrl(env, 'SLIPWAY_PUBLIC_URL', '', false),
       commitDelayMs: readInteger(env, 'API_COMMIT_DELAY_MS', 0, 0, 1000),
     },
 
@@ -471,7 +483,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     github: {
       token: readString(env, 'GITHUB_TOKEN'),
       repository: readRepository(env),
-      apiUrl: readUrl(env, 'GITHUB_API_URL', 'https://api.github.com'),
+      apiUrl: readUrl(env, 'GITHUB_API_URL', 'https://api.github.com', false),
       webhookSecret: readWebhookSecret(env),
       webhookTags: readBoolean(env, 'GITHUB_WEBHOOK_TAGS', false),
     },

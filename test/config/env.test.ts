@@ -335,6 +335,17 @@ describe('configuration at start', () => {
     );
   });
 
+  it('public and GitHub URLs reject credentials', () => {
+    for (const name of ['SLIPWAY_PUBLIC_URL', 'GITHUB_API_URL']) {
+      const load = () => loadConfig({ [name]: 'https://ci:s3cret-pw@ci.example.test' });
+      expect(load, name).toThrow(`${name}: must not contain a user name or password`);
+      expect(load, name).not.toThrow('s3cret-pw');
+    }
+    // A worker may reach the API through a proxy that asks for a password.
+    const config = loadConfig({ SLIPWAY_API_URL: 'http://ci:s3cret-pw@127.0.0.1:5000' });
+    expect(config.worker.apiUrl).toBe('http://ci:s3cret-pw@127.0.0.1:5000');
+  });
+
   it('GITHUB_WEBHOOK_SECRET needs 16 characters', () => {
     expect(() => loadConfig({ GITHUB_WEBHOOK_SECRET: 'x' })).toThrow(
       /GITHUB_WEBHOOK_SECRET: must be at least 16 characters, got 1; generate one with/,
