@@ -258,12 +258,20 @@ export async function jobsChangedSince(db: Kysely<Database>, since: string): Pro
   return rows.map((row) => row.id);
 }
 
-/** Returns whether any report for the repository was ever written (and not yet pruned). */
-export async function hasReports(db: Kysely<Database>, repository: string): Promise<boolean> {
+/**
+ * Returns whether a report for the repository was written before the ISO time `before` (and
+ * not yet pruned).
+ */
+export async function hasReportsBefore(
+  db: Kysely<Database>,
+  repository: string,
+  before: string,
+): Promise<boolean> {
   const row = await db
     .selectFrom('github_status_outbox')
     .select('id')
     .where('repository', '=', repository)
+    .where('created_at', '<', before)
     .limit(1)
     .executeTakeFirst();
   return row !== undefined;

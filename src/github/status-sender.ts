@@ -17,7 +17,7 @@ import { describeGitHubError, type GitHubClient } from './client.js';
 import { holdLease, releaseLease } from './lock.js';
 import {
   enqueueJobStatuses,
-  hasReports,
+  hasReportsBefore,
   jobsChangedSince,
   markReportFailed,
   markReportRetry,
@@ -184,10 +184,12 @@ export class StatusSender {
     let since = this.#reconcileFrom;
     // Reporting that is new for this repository (just turned on, or pointed at another one)
     // starts with the jobs of now. The jobs of the day before would otherwise go first, one
-    // request a second, and hold back the statuses that branch protection waits for.
+    // request a second, and hold back the statuses that branch protection waits for. Only
+    // reports from before the start count: a job that ended since may have written one.
+    const { db } = this.#context.store;
     if (
       this.#lastReconcile === 0 &&
-      !(await hasReports(this.#context.store.db, this.#client.repository))
+      !(await hasReportsBefore(db, this.#client.repository, this.#startedAt))
     ) {
       since = this.#startedAt;
     }
