@@ -325,8 +325,9 @@ const PROXY_RANGE_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
 
 /**
  * Reads API_TRUST_PROXY: a comma-separated list of IP addresses, CIDR ranges and the names
- * loopback, linklocal and uniquelocal. A range of every address is rejected, because then any
- * client could set its own address with X-Forwarded-For and escape the per-address limits.
+ * loopback, linklocal and uniquelocal. Ranges wider than MIN_PROXY_PREFIX are rejected, because
+ * clients in them could set their own address with X-Forwarded-For and escape the per-address
+ * limits.
  */
 function readTrustedProxies(env: Env): string[] {
   const raw = readString(env, 'API_TRUST_PROXY');
@@ -346,16 +347,22 @@ function readTrustedProxies(env: Env): string[] {
   return entries;
 }
 
-/** The IPv4-mapped IPv6 addresses, ::ffff:0:0/96. */
-const IPV4_MAPPED = new net.BlockList();
-IPV4_MAPPED.addSubnet('::ffff:0:0', 96, 'ipv6');
+/**
+ * Shortest prefixes that API_TRUST_PROXY accepts: the widest private ranges, 10.0.0.0/8 and
+ * fc00::/7. A wider range is no proxy network in practice, and it lets every client in it choose
+ * its own address, also when two of them together cover everything (0.0.0.0/1,128.0.0.0/1).
+ */
+const MIN_PROXY_PREFIX = { 4: 8, 6: 7 } as const;
+
+/** The first IPv4-mapped IPv6 address, ::ffff:0.0.0.0, which starts ::ffff:0:0/96. */
+const FIRST_IPV4_MAPPED = '::ffff:0:0';
 
 /** Returns why one entry of API_TRUST_PROXY is invalid, or undefined when it is valid. */
 function proxyEntryProblem(entry: string): string | undefined {
   if (entry === '') return 'contains an empty entry';
   if (PROXY_RANGE_NAMES.includes(entry)) return undefined;
   const [address, prefix, extra] = entry.split('/');
-  const version = net.isIP(address!);
+  const version = net.isIP(address!) as 0 | 4 | 6;
   if (version === 0 || extra !== undefined) {
     return `"${entry}" is not an IP address or a CIDR range`;
   }
@@ -364,15 +371,36 @@ function proxyEntryProblem(entry: string): string | undefined {
   if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > maxPrefix) {
     return `"${entry}" has an invalid prefix length; use 0 to ${maxPrefix} after the slash`;
   }
-  if (Number(prefix) === 0) {
-    return `"${entry}" trusts every address, so any client could choose its own address`;
+  const bits = Number(prefix);
+  if (bits < MIN_PROXY_PREFIX[version]) {
+    return (
+      `"${entry}" is wider than /${MIN_PROXY_PREFIX[version]}, which no proxy network is, ` +
+      'and every client in it could choose its own address'
+    );
   }
-  // proxy-addr (@fastify/proxy-addr 5.1) matches an IPv4 client against an IPv4-mapped range
-  // of /96 or longer, so ::ffff:0:0/96 is 0.0.0.0/0 written in IPv6.
-  if (Number(prefix) === 96 && IPV4_MAPPED.check(address!, 'ipv6')) {
-    return `"${entry}" trusts every IPv4 address, so any IPv4 client could choose its own address`;
+  if (version === 6 && coversIpv4Slash8(address!, bits)) {
+    // proxy-addr (@fastify/proxy-addr 5.1) matches an IPv4 client against an IPv6 range as
+    // ::ffff:a.b.c.d, so such a range trusts IPv4 clients too.
+    return (
+      `"${entry}" contains more than a /8 of IPv4-mapped addresses (::ffff:0:0/96), ` +
+      'and every IPv4 client in them could choose its own address'
+    );
   }
   return undefined;
+}
+
+/**
+ * Returns whether the IPv6 range `address`/`bits` contains more IPv4-mapped addresses than one
+ * IPv4 /8: all of them when the range is at least as wide as ::ffff:0:0/96 and contains its
+ * start, or an IPv4 range wider than /8 when it lies inside it with a prefix below 104.
+ */
+function coversIpv4Slash8(address: string, bits: number): boolean {
+  const range = new net.BlockList();
+  range.addSubnet(address, bits, 'ipv6');
+  if (bits <= 96) return range.check(FIRST_IPV4_MAPPED, 'ipv6');
+  const mapped = new net.BlockList();
+  mapped.addSubnet(FIRST_IPV4_MAPPED, 96, 'ipv6');
+  return bits < 96 + MIN_PROXY_PREFIX[4] && mapped.check(address, 'ipv6');
 }
 
 /** Reads DOCKER_HOST, which must use one of Docker's schemes: unix, tcp, http(s), ssh or npipe. */

@@ -306,6 +306,10 @@ describe('configuration at start', () => {
     expect(loadConfig({ API_TRUST_PROXY: '::ffff:10.0.0.0/104' }).api.trustProxy).toEqual([
       '::ffff:10.0.0.0/104',
     ]);
+    // The widest private ranges, and an IPv6 range just short of the IPv4-mapped addresses.
+    for (const range of ['fc00::/7', '::/96', '172.16.0.0/12']) {
+      expect(loadConfig({ API_TRUST_PROXY: range }).api.trustProxy, range).toEqual([range]);
+    }
     expect(loadConfig({}).api.trustProxy).toEqual([]);
   });
 
@@ -315,11 +319,17 @@ describe('configuration at start', () => {
       ['::/129', /use 0 to 128/],
       ['10.0.0.0/8/1', /is not an IP address or a CIDR range/],
       ['10.0.0.0/x', /invalid prefix length/],
-      ['0.0.0.0/0', /trusts every address/],
+      ['0.0.0.0/0', /"0\.0\.0\.0\/0" is wider than \/8, which no proxy network is/],
+      // Two halves trust every address together.
+      ['0.0.0.0/1,128.0.0.0/1', /"0\.0\.0\.0\/1" is wider than \/8/],
+      ['10.0.0.0/7', /is wider than \/8/],
+      ['::/0', /"::\/0" is wider than \/7/],
       // Fastify's proxy-addr matches IPv4 clients against an IPv4-mapped range.
-      ['::ffff:0:0/96', /"::ffff:0:0\/96" trusts every IPv4 address/],
-      ['::FFFF:198.51.100.1/96', /trusts every IPv4 address/],
-      ['0:0:0:0:0:ffff:0:0/96', /trusts every IPv4 address/],
+      ['::ffff:0:0/96', /"::ffff:0:0\/96" contains more than a \/8 of IPv4-mapped addresses/],
+      ['::FFFF:198.51.100.1/96', /IPv4-mapped addresses/],
+      ['0:0:0:0:0:ffff:0:0/96', /IPv4-mapped addresses/],
+      ['::/80', /IPv4-mapped addresses/],
+      ['::ffff:10.0.0.0/103', /IPv4-mapped addresses/],
       ['127.0.0.1,,10.0.0.1', /contains an empty entry/],
       ['true', /"true" is not an IP address/],
     ];
