@@ -3,34 +3,18 @@
  * a database error instead of 401 must not use up a failure, and a token that was valid must
  * keep working once the database reads again.
  */
-import http from 'node:http';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../support/server.js';
+import { getFrom } from '../support/source-address.js';
 
 describe('failed authentication limit on database errors', () => {
   let server: TestServer;
 
-  /** Sends GET /api/state from the loopback address `from`, as in rate-limit.test.ts. */
-  function getStateFrom(from: string, token?: string): Promise<number> {
-    const url = new URL('/api/state', server.url);
-    return new Promise((resolve, reject) => {
-      const request = http.get(
-        {
-          host: url.hostname,
-          port: url.port,
-          path: url.pathname,
-          localAddress: from,
-          headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
-        },
-        (response) => {
-          response.resume();
-          response.on('end', () => resolve(response.statusCode!));
-        },
-      );
-      request.on('error', reject);
-    });
+  /** Sends GET /api/state from the loopback address `from` and returns the status. */
+  async function getStateFrom(from: string, token?: string): Promise<number> {
+    return (await getFrom(server.url, from, '/api/state', token)).status;
   }
 
   /**

@@ -1,10 +1,10 @@
-import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyRequest } from 'fastify';
 import { TOKEN_CACHE_MS, type Principal } from '../../src/api/auth.js';
 import { rateLimitKey } from '../../src/api/server.js';
 import { countRows } from '../support/rows.js';
 import { startTestServer, type TestServer } from '../support/server.js';
+import { getFrom as getFromAddress } from '../support/source-address.js';
 
 const LIMIT = 5;
 
@@ -102,41 +102,8 @@ describe('failed authentication limit', () => {
   /** A token used before the address is blocked. */
   let knownToken: string;
 
-  /**
-   * Sends GET `path` from the loopback address `from`. Linux routes all of 127.0.0.0/8 to the
-   * loopback interface, so a second source address needs no other host.
-   */
-  function getFrom(
-    from: string,
-    path: string,
-    token?: string,
-  ): Promise<{ status: number; retryAfter: string | undefined; body: Record<string, unknown> }> {
-    const url = new URL(path, server.url);
-    return new Promise((resolve, reject) => {
-      const request = http.get(
-        {
-          host: url.hostname,
-          port: url.port,
-          path: url.pathname,
-          localAddress: from,
-          headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
-        },
-        (response) => {
-          let text = '';
-          response.setEncoding('utf8');
-          response.on('data', (chunk: string) => (text += chunk));
-          response.on('end', () =>
-            resolve({
-              status: response.statusCode!,
-              retryAfter: response.headers['retry-after'],
-              body: JSON.parse(text),
-            }),
-          );
-        },
-      );
-      request.on('error', reject);
-    });
-  }
+  const getFrom = (from: string, path: string, token?: string) =>
+    getFromAddress(server.url, from, path, token);
 
   beforeAll(async () => {
     server = await startTestServer({ API_AUTH_FAILURE_LIMIT: String(FAILURES) });
