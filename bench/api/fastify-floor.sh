@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The ceiling of a trigger's HTTP part on this machine: a bare Fastify server (the framework
-# Slipway uses) with one POST route that validates the body of bench/api/trigger.lua against a
-# JSON schema and responds 201 with a job id, with no authentication, hooks or database.
+# The ceiling of a trigger's HTTP part on this machine. A bare Fastify server (the framework
+# Slipway uses) has one POST route, which validates the body of bench/api/trigger.lua against a
+# JSON schema and responds 201 with a job id. It has no authentication, hooks or database.
 # Prints requests/s under the API benchmark's load (32 connections, 2 wrk threads) and the
 # process CPU per request under cpu-per-request.sh's load (16 connections, 1 thread). Beside
 # `npx tsx bench/api/sqlite-floor.ts` (SQLite alone with a trigger's rows) it bounds what one

@@ -22,14 +22,14 @@ export const FAILURE_WINDOW_MS = 60_000;
 /** Maximum number of addresses tracked at once, which bounds the memory an attack can use. */
 const MAX_ADDRESSES = 10_000;
 
-/** The answer to a reservation of one failed authentication. */
+/** The result of a reservation of one failed authentication. */
 export interface Reservation {
   /** False when the address has used up its failures for the window, so the request gets 429. */
   granted: boolean;
   /** Seconds until the window ends and the address may fail again. */
   retryAfterSeconds: number;
-  /** True for the first refusal of the address in its window, which the server logs. */
-  firstRefusal: boolean;
+  /** True for the first rejection of the address in its window, which the server logs. */
+  firstRejection: boolean;
   /** Gives the failure back, for a request whose token was valid. Does nothing if not granted. */
   release(): void;
 }
@@ -45,7 +45,7 @@ export interface FailureLimit {
 interface FailureWindow {
   failures: number;
   resetAt: number;
-  refused: boolean;
+  rejected: boolean;
 }
 
 /** The limit within one process. */
@@ -61,14 +61,14 @@ export class AuthFailureLimiter implements FailureLimit {
     if (window === undefined || window.resetAt <= now) {
       this.#windows.delete(key);
       this.#makeRoom(now);
-      window = { failures: 0, resetAt: now + FAILURE_WINDOW_MS, refused: false };
+      window = { failures: 0, resetAt: now + FAILURE_WINDOW_MS, rejected: false };
       this.#windows.set(key, window);
     }
     const retryAfterSeconds = Math.max(1, Math.ceil((window.resetAt - now) / 1000));
     if (window.failures >= this.limit) {
-      const firstRefusal = !window.refused;
-      window.refused = true;
-      return { granted: false, retryAfterSeconds, firstRefusal, release: () => {} };
+      const firstRejection = !window.rejected;
+      window.rejected = true;
+      return { granted: false, retryAfterSeconds, firstRejection, release: () => {} };
     }
     window.failures += 1;
     const reserved = window;
@@ -79,7 +79,7 @@ export class AuthFailureLimiter implements FailureLimit {
       released = true;
       reserved.failures -= 1;
     };
-    return { granted: true, retryAfterSeconds, firstRefusal: false, release };
+    return { granted: true, retryAfterSeconds, firstRejection: false, release };
   }
 
   /** Drops ended windows, and the oldest one if the map is still full. */

@@ -106,7 +106,7 @@ export class TokenVerifier {
   }
 
   /**
-   * Looks the token up unless its cached result still holds. `scope` is the request, whose
+   * Looks the token up unless its cached result is still valid. `scope` is the request, whose
    * data version is read once and shared.
    */
   async verify(token: string, scope?: VersionScope): Promise<Principal | undefined> {
@@ -292,7 +292,7 @@ function limitFailure(
   failures: FailureLimit,
 ): ApiError | undefined {
   if (reservation.granted) return undefined;
-  if (reservation.firstRefusal) {
+  if (reservation.firstRejection) {
     request.log.warn(
       {
         address: addressKey(clientAddress(request)),

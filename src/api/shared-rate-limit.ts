@@ -297,8 +297,8 @@ export function sharedQuotaStore(logger: Logger): new () => SharedQuotaStore {
 export class SharedFailureLimit implements FailureLimit {
   readonly #store: SharedQuotaStore;
   readonly #alone: AuthFailureLimiter;
-  /** Window end of the last refusal of each address key, so that each window logs once. */
-  readonly #refusedUntil = new Map<string, number>();
+  /** Window end of the last rejection of each address key, so that each window logs once. */
+  readonly #rejectedUntil = new Map<string, number>();
 
   constructor(
     readonly limit: number,
@@ -316,12 +316,12 @@ export class SharedFailureLimit implements FailureLimit {
           resolve(this.#alone.reserve(address));
           return;
         }
-        resolve(this.#answer(key, result.current, result.ttl, giveBack));
+        resolve(this.#reservation(key, result.current, result.ttl, giveBack));
       });
     });
   }
 
-  #answer(
+  #reservation(
     key: string,
     current: number,
     ttl: number,
@@ -336,14 +336,14 @@ export class SharedFailureLimit implements FailureLimit {
         released = true;
         giveBack?.();
       };
-      return { granted: true, retryAfterSeconds, firstRefusal: false, release };
+      return { granted: true, retryAfterSeconds, firstRejection: false, release };
     }
-    const refusedUntil = this.#refusedUntil.get(key);
-    const firstRefusal = refusedUntil === undefined || refusedUntil <= now;
-    if (firstRefusal) {
-      if (this.#refusedUntil.size >= 10_000) this.#refusedUntil.clear();
-      this.#refusedUntil.set(key, now + ttl);
+    const rejectedUntil = this.#rejectedUntil.get(key);
+    const firstRejection = rejectedUntil === undefined || rejectedUntil <= now;
+    if (firstRejection) {
+      if (this.#rejectedUntil.size >= 10_000) this.#rejectedUntil.clear();
+      this.#rejectedUntil.set(key, now + ttl);
     }
-    return { granted: false, retryAfterSeconds, firstRefusal, release: () => {} };
+    return { granted: false, retryAfterSeconds, firstRejection, release: () => {} };
   }
 }

@@ -391,8 +391,8 @@ function proxyEntryProblem(entry: string): string | undefined {
 
 /**
  * Returns whether the IPv6 range `address`/`bits` contains more IPv4-mapped addresses than one
- * IPv4 /8: all of them when the range is at least as wide as ::ffff:0:0/96 and contains its
- * start, or an IPv4 range wider than /8 when it lies inside it with a prefix below 104.
+ * IPv4 /8. A range at least as wide as ::ffff:0:0/96 that contains its start contains all of
+ * them. A range inside it with a prefix below /104 contains an IPv4 range wider than /8.
  */
 function coversIpv4Slash8(address: string, bits: number): boolean {
   const range = new net.BlockList();

@@ -33,11 +33,11 @@ describe('AuthFailureLimiter', () => {
     }
     const fourth = limiter.reserve('192.0.2.1', start + 15_000);
     expect(fourth.granted).toBe(false);
-    expect(fourth.firstRefusal).toBe(true);
+    expect(fourth.firstRejection).toBe(true);
     expect(fourth.retryAfterSeconds).toBe(45);
     const fifth = limiter.reserve('192.0.2.1', start + 59_999);
     expect(fifth.granted).toBe(false);
-    expect(fifth.firstRefusal).toBe(false);
+    expect(fifth.firstRejection).toBe(false);
     expect(limiter.reserve('192.0.2.1', start + 60_000).granted).toBe(true);
   });
 

@@ -810,7 +810,7 @@ describe('OpenAPI contract, stopping server', () => {
     await claim;
     await stopped;
 
-    // A route without a 503 of its own answers with the documented error shape.
+    // A route without a 503 of its own responds with the documented error shape.
     expect(stateHead).toMatch(/^HTTP\/1\.1 503 /);
     const stateSchema =
       document.paths['/api/state']!.get!.responses['503']?.content?.['application/json']?.schema;

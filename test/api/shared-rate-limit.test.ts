@@ -59,7 +59,7 @@ describe('failed authentications of a cluster process', () => {
 
   /**
    * Runs `work` with process.send replaced, and returns the quota requests it sent. The test
-   * acts as the primary and answers them with `grant`.
+   * acts as the primary and grants them with `grant`.
    */
   function sentDuring(work: () => void): SentRequest[] {
     const sent: SentRequest[] = [];

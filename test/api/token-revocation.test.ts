@@ -1,6 +1,6 @@
 /**
  * A token revoked by another process (`slipway token revoke`, another API process) is rejected
- * at the next request, even while the API holds it in its token cache.
+ * at the next request, even while the token is in the API's token cache.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/database.js';

@@ -351,7 +351,7 @@ describe('configuration at start', () => {
       expect(load, name).toThrow(`${name}: must not contain a user name or password`);
       expect(load, name).not.toThrow('s3cret-pw');
     }
-    // A worker may reach the API through a proxy that asks for a password.
+    // A worker may reach the API through a proxy that requires a password.
     const config = loadConfig({ SLIPWAY_API_URL: 'http://ci:s3cret-pw@127.0.0.1:5000' });
     expect(config.worker.apiUrl).toBe('http://ci:s3cret-pw@127.0.0.1:5000');
   });
