@@ -6,15 +6,17 @@
  * dies, even by SIGKILL.
  *
  * A process that moves itself into a new session or process group (setsid, a daemonizing
- * server) leaves the group, but it keeps the environment it started with. Every step's
- * environment carries a random SLIPWAY_PROCESS_MARK, and the same kills also reach each
- * process whose /proc/<pid>/environ contains it.
+ * server) leaves the group. Where the worker may make cgroups (see cgroup.ts), each task's
+ * steps run in a cgroup of their own, which no process can leave, and the same kills reach
+ * every process in it. Every step's environment also carries a random SLIPWAY_PROCESS_MARK,
+ * and the kills reach each process whose /proc/<pid>/environ contains it.
  *
- * NOTE: a process escapes both when it starts with a cleared environment (env -i) or
- * without the variable, and when it writes its process title over the environment block, as
- * Perl 5.36 does for a long `$0 = ...`. Outside Linux there is no /proc to search. When such
- * a process keeps the step's output open, the step ends OUTPUT_CLOSE_GRACE_MS after its shell
- * exits, and the process's later output is not logged.
+ * NOTE: without a step cgroup, a process escapes both the group and the mark when it starts
+ * with a cleared environment (env -i) or without the variable. It also escapes when it writes
+ * its process title over the environment block, as Perl 5.36 does for a long `$0 = ...`. Outside Linux
+ * there is no /proc to search. When such a process keeps the step's output open, the step
+ * ends OUTPUT_CLOSE_GRACE_MS after its shell exits, and the process's later output is not
+ * logged.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -23,6 +25,13 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { processStartTicks } from '../util/proc.js';
+import {
+  listStepCgroups,
+  StepCgroup,
+  stepCgroupName,
+  stepCgroupParent,
+  type StepCgroupOwner,
+} from './cgroup.js';
 import {
   ExecutionError,
   stepHeader,
@@ -48,19 +57,29 @@ export const PROCESS_MARK_VARIABLE = 'SLIPWAY_PROCESS_MARK';
 /** The variable that names the worker process of every step process (see killOrphanedSteps). */
 export const PROCESS_OWNER_VARIABLE = 'SLIPWAY_PROCESS_OWNER';
 /**
- * The outer shell of every step. It starts the guard that kills the step's process group once
- * fd 3 reaches end of file, closes fd 3 for the step itself, and runs the step. The guard is
+ * The outer shell of every step. It first moves itself into the task's cgroup when `$2` names
+ * that cgroup's `cgroup.procs`, so every process it starts is in the cgroup too. It then starts
+ * the guard that kills the step's process group once fd 3 reaches end of file, closes fd 3 for
+ * the step itself, and runs the step. The guard is
  * started from a subshell that exits at once, so it is not a child of the step's process.
  * Otherwise a step that waits for all its children (`exec` of a program that calls wait()
  * until ECHILD) would wait for the guard forever, and `pkill -P $$` would kill it.
  */
 const STEP_SHELL =
   'exec 2>&1; ' +
+  '[ -z "$2" ] || { echo $$ > "$2"; } 2>/dev/null; ' +
   '({ read -r line <&3; kill -KILL 0; } </dev/null >/dev/null 2>&1 &); ' +
   'exec 3<&-; exec /bin/sh -c "$1"';
 
 /** Milliseconds between searches for step processes whose worker has died. */
 const ORPHAN_SEARCH_INTERVAL_MS = 60_000;
+
+/**
+ * Milliseconds that removing a task's cgroup waits for its killed processes to end. A killed
+ * process ends within milliseconds unless it waits on storage, so a cgroup still busy after
+ * this is left for the next search for leftovers, which removes it then.
+ */
+const CGROUP_REMOVE_TIMEOUT_MS = 5_000;
 
 /** Variables of the worker's own environment that steps inherit; everything else is dropped. */
 const INHERITED_ENV = [
@@ -84,10 +103,19 @@ const INHERITED_ENV = [
   'SSL_CERT_FILE',
 ];
 
-/** The mark of a task's step processes, and the pid of its first step's shell. */
+/** The mark of a task's step processes, the pid of its first step's shell, and its cgroup. */
 interface TaskMark {
   mark: string;
   firstPid?: number;
+  cgroup?: StepCgroup;
+}
+
+export interface LocalExecutorOptions {
+  /**
+   * Whether to run each task's steps in a cgroup of their own when the host allows it (see
+   * cgroup.ts). True by default, and false keeps to process groups and marks.
+   */
+  stepCgroups?: boolean;
 }
 
 export class LocalExecutor implements Executor {
@@ -96,6 +124,10 @@ export class LocalExecutor implements Executor {
   readonly #marks = new Map<string, TaskMark>();
   readonly #install: string;
   readonly #owner: string | undefined;
+  /** This worker as the names of its step cgroups record it. */
+  readonly #cgroupOwner: StepCgroupOwner | undefined;
+  /** The cgroup below which the tasks' cgroups are made, when the host allows it. */
+  readonly #cgroupParent: string | undefined;
   readonly #logger: Logger;
   #orphansSearchedAt = 0;
   readonly #leftoverListeners: Array<(stopped: StoppedLeftovers) => void> = [];
@@ -105,11 +137,22 @@ export class LocalExecutor implements Executor {
    * `workspaceRoot` is the folder of the tasks' workspaces. Its path identifies this install,
    * so the orphan search skips the steps of another Slipway install on the same host.
    */
-  constructor(logger: Logger, workspaceRoot: string) {
+  constructor(logger: Logger, workspaceRoot: string, options: LocalExecutorOptions = {}) {
     this.#logger = logger;
     this.#install = installId(workspaceRoot);
     const owner = processOwner(process.pid);
     this.#owner = owner === undefined ? undefined : `${owner}.${this.#install}`;
+    if (owner !== undefined && options.stepCgroups !== false) {
+      const [, ticks, namespace] = owner.split('.') as [string, string, string];
+      this.#cgroupOwner = { pid: process.pid, ticks, namespace };
+      this.#cgroupParent = stepCgroupParent();
+    }
+    logger.debug(
+      { cgroup: this.#cgroupParent ?? null },
+      this.#cgroupParent === undefined
+        ? 'local steps run without cgroups: no writable cgroup v2 hierarchy'
+        : 'local steps run in cgroups of their own',
+    );
     // A worker killed with SIGKILL leaves its steps running. The next worker on the host
     // stops them when it starts, and any worker there does every minute while it runs tasks.
     void this.#searchOrphans();
@@ -141,6 +184,18 @@ export class LocalExecutor implements Executor {
         );
       }
     }
+    if (this.#cgroupParent !== undefined && this.#cgroupOwner !== undefined) {
+      const name = stepCgroupName(this.#install, this.#cgroupOwner, mark);
+      marked.cgroup = StepCgroup.create(this.#cgroupParent, name);
+      if (marked.cgroup === undefined) {
+        this.#logger.warn(
+          { task: spec.taskId, parent: this.#cgroupParent },
+          'could not make a cgroup for the steps; they run in process groups alone',
+        );
+      } else {
+        liveStepCgroups.add(marked.cgroup);
+      }
+    }
     for (const [index, step] of spec.steps.entries()) {
       if (signal.aborted) return { exitCode: 130 };
       output.note(stepHeader(index, spec.steps.length, step));
@@ -166,7 +221,7 @@ export class LocalExecutor implements Executor {
 
   #searchOrphans(): Promise<void> {
     this.#orphansSearchedAt = Date.now();
-    return killOrphanedSteps(this.#install).then(
+    return killOrphanedSteps(this.#install, this.#cgroupParent).then(
       (result) => {
         logOrphanedSteps(this.#logger, result);
         if (result.killed.length === 0 && result.failed.length === 0) return;
@@ -185,6 +240,16 @@ export class LocalExecutor implements Executor {
     const marked = this.#marks.get(spec.taskId);
     if (marked !== undefined) await killMarked(marked.mark, 'SIGKILL', marked.firstPid);
     this.#marks.delete(spec.taskId);
+    const cgroup = marked?.cgroup;
+    if (cgroup === undefined) return;
+    liveStepCgroups.delete(cgroup);
+    if (!(await cgroup.remove(CGROUP_REMOVE_TIMEOUT_MS))) {
+      this.#logger.warn(
+        { task: spec.taskId, cgroup: cgroup.dir, pids: cgroup.pids() },
+        'processes of the steps did not end after SIGKILL; the next search for leftovers ' +
+          'removes their cgroup',
+      );
+    }
   }
 
   #runStep(
@@ -195,7 +260,7 @@ export class LocalExecutor implements Executor {
     output: OutputSink,
     signal: AbortSignal,
   ): Promise<number> {
-    const { mark } = marked;
+    const { mark, cgroup } = marked;
     const { name: stepName, run: command } = step;
     return new Promise((resolve, reject) => {
       let child: ChildProcess;
@@ -209,7 +274,7 @@ export class LocalExecutor implements Executor {
         // which the step wrote. The command reaches the inner shell as an argument, unquoted.
         // A guard in the step's group reads fd 3, whose other end only this process holds. It
         // kills the group at end of file, which comes when this process dies, even by SIGKILL.
-        child = spawn('/bin/sh', ['-c', STEP_SHELL, 'sh', command], {
+        child = spawn('/bin/sh', ['-c', STEP_SHELL, 'sh', command, cgroup?.procsPath ?? ''], {
           cwd: spec.workspace,
           env,
           detached: true,
@@ -231,9 +296,11 @@ export class LocalExecutor implements Executor {
       const stop = () => {
         if (pid === undefined) return;
         killGroup(pid, 'SIGTERM');
+        cgroup?.signal('SIGTERM');
         void killMarked(mark, 'SIGTERM', pid);
         killTimer = setTimeout(() => {
           killGroup(pid, 'SIGKILL');
+          cgroup?.signal('SIGKILL');
           void killMarked(mark, 'SIGKILL', pid);
         }, KILL_GRACE_MS);
       };
@@ -266,6 +333,7 @@ export class LocalExecutor implements Executor {
         exitCode = code ?? 128 + signalNumber(killedBy);
         // Background processes of the step would keep its pipes open and outlive it.
         if (pid !== undefined) killGroup(pid, 'SIGKILL');
+        cgroup?.signal('SIGKILL');
         if (pid !== undefined) liveStepGroups.delete(pid);
         markedKilled = killMarked(mark, 'SIGKILL', pid);
         // A process that escaped both kills would otherwise keep the step and its task running.
@@ -299,13 +367,18 @@ function inheritedEnv(): Record<string, string> {
 
 /** Process groups of the steps running in this process, for killLiveSteps. */
 const liveStepGroups = new Set<number>();
+/** Cgroups of the tasks of this process whose cleanup has not run, for killLiveSteps. */
+const liveStepCgroups = new Set<StepCgroup>();
 
 /**
- * Kills the process group of every step running in this process, at once and synchronously,
- * for a process that exits without stopping its tasks (a second stop signal). Returns how
- * many groups it signalled. Processes that left their group are found at the next start.
+ * Kills the process group and the cgroup of every step running in this process, at once and
+ * synchronously, for a process that exits without stopping its tasks (a second stop signal).
+ * Returns how many groups it signalled. Processes that left their group without a cgroup, and
+ * the emptied cgroups, are found at the next start.
  */
 export function killLiveSteps(): number {
+  for (const cgroup of liveStepCgroups) cgroup.signal('SIGKILL');
+  liveStepCgroups.clear();
   let killed = 0;
   for (const pid of liveStepGroups) {
     try {
@@ -381,11 +454,19 @@ export interface OrphanedStepsKilled {
 /**
  * Sends SIGKILL to every step process of the install whose worker process has ended, and
  * resolves to the processes it killed and those it could not. A process that ended in between
- * counts as neither.
+ * counts as neither. With `cgroupParent`, the step cgroups of such workers below it are
+ * killed and removed first.
  */
-export async function killOrphanedSteps(install: string): Promise<OrphanedStepsKilled> {
+export async function killOrphanedSteps(
+  install: string,
+  cgroupParent?: string,
+): Promise<OrphanedStepsKilled> {
   const result: OrphanedStepsKilled = { killed: [], failed: [] };
+  if (cgroupParent !== undefined)
+    result.killed.push(...(await killOrphanedCgroups(install, cgroupParent)));
+  const killedPids = new Set(result.killed.map((step) => step.pid));
   for (const orphan of await findOrphanedSteps(install)) {
+    if (killedPids.has(orphan.pid)) continue;
     try {
       process.kill(orphan.pid, 'SIGKILL');
       result.killed.push(orphan);
@@ -395,6 +476,45 @@ export async function killOrphanedSteps(install: string): Promise<OrphanedStepsK
     }
   }
   return result;
+}
+
+/**
+ * Kills the processes of the install's step cgroups below `parent` whose worker has ended, as
+ * findOrphanedSteps judges workers, and removes those cgroups. Resolves to the processes that
+ * were in them. A cgroup whose processes have not ended within a second stays for the next
+ * search. Empty step cgroups of other installs' ended workers are removed too. A worker that
+ * was killed leaves its cgroups, and another install may never start a worker again.
+ */
+async function killOrphanedCgroups(install: string, parent: string): Promise<OrphanedStep[]> {
+  const killed: OrphanedStep[] = [];
+  for (const { cgroup, install: cgroupInstall, owner } of listStepCgroups(parent)) {
+    if (owner.namespace !== PID_NAMESPACE) continue;
+    const key = `${owner.pid}.${owner.ticks}.${owner.namespace}`;
+    // This process's own cgroups count as leftovers once their task's cleanup gave up on them.
+    const ownLeftover = owner.pid === process.pid && !isLiveCgroup(cgroup.dir);
+    if (!ownLeftover && processOwner(owner.pid) === key) continue;
+    if (cgroupInstall !== install) {
+      cgroup.removeIfEmpty();
+      continue;
+    }
+    for (const pid of cgroup.pids()) killed.push({ pid, taskId: taskIdOf(pid) });
+    await cgroup.remove(1_000);
+  }
+  return killed;
+}
+
+function isLiveCgroup(dir: string): boolean {
+  for (const cgroup of liveStepCgroups) if (cgroup.dir === dir) return true;
+  return false;
+}
+
+/** Returns SLIPWAY_TASK_ID from a process's environment, or undefined. */
+function taskIdOf(pid: number): string | undefined {
+  try {
+    return variableValue(fs.readFileSync(`/proc/${pid}/environ`), 'SLIPWAY_TASK_ID');
+  } catch {
+    return undefined;
+  }
 }
 
 /**

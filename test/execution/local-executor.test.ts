@@ -5,6 +5,11 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  parseStepCgroupName,
+  stepCgroupName,
+  stepCgroupParent,
+} from '../../src/execution/cgroup.js';
 import { ExecutionError, type ExecutionSpec } from '../../src/execution/executor.js';
 import {
   installId,
@@ -357,17 +362,21 @@ pipelines:
     }
   });
 
-  it('ends a step whose output an escaped process holds', async () => {
+  it('kills an env -i setsid process', async () => {
+    // The host must allow step cgroups, or this test would check the fallback instead.
+    expect(stepCgroupParent()).toBeDefined();
     try {
       const id = await harness.trigger('escaped', { commit: repo.commit });
       const job = await harness.waitForJob(id, 15_000);
       expect(job.status).toBe('success');
       const logs = await harness.logs(id);
       expect(logs).toContain('first step ends');
-      expect(logs).toContain('step "escape" started still holds its output open');
       expect(logs).toContain('second step ran');
-      // The process cleared its environment, so no kill found it.
-      expect(processesWith(`${MARKER}-h`)).toHaveLength(1);
+      // The step's cgroup kill ended it, so it held the output open for no grace period.
+      expect(logs).not.toContain('still holds its output open');
+      await waitFor(() => processesWith(`${MARKER}-h`).length === 0, 2_000);
+      // Each task's cleanup removes its cgroup. This file's worker runs in this process.
+      await waitFor(() => ownStepCgroups().length === 0, 5_000);
     } finally {
       for (const pid of processesWith(`${MARKER}-h`)) process.kill(pid, 'SIGKILL');
       for (const pid of processesWith('sleep 308')) process.kill(pid, 'SIGKILL');
@@ -412,6 +421,166 @@ pipelines:
   });
 });
 
+describe('local executor without step cgroups', () => {
+  it('ends a step whose output an escaped process holds', async () => {
+    const workspace = makeTempDir();
+    const executor = new LocalExecutor(pino({ level: 'silent' }), makeTempDir(), {
+      stepCgroups: false,
+    });
+    const spec = directSpec(workspace, [
+      {
+        name: 'escape',
+        run: `setsid env -i /bin/sh -c 'sleep 311; echo ${MARKER}-i' &\nsleep 0.5\necho first step ends`,
+      },
+      { name: 'next', run: 'echo second step ran' },
+    ]);
+    const { output, text } = collectOutput();
+    try {
+      const result = await executor.run(spec, output, new AbortController().signal);
+      await executor.cleanup(spec);
+      expect(result.exitCode).toBe(0);
+      expect(text()).toContain('first step ends');
+      expect(text()).toContain('step "escape" started still holds its output open');
+      expect(text()).toContain('second step ran');
+      // The process cleared its environment, so no kill found it.
+      expect(processesWith(`${MARKER}-i`)).toHaveLength(1);
+    } finally {
+      for (const pid of processesWith(`${MARKER}-i`)) process.kill(pid, 'SIGKILL');
+      for (const pid of processesWith('sleep 311')) process.kill(pid, 'SIGKILL');
+    }
+  });
+});
+
+describe('local executor step cgroups', () => {
+  it("removes a dead worker's cgroup", async () => {
+    const parent = stepCgroupParent();
+    expect(parent).toBeDefined();
+    const workspaces = makeTempDir();
+    const install = installId(workspaces);
+    // A pid above Linux's limit of 4,194,304 is a worker that has ended.
+    const dead = { pid: 4194305, ticks: '1', namespace: PID_NAMESPACE! };
+    const dir = path.join(parent!, stepCgroupName(install, dead, 'a'.repeat(24)));
+    fs.mkdirSync(dir);
+    const leftover = spawn('sleep', ['312'], { stdio: 'ignore', env: { PATH: process.env.PATH } });
+    const lines: LogLine[] = [];
+    try {
+      fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(leftover.pid));
+      const executor = new LocalExecutor(pino({ level: 'info' }, logSink(lines)), workspaces);
+      await executor.stopLeftovers();
+      await waitFor(() => processesWith('sleep 312').length === 0, 2_000);
+      await waitFor(() => !fs.existsSync(dir), 2_000);
+      // The search that the executor starts when it is made may be the one that logs.
+      await waitFor(() => lines.length > 0, 2_000);
+      expect(lines.map((line) => line.pids)).toContainEqual([leftover.pid]);
+    } finally {
+      leftover.kill('SIGKILL');
+      await waitFor(() => removeCgroup(dir), 2_000);
+    }
+  });
+
+  it("leaves another install's processes", async () => {
+    const parent = stepCgroupParent()!;
+    const dead = { pid: 4194305, ticks: '1', namespace: PID_NAMESPACE! };
+    const otherInstall = installId(makeTempDir());
+    const empty = path.join(parent, stepCgroupName(otherInstall, dead, 'c'.repeat(24)));
+    const populated = path.join(parent, stepCgroupName(otherInstall, dead, 'd'.repeat(24)));
+    fs.mkdirSync(empty);
+    fs.mkdirSync(populated);
+    const other = spawn('sleep', ['313'], { stdio: 'ignore', env: { PATH: process.env.PATH } });
+    try {
+      fs.writeFileSync(path.join(populated, 'cgroup.procs'), String(other.pid));
+      await new LocalExecutor(pino({ level: 'silent' }), makeTempDir()).stopLeftovers();
+      expect(fs.existsSync(empty)).toBe(false);
+      expect(fs.existsSync(populated)).toBe(true);
+      expect(processesWith('sleep 313')).toEqual([other.pid]);
+    } finally {
+      other.kill('SIGKILL');
+      await waitFor(() => processesWith('sleep 313').length === 0, 2_000);
+      await waitFor(() => removeCgroup(populated), 2_000);
+      removeCgroup(empty);
+    }
+  });
+
+  it('leaves the cgroup of a live worker', async () => {
+    const parent = stepCgroupParent()!;
+    const workspaces = makeTempDir();
+    const install = installId(workspaces);
+    const [pid, ticks, namespace] = processOwner(process.ppid)!.split('.') as [
+      string,
+      string,
+      string,
+    ];
+    const dir = path.join(
+      parent,
+      stepCgroupName(install, { pid: Number(pid), ticks, namespace }, 'b'.repeat(24)),
+    );
+    fs.mkdirSync(dir);
+    try {
+      await new LocalExecutor(pino({ level: 'silent' }), workspaces).stopLeftovers();
+      expect(fs.existsSync(dir)).toBe(true);
+    } finally {
+      fs.rmdirSync(dir);
+    }
+  });
+
+  it('removes the cgroup of an unstarted task', async () => {
+    const executor = new LocalExecutor(pino({ level: 'silent' }), makeTempDir());
+    const spec = directSpec('/nonexistent/slipway-workspace', [{ name: 'build', run: 'true' }]);
+    const { output } = collectOutput();
+    await expect(executor.run(spec, output, new AbortController().signal)).rejects.toThrow(
+      ExecutionError,
+    );
+    expect(ownStepCgroups()).toHaveLength(1);
+    await executor.cleanup(spec);
+    expect(ownStepCgroups()).toEqual([]);
+  });
+});
+
+function directSpec(workspace: string, steps: ExecutionSpec['steps']): ExecutionSpec {
+  return {
+    taskId: 'ci-0000abcd.1.0',
+    jobId: 'ci-0000abcd',
+    attempt: 1,
+    steps,
+    env: {},
+    image: null,
+    network: null,
+    user: null,
+    resources: { memory: undefined, cpus: undefined, pids: undefined },
+    workspace,
+    scratch: workspace,
+    labels: {},
+  };
+}
+
+function collectOutput() {
+  const chunks: string[] = [];
+  const output = {
+    write: (chunk: Buffer) => void chunks.push(chunk.toString()),
+    note: (line: string) => void chunks.push(`${line}\n`),
+  };
+  return { output, text: () => chunks.join('') };
+}
+
+/** Removes a cgroup that is empty, and returns whether it is gone. */
+function removeCgroup(dir: string): boolean {
+  try {
+    fs.rmdirSync(dir);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+  return true;
+}
+
+/** Returns the step cgroups that workers in this process made and have not removed. */
+function ownStepCgroups(): string[] {
+  const parent = stepCgroupParent();
+  if (parent === undefined) return [];
+  return fs
+    .readdirSync(parent)
+    .filter((name) => parseStepCgroupName(name)?.owner.pid === process.pid);
+}
+
 /** Returns the process group of `pid`, from /proc/<pid>/stat. */
 function processGroup(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -447,29 +616,13 @@ async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
 describe('local executor steps that cannot start', () => {
   const run = (workspace: string, env: Record<string, string>) => {
     const lines: string[] = [];
-    const spec: ExecutionSpec = {
-      taskId: 'ci-0000abcd.1.0',
-      jobId: 'ci-0000abcd',
-      attempt: 1,
-      steps: [{ name: 'build', run: 'true' }],
-      env,
-      image: null,
-      network: null,
-      user: null,
-      resources: { memory: undefined, cpus: undefined, pids: undefined },
-      workspace,
-      scratch: workspace,
-      labels: {},
-    };
+    const spec: ExecutionSpec = { ...directSpec(workspace, [{ name: 'build', run: 'true' }]), env };
     const output = { write: () => undefined, note: (line: string) => lines.push(line) };
-    return {
-      lines,
-      result: new LocalExecutor(pino({ level: 'silent' }), workspace).run(
-        spec,
-        output,
-        new AbortController().signal,
-      ),
-    };
+    const executor = new LocalExecutor(pino({ level: 'silent' }), workspace);
+    // The worker cleans up after every task, also one whose step could not start.
+    const result = executor.run(spec, output, new AbortController().signal);
+    void result.catch(() => undefined).then(() => executor.cleanup(spec));
+    return { lines, result };
   };
 
   it('raises ExecutionError for a missing workspace', async () => {
