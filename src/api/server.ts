@@ -49,6 +49,7 @@ import { describeRouteRoles } from './openapi-roles.js';
 import { documentSharedResponses } from './shared-responses.js';
 import { boundRequestNumbers } from './number-bounds.js';
 import { clientAddress } from './request-context.js';
+import { stopAccepting } from './drain.js';
 
 /**
  * Copies every route that `app` registers from here on into a second router, and returns a
@@ -130,6 +131,16 @@ const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
 const MAX_PARAM_LENGTH = 100;
 /** How often a closing server closes the connections that went idle since it began to close. */
 const CLOSE_IDLE_EVERY_MS = 100;
+/**
+ * Maximum time a stopping server keeps its idle keep-alive connections open, so that a request
+ * already on its way on one gets a 503 and `Connection: close` rather than a reset. It covers
+ * a one-way delay between continents (an estimate: about 150 ms) and the event-loop delay of a
+ * server busy with a burst, with margin. It ends early once no connection is open. The
+ * listener closes at its start, so a restarted server can bind the port during the window. A
+ * stop with idle clients takes up to this much longer, far inside the 10 s that Docker waits
+ * by default.
+ */
+export const DRAIN_WINDOW_MS = 1_000;
 /** Node's defaults for how long the headers may take and how often timeouts are checked. */
 const DEFAULT_HEADERS_TIMEOUT_MS = 60_000;
 const DEFAULT_CHECKING_INTERVAL_MS = 30_000;
@@ -213,15 +224,15 @@ export async function buildServer(
     authFailureLimit: api.authFailureLimitPerMinute > 0,
   });
 
-  // A close waits for every open connection. Node closes the idle ones when the close starts,
-  // but a keep-alive connection whose response was still being made then (a long-poll claim,
-  // a followed log) would stay open for its keep-alive timeout of 72 s once it went idle.
+  // A stop first closes the listener and keeps the idle keep-alive connections for the drain
+  // window, while every request gets a 503 that closes its connection. The window ends in the
+  // last preClose hook, added after the route modules, so that their hooks (which end the
+  // long-poll claims and followed logs) run at its start.
   let stopping = false;
+  let drained: Promise<void> = Promise.resolve();
   app.addHook('preClose', (done) => {
     stopping = true;
-    const timer = setInterval(() => app.server.closeIdleConnections(), CLOSE_IDLE_EVERY_MS);
-    timer.unref();
-    app.server.once('close', () => clearInterval(timer));
+    drained = stopAccepting(app.server, DRAIN_WINDOW_MS);
     done();
   });
 
@@ -394,6 +405,18 @@ export async function buildServer(
   for (const register of [...ROUTE_MODULES, ...(options.routes ?? [])]) {
     await register(app, context);
   }
+
+  // After this hook, Fastify's close calls server.close(), which waits for every open
+  // connection and closes the idle ones. A keep-alive connection whose response was still
+  // being made then (a long-poll claim, a followed log) would stay open for its keep-alive
+  // timeout of 72 s once it went idle, so such connections are closed as they go idle.
+  // NOTE: preClose hooks of encapsulated plugins run after this one, so after the window.
+  app.addHook('preClose', async () => {
+    await drained;
+    const timer = setInterval(() => app.server.closeIdleConnections(), CLOSE_IDLE_EVERY_MS);
+    timer.unref();
+    app.server.once('close', () => clearInterval(timer));
+  });
   return app;
 }
 
