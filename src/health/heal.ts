@@ -61,16 +61,27 @@ export async function decideHeal(
     .where('component', '=', check.name)
     .where('created_at', '<', new Date(now - ACTION_RETENTION_MS).toISOString())
     .execute();
-  const attempts = await trx
+  // The last action is read without the hour window, because its job may still be queued or
+  // running an hour later, and a cooldown may be longer than an hour.
+  const last = await trx
     .selectFrom('health_actions')
     .select(['created_at', 'finished_at', 'details'])
+    .where('component', '=', check.name)
+    .where('outcome', '!=', 'suppressed')
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  const attempts = await trx
+    .selectFrom('health_actions')
+    .select(['created_at', 'finished_at'])
     .where('component', '=', check.name)
     .where('outcome', '!=', 'suppressed')
     .where('created_at', '>=', new Date(now - HOUR_MS).toISOString())
     .orderBy('created_at', 'desc')
     .execute();
-  const lastJobs = attempts[0] === undefined ? [] : await findActionJobs(trx, attempts[0].details);
-  const suppression = findSuppression(heal, attempts, lastJobs, now);
+  const lastJobs = last === undefined ? [] : await findActionJobs(trx, last.details);
+  const suppression = findSuppression(heal, last, attempts, lastJobs, now);
   const base = {
     component: check.name,
     action: heal.action,
@@ -184,13 +195,17 @@ interface Suppression {
   jobId: string | null;
 }
 
+/**
+ * Returns why the action may not run now, if it may not. `last` is the component's latest
+ * action of any age, and `attempts` are its actions of the last hour, newest first.
+ */
 function findSuppression(
   heal: HealAction,
-  attempts: Attempt[],
+  last: Attempt | undefined,
+  attempts: readonly Attempt[],
   lastJobs: readonly ActionJob[],
   now: number,
 ): Suppression | undefined {
-  const last = attempts[0];
   // A heal job that has not finished is still healing: a second one would run next to it.
   const active = lastJobs.find((job) => !isTerminal(job.status));
   if (active !== undefined) {
