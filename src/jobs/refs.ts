@@ -9,6 +9,20 @@ export function isCommitSha(value: string): boolean {
 }
 
 /**
+ * Returns true when two commit texts name the same commit as git reads abbreviations. They
+ * are equal, or the shorter has at least 7 hex digits and the longer starts with it. Case is
+ * ignored.
+ */
+export function isSameCommit(first: string, second: string): boolean {
+  const [shorter, longer] =
+    first.length <= second.length
+      ? [first.toLowerCase(), second.toLowerCase()]
+      : [second.toLowerCase(), first.toLowerCase()];
+  if (shorter === longer) return true;
+  return shorter.length >= 7 && isCommitSha(shorter) && longer.startsWith(shorter);
+}
+
+/**
  * Returns why `name` is not a valid branch name under git's ref rules
  * (git-check-ref-format), or undefined when it is valid. Unicode is allowed.
  */

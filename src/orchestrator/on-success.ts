@@ -1,4 +1,5 @@
 import type { Transaction } from 'kysely';
+import { isSameCommit } from '../jobs/refs.js';
 import { renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -21,7 +22,8 @@ export const PREVIOUS_COMMIT_VARIABLE = 'PREVIOUS_DEPLOYED_COMMIT';
 
 /**
  * Sets the state variables the job's pipeline names under `on_success.state`. When
- * LAST_DEPLOYED_COMMIT changes, its old value moves to PREVIOUS_DEPLOYED_COMMIT.
+ * LAST_DEPLOYED_COMMIT changes to another commit, its old value moves to
+ * PREVIOUS_DEPLOYED_COMMIT. A short and a full SHA of one commit count as the same commit.
  */
 export async function applyOnSuccess(
   trx: Transaction<Database>,
@@ -39,7 +41,11 @@ export async function applyOnSuccess(
       jobId: job.id,
       details: { name, value, previous: previous ?? null },
     });
-    if (name === 'LAST_DEPLOYED_COMMIT' && previous !== undefined && previous !== value) {
+    if (
+      name === 'LAST_DEPLOYED_COMMIT' &&
+      previous !== undefined &&
+      !isSameCommit(previous, value)
+    ) {
       await setStateVariable(trx, PREVIOUS_COMMIT_VARIABLE, previous);
       await appendAudit(trx, audit, {
         action: 'state_variable_set',

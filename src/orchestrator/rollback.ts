@@ -3,7 +3,7 @@
  * target is the most recent successful deploy or rollback whose commit differs from the
  * one deployed now (LAST_DEPLOYED_COMMIT).
  */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { ApiError } from '../api/errors.js';
 import type { AuditContext } from '../store/audit.js';
@@ -89,7 +89,8 @@ export async function currentDeployedCommit(context: AppContext): Promise<string
 
 /**
  * Returns the most recent successful deploy or rollback that has a commit, skipping those of
- * `exceptCommit` unless it is null.
+ * `exceptCommit` unless it is null. A deploy whose commit is an abbreviation of
+ * `exceptCommit`, or the other way round, deployed the same commit and is skipped too.
  */
 export async function lastSuccessfulDeploy(
   context: AppContext,
@@ -110,6 +111,19 @@ export function selectLastSuccessfulDeploy(db: Kysely<Database>, exceptCommit: s
     .where('type', 'in', DEPLOY_TYPES)
     .where('status', '=', 'success')
     .where('commit_sha', 'is not', null);
-  if (exceptCommit !== null) query = query.where('commit_sha', '!=', exceptCommit);
+  if (exceptCommit !== null) {
+    // Commits are lower-case hex, so a longer commit that starts with exceptCommit sorts
+    // below exceptCommit || 'g'. A shorter one of at least 7 digits that starts
+    // exceptCommit also names the same commit, as in the dependency checks.
+    query = query
+      .where('commit_sha', '!=', exceptCommit)
+      .where(
+        sql<boolean>`NOT (commit_sha > ${exceptCommit} AND commit_sha < ${exceptCommit} || 'g')`,
+      )
+      .where(
+        sql<boolean>`NOT (length(commit_sha) >= 7 AND commit_sha < ${exceptCommit}
+          AND commit_sha = substr(${exceptCommit}, 1, length(commit_sha)))`,
+      );
+  }
   return query.orderBy('finished_at', 'desc').orderBy('id', 'desc').limit(1);
 }
