@@ -125,6 +125,9 @@ export class TaskRun {
       workspace = await createWorkspace(this.#deps.workspacesRoot, spec.task_id);
       await this.#checkout(workspace, output);
       executionSpec = this.#executionSpec(workspace, secrets);
+      if (spec.side_effects && !(await this.#confirmLease())) {
+        throw new ExecutionError('the task was stopped before its first step');
+      }
       const execution = await executor.run(executionSpec, output, this.#controller.signal);
       result = this.#resultOf(execution.exitCode, execution.failedStep, execution.detail);
     } catch (error) {
@@ -314,6 +317,40 @@ export class TaskRun {
 
   #lease() {
     return { worker_id: this.#deps.workerId, attempt: this.#spec.attempt };
+  }
+
+  /**
+   * Sends a heartbeat before the first step of a task with side effects and returns whether
+   * the run may go on. A worker that stalled after the API sent the claim response (a stopped
+   * process, a frozen host) may find that the lease expired, the task ended `error` and a
+   * newer deploy of its concurrency group ran since. Then it must not start the steps. The
+   * heartbeat is retried while the API does not respond.
+   */
+  async #confirmLease(): Promise<boolean> {
+    for (let retry = 0; !this.#controller.signal.aborted; retry += 1) {
+      try {
+        const answer = await this.#deps.client.heartbeat(this.#spec.task_id, this.#lease());
+        this.#endedStatus ??= answer.ended_status;
+        if (answer.cancel_requested) this.stop('cancelled');
+        break;
+      } catch (error) {
+        if (error instanceof AgentError && !error.retryable) {
+          this.#logger.warn(
+            { err: error },
+            'the API rejected the heartbeat before the first step; the task is not started',
+          );
+          this.stop('lease_lost');
+          break;
+        }
+        const delay = FINISH_RETRY_DELAYS_MS[Math.min(retry, FINISH_RETRY_DELAYS_MS.length - 1)]!;
+        this.#logger.warn(
+          { err: error, retry: retry + 1 },
+          `heartbeat before the first step failed; retrying in ${delay} ms`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+    return !this.#controller.signal.aborted;
   }
 
   async #finish(result: Omit<FinishBody, 'worker_id' | 'attempt'>): Promise<TaskRunOutcome> {
