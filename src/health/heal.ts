@@ -63,7 +63,7 @@ export async function decideHeal(
     .execute();
   // The last action is read without the hour window, because its job may still be queued or
   // running an hour later, and a cooldown may be longer than an hour.
-  const last = await trx
+  const lastAction = await trx
     .selectFrom('health_actions')
     .select(['created_at', 'finished_at', 'details'])
     .where('component', '=', check.name)
@@ -80,8 +80,8 @@ export async function decideHeal(
     .where('created_at', '>=', new Date(now - HOUR_MS).toISOString())
     .orderBy('created_at', 'desc')
     .execute();
-  const lastJobs = last === undefined ? [] : await findActionJobs(trx, last.details);
-  const suppression = findSuppression(heal, last, attempts, lastJobs, now);
+  const lastJobs = lastAction === undefined ? [] : await findActionJobs(trx, lastAction.details);
+  const suppression = findSuppression(heal, lastAction, attempts, lastJobs, now);
   const base = {
     component: check.name,
     action: heal.action,
@@ -101,10 +101,14 @@ export async function decideHeal(
       .executeTakeFirst();
     const hold = { next_allowed_at: suppression.nextAllowedAt, job_id: suppression.jobId };
     const lastHold = parseJsonColumn<Record<string, unknown>>(last?.details ?? '{}', {});
+    // A failure count no higher than the last hold's means the check passed in between, so
+    // this is a new outage and the audit log gets a row for it, even with the same hold.
     const repeated =
       last?.outcome === 'suppressed' &&
       (lastHold.next_allowed_at ?? null) === hold.next_allowed_at &&
-      (lastHold.job_id ?? null) === hold.job_id;
+      (lastHold.job_id ?? null) === hold.job_id &&
+      typeof lastHold.failures === 'number' &&
+      failures > lastHold.failures;
     await trx
       .insertInto('health_actions')
       .values({

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -92,5 +93,55 @@ describe('heal limits past one hour', () => {
     );
     expect(suppressed).toHaveLength(1);
     expect(suppressed[0]!.details.reason).toContain('the cooldown is 7200s');
+  });
+});
+
+describe('heal suppression audit rows', () => {
+  let server: TestServer;
+  let up = false;
+  const service = http.createServer((_request, response) => {
+    response.writeHead(up ? 200 : 503).end();
+  });
+
+  beforeAll(async () => {
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    const port = (service.address() as AddressInfo).port;
+    server = await startHealthServer(`
+  - name: flaky
+    type: http
+    url: http://127.0.0.1:${port}/
+    interval: 1h
+    timeout: 1s
+    heal: { action: trigger_job, job_type: deploy, commit: abcdef0123, max_per_hour: 1 }
+`);
+  });
+  afterAll(async () => {
+    await server.close();
+    await new Promise((resolve) => service.close(resolve));
+  });
+
+  const run = async (serviceUp: boolean) => {
+    up = serviceUp;
+    await runHealthChecks(server.context, { force: true, names: ['flaky'] });
+  };
+  const suppressedRows = async () =>
+    (await auditRows(server, 'health_action_suppressed')).filter(
+      (row) => row.details.component === 'flaky',
+    );
+
+  it('writes one row per outage', async () => {
+    await run(false);
+    await run(false);
+    await run(false);
+    expect(await suppressedRows()).toHaveLength(1);
+
+    // The service recovers and fails again while the same hold applies.
+    await run(true);
+    await run(false);
+    await run(false);
+    const rows = await suppressedRows();
+    expect(rows).toHaveLength(2);
+    expect(rows[1]!.details.next_allowed_at).toBe(rows[0]!.details.next_allowed_at);
+    expect(rows[1]!.details.failures).toBe(1);
   });
 });
