@@ -10,6 +10,13 @@
  *     pipeline's `side_effects` setting) ends `error` at once, because running it again
  *     without a person checking the target could deploy twice.
  *
+ * A worker whose lease expired may only be stalled or cut off, with its step still running.
+ * So a side-effects task keeps a lease after it ends `error` (see fenceUntil), and the rest of
+ * its concurrency group waits, as for a task that a status update ended while its worker ran
+ * the step (see dispatch/lease.ts). The wait ends when the worker returns and confirms that
+ * the step stopped, when the orchestrator removed the attempt's container, or at the fence's
+ * end.
+ *
  * A worker that returns after its lease expired cannot overwrite the newer attempt: the
  * agent API compares the attempt number it sends with `tasks.attempt` (409 `lease_lost`).
  */
@@ -22,9 +29,12 @@ import { parseJsonColumn } from '../store/json.js';
 import { findRunningProcesses } from '../store/running-processes.js';
 import { literal } from '../store/prepared.js';
 import type { Database, TaskRow } from '../store/schema.js';
+import { KILL_GRACE_MS } from '../execution/local.js';
 import { isoAfter, nowIso } from '../util/time.js';
 import { ChangeSet } from './changes.js';
-import { refreshJobStatus, transitionTask } from './job-status.js';
+import { refreshJobStatus, transitionTask, wakeGroup } from './job-status.js';
+import { silentAfterMs } from './silent-workers.js';
+import { writeConnection } from '../store/write-queue.js';
 
 export interface LeaseRecovery {
   taskId: string;
@@ -37,6 +47,8 @@ export interface LeaseRecovery {
   /** The lost attempt's log file, and the line that ends it. */
   logPath: string | null;
   reason: string;
+  /** When the concurrency group stops waiting for the lost worker's step (see fenceUntil). */
+  fencedUntil: string | null;
 }
 
 /** Max tasks recovered per transaction, so one pass never holds the write lock for long. */
@@ -94,7 +106,9 @@ export async function recoverExpiredLeases(
         .limit(BATCH)
         .execute();
       const done: LeaseRecovery[] = [];
-      for (const task of expired) done.push(await recoverTask(trx, task, changes, audit));
+      for (const task of expired) {
+        done.push(await recoverTask(trx, task, changes, audit, context.config.worker.leaseSeconds));
+      }
       return done;
     });
     for (const item of batch) {
@@ -205,23 +219,80 @@ function describeAttempt(attempt: number, handBacks: number, maxAttempts: number
   return handBacks > 0 ? `${count}, not counting ${handBacks} hand-back(s)` : count;
 }
 
+/**
+ * Extra milliseconds of a fence past the step's timeout, for the worker to notice the timeout
+ * (it checks on a timer) and for the kill to take effect.
+ */
+const FENCE_MARGIN_MS = 5_000;
+
+/**
+ * Returns until when the concurrency group of a side-effects task whose lease expired waits
+ * for the step to stop, or undefined when it need not wait. A worker that is alive ends the
+ * step at its timeout even when it cannot reach the API. A worker that stays silent is marked
+ * offline after silentAfterMs, and the fence ends then too, so a host that is gone keeps the
+ * group waiting for at most that long. A worker already marked offline is known to be gone (a serve
+ * process that restarted kills the steps its predecessor left), so it gets no fence.
+ *
+ * NOTE: a worker process that is frozen (SIGSTOP, a paused VM) enforces no timeout, so its
+ * step can outlast the fence. When it resumes, its heartbeat stops the step.
+ */
+async function fenceUntil(
+  trx: Transaction<Database>,
+  task: TaskRow,
+  timeoutMs: number | undefined,
+  leaseSeconds: number,
+): Promise<string | undefined> {
+  if (task.worker_id === null || task.started_at === null) return undefined;
+  const worker = await trx
+    .selectFrom('workers')
+    .select(['status', 'last_heartbeat_at'])
+    .where('id', '=', task.worker_id)
+    .executeTakeFirst();
+  if (worker === undefined || worker.status === 'offline') return undefined;
+  const bounds = [Date.parse(worker.last_heartbeat_at) + silentAfterMs(leaseSeconds)];
+  if (timeoutMs !== undefined) {
+    bounds.push(Date.parse(task.started_at) + timeoutMs + KILL_GRACE_MS + FENCE_MARGIN_MS);
+  }
+  const until = Math.min(...bounds.filter(Number.isFinite));
+  return until > Date.now() ? new Date(until).toISOString() : undefined;
+}
+
 async function recoverTask(
   trx: Transaction<Database>,
   task: TaskRow,
   changes: ChangeSet,
   audit: AuditContext,
+  leaseSeconds: number,
 ): Promise<LeaseRecovery> {
   const job = await trx
     .selectFrom('jobs')
-    .select(['pipeline', 'type'])
+    .select(['pipeline', 'type', 'concurrency_group'])
     .where('id', '=', task.job_id)
     .executeTakeFirstOrThrow();
   const pipeline = parseJsonColumn<Partial<Pipeline>>(job.pipeline, {});
   const sideEffects = pipeline.sideEffects === true;
-  const { outcome, reason } = decideRecovery(task, job.type, sideEffects);
+  const decided = decideRecovery(task, job.type, sideEffects);
+  const { outcome } = decided;
+  let { reason } = decided;
+  const fencedUntil =
+    outcome === 'error' && sideEffects && job.concurrency_group !== null
+      ? ((await fenceUntil(trx, task, pipeline.timeoutMs, leaseSeconds)) ?? null)
+      : null;
+  if (fencedUntil !== null) {
+    reason +=
+      `; concurrency group ${job.concurrency_group} waits until the worker confirms that ` +
+      `the step stopped, or until ${fencedUntil}`;
+  }
 
   const to = outcome === 'requeued' ? 'queued' : outcome;
-  await transitionTask(trx, task, to, changes, { reason });
+  await transitionTask(trx, task, to, changes, { reason, keepLease: fencedUntil !== null });
+  if (fencedUntil !== null) {
+    await trx
+      .updateTable('tasks')
+      .set({ lease_expires_at: fencedUntil })
+      .where('id', '=', task.id)
+      .execute();
+  }
 
   await appendAudit(trx, audit, {
     action: 'task_lease_expired',
@@ -235,6 +306,7 @@ async function recoverTask(
       side_effects: sideEffects,
       outcome,
       reason,
+      group_waits_until: fencedUntil,
     },
   });
   await refreshJobStatus(trx, task.job_id, changes, audit);
@@ -247,7 +319,56 @@ async function recoverTask(
     handBacks: task.hand_backs,
     logPath: task.log_path,
     reason,
+    fencedUntil,
   };
+}
+
+/**
+ * Ends the fences of lost attempts whose containers the orchestrator removed, because their
+ * steps stopped with them, so that the rest of each concurrency group may start. Each ended
+ * fence gets a `task_step_stopped` audit row.
+ */
+export async function endFencesOfRemovedContainers(
+  context: AppContext,
+  audit: AuditContext,
+  removed: ReadonlyArray<{ taskId: string; attempt: number }>,
+): Promise<void> {
+  if (removed.length === 0) return;
+  const changes = new ChangeSet();
+  await context.store.write(async (trx) => {
+    for (const { taskId, attempt } of removed) {
+      const ended = await trx
+        .updateTable('tasks')
+        .set({ lease_expires_at: null })
+        .where('id', '=', taskId)
+        .where('attempt', '=', attempt)
+        .where('status', '!=', literal('running'))
+        .where('lease_expires_at', 'is not', null)
+        .returning(['job_id', 'worker_id', 'status'])
+        .executeTakeFirst();
+      if (ended === undefined) continue;
+      await appendAudit(trx, audit, {
+        action: 'task_step_stopped',
+        jobId: ended.job_id,
+        taskId,
+        details: {
+          worker_id: ended.worker_id,
+          attempt,
+          status: ended.status,
+          reported: 'container removed by the orchestrator',
+        },
+      });
+      const job = await trx
+        .selectFrom('jobs')
+        .select('concurrency_group')
+        .where('id', '=', ended.job_id)
+        .executeTakeFirst();
+      if (job?.concurrency_group != null) {
+        wakeGroup(writeConnection(trx), job.concurrency_group, changes);
+      }
+    }
+  });
+  changes.emit(context.events);
 }
 
 /**

@@ -55,6 +55,14 @@ function isOwned(labels: Record<string, string>, running: Map<string, number>): 
   return label === undefined || label === String(attempt);
 }
 
+/** The result of removeOrphanContainers. */
+export interface OrphanContainersRemoved {
+  removed: number;
+  /** The task and attempt of each removed container that names them. */
+  attempts: Array<{ taskId: string; attempt: number }>;
+  error: string | null;
+}
+
 /**
  * Removes the containers no running task owns. `lost` maps task ids to attempts whose lease
  * was just recovered. With it, only those tasks' containers are looked at, and a lost
@@ -66,7 +74,7 @@ export async function removeOrphanContainers(
   audit: AuditContext,
   now: number = Date.now(),
   lost?: ReadonlyMap<string, number>,
-): Promise<{ removed: number; error: string | null }> {
+): Promise<OrphanContainersRemoved> {
   const docker = dockerClient(context.config);
   const instance = instanceId(context.store);
   let containers: Awaited<ReturnType<typeof docker.listContainers>>;
@@ -82,13 +90,14 @@ export async function removeOrphanContainers(
     const localOnly = context.config.worker.executor === 'local' && noEngine;
     const level = lost === undefined && !localOnly ? 'warn' : 'debug';
     context.logger[level]({ err: error }, 'sweep could not list containers; skipping them');
-    return { removed: 0, error: (error as Error).message };
+    return { removed: 0, attempts: [], error: (error as Error).message };
   }
   const running = await runningTasks(
     context,
     containers.map((container) => container.Labels[LABEL_TASK] ?? '').filter(Boolean),
   );
   let removed = 0;
+  const attempts: OrphanContainersRemoved['attempts'] = [];
   for (const container of containers) {
     // The engine filtered already; checking again guards against a filter it ignored.
     if (container.Labels[LABEL_MANAGED] !== 'true') continue;
@@ -108,6 +117,9 @@ export async function removeOrphanContainers(
       continue;
     }
     removed += 1;
+    if (taskId !== null && Number.isInteger(attemptLabel)) {
+      attempts.push({ taskId, attempt: attemptLabel });
+    }
     await context.store.write((trx) =>
       appendAudit(trx, audit, {
         action: 'container_removed',
@@ -125,7 +137,7 @@ export async function removeOrphanContainers(
       }),
     );
   }
-  return { removed, error: null };
+  return { removed, attempts, error: null };
 }
 
 export async function removeOrphanWorkspaces(

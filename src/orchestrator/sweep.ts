@@ -27,7 +27,7 @@ import { getStateVariable, setStateVariable } from '../store/state-variables.js'
 import { ChangeSet } from './changes.js';
 import { explainQueued } from './diagnose.js';
 import { refreshJobStatus, transitionTask } from './job-status.js';
-import { recoverExpiredLeases } from './leases.js';
+import { endFencesOfRemovedContainers, recoverExpiredLeases } from './leases.js';
 import { jobTemplateValues } from './on-success.js';
 import { lastSuccessfulDeploy } from './rollback.js';
 import { removeOrphanContainers, removeOrphanWorkspaces } from './orphans.js';
@@ -48,6 +48,7 @@ export async function runSweep(
   const unheldTimedOut = await timeOutUnheldTasks(context, audit);
   const unschedulable = await explainQueuedJobs(context, audit);
   const containers = await removeOrphanContainers(context, audit);
+  await endFencesOfRemovedContainers(context, audit, containers.attempts);
   const workspaces = await removeOrphanWorkspaces(context, audit);
   const deployState = await repairDeployState(context, audit);
   const jobCounts = await repairJobCounts(context, audit);

@@ -8,7 +8,7 @@
 import os from 'node:os';
 import type { AppContext } from '../app/context.js';
 import type { AuditContext } from '../store/audit.js';
-import { recoverExpiredLeases } from './leases.js';
+import { endFencesOfRemovedContainers, recoverExpiredLeases } from './leases.js';
 import { markSilentWorkersOffline } from './silent-workers.js';
 import { removeOrphanContainers } from './orphans.js';
 import { settleWaitingJobs } from './waiting.js';
@@ -64,7 +64,13 @@ export class Watchdog {
       if (recovered.length > 0) {
         // The lost worker's containers may still run, next to the attempt that replaces them.
         const lost = new Map(recovered.map((item) => [item.taskId, item.attempt]));
-        await removeOrphanContainers(this.context, this.#audit, Date.now(), lost);
+        const { attempts } = await removeOrphanContainers(
+          this.context,
+          this.#audit,
+          Date.now(),
+          lost,
+        );
+        await endFencesOfRemovedContainers(this.context, this.#audit, attempts);
       }
       if (Date.now() - this.#waitingSettledAt >= WAITING_PERIOD_MS) {
         this.#waitingSettledAt = Date.now();

@@ -94,7 +94,10 @@ describe('orchestration sweep', () => {
     const early = await removeOrphanContainers(server.context, audit);
     expect(early.removed).toBe(0);
     const result = await removeOrphanContainers(server.context, audit, LATER);
-    expect(result).toEqual({ removed: 2, error: null });
+    expect(result.removed).toBe(2);
+    expect(result.error).toBeNull();
+    // The orphan has no attempt label, so only the stale attempt is listed.
+    expect(result.attempts).toEqual([{ taskId: live.taskId, attempt: 7 }]);
     expect(await exists(orphan)).toBe(false);
     expect(await exists(staleAttempt)).toBe(false);
     expect(await exists(owned)).toBe(true);
