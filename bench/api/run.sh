@@ -8,8 +8,8 @@
 #   DURATION (10s)  CONNECTIONS (32)  THREADS (2)  API_WORKERS (Slipway processes, 1)
 #   PEER_WORKERS (gunicorn workers, 4)  ROUNDS (3)  OUT_DIR (/tmp/slipway-bench-api)
 #   CANCEL_IN_PROGRESS (true): false runs Slipway with the default pipeline file changed so that
-#   a ci trigger does not cancel the branch's earlier ci job, which the default file asks for
-#   and the peer has no notion of. It shows what that cancel costs, not the default setup.
+#   a ci trigger does not cancel the branch's earlier ci job. The default file sets that cancel,
+#   and the peer has none. It shows what the cancel costs, not the default setup.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
