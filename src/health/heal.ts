@@ -279,7 +279,7 @@ export async function performHeal(
         .execute();
       await appendAudit(trx, audit, {
         action: outcome === 'succeeded' ? 'health_action_succeeded' : 'health_action_failed',
-        jobId: typeof details.job_id === 'string' ? details.job_id : null,
+        jobId: actionJobId(details),
         details: { component: check.name, action: heal.action, target, ...details },
       });
     });
@@ -287,6 +287,21 @@ export async function performHeal(
     logger.error({ err: error, actionId }, 'cannot record the outcome of a self-healing action');
   }
   return { outcome, details };
+}
+
+/**
+ * Returns the job that an action started, for its audit row: the triggered job, or the one job
+ * of a recovery procedure. A procedure that started several jobs names them in its details only.
+ */
+function actionJobId(details: Record<string, unknown>): string | null {
+  if (typeof details.job_id === 'string') return details.job_id;
+  const jobs = Array.isArray(details.jobs) ? (details.jobs as unknown[]) : [];
+  const ids = jobs
+    .map((job) =>
+      typeof job === 'object' && job !== null ? (job as { job_id?: unknown }).job_id : undefined,
+    )
+    .filter((id): id is string => typeof id === 'string');
+  return ids.length === 1 ? ids[0]! : null;
 }
 
 async function runAction(

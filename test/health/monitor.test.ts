@@ -166,6 +166,8 @@ recovery:
     const jobs = recovered!.details.jobs as Array<{ job_id: string; type: string }>;
     expect(jobs).toHaveLength(1);
     expect(jobs[0]!.type).toBe('deploy');
+    // The row names the procedure's one job, so a search of the audit log by job finds it.
+    expect(recovered!.job_id).toBe(jobs[0]!.job_id);
     const executed = await auditRows(server, 'recovery_executed');
     expect(executed.length).toBeGreaterThanOrEqual(1);
   });
