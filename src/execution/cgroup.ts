@@ -20,20 +20,21 @@ const REMOVE_RETRY_MS = 20;
 
 /**
  * Returns the directory of this process's cgroup in the cgroup v2 hierarchy when this process
- * may make cgroups there, or undefined.
+ * may make cgroups there, or undefined. `mountinfo` and `membership` default to this process's
+ * /proc/self/mountinfo and /proc/self/cgroup.
  */
-export function stepCgroupParent(): string | undefined {
-  let mountinfo: string;
-  let membership: string;
+export function stepCgroupParent(mountinfo?: string, membership?: string): string | undefined {
   try {
-    mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-    membership = fs.readFileSync('/proc/self/cgroup', 'utf8');
+    mountinfo ??= fs.readFileSync('/proc/self/mountinfo', 'utf8');
+    membership ??= fs.readFileSync('/proc/self/cgroup', 'utf8');
   } catch {
     return undefined;
   }
   // In cgroup v2 the line is `0::<path>`, the path from the hierarchy's root.
   const own = /^0::(\/.*)$/m.exec(membership)?.[1];
   if (own === undefined) return undefined;
+  // The hierarchy may be mounted more than once, and a read-only mount (a container's view,
+  // say) may come before a writable one, so every mount that shows this cgroup is tried.
   for (const line of mountinfo.split('\n')) {
     // Fields: id, parent, device, root, mount point, options, optional fields, "-", type.
     const [before, after] = line.split(' - ');
@@ -52,7 +53,7 @@ export function stepCgroupParent(): string | undefined {
       fs.accessSync(parent, fs.constants.W_OK);
       return parent;
     } catch {
-      return undefined;
+      // Read-only or missing here: another mount of the hierarchy may still be writable.
     }
   }
   return undefined;
