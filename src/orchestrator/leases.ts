@@ -220,8 +220,8 @@ function describeAttempt(attempt: number, handBacks: number, maxAttempts: number
 }
 
 /**
- * Extra milliseconds of a fence past the step's timeout, for the worker to notice the timeout
- * (it checks on a timer) and for the kill to take effect.
+ * Extra milliseconds of a fence past the step's timeout and kill grace, for the worker's timer
+ * to fire and for the kill to take effect.
  */
 const FENCE_MARGIN_MS = 5_000;
 
@@ -251,7 +251,12 @@ async function fenceUntil(
   if (worker === undefined || worker.status === 'offline') return undefined;
   const bounds = [Date.parse(worker.last_heartbeat_at) + silentAfterMs(leaseSeconds)];
   if (timeoutMs !== undefined) {
-    bounds.push(Date.parse(task.started_at) + timeoutMs + KILL_GRACE_MS + FENCE_MARGIN_MS);
+    // The worker starts its timeout when it takes up the claim, which can be up to a lease
+    // after the claim was written: later, its heartbeat before the first step is rejected.
+    const leaseMs = leaseSeconds * 1000;
+    bounds.push(
+      Date.parse(task.started_at) + leaseMs + timeoutMs + KILL_GRACE_MS + FENCE_MARGIN_MS,
+    );
   }
   const until = Math.min(...bounds.filter(Number.isFinite));
   return until > Date.now() ? new Date(until).toISOString() : undefined;

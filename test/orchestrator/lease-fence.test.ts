@@ -100,10 +100,11 @@ describe('fence after a lost deploy lease', () => {
     const startedAt = Date.parse((await taskOf(jobId)).started_at!);
     const [recovered] = await recoverExpiredLeases(server.context, audit);
     expect(recovered!.outcome).toBe('error');
-    // The step's timeout comes first here: 1 minute, plus the kill's grace and a margin.
+    // The step's timeout comes first here: 1 minute, plus a lease, the kill's grace and a margin.
     const until = Date.parse(recovered!.fencedUntil!);
-    expect(until - startedAt).toBeGreaterThanOrEqual(TIMEOUT_MS);
-    expect(until - startedAt).toBeLessThan(TIMEOUT_MS + 10_000);
+    const leaseMs = server.context.config.worker.leaseSeconds * 1000;
+    expect(until - startedAt).toBeGreaterThanOrEqual(TIMEOUT_MS + leaseMs);
+    expect(until - startedAt).toBeLessThan(TIMEOUT_MS + leaseMs + 10_000);
     const task = await taskOf(jobId);
     expect(task.status).toBe('error');
     expect(task.lease_expires_at).toBe(recovered!.fencedUntil);
