@@ -242,8 +242,11 @@ export class LocalExecutor implements Executor {
     this.#marks.delete(spec.taskId);
     const cgroup = marked?.cgroup;
     if (cgroup === undefined) return;
+    // The cgroup stays live while it is removed, so that a search for leftovers meanwhile
+    // does not report the processes of a task that ended normally.
+    const removed = await cgroup.remove(CGROUP_REMOVE_TIMEOUT_MS);
     liveStepCgroups.delete(cgroup);
-    if (!(await cgroup.remove(CGROUP_REMOVE_TIMEOUT_MS))) {
+    if (!removed) {
       this.#logger.warn(
         { task: spec.taskId, cgroup: cgroup.dir, pids: cgroup.pids() },
         'processes of the steps did not end after SIGKILL; the next search for leftovers ' +
