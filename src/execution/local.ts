@@ -13,10 +13,10 @@
  *
  * NOTE: without a step cgroup, a process escapes both the group and the mark when it starts
  * with a cleared environment (env -i) or without the variable. It also escapes when it writes
- * its process title over the environment block, as Perl 5.36 does for a long `$0 = ...`. Outside Linux
- * there is no /proc to search. When such a process keeps the step's output open, the step
- * ends OUTPUT_CLOSE_GRACE_MS after its shell exits, and the process's later output is not
- * logged.
+ * its process title over the environment block, as Perl 5.36 does for a long `$0 = ...`.
+ * Outside Linux there is no /proc to search. When such a process keeps the step's output
+ * open, the step ends OUTPUT_CLOSE_GRACE_MS after its shell exits, and the process's later
+ * output is not logged.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -60,8 +60,8 @@ export const PROCESS_OWNER_VARIABLE = 'SLIPWAY_PROCESS_OWNER';
  * The outer shell of every step. It first moves itself into the task's cgroup when `$2` names
  * that cgroup's `cgroup.procs`, so every process it starts is in the cgroup too. It then starts
  * the guard that kills the step's process group once fd 3 reaches end of file, closes fd 3 for
- * the step itself, and runs the step. The guard is
- * started from a subshell that exits at once, so it is not a child of the step's process.
+ * the step itself, and runs the step. The guard is started from a subshell that exits at once,
+ * so it is not a child of the step's process.
  * Otherwise a step that waits for all its children (`exec` of a program that calls wait()
  * until ECHILD) would wait for the guard forever, and `pkill -P $$` would kill it.
  */
