@@ -1,7 +1,8 @@
 /**
  * The drain window of a stopping API server. It keeps the idle keep-alive connections open
- * for a short while, so that the server reads a request a client is already sending on one and
- * responds with a 503 and `Connection: close`, where a closed socket would send a TCP reset.
+ * for a short while, so that the server reads a request that a client is already sending on
+ * one. The server then responds with a 503 and `Connection: close`, where a closed socket
+ * would send a TCP reset.
  */
 import type http from 'node:http';
 import net from 'node:net';

@@ -226,6 +226,23 @@ async function confirmStopped(
   changes: ChangeSet,
   audit: AuditContext,
 ): Promise<TaskRow> {
+  await endStoppedLease(trx, { ...task, worker_id: holder.workerId }, reported, changes, audit);
+  await touchWorker(trx, holder.workerId);
+  return { ...task, lease_expires_at: null };
+}
+
+/**
+ * Ends the lease that an ended task kept while its step may still run, once the step is known
+ * to have stopped (`reported` describes how), with a `task_step_stopped` audit row. The queued jobs
+ * of its concurrency group may start then.
+ */
+export async function endStoppedLease(
+  trx: Trx,
+  task: Pick<TaskRow, 'id' | 'job_id' | 'worker_id' | 'attempt' | 'status'>,
+  reported: string,
+  changes: ChangeSet,
+  audit: AuditContext,
+): Promise<void> {
   await trx
     .updateTable('tasks')
     .set({ lease_expires_at: null })
@@ -235,14 +252,12 @@ async function confirmStopped(
     action: 'task_step_stopped',
     jobId: task.job_id,
     taskId: task.id,
-    details: { worker_id: holder.workerId, attempt: task.attempt, status: task.status, reported },
+    details: { worker_id: task.worker_id, attempt: task.attempt, status: task.status, reported },
   });
-  await touchWorker(trx, holder.workerId);
   const job = await findJob(trx, task.job_id);
   if (job !== undefined && job.concurrency_group !== null) {
     wakeGroup(writeConnection(trx), job.concurrency_group, changes);
   }
-  return { ...task, lease_expires_at: null };
 }
 
 /**

@@ -69,7 +69,7 @@ function unescapeMountPath(text: string): string {
 /** The worker that made a step cgroup, as its name records it. */
 export interface StepCgroupOwner {
   pid: number;
-  /** The worker's start time in clock ticks after boot, which tells it from a reused pid. */
+  /** The worker's start time in clock ticks after boot, which differs from a later process's with the same pid. */
   ticks: string;
   /** The inode number of the worker's pid namespace. */
   namespace: string;

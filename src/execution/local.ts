@@ -142,9 +142,9 @@ export class LocalExecutor implements Executor {
     this.#install = installId(workspaceRoot);
     const owner = processOwner(process.pid);
     this.#owner = owner === undefined ? undefined : `${owner}.${this.#install}`;
-    if (owner !== undefined && options.stepCgroups !== false) {
-      const [, ticks, namespace] = owner.split('.') as [string, string, string];
-      this.#cgroupOwner = { pid: process.pid, ticks, namespace };
+    const ticks = processStartTicks(process.pid);
+    if (ticks !== undefined && PID_NAMESPACE !== undefined && options.stepCgroups !== false) {
+      this.#cgroupOwner = { pid: process.pid, ticks: String(ticks), namespace: PID_NAMESPACE };
       this.#cgroupParent = stepCgroupParent();
     }
     logger.debug(

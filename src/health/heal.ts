@@ -164,11 +164,7 @@ interface ActionJob {
  * recovery procedure such as `run_pipeline`.
  */
 async function findActionJobs(trx: Transaction<Database>, details: string): Promise<ActionJob[]> {
-  const parsed = parseJsonColumn<{ job_id?: unknown; jobs?: unknown }>(details, {});
-  const named = [parsed.job_id, ...(Array.isArray(parsed.jobs) ? parsed.jobs : [])].map((item) =>
-    typeof item === 'object' && item !== null ? (item as { job_id?: unknown }).job_id : item,
-  );
-  const ids = named.filter((id): id is string => typeof id === 'string');
+  const ids = actionJobIds(parseJsonColumn<Record<string, unknown>>(details, {}));
   if (ids.length === 0) return [];
   return trx
     .selectFrom('jobs')
@@ -289,18 +285,21 @@ export async function performHeal(
   return { outcome, details };
 }
 
+/** Returns the ids of the jobs an action's details name: `job_id` and each of `jobs`. */
+function actionJobIds(details: Record<string, unknown>): string[] {
+  const jobs = Array.isArray(details.jobs) ? (details.jobs as unknown[]) : [];
+  const named = [details.job_id, ...jobs].map((item) =>
+    typeof item === 'object' && item !== null ? (item as { job_id?: unknown }).job_id : item,
+  );
+  return named.filter((id): id is string => typeof id === 'string');
+}
+
 /**
  * Returns the job that an action started, for its audit row: the triggered job, or the one job
  * of a recovery procedure. A procedure that started several jobs names them in its details only.
  */
 function actionJobId(details: Record<string, unknown>): string | null {
-  if (typeof details.job_id === 'string') return details.job_id;
-  const jobs = Array.isArray(details.jobs) ? (details.jobs as unknown[]) : [];
-  const ids = jobs
-    .map((job) =>
-      typeof job === 'object' && job !== null ? (job as { job_id?: unknown }).job_id : undefined,
-    )
-    .filter((id): id is string => typeof id === 'string');
+  const ids = actionJobIds(details);
   return ids.length === 1 ? ids[0]! : null;
 }
 

@@ -22,6 +22,7 @@
  */
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
+import { endStoppedLease } from '../dispatch/lease.js';
 import { taskLogStore } from '../dispatch/services.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
@@ -32,9 +33,8 @@ import type { Database, TaskRow } from '../store/schema.js';
 import { KILL_GRACE_MS } from '../execution/local.js';
 import { isoAfter, nowIso } from '../util/time.js';
 import { ChangeSet } from './changes.js';
-import { refreshJobStatus, transitionTask, wakeGroup } from './job-status.js';
+import { refreshJobStatus, transitionTask } from './job-status.js';
 import { silentAfterMs } from './silent-workers.js';
-import { writeConnection } from '../store/write-queue.js';
 
 export interface LeaseRecovery {
   taskId: string;
@@ -342,35 +342,16 @@ export async function endFencesOfRemovedContainers(
   const changes = new ChangeSet();
   await context.store.write(async (trx) => {
     for (const { taskId, attempt } of removed) {
-      const ended = await trx
-        .updateTable('tasks')
-        .set({ lease_expires_at: null })
+      const fenced = await trx
+        .selectFrom('tasks')
+        .select(['id', 'job_id', 'worker_id', 'attempt', 'status'])
         .where('id', '=', taskId)
         .where('attempt', '=', attempt)
         .where('status', '!=', literal('running'))
         .where('lease_expires_at', 'is not', null)
-        .returning(['job_id', 'worker_id', 'status'])
         .executeTakeFirst();
-      if (ended === undefined) continue;
-      await appendAudit(trx, audit, {
-        action: 'task_step_stopped',
-        jobId: ended.job_id,
-        taskId,
-        details: {
-          worker_id: ended.worker_id,
-          attempt,
-          status: ended.status,
-          reported: 'container removed by the orchestrator',
-        },
-      });
-      const job = await trx
-        .selectFrom('jobs')
-        .select('concurrency_group')
-        .where('id', '=', ended.job_id)
-        .executeTakeFirst();
-      if (job?.concurrency_group != null) {
-        wakeGroup(writeConnection(trx), job.concurrency_group, changes);
-      }
+      if (fenced === undefined) continue;
+      await endStoppedLease(trx, fenced, 'container removed by the orchestrator', changes, audit);
     }
   });
   changes.emit(context.events);
