@@ -262,14 +262,17 @@ export async function endStoppedLease(
 
 /**
  * Returns whether this exact report already ended the task. A worker retries a finish whose
- * response was lost on the way, and a lease_lost error would then be wrong.
+ * response was lost on the way, and a lease_lost error would then be wrong. The reason counts:
+ * lease recovery may have ended the task with the status and exit code of a worker's late
+ * report, which must still be rejected and recorded.
  */
 function isRepeatedFinish(task: TaskRow, holder: LeaseHolder, report: FinishReport): boolean {
   return (
     task.status === report.status &&
     task.worker_id === holder.workerId &&
     task.attempt === holder.attempt &&
-    task.exit_code === report.exitCode
+    task.exit_code === report.exitCode &&
+    task.reason === report.reason
   );
 }
 

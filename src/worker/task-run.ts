@@ -113,6 +113,7 @@ export class TaskRun {
     let executionSpec: ExecutionSpec | undefined;
     let executor: Executor | undefined;
     let result: Omit<FinishBody, 'worker_id' | 'attempt' | 'duration_ms'>;
+    let stepsStarted = false;
     try {
       executor = this.#executorFor(spec);
       output.note(
@@ -128,6 +129,7 @@ export class TaskRun {
       if (spec.side_effects && !(await this.#confirmLease())) {
         throw new ExecutionError('the task was stopped before its first step');
       }
+      stepsStarted = true;
       const execution = await executor.run(executionSpec, output, this.#controller.signal);
       result = this.#resultOf(execution.exitCode, execution.failedStep, execution.detail);
     } catch (error) {
@@ -140,8 +142,8 @@ export class TaskRun {
     heartbeat.stop();
     const durationMs = performance.now() - started;
     if (stopReason === 'lease_lost') {
-      this.#logger.warn('lease lost; the task was dropped without reporting a result');
       await output.close();
+      await this.#reportLostLease(stepsStarted, durationMs);
       return 'lease_lost';
     }
     const seconds = (durationMs / 1000).toFixed(1);
@@ -351,6 +353,33 @@ export class TaskRun {
       }
     }
     return !this.#controller.signal.aborted;
+  }
+
+  /**
+   * Reports once that this attempt stopped after its lease was lost. The API rejects the
+   * report and leaves the task as lease recovery ended it. It records the report in the audit
+   * log (`task_report_rejected`), which shows when the late step stopped, or that none started.
+   */
+  async #reportLostLease(stepsStarted: boolean, durationMs: number): Promise<void> {
+    const seconds = (durationMs / 1000).toFixed(1);
+    const reason = stepsStarted
+      ? `the API rejected the lease, so worker ${this.#deps.workerId} stopped the steps ` +
+        `${seconds} s after the task started`
+      : `the API rejected the lease before the first step, so worker ${this.#deps.workerId} ` +
+        'ran no step';
+    this.#logger.warn(`lease lost; ${reason}; the result of this attempt is dropped`);
+    try {
+      await this.#deps.client.finish(this.#spec.task_id, {
+        ...this.#lease(),
+        status: 'error',
+        exit_code: null,
+        reason,
+        duration_ms: durationMs,
+      });
+    } catch (error) {
+      if (error instanceof AgentError && error.leaseLost) return;
+      this.#logger.warn({ err: error }, 'could not report the stop after the lost lease');
+    }
   }
 
   async #finish(result: Omit<FinishBody, 'worker_id' | 'attempt'>): Promise<TaskRunOutcome> {

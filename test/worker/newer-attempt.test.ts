@@ -57,5 +57,14 @@ pipelines:
       .where('job_id', '=', id)
       .execute();
     expect(redelivered).toEqual([]);
+    // The stopped first attempt tells the API, which records the rejected report.
+    const rejected = await context.store.db
+      .selectFrom('audit_log')
+      .select('details')
+      .where('action', '=', 'task_report_rejected')
+      .where('task_id', '=', taskId)
+      .execute();
+    expect(rejected).toHaveLength(1);
+    expect(JSON.parse(rejected[0]!.details)).toMatchObject({ attempt: 1, task_attempt: 2 });
   });
 });
