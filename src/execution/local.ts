@@ -373,14 +373,19 @@ const liveStepGroups = new Set<number>();
 /** Cgroups of the tasks of this process whose cleanup has not run, for killLiveSteps. */
 const liveStepCgroups = new Set<StepCgroup>();
 
+/** How long killLiveSteps waits for the killed cgroups to empty, so it can remove them. */
+const KILLED_CGROUP_WAIT_MS = 500;
+
 /**
  * Kills the process group and the cgroup of every step running in this process, at once and
  * synchronously, for a process that exits without stopping its tasks (a second stop signal).
- * Returns how many groups it signalled. Processes that left their group without a cgroup, and
- * the emptied cgroups, are found at the next start.
+ * Returns how many groups it signalled. It removes each killed cgroup once empty, waiting up to
+ * KILLED_CGROUP_WAIT_MS. Processes that left their group without a cgroup, and cgroups still
+ * not empty, are found at the next start.
  */
 export function killLiveSteps(): number {
   for (const cgroup of liveStepCgroups) cgroup.signal('SIGKILL');
+  removeWhenEmpty([...liveStepCgroups], KILLED_CGROUP_WAIT_MS);
   liveStepCgroups.clear();
   let killed = 0;
   for (const pid of liveStepGroups) {
@@ -393,6 +398,20 @@ export function killLiveSteps(): number {
   }
   liveStepGroups.clear();
   return killed;
+}
+
+/**
+ * Removes each cgroup once its processes have exited, polling every 5 ms for up to `waitMs`.
+ * It blocks the thread, for a process about to exit.
+ */
+function removeWhenEmpty(cgroups: StepCgroup[], waitMs: number): void {
+  const deadline = Date.now() + waitMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  let left = cgroups.filter((cgroup) => !cgroup.removeIfEmpty());
+  while (left.length > 0 && Date.now() < deadline) {
+    Atomics.wait(pause, 0, 0, 5);
+    left = left.filter((cgroup) => !cgroup.removeIfEmpty());
+  }
 }
 
 /** Sends `signal` to every process of the group led by `pid`; a gone group is fine. */

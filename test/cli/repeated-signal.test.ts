@@ -3,6 +3,7 @@
  * process exits at once, as Node's default action would, and logs what that leaves behind.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { listStepCgroups, stepCgroupParent } from '../../src/execution/cgroup.js';
 import { ensureBuilt, spawnCli, type CliProcess, waitUntil } from '../support/cli.js';
 import { processesWith, writePipelineFile } from '../support/execution.js';
 import { freePort } from '../support/ports.js';
@@ -66,5 +67,11 @@ pipelines:
     // The step ends with the process instead of running on until the next start finds it.
     expect(serve.output()).toContain('1 local step(s) were killed');
     await waitUntil(() => processesWith('sleep 30.25').length === 0, 'the step to end', 3_000);
+    // Its step cgroup, where the worker can make one, is removed before the exit.
+    const parent = stepCgroupParent();
+    if (parent !== undefined) {
+      const left = listStepCgroups(parent).filter(({ owner }) => owner.pid === serve!.child.pid);
+      expect(left.map(({ cgroup }) => cgroup.dir)).toEqual([]);
+    }
   });
 });
