@@ -2,7 +2,7 @@
  * The claim payload of one task: everything a worker needs to run it without reading the
  * database or the pipeline file.
  */
-import { renderImage } from '../pipeline/load.js';
+import { DEFAULT_TIMEOUT_MS, renderImage } from '../pipeline/load.js';
 import type { Pipeline, Resources, SecretRef, Step } from '../pipeline/types.js';
 import { parseJsonColumn } from '../store/json.js';
 import type { JobRow, TaskRow } from '../store/schema.js';
@@ -124,7 +124,7 @@ export function buildTaskSpec(job: JobRow, task: TaskRow): TaskSpec {
     steps: pipeline.steps ?? [],
     env: taskEnvironment(job, task, pipeline, matrix),
     secrets: pipeline.secrets ?? [],
-    timeout_ms: pipeline.timeoutMs ?? 3_600_000,
+    timeout_ms: pipeline.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     network: pipeline.network ?? null,
     // Jobs stored before `user` existed have no such field.
     user: pipeline.user ?? null,

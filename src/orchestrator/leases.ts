@@ -24,6 +24,7 @@ import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { endStoppedLease } from '../dispatch/lease.js';
 import { taskLogStore } from '../dispatch/services.js';
+import { DEFAULT_TIMEOUT_MS } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
@@ -239,7 +240,7 @@ const FENCE_MARGIN_MS = 5_000;
 async function fenceUntil(
   trx: Transaction<Database>,
   task: TaskRow,
-  timeoutMs: number | undefined,
+  timeoutMs: number,
   leaseSeconds: number,
 ): Promise<string | undefined> {
   if (task.worker_id === null || task.started_at === null) return undefined;
@@ -249,15 +250,13 @@ async function fenceUntil(
     .where('id', '=', task.worker_id)
     .executeTakeFirst();
   if (worker === undefined || worker.status === 'offline') return undefined;
-  const bounds = [Date.parse(worker.last_heartbeat_at) + silentAfterMs(leaseSeconds)];
-  if (timeoutMs !== undefined) {
-    // The worker starts its timeout when it takes up the claim, which can be up to a lease
-    // after the claim was written: later, its heartbeat before the first step is rejected.
-    const leaseMs = leaseSeconds * 1000;
-    bounds.push(
-      Date.parse(task.started_at) + leaseMs + timeoutMs + KILL_GRACE_MS + FENCE_MARGIN_MS,
-    );
-  }
+  // The worker starts its timeout when it takes up the claim, which can be up to a lease
+  // after the claim was written: later, its heartbeat before the first step is rejected.
+  const leaseMs = leaseSeconds * 1000;
+  const bounds = [
+    Date.parse(worker.last_heartbeat_at) + silentAfterMs(leaseSeconds),
+    Date.parse(task.started_at) + leaseMs + timeoutMs + KILL_GRACE_MS + FENCE_MARGIN_MS,
+  ];
   const until = Math.min(...bounds.filter(Number.isFinite));
   return until > Date.now() ? new Date(until).toISOString() : undefined;
 }
@@ -281,7 +280,8 @@ async function recoverTask(
   let { reason } = decided;
   const fencedUntil =
     outcome === 'error' && sideEffects && job.concurrency_group !== null
-      ? ((await fenceUntil(trx, task, pipeline.timeoutMs, leaseSeconds)) ?? null)
+      ? ((await fenceUntil(trx, task, pipeline.timeoutMs ?? DEFAULT_TIMEOUT_MS, leaseSeconds)) ??
+        null)
       : null;
   if (fencedUntil !== null) {
     reason +=

@@ -18,7 +18,7 @@
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app/context.js';
 import { deriveJobStatus, isTerminal, TERMINAL_STATUSES } from '../jobs/status.js';
-import { renderTemplate } from '../pipeline/load.js';
+import { DEFAULT_TIMEOUT_MS, renderTemplate } from '../pipeline/load.js';
 import type { Pipeline } from '../pipeline/types.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { parseJsonColumn } from '../store/json.js';
@@ -249,8 +249,9 @@ export async function timeOutUnheldTasks(
     .where('tasks.worker_id', 'is', null)
     .execute();
   const due = candidates.flatMap((row) => {
-    const timeoutMs = parseJsonColumn<Partial<Pipeline>>(row.pipeline, {}).timeoutMs;
-    if (timeoutMs === undefined || row.started_at === null) return [];
+    const timeoutMs =
+      parseJsonColumn<Partial<Pipeline>>(row.pipeline, {}).timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (row.started_at === null) return [];
     return now - Date.parse(row.started_at) > timeoutMs ? [{ id: row.id, timeoutMs }] : [];
   });
   if (due.length === 0) return 0;

@@ -31,7 +31,8 @@ export const DEFAULT_PIPELINES_PATH = fileURLToPath(
 
 /** Job types whose `side_effects` setting defaults to true, so a lost task is not run again. */
 const SIDE_EFFECT_TYPES = new Set(['deploy', 'rollback', 'recovery']);
-const DEFAULT_TIMEOUT_MS = 60 * 60_000;
+/** The timeout of a pipeline that sets none, also for job snapshots stored without one. */
+export const DEFAULT_TIMEOUT_MS = 60 * 60_000;
 const TEMPLATE = /\$\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}/g;
 
 export interface PipelineProblem {

@@ -133,6 +133,35 @@ describe('fence after a lost deploy lease', () => {
     expect((await taskOf(jobId)).lease_expires_at).toBeNull();
   });
 
+  it('uses the default timeout without one stored', async () => {
+    // A job stored before timeouts were kept in its pipeline snapshot ran with the default 1 h.
+    const jobId = await lostDeploy('aa00000005', 'fence-old-row', 'online', 59 * 60_000);
+    const snapshot = JSON.parse(
+      (
+        await server.context.store.db
+          .selectFrom('jobs')
+          .select('pipeline')
+          .where('id', '=', jobId)
+          .executeTakeFirstOrThrow()
+      ).pipeline,
+    ) as Record<string, unknown>;
+    delete snapshot.timeoutMs;
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('jobs')
+        .set({ pipeline: JSON.stringify(snapshot) })
+        .where('id', '=', jobId)
+        .execute(),
+    );
+    const startedAt = Date.parse((await taskOf(jobId)).started_at!);
+    const [recovered] = await recoverExpiredLeases(server.context, audit);
+    // The timeout bound, about 1 minute and a lease from now, comes before the silence bound.
+    const until = Date.parse(recovered!.fencedUntil!);
+    const leaseMs = server.context.config.worker.leaseSeconds * 1000;
+    expect(until - startedAt).toBeGreaterThanOrEqual(3_600_000 + leaseMs);
+    expect(until - startedAt).toBeLessThan(3_600_000 + leaseMs + 10_000);
+  });
+
   it('gives no fence after the timeout', async () => {
     const jobId = await lostDeploy('aa00000004', 'fence-late', 'online', 2 * TIMEOUT_MS);
     const [recovered] = await recoverExpiredLeases(server.context, audit);

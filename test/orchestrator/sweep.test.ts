@@ -271,6 +271,33 @@ describe('orchestration sweep', () => {
     expect(repaired.map((row) => row.details.problem)).toEqual(['running task without a worker']);
   });
 
+  it('times out unheld tasks of snapshots without a timeout', async () => {
+    const ci = await trigger(server, 'ci', 'e1e1e1e1e1');
+    await finishJob(server, ci.job_id, 'running');
+    // A job stored before timeouts were kept in its pipeline snapshot ran with the default 1 h.
+    const stored = await server.context.store.db
+      .selectFrom('jobs')
+      .select('pipeline')
+      .where('id', '=', ci.job_id)
+      .executeTakeFirstOrThrow();
+    const snapshot = JSON.parse(stored.pipeline) as Record<string, unknown>;
+    delete snapshot.timeoutMs;
+    await server.context.store.write((trx) =>
+      trx
+        .updateTable('jobs')
+        .set({ pipeline: JSON.stringify(snapshot) })
+        .where('id', '=', ci.job_id)
+        .execute(),
+    );
+    const startedAt = Date.parse((await getJob(server, ci.job_id)).tasks[0]!.started_at!);
+    await timeOutUnheldTasks(server.context, audit, startedAt + 3_599_000);
+    expect((await getJob(server, ci.job_id)).tasks[0]?.status).toBe('running');
+    await timeOutUnheldTasks(server.context, audit, startedAt + 3_601_000);
+    const job = await getJob(server, ci.job_id);
+    expect(job.status).toBe('timed_out');
+    expect(job.tasks[0]?.reason).toContain('its timeout of 3600s');
+  });
+
   it('sets LAST_DEPLOYED_COMMIT from the last successful deploy', async () => {
     const rollback = await trigger(server, 'rollback', 'e0e0e0e0e0');
     await finishJob(server, rollback.job_id, 'success');
