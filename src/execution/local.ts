@@ -281,7 +281,7 @@ export class LocalExecutor implements Executor {
           cwd: spec.workspace,
           env,
           detached: true,
-          stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+          stdio: stepStdio(),
         });
       } catch (error) {
         output.note(`[slipway] could not start the step: ${(error as Error).message}`);
@@ -366,6 +366,54 @@ function inheritedEnv(): Record<string, string> {
     if (value !== undefined) env[name] = value;
   }
   return env;
+}
+
+/** The close-on-exec bit in the flags line of /proc/self/fdinfo/<fd> (octal), as on Linux. */
+const O_CLOEXEC = 0o2000000;
+/** Descriptors that each step would inherit and gets as /dev/null instead, found once. */
+let inheritedDescriptors: number[] | undefined;
+let devNullDescriptor: number | undefined;
+
+/**
+ * Returns the stdio of a step's shell: no stdin, pipes for stdout and stderr, and fd 3 for the
+ * guard. A descriptor open in this process without close-on-exec, inherited from whatever
+ * started it (a supervisor, a shell's `exec 200>file`), would pass to every step. A step could
+ * write there, or keep a pipe open after the worker exits. Node.js 20 leaves such descriptors
+ * as they are (seen for fd 20 and above), so each step gets /dev/null at those numbers.
+ */
+function stepStdio(): Array<'ignore' | 'pipe' | number> {
+  const stdio: Array<'ignore' | 'pipe' | number> = ['ignore', 'pipe', 'pipe', 'pipe'];
+  inheritedDescriptors ??= findInheritedDescriptors();
+  if (inheritedDescriptors.length === 0) return stdio;
+  devNullDescriptor ??= fs.openSync('/dev/null', 'r+');
+  for (const fd of inheritedDescriptors) {
+    while (stdio.length <= fd) stdio.push('ignore');
+    stdio[fd] = devNullDescriptor;
+  }
+  return stdio;
+}
+
+/** Returns the descriptors above 3 that are open in this process without close-on-exec. */
+function findInheritedDescriptors(): number[] {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc/self/fd');
+  } catch {
+    // Outside Linux there is no /proc to read, and steps inherit what the worker inherited.
+    return [];
+  }
+  const found: number[] = [];
+  for (const entry of entries) {
+    const fd = Number(entry);
+    if (!Number.isInteger(fd) || fd <= 3) continue;
+    try {
+      const flags = /^flags:\s*([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      if (flags !== null && (parseInt(flags[1]!, 8) & O_CLOEXEC) === 0) found.push(fd);
+    } catch {
+      // The descriptor of the directory listing itself, closed since.
+    }
+  }
+  return found.sort((a, b) => a - b);
 }
 
 /** Process groups of the steps running in this process, for killLiveSteps. */

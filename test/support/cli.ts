@@ -62,11 +62,18 @@ export interface CliProcess {
   exited: Promise<number | null>;
 }
 
-/** Starts `slipway <role>` with `env` added to childEnv's variables. */
-export function spawnCli(role: string, env: Record<string, string>): CliProcess {
+/**
+ * Starts `slipway <role>` with `env` added to childEnv's variables. `extraStdio` gives the
+ * child's descriptors from 3 on, as spawn's stdio does.
+ */
+export function spawnCli(
+  role: string,
+  env: Record<string, string>,
+  extraStdio: Array<'ignore' | 'pipe' | number> = [],
+): CliProcess {
   const child = spawn(process.execPath, [CLI_PATH, role], {
     env: childEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...extraStdio],
   });
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
