@@ -43,7 +43,7 @@ export interface Config {
     port: number;
     /** Number of API processes behind one port (node:cluster). */
     workers: number;
-    /** Seconds a request may take before the server responds with 503. */
+    /** Seconds a client has to send a whole request before the server responds with 408. */
     timeoutSeconds: number;
     bodyLimitBytes: number;
     /** Requests per token per minute; 0 turns rate limiting off. */
