@@ -160,7 +160,7 @@ export function registerTriggerRoutes(app: FastifyInstance, context: AppContext)
     app.post(
       `/api/trigger/${type}`,
       {
-        schema: schema(`Queue a ${type} job`),
+        schema: schema(`Queue a job of type ${type}`),
         config: { roles: ['trigger'] },
         preValidation: (request, _reply, done) => done(checkSingleKey(request)),
       },
