@@ -1,6 +1,6 @@
 /**
- * .env.example, which the README and docs/setup.md present as the list of every setting of the
- * compose stack, against the variables that loadConfig reads.
+ * Compares .env.example, which the README and docs/setup.md present as the list of every
+ * setting of the compose stack, with the variables that loadConfig reads.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,9 +10,9 @@ import { loadConfig } from '../../src/config/env.js';
 import { REPO_ROOT } from '../support/compose.js';
 
 /**
- * Variables an operator of the stack does not set in .env: DOCKER_HOST, because the services
- * reach the engine through the socket that DOCKER_SOCKET mounts at /var/run/docker.sock, and
- * SLIPWAY_TOKEN, which only the `slipway trigger` client reads.
+ * Variables that an operator of the stack does not set in .env. The services reach the engine
+ * through the socket that DOCKER_SOCKET mounts, so DOCKER_HOST stays unset. Only the
+ * `slipway trigger` client reads SLIPWAY_TOKEN.
  */
 const NOT_STACK_SETTINGS = ['DOCKER_HOST', 'SLIPWAY_TOKEN'];
 
