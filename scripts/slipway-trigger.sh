@@ -8,8 +8,10 @@
 #                      [--timeout SECONDS]
 #                      [--poll-interval SECONDS] [--cancel-on-timeout]
 #
-# Environment: SLIPWAY_API_URL (base URL), SLIPWAY_TOKEN (role trigger). GITHUB_RUN_ID and
-# GITHUB_RUN_ATTEMPT, when set, make a re-run step find its job instead of queueing another.
+# Environment: SLIPWAY_API_URL (base URL), SLIPWAY_TOKEN (role trigger). Without a token,
+# SLIPWAY_OIDC_AUDIENCE makes each request send a GitHub Actions OIDC token for that audience
+# (the job needs `permissions: id-token: write`). GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT, when
+# set, make a re-run step find its job instead of queueing another.
 # Writes job-id and status to $GITHUB_OUTPUT and the job's end to $GITHUB_STEP_SUMMARY when set.
 #
 # Exit codes (the same as `slipway trigger`): 0 success, 1 failure, 2 bad usage,
@@ -64,7 +66,12 @@ if [[ -n "$versions" ]] && jq -e 'has("python_versions")' <<<"$matrix" >/dev/nul
   die "--python-versions and --matrix python_versions=... both set python_versions; give one"
 fi
 [[ -n "${SLIPWAY_API_URL:-}" ]] || die "SLIPWAY_API_URL is not set"
-[[ -n "${SLIPWAY_TOKEN:-}" ]] || die "SLIPWAY_TOKEN is not set"
+if [[ -z "${SLIPWAY_TOKEN:-}" ]]; then
+  [[ -n "${SLIPWAY_OIDC_AUDIENCE:-}" ]] ||
+    die "SLIPWAY_TOKEN is not set; set it to a token with role trigger, or set SLIPWAY_OIDC_AUDIENCE to use GitHub Actions OIDC"
+  [[ -n "${ACTIONS_ID_TOKEN_REQUEST_URL:-}" && -n "${ACTIONS_ID_TOKEN_REQUEST_TOKEN:-}" ]] ||
+    die "SLIPWAY_OIDC_AUDIENCE is set, but ACTIONS_ID_TOKEN_REQUEST_URL is not: give the workflow job \"permissions: id-token: write\""
+fi
 [[ "$timeout" =~ ^[0-9]+$ && "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
   die "--timeout and --poll-interval take seconds"
 # The limits of `slipway trigger --poll-interval`: a poll interval of 0 would call the API
@@ -92,11 +99,40 @@ shown_api=$(sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@#\1***@#' <<<"$api")
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
+# Prints the bearer token: SLIPWAY_TOKEN, or a GitHub Actions OIDC token for
+# SLIPWAY_OIDC_AUDIENCE, requested again once the one kept in $workdir expires within a minute.
+# A file keeps it, because call runs in a subshell.
+bearer() {
+  if [[ -n "${SLIPWAY_TOKEN:-}" ]]; then
+    printf '%s' "$SLIPWAY_TOKEN"
+    return 0
+  fi
+  local expires now token payload
+  expires=$(cat "$workdir/oidc-expires" 2>/dev/null || echo 0)
+  now=$(date +%s)
+  if ((expires - 60 > now)); then
+    cat "$workdir/oidc-token"
+    return 0
+  fi
+  token=$(curl -sSf -H "Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN" \
+    "$ACTIONS_ID_TOKEN_REQUEST_URL&audience=$(jq -rn --arg a "$SLIPWAY_OIDC_AUDIENCE" '$a | @uri')" |
+    jq -r '.value // empty') || die "could not get a GitHub Actions OIDC token" 8
+  [[ -n "$token" ]] || die "the GitHub Actions OIDC token request returned no token" 8
+  # The claims are the second part of the JWT, in base64url without padding.
+  payload=$(cut -d. -f2 <<<"$token" | tr '_-' '/+')
+  while ((${#payload} % 4)); do payload+='='; done
+  base64 -d <<<"$payload" 2>/dev/null | jq -r '.exp // 0' >"$workdir/oidc-expires" ||
+    echo 0 >"$workdir/oidc-expires"
+  printf '%s' "$token" >"$workdir/oidc-token"
+  printf '%s' "$token"
+}
+
 # Calls the API and prints the body; prints the error and exits 8 unless the response is 2xx.
 call() {
-  local method="$1" path="$2" data="${3:-}" status
+  local method="$1" path="$2" data="${3:-}" status token
+  token=$(bearer) || exit 8
   local args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"
-    -H "Authorization: Bearer $SLIPWAY_TOKEN" -H 'Content-Type: application/json')
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json')
   [[ -n "$data" ]] && args+=(--data "$data")
   status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $shown_api" 8
   if [[ "$status" != 2* ]]; then

@@ -10,14 +10,24 @@ import type { Database, TokenRole } from '../store/schema.js';
 import { findTokenByHash, hashToken } from '../store/tokens.js';
 import { addressKey, type FailureLimit, type Reservation } from './auth-failures.js';
 import { ApiError } from './errors.js';
+import {
+  looksLikeJwt,
+  OidcRejection,
+  OidcUnavailableError,
+  type OidcIdentity,
+  type OidcVerifier,
+} from './oidc.js';
 import { clientAddress } from './request-context.js';
 
 export const TOKEN_CACHE_MS = 5_000;
 
 export interface Principal {
+  /** The api_tokens row, or 0 for a GitHub Actions OIDC token, which has none. */
   tokenId: number;
   name: string;
   role: TokenRole;
+  /** The workflow run of an OIDC token, which audit rows record (see oidc.ts). */
+  oidc?: OidcIdentity;
 }
 
 declare module 'fastify' {
@@ -40,6 +50,8 @@ declare module 'fastify' {
 
 interface CacheEntry {
   principal: Principal | undefined;
+  /** The reason an OIDC token was not accepted, for the 401 that rejects it. */
+  rejection?: OidcRejection;
   expiresAt: number;
   /** The database's version when the token was last found active (see TokenRevocationCheck). */
   version: number | undefined;
@@ -75,19 +87,23 @@ export class TokenVerifier {
   readonly #cache = new Map<string, CacheEntry>();
   readonly #recordUse: RecordTokenUse | undefined;
   readonly #revocations: TokenRevocationCheck | undefined;
+  readonly #oidc: OidcVerifier | undefined;
 
   /**
    * `recordUse` is called from lookups, which a cached token skips for TOKEN_CACHE_MS, so
    * last_used_at is kept without any work on most requests. Without `revocations`, a revoked
-   * token stays accepted until its entry expires.
+   * token stays accepted until its entry expires. With `oidc`, a bearer token shaped like a
+   * JWT is checked as a GitHub Actions OIDC token instead of looked up.
    */
   constructor(
     readonly db: Kysely<Database>,
     recordUse?: RecordTokenUse,
     revocations?: TokenRevocationCheck,
+    oidc?: OidcVerifier,
   ) {
     this.#recordUse = recordUse;
     this.#revocations = revocations;
+    this.#oidc = oidc;
   }
 
   /**
@@ -112,6 +128,7 @@ export class TokenVerifier {
   async verify(token: string, scope?: VersionScope): Promise<Principal | undefined> {
     const cached = this.cached(token, scope);
     if (cached !== undefined) return cached.principal;
+    if (this.#oidc !== undefined && looksLikeJwt(token)) return this.#verifyOidc(token);
     // Read before the lookup, so that a revoke committed during it changes the version.
     const version = this.#version(scope);
     const row = await findTokenByHash(this.db, hashToken(token));
@@ -129,6 +146,47 @@ export class TokenVerifier {
       }
     }
     return principal;
+  }
+
+  /** Returns why the OIDC token was rejected at its last check, if it was. */
+  rejectionOf(token: string): OidcRejection | undefined {
+    return this.#cache.get(token)?.rejection;
+  }
+
+  /**
+   * Checks an OIDC token and caches the result for TOKEN_CACHE_MS, or until the token expires.
+   * A rejected token gets no principal and keeps its reason. When the issuer's keys cannot be
+   * fetched, it throws ApiError github_unavailable and caches nothing.
+   */
+  async #verifyOidc(token: string): Promise<Principal | undefined> {
+    const now = Date.now();
+    if (this.#cache.size > 10_000) this.#cache.clear();
+    try {
+      const identity = await this.#oidc!.verify(token);
+      const principal: Principal = {
+        tokenId: 0,
+        name: identity.name,
+        role: 'trigger',
+        oidc: identity,
+      };
+      const expiresAt = Math.min(now + TOKEN_CACHE_MS, identity.expiresAt);
+      this.#cache.set(token, { principal, expiresAt, version: undefined });
+      return principal;
+    } catch (error) {
+      if (error instanceof OidcRejection) {
+        this.#cache.set(token, {
+          principal: undefined,
+          rejection: error,
+          expiresAt: now + TOKEN_CACHE_MS,
+          version: undefined,
+        });
+        return undefined;
+      }
+      if (error instanceof OidcUnavailableError) {
+        throw new ApiError('github_unavailable', error.message, 'Authorization', 'oidc_keys');
+      }
+      throw error;
+    }
   }
 
   /**
@@ -150,6 +208,8 @@ export class TokenVerifier {
    */
   #stillActive(entry: CacheEntry, scope: VersionScope | undefined): boolean | undefined {
     if (entry.principal === undefined || this.#revocations === undefined) return true;
+    // An OIDC token has no row to revoke; its entry expires with the token.
+    if (entry.principal.oidc !== undefined) return true;
     try {
       const version = this.#readVersion(this.#revocations, scope);
       if (version === entry.version) return true;
@@ -220,7 +280,8 @@ export function registerAuth(
         reservation === undefined
           ? undefined
           : limitFailure(request, reply, reservation, failures!);
-      done(limited ?? admit(request.headers.authorization, token, undefined, roles));
+      const rejection = token === undefined ? undefined : verifier.rejectionOf(token);
+      done(limited ?? admit(request.headers.authorization, token, undefined, roles, rejection));
     };
     /** Reserves a failure of the request's address, which may mean waiting for the primary. */
     const reserve = (then: (reservation: Reservation | undefined) => void) => {
@@ -345,6 +406,7 @@ function admit(
   token: string | undefined,
   principal: Principal | undefined,
   roles: readonly TokenRole[] | undefined,
+  rejection?: OidcRejection,
 ): ApiError | undefined {
   if (roles === undefined) return undefined;
   if (token === undefined) {
@@ -363,6 +425,9 @@ function admit(
       'Authorization',
       'required',
     );
+  }
+  if (rejection !== undefined) {
+    return new ApiError('unauthorized', rejection.message, 'Authorization', rejection.rule);
   }
   if (principal === undefined) {
     return new ApiError('unauthorized', 'unknown or revoked token', 'Authorization', 'valid');

@@ -2,12 +2,17 @@ import net from 'node:net';
 import type { FastifyRequest } from 'fastify';
 import type { AuditContext } from '../store/audit.js';
 
-/** The audit context of a request: the token's name, the request id and the source address. */
+/**
+ * The audit context of a request: the token's name, the request id and the source address,
+ * and for a GitHub Actions OIDC token the claims that name its workflow run.
+ */
 export function auditContext(request: FastifyRequest): AuditContext {
+  const oidc = request.principal?.oidc;
   return {
     actor: request.principal?.name ?? 'anonymous',
     requestId: request.id,
     source: clientAddress(request),
+    ...(oidc === undefined ? {} : { actorDetails: { oidc: oidc.claims } }),
   };
 }
 

@@ -21,6 +21,7 @@ import FindMyWay from 'find-my-way';
 import type { AppContext } from '../app/context.js';
 import { isClusterWorker } from '../app/cluster.js';
 import { registerAuth, TokenVerifier, bearerToken, headerCount } from './auth.js';
+import { OidcVerifier } from './oidc.js';
 import { SharedFailureLimit, sharedQuotaStore } from './shared-rate-limit.js';
 import { addressKey, AuthFailureLimiter, type FailureLimit } from './auth-failures.js';
 import { registerJsonBodyParser, treatNoBodyAsEmptyObject } from './json-body.js';
@@ -280,7 +281,15 @@ export async function buildServer(
             .join('; '),
       },
       components: {
-        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } },
+        securitySchemes: {
+          bearerAuth: {
+            type: 'http',
+            scheme: 'bearer',
+            description:
+              'A token made with `slipway token create`, or, where SLIPWAY_OIDC_AUDIENCE is ' +
+              'set, a GitHub Actions OIDC token for that audience, which acts with role trigger.',
+          },
+        },
       },
     },
   });
@@ -310,6 +319,7 @@ export async function buildServer(
       version: () => context.store.dataVersion(),
       isActive: (tokenId) => context.store.read((sqlite) => isTokenActive(sqlite, tokenId)),
     },
+    context.config.oidc === undefined ? undefined : new OidcVerifier(context.config.oidc),
   );
   let failures: FailureLimit | undefined;
   if (api.authFailureLimitPerMinute > 0) {
@@ -578,9 +588,12 @@ function bodyLimitOf(request: FastifyRequest, apiBodyLimitBytes: number): BodyLi
  */
 export function rateLimitKey(request: FastifyRequest): string {
   const token = bearerToken(request);
-  return token === undefined || request.principal === undefined
-    ? `ip:${addressKey(clientAddress(request))}`
-    : `token:${hashToken(token)}`;
+  if (token === undefined || request.principal === undefined) {
+    return `ip:${addressKey(clientAddress(request))}`;
+  }
+  // Each workflow run gets a new OIDC token, so its repository is what names the client.
+  const oidc = request.principal.oidc;
+  return oidc === undefined ? `token:${hashToken(token)}` : `oidc:${oidc.repository.toLowerCase()}`;
 }
 
 export function toApiError(

@@ -20,6 +20,68 @@ export interface JobResponse {
   tasks: Array<{ id: string; name: string; status: string; attempt: number }>;
 }
 
+/** Returns the bearer token for the next request. */
+export type TokenSource = () => Promise<string>;
+
+/** Milliseconds before its expiry at which a GitHub Actions OIDC token is requested again. */
+const OIDC_RENEW_MS = 60_000;
+
+/**
+ * Returns a source of GitHub Actions OIDC tokens for `audience`, requested from the URL and
+ * with the token that GitHub gives a job with `permissions: id-token: write`. A token is kept
+ * until it expires within OIDC_RENEW_MS, so a long wait for a job renews it.
+ */
+export function githubOidcTokens(
+  audience: string,
+  env: Record<string, string | undefined> = process.env,
+): TokenSource {
+  const url = env.ACTIONS_ID_TOKEN_REQUEST_URL;
+  const requestToken = env.ACTIONS_ID_TOKEN_REQUEST_TOKEN;
+  if (url === undefined || url === '' || requestToken === undefined || requestToken === '') {
+    throw new CliError(
+      'SLIPWAY_OIDC_AUDIENCE is set, but ACTIONS_ID_TOKEN_REQUEST_URL is not: give the ' +
+        'workflow job "permissions: id-token: write"',
+      2,
+    );
+  }
+  let current: { token: string; expiresAt: number } | undefined;
+  return async () => {
+    if (current !== undefined && current.expiresAt - OIDC_RENEW_MS > Date.now()) {
+      return current.token;
+    }
+    const requestUrl = new URL(url);
+    requestUrl.searchParams.set('audience', audience);
+    let response: Response;
+    try {
+      response = await fetch(requestUrl, { headers: { authorization: `bearer ${requestToken}` } });
+    } catch (error) {
+      throw new CliError(
+        `could not get a GitHub Actions OIDC token: ${String(error)}`,
+        API_EXIT_CODE,
+      );
+    }
+    if (!response.ok) {
+      throw new CliError(
+        `the GitHub Actions OIDC token request failed with ${response.status}`,
+        API_EXIT_CODE,
+      );
+    }
+    const value = ((await response.json()) as { value?: unknown }).value;
+    if (typeof value !== 'string' || value.split('.').length !== 3) {
+      throw new CliError('the GitHub Actions OIDC token request returned no token', API_EXIT_CODE);
+    }
+    let expiresAt = 0;
+    try {
+      const claims = JSON.parse(Buffer.from(value.split('.')[1]!, 'base64url').toString('utf8'));
+      if (typeof claims.exp === 'number') expiresAt = claims.exp * 1000;
+    } catch {
+      // Unreadable claims: the token is used once and requested again for the next request.
+    }
+    current = { token: value, expiresAt };
+    return value;
+  };
+}
+
 export class SlipwayClient {
   /**
    * The base URL without a user name or password. Slipway authenticates with the bearer
@@ -30,7 +92,7 @@ export class SlipwayClient {
 
   constructor(
     readonly baseUrl: string,
-    readonly token: string,
+    readonly token: string | TokenSource,
   ) {
     this.#requestUrl = withoutCredentials(baseUrl);
   }
@@ -78,13 +140,14 @@ export class SlipwayClient {
 
   /** Sends a request with the bearer token; throws CliError (exit 8) unless the response is 2xx. */
   async fetch(path: string, init: RequestInit = {}): Promise<Response> {
+    const token = typeof this.token === 'string' ? this.token : await this.token();
     let response: Response;
     try {
       response = await fetch(`${this.#requestUrl}${path}`, {
         ...init,
         headers: {
           ...(init.headers as Record<string, string>),
-          authorization: `Bearer ${this.token}`,
+          authorization: `Bearer ${token}`,
         },
       });
     } catch (error) {

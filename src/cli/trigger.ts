@@ -4,7 +4,7 @@
  * exits with its result.
  *
  * Reads SLIPWAY_API_URL (default from API_HOST and API_PORT) and SLIPWAY_TOKEN (a token with the
- * trigger role). Inside GitHub Actions it fills in --github-run-id and --github-run-attempt
+ * trigger role), or without a token SLIPWAY_OIDC_AUDIENCE, for GitHub Actions OIDC tokens. Inside GitHub Actions it fills in --github-run-id and --github-run-attempt
  * from GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT, so a re-run step finds its job again instead of
  * queueing a second one, and writes `job-id` and `status` to GITHUB_OUTPUT.
  */
@@ -14,7 +14,7 @@ import { isCommitSha } from '../jobs/refs.js';
 import { formatDuration, parseDuration } from '../util/time.js';
 import { followJob, type FollowResult } from './follow-job.js';
 import { CliError, loadCliConfig, runCommand } from './run.js';
-import { SlipwayClient } from './slipway-client.js';
+import { githubOidcTokens, SlipwayClient, type TokenSource } from './slipway-client.js';
 
 /** Exit codes of `slipway trigger --wait`, one per way a job can end. */
 export const TRIGGER_EXIT_CODES = {
@@ -197,7 +197,9 @@ export function registerTriggerCommands(program: Command): void {
     .addHelpText(
       'after',
       `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://API_HOST:API_PORT, so http://127.0.0.1:5000\n                   when neither is set)\n` +
-        `  SLIPWAY_TOKEN    token with the trigger role\n\nExit codes with --wait:\n${EXIT_HELP}\n`,
+        `  SLIPWAY_TOKEN    token with the trigger role\n` +
+        `  SLIPWAY_OIDC_AUDIENCE  without SLIPWAY_TOKEN: send GitHub Actions OIDC tokens for this\n` +
+        `                   audience (the job needs permissions: id-token: write)\n\nExit codes with --wait:\n${EXIT_HELP}\n`,
     )
     .action(async (type: string, options: TriggerOptions, command: Command) => {
       rejectAttemptWithoutRunId(options, command);
@@ -257,13 +259,18 @@ function rejectWaitOptionsWithoutWait(options: TriggerOptions, command: Command)
 
 async function runTrigger(type: string, options: TriggerOptions): Promise<void> {
   const config = loadCliConfig();
-  if (config.clientToken === undefined) {
+  let token: string | TokenSource | undefined = config.clientToken;
+  // In a GitHub Actions job, an OIDC token can stand in for a stored trigger token.
+  if (token === undefined && config.oidc !== undefined)
+    token = githubOidcTokens(config.oidc.audience);
+  if (token === undefined) {
     throw new CliError(
-      'SLIPWAY_TOKEN is not set; create one with `slipway token create --name <name> --role trigger`',
+      'SLIPWAY_TOKEN is not set; create one with `slipway token create --name <name> --role ' +
+        'trigger`, or in a GitHub Actions job set SLIPWAY_OIDC_AUDIENCE to use an OIDC token',
       2,
     );
   }
-  const client = new SlipwayClient(config.worker.apiUrl, config.clientToken);
+  const client = new SlipwayClient(config.worker.apiUrl, token);
   const body: Record<string, unknown> = { commit: options.commit };
   if (options.branch !== undefined) body.branch = options.branch;
   if (options.pythonVersions !== undefined) body.python_versions = options.pythonVersions;

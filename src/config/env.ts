@@ -109,10 +109,27 @@ export interface Config {
     webhookTags: boolean;
   };
 
+  /** GitHub Actions OIDC tokens accepted as trigger tokens; undefined when not configured. */
+  oidc: OidcConfig | undefined;
+
   /** Token that `slipway trigger` sends to SLIPWAY_API_URL (SLIPWAY_TOKEN, role trigger). */
   clientToken: string | undefined;
 
   tailscaleSocket: string;
+}
+
+/** The rules for GitHub Actions OIDC tokens that the API accepts in place of a trigger token. */
+export interface OidcConfig {
+  /** The `iss` claim that tokens must have (SLIPWAY_OIDC_ISSUER). */
+  issuer: string;
+  /** The URL of the issuer's signing keys (SLIPWAY_OIDC_JWKS_URL). */
+  jwksUrl: string;
+  /** The `aud` claim that tokens must have (SLIPWAY_OIDC_AUDIENCE). */
+  audience: string;
+  /** Repositories (`owner/name` or `owner/*`) whose workflows may trigger. */
+  repositories: string[];
+  /** Refs (`refs/heads/main`, or a prefix and `*`) that may trigger; undefined allows any. */
+  refs: string[] | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -416,6 +433,69 @@ function readDockerHost(env: Env): string | undefined {
   return raw;
 }
 
+const GITHUB_OIDC_ISSUER = 'https://token.actions.githubusercontent.com';
+
+/**
+ * Reads the OIDC settings. SLIPWAY_OIDC_AUDIENCE turns the feature on. The repositories
+ * default to GITHUB_REPOSITORY, and a configuration that allows no repository is rejected.
+ */
+function readOidc(env: Env, repository: string | undefined): OidcConfig | undefined {
+  const audience = readString(env, 'SLIPWAY_OIDC_AUDIENCE');
+  const issuer = readUrl(env, 'SLIPWAY_OIDC_ISSUER', GITHUB_OIDC_ISSUER, false);
+  const jwksUrl = readUrl(env, 'SLIPWAY_OIDC_JWKS_URL', `${issuer}/.well-known/jwks`, false);
+  const repositories = readList(env, 'SLIPWAY_OIDC_REPOSITORIES');
+  const refs = readList(env, 'SLIPWAY_OIDC_REFS');
+  if (audience === undefined) {
+    const set = ['SLIPWAY_OIDC_REPOSITORIES', 'SLIPWAY_OIDC_REFS'].find(
+      (name) => readString(env, name) !== undefined,
+    );
+    if (set !== undefined) {
+      throw new ConfigError(
+        'SLIPWAY_OIDC_AUDIENCE',
+        `must be set when ${set} is, because OIDC tokens are accepted only for an audience`,
+      );
+    }
+    return undefined;
+  }
+  for (const name of repositories ?? []) {
+    if (!/^[A-Za-z0-9_.-]+\/(?:[A-Za-z0-9_.-]+|\*)$/.test(name)) {
+      throw new ConfigError(
+        'SLIPWAY_OIDC_REPOSITORIES',
+        `must be a comma-separated list of "owner/name" or "owner/*", got "${name}"`,
+      );
+    }
+  }
+  for (const ref of refs ?? []) {
+    if (!/^refs\/\S+$/.test(ref) || ref.slice(0, -1).includes('*')) {
+      throw new ConfigError(
+        'SLIPWAY_OIDC_REFS',
+        'must be a comma-separated list of refs such as refs/heads/main, each with at most ' +
+          `one * at its end, got "${ref}"`,
+      );
+    }
+  }
+  const allowed = repositories ?? (repository === undefined ? [] : [repository]);
+  if (allowed.length === 0) {
+    throw new ConfigError(
+      'SLIPWAY_OIDC_REPOSITORIES',
+      'must name the repositories whose workflows may trigger (owner/name, comma-separated) ' +
+        'when SLIPWAY_OIDC_AUDIENCE is set, or set GITHUB_REPOSITORY',
+    );
+  }
+  return { issuer, jwksUrl, audience, repositories: allowed, refs };
+}
+
+/** Reads a comma-separated list, or undefined when the variable is unset or empty. */
+function readList(env: Env, name: string): string[] | undefined {
+  const raw = readString(env, name);
+  if (raw === undefined) return undefined;
+  const items = raw
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+  return items.length === 0 ? undefined : items;
+}
+
 function readRepository(env: Env): string | undefined {
   const raw = readString(env, 'GITHUB_REPOSITORY');
   if (raw === undefined) return undefined;
@@ -515,6 +595,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       webhookSecret: readWebhookSecret(env),
       webhookTags: readBoolean(env, 'GITHUB_WEBHOOK_TAGS', false),
     },
+
+    oidc: readOidc(env, readRepository(env)),
 
     clientToken: readToken(env, 'SLIPWAY_TOKEN', 'slipway token create --name NAME --role trigger'),
 

@@ -11,6 +11,8 @@ export interface AuditContext {
   requestId?: string | undefined;
   /** Source address of the request, or the host name of a background process. */
   source?: string | undefined;
+  /** Details of the actor that every row of the request adds to its own details. */
+  actorDetails?: Record<string, unknown> | undefined;
 }
 
 export interface AuditEntry {
@@ -48,7 +50,11 @@ function auditRow(context: AuditContext, entry: AuditEntry): AuditRow {
     task_id: entry.taskId ?? null,
     request_id: context.requestId ?? null,
     source: context.source ?? null,
-    details: JSON.stringify(entry.details ?? {}),
+    details: JSON.stringify(
+      context.actorDetails === undefined
+        ? (entry.details ?? {})
+        : { ...entry.details, ...context.actorDetails },
+    ),
     created_at: nowIso(),
   };
 }

@@ -47,6 +47,24 @@ export function loadWorkflow(file: string): { jobs: Record<string, { steps: Step
   return parse(fs.readFileSync(file, 'utf8')) as { jobs: Record<string, { steps: Step[] }> };
 }
 
+/** Runs scripts/slipway-trigger.sh with `args` and `env` added to a PATH. */
+export function runTriggerScript(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('bash', [path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'), ...args], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
 /** Runs every step of `jobName` until one fails; `always()` steps run after a failure too. */
 export async function runWorkflowJob(
   file: string,

@@ -6,7 +6,13 @@ import { makeRepository, startHarness, writePipelineFile } from '../support/exec
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { AgentClient } from './agent-client.js';
 import { waitFor } from './helpers.js';
-import { loadWorkflow, REPO_ROOT, runWorkflowJob, type RunnerContext } from './workflow-runner.js';
+import {
+  loadWorkflow,
+  REPO_ROOT,
+  runTriggerScript,
+  runWorkflowJob,
+  type RunnerContext,
+} from './workflow-runner.js';
 
 const EXAMPLES = path.join(REPO_ROOT, 'examples', 'github-workflows');
 const EXPECTED_EXAMPLES = [
@@ -219,23 +225,7 @@ describe('the composite action', () => {
 });
 
 describe('scripts/slipway-trigger.sh', () => {
-  function runScript(args: string[], env: Record<string, string>) {
-    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(
-        'bash',
-        [path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'), ...args],
-        {
-          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const runScript = runTriggerScript;
 
   it('exits 1 when the job fails', async () => {
     const commit = 'ab'.repeat(20);

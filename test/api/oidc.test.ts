@@ -1,0 +1,223 @@
+/**
+ * GitHub Actions OIDC tokens in place of a trigger token, against a stand-in for GitHub's
+ * issuer (test/support/oidc-issuer.ts) that signs tokens with the claims GitHub documents.
+ */
+import { generateKeyPair } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config/env.js';
+import {
+  OIDC_REPOSITORY as REPOSITORY,
+  startOidcIssuer,
+  type OidcIssuer,
+} from '../support/oidc-issuer.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+
+const AUDIENCE = 'https://slipway.test';
+
+function oidcEnv(issuer: string): Record<string, string> {
+  return {
+    SLIPWAY_OIDC_AUDIENCE: AUDIENCE,
+    SLIPWAY_OIDC_ISSUER: issuer,
+    SLIPWAY_OIDC_REPOSITORIES: REPOSITORY,
+    SLIPWAY_OIDC_REFS: 'refs/heads/main,refs/tags/v*',
+  };
+}
+
+describe('GitHub Actions OIDC tokens', () => {
+  let issuer: OidcIssuer;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    server = await startTestServer({ ...oidcEnv(issuer.url), API_RATE_LIMIT: '0' });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await issuer?.close();
+  });
+
+  const trigger = (token: string, commit = 'abc1234') =>
+    server.request('POST', '/api/trigger/ci', { token, body: { commit, branch: 'main' } });
+
+  it('triggers a job as the repository', async () => {
+    const response = await trigger(await issuer.sign({ run_id: '9001' }), 'abc1001');
+    expect(response.status, response.text).toBe(201);
+    const jobId = response.body.job_id as string;
+
+    const audit = await server.request('GET', `/api/admin/audit-log?job_id=${jobId}`, {
+      token: server.adminToken,
+    });
+    const entries = audit.body.entries as Array<{
+      action: string;
+      actor: string;
+      details: Record<string, unknown>;
+    }>;
+    const row = entries.find((entry) => entry.action === 'job_triggered');
+    expect(row?.actor).toBe(`github:${REPOSITORY}`);
+    expect(row?.details.oidc).toMatchObject({
+      repository: REPOSITORY,
+      run_id: '9001',
+      run_attempt: '1',
+      actor: 'octocat',
+      workflow_ref: `${REPOSITORY}/.github/workflows/ci.yml@refs/heads/main`,
+    });
+  });
+
+  it('accepts an allowed tag', async () => {
+    const response = await trigger(await issuer.sign({ ref: 'refs/tags/v1.2.0' }), 'abc1002');
+    expect(response.status, response.text).toBe(201);
+  });
+
+  it.each([
+    ['audience', { aud: 'https://github.com/octo-org' }, /SLIPWAY_OIDC_AUDIENCE/],
+    ['expired', { iat: 1_000, nbf: 1_000, exp: 2_000 }, /expired/],
+    ['repository', { repository: 'evil-org/octo-repo' }, /evil-org\/octo-repo/],
+    ['ref', { ref: 'refs/heads/feature' }, /refs\/heads\/feature/],
+    ['issuer', { iss: 'https://token.actions.githubusercontent.com' }, /SLIPWAY_OIDC_ISSUER/],
+  ])('rejects a wrong %s', async (rule, claims, message) => {
+    const response = await trigger(await issuer.sign(claims));
+    expect(response.status, response.text).toBe(401);
+    expect(response.body.code).toBe('unauthorized');
+    expect(response.body.rule).toBe(rule);
+    expect(response.body.field).toBe('Authorization');
+    expect(response.body.error).toMatch(message);
+  });
+
+  it('rejects a token signed with another key', async () => {
+    const other = await generateKeyPair('RS256');
+    const response = await trigger(await issuer.sign({}, other.privateKey));
+    expect(response.status, response.text).toBe(401);
+    expect(response.body.rule).toBe('signature');
+  });
+
+  it('rejects a tampered token', async () => {
+    const [header, , signature] = (await issuer.sign()).split('.');
+    const payload = Buffer.from(
+      JSON.stringify({ repository: REPOSITORY, aud: AUDIENCE, iss: issuer.url }),
+    ).toString('base64url');
+    const response = await trigger(`${header}.${payload}.${signature}`);
+    expect(response.status, response.text).toBe(401);
+  });
+
+  it('gives role trigger only', async () => {
+    const response = await server.request('GET', '/api/admin/audit-log', {
+      token: await issuer.sign(),
+    });
+    expect(response.status, response.text).toBe(403);
+    expect(response.body.error).toContain(`github:${REPOSITORY}`);
+  });
+
+  it('keeps unknown tokens of other shapes unknown', async () => {
+    const response = await trigger('slw_not-a-token-0000000000000000000000');
+    expect(response.status).toBe(401);
+    expect(response.body.error).toBe('unknown or revoked token');
+  });
+
+  it('fetches the keys once for many tokens', async () => {
+    const before = issuer.keyFetches;
+    for (let index = 0; index < 5; index += 1) {
+      expect((await trigger(await issuer.sign(), `abc2${index}00`)).status).toBe(201);
+    }
+    expect(issuer.keyFetches - before).toBe(0);
+  });
+});
+
+describe('OIDC when the issuer does not answer', () => {
+  let issuer: OidcIssuer;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    issuer.failing = true;
+    server = await startTestServer(oidcEnv(issuer.url));
+  });
+  afterAll(async () => {
+    await server?.close();
+    await issuer?.close();
+  });
+
+  it('answers 502 and creates no job', async () => {
+    const response = await server.request('POST', '/api/trigger/ci', {
+      token: await issuer.sign(),
+      body: { commit: 'abc1234' },
+    });
+    expect(response.status, response.text).toBe(502);
+    expect(response.body.code).toBe('github_unavailable');
+    expect(response.body.error).toContain('/.well-known/jwks');
+    const jobs = await server.request('GET', '/api/admin/jobs', { token: server.adminToken });
+    expect(jobs.body.jobs).toEqual([]);
+
+    // Once the issuer responds again, the same token is accepted.
+    issuer.failing = false;
+    const retried = await server.request('POST', '/api/trigger/ci', {
+      token: await issuer.sign(),
+      body: { commit: 'abc1234' },
+    });
+    expect(retried.status, retried.text).toBe(201);
+  });
+});
+
+describe('OIDC rate limit', () => {
+  let issuer: OidcIssuer;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    server = await startTestServer({ ...oidcEnv(issuer.url), API_RATE_LIMIT: '3' });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await issuer?.close();
+  });
+
+  it('counts every token of a repository together', async () => {
+    const statuses: number[] = [];
+    for (let index = 0; index < 4; index += 1) {
+      const response = await server.request('POST', '/api/trigger/ci', {
+        token: await issuer.sign(),
+        body: { commit: `abc3${index}00` },
+      });
+      statuses.push(response.status);
+    }
+    expect(statuses).toEqual([201, 201, 201, 429]);
+  });
+});
+
+describe('OIDC settings', () => {
+  const load = (env: Record<string, string>) => () =>
+    loadConfig({ SLIPWAY_DATA_DIR: '/tmp/slipway-oidc-config', ...env });
+
+  it('needs repositories with an audience', () => {
+    expect(load({ SLIPWAY_OIDC_AUDIENCE: AUDIENCE })).toThrow(ConfigError);
+    expect(load({ SLIPWAY_OIDC_AUDIENCE: AUDIENCE })).toThrow(/SLIPWAY_OIDC_REPOSITORIES/);
+  });
+
+  it('defaults repositories to GITHUB_REPOSITORY', () => {
+    const config = load({ SLIPWAY_OIDC_AUDIENCE: AUDIENCE, GITHUB_REPOSITORY: REPOSITORY })();
+    expect(config.oidc).toEqual({
+      issuer: 'https://token.actions.githubusercontent.com',
+      jwksUrl: 'https://token.actions.githubusercontent.com/.well-known/jwks',
+      audience: AUDIENCE,
+      repositories: [REPOSITORY],
+      refs: undefined,
+    });
+  });
+
+  it('rejects an invalid repository', () => {
+    const env = { SLIPWAY_OIDC_AUDIENCE: AUDIENCE, SLIPWAY_OIDC_REPOSITORIES: 'octo-org' };
+    expect(load(env)).toThrow(/SLIPWAY_OIDC_REPOSITORIES: must be a comma-separated list/);
+  });
+
+  it('rejects an invalid ref', () => {
+    const env = { ...oidcEnv('https://issuer.test'), SLIPWAY_OIDC_REFS: 'main' };
+    expect(load(env)).toThrow(/SLIPWAY_OIDC_REFS/);
+  });
+
+  it('rejects repositories without an audience', () => {
+    expect(load({ SLIPWAY_OIDC_REPOSITORIES: REPOSITORY })).toThrow(/SLIPWAY_OIDC_AUDIENCE/);
+  });
+
+  it('is off without an audience', () => {
+    expect(load({})().oidc).toBeUndefined();
+  });
+});
