@@ -207,6 +207,22 @@ export class TaskLogStore {
     return run;
   }
 
+  /**
+   * Appends `line` with note() when the attempt's log was cut at `maxBytes`. The worker stops
+   * uploading at the cut, so its closing line with the task's outcome never reaches
+   * the file. Resolves to whether the line was written.
+   */
+  async noteIfCut(file: string, line: string): Promise<boolean> {
+    // This reads the size on disk rather than this process's state, because with API_WORKERS
+    // above 1 another process may have stored the uploads. A cut file has the cut line past N.
+    const size = await fs.promises
+      .stat(file)
+      .then((stats) => stats.size)
+      .catch(() => 0);
+    if (size <= this.maxBytes) return false;
+    return this.note(file, line);
+  }
+
   #state(file: string): FileState {
     let state = this.#files.get(file);
     if (state === undefined) {

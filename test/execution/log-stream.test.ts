@@ -29,6 +29,13 @@ pipelines:
     steps:
       - name: flood
         run: head -c 300000 /dev/zero | tr '\\0' 'z'; echo; echo tail-line
+  overflow:
+    executor: local
+    steps:
+      - name: flood
+        run: head -c 3000000 /dev/zero | tr '\\0' 'o'; echo; echo dropped-line
+      - name: fails
+        run: exit 3
 `);
     harness = await startHarness({
       SLIPWAY_PIPELINES: pipelines,
@@ -63,6 +70,19 @@ pipelines:
     const text = await response.text();
     expect(text).toContain(`${'z'.repeat(300_000)}\ntail-line`);
     expect(text).toContain('[slipway] task ended success');
+  });
+
+  it('ends a cut log with the outcome', async () => {
+    const id = await harness.trigger('overflow', { commit: 'abcdef1' });
+    const job = await harness.waitForJob(id);
+    expect(job.status).toBe('failure');
+    const logs = await harness.logs(id);
+    expect(logs).toContain('[slipway] log cut at 2097152 bytes');
+    expect(logs).not.toContain('dropped-line');
+    // The worker's own closing line went past the cut, so the API writes the outcome.
+    expect(logs.slice(-400)).toMatch(
+      /\n\[slipway\] task ended failure after [\d.]+ s: .*fails.*\n$/,
+    );
   });
 
   it('masks a token that contains a secret', () => {

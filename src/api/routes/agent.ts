@@ -656,11 +656,38 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         }
         throw error;
       }
+      // The line goes in before the change events wake the log followers of this process.
+      if (result.task.log_path !== null) {
+        await noteOutcomeAfterCut(request, result.task.id, result.task.log_path, report);
+        services.logs.release(result.task.log_path);
+      }
       changes.emit(context.events);
-      if (result.task.log_path !== null) services.logs.release(result.task.log_path);
       return { task_id: result.task.id, status: result.task.status, retried: result.retried };
     },
   );
+
+  /** Writes the reported outcome into an attempt's log that was cut at SLIPWAY_LOG_MAX_BYTES. */
+  async function noteOutcomeAfterCut(
+    request: FastifyRequest,
+    taskId: string,
+    file: string,
+    report: FinishReport,
+  ): Promise<void> {
+    const seconds = (report.durationMs / 1000).toFixed(1);
+    const reason = report.reason === null ? '' : `: ${report.reason}`;
+    try {
+      await services.logs.noteIfCut(
+        file,
+        `[slipway] task ended ${report.status} after ${seconds} s${reason}`,
+      );
+    } catch (error) {
+      // The outcome is stored with the task, so a failed write costs only the log line.
+      request.log.error(
+        { err: error, taskId, file },
+        'failed to write the outcome line into the cut task log',
+      );
+    }
+  }
 
   /**
    * Records a finish report that came after the worker lost its lease. The task's outcome
