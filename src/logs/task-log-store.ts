@@ -135,7 +135,12 @@ export class TaskLogStore {
     offset: number,
     data: Buffer,
   ): Promise<AppendResult> {
-    if (state.received < 0) await this.#load(file, state);
+    // Until the cut, every byte received is on disk, so the file's size is the received count.
+    // It is read again for each upload because with API_WORKERS above 1 another API process
+    // may have appended since this one did.
+    // NOTE: two processes that append to one file at the same time (a retry sent while the
+    // first try still runs elsewhere) are not ordered, and the file may get both.
+    if (state.received < 0 || !state.truncated) await this.#load(file, state);
     if (offset > state.received && !state.truncated) {
       throw new LogOffsetError(offset, state.received);
     }

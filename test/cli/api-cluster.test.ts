@@ -7,6 +7,7 @@ import {
   startApiProcess,
   type ApiProcess,
 } from '../support/cli.js';
+import { writePipelineFile } from '../support/execution.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir } from '../support/server.js';
 
@@ -32,6 +33,12 @@ async function bothListening(api: ApiProcess): Promise<void> {
       throw new Error(`second API process never listened: ${api.stdout()}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** The fields of the API responses that the log upload test reads. */
+interface ResponseBody {
+  job_id?: string;
+  tasks?: { task_id: string; attempt: number }[];
 }
 
 describe('slipway api with API_WORKERS', () => {
@@ -89,6 +96,75 @@ describe('slipway api with API_WORKERS', () => {
     expect(api.child.signalCode).toBeNull();
     for (const pid of workers) {
       expect(() => process.kill(pid, 0)).toThrow();
+    }
+  });
+
+  it('stores log uploads spread over processes', { timeout: 120_000 }, async () => {
+    await ensureBuilt();
+    const admin = 'slw_cluster-logs-admin-token-0000000000';
+    const pipelines = writePipelineFile(`
+pipelines:
+  build:
+    executor: local
+    steps: [{ run: 'true' }]
+`);
+    const api = await startApiProcess(
+      {
+        SLIPWAY_DATA_DIR: makeTempDir('slipway-cluster-logs-'),
+        SLIPWAY_PIPELINES: pipelines,
+        API_PORT: String(await freePort()),
+        API_WORKERS: '2',
+        SLIPWAY_ADMIN_TOKEN: admin,
+      },
+      'api',
+      60_000,
+    );
+    // A new connection per request, so the primary spreads them over both processes, as it
+    // does a worker's requests once their kept-alive connections close.
+    const post = async (route: string, body: object) => {
+      const response = await fetch(`${api.url}${route}`, {
+        method: 'POST',
+        headers: {
+          connection: 'close',
+          authorization: `Bearer ${admin}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify(body),
+      });
+      return { status: response.status, body: (await response.json()) as ResponseBody };
+    };
+    try {
+      await bothListening(api);
+      const trigger = await post('/api/trigger/build', { commit: 'abcdef1' });
+      expect(trigger.status).toBe(201);
+      const worker = { name: 'log-worker', hostname: 'test', executors: ['local'], capacity: 1 };
+      expect((await post('/api/agent/workers', worker)).status).toBe(200);
+      const claim = await post('/api/agent/workers/log-worker/claim', { max: 1, wait_seconds: 5 });
+      expect(claim.body.tasks).toHaveLength(1);
+      const task = claim.body.tasks![0]!;
+
+      let offset = 0;
+      const statuses: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        const data = `upload ${i}\n`;
+        const upload = await post(`/api/agent/tasks/${task.task_id}/logs`, {
+          worker_id: 'log-worker',
+          attempt: task.attempt,
+          offset,
+          data,
+        });
+        statuses.push(upload.status);
+        offset += Buffer.byteLength(data);
+      }
+      expect(statuses).toEqual(Array(8).fill(200));
+
+      const logs = await fetch(`${api.url}/api/job/${trigger.body.job_id}/logs`, {
+        headers: { authorization: `Bearer ${admin}` },
+      });
+      const expected = Array.from({ length: 8 }, (_, i) => `upload ${i}\n`).join('');
+      expect(await logs.text()).toBe(expected);
+    } finally {
+      await api.stop();
     }
   });
 
