@@ -8,6 +8,7 @@
  * image in which run.sh never starts (no /bin/sh) is an `error` too, because no step ran.
  */
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
@@ -29,6 +30,8 @@ const SCRIPT_MOUNT = '/slipway';
 const STARTED_MARKER = 'started';
 /** File that run.sh writes the failing step's name to, in the script directory. */
 const FAILED_STEP_FILE = 'failed-step';
+/** File that run.sh writes each step's name to before the step starts, in the script directory. */
+const RUNNING_STEP_FILE = 'running-step';
 /** Limits for pipelines that set none; a runaway test must not take the host down. */
 export const DEFAULT_MEMORY_BYTES = 4 * 1024 ** 3;
 export const DEFAULT_PIDS = 4096;
@@ -106,7 +109,13 @@ export class DockerExecutor implements Executor {
       if (exitCode === 0 || signal.aborted) return { exitCode };
       if (!(await scriptStarted(spec))) throw scriptNotStartedError(spec.image, exitCode);
       const state = (await container.inspect()).State;
-      const failedStep = await readFailedStep(spec);
+      let failedStep = await readFailedStep(spec);
+      let detail: string | undefined;
+      if (failedStep === undefined && exitCode > 128) {
+        // run.sh itself was killed, so it recorded no failing step: the step it ran is named.
+        failedStep = await readRunningStep(spec);
+        detail = killedScriptDetail(exitCode - 128);
+      }
       if (state.OOMKilled) {
         return {
           exitCode,
@@ -114,7 +123,7 @@ export class DockerExecutor implements Executor {
           detail: `the container ran out of memory (limit ${spec.resources.memory ?? DEFAULT_MEMORY_BYTES} bytes)`,
         };
       }
-      return { exitCode, failedStep };
+      return { exitCode, failedStep, ...(detail === undefined ? {} : { detail }) };
     } finally {
       signal.removeEventListener('abort', kill);
     }
@@ -198,6 +207,7 @@ async function writeStepScript(spec: ExecutionSpec): Promise<string> {
   await fs.chmod(dir, 0o755);
   await writeFileWithMode(path.join(dir, STARTED_MARKER), '', 0o666);
   await writeFileWithMode(path.join(dir, FAILED_STEP_FILE), '', 0o666);
+  await writeFileWithMode(path.join(dir, RUNNING_STEP_FILE), '', 0o666);
   // The engine keeps no order between a container's stdout and stderr, so stderr goes into
   // stdout here and the log keeps the order in which the steps wrote.
   const lines = [
@@ -211,6 +221,7 @@ async function writeStepScript(spec: ExecutionSpec): Promise<string> {
     await writeFileWithMode(path.join(dir, `step-${index + 1}.sh`), `${step.run}\n`, 0o644);
     const header = stepHeader(index, spec.steps.length, step);
     lines.push(
+      `printf '%s' ${shellQuote(step.name)} > ${SCRIPT_MOUNT}/${RUNNING_STEP_FILE}`,
       `printf '%s\\n' ${shellQuote(header)}`,
       `/bin/sh ${SCRIPT_MOUNT}/step-${index + 1}.sh`,
       'code=$?',
@@ -238,6 +249,28 @@ async function readFailedStep(spec: ExecutionSpec): Promise<string | undefined> 
     .readFile(path.join(spec.scratch, 'docker', FAILED_STEP_FILE), 'utf8')
     .catch(() => '');
   return name === '' ? undefined : name;
+}
+
+/** Name of the step that run.sh started last, as it recorded it in the scratch directory. */
+async function readRunningStep(spec: ExecutionSpec): Promise<string | undefined> {
+  const name = await fs
+    .readFile(path.join(spec.scratch, 'docker', RUNNING_STEP_FILE), 'utf8')
+    .catch(() => '');
+  return name === '' ? undefined : name;
+}
+
+/**
+ * Describes the end of a step script that a signal killed before it could record a failing
+ * step. The signal came from outside the script: `docker kill`, `docker rm -f`, the engine
+ * stopping, or a process of the step that signalled the script itself.
+ */
+function killedScriptDetail(signal: number): string {
+  const name = Object.entries(os.constants.signals).find(([, number]) => number === signal)?.[0];
+  return (
+    `the step script was killed by ${name ?? `signal ${signal}`} while this step ran, from ` +
+    'outside the step: docker kill, docker rm -f, the Docker engine stopping, or a process ' +
+    'of the step that signalled its script'
+  );
 }
 
 /** Reports whether run.sh wrote its first line, which shows that a shell ran it. */

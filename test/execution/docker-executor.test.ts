@@ -329,6 +329,26 @@ pipelines:
     expect(await containersOf(id)).toEqual([]);
   });
 
+  it('names the step of a killed container', async () => {
+    const id = await harness.trigger('long', { commit: repo.commit });
+    await harness.waitForStatus(id, 'running');
+    const deadline = Date.now() + 20_000;
+    while ((await containersOf(id)).length === 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // The step has started once its header is in the log.
+    while (!(await harness.logs(id)).includes('sleep') && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const [container] = await containersOf(id);
+    await docker.getContainer(container!.Id).kill();
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('failure');
+    expect(job.tasks[0].exit_code).toBe(137);
+    expect(job.reason).toContain('step "sleep" exited with code 137');
+    expect(job.reason).toContain('the step script was killed by SIGKILL');
+  });
+
   it('removes the container of a cancelled task', async () => {
     const id = await harness.trigger('long', { commit: repo.commit });
     await harness.waitForStatus(id, 'running');
