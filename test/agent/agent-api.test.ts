@@ -373,6 +373,32 @@ pipelines:
     expect(Buffer.byteLength(stored)).toBeLessThan(4096 + 200);
   });
 
+  it('ends a cut log with a hand-back', async () => {
+    const jobId = await trigger({ commit: 'abcdef16' });
+    const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });
+    const task = claim.body.tasks[0];
+    expect(task.job.id).toBe(jobId);
+    const lease = { worker_id: 'worker-a', attempt: task.attempt };
+    const logs = `/api/agent/tasks/${task.task_id}/logs`;
+    const capped = await post(logs, { ...lease, offset: 0, data: 'z'.repeat(5000) });
+    expect(capped.body.truncated).toBe(true);
+
+    const reason = 'worker worker-a stopped before the task ended';
+    const released = await post(`/api/agent/tasks/${task.task_id}/release`, { ...lease, reason });
+    expect(released.status, released.text).toBe(200);
+    const query = `task=${task.task_id}&attempt=${task.attempt}`;
+    const text = await server.request('GET', `/api/job/${jobId}/logs?${query}`, {
+      token: server.adminToken,
+    });
+    expect(text.text).toContain('[slipway] log cut at 4096 bytes');
+    expect(text.text.endsWith(`[slipway] ${reason}; the task is queued again\n`)).toBe(true);
+    // The queued task would go to the claims of the tests that follow.
+    const cancelled = await server.request('POST', `/api/job/${jobId}/cancel`, {
+      token: server.adminToken,
+    });
+    expect(cancelled.status, cancelled.text).toBe(202);
+  });
+
   it('keeps stored logs valid UTF-8', async () => {
     await trigger({ commit: 'abcdef1b' });
     const claim = await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 });

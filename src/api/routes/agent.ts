@@ -658,7 +658,14 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       }
       // The line goes in before the change events wake the log followers of this process.
       if (result.task.log_path !== null) {
-        await noteOutcomeAfterCut(request, result.task.id, result.task.log_path, report);
+        const seconds = (report.durationMs / 1000).toFixed(1);
+        const reason = report.reason === null ? '' : `: ${report.reason}`;
+        await noteAfterCut(
+          request,
+          result.task.id,
+          result.task.log_path,
+          `[slipway] task ended ${report.status} after ${seconds} s${reason}`,
+        );
         services.logs.release(result.task.log_path);
       }
       changes.emit(context.events);
@@ -666,20 +673,18 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
     },
   );
 
-  /** Writes the reported outcome into an attempt's log that was cut at SLIPWAY_LOG_MAX_BYTES. */
-  async function noteOutcomeAfterCut(
+  /**
+   * Writes `line` into an attempt's log that was cut at SLIPWAY_LOG_MAX_BYTES, where the
+   * worker's own closing line could not go: the outcome of a finish, or a hand-back.
+   */
+  async function noteAfterCut(
     request: FastifyRequest,
     taskId: string,
     file: string,
-    report: FinishReport,
+    line: string,
   ): Promise<void> {
-    const seconds = (report.durationMs / 1000).toFixed(1);
-    const reason = report.reason === null ? '' : `: ${report.reason}`;
     try {
-      await services.logs.noteIfCut(
-        file,
-        `[slipway] task ended ${report.status} after ${seconds} s${reason}`,
-      );
+      await services.logs.noteIfCut(file, line);
     } catch (error) {
       // The outcome is stored with the task, so a failed write costs only the log line.
       request.log.error(
@@ -764,6 +769,12 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       const task = await context.store.write((trx) =>
         releaseTask(trx, holder, reason, changes, auditContext(request)),
       );
+      // The worker's own line about the stop went past a cut, so the API writes what became
+      // of the task, before the change events wake the log followers of this process.
+      const file = services.logs.pathFor(task.job_id, task.id, holder.attempt);
+      const outcome =
+        task.status === 'queued' ? 'the task is queued again' : `the task ended ${task.status}`;
+      await noteAfterCut(request, task.id, file, `[slipway] ${reason}; ${outcome}`);
       changes.emit(context.events);
       return { task_id: task.id, status: task.status };
     },
