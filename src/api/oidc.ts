@@ -6,13 +6,14 @@
  * are valid, and its repository, and its ref when SLIPWAY_OIDC_REFS is set, are allowed. It
  * then acts with role `trigger`, under the name `github:<repository>`.
  */
-import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { OidcConfig } from '../config/env.js';
+import { issuerKeys, OidcUnavailableError, type IssuerKeysOptions } from './oidc-keys.js';
+
+export { OidcUnavailableError };
 
 /** Seconds by which a token's times may be off from this host's clock. */
 const CLOCK_TOLERANCE_SECONDS = 30;
-/** Milliseconds that a fetch of the issuer's keys may take. */
-const JWKS_TIMEOUT_MS = 5_000;
 
 /** The workflow run that an accepted token names, as its claims give it. */
 export interface OidcIdentity {
@@ -36,20 +37,6 @@ export class OidcRejection extends Error {
   }
 }
 
-/** The issuer's keys could not be fetched, so no token can be checked now. */
-export class OidcUnavailableError extends Error {
-  constructor(
-    readonly jwksUrl: string,
-    cause: unknown,
-  ) {
-    const reason = cause instanceof Error ? cause.message : String(cause);
-    super(`could not fetch the OIDC signing keys from ${jwksUrl}: ${reason}; retry later`, {
-      cause,
-    });
-    this.name = 'OidcUnavailableError';
-  }
-}
-
 /** Claims copied into audit rows, when the token has them. */
 const AUDITED_CLAIMS = [
   'repository',
@@ -64,10 +51,7 @@ const AUDITED_CLAIMS = [
   'jti',
 ] as const;
 
-export interface OidcVerifierOptions {
-  /** Milliseconds before a token with an unknown key makes the keys be fetched again (30 s). */
-  cooldownMs?: number;
-}
+export type OidcVerifierOptions = IssuerKeysOptions;
 
 export class OidcVerifier {
   readonly #getKey: JWTVerifyGetKey;
@@ -76,26 +60,7 @@ export class OidcVerifier {
     readonly config: OidcConfig,
     options: OidcVerifierOptions = {},
   ) {
-    const jwks = createRemoteJWKSet(new URL(config.jwksUrl), {
-      timeoutDuration: JWKS_TIMEOUT_MS,
-      ...(options.cooldownMs === undefined ? {} : { cooldownDuration: options.cooldownMs }),
-    });
-    // Failures of the fetch are distinguished here, because jose reports a non-200 response
-    // and a malformed token with the same error class.
-    this.#getKey = async (header, token) => {
-      try {
-        return await jwks(header, token);
-      } catch (error) {
-        if (
-          error instanceof errors.JWKSNoMatchingKey ||
-          error instanceof errors.JWKSMultipleMatchingKeys ||
-          error instanceof errors.JOSENotSupported
-        ) {
-          throw error;
-        }
-        throw new OidcUnavailableError(config.jwksUrl, error);
-      }
-    };
+    this.#getKey = issuerKeys(config.jwksUrl, options);
   }
 
   /**

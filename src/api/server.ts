@@ -319,7 +319,9 @@ export async function buildServer(
       version: () => context.store.dataVersion(),
       isActive: (tokenId) => context.store.read((sqlite) => isTokenActive(sqlite, tokenId)),
     },
-    context.config.oidc === undefined ? undefined : new OidcVerifier(context.config.oidc),
+    context.config.oidc === undefined
+      ? undefined
+      : new OidcVerifier(context.config.oidc, { logger: context.logger }),
   );
   let failures: FailureLimit | undefined;
   if (api.authFailureLimitPerMinute > 0) {

@@ -2,9 +2,13 @@
  * GitHub Actions OIDC tokens in place of a trigger token, against a stand-in for GitHub's
  * issuer (test/support/oidc-issuer.ts) that signs tokens with the claims GitHub documents.
  */
-import { generateKeyPair } from 'jose';
+import { Writable } from 'node:stream';
+import { generateKeyPair, SignJWT } from 'jose';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OidcUnavailableError, OidcVerifier } from '../../src/api/oidc.js';
 import { ConfigError, loadConfig } from '../../src/config/env.js';
+import type { Logger } from '../../src/log.js';
 import {
   OIDC_REPOSITORY as REPOSITORY,
   startOidcIssuer,
@@ -136,6 +140,24 @@ describe('OIDC when the issuer does not answer', () => {
     await issuer?.close();
   });
 
+  it('fetches the keys at most once a second while they fail', async () => {
+    const before = issuer.keyFetches;
+    // Tokens that anyone can make: GitHub's shape, with a signature that is never checked.
+    const header = Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'key-9' })).toString(
+      'base64url',
+    );
+    for (let index = 0; index < 10; index += 1) {
+      const payload = Buffer.from(JSON.stringify({ index })).toString('base64url');
+      const response = await server.request('POST', '/api/trigger/ci', {
+        token: `${header}.${payload}.AAAA`,
+        body: { commit: 'abc1234' },
+      });
+      expect(response.status, response.text).toBe(502);
+    }
+    // The requests take well under a second, and a second of them could start a second fetch.
+    expect(issuer.keyFetches - before).toBeLessThanOrEqual(2);
+  });
+
   it('answers 502 and creates no job', async () => {
     const response = await server.request('POST', '/api/trigger/ci', {
       token: await issuer.sign(),
@@ -147,13 +169,81 @@ describe('OIDC when the issuer does not answer', () => {
     const jobs = await server.request('GET', '/api/admin/jobs', { token: server.adminToken });
     expect(jobs.body.jobs).toEqual([]);
 
-    // Once the issuer responds again, the same token is accepted.
+    // Once the issuer responds again and the retry delay has passed, a token is accepted.
     issuer.failing = false;
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
     const retried = await server.request('POST', '/api/trigger/ci', {
       token: await issuer.sign(),
       body: { commit: 'abc1234' },
     });
     expect(retried.status, retried.text).toBe(201);
+  });
+});
+
+describe('OIDC keys while the issuer fails', () => {
+  let issuer: OidcIssuer;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+  });
+  afterAll(async () => {
+    await issuer?.close();
+  });
+
+  /** A verifier whose keys are never fresh, so that every token makes it fetch them. */
+  const verifier = (logger?: Logger) =>
+    new OidcVerifier(
+      {
+        issuer: issuer.url,
+        jwksUrl: `${issuer.url}/.well-known/jwks`,
+        audience: AUDIENCE,
+        repositories: [REPOSITORY],
+        refs: undefined,
+      },
+      { cacheMaxAgeMs: 0, logger },
+    );
+
+  it('checks tokens with the keys fetched last', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(String(chunk));
+        callback();
+      },
+    });
+    issuer.failing = false;
+    const oidc = verifier(pino({ level: 'info' }, sink));
+    expect((await oidc.verify(await issuer.sign())).repository).toBe(REPOSITORY);
+
+    issuer.failing = true;
+    const before = issuer.keyFetches;
+    expect((await oidc.verify(await issuer.sign())).repository).toBe(REPOSITORY);
+    expect((await oidc.verify(await issuer.sign())).repository).toBe(REPOSITORY);
+    expect(issuer.keyFetches - before).toBe(1);
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 40, stale_keys: true });
+  });
+
+  it('reports a key missing from the last keys as unavailable', async () => {
+    issuer.failing = false;
+    const oidc = verifier();
+    await oidc.verify(await issuer.sign());
+
+    issuer.failing = true;
+    const other = await generateKeyPair('RS256');
+    const token = await new SignJWT({ repository: REPOSITORY })
+      .setProtectedHeader({ alg: 'RS256', kid: 'key-2' })
+      .setIssuer(issuer.url)
+      .setAudience(AUDIENCE)
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .sign(other.privateKey);
+    await expect(oidc.verify(token)).rejects.toThrow(OidcUnavailableError);
+  });
+
+  it('reports unavailable without keys fetched before', async () => {
+    issuer.failing = true;
+    await expect(verifier().verify(await issuer.sign())).rejects.toThrow(OidcUnavailableError);
   });
 });
 
