@@ -37,6 +37,9 @@ export class OidcRejection extends Error {
   }
 }
 
+/** GitHub's `owner/name`, in the characters that SLIPWAY_OIDC_REPOSITORIES accepts. */
+const REPOSITORY_NAME = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
+
 /** Claims copied into audit rows, when the token has them. */
 const AUDITED_CLAIMS = [
   'repository',
@@ -85,6 +88,14 @@ export class OidcVerifier {
     const repository = typeof payload.repository === 'string' ? payload.repository : undefined;
     if (repository === undefined) {
       throw new OidcRejection('the OIDC token has no repository claim', 'repository');
+    }
+    // Checked even though the issuer signed it, because `owner/*` compares a prefix and the
+    // claim becomes part of the actor name.
+    if (!REPOSITORY_NAME.test(repository)) {
+      throw new OidcRejection(
+        `the OIDC token's repository claim ${JSON.stringify(repository)} is not of the form owner/name`,
+        'repository',
+      );
     }
     if (!this.config.repositories.some((allowed) => matchesRepository(allowed, repository))) {
       throw new OidcRejection(

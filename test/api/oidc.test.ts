@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { generateKeyPair, SignJWT } from 'jose';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OidcUnavailableError, OidcVerifier } from '../../src/api/oidc.js';
+import { OidcRejection, OidcUnavailableError, OidcVerifier } from '../../src/api/oidc.js';
 import { ConfigError, loadConfig } from '../../src/config/env.js';
 import type { Logger } from '../../src/log.js';
 import {
@@ -244,6 +244,47 @@ describe('OIDC keys while the issuer fails', () => {
   it('reports unavailable without keys fetched before', async () => {
     issuer.failing = true;
     await expect(verifier().verify(await issuer.sign())).rejects.toThrow(OidcUnavailableError);
+  });
+});
+
+describe('OIDC repository patterns', () => {
+  let issuer: OidcIssuer;
+  let oidc: OidcVerifier;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    oidc = new OidcVerifier({
+      issuer: issuer.url,
+      jwksUrl: `${issuer.url}/.well-known/jwks`,
+      audience: AUDIENCE,
+      repositories: ['octo-org/*'],
+      refs: undefined,
+    });
+  });
+  afterAll(async () => {
+    await issuer?.close();
+  });
+
+  it.each(['octo-org/octo-repo', 'Octo-Org/Other.repo_2'])(
+    'accepts %s for owner/*',
+    async (name) => {
+      const identity = await oidc.verify(await issuer.sign({ repository: name }));
+      expect(identity.repository).toBe(name);
+      expect(identity.name).toBe(`github:${name}`);
+    },
+  );
+
+  it.each([
+    'octo-org-evil/x',
+    'octo-org/',
+    'octo-org//x',
+    'octo-org/x/y',
+    'octo-org/x:y',
+    '/octo-org/x',
+  ])('rejects %s for owner/*', async (name) => {
+    const rejection = oidc.verify(await issuer.sign({ repository: name }));
+    await expect(rejection).rejects.toThrow(OidcRejection);
+    await expect(rejection).rejects.toMatchObject({ rule: 'repository' });
   });
 });
 
