@@ -98,9 +98,11 @@ export class OidcVerifier {
       );
     }
     if (!this.config.repositories.some((allowed) => matchesRepository(allowed, repository))) {
+      // The allowed repositories and refs are left out of the messages, because anyone can get
+      // a GitHub Actions token for any audience and would learn them.
       throw new OidcRejection(
-        `the OIDC token is for repository ${repository}, which SLIPWAY_OIDC_REPOSITORIES ` +
-          `(${this.config.repositories.join(', ')}) does not allow`,
+        `the OIDC token is for repository ${repository}, which the server's ` +
+          'SLIPWAY_OIDC_REPOSITORIES does not allow; an administrator of Slipway can add it',
         'repository',
       );
     }
@@ -108,8 +110,8 @@ export class OidcVerifier {
     const refs = this.config.refs;
     if (refs !== undefined && !refs.some((pattern) => matchesRef(pattern, ref))) {
       throw new OidcRejection(
-        `the OIDC token is for ref "${ref}", which SLIPWAY_OIDC_REFS (${refs.join(', ')}) ` +
-          'does not allow',
+        `the OIDC token is for ref "${ref}", which the server's SLIPWAY_OIDC_REFS does not ` +
+          'allow; trigger from an allowed branch or tag, or ask an administrator of Slipway',
         'ref',
       );
     }

@@ -87,6 +87,19 @@ describe('GitHub Actions OIDC tokens', () => {
     expect(response.body.error).toMatch(message);
   });
 
+  it('keeps the allowed repositories and refs private', async () => {
+    const repository = await trigger(await issuer.sign({ repository: 'evil-org/octo-repo' }));
+    expect(repository.body.rule).toBe('repository');
+    expect(repository.body.error).toContain('SLIPWAY_OIDC_REPOSITORIES');
+    expect(repository.body.error).not.toContain(REPOSITORY);
+
+    const ref = await trigger(await issuer.sign({ ref: 'refs/heads/feature' }));
+    expect(ref.body.rule).toBe('ref');
+    expect(ref.body.error).toContain('SLIPWAY_OIDC_REFS');
+    expect(ref.body.error).not.toContain('refs/heads/main');
+    expect(ref.body.error).not.toContain('refs/tags/v*');
+  });
+
   it('rejects a token signed with another key', async () => {
     const other = await generateKeyPair('RS256');
     const response = await trigger(await issuer.sign({}, other.privateKey));
