@@ -445,18 +445,6 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
   const jwksUrl = readUrl(env, 'SLIPWAY_OIDC_JWKS_URL', `${issuer}/.well-known/jwks`, false);
   const repositories = readList(env, 'SLIPWAY_OIDC_REPOSITORIES');
   const refs = readList(env, 'SLIPWAY_OIDC_REFS');
-  if (audience === undefined) {
-    const set = ['SLIPWAY_OIDC_REPOSITORIES', 'SLIPWAY_OIDC_REFS'].find(
-      (name) => readString(env, name) !== undefined,
-    );
-    if (set !== undefined) {
-      throw new ConfigError(
-        'SLIPWAY_OIDC_AUDIENCE',
-        `must be set when ${set} is, because OIDC tokens are accepted only for an audience`,
-      );
-    }
-    return undefined;
-  }
   for (const name of repositories ?? []) {
     if (!/^[A-Za-z0-9_.-]+\/(?:[A-Za-z0-9_.-]+|\*)$/.test(name)) {
       throw new ConfigError(
@@ -473,6 +461,21 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
           `one * at its end, got "${ref}"`,
       );
     }
+  }
+  if (audience === undefined) {
+    const set = [
+      'SLIPWAY_OIDC_REPOSITORIES',
+      'SLIPWAY_OIDC_REFS',
+      'SLIPWAY_OIDC_ISSUER',
+      'SLIPWAY_OIDC_JWKS_URL',
+    ].find((name) => readString(env, name) !== undefined);
+    if (set !== undefined) {
+      throw new ConfigError(
+        'SLIPWAY_OIDC_AUDIENCE',
+        `must be set when ${set} is, because OIDC tokens are accepted only for an audience`,
+      );
+    }
+    return undefined;
   }
   const allowed = repositories ?? (repository === undefined ? [] : [repository]);
   if (allowed.length === 0) {

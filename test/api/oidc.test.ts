@@ -361,6 +361,15 @@ describe('OIDC settings', () => {
     expect(load({ SLIPWAY_OIDC_REPOSITORIES: REPOSITORY })).toThrow(/SLIPWAY_OIDC_AUDIENCE/);
   });
 
+  it.each(['SLIPWAY_OIDC_ISSUER', 'SLIPWAY_OIDC_JWKS_URL'])(
+    'rejects %s without an audience',
+    (name) => {
+      const env = { [name]: 'https://github.example.com/_services/token' };
+      expect(load(env)).toThrow(ConfigError);
+      expect(load(env)).toThrow(new RegExp(`SLIPWAY_OIDC_AUDIENCE: must be set when ${name} is`));
+    },
+  );
+
   it('is off without an audience', () => {
     expect(load({})().oidc).toBeUndefined();
   });

@@ -52,6 +52,10 @@ const BAD_VALUES: Record<string, string> = {
   GITHUB_REPOSITORY: 'just-a-name',
   GITHUB_API_URL: 'api.github.com',
   DOCKER_HOST: 'localhost:2375',
+  SLIPWAY_OIDC_ISSUER: 'token.actions.githubusercontent.com',
+  SLIPWAY_OIDC_JWKS_URL: 'file:///etc/jwks.json',
+  SLIPWAY_OIDC_REPOSITORIES: 'octo-org',
+  SLIPWAY_OIDC_REFS: 'main',
   // Paths below a regular file cannot be created.
   SLIPWAY_DATA_DIR: '{file}/data',
   ORCHESTRATION_DB_PATH: '{file}/state/orchestration.db',
@@ -77,6 +81,8 @@ const FREE_FORM = new Set([
   'TAILSCALE_SOCKET',
   // Checked by the pipeline loader; see the pipeline file tests below.
   'SLIPWAY_PIPELINES',
+  // Any value that GitHub Actions tokens are requested for, such as the API's URL.
+  'SLIPWAY_OIDC_AUDIENCE',
 ]);
 
 /** Runs up to `limit` promises at a time, keeping results in input order. */
