@@ -373,10 +373,11 @@ describe('API endpoints, success paths', () => {
     expect(bodyRequired('post', '/api/trigger/ci')).toBe(true);
     expect(bodyRequired('post', '/api/job/{job_id}/cancel')).toBe(false);
     expect(bodyRequired('post', '/api/job/{job_id}/retry')).toBe(false);
-    expect(doc.body.components.securitySchemes.bearerAuth).toEqual({
+    expect(doc.body.components.securitySchemes.bearerAuth).toMatchObject({
       type: 'http',
       scheme: 'bearer',
     });
+    expect(doc.body.components.securitySchemes.bearerAuth.description).toContain('OIDC');
   });
 
   it('API reference page renders the document', async () => {
