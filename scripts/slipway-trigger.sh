@@ -109,6 +109,8 @@ bearer() {
   fi
   local expires now token payload
   expires=$(cat "$workdir/oidc-expires" 2>/dev/null || echo 0)
+  # Bash arithmetic would evaluate an expression in the value, so only digits count.
+  [[ "$expires" =~ ^[0-9]+$ ]] || expires=0
   now=$(date +%s)
   if ((expires - 60 > now)); then
     cat "$workdir/oidc-token"

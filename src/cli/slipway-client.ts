@@ -66,7 +66,12 @@ export function githubOidcTokens(
         API_EXIT_CODE,
       );
     }
-    const value = ((await response.json()) as { value?: unknown }).value;
+    let value: unknown;
+    try {
+      value = ((await response.json()) as { value?: unknown }).value;
+    } catch {
+      // Not JSON: reported below as a response without a token.
+    }
     if (typeof value !== 'string' || value.split('.').length !== 3) {
       throw new CliError('the GitHub Actions OIDC token request returned no token', API_EXIT_CODE);
     }

@@ -443,6 +443,7 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
   const audience = readString(env, 'SLIPWAY_OIDC_AUDIENCE');
   const issuer = readUrl(env, 'SLIPWAY_OIDC_ISSUER', GITHUB_OIDC_ISSUER, false);
   const jwksUrl = readUrl(env, 'SLIPWAY_OIDC_JWKS_URL', `${issuer}/.well-known/jwks`, false);
+  requireHttpsUnlessLoopback('SLIPWAY_OIDC_JWKS_URL', jwksUrl);
   const repositories = readList(env, 'SLIPWAY_OIDC_REPOSITORIES');
   const refs = readList(env, 'SLIPWAY_OIDC_REFS');
   for (const name of repositories ?? []) {
@@ -486,6 +487,21 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
     );
   }
   return { issuer, jwksUrl, audience, repositories: allowed, refs };
+}
+
+/**
+ * Rejects a plain-http URL to another host. Whoever can answer for the keys' URL on the
+ * network path could then sign tokens that the API accepts; a loopback address stays on the host.
+ */
+function requireHttpsUnlessLoopback(name: string, raw: string): void {
+  const url = new URL(raw);
+  const loopback = ['127.0.0.1', '[::1]', 'localhost'].includes(url.hostname);
+  if (url.protocol === 'http:' && !loopback) {
+    throw new ConfigError(
+      name,
+      `must be an https URL (http only to a loopback address), got "${redactUrl(raw)}"`,
+    );
+  }
 }
 
 /** Reads a comma-separated list, or undefined when the variable is unset or empty. */

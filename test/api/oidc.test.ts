@@ -336,6 +336,18 @@ describe('OIDC settings', () => {
     expect(load({ SLIPWAY_OIDC_AUDIENCE: AUDIENCE })).toThrow(/SLIPWAY_OIDC_REPOSITORIES/);
   });
 
+  it('rejects plain http to another host', () => {
+    const base = { SLIPWAY_OIDC_AUDIENCE: AUDIENCE, GITHUB_REPOSITORY: REPOSITORY };
+    expect(load({ ...base, SLIPWAY_OIDC_ISSUER: 'http://issuer.example' })).toThrow(
+      /SLIPWAY_OIDC_JWKS_URL: must be an https URL/,
+    );
+    expect(load({ ...base, SLIPWAY_OIDC_JWKS_URL: 'http://keys.example/jwks' })).toThrow(
+      /SLIPWAY_OIDC_JWKS_URL: must be an https URL/,
+    );
+    const local = load({ ...base, SLIPWAY_OIDC_ISSUER: 'http://127.0.0.1:8080' })();
+    expect(local.oidc?.jwksUrl).toBe('http://127.0.0.1:8080/.well-known/jwks');
+  });
+
   it('defaults repositories to GITHUB_REPOSITORY', () => {
     const config = load({ SLIPWAY_OIDC_AUDIENCE: AUDIENCE, GITHUB_REPOSITORY: REPOSITORY })();
     expect(config.oidc).toEqual({
