@@ -84,6 +84,14 @@ export class OidcVerifier {
     } catch (error) {
       throw this.#translate(error);
     }
+    // A token for several audiences is also valid at the others, which could replay it here.
+    if (Array.isArray(payload.aud) && payload.aud.length > 1) {
+      throw new OidcRejection(
+        `the OIDC token names ${payload.aud.length} audiences; request one only for ` +
+          `SLIPWAY_OIDC_AUDIENCE (${audience})`,
+        'audience',
+      );
+    }
 
     const repository = typeof payload.repository === 'string' ? payload.repository : undefined;
     if (repository === undefined) {

@@ -74,6 +74,7 @@ describe('GitHub Actions OIDC tokens', () => {
 
   it.each([
     ['audience', { aud: 'https://github.com/octo-org' }, /SLIPWAY_OIDC_AUDIENCE/],
+    ['audience', { aud: [AUDIENCE, 'https://other.example'] }, /only for SLIPWAY_OIDC_AUDIENCE/],
     ['expired', { iat: 1_000, nbf: 1_000, exp: 2_000 }, /expired/],
     ['repository', { repository: 'evil-org/octo-repo' }, /evil-org\/octo-repo/],
     ['ref', { ref: 'refs/heads/feature' }, /refs\/heads\/feature/],
