@@ -8,7 +8,7 @@
  * Expressions support what the examples use: context paths (`github.sha`, `vars.X`,
  * `secrets.X`, `steps.id.outputs.name`, `inputs.x`), string literals and `||`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,8 @@ export interface RunnerContext {
   secrets: Record<string, string>;
   /** Environment every step gets (GITHUB_SHA, GITHUB_REF_NAME, ...). */
   env: Record<string, string>;
+  /** Signal whose abort cancels the run as a runner does (see signalAsRunner). */
+  cancel?: AbortSignal;
 }
 
 export interface StepResult {
@@ -102,7 +104,7 @@ async function runStep(step: Step, index: number, scope: Scope): Promise<StepRes
   }
   if (step.run === undefined) return undefined;
   const env = evaluateMap(step.env ?? {}, scope);
-  return runBash(name, evaluate(step.run, scope), { ...scope.env, ...env });
+  return runBash(name, evaluate(step.run, scope), { ...scope.env, ...env }, scope.cancel);
 }
 
 /** Runs the composite steps of action.yml, as GitHub does for `uses:` of the action. */
@@ -124,10 +126,12 @@ async function runSlipwayAction(name: string, step: Step, scope: Scope): Promise
   let last: StepResult | undefined;
   for (const [index, innerStep] of action.runs.steps.entries()) {
     const stepEnv = evaluateMap(innerStep.env ?? {}, inner);
-    last = await runBash(`${name} / ${index + 1}`, evaluate(innerStep.run ?? '', inner), {
-      ...env,
-      ...stepEnv,
-    });
+    last = await runBash(
+      `${name} / ${index + 1}`,
+      evaluate(innerStep.run ?? '', inner),
+      { ...env, ...stepEnv },
+      scope.cancel,
+    );
     if (innerStep.id !== undefined) inner.steps[innerStep.id] = { outputs: last.outputs };
     if (last.code !== 0) break;
   }
@@ -137,7 +141,33 @@ async function runSlipwayAction(name: string, step: Step, scope: Scope): Promise
   return { ...last!, name, outputs };
 }
 
-function runBash(name: string, script: string, env: Record<string, string>): Promise<StepResult> {
+/** How long actions/runner waits after SIGINT, and then after SIGTERM, for the step to exit. */
+const SIGINT_GRACE_MS = 7_500;
+const SIGTERM_GRACE_MS = 2_500;
+/** How long actions/runner reads a step's output after the step's process exited. */
+const STREAM_GRACE_MS = 5_000;
+
+/**
+ * Stops a step as actions/runner does on Linux when a run is cancelled (ProcessInvoker.cs):
+ * SIGINT, then SIGTERM, then SIGKILL. It sends each with kill(2) to the step's own process,
+ * not to its process group, so a child of the step's shell gets none of them.
+ */
+function signalAsRunner(child: ChildProcess): () => void {
+  child.kill('SIGINT');
+  const term = setTimeout(() => child.kill('SIGTERM'), SIGINT_GRACE_MS);
+  const kill = setTimeout(() => child.kill('SIGKILL'), SIGINT_GRACE_MS + SIGTERM_GRACE_MS);
+  return () => {
+    clearTimeout(term);
+    clearTimeout(kill);
+  };
+}
+
+function runBash(
+  name: string,
+  script: string,
+  env: Record<string, string>,
+  cancel?: AbortSignal,
+): Promise<StepResult> {
   const dir = makeTempDir('slipway-step-');
   const outputFile = path.join(dir, 'output');
   fs.writeFileSync(outputFile, '');
@@ -151,12 +181,22 @@ function runBash(name: string, script: string, env: Record<string, string>): Pro
     });
     let stdout = '';
     let stderr = '';
+    let stopTimers = () => {};
+    const onCancel = () => (stopTimers = signalAsRunner(child));
+    if (cancel?.aborted === true) onCancel();
+    else cancel?.addEventListener('abort', onCancel, { once: true });
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.on('error', reject);
-    child.on('close', (code) => {
-      resolve({ name, code, stdout, stderr, outputs: readOutputs(outputFile) });
-    });
+    const finish = () => {
+      stopTimers();
+      cancel?.removeEventListener('abort', onCancel);
+      resolve({ name, code: child.exitCode, stdout, stderr, outputs: readOutputs(outputFile) });
+    };
+    child.on('close', finish);
+    // A process that the step left running keeps its output open. The runner stops reading
+    // 5 s after the step's process exited, so the step ends then.
+    child.on('exit', () => setTimeout(finish, STREAM_GRACE_MS).unref());
   });
 }
 

@@ -222,6 +222,37 @@ describe('the composite action', () => {
     expect(job.body.tasks).toHaveLength(2);
     await server.request('POST', `/api/job/${id}/cancel`, { token: server.adminToken });
   });
+
+  it('cancels the job with the run', async () => {
+    const commit = 'fd'.repeat(20);
+    const file = path.join(makeTempDir('slipway-workflow-'), 'cancel.yml');
+    fs.writeFileSync(
+      file,
+      `jobs:
+  build:
+    steps:
+      - uses: ./
+        with:
+          type: ci
+          api-url: \${{ vars.SLIPWAY_API_URL }}
+          token: \${{ secrets.SLIPWAY_TOKEN }}
+`,
+    );
+    const cancel = new AbortController();
+    const context = { ...(await runnerContext(commit, 'main')), cancel: cancel.signal };
+    const run = runWorkflowJob(file, 'build', context);
+    const { id } = await jobFor(commit, 'ci');
+    // Give the script time to set its traps and start polling.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    cancel.abort();
+
+    const results = await run;
+    expect(results.map((result) => result.code)).toEqual([5]);
+    expect(results[0]!.outputs.status).toBe('cancelled');
+    const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+    expect(job.body.status).toBe('cancelled');
+    expect(job.body.reason).toBe('slipway-trigger.sh received SIGINT');
+  });
 });
 
 describe('scripts/slipway-trigger.sh', () => {
