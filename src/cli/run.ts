@@ -1,7 +1,13 @@
 /** Shared pieces of the CLI: configuration loading with clear errors, and exit codes. */
 import os from 'node:os';
 import { prepareDirectories } from '../config/directories.js';
-import { ConfigError, loadConfig, type Config } from '../config/env.js';
+import {
+  ConfigError,
+  loadConfig,
+  loadTriggerConfig,
+  type Config,
+  type TriggerConfig,
+} from '../config/env.js';
 import { PipelineFileError } from '../pipeline/load.js';
 
 export class CliError extends Error {
@@ -32,8 +38,16 @@ export function loadRoleConfig(): Config {
 }
 
 export function loadCliConfig(): Config {
+  return withCliErrors(() => loadConfig());
+}
+
+export function loadCliTriggerConfig(): TriggerConfig {
+  return withCliErrors(() => loadTriggerConfig());
+}
+
+function withCliErrors<T>(load: () => T): T {
   try {
-    return loadConfig();
+    return load();
   } catch (error) {
     if (error instanceof ConfigError) throw new CliError(`configuration: ${error.message}`, 2);
     throw error;

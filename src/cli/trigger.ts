@@ -13,7 +13,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { isCommitSha } from '../jobs/refs.js';
 import { formatDuration, parseDuration } from '../util/time.js';
 import { followJob, type FollowResult } from './follow-job.js';
-import { CliError, loadCliConfig, runCommand } from './run.js';
+import { CliError, loadCliTriggerConfig, runCommand } from './run.js';
 import { githubOidcTokens, SlipwayClient, type TokenSource } from './slipway-client.js';
 
 /** Exit codes of `slipway trigger --wait`, one per way a job can end. */
@@ -258,11 +258,11 @@ function rejectWaitOptionsWithoutWait(options: TriggerOptions, command: Command)
 }
 
 async function runTrigger(type: string, options: TriggerOptions): Promise<void> {
-  const config = loadCliConfig();
-  let token: string | TokenSource | undefined = config.clientToken;
+  const config = loadCliTriggerConfig();
+  let token: string | TokenSource | undefined = config.token;
   // In a GitHub Actions job, an OIDC token can stand in for a stored trigger token.
-  if (token === undefined && config.oidc !== undefined)
-    token = githubOidcTokens(config.oidc.audience);
+  if (token === undefined && config.oidcAudience !== undefined)
+    token = githubOidcTokens(config.oidcAudience);
   if (token === undefined) {
     throw new CliError(
       'SLIPWAY_TOKEN is not set; create one with `slipway token create --name <name> --role ' +
@@ -270,7 +270,7 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
       2,
     );
   }
-  const client = new SlipwayClient(config.worker.apiUrl, token);
+  const client = new SlipwayClient(config.apiUrl, token);
   const body: Record<string, unknown> = { commit: options.commit };
   if (options.branch !== undefined) body.branch = options.branch;
   if (options.pythonVersions !== undefined) body.python_versions = options.pythonVersions;

@@ -528,6 +528,32 @@ const DAY_MAX = 36_500;
 const SECONDS_MAX = 7 * 24 * 3600;
 
 /** Reads and validates the environment. Throws ConfigError naming the first invalid variable. */
+/** The settings `slipway trigger` uses: where the API is, and how to authenticate. */
+export interface TriggerConfig {
+  apiUrl: string;
+  /** SLIPWAY_TOKEN, a token with the `trigger` role. */
+  token: string | undefined;
+  /** The audience of the GitHub Actions OIDC tokens sent when no token is set (SLIPWAY_OIDC_AUDIENCE). */
+  oidcAudience: string | undefined;
+}
+
+/**
+ * Reads only the variables that `slipway trigger` uses. It runs in a workflow's environment,
+ * which may set variables such as LOG_LEVEL for the application under test. A value there that
+ * a Slipway server would reject must not stop the command.
+ */
+export function loadTriggerConfig(env: Env = process.env): TriggerConfig {
+  const apiUrl =
+    readString(env, 'SLIPWAY_API_URL') === undefined
+      ? defaultApiUrl(readHost(env), readInteger(env, 'API_PORT', 5000, 0, 65535))
+      : readUrl(env, 'SLIPWAY_API_URL', '');
+  return {
+    apiUrl,
+    token: readToken(env, 'SLIPWAY_TOKEN', 'slipway token create --name NAME --role trigger'),
+    oidcAudience: readString(env, 'SLIPWAY_OIDC_AUDIENCE'),
+  };
+}
+
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const dataDir = path.resolve(cwd, readString(env, 'SLIPWAY_DATA_DIR') ?? 'data');
   const inData = (name: string, fallback: string) =>

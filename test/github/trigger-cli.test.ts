@@ -487,6 +487,25 @@ describe('slipway trigger', () => {
     expect(result.stderr).not.toContain('s3cret-pw');
   });
 
+  it('ignores server settings in its environment', async () => {
+    // A workflow's environment may set these for the application it builds, with values that
+    // a Slipway server would reject.
+    const commit = nextCommit();
+    const result = await runCli(
+      ['trigger', 'ci', '--commit', commit],
+      env({
+        LOG_LEVEL: 'verbose',
+        DOCKER_HOST: 'localhost:2375',
+        GITHUB_WEBHOOK_SECRET: 'short',
+        SLIPWAY_PUBLIC_URL: 'slipway.example.com',
+        SLIPWAY_OIDC_REFS: 'main',
+      }),
+    );
+    expect(result.stderr).not.toContain('configuration');
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout.trim()).toBe(await jobIdFor(commit));
+  });
+
   it('exits 2 without SLIPWAY_TOKEN', async () => {
     const result = await runCli(['trigger', 'ci', '--commit', nextCommit()], {
       SLIPWAY_API_URL: server.url,
