@@ -47,6 +47,8 @@ export interface StatusSenderOptions {
 
 const LEASE_NAME = 'github-status-sender';
 const BATCH_SIZE = 20;
+/** Time in ms after which a status request and its retries are aborted. */
+const SEND_TIMEOUT_MS = 30_000;
 
 export class StatusSender {
   readonly #context: AppContext;
@@ -164,18 +166,22 @@ export class StatusSender {
     while (this.#running) {
       try {
         await this.#reconcileIfDue();
-        const holding = await holdLease(
-          this.#context.store,
-          LEASE_NAME,
-          this.#holder,
-          Math.max(30_000, this.#options.pollMs * 3),
-        );
-        if (holding) await this.#drain();
+        if (await this.#holdLease()) await this.#drain();
       } catch (error) {
         this.#log.error({ err: error }, 'commit status loop failed; retrying');
       }
       await this.#sleep(await this.#sleepTime());
     }
+  }
+
+  /**
+   * Takes or extends the sender lease. It lasts twice as long as one request may take, so a
+   * request sent right after a renewal has ended before another process can take the lease
+   * and send a newer status of the same context.
+   */
+  #holdLease(): Promise<boolean> {
+    const ttlMs = Math.max(2 * SEND_TIMEOUT_MS, this.#options.pollMs * 3);
+    return holdLease(this.#context.store, LEASE_NAME, this.#holder, ttlMs);
   }
 
   async #reconcileIfDue(): Promise<void> {
@@ -212,6 +218,13 @@ export class StatusSender {
       if (due.length === 0) return;
       for (const report of due) {
         if (!this.#running) return;
+        // A drain can outlast the lease, because writes are spaced a second apart and failed
+        // sends wait for their retries. If another API process took the lease meanwhile, a
+        // request from this one could land after its newer status of a context and replace it.
+        if (!(await this.#holdLease())) {
+          this.#log.info('another process took the commit status lease; this one stops sending');
+          return;
+        }
         // During an outage each failed send takes time, and a newer report of the same
         // context may be written meanwhile. Sending the old one would only cost a request.
         const replaced = await store.write((trx) =>
@@ -241,7 +254,7 @@ export class StatusSender {
         context: report.context,
         description: report.description,
         ...(report.target_url === null ? {} : { target_url: report.target_url }),
-        request: { signal: AbortSignal.timeout(30_000) },
+        request: { signal: AbortSignal.timeout(SEND_TIMEOUT_MS) },
       });
       await store.write((trx) => markReportSent(trx, report.id, attempts));
       log.debug({ state: report.state }, 'commit status sent');

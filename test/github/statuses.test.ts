@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deleteOldReports, pruneGitHubRecords } from '../../src/github/prune.js';
 import { GitHubService } from '../../src/github/service.js';
+import { isoAfter } from '../../src/util/time.js';
 import { queryPlan } from '../support/plan.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import type { StandinStatus } from '../support/github-standin.js';
@@ -32,6 +33,17 @@ async function setStatus(server: TestServer, jobId: string, status: string, reas
   });
   expect(response.status).toBe(200);
   return response;
+}
+
+/** Gives the commit status sender lease to `holder` until `expiresAt`. */
+async function setLease(server: TestServer, holder: string, expiresAt: string) {
+  await server.context.store.write((trx) =>
+    trx
+      .updateTable('scheduler_locks')
+      .set({ holder, expires_at: expiresAt })
+      .where('name', '=', 'github-status-sender')
+      .execute(),
+  );
 }
 
 function lastState(statuses: StandinStatus[]): string | undefined {
@@ -212,6 +224,32 @@ describe('commit statuses', () => {
       const states = setup.standin.statusesFor(commit, context).map((status) => status.state);
       expect(states, context).toEqual(['success']);
     }
+  });
+
+  it('stops sending after losing the lease', async () => {
+    const commit = nextCommit();
+    setup.standin.failNext(1, { kind: 'slow-502', delayMs: 1_000 }, new RegExp(commit));
+    const jobId = await trigger(setup.server, commit);
+    await waitFor(() => setup.standin.requests.find((request) => request.path.includes(commit)));
+    // While the first report hangs, another API process takes the expired lease, and the job
+    // ends. That process would send the final status.
+    await setLease(setup.server, 'other-host:1:status-sender', isoAfter(60_000));
+    try {
+      await setStatus(setup.server, jobId, 'running');
+      await setStatus(setup.server, jobId, 'success');
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const states = setup.standin.statusesFor(commit, 'slipway/ci').map((status) => status.state);
+      expect(states).toEqual(['pending']);
+    } finally {
+      await setLease(setup.server, 'other-host:1:status-sender', isoAfter(0));
+    }
+
+    await waitFor(
+      () =>
+        lastState(setup.standin.statusesFor(commit, 'slipway/ci')) === 'success' ? true : undefined,
+      5_000,
+      'success status after the lease expired',
+    );
   });
 
   it('reports a job created waiting', async () => {
