@@ -224,13 +224,26 @@ report_wait() {
   echo "$line" >&2
 }
 
+# An API restart fails a few polls in a row. As `slipway trigger` does, the script retries up to
+# this many before it gives up; call prints why each one failed.
+max_poll_failures=30
+poll_failures=0
+status=$(jq -r .status <<<"$created")
 started=$SECONDS
 while :; do
-  job=$(call GET "/api/job/$job_id")
-  status=$(jq -r .status <<<"$job")
-  report_wait "$job" "$status"
-  print_new_logs "$job"
-  case "$status" in success | failure | error | timed_out | cancelled | skipped) break ;; esac
+  if job=$(call GET "/api/job/$job_id"); then
+    poll_failures=0
+    status=$(jq -r .status <<<"$job")
+    report_wait "$job" "$status"
+    print_new_logs "$job"
+    case "$status" in success | failure | error | timed_out | cancelled | skipped) break ;; esac
+  else
+    poll_failures=$((poll_failures + 1))
+    if ((poll_failures >= max_poll_failures)); then
+      die "gave up on job $job_id after $poll_failures failed polls in a row; the job may still be running" 8
+    fi
+    echo "slipway: retrying (failed poll $poll_failures of at most $max_poll_failures)" >&2
+  fi
   if [[ -n "$interrupted" ]]; then
     call POST "/api/job/$job_id/cancel" \
       "$(jq -n --arg r "slipway-trigger.sh received $interrupted" '{reason: $r}')" >/dev/null || true

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeRepository, startHarness, writePipelineFile } from '../support/execution.js';
@@ -94,6 +96,55 @@ async function runJob(jobId: string, tasks: number, status: string) {
       status === 'success' ? 0 : 1,
     );
   }
+}
+
+interface RestartingProxy {
+  url: string;
+  /** Status polls that failed so far. */
+  failedPolls: number;
+  /** Fails the next `count` status polls: the first half without a response, the rest with 502. */
+  failNextPolls(count: number): void;
+  close(): Promise<void>;
+}
+
+/** Starts a reverse proxy to `target` that acts out an API restart for status polls. */
+async function startRestartingProxy(target: string): Promise<RestartingProxy> {
+  let remaining = 0;
+  let total = 0;
+  const proxy: RestartingProxy = {
+    url: '',
+    failedPolls: 0,
+    failNextPolls(count) {
+      remaining = count;
+      total = count;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  const server = http.createServer((request, response) => {
+    if (remaining > 0 && request.method === 'GET' && /^\/api\/job\/[^/?]+$/.test(request.url!)) {
+      remaining -= 1;
+      proxy.failedPolls += 1;
+      if (remaining >= total / 2) request.socket.destroy();
+      else response.writeHead(502, { 'content-type': 'text/plain' }).end('Bad Gateway');
+      return;
+    }
+    const upstream = http.request(
+      new URL(request.url!, target),
+      { method: request.method, headers: request.headers },
+      (answer) => {
+        response.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    request.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return proxy;
 }
 
 describe('example workflows', () => {
@@ -539,6 +590,29 @@ describe('scripts/slipway-trigger.sh', () => {
     });
     expect(result.code).toBe(8);
     expect(result.stderr).toContain('401');
+  });
+
+  it('keeps polling while the API restarts', async () => {
+    const commit = 'c7'.repeat(20);
+    const proxy = await startRestartingProxy(server.url);
+    try {
+      const env = { SLIPWAY_API_URL: proxy.url, SLIPWAY_TOKEN: await server.token('trigger') };
+      const run = runScript(['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'], env);
+      let ended = false;
+      void run.then(() => (ended = true));
+      const { id } = await jobFor(commit, 'ci');
+      proxy.failNextPolls(4);
+      await waitFor(() => (proxy.failedPolls === 4 || ended ? true : undefined));
+      await runJob(id, 1, 'success');
+
+      const result = await run;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toContain('cannot reach the Slipway API');
+      expect(result.stderr).toContain('failed with 502');
+      expect(result.stderr).toContain('retrying (failed poll 4 of at most 30)');
+    } finally {
+      await proxy.close();
+    }
   });
 });
 
