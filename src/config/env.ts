@@ -288,6 +288,22 @@ function readUrl(env: Env, name: string, fallback: string, credentials = true): 
   return raw.replace(/\/+$/, '');
 }
 
+/**
+ * Reads a base URL that Slipway appends paths to, such as `/api/job/ID`. A query or fragment
+ * would end up in front of the appended path, so it is rejected.
+ */
+function readBaseUrl(env: Env, name: string, fallback: string, credentials = true): string {
+  const value = readUrl(env, name, fallback, credentials);
+  if (/[?#]/.test(value)) {
+    throw new ConfigError(
+      name,
+      `must not contain a query or fragment, because paths are appended to it, got ` +
+        `"${redactUrl(value)}"; remove the part from "?" or "#" on`,
+    );
+  }
+  return value;
+}
+
 /** A host name (RFC 1123 labels) or an IPv4 or IPv6 address. */
 const HOSTNAME =
   /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
@@ -546,7 +562,7 @@ export function loadTriggerConfig(env: Env = process.env): TriggerConfig {
   const apiUrl =
     readString(env, 'SLIPWAY_API_URL') === undefined
       ? defaultApiUrl(readHost(env), readInteger(env, 'API_PORT', 5000, 0, 65535))
-      : readUrl(env, 'SLIPWAY_API_URL', '');
+      : readBaseUrl(env, 'SLIPWAY_API_URL', '');
   return {
     apiUrl,
     token: readToken(env, 'SLIPWAY_TOKEN', 'slipway token create --name NAME --role trigger'),
@@ -592,7 +608,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       publicUrl:
         readString(env, 'SLIPWAY_PUBLIC_URL') === undefined
           ? undefined
-          : readUrl(env, 'SLIPWAY_PUBLIC_URL', '', false),
+          : readBaseUrl(env, 'SLIPWAY_PUBLIC_URL', '', false),
       commitDelayMs: readInteger(env, 'API_COMMIT_DELAY_MS', 0, 0, 1000),
     },
 
@@ -600,7 +616,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       apiUrl:
         readString(env, 'SLIPWAY_API_URL') === undefined
           ? defaultApiUrl(host, port)
-          : readUrl(env, 'SLIPWAY_API_URL', ''),
+          : readBaseUrl(env, 'SLIPWAY_API_URL', ''),
       token: readToken(env, 'SLIPWAY_AGENT_TOKEN'),
       name: readWorkerName(env),
       capacity: readInteger(env, 'SLIPWAY_WORKER_CAPACITY', 2, 1, 256),
@@ -636,7 +652,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     github: {
       token: readString(env, 'GITHUB_TOKEN'),
       repository: readRepository(env),
-      apiUrl: readUrl(env, 'GITHUB_API_URL', 'https://api.github.com', false),
+      apiUrl: readBaseUrl(env, 'GITHUB_API_URL', 'https://api.github.com', false),
       webhookSecret: readWebhookSecret(env),
       webhookTags: readBoolean(env, 'GITHUB_WEBHOOK_TAGS', false),
     },

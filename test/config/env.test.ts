@@ -362,6 +362,18 @@ describe('configuration at start', () => {
     expect(config.worker.apiUrl).toBe('http://ci:s3cret-pw@127.0.0.1:5000');
   });
 
+  it('base URLs reject a query or fragment', () => {
+    for (const name of ['SLIPWAY_PUBLIC_URL', 'GITHUB_API_URL', 'SLIPWAY_API_URL']) {
+      for (const value of ['https://ci.example.test/?team=a', 'https://ci.example.test/#jobs']) {
+        const load = () => loadConfig({ [name]: value });
+        expect(load, `${name}=${value}`).toThrow(ConfigError);
+        expect(load, `${name}=${value}`).toThrow(`${name}: must not contain a query or fragment`);
+      }
+    }
+    const config = loadConfig({ SLIPWAY_PUBLIC_URL: 'https://ci.example.test/slipway/' });
+    expect(config.api.publicUrl).toBe('https://ci.example.test/slipway');
+  });
+
   it('GITHUB_WEBHOOK_SECRET needs 16 characters', () => {
     expect(() => loadConfig({ GITHUB_WEBHOOK_SECRET: 'x' })).toThrow(
       /GITHUB_WEBHOOK_SECRET: must be at least 16 characters, got 1; generate one with/,
