@@ -64,6 +64,8 @@ export class StatusSender {
   #wakeRequested = false;
   #loop: Promise<void> | undefined;
   #lastReconcile = 0;
+  /** Epoch ms before which no report is sent, set by a rate limit or a `retry-after`. */
+  #pausedUntil = 0;
   #reconcileFrom: string;
   /** When start ran; reconcile passes run only after it. */
   #startedAt = '';
@@ -217,7 +219,7 @@ export class StatusSender {
       const due = await takeDueReports(store.db, repository, BATCH_SIZE);
       if (due.length === 0) return;
       for (const report of due) {
-        if (!this.#running) return;
+        if (!this.#running || Date.now() < this.#pausedUntil) return;
         // A drain can outlast the lease, because writes are spaced a second apart and failed
         // sends wait for their retries. If another API process took the lease meanwhile, a
         // request from this one could land after its newer status of a context and replace it.
@@ -269,6 +271,11 @@ export class StatusSender {
         );
         return;
       }
+      // After a rate limit, GitHub's "Best practices for using the REST API" say to stop
+      // making requests until the reset or the retry-after time, so the other reports wait too.
+      if (failure.retryAt !== undefined && failure.retryAt > Date.now()) {
+        this.#pausedUntil = Math.max(this.#pausedUntil, failure.retryAt);
+      }
       const delay = Math.min(
         this.#options.backoffMaxMs,
         this.#options.backoffBaseMs * 2 ** Math.min(attempts - 1, 20),
@@ -288,7 +295,8 @@ export class StatusSender {
     const due = await nextDueTime(this.#context.store.db, this.#client.repository).catch(
       () => undefined,
     );
-    const untilDue = due === undefined ? Infinity : Date.parse(due) - Date.now();
+    const nextSend = due === undefined ? Infinity : Math.max(Date.parse(due), this.#pausedUntil);
+    const untilDue = nextSend - Date.now();
     const untilReconcile = this.#lastReconcile + this.#options.reconcileMs - Date.now();
     return Math.max(10, Math.min(this.#options.pollMs, untilDue, untilReconcile));
   }

@@ -309,6 +309,36 @@ describe('commit statuses', () => {
   });
 });
 
+describe('commit statuses under a rate limit', () => {
+  it('pauses every report until the reset', async () => {
+    const setup = await startGitHubSetup();
+    try {
+      const commit = nextCommit();
+      // A reset further away than the client waits within one request, as after an hour of
+      // heavy use.
+      setup.standin.failNext(1, { kind: 'rate-limit', resetInSeconds: 600 }, /statuses/);
+      await trigger(setup.server, commit, { python_versions: ['3.11', '3.12'] });
+      const limited = await waitFor(() =>
+        setup.standin.requests.find((request) => request.status === 403),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+
+      const later = setup.standin.requests
+        .filter((request) => request.at > limited.at)
+        .map((request) => `${request.method} ${request.path}`);
+      expect(later).toEqual([]);
+      const pending = await setup.server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select('outcome')
+        .where('commit_sha', '=', commit)
+        .execute();
+      expect(pending.map((row) => row.outcome)).toEqual(['pending', 'pending', 'pending']);
+    } finally {
+      await setup.close();
+    }
+  });
+});
+
 describe('commit statuses across a restart', () => {
   it('sends reports written before the restart', async () => {
     const dataDir = makeTempDir();
