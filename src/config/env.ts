@@ -112,7 +112,10 @@ export interface Config {
   /** GitHub Actions OIDC tokens accepted as trigger tokens; undefined when not configured. */
   oidc: OidcConfig | undefined;
 
-  /** Token that `slipway trigger` sends to SLIPWAY_API_URL (SLIPWAY_TOKEN, role trigger). */
+  /**
+   * SLIPWAY_TOKEN, read here so that every command rejects an invalid one. `slipway trigger`
+   * reads it with loadTriggerConfig, which ignores the other variables.
+   */
   clientToken: string | undefined;
 
   tailscaleSocket: string;
