@@ -72,7 +72,13 @@ export function describeStatus(subject: Described): string {
 
 function truncate(text: string): string {
   if (text.length <= MAX_DESCRIPTION_LENGTH) return text;
-  return `${text.slice(0, MAX_DESCRIPTION_LENGTH - 1)}…`;
+  let end = MAX_DESCRIPTION_LENGTH - 1;
+  // A cut inside a surrogate pair would leave half a character. The outbox row then reads
+  // back with three U+FFFD in its place, so the description is over the limit (seen with
+  // better-sqlite3), and GitHub rejects the status for good.
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${text.slice(0, end)}…`;
 }
 
 function formatDuration(start: string | null, end: string | null): string | undefined {

@@ -126,6 +126,34 @@ describe('commit statuses', () => {
     expect(error.description).toContain('cancelled');
   });
 
+  it('cuts long descriptions between characters', async () => {
+    const commit = nextCommit();
+    const jobId = await trigger(setup.server, commit);
+    // "cancelled: " and 127 letters fill 138 UTF-16 code units, so a cut after 139 units would
+    // fall inside the surrogate pair of the first emoji.
+    const reason = `${'a'.repeat(127)}${'\u{1F680}'.repeat(5)}`;
+    const cancel = await setup.server.request('POST', `/api/job/${jobId}/cancel`, {
+      token: setup.server.adminToken,
+      body: { reason },
+    });
+    expect(cancel.status).toBe(202);
+
+    const report = await waitFor(() =>
+      setup.server.context.store.db
+        .selectFrom('github_status_outbox')
+        .select(['outcome', 'last_error'])
+        .where('commit_sha', '=', commit)
+        .where('context', '=', 'slipway/ci')
+        .where('status', '=', 'cancelled')
+        .where('outcome', '!=', 'pending')
+        .executeTakeFirst(),
+    );
+    expect(report.outcome, report.last_error ?? '').toBe('sent');
+    const status = setup.standin.statusesFor(commit, 'slipway/ci').at(-1)!;
+    expect(status.description!.length).toBeLessThanOrEqual(140);
+    expect(status.description).toBe(`cancelled: ${'a'.repeat(127)}…`);
+  });
+
   it('keeps the newest job when an older one is cancelled', async () => {
     const commit = nextCommit();
     // Same branch: the second trigger cancels the first (cancel-in-progress).
