@@ -109,11 +109,11 @@ export class DockerExecutor implements Executor {
       if (exitCode === 0 || signal.aborted) return { exitCode };
       if (!(await scriptStarted(spec))) throw scriptNotStartedError(spec.image, exitCode);
       const state = (await container.inspect()).State;
-      let failedStep = await readFailedStep(spec);
+      let failedStep = await readMarker(spec, FAILED_STEP_FILE);
       let detail: string | undefined;
       if (failedStep === undefined && exitCode > 128) {
         // run.sh itself was killed, so it recorded no failing step: the step it ran is named.
-        failedStep = await readRunningStep(spec);
+        failedStep = await readMarker(spec, RUNNING_STEP_FILE);
         detail = killedScriptDetail(exitCode - 128);
       }
       if (state.OOMKilled) {
@@ -243,20 +243,13 @@ async function writeFileWithMode(file: string, content: string, mode: number): P
   await fs.chmod(file, mode);
 }
 
-/** Name of the step that failed, as run.sh recorded it in the scratch directory. */
-async function readFailedStep(spec: ExecutionSpec): Promise<string | undefined> {
-  const name = await fs
-    .readFile(path.join(spec.scratch, 'docker', FAILED_STEP_FILE), 'utf8')
-    .catch(() => '');
-  return name === '' ? undefined : name;
-}
-
-/** Name of the step that run.sh started last, as it recorded it in the scratch directory. */
-async function readRunningStep(spec: ExecutionSpec): Promise<string | undefined> {
-  const name = await fs
-    .readFile(path.join(spec.scratch, 'docker', RUNNING_STEP_FILE), 'utf8')
-    .catch(() => '');
-  return name === '' ? undefined : name;
+/**
+ * Returns what run.sh wrote into one of its marker files in the scratch directory, such as the
+ * name of the step that failed, or undefined when it wrote nothing there.
+ */
+async function readMarker(spec: ExecutionSpec, file: string): Promise<string | undefined> {
+  const text = await fs.readFile(path.join(spec.scratch, 'docker', file), 'utf8').catch(() => '');
+  return text === '' ? undefined : text;
 }
 
 /**
@@ -275,10 +268,7 @@ function killedScriptDetail(signal: number): string {
 
 /** Reports whether run.sh wrote its first line, which shows that a shell ran it. */
 async function scriptStarted(spec: ExecutionSpec): Promise<boolean> {
-  const marker = await fs
-    .readFile(path.join(spec.scratch, 'docker', STARTED_MARKER), 'utf8')
-    .catch(() => '');
-  return marker !== '';
+  return (await readMarker(spec, STARTED_MARKER)) !== undefined;
 }
 
 /**

@@ -247,9 +247,9 @@ describe('integration-tests.yml through the composite action', () => {
 });
 
 describe('the composite action', () => {
-  it('sends its matrix input as lists', async () => {
-    const commit = 'fe'.repeat(20);
-    const file = path.join(makeTempDir('slipway-workflow-'), 'matrix.yml');
+  /** Writes a workflow whose job `build` queues ci with the action, `inputs` added to its `with`. */
+  function actionWorkflow(inputs = ''): string {
+    const file = path.join(makeTempDir('slipway-workflow-'), 'build.yml');
     fs.writeFileSync(
       file,
       `jobs:
@@ -259,12 +259,18 @@ describe('the composite action', () => {
         with:
           type: ci
           api-url: \${{ vars.SLIPWAY_API_URL }}
-          token: \${{ secrets.SLIPWAY_TOKEN }}
-          wait: 'false'
-          matrix: |
-            python_versions=3.10, 3.11
+          token: \${{ secrets.SLIPWAY_TOKEN }}${inputs}
 `,
     );
+    return file;
+  }
+
+  it('sends its matrix input as lists', async () => {
+    const commit = 'fe'.repeat(20);
+    const file = actionWorkflow(`
+          wait: 'false'
+          matrix: |
+            python_versions=3.10, 3.11`);
     const results = await runWorkflowJob(file, 'build', await runnerContext(commit, 'main'));
     expect(results.map((result) => result.code)).toEqual([0]);
     const { id } = await jobFor(commit, 'ci');
@@ -276,19 +282,7 @@ describe('the composite action', () => {
 
   it('cancels the job with the run', async () => {
     const commit = 'fd'.repeat(20);
-    const file = path.join(makeTempDir('slipway-workflow-'), 'cancel.yml');
-    fs.writeFileSync(
-      file,
-      `jobs:
-  build:
-    steps:
-      - uses: ./
-        with:
-          type: ci
-          api-url: \${{ vars.SLIPWAY_API_URL }}
-          token: \${{ secrets.SLIPWAY_TOKEN }}
-`,
-    );
+    const file = actionWorkflow();
     const cancel = new AbortController();
     const context = { ...(await runnerContext(commit, 'main')), cancel: cancel.signal };
     const run = runWorkflowJob(file, 'build', context);

@@ -5,8 +5,10 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { AppContext } from '../../src/app/context.js';
 import type { RunningRole } from '../../src/app/roles.js';
 import { isTerminal, type Status } from '../../src/jobs/status.js';
+import { recoverExpiredLeases, type LeaseRecovery } from '../../src/orchestrator/leases.js';
 import { startWorker } from '../../src/worker/role.js';
 import { makeTempDir, startTestServer, type TestServer } from './server.js';
 
@@ -116,6 +118,21 @@ async function waitUntil(
     job = await get(id);
   }
   return job;
+}
+
+/**
+ * Expires the task's lease and runs lease recovery, as the orchestrator does once a lease has
+ * run out while its worker was paused or cut off. Returns what the recovery did.
+ */
+export async function expireLease(context: AppContext, taskId: string): Promise<LeaseRecovery[]> {
+  await context.store.write((trx) =>
+    trx
+      .updateTable('tasks')
+      .set({ lease_expires_at: '2000-01-01T00:00:00.000Z' })
+      .where('id', '=', taskId)
+      .execute(),
+  );
+  return recoverExpiredLeases(context, { actor: 'test', source: 'test' });
 }
 
 /** PIDs of processes whose command line contains `marker`. */

@@ -5,8 +5,8 @@
  * else to go on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
 import {
+  expireLease,
   processesWith,
   startHarness,
   writePipelineFile,
@@ -49,14 +49,7 @@ pipelines:
     expect(processesWith(marker)).not.toEqual([]);
 
     // What the orchestrator does once the lease has run out while the worker was cut off.
-    await context.store.write((trx) =>
-      trx
-        .updateTable('tasks')
-        .set({ lease_expires_at: '2000-01-01T00:00:00.000Z' })
-        .where('id', '=', taskId)
-        .execute(),
-    );
-    const recovered = await recoverExpiredLeases(context, { actor: 'test', source: 'test' });
+    const recovered = await expireLease(context, taskId);
     expect(recovered).toHaveLength(1);
     const job = await harness.waitForJob(id, 5_000);
     expect(job.status).toBe('error');

@@ -5,8 +5,12 @@
  * waiting for the API to deliver it a second time.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { recoverExpiredLeases } from '../../src/orchestrator/leases.js';
-import { startHarness, writePipelineFile, type ExecutionHarness } from '../support/execution.js';
+import {
+  expireLease,
+  startHarness,
+  writePipelineFile,
+  type ExecutionHarness,
+} from '../support/execution.js';
 
 describe('a claim of a newer attempt of a running task', () => {
   let harness: ExecutionHarness;
@@ -33,14 +37,7 @@ pipelines:
     const { context } = harness.server;
 
     // What the orchestrator does once the lease has run out while the worker was paused.
-    await context.store.write((trx) =>
-      trx
-        .updateTable('tasks')
-        .set({ lease_expires_at: '2000-01-01T00:00:00.000Z' })
-        .where('id', '=', taskId)
-        .execute(),
-    );
-    const recovered = await recoverExpiredLeases(context, { actor: 'test', source: 'test' });
+    const recovered = await expireLease(context, taskId);
     expect(recovered).toHaveLength(1);
 
     // Without the stop, the API delivers the task again only after the worker's next claim.
@@ -57,7 +54,7 @@ pipelines:
       .where('job_id', '=', id)
       .execute();
     expect(redelivered).toEqual([]);
-    // The stopped first attempt tells the API, which records the rejected report.
+    // The stopped first attempt reports its stop, and the API records the rejected report.
     const rejected = await context.store.db
       .selectFrom('audit_log')
       .select('details')
