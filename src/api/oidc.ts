@@ -198,10 +198,10 @@ export function looksLikeJwt(token: string): boolean {
 
 /** Compares GitHub repository names, which ignore case; `owner/*` allows every repository of the owner. */
 function matchesRepository(allowed: string, repository: string): boolean {
-  const wanted = allowed.toLowerCase();
+  const expected = allowed.toLowerCase();
   const actual = repository.toLowerCase();
-  if (wanted.endsWith('/*')) return actual.startsWith(wanted.slice(0, -1));
-  return actual === wanted;
+  if (expected.endsWith('/*')) return actual.startsWith(expected.slice(0, -1));
+  return actual === expected;
 }
 
 /** Returns whether `ref` matches `pattern`: the ref itself, or a prefix followed by `*`. */

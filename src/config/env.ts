@@ -463,6 +463,7 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
   const issuer = readUrl(env, 'SLIPWAY_OIDC_ISSUER', GITHUB_OIDC_ISSUER, false);
   const jwksUrl = readUrl(env, 'SLIPWAY_OIDC_JWKS_URL', `${issuer}/.well-known/jwks`, false);
   requireHttpsUnlessLoopback('SLIPWAY_OIDC_JWKS_URL', jwksUrl);
+
   const repositories = readList(env, 'SLIPWAY_OIDC_REPOSITORIES');
   const refs = readList(env, 'SLIPWAY_OIDC_REFS');
   for (const name of repositories ?? []) {
@@ -482,6 +483,7 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
       );
     }
   }
+
   if (audience === undefined) {
     const set = [
       'SLIPWAY_OIDC_REPOSITORIES',
@@ -497,6 +499,7 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
     }
     return undefined;
   }
+
   const allowed = repositories ?? (repository === undefined ? [] : [repository]);
   if (allowed.length === 0) {
     throw new ConfigError(
@@ -509,8 +512,8 @@ function readOidc(env: Env, repository: string | undefined): OidcConfig | undefi
 }
 
 /**
- * Rejects a plain-http URL to another host. Whoever can answer for the keys' URL on the
- * network path could then sign tokens that the API accepts; a loopback address stays on the host.
+ * Rejects a plain-http URL to another host, because any host on the network path could then
+ * serve its own keys and sign tokens that the API accepts. A loopback address stays on the host.
  */
 function requireHttpsUnlessLoopback(name: string, raw: string): void {
   const url = new URL(raw);

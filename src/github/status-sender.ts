@@ -271,8 +271,8 @@ export class StatusSender {
         );
         return;
       }
-      // After a rate limit, GitHub's "Best practices for using the REST API" say to stop
-      // making requests until the reset or the retry-after time, so the other reports wait too.
+      // After a rate limit, GitHub's "Best practices for using the REST API" advise making no
+      // request until the reset or the retry-after time, so the other reports wait too.
       if (failure.retryAt !== undefined && failure.retryAt > Date.now()) {
         this.#pausedUntil = Math.max(this.#pausedUntil, failure.retryAt);
       }

@@ -219,7 +219,8 @@ export class TaskLogStore {
    */
   async noteIfCut(file: string, line: string): Promise<boolean> {
     // This reads the size on disk rather than this process's state, because with API_WORKERS
-    // above 1 another process may have stored the uploads. A cut file has the cut line past N.
+    // above 1 another process may have stored the uploads. Only a cut file, whose cut line
+    // comes after maxBytes of output, is larger than maxBytes.
     const size = await fs.promises
       .stat(file)
       .then((stats) => stats.size)

@@ -36,7 +36,7 @@ afterAll(async () => {
   await issuer?.close();
 });
 
-/** The environment of a GitHub Actions job with `id-token: write`, and no SLIPWAY_TOKEN. */
+/** Returns the environment of a GitHub Actions job with `id-token: write` and no SLIPWAY_TOKEN. */
 function jobEnv(): Record<string, string> {
   return {
     PATH: process.env.PATH ?? '/usr/bin:/bin',

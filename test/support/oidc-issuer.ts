@@ -2,7 +2,7 @@
  * A stand-in on 127.0.0.1 for GitHub's Actions OIDC provider, as GitHub documents it: the
  * issuer's signing keys at /.well-known/jwks, and the token endpoint that a job with
  * `id-token: write` calls (ACTIONS_ID_TOKEN_REQUEST_URL with `audience`, authorized with
- * ACTIONS_ID_TOKEN_REQUEST_TOKEN), which answers `{"value": "<JWT>"}`.
+ * ACTIONS_ID_TOKEN_REQUEST_TOKEN), which responds with `{"value": "<JWT>"}`.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,7 +20,7 @@ export interface OidcIssuer {
   keyFetches: number;
   /** Tokens issued by the token endpoint so far. */
   issued: number;
-  /** Whether the key endpoint answers 500. */
+  /** Whether the key endpoint responds with status 500. */
   failing: boolean;
   /** Seconds that the token endpoint's tokens are valid. */
   lifetimeSeconds: number;
