@@ -198,8 +198,11 @@ function decideRecovery(
   const counted = task.attempt - task.hand_backs;
   const count = describeAttempt(task.attempt, task.hand_backs, task.max_attempts);
   if (task.cancel_requested_at !== null) {
-    // The worker was asked to stop and vanished before it reported back.
-    const reason = task.reason ?? `cancelled; lease expired on ${worker} before it confirmed`;
+    // The worker was asked to stop and vanished before it reported back. The reason keeps
+    // both facts, because the log may have stopped with the worker, before the cancel.
+    const reason =
+      `${task.reason ?? 'cancelled'}; lease expired on ${worker} before it confirmed ` +
+      'that the step stopped';
     return { outcome: 'cancelled', reason };
   }
   if (sideEffects) {

@@ -226,6 +226,10 @@ describe('lease expiry', () => {
     );
     const recovered = await recoverExpiredLeases(server.context, audit);
     expect(recovered[0]?.outcome).toBe('cancelled');
-    expect((await getJob(server, ci.job_id)).status).toBe('cancelled');
+    const job = await getJob(server, ci.job_id);
+    expect(job.status).toBe('cancelled');
+    expect(job.tasks[0]?.reason).toBe(
+      'stop it; lease expired on worker-a before it confirmed that the step stopped',
+    );
   });
 });
