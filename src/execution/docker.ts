@@ -5,7 +5,8 @@
  * Containers get memory, CPU and PID limits, the labels of src/jobs/labels.ts, no Docker
  * socket, the pipeline's network mode and user, and are removed afterwards. A missing image is
  * an `error`: the executor never pulls, because the worker's host may reach no registry. An
- * image in which run.sh never starts (no /bin/sh) is an `error` too, because no step ran.
+ * image in which run.sh never starts (no /bin/sh) is an `error` too, because no step ran. So is
+ * a container that the engine killed on a request Slipway did not send (container-kills.ts).
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -13,6 +14,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { LABEL_TASK } from '../jobs/labels.js';
+import { engineKillSignals } from './container-kills.js';
 import { resolveContainerUser } from './container-user.js';
 import { isImageReference } from './image-reference.js';
 import {
@@ -108,15 +110,17 @@ export class DockerExecutor implements Executor {
       await Promise.race([streamEnded, new Promise((resolve) => setTimeout(resolve, 2_000))]);
       if (exitCode === 0 || signal.aborted) return { exitCode };
       if (!(await scriptStarted(spec))) throw scriptNotStartedError(spec.image, exitCode);
-      const state = (await container.inspect()).State;
+      const oomKilled = await wasOomKilled(container);
       let failedStep = await readMarker(spec, FAILED_STEP_FILE);
       let detail: string | undefined;
       if (failedStep === undefined && exitCode > 128) {
         // run.sh itself was killed, so it recorded no failing step: the step it ran is named.
         failedStep = await readMarker(spec, RUNNING_STEP_FILE);
-        detail = killedScriptDetail(exitCode - 128);
+        // Running out of memory is the step's `failure` (see docs/execution.md), so only a
+        // container that did not is checked for a kill from outside.
+        if (!oomKilled) detail = await this.#checkKilledScript(container.id, exitCode, failedStep);
       }
-      if (state.OOMKilled) {
+      if (oomKilled) {
         return {
           exitCode,
           failedStep,
@@ -127,6 +131,44 @@ export class DockerExecutor implements Executor {
     } finally {
       signal.removeEventListener('abort', kill);
     }
+  }
+
+  /**
+   * Throws an ExecutionError, which ends the task `error`, when the engine recorded a kill of
+   * the container with the signal that killed run.sh: a kill from outside, which the task's
+   * `retries` may run again. Slipway's own kill (cancel, timeout) never reaches this, because an
+   * aborted run returns before. Otherwise returns the detail for the step's `failure`.
+   */
+  async #checkKilledScript(
+    containerId: string,
+    exitCode: number,
+    step: string | undefined,
+  ): Promise<string> {
+    const signal = exitCode - 128;
+    let kills: number[];
+    try {
+      kills = await engineKillSignals(this.docker, containerId);
+    } catch (error) {
+      return (
+        `the step script was killed by ${signalName(signal)} while this step ran, and reading ` +
+        `the Docker engine's events failed (${engineMessage(error)}), so it is unknown whether ` +
+        'the container was killed from outside or a process of the step signalled its script'
+      );
+    }
+    if (kills.includes(signal)) {
+      const during = step === undefined ? 'before the first step' : `during step "${step}"`;
+      throw new ExecutionError(
+        `the container was killed from outside by ${signalName(signal)} ${during} ` +
+          `(exit code ${exitCode}), with a kill that the Docker engine recorded and Slipway ` +
+          'did not send, such as docker kill, docker stop, docker rm -f or the engine stopping',
+        { exitCode },
+      );
+    }
+    return (
+      `the step script was killed by ${signalName(signal)} while this step ran, and the Docker ` +
+      'engine recorded no kill of the container with that signal, so a process in the ' +
+      'container (or one on the host that bypassed the engine) sent it'
+    );
   }
 
   async cleanup(spec: ExecutionSpec): Promise<void> {
@@ -252,18 +294,23 @@ async function readMarker(spec: ExecutionSpec, file: string): Promise<string | u
   return text === '' ? undefined : text;
 }
 
-/**
- * Describes the end of a step script that a signal killed before it could record a failing
- * step. The signal came from outside the script: `docker kill`, `docker rm -f`, the engine
- * stopping, or a process of the step that signalled the script itself.
- */
-function killedScriptDetail(signal: number): string {
+/** Returns the name of a signal number, such as SIGKILL for 9. */
+function signalName(signal: number): string {
   const name = Object.entries(os.constants.signals).find(([, number]) => number === signal)?.[0];
-  return (
-    `the step script was killed by ${name ?? `signal ${signal}`} while this step ran, from ` +
-    'outside the step: docker kill, docker rm -f, the Docker engine stopping, or a process ' +
-    'of the step that signalled its script'
-  );
+  return name ?? `signal ${signal}`;
+}
+
+/**
+ * Reports whether the kernel's OOM killer killed a process of the exited container. A
+ * container that is gone already (`docker rm -f`) reports false, because its state is lost.
+ */
+async function wasOomKilled(container: Docker.Container): Promise<boolean> {
+  try {
+    return (await container.inspect()).State.OOMKilled;
+  } catch (error) {
+    if ((error as { statusCode?: number }).statusCode === 404) return false;
+    throw error;
+  }
 }
 
 /** Reports whether run.sh wrote its first line, which shows that a shell ran it. */

@@ -15,8 +15,8 @@
  * reason, not from the exit code `run` returns.
  *
  * Errors: `run` resolves with the exit code of the first failing step (a `failure`) or 0,
- * and throws ExecutionError when the infrastructure failed (image missing, engine gone): an
- * `error`.
+ * and throws ExecutionError when the infrastructure failed (image missing, engine gone, a
+ * container killed from outside): an `error`.
  *
  * Safe to repeat: `cleanup` may be called again and for a task that never started; it
  * removes the task's containers or kills its leftover processes. The worker removes the
@@ -93,9 +93,13 @@ export interface Executor {
 
 /** The infrastructure failed: the task ends as `error` with this message as its reason. */
 export class ExecutionError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** Exit code that the task reports with its `error`, such as that of a killed container. */
+  readonly exitCode: number | null;
+
+  constructor(message: string, options?: { cause?: unknown; exitCode?: number }) {
     super(message, options);
     this.name = 'ExecutionError';
+    this.exitCode = options?.exitCode ?? null;
   }
 }
 

@@ -242,7 +242,8 @@ export class TaskRun {
       this.#logger.error({ err: error }, 'task failed inside the worker');
     }
     const message = error instanceof Error ? error.message : String(error);
-    return { status: 'error' as const, exit_code: null, reason: message };
+    const exitCode = error instanceof ExecutionError ? error.exitCode : null;
+    return { status: 'error' as const, exit_code: exitCode, reason: message };
   }
 
   #stoppedResult() {

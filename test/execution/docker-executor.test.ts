@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type Docker from 'dockerode';
 import {
+  LABEL_ATTEMPT,
   LABEL_INSTANCE,
   LABEL_JOB,
   LABEL_MANAGED,
@@ -40,6 +41,22 @@ describe('docker executor through the API', () => {
 
   const containersOf = (jobId: string) =>
     docker.listContainers({ all: true, filters: { label: [`${LABEL_JOB}=${jobId}`] } });
+
+  /** Waits until a running container of the attempt exists and the log shows its first step. */
+  const containerInStep = async (jobId: string, attempt: number) => {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const [container] = await docker.listContainers({
+        filters: { label: [`${LABEL_JOB}=${jobId}`, `${LABEL_ATTEMPT}=${attempt}`] },
+      });
+      const log = await harness.logs(jobId);
+      if (container !== undefined && log.includes('[slipway] step 1/1')) return container;
+      if (Date.now() > deadline) {
+        throw new Error(`attempt ${attempt} of job ${jobId} did not start its step:\n${log}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
 
   beforeAll(async () => {
     docker = await requireDocker();
@@ -144,6 +161,30 @@ pipelines:
     steps:
       - name: sleep
         run: sleep 300
+  slow:
+    executor: docker
+    image: ${TEST_IMAGE}
+    timeout: 2s
+    retries: 1
+    steps:
+      - name: sleep
+        run: sleep 300
+  self-kill:
+    executor: docker
+    image: ${TEST_IMAGE}
+    steps:
+      - name: kill-script
+        run: kill -KILL $PPID; sleep 30
+  released:
+    executor: docker
+    image: ${TEST_IMAGE}
+    retries: 1
+    steps:
+      - name: wait
+        run: |
+          i=0
+          while [ ! -e /tmp/release ] && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+          [ -e /tmp/release ]
   entrypoint:
     executor: docker
     image: ${ENTRYPOINT_IMAGE}
@@ -329,24 +370,85 @@ pipelines:
     expect(await containersOf(id)).toEqual([]);
   });
 
-  it('names the step of a killed container', async () => {
+  it('ends a container killed from outside as error', async () => {
     const id = await harness.trigger('long', { commit: repo.commit });
-    await harness.waitForStatus(id, 'running');
-    const deadline = Date.now() + 20_000;
-    while ((await containersOf(id)).length === 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    // The step has started once its header is in the log.
-    while (!(await harness.logs(id)).includes('sleep') && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    const [container] = await containersOf(id);
-    await docker.getContainer(container!.Id).kill();
+    const container = await containerInStep(id, 1);
+    await docker.getContainer(container.Id).kill();
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('error');
+    expect(job.tasks[0].exit_code).toBe(137);
+    expect(job.reason).toContain(
+      'the container was killed from outside by SIGKILL during step "sleep"',
+    );
+  });
+
+  it('ends a stopped container as error', async () => {
+    const id = await harness.trigger('long', { commit: repo.commit });
+    const container = await containerInStep(id, 1);
+    await docker.getContainer(container.Id).stop({ t: 10 });
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('error');
+    expect(job.tasks[0].exit_code).toBe(143);
+    expect(job.reason).toContain(
+      'the container was killed from outside by SIGTERM during step "sleep"',
+    );
+  });
+
+  it('ends a container removed with force as error', async () => {
+    const id = await harness.trigger('long', { commit: repo.commit });
+    const container = await containerInStep(id, 1);
+    await docker.getContainer(container.Id).remove({ force: true });
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('error');
+    expect(job.tasks[0].exit_code).toBe(137);
+    expect(job.reason).toContain(
+      'the container was killed from outside by SIGKILL during step "sleep"',
+    );
+  });
+
+  it('keeps a script killed from inside a failure', async () => {
+    const id = await harness.trigger('self-kill', { commit: repo.commit });
     const job = await harness.waitForJob(id, 15_000);
     expect(job.status).toBe('failure');
     expect(job.tasks[0].exit_code).toBe(137);
-    expect(job.reason).toContain('step "sleep" exited with code 137');
+    expect(job.reason).toContain('step "kill-script" exited with code 137');
     expect(job.reason).toContain('the step script was killed by SIGKILL');
+    expect(job.reason).toContain('the Docker engine recorded no kill of the container');
+  });
+
+  it('retries a task killed from outside', async () => {
+    const id = await harness.trigger('released', { commit: repo.commit });
+    const first = await containerInStep(id, 1);
+    await docker.getContainer(first.Id).kill();
+    const second = await containerInStep(id, 2);
+    const exec = await docker
+      .getContainer(second.Id)
+      .exec({ Cmd: ['touch', '/tmp/release'], AttachStdout: true, AttachStderr: true });
+    const stream = await exec.start({});
+    await new Promise((resolve) => stream.on('end', resolve).resume());
+    const job = await harness.waitForJob(id, 20_000);
+    expect(job.status).toBe('success');
+    expect(job.tasks[0].attempt).toBe(2);
+    const audit = await harness.server.request(
+      'GET',
+      `/api/admin/audit-log?action=task_retried&job_id=${id}`,
+      { token: harness.token },
+    );
+    expect(audit.body.entries).toHaveLength(1);
+    expect(audit.body.entries[0].details.status).toBe('error');
+    expect(audit.body.entries[0].details.exit_code).toBe(137);
+    expect(audit.body.entries[0].details.reason).toContain(
+      'the container was killed from outside by SIGKILL during step "wait"',
+    );
+  });
+
+  it('keeps a timed-out container timed_out', async () => {
+    // The worker kills the container itself here, and the engine records that kill too.
+    const id = await harness.trigger('slow', { commit: repo.commit });
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('timed_out');
+    expect(job.reason).toContain('timed out after 2s');
+    expect(job.tasks[0].attempt).toBe(1);
   });
 
   it('removes the container of a cancelled task', async () => {

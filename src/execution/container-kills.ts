@@ -1,0 +1,56 @@
+/**
+ * Reads the kills that the Docker engine recorded for a container. The engine records a `kill`
+ * event, with the signal number in its `signal` attribute, for each signal sent through its API:
+ * `docker kill`, `docker stop`, `docker rm -f` and the engine stopping its containers. A process
+ * inside the container that signals another one, or the kernel's OOM killer, causes no `kill`
+ * event. So the events tell a container killed from outside from a step that killed its own
+ * script. Checked on Docker Engine 20.10.
+ */
+import os from 'node:os';
+import type Docker from 'dockerode';
+
+interface EngineEvent {
+  Action?: string;
+  Actor?: { Attributes?: Record<string, string> };
+}
+
+/**
+ * Returns the signal numbers of the `kill` events that the engine recorded for the container,
+ * oldest first. Call it after the container exited. The engine logs a kill event while it holds
+ * the container's lock, before it records the exit (moby's daemon/kill.go), so every kill that
+ * ended the container is in the result.
+ *
+ * NOTE: the engine keeps only its latest events (256 in moby's daemon/events), so a kill that
+ * more than 256 events of other containers followed before this call is missed.
+ */
+export async function engineKillSignals(docker: Docker, containerId: string): Promise<number[]> {
+  // The end of the range must be in the engine's clock: an end in the engine's future would
+  // hold the response open until then, and the worker's clock may differ from the engine's.
+  const info = (await docker.info()) as { SystemTime: string };
+  const until = (Date.parse(info.SystemTime) + 1) / 1000;
+  const stream = await docker.getEvents({
+    // Since 0 reads every event the engine still keeps. They are all from this run, because
+    // the container was created for it.
+    since: 0,
+    until,
+    filters: { type: ['container'], container: [containerId], event: ['kill'] },
+  });
+  let text = '';
+  for await (const chunk of stream) text += String(chunk);
+  return text
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as EngineEvent)
+    .filter((event) => event.Action === 'kill')
+    .map((event) => signalNumber(event.Actor?.Attributes?.signal))
+    .filter((signal): signal is number => signal !== undefined);
+}
+
+/** Converts a kill event's signal attribute, a number in Docker 20.10, or a name, to its number. */
+function signalNumber(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (/^\d+$/.test(value)) return Number(value);
+  const name = value.toUpperCase();
+  const signals = os.constants.signals as Record<string, number>;
+  return signals[name] ?? signals[`SIG${name}`];
+}
