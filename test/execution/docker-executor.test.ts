@@ -169,6 +169,14 @@ pipelines:
     steps:
       - name: sleep
         run: sleep 300
+  out-of-memory:
+    executor: docker
+    image: ${TEST_IMAGE}
+    retries: 1
+    resources: { memory: 16m }
+    steps:
+      - name: fill
+        run: head -c 200000000 /dev/zero | tail
   self-kill:
     executor: docker
     image: ${TEST_IMAGE}
@@ -414,6 +422,16 @@ pipelines:
     expect(job.reason).toContain('step "kill-script" exited with code 137');
     expect(job.reason).toContain('the step script was killed by SIGKILL');
     expect(job.reason).toContain('the Docker engine recorded no kill of the container');
+  });
+
+  it('keeps running out of memory a failure', async () => {
+    const id = await harness.trigger('out-of-memory', { commit: repo.commit });
+    const job = await harness.waitForJob(id, 15_000);
+    expect(job.status).toBe('failure');
+    expect(job.tasks[0].attempt).toBe(1);
+    expect(job.tasks[0].exit_code).toBe(137);
+    expect(job.reason).toContain('step "fill" exited with code 137');
+    expect(job.reason).toContain('the container ran out of memory (limit 16777216 bytes)');
   });
 
   it('retries a task killed from outside', async () => {
