@@ -93,7 +93,7 @@ export class TokenVerifier {
    * `recordUse` is called from lookups, which a cached token skips for TOKEN_CACHE_MS, so
    * last_used_at is kept without any work on most requests. Without `revocations`, a revoked
    * token stays accepted until its entry expires. With `oidc`, a bearer token shaped like a
-   * JWT is checked as a GitHub Actions OIDC token instead of looked up.
+   * JWT that no api_tokens row has is checked as a GitHub Actions OIDC token.
    */
   constructor(
     readonly db: Kysely<Database>,
@@ -128,10 +128,14 @@ export class TokenVerifier {
   async verify(token: string, scope?: VersionScope): Promise<Principal | undefined> {
     const cached = this.cached(token, scope);
     if (cached !== undefined) return cached.principal;
-    if (this.#oidc !== undefined && looksLikeJwt(token)) return this.#verifyOidc(token);
     // Read before the lookup, so that a revoke committed during it changes the version.
     const version = this.#version(scope);
     const row = await findTokenByHash(this.db, hashToken(token));
+    // A stored token is looked up first, because one set through the environment, such as
+    // SLIPWAY_ADMIN_TOKEN, may have the shape of a JWT too.
+    if (row === undefined && this.#oidc !== undefined && looksLikeJwt(token)) {
+      return this.#verifyOidc(token);
+    }
     const principal =
       row === undefined || row.revoked_at !== null
         ? undefined

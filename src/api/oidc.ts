@@ -190,7 +190,8 @@ export class OidcVerifier {
 
 /**
  * Returns whether the bearer token has the shape of a signed JWT: three base64url parts, the
- * first a JSON object (`eyJ` is the encoding of `{"`). Slipway's own tokens never do.
+ * first a JSON object (`eyJ` is the encoding of `{"`). Generated Slipway tokens never do, but
+ * a token set through the environment may.
  */
 export function looksLikeJwt(token: string): boolean {
   return token.startsWith('eyJ') && /^[\w-]+\.[\w-]+\.[\w-]+$/.test(token);

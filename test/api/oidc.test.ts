@@ -140,6 +140,56 @@ describe('GitHub Actions OIDC tokens', () => {
   });
 });
 
+describe('OIDC with environment tokens shaped like a JWT', () => {
+  // Three base64url parts, the first starting with `eyJ`, as an operator might choose them.
+  const adminToken = 'eyJhZG1pbiI6InRva2VuIn0.eyJzZXQiOiJieSBoYW5kIn0.c2VjcmV0LXBhcnQtMDAwMA';
+  const agentToken = 'eyJhZ2VudCI6InRva2VuIn0.eyJzZXQiOiJieSBoYW5kIn0.c2VjcmV0LXBhcnQtMDAwMQ';
+  let issuer: OidcIssuer;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    server = await startTestServer({
+      ...oidcEnv(issuer.url),
+      SLIPWAY_ADMIN_TOKEN: adminToken,
+      SLIPWAY_AGENT_TOKEN: agentToken,
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await issuer?.close();
+  });
+
+  it('accepts SLIPWAY_ADMIN_TOKEN', async () => {
+    const response = await server.request('GET', '/api/admin/audit-log', { token: adminToken });
+    expect(response.status, response.text).toBe(200);
+    expect(issuer.keyFetches).toBe(0);
+  });
+
+  it('accepts SLIPWAY_AGENT_TOKEN', async () => {
+    const response = await server.request('GET', '/metrics', { token: agentToken });
+    expect(response.status, response.text).toBe(200);
+    expect(issuer.keyFetches).toBe(0);
+  });
+
+  it('keeps accepting OIDC tokens', async () => {
+    const response = await server.request('POST', '/api/trigger/ci', {
+      token: await issuer.sign(),
+      body: { commit: 'abc5001' },
+    });
+    expect(response.status, response.text).toBe(201);
+  });
+
+  it('checks other JWT-shaped tokens as OIDC tokens', async () => {
+    const response = await server.request('GET', '/api/admin/audit-log', {
+      token: `${adminToken}B`,
+    });
+    expect(response.status, response.text).toBe(401);
+    expect(response.body.rule).toBe('format');
+    expect(response.body.error).toMatch(/^the OIDC token is malformed/);
+  });
+});
+
 describe('OIDC when the issuer does not answer', () => {
   let issuer: OidcIssuer;
   let server: TestServer;
