@@ -4,7 +4,7 @@
  * so no long-lived Slipway token has to be stored in GitHub. A token is accepted when the
  * issuer's key signed it (RS256, keys from the issuer's JWKS), its issuer, audience and times
  * are valid, and its repository, and its ref when SLIPWAY_OIDC_REFS is set, are allowed. It
- * then acts with role `trigger`, under the name `github:<repository>`.
+ * then acts with role `trigger`, under the name `github:<repository>` in lower case.
  */
 import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { OidcConfig } from '../config/env.js';
@@ -17,8 +17,12 @@ const CLOCK_TOLERANCE_SECONDS = 30;
 
 /** The workflow run that an accepted token names, as its claims give it. */
 export interface OidcIdentity {
-  /** The actor name of audit rows: `github:` and the repository. */
+  /**
+   * The actor name of audit rows and the `requested_by` of jobs: `github:` and the repository
+   * in lower case, because GitHub compares repository names without case.
+   */
   name: string;
+  /** The repository as the token's claim spells it. */
   repository: string;
   /** When the token expires, in milliseconds since the epoch. */
   expiresAt: number;
@@ -130,7 +134,7 @@ export class OidcVerifier {
       if (typeof value === 'string' || typeof value === 'number') claims[name] = String(value);
     }
     return {
-      name: `github:${repository}`,
+      name: `github:${repository.toLowerCase()}`,
       repository,
       expiresAt: payload.exp! * 1000,
       claims,

@@ -334,7 +334,7 @@ describe('OIDC repository patterns', () => {
     async (name) => {
       const identity = await oidc.verify(await issuer.sign({ repository: name }));
       expect(identity.repository).toBe(name);
-      expect(identity.name).toBe(`github:${name}`);
+      expect(identity.name).toBe(`github:${name.toLowerCase()}`);
     },
   );
 
@@ -375,6 +375,63 @@ describe('OIDC rate limit', () => {
       statuses.push(response.status);
     }
     expect(statuses).toEqual([201, 201, 201, 429]);
+  });
+});
+
+describe('OIDC repository names in another case', () => {
+  let issuer: OidcIssuer;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    // The allowed name in another case than the claims, as GitHub compares names without case.
+    server = await startTestServer({
+      ...oidcEnv(issuer.url),
+      SLIPWAY_OIDC_REPOSITORIES: 'Octo-Org/Octo-Repo',
+      API_RATE_LIMIT: '3',
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await issuer?.close();
+  });
+
+  it('share one actor name and one rate limit', async () => {
+    const claims = ['octo-org/octo-repo', 'Octo-Org/Octo-Repo', 'OCTO-ORG/OCTO-REPO'];
+    const jobIds: string[] = [];
+    for (const [index, repository] of claims.entries()) {
+      const response = await server.request('POST', '/api/trigger/ci', {
+        token: await issuer.sign({ repository }),
+        body: { commit: `abc6${index}00` },
+      });
+      expect(response.status, response.text).toBe(201);
+      jobIds.push(response.body.job_id as string);
+    }
+    const fourth = await server.request('POST', '/api/trigger/ci', {
+      token: await issuer.sign({ repository: 'octo-ORG/octo-REPO' }),
+      body: { commit: 'abc6300' },
+    });
+    expect(fourth.status, fourth.text).toBe(429);
+
+    // Two reads, since the admin token has a limit of 3 requests a minute as well.
+    const jobs = await server.request('GET', '/api/admin/jobs', { token: server.adminToken });
+    const audit = await server.request('GET', '/api/admin/audit-log?action=job_triggered', {
+      token: server.adminToken,
+    });
+    const listed = jobs.body.jobs as Array<{ id: string; requested_by: string }>;
+    const entries = audit.body.entries as Array<{
+      job_id: string;
+      actor: string;
+      details: { oidc?: { repository?: string } };
+    }>;
+    for (const [index, jobId] of jobIds.entries()) {
+      const job = listed.find((item) => item.id === jobId);
+      expect(job?.requested_by).toBe('github:octo-org/octo-repo');
+      const row = entries.find((entry) => entry.job_id === jobId);
+      expect(row?.actor).toBe('github:octo-org/octo-repo');
+      // The claims keep the spelling of the token.
+      expect(row?.details.oidc?.repository).toBe(claims[index]);
+    }
   });
 });
 
