@@ -16,7 +16,11 @@ export const ERROR_CODES = {
   },
   unauthorized: { status: 401, summary: 'no bearer token, or an unknown or revoked one' },
   invalid_signature: { status: 401, summary: 'the webhook signature does not match the body' },
-  forbidden: { status: 403, summary: "the token's role may not use this endpoint" },
+  forbidden: {
+    status: 403,
+    summary:
+      "the token's role may not use this endpoint, or an OIDC token's repository did not trigger the job",
+  },
   worker_owned: {
     status: 403,
     summary: 'the worker id was registered with another agent token, which is still active',

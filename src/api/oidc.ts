@@ -4,7 +4,8 @@
  * so no long-lived Slipway token has to be stored in GitHub. A token is accepted when the
  * issuer's key signed it (RS256, keys from the issuer's JWKS), its issuer, audience and times
  * are valid, and its repository, and its ref when SLIPWAY_OIDC_REFS is set, are allowed. It
- * then acts with role `trigger`, under the name `github:<repository>` in lower case.
+ * then acts with role `trigger`, under the name `github:<repository>` in lower case, on the
+ * jobs that job-owner.ts allows.
  */
 import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { OidcConfig } from '../config/env.js';

@@ -287,7 +287,8 @@ export async function buildServer(
             scheme: 'bearer',
             description:
               'A token made with `slipway token create`, or, where SLIPWAY_OIDC_AUDIENCE is ' +
-              'set, a GitHub Actions OIDC token for that audience, which acts with role trigger.',
+              'set, a GitHub Actions OIDC token for that audience, which acts with role trigger ' +
+              'but cancels, retries and reads the logs of only the jobs its repository triggered.',
           },
         },
       },

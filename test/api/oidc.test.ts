@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OidcRejection, OidcUnavailableError, OidcVerifier } from '../../src/api/oidc.js';
 import { ConfigError, loadConfig } from '../../src/config/env.js';
 import type { Logger } from '../../src/log.js';
+import { AgentClient } from '../github/agent-client.js';
 import {
   OIDC_REPOSITORY as REPOSITORY,
   startOidcIssuer,
@@ -431,6 +432,155 @@ describe('OIDC repository names in another case', () => {
       expect(row?.actor).toBe('github:octo-org/octo-repo');
       // The claims keep the spelling of the token.
       expect(row?.details.oidc?.repository).toBe(claims[index]);
+    }
+  });
+});
+
+describe('OIDC job ownership', () => {
+  const OTHER = 'octo-org/other-repo';
+  let issuer: OidcIssuer;
+  let server: TestServer;
+  let triggerToken: string;
+
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+    server = await startTestServer({
+      ...oidcEnv(issuer.url),
+      SLIPWAY_OIDC_REPOSITORIES: 'octo-org/*',
+      API_RATE_LIMIT: '0',
+    });
+    triggerToken = await server.token('trigger', 'stored-trigger');
+  });
+  afterAll(async () => {
+    await server?.close();
+    await issuer?.close();
+  });
+
+  const oidcToken = (repository: string) => issuer.sign({ repository });
+
+  async function triggerAs(token: string, commit: string): Promise<string> {
+    const response = await server.request('POST', '/api/trigger/ci', { token, body: { commit } });
+    expect(response.status, response.text).toBe(201);
+    return response.body.job_id as string;
+  }
+
+  const jobStatus = async (jobId: string) =>
+    (await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken })).body.status;
+
+  function expectJobOwnerError(
+    response: Awaited<ReturnType<TestServer['request']>>,
+    requestedBy: string,
+  ) {
+    expect(response.status, response.text).toBe(403);
+    expect(response.body.code).toBe('forbidden');
+    expect(response.body.field).toBe('Authorization');
+    expect(response.body.rule).toBe('job_owner');
+    expect(response.body.error).toContain(`triggered by "${requestedBy}"`);
+  }
+
+  it('cancels only jobs of its repository', async () => {
+    const own = await triggerAs(await oidcToken(REPOSITORY), 'abc7001');
+    const other = await triggerAs(await oidcToken(OTHER), 'abc7002');
+    const stored = await triggerAs(triggerToken, 'abc7003');
+    const otherBefore = await jobStatus(other);
+    const storedBefore = await jobStatus(stored);
+
+    const cancelOther = await server.request('POST', `/api/job/${other}/cancel`, {
+      token: await oidcToken(REPOSITORY),
+    });
+    expectJobOwnerError(cancelOther, `github:${OTHER}`);
+    expect(await jobStatus(other)).toBe(otherBefore);
+
+    const cancelStored = await server.request('POST', `/api/job/${stored}/cancel`, {
+      token: await oidcToken(REPOSITORY),
+    });
+    expectJobOwnerError(cancelStored, 'stored-trigger');
+    expect(await jobStatus(stored)).toBe(storedBefore);
+
+    // The same repository in another case is the same owner.
+    const cancelOwn = await server.request('POST', `/api/job/${own}/cancel`, {
+      token: await oidcToken('Octo-Org/Octo-Repo'),
+    });
+    expect(cancelOwn.status, cancelOwn.text).toBe(202);
+    expect(await jobStatus(own)).toBe('cancelled');
+
+    // A stored trigger token still cancels any job.
+    for (const jobId of [other, stored]) {
+      const response = await server.request('POST', `/api/job/${jobId}/cancel`, {
+        token: triggerToken,
+      });
+      expect(response.status, response.text).toBe(202);
+    }
+  });
+
+  it('retries only jobs of its repository', async () => {
+    const own = await triggerAs(await oidcToken(REPOSITORY), 'abc7011');
+    const other = await triggerAs(await oidcToken(OTHER), 'abc7012');
+    for (const jobId of [own, other]) {
+      await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+    }
+
+    const retryOther = await server.request('POST', `/api/job/${other}/retry`, {
+      token: await oidcToken(REPOSITORY),
+    });
+    expectJobOwnerError(retryOther, `github:${OTHER}`);
+    expect(await jobStatus(other)).toBe('cancelled');
+
+    const retryOwn = await server.request('POST', `/api/job/${own}/retry`, {
+      token: await oidcToken(REPOSITORY),
+    });
+    expect(retryOwn.status, retryOwn.text).toBe(201);
+    expect(retryOwn.body.attempt).toBe(2);
+
+    const retryByStored = await server.request('POST', `/api/job/${other}/retry`, {
+      token: triggerToken,
+    });
+    expect(retryByStored.status, retryByStored.text).toBe(201);
+
+    // Nothing stays queued for the log test's worker.
+    for (const jobId of [own, other]) {
+      await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+    }
+  });
+
+  it('reads the logs of jobs of its repository only', async () => {
+    const agent = await AgentClient.register(server, 'oidc-owner-worker');
+    const runJob = async (token: string, commit: string, output: string) => {
+      const jobId = await triggerAs(token, commit);
+      const [task] = await agent.claimJob(jobId, 1);
+      await agent.log(task!, output);
+      await agent.finish(task!, 'success');
+      return jobId;
+    };
+    const own = await runJob(await oidcToken(REPOSITORY), 'abc7021', 'own output\n');
+    const other = await runJob(await oidcToken(OTHER), 'abc7022', 'other secret\n');
+    const logsOf = async (jobId: string, token: string) =>
+      server.request('GET', `/api/job/${jobId}/logs`, { token });
+
+    const ownLogs = await logsOf(own, await oidcToken(REPOSITORY));
+    expect(ownLogs.status, ownLogs.text).toBe(200);
+    expect(ownLogs.text).toContain('own output');
+
+    const otherLogs = await logsOf(other, await oidcToken(REPOSITORY));
+    expectJobOwnerError(otherLogs, `github:${OTHER}`);
+    expect(otherLogs.text).not.toContain('other secret');
+
+    // The job's status stays readable.
+    const otherJob = await server.request('GET', `/api/job/${other}`, {
+      token: await oidcToken(REPOSITORY),
+    });
+    expect(otherJob.status, otherJob.text).toBe(200);
+    expect(otherJob.body.status).toBe('success');
+
+    const byOwner = await logsOf(other, await oidcToken(OTHER));
+    expect(byOwner.status, byOwner.text).toBe(200);
+    expect(byOwner.text).toContain('other secret');
+
+    const readToken = await server.token('read', 'stored-read');
+    for (const token of [triggerToken, readToken]) {
+      const response = await logsOf(other, token);
+      expect(response.status, response.text).toBe(200);
+      expect(response.text).toContain('other secret');
     }
   });
 });

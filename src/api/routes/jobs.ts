@@ -10,6 +10,7 @@ import { updateJobStatus } from '../../orchestrator/update-status.js';
 import { findJob, readJob } from '../../store/jobs.js';
 import { ApiError, jobNotFound } from '../errors.js';
 import { treatNoBodyAsEmptyObject } from '../json-body.js';
+import { checkJobOwner, OIDC_JOB_OWNER_NOTE } from '../job-owner.js';
 import { jobView, readJobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
@@ -73,7 +74,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
           409: ErrorSchema,
         },
       },
-      config: { roles: ['trigger'], emptyBodyAllowed: true },
+      config: { roles: ['trigger'], emptyBodyAllowed: true, roleNote: OIDC_JOB_OWNER_NOTE },
       // `curl -X POST .../cancel` sends no body at all, and some clients send an empty one
       // with Content-Type: application/json; treat both as an empty object.
       preValidation: treatNoBodyAsEmptyObject,
@@ -86,6 +87,8 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       const view = await context.store.write(async (trx) => {
         const job = await findJob(trx, id);
         if (job === undefined) throw jobNotFound(id);
+        const forbidden = checkJobOwner(job, request.principal, 'cancel');
+        if (forbidden !== undefined) throw forbidden;
         if (isTerminal(job.status)) {
           throw new ApiError(
             'job_finished',
@@ -134,15 +137,20 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
       config: {
         roles: ['trigger'],
         emptyBodyAllowed: true,
-        roleNote: `Jobs of the types ${[...ADMIN_JOB_TYPES.keys()].join(' and ')} need role admin.`,
+        roleNote:
+          `Jobs of the types ${[...ADMIN_JOB_TYPES.keys()].join(' and ')} need role admin. ` +
+          OIDC_JOB_OWNER_NOTE,
       },
       preValidation: treatNoBodyAsEmptyObject,
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
+      const job = context.store.read((sqlite) => readJob(sqlite, id));
+      if (job === undefined) throw jobNotFound(id);
       // Another attempt of a rollback deploys its older commit again, so it needs admin too.
-      const type = context.store.read((sqlite) => readJob(sqlite, id)?.type);
-      const forbidden = type === undefined ? undefined : checkTypeRole(type, request.principal);
+      const forbidden =
+        checkJobOwner(job, request.principal, 'retry') ??
+        checkTypeRole(job.type, request.principal);
       if (forbidden !== undefined) throw forbidden;
       await retryJob(context, id, auditContext(request));
       reply.code(201);

@@ -18,6 +18,7 @@ import { readTaskLog } from '../../logs/follow.js';
 import { findJob, listCurrentTasks } from '../../store/jobs.js';
 import type { TaskRow } from '../../store/schema.js';
 import { ApiError, jobNotFound } from '../errors.js';
+import { checkJobOwner, OIDC_JOB_OWNER_NOTE } from '../job-owner.js';
 import { ErrorSchema, JobIdParams } from '../schemas.js';
 
 export const LogQuery = Type.Object(
@@ -69,13 +70,15 @@ export function registerLogRoutes(app: FastifyInstance, context: AppContext): vo
           404: ErrorSchema,
         },
       },
-      config: { roles: ['read', 'trigger'] },
+      config: { roles: ['read', 'trigger'], roleNote: OIDC_JOB_OWNER_NOTE },
     },
     async (request, reply) => {
       const { job_id: id } = request.params as { job_id: string };
       const query = request.query as { task?: string; attempt?: number; follow: boolean };
       const job = await findJob(context.store.db, id);
       if (job === undefined) throw jobNotFound(id);
+      const forbidden = checkJobOwner(job, request.principal, 'read the logs of');
+      if (forbidden !== undefined) throw forbidden;
       let tasks = await listCurrentTasks(context.store.db, job);
       if (query.task !== undefined) {
         const requested = query.task;
