@@ -137,6 +137,7 @@ call() {
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json')
   [[ -n "$data" ]] && args+=(--data "$data")
   status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $shown_api" 8
+  echo "$status" >"$workdir/status"
   if [[ "$status" != 2* ]]; then
     die "$method $path failed with $status: $(jq -r '.error // .' "$workdir/body" 2>/dev/null)" 8
   fi
@@ -167,7 +168,14 @@ body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$vers
   + (if $attempt != "" then {github_run_attempt: $attempt} else {} end)')
 created=$(call POST "/api/trigger/$type" "$body")
 job_id=$(jq -r .job_id <<<"$created")
-echo "slipway: triggered $job_id for $commit (status $(jq -r .status <<<"$created"))" >&2
+# The same lines as `slipway trigger` prints. 201 means that this request created the job, and
+# 200 that an earlier trigger of the same GitHub run attempt created it, as on a re-run step.
+line="$job_id for $commit (status $(jq -r .status <<<"$created"))"
+if [[ "$(cat "$workdir/status")" == 200 ]]; then
+  echo "slipway: found $line: an earlier trigger with GitHub run ${GITHUB_RUN_ID:-} attempt ${GITHUB_RUN_ATTEMPT:-1} created it" >&2
+else
+  echo "slipway: triggered $line" >&2
+fi
 echo "$job_id"
 output job-id "$job_id"
 $wait || exit 0

@@ -14,7 +14,12 @@ import { isCommitSha } from '../jobs/refs.js';
 import { formatDuration, parseDuration } from '../util/time.js';
 import { followJob, type FollowResult } from './follow-job.js';
 import { CliError, loadCliTriggerConfig, runCommand } from './run.js';
-import { githubOidcTokens, SlipwayClient, type TokenSource } from './slipway-client.js';
+import {
+  githubOidcTokens,
+  SlipwayClient,
+  type TokenSource,
+  type TriggerResponse,
+} from './slipway-client.js';
 
 /** Exit codes of `slipway trigger --wait`, one per way a job can end. */
 export const TRIGGER_EXIT_CODES = {
@@ -280,10 +285,7 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
 
   const created = await client.trigger(type, body, options.idempotencyKey);
-  // A new job may be waiting or skipped, not only queued, so the message names its status.
-  process.stderr.write(
-    `slipway: ${created.reused ? 'found' : 'triggered'} ${created.job_id} for ${options.commit} (status ${created.status})\n`,
-  );
+  process.stderr.write(`slipway: ${describeTrigger(created, options)}\n`);
   process.stdout.write(`${created.job_id}\n`);
   writeGitHubOutput({ 'job-id': created.job_id, status: created.status });
   if (options.wait !== true) return;
@@ -296,6 +298,26 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
     output: process.stdout,
   });
   finish(created.job_id, result);
+}
+
+/**
+ * Returns the line that reports the trigger, the same as scripts/slipway-trigger.sh prints. A
+ * new job may be waiting or skipped, not only queued, so the line names its status. A reused
+ * job (200) was created by an earlier request with the same Idempotency-Key or GitHub run.
+ */
+function describeTrigger(created: TriggerResponse, options: TriggerOptions): string {
+  const head = `${created.job_id} for ${options.commit} (status ${created.status})`;
+  if (!created.reused) return `triggered ${head}`;
+  const run =
+    options.githubRunId === undefined
+      ? undefined
+      : `GitHub run ${options.githubRunId} attempt ${options.githubRunAttempt ?? 1}`;
+  const key =
+    options.idempotencyKey === undefined
+      ? undefined
+      : `Idempotency-Key ${JSON.stringify(options.idempotencyKey)}`;
+  const by = [key, run].filter((part) => part !== undefined).join(' or ');
+  return `found ${head}: an earlier trigger with ${by} created it`;
 }
 
 function finish(jobId: string, result: FollowResult): never | void {

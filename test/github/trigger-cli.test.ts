@@ -69,7 +69,26 @@ describe('slipway trigger', () => {
     expect(first.code).toBe(0);
     expect(second.code).toBe(0);
     expect(second.stdout).toBe(first.stdout);
-    expect(second.stderr).toContain('found');
+    const jobId = first.stdout.trim();
+    expect(first.stderr).toContain(`slipway: triggered ${jobId} for ${commit} (status queued)\n`);
+    expect(second.stderr).toContain(
+      `slipway: found ${jobId} for ${commit} (status queued): an earlier trigger with ` +
+        'GitHub run 987654 attempt 1 created it\n',
+    );
+    expect(second.stderr).not.toContain('triggered');
+  });
+
+  it('names the Idempotency-Key of a found job', async () => {
+    const commit = nextCommit();
+    const args = ['trigger', 'ci', '--commit', commit, '--idempotency-key', 'build-42'];
+    const first = await runCli(args, env());
+    const second = await runCli(args, env());
+    expect(second.code).toBe(0);
+    expect(second.stdout).toBe(first.stdout);
+    expect(second.stderr).toContain(
+      `slipway: found ${first.stdout.trim()} for ${commit} (status queued): an earlier ` +
+        'trigger with Idempotency-Key "build-42" created it\n',
+    );
   });
 
   it('follows the logs and exits 0 on success', async () => {

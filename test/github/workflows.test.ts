@@ -523,6 +523,29 @@ describe('scripts/slipway-trigger.sh', () => {
     });
   });
 
+  it('finds the job of a re-run step', async () => {
+    const commit = 'c8'.repeat(20);
+    const env = {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: await server.token('trigger'),
+      GITHUB_RUN_ID: '4242',
+      GITHUB_RUN_ATTEMPT: '2',
+    };
+    const first = await runScript(['ci', '--commit', commit], env);
+    const second = await runScript(['ci', '--commit', commit], env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(second.code, second.stderr).toBe(0);
+    const jobId = first.stdout.trim();
+    expect(second.stdout.trim()).toBe(jobId);
+    expect(first.stderr).toBe(`slipway: triggered ${jobId} for ${commit} (status queued)\n`);
+    // The same line as slipway trigger writes.
+    expect(second.stderr).toBe(
+      `slipway: found ${jobId} for ${commit} (status queued): an earlier trigger with ` +
+        'GitHub run 4242 attempt 2 created it\n',
+    );
+    await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+  });
+
   it('rejects a repeated --param key', async () => {
     const result = await runScript(
       ['ci', '--commit', 'fd'.repeat(20), '--param', 'a=1', '--param', 'a=2'],
