@@ -15,7 +15,8 @@
 # Writes job-id and status to $GITHUB_OUTPUT and the job's end to $GITHUB_STEP_SUMMARY when set.
 #
 # Exit codes (the same as `slipway trigger`): 0 success, 1 failure, 2 bad usage,
-# 3 error, 4 timed_out, 5 cancelled, 6 skipped, 7 --timeout passed, 8 API request failed.
+# 3 error, 4 timed_out, 5 cancelled, 6 skipped, 7 --timeout passed, 8 API request failed,
+# 9 the cancel after a signal failed, so the job may still be running.
 set -euo pipefail
 
 die() { echo "slipway: $1" >&2; exit "${2:-2}"; }
@@ -130,13 +131,22 @@ bearer() {
 }
 
 # Calls the API and prints the body; prints the error and exits 8 unless the response is 2xx.
+# The HTTP status is left in $workdir/status and the body in $workdir/body. A fourth argument
+# limits the request to that many seconds.
 call() {
-  local method="$1" path="$2" data="${3:-}" status token
+  local method="$1" path="$2" data="${3:-}" max_time="${4:-}" status token error
   token=$(bearer) || exit 8
   local args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json')
   [[ -n "$data" ]] && args+=(--data "$data")
-  status=$(curl "${args[@]}" "$api$path") || die "cannot reach the Slipway API at $shown_api" 8
+  [[ -n "$max_time" ]] && args+=(--max-time "$max_time")
+  echo 000 >"$workdir/status"
+  if ! status=$(curl "${args[@]}" "$api$path" 2>"$workdir/curl-error"); then
+    # curl's message, such as "(7) Failed to connect to ...", with any URL's password hidden.
+    error=$(sed -E -e 's/^curl: //' -e 's#([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@ ]*@#\1***@#g' \
+      "$workdir/curl-error" | tr '\n' ' ')
+    die "cannot reach the Slipway API at $shown_api: ${error% }" 8
+  fi
   echo "$status" >"$workdir/status"
   if [[ "$status" != 2* ]]; then
     die "$method $path failed with $status: $(jq -r '.error // .' "$workdir/body" 2>/dev/null)" 8
@@ -145,6 +155,8 @@ call() {
 }
 
 output() { [[ -n "${GITHUB_OUTPUT:-}" ]] && echo "$1=$2" >>"$GITHUB_OUTPUT"; return 0; }
+
+declare -A codes=([success]=0 [failure]=1 [error]=3 [timed_out]=4 [cancelled]=5 [skipped]=6)
 
 # Writes the job's end to the step summary and stderr, as `slipway trigger` does, and exits.
 finish() {
@@ -155,6 +167,31 @@ finish() {
   fi
   echo "slipway: job $job_id ended $status${reason:+: $reason} (exit $code)" >&2
   exit "$code"
+}
+
+# Cancels the job because the step received $interrupted, and exits 5 once the cancel is
+# recorded. A job that ended before the cancel arrived exits with its own code. A failed cancel
+# request exits 9 with the request's error, because the job may still be running.
+cancel_after_signal() {
+  local data error ended
+  data=$(jq -n --arg r "slipway-trigger.sh received $interrupted" '{reason: $r}')
+  # call runs in a subshell, because it exits the shell with 8 when the request fails.
+  if error=$( (call POST "/api/job/$job_id/cancel" "$data" 5 >/dev/null) 2>&1); then
+    output status cancelled
+    die "job $job_id cancelled because the step received $interrupted" 5
+  fi
+  # 409 job_finished: the job ended between the last poll and the cancel.
+  if [[ "$(cat "$workdir/status")" == 409 ]] &&
+    ended=$(jq -er 'select(.code == "job_finished") | .status' "$workdir/body" 2>/dev/null) &&
+    [[ -n "${codes[$ended]:-}" ]]; then
+    finish "$ended" "it ended before the cancel that $interrupted requested" "${codes[$ended]}"
+  fi
+  error="after $interrupted failed, so the job may still be running: ${error#slipway: }"
+  output status cancel_failed
+  if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
+    echo "Cancelling Slipway job \`$job_id\` $error" >>"$GITHUB_STEP_SUMMARY"
+  fi
+  die "cancelling job $job_id $error (exit 9)" 9
 }
 
 body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$versions" \
@@ -252,21 +289,16 @@ while :; do
     fi
     echo "slipway: retrying (failed poll $poll_failures of at most $max_poll_failures)" >&2
   fi
-  if [[ -n "$interrupted" ]]; then
-    call POST "/api/job/$job_id/cancel" \
-      "$(jq -n --arg r "slipway-trigger.sh received $interrupted" '{reason: $r}')" >/dev/null || true
-    output status cancelled
-    die "job $job_id cancelled because the step received $interrupted" 5
-  fi
+  if [[ -n "$interrupted" ]]; then cancel_after_signal; fi
   if ((timeout > 0 && SECONDS - started >= timeout)); then
     reason="still $status after --timeout ${timeout}s"
     if $cancel_on_timeout; then
       # A subshell, because call exits the shell with 8 (after printing why) when it fails.
-      if (call POST "/api/job/$job_id/cancel" '{"reason":"slipway-trigger.sh --timeout passed"}' \
-        >/dev/null); then
+      if error=$( (call POST "/api/job/$job_id/cancel" \
+        '{"reason":"slipway-trigger.sh --timeout passed"}' 5 >/dev/null) 2>&1); then
         reason+="; cancel requested"
       else
-        reason+="; cancel request failed"
+        reason+="; cancel request failed: ${error#slipway: }"
       fi
     fi
     finish wait_timeout "$reason" 7
@@ -274,5 +306,4 @@ while :; do
   sleep "$poll" & wait $! || true
 done
 
-declare -A codes=([success]=0 [failure]=1 [error]=3 [timed_out]=4 [cancelled]=5 [skipped]=6)
 finish "$status" "$(jq -r '.reason // empty' <<<"$job")" "${codes[$status]}"

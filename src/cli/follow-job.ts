@@ -7,7 +7,7 @@
 import type { Writable } from 'node:stream';
 import { formatDuration } from '../util/time.js';
 import { CliError } from './run.js';
-import type { JobResponse, SlipwayClient } from './slipway-client.js';
+import { ApiResponseError, type JobResponse, type SlipwayClient } from './slipway-client.js';
 
 const TERMINAL = new Set(['success', 'failure', 'error', 'timed_out', 'cancelled', 'skipped']);
 
@@ -25,7 +25,10 @@ export interface FollowOptions {
 }
 
 export interface FollowResult {
-  /** The job's final status, or `wait_timeout` when --timeout passed first. */
+  /**
+   * The job's final status, `wait_timeout` when --timeout passed first, or `cancel_failed` when
+   * a signal arrived and the cancel request failed, so that the job may still be running.
+   */
   status: string;
   reason: string | null;
 }
@@ -178,13 +181,7 @@ class JobFollower {
     if (!this.options.cancelOnInterrupt) {
       return { status: 'cancelled', reason: `${signal} received; the job keeps running` };
     }
-    const reason = `slipway trigger received ${signal} (the workflow run was cancelled)`;
-    await this.client.cancel(this.jobId, reason).catch((error: unknown) => {
-      process.stderr.write(
-        `slipway: cancelling ${this.jobId} failed: ${(error as Error).message}\n`,
-      );
-    });
-    return { status: 'cancelled', reason };
+    return cancelAfterSignal(this.client, this.jobId, signal);
   }
 
   /**
@@ -198,10 +195,13 @@ class JobFollower {
         ? `status unknown after ${timeout}, because no status poll succeeded`
         : `still ${lastStatus} after ${timeout}`;
     if (this.options.cancelOnTimeout) {
-      await this.client
-        .cancel(this.jobId, `slipway trigger --timeout passed`)
-        .catch(() => undefined);
-      reason += '; cancel requested';
+      try {
+        await this.client.cancel(this.jobId, `slipway trigger --timeout passed`);
+        reason += '; cancel requested';
+      } catch (error) {
+        if (!(error instanceof CliError)) throw error;
+        reason += `; cancel request failed: ${error.message}`;
+      }
     }
     return { status: 'wait_timeout', reason };
   }
@@ -217,6 +217,40 @@ class JobFollower {
       }
     });
   }
+}
+
+/**
+ * Cancels the job because the command received `signal`, with the same words as
+ * scripts/slipway-trigger.sh. A job that ended before the cancel arrived keeps its status.
+ * When the cancel request fails, the result is `cancel_failed` with the request's error.
+ */
+export async function cancelAfterSignal(
+  client: SlipwayClient,
+  jobId: string,
+  signal: NodeJS.Signals,
+): Promise<FollowResult> {
+  const reason = `slipway trigger received ${signal} (the workflow run was cancelled)`;
+  try {
+    await client.cancel(jobId, reason);
+    return { status: 'cancelled', reason };
+  } catch (error) {
+    if (!(error instanceof CliError)) throw error;
+    const ended = endedStatus(error);
+    if (ended !== undefined) {
+      return { status: ended, reason: `it ended before the cancel that ${signal} requested` };
+    }
+    return {
+      status: 'cancel_failed',
+      reason: `after ${signal} failed, so the job may still be running: ${error.message}`,
+    };
+  }
+}
+
+/** Returns the status of an ended job from the 409 job_finished that cancelling it gets. */
+function endedStatus(error: CliError): string | undefined {
+  if (!(error instanceof ApiResponseError) || error.status !== 409) return undefined;
+  if (error.body.code !== 'job_finished' || typeof error.body.status !== 'string') return undefined;
+  return TERMINAL.has(error.body.status) ? error.body.status : undefined;
 }
 
 function delay(ms: number, signal: AbortSignal): Promise<void> {

@@ -20,6 +20,21 @@ export interface JobResponse {
   tasks: Array<{ id: string; name: string; status: string; attempt: number }>;
 }
 
+/** A non-2xx response of the API, with its status and parsed JSON body (exit 8). */
+export class ApiResponseError extends CliError {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly body: Record<string, unknown>,
+  ) {
+    super(message, API_EXIT_CODE);
+    this.name = 'ApiResponseError';
+  }
+}
+
+/** Seconds that a cancel request may take, so an interrupted command still ends in time. */
+const CANCEL_TIMEOUT_SECONDS = 5;
+
 /** Returns the bearer token for the next request. */
 export type TokenSource = () => Promise<string>;
 
@@ -123,13 +138,21 @@ export class SlipwayClient {
     return (await response.json()) as JobResponse;
   }
 
+  /** Cancels the job; throws ApiResponseError (409 job_finished for an ended job) or CliError. */
   async cancel(jobId: string, reason: string): Promise<void> {
-    await this.fetch(`/api/job/${encodeURIComponent(jobId)}/cancel`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ reason }),
-      signal: AbortSignal.timeout(5_000),
-    });
+    const path = `/api/job/${encodeURIComponent(jobId)}/cancel`;
+    const signal = AbortSignal.timeout(CANCEL_TIMEOUT_SECONDS * 1000);
+    try {
+      await this.fetch(path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ reason }),
+        signal,
+      });
+    } catch (error) {
+      if (!signal.aborted) throw error;
+      throw new CliError(`POST ${path} timed out after ${CANCEL_TIMEOUT_SECONDS}s`, API_EXIT_CODE);
+    }
   }
 
   /** Opens the followed log of one task: the body streams until the task ends. */
@@ -166,14 +189,17 @@ export class SlipwayClient {
     if (response.ok) return response;
     const text = await response.text();
     let message = text;
+    let body: Record<string, unknown> = {};
     try {
-      message = (JSON.parse(text) as { error?: string }).error ?? text;
+      body = JSON.parse(text) as Record<string, unknown>;
+      if (typeof body.error === 'string') message = body.error;
     } catch {
       // Not JSON: keep the text.
     }
-    throw new CliError(
+    throw new ApiResponseError(
       `${init.method ?? 'GET'} ${path} failed with ${response.status}: ${message}`,
-      API_EXIT_CODE,
+      response.status,
+      body,
     );
   }
 }

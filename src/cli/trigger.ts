@@ -35,6 +35,8 @@ export const TRIGGER_EXIT_CODES = {
   wait_timeout: 7,
   /** The API could not be reached or rejected the request. */
   api: 8,
+  /** A signal arrived and the request to cancel the job failed, so it may still be running. */
+  cancel_failed: 9,
 } as const;
 
 const EXIT_HELP = Object.entries(TRIGGER_EXIT_CODES)
@@ -322,6 +324,12 @@ function describeTrigger(created: TriggerResponse, options: TriggerOptions): str
 
 function finish(jobId: string, result: FollowResult): never | void {
   writeGitHubOutput({ status: result.status });
+  if (result.status === 'cancel_failed') {
+    const code = TRIGGER_EXIT_CODES.cancel_failed;
+    writeStepSummary(`Cancelling Slipway job \`${jobId}\` ${result.reason}`);
+    process.stderr.write(`slipway: cancelling job ${jobId} ${result.reason} (exit ${code})\n`);
+    throw new CliError(`cancelling job ${jobId} failed`, code, true);
+  }
   writeStepSummary(
     `Slipway job \`${jobId}\` ended **${result.status}**${result.reason ? `: ${result.reason}` : ''}`,
   );

@@ -6,7 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATH, childEnv, ensureBuilt, runCli } from '../support/cli.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { writePipelineFile } from '../support/execution.js';
+import { revokeToken } from '../../src/store/tokens.js';
 import { AgentClient } from './agent-client.js';
+import { startApiProxy } from './api-proxy.js';
 import { waitFor } from './helpers.js';
 
 let server: TestServer;
@@ -21,6 +23,20 @@ function nextCommit(): string {
 
 function env(extra: Record<string, string> = {}) {
   return { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: triggerToken, ...extra };
+}
+
+/** Starts `slipway trigger <args>`, for tests that send it signals. */
+function startTrigger(args: string[], extraEnv: Record<string, string>) {
+  const child = spawn(process.execPath, [CLI_PATH, 'trigger', ...args], {
+    env: childEnv(extraEnv),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
 }
 
 async function jobIdFor(commit: string): Promise<string> {
@@ -294,6 +310,116 @@ describe('slipway trigger', () => {
     const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
     expect(job.body.reason).toContain(signal);
+  });
+
+  it('exits 9 when the cancel is rejected', async () => {
+    const commit = nextCommit();
+    const dir = makeTempDir();
+    const outputFile = path.join(dir, 'output');
+    const summaryFile = path.join(dir, 'summary.md');
+    const run = startTrigger(['ci', '--commit', commit, '--wait', '--poll-interval', '200ms'], {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: await server.token('trigger', 'cli-revoked-before-cancel'),
+      GITHUB_OUTPUT: outputFile,
+      GITHUB_STEP_SUMMARY: summaryFile,
+    });
+    const jobId = await jobIdFor(commit);
+    // Give the CLI time to install its signal handlers and start polling.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await revokeToken(server.context.store.db, { name: 'cli-revoked-before-cancel' });
+    run.child.kill('SIGTERM');
+
+    expect(await run.exited).toBe(9);
+    const error = `POST /api/job/${jobId}/cancel failed with 401`;
+    expect(run.stderr()).toContain(
+      `slipway: cancelling job ${jobId} after SIGTERM failed, so the job may still be running: ${error}`,
+    );
+    expect(run.stderr()).toMatch(/ \(exit 9\)\n$/);
+    expect(fs.readFileSync(outputFile, 'utf8')).toBe(
+      `job-id=${jobId}\nstatus=queued\nstatus=cancel_failed\n`,
+    );
+    expect(fs.readFileSync(summaryFile, 'utf8')).toContain(
+      `Cancelling Slipway job \`${jobId}\` after SIGTERM failed`,
+    );
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('queued');
+    await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+  });
+
+  it('exits 9 when the API is gone', async () => {
+    const commit = nextCommit();
+    const own = await startTestServer();
+    let closed = false;
+    try {
+      const run = startTrigger(['ci', '--commit', commit, '--wait', '--poll-interval', '200ms'], {
+        SLIPWAY_API_URL: own.url,
+        SLIPWAY_TOKEN: await own.token('trigger'),
+      });
+      await waitFor(() => (run.stdout() !== '' ? true : undefined));
+      const jobId = run.stdout().trim();
+      // Give the CLI time to install its signal handlers and start polling.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      await own.close();
+      closed = true;
+      run.child.kill('SIGTERM');
+
+      expect(await run.exited).toBe(9);
+      expect(run.stderr()).toContain(
+        `slipway: cancelling job ${jobId} after SIGTERM failed, so the job may still be running: ` +
+          `cannot reach the Slipway API at ${own.url}: connect ECONNREFUSED`,
+      );
+    } finally {
+      if (!closed) await own.close();
+    }
+  });
+
+  it('reports a job that ended before the cancel', async () => {
+    const commit = nextCommit();
+    // The job succeeds while the cancel request is on its way to the API.
+    const proxy = await startApiProxy(server.url, {
+      async beforeForward(method, url) {
+        if (method !== 'POST' || !url.endsWith('/cancel')) return;
+        const [task] = await agent.claimJob(await jobIdFor(commit), 1);
+        await agent.finish(task!, 'success');
+      },
+    });
+    try {
+      const run = startTrigger(['ci', '--commit', commit, '--wait', '--poll-interval', '200ms'], {
+        SLIPWAY_API_URL: proxy.url,
+        SLIPWAY_TOKEN: triggerToken,
+      });
+      const jobId = await jobIdFor(commit);
+      // Give the CLI time to install its signal handlers and start polling.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      run.child.kill('SIGTERM');
+
+      expect(await run.exited).toBe(0);
+      expect(run.stderr()).toContain(
+        `slipway: job ${jobId} ended success: it ended before the cancel that SIGTERM requested (exit 0)`,
+      );
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('says when the cancel after --timeout fails', async () => {
+    const commit = nextCommit();
+    const run = startTrigger(
+      ['ci', '--commit', commit, '--wait', '--timeout', '2s', '--cancel-on-timeout'],
+      {
+        SLIPWAY_API_URL: server.url,
+        SLIPWAY_TOKEN: await server.token('trigger', 'cli-revoked-before-timeout'),
+      },
+    );
+    const jobId = await jobIdFor(commit);
+    await revokeToken(server.context.store.db, { name: 'cli-revoked-before-timeout' });
+
+    expect(await run.exited).toBe(7);
+    expect(run.stderr()).toContain(
+      `; cancel request failed: POST /api/job/${jobId}/cancel failed with 401`,
+    );
+    expect(run.stderr()).not.toContain('cancel requested');
+    await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
   });
 
   it('exits 8 when the API rejects the token', async () => {

@@ -67,6 +67,32 @@ export function runTriggerScript(
   });
 }
 
+/** A running scripts/slipway-trigger.sh, for tests that send it signals. */
+export interface TriggerScriptProcess {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves to the exit code, or null when a signal ended the script. */
+  exited: Promise<number | null>;
+}
+
+/** Starts scripts/slipway-trigger.sh with `args` and `env` added to a PATH. */
+export function startTriggerScript(
+  args: string[],
+  env: Record<string, string>,
+): TriggerScriptProcess {
+  const child = spawn('bash', [path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'), ...args], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
 /** Runs every step of `jobName` until one fails; `always()` steps run after a failure too. */
 export async function runWorkflowJob(
   file: string,

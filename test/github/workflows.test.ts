@@ -6,13 +6,16 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeRepository, startHarness, writePipelineFile } from '../support/execution.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import { revokeToken } from '../../src/store/tokens.js';
 import { AgentClient } from './agent-client.js';
+import { startApiProxy } from './api-proxy.js';
 import { waitFor } from './helpers.js';
 import {
   loadWorkflow,
   REPO_ROOT,
   runTriggerScript,
   runWorkflowJob,
+  startTriggerScript,
   type RunnerContext,
 } from './workflow-runner.js';
 
@@ -475,6 +478,121 @@ describe('scripts/slipway-trigger.sh', () => {
     const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
     expect(job.body.status).toBe('cancelled');
     expect(job.body.reason).toContain(signal);
+  });
+
+  it('exits 9 when the cancel is rejected', async () => {
+    const commit = 'c9'.repeat(20);
+    const dir = makeTempDir();
+    const env = {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: await server.token('trigger', 'revoked-before-cancel'),
+      GITHUB_OUTPUT: path.join(dir, 'output'),
+      GITHUB_STEP_SUMMARY: path.join(dir, 'summary.md'),
+    };
+    const script = startTriggerScript(
+      ['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'],
+      env,
+    );
+    const { id } = await jobFor(commit, 'ci');
+    await waitFor(() => (script.stdout().includes(id) ? true : undefined));
+    // Give the script time to set its traps and start polling.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await revokeToken(server.context.store.db, { name: 'revoked-before-cancel' });
+    script.child.kill('SIGTERM');
+
+    expect(await script.exited).toBe(9);
+    const error = `POST /api/job/${id}/cancel failed with 401`;
+    expect(script.stderr()).toContain(
+      `slipway: cancelling job ${id} after SIGTERM failed, so the job may still be running: ${error}`,
+    );
+    expect(script.stderr()).toMatch(/ \(exit 9\)\n$/);
+    expect(script.stderr()).not.toContain('cancelled because');
+    expect(fs.readFileSync(env.GITHUB_OUTPUT, 'utf8')).toBe(`job-id=${id}\nstatus=cancel_failed\n`);
+    expect(fs.readFileSync(env.GITHUB_STEP_SUMMARY, 'utf8')).toContain(
+      `Cancelling Slipway job \`${id}\` after SIGTERM failed`,
+    );
+    const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+    expect(job.body.status).toBe('queued');
+    await server.request('POST', `/api/job/${id}/cancel`, { token: server.adminToken });
+  });
+
+  it('exits 9 when the API is gone', async () => {
+    const commit = 'ca'.repeat(20);
+    const own = await startTestServer();
+    let closed = false;
+    try {
+      const env = { SLIPWAY_API_URL: own.url, SLIPWAY_TOKEN: await own.token('trigger') };
+      const script = startTriggerScript(
+        ['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'],
+        env,
+      );
+      await waitFor(() => (script.stdout() !== '' ? true : undefined));
+      const id = script.stdout().trim();
+      // Give the script time to set its traps and start polling.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      await own.close();
+      closed = true;
+      script.child.kill('SIGTERM');
+
+      expect(await script.exited).toBe(9);
+      expect(script.stderr()).toContain(
+        `slipway: cancelling job ${id} after SIGTERM failed, so the job may still be running: ` +
+          `cannot reach the Slipway API at ${own.url}: (7) Failed to connect`,
+      );
+    } finally {
+      if (!closed) await own.close();
+    }
+  });
+
+  it('reports a job that ended before the cancel', async () => {
+    const commit = 'cb'.repeat(20);
+    // The job succeeds while the cancel request is on its way to the API.
+    const proxy = await startApiProxy(server.url, {
+      async beforeForward(method, url) {
+        if (method !== 'POST' || !url.endsWith('/cancel')) return;
+        const { id } = await jobFor(commit, 'ci');
+        await runJob(id, 1, 'success');
+      },
+    });
+    try {
+      const env = { SLIPWAY_API_URL: proxy.url, SLIPWAY_TOKEN: await server.token('trigger') };
+      const script = startTriggerScript(
+        ['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'],
+        env,
+      );
+      const { id } = await jobFor(commit, 'ci');
+      await waitFor(() => (script.stdout().includes(id) ? true : undefined));
+      // Give the script time to set its traps and start polling.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      script.child.kill('SIGTERM');
+
+      expect(await script.exited).toBe(0);
+      expect(script.stderr()).toContain(
+        `slipway: job ${id} ended success: it ended before the cancel that SIGTERM requested (exit 0)`,
+      );
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('says when the cancel after --timeout fails', async () => {
+    const commit = 'cc'.repeat(20);
+    const env = {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: await server.token('trigger', 'revoked-before-timeout'),
+    };
+    const script = startTriggerScript(
+      ['ci', '--commit', commit, '--wait', '--timeout', '2', '--cancel-on-timeout'],
+      env,
+    );
+    const { id } = await jobFor(commit, 'ci');
+    await revokeToken(server.context.store.db, { name: 'revoked-before-timeout' });
+
+    expect(await script.exited).toBe(7);
+    expect(script.stderr()).toContain(
+      `; cancel request failed: POST /api/job/${id}/cancel failed with 401`,
+    );
+    await server.request('POST', `/api/job/${id}/cancel`, { token: server.adminToken });
   });
 
   it('rejects --poll-interval 0 and above 300', async () => {

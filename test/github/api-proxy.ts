@@ -1,0 +1,47 @@
+/**
+ * A reverse proxy on 127.0.0.1 in front of the real API, so a test can choose the moment at
+ * which a request of `slipway trigger` or scripts/slipway-trigger.sh reaches the server.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface ProxyHooks {
+  /** Runs before the proxy sends a request on to the API, which waits for it to settle. */
+  beforeForward?(method: string, path: string): Promise<void> | void;
+}
+
+export interface ApiProxy {
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startApiProxy(target: string, hooks: ProxyHooks = {}): Promise<ApiProxy> {
+  const server = http.createServer((request, response) => {
+    void forward(request, response);
+  });
+
+  async function forward(request: http.IncomingMessage, response: http.ServerResponse) {
+    // The request stays paused, with its body unread, until it is piped below.
+    await hooks.beforeForward?.(request.method!, request.url!);
+    const upstream = http.request(
+      new URL(request.url!, target),
+      { method: request.method, headers: request.headers },
+      (answer) => {
+        response.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    upstream.on('error', () => response.destroy());
+    request.pipe(upstream);
+  }
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
