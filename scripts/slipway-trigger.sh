@@ -16,7 +16,7 @@
 #
 # Exit codes (the same as `slipway trigger`): 0 success, 1 failure, 2 bad usage,
 # 3 error, 4 timed_out, 5 cancelled, 6 skipped, 7 --timeout passed, 8 API request failed,
-# 9 the cancel after a signal failed, so the job may still be running.
+# 9 a signal arrived and the job could not be cancelled, so it may still be running.
 set -euo pipefail
 
 die() { echo "slipway: $1" >&2; exit "${2:-2}"; }
@@ -130,27 +130,42 @@ bearer() {
   printf '%s' "$token"
 }
 
-# Calls the API and prints the body; prints the error and exits 8 unless the response is 2xx.
-# The HTTP status is left in $workdir/status and the body in $workdir/body. A fourth argument
-# limits the request to that many seconds.
-call() {
-  local method="$1" path="$2" data="${3:-}" max_time="${4:-}" status token error
+# Sets curl_args to the options of an API request with method $1 and body $2, limited to $3
+# seconds when given. curl then writes the HTTP status to stdout and the body to $workdir/body.
+request_options() {
+  local method="$1" data="$2" max_time="$3" token
   token=$(bearer) || exit 8
-  local args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"
+  curl_args=(-sS -o "$workdir/body" -w '%{http_code}' -X "$method"
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json')
-  [[ -n "$data" ]] && args+=(--data "$data")
-  [[ -n "$max_time" ]] && args+=(--max-time "$max_time")
-  echo 000 >"$workdir/status"
-  if ! status=$(curl "${args[@]}" "$api$path" 2>"$workdir/curl-error"); then
+  [[ -n "$data" ]] && curl_args+=(--data "$data")
+  [[ -n "$max_time" ]] && curl_args+=(--max-time "$max_time")
+  return 0
+}
+
+# Prints the error and exits 8 unless the request $1 $2, whose curl exit code is $3 and whose
+# HTTP status curl wrote to $workdir/status, got a 2xx response.
+check_response() {
+  local method="$1" path="$2" curl_code="$3" status error
+  if ((curl_code != 0)); then
     # curl's message, such as "(7) Failed to connect to ...", with any URL's password hidden.
     error=$(sed -E -e 's/^curl: //' -e 's#([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@ ]*@#\1***@#g' \
       "$workdir/curl-error" | tr '\n' ' ')
     die "cannot reach the Slipway API at $shown_api: ${error% }" 8
   fi
-  echo "$status" >"$workdir/status"
+  status=$(cat "$workdir/status")
   if [[ "$status" != 2* ]]; then
     die "$method $path failed with $status: $(jq -r '.error // .' "$workdir/body" 2>/dev/null)" 8
   fi
+}
+
+# Calls the API and prints the body; prints the error and exits 8 unless the response is 2xx.
+# The HTTP status is left in $workdir/status and the body in $workdir/body. A fourth argument
+# limits the request to that many seconds.
+call() {
+  local method="$1" path="$2" data="${3:-}" max_time="${4:-}" code=0
+  request_options "$method" "$data" "$max_time"
+  curl "${curl_args[@]}" "$api$path" >"$workdir/status" 2>"$workdir/curl-error" || code=$?
+  check_response "$method" "$path" "$code"
   cat "$workdir/body"
 }
 
@@ -194,6 +209,54 @@ cancel_after_signal() {
   die "cancelling job $job_id $error (exit 9)" 9
 }
 
+# Seconds that the trigger request may still take after a signal. The runner sends SIGKILL
+# 10 s after SIGINT (actions/runner, src/Runner.Sdk/ProcessInvoker.cs). These 3 s, 2 s for a
+# repeated request and 5 s for the cancel request add up to those 10 s at most.
+trigger_grace=3
+
+# Sends the trigger request, limited to $1 seconds when given, and sets request_code to curl's
+# exit code. curl runs in the background, because bash runs a trap only once the foreground
+# command has ended. After a signal the request may go on for trigger_grace seconds, so that the
+# job it creates can be cancelled. Returns 1 when the request was stopped then.
+send_trigger() {
+  local max_time="${1:-}" pid deadline=""
+  request_options POST "$body" "$max_time"
+  curl "${curl_args[@]}" "$api$trigger_path" >"$workdir/status" 2>"$workdir/curl-error" &
+  pid=$!
+  while :; do
+    request_code=0
+    wait "$pid" || request_code=$?
+    kill -0 "$pid" 2>/dev/null || return 0
+    # A trapped signal ended the wait while the request was still in flight.
+    deadline=${deadline:-$((SECONDS + trigger_grace))}
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" || true
+      return 1
+    fi
+  done
+}
+
+# Finds the job of a trigger request that was stopped trigger_grace seconds after a signal:
+# the same request again returns the job that the GitHub run attempt created, or creates it,
+# so it can be cancelled. Exits 9 without GITHUB_RUN_ID, or when the repeat fails too.
+find_lost_job() {
+  local lost="the trigger request had no response within ${trigger_grace}s of $interrupted"
+  local error="it had no response either"
+  if [[ -n "${GITHUB_RUN_ID:-}" ]]; then
+    echo "slipway: $lost; sending it again to find the job of GitHub run $GITHUB_RUN_ID" >&2
+    # curl's own limit of 2 s ends the repeat before the grace does, so send_trigger returns 0.
+    if send_trigger 2 &&
+      error=$( (check_response POST "$trigger_path" "$request_code") 2>&1); then
+      return 0
+    fi
+    echo "slipway: the repeated trigger request failed: ${error#slipway: }" >&2
+  fi
+  output status cancel_failed
+  die "$lost, so a job for commit $commit may have been queued and may run (exit 9)" 9
+}
+
 body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$versions" \
   --argjson params "$params" --argjson matrix "$matrix" --arg run "${GITHUB_RUN_ID:-}" --arg attempt "${GITHUB_RUN_ATTEMPT:-}" '
   {commit: $commit}
@@ -203,7 +266,18 @@ body=$(jq -n --arg commit "$commit" --arg branch "$branch" --arg versions "$vers
   + (if $params != {} then {params: $params} else {} end)
   + (if $run != "" then {github_run_id: $run} else {} end)
   + (if $attempt != "" then {github_run_attempt: $attempt} else {} end)')
-created=$(call POST "/api/trigger/$type" "$body")
+
+# From here on a signal cancels the job: SIGINT and SIGTERM come from the runner when the run
+# is cancelled, SIGHUP when the terminal closes.
+interrupted=""
+trap 'interrupted=SIGINT' INT
+trap 'interrupted=SIGTERM' TERM
+trap 'interrupted=SIGHUP' HUP
+
+trigger_path="/api/trigger/$type"
+send_trigger || find_lost_job
+check_response POST "$trigger_path" "$request_code"
+created=$(cat "$workdir/body")
 job_id=$(jq -r .job_id <<<"$created")
 # The same lines as `slipway trigger` prints. 201 means that this request created the job, and
 # 200 that an earlier trigger of the same GitHub run attempt created it, as on a re-run step.
@@ -215,12 +289,8 @@ else
 fi
 echo "$job_id"
 output job-id "$job_id"
+if [[ -n "$interrupted" ]]; then cancel_after_signal; fi
 $wait || exit 0
-
-interrupted=""
-trap 'interrupted=SIGINT' INT
-trap 'interrupted=SIGTERM' TERM
-trap 'interrupted=SIGHUP' HUP
 
 # Prints the log bytes of each task that were not printed yet, prefixed when several. Each
 # attempt of a task has its own log: the rest of the one printed last comes first, then each

@@ -6,6 +6,7 @@
  */
 import type { Writable } from 'node:stream';
 import { formatDuration } from '../util/time.js';
+import { InterruptWatch } from './interrupts.js';
 import { CliError } from './run.js';
 import { ApiResponseError, type JobResponse, type SlipwayClient } from './slipway-client.js';
 
@@ -22,6 +23,11 @@ export interface FollowOptions {
   cancelOnTimeout: boolean;
   cancelOnInterrupt: boolean;
   output: Writable;
+  /**
+   * The signals received so far, from a watch that the caller started before it triggered the
+   * job. Without it, the follower watches for signals itself while it runs.
+   */
+  interrupts?: InterruptWatch;
 }
 
 export interface FollowResult {
@@ -42,14 +48,12 @@ export async function followJob(
   return follower.run();
 }
 
-const INTERRUPTS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-
 class JobFollower {
   readonly #stop = new AbortController();
   readonly #taskStatus = new Map<string, string>();
   readonly #taskAttempt = new Map<string, number>();
   readonly #streams = new Map<string, Promise<void>>();
-  #interrupt: NodeJS.Signals | undefined;
+  readonly #interrupts: InterruptWatch;
   #wake: (() => void) | undefined;
   /** The last line #reportWait printed, while the job is still queued or waiting. */
   #lastWait: string | undefined;
@@ -58,19 +62,19 @@ class JobFollower {
     readonly client: SlipwayClient,
     readonly jobId: string,
     readonly options: FollowOptions,
-  ) {}
+  ) {
+    this.#interrupts = options.interrupts ?? new InterruptWatch();
+  }
 
   async run(): Promise<FollowResult> {
-    const onSignal = (signal: NodeJS.Signals) => {
-      this.#interrupt = signal;
-      this.#wake?.();
-    };
-    // SIGHUP comes when the terminal or SSH session that runs the command closes.
-    for (const signal of INTERRUPTS) process.on(signal, onSignal);
+    const ownWatch = this.options.interrupts === undefined;
+    if (ownWatch) this.#interrupts.start();
+    const unlisten = this.#interrupts.listen(() => this.#wake?.());
     try {
       return await this.#poll();
     } finally {
-      for (const signal of INTERRUPTS) process.off(signal, onSignal);
+      unlisten();
+      if (ownWatch) this.#interrupts.stop();
       this.#stop.abort();
     }
   }
@@ -99,7 +103,10 @@ class JobFollower {
           return { status: job.status, reason: job.reason };
         }
       }
-      if (this.#interrupt !== undefined) return this.#interrupted(this.#interrupt);
+      const signal = this.#interrupts.signal;
+      if (signal !== undefined) {
+        return interruptedResult(this.client, this.jobId, signal, this.options);
+      }
       if (Date.now() >= deadline) return this.#timedOut(lastStatus);
       await this.#sleep(Math.min(this.options.pollIntervalMs, deadline - Date.now()));
     }
@@ -177,13 +184,6 @@ class JobFollower {
     await streams;
   }
 
-  async #interrupted(signal: NodeJS.Signals): Promise<FollowResult> {
-    if (!this.options.cancelOnInterrupt) {
-      return { status: 'cancelled', reason: `${signal} received; the job keeps running` };
-    }
-    return cancelAfterSignal(this.client, this.jobId, signal);
-  }
-
   /**
    * Builds the wait_timeout result and, with --cancel-on-timeout, cancels the job. `lastStatus`
    * is the job's status at the last poll that succeeded, or undefined when none did.
@@ -217,6 +217,22 @@ class JobFollower {
       }
     });
   }
+}
+
+/**
+ * Returns the result of a command that received `signal`: the job is cancelled unless
+ * --no-cancel-on-interrupt was given.
+ */
+export async function interruptedResult(
+  client: SlipwayClient,
+  jobId: string,
+  signal: NodeJS.Signals,
+  options: { cancelOnInterrupt: boolean },
+): Promise<FollowResult> {
+  if (!options.cancelOnInterrupt) {
+    return { status: 'cancelled', reason: `${signal} received; the job keeps running` };
+  }
+  return cancelAfterSignal(client, jobId, signal);
 }
 
 /**

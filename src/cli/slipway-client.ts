@@ -117,10 +117,12 @@ export class SlipwayClient {
     this.#requestUrl = withoutCredentials(baseUrl);
   }
 
+  /** Triggers a job; `signal` aborts the request, which then throws the abort's reason. */
   async trigger(
     type: string,
     body: Record<string, unknown>,
     idempotencyKey?: string,
+    signal?: AbortSignal,
   ): Promise<TriggerResponse> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (idempotencyKey !== undefined) headers['idempotency-key'] = idempotencyKey;
@@ -128,6 +130,7 @@ export class SlipwayClient {
       method: 'POST',
       headers,
       body: JSON.stringify(body),
+      signal,
     });
     const created = (await response.json()) as { job_id: string; status: string };
     return { ...created, reused: response.status === 200 };

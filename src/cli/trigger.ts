@@ -12,8 +12,10 @@ import fs from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { isCommitSha } from '../jobs/refs.js';
 import { formatDuration, parseDuration } from '../util/time.js';
-import { followJob, type FollowResult } from './follow-job.js';
+import { followJob, interruptedResult, type FollowResult } from './follow-job.js';
+import { InterruptWatch } from './interrupts.js';
 import { CliError, loadCliTriggerConfig, runCommand } from './run.js';
+import { sendTrigger } from './send-trigger.js';
 import {
   githubOidcTokens,
   SlipwayClient,
@@ -35,7 +37,10 @@ export const TRIGGER_EXIT_CODES = {
   wait_timeout: 7,
   /** The API could not be reached or rejected the request. */
   api: 8,
-  /** A signal arrived and the request to cancel the job failed, so it may still be running. */
+  /**
+   * A signal arrived and the job could not be cancelled, because the cancel request failed or
+   * the trigger request had no response in time, so a job may still be running.
+   */
   cancel_failed: 9,
 } as const;
 
@@ -286,10 +291,46 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
   if (options.githubRunId !== undefined) body.github_run_id = options.githubRunId;
   if (options.githubRunAttempt !== undefined) body.github_run_attempt = options.githubRunAttempt;
 
-  const created = await client.trigger(type, body, options.idempotencyKey);
+  // Signals are watched from before the trigger request, so that one arriving while the
+  // request is in flight cancels the job that it creates.
+  const interrupts = new InterruptWatch().start();
+  try {
+    await triggerAndFollow(client, type, body, options, interrupts);
+  } finally {
+    interrupts.stop();
+  }
+}
+
+async function triggerAndFollow(
+  client: SlipwayClient,
+  type: string,
+  body: Record<string, unknown>,
+  options: TriggerOptions,
+  interrupts: InterruptWatch,
+): Promise<void> {
+  let created: TriggerResponse;
+  try {
+    created = await sendTrigger(
+      client,
+      { type, body, idempotencyKey: options.idempotencyKey },
+      interrupts,
+    );
+  } catch (error) {
+    if (error instanceof CliError && error.exitCode === TRIGGER_EXIT_CODES.cancel_failed) {
+      writeGitHubOutput({ status: 'cancel_failed' });
+    }
+    throw error;
+  }
   process.stderr.write(`slipway: ${describeTrigger(created, options)}\n`);
   process.stdout.write(`${created.job_id}\n`);
   writeGitHubOutput({ 'job-id': created.job_id, status: created.status });
+  if (interrupts.signal !== undefined) {
+    finish(
+      created.job_id,
+      await interruptedResult(client, created.job_id, interrupts.signal, options),
+    );
+    return;
+  }
   if (options.wait !== true) return;
 
   const result = await followJob(client, created.job_id, {
@@ -298,6 +339,7 @@ async function runTrigger(type: string, options: TriggerOptions): Promise<void> 
     cancelOnTimeout: options.cancelOnTimeout === true,
     cancelOnInterrupt: options.cancelOnInterrupt,
     output: process.stdout,
+    interrupts,
   });
   finish(created.job_id, result);
 }

@@ -8,6 +8,11 @@ import type { AddressInfo } from 'node:net';
 export interface ProxyHooks {
   /** Runs before the proxy sends a request on to the API, which waits for it to settle. */
   beforeForward?(method: string, path: string): Promise<void> | void;
+  /**
+   * Runs once the API's response has arrived, before the proxy sends it back, which waits for
+   * it to settle. A hook that holds a trigger response holds a job that the API has created.
+   */
+  beforeRespond?(method: string, path: string): Promise<void> | void;
 }
 
 export interface ApiProxy {
@@ -27,8 +32,11 @@ export async function startApiProxy(target: string, hooks: ProxyHooks = {}): Pro
       new URL(request.url!, target),
       { method: request.method, headers: request.headers },
       (answer) => {
-        response.writeHead(answer.statusCode!, answer.headers);
-        answer.pipe(response);
+        void (async () => {
+          await hooks.beforeRespond?.(request.method!, request.url!);
+          response.writeHead(answer.statusCode!, answer.headers);
+          answer.pipe(response);
+        })();
       },
     );
     upstream.on('error', () => response.destroy());
@@ -43,5 +51,43 @@ export async function startApiProxy(target: string, hooks: ProxyHooks = {}): Pro
         server.closeAllConnections();
         server.close(() => resolve());
       }),
+  };
+}
+
+export interface TriggerHold {
+  proxy: ApiProxy;
+  /** Resolves once the API has answered a trigger request and the proxy holds the response. */
+  held: Promise<void>;
+  /** Sends the held responses on. */
+  release(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a proxy to `target` that holds the responses of the first `count` trigger requests
+ * until release() is called. The API has created each job by then.
+ */
+export async function holdTriggerResponses(target: string, count = 1): Promise<TriggerHold> {
+  let heldCount = 0;
+  let markHeld!: () => void;
+  const held = new Promise<void>((resolve) => (markHeld = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const proxy = await startApiProxy(target, {
+    async beforeRespond(method, path) {
+      if (method !== 'POST' || !path.startsWith('/api/trigger/') || heldCount >= count) return;
+      heldCount += 1;
+      markHeld();
+      await released;
+    },
+  });
+  return {
+    proxy,
+    held,
+    release,
+    async close() {
+      release();
+      await proxy.close();
+    },
   };
 }

@@ -8,7 +8,7 @@ import { makeTempDir, startTestServer, type TestServer } from '../support/server
 import { writePipelineFile } from '../support/execution.js';
 import { revokeToken } from '../../src/store/tokens.js';
 import { AgentClient } from './agent-client.js';
-import { startApiProxy } from './api-proxy.js';
+import { holdTriggerResponses, startApiProxy } from './api-proxy.js';
 import { waitFor } from './helpers.js';
 
 let server: TestServer;
@@ -399,6 +399,97 @@ describe('slipway trigger', () => {
       );
     } finally {
       await proxy.close();
+    }
+  });
+
+  it.each([
+    ['SIGTERM', ['--wait', '--poll-interval', '200ms']],
+    ['SIGINT', []],
+  ] as const)('cancels a job triggered during %s', async (signal, extra) => {
+    const commit = nextCommit();
+    const hold = await holdTriggerResponses(server.url);
+    try {
+      const run = startTrigger(['ci', '--commit', commit, ...extra], {
+        SLIPWAY_API_URL: hold.proxy.url,
+        SLIPWAY_TOKEN: triggerToken,
+      });
+      await hold.held;
+      run.child.kill(signal);
+      // The CLI waits for the response, so it is still running a second later.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(run.child.exitCode).toBeNull();
+      hold.release();
+
+      expect(await run.exited).toBe(5);
+      const jobId = await jobIdFor(commit);
+      expect(run.stdout()).toBe(`${jobId}\n`);
+      const reason = `slipway trigger received ${signal} (the workflow run was cancelled)`;
+      expect(run.stderr()).toContain(`slipway: job ${jobId} ended cancelled: ${reason} (exit 5)`);
+      const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+      expect(job.body.status).toBe('cancelled');
+      expect(job.body.reason).toBe(reason);
+    } finally {
+      await hold.close();
+    }
+  });
+
+  it('finds a held job by its Idempotency-Key', async () => {
+    const commit = nextCommit();
+    const hold = await holdTriggerResponses(server.url);
+    try {
+      const run = startTrigger(
+        ['ci', '--commit', commit, '--idempotency-key', 'held-1', '--wait'],
+        {
+          SLIPWAY_API_URL: hold.proxy.url,
+          SLIPWAY_TOKEN: triggerToken,
+        },
+      );
+      await hold.held;
+      run.child.kill('SIGTERM');
+
+      // The first response stays held, and the repeated request finds the job it created.
+      expect(await run.exited).toBe(5);
+      const jobId = await jobIdFor(commit);
+      expect(run.stderr()).toContain(
+        'slipway: the trigger request had no response within 3s of SIGTERM; sending it again ' +
+          'to find the job of Idempotency-Key "held-1"\n',
+      );
+      expect(run.stderr()).toContain(`slipway: found ${jobId} for ${commit}`);
+      expect(run.stderr()).toContain(`slipway: job ${jobId} ended cancelled`);
+      const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+      expect(job.body.status).toBe('cancelled');
+    } finally {
+      await hold.close();
+    }
+  });
+
+  it('exits 9 when a held trigger has no key', async () => {
+    const commit = nextCommit();
+    const hold = await holdTriggerResponses(server.url);
+    const outputFile = path.join(makeTempDir(), 'output');
+    try {
+      const run = startTrigger(['ci', '--commit', commit, '--wait'], {
+        SLIPWAY_API_URL: hold.proxy.url,
+        SLIPWAY_TOKEN: triggerToken,
+        GITHUB_OUTPUT: outputFile,
+      });
+      await hold.held;
+      run.child.kill('SIGTERM');
+
+      expect(await run.exited).toBe(9);
+      expect(run.stderr()).toContain(
+        'slipway: the trigger request had no response within 3s of SIGTERM, so a job for ' +
+          `commit ${commit} may have been queued and may run (exit 9)`,
+      );
+      expect(run.stdout()).toBe('');
+      expect(fs.readFileSync(outputFile, 'utf8')).toBe('status=cancel_failed\n');
+      // The message is true: the API created the job, and nothing cancelled it.
+      const jobId = await jobIdFor(commit);
+      const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+      expect(job.body.status).toBe('queued');
+      await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+    } finally {
+      await hold.close();
     }
   });
 

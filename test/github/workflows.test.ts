@@ -8,7 +8,7 @@ import { makeRepository, startHarness, writePipelineFile } from '../support/exec
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
 import { revokeToken } from '../../src/store/tokens.js';
 import { AgentClient } from './agent-client.js';
-import { startApiProxy } from './api-proxy.js';
+import { holdTriggerResponses, startApiProxy } from './api-proxy.js';
 import { waitFor } from './helpers.js';
 import {
   loadWorkflow,
@@ -301,6 +301,33 @@ describe('the composite action', () => {
     expect(job.body.status).toBe('cancelled');
     expect(job.body.reason).toBe('slipway-trigger.sh received SIGINT');
   });
+
+  it('cancels a job whose trigger the run cancel interrupts', async () => {
+    const commit = 'fa'.repeat(20);
+    const hold = await holdTriggerResponses(server.url);
+    try {
+      const cancel = new AbortController();
+      const context = await runnerContext(commit, 'main');
+      context.vars.SLIPWAY_API_URL = hold.proxy.url;
+      const run = runWorkflowJob(actionWorkflow(), 'build', { ...context, cancel: cancel.signal });
+      await hold.held;
+      cancel.abort();
+      // The runner's SIGINT arrives while the trigger response is still on its way.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      hold.release();
+
+      const results = await run;
+      expect(results.map((result) => result.code)).toEqual([5]);
+      expect(results[0]!.outputs.status).toBe('cancelled');
+      const { id } = await jobFor(commit, 'ci');
+      expect(results[0]!.outputs['job-id']).toBe(id);
+      const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+      expect(job.body.status).toBe('cancelled');
+      expect(job.body.reason).toBe('slipway-trigger.sh received SIGINT');
+    } finally {
+      await hold.close();
+    }
+  });
 });
 
 describe('scripts/slipway-trigger.sh', () => {
@@ -572,6 +599,97 @@ describe('scripts/slipway-trigger.sh', () => {
       );
     } finally {
       await proxy.close();
+    }
+  });
+
+  it.each([
+    ['SIGTERM', ['--wait'], 'd1'],
+    ['SIGINT', [], 'd2'],
+  ] as const)('cancels a job triggered during %s', async (signal, extra, digits) => {
+    const commit = digits.repeat(20);
+    const hold = await holdTriggerResponses(server.url);
+    try {
+      const env = { SLIPWAY_API_URL: hold.proxy.url, SLIPWAY_TOKEN: await server.token('trigger') };
+      const script = startTriggerScript(['ci', '--commit', commit, ...extra], env);
+      await hold.held;
+      script.child.kill(signal);
+      // The script waits for the response, so it is still running a second later.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(script.child.exitCode).toBeNull();
+      hold.release();
+
+      expect(await script.exited).toBe(5);
+      const { id } = await jobFor(commit, 'ci');
+      expect(script.stdout()).toBe(`${id}\n`);
+      expect(script.stderr()).toContain(
+        `slipway: job ${id} cancelled because the step received ${signal}`,
+      );
+      const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+      expect(job.body.status).toBe('cancelled');
+      expect(job.body.reason).toBe(`slipway-trigger.sh received ${signal}`);
+    } finally {
+      await hold.close();
+    }
+  });
+
+  it('finds a held job by its GitHub run', async () => {
+    const commit = 'd3'.repeat(20);
+    const hold = await holdTriggerResponses(server.url);
+    try {
+      const env = {
+        SLIPWAY_API_URL: hold.proxy.url,
+        SLIPWAY_TOKEN: await server.token('trigger'),
+        GITHUB_RUN_ID: '5150',
+        GITHUB_RUN_ATTEMPT: '1',
+      };
+      const script = startTriggerScript(['ci', '--commit', commit, '--wait'], env);
+      await hold.held;
+      script.child.kill('SIGTERM');
+
+      // The first response stays held, and the repeated request finds the job it created.
+      expect(await script.exited).toBe(5);
+      const { id } = await jobFor(commit, 'ci');
+      expect(script.stderr()).toContain(
+        'slipway: the trigger request had no response within 3s of SIGTERM; sending it again ' +
+          'to find the job of GitHub run 5150\n',
+      );
+      expect(script.stderr()).toContain(`slipway: found ${id} for ${commit}`);
+      expect(script.stderr()).toContain(`job ${id} cancelled because the step received SIGTERM`);
+      const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+      expect(job.body.status).toBe('cancelled');
+    } finally {
+      await hold.close();
+    }
+  });
+
+  it('exits 9 when a held trigger has no run id', async () => {
+    const commit = 'd4'.repeat(20);
+    const hold = await holdTriggerResponses(server.url);
+    const outputs = path.join(makeTempDir(), 'output');
+    try {
+      const env = {
+        SLIPWAY_API_URL: hold.proxy.url,
+        SLIPWAY_TOKEN: await server.token('trigger'),
+        GITHUB_OUTPUT: outputs,
+      };
+      const script = startTriggerScript(['ci', '--commit', commit, '--wait'], env);
+      await hold.held;
+      script.child.kill('SIGTERM');
+
+      expect(await script.exited).toBe(9);
+      expect(script.stderr()).toContain(
+        'slipway: the trigger request had no response within 3s of SIGTERM, so a job for ' +
+          `commit ${commit} may have been queued and may run (exit 9)`,
+      );
+      expect(script.stdout()).toBe('');
+      expect(fs.readFileSync(outputs, 'utf8')).toBe('status=cancel_failed\n');
+      // The message is true: the API created the job, and nothing cancelled it.
+      const { id } = await jobFor(commit, 'ci');
+      const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+      expect(job.body.status).toBe('queued');
+      await server.request('POST', `/api/job/${id}/cancel`, { token: server.adminToken });
+    } finally {
+      await hold.close();
     }
   });
 
