@@ -483,6 +483,17 @@ function answerClientError(
   socket: Duplex,
 ): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const pending = pendingResponse(socket);
+  if (pending !== undefined) {
+    // The bad bytes follow a whole request that is still being handled and may commit a
+    // change, such as the rest of a body longer than its Content-Length. Its response is sent
+    // first, then this error, so the client does not read a 400 for a request that succeeded.
+    if (!deferredClientErrors.has(socket)) {
+      deferredClientErrors.add(socket);
+      pending.once('finish', () => answerClientError.call(this, error, socket));
+    }
+    return;
+  }
   const apiError = clientApiError(error);
   const requestId = randomUUID();
   this.log.info(
@@ -503,6 +514,21 @@ function answerClientError(
       body,
   );
   socket.destroy(error);
+}
+
+/** Sockets whose client error waits for the response to the request before the bad bytes. */
+const deferredClientErrors = new WeakSet<Duplex>();
+
+/**
+ * Returns the response still being written for a request that arrived whole on the socket.
+ * Node keeps it as `_httpMessage` until it finishes, and checks the same property in its own
+ * client error handler. A request whose own body is bad is not whole, so it gets only the
+ * error response.
+ */
+function pendingResponse(socket: Duplex): http.ServerResponse | undefined {
+  const response = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  if (response === undefined || response === null || response.writableFinished) return undefined;
+  return response.req.complete ? response : undefined;
 }
 
 /**

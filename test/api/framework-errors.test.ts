@@ -143,6 +143,37 @@ describe('errors raised before routing', () => {
     expect(await countRows(server.context.store.db)).toEqual(before);
   });
 
+  it('bad bytes after a complete trigger', async () => {
+    // The trigger before the bad bytes is handled and committed, so its response must arrive
+    // before the 400 for the bytes, not be replaced by it. A client whose Content-Length is
+    // shorter than its body sends such bytes.
+    const before = await countRows(server.context.store.db);
+    const body = JSON.stringify({ commit: 'abc1234', branch: 'trailing-bytes' });
+    const answer = await sendRaw(
+      'POST /api/trigger/ci HTTP/1.1\r\n' +
+        'Host: 127.0.0.1\r\n' +
+        `Authorization: Bearer ${server.adminToken}\r\n` +
+        'Content-Type: application/json\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n` +
+        body +
+        '{"extra":1}\r\n\r\n',
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 201 Created\r\n/);
+    const created = /"job_id":"([^"]+)"/.exec(answer);
+    expect(created).not.toBeNull();
+    // Then the error for the bytes, in the catalogue's shape.
+    const second = answer.indexOf('HTTP/1.1 ', 1);
+    expect(second).toBeGreaterThan(0);
+    const [head, errorText] = answer.slice(second).split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 (400|501) /);
+    expect(head).toMatch(/\r\nConnection: close(\r\n|$)/);
+    const parsed = JSON.parse(errorText!) as Record<string, unknown>;
+    expect(parsed.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(typeof parsed.code).toBe('string');
+    const after = await countRows(server.context.store.db);
+    expect(after.jobs).toBe(before.jobs + 1);
+  });
+
   it('an HTTP/1.0 request without Host', async () => {
     // HTTP/1.0 has no Host header requirement, so such a request is served.
     const answer = await sendRaw('GET /api/openapi.json HTTP/1.0\r\n\r\n');
