@@ -80,6 +80,10 @@ export const ERROR_CODES = {
     summary: 'the body is larger than API_BODY_LIMIT, or 25 MB for the GitHub webhook',
   },
   unsupported_media_type: { status: 415, summary: 'the body must be application/json' },
+  expectation_failed: {
+    status: 417,
+    summary: 'the Expect header names an expectation other than 100-continue',
+  },
   idempotency_key_reused: {
     status: 422,
     summary: 'the Idempotency-Key was used for a different request',

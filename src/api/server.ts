@@ -213,6 +213,11 @@ export async function buildServer(
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
   registerJsonBodyParser(app);
+  app.server.on(
+    'checkExpectation',
+    (request: http.IncomingMessage, response: http.ServerResponse) =>
+      rejectUnknownExpectation(app, request, response),
+  );
   const methodsOf = recordRouteMethods(app);
   rejectUnknownQueries(app);
   boundRequestNumbers(app);
@@ -514,6 +519,36 @@ function answerClientError(
       body,
   );
   socket.destroy(error);
+}
+
+/**
+ * Rejects a request whose Expect header names an expectation other than 100-continue, before
+ * Fastify sees it. Without a `checkExpectation` listener, Node sends a bare 417 with no body.
+ */
+function rejectUnknownExpectation(
+  app: FastifyInstance,
+  request: http.IncomingMessage,
+  response: http.ServerResponse,
+): void {
+  const expect = request.headers.expect ?? '';
+  const apiError = new ApiError(
+    'expectation_failed',
+    `the server does not support Expect ${JSON.stringify(expect)}; send no Expect header, or Expect: 100-continue`,
+    'Expect',
+    '100-continue',
+  );
+  const requestId = randomUUID();
+  app.log.info(
+    { reqId: requestId, expect, status: apiError.status },
+    'rejected a request with an unknown Expect header',
+  );
+  const body = JSON.stringify(errorBody(apiError, requestId));
+  response.writeHead(apiError.status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    'X-Request-Id': requestId,
+  });
+  response.end(body);
 }
 
 /** Sockets whose client error waits for the response to the request before the bad bytes. */

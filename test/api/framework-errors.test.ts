@@ -97,6 +97,34 @@ describe('errors raised before routing', () => {
     expect(head).toContain(`X-Request-Id: ${parsed.request_id as string}`);
   });
 
+  it('an unknown Expect header', async () => {
+    const before = await countRows(server.context.store.db);
+    const body = JSON.stringify({ commit: 'abc1234', branch: 'expect' });
+    const answer = await sendRaw(
+      'POST /api/trigger/ci HTTP/1.1\r\n' +
+        'Host: 127.0.0.1\r\n' +
+        `Authorization: Bearer ${server.adminToken}\r\n` +
+        'Content-Type: application/json\r\n' +
+        'Expect: 200-ok\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+        'Connection: close\r\n\r\n' +
+        body,
+    );
+    const [head, errorText] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 417 Expectation Failed\r\n/);
+    const parsed = JSON.parse(errorText!) as Record<string, unknown>;
+    expect(parsed).toEqual({
+      error:
+        'the server does not support Expect "200-ok"; send no Expect header, or Expect: 100-continue',
+      code: 'expectation_failed',
+      field: 'Expect',
+      rule: '100-continue',
+      request_id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+    });
+    expect(head).toMatch(new RegExp(`\r\nX-Request-Id: ${parsed.request_id as string}\r\n`, 'i'));
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
   it('an HTTP/1.1 request without Host', async () => {
     const answer = await sendRaw('GET /api/health/status HTTP/1.1\r\nConnection: close\r\n\r\n');
     const [head, body] = answer.split('\r\n\r\n');
