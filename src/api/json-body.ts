@@ -115,6 +115,20 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       );
       return;
     }
+    const broken = findLoneSurrogate(text, value);
+    if (broken !== undefined) {
+      done(
+        new ApiError(
+          'validation_failed',
+          `${broken.field} ${broken.inKey ? 'has a key that contains' : 'contains'} a lone ` +
+            'UTF-16 surrogate, which has no UTF-8 form and would be stored as other text; ' +
+            'send valid Unicode',
+          broken.field,
+          'unicode',
+        ),
+      );
+      return;
+    }
     const key = findPrototypeKey(value);
     if (key !== undefined) {
       done(
@@ -176,6 +190,54 @@ function stringEnd(text: string, start: number): number {
   let index = start + 1;
   while (text[index] !== '"') index += text[index] === '\\' ? 2 : 1;
   return index;
+}
+
+/** Escapes of UTF-16 surrogates. JSON text can carry a lone surrogate only as such an escape. */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
+/** A lone surrogate. With the `u` flag, a valid pair is one code point and does not match. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** A value met in a walk, linked to its parent so that its path is built only when needed. */
+interface WalkNode {
+  value: unknown;
+  key: string;
+  parent: WalkNode | undefined;
+}
+
+/**
+ * Returns the place of a string, or object key, in `value` that contains a lone UTF-16
+ * surrogate. `text` is the JSON that `value` was parsed from. The field is a dotted path, as in
+ * validation errors, or `body` for the body itself.
+ */
+function findLoneSurrogate(
+  text: string,
+  value: unknown,
+): { field: string; inKey: boolean } | undefined {
+  if (!SURROGATE_ESCAPE.test(text)) return undefined;
+  const stack: WalkNode[] = [{ value, key: '', parent: undefined }];
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (typeof node.value === 'string') {
+      if (LONE_SURROGATE.test(node.value)) return { field: fieldOf(node), inKey: false };
+      continue;
+    }
+    if (node.value === null || typeof node.value !== 'object') continue;
+    for (const [key, child] of Object.entries(node.value)) {
+      if (LONE_SURROGATE.test(key)) return { field: fieldOf(node), inKey: true };
+      stack.push({ value: child, key, parent: node });
+    }
+  }
+  return undefined;
+}
+
+/** Returns the dotted path of a node, or `body` for the root. */
+function fieldOf(node: WalkNode): string {
+  const keys: string[] = [];
+  for (let current = node; current.parent !== undefined; current = current.parent) {
+    keys.push(current.key);
+  }
+  return keys.length > 0 ? keys.reverse().join('.') : 'body';
 }
 
 /**

@@ -398,7 +398,7 @@ const BODY_CASES: BadCase[] = [
     status: 400,
     code: 'validation_failed',
     field: 'params.x',
-    rule: 'environment',
+    rule: 'unicode',
   },
   {
     name: '__proto__ key in params',
@@ -425,7 +425,7 @@ const BODY_CASES: BadCase[] = [
     status: 400,
     code: 'validation_failed',
     field: 'branch',
-    rule: 'git-ref',
+    rule: 'unicode',
   },
   {
     name: 'unknown field',
@@ -579,6 +579,46 @@ const BODY_CASES: BadCase[] = [
     code: 'validation_failed',
     field: 'force',
     rule: 'unknown_field',
+  },
+  {
+    // A lone surrogate has no UTF-8 form, so the database would store other text than sent.
+    name: 'cancel reason with a lone surrogate',
+    path: '/api/job/{job}/cancel',
+    body: '{"reason":"a\\udc00b"}',
+    status: 400,
+    code: 'validation_failed',
+    field: 'reason',
+    rule: 'unicode',
+  },
+  {
+    name: 'PATCH reason with a lone surrogate',
+    method: 'PATCH',
+    path: '/api/job/{job}/status',
+    body: '{"status":"cancelled","reason":"\\ud83d"}',
+    status: 400,
+    code: 'validation_failed',
+    field: 'reason',
+    rule: 'unicode',
+  },
+  {
+    name: 'worker label with a lone surrogate',
+    path: '/api/agent/workers',
+    body:
+      '{"name":"w1","hostname":"h","executors":["local"],"capacity":1,' +
+      '"labels":["gpu","x\\ud800"]}',
+    status: 400,
+    code: 'validation_failed',
+    field: 'labels.1',
+    rule: 'unicode',
+  },
+  {
+    name: 'param name with a lone surrogate',
+    path: TRIGGER,
+    body: '{"commit":"abc1234","params":{"a\\ud800":"x"}}',
+    status: 400,
+    code: 'validation_failed',
+    field: 'params',
+    rule: 'unicode',
   },
   {
     name: 'retry with an unknown field',
