@@ -1,4 +1,5 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writePipelineFile } from '../support/execution.js';
 import { countRows, lastUpdate } from '../support/rows.js';
@@ -864,6 +865,40 @@ describe('bad input', () => {
 
   it.each(NON_OBJECT_BODY_CASES)('body: $name', async (testCase) => {
     await expectRejected(testCase);
+  });
+
+  it('413 reaches a client that sends the whole body', async () => {
+    // Such a client (Python's urllib, for one) reads the response only after its last write.
+    // When the server closed the socket with the body unread, the kernel reset the connection,
+    // and the client saw a broken pipe in place of the 413. The client runs in its own process,
+    // as a real one does, so the server's event loop does not pace it.
+    const client = `
+      const net = require('node:net');
+      const [port, token] = process.argv.slice(1);
+      const body = Buffer.alloc(${16 * 1024 * 1024}, 'x');
+      const socket = net.connect(Number(port), '127.0.0.1');
+      let answer = '';
+      socket.pause();
+      socket.on('data', (chunk) => (answer += chunk));
+      socket.on('error', (error) => console.log('error ' + error.code));
+      socket.on('end', () => console.log(answer.split('\\r\\n')[0]));
+      socket.write(
+        'POST /api/trigger/ci HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n' +
+          'Authorization: Bearer ' + token + '\\r\\nContent-Type: application/json\\r\\n' +
+          'Content-Length: ' + body.length + '\\r\\nConnection: close\\r\\n\\r\\n',
+      );
+      socket.write(body, () => socket.resume());
+    `;
+    const { port } = new URL(server.url);
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const { stdout } = await promisify(execFile)(process.execPath, [
+        '-e',
+        client,
+        port,
+        server.adminToken,
+      ]);
+      expect(stdout.trim()).toBe('HTTP/1.1 413 Payload Too Large');
+    }
   });
 
   it('non-object body message', async () => {
