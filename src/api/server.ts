@@ -853,7 +853,16 @@ function validationError(error: FastifyError): ApiError {
   } else if (issue.keyword === 'type' && path.length === 0 && where === 'body') {
     message = `must be a JSON ${String(issue.params.type)}`;
   } else if (issue.keyword === 'additionalProperties') {
-    path.push(String(issue.params.additionalProperty));
+    const name = String(issue.params.additionalProperty);
+    if (name === '' && where === 'querystring') {
+      return new ApiError(
+        'validation_failed',
+        'the query has a parameter with an empty name, as in "?=x"; remove it',
+        'query',
+        'unknown_field',
+      );
+    }
+    path.push(name);
     rule = 'unknown_field';
     message = 'is not a known field';
   }
@@ -882,9 +891,11 @@ function validationError(error: FastifyError): ApiError {
         : issue.keyword === 'pattern'
           ? describePattern(field, String(issue.params.pattern), where)
           : undefined;
+  // A name with spaces or other odd characters would blur into the words around it.
+  const shownField = /^[\w.[\]-]+$/.test(field) ? field : JSON.stringify(field);
   return new ApiError(
     'validation_failed',
-    `${WHERE_NAMES[where] ?? ''}${field} ${description ?? message}`.trim(),
+    `${WHERE_NAMES[where] ?? ''}${shownField} ${description ?? message}`.trim(),
     field,
     rule,
   );

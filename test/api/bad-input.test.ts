@@ -669,6 +669,8 @@ const QUERY_CASES: BadCase[] = [
   ['branch=%ZZ', 'branch', 'encoding'],
   ['branch=%C3%28', 'branch', 'encoding'],
   ['br%ZZanch=main', 'br%ZZanch', 'encoding'],
+  ['=x', 'query', 'unknown_field'],
+  ['limit=5&=', 'query', 'unknown_field'],
 ]
   .map(([query, field, rule]): BadCase => ({
     name: `admin jobs ${query}`,
@@ -1018,6 +1020,14 @@ describe('bad input', () => {
       body: { commit: 'abc1234' },
     });
     expect(unknown.body.error).toBe('query parameter commit is not a known field');
+    const empty = await server.request('GET', '/api/admin/jobs?=x', { token: server.adminToken });
+    expect(empty.body.error).toBe(
+      'the query has a parameter with an empty name, as in "?=x"; remove it',
+    );
+    const blank = await server.request('GET', '/api/admin/jobs?%20=x', {
+      token: server.adminToken,
+    });
+    expect(blank.body.error).toBe('query parameter " " is not a known field');
   });
 
   it('names header and query patterns in words', async () => {
