@@ -7,6 +7,9 @@ import type { Pipeline, Resources, SecretRef, Step } from '../pipeline/types.js'
 import { parseJsonColumn } from '../store/json.js';
 import type { JobRow, TaskRow } from '../store/schema.js';
 
+/** Longest `reason`, in characters, that a worker's finish or release report may carry. */
+export const MAX_REPORT_REASON_LENGTH = 2000;
+
 export interface TaskSpec {
   task_id: string;
   /** Lease attempt; every heartbeat, log upload and finish must name it. */

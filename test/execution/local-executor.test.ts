@@ -72,6 +72,12 @@ pipelines:
     steps:
       - name: never
         run: echo never-runs
+  longreason:
+    executor: local
+    secrets: [{ name: LONG_SECRET, from_file: /nonexistent/${'x'.repeat(2100)} }]
+    steps:
+      - name: never
+        run: echo never-runs
   environment:
     executor: local
     steps:
@@ -148,6 +154,18 @@ pipelines:
       'secret SLIPWAY_TEST_SECRET_NOT_SET: environment variable SLIPWAY_TEST_SECRET_NOT_SET is not set on this worker',
     );
     expect(logs).not.toContain('never-runs');
+  });
+
+  it('reports an error reason over the API limit', async () => {
+    // The finish report takes a reason of at most 2000 characters. A longer one was rejected,
+    // so the task stayed running until its lease ran out, and its error was lost.
+    const id = await harness.trigger('longreason', { commit: repo.commit });
+    const job = await harness.waitForJob(id, 20_000);
+    expect(job.status).toBe('error');
+    const reason = job.tasks[0].reason as string;
+    expect(reason.length).toBe(2000);
+    expect(reason.startsWith('secret LONG_SECRET: file /nonexistent/xxx')).toBe(true);
+    expect(reason.endsWith('…')).toBe(true);
   });
 
   it('keeps stdout and stderr in order', async () => {

@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { WORKER_ID_PATTERN } from '../../config/env.js';
 import { executionServices, closeExecutionServices } from '../../dispatch/services.js';
+import { MAX_REPORT_REASON_LENGTH } from '../../dispatch/task-spec.js';
 import {
   finishTask,
   FINISH_STATUSES,
@@ -613,7 +614,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
             exit_code: Type.Optional(
               Type.Union([Type.Integer(), Type.Null()], { description: EXIT_CODE_RULE }),
             ),
-            reason: Type.Optional(Type.Union([Type.String({ maxLength: 2000 }), Type.Null()])),
+            reason: Type.Optional(
+              Type.Union([Type.String({ maxLength: MAX_REPORT_REASON_LENGTH }), Type.Null()]),
+            ),
             duration_ms: Type.Number({ minimum: 0 }),
           },
           { additionalProperties: false },
@@ -752,7 +755,10 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         ),
         params: TaskParams,
         body: Type.Object(
-          { ...LeaseFields, reason: Type.String({ minLength: 1, maxLength: 2000 }) },
+          {
+            ...LeaseFields,
+            reason: Type.String({ minLength: 1, maxLength: MAX_REPORT_REASON_LENGTH }),
+          },
           { additionalProperties: false },
         ),
         response: {
