@@ -623,7 +623,7 @@ function clientApiError(error: NodeJS.ErrnoException): ApiError {
         'timeout',
       );
     case 'HPE_INVALID_METHOD':
-      if (!REQUEST_LINE.test(parsedBytes(error))) return notHttp();
+      if (!REQUEST_LINE.test(parsedBytes(error))) return notHttp(error);
       // RFC 9110 section 9.1: an origin server should respond to an unrecognized method with 501.
       return new ApiError(
         'method_not_implemented',
@@ -632,7 +632,7 @@ function clientApiError(error: NodeJS.ErrnoException): ApiError {
         'known',
       );
     default:
-      return notHttp();
+      return notHttp(error);
   }
 }
 
@@ -645,8 +645,28 @@ function parsedBytes(error: NodeJS.ErrnoException): string {
   return Buffer.isBuffer(raw) ? raw.toString('latin1') : '';
 }
 
-function notHttp(): ApiError {
-  return new ApiError('validation_failed', 'the request is not valid HTTP', 'request', 'http');
+/** The part of a request that Node's HTTP parser names in its error codes. */
+const PARSE_ERROR_FIELDS: Record<string, string | undefined> = {
+  HPE_INVALID_HEADER_TOKEN: 'headers',
+  HPE_INVALID_CONTENT_LENGTH: 'Content-Length',
+  HPE_UNEXPECTED_CONTENT_LENGTH: 'Content-Length',
+  HPE_INVALID_TRANSFER_ENCODING: 'Transfer-Encoding',
+  HPE_INVALID_CHUNK_SIZE: 'body',
+  HPE_INVALID_URL: 'path',
+};
+
+/**
+ * Describes bytes that Node's parser rejected, with the parser's reason (llhttp's, such as
+ * "Invalid header value char") and the part of the request that its error code names.
+ */
+function notHttp(error: NodeJS.ErrnoException): ApiError {
+  const reason = (error as { reason?: unknown }).reason;
+  const field = PARSE_ERROR_FIELDS[error.code ?? ''] ?? 'request';
+  const message =
+    typeof reason === 'string' && reason !== ''
+      ? `the request is not valid HTTP: ${reason}`
+      : 'the request is not valid HTTP';
+  return new ApiError('validation_failed', message, field, 'http');
 }
 
 declare module 'fastify' {

@@ -208,6 +208,29 @@ describe('errors raised before routing', () => {
     expect(answer).toMatch(/^HTTP\/1\.[01] 200 /);
   });
 
+  it.each([
+    ['a control character in a header', 'X-Note: a\x01b\r\n', 'headers'],
+    ['a space in a header name', 'X Note: b\r\n', 'headers'],
+    ['a Content-Length that is no number', 'Content-Length: abc\r\n', 'Content-Length'],
+    ['two Content-Length headers', 'Content-Length: 1\r\nContent-Length: 2\r\n', 'Content-Length'],
+    [
+      'both Content-Length and Transfer-Encoding',
+      'Content-Length: 2\r\nTransfer-Encoding: chunked\r\n',
+      'Transfer-Encoding',
+    ],
+  ])('a request with %s', async (_name, header, field) => {
+    const answer = await sendRaw(
+      `POST /api/trigger/ci HTTP/1.1\r\nHost: 127.0.0.1\r\n${header}\r\n{}`,
+    );
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    const parsed = JSON.parse(body!) as Record<string, unknown>;
+    expect(parsed.code).toBe('validation_failed');
+    expect(parsed.field).toBe(field);
+    expect(parsed.rule).toBe('http');
+    expect(parsed.error).toMatch(/^the request is not valid HTTP: \S/);
+  });
+
   it('bytes that are not HTTP', async () => {
     // Node's parser reports both as an invalid method.
     const clientHello = Buffer.from('16030100a5010000a10303', 'hex');
