@@ -116,13 +116,23 @@ function registerSyncRoute(app: FastifyInstance, context: AppContext, service: G
   );
 }
 
+/** Maximum number of unknown names that the 400 of a sync lists. */
+const MAX_NAMES_IN_MESSAGE = 10;
+
 async function checkNamesExist(context: AppContext, names: string[]): Promise<void> {
   const known = new Set((await listStateVariables(context.store.db)).map((row) => row.name));
   const missing = names.filter((name) => !known.has(name));
   if (missing.length > 0) {
+    // Quoted, so that blanks and commas in a name stay visible, and cut, because a body may
+    // list 500 names of 255 characters.
+    const shown = missing.slice(0, MAX_NAMES_IN_MESSAGE).map((name) => JSON.stringify(name));
+    const more =
+      missing.length > MAX_NAMES_IN_MESSAGE
+        ? ` or ${missing.length - MAX_NAMES_IN_MESSAGE} more`
+        : '';
     throw new ApiError(
       'validation_failed',
-      `names: no state variable named ${missing.join(', ')}; GET /api/state lists them`,
+      `names: no state variable named ${shown.join(', ')}${more}; GET /api/state lists the state variables`,
       'names',
       'exists',
     );

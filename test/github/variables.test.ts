@@ -205,6 +205,21 @@ describe('POST /api/sync-variables', () => {
     expect(setup.standin.requests).toHaveLength(0);
   });
 
+  it('quotes unknown names and lists at most ten', async () => {
+    const blank = await sync({ names: [' 1 '] });
+    expect(blank.status).toBe(400);
+    expect(blank.body.error).toBe(
+      'names: no state variable named " 1 "; GET /api/state lists the state variables',
+    );
+    const many = await sync({ names: Array.from({ length: 500 }, (_, i) => `N${i}`) });
+    expect(many.status).toBe(400);
+    expect(many.body.error).toBe(
+      'names: no state variable named "N0", "N1", "N2", "N3", "N4", "N5", "N6", "N7", "N8", "N9" ' +
+        'or 490 more; GET /api/state lists the state variables',
+    );
+    expect(setup.standin.requests).toHaveLength(0);
+  });
+
   it('needs the admin role', async () => {
     const token = await setup.server.token('trigger');
     const response = await sync(undefined, token);
