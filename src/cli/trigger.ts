@@ -211,7 +211,7 @@ export function registerTriggerCommands(program: Command): void {
       `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://API_HOST:API_PORT, so http://127.0.0.1:5000\n                   when neither is set)\n` +
         `  SLIPWAY_TOKEN    token with the trigger role\n` +
         `  SLIPWAY_OIDC_AUDIENCE  without SLIPWAY_TOKEN: send GitHub Actions OIDC tokens for this\n` +
-        `                   audience (the job needs permissions: id-token: write)\n\nExit codes with --wait:\n${EXIT_HELP}\n`,
+        `                   audience (the job needs permissions: id-token: write)\n\nExit codes (without --wait, 0 once the job is queued, or 2, 5, 8 or 9):\n${EXIT_HELP}\n`,
     )
     .action(async (type: string, options: TriggerOptions, command: Command) => {
       rejectAttemptWithoutRunId(options, command);
