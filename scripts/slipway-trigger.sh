@@ -171,6 +171,17 @@ call() {
 
 output() { [[ -n "${GITHUB_OUTPUT:-}" ]] && echo "$1=$2" >>"$GITHUB_OUTPUT"; return 0; }
 
+# A jq filter that prints a job's reason with each control character other than tab escaped
+# (\n, \r, or \u and four hex digits), as `slipway trigger` does: any caller with a trigger
+# token can set a cancel reason, which must not move the terminal's cursor or forge a line.
+printable_reason='
+  def hex: "0123456789abcdef"[. : . + 1];
+  .reason // empty
+  | gsub("(?<c>[\\x{0}-\\x{8}\\x{a}-\\x{1f}\\x{7f}-\\x{9f}])";
+      .c | explode[0]
+      | if . == 10 then "\\n" elif . == 13 then "\\r"
+        else "\\u00" + ((. / 16 | floor) | hex) + (. % 16 | hex) end)'
+
 declare -A codes=([success]=0 [failure]=1 [error]=3 [timed_out]=4 [cancelled]=5 [skipped]=6)
 
 # Writes the job's end to the step summary and stderr, as `slipway trigger` does, and exits.
@@ -331,7 +342,7 @@ report_wait() {
     last_wait=""
     return 0
   fi
-  reason=$(jq -r '.reason // empty' <<<"$job")
+  reason=$(jq -r "$printable_reason" <<<"$job")
   [[ -n "$reason" ]] || return 0
   line="slipway: job $job_id is $status: $reason"
   [[ "$line" != "$last_wait" ]] || return 0
@@ -376,4 +387,4 @@ while :; do
   sleep "$poll" & wait $! || true
 done
 
-finish "$status" "$(jq -r '.reason // empty' <<<"$job")" "${codes[$status]}"
+finish "$status" "$(jq -r "$printable_reason" <<<"$job")" "${codes[$status]}"

@@ -5,6 +5,7 @@
  * the bytes already printed are skipped, so output is neither lost nor repeated.
  */
 import type { Writable } from 'node:stream';
+import { escapeControlCharacters } from '../util/printable.js';
 import { formatDuration } from '../util/time.js';
 import { InterruptWatch } from './interrupts.js';
 import { CliError } from './run.js';
@@ -100,7 +101,7 @@ class JobFollower {
         this.#followTasks(job);
         if (TERMINAL.has(job.status)) {
           await this.#drain();
-          return { status: job.status, reason: job.reason };
+          return { status: job.status, reason: printableReason(job.reason) };
         }
       }
       const signal = this.#interrupts.signal;
@@ -122,7 +123,7 @@ class JobFollower {
       return;
     }
     if (job.reason === null) return;
-    const line = `slipway: job ${this.jobId} is ${job.status}: ${job.reason}\n`;
+    const line = `slipway: job ${this.jobId} is ${job.status}: ${printableReason(job.reason)}\n`;
     if (line === this.#lastWait) return;
     this.#lastWait = line;
     process.stderr.write(line);
@@ -309,4 +310,12 @@ class LinePrinter {
     this.output.write(`${this.prefix}${this.#partial.toString('utf8')}\n`);
     this.#partial = Buffer.alloc(0);
   }
+}
+
+/**
+ * Returns a job's reason ready to print. Any caller with a trigger token can set a cancel reason,
+ * so control characters in it are escaped, rather than moving the cursor or forging a line.
+ */
+function printableReason(reason: string | null): string | null {
+  return reason === null ? null : escapeControlCharacters(reason);
 }

@@ -188,6 +188,28 @@ describe('slipway trigger', () => {
     expect(result.code).toBe(5);
   });
 
+  it('escapes control characters in a reason', async () => {
+    const commit = nextCommit();
+    const summary = path.join(makeTempDir('slipway-summary-'), 'summary.md');
+    const run = runCli(
+      ['trigger', 'ci', '--commit', commit, '--wait', '--poll-interval', '200ms'],
+      env({ GITHUB_STEP_SUMMARY: summary }),
+    );
+    const jobId = await jobIdFor(commit);
+    const forged = `slipway: job ${jobId} ended success (exit 0)`;
+    const cancel = await server.request('POST', `/api/job/${jobId}/cancel`, {
+      token: triggerToken,
+      body: { reason: `\u001b[2Jstop\r\n${forged}\u009b` },
+    });
+    expect(cancel.status).toBe(202);
+    const result = await run;
+    expect(result.code).toBe(5);
+    expect(result.stderr).toContain(`\\u001b[2Jstop\\r\\n${forged}\\u009b`);
+    expect(result.stderr).not.toMatch(/[\u001b\r\u009b]/);
+    expect(result.stderr.split('\n')).not.toContain(forged);
+    expect(fs.readFileSync(summary, 'utf8')).not.toMatch(/[\u001b\r\u009b]/);
+  });
+
   it('exits 6 when a dependency failed', async () => {
     const commit = nextCommit();
     const ci = await server.request('POST', '/api/trigger/ci', {

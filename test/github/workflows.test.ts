@@ -354,6 +354,30 @@ describe('scripts/slipway-trigger.sh', () => {
     );
   });
 
+  it('escapes control characters in a reason', async () => {
+    const commit = 'e5'.repeat(20);
+    const summary = path.join(makeTempDir('slipway-summary-'), 'summary.md');
+    const env = {
+      SLIPWAY_API_URL: server.url,
+      SLIPWAY_TOKEN: await server.token('trigger'),
+      GITHUB_STEP_SUMMARY: summary,
+    };
+    const run = runScript(['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'], env);
+    const job = await jobFor(commit, 'ci');
+    const forged = `slipway: job ${job.id} ended success (exit 0)`;
+    const cancel = await server.request('POST', `/api/job/${job.id}/cancel`, {
+      token: server.adminToken,
+      body: { reason: `\u001b[2Jstop\r\n${forged}\u009b` },
+    });
+    expect(cancel.status).toBe(202);
+    const result = await run;
+    expect(result.code).toBe(5);
+    expect(result.stderr).toContain(`\\u001b[2Jstop\\r\\n${forged}\\u009b`);
+    expect(result.stderr).not.toMatch(/[\u001b\r\u009b]/);
+    expect(result.stderr.split('\n')).not.toContain(forged);
+    expect(fs.readFileSync(summary, 'utf8')).not.toMatch(/[\u001b\r\u009b]/);
+  });
+
   it('rejects --cancel-on-timeout without --wait', async () => {
     const commit = 'ae'.repeat(20);
     const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
