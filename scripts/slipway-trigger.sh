@@ -5,13 +5,14 @@
 #
 #   slipway-trigger.sh TYPE --commit SHA [--branch NAME] [--python-versions 3.11,3.12]
 #                      [--matrix FIELD=V1,V2]... [--param KEY=VALUE]... [--wait]
-#                      [--timeout SECONDS]
+#                      [--idempotency-key KEY] [--timeout SECONDS]
 #                      [--poll-interval SECONDS] [--cancel-on-timeout]
 #
 # Environment: SLIPWAY_API_URL (base URL), SLIPWAY_TOKEN (role trigger). Without a token,
 # SLIPWAY_OIDC_AUDIENCE makes each request send a GitHub Actions OIDC token for that audience
 # (the job needs `permissions: id-token: write`). GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT, when
-# set, make a re-run step find its job instead of queueing another.
+# set, make a re-run step find its job instead of queueing another, as --idempotency-key (sent
+# as the Idempotency-Key header) does.
 # Writes job-id and status to $GITHUB_OUTPUT and the job's end to $GITHUB_STEP_SUMMARY when set.
 #
 # Exit codes (the same as `slipway trigger`): 0 success, 1 failure, 2 bad usage,
@@ -24,7 +25,7 @@ die() { echo "slipway: $1" >&2; exit "${2:-2}"; }
 type="${1:-}"
 [[ -n "$type" && "$type" != -* ]] || die "usage: slipway-trigger.sh TYPE --commit SHA [--wait]"
 shift
-commit="" branch="" versions="" wait=false timeout=0 poll=2 cancel_on_timeout=false
+commit="" branch="" versions="" idempotency_key="" wait=false timeout=0 poll=2 cancel_on_timeout=false
 timeout_given=false poll_given=false
 params='{}' matrix='{}'
 while (($#)); do
@@ -32,6 +33,12 @@ while (($#)); do
     --commit) commit="${2:?--commit needs a value}"; shift 2 ;;
     --branch) branch="${2:?--branch needs a value}"; shift 2 ;;
     --python-versions) versions="${2:?--python-versions needs a value}"; shift 2 ;;
+    --idempotency-key)
+      idempotency_key="${2:-}"
+      # The API's rule, checked here so that curl never sends a line break in a header.
+      jq -en --arg k "$idempotency_key" '$k | test("\\A[\\x21-\\x7e]{1,255}\\z")' >/dev/null ||
+        die "--idempotency-key needs 1 to 255 printable ASCII characters without spaces"
+      shift 2 ;;
     --param)
       [[ "${2:-}" == *=* ]] || die "--param needs KEY=VALUE"
       if jq -e --arg k "${2%%=*}" 'has($k)' <<<"$params" >/dev/null; then
@@ -232,6 +239,7 @@ trigger_grace=3
 send_trigger() {
   local max_time="${1:-}" pid deadline=""
   request_options POST "$body" "$max_time"
+  [[ -z "$idempotency_key" ]] || curl_args+=(-H "Idempotency-Key: $idempotency_key")
   curl "${curl_args[@]}" "$api$trigger_path" >"$workdir/status" 2>"$workdir/curl-error" &
   pid=$!
   while :; do
@@ -255,8 +263,12 @@ send_trigger() {
 find_lost_job() {
   local lost="the trigger request had no response within ${trigger_grace}s of $interrupted"
   local error="it had no response either"
-  if [[ -n "${GITHUB_RUN_ID:-}" ]]; then
-    echo "slipway: $lost; sending it again to find the job of GitHub run $GITHUB_RUN_ID" >&2
+  if [[ -n "$idempotency_key" || -n "${GITHUB_RUN_ID:-}" ]]; then
+    if [[ -n "$idempotency_key" ]]; then
+      echo "slipway: $lost; sending it again to find the job of its Idempotency-Key" >&2
+    else
+      echo "slipway: $lost; sending it again to find the job of GitHub run $GITHUB_RUN_ID" >&2
+    fi
     # curl's own limit of 2 s ends the repeat before the grace does, so send_trigger returns 0.
     if send_trigger 2 &&
       error=$( (check_response POST "$trigger_path" "$request_code") 2>&1); then
@@ -294,7 +306,16 @@ job_id=$(jq -r .job_id <<<"$created")
 # 200 that an earlier trigger of the same GitHub run attempt created it, as on a re-run step.
 line="$job_id for $commit (status $(jq -r .status <<<"$created"))"
 if [[ "$(cat "$workdir/status")" == 200 ]]; then
-  echo "slipway: found $line: an earlier trigger with GitHub run ${GITHUB_RUN_ID:-} attempt ${GITHUB_RUN_ATTEMPT:-1} created it" >&2
+  # Named as `slipway trigger` names them: the key, the run, or both.
+  by=()
+  if [[ -n "$idempotency_key" ]]; then
+    by+=("Idempotency-Key $(jq -n --arg k "$idempotency_key" '$k')")
+  fi
+  if [[ -n "${GITHUB_RUN_ID:-}" ]]; then
+    by+=("GitHub run $GITHUB_RUN_ID attempt ${GITHUB_RUN_ATTEMPT:-1}")
+  fi
+  by_text="${by[0]:-an earlier request}${by[1]:+ or ${by[1]}}"
+  echo "slipway: found $line: an earlier trigger with $by_text created it" >&2
 else
   echo "slipway: triggered $line" >&2
 fi

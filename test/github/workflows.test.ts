@@ -686,6 +686,33 @@ describe('scripts/slipway-trigger.sh', () => {
     }
   });
 
+  it('finds a held job by its Idempotency-Key', async () => {
+    const commit = 'd5'.repeat(20);
+    const hold = await holdTriggerResponses(server.url);
+    try {
+      const env = { SLIPWAY_API_URL: hold.proxy.url, SLIPWAY_TOKEN: await server.token('trigger') };
+      const args = ['ci', '--commit', commit, '--idempotency-key', 'held-key-1', '--wait'];
+      const script = startTriggerScript(args, env);
+      await hold.held;
+      script.child.kill('SIGTERM');
+
+      expect(await script.exited).toBe(5);
+      const { id } = await jobFor(commit, 'ci');
+      expect(script.stderr()).toContain(
+        'slipway: the trigger request had no response within 3s of SIGTERM; sending it again ' +
+          'to find the job of its Idempotency-Key\n',
+      );
+      expect(script.stderr()).toContain(
+        `slipway: found ${id} for ${commit} (status queued): an earlier trigger with ` +
+          'Idempotency-Key "held-key-1" created it\n',
+      );
+      const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+      expect(job.body.status).toBe('cancelled');
+    } finally {
+      await hold.close();
+    }
+  });
+
   it('exits 9 when a held trigger has no run id', async () => {
     const commit = 'd4'.repeat(20);
     const hold = await holdTriggerResponses(server.url);
@@ -781,6 +808,39 @@ describe('scripts/slipway-trigger.sh', () => {
     await server.request('POST', `/api/job/${ci.body.job_id}/cancel`, {
       token: server.adminToken,
     });
+  });
+
+  it('finds the job of a repeated Idempotency-Key', async () => {
+    const commit = 'c9'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    const args = ['ci', '--commit', commit, '--idempotency-key', 'deploy-42'];
+    const first = await runScript(args, env);
+    const second = await runScript(args, env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(second.code, second.stderr).toBe(0);
+    const jobId = first.stdout.trim();
+    expect(second.stdout.trim()).toBe(jobId);
+    expect(second.stderr).toBe(
+      `slipway: found ${jobId} for ${commit} (status queued): an earlier trigger with ` +
+        'Idempotency-Key "deploy-42" created it\n',
+    );
+    await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+  });
+
+  it('rejects an Idempotency-Key with a line break', async () => {
+    const commit = 'ca'.repeat(20);
+    const env = { SLIPWAY_API_URL: server.url, SLIPWAY_TOKEN: await server.token('trigger') };
+    for (const key of ['a\r\nX-Injected: 1', 'two words', '', 'k'.repeat(256)]) {
+      const result = await runScript(['ci', '--commit', commit, '--idempotency-key', key], env);
+      expect(result.code, key).toBe(2);
+      expect(result.stderr).toContain(
+        '--idempotency-key needs 1 to 255 printable ASCII characters without spaces',
+      );
+    }
+    const list = await server.request('GET', `/api/admin/jobs?commit=${commit}`, {
+      token: server.adminToken,
+    });
+    expect(list.body.jobs).toEqual([]);
   });
 
   it('finds the job of a re-run step', async () => {
