@@ -373,9 +373,10 @@ describe('scripts/slipway-trigger.sh', () => {
     const result = await run;
     expect(result.code).toBe(5);
     expect(result.stderr).toContain(`\\u001b[2Jstop\\r\\n${forged}\\u009b`);
-    expect(result.stderr).not.toMatch(/[\u001b\r\u009b]/);
+    for (const raw of ['\u001b', '\r', '\u009b']) expect(result.stderr).not.toContain(raw);
     expect(result.stderr.split('\n')).not.toContain(forged);
-    expect(fs.readFileSync(summary, 'utf8')).not.toMatch(/[\u001b\r\u009b]/);
+    const written = fs.readFileSync(summary, 'utf8');
+    for (const raw of ['\u001b', '\r', '\u009b']) expect(written).not.toContain(raw);
   });
 
   it('rejects --cancel-on-timeout without --wait', async () => {
