@@ -1,7 +1,8 @@
 /**
  * Rollback: deploy again the commit of an earlier successful deploy. Without a commit, the
- * target is the most recent successful deploy or rollback whose commit differs from the
- * one deployed now (LAST_DEPLOYED_COMMIT).
+ * target is the most recent successful deploy or rollback whose commit is neither the one
+ * deployed now (LAST_DEPLOYED_COMMIT) nor one that a later successful rollback replaced, so
+ * repeated rollbacks go further back instead of deploying a rolled-back commit again.
  */
 import { sql, type Kysely } from 'kysely';
 import type { AppContext } from '../app/context.js';
@@ -9,6 +10,7 @@ import { ApiError } from '../api/errors.js';
 import type { AuditContext } from '../store/audit.js';
 import type { Database, JobRow } from '../store/schema.js';
 import { getStateVariable } from '../store/state-variables.js';
+import { isSameCommit } from '../jobs/refs.js';
 import { triggerJob } from './trigger.js';
 
 /** Job types whose success changes what is deployed. */
@@ -28,14 +30,14 @@ export async function executeRollback(
 ): Promise<RollbackResult> {
   const type = rollbackJobType(context);
   const current = await currentDeployedCommit(context);
-  const source = commit === undefined ? await lastSuccessfulDeploy(context, current) : undefined;
+  const source = commit === undefined ? await rollbackSource(context, current) : undefined;
   const target = commit ?? source?.commit_sha ?? null;
   if (target === null) {
     throw new ApiError(
       'no_previous_deploy',
       current === null
         ? 'nothing to roll back to: no deploy has succeeded yet; pass {"commit": "<sha>"} to deploy a given commit'
-        : `nothing to roll back to: no successful deploy of a commit other than ${current} exists; pass {"commit": "<sha>"} to deploy a given commit`,
+        : `nothing to roll back to: no successful deploy of a commit other than ${current} exists that no later rollback replaced; pass {"commit": "<sha>"} to deploy a given commit`,
       'commit',
       'previous_deploy',
       { current_commit: current },
@@ -126,4 +128,66 @@ export function selectLastSuccessfulDeploy(db: Kysely<Database>, exceptCommit: s
       );
   }
   return query.orderBy('finished_at', 'desc').orderBy('id', 'desc').limit(1);
+}
+
+/** Successful deploys read per query while rollbackSource walks back. */
+const ROLLBACK_PAGE = 100;
+
+/**
+ * Returns the job whose commit a rollback without a commit deploys: the most recent successful
+ * deploy or rollback whose commit is not `current` and was not replaced by a successful
+ * rollback that finished after it. The commit a rollback replaced is the `rollback_from` of its
+ * job_triggered audit row. A commit deployed again after that rollback counts again.
+ *
+ * NOTE: a rollback whose audit rows cleanup removed (RETENTION_AUDIT_LOG_DAYS) no longer marks
+ * its replaced commit.
+ */
+async function rollbackSource(
+  context: AppContext,
+  current: string | null,
+): Promise<JobRow | undefined> {
+  const db = context.store.db;
+  const replaced: string[] = [];
+  for (let offset = 0; ; offset += ROLLBACK_PAGE) {
+    const deploys = await selectLastSuccessfulDeploy(db, null)
+      .clearSelect()
+      .select(['id', 'commit_sha'])
+      .limit(ROLLBACK_PAGE)
+      .offset(offset)
+      .execute();
+    const replacedBy = await rollbackOrigins(
+      db,
+      deploys.map((job) => job.id),
+    );
+    // Newest first: a rollback marks the commit it replaced for the deploys older than it.
+    for (const job of deploys) {
+      const commit = job.commit_sha!;
+      const matches = (other: string) => isSameCommit(commit, other);
+      if (!(current !== null && matches(current)) && !replaced.some(matches)) {
+        return db.selectFrom('jobs').selectAll().where('id', '=', job.id).executeTakeFirst();
+      }
+      const origin = replacedBy.get(job.id);
+      if (origin !== undefined) replaced.push(origin);
+    }
+    if (deploys.length < ROLLBACK_PAGE) return undefined;
+  }
+}
+
+/** Returns the commit that each of the given jobs replaced, for the jobs that were rollbacks. */
+async function rollbackOrigins(
+  db: Kysely<Database>,
+  jobIds: string[],
+): Promise<Map<string, string>> {
+  const origins = new Map<string, string>();
+  if (jobIds.length === 0) return origins;
+  const rows = await db
+    .selectFrom('audit_log')
+    .select(['job_id', sql<string | null>`json_extract(details, '$.rollback_from')`.as('origin')])
+    .where('action', '=', 'job_triggered')
+    .where('job_id', 'in', jobIds)
+    .execute();
+  for (const row of rows) {
+    if (row.job_id !== null && typeof row.origin === 'string') origins.set(row.job_id, row.origin);
+  }
+  return origins;
 }

@@ -101,6 +101,32 @@ recovery:
     });
   });
 
+  it('goes further back on each rollback', async () => {
+    async function rollBack(): Promise<{ status: number; commit?: string; replacing?: string }> {
+      const response = await server.request('POST', '/api/rollback/execute', {
+        token: server.adminToken,
+      });
+      if (response.status === 201) await finishJob(server, response.body.job_id, 'success');
+      return { status: response.status, ...response.body };
+    }
+    // 1111111aaaa is deployed now, by the rollback of the test before, which replaced 2222222bbbb.
+    await deploy('4444444dddd');
+    await deploy('5555555eeee');
+
+    expect(await rollBack()).toMatchObject({ commit: '4444444dddd', replacing: '5555555eeee' });
+    // Not 5555555eeee again: a rollback replaced it, so it is not known to be good.
+    expect(await rollBack()).toMatchObject({ commit: '1111111aaaa', replacing: '4444444dddd' });
+    const none = await rollBack();
+    expect(none.status).toBe(409);
+    expect((none as { code?: string }).code).toBe('no_previous_deploy');
+    expect(await state()).toMatchObject({ LAST_DEPLOYED_COMMIT: '1111111aaaa' });
+
+    // A commit deployed again after its rollback counts again, and rolling back from it goes to
+    // the commit deployed before it.
+    await deploy('5555555eeee');
+    expect(await rollBack()).toMatchObject({ commit: '1111111aaaa', replacing: '5555555eeee' });
+  });
+
   it('deploys a given commit and rejects a bad one', async () => {
     const given = await server.request('POST', '/api/rollback/execute', {
       token: server.adminToken,
