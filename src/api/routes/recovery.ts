@@ -100,7 +100,9 @@ export function registerRecoveryRoutes(app: FastifyInstance, context: AppContext
         summary: 'Deploy the last known-good commit, or the given one',
         description:
           'Without `commit`, deploys the commit of the latest successful deploy whose commit ' +
-          'differs from LAST_DEPLOYED_COMMIT; 409 `no_previous_deploy` when there is none.',
+          'differs from LAST_DEPLOYED_COMMIT and was not replaced by a later successful ' +
+          'rollback, so repeated rollbacks go further back; 409 `no_previous_deploy` when ' +
+          'there is none.',
         security: [{ bearerAuth: [] }],
         body: RollbackBody,
         response: { 201: RollbackReply, ...errors, 409: ErrorSchema },
