@@ -364,7 +364,10 @@ async function stopAll(): Promise<void> {
     (child) => new Promise((resolve) => child.once('exit', resolve)),
   );
   for (const child of processes.values()) child.kill('SIGTERM');
-  await Promise.race([Promise.all(exits), sleep(30_000)]);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise((resolve) => (timer = setTimeout(resolve, 30_000)));
+  await Promise.race([Promise.all(exits), timeout]);
+  clearTimeout(timer);
   const containers = runningContainers(true);
   if (containers.length > 0) problems.push(`containers left: ${containers.join(' ')}`);
   let steps = '';
@@ -387,6 +390,10 @@ for (let i = 0; i < 120; i++) {
 process.on('exit', () => {
   for (const child of processes.values()) child.kill('SIGKILL');
 });
+// Ctrl-C or a kill of the script ends it through process.exit, so the handler above runs.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => process.exit(128 + os.constants.signals[signal]));
+}
 const loops = [triggerLoop(), chaosLoop()].map((loop) =>
   loop.catch((error: unknown) => {
     problems.push(`the soak script failed: ${String(error)}`);
