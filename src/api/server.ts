@@ -6,7 +6,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -52,6 +51,7 @@ import { documentSharedResponses } from './shared-responses.js';
 import { boundRequestNumbers } from './number-bounds.js';
 import { clientAddress } from './request-context.js';
 import { stopAccepting } from './drain.js';
+import { BodyDrains } from './close-after-body.js';
 
 /**
  * Copies every route that `app` registers from here on into a second router, and returns a
@@ -243,6 +243,19 @@ export async function buildServer(
     done();
   });
 
+  // Node's parser goes on reading a connection whose error response was sent before the body
+  // arrived, so a request that the client sent after that body is dropped unanswered.
+  const bodyDrains = new BodyDrains();
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!bodyDrains.isClosing(request.raw)) {
+      done();
+      return;
+    }
+    request.log.info('dropped a request sent after a body on a connection that is closing');
+    void reply.hijack();
+    request.raw.resume();
+  });
+
   // Set before any other hook can reply. Fastify keeps a reply's headers when an error
   // replaces its body, so an onSend hook on every reply is not needed for the header.
   app.addHook('onRequest', (request, reply, done) => {
@@ -416,7 +429,7 @@ export async function buildServer(
       void reply.header('retry-after', reply.getHeader('retry-after') ?? '60');
     }
     if (apiError.rule === 'locked') void reply.header('retry-after', String(BUSY_RETRY_AFTER_S));
-    if (!request.raw.complete) closeAfterBody(request.raw, api.timeoutSeconds * 1000);
+    if (!request.raw.complete) bodyDrains.closeAfterBody(request.raw, api.timeoutSeconds * 1000);
     void reply.code(apiError.status).send(errorBody(apiError, request.id));
   });
 
@@ -551,37 +564,6 @@ function rejectUnknownExpectation(
     'X-Request-Id': requestId,
   });
   response.end(body);
-}
-
-/**
- * Makes the socket of a request close in stages, as RFC 9112 section 9.6 (Tear-down)
- * describes, when Node closes it after an error response sent before the request body arrived
- * (a 413, or a 401 before the body was read). Node's own close destroys the socket with the
- * body unread, and the kernel then resets the connection. A client that sends the whole body
- * before it reads then gets a broken pipe in place of the error. Here the server ends its side
- * and goes on reading, and Node's parser drops the rest of the body. The socket closes once the
- * body has arrived or the client closes, or after `maxMs`.
- */
-function closeAfterBody(request: http.IncomingMessage, maxMs: number): void {
-  const socket = request.socket as Socket;
-  // Node's HTTP server closes a connection after the last response with destroySoon() when
-  // the socket has it (lib/_http_server.js in Node 20), so this replaces it on one socket.
-  (socket as Socket & { destroySoon: () => void }).destroySoon = () => {
-    socket.end();
-    // As Node's own destroySoon() does, wait until the response has left the socket's buffer.
-    const destroyWhenSent = () => {
-      if (socket.writableFinished) socket.destroy();
-      else socket.once('finish', () => socket.destroy());
-    };
-    if (request.complete) {
-      destroyWhenSent();
-      return;
-    }
-    const timer = setTimeout(() => socket.destroy(), maxMs);
-    timer.unref();
-    request.once('end', destroyWhenSent);
-    socket.once('close', () => clearTimeout(timer));
-  };
 }
 
 /** Sockets whose client error waits for the response to the request before the bad bytes. */
