@@ -13,7 +13,9 @@ export class BodyDrains {
   /** Sockets that closeAfterBody handles, from the error response on. */
   readonly #handled = new WeakSet<Socket>();
   /** Sockets whose last response was sent, and which only drop the rest of a body. */
-  readonly #lingering = new WeakSet<Socket>();
+  readonly #lingering = new Set<Socket>();
+  /** Set once the server stops, after which no socket lingers. */
+  #stopped = false;
 
   /**
    * Makes the socket of `request` close in stages when Node closes it after the error
@@ -35,7 +37,7 @@ export class BodyDrains {
         if (socket.writableFinished) socket.destroy();
         else socket.once('finish', () => socket.destroy());
       };
-      if (request.complete) {
+      if (request.complete || this.#stopped) {
         destroyWhenSent();
         return;
       }
@@ -43,8 +45,21 @@ export class BodyDrains {
       const timer = setTimeout(() => socket.destroy(), maxMs);
       timer.unref();
       request.once('end', destroyWhenSent);
-      socket.once('close', () => clearTimeout(timer));
+      socket.once('close', () => {
+        clearTimeout(timer);
+        this.#lingering.delete(socket);
+      });
     };
+  }
+
+  /**
+   * Closes every socket that lingers to drop a body, and from now on closes each one once its
+   * response is sent. A stopping server waits for every open connection, and a lingering one
+   * would keep it from stopping for up to API_TIMEOUT.
+   */
+  closeAll(): void {
+    this.#stopped = true;
+    for (const socket of this.#lingering) socket.destroy();
   }
 
   /**

@@ -442,10 +442,12 @@ export async function buildServer(
   // After this hook, Fastify's close calls server.close(), which waits for every open
   // connection and closes the idle ones. A keep-alive connection whose response was still
   // being made then (a long-poll claim, a followed log) would stay open for its keep-alive
-  // timeout of 72 s once it went idle, so such connections are closed as they go idle.
+  // timeout of 72 s once it went idle, so such connections are closed as they go idle. A
+  // connection that lingers to drop a body after its error response is closed at once.
   // NOTE: preClose hooks of encapsulated plugins run after this one, so after the window.
   app.addHook('preClose', async () => {
     await drained;
+    bodyDrains.closeAll();
     const timer = setInterval(() => app.server.closeIdleConnections(), CLOSE_IDLE_EVERY_MS);
     timer.unref();
     app.server.once('close', () => clearInterval(timer));

@@ -79,3 +79,24 @@ describe('connection closed after a body', () => {
     socket.destroy();
   });
 });
+
+describe('stop with a connection dropping a body', () => {
+  it('stops at once', async () => {
+    const server = await startTestServer({ API_BODY_LIMIT: String(BODY_LIMIT), API_TIMEOUT: '60' });
+    try {
+      // A client that sent headers only: the 413 is sent and the body never comes.
+      const { socket, received } = connectHalfOpen(server.url);
+      socket.write(headOfTrigger(server.adminToken, BODY_LIMIT * 2));
+      await waitFor(() => received().includes('\r\n\r\n{'), 'the 413');
+      expect(received()).toMatch(/^HTTP\/1\.1 413 /);
+
+      const started = Date.now();
+      await server.api.stop();
+      // The drain window of a stop is 1 s, and API_TIMEOUT is 60 s.
+      expect(Date.now() - started).toBeLessThan(5_000);
+      socket.destroy();
+    } finally {
+      await server.context.store.close();
+    }
+  }, 90_000);
+});
