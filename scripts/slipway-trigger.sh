@@ -240,18 +240,31 @@ send_trigger() {
   local max_time="${1:-}" pid deadline=""
   request_options POST "$body" "$max_time"
   [[ -z "$idempotency_key" ]] || curl_args+=(-H "Idempotency-Key: $idempotency_key")
-  curl "${curl_args[@]}" "$api$trigger_path" >"$workdir/status" 2>"$workdir/curl-error" &
+  # curl ignores the signals that the traps catch, because they may be sent to the whole
+  # process group (a closing terminal, timeout(1), systemd), and the request must go on.
+  (
+    trap '' INT TERM HUP
+    exec curl "${curl_args[@]}" "$api$trigger_path" >"$workdir/status" 2>"$workdir/curl-error"
+  ) &
   pid=$!
   while :; do
     request_code=0
     wait "$pid" || request_code=$?
-    kill -0 "$pid" 2>/dev/null || return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      # A trap that ends the wait just as curl exits leaves curl's exit code to the next wait.
+      if ((request_code > 128)); then
+        request_code=0
+        wait "$pid" || request_code=$?
+      fi
+      return 0
+    fi
     # A trapped signal ended the wait while the request was still in flight.
     deadline=${deadline:-$((SECONDS + trigger_grace))}
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      wait "$pid" || true
+      kill -KILL "$pid" 2>/dev/null || true
+      # Without the redirection, bash reports the killed job on stderr.
+      wait "$pid" 2>/dev/null || true
       return 1
     fi
   done

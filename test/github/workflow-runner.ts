@@ -76,14 +76,19 @@ export interface TriggerScriptProcess {
   exited: Promise<number | null>;
 }
 
-/** Starts scripts/slipway-trigger.sh with `args` and `env` added to a PATH. */
+/**
+ * Starts scripts/slipway-trigger.sh with `args` and `env` added to a PATH. With `detached`, the
+ * script leads a process group of its own, so that a test can signal the whole group.
+ */
 export function startTriggerScript(
   args: string[],
   env: Record<string, string>,
+  options: { detached?: boolean } = {},
 ): TriggerScriptProcess {
   const child = spawn('bash', [path.join(REPO_ROOT, 'scripts', 'slipway-trigger.sh'), ...args], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.detached ?? false,
   });
   let stdout = '';
   let stderr = '';

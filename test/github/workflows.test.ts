@@ -714,6 +714,35 @@ describe('scripts/slipway-trigger.sh', () => {
     }
   });
 
+  it('cancels after a signal to the process group', async () => {
+    // A closing terminal, timeout(1) or systemd signals curl as well as the script.
+    const commit = 'd6'.repeat(20);
+    const hold = await holdTriggerResponses(server.url);
+    try {
+      const env = {
+        SLIPWAY_API_URL: hold.proxy.url,
+        SLIPWAY_TOKEN: await server.token('trigger'),
+        GITHUB_RUN_ID: '5151',
+        GITHUB_RUN_ATTEMPT: '1',
+      };
+      const script = startTriggerScript(['ci', '--commit', commit, '--wait'], env, {
+        detached: true,
+      });
+      await hold.held;
+      process.kill(-script.child.pid!, 'SIGTERM');
+
+      expect(await script.exited).toBe(5);
+      const { id } = await jobFor(commit, 'ci');
+      expect(script.stderr()).not.toContain('cannot reach the Slipway API');
+      expect(script.stderr()).not.toContain('Killed');
+      expect(script.stderr()).toContain(`job ${id} cancelled because the step received SIGTERM`);
+      const job = await server.request('GET', `/api/job/${id}`, { token: server.adminToken });
+      expect(job.body.status).toBe('cancelled');
+    } finally {
+      await hold.close();
+    }
+  });
+
   it('exits 9 when a held trigger has no run id', async () => {
     const commit = 'd4'.repeat(20);
     const hold = await holdTriggerResponses(server.url);
