@@ -19,7 +19,7 @@ export const ERROR_CODES = {
   forbidden: {
     status: 403,
     summary:
-      "the token's role may not use this endpoint, or an OIDC token's repository did not trigger the job",
+      "the token's role may not use this endpoint, or an OIDC token's repository did not trigger the job, or an OIDC token named another workflow run",
   },
   worker_owned: {
     status: 403,

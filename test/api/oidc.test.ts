@@ -583,6 +583,37 @@ describe('OIDC job ownership', () => {
       expect(response.text).toContain('other secret');
     }
   });
+
+  it('triggers only for its own GitHub run', async () => {
+    // Another repository names the run that this one will trigger for, so that its job would
+    // be found in place of this repository's job, whose logs it then could not read.
+    const squat = await server.request('POST', '/api/trigger/ci', {
+      token: await issuer.sign({ repository: OTHER, run_id: '7100' }),
+      body: { commit: 'abc7031', github_run_id: '7200', github_run_attempt: 1 },
+    });
+    expect(squat.status, squat.text).toBe(403);
+    expect(squat.body.code).toBe('forbidden');
+    expect(squat.body.field).toBe('github_run_id');
+    expect(squat.body.rule).toBe('oidc_run');
+    expect(squat.body.error).toBe(
+      'github_run_id 7200 is not the workflow run of the OIDC token (run 7100); an OIDC token ' +
+        'triggers only for its own run, so send github_run_id 7100 or leave it out',
+    );
+
+    const own = await server.request('POST', '/api/trigger/ci', {
+      token: await issuer.sign({ repository: REPOSITORY, run_id: '7200' }),
+      body: { commit: 'abc7032', github_run_id: '07200', github_run_attempt: 1 },
+    });
+    expect(own.status, own.text).toBe(201);
+    const job = await server.request('GET', `/api/job/${own.body.job_id as string}`, {
+      token: server.adminToken,
+    });
+    expect(job.body.requested_by).toBe(`github:${REPOSITORY}`);
+    expect(job.body.commit).toBe('abc7032');
+    await server.request('POST', `/api/job/${own.body.job_id as string}/cancel`, {
+      token: server.adminToken,
+    });
+  });
 });
 
 describe('OIDC settings', () => {

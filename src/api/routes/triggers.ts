@@ -46,7 +46,8 @@ export const TriggerBody = Type.Object(
     github_run_id: Type.Optional(
       Type.Union([Type.String({ pattern: '^[0-9]{1,20}$' }), Type.Integer({ minimum: 0 })], {
         description:
-          'GITHUB_RUN_ID; with github_run_attempt (1 when left out) it makes the trigger idempotent',
+          'GITHUB_RUN_ID; with github_run_attempt (1 when left out) it makes the trigger idempotent. ' +
+          'A GitHub Actions OIDC token may name only its own run (its run_id claim), and gets 403 with rule oidc_run otherwise',
       }),
     ),
     github_run_attempt: Type.Optional(
@@ -273,10 +274,40 @@ async function handleTrigger(
       );
     }
   }
+  const runError = checkOidcRun(body, request.principal);
+  if (runError !== undefined) throw runError;
   const triggerRequest = toTriggerRequest(context, type, body, request.headers['idempotency-key']);
   const { job, created } = await triggerJob(context, triggerRequest, auditContext(request));
   reply.code(created ? 201 : 200);
   return { job_id: job.id, status: job.status, reason: job.reason };
+}
+
+/**
+ * Returns a 403 error when an OIDC token names another workflow run than its own `run_id`
+ * claim. A later trigger of that run would find this job in place of its own, and could then
+ * neither cancel it nor read its logs.
+ */
+function checkOidcRun(
+  body: TriggerBodyType,
+  principal: Principal | undefined,
+): ApiError | undefined {
+  const claimed = principal?.oidc?.claims.run_id;
+  if (claimed === undefined || body.github_run_id === undefined) return undefined;
+  const named = normalizeRunId(body.github_run_id);
+  const own = normalizeRunId(claimed);
+  if (named === own) return undefined;
+  return new ApiError(
+    'forbidden',
+    `github_run_id ${named} is not the workflow run of the OIDC token (run ${own}); an ` +
+      `OIDC token triggers only for its own run, so send github_run_id ${own} or leave it out`,
+    'github_run_id',
+    'oidc_run',
+  );
+}
+
+/** Returns a run id without leading zeros: "0555" and 555 name the same run. */
+function normalizeRunId(runId: string | number): string {
+  return String(runId).replace(/^0+(?=\d)/, '');
 }
 
 export function toTriggerRequest(
@@ -310,8 +341,7 @@ export function toTriggerRequest(
     inputs,
     params: body.params ?? {},
     // "0555" and 555 name the same run, so they must find the same job.
-    githubRunId:
-      body.github_run_id === undefined ? null : String(body.github_run_id).replace(/^0+(?=\d)/, ''),
+    githubRunId: body.github_run_id === undefined ? null : normalizeRunId(body.github_run_id),
     githubRunAttempt:
       body.github_run_attempt === undefined ? null : Number(body.github_run_attempt),
     idempotencyKey: typeof idempotencyKey === 'string' ? idempotencyKey : null,
