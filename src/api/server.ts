@@ -510,9 +510,13 @@ function answerClientError(
     // The bad bytes follow a whole request that is still being handled and may commit a
     // change, such as the rest of a body longer than its Content-Length. Its response is sent
     // first, then this error, so the client does not read a 400 for a request that succeeded.
+    // Another request may be pending behind this one, so each finish checks again.
     if (!deferredClientErrors.has(socket)) {
       deferredClientErrors.add(socket);
-      pending.once('finish', () => answerClientError.call(this, error, socket));
+      pending.once('finish', () => {
+        deferredClientErrors.delete(socket);
+        answerClientError.call(this, error, socket);
+      });
     }
     return;
   }

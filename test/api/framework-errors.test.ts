@@ -202,6 +202,35 @@ describe('errors raised before routing', () => {
     expect(after.jobs).toBe(before.jobs + 1);
   });
 
+  it('bad bytes after two pending requests', async () => {
+    // Both long-poll claims are whole and still pending when the bad bytes arrive. The error
+    // waits for each of their responses, and then closes the connection.
+    const token = await server.token('agent', 'pipelined-claims');
+    const registered = await server.request('POST', '/api/agent/workers', {
+      token,
+      body: { name: 'pipelined-worker', hostname: 'test', executors: ['local'], capacity: 1 },
+    });
+    expect(registered.status, registered.text).toBe(200);
+    const claim = (waitSeconds: number) => {
+      const body = JSON.stringify({ max: 1, wait_seconds: waitSeconds });
+      return (
+        'POST /api/agent/workers/pipelined-worker/claim HTTP/1.1\r\nHost: 127.0.0.1\r\n' +
+        `Authorization: Bearer ${token}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+      );
+    };
+    const answer = await Promise.race([
+      sendRaw(claim(1) + claim(2) + '{"extra":1}\r\n\r\n'),
+      new Promise<string>((resolve) => setTimeout(() => resolve('still open after 6 s'), 6_000)),
+    ]);
+    expect(answer).not.toBe('still open after 6 s');
+    const statuses = answer.match(/HTTP\/1\.1 \d+/g);
+    expect(statuses?.slice(0, 2)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
+    expect(statuses?.[2]).toMatch(/^HTTP\/1\.1 (400|501)$/);
+    const errorHead = answer.slice(answer.lastIndexOf('HTTP/1.1 '));
+    expect(errorHead).toMatch(/\r\nConnection: close\r\n/);
+  }, 15_000);
+
   it('an HTTP/1.0 request without Host', async () => {
     // HTTP/1.0 has no Host header requirement, so such a request is served.
     const answer = await sendRaw('GET /api/openapi.json HTTP/1.0\r\n\r\n');
