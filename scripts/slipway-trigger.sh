@@ -209,7 +209,7 @@ cancel_after_signal() {
   local data error ended
   data=$(jq -n --arg r "slipway-trigger.sh received $interrupted" '{reason: $r}')
   # call runs in a subshell, because it exits the shell with 8 when the request fails.
-  if error=$( (call POST "/api/job/$job_id/cancel" "$data" 5 >/dev/null) 2>&1); then
+  if error=$( (call POST "/api/job/$job_id/cancel" "$data" 4 >/dev/null) 2>&1); then
     output status cancelled
     die "job $job_id cancelled because the step received $interrupted" 5
   fi
@@ -229,7 +229,7 @@ cancel_after_signal() {
 
 # Seconds that the trigger request may still take after a signal. The runner sends SIGKILL
 # 10 s after SIGINT (actions/runner, src/Runner.Sdk/ProcessInvoker.cs). These 3 s, 2 s for a
-# repeated request and 5 s for the cancel request add up to those 10 s at most.
+# repeated request and 4 s for the cancel request leave 1 s of those 10 s to report the end.
 trigger_grace=3
 
 # Sends the trigger request, limited to $1 seconds when given, and sets request_code to curl's

@@ -32,8 +32,12 @@ export class ApiResponseError extends CliError {
   }
 }
 
-/** Seconds that a cancel request may take, so an interrupted command still ends in time. */
-const CANCEL_TIMEOUT_SECONDS = 5;
+/**
+ * Seconds that a cancel request may take, so an interrupted command still ends in time: with
+ * the trigger's 3 s grace and 2 s repeat (send-trigger.ts), 1 s of the runner's 10 s between
+ * SIGINT and SIGKILL is left to report the end.
+ */
+const CANCEL_TIMEOUT_SECONDS = 4;
 
 /** Returns the bearer token for the next request. */
 export type TokenSource = () => Promise<string>;
