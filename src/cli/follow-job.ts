@@ -33,11 +33,14 @@ export interface FollowOptions {
 
 export interface FollowResult {
   /**
-   * The job's final status, `wait_timeout` when --timeout passed first, or `cancel_failed` when
-   * a signal arrived and the cancel request failed, so that the job may still be running.
+   * The job's final status, `wait_timeout` when --timeout passed first, `cancel_failed` when
+   * a signal arrived and the cancel request failed, so that the job may still be running, or
+   * `interrupted` when a signal arrived with --no-cancel-on-interrupt.
    */
   status: string;
   reason: string | null;
+  /** The signal that ended an `interrupted` command. */
+  signal?: NodeJS.Signals;
 }
 
 export async function followJob(
@@ -231,7 +234,7 @@ export async function interruptedResult(
   options: { cancelOnInterrupt: boolean },
 ): Promise<FollowResult> {
   if (!options.cancelOnInterrupt) {
-    return { status: 'cancelled', reason: `${signal} received; the job keeps running` };
+    return { status: 'interrupted', reason: `${signal} received; the job keeps running`, signal };
   }
   return cancelAfterSignal(client, jobId, signal);
 }

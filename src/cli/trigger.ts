@@ -9,6 +9,7 @@
  * queueing a second one, and writes `job-id` and `status` to GITHUB_OUTPUT.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { isCommitSha } from '../jobs/refs.js';
 import { formatDuration, parseDuration } from '../util/time.js';
@@ -211,7 +212,9 @@ export function registerTriggerCommands(program: Command): void {
       `\nEnvironment:\n  SLIPWAY_API_URL  API base URL (default http://API_HOST:API_PORT, so http://127.0.0.1:5000\n                   when neither is set)\n` +
         `  SLIPWAY_TOKEN    token with the trigger role\n` +
         `  SLIPWAY_OIDC_AUDIENCE  without SLIPWAY_TOKEN: send GitHub Actions OIDC tokens for this\n` +
-        `                   audience (the job needs permissions: id-token: write)\n\nExit codes (without --wait, 0 once the job is queued, or 2, 5, 8 or 9):\n${EXIT_HELP}\n`,
+        `                   audience (the job needs permissions: id-token: write)\n\nExit codes (without --wait, 0 once the job is queued, or 2, 5, 8 or 9):\n${EXIT_HELP}\n` +
+        '  128 + the signal number (130 SIGINT, 143 SIGTERM, 129 SIGHUP) with\n' +
+        '      --no-cancel-on-interrupt: the job keeps running\n',
     )
     .action(async (type: string, options: TriggerOptions, command: Command) => {
       rejectAttemptWithoutRunId(options, command);
@@ -366,6 +369,15 @@ function describeTrigger(created: TriggerResponse, options: TriggerOptions): str
 
 function finish(jobId: string, result: FollowResult): never | void {
   writeGitHubOutput({ status: result.status });
+  if (result.status === 'interrupted') {
+    // The shell's convention for a command that a signal ended: 128 and the signal's number.
+    const code = 128 + os.constants.signals[result.signal ?? 'SIGINT'];
+    writeStepSummary(`Stopped following Slipway job \`${jobId}\`: ${result.reason}`);
+    process.stderr.write(
+      `slipway: stopped following job ${jobId}: ${result.reason} (exit ${code})\n`,
+    );
+    throw new CliError(`stopped following job ${jobId}`, code, true);
+  }
   if (result.status === 'cancel_failed') {
     const code = TRIGGER_EXIT_CODES.cancel_failed;
     writeStepSummary(`Cancelling Slipway job \`${jobId}\` ${result.reason}`);

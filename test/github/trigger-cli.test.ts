@@ -335,6 +335,29 @@ describe('slipway trigger', () => {
     expect(job.body.reason).toContain(signal);
   });
 
+  it('leaves the job with --no-cancel-on-interrupt', async () => {
+    const commit = nextCommit();
+    const outputFile = path.join(makeTempDir(), 'output');
+    const args = ['ci', '--commit', commit, '--wait', '--poll-interval', '200ms'];
+    const run = startTrigger([...args, '--no-cancel-on-interrupt'], {
+      ...env(),
+      GITHUB_OUTPUT: outputFile,
+    });
+    const jobId = await jobIdFor(commit);
+    // Give the CLI time to install its signal handlers and start polling.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(143);
+    expect(run.stderr()).toContain(
+      `slipway: stopped following job ${jobId}: SIGTERM received; the job keeps running (exit 143)`,
+    );
+    expect(run.stderr()).not.toContain('ended cancelled');
+    expect(fs.readFileSync(outputFile, 'utf8')).toContain('status=interrupted\n');
+    const job = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
+    expect(job.body.status).toBe('queued');
+    await server.request('POST', `/api/job/${jobId}/cancel`, { token: server.adminToken });
+  });
+
   it('exits 9 when the cancel is rejected', async () => {
     const commit = nextCommit();
     const dir = makeTempDir();
