@@ -4,6 +4,7 @@
  */
 import type http from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 /** A response as Node keeps it on its socket, with the flag that it closes the connection. */
 type SocketResponse = http.ServerResponse & { _last?: boolean };
@@ -73,7 +74,18 @@ export class BodyDrains {
     if (!this.#handled.has(socket)) return false;
     if (this.#lingering.has(socket)) return true;
     // The earlier response may have been sent with `Connection: close` but not yet finished.
-    const current = (socket as Socket & { _httpMessage?: SocketResponse | null })._httpMessage;
-    return current != null && current.req !== request && current._last === true;
+    const current = socketResponse(socket) as SocketResponse | undefined;
+    return current !== undefined && current.req !== request && current._last === true;
   }
+}
+
+/**
+ * Returns the response that Node is writing on the socket, if any. Node keeps it in the
+ * socket's internal `_httpMessage` until it finishes (lib/_http_server.js in Node 20), and its
+ * own client error handler reads the same property.
+ */
+export function socketResponse(socket: Duplex): http.ServerResponse | undefined {
+  return (
+    (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage ?? undefined
+  );
 }

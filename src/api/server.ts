@@ -51,7 +51,7 @@ import { documentSharedResponses } from './shared-responses.js';
 import { boundRequestNumbers } from './number-bounds.js';
 import { clientAddress } from './request-context.js';
 import { stopAccepting } from './drain.js';
-import { BodyDrains } from './close-after-body.js';
+import { BodyDrains, socketResponse } from './close-after-body.js';
 
 /**
  * Copies every route that `app` registers from here on into a second router, and returns a
@@ -544,7 +544,7 @@ function answerClientError(
 
 /**
  * Rejects a request whose Expect header names an expectation other than 100-continue, before
- * Fastify sees it. Without a `checkExpectation` listener, Node sends a bare 417 with no body.
+ * Fastify routes it. Without a `checkExpectation` listener, Node sends a bare 417 with no body.
  */
 function rejectUnknownExpectation(
   app: FastifyInstance,
@@ -576,14 +576,12 @@ function rejectUnknownExpectation(
 const deferredClientErrors = new WeakSet<Duplex>();
 
 /**
- * Returns the response still being written for a request that arrived whole on the socket.
- * Node keeps it as `_httpMessage` until it finishes, and checks the same property in its own
- * client error handler. A request whose own body is bad is not whole, so it gets only the
- * error response.
+ * Returns the response still being written for a request that arrived whole on the socket. A
+ * request whose own body is bad is not whole, so it gets only the error response.
  */
 function pendingResponse(socket: Duplex): http.ServerResponse | undefined {
-  const response = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-  if (response === undefined || response === null || response.writableFinished) return undefined;
+  const response = socketResponse(socket);
+  if (response === undefined || response.writableFinished) return undefined;
   return response.req.complete ? response : undefined;
 }
 
