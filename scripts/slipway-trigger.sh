@@ -179,8 +179,8 @@ call() {
 output() { [[ -n "${GITHUB_OUTPUT:-}" ]] && echo "$1=$2" >>"$GITHUB_OUTPUT"; return 0; }
 
 # A jq filter that prints a job's reason with each control character other than tab escaped
-# (\n, \r, or \u and four hex digits), as `slipway trigger` does: any caller with a trigger
-# token can set a cancel reason, which must not move the terminal's cursor or forge a line.
+# (\n, \r, or \u and four hex digits), as `slipway trigger` does. Any caller with a trigger
+# token can set a cancel reason, and it must not move the terminal's cursor or forge a line.
 printable_reason='
   def hex: "0123456789abcdef"[. : . + 1];
   .reason // empty

@@ -14,7 +14,7 @@
  *
  * It prints each problem found, the jobs by type and status, the audit actions and the chaos
  * actions taken, and exits 1 when it found a problem. Triggers sent while the API is down are
- * retried with the same Idempotency-Key, as a client that got no answer would.
+ * retried with the same Idempotency-Key, as a client that got no response would.
  *
  * Needs `npm run build`, a Docker engine and the image slipway-test-busybox
  * (`bash scripts/build-test-images.sh`).
@@ -162,7 +162,7 @@ function start(role: string): void {
   });
 }
 
-interface Answer {
+interface HttpResult {
   status: number;
   text: string;
 }
@@ -177,7 +177,7 @@ async function request(method: string, route: string, body?: unknown, key?: stri
     body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(15_000),
   });
-  return { status: response.status, text: await response.text() } satisfies Answer;
+  return { status: response.status, text: await response.text() } satisfies HttpResult;
 }
 
 // Ids of the jobs for which a trigger got 200 or 201.
@@ -188,13 +188,13 @@ async function trigger(type: string, commit: string, branch: string): Promise<vo
   const key = randomUUID();
   for (let attempt = 0; attempt < 200; attempt++) {
     try {
-      const answer = await request('POST', `/api/trigger/${type}`, { commit, branch }, key);
-      if (answer.status === 200 || answer.status === 201) {
-        promised.push((JSON.parse(answer.text) as { job_id: string }).job_id);
+      const result = await request('POST', `/api/trigger/${type}`, { commit, branch }, key);
+      if (result.status === 200 || result.status === 201) {
+        promised.push((JSON.parse(result.text) as { job_id: string }).job_id);
         return;
       }
-      if (answer.status !== 408 && answer.status !== 429 && answer.status < 500) {
-        problems.push(`trigger ${type} ${commit}: ${answer.status} ${answer.text}`);
+      if (result.status !== 408 && result.status !== 429 && result.status < 500) {
+        problems.push(`trigger ${type} ${commit}: ${result.status} ${result.text}`);
         return;
       }
     } catch {
@@ -202,7 +202,7 @@ async function trigger(type: string, commit: string, branch: string): Promise<vo
     }
     await sleep(300);
   }
-  problems.push(`trigger ${type} ${commit}: no answer after 200 attempts`);
+  problems.push(`trigger ${type} ${commit}: no response after 200 attempts`);
 }
 
 let stopping = false;
@@ -273,9 +273,9 @@ async function waitForJobs(): Promise<Map<string, JobView>> {
   while (Date.now() < deadline) {
     for (const id of promised) {
       if (ended.has(id)) continue;
-      const answer = await request('GET', `/api/job/${id}`);
-      if (answer.status !== 200) continue;
-      const job = JSON.parse(answer.text) as JobView;
+      const result = await request('GET', `/api/job/${id}`);
+      if (result.status !== 200) continue;
+      const job = JSON.parse(result.text) as JobView;
       if (TERMINAL.has(job.status)) ended.set(id, job);
     }
     if (ended.size === promised.length) break;
@@ -284,8 +284,8 @@ async function waitForJobs(): Promise<Map<string, JobView>> {
   }
   for (const id of promised) {
     if (ended.has(id)) continue;
-    const answer = await request('GET', `/api/job/${id}`);
-    problems.push(`job ${id} did not end: ${answer.status} ${answer.text.slice(0, 400)}`);
+    const result = await request('GET', `/api/job/${id}`);
+    problems.push(`job ${id} did not end: ${result.status} ${result.text.slice(0, 400)}`);
   }
   return ended;
 }
@@ -382,8 +382,8 @@ async function stopAll(): Promise<void> {
 log(`data directory ${dataDir}`);
 for (const role of Object.keys(roles)) start(role);
 for (let i = 0; i < 120; i++) {
-  const answer = await request('GET', '/api/health/status').catch(() => undefined);
-  if (answer !== undefined) break;
+  const result = await request('GET', '/api/health/status').catch(() => undefined);
+  if (result !== undefined) break;
   await sleep(250);
 }
 // Kills the processes that are still running when the script exits early, such as on a bug.

@@ -33,7 +33,7 @@ export class ApiResponseError extends CliError {
 }
 
 /**
- * Seconds that a cancel request may take, so an interrupted command still ends in time: with
+ * Seconds that a cancel request may take, so an interrupted command still ends in time. With
  * the trigger's 3 s grace and 2 s repeat (send-trigger.ts), 1 s of the runner's 10 s between
  * SIGINT and SIGKILL is left to report the end.
  */

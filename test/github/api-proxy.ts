@@ -10,7 +10,7 @@ export interface ProxyHooks {
   beforeForward?(method: string, path: string): Promise<void> | void;
   /**
    * Runs once the API's response has arrived, before the proxy sends it back, which waits for
-   * it to settle. A hook that holds a trigger response holds a job that the API has created.
+   * it to settle. A hook that delays a trigger response delays a job that the API has created.
    */
   beforeRespond?(method: string, path: string): Promise<void> | void;
 }
@@ -56,7 +56,7 @@ export async function startApiProxy(target: string, hooks: ProxyHooks = {}): Pro
 
 export interface TriggerHold {
   proxy: ApiProxy;
-  /** Resolves once the API has answered a trigger request and the proxy holds the response. */
+  /** Resolves once the API has responded to a trigger request and the proxy keeps the response. */
   held: Promise<void>;
   /** Sends the held responses on. */
   release(): void;
