@@ -70,6 +70,11 @@ export interface Config {
     /** Seconds a claim keeps a task before a heartbeat must extend it. */
     leaseSeconds: number;
     dockerHost: string | undefined;
+    /**
+     * Milliseconds to wait for the Docker engine to answer a request, or to confirm that a
+     * killed container stopped, before treating the engine as unresponsive.
+     */
+    dockerTimeoutMs: number;
     /** Seconds a stopping worker waits for its tasks before it hands them back. */
     shutdownGraceSeconds: number;
     /** Local bare mirrors of the repositories, fetched for each new job. */
@@ -629,6 +634,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       executor: readChoice(env, 'SLIPWAY_EXECUTOR', ['auto', 'docker', 'local'] as const) ?? 'auto',
       leaseSeconds: readInteger(env, 'SLIPWAY_LEASE_SECONDS', 30, 2, 3600),
       dockerHost: readDockerHost(env),
+      dockerTimeoutMs: readInteger(env, 'SLIPWAY_DOCKER_TIMEOUT_SECONDS', 60, 1, 3600) * 1000,
       shutdownGraceSeconds: readInteger(env, 'SLIPWAY_WORKER_SHUTDOWN_SECONDS', 20, 0, 3600),
       mirrorPath: inData('SLIPWAY_MIRROR_PATH', 'mirrors'),
     },

@@ -129,6 +129,8 @@ export interface FinishReport {
   exitCode: number | null;
   reason: string | null;
   durationMs: number;
+  /** False when the steps may still run; see the finish route's `step_stopped`. */
+  stepStopped: boolean;
 }
 
 export interface FinishResult {
@@ -154,20 +156,28 @@ export async function finishTask(
     throw new ApiError('validation_failed', conflict, 'exit_code', 'matches_status');
   }
   const task = await findHeldTask(trx, holder);
-  if (isRepeatedFinish(task, holder, report)) return { task, retried: false };
+  // Checked before a repeated report, because the report that confirms the stop repeats the
+  // status, exit code and reason of the one that ended the task with its steps still running.
   if (isStopping(task, holder)) {
+    // Steps that may still run keep the lease, also when a status update ended the task.
+    if (!report.stepStopped) return { task, retried: false };
     return {
       task: await confirmStopped(trx, task, holder, report.status, changes, audit),
       retried: false,
     };
   }
+  if (isRepeatedFinish(task, holder, report)) return { task, retried: false };
   checkLease(task, holder);
   const pipeline = await jobPipeline(trx, task.job_id);
   const allowedAttempts = (pipeline.retries ?? 0) + 1;
   // Hand-backs from stopping workers use up no attempt.
   const counted = task.attempt - task.hand_backs;
+  // A new attempt next to steps that may still run could do their work twice.
   const retry =
-    report.status === 'error' && counted < allowedAttempts && task.cancel_requested_at === null;
+    report.status === 'error' &&
+    counted < allowedAttempts &&
+    task.cancel_requested_at === null &&
+    report.stepStopped;
 
   const outcome = retry ? 'queued' : report.status;
   const reason = retry
@@ -176,6 +186,7 @@ export async function finishTask(
   const updated = await transitionTask(trx, task, outcome, changes, {
     reason,
     exitCode: report.exitCode,
+    keepLease: !report.stepStopped,
   });
   await trx
     .updateTable('tasks')
@@ -193,6 +204,7 @@ export async function finishTask(
       exit_code: report.exitCode,
       reason: report.reason,
       duration_ms: Math.round(report.durationMs),
+      ...(report.stepStopped ? {} : { step_stopped: false }),
     },
   });
   await touchWorker(trx, holder.workerId);

@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import type Docker from 'dockerode';
+import { engineCall } from './engine-calls.js';
 
 interface EngineEvent {
   Action?: string;
@@ -23,20 +24,39 @@ interface EngineEvent {
  * NOTE: the engine keeps only its latest events (256 in moby's daemon/events), so a kill that
  * more than 256 events of other containers followed before this call is missed.
  */
-export async function engineKillSignals(docker: Docker, containerId: string): Promise<number[]> {
+export async function engineKillSignals(
+  docker: Docker,
+  containerId: string,
+  timeoutMs: number,
+): Promise<number[]> {
   // The end of the range must be in the engine's clock: an end in the engine's future would
   // hold the response open until then, and the worker's clock may differ from the engine's.
-  const info = (await docker.info()) as { SystemTime: string };
+  // dockerode's info() takes an abort signal, which its types leave out.
+  const withSignal = docker as unknown as {
+    info(options: { abortSignal: AbortSignal }): Promise<unknown>;
+  };
+  const info = (await engineCall('the request for its clock', timeoutMs, (abortSignal) =>
+    withSignal.info({ abortSignal }),
+  )) as { SystemTime: string };
   const until = (Date.parse(info.SystemTime) + 1) / 1000;
-  const stream = await docker.getEvents({
-    // Since 0 reads every event the engine still keeps. They are all from this run, because
-    // the container was created for it.
-    since: 0,
-    until,
-    filters: { type: ['container'], container: [containerId], event: ['kill'] },
-  });
-  let text = '';
-  for await (const chunk of stream) text += String(chunk);
+  // The events up to `until` end the response, so the whole read gets one time limit.
+  const text = await engineCall(
+    "the request for the container's events",
+    timeoutMs,
+    async (abortSignal) => {
+      const stream = await docker.getEvents({
+        // Since 0 reads every event the engine still keeps. They are all from this run, because
+        // the container was created for it.
+        since: 0,
+        until,
+        filters: { type: ['container'], container: [containerId], event: ['kill'] },
+        abortSignal,
+      });
+      let read = '';
+      for await (const chunk of stream) read += String(chunk);
+      return read;
+    },
+  );
   return text
     .split('\n')
     .filter((line) => line.trim() !== '')

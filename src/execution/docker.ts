@@ -15,6 +15,7 @@ import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { LABEL_TASK } from '../jobs/labels.js';
 import { engineKillSignals } from './container-kills.js';
+import { DEFAULT_ENGINE_TIMEOUT_MS, engineCall, formatSeconds } from './engine-calls.js';
 import { resolveContainerUser } from './container-user.js';
 import { isImageReference } from './image-reference.js';
 import {
@@ -34,6 +35,11 @@ const STARTED_MARKER = 'started';
 const FAILED_STEP_FILE = 'failed-step';
 /** File that run.sh writes each step's name to before the step starts, in the script directory. */
 const RUNNING_STEP_FILE = 'running-step';
+/**
+ * Milliseconds the engine gets to respond to the wait after the container's output stream
+ * ended. After that the executor inspects the container instead.
+ */
+const STREAM_END_GRACE_MS = 2_000;
 /** Limits for pipelines that set none; a runaway test must not take the host down. */
 export const DEFAULT_MEMORY_BYTES = 4 * 1024 ** 3;
 export const DEFAULT_PIDS = 4096;
@@ -56,8 +62,15 @@ export function containerName(spec: Pick<ExecutionSpec, 'taskId' | 'attempt'>): 
 
 export class DockerExecutor implements Executor {
   readonly name = 'docker' as const;
+  /** Milliseconds an engine request may take; see engine-calls.ts. */
+  readonly #timeoutMs: number;
 
-  constructor(readonly docker: Docker) {}
+  constructor(
+    readonly docker: Docker,
+    options: { timeoutMs?: number } = {},
+  ) {
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_ENGINE_TIMEOUT_MS;
+  }
 
   async run(
     spec: ExecutionSpec,
@@ -78,39 +91,68 @@ export class DockerExecutor implements Executor {
     const script = await writeStepScript(spec);
     if (signal.aborted) return { exitCode: 130 };
 
-    const container = await this.docker
-      .createContainer(containerOptions(spec, script))
-      .catch((error: unknown) => {
-        throw new ExecutionError(`could not create the container: ${engineMessage(error)}`, {
-          cause: error,
-        });
+    const name = containerName(spec);
+    const container = await engineCall(
+      'the request to create the container',
+      this.#timeoutMs,
+      (abortSignal) =>
+        this.docker.createContainer({ ...containerOptions(spec, script), abortSignal }),
+    ).catch((error: unknown) => {
+      if (error instanceof ExecutionError) throw error;
+      throw new ExecutionError(`could not create the container: ${engineMessage(error)}`, {
+        cause: error,
       });
-    const stream = await container.attach({ stream: true, stdout: true, stderr: true });
-    const sink = new PassThrough();
-    sink.on('data', (chunk: Buffer) => output.write(chunk));
-    container.modem.demuxStream(stream, sink, sink);
-    const streamEnded = new Promise<void>((resolve) => {
-      stream.once('end', resolve);
-      stream.once('close', resolve);
-      stream.once('error', () => resolve());
     });
-
+    // Once the task is stopped, the engine gets this long to confirm that the container
+    // exited, so that a hung engine cannot hold the task forever.
+    const stopDeadline = new AbortController();
+    let deadlineTimer: NodeJS.Timeout | undefined;
     const kill = () => {
-      container.kill().catch(() => undefined);
+      container.kill({ abortSignal: AbortSignal.timeout(this.#timeoutMs) }).catch(() => undefined);
     };
-    signal.addEventListener('abort', kill, { once: true });
+    const stop = () => {
+      kill();
+      deadlineTimer ??= setTimeout(() => stopDeadline.abort(), this.#timeoutMs);
+    };
+    signal.addEventListener('abort', stop, { once: true });
+    if (signal.aborted) stop();
     try {
-      await container.start().catch((error: unknown) => {
+      // The stream ends early when the stop deadline passes, so a hung engine holds nothing.
+      const stream = await engineCall(
+        'the request to attach to the container',
+        this.#timeoutMs,
+        (abortSignal) =>
+          container.attach({ stream: true, stdout: true, stderr: true, abortSignal }),
+        stopDeadline.signal,
+      );
+      const sink = new PassThrough();
+      sink.on('data', (chunk: Buffer) => output.write(chunk));
+      container.modem.demuxStream(stream, sink, sink);
+      const streamEnded = new Promise<void>((resolve) => {
+        stream.once('end', resolve);
+        stream.once('close', resolve);
+        stream.once('error', () => resolve());
+      });
+      await engineCall(
+        'the request to start the container',
+        this.#timeoutMs,
+        (abortSignal) => container.start({ abortSignal }),
+        stopDeadline.signal,
+      ).catch((error: unknown) => {
+        // The engine may have received the start without responding, so the steps may run.
+        if (error instanceof ExecutionError) throw withStepMayRun(error);
+        if (stopDeadline.signal.aborted) throw engineStopError(name, this.#timeoutMs, error);
         throw new ExecutionError(`could not start the container: ${engineMessage(error)}`, {
           cause: error,
         });
       });
+      // A kill sent before the start found no running container.
       if (signal.aborted) kill();
-      const { StatusCode: exitCode } = (await container.wait()) as { StatusCode: number };
+      const exitCode = await this.#waitForExit(container, name, stopDeadline.signal, streamEnded);
       await Promise.race([streamEnded, new Promise((resolve) => setTimeout(resolve, 2_000))]);
       if (exitCode === 0 || signal.aborted) return { exitCode };
       if (!(await scriptStarted(spec))) throw scriptNotStartedError(spec.image, exitCode);
-      const oomKilled = await wasOomKilled(container);
+      const oomKilled = await this.#wasOomKilled(container);
       let failedStep = await readMarker(spec, FAILED_STEP_FILE);
       let detail: string | undefined;
       if (failedStep === undefined && exitCode > 128) {
@@ -129,8 +171,68 @@ export class DockerExecutor implements Executor {
       }
       return { exitCode, failedStep, ...(detail === undefined ? {} : { detail }) };
     } finally {
-      signal.removeEventListener('abort', kill);
+      signal.removeEventListener('abort', stop);
+      clearTimeout(deadlineTimer);
     }
+  }
+
+  /**
+   * Waits for the container to exit and returns its exit code. The wait has no time limit while
+   * the steps run (the task's timeout stops them), but ends once `stopDeadline` fires. A wait
+   * request whose connection breaks (the engine restarted) never gets a response, so the end
+   * of the output stream, which closes with the container or the connection, is watched too.
+   * After the deadline or a broken connection the steps may still run, and the error says so.
+   */
+  async #waitForExit(
+    container: Docker.Container,
+    name: string,
+    stopDeadline: AbortSignal,
+    streamEnded: Promise<void>,
+  ): Promise<number> {
+    const waitAbort = new AbortController();
+    const abortSignal = AbortSignal.any([stopDeadline, waitAbort.signal]);
+    try {
+      const waited = container.wait({ abortSignal }).then(
+        (result: { StatusCode: number }) => ({ exitCode: result.StatusCode }),
+        (error: unknown) => ({ error }),
+      );
+      const streamGone = streamEnded
+        .then(() => new Promise((resolve) => setTimeout(resolve, STREAM_END_GRACE_MS)))
+        .then(() => 'stream ended' as const);
+      const first = await Promise.race([waited, streamGone]);
+      if (first === 'stream ended') return await this.#exitAfterStreamEnded(container, name);
+      if ('exitCode' in first) return first.exitCode;
+      if (stopDeadline.aborted) throw engineStopError(name, this.#timeoutMs, first.error);
+      throw lostConnectionError(name, engineMessage(first.error), first.error);
+    } finally {
+      waitAbort.abort();
+    }
+  }
+
+  /**
+   * Inspects a container whose output stream ended before the engine responded to the wait,
+   * and returns its exit code. Either it exited and the response is late, or the connection
+   * broke while it still ran.
+   */
+  async #exitAfterStreamEnded(container: Docker.Container, name: string): Promise<number> {
+    let state: Docker.ContainerInspectInfo['State'];
+    try {
+      state = (
+        await engineCall('the inspection of the container', this.#timeoutMs, (abortSignal) =>
+          container.inspect({ abortSignal }),
+        )
+      ).State;
+    } catch (error) {
+      throw lostConnectionError(name, engineMessage(error), error);
+    }
+    if (!state.Running) return state.ExitCode;
+    throw lostConnectionError(name, 'its output stream closed while it still ran', undefined);
+  }
+
+  async #wasOomKilled(container: Docker.Container): Promise<boolean> {
+    return engineCall('the inspection of the exited container', this.#timeoutMs, (abortSignal) =>
+      wasOomKilled(container, abortSignal),
+    );
   }
 
   /**
@@ -147,7 +249,7 @@ export class DockerExecutor implements Executor {
     const signal = exitCode - 128;
     let kills: number[];
     try {
-      kills = await engineKillSignals(this.docker, containerId);
+      kills = await engineKillSignals(this.docker, containerId, this.#timeoutMs);
     } catch (error) {
       return (
         `the step script was killed by ${signalName(signal)} while this step ran, and reading ` +
@@ -172,24 +274,33 @@ export class DockerExecutor implements Executor {
   }
 
   async cleanup(spec: ExecutionSpec): Promise<void> {
-    const containers = await this.docker.listContainers({
-      all: true,
-      filters: { label: [`${LABEL_TASK}=${spec.taskId}`] },
-    });
+    const containers = await engineCall(
+      "the listing of the task's containers",
+      this.#timeoutMs,
+      (abortSignal) =>
+        this.docker.listContainers({
+          all: true,
+          filters: { label: [`${LABEL_TASK}=${spec.taskId}`] },
+          abortSignal,
+        }),
+    );
     for (const info of containers) {
-      await this.docker
-        .getContainer(info.Id)
-        .remove({ force: true, v: true })
-        .catch((error: { statusCode?: number }) => {
-          if (error.statusCode !== 404 && error.statusCode !== 409) throw error;
-        });
+      await engineCall(`the removal of container ${info.Id}`, this.#timeoutMs, (abortSignal) =>
+        this.docker.getContainer(info.Id).remove({ force: true, v: true, abortSignal }),
+      ).catch((error: { statusCode?: number }) => {
+        if (error.statusCode !== 404 && error.statusCode !== 409) throw error;
+      });
     }
   }
 
   async #requireImage(image: string): Promise<void> {
     try {
-      await this.docker.getImage(image).inspect();
+      // dockerode's Image.inspect takes no abort signal, but engineCall still bounds the wait.
+      await engineCall('the lookup of the image', this.#timeoutMs, () =>
+        this.docker.getImage(image).inspect(),
+      );
     } catch (error) {
+      if (error instanceof ExecutionError) throw error;
       if ((error as { statusCode?: number }).statusCode === 404) {
         throw new ExecutionError(
           `image ${image} not found on the Docker engine; build or load it on the worker's host`,
@@ -304,13 +415,45 @@ function signalName(signal: number): string {
  * Reports whether the kernel's OOM killer killed a process of the exited container. A
  * container that is gone already (`docker rm -f`) reports false, because its state is lost.
  */
-async function wasOomKilled(container: Docker.Container): Promise<boolean> {
+async function wasOomKilled(
+  container: Docker.Container,
+  abortSignal: AbortSignal,
+): Promise<boolean> {
   try {
-    return (await container.inspect()).State.OOMKilled;
+    return (await container.inspect({ abortSignal })).State.OOMKilled;
   } catch (error) {
     if ((error as { statusCode?: number }).statusCode === 404) return false;
     throw error;
   }
+}
+
+/** Marks an error of an engine request as one after which the steps may still run. */
+function withStepMayRun(error: ExecutionError): ExecutionError {
+  if (error.stepMayRun) return error;
+  return new ExecutionError(`${error.message}; the container may have started`, {
+    cause: error.cause,
+    stepMayRun: true,
+    ...(error.exitCode === null ? {} : { exitCode: error.exitCode }),
+  });
+}
+
+/** Builds the error for a run whose connection to the engine broke while the container ran. */
+function lostConnectionError(name: string, detail: string, cause: unknown): ExecutionError {
+  return new ExecutionError(
+    `lost the connection to the Docker engine while container ${name} ran (${detail}); ` +
+      'its steps may still run, so the worker removes it',
+    { cause, stepMayRun: true },
+  );
+}
+
+/** Builds the error for an engine that did not confirm, after a stop, that the container exited. */
+function engineStopError(name: string, timeoutMs: number, cause: unknown): ExecutionError {
+  return new ExecutionError(
+    `the Docker engine did not confirm within ${formatSeconds(timeoutMs)} that container ` +
+      `${name} stopped after Slipway stopped the task; its steps may still run, so the worker ` +
+      'removes it once the engine responds',
+    { cause, stepMayRun: true },
+  );
 }
 
 /** Reports whether run.sh wrote its first line, which shows that a shell ran it. */

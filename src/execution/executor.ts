@@ -20,7 +20,8 @@
  *
  * Safe to repeat: `cleanup` may be called again and for a task that never started; it
  * removes the task's containers or kills its leftover processes. The worker removes the
- * workspace itself, after `cleanup`.
+ * workspace itself, after `cleanup`. A `cleanup` that resolves means that nothing of the task
+ * runs any more; the worker relies on that when `run` threw with `stepMayRun`.
  */
 import type { Resources, Step } from '../pipeline/types.js';
 
@@ -95,11 +96,21 @@ export interface Executor {
 export class ExecutionError extends Error {
   /** Exit code that the task reports with its `error`, such as that of a killed container. */
   readonly exitCode: number | null;
+  /**
+   * True when the steps may still run after this error: the container started and the Docker
+   * engine stopped answering, or the connection to it broke, before it reported the exit. The
+   * worker then counts the steps as stopped only once `cleanup` succeeds.
+   */
+  readonly stepMayRun: boolean;
 
-  constructor(message: string, options?: { cause?: unknown; exitCode?: number }) {
+  constructor(
+    message: string,
+    options?: { cause?: unknown; exitCode?: number; stepMayRun?: boolean },
+  ) {
     super(message, options);
     this.name = 'ExecutionError';
     this.exitCode = options?.exitCode ?? null;
+    this.stepMayRun = options?.stepMayRun ?? false;
   }
 }
 

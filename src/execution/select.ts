@@ -37,7 +37,9 @@ export async function selectExecutors(config: Config, logger: Logger): Promise<E
   }
 
   const byName = new Map<ExecutorName, Executor>([['local', local]]);
-  if (dockerProblem === undefined) byName.set('docker', new DockerExecutor(docker));
+  if (dockerProblem === undefined) {
+    byName.set('docker', new DockerExecutor(docker, { timeoutMs: config.worker.dockerTimeoutMs }));
+  }
 
   if (choice === 'docker' && dockerProblem !== undefined) {
     throw new Error(

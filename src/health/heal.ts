@@ -15,6 +15,7 @@ import { parseJsonColumn } from '../store/json.js';
 import type { Database } from '../store/schema.js';
 import { getStateVariable } from '../store/state-variables.js';
 import { isoAfter, nowIso } from '../util/time.js';
+import { engineCall } from '../execution/engine-calls.js';
 import { dockerClient } from './checks/docker.js';
 import { describeError } from './types.js';
 
@@ -312,7 +313,12 @@ async function runAction(
     case 'restart_container': {
       const socket = check.type === 'docker' ? check.settings.socket : undefined;
       const container = dockerClient(socket).getContainer(heal.container!);
-      await container.restart({ t: RESTART_STOP_SECONDS });
+      // The engine answers a restart after up to RESTART_STOP_SECONDS of stopping; a hung
+      // engine must not hold the health monitor.
+      const timeoutMs = RESTART_STOP_SECONDS * 1000 + context.config.worker.dockerTimeoutMs;
+      await engineCall('the restart', timeoutMs, (abortSignal) =>
+        container.restart({ t: RESTART_STOP_SECONDS, abortSignal }),
+      );
       return { container: heal.container };
     }
     case 'trigger_job': {

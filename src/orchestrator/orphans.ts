@@ -12,6 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { AppContext } from '../app/context.js';
 import { removeTree } from '../execution/checkout.js';
+import { engineCall } from '../execution/engine-calls.js';
 import {
   LABEL_ATTEMPT,
   LABEL_INSTANCE,
@@ -76,13 +77,18 @@ export async function removeOrphanContainers(
   lost?: ReadonlyMap<string, number>,
 ): Promise<OrphanContainersRemoved> {
   const docker = dockerClient(context.config);
+  // A hung engine must not hold the watchdog's pass, which recovers leases.
+  const timeoutMs = context.config.worker.dockerTimeoutMs;
   const instance = instanceId(context.store);
   let containers: Awaited<ReturnType<typeof docker.listContainers>>;
   try {
-    containers = await docker.listContainers({
-      all: true,
-      filters: { label: [`${LABEL_MANAGED}=true`, `${LABEL_INSTANCE}=${instance}`] },
-    });
+    containers = await engineCall("the listing of Slipway's containers", timeoutMs, (abortSignal) =>
+      docker.listContainers({
+        all: true,
+        filters: { label: [`${LABEL_MANAGED}=true`, `${LABEL_INSTANCE}=${instance}`] },
+        abortSignal,
+      }),
+    );
   } catch (error) {
     // An installation that runs only local steps may have no engine, and each sweep would
     // repeat the warning. A lease recovery runs often too, so both log at debug level.
@@ -110,7 +116,9 @@ export async function removeOrphanContainers(
     const ofLostAttempt = lostAttempt !== undefined && attemptLabel <= lostAttempt;
     if (!ofLostAttempt && now - container.Created * 1000 < ORPHAN_GRACE_MS) continue;
     try {
-      await docker.getContainer(container.Id).remove({ force: true, v: true });
+      await engineCall(`the removal of container ${container.Id}`, timeoutMs, (abortSignal) =>
+        docker.getContainer(container.Id).remove({ force: true, v: true, abortSignal }),
+      );
     } catch (error) {
       if (dockerStatus(error) === 404) continue;
       context.logger.warn({ err: error, container: container.Id }, 'orphan container not removed');

@@ -9,6 +9,7 @@
  */
 import type { AppContext } from '../app/context.js';
 import { ApiError } from '../api/errors.js';
+import { engineCall } from '../execution/engine-calls.js';
 import { isCommitSha } from '../jobs/refs.js';
 import type { Status } from '../jobs/status.js';
 import type { RecoveryProcedure } from '../pipeline/types.js';
@@ -127,8 +128,16 @@ async function restartContainer(
   const base = { procedure: procedure.name, action: procedure.action, jobs: [] };
   const container = dockerClient(context.config).getContainer(name);
   try {
-    await container.restart({ t: RESTART_STOP_SECONDS });
-    const state = (await container.inspect()).State;
+    const timeoutMs = context.config.worker.dockerTimeoutMs;
+    // The engine answers a restart after up to RESTART_STOP_SECONDS of stopping.
+    await engineCall('the restart', RESTART_STOP_SECONDS * 1000 + timeoutMs, (abortSignal) =>
+      container.restart({ t: RESTART_STOP_SECONDS, abortSignal }),
+    );
+    const state = (
+      await engineCall('the inspection after the restart', timeoutMs, (abortSignal) =>
+        container.inspect({ abortSignal }),
+      )
+    ).State;
     const status = state.Health?.Status ?? state.Status;
     return {
       ...base,

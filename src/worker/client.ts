@@ -51,6 +51,11 @@ export interface FinishBody extends LeaseBody {
   exit_code: number | null;
   reason: string | null;
   duration_ms: number;
+  /**
+   * False when the worker could not make sure that the steps stopped (a Docker engine that
+   * stopped answering): the task ends, but keeps its lease until a later report says true.
+   */
+  step_stopped?: boolean;
 }
 
 export class AgentClient {

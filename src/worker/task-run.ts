@@ -44,6 +44,8 @@ export interface TaskRunDeps {
 export type TaskRunOutcome = FinishBody['status'] | 'handed_back' | 'lease_lost';
 
 const FINISH_RETRY_DELAYS_MS = [200, 500, 1_000, 2_000, 5_000];
+/** Pauses between attempts to remove the container of steps that may still run. */
+const REMOVE_RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
 
 export class TaskRun {
   readonly #spec: TaskSpec;
@@ -55,6 +57,10 @@ export class TaskRun {
   /** The final status that a status update gave the task while its step ran. */
   #endedStatus: string | undefined;
   readonly #failures = new RepeatLimiter(FAILURE_LOG_INTERVAL_MS);
+  /** Set when the API rejected a heartbeat: the lease is gone. */
+  #leaseRejected = false;
+  /** Ends the current pause of #removeLeftSteps early. */
+  #wakeRemoval: () => void = () => undefined;
   readonly done: Promise<TaskRunOutcome>;
 
   constructor(spec: TaskSpec, deps: TaskRunDeps) {
@@ -83,6 +89,7 @@ export class TaskRun {
     if (reason === 'shutdown') {
       this.#shuttingDown = true;
       this.#output?.abandon();
+      this.#wakeRemoval();
     }
     if (!this.#controller.signal.aborted) this.#controller.abort(reason);
   }
@@ -114,6 +121,10 @@ export class TaskRun {
     let executor: Executor | undefined;
     let result: Omit<FinishBody, 'worker_id' | 'attempt' | 'duration_ms'>;
     let stepsStarted = false;
+    // Whether the executor left the steps possibly running (see ExecutionError.stepMayRun)
+    // and whether its cleanup, which would have removed them, succeeded.
+    let stepMayRun = false;
+    let cleanedUp = false;
     try {
       executor = this.#executorFor(spec);
       output.note(
@@ -134,12 +145,21 @@ export class TaskRun {
       result = this.#resultOf(execution.exitCode, execution.failedStep, execution.detail);
     } catch (error) {
       result = this.#resultOfError(error);
+      stepMayRun = error instanceof ExecutionError && error.stepMayRun;
     } finally {
       clearTimeout(timeout);
-      await this.#cleanUp(executor, executionSpec, workspace);
+      cleanedUp = await this.#cleanUp(executor, executionSpec, workspace);
     }
     const stopReason = this.#controller.signal.reason as StopReason | undefined;
-    heartbeat.stop();
+    const stepStopped = !stepMayRun || cleanedUp;
+    // A task whose steps may still run keeps its lease, so the heartbeat goes on until the
+    // worker removed them (see #removeLeftSteps).
+    const keepLease =
+      !stepStopped &&
+      stopReason !== 'lease_lost' &&
+      stopReason !== 'shutdown' &&
+      !this.#leaseRejected;
+    if (!keepLease) heartbeat.stop();
     const durationMs = performance.now() - started;
     if (stopReason === 'lease_lost') {
       await output.close();
@@ -162,9 +182,71 @@ export class TaskRun {
         `[slipway] task ended ${result.status} after ${seconds} s${result.reason === null ? '' : `: ${result.reason}`}`,
       );
     }
+    if (keepLease) {
+      output.note(
+        "[slipway] the step's container could not be removed, so its steps may still run; " +
+          'the task keeps its lease, and its concurrency group waits, until worker ' +
+          `${this.#deps.workerId} removes it`,
+      );
+    }
     await output.close();
     if (stopReason === 'shutdown') return this.#handBack();
-    return this.#finish({ ...result, duration_ms: durationMs });
+    if (!keepLease) return this.#finish({ ...result, duration_ms: durationMs });
+    try {
+      const body = { ...result, duration_ms: durationMs };
+      const outcome = await this.#finish({ ...body, step_stopped: false });
+      if (outcome !== 'lease_lost') await this.#removeLeftSteps(executor!, executionSpec!, body);
+      return outcome;
+    } finally {
+      heartbeat.stop();
+    }
+  }
+
+  /**
+   * Retries the executor's cleanup of a task whose steps may still run, until it succeeds, and
+   * then reports that they stopped, which ends the lease. Gives up when the worker stops or
+   * loses the lease: the lease then runs out, and with it the wait of the concurrency group.
+   */
+  async #removeLeftSteps(
+    executor: Executor,
+    spec: ExecutionSpec,
+    result: Omit<FinishBody, 'worker_id' | 'attempt'>,
+  ): Promise<void> {
+    for (let retry = 0; ; retry += 1) {
+      const delay = REMOVE_RETRY_DELAYS_MS[Math.min(retry, REMOVE_RETRY_DELAYS_MS.length - 1)]!;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.#wakeRemoval = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (this.#shuttingDown || this.#leaseRejected) {
+        this.#logger.warn(
+          "the step's container was not removed before the worker stopped or lost the lease; " +
+            'the lease runs out on its own',
+        );
+        return;
+      }
+      try {
+        await executor.cleanup(spec);
+      } catch (error) {
+        const skipped = this.#failures.take('cleanup');
+        if (skipped !== undefined) {
+          this.#logger.warn(
+            { err: error, repeats_skipped: skipped },
+            "the step's container is still not removed; retrying",
+          );
+        }
+        continue;
+      }
+      const body: FinishBody = { ...this.#lease(), ...result, step_stopped: true };
+      const ok = await this.#withRetries('finish', () =>
+        this.#deps.client.finish(this.#spec.task_id, body),
+      );
+      if (ok) this.#logger.info("the step's container is removed; the task's lease ends");
+      return;
+    }
   }
 
   #executorFor(spec: TaskSpec): Executor {
@@ -237,7 +319,11 @@ export class TaskRun {
 
   #resultOfError(error: unknown) {
     const stopped = this.#stoppedResult();
-    if (stopped !== undefined) return stopped;
+    if (stopped !== undefined) {
+      // The engine's failure to confirm the stop belongs in the reason of a stopped task too.
+      if (!(error instanceof ExecutionError && error.stepMayRun)) return stopped;
+      return { ...stopped, reason: `${stopped.reason}; ${error.message}` };
+    }
     if (!(error instanceof ExecutionError)) {
       this.#logger.error({ err: error }, 'task failed inside the worker');
     }
@@ -261,18 +347,24 @@ export class TaskRun {
     return undefined;
   }
 
+  /** Removes what the task left; returns whether the executor's cleanup succeeded. */
   async #cleanUp(
     executor: Executor | undefined,
     spec: ExecutionSpec | undefined,
     workspace: Workspace | undefined,
-  ): Promise<void> {
+  ): Promise<boolean> {
+    let cleanedUp = true;
     if (executor !== undefined && spec !== undefined) {
-      await executor.cleanup(spec).catch((error: unknown) => {
-        this.#logger.error(
-          { err: error },
-          'executor cleanup failed; the sweep will remove what is left',
-        );
-      });
+      cleanedUp = await executor.cleanup(spec).then(
+        () => true,
+        (error: unknown) => {
+          this.#logger.error(
+            { err: error },
+            'executor cleanup failed; the sweep will remove what is left',
+          );
+          return false;
+        },
+      );
     }
     if (workspace !== undefined) {
       await removeWorkspace(workspace).catch((error: unknown) => {
@@ -282,6 +374,7 @@ export class TaskRun {
         );
       });
     }
+    return cleanedUp;
   }
 
   #startHeartbeat(): { stop(): void } {
@@ -297,6 +390,8 @@ export class TaskRun {
         if (stopped) return;
         if (error instanceof AgentError && !error.retryable) {
           this.#logger.warn({ err: error }, 'heartbeat rejected; stopping the task');
+          this.#leaseRejected = true;
+          this.#wakeRemoval();
           this.stop('lease_lost');
           return;
         }

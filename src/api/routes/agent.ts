@@ -618,6 +618,15 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
               Type.Union([Type.String({ maxLength: MAX_REPORT_REASON_LENGTH }), Type.Null()]),
             ),
             duration_ms: Type.Number({ minimum: 0 }),
+            step_stopped: Type.Optional(
+              Type.Boolean({
+                description:
+                  'False when the worker could not make sure that the steps stopped, such as ' +
+                  'when the Docker engine stopped answering. The task ends with the reported ' +
+                  'status, is not retried, and keeps its lease, so its concurrency group waits, ' +
+                  'until a report with true (the default) or the end of the lease.',
+              }),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -639,6 +648,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         exit_code?: number | null;
         reason?: string | null;
         duration_ms: number;
+        step_stopped?: boolean;
       };
       const changes = new ChangeSet();
       const report = {
@@ -647,6 +657,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         // An empty reason would make the job's reason "<task>: " with nothing after it.
         reason: body.reason === '' ? null : (body.reason ?? null),
         durationMs: body.duration_ms,
+        stepStopped: body.step_stopped ?? true,
       };
       let result: FinishResult;
       try {

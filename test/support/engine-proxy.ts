@@ -1,0 +1,75 @@
+/**
+ * A Unix socket in front of the real Docker engine, for tests of an engine that stops
+ * answering or drops its connections. Every byte goes to the real engine; only the failure is
+ * made here: `freeze` holds the bytes of both ways (as a hung daemon answers nothing), `thaw`
+ * passes them on, and `dropConnections` closes every open connection (as an engine restart does).
+ */
+import net from 'node:net';
+import path from 'node:path';
+import { makeTempDir } from './server.js';
+
+export interface EngineProxy {
+  /** The proxy's socket, for DOCKER_HOST as `unix://<socketPath>`. */
+  socketPath: string;
+  freeze(): void;
+  thaw(): void;
+  dropConnections(): void;
+  close(): Promise<void>;
+}
+
+export async function startEngineProxy(
+  engineSocket = '/var/run/docker.sock',
+): Promise<EngineProxy> {
+  const socketPath = path.join(makeTempDir('slipway-engine-proxy-'), 'docker.sock');
+  const pairs = new Set<{ client: net.Socket; engine: net.Socket }>();
+  /** Bytes held while frozen, with the socket each is for, in arrival order. */
+  let held: Array<{ to: net.Socket; chunk: Buffer }> = [];
+  let frozen = false;
+
+  const forward = (from: net.Socket, to: net.Socket) => {
+    from.on('data', (chunk: Buffer) => {
+      if (frozen) held.push({ to, chunk });
+      else to.write(chunk);
+    });
+  };
+
+  const server = net.createServer((client) => {
+    const engine = net.connect(engineSocket);
+    const pair = { client, engine };
+    pairs.add(pair);
+    forward(client, engine);
+    forward(engine, client);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      engine.destroy();
+    };
+    client.on('error', end).on('close', end);
+    engine.on('error', end).on('close', end);
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+
+  const dropConnections = () => {
+    for (const { client, engine } of pairs) {
+      client.destroy();
+      engine.destroy();
+    }
+  };
+  return {
+    socketPath,
+    freeze() {
+      frozen = true;
+    },
+    thaw() {
+      frozen = false;
+      const release = held;
+      held = [];
+      for (const { to, chunk } of release) if (!to.destroyed) to.write(chunk);
+    },
+    dropConnections,
+    async close() {
+      dropConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

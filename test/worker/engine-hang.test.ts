@@ -1,0 +1,156 @@
+/**
+ * A deploy whose Docker engine stops answering while its step runs. The task must end at its
+ * timeout, and say why, instead of running forever; but its container may still run, so the
+ * next deploy of the concurrency group waits until the worker could remove it. An engine that
+ * restarts under a running step ends the task `error`, and it is retried once the container
+ * is removed. The engine is the real one, behind a proxy that makes it hang or drop connections.
+ */
+import type Docker from 'dockerode';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LABEL_JOB } from '../../src/jobs/labels.js';
+import { requireDocker, TEST_IMAGE } from '../support/docker.js';
+import { startEngineProxy, type EngineProxy } from '../support/engine-proxy.js';
+import { startHarness, writePipelineFile, type ExecutionHarness } from '../support/execution.js';
+
+const COMMIT = '0123456789abcdef0123456789abcdef01234567';
+
+describe('a worker whose Docker engine fails under a running step', () => {
+  let docker: Docker;
+  let proxy: EngineProxy;
+  let harness: ExecutionHarness;
+
+  beforeAll(async () => {
+    docker = await requireDocker();
+    proxy = await startEngineProxy();
+    harness = await startHarness({
+      SLIPWAY_PIPELINES: writePipelineFile(`
+pipelines:
+  deploy-hang:
+    executor: docker
+    image: ${TEST_IMAGE}
+    network: none
+    side_effects: true
+    timeout: 3s
+    concurrency: { group: deploy, cancel_in_progress: false }
+    steps:
+      - name: roll-out
+        run: echo rolling; sleep 300
+  deploy-quick:
+    executor: docker
+    image: ${TEST_IMAGE}
+    network: none
+    side_effects: true
+    concurrency: { group: deploy, cancel_in_progress: false }
+    steps:
+      - name: roll-out
+        run: echo quick
+  ci-long:
+    executor: docker
+    image: ${TEST_IMAGE}
+    network: none
+    retries: 1
+    steps:
+      - name: test
+        run: echo testing; sleep 300
+`),
+      SLIPWAY_EXECUTOR: 'docker',
+      SLIPWAY_WORKER_CAPACITY: '2',
+      DOCKER_HOST: `unix://${proxy.socketPath}`,
+      SLIPWAY_DOCKER_TIMEOUT_SECONDS: '1',
+    });
+  });
+
+  afterAll(async () => {
+    proxy?.thaw();
+    await harness?.close();
+    await proxy?.close();
+  });
+
+  const containersOf = (jobId: string) =>
+    docker.listContainers({ all: true, filters: { label: [`${LABEL_JOB}=${jobId}`] } });
+
+  async function waitForLog(jobId: string, text: string): Promise<void> {
+    const deadline = Date.now() + 20_000;
+    while (!(await harness.logs(jobId)).includes(text)) {
+      if (Date.now() > deadline) throw new Error(`no "${text}" in the log of ${jobId}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  const taskOf = (jobId: string) =>
+    harness.server.context.store.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('job_id', '=', jobId)
+      .executeTakeFirstOrThrow();
+
+  it('holds the deploy group on a hung engine', async () => {
+    const hung = await harness.trigger('deploy-hang', { commit: COMMIT });
+    await waitForLog(hung, 'rolling');
+    proxy.freeze();
+
+    // 3 s timeout, 1 s for the engine to confirm the kill, 1 s for the cleanup.
+    const job = await harness.waitForJob(hung, 20_000);
+    expect(job.status).toBe('timed_out');
+    expect(job.reason).toMatch(
+      /timed out after 3s; the Docker engine did not confirm within 1 s that container slipway-deploy-hang-[0-9a-f]{8}\.1\.0-a1 stopped/,
+    );
+    const log = await harness.logs(hung);
+    expect(log).toContain(
+      "[slipway] the step's container could not be removed, so its steps may still run",
+    );
+    const task = await taskOf(hung);
+    expect(task.lease_expires_at).not.toBeNull();
+    expect((await containersOf(hung))[0]?.State).toBe('running');
+
+    // The next deploy of the group waits while the old step may run.
+    const next = await harness.trigger('deploy-quick', { commit: COMMIT });
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(
+      (await harness.server.request('GET', `/api/job/${next}`, { token: harness.token })).body
+        .status,
+    ).toBe('queued');
+
+    proxy.thaw();
+    const done = await harness.waitForJob(next, 30_000);
+    expect(done.status).toBe('success');
+    expect(await containersOf(hung)).toEqual([]);
+    expect((await taskOf(hung)).lease_expires_at).toBeNull();
+    const stopped = await harness.server.context.store.db
+      .selectFrom('audit_log')
+      .select(['action', 'details'])
+      .where('job_id', '=', hung)
+      .where('action', 'in', ['task_finished', 'task_step_stopped'])
+      .orderBy('id')
+      .execute();
+    expect(stopped.map((row) => row.action)).toEqual(['task_finished', 'task_step_stopped']);
+    expect(JSON.parse(stopped[0]!.details!)).toMatchObject({
+      status: 'timed_out',
+      step_stopped: false,
+    });
+  });
+
+  it('retries a task after dropped connections', async () => {
+    const id = await harness.trigger('ci-long', { commit: COMMIT });
+    await waitForLog(id, 'testing');
+    const [first] = await containersOf(id);
+    proxy.dropConnections();
+
+    // The first attempt ends `error`, its container goes, and the retry runs the step again.
+    const { id: taskId } = await taskOf(id);
+    const deadline = Date.now() + 20_000;
+    while (!(await harness.logs(id, `?task=${taskId}&attempt=2`)).includes('testing')) {
+      if (Date.now() > deadline) throw new Error('the second attempt did not start its step');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const log = await harness.logs(id, `?task=${taskId}&attempt=1`);
+    expect(log).toMatch(
+      /task ended error after [\d.]+ s: lost the connection to the Docker engine while container slipway-ci-long-[0-9a-f]{8}\.1\.0-a1 ran \(its output stream closed while it still ran\)/,
+    );
+    const left = await containersOf(id);
+    expect(left.map((container) => container.Id)).not.toContain(first!.Id);
+
+    await harness.server.request('POST', `/api/job/${id}/cancel`, { token: harness.token });
+    expect((await harness.waitForJob(id, 15_000)).status).toBe('cancelled');
+  });
+});
