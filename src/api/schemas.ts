@@ -18,6 +18,26 @@ export const StatusSchema = Type.Union(
 export const EXIT_CODE_RULE =
   '0 or left out when status is success, non-zero or left out when it is failure, any value otherwise';
 
+/**
+ * Pattern of free text that people send, such as a cancel reason: no control character other
+ * than tab (C0, DEL and C1, the characters that src/util/printable.ts escapes). The text reaches
+ * logs, audit rows and terminals, where a line break or escape sequence could forge or hide
+ * output. The API reports a mismatch with the rule `printable`, not `pattern`.
+ */
+export const PRINTABLE_TEXT_PATTERN = '^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]*$';
+
+/** Creates the schema of a reason that a person sends: 1 to `maxLength` printable characters. */
+export function PrintableReason(maxLength: number) {
+  return Type.String({
+    minLength: 1,
+    maxLength,
+    pattern: PRINTABLE_TEXT_PATTERN,
+    description:
+      'free text (rule printable): no control characters other than tab, so no line break, ' +
+      'carriage return or escape',
+  });
+}
+
 export const JobIdParams = Type.Object({
   job_id: Type.String({
     pattern: JOB_ID_PATTERN,

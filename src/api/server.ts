@@ -27,6 +27,7 @@ import { addressKey, AuthFailureLimiter, type FailureLimit } from './auth-failur
 import { registerJsonBodyParser, treatNoBodyAsEmptyObject } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
+import { PRINTABLE_TEXT_PATTERN } from './schemas.js';
 import {
   convertQuery,
   rejectBadQueryEncoding,
@@ -889,6 +890,9 @@ function validationError(error: FastifyError): ApiError {
       ? constraintIssues(error, issue.instancePath)
       : [];
   if (broken.length === 1) rule = broken[0]!.keyword;
+  if (issue.keyword === 'pattern' && issue.params.pattern === PRINTABLE_TEXT_PATTERN) {
+    rule = 'printable';
+  }
   const description =
     broken.length === 1
       ? describeIssue(broken[0]!)
@@ -1014,6 +1018,10 @@ const PATTERN_WORDS = new Map<string, string>([
   ],
   ['^[a-z_.]{1,64}$', 'must be 1 to 64 lower-case letters, underscores or dots'],
   ['^[^\\x00-\\x1f\\x7f]+$', 'must not contain control characters'],
+  [
+    PRINTABLE_TEXT_PATTERN,
+    'must not contain control characters other than tab, such as a line break, carriage return, escape or NUL',
+  ],
   [
     '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$',
     'must be a letter or digit followed by up to 99 letters, digits, underscores, dots, @ or dashes',

@@ -6,9 +6,29 @@ import { DEFAULT_TIMEOUT_MS, renderImage } from '../pipeline/load.js';
 import type { Pipeline, Resources, SecretRef, Step } from '../pipeline/types.js';
 import { parseJsonColumn } from '../store/json.js';
 import type { JobRow, TaskRow } from '../store/schema.js';
+import { escapeControlCharacters } from '../util/printable.js';
 
 /** Longest `reason`, in characters, that a worker's finish or release report may carry. */
 export const MAX_REPORT_REASON_LENGTH = 2000;
+
+/**
+ * Returns a finish or release reason as a worker sends it and the API stores it: control
+ * characters other than tab escaped as escapeControlCharacters does, then cut to
+ * MAX_REPORT_REASON_LENGTH. A reason that has been through this comes back unchanged.
+ */
+export function printableReportReason(reason: string): string {
+  return fitReason(escapeControlCharacters(reason));
+}
+
+/** Cuts a report reason to MAX_REPORT_REASON_LENGTH, ending it with "…" when cut. */
+function fitReason(reason: string): string {
+  if (reason.length <= MAX_REPORT_REASON_LENGTH) return reason;
+  let end = MAX_REPORT_REASON_LENGTH - 1;
+  // A cut inside a surrogate pair would leave a lone surrogate, which has no UTF-8 form.
+  const last = reason.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${reason.slice(0, end)}…`;
+}
 
 export interface TaskSpec {
   task_id: string;

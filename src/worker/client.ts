@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { MAX_REPORT_REASON_LENGTH, type TaskSpec } from '../dispatch/task-spec.js';
+import { printableReportReason, type TaskSpec } from '../dispatch/task-spec.js';
 import type { StoppedLeftovers } from '../execution/executor.js';
 import { redactUrl } from '../util/url.js';
 
@@ -123,13 +123,15 @@ export class AgentClient {
 
   finish(taskId: string, body: FinishBody): Promise<{ status: string; retried: boolean }> {
     // The API rejects a longer reason, and the task would then stay running until its lease
-    // ran out. Error messages that quote git's output or a long path can be longer.
-    const reason = body.reason === null ? null : fitReason(body.reason);
+    // ran out. Error messages that quote git's output or a long path can be longer, and
+    // engine messages can hold line breaks, which the reason must not carry into logs.
+    const reason = body.reason === null ? null : printableReportReason(body.reason);
     return this.#post(`/api/agent/tasks/${taskId}/finish`, { ...body, reason });
   }
 
   release(taskId: string, body: LeaseBody & { reason: string }): Promise<{ status: string }> {
-    return this.#post(`/api/agent/tasks/${taskId}/release`, body);
+    const reason = printableReportReason(body.reason);
+    return this.#post(`/api/agent/tasks/${taskId}/release`, { ...body, reason });
   }
 
   /** Closes the client's kept-alive connections; call when the worker has stopped. */
@@ -227,14 +229,4 @@ export class AgentClient {
       request.end(payload);
     });
   }
-}
-
-/** Cuts a report reason to MAX_REPORT_REASON_LENGTH, ending it with "…" when cut. */
-export function fitReason(reason: string): string {
-  if (reason.length <= MAX_REPORT_REASON_LENGTH) return reason;
-  let end = MAX_REPORT_REASON_LENGTH - 1;
-  // A cut inside a surrogate pair would leave a lone surrogate, which has no UTF-8 form.
-  const last = reason.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
-  return `${reason.slice(0, end)}…`;
 }

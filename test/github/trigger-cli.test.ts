@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATH, childEnv, ensureBuilt, runCli } from '../support/cli.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import { cancelWithStoredReason } from '../support/stored-reason.js';
 import { writePipelineFile } from '../support/execution.js';
 import { revokeToken } from '../../src/store/tokens.js';
 import { AgentClient } from './agent-client.js';
@@ -197,11 +198,8 @@ describe('slipway trigger', () => {
     );
     const jobId = await jobIdFor(commit);
     const forged = `slipway: job ${jobId} ended success (exit 0)`;
-    const cancel = await server.request('POST', `/api/job/${jobId}/cancel`, {
-      token: triggerToken,
-      body: { reason: `\u001b[2Jstop\r\n${forged}\u009b` },
-    });
-    expect(cancel.status).toBe(202);
+    // The API rejects such a reason now, but an older one stored it.
+    await cancelWithStoredReason(server, jobId, `\u001b[2Jstop\r\n${forged}\u009b`);
     const result = await run;
     expect(result.code).toBe(5);
     expect(result.stderr).toContain(`\\u001b[2Jstop\\r\\n${forged}\\u009b`);

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeRepository, startHarness, writePipelineFile } from '../support/execution.js';
 import { makeTempDir, startTestServer, type TestServer } from '../support/server.js';
+import { cancelWithStoredReason } from '../support/stored-reason.js';
 import { revokeToken } from '../../src/store/tokens.js';
 import { AgentClient } from './agent-client.js';
 import { holdTriggerResponses, startApiProxy } from './api-proxy.js';
@@ -365,11 +366,8 @@ describe('scripts/slipway-trigger.sh', () => {
     const run = runScript(['ci', '--commit', commit, '--wait', '--poll-interval', '0.2'], env);
     const job = await jobFor(commit, 'ci');
     const forged = `slipway: job ${job.id} ended success (exit 0)`;
-    const cancel = await server.request('POST', `/api/job/${job.id}/cancel`, {
-      token: server.adminToken,
-      body: { reason: `\u001b[2Jstop\r\n${forged}\u009b` },
-    });
-    expect(cancel.status).toBe(202);
+    // The API rejects such a reason now, but an older one stored it.
+    await cancelWithStoredReason(server, job.id, `\u001b[2Jstop\r\n${forged}\u009b`);
     const result = await run;
     expect(result.code).toBe(5);
     expect(result.stderr).toContain(`\\u001b[2Jstop\\r\\n${forged}\\u009b`);

@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { WORKER_ID_PATTERN } from '../../config/env.js';
 import { executionServices, closeExecutionServices } from '../../dispatch/services.js';
-import { MAX_REPORT_REASON_LENGTH } from '../../dispatch/task-spec.js';
+import { MAX_REPORT_REASON_LENGTH, printableReportReason } from '../../dispatch/task-spec.js';
 import {
   finishTask,
   FINISH_STATUSES,
@@ -45,6 +45,11 @@ const LOG_UPLOAD_BODY_LIMIT = 1024 * 1024;
 export const MAX_CLAIM_WAIT_SECONDS = 25;
 /** Upper bound on the heartbeat interval, so a cancel reaches a worker within about a second. */
 const MAX_HEARTBEAT_INTERVAL_MS = 1_000;
+
+/** Description of the reason of a finish or release report; storedReportReason applies it. */
+const REPORT_REASON_DESCRIPTION =
+  'control characters other than tab are stored escaped (`\\n`, `\\r`, `\\u001b`), ' +
+  'and the result is cut to the maximum length; workers escape them before sending';
 
 const TASK_ID_PATTERN = '^[a-z][a-z0-9-]{0,62}-[0-9a-f]{8}\\.[0-9]+\\.[0-9]+$';
 const Executor = Type.Union([Type.Literal('docker'), Type.Literal('local')]);
@@ -615,7 +620,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
               Type.Union([Type.Integer(), Type.Null()], { description: EXIT_CODE_RULE }),
             ),
             reason: Type.Optional(
-              Type.Union([Type.String({ maxLength: MAX_REPORT_REASON_LENGTH }), Type.Null()]),
+              Type.Union([Type.String({ maxLength: MAX_REPORT_REASON_LENGTH }), Type.Null()], {
+                description: REPORT_REASON_DESCRIPTION,
+              }),
             ),
             duration_ms: Type.Number({ minimum: 0 }),
             step_stopped: Type.Optional(
@@ -655,7 +662,10 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         status: body.status,
         exitCode: body.exit_code ?? null,
         // An empty reason would make the job's reason "<task>: " with nothing after it.
-        reason: body.reason === '' ? null : (body.reason ?? null),
+        reason:
+          body.reason === '' || body.reason === undefined || body.reason === null
+            ? null
+            : storedReportReason(request, holder, body.reason),
         durationMs: body.duration_ms,
         stepStopped: body.step_stopped ?? true,
       };
@@ -768,7 +778,11 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         body: Type.Object(
           {
             ...LeaseFields,
-            reason: Type.String({ minLength: 1, maxLength: MAX_REPORT_REASON_LENGTH }),
+            reason: Type.String({
+              minLength: 1,
+              maxLength: MAX_REPORT_REASON_LENGTH,
+              description: REPORT_REASON_DESCRIPTION,
+            }),
           },
           { additionalProperties: false },
         ),
@@ -781,7 +795,11 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
     },
     async (request) => {
       const holder = await leaseHolder(context, request);
-      const { reason } = request.body as { reason: string };
+      const reason = storedReportReason(
+        request,
+        holder,
+        (request.body as { reason: string }).reason,
+      );
       const changes = new ChangeSet();
       const task = await context.store.write((trx) =>
         releaseTask(trx, holder, reason, changes, auditContext(request)),
@@ -796,6 +814,25 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       return { task_id: task.id, status: task.status };
     },
   );
+}
+
+/**
+ * Returns a finish or release reason with its control characters escaped. Workers escape them
+ * before they send a reason, so this changes only the reports of older workers, and it logs a
+ * warning when it does. Such a report is not rejected, because a worker drops a report that
+ * gets 400. The task would then keep its lease until it expired and lose the outcome.
+ */
+function storedReportReason(request: FastifyRequest, holder: LeaseHolder, reason: string): string {
+  const stored = printableReportReason(reason);
+  if (stored !== reason) {
+    request.log.warn(
+      { taskId: holder.taskId, workerId: holder.workerId, attempt: holder.attempt },
+      `worker ${holder.workerId} sent a reason for task ${holder.taskId} with control ` +
+        'characters; they are stored escaped. Workers of this version escape them before ' +
+        'sending, so the worker probably runs an older version',
+    );
+  }
+  return stored;
 }
 
 /** Returns the task, worker and attempt a report names, after checking the token may act for that worker. */

@@ -15,7 +15,14 @@ import { jobView, readJobView } from '../job-view.js';
 import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
 import { ResponseCache } from '../response-cache.js';
-import { ErrorSchema, EXIT_CODE_RULE, JobIdParams, JobSchema, StatusSchema } from '../schemas.js';
+import {
+  ErrorSchema,
+  EXIT_CODE_RULE,
+  JobIdParams,
+  JobSchema,
+  PrintableReason,
+  StatusSchema,
+} from '../schemas.js';
 import { ADMIN_JOB_TYPES, checkTypeRole } from './triggers.js';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
@@ -61,7 +68,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         security: [{ bearerAuth: [] }],
         params: JobIdParams,
         body: Type.Object(
-          { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })) },
+          { reason: Type.Optional(PrintableReason(500)) },
           { additionalProperties: false },
         ),
         response: {
@@ -177,7 +184,7 @@ export function registerJobRoutes(app: FastifyInstance, context: AppContext): vo
         body: Type.Object(
           {
             status: StatusSchema,
-            reason: Type.Optional(Type.String({ minLength: 1, maxLength: 2000 })),
+            reason: Type.Optional(PrintableReason(2000)),
             exit_code: Type.Optional(
               Type.Integer({ minimum: -255, maximum: 255, description: EXIT_CODE_RULE }),
             ),
