@@ -5,6 +5,7 @@
  * longer holds that lease.
  */
 import { Type } from '@sinclair/typebox';
+import { sql, type Kysely } from 'kysely';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AppContext } from '../../app/context.js';
 import { WORKER_ID_PATTERN } from '../../config/env.js';
@@ -31,6 +32,7 @@ import { LogOffsetError } from '../../logs/task-log-store.js';
 import { instanceId } from '../../jobs/labels.js';
 import { ChangeSet } from '../../orchestrator/changes.js';
 import { appendAudit } from '../../store/audit.js';
+import type { Database } from '../../store/schema.js';
 import { nowIso } from '../../util/time.js';
 import { ApiError } from '../errors.js';
 import { EXIT_CODE_RULE } from '../schemas.js';
@@ -721,7 +723,9 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
   /**
    * Records a finish report that came after the worker lost its lease. The task's outcome
    * stays as the lease recovery decided, but a person checking the target of a deploy that
-   * ended `error` learns from this row that the worker saw it through.
+   * ended `error` learns from this row that the worker saw it through. A report on an attempt
+   * that the worker never held adds no row, so an agent token cannot fill the audit log of
+   * tasks its workers never ran.
    */
   async function recordLateReport(
     request: FastifyRequest,
@@ -739,21 +743,26 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       task_status: error.extra?.status ?? null,
       task_attempt: error.extra?.attempt ?? null,
     };
-    request.log.warn(
-      { taskId: holder.taskId, ...details },
-      `worker ${holder.workerId} reported attempt ${holder.attempt} of task ${holder.taskId} ` +
-        `as ${report.status} after it lost the lease; the report changes nothing`,
-    );
     try {
+      const jobId = await heldAttemptJob(context.store.db, holder);
+      if (jobId === undefined) {
+        request.log.warn(
+          { taskId: holder.taskId, ...details },
+          `worker ${holder.workerId} reported attempt ${holder.attempt} of task ` +
+            `${holder.taskId}, which it never held; the report changes nothing and is not ` +
+            'recorded in the audit log',
+        );
+        return;
+      }
+      request.log.warn(
+        { taskId: holder.taskId, ...details },
+        `worker ${holder.workerId} reported attempt ${holder.attempt} of task ${holder.taskId} ` +
+          `as ${report.status} after it lost the lease; the report changes nothing`,
+      );
       await context.store.write(async (trx) => {
-        const task = await trx
-          .selectFrom('tasks')
-          .select('job_id')
-          .where('id', '=', holder.taskId)
-          .executeTakeFirst();
         await appendAudit(trx, auditContext(request), {
           action: 'task_report_rejected',
-          jobId: task?.job_id ?? null,
+          jobId,
           taskId: holder.taskId,
           details,
         });
@@ -841,6 +850,36 @@ async function leaseHolder(context: AppContext, request: FastifyRequest): Promis
   const { worker_id: workerId, attempt } = request.body as { worker_id: string; attempt: number };
   await checkWorkerOwner(context.store.db, workerId, request.principal);
   return { taskId, workerId, attempt };
+}
+
+/**
+ * Returns the job id of the task when the worker held the lease attempt it names, or undefined.
+ * The task row keeps the worker and attempt of its last claim, and each claim writes a
+ * `task_claimed` audit row with both, which covers attempts that a later claim replaced.
+ */
+async function heldAttemptJob(
+  db: Kysely<Database>,
+  holder: LeaseHolder,
+): Promise<string | undefined> {
+  const task = await db
+    .selectFrom('tasks')
+    .select(['job_id', 'worker_id', 'attempt'])
+    .where('id', '=', holder.taskId)
+    .executeTakeFirst();
+  if (task === undefined) return undefined;
+  if (task.worker_id === holder.workerId && task.attempt === holder.attempt) return task.job_id;
+  // NOTE: the cleanup deletes audit rows older than the audit-log retention. A report on an
+  // earlier attempt whose task_claimed row is gone is therefore not recorded either.
+  const claim = await db
+    .selectFrom('audit_log')
+    .select('id')
+    .where('job_id', '=', task.job_id)
+    .where('task_id', '=', holder.taskId)
+    .where('action', '=', 'task_claimed')
+    .where(sql`json_extract(details, '$.worker_id')`, '=', holder.workerId)
+    .where(sql`json_extract(details, '$.attempt')`, '=', holder.attempt)
+    .executeTakeFirst();
+  return claim === undefined ? undefined : task.job_id;
 }
 
 function workerNotOnline(workerId: string, status: string): ApiError {
