@@ -5,6 +5,10 @@
  * inside the container that signals another one, or the kernel's OOM killer, causes no `kill`
  * event. So the events tell a container killed from outside from a step that killed its own
  * script. Checked on Docker Engine 20.10.
+ *
+ * The executor watches a container's events from before its start (KillWatch), because the
+ * engine keeps only its latest events. Reading them after the exit (engineKillSignals) is the
+ * fallback for a watch that could not start or broke.
  */
 import os from 'node:os';
 import type Docker from 'dockerode';
@@ -16,13 +20,102 @@ interface EngineEvent {
 }
 
 /**
+ * A subscription to one container's `kill` and `die` events, opened before the container
+ * starts. The engine sends one connection's events in order, so once the `die` event of the
+ * exit has arrived, every kill before the exit has arrived too.
+ */
+export class KillWatch {
+  readonly #signals: number[] = [];
+  readonly #close = new AbortController();
+  #buffer = '';
+  #died = false;
+  #ended = false;
+  #wake: () => void = () => undefined;
+
+  private constructor() {}
+
+  /** Opens the subscription; throws when the engine does not respond within `timeoutMs`. */
+  static async start(docker: Docker, containerId: string, timeoutMs: number): Promise<KillWatch> {
+    const watch = new KillWatch();
+    const stream = await engineCall(
+      "the request for the container's events",
+      timeoutMs,
+      (abortSignal) =>
+        docker.getEvents({
+          filters: { type: ['container'], container: [containerId], event: ['kill', 'die'] },
+          abortSignal,
+        }),
+      watch.#close.signal,
+    );
+    stream.on('data', (chunk: Buffer) => watch.#read(String(chunk)));
+    const end = () => {
+      watch.#ended = true;
+      watch.#wake();
+    };
+    stream.on('end', end);
+    stream.on('close', end);
+    stream.on('error', end);
+    return watch;
+  }
+
+  /**
+   * Returns the signals of the kills before the container's exit, oldest first, once the `die`
+   * event arrived. Returns undefined when it did not arrive within `waitMs` or the subscription
+   * ended before, because the result could then miss a kill.
+   */
+  async signalsAfterExit(waitMs: number): Promise<number[] | undefined> {
+    if (!this.#died && !this.#ended) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, waitMs);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    return this.#died ? [...this.#signals] : undefined;
+  }
+
+  /** Closes the subscription. */
+  close(): void {
+    this.#close.abort();
+  }
+
+  #read(text: string): void {
+    const lines = (this.#buffer + text).split('\n');
+    this.#buffer = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '' || this.#died) continue;
+      let event: EngineEvent;
+      try {
+        event = JSON.parse(line) as EngineEvent;
+      } catch {
+        // An event that cannot be read may have been a kill, so the result is incomplete.
+        this.#ended = true;
+        this.close();
+        return;
+      }
+      if (event.Action === 'die') {
+        this.#died = true;
+        this.#wake();
+        continue;
+      }
+      const signal =
+        event.Action === 'kill' ? signalNumber(event.Actor?.Attributes?.signal) : undefined;
+      if (signal !== undefined) this.#signals.push(signal);
+    }
+  }
+}
+
+/**
  * Returns the signal numbers of the `kill` events that the engine recorded for the container,
  * oldest first. Call it after the container exited. The engine logs a kill event while it holds
  * the container's lock, before it records the exit (moby's daemon/kill.go), so every kill that
  * ended the container is in the result.
  *
- * NOTE: the engine keeps only its latest events (256 in moby's daemon/events), so a kill that
- * more than 256 events of other containers followed before this call is missed.
+ * The engine keeps only its latest events (256 in moby's daemon/events), so a kill that more
+ * than 256 events of other containers followed before this call is missed. So this is only
+ * the fallback of KillWatch.
  */
 export async function engineKillSignals(
   docker: Docker,

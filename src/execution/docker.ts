@@ -14,7 +14,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { LABEL_TASK } from '../jobs/labels.js';
-import { engineKillSignals } from './container-kills.js';
+import { engineKillSignals, KillWatch } from './container-kills.js';
 import { DEFAULT_ENGINE_TIMEOUT_MS, engineCall, formatSeconds } from './engine-calls.js';
 import { resolveContainerUser } from './container-user.js';
 import { isImageReference } from './image-reference.js';
@@ -40,6 +40,8 @@ const RUNNING_STEP_FILE = 'running-step';
  * ended. After that the executor inspects the container instead.
  */
 const STREAM_END_GRACE_MS = 2_000;
+/** Milliseconds the kill check waits for the container's `die` event after its exit. */
+const DIE_EVENT_WAIT_MS = 2_000;
 /** Limits for pipelines that set none; a runaway test must not take the host down. */
 export const DEFAULT_MEMORY_BYTES = 4 * 1024 ** 3;
 export const DEFAULT_PIDS = 4096;
@@ -103,6 +105,11 @@ export class DockerExecutor implements Executor {
         cause: error,
       });
     });
+    // Opened before the start, so that it sees every kill. Without it, the kill check falls
+    // back to the engine's list of recent events.
+    const kills = await KillWatch.start(this.docker, container.id, this.#timeoutMs).catch(
+      () => undefined,
+    );
     // Once the task is stopped, the engine gets this long to confirm that the container
     // exited, so that a hung engine cannot hold the task forever.
     const stopDeadline = new AbortController();
@@ -160,7 +167,9 @@ export class DockerExecutor implements Executor {
         failedStep = await readMarker(spec, RUNNING_STEP_FILE);
         // Running out of memory is the step's `failure` (see docs/execution.md), so only a
         // container that did not is checked for a kill from outside.
-        if (!oomKilled) detail = await this.#checkKilledScript(container.id, exitCode, failedStep);
+        if (!oomKilled) {
+          detail = await this.#checkKilledScript(container.id, exitCode, failedStep, kills);
+        }
       }
       if (oomKilled) {
         return {
@@ -173,6 +182,7 @@ export class DockerExecutor implements Executor {
     } finally {
       signal.removeEventListener('abort', stop);
       clearTimeout(deadlineTimer);
+      kills?.close();
     }
   }
 
@@ -245,11 +255,12 @@ export class DockerExecutor implements Executor {
     containerId: string,
     exitCode: number,
     step: string | undefined,
+    watch: KillWatch | undefined,
   ): Promise<string> {
     const signal = exitCode - 128;
-    let kills: number[];
+    let kills = await watch?.signalsAfterExit(DIE_EVENT_WAIT_MS);
     try {
-      kills = await engineKillSignals(this.docker, containerId, this.#timeoutMs);
+      kills ??= await engineKillSignals(this.docker, containerId, this.#timeoutMs);
     } catch (error) {
       return (
         `the step script was killed by ${signalName(signal)} while this step ran, and reading ` +
