@@ -17,7 +17,10 @@ type Trx = Transaction<Database>;
 
 export interface ClaimRequest {
   workerId: string;
-  /** Executors the worker can run; a task whose pipeline names another is left queued. */
+  /**
+   * Executors the worker can run now; a task whose pipeline names another is left queued.
+   * Tasks whose pipeline names none are taken only when the default executor is listed.
+   */
   executors: readonly string[];
   /** Executor for tasks whose pipeline names none. */
   defaultExecutor: string;
@@ -94,7 +97,13 @@ export async function claimTasks(
   const rejected = claimRejection(request.workerId, worker, request.session);
   if (rejected !== undefined) throw rejected;
   if (request.max <= 0) return [];
-  const candidates = await claimCandidates(trx, request.executors, request.max).execute();
+  if (request.executors.length === 0) return [];
+  const candidates = await claimCandidates(
+    trx,
+    request.executors,
+    request.max,
+    request.executors.includes(request.defaultExecutor),
+  ).execute();
   if (candidates.length === 0) return [];
 
   const specs: TaskSpec[] = [];
@@ -123,12 +132,21 @@ export async function claimTasks(
  * when an older job's task was queued again after its lease expired. It is also left out
  * while a worker still stops the step of a task of the group that a status update ended.
  */
-export function claimCandidates(db: Kysely<Database>, executors: readonly string[], limit: number) {
+export function claimCandidates(
+  db: Kysely<Database>,
+  executors: readonly string[],
+  limit: number,
+  takeUnnamed = true,
+) {
   return db
     .selectFrom('tasks')
     .selectAll()
     .where('status', '=', literal('queued'))
-    .where((eb) => eb.or([eb('executor', 'is', null), eb('executor', 'in', [...executors])]))
+    .where((eb) =>
+      takeUnnamed
+        ? eb.or([eb('executor', 'is', null), eb('executor', 'in', [...executors])])
+        : eb('executor', 'in', [...executors]),
+    )
     .where((eb) =>
       eb.not(
         eb.exists(

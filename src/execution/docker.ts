@@ -15,7 +15,12 @@ import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { LABEL_TASK } from '../jobs/labels.js';
 import { engineKillSignals, KillWatch } from './container-kills.js';
-import { DEFAULT_ENGINE_TIMEOUT_MS, engineCall, formatSeconds } from './engine-calls.js';
+import {
+  DEFAULT_ENGINE_TIMEOUT_MS,
+  EngineFailure,
+  engineCall,
+  formatSeconds,
+} from './engine-calls.js';
 import { resolveContainerUser } from './container-user.js';
 import { isImageReference } from './image-reference.js';
 import {
@@ -40,6 +45,8 @@ const RUNNING_STEP_FILE = 'running-step';
  * ended. After that the executor inspects the container instead.
  */
 const STREAM_END_GRACE_MS = 2_000;
+/** Milliseconds the engine gets to respond to the check after a failure (see unavailable). */
+const PROBE_TIMEOUT_MS = 5_000;
 /** Milliseconds the kill check waits for the container's `die` event after its exit. */
 const DIE_EVENT_WAIT_MS = 2_000;
 /** Limits for pipelines that set none; a runaway test must not take the host down. */
@@ -66,6 +73,9 @@ export class DockerExecutor implements Executor {
   readonly name = 'docker' as const;
   /** Milliseconds an engine request may take; see engine-calls.ts. */
   readonly #timeoutMs: number;
+  /** The message of the last engine failure, until the engine responds again. */
+  #engineFailure: string | undefined;
+  readonly #unavailableListeners: Array<() => void> = [];
 
   constructor(
     readonly docker: Docker,
@@ -75,6 +85,53 @@ export class DockerExecutor implements Executor {
   }
 
   async run(
+    spec: ExecutionSpec,
+    output: OutputSink,
+    signal: AbortSignal,
+  ): Promise<ExecutionResult> {
+    return this.#noteEngineFailure(() => this.#run(spec, output, signal));
+  }
+
+  async cleanup(spec: ExecutionSpec): Promise<void> {
+    return this.#noteEngineFailure(() => this.#cleanup(spec));
+  }
+
+  /**
+   * Returns why the engine cannot run tasks now, or undefined. After an engine failure, each
+   * call asks the engine for one container until it responds within PROBE_TIMEOUT_MS.
+   */
+  async unavailable(): Promise<string | undefined> {
+    if (this.#engineFailure === undefined) return undefined;
+    try {
+      await engineCall(
+        'a request for its containers',
+        Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS),
+        (abortSignal) => this.docker.listContainers({ limit: 1, abortSignal }),
+      );
+    } catch (error) {
+      return engineMessage(error);
+    }
+    this.#engineFailure = undefined;
+    return undefined;
+  }
+
+  onUnavailable(listener: () => void): void {
+    this.#unavailableListeners.push(listener);
+  }
+
+  async #noteEngineFailure<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof EngineFailure) {
+        this.#engineFailure = error.message;
+        for (const listener of this.#unavailableListeners) listener();
+      }
+      throw error;
+    }
+  }
+
+  async #run(
     spec: ExecutionSpec,
     output: OutputSink,
     signal: AbortSignal,
@@ -284,7 +341,7 @@ export class DockerExecutor implements Executor {
     );
   }
 
-  async cleanup(spec: ExecutionSpec): Promise<void> {
+  async #cleanup(spec: ExecutionSpec): Promise<void> {
     const containers = await engineCall(
       "the listing of the task's containers",
       this.#timeoutMs,
@@ -441,7 +498,8 @@ async function wasOomKilled(
 /** Marks an error of an engine request as one after which the steps may still run. */
 function withStepMayRun(error: ExecutionError): ExecutionError {
   if (error.stepMayRun) return error;
-  return new ExecutionError(`${error.message}; the container may have started`, {
+  const Failure = error instanceof EngineFailure ? EngineFailure : ExecutionError;
+  return new Failure(`${error.message}; the container may have started`, {
     cause: error.cause,
     stepMayRun: true,
     ...(error.exitCode === null ? {} : { exitCode: error.exitCode }),
@@ -450,7 +508,7 @@ function withStepMayRun(error: ExecutionError): ExecutionError {
 
 /** Builds the error for a run whose connection to the engine broke while the container ran. */
 function lostConnectionError(name: string, detail: string, cause: unknown): ExecutionError {
-  return new ExecutionError(
+  return new EngineFailure(
     `lost the connection to the Docker engine while container ${name} ran (${detail}); ` +
       'its steps may still run, so the worker removes it',
     { cause, stepMayRun: true },
@@ -459,7 +517,7 @@ function lostConnectionError(name: string, detail: string, cause: unknown): Exec
 
 /** Builds the error for an engine that did not confirm, after a stop, that the container exited. */
 function engineStopError(name: string, timeoutMs: number, cause: unknown): ExecutionError {
-  return new ExecutionError(
+  return new EngineFailure(
     `the Docker engine did not confirm within ${formatSeconds(timeoutMs)} that container ` +
       `${name} stopped after Slipway stopped the task; its steps may still run, so the worker ` +
       'removes it once the engine responds',

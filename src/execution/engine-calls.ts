@@ -9,8 +9,22 @@ import { ExecutionError } from './executor.js';
 /** SLIPWAY_DOCKER_TIMEOUT_SECONDS by default. */
 export const DEFAULT_ENGINE_TIMEOUT_MS = 60_000;
 
+/**
+ * Error of a Docker engine that stopped responding or dropped the connection, rather than one
+ * that rejected a request. The worker takes no docker tasks until the engine responds again.
+ */
+export class EngineFailure extends ExecutionError {
+  constructor(
+    message: string,
+    options?: { cause?: unknown; exitCode?: number; stepMayRun?: boolean },
+  ) {
+    super(message, options);
+    this.name = 'EngineFailure';
+  }
+}
+
 /** Error of an engine request that got no response within its time limit. */
-export class EngineTimeoutError extends ExecutionError {
+export class EngineTimeoutError extends EngineFailure {
   constructor(
     what: string,
     timeoutMs: number,

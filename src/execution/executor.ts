@@ -88,6 +88,13 @@ export interface Executor {
    * audit log.
    */
   onLeftoversStopped?(listener: (stopped: StoppedLeftovers) => void): void;
+  /**
+   * Returns why the executor cannot run tasks now, such as a Docker engine that stopped
+   * responding, or undefined when it can. The worker claims no tasks for it meanwhile.
+   */
+  unavailable?(): Promise<string | undefined>;
+  /** Calls `listener` each time the executor becomes unavailable (see `unavailable`). */
+  onUnavailable?(listener: () => void): void;
   run(spec: ExecutionSpec, output: OutputSink, signal: AbortSignal): Promise<ExecutionResult>;
   cleanup(spec: ExecutionSpec): Promise<void>;
 }

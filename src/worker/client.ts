@@ -87,10 +87,11 @@ export class AgentClient {
     waitSeconds: number,
     holding: string[],
     signal?: AbortSignal,
+    executors?: string[],
   ): Promise<TaskSpec[]> {
     const answer = await this.#post<{ tasks: TaskSpec[] }>(
       `/api/agent/workers/${encodeURIComponent(workerId)}/claim`,
-      { max, wait_seconds: waitSeconds, session, holding },
+      { max, wait_seconds: waitSeconds, session, holding, executors },
       signal,
     );
     return answer.tasks;

@@ -26,6 +26,8 @@ const CLAIM_BACKOFF_MAX_MS = 5_000;
 const REPEAT_LOG_INTERVAL_MS = 60_000;
 /** Milliseconds a draining worker waits for its open claim to return before aborting it. */
 const DRAIN_WAIT_MS = 2_000;
+/** Seconds a claim waits while an executor is unavailable, before the worker checks it again. */
+const UNAVAILABLE_CLAIM_WAIT_SECONDS = 5;
 /** Milliseconds between claims while an operator has set this worker draining. */
 const DRAINED_RECHECK_MS = 5_000;
 
@@ -52,6 +54,8 @@ export class Worker {
   readonly #successors = new Map<string, TaskSpec>();
   /** Aborts the claim request in flight, if any, when the worker stops. */
   #claimAbort = new AbortController();
+  /** Set when the claim in flight was aborted to be sent again at once. */
+  #claimRestart = false;
   #registration: Registration | undefined;
   #reportingLeftovers = false;
   #loop: Promise<void> | undefined;
@@ -60,6 +64,9 @@ export class Worker {
   readonly #outcomes = new Map<TaskRunOutcome, number>();
   readonly #backoff = new Backoff(CLAIM_BACKOFF_INITIAL_MS, CLAIM_BACKOFF_MAX_MS);
   readonly #repeats = new RepeatLimiter(REPEAT_LOG_INTERVAL_MS);
+  /** Executors that could not run tasks at the last claim. */
+  readonly #unavailable = new Set<string>();
+  readonly #unavailableRepeats = new RepeatLimiter(REPEAT_LOG_INTERVAL_MS);
   /** Aborted when the worker starts stopping, to end a retry delay early. */
   readonly #stopSignal = new AbortController();
   /** Random value that distinguishes this process's registrations from another process's. */
@@ -77,6 +84,14 @@ export class Worker {
     this.#mirrors = mirrors;
     this.#options = options;
     this.#logger = logger.child({ worker: options.id });
+    for (const executor of executors.byName.values()) {
+      // The open claim may list the executor, and a task that the failure re-queues would go
+      // straight back to it, so the claim is sent again without it.
+      executor.onUnavailable?.(() => {
+        this.#claimRestart = true;
+        this.#claimAbort.abort();
+      });
+    }
   }
 
   get running(): number {
@@ -182,7 +197,14 @@ export class Worker {
         continue;
       }
       const registration = this.#registration!;
+      const executors = await this.#availableExecutors();
+      // A short wait while an executor is unavailable, so that it is checked again soon.
+      const waitSeconds =
+        executors === undefined
+          ? registration.max_claim_wait_seconds
+          : Math.min(registration.max_claim_wait_seconds, UNAVAILABLE_CLAIM_WAIT_SECONDS);
       this.#claimAbort = new AbortController();
+      this.#claimRestart = false;
       const started = Date.now();
       let delay: number;
       try {
@@ -190,14 +212,15 @@ export class Worker {
           registration.worker_id,
           this.#session,
           free,
-          registration.max_claim_wait_seconds,
+          waitSeconds,
           // Tasks leased to this process and not listed come back: a lost claim response.
           [...this.#runs].map((run) => run.taskId),
           this.#claimAbort.signal,
+          executors,
         );
         for (const spec of tasks) this.#startRun(spec);
         const waitedMs = Date.now() - started;
-        if (tasks.length > 0 || waitedMs >= registration.max_claim_wait_seconds * 500) {
+        if (tasks.length > 0 || waitedMs >= waitSeconds * 500) {
           this.#backoff.reset();
           this.#repeats.clear();
           continue;
@@ -213,6 +236,10 @@ export class Worker {
         );
       } catch (error) {
         if (this.#stopping) break;
+        if (this.#claimRestart) {
+          this.#claimRestart = false;
+          continue;
+        }
         delay = this.#backoff.next();
         if (
           error instanceof AgentError &&
@@ -245,6 +272,36 @@ export class Worker {
       }
       await this.#sleep(delay);
     }
+  }
+
+  /**
+   * Returns the executors that can run tasks now, or undefined when all of them can. An
+   * executor that cannot (a Docker engine that stopped responding) gets no tasks until it can,
+   * so that the tasks wait for it or for another worker instead of failing here one by one.
+   */
+  async #availableExecutors(): Promise<string[] | undefined> {
+    const available: string[] = [];
+    for (const name of this.#executors.names) {
+      const problem = await this.#executors.byName.get(name)?.unavailable?.();
+      if (problem === undefined) {
+        available.push(name);
+        if (this.#unavailable.delete(name)) {
+          this.#logger.info(`the ${name} executor can run tasks again; claiming ${name} tasks`);
+        }
+        continue;
+      }
+      this.#unavailable.add(name);
+      // Its own limiter, because a claim that returns clears the claim loop's.
+      const skipped = this.#unavailableRepeats.take(name);
+      if (skipped !== undefined) {
+        this.#logger.warn(
+          { executor: name, problem, repeats_skipped: skipped },
+          `the ${name} executor cannot run tasks now (${problem}); worker ${this.#options.id} ` +
+            `claims no ${name} tasks until it can`,
+        );
+      }
+    }
+    return available.length === this.#executors.names.length ? undefined : available;
   }
 
   /**

@@ -65,6 +65,43 @@ pipelines:
     expect(answer.body.code).toBe('worker_not_found');
   });
 
+  it('rejects a claim for an unregistered executor', async () => {
+    const before = await countRows(server.context.store.db);
+    const answer = await post('/api/agent/workers/worker-a/claim', {
+      max: 1,
+      wait_seconds: 0,
+      executors: ['docker'],
+    });
+    expect(answer.status).toBe(400);
+    expect(answer.body).toMatchObject({
+      code: 'validation_failed',
+      field: 'executors',
+      rule: 'registered',
+    });
+    expect(answer.body.error).toBe(
+      'executor docker is not one that worker worker-a registered (local); register it again to add executors',
+    );
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('claims nothing for an empty executor list', async () => {
+    const job = await trigger({ commit: 'abc1234' });
+    const empty = await post('/api/agent/workers/worker-a/claim', {
+      max: 1,
+      wait_seconds: 0,
+      executors: [],
+    });
+    expect(empty.status).toBe(200);
+    expect(empty.body.tasks).toEqual([]);
+    const listed = await post('/api/agent/workers/worker-a/claim', {
+      max: 4,
+      wait_seconds: 0,
+      executors: ['local'],
+    });
+    expect(listed.status).toBe(200);
+    expect(listed.body.tasks.map((task: { job: { id: string } }) => task.job.id)).toContain(job);
+  });
+
   it('rejects a read token on agent routes', async () => {
     const reader = await server.token('read');
     const answer = await server.request('POST', '/api/agent/workers/worker-a/claim', {

@@ -44,6 +44,14 @@ pipelines:
     steps:
       - name: roll-out
         run: echo quick
+  ci-quick:
+    executor: docker
+    image: ${TEST_IMAGE}
+    network: none
+    retries: 1
+    steps:
+      - name: test
+        run: echo quick test
   ci-long:
     executor: docker
     image: ${TEST_IMAGE}
@@ -152,5 +160,30 @@ pipelines:
 
     await harness.server.request('POST', `/api/job/${id}/cancel`, { token: harness.token });
     expect((await harness.waitForJob(id, 15_000)).status).toBe('cancelled');
+  });
+
+  it('claims no docker tasks while the engine hangs', async () => {
+    proxy.freeze();
+    const id = await harness.trigger('ci-quick', { commit: COMMIT });
+
+    // The first attempt finds the engine hung and ends `error`, and the retry stays queued.
+    const deadline = Date.now() + 20_000;
+    let task = await taskOf(id);
+    while (task.status !== 'queued' || task.attempt !== 1) {
+      if (Date.now() > deadline)
+        throw new Error(`task still ${task.status}, attempt ${task.attempt}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      task = await taskOf(id);
+    }
+    expect(task.reason).toContain(
+      'the Docker engine did not respond to the lookup of the image within 1 s',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect((await taskOf(id)).status).toBe('queued');
+
+    proxy.thaw();
+    const job = await harness.waitForJob(id, 30_000);
+    expect(job.status).toBe('success');
+    expect(job.tasks[0].attempt).toBe(2);
   });
 });

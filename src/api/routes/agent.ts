@@ -138,6 +138,17 @@ const ClaimBody = Type.Object(
           'same attempt: the response of the claim that took them was lost',
       }),
     ),
+    executors: Type.Optional(
+      Type.Array(Executor, {
+        maxItems: 2,
+        uniqueItems: true,
+        description:
+          'executors this claim takes tasks for, among those the worker registered (default: ' +
+          'all of them). A worker leaves out one that cannot run tasks now, such as docker ' +
+          'while its engine does not respond. Tasks whose pipeline names no executor go to ' +
+          'the worker only when its first registered executor is listed',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -318,6 +329,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         wait_seconds?: number;
         session?: string;
         holding?: string[];
+        executors?: string[];
       };
       await checkWorkerOwner(context.store.db, workerId, request.principal);
       const worker = await context.store.db
@@ -338,9 +350,19 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
         throw rejectionError(rejected);
       }
       const executors = JSON.parse(worker.executors) as string[];
+      const unregistered = body.executors?.find((name) => !executors.includes(name));
+      if (unregistered !== undefined) {
+        throw new ApiError(
+          'validation_failed',
+          `executor ${unregistered} is not one that worker ${workerId} registered ` +
+            `(${executors.join(', ')}); register it again to add executors`,
+          'executors',
+          'registered',
+        );
+      }
       const claimRequest = {
         workerId,
-        executors,
+        executors: body.executors ?? executors,
         defaultExecutor: executors[0] ?? 'local',
         max: body.max,
         leaseMs,
