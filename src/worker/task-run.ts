@@ -160,6 +160,9 @@ export class TaskRun {
       stopReason !== 'shutdown' &&
       !this.#leaseRejected;
     if (!keepLease) heartbeat.stop();
+    // A hand-back ends the lease and may queue the task again, so a stopping worker hands back
+    // only a task whose steps stopped.
+    const handBack = stopReason === 'shutdown' && stepStopped;
     const durationMs = performance.now() - started;
     if (stopReason === 'lease_lost') {
       await output.close();
@@ -167,11 +170,17 @@ export class TaskRun {
       return 'lease_lost';
     }
     const seconds = (durationMs / 1000).toFixed(1);
-    if (stopReason === 'shutdown') {
+    if (handBack) {
       output.note(
         this.#spec.side_effects
           ? '[slipway] the worker is stopping; the task has side effects, so it ends error and is not run again'
           : '[slipway] the worker is stopping; the task is handed back and queued again',
+      );
+    } else if (stopReason === 'shutdown') {
+      output.note(
+        "[slipway] the worker is stopping, and the step's container could not be removed, so " +
+          'its steps may still run; the task ends error, is not run again, and keeps its ' +
+          'lease until the lease runs out',
       );
     } else if (stopReason === 'cancelled' && this.#endedStatus !== undefined) {
       output.note(
@@ -190,7 +199,16 @@ export class TaskRun {
       );
     }
     await output.close();
-    if (stopReason === 'shutdown') return this.#handBack();
+    if (handBack) return this.#handBack();
+    if (stopReason === 'shutdown') {
+      // No heartbeat renews the kept lease, so the concurrency group waits until it runs out.
+      return this.#finish({
+        ...result,
+        reason: `worker ${this.#deps.workerId} stopped before the task ended; ${result.reason ?? ''}`,
+        duration_ms: durationMs,
+        step_stopped: false,
+      });
+    }
     if (!keepLease) return this.#finish({ ...result, duration_ms: durationMs });
     try {
       const body = { ...result, duration_ms: durationMs };
