@@ -1,7 +1,8 @@
 /**
  * One claimed task on a worker, from checkout to finish. Heartbeats keep the lease and bring
  * cancel requests, and a timer enforces the pipeline's timeout. Output streams to the API.
- * The container or processes and the workspace are removed whatever the outcome.
+ * The container or processes and the workspace are removed whatever the outcome. Only while
+ * the steps may still run in a container that the worker could not remove, the workspace stays.
  */
 import { mkdir } from 'node:fs/promises';
 import {
@@ -148,7 +149,10 @@ export class TaskRun {
       stepMayRun = error instanceof ExecutionError && error.stepMayRun;
     } finally {
       clearTimeout(timeout);
-      cleanedUp = await this.#cleanUp(executor, executionSpec, workspace);
+      cleanedUp = await this.#cleanUp(executor, executionSpec);
+      // Steps that may still run read and write the workspace, so it stays until their
+      // container is gone (see #removeLeftSteps).
+      if (!stepMayRun || cleanedUp) await this.#removeWorkspace(workspace);
     }
     const stopReason = this.#controller.signal.reason as StopReason | undefined;
     const stepStopped = !stepMayRun || cleanedUp;
@@ -213,7 +217,9 @@ export class TaskRun {
     try {
       const body = { ...result, duration_ms: durationMs };
       const outcome = await this.#finish({ ...body, step_stopped: false });
-      if (outcome !== 'lease_lost') await this.#removeLeftSteps(executor!, executionSpec!, body);
+      if (outcome !== 'lease_lost') {
+        await this.#removeLeftSteps(executor!, executionSpec!, workspace, body);
+      }
       return outcome;
     } finally {
       heartbeat.stop();
@@ -224,10 +230,12 @@ export class TaskRun {
    * Retries the executor's cleanup of a task whose steps may still run, until it succeeds, and
    * then reports that they stopped, which ends the lease. Gives up when the worker stops or
    * loses the lease: the lease then runs out, and with it the wait of the concurrency group.
+   * The workspace is removed only with the container, so a worker that gives up leaves it.
    */
   async #removeLeftSteps(
     executor: Executor,
     spec: ExecutionSpec,
+    workspace: Workspace | undefined,
     result: Omit<FinishBody, 'worker_id' | 'attempt'>,
   ): Promise<void> {
     for (let retry = 0; ; retry += 1) {
@@ -258,6 +266,7 @@ export class TaskRun {
         }
         continue;
       }
+      await this.#removeWorkspace(workspace);
       const body: FinishBody = { ...this.#lease(), ...result, step_stopped: true };
       const ok = await this.#withRetries('finish', () =>
         this.#deps.client.finish(this.#spec.task_id, body),
@@ -365,11 +374,10 @@ export class TaskRun {
     return undefined;
   }
 
-  /** Removes what the task left; returns whether the executor's cleanup succeeded. */
+  /** Removes the task's containers or processes; returns whether the executor's cleanup succeeded. */
   async #cleanUp(
     executor: Executor | undefined,
     spec: ExecutionSpec | undefined,
-    workspace: Workspace | undefined,
   ): Promise<boolean> {
     let cleanedUp = true;
     if (executor !== undefined && spec !== undefined) {
@@ -384,15 +392,17 @@ export class TaskRun {
         },
       );
     }
-    if (workspace !== undefined) {
-      await removeWorkspace(workspace).catch((error: unknown) => {
-        this.#logger.error(
-          { err: error, workspace: workspace.root },
-          'could not remove the workspace',
-        );
-      });
-    }
     return cleanedUp;
+  }
+
+  async #removeWorkspace(workspace: Workspace | undefined): Promise<void> {
+    if (workspace === undefined) return;
+    await removeWorkspace(workspace).catch((error: unknown) => {
+      this.#logger.error(
+        { err: error, workspace: workspace.root },
+        'could not remove the workspace',
+      );
+    });
   }
 
   #startHeartbeat(): { stop(): void } {

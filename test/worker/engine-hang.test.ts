@@ -5,8 +5,11 @@
  * restarts under a running step ends the task `error`, and it is retried once the container
  * is removed. The engine is the real one, behind a proxy that makes it hang or drop connections.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workspaceFor } from '../../src/execution/checkout.js';
 import { LABEL_JOB } from '../../src/jobs/labels.js';
 import { requireDocker, TEST_IMAGE } from '../support/docker.js';
 import { startEngineProxy, type EngineProxy } from '../support/engine-proxy.js';
@@ -110,6 +113,9 @@ pipelines:
     const task = await taskOf(hung);
     expect(task.lease_expires_at).not.toBeNull();
     expect((await containersOf(hung))[0]?.State).toBe('running');
+    // The running steps keep their workspace.
+    const workspace = workspaceFor(harness.server.context.config.workspacePath, task.id);
+    expect(fs.existsSync(path.join(workspace.scratch, 'docker', 'run.sh'))).toBe(true);
 
     // The next deploy of the group waits while the old step may run.
     const next = await harness.trigger('deploy-quick', { commit: COMMIT });
@@ -124,6 +130,7 @@ pipelines:
     expect(done.status).toBe('success');
     expect(await containersOf(hung)).toEqual([]);
     expect((await taskOf(hung)).lease_expires_at).toBeNull();
+    expect(fs.existsSync(workspace.root)).toBe(false);
     const stopped = await harness.server.context.store.db
       .selectFrom('audit_log')
       .select(['action', 'details'])
