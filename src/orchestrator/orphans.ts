@@ -23,6 +23,7 @@ import {
 } from '../jobs/labels.js';
 import { appendAudit, type AuditContext } from '../store/audit.js';
 import { literal } from '../store/prepared.js';
+import { nowIso } from '../util/time.js';
 import { dockerClient, dockerStatus } from './docker.js';
 
 /** Something created this recently may belong to a task whose claim is being committed. */
@@ -40,6 +41,23 @@ async function runningTasks(context: AppContext, ids: string[]): Promise<Map<str
     .where('status', '=', literal('running'))
     .execute();
   return new Map(rows.map((row) => [row.id, row.attempt]));
+}
+
+/**
+ * Looks up which of `ids` are tasks whose steps may use their workspace: running tasks, and
+ * ended tasks that keep a lease because their steps may still run (see dispatch/lease.ts).
+ */
+async function tasksUsingWorkspaces(context: AppContext, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await context.store.db
+    .selectFrom('tasks')
+    .select('id')
+    .where('id', 'in', ids)
+    .where((eb) =>
+      eb.or([eb('status', '=', literal('running')), eb('lease_expires_at', '>', nowIso())]),
+    )
+    .execute();
+  return new Set(rows.map((row) => row.id));
 }
 
 /**
@@ -167,7 +185,7 @@ export async function removeOrphanWorkspaces(
     if (taskId === undefined) continue;
     byTask.set(taskId, [...(byTask.get(taskId) ?? []), entry]);
   }
-  const owned = await runningTasks(context, [...byTask.keys()]);
+  const owned = await tasksUsingWorkspaces(context, [...byTask.keys()]);
   let removed = 0;
   for (const [taskId, names] of byTask) {
     if (owned.has(taskId)) continue;
