@@ -5,6 +5,7 @@
  * the steps may still run in a container that the worker could not remove, the workspace stays.
  */
 import { mkdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   LABEL_ATTEMPT,
   LABEL_INSTANCE,
@@ -60,8 +61,8 @@ export class TaskRun {
   readonly #failures = new RepeatLimiter(FAILURE_LOG_INTERVAL_MS);
   /** Set when the API rejected a heartbeat: the lease is gone. */
   #leaseRejected = false;
-  /** Ends the current pause of #removeLeftSteps early. */
-  #wakeRemoval: () => void = () => undefined;
+  /** Aborted when the worker stops or loses the lease, which ends #removeLeftSteps. */
+  readonly #removalEnd = new AbortController();
   readonly done: Promise<TaskRunOutcome>;
 
   constructor(spec: TaskSpec, deps: TaskRunDeps) {
@@ -90,7 +91,7 @@ export class TaskRun {
     if (reason === 'shutdown') {
       this.#shuttingDown = true;
       this.#output?.abandon();
-      this.#wakeRemoval();
+      this.#removalEnd.abort();
     }
     if (!this.#controller.signal.aborted) this.#controller.abort(reason);
   }
@@ -240,31 +241,16 @@ export class TaskRun {
   ): Promise<void> {
     for (let retry = 0; ; retry += 1) {
       const delay = REMOVE_RETRY_DELAYS_MS[Math.min(retry, REMOVE_RETRY_DELAYS_MS.length - 1)]!;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        this.#wakeRemoval = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      if (this.#shuttingDown || this.#leaseRejected) {
+      const signal = this.#removalEnd.signal;
+      const paused = await sleep(delay, 'retry' as const, { signal }).catch(() => 'ended' as const);
+      const outcome = paused === 'ended' ? paused : await this.#tryRemoval(executor, spec);
+      if (outcome === 'failed') continue;
+      if (outcome === 'ended') {
         this.#logger.warn(
           "the step's container was not removed before the worker stopped or lost the lease; " +
             'the lease runs out on its own',
         );
         return;
-      }
-      try {
-        await executor.cleanup(spec);
-      } catch (error) {
-        const skipped = this.#failures.take('cleanup');
-        if (skipped !== undefined) {
-          this.#logger.warn(
-            { err: error, repeats_skipped: skipped },
-            "the step's container is still not removed; retrying",
-          );
-        }
-        continue;
       }
       await this.#removeWorkspace(workspace);
       const body: FinishBody = { ...this.#lease(), ...result, step_stopped: true };
@@ -274,6 +260,40 @@ export class TaskRun {
       if (ok) this.#logger.info("the step's container is removed; the task's lease ends");
       return;
     }
+  }
+
+  /**
+   * Runs the executor's cleanup once; returns `ended` when the worker stopped or lost the lease
+   * first. A stopping worker does not wait for the cleanup, whose requests to a hung engine take
+   * up to SLIPWAY_DOCKER_TIMEOUT_SECONDS each and then end on their own.
+   */
+  async #tryRemoval(
+    executor: Executor,
+    spec: ExecutionSpec,
+  ): Promise<'removed' | 'failed' | 'ended'> {
+    const cleanup = executor.cleanup(spec).then(
+      () => 'removed' as const,
+      (error: unknown) => {
+        const skipped = this.#failures.take('cleanup');
+        if (skipped !== undefined) {
+          this.#logger.warn(
+            { err: error, repeats_skipped: skipped },
+            "the step's container is still not removed; retrying",
+          );
+        }
+        return 'failed' as const;
+      },
+    );
+    const signal = this.#removalEnd.signal;
+    if (signal.aborted) return 'ended';
+    return new Promise((resolve) => {
+      const onEnd = () => resolve('ended');
+      signal.addEventListener('abort', onEnd, { once: true });
+      void cleanup.then((outcome) => {
+        signal.removeEventListener('abort', onEnd);
+        resolve(outcome);
+      });
+    });
   }
 
   #executorFor(spec: TaskSpec): Executor {
@@ -419,7 +439,7 @@ export class TaskRun {
         if (error instanceof AgentError && !error.retryable) {
           this.#logger.warn({ err: error }, 'heartbeat rejected; stopping the task');
           this.#leaseRejected = true;
-          this.#wakeRemoval();
+          this.#removalEnd.abort();
           this.stop('lease_lost');
           return;
         }
