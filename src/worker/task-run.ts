@@ -188,9 +188,10 @@ export class TaskRun {
           'lease until the lease runs out',
       );
     } else if (stopReason === 'cancelled' && this.#endedStatus !== undefined) {
-      output.note(
-        `[slipway] a status update ended the task ${this.#endedStatus}; the step was stopped after ${seconds} s`,
-      );
+      const stop = keepLease
+        ? `the worker tried to stop the step after ${seconds} s, but could not make sure that it stopped`
+        : `the step was stopped after ${seconds} s`;
+      output.note(`[slipway] a status update ended the task ${this.#endedStatus}; ${stop}`);
     } else {
       output.note(
         `[slipway] task ended ${result.status} after ${seconds} s${result.reason === null ? '' : `: ${result.reason}`}`,

@@ -38,6 +38,15 @@ pipelines:
     steps:
       - name: roll-out
         run: echo rolling; sleep 300
+  deploy-long:
+    executor: docker
+    image: ${TEST_IMAGE}
+    network: none
+    side_effects: true
+    concurrency: { group: deploy, cancel_in_progress: false }
+    steps:
+      - name: roll-out
+        run: echo rolling; sleep 300
   deploy-quick:
     executor: docker
     image: ${TEST_IMAGE}
@@ -143,6 +152,37 @@ pipelines:
       status: 'timed_out',
       step_stopped: false,
     });
+  });
+
+  it('holds the group after a status update', async () => {
+    const hung = await harness.trigger('deploy-long', { commit: COMMIT });
+    await waitForLog(hung, 'rolling');
+    proxy.freeze();
+    const ended = await harness.server.request('PATCH', `/api/job/${hung}/status`, {
+      token: harness.token,
+      body: { status: 'failure', exit_code: 1 },
+    });
+    expect(ended.status, ended.text).toBe(200);
+
+    // The next heartbeat stops the step; the engine confirms nothing within 1 s.
+    await waitForLog(hung, "[slipway] the step's container could not be removed");
+    const log = await harness.logs(hung);
+    expect(log).not.toContain('the step was stopped');
+    expect(log).toMatch(
+      /\[slipway\] a status update ended the task failure; the worker tried to stop the step after [\d.]+ s, but could not make sure that it stopped/,
+    );
+    const task = await taskOf(hung);
+    expect(task.status).toBe('failure');
+    expect(task.lease_expires_at).not.toBeNull();
+
+    proxy.thaw();
+    const deadline = Date.now() + 20_000;
+    while ((await taskOf(hung)).lease_expires_at !== null) {
+      if (Date.now() > deadline) throw new Error('the lease of the stopped step did not end');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await containersOf(hung)).toEqual([]);
+    expect((await taskOf(hung)).status).toBe('failure');
   });
 
   it('retries a task after dropped connections', async () => {
