@@ -22,9 +22,15 @@ export async function selectExecutors(config: Config, logger: Logger): Promise<E
   const docker = dockerClient(config.worker.dockerHost);
   const engine = config.worker.dockerHost ?? 'unix:///var/run/docker.sock';
   let dockerProblem: string | undefined;
+  // A ping left open on a hung engine would keep its socket, and so the process, alive.
+  // dockerode's ping() takes an abort signal, which its types leave out.
+  const pingAbort = new AbortController();
+  const withSignal = docker as unknown as {
+    ping(options: { abortSignal: AbortSignal }): Promise<unknown>;
+  };
   try {
     await Promise.race([
-      docker.ping(),
+      withSignal.ping({ abortSignal: pingAbort.signal }),
       new Promise((_resolve, reject) =>
         setTimeout(
           () => reject(new Error(`no response within ${PING_TIMEOUT_MS} ms`)),
@@ -34,6 +40,8 @@ export async function selectExecutors(config: Config, logger: Logger): Promise<E
     ]);
   } catch (error) {
     dockerProblem = (error as Error).message;
+  } finally {
+    pingAbort.abort();
   }
 
   const byName = new Map<ExecutorName, Executor>([['local', local]]);

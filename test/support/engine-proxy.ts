@@ -14,6 +14,8 @@ export interface EngineProxy {
   freeze(): void;
   thaw(): void;
   dropConnections(): void;
+  /** Client connections open now, such as requests that the engine has not responded to. */
+  openConnections(): number;
   close(): Promise<void>;
 }
 
@@ -67,6 +69,7 @@ export async function startEngineProxy(
       for (const { to, chunk } of release) if (!to.destroyed) to.write(chunk);
     },
     dropConnections,
+    openConnections: () => pairs.size,
     async close() {
       dropConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
