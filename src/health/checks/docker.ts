@@ -26,8 +26,13 @@ export async function probeDocker(
   context: ProbeContext,
 ): Promise<ProbeResult> {
   const docker = dockerClient(settings.socket);
-  // NOTE: dockerode types take no abort signal for version(); the runner's timeout bounds it.
-  const version = await docker.version();
+  // The runner's timeout aborts the signal. A request left open on a hung engine would keep
+  // its socket until the engine responds. dockerode's version() takes an abort signal, which
+  // its types leave out.
+  const withSignal = docker as unknown as {
+    version(options: { abortSignal: AbortSignal }): Promise<Docker.DockerVersion>;
+  };
+  const version = await withSignal.version({ abortSignal: context.signal });
   const previousHistories = (context.memo.restart_history ?? {}) as Record<string, RestartHistory>;
   const histories: Record<string, RestartHistory> = {};
   const containers: Record<string, unknown> = {};
