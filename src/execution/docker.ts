@@ -45,6 +45,11 @@ const RUNNING_STEP_FILE = 'running-step';
  * ended. After that the executor inspects the container instead.
  */
 const STREAM_END_GRACE_MS = 2_000;
+/**
+ * Milliseconds a container may still be reported running after its output stream ended,
+ * before the executor takes the end for a broken connection.
+ */
+const RUNNING_AFTER_STREAM_MS = 10_000;
 /** Milliseconds the engine gets to respond to the check after a failure (see unavailable). */
 const PROBE_TIMEOUT_MS = 5_000;
 /** Milliseconds the kill check waits for the container's `die` event after its exit. */
@@ -278,22 +283,29 @@ export class DockerExecutor implements Executor {
 
   /**
    * Inspects a container whose output stream ended before the engine responded to the wait,
-   * and returns its exit code. Either it exited and the response is late, or the connection
-   * broke while it still ran.
+   * and returns its exit code. Either it exited and the engine has not recorded it yet, or the
+   * connection broke while it still ran. A container that stays running for
+   * RUNNING_AFTER_STREAM_MS more is taken for the second.
    */
   async #exitAfterStreamEnded(container: Docker.Container, name: string): Promise<number> {
-    let state: Docker.ContainerInspectInfo['State'];
-    try {
-      state = (
-        await engineCall('the inspection of the container', this.#timeoutMs, (abortSignal) =>
-          container.inspect({ abortSignal }),
-        )
-      ).State;
-    } catch (error) {
-      throw lostConnectionError(name, engineMessage(error), error);
+    const deadline = Date.now() + RUNNING_AFTER_STREAM_MS;
+    for (;;) {
+      let state: Docker.ContainerInspectInfo['State'];
+      try {
+        state = (
+          await engineCall('the inspection of the container', this.#timeoutMs, (abortSignal) =>
+            container.inspect({ abortSignal }),
+          )
+        ).State;
+      } catch (error) {
+        throw lostConnectionError(name, engineMessage(error), error);
+      }
+      if (!state.Running) return state.ExitCode;
+      if (Date.now() >= deadline) {
+        throw lostConnectionError(name, 'its output stream closed while it still ran', undefined);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
     }
-    if (!state.Running) return state.ExitCode;
-    throw lostConnectionError(name, 'its output stream closed while it still ran', undefined);
   }
 
   async #wasOomKilled(container: Docker.Container): Promise<boolean> {
@@ -342,9 +354,15 @@ export class DockerExecutor implements Executor {
   }
 
   async #cleanup(spec: ExecutionSpec): Promise<void> {
+    // After an engine failure a short limit, so that a stopping worker does not wait the full
+    // limit again for each request; the worker retries a cleanup that fails.
+    const timeoutMs =
+      this.#engineFailure === undefined
+        ? this.#timeoutMs
+        : Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS);
     const containers = await engineCall(
       "the listing of the task's containers",
-      this.#timeoutMs,
+      timeoutMs,
       (abortSignal) =>
         this.docker.listContainers({
           all: true,
@@ -353,7 +371,7 @@ export class DockerExecutor implements Executor {
         }),
     );
     for (const info of containers) {
-      await engineCall(`the removal of container ${info.Id}`, this.#timeoutMs, (abortSignal) =>
+      await engineCall(`the removal of container ${info.Id}`, timeoutMs, (abortSignal) =>
         this.docker.getContainer(info.Id).remove({ force: true, v: true, abortSignal }),
       ).catch((error: { statusCode?: number }) => {
         if (error.statusCode !== 404 && error.statusCode !== 409) throw error;
@@ -363,9 +381,8 @@ export class DockerExecutor implements Executor {
 
   async #requireImage(image: string): Promise<void> {
     try {
-      // dockerode's Image.inspect takes no abort signal, but engineCall still bounds the wait.
-      await engineCall('the lookup of the image', this.#timeoutMs, () =>
-        this.docker.getImage(image).inspect(),
+      await engineCall('the lookup of the image', this.#timeoutMs, (abortSignal) =>
+        inspectImage(this.docker, image, abortSignal),
       );
     } catch (error) {
       if (error instanceof ExecutionError) throw error;
@@ -379,6 +396,28 @@ export class DockerExecutor implements Executor {
       });
     }
   }
+}
+
+/**
+ * Inspects an image, as dockerode's Image.inspect does, but with an abort signal, which that
+ * method drops (dockerode 4.0.12): a request that a hung engine never answers would stay open
+ * and keep the process from exiting.
+ */
+function inspectImage(docker: Docker, image: string, abortSignal: AbortSignal): Promise<unknown> {
+  const modem = docker.modem as unknown as {
+    dial(options: Record<string, unknown>, callback: (error: unknown, data: unknown) => void): void;
+  };
+  return new Promise((resolve, reject) => {
+    modem.dial(
+      {
+        path: `/images/${image}/json`,
+        method: 'GET',
+        abortSignal,
+        statusCodes: { 200: true, 404: 'no such image', 500: 'server error' },
+      },
+      (error, data) => (error === null || error === undefined ? resolve(data) : reject(error)),
+    );
+  });
 }
 
 function containerOptions(spec: ExecutionSpec, scriptDir: string): Docker.ContainerCreateOptions {

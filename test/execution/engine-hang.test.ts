@@ -157,5 +157,11 @@ describe('docker executor and an engine that fails', () => {
       'the Docker engine did not respond to the lookup of the image within 1 s; check that the engine runs and responds (docker info)',
     );
     expect(Date.now() - started).toBeLessThan(10_000);
+    // The lookup's request is closed too, so that it cannot keep the worker from exiting.
+    const deadline = Date.now() + 3_000;
+    while (proxy.openConnections() > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(proxy.openConnections()).toBe(0);
   });
 });
