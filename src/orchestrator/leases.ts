@@ -138,6 +138,9 @@ export interface StartRenewal {
  * pipeline has side effects, before its worker could report. A worker that is really gone
  * loses its task one lease later. Each renewed task gets a `task_lease_renewed` audit row.
  *
+ * Tasks that ended while their step may still run, and keep a lease for it, are renewed too
+ * while their worker may still confirm the stop.
+ *
  * A task is renewed once per word from its worker: the renewal sets `lease_renewed_at`, and
  * only the worker's next heartbeat clears it. An API that restarts again before that leaves
  * the lease as it is, so restarts cannot keep the task of a lost worker from being recovered.
@@ -159,8 +162,29 @@ export async function renewLeasesOnStart(
         eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', until)]),
       )
       .execute();
+    // Tasks that ended while their step may still run keep their lease, and their concurrency
+    // group waits until it runs out (see dispatch/lease.ts). Their worker renews it while it
+    // makes sure that the step stopped, so it is renewed here too. A worker that went on with
+    // other work since (its last word is after the lease) or is offline has given up the task.
+    const kept = await trx
+      .selectFrom('tasks')
+      .innerJoin('workers', 'workers.id', 'tasks.worker_id')
+      .select([
+        'tasks.id',
+        'tasks.job_id',
+        'tasks.worker_id',
+        'tasks.attempt',
+        'tasks.lease_expires_at',
+        'tasks.lease_renewed_at',
+      ])
+      .where('tasks.status', '!=', literal('running'))
+      .where('tasks.lease_expires_at', 'is not', null)
+      .where('tasks.lease_expires_at', '<', until)
+      .where('workers.status', '!=', literal('offline'))
+      .whereRef('tasks.lease_expires_at', '>', 'workers.last_heartbeat_at')
+      .execute();
     let notRenewed = 0;
-    for (const task of running) {
+    for (const task of [...running, ...kept]) {
       if (task.lease_renewed_at !== null) {
         notRenewed += 1;
         continue;
@@ -183,7 +207,7 @@ export async function renewLeasesOnStart(
         },
       });
     }
-    return { renewed: running.length - notRenewed, notRenewed };
+    return { renewed: running.length + kept.length - notRenewed, notRenewed };
   });
 }
 

@@ -157,4 +157,57 @@ describe('lease renewal when the API starts', () => {
     expect(await renewLeasesOnStart(server.context, api)).toEqual({ renewed: 1, notRenewed: 1 });
     expect((await task(second.task_id)).lease_renewed_at).not.toBeNull();
   });
+
+  it('renews a lease kept for a step', async () => {
+    /** Claims a task and ends it with its step possibly running, which keeps its lease. */
+    async function keptLease(worker: string, commit: string): Promise<ClaimedTask> {
+      await trigger(server, 'ci', commit);
+      const claimed = await claimOne(worker);
+      const finished = await server.request('POST', `/api/agent/tasks/${claimed.task_id}/finish`, {
+        token: agent,
+        body: {
+          worker_id: worker,
+          attempt: claimed.attempt,
+          status: 'timed_out',
+          reason: 'the engine did not confirm the stop',
+          duration_ms: 10,
+          step_stopped: false,
+        },
+      });
+      expect(finished.status, finished.text).toBe(200);
+      expect((await task(claimed.task_id)).lease_expires_at).not.toBeNull();
+      await expireLease(claimed.task_id);
+      return claimed;
+    }
+    const setWorker = (
+      id: string,
+      values: { status?: 'online' | 'offline'; last_heartbeat_at?: string },
+    ) =>
+      server.context.store.write((trx) =>
+        trx.updateTable('workers').set(values).where('id', '=', id).execute(),
+      );
+
+    const cutOff = await keptLease('cut-off-worker', 'e5e5e5e5e5');
+    await setWorker('cut-off-worker', {
+      last_heartbeat_at: new Date(Date.now() - 60_000).toISOString(),
+    });
+    const offline = await keptLease('offline-worker', 'e6e6e6e6e6');
+    await setWorker('offline-worker', {
+      status: 'offline',
+      last_heartbeat_at: new Date(Date.now() - 60_000).toISOString(),
+    });
+    const movedOn = await keptLease('moved-on-worker', 'e7e7e7e7e7');
+    await setWorker('moved-on-worker', { last_heartbeat_at: new Date().toISOString() });
+
+    await renewLeasesOnStart(server.context, api);
+    expect(Date.parse((await task(cutOff.task_id)).lease_expires_at!)).toBeGreaterThan(Date.now());
+    expect((await task(cutOff.task_id)).status).toBe('timed_out');
+    expect(Date.parse((await task(offline.task_id)).lease_expires_at!)).toBeLessThan(Date.now());
+    expect(Date.parse((await task(movedOn.task_id)).lease_expires_at!)).toBeLessThan(Date.now());
+
+    // Once per word from the worker, as for running tasks.
+    await expireLease(cutOff.task_id);
+    await renewLeasesOnStart(server.context, api);
+    expect(Date.parse((await task(cutOff.task_id)).lease_expires_at!)).toBeLessThan(Date.now());
+  });
 });
