@@ -220,7 +220,7 @@ export class TaskRun {
       const body = { ...result, duration_ms: durationMs };
       const outcome = await this.#finish({ ...body, step_stopped: false });
       if (outcome !== 'lease_lost') {
-        await this.#removeLeftSteps(executor!, executionSpec!, workspace, body);
+        await this.#removeLeftSteps(executor!, executionSpec!, workspace, body, heartbeat);
       }
       return outcome;
     } finally {
@@ -239,6 +239,7 @@ export class TaskRun {
     spec: ExecutionSpec,
     workspace: Workspace | undefined,
     result: Omit<FinishBody, 'worker_id' | 'attempt'>,
+    heartbeat: { stop(): void },
   ): Promise<void> {
     for (let retry = 0; ; retry += 1) {
       const delay = REMOVE_RETRY_DELAYS_MS[Math.min(retry, REMOVE_RETRY_DELAYS_MS.length - 1)]!;
@@ -254,6 +255,8 @@ export class TaskRun {
         return;
       }
       await this.#removeWorkspace(workspace);
+      // The report ends the lease, and a heartbeat sent meanwhile would be rejected and logged.
+      heartbeat.stop();
       const body: FinishBody = { ...this.#lease(), ...result, step_stopped: true };
       const ok = await this.#withRetries('finish', () =>
         this.#deps.client.finish(this.#spec.task_id, body),
