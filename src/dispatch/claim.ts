@@ -248,12 +248,17 @@ async function claimOne(
  * lost, so the worker never started them. Each gets a fresh lease and a `task_redelivered`
  * audit row. Without a session, or for another process with the worker's id, nothing is
  * returned, because that process may have started the task before it went away.
+ *
+ * A lost task whose executor the claim leaves out (docker while the worker's engine does not
+ * respond) is queued again instead, with a `task_released` audit row, because the worker
+ * would run it on that executor. It uses up no attempt, since it never started.
  */
 export async function redeliverTasks(
   trx: Trx,
   request: ClaimRequest,
   holding: readonly string[],
   audit: AuditContext,
+  changes: ChangeSet,
 ): Promise<TaskSpec[]> {
   if (request.session === undefined || request.max <= 0) return [];
   const lost = await trx
@@ -272,6 +277,11 @@ export async function redeliverTasks(
   for (const task of lost) {
     const job = await findJob(trx, task.job_id);
     if (job === undefined) continue;
+    const executor = task.executor ?? request.defaultExecutor;
+    if (!request.executors.includes(executor)) {
+      await requeueUnstarted(trx, task, request.workerId, executor, audit, changes);
+      continue;
+    }
     await trx
       .updateTable('tasks')
       .set({ lease_expires_at: leaseExpiresAt, lease_renewed_at: null, updated_at: nowIso() })
@@ -291,6 +301,33 @@ export async function redeliverTasks(
     specs.push(buildTaskSpec(job, { ...task, lease_expires_at: leaseExpiresAt }));
   }
   return specs;
+}
+
+/** Queues again a lost task that the worker never started, with a `task_released` row. */
+async function requeueUnstarted(
+  trx: Trx,
+  task: TaskRow,
+  workerId: string,
+  executor: string,
+  audit: AuditContext,
+  changes: ChangeSet,
+): Promise<void> {
+  const reason =
+    `the worker did not receive the claim response and takes no ${executor} tasks now; ` +
+    'queued again';
+  await transitionTask(trx, task, 'queued', changes, { reason });
+  await trx
+    .updateTable('tasks')
+    .set({ hand_backs: task.hand_backs + 1 })
+    .where('id', '=', task.id)
+    .execute();
+  await appendAudit(trx, audit, {
+    action: 'task_released',
+    jobId: task.job_id,
+    taskId: task.id,
+    details: { worker_id: workerId, attempt: task.attempt, status: 'queued', reason },
+  });
+  await refreshJobStatus(trx, task.job_id, changes, audit);
 }
 
 /** Marks the worker as seen now; called on every claim and heartbeat. */

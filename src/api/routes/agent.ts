@@ -135,7 +135,8 @@ const ClaimBody = Type.Object(
         description:
           'ids of the tasks this process runs or still reports on. With a session, running ' +
           'tasks claimed by this session and not listed are returned again first, with the ' +
-          'same attempt: the response of the claim that took them was lost',
+          'same attempt: the response of the claim that took them was lost. Those whose ' +
+          'executor `executors` leaves out are queued again instead, using up no attempt',
       }),
     ),
     executors: Type.Optional(
@@ -370,9 +371,12 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       };
       if (body.holding !== undefined) {
         const holding = body.holding;
+        const changes = new ChangeSet();
         const lost = await context.store.write((trx) =>
-          redeliverTasks(trx, claimRequest, holding, auditContext(request)),
+          redeliverTasks(trx, claimRequest, holding, auditContext(request), changes),
         );
+        // Tasks queued again wake the claims of other workers.
+        changes.emit(context.events);
         if (lost.length > 0) {
           request.log.warn(
             { worker: workerId, tasks: lost.map((task) => task.task_id) },
