@@ -165,7 +165,8 @@ export async function renewLeasesOnStart(
     // Tasks that ended while their step may still run keep their lease, and their concurrency
     // group waits until it runs out (see dispatch/lease.ts). Their worker renews it while it
     // makes sure that the step stopped, so it is renewed here too. A worker that went on with
-    // other work since (its last word is after the lease) or is offline has given up the task.
+    // other work since (its last word is after the lease) or is offline has given up the task,
+    // and so has a process whose worker id another process registered since (a new session).
     const kept = await trx
       .selectFrom('tasks')
       .innerJoin('workers', 'workers.id', 'tasks.worker_id')
@@ -182,6 +183,7 @@ export async function renewLeasesOnStart(
       .where('tasks.lease_expires_at', '<', until)
       .where('workers.status', '!=', literal('offline'))
       .whereRef('tasks.lease_expires_at', '>', 'workers.last_heartbeat_at')
+      .where((eb) => eb('tasks.worker_session', 'is', eb.ref('workers.session')))
       .execute();
     let notRenewed = 0;
     for (const task of [...running, ...kept]) {

@@ -210,4 +210,54 @@ describe('lease renewal when the API starts', () => {
     await renewLeasesOnStart(server.context, api);
     expect(Date.parse((await task(cutOff.task_id)).lease_expires_at!)).toBeLessThan(Date.now());
   });
+
+  it('leaves a kept lease of a replaced session', async () => {
+    const register = (session: string) =>
+      server.request('POST', '/api/agent/workers', {
+        token: agent,
+        body: {
+          name: 'restarted-worker',
+          session,
+          hostname: 'test-host',
+          executors: ['local'],
+          capacity: 1,
+        },
+      });
+    expect((await register('session-one')).status).toBe(200);
+    await trigger(server, 'ci', 'e8e8e8e8e8');
+    const claim = await server.request('POST', '/api/agent/workers/restarted-worker/claim', {
+      token: agent,
+      body: { max: 1, wait_seconds: 0, session: 'session-one' },
+    });
+    expect(claim.body.tasks, claim.text).toHaveLength(1);
+    const claimed = claim.body.tasks[0] as ClaimedTask;
+    const finished = await server.request('POST', `/api/agent/tasks/${claimed.task_id}/finish`, {
+      token: agent,
+      body: {
+        worker_id: 'restarted-worker',
+        attempt: claimed.attempt,
+        status: 'timed_out',
+        reason: 'the engine did not confirm the stop',
+        duration_ms: 10,
+        step_stopped: false,
+      },
+    });
+    expect(finished.status, finished.text).toBe(200);
+    const keptUntil = (await task(claimed.task_id)).lease_expires_at;
+    expect(keptUntil).not.toBeNull();
+
+    // The process stopped with the step unconfirmed, and a new process took the worker id, so
+    // no process will confirm the stop any more.
+    const offline = await server.request('POST', '/api/agent/workers/restarted-worker/status', {
+      token: agent,
+      body: { status: 'offline' },
+    });
+    expect(offline.status, offline.text).toBe(200);
+    expect((await register('session-two')).status).toBe(200);
+
+    await renewLeasesOnStart(server.context, api);
+    const after = await task(claimed.task_id);
+    expect(after.lease_renewed_at).toBeNull();
+    expect(after.lease_expires_at).toBe(keptUntil);
+  });
 });
