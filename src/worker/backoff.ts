@@ -56,4 +56,9 @@ export class RepeatLimiter {
   clear(): void {
     this.#entries.clear();
   }
+
+  /** Forgets one kind of line, so that its next repeat is logged at once. */
+  delete(key: string): void {
+    this.#entries.delete(key);
+  }
 }

@@ -287,6 +287,8 @@ export class Worker {
         available.push(name);
         if (this.#unavailable.delete(name)) {
           this.#logger.info(`the ${name} executor can run tasks again; claiming ${name} tasks`);
+          // So that a new failure is logged at once, not after the repeat interval.
+          this.#unavailableRepeats.delete(name);
         }
         continue;
       }
