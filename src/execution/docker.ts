@@ -128,8 +128,8 @@ export class DockerExecutor implements Executor {
     try {
       return await call();
     } catch (error) {
-      if (error instanceof EngineFailure) {
-        this.#engineFailure = error.message;
+      if (error instanceof EngineFailure || isUnreachable(error)) {
+        this.#engineFailure = (error as Error).message;
         for (const listener of this.#unavailableListeners) listener();
       }
       throw error;
@@ -590,6 +590,39 @@ function scriptNotStartedError(image: string | null, exitCode: number): Executio
 
 function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Error codes of a connection to the engine that failed: as while dockerd restarts, or, for a
+ * DOCKER_HOST over TCP, a host that cannot be reached.
+ */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOENT',
+  'ECONNRESET',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+
+/**
+ * Tells whether `error`, or the engine error it wraps, is a connection to the engine that
+ * could not be made or broke, rather than a response. Such requests fail at once, so without
+ * this a worker whose engine is down would fail every queued docker task and its retries.
+ */
+function isUnreachable(error: unknown): boolean {
+  for (const candidate of [error, (error as { cause?: unknown } | undefined)?.cause]) {
+    const { code, syscall, statusCode } = (candidate ?? {}) as {
+      code?: string;
+      syscall?: string;
+      statusCode?: number;
+    };
+    if (statusCode !== undefined || code === undefined || !UNREACHABLE_CODES.has(code)) continue;
+    // A missing file elsewhere (the step script) is no engine problem.
+    if (code === 'ENOENT' && syscall !== 'connect') continue;
+    return true;
+  }
+  return false;
 }
 
 function engineMessage(error: unknown): string {
