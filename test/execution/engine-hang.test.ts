@@ -16,7 +16,7 @@ import { requireDocker, TEST_IMAGE } from '../support/docker.js';
 import { startEngineProxy, type EngineProxy } from '../support/engine-proxy.js';
 import { makeTempDir } from '../support/server.js';
 
-const TIMEOUT_MS = 1_000;
+const TIMEOUT_MS = 3_000;
 
 describe('docker executor and an engine that fails', () => {
   let docker: Docker;
@@ -114,9 +114,9 @@ describe('docker executor and an engine that fails', () => {
     // machine the freeze can then hold that response instead of the wait's.
     expect((error as Error).message).toMatch(
       new RegExp(
-        '^the Docker engine (did not confirm within 1 s that container ' +
+        '^the Docker engine (did not confirm within 3 s that container ' +
           'slipway-hang-[0-9a-f]{8}\\.1\\.0-a1 stopped after Slipway stopped the task; its steps ' +
-          'may still run|did not respond to the request to start the container within 1 s; .*' +
+          'may still run|did not respond to the request to start the container within 3 s; .*' +
           'the container may have started$)',
       ),
     );
@@ -160,7 +160,7 @@ describe('docker executor and an engine that fails', () => {
       new AbortController().signal,
     );
     await expect(run).rejects.toThrow(
-      'the Docker engine did not respond to the lookup of the image within 1 s; check that the engine runs and responds (docker info)',
+      'the Docker engine did not respond to the lookup of the image within 3 s; check that the engine runs and responds (docker info)',
     );
     expect(Date.now() - started).toBeLessThan(10_000);
     // The lookup's request is closed too, so that it cannot keep the worker from exiting.

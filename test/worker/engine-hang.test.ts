@@ -76,7 +76,9 @@ pipelines:
       SLIPWAY_EXECUTOR: 'docker',
       SLIPWAY_WORKER_CAPACITY: '2',
       DOCKER_HOST: `unix://${proxy.socketPath}`,
-      SLIPWAY_DOCKER_TIMEOUT_SECONDS: '1',
+      // Short, but not so short that a busy engine (the whole suite runs in parallel) passes for
+      // a hung one and the worker stops claiming docker tasks.
+      SLIPWAY_DOCKER_TIMEOUT_SECONDS: '3',
     });
   });
 
@@ -90,7 +92,7 @@ pipelines:
     docker.listContainers({ all: true, filters: { label: [`${LABEL_JOB}=${jobId}`] } });
 
   async function waitForLog(jobId: string, text: string): Promise<void> {
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 40_000;
     while (!(await harness.logs(jobId)).includes(text)) {
       if (Date.now() > deadline) throw new Error(`no "${text}" in the log of ${jobId}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -109,11 +111,11 @@ pipelines:
     await waitForLog(hung, 'rolling');
     proxy.freeze();
 
-    // 3 s timeout, 1 s for the engine to confirm the kill, 1 s for the cleanup.
-    const job = await harness.waitForJob(hung, 20_000);
+    // 3 s timeout, 3 s for the engine to confirm the kill, 3 s for the cleanup.
+    const job = await harness.waitForJob(hung, 30_000);
     expect(job.status).toBe('timed_out');
     expect(job.reason).toMatch(
-      /timed out after 3s; the Docker engine did not confirm within 1 s that container slipway-deploy-hang-[0-9a-f]{8}\.1\.0-a1 stopped/,
+      /timed out after 3s; the Docker engine did not confirm within 3 s that container slipway-deploy-hang-[0-9a-f]{8}\.1\.0-a1 stopped/,
     );
     const log = await harness.logs(hung);
     expect(log).toContain(
@@ -164,7 +166,7 @@ pipelines:
     });
     expect(ended.status, ended.text).toBe(200);
 
-    // The next heartbeat stops the step; the engine confirms nothing within 1 s.
+    // The next heartbeat stops the step; the engine confirms nothing within 3 s.
     await waitForLog(hung, "[slipway] the step's container could not be removed");
     const log = await harness.logs(hung);
     expect(log).not.toContain('the step was stopped');
@@ -176,7 +178,7 @@ pipelines:
     expect(task.lease_expires_at).not.toBeNull();
 
     proxy.thaw();
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 30_000;
     while ((await taskOf(hung)).lease_expires_at !== null) {
       if (Date.now() > deadline) throw new Error('the lease of the stopped step did not end');
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -193,7 +195,7 @@ pipelines:
 
     // The first attempt ends `error`, its container goes, and the retry runs the step again.
     const { id: taskId } = await taskOf(id);
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 30_000;
     while (!(await harness.logs(id, `?task=${taskId}&attempt=2`)).includes('testing')) {
       if (Date.now() > deadline) throw new Error('the second attempt did not start its step');
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -214,7 +216,7 @@ pipelines:
     const id = await harness.trigger('ci-quick', { commit: COMMIT });
 
     // The first attempt finds the engine hung and ends `error`, and the retry stays queued.
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 30_000;
     let task = await taskOf(id);
     while (task.status !== 'queued' || task.attempt !== 1) {
       if (Date.now() > deadline)
@@ -223,7 +225,7 @@ pipelines:
       task = await taskOf(id);
     }
     expect(task.reason).toContain(
-      'the Docker engine did not respond to the lookup of the image within 1 s',
+      'the Docker engine did not respond to the lookup of the image within 3 s',
     );
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     expect((await taskOf(id)).status).toBe('queued');
