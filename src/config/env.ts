@@ -71,7 +71,7 @@ export interface Config {
     leaseSeconds: number;
     dockerHost: string | undefined;
     /**
-     * Milliseconds to wait for the Docker engine to answer a request, or to confirm that a
+     * Milliseconds to wait for the Docker engine to respond to a request, or to confirm that a
      * killed container stopped, before treating the engine as unresponsive.
      */
     dockerTimeoutMs: number;

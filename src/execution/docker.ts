@@ -103,7 +103,7 @@ export class DockerExecutor implements Executor {
 
   /**
    * Returns why the engine cannot run tasks now, or undefined. After an engine failure, each
-   * call asks the engine for one container until it responds within PROBE_TIMEOUT_MS.
+   * call lists one container until the engine responds within PROBE_TIMEOUT_MS.
    */
   async unavailable(): Promise<string | undefined> {
     if (this.#engineFailure === undefined) return undefined;
@@ -167,8 +167,10 @@ export class DockerExecutor implements Executor {
         cause: error,
       });
     });
-    // Opened before the start, so that it sees every kill. Without it, the kill check falls
-    // back to the engine's list of recent events.
+    // Opened before the start, so that it receives every kill event. Without it, the kill
+    // check falls back to the engine's list of recent events.
+    // NOTE: on a hung engine this waits the whole limit and ignores a cancel meanwhile, so the
+    // first failure of a task takes two limits.
     const kills = await KillWatch.start(this.docker, container.id, this.#timeoutMs).catch(
       () => undefined,
     );
@@ -186,7 +188,7 @@ export class DockerExecutor implements Executor {
     signal.addEventListener('abort', stop, { once: true });
     if (signal.aborted) stop();
     try {
-      // The stream ends early when the stop deadline passes, so a hung engine holds nothing.
+      // The stream ends early when the stop deadline passes, so that a hung engine keeps no request open.
       const stream = await engineCall(
         'the request to attach to the container',
         this.#timeoutMs,
@@ -253,7 +255,7 @@ export class DockerExecutor implements Executor {
    * the steps run (the task's timeout stops them), but ends once `stopDeadline` fires. A wait
    * request whose connection breaks (the engine restarted) never gets a response, so the end
    * of the output stream, which closes with the container or the connection, is watched too.
-   * After the deadline or a broken connection the steps may still run, and the error says so.
+   * After the deadline or a broken connection the steps may still run, and the error states that.
    */
   async #waitForExit(
     container: Docker.Container,
@@ -354,8 +356,8 @@ export class DockerExecutor implements Executor {
   }
 
   async #cleanup(spec: ExecutionSpec): Promise<void> {
-    // After an engine failure a short limit, so that a stopping worker does not wait the full
-    // limit again for each request; the worker retries a cleanup that fails.
+    // A short limit after an engine failure, so that a stopping worker does not wait the full
+    // limit again for each request. The worker retries a cleanup that fails.
     const timeoutMs =
       this.#engineFailure === undefined
         ? this.#timeoutMs
@@ -400,8 +402,8 @@ export class DockerExecutor implements Executor {
 
 /**
  * Inspects an image, as dockerode's Image.inspect does, but with an abort signal, which that
- * method drops (dockerode 4.0.12): a request that a hung engine never answers would stay open
- * and keep the process from exiting.
+ * method drops (dockerode 4.0.12). Without it, a request to a hung engine would stay open and
+ * keep the process from exiting.
  */
 function inspectImage(docker: Docker, image: string, abortSignal: AbortSignal): Promise<unknown> {
   const modem = docker.modem as unknown as {

@@ -4,6 +4,7 @@
  * it would never end the task or finish its pass. So every request that should get a quick
  * response gets SLIPWAY_DOCKER_TIMEOUT_SECONDS, and its error names the engine and the request.
  */
+import type Docker from 'dockerode';
 import { ExecutionError } from './executor.js';
 
 /** SLIPWAY_DOCKER_TIMEOUT_SECONDS by default. */
@@ -26,12 +27,12 @@ export class EngineFailure extends ExecutionError {
 /** Error of an engine request that got no response within its time limit. */
 export class EngineTimeoutError extends EngineFailure {
   constructor(
-    what: string,
+    request: string,
     timeoutMs: number,
     options?: { cause?: unknown; stepMayRun?: boolean },
   ) {
     super(
-      `the Docker engine did not respond to ${what} within ${formatSeconds(timeoutMs)}; ` +
+      `the Docker engine did not respond to ${request} within ${formatSeconds(timeoutMs)}; ` +
         'check that the engine runs and responds (docker info)',
       options,
     );
@@ -46,7 +47,7 @@ export class EngineTimeoutError extends EngineFailure {
  * stays open. `stop`, when given, aborts the request too, at any time, without the timeout error.
  */
 export async function engineCall<T>(
-  what: string,
+  request: string,
   timeoutMs: number,
   call: (abortSignal: AbortSignal) => Promise<T>,
   stop?: AbortSignal,
@@ -58,7 +59,7 @@ export async function engineCall<T>(
   const timedOut = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => {
       timeout.abort();
-      reject(new EngineTimeoutError(what, timeoutMs));
+      reject(new EngineTimeoutError(request, timeoutMs));
     }, timeoutMs);
   });
   const signal = stop === undefined ? timeout.signal : AbortSignal.any([timeout.signal, stop]);
@@ -66,12 +67,26 @@ export async function engineCall<T>(
     return await Promise.race([call(signal), timedOut]);
   } catch (error) {
     if (timeout.signal.aborted && !(error instanceof EngineTimeoutError)) {
-      throw new EngineTimeoutError(what, timeoutMs, { cause: error });
+      throw new EngineTimeoutError(request, timeoutMs, { cause: error });
     }
     throw error;
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Restarts a container. The engine responds only after it stopped the container, which takes up
+ * to `stopSeconds`, so the time limit is that plus `timeoutMs`.
+ */
+export async function restartWithinLimit(
+  container: Docker.Container,
+  stopSeconds: number,
+  timeoutMs: number,
+): Promise<void> {
+  await engineCall('the restart', stopSeconds * 1000 + timeoutMs, (abortSignal) =>
+    container.restart({ t: stopSeconds, abortSignal }),
+  );
 }
 
 /** Formats milliseconds as seconds for messages: `60 s`, `0.5 s`. */

@@ -105,7 +105,7 @@ export class ExecutionError extends Error {
   readonly exitCode: number | null;
   /**
    * True when the steps may still run after this error: the container started and the Docker
-   * engine stopped answering, or the connection to it broke, before it reported the exit. The
+   * engine stopped responding, or the connection to it broke, before it reported the exit. The
    * worker then counts the steps as stopped only once `cleanup` succeeds.
    */
   readonly stepMayRun: boolean;

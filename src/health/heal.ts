@@ -15,7 +15,7 @@ import { parseJsonColumn } from '../store/json.js';
 import type { Database } from '../store/schema.js';
 import { getStateVariable } from '../store/state-variables.js';
 import { isoAfter, nowIso } from '../util/time.js';
-import { engineCall } from '../execution/engine-calls.js';
+import { restartWithinLimit } from '../execution/engine-calls.js';
 import { dockerClient } from './checks/docker.js';
 import { describeError } from './types.js';
 
@@ -313,12 +313,9 @@ async function runAction(
     case 'restart_container': {
       const socket = check.type === 'docker' ? check.settings.socket : undefined;
       const container = dockerClient(socket).getContainer(heal.container!);
-      // The engine answers a restart after up to RESTART_STOP_SECONDS of stopping; a hung
-      // engine must not hold the health monitor.
-      const timeoutMs = RESTART_STOP_SECONDS * 1000 + context.config.worker.dockerTimeoutMs;
-      await engineCall('the restart', timeoutMs, (abortSignal) =>
-        container.restart({ t: RESTART_STOP_SECONDS, abortSignal }),
-      );
+      // Limited, so that a hung engine cannot block the health monitor.
+      const timeoutMs = context.config.worker.dockerTimeoutMs;
+      await restartWithinLimit(container, RESTART_STOP_SECONDS, timeoutMs);
       return { container: heal.container };
     }
     case 'trigger_job': {

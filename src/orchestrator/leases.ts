@@ -167,7 +167,7 @@ export async function renewLeasesOnStart(
     // makes sure that the step stopped, so it is renewed here too. A worker that went on with
     // other work since (its last word is after the lease) or is offline has given up the task,
     // and so has a process whose worker id another process registered since (a new session).
-    const kept = await trx
+    const keptLeases = await trx
       .selectFrom('tasks')
       .innerJoin('workers', 'workers.id', 'tasks.worker_id')
       .select([
@@ -186,7 +186,7 @@ export async function renewLeasesOnStart(
       .where((eb) => eb('tasks.worker_session', 'is', eb.ref('workers.session')))
       .execute();
     let notRenewed = 0;
-    for (const task of [...running, ...kept]) {
+    for (const task of [...running, ...keptLeases]) {
       if (task.lease_renewed_at !== null) {
         notRenewed += 1;
         continue;
@@ -209,7 +209,7 @@ export async function renewLeasesOnStart(
         },
       });
     }
-    return { renewed: running.length + kept.length - notRenewed, notRenewed };
+    return { renewed: running.length + keptLeases.length - notRenewed, notRenewed };
   });
 }
 

@@ -9,7 +9,7 @@
  */
 import type { AppContext } from '../app/context.js';
 import { ApiError } from '../api/errors.js';
-import { engineCall } from '../execution/engine-calls.js';
+import { engineCall, restartWithinLimit } from '../execution/engine-calls.js';
 import { isCommitSha } from '../jobs/refs.js';
 import type { Status } from '../jobs/status.js';
 import type { RecoveryProcedure } from '../pipeline/types.js';
@@ -129,10 +129,7 @@ async function restartContainer(
   const container = dockerClient(context.config).getContainer(name);
   try {
     const timeoutMs = context.config.worker.dockerTimeoutMs;
-    // The engine answers a restart after up to RESTART_STOP_SECONDS of stopping.
-    await engineCall('the restart', RESTART_STOP_SECONDS * 1000 + timeoutMs, (abortSignal) =>
-      container.restart({ t: RESTART_STOP_SECONDS, abortSignal }),
-    );
+    await restartWithinLimit(container, RESTART_STOP_SECONDS, timeoutMs);
     const state = (
       await engineCall('the inspection after the restart', timeoutMs, (abortSignal) =>
         container.inspect({ abortSignal }),

@@ -53,7 +53,7 @@ export interface FinishBody extends LeaseBody {
   duration_ms: number;
   /**
    * False when the worker could not make sure that the steps stopped (a Docker engine that
-   * stopped answering): the task ends, but keeps its lease until a later report says true.
+   * stopped responding): the task ends, but keeps its lease until a later report sets it to true.
    */
   step_stopped?: boolean;
 }

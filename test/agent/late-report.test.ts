@@ -139,7 +139,7 @@ pipelines:
     expect(second.task_id).toBe(first.task_id);
     expect(second.attempt).toBe(first.attempt + 1);
 
-    // worker-b holds attempt 2 now, but never held attempt 1.
+    // worker-b has attempt 2 now, but never held attempt 1.
     expectLeaseLost(await finish(ownerToken, 'worker-b', first.task_id, first.attempt));
     expect(await rejectedRows(first.task_id)).toEqual([]);
 

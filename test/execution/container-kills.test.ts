@@ -1,5 +1,5 @@
 /**
- * Kill events of the real Docker engine: a watch opened before the start sees a kill that
+ * Kill events of the real Docker engine: a watch opened before the start receives a kill that
  * hundreds of other events followed, which the engine's list of recent events has lost.
  */
 import type Docker from 'dockerode';

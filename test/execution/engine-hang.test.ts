@@ -1,5 +1,5 @@
 /**
- * The docker executor against an engine that stops answering or drops its connections, through
+ * The docker executor against an engine that stops responding or drops its connections, through
  * a proxy in front of the real engine (test/support/engine-proxy.ts). Neither may hold a task
  * forever, and neither may pass for steps that stopped.
  */
@@ -124,7 +124,7 @@ describe('docker executor and an engine that fails', () => {
     // The kill never reached the engine, so the step runs on.
     expect(await containerState(spec)).toBe('running');
 
-    // The cleanup gives up too, so the worker knows that nothing removed the container.
+    // The cleanup gives up too, so the worker can tell that nothing removed the container.
     await expect(executor.cleanup(spec)).rejects.toBeInstanceOf(EngineTimeoutError);
     expect(await containerState(spec)).toBe('running');
 

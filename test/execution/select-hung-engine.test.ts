@@ -2,7 +2,7 @@
  * The choice of executors when a worker starts on a Docker engine that does not respond. The
  * ping that finds the engine must end with its time limit: a request left open keeps the
  * socket, and with it the worker process, alive after the worker stopped or failed to start.
- * The engine is the real one, behind a proxy that holds its bytes.
+ * The engine is the real one, behind a proxy that keeps its bytes back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/env.js';

@@ -1,8 +1,8 @@
 /**
  * The docker health check on an engine that does not respond. The check ends at its timeout,
  * and its requests must end with it: each run on a hung engine would otherwise leave a socket
- * open until the engine responds. The engine is the real one, behind a proxy that holds its
- * bytes.
+ * open until the engine responds. The engine is the real one, behind a proxy that keeps its
+ * bytes back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runHealthChecks } from '../../src/health/runner.js';

@@ -1,7 +1,7 @@
 /**
- * The orchestrator's engine requests against a Docker engine that stops answering, through a
+ * The orchestrator's engine requests against a Docker engine that stops responding, through a
  * proxy in front of the real engine. The container sweep runs inside the watchdog's pass,
- * which also recovers expired leases, so a hung engine must not hold it.
+ * which also recovers expired leases, so a hung engine must not block it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppContext } from '../../src/app/context.js';

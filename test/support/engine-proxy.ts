@@ -1,7 +1,7 @@
 /**
  * A Unix socket in front of the real Docker engine, for tests of an engine that stops
- * answering or drops its connections. Every byte goes to the real engine; only the failure is
- * made here: `freeze` holds the bytes of both ways (as a hung daemon answers nothing), `thaw`
+ * responding or drops its connections. Every byte goes to the real engine; only the failure is
+ * made here: `freeze` keeps the bytes of both directions (a hung daemon sends no response), `thaw`
  * passes them on, and `dropConnections` closes every open connection (as an engine restart does).
  */
 import net from 'node:net';
@@ -25,12 +25,12 @@ export async function startEngineProxy(
   const socketPath = path.join(makeTempDir('slipway-engine-proxy-'), 'docker.sock');
   const pairs = new Set<{ client: net.Socket; engine: net.Socket }>();
   /** Bytes held while frozen, with the socket each is for, in arrival order. */
-  let held: Array<{ to: net.Socket; chunk: Buffer }> = [];
+  let heldChunks: Array<{ to: net.Socket; chunk: Buffer }> = [];
   let frozen = false;
 
   const forward = (from: net.Socket, to: net.Socket) => {
     from.on('data', (chunk: Buffer) => {
-      if (frozen) held.push({ to, chunk });
+      if (frozen) heldChunks.push({ to, chunk });
       else to.write(chunk);
     });
   };
@@ -64,8 +64,8 @@ export async function startEngineProxy(
     },
     thaw() {
       frozen = false;
-      const release = held;
-      held = [];
+      const release = heldChunks;
+      heldChunks = [];
       for (const { to, chunk } of release) if (!to.destroyed) to.write(chunk);
     },
     dropConnections,

@@ -2,7 +2,7 @@
  * A worker that stops while its Docker engine hangs under a deploy. The stop cannot remove the
  * step's container, so the steps may still run: the task must end without a hand-back, which
  * would end its lease at once, and the next deploy of its concurrency group must wait. The
- * engine is the real one, behind a proxy that holds its bytes.
+ * engine is the real one, behind a proxy that keeps its bytes back.
  */
 import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

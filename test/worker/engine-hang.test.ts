@@ -1,5 +1,5 @@
 /**
- * A deploy whose Docker engine stops answering while its step runs. The task must end at its
+ * A deploy whose Docker engine stops responding while its step runs. The task must end at its
  * timeout, and say why, instead of running forever; but its container may still run, so the
  * next deploy of the concurrency group waits until the worker could remove it. An engine that
  * restarts under a running step ends the task `error`, and it is retried once the container
