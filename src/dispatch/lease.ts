@@ -173,8 +173,8 @@ export async function finishTask(
   // Hand-backs from stopping workers use up no attempt.
   const counted = task.attempt - task.hand_backs;
   // A new attempt next to steps that may still run could do their work twice.
-  // NOTE: after an engine restart the worker's first removal usually fails while the engine is
-  // down, so such a task ends without the retry that its `retries` would have given it.
+  // NOTE: a worker retries the removal for 30 s before it reports (see TaskRun), so a task
+  // whose engine is away for longer ends without the retry that `retries` would have given it.
   const retry =
     report.status === 'error' &&
     counted < allowedAttempts &&

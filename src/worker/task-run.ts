@@ -48,6 +48,12 @@ export type TaskRunOutcome = FinishBody['status'] | 'handed_back' | 'lease_lost'
 const FINISH_RETRY_DELAYS_MS = [200, 500, 1_000, 2_000, 5_000];
 /** Pauses between attempts to remove the container of steps that may still run. */
 const REMOVE_RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
+/**
+ * Milliseconds that a task which ended `error` before its container was removed stays running
+ * while the worker retries the removal. An engine that restarts under a step fails the first
+ * removal, and the API retries only a task whose steps stopped.
+ */
+const REMOVAL_GRACE_MS = 30_000;
 
 export class TaskRun {
   readonly #spec: TaskSpec;
@@ -154,6 +160,20 @@ export class TaskRun {
       // Steps that may still run read and write the workspace, so it stays until their
       // container is gone (see #removeLeftSteps).
       if (!stepMayRun || cleanedUp) await this.#removeWorkspace(workspace);
+    }
+    if (
+      stepMayRun &&
+      !cleanedUp &&
+      result.status === 'error' &&
+      !this.#controller.signal.aborted &&
+      !this.#leaseRejected
+    ) {
+      output.note(
+        "[slipway] the step's container could not be removed; the worker tries again for up " +
+          `to ${REMOVAL_GRACE_MS / 1000} s, so that the task's retries can run it again`,
+      );
+      cleanedUp = await this.#removeWithin(executor!, executionSpec!, REMOVAL_GRACE_MS);
+      if (cleanedUp) await this.#removeWorkspace(workspace);
     }
     const stopReason = this.#controller.signal.reason as StopReason | undefined;
     const stepStopped = !stepMayRun || cleanedUp;
@@ -263,6 +283,27 @@ export class TaskRun {
       );
       if (ok) this.#logger.info("the step's container is removed; the task's lease ends");
       return;
+    }
+  }
+
+  /**
+   * Retries the executor's cleanup of steps that may still run, while the task keeps its lease,
+   * for up to `graceMs`. Returns whether the container is gone, which is false when the worker
+   * stops or loses the lease first.
+   */
+  async #removeWithin(executor: Executor, spec: ExecutionSpec, graceMs: number): Promise<boolean> {
+    const deadline = Date.now() + graceMs;
+    for (let retry = 0; ; retry += 1) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      const delay = REMOVE_RETRY_DELAYS_MS[Math.min(retry, REMOVE_RETRY_DELAYS_MS.length - 1)]!;
+      const signal = this.#removalEnd.signal;
+      const paused = await sleep(Math.min(delay, left), 'retry' as const, { signal }).catch(
+        () => 'ended' as const,
+      );
+      if (paused === 'ended' || this.#leaseRejected) return false;
+      const outcome = await this.#tryRemoval(executor, spec);
+      if (outcome !== 'failed') return outcome === 'removed';
     }
   }
 

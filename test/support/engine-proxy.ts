@@ -2,7 +2,8 @@
  * A Unix socket in front of the real Docker engine, for tests of an engine that stops
  * responding or drops its connections. Every byte goes to the real engine; only the failure is
  * made here: `freeze` keeps the bytes of both directions (a hung daemon sends no response), `thaw`
- * passes them on, and `dropConnections` closes every open connection (as an engine restart does).
+ * passes them on, `dropConnections` closes every open connection, and `down` does that and removes
+ * the socket until `up` (as an engine restart does).
  */
 import net from 'node:net';
 import path from 'node:path';
@@ -14,6 +15,9 @@ export interface EngineProxy {
   freeze(): void;
   thaw(): void;
   dropConnections(): void;
+  /** Drops every connection and stops listening, so that connecting fails until `up`. */
+  down(): Promise<void>;
+  up(): Promise<void>;
   /** Client connections open now, such as requests that the engine has not responded to. */
   openConnections(): number;
   close(): Promise<void>;
@@ -69,10 +73,18 @@ export async function startEngineProxy(
       for (const { to, chunk } of release) if (!to.destroyed) to.write(chunk);
     },
     dropConnections,
+    async down() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      dropConnections();
+      await closed;
+    },
+    async up() {
+      await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    },
     openConnections: () => pairs.size,
     async close() {
       dropConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }

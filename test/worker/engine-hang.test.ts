@@ -3,7 +3,7 @@
  * timeout, and say why, instead of running forever; but its container may still run, so the
  * next deploy of the concurrency group waits until the worker could remove it. An engine that
  * restarts under a running step ends the task `error`, and it is retried once the container
- * is removed. The engine is the real one, behind a proxy that makes it hang or drop connections.
+ * is removed, also when the engine was away for a while. The engine is the real one, behind a proxy that makes it hang or drop connections.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -206,6 +206,44 @@ pipelines:
     );
     const left = await containersOf(id);
     expect(left.map((container) => container.Id)).not.toContain(first!.Id);
+
+    await harness.server.request('POST', `/api/job/${id}/cancel`, { token: harness.token });
+    expect((await harness.waitForJob(id, 15_000)).status).toBe('cancelled');
+  });
+
+  it('retries a task after an engine restart', async () => {
+    const id = await harness.trigger('ci-long', { commit: COMMIT });
+    await waitForLog(id, 'testing');
+    const { id: taskId } = await taskOf(id);
+    const [first] = await containersOf(id);
+    await proxy.down();
+
+    // The step's container cannot be removed while the engine is away. The task waits for it
+    // instead of ending without its retry, and the engine comes back within that wait.
+    await waitForLog(id, "[slipway] the step's container could not be removed; the worker tries");
+    expect((await taskOf(id)).status).toBe('running');
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    await proxy.up();
+
+    const deadline = Date.now() + 40_000;
+    while (!(await harness.logs(id, `?task=${taskId}&attempt=2`)).includes('testing')) {
+      if (Date.now() > deadline) throw new Error('the second attempt did not start its step');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const log = await harness.logs(id, `?task=${taskId}&attempt=1`);
+    expect(log).toMatch(
+      /task ended error after [\d.]+ s: lost the connection to the Docker engine/,
+    );
+    expect(log).not.toContain('the task keeps its lease');
+    const left = await containersOf(id);
+    expect(left.map((container) => container.Id)).not.toContain(first!.Id);
+    const retried = await harness.server.context.store.db
+      .selectFrom('audit_log')
+      .select('action')
+      .where('task_id', '=', taskId)
+      .where('action', 'in', ['task_retried', 'task_finished'])
+      .execute();
+    expect(retried.map((row) => row.action)).toEqual(['task_retried']);
 
     await harness.server.request('POST', `/api/job/${id}/cancel`, { token: harness.token });
     expect((await harness.waitForJob(id, 15_000)).status).toBe('cancelled');
