@@ -1,7 +1,7 @@
 /**
  * Why a queued job is not running yet, in words for `GET /api/job/{id}`. Another job of its
  * concurrency group runs or an older one is queued, no worker is live, none has the executor
- * its tasks need, or every such worker is busy.
+ * its tasks need, every such worker left it out of its claims, or every such worker is busy.
  */
 import type BetterSqlite3 from 'better-sqlite3';
 import { sql, type Kysely } from 'kysely';
@@ -147,6 +147,30 @@ export function canRun(worker: WorkerRow, executor: string | null): boolean {
 }
 
 /**
+ * Returns whether the worker's latest claim left out the executor, or for a task that names
+ * none, the worker's first executor, which runs it.
+ */
+function leavesOut(worker: WorkerRow, executor: string | null): boolean {
+  if (worker.unavailable_executors === null) return false;
+  const name = executor ?? parseJsonColumn<string[]>(worker.executors, [])[0];
+  return parseJsonColumn<string[]>(worker.unavailable_executors, []).includes(name ?? '');
+}
+
+/** Describes workers that registered the executor but left it out of their latest claims. */
+function describeUnavailable(workers: readonly WorkerRow[], executor: string | null): string {
+  const ids = workers.map((worker) => worker.id).join(', ');
+  const subject =
+    executor === null
+      ? 'every online worker left its first executor'
+      : `every worker with the ${executor} executor left it`;
+  const check =
+    executor === 'docker'
+      ? 'check the Docker engine on its host (docker info) and the worker log'
+      : 'see the worker log';
+  return `${subject} out of its claims because it cannot run it now (${ids}); ${check}`;
+}
+
+/**
  * Returns why the job's queued tasks have no worker, or undefined when one may claim them
  * now. Run it inside Store.read, so the workers and their running tasks are read together.
  */
@@ -264,9 +288,11 @@ function explainWorkers(
   const workers = load.workers;
   if (workers.length === 0) return 'no worker is online';
   for (const executor of new Set(queued.map((task) => task.executor))) {
-    const able = workers.filter((worker) => canRun(worker, executor));
+    const registered = workers.filter((worker) => canRun(worker, executor));
     const label = executor === null ? '' : ` with the ${executor} executor`;
-    if (able.length === 0) return `no worker${label}`;
+    if (registered.length === 0) return `no worker${label}`;
+    const able = registered.filter((worker) => !leavesOut(worker, executor));
+    if (able.length === 0) return describeUnavailable(registered, executor);
     const free = able.reduce(
       (sum, worker) => sum + Math.max(0, worker.capacity - load.running(worker.id)),
       0,

@@ -187,6 +187,11 @@ export interface WorkersTable {
    * before 0012, and once that token row is deleted.
    */
   token_id: number | null;
+  /**
+   * JSON array of the registered executors that the worker's latest claim left out, because
+   * it cannot run them now. Null until a claim leaves one out, and again after a registration.
+   */
+  unavailable_executors: string | null;
 }
 
 export interface SchedulerLocksTable {

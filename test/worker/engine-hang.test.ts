@@ -267,6 +267,12 @@ pipelines:
     );
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     expect((await taskOf(id)).status).toBe('queued');
+    const waiting = await harness.server.request('GET', `/api/job/${id}`, {
+      token: harness.token,
+    });
+    expect(waiting.body.reason).toMatch(
+      /^every worker with the docker executor left it out of its claims because it cannot run it now \(/,
+    );
 
     proxy.thaw();
     const job = await harness.waitForJob(id, 30_000);

@@ -147,7 +147,9 @@ const ClaimBody = Type.Object(
           'executors this claim takes tasks for, among those the worker registered (default: ' +
           'all of them). A worker leaves out one that cannot run tasks now, such as docker ' +
           'while its engine does not respond. Tasks whose pipeline names no executor go to ' +
-          'the worker only when its first registered executor is listed',
+          'the worker only when its first registered executor is listed. The API records the ' +
+          'executors left out until a claim lists them again, and the reason of a queued job ' +
+          'that needs one names the workers',
       }),
     ),
   },
@@ -284,6 +286,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           last_heartbeat_at: now,
           session: body.session ?? null,
           token_id: request.principal?.tokenId ?? null,
+          unavailable_executors: null,
         };
         await trx
           .insertInto('workers')
@@ -361,6 +364,12 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
           'registered',
         );
       }
+      await recordUnavailableExecutors(
+        context.store,
+        worker,
+        body.executors,
+        auditContext(request),
+      );
       const claimRequest = {
         workerId,
         executors: body.executors ?? executors,
@@ -954,4 +963,33 @@ function workerNotFound(workerId: string): ApiError {
     'worker_id',
     'registered',
   );
+}
+
+/**
+ * Stores which registered executors the claim leaves out, when that changed since the last
+ * claim, with an audit row. A worker leaves out docker while its engine does not respond, and
+ * GET /api/job names such workers for a queued job that waits for them.
+ */
+async function recordUnavailableExecutors(
+  store: AppContext['store'],
+  worker: { id: string; executors: string; unavailable_executors: string | null },
+  claimed: string[] | undefined,
+  audit: ReturnType<typeof auditContext>,
+): Promise<void> {
+  const registered = JSON.parse(worker.executors) as string[];
+  const unavailable =
+    claimed === undefined ? [] : registered.filter((name) => !claimed.includes(name));
+  const stored = JSON.parse(worker.unavailable_executors ?? '[]') as string[];
+  if (stored.join('\n') === unavailable.join('\n')) return;
+  await store.write(async (trx) => {
+    await trx
+      .updateTable('workers')
+      .set({ unavailable_executors: unavailable.length === 0 ? null : JSON.stringify(unavailable) })
+      .where('id', '=', worker.id)
+      .execute();
+    await appendAudit(trx, audit, {
+      action: 'worker_executors_changed',
+      details: { worker_id: worker.id, unavailable_executors: unavailable },
+    });
+  });
 }

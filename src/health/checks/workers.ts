@@ -1,4 +1,8 @@
-/** `workers` check: every registered worker has sent a heartbeat recently. */
+/**
+ * `workers` check: every registered worker has sent a heartbeat recently and can run all its
+ * executors.
+ */
+import { parseJsonColumn } from '../../store/json.js';
 import type { WorkersCheckSettings } from '../../pipeline/types.js';
 import type { ProbeContext, ProbeResult } from '../types.js';
 
@@ -17,7 +21,7 @@ export async function probeWorkers(
 ): Promise<ProbeResult> {
   const rows = await context.app.store.db
     .selectFrom('workers')
-    .select(['id', 'name', 'hostname', 'status', 'last_heartbeat_at'])
+    .select(['id', 'name', 'hostname', 'status', 'last_heartbeat_at', 'unavailable_executors'])
     .where('status', '!=', 'offline')
     .orderBy('last_heartbeat_at', 'desc')
     .execute();
@@ -32,6 +36,7 @@ export async function probeWorkers(
       last_heartbeat_at: row.last_heartbeat_at,
       age_seconds: Math.max(0, Math.round(ageMs / 1000)),
       stale: ageMs > settings.staleAfterMs,
+      unavailable_executors: parseJsonColumn<string[]>(row.unavailable_executors, []),
     };
   });
   const stale = workers.filter((worker) => worker.stale);
@@ -69,6 +74,20 @@ export async function probeWorkers(
     return {
       status: 'degraded',
       reason: `${stale.length} worker(s) sent no heartbeat in the last ${settings.staleAfterMs / 1000}s: ${staleNames}`,
+      details,
+    };
+  }
+  // A worker leaves an executor out of its claims while it cannot run it (a Docker engine that
+  // does not respond), so the tasks that need it wait.
+  const limited = online.filter((worker) => worker.unavailable_executors.length > 0);
+  if (limited.length > 0) {
+    const names = limited
+      .slice(0, 5)
+      .map((worker) => `${worker.id} (${worker.unavailable_executors.join(', ')})`)
+      .join(', ');
+    return {
+      status: 'degraded',
+      reason: `${limited.length} worker(s) cannot run some of their executors now: ${names}`,
       details,
     };
   }

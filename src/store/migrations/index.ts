@@ -14,6 +14,7 @@ import * as workerToken from './0012_worker_token.js';
 import * as workerTokenDelete from './0013_worker_token_delete.js';
 import * as taskWorkerSession from './0014_task_worker_session.js';
 import * as taskLeaseRenewed from './0015_task_lease_renewed.js';
+import * as workerUnavailableExecutors from './0016_worker_unavailable_executors.js';
 import * as jobsTypeStatusFinished from './0020_jobs_type_status_finished.js';
 import * as jobsConcurrencyGroupOrder from './0021_jobs_concurrency_group_order.js';
 import * as jobStatusCounts from './0022_job_status_counts.js';
@@ -46,6 +47,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0013_worker_token_delete': workerTokenDelete,
   '0014_task_worker_session': taskWorkerSession,
   '0015_task_lease_renewed': taskLeaseRenewed,
+  '0016_worker_unavailable_executors': workerUnavailableExecutors,
   '0020_jobs_type_status_finished': jobsTypeStatusFinished,
   '0021_jobs_concurrency_group_order': jobsConcurrencyGroupOrder,
   '0022_job_status_counts': jobStatusCounts,
