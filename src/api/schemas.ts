@@ -20,11 +20,13 @@ export const EXIT_CODE_RULE =
 
 /**
  * Pattern of free text that people send, such as a cancel reason: no control character other
- * than tab (C0, DEL and C1, the characters that src/util/printable.ts escapes). The text reaches
+ * than tab (C0, DEL and C1) and no line or paragraph separator (U+2028, U+2029). The text reaches
  * logs, audit rows and terminals, where a line break or escape sequence could forge or hide
- * output. The API reports a mismatch with the rule `printable`, not `pattern`.
+ * output. Bidirectional formatting characters are accepted, because right-to-left text uses
+ * them, and escaped where the text is printed (see src/util/printable.ts). The API reports a
+ * mismatch with the rule `printable`, not `pattern`.
  */
-export const PRINTABLE_TEXT_PATTERN = '^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]*$';
+export const PRINTABLE_TEXT_PATTERN = '^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$';
 
 /** Creates the schema of a reason that a person sends: 1 to `maxLength` printable characters. */
 export function PrintableReason(maxLength: number) {
@@ -33,8 +35,8 @@ export function PrintableReason(maxLength: number) {
     maxLength,
     pattern: PRINTABLE_TEXT_PATTERN,
     description:
-      'free text (rule printable): no control characters other than tab, so no line break, ' +
-      'carriage return or escape',
+      'free text (rule printable): no control characters other than tab and no line or ' +
+      'paragraph separator, so no line break, carriage return or escape',
   });
 }
 

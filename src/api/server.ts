@@ -1020,7 +1020,7 @@ const PATTERN_WORDS = new Map<string, string>([
   ['^[^\\x00-\\x1f\\x7f]+$', 'must not contain control characters'],
   [
     PRINTABLE_TEXT_PATTERN,
-    'must not contain control characters other than tab, such as a line break, carriage return, escape or NUL',
+    'must not contain control characters other than tab or line separators, such as a line break, carriage return, escape, NUL or U+2028',
   ],
   [
     '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$',

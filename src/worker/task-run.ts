@@ -24,6 +24,7 @@ import {
 } from '../execution/checkout.js';
 import { ExecutionError, type ExecutionSpec, type Executor } from '../execution/executor.js';
 import { maskedStrings, resolveSecrets } from '../execution/secrets.js';
+import { escapeControlCharacters } from '../util/printable.js';
 import type { ExecutorSet } from '../execution/select.js';
 import { FAILURE_LOG_INTERVAL_MS, RepeatLimiter } from './backoff.js';
 import { AgentError, type AgentClient, type FinishBody } from './client.js';
@@ -214,7 +215,7 @@ export class TaskRun {
       output.note(`[slipway] a status update ended the task ${this.#endedStatus}; ${stop}`);
     } else {
       output.note(
-        `[slipway] task ended ${result.status} after ${seconds} s${result.reason === null ? '' : `: ${result.reason}`}`,
+        `[slipway] task ended ${result.status} after ${seconds} s${result.reason === null ? '' : `: ${escapeControlCharacters(result.reason)}`}`,
       );
     }
     if (keepLease) {

@@ -37,10 +37,14 @@ const CONTROL_REASONS: Array<[string, string]> = [
   ['NUL', 'a\u0000b'],
   ['DEL', 'a\u007fb'],
   ['C1 CSI', 'a\u009b2Jb'],
+  ['line separator', 'done\u2028[slipway] task ended success'],
+  ['paragraph separator', 'done\u2029fake line'],
 ];
 
-const ESCAPED = 'step "test" failed: line one\\nline two \\u001b[2J\\r end\\u0000';
-const RAW = 'step "test" failed: line one\nline two \u001b[2J\r end\u0000';
+const ESCAPED =
+  'step "test" failed: line one\\nline two \\u001b[2J\\r end\\u0000 \\u2028 \\u202etxt.exe\\u2066';
+const RAW =
+  'step "test" failed: line one\nline two \u001b[2J\r end\u0000 \u2028 \u202etxt.exe\u2066';
 
 describe('reason text', () => {
   let server: TestServer;
@@ -146,8 +150,8 @@ pipelines:
       expect(response.body.field).toBe('reason');
       expect(response.body.rule).toBe('printable');
       expect(response.body.error).toBe(
-        'reason must not contain control characters other than tab, such as a line break, ' +
-          'carriage return, escape or NUL',
+        'reason must not contain control characters other than tab or line separators, such ' +
+          'as a line break, carriage return, escape, NUL or U+2028',
       );
       expect(await countRows(server.context.store.db)).toEqual(rowsBefore);
       expect(await lastUpdate(server.context.store.db)).toBe(updatedBefore);
@@ -158,6 +162,8 @@ pipelines:
     it.each([
       ['a tab', 'flaky runner\tsee the dashboard'],
       ['letters past C1', 'd\u00e9ploiement\u00a0annul\u00e9 \u00fc \u{1f680}'],
+      // Right-to-left text uses bidirectional marks and isolates, which a client escapes.
+      ['bidirectional isolates', '\u2067\u05d1\u05d9\u05d8\u05d5\u05dc\u2069 \u200f'],
     ])('accepts a reason with %s', async (_name, reason) => {
       const jobId = await triggerJob();
       const response = await server.request(method, `/api/job/${jobId}${path}`, {
