@@ -93,7 +93,7 @@ pipelines:
     api = await startHoldingProxy(server.url);
     const token = await server.token('agent', 'lost-claim-engine');
     const executor = new DockerExecutor(new Docker({ socketPath: engine.socketPath }), {
-      timeoutMs: 1_000,
+      timeoutMs: 3_000,
     });
     worker = new Worker(
       new AgentClient(api.url, token),

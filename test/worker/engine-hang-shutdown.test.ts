@@ -65,7 +65,7 @@ pipelines:
       SLIPWAY_WORKER_CAPACITY: '2',
       SLIPWAY_WORKER_SHUTDOWN_SECONDS: '0',
       DOCKER_HOST: `unix://${proxy.socketPath}`,
-      SLIPWAY_DOCKER_TIMEOUT_SECONDS: '1',
+      SLIPWAY_DOCKER_TIMEOUT_SECONDS: '3',
     });
   });
 
@@ -117,7 +117,7 @@ pipelines:
     proxy.freeze();
 
     // The grace period is 0 s: the stop kills the steps at once, the engine does not confirm
-    // within 1 s, and the cleanup's listing of the containers gets no response within 1 s.
+    // within 3 s, and the cleanup's listing of the containers gets no response within 3 s.
     await harness.worker.stop();
 
     for (const job of [deploy, ci]) {
@@ -125,7 +125,7 @@ pipelines:
       expect(task.lease_expires_at).not.toBeNull();
       expect(task.status).toBe('error');
       expect(task.reason).toMatch(
-        /^worker \S+ stopped before the task ended; the Docker engine did not confirm within 1 s that container \S+ stopped/,
+        /^worker \S+ stopped before the task ended; the Docker engine did not confirm within 3 s that container \S+ stopped/,
       );
       const rows = await auditOf(job);
       expect(rows.map((row) => row.action)).toEqual(['task_finished']);

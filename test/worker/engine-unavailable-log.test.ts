@@ -44,7 +44,7 @@ pipelines:
     const token = await server.token('agent', 'flapping-engine');
     const workspaces = makeTempDir('slipway-flapping-engine-');
     const docker = new DockerExecutor(new Docker({ socketPath: proxy.socketPath }), {
-      timeoutMs: 1_000,
+      timeoutMs: 3_000,
     });
     worker = new Worker(
       new AgentClient(server.url, token),
@@ -100,5 +100,5 @@ pipelines:
     await waitForLines(UNAVAILABLE, 2);
     proxy.thaw();
     await waitForLines(AVAILABLE, 2);
-  });
+  }, 90_000);
 });
