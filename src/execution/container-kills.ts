@@ -34,8 +34,16 @@ export class KillWatch {
 
   private constructor() {}
 
-  /** Opens the subscription; throws when the engine does not respond within `timeoutMs`. */
-  static async start(docker: Docker, containerId: string, timeoutMs: number): Promise<KillWatch> {
+  /**
+   * Opens the subscription. Throws when the engine does not respond within `timeoutMs`, or
+   * when `stop` (the run's cancel or timeout) fires first.
+   */
+  static async start(
+    docker: Docker,
+    containerId: string,
+    timeoutMs: number,
+    stop?: AbortSignal,
+  ): Promise<KillWatch> {
     const watch = new KillWatch();
     const stream = await engineCall(
       "the request for the container's events",
@@ -45,7 +53,7 @@ export class KillWatch {
           filters: { type: ['container'], container: [containerId], event: ['kill', 'die'] },
           abortSignal,
         }),
-      watch.#close.signal,
+      stop === undefined ? watch.#close.signal : AbortSignal.any([watch.#close.signal, stop]),
     );
     stream.on('data', (chunk: Buffer) => watch.#read(String(chunk)));
     const end = () => {

@@ -169,11 +169,17 @@ export class DockerExecutor implements Executor {
     });
     // Opened before the start, so that it receives every kill event. Without it, the kill
     // check falls back to the engine's list of recent events.
-    // NOTE: on a hung engine this waits the whole limit and ignores a cancel meanwhile, so the
-    // first failure of a task takes two limits.
-    const kills = await KillWatch.start(this.docker, container.id, this.#timeoutMs).catch(
+    // NOTE: on a hung engine this waits the whole limit before the next request waits its own,
+    // so the first failure of a task takes two limits.
+    const kills = await KillWatch.start(this.docker, container.id, this.#timeoutMs, signal).catch(
       () => undefined,
     );
+    // A task stopped before the start ends without it. The worker's cleanup removes the
+    // container, which never ran.
+    if (signal.aborted) {
+      kills?.close();
+      return { exitCode: 130 };
+    }
     // Once the task is stopped, the engine gets this long to confirm that the container
     // exited, so that a hung engine cannot hold the task forever.
     const stopDeadline = new AbortController();

@@ -150,6 +150,32 @@ describe('docker executor and an engine that fails', () => {
     expect(await containerState(spec)).toBeUndefined();
   });
 
+  it('ends at a cancel during the events request', async () => {
+    const spec = sleepingSpec();
+    proxy.holdRequests(/^GET \S*\/events\b/);
+    const controller = new AbortController();
+    const run = executor.run(
+      spec,
+      { write: () => undefined, note: () => undefined },
+      controller.signal,
+    );
+    const deadline = Date.now() + 20_000;
+    while (proxy.heldRequests() === 0) {
+      if (Date.now() > deadline) throw new Error('the executor sent no events request');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const cancelledAt = Date.now();
+    controller.abort('cancelled');
+
+    expect(await run).toEqual({ exitCode: 130 });
+    // Well within the 3 s that the events request would otherwise wait.
+    expect(Date.now() - cancelledAt).toBeLessThan(1_500);
+    // The container was created but never started.
+    expect(await containerState(spec)).toBe('created');
+    await executor.cleanup(spec);
+    expect(await containerState(spec)).toBeUndefined();
+  });
+
   it('bounds a request before the start', async () => {
     const spec = sleepingSpec();
     proxy.freeze();

@@ -13,6 +13,13 @@ export interface EngineProxy {
   /** The proxy's socket, for DOCKER_HOST as `unix://<socketPath>`. */
   socketPath: string;
   freeze(): void;
+  /**
+   * Holds each request whose first bytes match `pattern` (its request line), and the rest of
+   * its connection, as `freeze` does for all, until `thaw`.
+   */
+  holdRequests(pattern: RegExp): void;
+  /** Connections held by `holdRequests` now. */
+  heldRequests(): number;
   thaw(): void;
   dropConnections(): void;
   /** Drops every connection and stops listening, so that connecting fails until `up`. */
@@ -27,14 +34,20 @@ export async function startEngineProxy(
   engineSocket = '/var/run/docker.sock',
 ): Promise<EngineProxy> {
   const socketPath = path.join(makeTempDir('slipway-engine-proxy-'), 'docker.sock');
-  const pairs = new Set<{ client: net.Socket; engine: net.Socket }>();
+  type Pair = { client: net.Socket; engine: net.Socket };
+  const pairs = new Set<Pair>();
   /** Bytes held while frozen, with the socket each is for, in arrival order. */
   let heldChunks: Array<{ to: net.Socket; chunk: Buffer }> = [];
   let frozen = false;
 
-  const forward = (from: net.Socket, to: net.Socket) => {
+  /** Requests whose first bytes match it are held, with the rest of their connection. */
+  let holdPattern: RegExp | undefined;
+  const heldPairs = new Set<Pair>();
+
+  const forward = (pair: Pair, from: net.Socket, to: net.Socket) => {
     from.on('data', (chunk: Buffer) => {
-      if (frozen) heldChunks.push({ to, chunk });
+      if (from === pair.client && holdPattern?.test(chunk.toString('latin1'))) heldPairs.add(pair);
+      if (frozen || heldPairs.has(pair)) heldChunks.push({ to, chunk });
       else to.write(chunk);
     });
   };
@@ -43,10 +56,11 @@ export async function startEngineProxy(
     const engine = net.connect(engineSocket);
     const pair = { client, engine };
     pairs.add(pair);
-    forward(client, engine);
-    forward(engine, client);
+    forward(pair, client, engine);
+    forward(pair, engine, client);
     const end = () => {
       pairs.delete(pair);
+      heldPairs.delete(pair);
       client.destroy();
       engine.destroy();
     };
@@ -66,8 +80,14 @@ export async function startEngineProxy(
     freeze() {
       frozen = true;
     },
+    holdRequests(pattern: RegExp) {
+      holdPattern = pattern;
+    },
+    heldRequests: () => heldPairs.size,
     thaw() {
       frozen = false;
+      holdPattern = undefined;
+      heldPairs.clear();
       const release = heldChunks;
       heldChunks = [];
       for (const { to, chunk } of release) if (!to.destroyed) to.write(chunk);
