@@ -24,7 +24,8 @@ export function isSameCommit(first: string, second: string): boolean {
 
 /**
  * Returns why `name` is not a valid branch name under git's ref rules
- * (git-check-ref-format), or undefined when it is valid. Unicode is allowed.
+ * (git-check-ref-format), or undefined when it is valid. Unicode is allowed, except C1
+ * control characters and line or paragraph separators, which git accepts.
  */
 export function branchNameProblem(name: string): string | undefined {
   if (name.length === 0) return 'must not be empty';
@@ -34,6 +35,12 @@ export function branchNameProblem(name: string): string | undefined {
   // eslint-disable-next-line no-control-regex
   if (/[\x00-\x20\x7f~^:?*[\\]/.test(name)) {
     return 'must not contain spaces, control characters or any of ~ ^ : ? * [ \\';
+  }
+  // git rejects only ASCII control characters. In logs and terminals, a C1 control (U+0080 to
+  // U+009F) can start an escape sequence and a separator can start a line, so the branch
+  // follows the rule of a reason here (rule printable in src/api/schemas.ts).
+  if (/[\x80-\x9f\u2028\u2029]/.test(name)) {
+    return 'must not contain C1 control characters (U+0080 to U+009F) or line or paragraph separators (U+2028, U+2029)';
   }
   // A lone UTF-16 surrogate has no UTF-8 form, so git and the database would each mangle it.
   if (/\p{Cs}/u.test(name)) return 'must be valid Unicode (it contains a lone surrogate)';

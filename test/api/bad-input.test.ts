@@ -1298,6 +1298,42 @@ describe('branch names follow git', () => {
     expect(response.status).toBe(400);
     expect(response.body.rule).toBe('git-ref');
   });
+
+  // git accepts these, but in logs and terminals a C1 control can start an escape sequence
+  // (U+009B is CSI) and a separator can start a line.
+  it.each([
+    ['next line U+0085', 'fix/a\u0085b'],
+    ['CSI U+009B', 'fix/a\u009b31mb'],
+    ['line separator U+2028', 'fix/a\u2028b'],
+    ['paragraph separator U+2029', 'fix/a\u2029b'],
+  ])('branch with %s is rejected', async (_label, branch) => {
+    expect(gitAccepts(branch)).toBe(true);
+    const before = await countRows(server.context.store.db);
+    const response = await server.request('POST', '/api/trigger/recovery', {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch },
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.code).toBe('validation_failed');
+    expect(response.body.field).toBe('branch');
+    expect(response.body.rule).toBe('git-ref');
+    expect(response.body.error).toContain('line or paragraph separators');
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('branch with a bidirectional override is kept', async () => {
+    // Right-to-left text uses these, so they are accepted, as in a reason.
+    const branch = 'fix/a\u202eb';
+    const response = await server.request('POST', '/api/trigger/recovery', {
+      token: server.adminToken,
+      body: { commit: 'abc1234', branch },
+    });
+    expect(response.status).toBe(201);
+    const job = await server.request('GET', `/api/job/${response.body.job_id}`, {
+      token: server.adminToken,
+    });
+    expect(job.body.branch).toBe(branch);
+  });
 });
 
 describe('rollback without a rollback or deploy pipeline', () => {

@@ -30,7 +30,8 @@ export const TriggerBody = Type.Object(
         description:
           'git branch name of valid Unicode, at most 255 bytes, by the rules of git check-ref-format ' +
           '(rule git-ref): ' +
-          'no spaces, control characters, ~ ^ : ? * [ \\, "..", "@{" or "//"; not "@" or "HEAD"; ' +
+          'no spaces, control characters (C0, DEL and C1), line or paragraph separators ' +
+          '(U+2028, U+2029), ~ ^ : ? * [ \\, "..", "@{" or "//"; not "@" or "HEAD"; ' +
           'no leading "-" or "/", no trailing "/" or "."; no part between slashes that starts ' +
           'with "." or ends with ".lock"',
       }),
