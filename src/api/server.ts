@@ -27,7 +27,7 @@ import { addressKey, AuthFailureLimiter, type FailureLimit } from './auth-failur
 import { registerJsonBodyParser, treatNoBodyAsEmptyObject } from './json-body.js';
 import { deferredChildLogger, RequestLogController } from './request-logger.js';
 import { ApiError, errorBody, ERROR_CODES } from './errors.js';
-import { PRINTABLE_TEXT_PATTERN } from './schemas.js';
+import { HOSTNAME_PATTERN, PRINTABLE_TEXT_PATTERN } from './schemas.js';
 import {
   convertQuery,
   rejectBadQueryEncoding,
@@ -1017,7 +1017,10 @@ const PATTERN_WORDS = new Map<string, string>([
     'must be a lower-case letter followed by up to 62 lower-case letters, digits, underscores, dots or dashes',
   ],
   ['^[a-z_.]{1,64}$', 'must be 1 to 64 lower-case letters, underscores or dots'],
-  ['^[^\\x00-\\x1f\\x7f]+$', 'must not contain control characters'],
+  [
+    HOSTNAME_PATTERN,
+    'must not contain control characters (C0, DEL and C1) or line or paragraph separators (U+2028, U+2029)',
+  ],
   [
     PRINTABLE_TEXT_PATTERN,
     'must not contain control characters other than tab or line separators, such as a line break, carriage return, escape, NUL or U+2028',

@@ -50,11 +50,25 @@ pipelines:
   });
 
   it('rejects a host name with control characters', async () => {
-    for (const hostname of ['host\u0000a', 'host\na', 'host\u007fa']) {
+    const hostnames = [
+      'host\u0000a',
+      'host\na',
+      'host\u007fa',
+      'host\u0085a',
+      'host\u009b31ma',
+      'host\u2028a',
+      'host\u2029a',
+    ];
+    for (const hostname of hostnames) {
       const answer = await register({ name: 'control-chars', hostname });
-      expect(answer.status).toBe(400);
+      expect(answer.status, JSON.stringify(hostname)).toBe(400);
+      expect(answer.body.code).toBe('validation_failed');
       expect(answer.body.field).toBe('hostname');
-      expect(answer.body.error).toBe('hostname must not contain control characters');
+      expect(answer.body.rule).toBe('pattern');
+      expect(answer.body.error).toBe(
+        'hostname must not contain control characters (C0, DEL and C1) or line or paragraph ' +
+          'separators (U+2028, U+2029)',
+      );
     }
     expect(await workerRow('control-chars')).toBeUndefined();
   });

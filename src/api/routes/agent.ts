@@ -35,7 +35,7 @@ import { appendAudit } from '../../store/audit.js';
 import type { Database } from '../../store/schema.js';
 import { nowIso } from '../../util/time.js';
 import { ApiError } from '../errors.js';
-import { EXIT_CODE_RULE } from '../schemas.js';
+import { EXIT_CODE_RULE, HOSTNAME_PATTERN } from '../schemas.js';
 import { auditContext } from '../request-context.js';
 import { checkWorkerOwner } from '../worker-owner.js';
 import { ErrorSchema } from '../schemas.js';
@@ -92,8 +92,10 @@ const RegisterBody = Type.Object(
           'online worker id from another session is rejected with worker_id_in_use',
       }),
     ),
-    // Printable text: the host name is shown in job views, health details and logs.
-    hostname: Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00-\\x1f\\x7f]+$' }),
+    // Printable text: the host name is shown in health details, logs and the worker_id_in_use
+    // message that a worker prints when it exits. So C1 controls (U+009B is CSI) and line
+    // separators are rejected too.
+    hostname: Type.String({ minLength: 1, maxLength: 255, pattern: HOSTNAME_PATTERN }),
     executors: Type.Array(Executor, {
       minItems: 1,
       uniqueItems: true,
