@@ -7,10 +7,22 @@ export class MatrixError extends Error {
   constructor(
     readonly field: string,
     message: string,
+    /** Rule of the API's 400 response. */
+    readonly rule: 'matrix' | 'printable' = 'matrix',
   ) {
     super(message);
   }
 }
+
+/**
+ * Characters that a matrix value must not contain: control characters other than tab (C0, DEL
+ * and C1) and the line and paragraph separators, as in a reason (rule printable). A value names
+ * its task (`ci (3.12)`) in log lines and reasons, where a line break or escape sequence could
+ * forge or hide output, and it reaches the steps as an environment variable, which cannot hold
+ * NUL.
+ */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point.
+const UNPRINTABLE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029]/;
 
 /**
  * Expands the matrix axes into one combination per task. An axis takes its values from the
@@ -66,6 +78,19 @@ function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[]
     }
   });
   const values = list.map(String);
+  values.forEach((value, index) => {
+    const unprintable = UNPRINTABLE.exec(value)?.[0];
+    if (unprintable === undefined) return;
+    const field = Array.isArray(supplied) ? `${axis.from}.${index}` : axis.from!;
+    const code = unprintable.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
+    throw new MatrixError(
+      field,
+      `${field} contains U+${code}, a control character or line separator; a matrix value names ` +
+        'its task in logs and reaches the steps as an environment variable, so send printable ' +
+        'text (tab is allowed)',
+      'printable',
+    );
+  });
   return [...new Set(values)];
 }
 

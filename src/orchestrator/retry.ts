@@ -106,7 +106,7 @@ function expandRetryMatrix(
       'validation_failed',
       `job ${jobId} cannot be retried: ${error.message}; trigger a new job instead`,
       error.field,
-      'matrix',
+      error.rule,
     );
   }
 }

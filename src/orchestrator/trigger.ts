@@ -184,7 +184,11 @@ function matrixOf(pipeline: Pipeline, request: TriggerRequest): Array<Record<str
     combinations = expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
   } catch (error) {
     if (error instanceof MatrixError) {
-      throw new ApiError('validation_failed', error.message, error.field, 'matrix');
+      // A value that came from params is named by its path in the body.
+      const root = error.field.split('.')[0]!;
+      const inParams = request.inputs[root] === undefined && request.params[root] !== undefined;
+      const field = inParams ? `params.${error.field}` : error.field;
+      throw new ApiError('validation_failed', error.message, field, error.rule);
     }
     throw error;
   }

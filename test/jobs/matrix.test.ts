@@ -27,6 +27,21 @@ describe('expandMatrix', () => {
     expect((caught as MatrixError).message).toMatch(/JSON number 3\.1\b.*send matrix values/);
   });
 
+  it('rejects a value with a control character', () => {
+    let caught: unknown;
+    try {
+      expandMatrix([NODE], { node_versions: ['22', '24\u001b[2J'] });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(MatrixError);
+    expect((caught as MatrixError).field).toBe('node_versions.1');
+    expect((caught as MatrixError).rule).toBe('printable');
+    expect((caught as MatrixError).message).toMatch(
+      /^node_versions\.1 contains U\+001B, a control character or line separator;/,
+    );
+  });
+
   it('uses the defaults without the field and rejects an axis left without values', () => {
     expect(expandMatrix([NODE], {})).toEqual([{ node_version: '22' }]);
     expect(() => expandMatrix([{ ...NODE, values: [] }], {})).toThrow(/node_versions is required/);
