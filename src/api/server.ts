@@ -1023,7 +1023,7 @@ const PATTERN_WORDS = new Map<string, string>([
   ],
   [
     PRINTABLE_TEXT_PATTERN,
-    'must not contain control characters other than tab or line separators, such as a line break, carriage return, escape, NUL or U+2028',
+    'must not contain a control character other than tab (such as a line break, carriage return, escape or NUL) or a line or paragraph separator (U+2028, U+2029)',
   ],
   [
     '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$',

@@ -150,8 +150,8 @@ pipelines:
       expect(response.body.field).toBe('reason');
       expect(response.body.rule).toBe('printable');
       expect(response.body.error).toBe(
-        'reason must not contain control characters other than tab or line separators, such ' +
-          'as a line break, carriage return, escape, NUL or U+2028',
+        'reason must not contain a control character other than tab (such as a line break, ' +
+          'carriage return, escape or NUL) or a line or paragraph separator (U+2028, U+2029)',
       );
       expect(await countRows(server.context.store.db)).toEqual(rowsBefore);
       expect(await lastUpdate(server.context.store.db)).toBe(updatedBefore);
