@@ -10,10 +10,11 @@ import { branchNameProblem } from '../../jobs/refs.js';
 import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
 import { MAX_PARAM_NAME_LENGTH } from '../../pipeline/schema-common.js';
 import { findPipeline, triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
+import { escapeControlCharacters } from '../../util/printable.js';
 import { headerCount, type Principal } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { auditContext } from '../request-context.js';
-import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
+import { CommitSchema, ErrorSchema, PRINTABLE_TEXT_PATTERN, StatusSchema } from '../schemas.js';
 
 const JOB_TYPE_REGEX = new RegExp(JOB_TYPE_PATTERN);
 
@@ -63,7 +64,8 @@ export const TriggerBody = Type.Object(
         maxProperties: 100,
         description:
           'extra values for the pipeline, each reaching the steps as the variable ' +
-          'SLIPWAY_PARAM_<NAME>; names have 1 to 100 characters; keys may feed matrix axes',
+          'SLIPWAY_PARAM_<NAME>; names have 1 to 100 characters, with no control character ' +
+          'other than tab and no line separator (rule printable); keys may feed matrix axes',
       }),
     ),
   },
@@ -400,13 +402,27 @@ export function checkBranchAndParams(body: {
   checkParamVariables(body.params);
 }
 
+const PRINTABLE_NAME = new RegExp(PRINTABLE_TEXT_PATTERN, 'u');
+
 /**
- * Rejects a param name that is empty or longer than MAX_PARAM_NAME_LENGTH. The schema cannot
- * check this, because TypeBox writes a record's key as the pattern `^(.*)$` and drops its
- * length limits. An empty name would reach the steps as `SLIPWAY_PARAM_`, which names nothing.
+ * Rejects a param name that is empty, longer than MAX_PARAM_NAME_LENGTH, or not printable. The
+ * schema cannot check this, because TypeBox writes a record's key as the pattern `^(.*)$` and
+ * drops its limits. An empty name would reach the steps as `SLIPWAY_PARAM_`, which names
+ * nothing. A name is quoted in error messages that clients print, so it follows the rule of a
+ * reason (rule printable): no control character other than tab and no line separator.
  */
 function checkParamNames(params: Record<string, unknown>): void {
   for (const key of Object.keys(params)) {
+    if (!PRINTABLE_NAME.test(key)) {
+      throw new ApiError(
+        'validation_failed',
+        `params has a param named "${escapeControlCharacters(key)}" with a control character ` +
+          'or line separator; give each param a printable name, which reaches the steps as ' +
+          'SLIPWAY_PARAM_<NAME>',
+        'params',
+        'printable',
+      );
+    }
     if (key.length >= 1 && key.length <= MAX_PARAM_NAME_LENGTH) continue;
     const problem =
       key === ''
