@@ -63,6 +63,11 @@ export interface TaskSpec {
   user: string | null;
   resources: Resources;
   side_effects: boolean;
+  /**
+   * Whether an `error` outcome of this attempt is queued again under the pipeline's `retries`.
+   * An API from before this field sends none.
+   */
+  retry_on_error?: boolean;
 }
 
 /** Variables that taskEnvironment sets for every task, over `env` entries of the same name. */
@@ -153,5 +158,7 @@ export function buildTaskSpec(job: JobRow, task: TaskRow): TaskSpec {
     user: pipeline.user ?? null,
     resources: pipeline.resources ?? { memory: undefined, cpus: undefined, pids: undefined },
     side_effects: pipeline.sideEffects ?? false,
+    // The rule of finishTask, without its cancel check: hand-backs use up no attempt.
+    retry_on_error: task.attempt - task.hand_backs < (pipeline.retries ?? 0) + 1,
   };
 }

@@ -51,8 +51,9 @@ const FINISH_RETRY_DELAYS_MS = [200, 500, 1_000, 2_000, 5_000];
 const REMOVE_RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
 /**
  * Milliseconds that a task which ended `error` before its container was removed stays running
- * while the worker retries the removal. An engine that restarts under a step fails the first
- * removal, and the API retries only a task whose steps stopped.
+ * while the worker retries the removal, when the pipeline's `retries` would run it again. An
+ * engine that restarts under a step fails the first removal, and the API retries only a task
+ * whose steps stopped.
  */
 const REMOVAL_GRACE_MS = 30_000;
 
@@ -166,6 +167,7 @@ export class TaskRun {
       stepMayRun &&
       !cleanedUp &&
       result.status === 'error' &&
+      spec.retry_on_error !== false &&
       !this.#controller.signal.aborted &&
       !this.#leaseRejected
     ) {

@@ -521,6 +521,8 @@ pipelines:
     const lease = { worker_id: 'worker-a' };
     const first = (await post('/api/agent/workers/worker-a/claim', { max: 1, wait_seconds: 0 }))
       .body.tasks[0];
+    // The worker waits for a left container's removal only while a retry remains.
+    expect(first.retry_on_error).toBe(true);
     const report = { status: 'error', reason: 'engine restarted', duration_ms: 1 };
     const retried = await post(`/api/agent/tasks/${first.task_id}/finish`, {
       ...lease,
@@ -532,6 +534,7 @@ pipelines:
       .body.tasks[0];
     expect(second.task_id).toBe(first.task_id);
     expect(second.attempt).toBe(2);
+    expect(second.retry_on_error).toBe(false);
     // The task's times are those of its second attempt: it started after it was queued again.
     const running = await server.request('GET', `/api/job/${jobId}`, { token: server.adminToken });
     const task = running.body.tasks[0];

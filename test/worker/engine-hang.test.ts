@@ -72,6 +72,13 @@ pipelines:
     steps:
       - name: test
         run: echo testing; sleep 300
+  ci-once:
+    executor: docker
+    image: ${TEST_IMAGE}
+    network: none
+    steps:
+      - name: test
+        run: echo testing once; sleep 300
 `),
       SLIPWAY_EXECUTOR: 'docker',
       SLIPWAY_WORKER_CAPACITY: '2',
@@ -247,6 +254,41 @@ pipelines:
 
     await harness.server.request('POST', `/api/job/${id}/cancel`, { token: harness.token });
     expect((await harness.waitForJob(id, 15_000)).status).toBe('cancelled');
+  });
+
+  it('ends a task without retries at once', async () => {
+    const id = await harness.trigger('ci-once', { commit: COMMIT });
+    await waitForLog(id, 'testing once');
+    const downAt = Date.now();
+    await proxy.down();
+    try {
+      // The stream's end, 2 s, and the failed inspection end the step; no wait for the removal.
+      const job = await harness.waitForJob(id, 20_000);
+      expect(job.status).toBe('error');
+      expect(Date.now() - downAt).toBeLessThan(15_000);
+      const log = await harness.logs(id);
+      expect(log).not.toContain('the worker tries again');
+      expect(log).toContain("[slipway] the step's container could not be removed, so its steps");
+    } finally {
+      await proxy.up();
+    }
+    // Back on the engine, the worker removes the container and the kept lease ends.
+    const deadline = Date.now() + 40_000;
+    while ((await taskOf(id)).lease_expires_at !== null) {
+      if (Date.now() > deadline) throw new Error('the kept lease did not end');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await containersOf(id)).toEqual([]);
+    // The next test needs a worker that claims docker tasks again.
+    const unavailable = () =>
+      harness.server.context.store.db
+        .selectFrom('workers')
+        .select('unavailable_executors')
+        .executeTakeFirstOrThrow();
+    while ((await unavailable()).unavailable_executors !== null) {
+      if (Date.now() > deadline) throw new Error('the worker did not claim docker tasks again');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   });
 
   it('claims no docker tasks while the engine hangs', async () => {

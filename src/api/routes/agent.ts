@@ -198,6 +198,14 @@ const TaskSpecSchema = Type.Object({
   }),
   resources: Resources,
   side_effects: Type.Boolean(),
+  retry_on_error: Type.Optional(
+    Type.Boolean({
+      description:
+        "whether an `error` outcome of this attempt is queued again under the pipeline's " +
+        '`retries`; a worker waits for the removal of a container left by an engine failure ' +
+        'only then',
+    }),
+  ),
 });
 
 const errors = {
