@@ -73,6 +73,22 @@ pipelines:
     expect(await workerRow('control-chars')).toBeUndefined();
   });
 
+  it('rejects labels and versions with control characters', async () => {
+    const cases = [
+      { body: { labels: ['gpu', 'x\u001b[2Jy'] }, field: 'labels.1' },
+      { body: { labels: ['line\nbreak'] }, field: 'labels.0' },
+      { body: { version: '1.0\u2028fake' }, field: 'version' },
+      { body: { version: '1.0\u009b31m' }, field: 'version' },
+    ];
+    for (const { body, field } of cases) {
+      const answer = await register({ name: 'control-labels', hostname: 'host-l', ...body });
+      expect(answer.status, JSON.stringify(body)).toBe(400);
+      expect(answer.body.field).toBe(field);
+      expect(answer.body.rule).toBe('pattern');
+    }
+    expect(await workerRow('control-labels')).toBeUndefined();
+  });
+
   it('rejects an online id from another session', async () => {
     expect((await register({ name: 'shared', session: 'session-one' })).status).toBe(200);
     const again = await register({ name: 'shared', session: 'session-one' });

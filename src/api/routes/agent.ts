@@ -102,8 +102,11 @@ const RegisterBody = Type.Object(
       description: 'executors this worker runs; the first is used for tasks that name none',
     }),
     capacity: Type.Integer({ minimum: 1, maximum: 256 }),
-    labels: Type.Optional(Type.Array(Type.String({ maxLength: 100 }), { maxItems: 50 })),
-    version: Type.Optional(Type.String({ maxLength: 100 })),
+    // Stored and written to the audit log, so printable like the host name.
+    labels: Type.Optional(
+      Type.Array(Type.String({ maxLength: 100, pattern: HOSTNAME_PATTERN }), { maxItems: 50 }),
+    ),
+    version: Type.Optional(Type.String({ maxLength: 100, pattern: HOSTNAME_PATTERN })),
   },
   { additionalProperties: false },
 );
