@@ -125,9 +125,10 @@ function describeGroupBlockers(
     return `waits for the older job ${blockers.older_id} in concurrency group ${group} to start`;
   }
   if (blockers.stopping_id !== null) {
+    // A status update or an engine failure ended that job while its step could still run.
     return (
-      `waits for a worker to stop a step of job ${blockers.stopping_id} in concurrency group ` +
-      `${group}, which a status update ended`
+      `waits for a worker to confirm that a step of job ${blockers.stopping_id} in concurrency ` +
+      `group ${group} stopped; the job ended while the step could still run`
     );
   }
   return undefined;

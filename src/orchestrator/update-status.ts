@@ -180,10 +180,11 @@ function checkGroupIdle(trx: Transaction<Database>, job: JobRow): void {
   if (blockers.stopping_id !== null) {
     throw new ApiError(
       'concurrency_group_busy',
-      `${prefix} a worker still stops a step of job ${blockers.stopping_id} of its concurrency ` +
-        `group ${job.concurrency_group}, which a status update ended. The jobs of a group run ` +
-        'one at a time: set it running once the worker reports the step stopped, within ' +
-        'seconds.',
+      `${prefix} a worker has not confirmed yet that a step of job ${blockers.stopping_id} of ` +
+        `its concurrency group ${job.concurrency_group} stopped; the job ended while the step ` +
+        'could still run. The jobs of a group run one at a time: set it running once the ' +
+        'worker reports the step stopped (usually within seconds, longer while its Docker ' +
+        'engine does not respond).',
       'status',
       'concurrency',
       { ...details, stopping_job_id: blockers.stopping_id },

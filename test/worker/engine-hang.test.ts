@@ -138,10 +138,14 @@ pipelines:
     // The next deploy of the group waits while the old step may run.
     const next = await harness.trigger('deploy-quick', { commit: COMMIT });
     await new Promise((resolve) => setTimeout(resolve, 3_000));
-    expect(
-      (await harness.server.request('GET', `/api/job/${next}`, { token: harness.token })).body
-        .status,
-    ).toBe('queued');
+    const waiting = (
+      await harness.server.request('GET', `/api/job/${next}`, { token: harness.token })
+    ).body;
+    expect(waiting.status).toBe('queued');
+    expect(waiting.reason).toBe(
+      `waits for a worker to confirm that a step of job ${hung} in concurrency group deploy ` +
+        'stopped; the job ended while the step could still run',
+    );
 
     proxy.thaw();
     const done = await harness.waitForJob(next, 30_000);

@@ -114,7 +114,7 @@ pipelines:
       token: server.adminToken,
     });
     expect(waiting.body.reason).toContain(
-      `waits for a worker to stop a step of job ${first.body.job_id}`,
+      `waits for a worker to confirm that a step of job ${first.body.job_id}`,
     );
 
     worker.child.kill('SIGCONT');
