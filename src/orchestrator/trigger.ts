@@ -184,11 +184,16 @@ function matrixOf(pipeline: Pipeline, request: TriggerRequest): Array<Record<str
     combinations = expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
   } catch (error) {
     if (error instanceof MatrixError) {
-      // A value that came from params is named by its path in the body.
+      // A value that came from params is named by its path in the body, in the field and in
+      // the message, which starts with the field when it names one.
       const root = error.field.split('.')[0]!;
       const inParams = request.inputs[root] === undefined && request.params[root] !== undefined;
       const field = inParams ? `params.${error.field}` : error.field;
-      throw new ApiError('validation_failed', error.message, field, error.rule);
+      const message =
+        inParams && error.message.startsWith(`${error.field} `)
+          ? `params.${error.message}`
+          : error.message;
+      throw new ApiError('validation_failed', message, field, error.rule);
     }
     throw error;
   }

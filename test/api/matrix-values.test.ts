@@ -62,9 +62,26 @@ describe('matrix values from a trigger', () => {
     expect(response.body.field).toBe('params.versions');
     expect(response.body.rule).toBe('printable');
     expect(response.body.error).toMatch(
-      /^versions contains U\+000A, a control character or line separator;/,
+      /^params\.versions contains U\+000A, a control character or line separator;/,
     );
     expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('list in params names its path', async () => {
+    const before = await countRows(server.context.store.db);
+    const response = await trigger({ params: { versions: ['1', 'a\u0085b'] } });
+    expect(response.status).toBe(400);
+    expect(response.body.field).toBe('params.versions.1');
+    expect(response.body.rule).toBe('printable');
+    expect(response.body.error).toMatch(/^params\.versions\.1 contains U\+0085,/);
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('empty list in params names its path', async () => {
+    const response = await trigger({ params: { versions: [] } });
+    expect(response.status).toBe(400);
+    expect(response.body.field).toBe('params.versions');
+    expect(response.body.error).toBe('params.versions must not be an empty list');
   });
 
   it('tab and bidirectional characters are kept', async () => {
