@@ -292,21 +292,23 @@ export class TaskRun {
   /**
    * Retries the executor's cleanup of steps that may still run, while the task keeps its lease,
    * for up to `graceMs`. Returns whether the container is gone, which is false when the worker
-   * stops or loses the lease first.
+   * stops or loses the lease first, or when the task is cancelled, since a cancelled task gets
+   * no retry to wait for.
    */
   async #removeWithin(executor: Executor, spec: ExecutionSpec, graceMs: number): Promise<boolean> {
     const deadline = Date.now() + graceMs;
+    const signal = AbortSignal.any([this.#removalEnd.signal, this.#controller.signal]);
     for (let retry = 0; ; retry += 1) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
       const delay = REMOVE_RETRY_DELAYS_MS[Math.min(retry, REMOVE_RETRY_DELAYS_MS.length - 1)]!;
-      const signal = this.#removalEnd.signal;
       const paused = await sleep(Math.min(delay, left), 'retry' as const, { signal }).catch(
         () => 'ended' as const,
       );
       if (paused === 'ended' || this.#leaseRejected) return false;
       const outcome = await this.#tryRemoval(executor, spec);
       if (outcome !== 'failed') return outcome === 'removed';
+      if (signal.aborted) return false;
     }
   }
 

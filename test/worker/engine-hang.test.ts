@@ -295,6 +295,56 @@ pipelines:
     }
   });
 
+  it('ends the removal wait on a cancel', async () => {
+    const id = await harness.trigger('ci-long', { commit: COMMIT });
+    await waitForLog(id, 'testing');
+    await proxy.down();
+    let job: Awaited<ReturnType<typeof harness.waitForJob>>;
+    let waitedMs: number;
+    try {
+      await waitForLog(id, "[slipway] the step's container could not be removed; the worker tries");
+      const cancelledAt = Date.now();
+      const cancel = await harness.server.request('POST', `/api/job/${id}/cancel`, {
+        token: harness.token,
+      });
+      expect(cancel.status).toBeLessThan(300);
+      job = await harness.waitForJob(id, 40_000);
+      waitedMs = Date.now() - cancelledAt;
+    } finally {
+      await proxy.up();
+    }
+    // A cancelled task gets no retry, so the worker reports it without waiting out the 30 s.
+    expect(waitedMs).toBeLessThan(10_000);
+    expect(job.status).toBe('error');
+    const log = await harness.logs(id);
+    expect(log).toContain("[slipway] the step's container could not be removed, so its steps");
+    const { id: taskId } = await taskOf(id);
+    const retried = await harness.server.context.store.db
+      .selectFrom('audit_log')
+      .select('action')
+      .where('task_id', '=', taskId)
+      .where('action', '=', 'task_retried')
+      .execute();
+    expect(retried).toEqual([]);
+    // Back on the engine, the worker removes the container and the kept lease ends.
+    const deadline = Date.now() + 40_000;
+    while ((await taskOf(id)).lease_expires_at !== null) {
+      if (Date.now() > deadline) throw new Error('the kept lease did not end');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await containersOf(id)).toEqual([]);
+    // The next test needs a worker that claims docker tasks again.
+    const unavailable = () =>
+      harness.server.context.store.db
+        .selectFrom('workers')
+        .select('unavailable_executors')
+        .executeTakeFirstOrThrow();
+    while ((await unavailable()).unavailable_executors !== null) {
+      if (Date.now() > deadline) throw new Error('the worker did not claim docker tasks again');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  });
+
   it('claims no docker tasks while the engine hangs', async () => {
     proxy.freeze();
     const id = await harness.trigger('ci-quick', { commit: COMMIT });
