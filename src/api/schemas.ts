@@ -29,10 +29,11 @@ export const EXIT_CODE_RULE =
 export const PRINTABLE_TEXT_PATTERN = '^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$';
 
 /**
- * Pattern of a worker's host name: no control character, tab included (C0, DEL and C1), and no
- * line or paragraph separator.
+ * Pattern of a worker's host name, labels and version: no control character, tab included (C0,
+ * DEL and C1), and no line or paragraph separator. It accepts the empty string, because its
+ * message names only those characters. A schema that needs text sets `minLength`.
  */
-export const HOSTNAME_PATTERN = '^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$';
+export const HOSTNAME_PATTERN = '^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$';
 
 /** Creates the schema of a reason that a person sends: 1 to `maxLength` printable characters. */
 export function PrintableReason(maxLength: number) {

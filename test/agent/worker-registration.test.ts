@@ -89,6 +89,23 @@ pipelines:
     expect(await workerRow('control-labels')).toBeUndefined();
   });
 
+  it('accepts an empty label and version', async () => {
+    const answer = await register({ name: 'empty-label', labels: [''], version: '' });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    const row = await workerRow('empty-label');
+    expect(row?.labels).toBe('[""]');
+    expect(row?.version).toBe('');
+  });
+
+  it('rejects an empty host name by its length', async () => {
+    const answer = await register({ name: 'empty-host', hostname: '' });
+    expect(answer.status).toBe(400);
+    expect(answer.body.field).toBe('hostname');
+    expect(answer.body.rule).toBe('minLength');
+    expect(answer.body.error).not.toContain('control characters');
+    expect(await workerRow('empty-host')).toBeUndefined();
+  });
+
   it('rejects an online id from another session', async () => {
     expect((await register({ name: 'shared', session: 'session-one' })).status).toBe(200);
     const again = await register({ name: 'shared', session: 'session-one' });
