@@ -8,7 +8,7 @@ export class MatrixError extends Error {
     readonly field: string,
     message: string,
     /** Rule of the API's 400 response. */
-    readonly rule: 'matrix' | 'printable' = 'matrix',
+    readonly rule: 'matrix' | 'printable' | 'type' = 'matrix',
   ) {
     super(message);
   }
@@ -69,6 +69,18 @@ function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[]
     throw new MatrixError(axis.from!, `${axis.from} must not be an empty list`);
   }
   list.forEach((value, index) => {
+    // Params may hold any JSON, and String() would turn an object into "[object Object]", a
+    // nested list into its items joined by commas, and null into "null". A boolean becomes
+    // "true" or "false".
+    if (value === null || typeof value === 'object') {
+      const field = Array.isArray(supplied) ? `${axis.from}.${index}` : axis.from!;
+      const kind = value === null ? 'null' : Array.isArray(value) ? 'a list' : 'an object';
+      throw new MatrixError(
+        field,
+        `${field} is ${kind}; a matrix value must be a string, a whole number or a boolean`,
+        'type',
+      );
+    }
     if (typeof value === 'number' && !Number.isInteger(value)) {
       throw new MatrixError(
         `${axis.from}.${index}`,

@@ -84,6 +84,32 @@ describe('matrix values from a trigger', () => {
     expect(response.body.error).toBe('params.versions must not be an empty list');
   });
 
+  it.each([
+    ['object', { versions: { major: '1' } }, 'params.versions', 'an object'],
+    ['nested list', { versions: ['1', ['2', '3']] }, 'params.versions.1', 'a list'],
+    ['null in a list', { versions: ['1', null] }, 'params.versions.1', 'null'],
+  ])('%s from params is rejected', async (_label, params, field, kind) => {
+    const before = await countRows(server.context.store.db);
+    const response = await trigger({ params });
+    expect(response.status).toBe(400);
+    expect(response.body.field).toBe(field);
+    expect(response.body.rule).toBe('type');
+    expect(response.body.error).toBe(
+      `${field} is ${kind}; a matrix value must be a string, a whole number or a boolean`,
+    );
+    expect(await countRows(server.context.store.db)).toEqual(before);
+  });
+
+  it('boolean from params is kept', async () => {
+    const response = await trigger({ params: { versions: [true, 2] } });
+    expect(response.status).toBe(201);
+    const job = await server.request('GET', `/api/job/${response.body.job_id}`, {
+      token: server.adminToken,
+    });
+    const names = (job.body.tasks as Array<{ name: string }>).map((task) => task.name);
+    expect(names).toEqual(['versioned (true)', 'versioned (2)']);
+  });
+
   it('tab and bidirectional characters are kept', async () => {
     const response = await trigger({ versions: ['a\tb', 'c\u202ed'] });
     expect(response.status).toBe(201);
