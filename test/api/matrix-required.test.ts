@@ -78,7 +78,7 @@ describe('matrix axis without default', () => {
     expect(response.body.rule).toBe('matrix');
     expect(response.body.error).toBe(
       'job type versioned, which release needs and which this trigger creates (trigger_needs), ' +
-        "cannot be created from the trigger's params: versions must not be an empty list; " +
+        "cannot be created from the trigger's params: params.versions must not be an empty list; " +
         'correct params.versions, or trigger versioned for this commit first',
     );
   });
