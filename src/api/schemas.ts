@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { JOB_ID_PATTERN } from '../jobs/ids.js';
 import { STATUSES, STATUS_MEANINGS } from '../jobs/status.js';
 import { COMMIT_PATTERN } from '../jobs/refs.js';
+import { UNPRINTABLE_CLASS } from '../util/printable.js';
 import { ERROR_CODES } from './errors.js';
 
 const Nullable = <T extends ReturnType<typeof Type.String>>(schema: T) =>
@@ -26,7 +27,7 @@ export const EXIT_CODE_RULE =
  * them, and escaped where the text is printed (see src/util/printable.ts). The API reports a
  * mismatch with the rule `printable`, not `pattern`.
  */
-export const PRINTABLE_TEXT_PATTERN = '^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$';
+export const PRINTABLE_TEXT_PATTERN = `^[^${UNPRINTABLE_CLASS}]*$`;
 
 /**
  * Pattern of a worker's host name, labels and version: no control character, tab included (C0,

@@ -1,4 +1,5 @@
 import type { MatrixAxis } from '../pipeline/types.js';
+import { firstUnprintable } from '../util/printable.js';
 
 /** Upper bound on tasks per job, so one trigger cannot flood the queue. */
 export const MAX_MATRIX_COMBINATIONS = 256;
@@ -15,33 +16,26 @@ export class MatrixError extends Error {
 }
 
 /**
- * Characters that a matrix value must not contain: control characters other than tab (C0, DEL
- * and C1) and the line and paragraph separators, as in a reason (rule printable). A value names
- * its task (`ci (3.12)`) in log lines and reasons, where a line break or escape sequence could
- * forge or hide output, and it reaches the steps as an environment variable, which cannot hold
- * NUL.
- */
-// eslint-disable-next-line no-control-regex -- matching control characters is the point.
-const UNPRINTABLE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029]/;
-
-/**
  * Expands the matrix axes into one combination per task. An axis takes its values from the
- * trigger field it names (`inputs[axis.from]`) when present, else from its defaults.
+ * trigger field it names (`inputs[axis.from]`), else from that key of `params`, else from its
+ * defaults. Errors name a value from params by its path in the body, `params.<field>`.
  */
 export function expandMatrix(
   axes: readonly MatrixAxis[],
   inputs: Record<string, unknown>,
+  params: Record<string, unknown> = {},
 ): Array<Record<string, string>> {
   let combinations: Array<Record<string, string>> = [{}];
   for (const axis of axes) {
-    const values = axisValues(axis, inputs);
+    const source = axisSource(axis, inputs, params);
+    const values = axisValues(axis, source);
     const next: Array<Record<string, string>> = [];
     for (const combination of combinations) {
       for (const value of values) next.push({ ...combination, [axis.name]: value });
     }
     if (next.length > MAX_MATRIX_COMBINATIONS) {
       throw new MatrixError(
-        axis.from ?? axis.name,
+        source.field ?? axis.name,
         `the matrix expands to more than ${MAX_MATRIX_COMBINATIONS} tasks`,
       );
     }
@@ -50,8 +44,24 @@ export function expandMatrix(
   return combinations;
 }
 
-function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[] {
-  const supplied = axis.from === undefined ? undefined : inputs[axis.from];
+/** An axis's values as the trigger sent them, and the path of their field in the body. */
+interface AxisSource {
+  supplied: unknown;
+  field: string | undefined;
+}
+
+function axisSource(
+  axis: MatrixAxis,
+  inputs: Record<string, unknown>,
+  params: Record<string, unknown>,
+): AxisSource {
+  if (axis.from === undefined) return { supplied: undefined, field: undefined };
+  if (Object.hasOwn(inputs, axis.from)) return { supplied: inputs[axis.from], field: axis.from };
+  if (params[axis.from] === undefined) return { supplied: undefined, field: axis.from };
+  return { supplied: params[axis.from], field: `params.${axis.from}` };
+}
+
+function axisValues(axis: MatrixAxis, { supplied, field: path }: AxisSource): string[] {
   if (supplied === undefined || supplied === null) {
     // Without values the job would get no task. Such a job stays queued for good, because no
     // worker claims it and a cancel cannot end it.
@@ -66,14 +76,15 @@ function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[]
   }
   const list = Array.isArray(supplied) ? supplied : [supplied];
   if (list.length === 0) {
-    throw new MatrixError(axis.from!, `${axis.from} must not be an empty list`);
+    throw new MatrixError(path!, `${path} must not be an empty list`);
   }
+  const fieldOf = (index: number) => (Array.isArray(supplied) ? `${path}.${index}` : path!);
   list.forEach((value, index) => {
     // Params may hold any JSON, and String() would turn an object into "[object Object]", a
     // nested list into its items joined by commas, and null into "null". A boolean becomes
     // "true" or "false".
     if (value === null || typeof value === 'object') {
-      const field = Array.isArray(supplied) ? `${axis.from}.${index}` : axis.from!;
+      const field = fieldOf(index);
       const kind = value === null ? 'null' : Array.isArray(value) ? 'a list' : 'an object';
       throw new MatrixError(
         field,
@@ -83,17 +94,19 @@ function axisValues(axis: MatrixAxis, inputs: Record<string, unknown>): string[]
     }
     if (typeof value === 'number' && !Number.isInteger(value)) {
       throw new MatrixError(
-        `${axis.from}.${index}`,
-        `${axis.from}.${index} is the JSON number ${value}, and JSON numbers drop trailing ` +
+        `${path}.${index}`,
+        `${path}.${index} is the JSON number ${value}, and JSON numbers drop trailing ` +
           'zeros (3.10 reads as 3.1); send matrix values that are not whole numbers as strings',
       );
     }
   });
   const values = list.map(String);
   values.forEach((value, index) => {
-    const unprintable = UNPRINTABLE.exec(value)?.[0];
+    // A value names its task (`ci (3.12)`) in log lines and reasons, where a line break or
+    // escape sequence could forge or hide output, and an environment variable cannot hold NUL.
+    const unprintable = firstUnprintable(value);
     if (unprintable === undefined) return;
-    const field = Array.isArray(supplied) ? `${axis.from}.${index}` : axis.from!;
+    const field = fieldOf(index);
     const code = unprintable.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
     throw new MatrixError(
       field,

@@ -181,19 +181,10 @@ export async function triggerJob(
 function matrixOf(pipeline: Pipeline, request: TriggerRequest): Array<Record<string, string>> {
   let combinations: Array<Record<string, string>>;
   try {
-    combinations = expandMatrix(pipeline.matrix, { ...request.params, ...request.inputs });
+    combinations = expandMatrix(pipeline.matrix, request.inputs, request.params);
   } catch (error) {
     if (error instanceof MatrixError) {
-      // A value that came from params is named by its path in the body, in the field and in
-      // the message, which starts with the field when it names one.
-      const root = error.field.split('.')[0]!;
-      const inParams = request.inputs[root] === undefined && request.params[root] !== undefined;
-      const field = inParams ? `params.${error.field}` : error.field;
-      const message =
-        inParams && error.message.startsWith(`${error.field} `)
-          ? `params.${error.message}`
-          : error.message;
-      throw new ApiError('validation_failed', message, field, error.rule);
+      throw new ApiError('validation_failed', error.message, error.field, error.rule);
     }
     throw error;
   }

@@ -10,11 +10,11 @@ import { branchNameProblem } from '../../jobs/refs.js';
 import { JOB_TYPE_PATTERN } from '../../pipeline/schema.js';
 import { MAX_PARAM_NAME_LENGTH } from '../../pipeline/schema-common.js';
 import { findPipeline, triggerJob, type TriggerRequest } from '../../orchestrator/trigger.js';
-import { escapeControlCharacters } from '../../util/printable.js';
+import { escapeControlCharacters, firstUnprintable } from '../../util/printable.js';
 import { headerCount, type Principal } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { auditContext } from '../request-context.js';
-import { CommitSchema, ErrorSchema, PRINTABLE_TEXT_PATTERN, StatusSchema } from '../schemas.js';
+import { CommitSchema, ErrorSchema, StatusSchema } from '../schemas.js';
 
 const JOB_TYPE_REGEX = new RegExp(JOB_TYPE_PATTERN);
 
@@ -402,8 +402,6 @@ export function checkBranchAndParams(body: {
   checkParamVariables(body.params);
 }
 
-const PRINTABLE_NAME = new RegExp(PRINTABLE_TEXT_PATTERN, 'u');
-
 /**
  * Rejects a param name that is empty, longer than MAX_PARAM_NAME_LENGTH, or not printable. The
  * schema cannot check this, because TypeBox writes a record's key as the pattern `^(.*)$` and
@@ -413,7 +411,7 @@ const PRINTABLE_NAME = new RegExp(PRINTABLE_TEXT_PATTERN, 'u');
  */
 function checkParamNames(params: Record<string, unknown>): void {
   for (const key of Object.keys(params)) {
-    if (!PRINTABLE_NAME.test(key)) {
+    if (firstUnprintable(key) !== undefined) {
       throw new ApiError(
         'validation_failed',
         `params has a param named "${escapeControlCharacters(key)}" with a control character ` +
