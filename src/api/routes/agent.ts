@@ -380,6 +380,7 @@ export function registerAgentRoutes(app: FastifyInstance, context: AppContext): 
       await recordUnavailableExecutors(
         context.store,
         worker,
+        executors,
         body.executors,
         auditContext(request),
       );
@@ -985,11 +986,11 @@ function workerNotFound(workerId: string): ApiError {
  */
 async function recordUnavailableExecutors(
   store: AppContext['store'],
-  worker: { id: string; executors: string; unavailable_executors: string | null },
+  worker: { id: string; unavailable_executors: string | null },
+  registered: string[],
   claimed: string[] | undefined,
   audit: ReturnType<typeof auditContext>,
 ): Promise<void> {
-  const registered = JSON.parse(worker.executors) as string[];
   const unavailable =
     claimed === undefined ? [] : registered.filter((name) => !claimed.includes(name));
   const stored = JSON.parse(worker.unavailable_executors ?? '[]') as string[];
