@@ -113,6 +113,29 @@ pipelines:
       .where('job_id', '=', jobId)
       .executeTakeFirstOrThrow();
 
+  /**
+   * Waits until the worker, back on the engine, removed the job's container, which ends its
+   * kept lease, and claims docker tasks again, as the next test needs.
+   */
+  async function waitForRemovalAfterRestart(jobId: string): Promise<void> {
+    const deadline = Date.now() + 40_000;
+    while ((await taskOf(jobId)).lease_expires_at !== null) {
+      if (Date.now() > deadline) throw new Error('the kept lease did not end');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await containersOf(jobId)).toEqual([]);
+
+    const unavailable = () =>
+      harness.server.context.store.db
+        .selectFrom('workers')
+        .select('unavailable_executors')
+        .executeTakeFirstOrThrow();
+    while ((await unavailable()).unavailable_executors !== null) {
+      if (Date.now() > deadline) throw new Error('the worker did not claim docker tasks again');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
   it('holds the deploy group on a hung engine', async () => {
     const hung = await harness.trigger('deploy-hang', { commit: COMMIT });
     await waitForLog(hung, 'rolling');
@@ -265,40 +288,28 @@ pipelines:
     await waitForLog(id, 'testing once');
     const downAt = Date.now();
     await proxy.down();
+
     try {
       // The stream's end, 2 s, and the failed inspection end the step; no wait for the removal.
       const job = await harness.waitForJob(id, 20_000);
       expect(job.status).toBe('error');
       expect(Date.now() - downAt).toBeLessThan(15_000);
+
       const log = await harness.logs(id);
       expect(log).not.toContain('the worker tries again');
       expect(log).toContain("[slipway] the step's container could not be removed, so its steps");
     } finally {
       await proxy.up();
     }
-    // Back on the engine, the worker removes the container and the kept lease ends.
-    const deadline = Date.now() + 40_000;
-    while ((await taskOf(id)).lease_expires_at !== null) {
-      if (Date.now() > deadline) throw new Error('the kept lease did not end');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(await containersOf(id)).toEqual([]);
-    // The next test needs a worker that claims docker tasks again.
-    const unavailable = () =>
-      harness.server.context.store.db
-        .selectFrom('workers')
-        .select('unavailable_executors')
-        .executeTakeFirstOrThrow();
-    while ((await unavailable()).unavailable_executors !== null) {
-      if (Date.now() > deadline) throw new Error('the worker did not claim docker tasks again');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+
+    await waitForRemovalAfterRestart(id);
   });
 
   it('ends the removal wait on a cancel', async () => {
     const id = await harness.trigger('ci-long', { commit: COMMIT });
     await waitForLog(id, 'testing');
     await proxy.down();
+
     let job: Awaited<ReturnType<typeof harness.waitForJob>>;
     let waitedMs: number;
     try {
@@ -316,6 +327,7 @@ pipelines:
     // A cancelled task gets no retry, so the worker reports it without waiting out the 30 s.
     expect(waitedMs).toBeLessThan(10_000);
     expect(job.status).toBe('error');
+
     const log = await harness.logs(id);
     expect(log).toContain("[slipway] the step's container could not be removed, so its steps");
     const { id: taskId } = await taskOf(id);
@@ -326,23 +338,8 @@ pipelines:
       .where('action', '=', 'task_retried')
       .execute();
     expect(retried).toEqual([]);
-    // Back on the engine, the worker removes the container and the kept lease ends.
-    const deadline = Date.now() + 40_000;
-    while ((await taskOf(id)).lease_expires_at !== null) {
-      if (Date.now() > deadline) throw new Error('the kept lease did not end');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(await containersOf(id)).toEqual([]);
-    // The next test needs a worker that claims docker tasks again.
-    const unavailable = () =>
-      harness.server.context.store.db
-        .selectFrom('workers')
-        .select('unavailable_executors')
-        .executeTakeFirstOrThrow();
-    while ((await unavailable()).unavailable_executors !== null) {
-      if (Date.now() > deadline) throw new Error('the worker did not claim docker tasks again');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+
+    await waitForRemovalAfterRestart(id);
   });
 
   it('claims no docker tasks while the engine hangs', async () => {
